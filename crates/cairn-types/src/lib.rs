@@ -1,0 +1,18 @@
+//! Cairn's vocabulary: the identifiers, payloads, retry policies, timeouts and limits that every
+//! other crate speaks.
+//!
+//! Invariant: this crate does no I/O and reads no clock. Anything that needs "now" or randomness
+//! takes it as an argument, so the state machine built on these types stays replayable. Every
+//! value that arrives from outside (an id, a policy, a timeout) has a validating constructor that
+//! returns a specific error rather than a value that would misbehave later.
+
+pub mod ids;
+pub mod limits;
+pub mod payload;
+pub mod retry;
+pub mod timeouts;
+
+pub use ids::{ActivityId, IdError, RunId, WorkflowId};
+pub use payload::{Payload, PayloadError};
+pub use retry::{RetryDecision, RetryPolicy};
+pub use timeouts::{ActivityTimeouts, PolicyError, WorkflowTimeouts};
