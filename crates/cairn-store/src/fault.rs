@@ -1,0 +1,292 @@
+//! A fault-injecting wrapper around any [`Store`]: seeded, so a failing run replays exactly.
+//!
+//! It injects what FoundationDB can do to a correct client — commit conflicts, commits whose
+//! outcome is unknown (both the "it was applied" and the "it was not" case), and latency — so
+//! the engine's tests can prove they survive them.
+
+use crate::{
+    CommitInfo, KeyValue, Limits, RangeRequest, Store, StoreError, StoreResult, Transaction, Watch,
+};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Which faults to inject, and how often. Probabilities are per commit, in [0, 1].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultConfig {
+    /// Seed of the random choices. Print it on failure; the same seed replays the same faults
+    /// for the same sequence of calls.
+    pub seed: u64,
+    /// The commit is refused with `Conflict` and nothing is written.
+    pub conflict_probability: f64,
+    /// The commit is applied, then reported as `MaybeCommitted`.
+    pub maybe_committed_applied_probability: f64,
+    /// The commit is dropped, then reported as `MaybeCommitted`.
+    pub maybe_committed_lost_probability: f64,
+    /// A delay drawn uniformly from this range before each read and each commit.
+    pub latency: Option<(Duration, Duration)>,
+}
+
+impl FaultConfig {
+    /// No faults at all (a transparent wrapper), with the given seed.
+    pub fn none(seed: u64) -> Self {
+        Self {
+            seed,
+            conflict_probability: 0.0,
+            maybe_committed_applied_probability: 0.0,
+            maybe_committed_lost_probability: 0.0,
+            latency: None,
+        }
+    }
+
+    /// A mix that exercises every commit-path fault often: 10% conflicts, 5% applied-unknown,
+    /// 5% lost-unknown.
+    pub fn chaos(seed: u64) -> Self {
+        Self {
+            conflict_probability: 0.10,
+            maybe_committed_applied_probability: 0.05,
+            maybe_committed_lost_probability: 0.05,
+            ..Self::none(seed)
+        }
+    }
+
+    fn validate(&self) {
+        let p = [
+            self.conflict_probability,
+            self.maybe_committed_applied_probability,
+            self.maybe_committed_lost_probability,
+        ];
+        for x in p {
+            assert!((0.0..=1.0).contains(&x), "fault probability {x} outside [0, 1]");
+        }
+        assert!(p.iter().sum::<f64>() <= 1.0, "fault probabilities sum above 1");
+        if let Some((low, high)) = self.latency {
+            assert!(low <= high, "latency range inverted");
+        }
+    }
+}
+
+/// Counts of what the wrapper did, for tests to prove faults were actually injected.
+#[derive(Debug, Default)]
+pub struct FaultStats {
+    pub commits: AtomicU64,
+    pub conflicts_injected: AtomicU64,
+    pub maybe_committed_applied: AtomicU64,
+    pub maybe_committed_lost: AtomicU64,
+    pub delays: AtomicU64,
+}
+
+impl FaultStats {
+    /// Every fault injected so far.
+    pub fn faults(&self) -> u64 {
+        self.conflicts_injected.load(Ordering::Relaxed)
+            + self.maybe_committed_applied.load(Ordering::Relaxed)
+            + self.maybe_committed_lost.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug)]
+struct FaultState {
+    config: FaultConfig,
+    rng: Mutex<SmallRng>,
+    enabled: AtomicBool,
+    stats: FaultStats,
+}
+
+enum CommitFault {
+    None,
+    Conflict,
+    AppliedUnknown,
+    LostUnknown,
+}
+
+impl FaultState {
+    fn draw(&self) -> (CommitFault, Option<Duration>) {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return (CommitFault::None, None);
+        }
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let x: f64 = rng.random();
+        let c = &self.config;
+        let fault = if x < c.conflict_probability {
+            CommitFault::Conflict
+        } else if x < c.conflict_probability + c.maybe_committed_applied_probability {
+            CommitFault::AppliedUnknown
+        } else if x < c.conflict_probability
+            + c.maybe_committed_applied_probability
+            + c.maybe_committed_lost_probability
+        {
+            CommitFault::LostUnknown
+        } else {
+            CommitFault::None
+        };
+        let delay = c.latency.map(|(low, high)| {
+            if low == high {
+                low
+            } else {
+                rng.random_range(low..high)
+            }
+        });
+        (fault, delay)
+    }
+
+    fn delay(&self) -> Option<Duration> {
+        self.draw().1
+    }
+
+    async fn sleep(&self, delay: Option<Duration>) {
+        if let Some(d) = delay {
+            self.stats.delays.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(d).await;
+        }
+    }
+}
+
+/// Wraps a store and injects faults at commit (and latency on reads).
+///
+/// # Examples
+/// ```
+/// use cairn_store::{FaultConfig, FaultStore, MemStore, Store, Transaction, StoreError};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let config = FaultConfig { conflict_probability: 1.0, ..FaultConfig::none(7) };
+/// let store = FaultStore::new(MemStore::new(), config);
+/// let mut tx = store.begin().unwrap();
+/// tx.set(b"k", b"v").unwrap();
+/// assert_eq!(tx.commit().await, Err(StoreError::Conflict));
+/// assert_eq!(store.stats().faults(), 1);
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct FaultStore<S> {
+    inner: S,
+    state: Arc<FaultState>,
+}
+
+impl<S: Store> FaultStore<S> {
+    /// Wraps `inner`. Panics on probabilities outside [0, 1] or summing above 1.
+    pub fn new(inner: S, config: FaultConfig) -> Self {
+        config.validate();
+        Self {
+            inner,
+            state: Arc::new(FaultState {
+                rng: Mutex::new(SmallRng::seed_from_u64(config.seed)),
+                config,
+                enabled: AtomicBool::new(true),
+                stats: FaultStats::default(),
+            }),
+        }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Turns injection on or off (on by default); off makes the wrapper transparent, which is
+    /// how a test lets the system converge after a fault period.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.state.enabled.store(enabled, Ordering::Relaxed);
+    }
+
+    /// What has been injected so far.
+    pub fn stats(&self) -> &FaultStats {
+        &self.state.stats
+    }
+
+    /// The seed in use.
+    pub fn seed(&self) -> u64 {
+        self.state.config.seed
+    }
+}
+
+impl<S: Store> Store for FaultStore<S> {
+    type Tx = FaultTransaction<S::Tx>;
+
+    fn begin(&self) -> StoreResult<Self::Tx> {
+        Ok(FaultTransaction {
+            inner: self.inner.begin()?,
+            state: self.state.clone(),
+        })
+    }
+
+    fn limits(&self) -> Limits {
+        self.inner.limits()
+    }
+
+    fn backend_name(&self) -> &'static str {
+        self.inner.backend_name()
+    }
+}
+
+/// A transaction of a [`FaultStore`].
+#[derive(Debug)]
+pub struct FaultTransaction<T> {
+    inner: T,
+    state: Arc<FaultState>,
+}
+
+impl<T: Transaction> Transaction for FaultTransaction<T> {
+    async fn get(&mut self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        self.state.sleep(self.state.delay()).await;
+        self.inner.get(key).await
+    }
+
+    async fn get_snapshot(&mut self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        self.state.sleep(self.state.delay()).await;
+        self.inner.get_snapshot(key).await
+    }
+
+    async fn get_range(&mut self, range: &RangeRequest) -> StoreResult<Vec<KeyValue>> {
+        self.state.sleep(self.state.delay()).await;
+        self.inner.get_range(range).await
+    }
+
+    fn set(&mut self, key: &[u8], value: &[u8]) -> StoreResult<()> {
+        self.inner.set(key, value)
+    }
+
+    fn clear(&mut self, key: &[u8]) -> StoreResult<()> {
+        self.inner.clear(key)
+    }
+
+    fn clear_range(&mut self, begin: &[u8], end: &[u8]) -> StoreResult<()> {
+        self.inner.clear_range(begin, end)
+    }
+
+    fn atomic_add(&mut self, key: &[u8], delta: i64) -> StoreResult<()> {
+        self.inner.atomic_add(key, delta)
+    }
+
+    fn set_versionstamped_key(&mut self, key: &[u8], value: &[u8]) -> StoreResult<()> {
+        self.inner.set_versionstamped_key(key, value)
+    }
+
+    fn watch(&mut self, key: &[u8]) -> StoreResult<Watch> {
+        self.inner.watch(key)
+    }
+
+    async fn commit(self) -> StoreResult<CommitInfo> {
+        let (fault, delay) = self.state.draw();
+        self.state.sleep(delay).await;
+        let stats = &self.state.stats;
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        match fault {
+            CommitFault::None => self.inner.commit().await,
+            CommitFault::Conflict => {
+                stats.conflicts_injected.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::Conflict)
+            }
+            CommitFault::LostUnknown => {
+                stats.maybe_committed_lost.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::MaybeCommitted)
+            }
+            CommitFault::AppliedUnknown => {
+                self.inner.commit().await?;
+                stats.maybe_committed_applied.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::MaybeCommitted)
+            }
+        }
+    }
+}
