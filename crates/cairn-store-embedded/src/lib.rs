@@ -1,1 +1,405 @@
+//! The embedded store: Cairn's store contract on one machine, durable on local disk.
+//!
+//! fjall (an LSM tree with a write-ahead journal) holds the data; this crate adds what
+//! FoundationDB does in its cluster and fjall does not do in FoundationDB's way: read versions,
+//! the conflict resolver, read-your-writes, atomic adds, versionstamps, watches and limits, all
+//! from [`cairn_store::kit`], shared with `MemStore` so both behave identically.
+//!
+//! Invariants:
+//! - A commit is one fjall write batch (one journal record): after a crash it is entirely
+//!   present or entirely absent. With [`Durability::Fsync`] (the default) `commit()` returns
+//!   only after the journal is fsync'd.
+//! - Commits are serialized by one lock (conflict check, batch write, version bump); reads run
+//!   in parallel on fjall snapshots. Throughput therefore comes from batching work into fewer
+//!   commits, which is the engine's job (commit batching), not from concurrent fsyncs.
+//! - The commit version is persisted in the same batch as the data, so versions (and
+//!   versionstamps) keep increasing across restarts.
+//! - One process per data directory: fjall's lock file refuses a second opener, reported as
+//!   [`StoreError::Locked`].
+//!
+//! Why fjall and not redb: see `docs/BENCHMARKS.md` ("Embedded engine choice").
 
+use cairn_store::kit::{LatestReader, Lookup, Resolver, WatchRegistry, WriteBuffer, finalize};
+use cairn_store::{
+    CommitInfo, KeyValue, Limits, RangeRequest, Store, StoreError, StoreResult, Transaction,
+    Version, Versionstamp, Watch,
+};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Snapshot};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Name of the keyspace holding user data.
+const DATA_KEYSPACE: &str = "data";
+/// Name of the keyspace holding the store's own bookkeeping.
+const META_KEYSPACE: &str = "meta";
+/// Key in the meta keyspace of the last committed version (8 bytes, big-endian).
+const VERSION_KEY: &[u8] = b"version";
+
+/// How hard a commit pushes its data towards the disk before returning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// fsync the journal on every commit: survives power loss. The default.
+    #[default]
+    Fsync,
+    /// Hand the journal to the OS on every commit without fsync: survives the process being
+    /// killed, not the machine losing power. For benchmarks labelled as such, and tests.
+    OsBuffered,
+}
+
+/// Settings of an [`EmbeddedStore`].
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// The data directory; created if missing.
+    pub path: PathBuf,
+    /// Default [`Durability::Fsync`].
+    pub durability: Durability,
+    /// Default FoundationDB's ([`Limits::default`]).
+    pub limits: Limits,
+    /// fjall block cache size in bytes. Default 64 MiB.
+    pub cache_bytes: u64,
+}
+
+impl EmbeddedConfig {
+    /// Defaults for a data directory at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            durability: Durability::default(),
+            limits: Limits::default(),
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+
+    /// Sets the durability. Default [`Durability::Fsync`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets the limits. Default FoundationDB's.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+/// The embedded durable store.
+///
+/// # Examples
+/// ```
+/// use cairn_store::{Store, Transaction};
+/// use cairn_store_embedded::{EmbeddedConfig, EmbeddedStore};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+/// let mut tx = store.begin().unwrap();
+/// tx.set(b"k", b"v").unwrap();
+/// let info = tx.commit().await.unwrap();
+/// drop(store);
+///
+/// let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+/// let mut tx = store.begin().unwrap();
+/// assert_eq!(tx.get(b"k").await.unwrap(), Some(b"v".to_vec()));
+/// assert_eq!(store.last_version(), info.version);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.inner.path)
+            .field("version", &self.last_version())
+            .finish()
+    }
+}
+
+struct Inner {
+    db: Database,
+    data: Keyspace,
+    meta: Keyspace,
+    path: PathBuf,
+    limits: Limits,
+    persist: PersistMode,
+    /// Last committed version; bumped after the batch is visible in fjall.
+    version: AtomicU64,
+    commit: Mutex<CommitState>,
+}
+
+struct CommitState {
+    resolver: Resolver,
+    watches: WatchRegistry,
+}
+
+fn backend_error(e: fjall::Error) -> StoreError {
+    StoreError::backend(e)
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store at `config.path`, recovering from the journal after a crash.
+    pub fn open(config: EmbeddedConfig) -> StoreResult<Self> {
+        std::fs::create_dir_all(&config.path).map_err(StoreError::backend)?;
+        let db = Database::builder(&config.path)
+            .cache_size(config.cache_bytes)
+            .open()
+            .map_err(|e| match e {
+                fjall::Error::Locked => StoreError::Locked {
+                    path: config.path.display().to_string(),
+                },
+                other => backend_error(other),
+            })?;
+        let data = db
+            .keyspace(DATA_KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(backend_error)?;
+        let meta = db
+            .keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(backend_error)?;
+        let version = match meta.get(VERSION_KEY).map_err(backend_error)? {
+            Some(bytes) => {
+                let bytes: [u8; 8] = bytes.as_ref().try_into().map_err(|_| StoreError::Backend {
+                    message: "stored commit version is not 8 bytes; the data directory is corrupt"
+                        .into(),
+                })?;
+                Version::from_be_bytes(bytes)
+            }
+            None => 0,
+        };
+        tracing::info!(path = %config.path.display(), version, "embedded store opened");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                data,
+                meta,
+                path: config.path,
+                limits: config.limits,
+                persist: match config.durability {
+                    Durability::Fsync => PersistMode::SyncAll,
+                    Durability::OsBuffered => PersistMode::Buffer,
+                },
+                version: AtomicU64::new(version),
+                commit: Mutex::new(CommitState {
+                    resolver: Resolver::new(config.limits.transaction_age_max + Duration::from_secs(1)),
+                    watches: WatchRegistry::default(),
+                }),
+            }),
+        })
+    }
+
+    /// The last committed version.
+    pub fn last_version(&self) -> Version {
+        self.inner.version.load(Ordering::Acquire)
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+}
+
+impl Inner {
+    fn lock_commit(&self) -> MutexGuard<'_, CommitState> {
+        // Commit state stays consistent across a panic: the resolver and registry are only
+        // changed after a batch has been written.
+        self.commit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn commit(&self, read_version: Version, mut buffer: WriteBuffer) -> StoreResult<CommitInfo> {
+        buffer.check_commit()?;
+        let mut state = self.lock_commit();
+        state.resolver.check(read_version, buffer.read_ranges())?;
+        let info = if buffer.is_read_only() {
+            CommitInfo {
+                version: read_version,
+                versionstamp: Versionstamp::from_version(read_version),
+            }
+        } else {
+            let version = self.version.load(Ordering::Acquire) + 1;
+            let versionstamp = Versionstamp::from_version(version);
+            let finalized = finalize(buffer.mutations(), versionstamp, &Latest(&self.data))?;
+            let mut batch = self
+                .db
+                .batch()
+                .durability(Some(self.persist));
+            for (key, value) in &finalized.writes {
+                match value {
+                    Some(v) => batch.insert(&self.data, key.as_slice(), v.as_slice()),
+                    None => batch.remove(&self.data, key.as_slice()),
+                }
+            }
+            batch.insert(&self.meta, VERSION_KEY, version.to_be_bytes());
+            batch.commit().map_err(backend_error)?;
+            self.version.store(version, Ordering::Release);
+            state.resolver.record(version, finalized.write_ranges);
+            state.watches.notify(&finalized.writes);
+            CommitInfo {
+                version,
+                versionstamp,
+            }
+        };
+        for (key, fire) in buffer.take_watches() {
+            let baseline = self.data.get(&key).map_err(backend_error)?.map(|v| v.to_vec());
+            state.watches.arm(key, baseline, fire);
+        }
+        Ok(info)
+    }
+}
+
+struct Latest<'a>(&'a Keyspace);
+
+impl LatestReader for Latest<'_> {
+    fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.0.get(key).map_err(backend_error)?.map(|v| v.to_vec()))
+    }
+
+    fn keys_in(&self, begin: &[u8], end: &[u8]) -> StoreResult<Vec<Vec<u8>>> {
+        self.0
+            .range(begin..end)
+            .map(|guard| guard.key().map(|k| k.to_vec()).map_err(backend_error))
+            .collect()
+    }
+}
+
+impl Store for EmbeddedStore {
+    type Tx = EmbeddedTransaction;
+
+    fn begin(&self) -> StoreResult<EmbeddedTransaction> {
+        // Version first, snapshot second: the snapshot may then include a newer commit than the
+        // read version says, which can only cause a spurious conflict, never a missed one.
+        let read_version = self.inner.version.load(Ordering::Acquire);
+        let snapshot = self.inner.db.snapshot();
+        Ok(EmbeddedTransaction {
+            store: self.inner.clone(),
+            read_version,
+            snapshot,
+            buffer: WriteBuffer::new(self.inner.limits),
+        })
+    }
+
+    fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "embedded"
+    }
+}
+
+/// An [`EmbeddedStore`] transaction.
+pub struct EmbeddedTransaction {
+    store: Arc<Inner>,
+    read_version: Version,
+    snapshot: Snapshot,
+    buffer: WriteBuffer,
+}
+
+impl std::fmt::Debug for EmbeddedTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedTransaction")
+            .field("read_version", &self.read_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedTransaction {
+    fn read(&mut self, key: &[u8], snapshot: bool) -> StoreResult<Option<Vec<u8>>> {
+        let lookup = self.buffer.begin_get(key, snapshot)?;
+        if let Lookup::Known(v) = lookup {
+            return Ok(v);
+        }
+        WriteBuffer::resolve(lookup, || {
+            Ok(self
+                .snapshot
+                .get(&self.store.data, key)
+                .map_err(backend_error)?
+                .map(|v| v.to_vec()))
+        })
+    }
+}
+
+impl Transaction for EmbeddedTransaction {
+    async fn get(&mut self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        self.read(key, false)
+    }
+
+    async fn get_snapshot(&mut self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        self.read(key, true)
+    }
+
+    async fn get_range(&mut self, range: &RangeRequest) -> StoreResult<Vec<KeyValue>> {
+        if !self.buffer.check_range(range)? {
+            return Ok(Vec::new());
+        }
+        let iter = self
+            .snapshot
+            .range(&self.store.data, range.begin.as_slice()..range.end.as_slice());
+        let to_pair = |guard: fjall::Guard| {
+            guard
+                .into_inner()
+                .map(|(k, v)| KeyValue {
+                    key: k.to_vec(),
+                    value: v.to_vec(),
+                })
+                .map_err(backend_error)
+        };
+        if range.reverse {
+            self.buffer.merge_range(range, iter.rev().map(to_pair))
+        } else {
+            self.buffer.merge_range(range, iter.map(to_pair))
+        }
+    }
+
+    fn set(&mut self, key: &[u8], value: &[u8]) -> StoreResult<()> {
+        self.buffer.set(key, value)
+    }
+
+    fn clear(&mut self, key: &[u8]) -> StoreResult<()> {
+        self.buffer.clear(key)
+    }
+
+    fn clear_range(&mut self, begin: &[u8], end: &[u8]) -> StoreResult<()> {
+        self.buffer.clear_range(begin, end)
+    }
+
+    fn atomic_add(&mut self, key: &[u8], delta: i64) -> StoreResult<()> {
+        self.buffer.atomic_add(key, delta)
+    }
+
+    fn set_versionstamped_key(&mut self, key: &[u8], value: &[u8]) -> StoreResult<()> {
+        self.buffer.set_versionstamped_key(key, value)
+    }
+
+    fn watch(&mut self, key: &[u8]) -> StoreResult<Watch> {
+        let armed = self.store.lock_commit().watches.len();
+        let limit = self.buffer.limits().watches_max;
+        if armed >= limit {
+            return Err(StoreError::TooManyWatches {
+                count: armed,
+                limit,
+            });
+        }
+        self.buffer.watch(key)
+    }
+
+    async fn commit(self) -> StoreResult<CommitInfo> {
+        let Self {
+            store,
+            read_version,
+            snapshot,
+            buffer,
+        } = self;
+        // Release the snapshot before committing so fjall can reclaim old versions sooner.
+        drop(snapshot);
+        // The commit blocks on fsync; keep it off the async worker threads.
+        tokio::task::spawn_blocking(move || store.commit(read_version, buffer))
+            .await
+            .map_err(|e| StoreError::Backend {
+                message: format!("commit task failed: {e}"),
+            })?
+    }
+}
