@@ -21,6 +21,9 @@ const TORN_KEYS: usize = 200;
 /// Bytes per value in the torn-commit scenario: ~200 KB per commit, so kills land mid-write.
 const TORN_VALUE_BYTES: usize = 1_000;
 
+/// A parent-side scenario: starts children, kills them, checks the reopened store.
+type Scenario = fn(&tokio::runtime::Runtime);
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -32,7 +35,7 @@ fn main() {
         runtime.block_on(child(scenario, Path::new(dir)));
         return;
     }
-    let scenarios: [(&str, fn(&tokio::runtime::Runtime)); 3] = [
+    let scenarios: [(&str, Scenario); 3] = [
         ("committed_survives_sigkill", committed_survives_sigkill),
         ("uncommitted_vanishes_on_sigkill", uncommitted_vanishes_on_sigkill),
         ("sigkill_and_torn_tail_never_half_apply", sigkill_and_torn_tail_never_half_apply),

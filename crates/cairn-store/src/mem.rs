@@ -31,10 +31,12 @@ pub struct MemStore {
     limits: Limits,
 }
 
+/// One key's versions, oldest first; `None` is a deletion.
+type VersionChain = Vec<(Version, Option<Vec<u8>>)>;
+
 #[derive(Debug)]
 struct MemInner {
-    /// Each key's versions, oldest first; `None` is a deletion.
-    data: BTreeMap<Vec<u8>, Vec<(Version, Option<Vec<u8>>)>>,
+    data: BTreeMap<Vec<u8>, VersionChain>,
     version: Version,
     resolver: Resolver,
     watches: WatchRegistry,
@@ -121,7 +123,7 @@ impl MemInner {
     }
 }
 
-fn visible(chain: &[(Version, Option<Vec<u8>>)], version: Version) -> Option<&Vec<u8>> {
+fn visible(chain: &VersionChain, version: Version) -> Option<&Vec<u8>> {
     chain
         .iter()
         .rev()
