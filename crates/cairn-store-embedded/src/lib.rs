@@ -162,10 +162,12 @@ impl EmbeddedStore {
             .map_err(backend_error)?;
         let version = match meta.get(VERSION_KEY).map_err(backend_error)? {
             Some(bytes) => {
-                let bytes: [u8; 8] = bytes.as_ref().try_into().map_err(|_| StoreError::Backend {
-                    message: "stored commit version is not 8 bytes; the data directory is corrupt"
-                        .into(),
-                })?;
+                let bytes: [u8; 8] =
+                    bytes.as_ref().try_into().map_err(|_| StoreError::Backend {
+                        message:
+                            "stored commit version is not 8 bytes; the data directory is corrupt"
+                                .into(),
+                    })?;
                 Version::from_be_bytes(bytes)
             }
             None => 0,
@@ -184,7 +186,9 @@ impl EmbeddedStore {
                 },
                 version: AtomicU64::new(version),
                 commit: Mutex::new(CommitState {
-                    resolver: Resolver::new(config.limits.transaction_age_max + Duration::from_secs(1)),
+                    resolver: Resolver::new(
+                        config.limits.transaction_age_max + Duration::from_secs(1),
+                    ),
                     watches: WatchRegistry::default(),
                 }),
             }),
@@ -221,11 +225,8 @@ impl Inner {
         } else {
             let version = self.version.load(Ordering::Acquire) + 1;
             let versionstamp = Versionstamp::from_version(version);
-            let finalized = finalize(buffer.mutations(), versionstamp, &Latest(&self.data))?;
-            let mut batch = self
-                .db
-                .batch()
-                .durability(Some(self.persist));
+            let finalized = finalize(buffer.take_mutations(), versionstamp, &Latest(&self.data))?;
+            let mut batch = self.db.batch().durability(Some(self.persist));
             for (key, value) in &finalized.writes {
                 match value {
                     Some(v) => batch.insert(&self.data, key.as_slice(), v.as_slice()),
@@ -235,15 +236,23 @@ impl Inner {
             batch.insert(&self.meta, VERSION_KEY, version.to_be_bytes());
             batch.commit().map_err(backend_error)?;
             self.version.store(version, Ordering::Release);
-            state.resolver.record(version, finalized.write_ranges);
             state.watches.notify(&finalized.writes);
+            // The written keys move into the resolver as point conflicts, already sorted.
+            let points = finalized.writes.into_keys().collect();
+            state
+                .resolver
+                .record(version, points, finalized.cleared_ranges);
             CommitInfo {
                 version,
                 versionstamp,
             }
         };
         for (key, fire) in buffer.take_watches() {
-            let baseline = self.data.get(&key).map_err(backend_error)?.map(|v| v.to_vec());
+            let baseline = self
+                .data
+                .get(&key)
+                .map_err(backend_error)?
+                .map(|v| v.to_vec());
             state.watches.arm(key, baseline, fire);
         }
         Ok(info)
@@ -335,9 +344,10 @@ impl Transaction for EmbeddedTransaction {
         if !self.buffer.check_range(range)? {
             return Ok(Vec::new());
         }
-        let iter = self
-            .snapshot
-            .range(&self.store.data, range.begin.as_slice()..range.end.as_slice());
+        let iter = self.snapshot.range(
+            &self.store.data,
+            range.begin.as_slice()..range.end.as_slice(),
+        );
         let to_pair = |guard: fjall::Guard| {
             guard
                 .into_inner()

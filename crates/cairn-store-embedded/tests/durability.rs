@@ -37,8 +37,14 @@ fn main() {
     }
     let scenarios: [(&str, Scenario); 3] = [
         ("committed_survives_sigkill", committed_survives_sigkill),
-        ("uncommitted_vanishes_on_sigkill", uncommitted_vanishes_on_sigkill),
-        ("sigkill_and_torn_tail_never_half_apply", sigkill_and_torn_tail_never_half_apply),
+        (
+            "uncommitted_vanishes_on_sigkill",
+            uncommitted_vanishes_on_sigkill,
+        ),
+        (
+            "sigkill_and_torn_tail_never_half_apply",
+            sigkill_and_torn_tail_never_half_apply,
+        ),
     ];
     let mut failed = 0;
     for (name, scenario) in scenarios {
@@ -140,17 +146,17 @@ async fn torn_generation(store: &EmbeddedStore) -> Option<u64> {
         .await
         .unwrap()
         .map(|v| u64::from_be_bytes(v.try_into().unwrap()));
-    let rows = tx
-        .get_range(&RangeRequest::prefix(b"t/"))
-        .await
-        .unwrap();
+    let rows = tx.get_range(&RangeRequest::prefix(b"t/")).await.unwrap();
     match generation {
         None => assert!(rows.is_empty(), "rows without a generation marker"),
         Some(g) => {
             assert_eq!(rows.len(), TORN_KEYS, "a commit was partly applied");
             for row in &rows {
                 let row_generation = u64::from_be_bytes(row.value[..8].try_into().unwrap());
-                assert_eq!(row_generation, g, "rows from two generations: half-applied commit");
+                assert_eq!(
+                    row_generation, g,
+                    "rows from two generations: half-applied commit"
+                );
             }
         }
     }
@@ -186,7 +192,11 @@ fn uncommitted_vanishes_on_sigkill(runtime: &tokio::runtime::Runtime) {
         let mut tx = store.begin().unwrap();
         assert_eq!(tx.get(b"base").await.unwrap(), Some(b"present".to_vec()));
         let rows = tx.get_range(&RangeRequest::prefix(b"b/")).await.unwrap();
-        assert!(rows.is_empty(), "{} keys of an uncommitted transaction", rows.len());
+        assert!(
+            rows.is_empty(),
+            "{} keys of an uncommitted transaction",
+            rows.len()
+        );
     });
 }
 
@@ -210,7 +220,9 @@ fn sigkill_and_torn_tail_never_half_apply(runtime: &tokio::runtime::Runtime) {
         std::thread::sleep(Duration::from_millis(round * 3));
         kill(child);
         let store = open(dir.path());
-        let generation = runtime.block_on(torn_generation(&store)).expect("some commit");
+        let generation = runtime
+            .block_on(torn_generation(&store))
+            .expect("some commit");
         assert!(
             generation >= acknowledged,
             "acknowledged commit {acknowledged} lost; store has {generation}"
@@ -221,11 +233,16 @@ fn sigkill_and_torn_tail_never_half_apply(runtime: &tokio::runtime::Runtime) {
     let journal = newest_journal(dir.path()).expect("a journal file");
     let len = std::fs::metadata(&journal).unwrap().len();
     assert!(len > 100, "journal unexpectedly small");
-    let file = std::fs::OpenOptions::new().write(true).open(&journal).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap();
     file.set_len(len - 77).unwrap();
     drop(file);
     let store = open(dir.path());
-    let generation = runtime.block_on(torn_generation(&store)).expect("some commit");
+    let generation = runtime
+        .block_on(torn_generation(&store))
+        .expect("some commit");
     // Exactly the torn (last) commit is gone; everything before it is whole.
     assert_eq!(generation, recovered - 1, "torn tail recovery");
 }
@@ -246,5 +263,9 @@ fn newest_journal(dir: &Path) -> Option<PathBuf> {
         }
     }
     files.sort();
-    files.into_iter().rev().find(|(_, len, _)| *len > 0).map(|(_, _, p)| p)
+    files
+        .into_iter()
+        .rev()
+        .find(|(_, len, _)| *len > 0)
+        .map(|(_, _, p)| p)
 }

@@ -233,7 +233,8 @@ impl Transaction for FdbTransaction {
     fn atomic_add(&mut self, key: &[u8], delta: i64) -> StoreResult<()> {
         check_write_key(&self.limits, key)?;
         self.wrote = true;
-        self.tx.atomic_op(key, &delta.to_le_bytes(), MutationType::Add);
+        self.tx
+            .atomic_op(key, &delta.to_le_bytes(), MutationType::Add);
         Ok(())
     }
 
@@ -253,7 +254,9 @@ impl Transaction for FdbTransaction {
         let started = self.started;
         let fired = self.tx.watch(key);
         Ok(Watch::new(async move {
-            fired.await.map_err(|e| map_error(e, Some(started), &limits))
+            fired
+                .await
+                .map_err(|e| map_error(e, Some(started), &limits))
         }))
     }
 

@@ -14,8 +14,8 @@
 
 use crate::keyspace::{Subspace, TupleVersionstamp, key_after};
 use crate::{
-    FaultConfig, FaultStore, KeyValue, RangeRequest, Store, StoreError, Transaction,
-    TransactOptions, transact,
+    FaultConfig, FaultStore, KeyValue, RangeRequest, Store, StoreError, TransactOptions,
+    Transaction, transact,
 };
 use std::time::Duration;
 
@@ -65,7 +65,8 @@ fn end_of(prefix: &[u8]) -> Vec<u8> {
 /// Clears the spec's prefix so a spec starts from nothing even on a shared cluster.
 pub async fn reset<S: Store>(store: &S, prefix: &[u8]) {
     let mut tx = store.begin().expect("begin");
-    tx.clear_range(prefix, &end_of(prefix)).expect("clear_range");
+    tx.clear_range(prefix, &end_of(prefix))
+        .expect("clear_range");
     tx.commit().await.expect("commit reset");
 }
 
@@ -250,18 +251,35 @@ pub async fn range_reads_bounds_limits_directions<S: Store>(store: &S, p: &[u8])
         (0..10).rev().collect::<Vec<u8>>()
     );
     let first3 = tx.get_range(&all.clone().limit(3)).await.unwrap();
-    assert_eq!(first3.iter().map(|kv| kv.value[0]).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(
+        first3.iter().map(|kv| kv.value[0]).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
     let last2 = tx.get_range(&all.clone().reverse().limit(2)).await.unwrap();
-    assert_eq!(last2.iter().map(|kv| kv.value[0]).collect::<Vec<_>>(), [9, 8]);
+    assert_eq!(
+        last2.iter().map(|kv| kv.value[0]).collect::<Vec<_>>(),
+        [9, 8]
+    );
     let inner = RangeRequest::new(key(p, "i3"), key(p, "i6"));
     let mid = tx.get_range(&inner).await.unwrap();
-    assert_eq!(mid.iter().map(|kv| kv.value[0]).collect::<Vec<_>>(), [3, 4, 5]);
+    assert_eq!(
+        mid.iter().map(|kv| kv.value[0]).collect::<Vec<_>>(),
+        [3, 4, 5]
+    );
     let exact_end = RangeRequest::new(key(p, "i3"), key_after(&key(p, "i3")));
     assert_eq!(tx.get_range(&exact_end).await.unwrap().len(), 1);
     let inverted = RangeRequest::new(key(p, "i6"), key(p, "i3"));
     assert!(tx.get_range(&inverted).await.unwrap().is_empty());
-    assert!(tx.get_range(&all.clone().limit(0)).await.unwrap().is_empty());
-    let prefixed = tx.get_range(&RangeRequest::prefix(&key(p, "i"))).await.unwrap();
+    assert!(
+        tx.get_range(&all.clone().limit(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let prefixed = tx
+        .get_range(&RangeRequest::prefix(&key(p, "i")))
+        .await
+        .unwrap();
     assert_eq!(prefixed.len(), 10);
 }
 
@@ -534,10 +552,16 @@ pub async fn transaction_age_limit<S: Store>(store: &S, p: &[u8]) {
     tx.set(&key(p, "a"), b"late").unwrap();
     tokio::time::sleep(age + Duration::from_millis(200)).await;
     let err = tx.get(&key(p, "a")).await.unwrap_err();
-    assert!(matches!(err, StoreError::TransactionTooOld { .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::TransactionTooOld { .. }),
+        "{err:?}"
+    );
     assert!(err.is_retryable());
     let err = tx.commit().await.unwrap_err();
-    assert!(matches!(err, StoreError::TransactionTooOld { .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::TransactionTooOld { .. }),
+        "{err:?}"
+    );
     assert_eq!(read(store, &key(p, "a")).await, None);
 }
 
@@ -667,9 +691,22 @@ pub async fn transact_maybe_committed_idempotent<S: Store>(store: &S, p: &[u8]) 
     }
     assert_eq!(i64_of(read(store, &counter).await), 40);
     let stats = faulty.stats();
-    assert!(stats.maybe_committed_applied.load(std::sync::atomic::Ordering::Relaxed) > 0);
-    assert!(stats.maybe_committed_lost.load(std::sync::atomic::Ordering::Relaxed) > 0);
-    assert!(saw_flag > 0, "the body was never told of a maybe-committed attempt");
+    assert!(
+        stats
+            .maybe_committed_applied
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    assert!(
+        stats
+            .maybe_committed_lost
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    assert!(
+        saw_flag > 0,
+        "the body was never told of a maybe-committed attempt"
+    );
 }
 
 /// `transact` stops after `attempts_max` attempts with an error naming the count and cause.

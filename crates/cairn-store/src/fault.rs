@@ -59,9 +59,15 @@ impl FaultConfig {
             self.maybe_committed_lost_probability,
         ];
         for x in p {
-            assert!((0.0..=1.0).contains(&x), "fault probability {x} outside [0, 1]");
+            assert!(
+                (0.0..=1.0).contains(&x),
+                "fault probability {x} outside [0, 1]"
+            );
         }
-        assert!(p.iter().sum::<f64>() <= 1.0, "fault probabilities sum above 1");
+        assert!(
+            p.iter().sum::<f64>() <= 1.0,
+            "fault probabilities sum above 1"
+        );
         if let Some((low, high)) = self.latency {
             assert!(low <= high, "latency range inverted");
         }
@@ -284,7 +290,9 @@ impl<T: Transaction> Transaction for FaultTransaction<T> {
             }
             CommitFault::AppliedUnknown => {
                 self.inner.commit().await?;
-                stats.maybe_committed_applied.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .maybe_committed_applied
+                    .fetch_add(1, Ordering::Relaxed);
                 Err(StoreError::MaybeCommitted)
             }
         }

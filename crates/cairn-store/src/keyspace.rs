@@ -20,8 +20,8 @@
 //! ```
 
 pub use foundationdb_tuple::{
-    Element, PackError, PackResult, Subspace, TuplePack, TupleUnpack, Versionstamp as TupleVersionstamp,
-    pack, pack_with_versionstamp, unpack,
+    Element, PackError, PackResult, Subspace, TuplePack, TupleUnpack,
+    Versionstamp as TupleVersionstamp, pack, pack_with_versionstamp, unpack,
 };
 
 /// The smallest key greater than every key starting with `prefix` (FoundationDB's `strinc`):

@@ -25,7 +25,9 @@ mod limits;
 mod mem;
 mod transact;
 
-pub use contract::{CommitInfo, KeyValue, RangeRequest, Store, Transaction, Version, Versionstamp, Watch};
+pub use contract::{
+    CommitInfo, KeyValue, RangeRequest, Store, Transaction, Version, Versionstamp, Watch,
+};
 pub use error::{StoreError, StoreResult};
 pub use fault::{FaultConfig, FaultStats, FaultStore};
 pub use limits::Limits;

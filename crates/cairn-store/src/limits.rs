@@ -57,7 +57,10 @@ impl Limits {
     /// FoundationDB's limits with a different age limit, for tests of local backends. A limit
     /// longer than FoundationDB's is refused, because it would admit transactions FDB rejects.
     pub fn with_transaction_age_max(mut self, age: Duration) -> Self {
-        assert!(age <= TRANSACTION_AGE_MAX, "age limit above FoundationDB's 5 s");
+        assert!(
+            age <= TRANSACTION_AGE_MAX,
+            "age limit above FoundationDB's 5 s"
+        );
         assert!(!age.is_zero(), "a zero age limit admits no transaction");
         self.transaction_age_max = age;
         self

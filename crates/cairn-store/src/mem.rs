@@ -112,10 +112,7 @@ impl MemInner {
             return;
         };
         // Keep the newest version at or below the horizon and everything after it.
-        let keep_from = chain
-            .iter()
-            .rposition(|(v, _)| *v <= horizon)
-            .unwrap_or(0);
+        let keep_from = chain.iter().rposition(|(v, _)| *v <= horizon).unwrap_or(0);
         chain.drain(..keep_from);
         if chain.len() == 1 && chain[0].1.is_none() && chain[0].0 <= horizon {
             self.data.remove(key);
@@ -274,7 +271,7 @@ impl Transaction for MemTransaction {
         } else {
             let version = inner.version + 1;
             let versionstamp = Versionstamp::from_version(version);
-            let finalized = finalize(self.buffer.mutations(), versionstamp, &Latest(&inner))?;
+            let finalized = finalize(self.buffer.take_mutations(), versionstamp, &Latest(&inner))?;
             // Versions older than the oldest live reader's snapshot are unreachable.
             let horizon = inner.readers.keys().next().copied().unwrap_or(version);
             for (key, value) in &finalized.writes {
@@ -286,8 +283,11 @@ impl Transaction for MemTransaction {
                 inner.prune(key, horizon);
             }
             inner.version = version;
-            inner.resolver.record(version, finalized.write_ranges);
             inner.watches.notify(&finalized.writes);
+            let points = finalized.writes.into_keys().collect();
+            inner
+                .resolver
+                .record(version, points, finalized.cleared_ranges);
             CommitInfo {
                 version,
                 versionstamp,

@@ -161,6 +161,9 @@ mod tests {
         let bytes = rmp_serde::to_vec_named(&envelope).unwrap();
         let back: Envelope = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(back, envelope);
-        assert_eq!(back.input.decode::<(String, u8)>().unwrap(), ("a".into(), 1));
+        assert_eq!(
+            back.input.decode::<(String, u8)>().unwrap(),
+            ("a".into(), 1)
+        );
     }
 }

@@ -111,7 +111,11 @@ impl RetryPolicy {
     /// Decides what follows the failure of attempt `attempt` (1-based) with `error_type`.
     pub fn decide(&self, attempt: u32, error_type: &str) -> RetryDecision {
         assert!(attempt >= 1, "attempt numbers start at 1");
-        if self.non_retryable_error_types.iter().any(|t| t == error_type) {
+        if self
+            .non_retryable_error_types
+            .iter()
+            .any(|t| t == error_type)
+        {
             return RetryDecision::GiveUpNonRetryable;
         }
         if self.maximum_attempts.is_some_and(|max| attempt >= max) {
@@ -269,7 +273,9 @@ mod tests {
     /// Proves each kind of nonsense policy is refused with its own error.
     #[test]
     fn nonsense_policies_are_refused() {
-        let zero = RetryPolicy::builder().initial_interval(Duration::ZERO).build();
+        let zero = RetryPolicy::builder()
+            .initial_interval(Duration::ZERO)
+            .build();
         assert!(matches!(zero, Err(PolicyError::ZeroInterval { .. })));
         let low = RetryPolicy::builder().backoff_coefficient(0.99).build();
         assert!(matches!(
@@ -320,7 +326,10 @@ mod tests {
             .build()
             .unwrap();
         let bytes = rmp_serde::to_vec_named(&policy).unwrap();
-        assert_eq!(rmp_serde::from_slice::<RetryPolicy>(&bytes).unwrap(), policy);
+        assert_eq!(
+            rmp_serde::from_slice::<RetryPolicy>(&bytes).unwrap(),
+            policy
+        );
     }
 
     /// Proves the backoff grows geometrically, stops at the cap, and survives huge retry counts.

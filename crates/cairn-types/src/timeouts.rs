@@ -14,7 +14,9 @@ pub enum PolicyError {
     NegativeInterval { field: &'static str, value_ms: i64 },
     #[error("backoff_coefficient is {value}; it must be a finite number of at least 1")]
     BackoffCoefficientBelowOne { value: f64 },
-    #[error("maximum_interval ({maximum_ms} ms) is shorter than initial_interval ({initial_ms} ms)")]
+    #[error(
+        "maximum_interval ({maximum_ms} ms) is shorter than initial_interval ({initial_ms} ms)"
+    )]
     MaximumBelowInitial { maximum_ms: u128, initial_ms: u128 },
     #[error("maximum_attempts is 0; use at least 1 (or leave it unset for unlimited)")]
     ZeroMaximumAttempts,
@@ -37,7 +39,10 @@ pub enum PolicyError {
 
 /// Reads a signed millisecond count from serialized input: negative and zero are refused with
 /// the field's name.
-pub(crate) fn millis_from_wire(field: &'static str, value_ms: i64) -> Result<Duration, PolicyError> {
+pub(crate) fn millis_from_wire(
+    field: &'static str,
+    value_ms: i64,
+) -> Result<Duration, PolicyError> {
     match u64::try_from(value_ms) {
         Ok(0) => Err(PolicyError::ZeroInterval { field }),
         Ok(ms) => Ok(Duration::from_millis(ms)),
@@ -127,7 +132,10 @@ impl ActivityTimeouts {
         let s2c = ("schedule_to_close", self.schedule_to_close);
         ordered(("start_to_close", self.start_to_close), s2c)?;
         ordered(("schedule_to_start", self.schedule_to_start), s2c)?;
-        ordered(("heartbeat", self.heartbeat), ("start_to_close", self.start_to_close))?;
+        ordered(
+            ("heartbeat", self.heartbeat),
+            ("start_to_close", self.start_to_close),
+        )?;
         Ok(self)
     }
 }
@@ -145,7 +153,10 @@ struct ActivityTimeoutsWire {
     heartbeat_ms: Option<i64>,
 }
 
-fn optional_from_wire(field: &'static str, v: Option<i64>) -> Result<Option<Duration>, PolicyError> {
+fn optional_from_wire(
+    field: &'static str,
+    v: Option<i64>,
+) -> Result<Option<Duration>, PolicyError> {
     v.map(|ms| millis_from_wire(field, ms)).transpose()
 }
 
@@ -277,6 +288,9 @@ mod tests {
         assert!(err.to_string().contains("start_to_close_ms is -1"), "{err}");
         let ok = ActivityTimeouts::start_to_close(Duration::from_millis(1500));
         let bytes = rmp_serde::to_vec_named(&ok).unwrap();
-        assert_eq!(rmp_serde::from_slice::<ActivityTimeouts>(&bytes).unwrap(), ok);
+        assert_eq!(
+            rmp_serde::from_slice::<ActivityTimeouts>(&bytes).unwrap(),
+            ok
+        );
     }
 }

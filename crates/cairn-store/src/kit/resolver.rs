@@ -22,8 +22,19 @@ pub struct Resolver {
 struct CommittedWrites {
     version: Version,
     at: Instant,
-    /// Sorted, non-overlapping.
+    /// Keys written, sorted and distinct.
+    points: Vec<Vec<u8>>,
+    /// Ranges cleared, sorted and non-overlapping.
     ranges: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl CommittedWrites {
+    fn intersects(&self, read: &(Vec<u8>, Vec<u8>)) -> bool {
+        let (begin, end) = (read.0.as_slice(), read.1.as_slice());
+        let index = self.points.partition_point(|p| p.as_slice() < begin);
+        let point_hit = self.points.get(index).is_some_and(|p| p.as_slice() < end);
+        point_hit || intersects(&self.ranges, read)
+    }
 }
 
 impl Resolver {
@@ -49,15 +60,22 @@ impl Resolver {
             if committed.version <= read_version {
                 break;
             }
-            if reads.iter().any(|read| intersects(&committed.ranges, read)) {
+            if reads.iter().any(|read| committed.intersects(read)) {
                 return Err(StoreError::Conflict);
             }
         }
         Ok(())
     }
 
-    /// Records a commit's write ranges and forgets commits older than the window.
-    pub fn record(&mut self, version: Version, mut ranges: Vec<(Vec<u8>, Vec<u8>)>) {
+    /// Records a commit's writes — `points` (sorted, distinct keys) and cleared `ranges` — and
+    /// forgets commits older than the window.
+    pub fn record(
+        &mut self,
+        version: Version,
+        points: Vec<Vec<u8>>,
+        mut ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    ) {
+        debug_assert!(points.windows(2).all(|w| w[0] < w[1]), "points unsorted");
         if let Some(last) = self.history.back() {
             assert!(version > last.version, "commit versions must increase");
         }
@@ -69,13 +87,14 @@ impl Resolver {
             self.forgotten_through = front.version;
             self.history.pop_front();
         }
-        if ranges.is_empty() {
+        if points.is_empty() && ranges.is_empty() {
             return;
         }
         coalesce(&mut ranges);
         self.history.push_back(CommittedWrites {
             version,
             at: now,
+            points,
             ranges,
         });
     }
@@ -121,11 +140,15 @@ mod tests {
     #[test]
     fn intersection_is_half_open() {
         let mut resolver = Resolver::new(Duration::from_secs(60));
-        resolver.record(2, vec![r("c", "e"), r("a", "b")]);
+        resolver.record(2, vec![b"a".to_vec()], vec![r("c", "e")]);
         assert!(resolver.check(1, &[r("b", "c")]).is_ok());
         assert!(resolver.check(1, &[r("e", "f")]).is_ok());
         assert_eq!(resolver.check(1, &[r("d", "z")]), Err(StoreError::Conflict));
-        assert_eq!(resolver.check(1, &[r("0", "a\0")]), Err(StoreError::Conflict));
+        assert_eq!(
+            resolver.check(1, &[r("0", "a\0")]),
+            Err(StoreError::Conflict)
+        );
+        assert!(resolver.check(1, &[r("a\0", "c")]).is_ok());
         // A reader at version 2 already saw the write.
         assert!(resolver.check(2, &[r("a", "z")]).is_ok());
     }

@@ -30,8 +30,11 @@ pub struct WriteBuffer {
     limits: Limits,
     started: Instant,
     mutations: Vec<Mutation>,
+    /// Read-your-writes view of `mutations[..folded]`, built lazily: a transaction that only
+    /// writes (the engine's common case) never pays for it.
     overlay: BTreeMap<Vec<u8>, Overlay>,
     cleared: Vec<(Vec<u8>, Vec<u8>)>,
+    folded: usize,
     read_ranges: Vec<(Vec<u8>, Vec<u8>)>,
     bytes: usize,
     watches: Vec<(Vec<u8>, oneshot::Sender<StoreResult<()>>)>,
@@ -45,6 +48,7 @@ impl WriteBuffer {
             mutations: Vec::new(),
             overlay: BTreeMap::new(),
             cleared: Vec::new(),
+            folded: 0,
             read_ranges: Vec::new(),
             bytes: 0,
             watches: Vec::new(),
@@ -75,6 +79,7 @@ impl WriteBuffer {
         if !snapshot {
             self.add_read_range(key.to_vec(), key_after(key));
         }
+        self.fold();
         Ok(self.lookup(key))
     }
 
@@ -87,8 +92,52 @@ impl WriteBuffer {
         }
     }
 
+    /// Brings the overlay up to date with the mutations issued since the last read.
+    fn fold(&mut self) {
+        for mutation in &self.mutations[self.folded..] {
+            match mutation {
+                Mutation::Set { key, value } => {
+                    self.overlay
+                        .insert(key.clone(), Overlay::Value(Some(value.clone())));
+                }
+                Mutation::Clear { key } => {
+                    self.overlay.insert(key.clone(), Overlay::Value(None));
+                }
+                Mutation::ClearRange { begin, end } => {
+                    let doomed: Vec<Vec<u8>> = self
+                        .overlay
+                        .range(begin.clone()..end.clone())
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for key in doomed {
+                        self.overlay.remove(&key);
+                    }
+                    self.cleared.push((begin.clone(), end.clone()));
+                }
+                Mutation::AtomicAdd { key, delta } => {
+                    let cleared = self.cleared.iter().any(|(b, e)| b <= key && key < e);
+                    let entry = match self.overlay.get(key) {
+                        Some(Overlay::Value(v)) => {
+                            Overlay::Value(Some(add_le(v.as_deref(), *delta)))
+                        }
+                        Some(Overlay::Add(d)) => Overlay::Add(d.wrapping_add(*delta)),
+                        None if cleared => Overlay::Value(Some(add_le(None, *delta))),
+                        None => Overlay::Add(*delta),
+                    };
+                    self.overlay.insert(key.clone(), entry);
+                }
+                // Versionstamped keys are unknown until commit and cannot be read back.
+                Mutation::SetVersionstampedKey { .. } => {}
+            }
+        }
+        self.folded = self.mutations.len();
+    }
+
     /// Combines a [`Lookup`] with the snapshot's value.
-    pub fn resolve(lookup: Lookup, snapshot_value: impl FnOnce() -> StoreResult<Option<Vec<u8>>>) -> StoreResult<Option<Vec<u8>>> {
+    pub fn resolve(
+        lookup: Lookup,
+        snapshot_value: impl FnOnce() -> StoreResult<Option<Vec<u8>>>,
+    ) -> StoreResult<Option<Vec<u8>>> {
         match lookup {
             Lookup::Known(v) => Ok(v),
             Lookup::AddTo(delta) => Ok(Some(add_le(snapshot_value()?.as_deref(), delta))),
@@ -122,6 +171,7 @@ impl WriteBuffer {
         range: &RangeRequest,
         snapshot: impl Iterator<Item = StoreResult<KeyValue>>,
     ) -> StoreResult<Vec<KeyValue>> {
+        self.fold();
         let limit = range.limit.unwrap_or(usize::MAX);
         let mut out = Vec::new();
         let mut snapshot = snapshot.peekable();
@@ -149,7 +199,10 @@ impl WriteBuffer {
                 let (key, entry) = pending_overlay.take().expect("overlay entry");
                 let same_key = next_snapshot.as_deref() == Some(key.as_slice());
                 let base = if same_key {
-                    snapshot.next().map(|kv| kv.map(|kv| kv.value)).transpose()?
+                    snapshot
+                        .next()
+                        .map(|kv| kv.map(|kv| kv.value))
+                        .transpose()?
                 } else {
                     None
                 };
@@ -192,8 +245,6 @@ impl WriteBuffer {
         check_write_key(&self.limits, key)?;
         check_value(&self.limits, value)?;
         self.bytes += key.len() + value.len();
-        self.overlay
-            .insert(key.to_vec(), Overlay::Value(Some(value.to_vec())));
         self.mutations.push(Mutation::Set {
             key: key.to_vec(),
             value: value.to_vec(),
@@ -205,7 +256,6 @@ impl WriteBuffer {
         self.check_age()?;
         check_write_key(&self.limits, key)?;
         self.bytes += key.len();
-        self.overlay.insert(key.to_vec(), Overlay::Value(None));
         self.mutations.push(Mutation::Clear { key: key.to_vec() });
         Ok(())
     }
@@ -220,15 +270,6 @@ impl WriteBuffer {
             return Ok(());
         }
         self.bytes += begin.len() + end.len();
-        let doomed: Vec<Vec<u8>> = self
-            .overlay
-            .range(begin.to_vec()..end.to_vec())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in doomed {
-            self.overlay.remove(&key);
-        }
-        self.cleared.push((begin.to_vec(), end.to_vec()));
         self.mutations.push(Mutation::ClearRange {
             begin: begin.to_vec(),
             end: end.to_vec(),
@@ -240,12 +281,6 @@ impl WriteBuffer {
         self.check_age()?;
         check_write_key(&self.limits, key)?;
         self.bytes += key.len() + 8;
-        let entry = match self.lookup(key) {
-            Lookup::Known(v) => Overlay::Value(Some(add_le(v.as_deref(), delta))),
-            Lookup::AddTo(d) => Overlay::Add(d.wrapping_add(delta)),
-            Lookup::Snapshot => Overlay::Add(delta),
-        };
-        self.overlay.insert(key.to_vec(), entry);
         self.mutations.push(Mutation::AtomicAdd {
             key: key.to_vec(),
             delta,
@@ -293,8 +328,9 @@ impl WriteBuffer {
         Ok(())
     }
 
-    pub fn mutations(&self) -> &[Mutation] {
-        &self.mutations
+    /// Hands the mutation log to the commit.
+    pub fn take_mutations(&mut self) -> Vec<Mutation> {
+        std::mem::take(&mut self.mutations)
     }
 
     pub fn read_ranges(&self) -> &[(Vec<u8>, Vec<u8>)] {
