@@ -31,6 +31,7 @@ pub const SPECS: &[&str] = &[
     "snapshot_reads_add_no_conflict",
     "range_reads_bounds_limits_directions",
     "range_reads_merge_own_writes",
+    "randomized_reads_match_model",
     "clear_range_semantics",
     "atomic_add_semantics",
     "atomic_add_under_concurrency",
@@ -310,6 +311,82 @@ pub async fn range_reads_merge_own_writes<S: Store>(store: &S, p: &[u8]) {
     tx.atomic_add(&key(p, "c"), 1).unwrap();
     let got = tx.get_range(&all).await.unwrap();
     assert_eq!(got[2], kv(key(p, "c"), &1i64.to_le_bytes()));
+}
+
+/// Seeded random transactions of sets, clears, clear ranges, adds and reads: every read inside
+/// a transaction matches a `BTreeMap` model of committed state plus the transaction's own
+/// writes, and after each commit the store matches the model.
+pub async fn randomized_reads_match_model<S: Store>(store: &S, p: &[u8]) {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
+
+    let mut rng = SmallRng::seed_from_u64(0xca1e);
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let random_key = |rng: &mut SmallRng| {
+        let len = rng.random_range(1..=2);
+        let suffix: String = (0..len)
+            .map(|_| ['a', 'b', 'c'][rng.random_range(0..3)])
+            .collect();
+        key(p, &suffix)
+    };
+    let model_range =
+        |model: &BTreeMap<Vec<u8>, Vec<u8>>, b: &[u8], e: &[u8], limit: usize, rev: bool| {
+            let span = model
+                .range(b.to_vec()..e.to_vec())
+                .map(|(k, v)| kv(k.clone(), v));
+            if rev {
+                span.rev().take(limit).collect::<Vec<_>>()
+            } else {
+                span.take(limit).collect::<Vec<_>>()
+            }
+        };
+    for _ in 0..30 {
+        let mut tx = store.begin().unwrap();
+        let mut pending = model.clone();
+        for _ in 0..20 {
+            let (a, b) = (random_key(&mut rng), random_key(&mut rng));
+            let (lo, hi) = (a.clone().min(b.clone()), a.clone().max(b));
+            match rng.random_range(0..6) {
+                0 => {
+                    let v = vec![rng.random::<u8>()];
+                    tx.set(&a, &v).unwrap();
+                    pending.insert(a, v);
+                }
+                1 => {
+                    tx.clear(&a).unwrap();
+                    pending.remove(&a);
+                }
+                2 => {
+                    tx.clear_range(&lo, &hi).unwrap();
+                    pending.retain(|k, _| !(&lo <= k && k < &hi));
+                }
+                3 => {
+                    let delta = i64::from(rng.random::<i8>());
+                    tx.atomic_add(&a, delta).unwrap();
+                    let v = crate::kit::add_le(pending.get(&a).map(Vec::as_slice), delta);
+                    pending.insert(a, v);
+                }
+                4 => assert_eq!(tx.get(&a).await.unwrap(), pending.get(&a).cloned()),
+                _ => {
+                    let limit = rng.random_range(1..5);
+                    let reverse = rng.random::<bool>();
+                    let mut request = RangeRequest::new(lo.clone(), hi.clone()).limit(limit);
+                    request.reverse = reverse;
+                    let got = tx.get_range(&request).await.unwrap();
+                    assert_eq!(got, model_range(&pending, &lo, &hi, limit, reverse));
+                }
+            }
+        }
+        tx.commit().await.unwrap();
+        model = pending;
+        let mut check = store.begin().unwrap();
+        let all = check
+            .get_range(&RangeRequest::new(p.to_vec(), end_of(p)))
+            .await
+            .unwrap();
+        assert_eq!(all, model_range(&model, p, &end_of(p), usize::MAX, false));
+    }
 }
 
 /// `clear_range` removes [begin, end) and nothing else, sees its own later writes, and a set
@@ -779,7 +856,8 @@ macro_rules! conformance_tests {
             read_modify_write_conflict, blind_writes_do_not_conflict,
             disjoint_transactions_commit, range_read_conflicts_with_insert,
             snapshot_reads_add_no_conflict, range_reads_bounds_limits_directions,
-            range_reads_merge_own_writes, clear_range_semantics, atomic_add_semantics,
+            range_reads_merge_own_writes, randomized_reads_match_model, clear_range_semantics,
+            atomic_add_semantics,
             atomic_add_under_concurrency, commit_versions_are_monotonic,
             versionstamped_keys_order_by_commit, watch_fires_on_change,
             watch_ignores_non_changes, watch_cancelled_without_commit, key_size_limit,
