@@ -124,14 +124,22 @@ fn no_forbidden_dependency_edges() {
     );
 }
 
-/// Proves every `cairn-*` library crate sits at `crates/<its name>/`.
+/// The packages that own the top-level folders the workspace layout requires.
+const TOP_LEVEL: &[(&str, &str)] = &[
+    ("cairn-examples", "examples"),
+    ("cairn-tests", "tests"),
+    ("cairn-benches", "benches"),
+];
+
+/// Proves every crate sits at `crates/<its name>/`, except the packages behind the top-level
+/// `examples/`, `tests/` and `benches/` folders, which sit exactly there.
 #[test]
 fn crates_live_one_level_under_crates_named_as_their_folder() {
     for (name, (manifest, _)) in packages(&metadata()) {
-        if name == "cairn-examples" || name == "cairn-tests" {
-            continue;
-        }
-        let expected = format!("/crates/{name}/Cargo.toml");
+        let expected = match TOP_LEVEL.iter().find(|(package, _)| *package == name) {
+            Some((_, folder)) => format!("/{folder}/Cargo.toml"),
+            None => format!("/crates/{name}/Cargo.toml"),
+        };
         assert!(manifest.ends_with(&expected), "{name} is at {manifest}");
     }
 }

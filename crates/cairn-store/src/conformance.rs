@@ -885,12 +885,24 @@ macro_rules! __conformance_tests {
         )*
 
         /// Proves the instantiated list and `cairn_store::conformance::SPECS` agree, so no
-        /// spec is silently left out of a backend's run.
-        #[test]
-        fn conformance_spec_list_is_complete() {
+        /// spec is silently left out of a backend's run, and reports the count per backend.
+        #[tokio::test]
+        async fn conformance_spec_list_is_complete() {
+            use ::std::io::Write as _;
             let listed: &[&str] = &[$(stringify!($spec)),*];
             assert_eq!(listed, $crate::conformance::SPECS);
-            println!("conformance: {} specs instantiated", listed.len());
+            let backend = match $factory.await {
+                Some((store, _guard)) => $crate::Store::backend_name(&store),
+                None => "none (skipped)",
+            };
+            // Written to the process's stderr directly, past the test harness's capture, so
+            // the count shows in every CI log.
+            let _ = writeln!(
+                ::std::io::stderr(),
+                "conformance suite: {} specs on backend {backend} ({})",
+                listed.len(),
+                module_path!()
+            );
         }
     };
 }
