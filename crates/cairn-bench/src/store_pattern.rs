@@ -138,7 +138,7 @@ pub fn run(args: &StoreArgs) -> Result<()> {
                 None => tempfile::tempdir()?,
             };
             let m = match engine {
-                Engine::CairnEmbedded => runtime.block_on(bench_cairn(args, batch, dir.path()))?,
+                Engine::CairnEmbedded => bench_cairn(args, batch, dir.path(), &runtime)?,
                 Engine::Fjall => bench_fjall(args, batch, dir.path())?,
                 Engine::Redb => bench_redb(args, batch, dir.path())?,
             };
@@ -215,40 +215,28 @@ fn drive(
     })
 }
 
-async fn bench_cairn(args: &StoreArgs, batch: usize, dir: &std::path::Path) -> Result<Measurement> {
+fn bench_cairn(
+    args: &StoreArgs,
+    batch: usize,
+    dir: &std::path::Path,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Measurement> {
     let durability = if args.relaxed {
         Durability::OsBuffered
     } else {
         Durability::Fsync
     };
     let store = EmbeddedStore::open(EmbeddedConfig::new(dir).durability(durability))?;
-    let mut pattern = Pattern::new(args.runs);
-    let mut ops = Vec::with_capacity(batch * 8);
-    let budget = Duration::from_secs_f64(args.seconds);
-    let mut latencies = Vec::new();
-    let started = Instant::now();
-    while started.elapsed() < budget {
-        ops.clear();
-        for _ in 0..batch {
-            pattern.logical_transaction(&mut ops);
-        }
-        let t = Instant::now();
+    drive(args, Engine::CairnEmbedded, batch, |ops| {
         let mut tx = store.begin()?;
-        for op in &ops {
+        for op in ops {
             match op {
                 Op::Set(k, v) => tx.set(k, v)?,
                 Op::Clear(k) => tx.clear(k)?,
             }
         }
-        tx.commit().await.context("commit")?;
-        latencies.push(t.elapsed());
-    }
-    Ok(Measurement {
-        engine: Engine::CairnEmbedded,
-        batch,
-        commits: latencies.len() as u64,
-        seconds: started.elapsed().as_secs_f64(),
-        latencies,
+        runtime.block_on(tx.commit()).context("commit")?;
+        Ok(())
     })
 }
 

@@ -364,36 +364,11 @@ impl Transaction for EmbeddedTransaction {
         }
     }
 
-    fn set(&mut self, key: &[u8], value: &[u8]) -> StoreResult<()> {
-        self.buffer.set(key, value)
-    }
-
-    fn clear(&mut self, key: &[u8]) -> StoreResult<()> {
-        self.buffer.clear(key)
-    }
-
-    fn clear_range(&mut self, begin: &[u8], end: &[u8]) -> StoreResult<()> {
-        self.buffer.clear_range(begin, end)
-    }
-
-    fn atomic_add(&mut self, key: &[u8], delta: i64) -> StoreResult<()> {
-        self.buffer.atomic_add(key, delta)
-    }
-
-    fn set_versionstamped_key(&mut self, key: &[u8], value: &[u8]) -> StoreResult<()> {
-        self.buffer.set_versionstamped_key(key, value)
-    }
+    cairn_store::buffered_writes!(buffer);
 
     fn watch(&mut self, key: &[u8]) -> StoreResult<Watch> {
         let armed = self.store.lock_commit().watches.len();
-        let limit = self.buffer.limits().watches_max;
-        if armed >= limit {
-            return Err(StoreError::TooManyWatches {
-                count: armed,
-                limit,
-            });
-        }
-        self.buffer.watch(key)
+        self.buffer.watch(key, armed)
     }
 
     async fn commit(self) -> StoreResult<CommitInfo> {

@@ -786,8 +786,13 @@ pub async fn transact_maybe_committed_idempotent<S: Store>(store: &S, p: &[u8]) 
     );
 }
 
-/// `transact` stops after `attempts_max` attempts with an error naming the count and cause.
-pub async fn transact_retry_limit<S: Store>(store: &S, p: &[u8]) {
+/// Runs a blind write through `transact` on a wrapper of `store` that fails every commit with
+/// `Conflict`, returning the error `transact` gives up with.
+async fn transact_against_endless_conflicts<S: Store>(
+    store: &S,
+    k: &[u8],
+    options: &TransactOptions,
+) -> StoreError {
     let always = FaultStore::new(
         store.clone(),
         FaultConfig {
@@ -795,52 +800,40 @@ pub async fn transact_retry_limit<S: Store>(store: &S, p: &[u8]) {
             ..FaultConfig::none(1)
         },
     );
-    let options = TransactOptions {
-        attempts_max: 5,
-        ..TransactOptions::default()
-    };
-    let k = key(p, "never");
-    let err = transact(&always, &options, |tx, _| {
-        let k = k.clone();
+    transact(&always, options, |tx, _| {
+        let k = k.to_vec();
         Box::pin(async move {
             tx.set(&k, b"x")?;
             Ok::<_, StoreError>(())
         })
     })
     .await
-    .unwrap_err();
+    .unwrap_err()
+}
+
+/// `transact` stops after `attempts_max` attempts with an error naming the count and cause.
+pub async fn transact_retry_limit<S: Store>(store: &S, p: &[u8]) {
+    let options = TransactOptions {
+        attempts_max: 5,
+        ..TransactOptions::default()
+    };
+    let err = transact_against_endless_conflicts(store, &key(p, "never"), &options).await;
     assert!(
         matches!(err, StoreError::RetryLimitReached { attempts: 5, .. }),
         "{err:?}"
     );
     assert!(err.to_string().contains("conflicted"));
-    assert_eq!(read(store, &k).await, None);
+    assert_eq!(read(store, &key(p, "never")).await, None);
 }
 
 /// `transact` stops once its time budget is spent.
 pub async fn transact_timeout<S: Store>(store: &S, p: &[u8]) {
-    let always = FaultStore::new(
-        store.clone(),
-        FaultConfig {
-            conflict_probability: 1.0,
-            ..FaultConfig::none(2)
-        },
-    );
     let options = TransactOptions {
         attempts_max: u32::MAX,
         timeout: Duration::from_millis(100),
         ..TransactOptions::default()
     };
-    let k = key(p, "never");
-    let err = transact(&always, &options, |tx, _| {
-        let k = k.clone();
-        Box::pin(async move {
-            tx.set(&k, b"x")?;
-            Ok::<_, StoreError>(())
-        })
-    })
-    .await
-    .unwrap_err();
+    let err = transact_against_endless_conflicts(store, &key(p, "never"), &options).await;
     assert!(matches!(err, StoreError::RetryTimeout { .. }), "{err:?}");
 }
 

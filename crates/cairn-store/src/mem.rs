@@ -2,8 +2,8 @@
 
 use crate::kit::{LatestReader, Lookup, Resolver, WatchRegistry, WriteBuffer, finalize};
 use crate::{
-    CommitInfo, KeyValue, Limits, RangeRequest, Store, StoreError, StoreResult, Transaction,
-    Version, Versionstamp, Watch,
+    CommitInfo, KeyValue, Limits, RangeRequest, Store, StoreResult, Transaction, Version,
+    Versionstamp, Watch,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -223,36 +223,11 @@ impl Transaction for MemTransaction {
         }
     }
 
-    fn set(&mut self, key: &[u8], value: &[u8]) -> StoreResult<()> {
-        self.buffer.set(key, value)
-    }
-
-    fn clear(&mut self, key: &[u8]) -> StoreResult<()> {
-        self.buffer.clear(key)
-    }
-
-    fn clear_range(&mut self, begin: &[u8], end: &[u8]) -> StoreResult<()> {
-        self.buffer.clear_range(begin, end)
-    }
-
-    fn atomic_add(&mut self, key: &[u8], delta: i64) -> StoreResult<()> {
-        self.buffer.atomic_add(key, delta)
-    }
-
-    fn set_versionstamped_key(&mut self, key: &[u8], value: &[u8]) -> StoreResult<()> {
-        self.buffer.set_versionstamped_key(key, value)
-    }
+    crate::buffered_writes!(buffer);
 
     fn watch(&mut self, key: &[u8]) -> StoreResult<Watch> {
         let armed = self.store.lock().watches.len();
-        let limit = self.buffer.limits().watches_max;
-        if armed >= limit {
-            return Err(StoreError::TooManyWatches {
-                count: armed,
-                limit,
-            });
-        }
-        self.buffer.watch(key)
+        self.buffer.watch(key, armed)
     }
 
     async fn commit(mut self) -> StoreResult<CommitInfo> {

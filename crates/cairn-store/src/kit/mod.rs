@@ -24,6 +24,34 @@ pub use validate::{check_read_key, check_value, check_write_key, versionstamp_of
 pub use watches::WatchRegistry;
 pub use write_buffer::{Lookup, WriteBuffer};
 
+/// Implements the write methods of [`crate::Transaction`] (`set`, `clear`, `clear_range`,
+/// `atomic_add`, `set_versionstamped_key`) by delegating to a [`WriteBuffer`] field, for local
+/// backends whose writes are all buffered until commit. Use inside the `impl Transaction`.
+#[macro_export]
+macro_rules! buffered_writes {
+    ($buffer:ident) => {
+        fn set(&mut self, key: &[u8], value: &[u8]) -> $crate::StoreResult<()> {
+            self.$buffer.set(key, value)
+        }
+
+        fn clear(&mut self, key: &[u8]) -> $crate::StoreResult<()> {
+            self.$buffer.clear(key)
+        }
+
+        fn clear_range(&mut self, begin: &[u8], end: &[u8]) -> $crate::StoreResult<()> {
+            self.$buffer.clear_range(begin, end)
+        }
+
+        fn atomic_add(&mut self, key: &[u8], delta: i64) -> $crate::StoreResult<()> {
+            self.$buffer.atomic_add(key, delta)
+        }
+
+        fn set_versionstamped_key(&mut self, key: &[u8], value: &[u8]) -> $crate::StoreResult<()> {
+            self.$buffer.set_versionstamped_key(key, value)
+        }
+    };
+}
+
 /// Interprets `value` as a little-endian integer (shorter values are zero-extended, longer ones
 /// truncated to 8 bytes), adds `delta` with wrap-around, and encodes the result as 8 bytes.
 /// This is FoundationDB's `ADD` for an 8-byte parameter.

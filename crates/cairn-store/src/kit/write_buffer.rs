@@ -302,10 +302,18 @@ impl WriteBuffer {
         Ok(())
     }
 
-    /// Queues a watch to be armed at commit.
-    pub fn watch(&mut self, key: &[u8]) -> StoreResult<Watch> {
+    /// Queues a watch to be armed at commit. `armed` is how many watches the store holds now;
+    /// at the limit the watch is refused.
+    pub fn watch(&mut self, key: &[u8], armed: usize) -> StoreResult<Watch> {
         self.check_age()?;
         check_read_key(&self.limits, key)?;
+        let limit = self.limits.watches_max;
+        if armed + self.watches.len() >= limit {
+            return Err(StoreError::TooManyWatches {
+                count: armed + self.watches.len(),
+                limit,
+            });
+        }
         let (fire, fired) = oneshot::channel();
         self.watches.push((key.to_vec(), fire));
         Ok(Watch::new(async move {
