@@ -6,12 +6,16 @@
 //! value that arrives from outside (an id, a policy, a timeout) has a validating constructor that
 //! returns a specific error rather than a value that would misbehave later.
 
+pub mod history;
 pub mod ids;
 pub mod limits;
 pub mod payload;
 pub mod retry;
 pub mod timeouts;
 
+pub use history::{
+    ActivityOptions, Command, EventId, EventKind, Failure, HistoryEvent, Seq, TimeoutKind,
+};
 pub use ids::{ActivityId, IdError, RunId, WorkflowId};
 pub use payload::{Payload, PayloadError};
 pub use retry::{RetryDecision, RetryPolicy};

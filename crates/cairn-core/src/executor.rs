@@ -1,0 +1,677 @@
+//! The deterministic executor: polls one run's workflow future on one thread, and lets only
+//! history resolve the futures it hands out.
+//!
+//! Workflow code talks to the outside world only through [`WorkflowContext`]. Each call that
+//! needs the outside world takes the next sequence number, records a [`Command`], and returns a
+//! future that is ready once the run's core holds the resolution for that number — put there by
+//! applying a history event. Time (`now`), randomness (`random_u64`, `uuid`) and side effects
+//! come from history too, so running the same code over the same history makes the same
+//! commands: that is replay.
+//!
+//! The context and every future share one `Rc<RefCell<RunCore>>`: the executor is
+//! single-threaded by design (`!Send`), and whoever hosts it keeps it on one thread.
+
+use cairn_types::{Command, EventKind, Failure, HistoryEvent, Payload, Seq};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+/// The future a workflow function returns.
+pub type WorkflowFuture = Pin<Box<dyn Future<Output = Result<Payload, WorkflowError>>>>;
+
+/// Creates a run's workflow future from its context and input.
+pub type WorkflowFn = Rc<dyn Fn(WorkflowContext, Payload) -> WorkflowFuture>;
+
+/// Most polls of the root future in one activation before the executor gives up: a workflow
+/// that keeps making progress without waiting on history is looping.
+pub const POLLS_PER_ACTIVATION_MAX: usize = 10_000;
+
+/// How a workflow ends other than by returning a result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("workflow failed: {0}")]
+    Failed(Failure),
+    /// The code acknowledged a cancellation request.
+    #[error("workflow canceled")]
+    Canceled,
+}
+
+impl From<Failure> for WorkflowError {
+    fn from(failure: Failure) -> Self {
+        Self::Failed(failure)
+    }
+}
+
+impl From<ActivityError> for WorkflowError {
+    fn from(error: ActivityError) -> Self {
+        match error {
+            ActivityError::Failed(failure) => Self::Failed(failure),
+            ActivityError::TimedOut(kind) => Self::Failed(Failure::new(
+                "ActivityTimedOut",
+                format!("activity {kind} timeout"),
+            )),
+            ActivityError::Canceled => {
+                Self::Failed(Failure::new("ActivityCanceled", "activity canceled"))
+            }
+        }
+    }
+}
+
+/// How an activity ends other than with a result, as workflow code sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActivityError {
+    #[error("activity failed: {0}")]
+    Failed(Failure),
+    #[error("activity timed out ({0})")]
+    TimedOut(cairn_types::TimeoutKind),
+    #[error("activity canceled")]
+    Canceled,
+}
+
+impl ActivityError {
+    /// The error type name (`Failure::error_type`, or `Timeout`/`Canceled`).
+    pub fn error_type(&self) -> &str {
+        match self {
+            Self::Failed(f) => &f.error_type,
+            Self::TimedOut(_) => "Timeout",
+            Self::Canceled => "Canceled",
+        }
+    }
+}
+
+type QueryHandler = Rc<dyn Fn(Payload) -> Result<Payload, Failure>>;
+type SignalHandler = Rc<RefCell<dyn FnMut(Payload)>>;
+
+/// Everything a run's futures share.
+struct RunCore {
+    next_seq: Seq,
+    commands: Vec<Command>,
+    activity_results: HashMap<Seq, Result<Payload, ActivityError>>,
+    fired_timers: HashSet<Seq>,
+    /// Marker details recorded in history, keyed by seq (side effects on replay).
+    recorded_markers: HashMap<Seq, Payload>,
+    /// Patch ids present anywhere in the history being replayed.
+    recorded_patches: HashSet<String>,
+    patch_answers: HashMap<String, bool>,
+    signal_queues: HashMap<String, VecDeque<Payload>>,
+    signal_handlers: HashMap<String, SignalHandler>,
+    query_handlers: HashMap<String, QueryHandler>,
+    now_unix_ms: u64,
+    rng: SplitMix64,
+    cancel_requested: bool,
+    replaying: bool,
+    /// Bumped whenever a future takes a resolution or state changes, so the executor knows
+    /// whether another poll can make progress.
+    progress: u64,
+}
+
+/// A tiny, stable PRNG (SplitMix64). Stable matters more than quality here: a generator whose
+/// output changed with a library upgrade would break replay of every running workflow.
+#[derive(Debug, Clone)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+impl RunCore {
+    fn next_seq(&mut self) -> Seq {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    fn push(&mut self, command: Command) {
+        self.commands.push(command);
+        self.progress += 1;
+    }
+}
+
+/// The workflow code's handle on its run. Cheap to clone; every clone is the same run.
+#[derive(Clone)]
+pub struct WorkflowContext {
+    core: Rc<RefCell<RunCore>>,
+}
+
+impl fmt::Debug for WorkflowContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WorkflowContext")
+    }
+}
+
+impl WorkflowContext {
+    /// Schedules an activity; the future resolves with its result once history has it.
+    pub fn schedule_activity(
+        &self,
+        activity_type: &str,
+        input: Payload,
+        options: cairn_types::ActivityOptions,
+    ) -> ActivityFuture {
+        let mut core = self.core.borrow_mut();
+        let seq = core.next_seq();
+        core.push(Command::ScheduleActivity {
+            seq,
+            activity_type: activity_type.to_string(),
+            input,
+            options,
+        });
+        ActivityFuture {
+            seq,
+            core: self.core.clone(),
+            done: false,
+        }
+    }
+
+    /// A durable timer. A zero duration is ready at once and records nothing.
+    pub fn sleep(&self, duration: Duration) -> TimerFuture {
+        if duration.is_zero() {
+            return TimerFuture {
+                seq: 0,
+                core: self.core.clone(),
+                done: true,
+                immediate: true,
+            };
+        }
+        let mut core = self.core.borrow_mut();
+        let seq = core.next_seq();
+        let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1);
+        core.push(Command::StartTimer { seq, duration_ms });
+        TimerFuture {
+            seq,
+            core: self.core.clone(),
+            done: false,
+            immediate: false,
+        }
+    }
+
+    /// The time of the transition being executed (from history), Unix milliseconds.
+    pub fn now_unix_ms(&self) -> u64 {
+        self.core.borrow().now_unix_ms
+    }
+
+    /// A deterministic random number (seeded from the run's start event).
+    pub fn random_u64(&self) -> u64 {
+        self.core.borrow_mut().rng.next()
+    }
+
+    /// A deterministic UUID (version 4 layout, bits from [`Self::random_u64`]).
+    pub fn uuid(&self) -> uuid::Uuid {
+        let hi = self.random_u64();
+        let lo = self.random_u64();
+        uuid::Builder::from_random_bytes(((u128::from(hi) << 64) | u128::from(lo)).to_be_bytes())
+            .into_uuid()
+    }
+
+    /// Runs `f` once and records its result in history; on replay returns the recorded value
+    /// without running `f`. For anything nondeterministic that is not worth an activity.
+    pub fn side_effect(&self, f: impl FnOnce() -> Payload) -> Payload {
+        let (seq, recorded) = {
+            let mut core = self.core.borrow_mut();
+            let seq = core.next_seq();
+            (seq, core.recorded_markers.remove(&seq))
+        };
+        let details = match recorded {
+            Some(details) => details,
+            None => f(),
+        };
+        self.core.borrow_mut().push(Command::RecordMarker {
+            seq,
+            marker_name: SIDE_EFFECT_MARKER.into(),
+            details: details.clone(),
+        });
+        details
+    }
+
+    /// Whether this run takes the new code path of change `patch_id`: true for runs that
+    /// reach this call with the patched code, false for runs whose history predates it.
+    /// Stable for the run's lifetime.
+    pub fn patched(&self, patch_id: &str) -> bool {
+        let mut core = self.core.borrow_mut();
+        if let Some(answer) = core.patch_answers.get(patch_id) {
+            return *answer;
+        }
+        let answer = !core.replaying || core.recorded_patches.contains(patch_id);
+        core.patch_answers.insert(patch_id.to_string(), answer);
+        if answer {
+            let seq = core.next_seq();
+            core.push(Command::RecordMarker {
+                seq,
+                marker_name: PATCH_MARKER.into(),
+                details: Payload::encode(patch_id).expect("a string encodes"),
+            });
+        }
+        answer
+    }
+
+    /// Waits until `predicate` holds; it is re-evaluated after every change.
+    pub fn wait_condition<P: FnMut() -> bool>(&self, predicate: P) -> ConditionFuture<P> {
+        ConditionFuture {
+            predicate,
+            core: self.core.clone(),
+        }
+    }
+
+    /// Waits until `predicate` holds or `timeout` passes; true if the condition held.
+    pub async fn wait_condition_timeout(
+        &self,
+        mut predicate: impl FnMut() -> bool,
+        timeout: Duration,
+    ) -> bool {
+        if predicate() {
+            return true;
+        }
+        let mut timer = self.sleep(timeout);
+        let mut condition = self.wait_condition(predicate);
+        let met = std::future::poll_fn(|cx| {
+            if Pin::new(&mut condition).poll(cx).is_ready() {
+                return Poll::Ready(true);
+            }
+            if Pin::new(&mut timer).poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            Poll::Pending
+        })
+        .await;
+        if met {
+            timer.cancel();
+        }
+        met
+    }
+
+    /// Receives signals named `name`, in arrival order, including those that arrived before
+    /// this call (unless a handler took them).
+    pub fn signal_channel(&self, name: &str) -> SignalChannel {
+        SignalChannel {
+            name: name.to_string(),
+            core: self.core.clone(),
+        }
+    }
+
+    /// Calls `handler` for every signal named `name`: those already buffered now, later ones as
+    /// their events are applied (before the workflow future is polled).
+    pub fn on_signal(&self, name: &str, handler: impl FnMut(Payload) + 'static) {
+        let handler: SignalHandler = Rc::new(RefCell::new(handler));
+        let buffered: Vec<Payload> = {
+            let mut core = self.core.borrow_mut();
+            core.signal_handlers
+                .insert(name.to_string(), handler.clone());
+            core.progress += 1;
+            core.signal_queues
+                .remove(name)
+                .map(Vec::from)
+                .unwrap_or_default()
+        };
+        for input in buffered {
+            (handler.borrow_mut())(input);
+        }
+    }
+
+    /// Answers queries named `name` with `handler`, which reads (never changes) the workflow's
+    /// state.
+    pub fn on_query(&self, name: &str, handler: impl Fn(Payload) -> Result<Payload, Failure> + 'static) {
+        self.core
+            .borrow_mut()
+            .query_handlers
+            .insert(name.to_string(), Rc::new(handler));
+    }
+
+    /// Whether cancellation of this run has been requested.
+    pub fn is_cancel_requested(&self) -> bool {
+        self.core.borrow().cancel_requested
+    }
+
+    /// Resolves once cancellation of this run is requested.
+    pub fn cancelled(&self) -> ConditionFuture<impl FnMut() -> bool + use<>> {
+        let core = self.core.clone();
+        self.wait_condition(move || core.borrow().cancel_requested)
+    }
+}
+
+macro_rules! opaque_debug {
+    ($($name:ident $(<$p:ident>)?),*) => {
+        $(impl$(<$p>)? fmt::Debug for $name$(<$p>)? {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(stringify!($name))
+            }
+        })*
+    };
+}
+
+opaque_debug!(ActivityFuture, TimerFuture, ConditionFuture<P>, SignalChannel);
+
+/// Marker name of `side_effect` records.
+pub const SIDE_EFFECT_MARKER: &str = "SideEffect";
+/// Marker name of `patched` records.
+pub const PATCH_MARKER: &str = "Patch";
+
+/// An activity's pending result.
+pub struct ActivityFuture {
+    seq: Seq,
+    core: Rc<RefCell<RunCore>>,
+    done: bool,
+}
+
+impl ActivityFuture {
+    /// The activity's sequence number in this run.
+    pub fn seq(&self) -> Seq {
+        self.seq
+    }
+
+    /// Requests cancellation; the future resolves with [`ActivityError::Canceled`] at once
+    /// (Temporal's try-cancel) unless the result is already in.
+    pub fn cancel(&mut self) {
+        let mut core = self.core.borrow_mut();
+        if self.done || core.activity_results.contains_key(&self.seq) {
+            return;
+        }
+        let seq = self.seq;
+        core.push(Command::RequestCancelActivity { seq });
+        core.activity_results.insert(seq, Err(ActivityError::Canceled));
+    }
+}
+
+impl Future for ActivityFuture {
+    type Output = Result<Payload, ActivityError>;
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        assert!(!self.done, "activity future polled after completion");
+        let mut core = self.core.borrow_mut();
+        match core.activity_results.remove(&self.seq) {
+            Some(result) => {
+                core.progress += 1;
+                drop(core);
+                self.done = true;
+                Poll::Ready(result)
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// A durable timer.
+pub struct TimerFuture {
+    seq: Seq,
+    core: Rc<RefCell<RunCore>>,
+    done: bool,
+    immediate: bool,
+}
+
+impl TimerFuture {
+    /// Cancels the timer if it has not fired; the future then never resolves.
+    pub fn cancel(&mut self) {
+        if self.done || self.immediate {
+            return;
+        }
+        let mut core = self.core.borrow_mut();
+        if core.fired_timers.contains(&self.seq) {
+            return;
+        }
+        let seq = self.seq;
+        core.push(Command::CancelTimer { seq });
+        self.done = true;
+    }
+}
+
+impl Future for TimerFuture {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if self.immediate {
+            return Poll::Ready(());
+        }
+        if self.done {
+            return Poll::Pending;
+        }
+        let mut core = self.core.borrow_mut();
+        if core.fired_timers.remove(&self.seq) {
+            core.progress += 1;
+            drop(core);
+            self.done = true;
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+/// See [`WorkflowContext::wait_condition`].
+pub struct ConditionFuture<P> {
+    predicate: P,
+    core: Rc<RefCell<RunCore>>,
+}
+
+// The predicate is only ever called through `&mut`, never pinned, so the future can move.
+impl<P> Unpin for ConditionFuture<P> {}
+
+impl<P: FnMut() -> bool> Future for ConditionFuture<P> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if (this.predicate)() {
+            this.core.borrow_mut().progress += 1;
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// Signals of one name (see [`WorkflowContext::signal_channel`]).
+pub struct SignalChannel {
+    name: String,
+    core: Rc<RefCell<RunCore>>,
+}
+
+impl SignalChannel {
+    /// The next signal's input.
+    pub fn recv(&mut self) -> impl Future<Output = Payload> + '_ {
+        std::future::poll_fn(move |_cx| {
+            let mut core = self.core.borrow_mut();
+            match core
+                .signal_queues
+                .get_mut(&self.name)
+                .and_then(VecDeque::pop_front)
+            {
+                Some(input) => {
+                    core.progress += 1;
+                    Poll::Ready(input)
+                }
+                None => Poll::Pending,
+            }
+        })
+    }
+
+    /// A buffered signal, if any, without waiting.
+    pub fn try_recv(&mut self) -> Option<Payload> {
+        let mut core = self.core.borrow_mut();
+        let input = core.signal_queues.get_mut(&self.name)?.pop_front();
+        if input.is_some() {
+            core.progress += 1;
+        }
+        input
+    }
+}
+
+/// What went wrong inside the executor (not inside the workflow's own logic).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecutorError {
+    #[error(
+        "workflow made progress {polls} times in one activation without waiting on history; it is probably looping"
+    )]
+    Livelock { polls: usize },
+    #[error("no query handler named {name:?} (known: {known:?})")]
+    UnknownQuery { name: String, known: Vec<String> },
+    #[error("query {name:?} failed: {failure}")]
+    QueryFailed { name: String, failure: Failure },
+}
+
+/// One run's workflow instance: the root future and the core it shares with its context.
+pub struct Executor {
+    core: Rc<RefCell<RunCore>>,
+    root: Option<WorkflowFuture>,
+    outcome_reported: bool,
+}
+
+impl fmt::Debug for Executor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Executor")
+            .field("finished", &self.root.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// Creates the instance; `workflow` runs on the first activation.
+    pub fn new(workflow: &WorkflowFn, input: Payload, random_seed: u64, start_unix_ms: u64) -> Self {
+        let core = Rc::new(RefCell::new(RunCore {
+            next_seq: 0,
+            commands: Vec::new(),
+            activity_results: HashMap::new(),
+            fired_timers: HashSet::new(),
+            recorded_markers: HashMap::new(),
+            recorded_patches: HashSet::new(),
+            patch_answers: HashMap::new(),
+            signal_queues: HashMap::new(),
+            signal_handlers: HashMap::new(),
+            query_handlers: HashMap::new(),
+            now_unix_ms: start_unix_ms,
+            rng: SplitMix64(random_seed),
+            cancel_requested: false,
+            replaying: false,
+            progress: 0,
+        }));
+        let root = workflow(WorkflowContext { core: core.clone() }, input);
+        Self {
+            core,
+            root: Some(root),
+            outcome_reported: false,
+        }
+    }
+
+    /// Marks the following activations as replay of recorded history (`patched` then answers
+    /// from `patches`, and side effects from the recorded markers passed to `activate`).
+    pub fn set_replaying(&mut self, replaying: bool, patches: HashSet<String>) {
+        let mut core = self.core.borrow_mut();
+        core.replaying = replaying;
+        core.recorded_patches = patches;
+    }
+
+    /// Applies code-visible events, polls the workflow until it waits on history, and returns
+    /// the commands it produced. `recorded_markers` are the side-effect values recorded by this
+    /// activation when it ran live (empty when live).
+    pub fn activate(
+        &mut self,
+        events: &[HistoryEvent],
+        recorded_markers: HashMap<Seq, Payload>,
+    ) -> Result<Vec<Command>, ExecutorError> {
+        let mut handler_calls = Vec::new();
+        {
+            let mut core = self.core.borrow_mut();
+            core.recorded_markers = recorded_markers;
+            for event in events {
+                core.now_unix_ms = core.now_unix_ms.max(event.time_unix_ms);
+                match &event.kind {
+                    EventKind::ActivityTaskCompleted { seq, result, .. } => {
+                        core.activity_results.insert(*seq, Ok(result.clone()));
+                    }
+                    EventKind::ActivityTaskFailed { seq, failure, .. } => {
+                        core.activity_results
+                            .insert(*seq, Err(ActivityError::Failed(failure.clone())));
+                    }
+                    EventKind::ActivityTaskTimedOut { seq, timeout, .. } => {
+                        core.activity_results
+                            .insert(*seq, Err(ActivityError::TimedOut(*timeout)));
+                    }
+                    EventKind::TimerFired { seq } => {
+                        core.fired_timers.insert(*seq);
+                    }
+                    EventKind::WorkflowExecutionSignaled { signal_name, input } => {
+                        match core.signal_handlers.get(signal_name) {
+                            Some(handler) => handler_calls.push((handler.clone(), input.clone())),
+                            None => core
+                                .signal_queues
+                                .entry(signal_name.clone())
+                                .or_default()
+                                .push_back(input.clone()),
+                        }
+                    }
+                    EventKind::WorkflowExecutionCancelRequested { .. } => {
+                        core.cancel_requested = true;
+                    }
+                    _ => {}
+                }
+                core.progress += 1;
+            }
+        }
+        // Handlers run with no borrow held: they may call the context.
+        for (handler, input) in handler_calls {
+            (handler.borrow_mut())(input);
+        }
+        self.poll_until_waiting()?;
+        Ok(std::mem::take(&mut self.core.borrow_mut().commands))
+    }
+
+    fn poll_until_waiting(&mut self) -> Result<(), ExecutorError> {
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..POLLS_PER_ACTIVATION_MAX {
+            let Some(root) = self.root.as_mut() else {
+                return Ok(());
+            };
+            let before = self.core.borrow().progress;
+            if let Poll::Ready(outcome) = root.as_mut().poll(&mut cx) {
+                self.root = None;
+                let command = match outcome {
+                    Ok(result) => Command::CompleteWorkflow { result },
+                    Err(WorkflowError::Failed(failure)) => Command::FailWorkflow { failure },
+                    Err(WorkflowError::Canceled) => Command::CancelWorkflow,
+                };
+                if !self.outcome_reported {
+                    self.outcome_reported = true;
+                    self.core.borrow_mut().push(command);
+                }
+                return Ok(());
+            }
+            if self.core.borrow().progress == before {
+                return Ok(());
+            }
+        }
+        Err(ExecutorError::Livelock {
+            polls: POLLS_PER_ACTIVATION_MAX,
+        })
+    }
+
+    /// True once the workflow future has returned.
+    pub fn is_finished(&self) -> bool {
+        self.root.is_none()
+    }
+
+    /// Runs a query handler against the current state.
+    pub fn query(&self, name: &str, args: Payload) -> Result<Payload, ExecutorError> {
+        let handler = {
+            let core = self.core.borrow();
+            match core.query_handlers.get(name) {
+                Some(handler) => handler.clone(),
+                None => {
+                    let mut known: Vec<String> = core.query_handlers.keys().cloned().collect();
+                    known.sort();
+                    return Err(ExecutorError::UnknownQuery {
+                        name: name.to_string(),
+                        known,
+                    });
+                }
+            }
+        };
+        // No borrow is held while user code runs.
+        handler(args).map_err(|failure| ExecutorError::QueryFailed {
+            name: name.to_string(),
+            failure,
+        })
+    }
+}

@@ -1,0 +1,634 @@
+//! The run state machine: mailbox messages in, history events, a new snapshot and effects out.
+//!
+//! A [`Run`] couples the pure bookkeeping of one run ([`RunState`], the snapshot the runtime
+//! stores) with its workflow instance ([`Executor`]). [`Run::handle`] is one transition: it turns
+//! a batch of [`Message`]s into history events, decides retries and timeouts, activates the
+//! workflow code with the events it can see, turns the code's commands into command events, and
+//! returns the [`Effect`]s the runtime must perform after the transition commits (enqueue an
+//! activity task, arm a durable timer, report the run closed). Nothing here does I/O or reads a
+//! clock: `now` is an argument.
+
+use crate::executor::{Executor, ExecutorError, PATCH_MARKER, SIDE_EFFECT_MARKER, WorkflowFn};
+use cairn_types::{
+    ActivityOptions, Command, EventId, EventKind, Failure, HistoryEvent, Payload, RetryDecision,
+    Seq, TimeoutKind, WorkflowTimeouts,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunStatus {
+    Running,
+    Completed,
+    Failed,
+    Canceled,
+    Terminated,
+    TimedOut,
+}
+
+impl RunStatus {
+    pub fn is_closed(self) -> bool {
+        self != Self::Running
+    }
+}
+
+/// An activity the run is waiting for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingActivity {
+    pub activity_type: String,
+    pub input: Payload,
+    pub options: ActivityOptions,
+    /// The attempt currently scheduled or running, from 1.
+    pub attempt: u32,
+    pub scheduled_unix_ms: u64,
+    pub last_failure: Option<Failure>,
+}
+
+/// The run's snapshot: everything needed to continue besides history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    pub workflow_type: String,
+    pub status: RunStatus,
+    /// Id the next history event gets.
+    pub next_event_id: EventId,
+    pub started_unix_ms: u64,
+    pub closed_unix_ms: Option<u64>,
+    pub activities: BTreeMap<Seq, PendingActivity>,
+    /// User timers: seq → fire time.
+    pub timers: BTreeMap<Seq, u64>,
+    pub cancel_requested: bool,
+}
+
+/// Durable timers a run arms. A timer that fires after it stopped mattering (the attempt it
+/// guarded finished, the user timer was canceled) is ignored, so timers are never deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TimerId {
+    User { seq: Seq },
+    ActivityScheduleToStart { seq: Seq, attempt: u32 },
+    /// Armed by the runtime when a worker claims the attempt.
+    ActivityStartToClose { seq: Seq, attempt: u32 },
+    /// Armed (and moved on every heartbeat) by the runtime.
+    ActivityHeartbeat { seq: Seq, attempt: u32 },
+    ActivityScheduleToClose { seq: Seq },
+    /// Backoff before attempt `attempt` is enqueued.
+    ActivityRetry { seq: Seq, attempt: u32 },
+    WorkflowExecution,
+}
+
+/// A mailbox message: why a run wakes up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    Signal { name: String, input: Payload },
+    ActivityCompleted { seq: Seq, attempt: u32, result: Payload },
+    ActivityFailed { seq: Seq, attempt: u32, failure: Failure },
+    TimerFired { timer: TimerId },
+    CancelRequested { reason: String },
+    Terminate { reason: String },
+}
+
+/// What the runtime must do once the transition has committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Effect {
+    EnqueueActivityTask {
+        seq: Seq,
+        attempt: u32,
+        activity_type: String,
+        input: Payload,
+        options: ActivityOptions,
+    },
+    ScheduleTimer { timer: TimerId, fire_at_unix_ms: u64 },
+    /// Tell a worker running this activity that it should stop (best effort).
+    CancelActivityTask { seq: Seq },
+    RunClosed { status: RunStatus },
+}
+
+/// One transition's output.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Transition {
+    pub events: Vec<HistoryEvent>,
+    pub effects: Vec<Effect>,
+}
+
+/// What starts a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartArgs {
+    pub workflow_type: String,
+    pub input: Payload,
+    pub random_seed: u64,
+    pub timeouts: WorkflowTimeouts,
+}
+
+/// Why a transition or a replay could not proceed. The run is then held as it was: nothing of
+/// the failed transition is written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    #[error(
+        "nondeterminism at history event {event_id}: history has {expected} but the workflow code now produces {got}"
+    )]
+    Nondeterminism {
+        event_id: EventId,
+        expected: String,
+        got: String,
+    },
+    #[error("history is malformed: {reason}")]
+    MalformedHistory { reason: String },
+    #[error(transparent)]
+    Executor(#[from] ExecutorError),
+}
+
+/// A live run: its snapshot plus its workflow instance.
+pub struct Run {
+    state: RunState,
+    executor: Executor,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run").field("state", &self.state).finish_non_exhaustive()
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Events the workflow code observes (the inputs of an activation).
+fn is_code_input(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::WorkflowExecutionStarted { .. }
+            | EventKind::ActivityTaskCompleted { .. }
+            | EventKind::ActivityTaskFailed { .. }
+            | EventKind::ActivityTaskTimedOut { .. }
+            | EventKind::TimerFired { .. }
+            | EventKind::WorkflowExecutionSignaled { .. }
+            | EventKind::WorkflowExecutionCancelRequested { .. }
+    )
+}
+
+/// Builds a transition's events with consecutive ids.
+struct EventLog<'a> {
+    state: &'a mut RunState,
+    now: u64,
+    events: Vec<HistoryEvent>,
+}
+
+impl EventLog<'_> {
+    fn push(&mut self, kind: EventKind) {
+        let event_id = self.state.next_event_id;
+        self.state.next_event_id += 1;
+        self.events.push(HistoryEvent {
+            event_id,
+            time_unix_ms: self.now,
+            kind,
+        });
+    }
+}
+
+impl Run {
+    /// Starts a run: the `WorkflowExecutionStarted` event and the first activation.
+    pub fn start(workflow: &WorkflowFn, args: StartArgs, now: u64) -> Result<(Run, Transition), RunError> {
+        let state = RunState {
+            workflow_type: args.workflow_type.clone(),
+            status: RunStatus::Running,
+            next_event_id: 1,
+            started_unix_ms: now,
+            closed_unix_ms: None,
+            activities: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            cancel_requested: false,
+        };
+        let executor = Executor::new(workflow, args.input.clone(), args.random_seed, now);
+        let mut run = Run { state, executor };
+        let mut effects = Vec::new();
+        let deadline = [args.timeouts.execution, args.timeouts.run]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(limit) = deadline {
+            effects.push(Effect::ScheduleTimer {
+                timer: TimerId::WorkflowExecution,
+                fire_at_unix_ms: now.saturating_add(ms(limit)),
+            });
+        }
+        let started = EventKind::WorkflowExecutionStarted {
+            workflow_type: args.workflow_type,
+            input: args.input,
+            random_seed: args.random_seed,
+            timeouts: args.timeouts,
+        };
+        let mut transition = run.transition(vec![started], None, now)?;
+        effects.append(&mut transition.effects);
+        transition.effects = effects;
+        Ok((run, transition))
+    }
+
+    /// The snapshot.
+    pub fn state(&self) -> &RunState {
+        &self.state
+    }
+
+    /// Runs a query handler of the workflow.
+    pub fn query(&self, name: &str, args: Payload) -> Result<Payload, ExecutorError> {
+        self.executor.query(name, args)
+    }
+
+    /// One transition: applies `messages` (in order) at time `now`.
+    ///
+    /// On error the run must be dropped and rebuilt from the store: the executor may have
+    /// advanced past what was committed.
+    pub fn handle(&mut self, messages: Vec<Message>, now: u64) -> Result<Transition, RunError> {
+        if self.state.status.is_closed() {
+            return Ok(Transition::default());
+        }
+        let mut inputs = Vec::new();
+        let mut effects = Vec::new();
+        let mut terminal = None;
+        for message in messages {
+            if terminal.is_some() {
+                break;
+            }
+            match message {
+                Message::Signal { name, input } => inputs.push(EventKind::WorkflowExecutionSignaled {
+                    signal_name: name,
+                    input,
+                }),
+                Message::ActivityCompleted {
+                    seq,
+                    attempt,
+                    result,
+                } => {
+                    if self.is_current_attempt(seq, attempt) {
+                        self.state.activities.remove(&seq);
+                        inputs.push(EventKind::ActivityTaskCompleted {
+                            seq,
+                            attempt,
+                            result,
+                        });
+                    }
+                }
+                Message::ActivityFailed {
+                    seq,
+                    attempt,
+                    failure,
+                } => {
+                    if self.is_current_attempt(seq, attempt) {
+                        self.attempt_failed(seq, AttemptEnd::Failed(failure), now, &mut inputs, &mut effects);
+                    }
+                }
+                Message::TimerFired { timer } => {
+                    self.timer_fired(timer, now, &mut inputs, &mut effects, &mut terminal);
+                }
+                Message::CancelRequested { reason } => {
+                    if !self.state.cancel_requested {
+                        self.state.cancel_requested = true;
+                        inputs.push(EventKind::WorkflowExecutionCancelRequested { reason });
+                    }
+                }
+                Message::Terminate { reason } => {
+                    terminal = Some((
+                        EventKind::WorkflowExecutionTerminated { reason },
+                        RunStatus::Terminated,
+                    ));
+                }
+            }
+        }
+        let mut transition = self.transition(inputs, terminal, now)?;
+        effects.append(&mut transition.effects);
+        transition.effects = effects;
+        Ok(transition)
+    }
+
+    fn is_current_attempt(&self, seq: Seq, attempt: u32) -> bool {
+        self.state
+            .activities
+            .get(&seq)
+            .is_some_and(|a| a.attempt == attempt)
+    }
+
+    /// An attempt ended without a result: retry per policy, or give the code the final error.
+    fn attempt_failed(
+        &mut self,
+        seq: Seq,
+        end: AttemptEnd,
+        now: u64,
+        inputs: &mut Vec<EventKind>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let activity = self.state.activities.get_mut(&seq).expect("current attempt");
+        let attempt = activity.attempt;
+        let retry = match &end {
+            AttemptEnd::Failed(f) if f.non_retryable => None,
+            AttemptEnd::Failed(f) => Some(activity.options.retry.decide(attempt, &f.error_type)),
+            // Temporal retries lost attempts (start-to-close, heartbeat), never queue timeouts.
+            AttemptEnd::TimedOut(TimeoutKind::StartToClose | TimeoutKind::Heartbeat) => {
+                Some(activity.options.retry.decide(attempt, "Timeout"))
+            }
+            AttemptEnd::TimedOut(_) => None,
+        };
+        if let Some(RetryDecision::RetryAfter(delay)) = retry {
+            let fire_at = now.saturating_add(ms(delay));
+            let within_budget = activity
+                .options
+                .timeouts
+                .schedule_to_close
+                .is_none_or(|s2c| fire_at < activity.scheduled_unix_ms.saturating_add(ms(s2c)));
+            if within_budget {
+                activity.attempt += 1;
+                if let AttemptEnd::Failed(f) = &end {
+                    activity.last_failure = Some(f.clone());
+                }
+                effects.push(Effect::ScheduleTimer {
+                    timer: TimerId::ActivityRetry {
+                        seq,
+                        attempt: activity.attempt,
+                    },
+                    fire_at_unix_ms: fire_at,
+                });
+                return;
+            }
+        }
+        self.state.activities.remove(&seq);
+        inputs.push(match end {
+            AttemptEnd::Failed(failure) => EventKind::ActivityTaskFailed {
+                seq,
+                attempt,
+                failure,
+            },
+            AttemptEnd::TimedOut(timeout) => EventKind::ActivityTaskTimedOut {
+                seq,
+                attempt,
+                timeout,
+            },
+        });
+    }
+
+    fn timer_fired(
+        &mut self,
+        timer: TimerId,
+        now: u64,
+        inputs: &mut Vec<EventKind>,
+        effects: &mut Vec<Effect>,
+        terminal: &mut Option<(EventKind, RunStatus)>,
+    ) {
+        match timer {
+            TimerId::User { seq } => {
+                if self.state.timers.remove(&seq).is_some() {
+                    inputs.push(EventKind::TimerFired { seq });
+                }
+            }
+            TimerId::ActivityScheduleToStart { seq, attempt } => {
+                if self.is_current_attempt(seq, attempt) {
+                    let end = AttemptEnd::TimedOut(TimeoutKind::ScheduleToStart);
+                    self.attempt_failed(seq, end, now, inputs, effects);
+                }
+            }
+            TimerId::ActivityStartToClose { seq, attempt } => {
+                if self.is_current_attempt(seq, attempt) {
+                    let end = AttemptEnd::TimedOut(TimeoutKind::StartToClose);
+                    self.attempt_failed(seq, end, now, inputs, effects);
+                }
+            }
+            TimerId::ActivityHeartbeat { seq, attempt } => {
+                if self.is_current_attempt(seq, attempt) {
+                    let end = AttemptEnd::TimedOut(TimeoutKind::Heartbeat);
+                    self.attempt_failed(seq, end, now, inputs, effects);
+                }
+            }
+            TimerId::ActivityScheduleToClose { seq } => {
+                if let Some(activity) = self.state.activities.remove(&seq) {
+                    inputs.push(EventKind::ActivityTaskTimedOut {
+                        seq,
+                        attempt: activity.attempt,
+                        timeout: TimeoutKind::ScheduleToClose,
+                    });
+                }
+            }
+            TimerId::ActivityRetry { seq, attempt } => {
+                if let Some(activity) = self.state.activities.get(&seq)
+                    && activity.attempt == attempt
+                {
+                    effects.extend(enqueue_effects(seq, activity, now));
+                }
+            }
+            TimerId::WorkflowExecution => {
+                if terminal.is_none() {
+                    *terminal = Some((EventKind::WorkflowExecutionTimedOut, RunStatus::TimedOut));
+                }
+            }
+        }
+    }
+
+    /// Records `inputs`, activates the code if it can see any of them, records its commands,
+    /// then the terminal event if any.
+    fn transition(
+        &mut self,
+        inputs: Vec<EventKind>,
+        terminal: Option<(EventKind, RunStatus)>,
+        now: u64,
+    ) -> Result<Transition, RunError> {
+        let activate = terminal.is_none() && inputs.iter().any(is_code_input);
+        let mut log = EventLog {
+            state: &mut self.state,
+            now,
+            events: Vec::new(),
+        };
+        for kind in inputs {
+            log.push(kind);
+        }
+        let mut effects = Vec::new();
+        if activate {
+            let commands = self.executor.activate(&log.events, HashMap::new())?;
+            for command in commands {
+                apply_command(&mut log, command, now, &mut effects);
+            }
+            log.push(EventKind::WorkflowTaskCompleted);
+        }
+        if let Some((kind, status)) = terminal {
+            log.push(kind);
+            close(log.state, status, now, &mut effects);
+        }
+        Ok(Transition {
+            events: log.events,
+            effects,
+        })
+    }
+
+    /// Rebuilds a run from its snapshot and history by running the workflow code over the
+    /// history, checking that it makes the recorded commands.
+    pub fn replay(workflow: &WorkflowFn, state: RunState, history: &[HistoryEvent]) -> Result<Run, RunError> {
+        let Some(first) = history.first() else {
+            return Err(RunError::MalformedHistory {
+                reason: "history is empty".into(),
+            });
+        };
+        let EventKind::WorkflowExecutionStarted {
+            input, random_seed, ..
+        } = &first.kind
+        else {
+            return Err(RunError::MalformedHistory {
+                reason: format!("first event is {}, not WorkflowExecutionStarted", first.kind.name()),
+            });
+        };
+        for (index, event) in history.iter().enumerate() {
+            if event.event_id != index as EventId + 1 {
+                return Err(RunError::MalformedHistory {
+                    reason: format!("event at position {} has id {}", index + 1, event.event_id),
+                });
+            }
+        }
+        let mut executor = Executor::new(workflow, input.clone(), *random_seed, first.time_unix_ms);
+        let patches: HashSet<String> = history
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::MarkerRecorded {
+                    marker_name,
+                    details,
+                    ..
+                } if marker_name == PATCH_MARKER => details.decode::<String>().ok(),
+                _ => None,
+            })
+            .collect();
+        executor.set_replaying(true, patches);
+        let mut group_start = 0;
+        for (index, event) in history.iter().enumerate() {
+            if event.kind != EventKind::WorkflowTaskCompleted {
+                continue;
+            }
+            let group = &history[group_start..index];
+            group_start = index + 1;
+            let inputs: Vec<HistoryEvent> = group.iter().filter(|e| is_code_input(&e.kind)).cloned().collect();
+            let recorded: Vec<&HistoryEvent> = group.iter().filter(|e| e.kind.is_command_event()).collect();
+            let markers = recorded
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::MarkerRecorded {
+                        seq,
+                        marker_name,
+                        details,
+                    } if marker_name == SIDE_EFFECT_MARKER => Some((*seq, details.clone())),
+                    _ => None,
+                })
+                .collect();
+            let commands = executor.activate(&inputs, markers)?;
+            for i in 0..commands.len().max(recorded.len()) {
+                match (commands.get(i), recorded.get(i)) {
+                    (Some(command), Some(event)) if command.matches_event(&event.kind) => {}
+                    (got, expected) => {
+                        return Err(RunError::Nondeterminism {
+                            event_id: expected.map_or(event.event_id, |e| e.event_id),
+                            expected: expected.map_or_else(
+                                || "no further command".to_string(),
+                                |e| describe_event(&e.kind),
+                            ),
+                            got: got.map_or_else(|| "no command".to_string(), Command::describe),
+                        });
+                    }
+                }
+            }
+        }
+        executor.set_replaying(false, HashSet::new());
+        Ok(Run { state, executor })
+    }
+}
+
+fn describe_event(kind: &EventKind) -> String {
+    match kind {
+        EventKind::ActivityTaskScheduled {
+            seq, activity_type, ..
+        } => format!("ActivityTaskScheduled(seq {seq}, {activity_type:?})"),
+        EventKind::TimerStarted { seq, duration_ms } => format!("TimerStarted(seq {seq}, {duration_ms} ms)"),
+        EventKind::MarkerRecorded {
+            seq, marker_name, ..
+        } => format!("MarkerRecorded(seq {seq}, {marker_name:?})"),
+        other => other.name().to_string(),
+    }
+}
+
+enum AttemptEnd {
+    Failed(Failure),
+    TimedOut(TimeoutKind),
+}
+
+fn enqueue_effects(seq: Seq, activity: &PendingActivity, now: u64) -> Vec<Effect> {
+    let mut effects = vec![Effect::EnqueueActivityTask {
+        seq,
+        attempt: activity.attempt,
+        activity_type: activity.activity_type.clone(),
+        input: activity.input.clone(),
+        options: activity.options.clone(),
+    }];
+    if let Some(s2s) = activity.options.timeouts.schedule_to_start {
+        effects.push(Effect::ScheduleTimer {
+            timer: TimerId::ActivityScheduleToStart {
+                seq,
+                attempt: activity.attempt,
+            },
+            fire_at_unix_ms: now.saturating_add(ms(s2s)),
+        });
+    }
+    effects
+}
+
+fn close(state: &mut RunState, status: RunStatus, now: u64, effects: &mut Vec<Effect>) {
+    assert!(!state.status.is_closed(), "run closed twice");
+    state.status = status;
+    state.closed_unix_ms = Some(now);
+    state.activities.clear();
+    state.timers.clear();
+    effects.push(Effect::RunClosed { status });
+}
+
+/// Records one command of the code and derives its effects.
+fn apply_command(log: &mut EventLog<'_>, command: Command, now: u64, effects: &mut Vec<Effect>) {
+    log.push(command.to_event());
+    match command {
+        Command::ScheduleActivity {
+            seq,
+            activity_type,
+            input,
+            options,
+        } => {
+            let activity = PendingActivity {
+                activity_type,
+                input,
+                options,
+                attempt: 1,
+                scheduled_unix_ms: now,
+                last_failure: None,
+            };
+            effects.extend(enqueue_effects(seq, &activity, now));
+            if let Some(s2c) = activity.options.timeouts.schedule_to_close {
+                effects.push(Effect::ScheduleTimer {
+                    timer: TimerId::ActivityScheduleToClose { seq },
+                    fire_at_unix_ms: now.saturating_add(ms(s2c)),
+                });
+            }
+            log.state.activities.insert(seq, activity);
+        }
+        Command::RequestCancelActivity { seq } => {
+            if log.state.activities.remove(&seq).is_some() {
+                effects.push(Effect::CancelActivityTask { seq });
+            }
+            log.push(EventKind::ActivityTaskCanceled { seq });
+        }
+        Command::StartTimer { seq, duration_ms } => {
+            let fire_at = now.saturating_add(duration_ms);
+            log.state.timers.insert(seq, fire_at);
+            effects.push(Effect::ScheduleTimer {
+                timer: TimerId::User { seq },
+                fire_at_unix_ms: fire_at,
+            });
+        }
+        Command::CancelTimer { seq } => {
+            log.state.timers.remove(&seq);
+        }
+        Command::RecordMarker { .. } => {}
+        Command::CompleteWorkflow { .. } => close(log.state, RunStatus::Completed, now, effects),
+        Command::FailWorkflow { .. } => close(log.state, RunStatus::Failed, now, effects),
+        Command::CancelWorkflow => close(log.state, RunStatus::Canceled, now, effects),
+        _ => {}
+    }
+}

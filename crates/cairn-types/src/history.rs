@@ -1,0 +1,333 @@
+//! History events, workflow commands and failures: the vocabulary of a run's history.
+//!
+//! Names and meanings follow Temporal's (`WorkflowExecutionStarted`, `ActivityTaskScheduled`,
+//! `TimerFired`, …) so a later Temporal-compatible frontend can translate one-to-one. A
+//! command (what workflow code asked for) becomes the history event of the same name when the
+//! transition that produced it commits; replay compares the two.
+
+use crate::{ActivityTimeouts, Payload, RetryPolicy, WorkflowTimeouts};
+use serde::{Deserialize, Serialize};
+
+/// Position of an event in its run's history: 1, 2, 3, … without gaps.
+pub type EventId = u64;
+
+/// Sequence number of a command within a run (activities, timers and markers share one
+/// counter). Assigned by the workflow code's calls in program order, so replay reproduces it.
+pub type Seq = u32;
+
+/// An error as workflow and activity code see it: a message, a type name for retry policies
+/// to match, and whether retrying can help.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub message: String,
+    /// The error's type name, matched against `RetryPolicy::non_retryable_error_types`.
+    pub error_type: String,
+    /// Set by the code that raised it: never retry, whatever the policy says.
+    pub non_retryable: bool,
+    pub details: Option<Payload>,
+}
+
+impl Failure {
+    /// A retryable failure of type `error_type`.
+    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            error_type: error_type.into(),
+            non_retryable: false,
+            details: None,
+        }
+    }
+
+    /// Marks the failure as never retryable.
+    pub fn non_retryable(mut self) -> Self {
+        self.non_retryable = true;
+        self
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.error_type, self.message)
+    }
+}
+
+/// How an activity is run: where, with which timeouts and which retry policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivityOptions {
+    pub task_queue: String,
+    pub timeouts: ActivityTimeouts,
+    pub retry: RetryPolicy,
+}
+
+/// Which timeout expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimeoutKind {
+    ScheduleToStart,
+    StartToClose,
+    ScheduleToClose,
+    Heartbeat,
+}
+
+impl std::fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ScheduleToStart => "schedule-to-start",
+            Self::StartToClose => "start-to-close",
+            Self::ScheduleToClose => "schedule-to-close",
+            Self::Heartbeat => "heartbeat",
+        })
+    }
+}
+
+/// One entry of a run's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEvent {
+    pub event_id: EventId,
+    /// When the transition that wrote it ran, Unix milliseconds. Workflow code's `now()`.
+    pub time_unix_ms: u64,
+    pub kind: EventKind,
+}
+
+/// What happened. Variants named after Temporal's event types.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+#[non_exhaustive]
+pub enum EventKind {
+    WorkflowExecutionStarted {
+        workflow_type: String,
+        input: Payload,
+        /// Seeds `ctx.random()` and `ctx.uuid()`.
+        random_seed: u64,
+        timeouts: WorkflowTimeouts,
+    },
+    /// Closes one transition: the events before it (since the previous one) were applied
+    /// together, and the command events just before it are what the code produced. Replay
+    /// groups history by these markers.
+    WorkflowTaskCompleted,
+    ActivityTaskScheduled {
+        seq: Seq,
+        activity_type: String,
+        input: Payload,
+        options: ActivityOptions,
+    },
+    ActivityTaskCompleted {
+        seq: Seq,
+        attempt: u32,
+        result: Payload,
+    },
+    ActivityTaskFailed {
+        seq: Seq,
+        attempt: u32,
+        failure: Failure,
+    },
+    ActivityTaskTimedOut {
+        seq: Seq,
+        attempt: u32,
+        timeout: TimeoutKind,
+    },
+    ActivityTaskCancelRequested {
+        seq: Seq,
+    },
+    ActivityTaskCanceled {
+        seq: Seq,
+    },
+    TimerStarted {
+        seq: Seq,
+        duration_ms: u64,
+    },
+    TimerFired {
+        seq: Seq,
+    },
+    TimerCanceled {
+        seq: Seq,
+    },
+    WorkflowExecutionSignaled {
+        signal_name: String,
+        input: Payload,
+    },
+    MarkerRecorded {
+        seq: Seq,
+        marker_name: String,
+        details: Payload,
+    },
+    WorkflowExecutionCancelRequested {
+        reason: String,
+    },
+    WorkflowExecutionCompleted {
+        result: Payload,
+    },
+    WorkflowExecutionFailed {
+        failure: Failure,
+    },
+    WorkflowExecutionCanceled,
+    WorkflowExecutionTerminated {
+        reason: String,
+    },
+    WorkflowExecutionTimedOut,
+}
+
+impl EventKind {
+    /// The Temporal event type name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::WorkflowExecutionStarted { .. } => "WorkflowExecutionStarted",
+            Self::WorkflowTaskCompleted => "WorkflowTaskCompleted",
+            Self::ActivityTaskScheduled { .. } => "ActivityTaskScheduled",
+            Self::ActivityTaskCompleted { .. } => "ActivityTaskCompleted",
+            Self::ActivityTaskFailed { .. } => "ActivityTaskFailed",
+            Self::ActivityTaskTimedOut { .. } => "ActivityTaskTimedOut",
+            Self::ActivityTaskCancelRequested { .. } => "ActivityTaskCancelRequested",
+            Self::ActivityTaskCanceled { .. } => "ActivityTaskCanceled",
+            Self::TimerStarted { .. } => "TimerStarted",
+            Self::TimerFired { .. } => "TimerFired",
+            Self::TimerCanceled { .. } => "TimerCanceled",
+            Self::WorkflowExecutionSignaled { .. } => "WorkflowExecutionSignaled",
+            Self::MarkerRecorded { .. } => "MarkerRecorded",
+            Self::WorkflowExecutionCancelRequested { .. } => "WorkflowExecutionCancelRequested",
+            Self::WorkflowExecutionCompleted { .. } => "WorkflowExecutionCompleted",
+            Self::WorkflowExecutionFailed { .. } => "WorkflowExecutionFailed",
+            Self::WorkflowExecutionCanceled => "WorkflowExecutionCanceled",
+            Self::WorkflowExecutionTerminated { .. } => "WorkflowExecutionTerminated",
+            Self::WorkflowExecutionTimedOut => "WorkflowExecutionTimedOut",
+        }
+    }
+
+    /// Events that record a command of the workflow code (compared on replay).
+    pub fn is_command_event(&self) -> bool {
+        matches!(
+            self,
+            Self::ActivityTaskScheduled { .. }
+                | Self::ActivityTaskCancelRequested { .. }
+                | Self::TimerStarted { .. }
+                | Self::TimerCanceled { .. }
+                | Self::MarkerRecorded { .. }
+                | Self::WorkflowExecutionCompleted { .. }
+                | Self::WorkflowExecutionFailed { .. }
+                | Self::WorkflowExecutionCanceled
+        )
+    }
+}
+
+/// What workflow code asks for; each becomes the command event of the same meaning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Command {
+    ScheduleActivity {
+        seq: Seq,
+        activity_type: String,
+        input: Payload,
+        options: ActivityOptions,
+    },
+    RequestCancelActivity {
+        seq: Seq,
+    },
+    StartTimer {
+        seq: Seq,
+        duration_ms: u64,
+    },
+    CancelTimer {
+        seq: Seq,
+    },
+    RecordMarker {
+        seq: Seq,
+        marker_name: String,
+        details: Payload,
+    },
+    CompleteWorkflow {
+        result: Payload,
+    },
+    FailWorkflow {
+        failure: Failure,
+    },
+    /// The code acknowledged a cancellation request by ending as canceled.
+    CancelWorkflow,
+}
+
+impl Command {
+    /// The history event recording this command.
+    pub fn to_event(&self) -> EventKind {
+        match self.clone() {
+            Self::ScheduleActivity {
+                seq,
+                activity_type,
+                input,
+                options,
+            } => EventKind::ActivityTaskScheduled {
+                seq,
+                activity_type,
+                input,
+                options,
+            },
+            Self::RequestCancelActivity { seq } => EventKind::ActivityTaskCancelRequested { seq },
+            Self::StartTimer { seq, duration_ms } => EventKind::TimerStarted { seq, duration_ms },
+            Self::CancelTimer { seq } => EventKind::TimerCanceled { seq },
+            Self::RecordMarker {
+                seq,
+                marker_name,
+                details,
+            } => EventKind::MarkerRecorded {
+                seq,
+                marker_name,
+                details,
+            },
+            Self::CompleteWorkflow { result } => EventKind::WorkflowExecutionCompleted { result },
+            Self::FailWorkflow { failure } => EventKind::WorkflowExecutionFailed { failure },
+            Self::CancelWorkflow => EventKind::WorkflowExecutionCanceled,
+        }
+    }
+
+    /// Whether a recorded command event is this command, as far as determinism goes: the same
+    /// kind, sequence number and type name. Inputs are not compared (Temporal does the same), so
+    /// a changed activity argument does not break replay; a changed activity does.
+    pub fn matches_event(&self, event: &EventKind) -> bool {
+        match (self, event) {
+            (
+                Self::ScheduleActivity {
+                    seq, activity_type, ..
+                },
+                EventKind::ActivityTaskScheduled {
+                    seq: s,
+                    activity_type: t,
+                    ..
+                },
+            ) => seq == s && activity_type == t,
+            (Self::RequestCancelActivity { seq }, EventKind::ActivityTaskCancelRequested { seq: s })
+            | (Self::StartTimer { seq, .. }, EventKind::TimerStarted { seq: s, .. })
+            | (Self::CancelTimer { seq }, EventKind::TimerCanceled { seq: s }) => seq == s,
+            (
+                Self::RecordMarker {
+                    seq, marker_name, ..
+                },
+                EventKind::MarkerRecorded {
+                    seq: s,
+                    marker_name: n,
+                    ..
+                },
+            ) => seq == s && marker_name == n,
+            (Self::CompleteWorkflow { .. }, EventKind::WorkflowExecutionCompleted { .. })
+            | (Self::FailWorkflow { .. }, EventKind::WorkflowExecutionFailed { .. })
+            | (Self::CancelWorkflow, EventKind::WorkflowExecutionCanceled) => true,
+            _ => false,
+        }
+    }
+
+    /// A short description for error messages (`ScheduleActivity(seq 3, "charge_card")`).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::ScheduleActivity {
+                seq, activity_type, ..
+            } => format!("ScheduleActivity(seq {seq}, {activity_type:?})"),
+            Self::RequestCancelActivity { seq } => format!("RequestCancelActivity(seq {seq})"),
+            Self::StartTimer { seq, duration_ms } => {
+                format!("StartTimer(seq {seq}, {duration_ms} ms)")
+            }
+            Self::CancelTimer { seq } => format!("CancelTimer(seq {seq})"),
+            Self::RecordMarker {
+                seq, marker_name, ..
+            } => format!("RecordMarker(seq {seq}, {marker_name:?})"),
+            Self::CompleteWorkflow { .. } => "CompleteWorkflow".into(),
+            Self::FailWorkflow { .. } => "FailWorkflow".into(),
+            Self::CancelWorkflow => "CancelWorkflow".into(),
+        }
+    }
+}
