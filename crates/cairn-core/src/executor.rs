@@ -184,7 +184,9 @@ impl WorkflowContext {
         }
         let mut core = self.core.borrow_mut();
         let seq = core.next_seq();
-        let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1);
+        let duration_ms = u64::try_from(duration.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         core.push(Command::StartTimer { seq, duration_ms });
         TimerFuture {
             seq,
@@ -318,7 +320,11 @@ impl WorkflowContext {
 
     /// Answers queries named `name` with `handler`, which reads (never changes) the workflow's
     /// state.
-    pub fn on_query(&self, name: &str, handler: impl Fn(Payload) -> Result<Payload, Failure> + 'static) {
+    pub fn on_query(
+        &self,
+        name: &str,
+        handler: impl Fn(Payload) -> Result<Payload, Failure> + 'static,
+    ) {
         self.core
             .borrow_mut()
             .query_handlers
@@ -347,7 +353,12 @@ macro_rules! opaque_debug {
     };
 }
 
-opaque_debug!(ActivityFuture, TimerFuture, ConditionFuture<P>, SignalChannel);
+opaque_debug!(
+    ActivityFuture,
+    TimerFuture,
+    ConditionFuture<P>,
+    SignalChannel
+);
 
 /// Marker name of `side_effect` records.
 pub const SIDE_EFFECT_MARKER: &str = "SideEffect";
@@ -376,7 +387,8 @@ impl ActivityFuture {
         }
         let seq = self.seq;
         core.push(Command::RequestCancelActivity { seq });
-        core.activity_results.insert(seq, Err(ActivityError::Canceled));
+        core.activity_results
+            .insert(seq, Err(ActivityError::Canceled));
     }
 }
 
@@ -529,7 +541,12 @@ impl fmt::Debug for Executor {
 
 impl Executor {
     /// Creates the instance; `workflow` runs on the first activation.
-    pub fn new(workflow: &WorkflowFn, input: Payload, random_seed: u64, start_unix_ms: u64) -> Self {
+    pub fn new(
+        workflow: &WorkflowFn,
+        input: Payload,
+        random_seed: u64,
+        start_unix_ms: u64,
+    ) -> Self {
         let core = Rc::new(RefCell::new(RunCore {
             next_seq: 0,
             commands: Vec::new(),

@@ -65,27 +65,60 @@ pub struct RunState {
 /// guarded finished, the user timer was canceled) is ignored, so timers are never deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum TimerId {
-    User { seq: Seq },
-    ActivityScheduleToStart { seq: Seq, attempt: u32 },
+    User {
+        seq: Seq,
+    },
+    ActivityScheduleToStart {
+        seq: Seq,
+        attempt: u32,
+    },
     /// Armed by the runtime when a worker claims the attempt.
-    ActivityStartToClose { seq: Seq, attempt: u32 },
+    ActivityStartToClose {
+        seq: Seq,
+        attempt: u32,
+    },
     /// Armed (and moved on every heartbeat) by the runtime.
-    ActivityHeartbeat { seq: Seq, attempt: u32 },
-    ActivityScheduleToClose { seq: Seq },
+    ActivityHeartbeat {
+        seq: Seq,
+        attempt: u32,
+    },
+    ActivityScheduleToClose {
+        seq: Seq,
+    },
     /// Backoff before attempt `attempt` is enqueued.
-    ActivityRetry { seq: Seq, attempt: u32 },
+    ActivityRetry {
+        seq: Seq,
+        attempt: u32,
+    },
     WorkflowExecution,
 }
 
 /// A mailbox message: why a run wakes up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
-    Signal { name: String, input: Payload },
-    ActivityCompleted { seq: Seq, attempt: u32, result: Payload },
-    ActivityFailed { seq: Seq, attempt: u32, failure: Failure },
-    TimerFired { timer: TimerId },
-    CancelRequested { reason: String },
-    Terminate { reason: String },
+    Signal {
+        name: String,
+        input: Payload,
+    },
+    ActivityCompleted {
+        seq: Seq,
+        attempt: u32,
+        result: Payload,
+    },
+    ActivityFailed {
+        seq: Seq,
+        attempt: u32,
+        failure: Failure,
+    },
+    TimerFired {
+        timer: TimerId,
+    },
+    CancelRequested {
+        reason: String,
+    },
+    Terminate {
+        reason: String,
+    },
 }
 
 /// What the runtime must do once the transition has committed.
@@ -98,10 +131,17 @@ pub enum Effect {
         input: Payload,
         options: ActivityOptions,
     },
-    ScheduleTimer { timer: TimerId, fire_at_unix_ms: u64 },
+    ScheduleTimer {
+        timer: TimerId,
+        fire_at_unix_ms: u64,
+    },
     /// Tell a worker running this activity that it should stop (best effort).
-    CancelActivityTask { seq: Seq },
-    RunClosed { status: RunStatus },
+    CancelActivityTask {
+        seq: Seq,
+    },
+    RunClosed {
+        status: RunStatus,
+    },
 }
 
 /// One transition's output.
@@ -146,7 +186,9 @@ pub struct Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Run").field("state", &self.state).finish_non_exhaustive()
+        f.debug_struct("Run")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
     }
 }
 
@@ -189,7 +231,11 @@ impl EventLog<'_> {
 
 impl Run {
     /// Starts a run: the `WorkflowExecutionStarted` event and the first activation.
-    pub fn start(workflow: &WorkflowFn, args: StartArgs, now: u64) -> Result<(Run, Transition), RunError> {
+    pub fn start(
+        workflow: &WorkflowFn,
+        args: StartArgs,
+        now: u64,
+    ) -> Result<(Run, Transition), RunError> {
         let state = RunState {
             workflow_type: args.workflow_type.clone(),
             status: RunStatus::Running,
@@ -251,10 +297,12 @@ impl Run {
                 break;
             }
             match message {
-                Message::Signal { name, input } => inputs.push(EventKind::WorkflowExecutionSignaled {
-                    signal_name: name,
-                    input,
-                }),
+                Message::Signal { name, input } => {
+                    inputs.push(EventKind::WorkflowExecutionSignaled {
+                        signal_name: name,
+                        input,
+                    })
+                }
                 Message::ActivityCompleted {
                     seq,
                     attempt,
@@ -275,7 +323,13 @@ impl Run {
                     failure,
                 } => {
                     if self.is_current_attempt(seq, attempt) {
-                        self.attempt_failed(seq, AttemptEnd::Failed(failure), now, &mut inputs, &mut effects);
+                        self.attempt_failed(
+                            seq,
+                            AttemptEnd::Failed(failure),
+                            now,
+                            &mut inputs,
+                            &mut effects,
+                        );
                     }
                 }
                 Message::TimerFired { timer } => {
@@ -317,7 +371,11 @@ impl Run {
         inputs: &mut Vec<EventKind>,
         effects: &mut Vec<Effect>,
     ) {
-        let activity = self.state.activities.get_mut(&seq).expect("current attempt");
+        let activity = self
+            .state
+            .activities
+            .get_mut(&seq)
+            .expect("current attempt");
         let attempt = activity.attempt;
         let retry = match &end {
             AttemptEnd::Failed(f) if f.non_retryable => None,
@@ -458,7 +516,11 @@ impl Run {
 
     /// Rebuilds a run from its snapshot and history by running the workflow code over the
     /// history, checking that it makes the recorded commands.
-    pub fn replay(workflow: &WorkflowFn, state: RunState, history: &[HistoryEvent]) -> Result<Run, RunError> {
+    pub fn replay(
+        workflow: &WorkflowFn,
+        state: RunState,
+        history: &[HistoryEvent],
+    ) -> Result<Run, RunError> {
         let Some(first) = history.first() else {
             return Err(RunError::MalformedHistory {
                 reason: "history is empty".into(),
@@ -469,7 +531,10 @@ impl Run {
         } = &first.kind
         else {
             return Err(RunError::MalformedHistory {
-                reason: format!("first event is {}, not WorkflowExecutionStarted", first.kind.name()),
+                reason: format!(
+                    "first event is {}, not WorkflowExecutionStarted",
+                    first.kind.name()
+                ),
             });
         };
         for (index, event) in history.iter().enumerate() {
@@ -499,8 +564,13 @@ impl Run {
             }
             let group = &history[group_start..index];
             group_start = index + 1;
-            let inputs: Vec<HistoryEvent> = group.iter().filter(|e| is_code_input(&e.kind)).cloned().collect();
-            let recorded: Vec<&HistoryEvent> = group.iter().filter(|e| e.kind.is_command_event()).collect();
+            let inputs: Vec<HistoryEvent> = group
+                .iter()
+                .filter(|e| is_code_input(&e.kind))
+                .cloned()
+                .collect();
+            let recorded: Vec<&HistoryEvent> =
+                group.iter().filter(|e| e.kind.is_command_event()).collect();
             let markers = recorded
                 .iter()
                 .filter_map(|e| match &e.kind {
@@ -539,7 +609,9 @@ fn describe_event(kind: &EventKind) -> String {
         EventKind::ActivityTaskScheduled {
             seq, activity_type, ..
         } => format!("ActivityTaskScheduled(seq {seq}, {activity_type:?})"),
-        EventKind::TimerStarted { seq, duration_ms } => format!("TimerStarted(seq {seq}, {duration_ms} ms)"),
+        EventKind::TimerStarted { seq, duration_ms } => {
+            format!("TimerStarted(seq {seq}, {duration_ms} ms)")
+        }
         EventKind::MarkerRecorded {
             seq, marker_name, ..
         } => format!("MarkerRecorded(seq {seq}, {marker_name:?})"),

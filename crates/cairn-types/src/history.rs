@@ -291,7 +291,10 @@ impl Command {
                     ..
                 },
             ) => seq == s && activity_type == t,
-            (Self::RequestCancelActivity { seq }, EventKind::ActivityTaskCancelRequested { seq: s })
+            (
+                Self::RequestCancelActivity { seq },
+                EventKind::ActivityTaskCancelRequested { seq: s },
+            )
             | (Self::StartTimer { seq, .. }, EventKind::TimerStarted { seq: s, .. })
             | (Self::CancelTimer { seq }, EventKind::TimerCanceled { seq: s }) => seq == s,
             (

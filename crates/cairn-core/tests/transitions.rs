@@ -1,0 +1,806 @@
+//! Data-driven tests of the run state machine and executor: a workflow, a script of messages
+//! with times, and the events, effects and snapshot that come out, compared with expectations
+//! (`UPDATE_EXPECT=1 cargo test -p cairn-core` refreshes them after an intended change; review
+//! the diff).
+
+use cairn_core::{
+    ActivityError, Effect, Message, Run, RunError, StartArgs, TimerId, WorkflowContext,
+    WorkflowError, WorkflowFn,
+};
+use cairn_types::{
+    ActivityOptions, ActivityTimeouts, EventKind, Failure, HistoryEvent, Payload, RetryPolicy,
+    WorkflowTimeouts,
+};
+use expect_test::{Expect, expect};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+fn p<T: serde::Serialize>(value: T) -> Payload {
+    Payload::encode(&value).unwrap()
+}
+
+fn text(payload: &Payload) -> String {
+    payload
+        .decode::<String>()
+        .map(|s| format!("{s:?}"))
+        .or_else(|_| payload.decode::<i64>().map(|n| n.to_string()))
+        .unwrap_or_else(|_| format!("<{} bytes>", payload.len()))
+}
+
+fn options(retry: RetryPolicy) -> ActivityOptions {
+    ActivityOptions {
+        task_queue: "default".into(),
+        timeouts: ActivityTimeouts::start_to_close(Duration::from_secs(10)),
+        retry,
+    }
+}
+
+fn workflow<F, Fut>(f: F) -> WorkflowFn
+where
+    F: Fn(WorkflowContext, Payload) -> Fut + 'static,
+    Fut: std::future::Future<Output = Result<Payload, WorkflowError>> + 'static,
+{
+    Rc::new(move |ctx, input| Box::pin(f(ctx, input)))
+}
+
+fn render_event(e: &HistoryEvent) -> String {
+    let body = match &e.kind {
+        EventKind::WorkflowExecutionStarted { input, .. } => format!("input={}", text(input)),
+        EventKind::ActivityTaskScheduled {
+            seq,
+            activity_type,
+            input,
+            ..
+        } => format!("seq={seq} type={activity_type} input={}", text(input)),
+        EventKind::ActivityTaskCompleted {
+            seq,
+            attempt,
+            result,
+        } => {
+            format!("seq={seq} attempt={attempt} result={}", text(result))
+        }
+        EventKind::ActivityTaskFailed {
+            seq,
+            attempt,
+            failure,
+        } => {
+            format!("seq={seq} attempt={attempt} failure={failure}")
+        }
+        EventKind::ActivityTaskTimedOut {
+            seq,
+            attempt,
+            timeout,
+        } => {
+            format!("seq={seq} attempt={attempt} timeout={timeout}")
+        }
+        EventKind::TimerStarted { seq, duration_ms } => format!("seq={seq} ms={duration_ms}"),
+        EventKind::TimerFired { seq } | EventKind::TimerCanceled { seq } => format!("seq={seq}"),
+        EventKind::ActivityTaskCancelRequested { seq }
+        | EventKind::ActivityTaskCanceled { seq } => {
+            format!("seq={seq}")
+        }
+        EventKind::WorkflowExecutionSignaled { signal_name, input } => {
+            format!("name={signal_name} input={}", text(input))
+        }
+        EventKind::MarkerRecorded {
+            seq,
+            marker_name,
+            details,
+        } => {
+            format!("seq={seq} name={marker_name} details={}", text(details))
+        }
+        EventKind::WorkflowExecutionCancelRequested { reason }
+        | EventKind::WorkflowExecutionTerminated { reason } => format!("reason={reason:?}"),
+        EventKind::WorkflowExecutionCompleted { result } => format!("result={}", text(result)),
+        EventKind::WorkflowExecutionFailed { failure } => format!("failure={failure}"),
+        _ => String::new(),
+    };
+    format!(
+        "  {:>2} @{} {} {body}",
+        e.event_id,
+        e.time_unix_ms,
+        e.kind.name()
+    )
+    .trim_end()
+    .to_string()
+}
+
+fn render_effect(e: &Effect) -> String {
+    match e {
+        Effect::EnqueueActivityTask {
+            seq,
+            attempt,
+            activity_type,
+            ..
+        } => format!("  -> enqueue {activity_type} seq={seq} attempt={attempt}"),
+        Effect::ScheduleTimer {
+            timer,
+            fire_at_unix_ms,
+        } => {
+            format!("  -> timer {timer:?} at {fire_at_unix_ms}")
+        }
+        Effect::CancelActivityTask { seq } => format!("  -> cancel activity seq={seq}"),
+        Effect::RunClosed { status } => format!("  -> closed {status:?}"),
+    }
+}
+
+/// Runs a script and renders every step, the final snapshot summary, and the full history.
+struct Script {
+    run: Run,
+    history: Vec<HistoryEvent>,
+    out: String,
+}
+
+impl Script {
+    fn start(workflow: &WorkflowFn, input: Payload, timeouts: WorkflowTimeouts) -> Self {
+        let args = StartArgs {
+            workflow_type: "Test".into(),
+            input,
+            random_seed: 42,
+            timeouts,
+        };
+        let (run, transition) = Run::start(workflow, args, 1_000).unwrap();
+        let mut script = Script {
+            run,
+            history: Vec::new(),
+            out: String::new(),
+        };
+        script.record("start", transition);
+        script
+    }
+
+    fn step(&mut self, now: u64, messages: Vec<Message>) -> &mut Self {
+        let label = format!("{messages:?}");
+        let label = label.chars().take(90).collect::<String>();
+        let transition = self.run.handle(messages, now).unwrap();
+        self.record(&format!("@{now} {label}"), transition);
+        self
+    }
+
+    fn record(&mut self, label: &str, transition: cairn_core::Transition) {
+        self.out.push_str(label);
+        self.out.push('\n');
+        for e in &transition.events {
+            self.out.push_str(&render_event(e));
+            self.out.push('\n');
+        }
+        for e in &transition.effects {
+            self.out.push_str(&render_effect(e));
+            self.out.push('\n');
+        }
+        self.history.extend(transition.events);
+    }
+
+    fn check(&mut self, expected: Expect) {
+        let state = self.run.state();
+        self.out.push_str(&format!(
+            "status={:?} next_event_id={} pending_activities={:?} timers={:?}\n",
+            state.status,
+            state.next_event_id,
+            state.activities.keys().collect::<Vec<_>>(),
+            state.timers
+        ));
+        expected.assert_eq(&self.out);
+    }
+}
+
+fn completed(seq: u32, attempt: u32, result: &str) -> Message {
+    Message::ActivityCompleted {
+        seq,
+        attempt,
+        result: p(result),
+    }
+}
+
+fn failed(seq: u32, attempt: u32, error_type: &str) -> Message {
+    Message::ActivityFailed {
+        seq,
+        attempt,
+        failure: Failure::new(error_type, "boom"),
+    }
+}
+
+/// The order shape: one activity, a timer, then two activities in parallel.
+fn order_workflow() -> WorkflowFn {
+    workflow(|ctx: WorkflowContext, input: Payload| async move {
+        let o = || options(RetryPolicy::default());
+        let charged = ctx.schedule_activity("charge", input, o()).await?;
+        ctx.sleep(Duration::from_secs(5)).await;
+        let (a, b) = futures::join!(
+            ctx.schedule_activity("email", charged.clone(), o()),
+            ctx.schedule_activity("ship", charged, o())
+        );
+        let done = format!(
+            "{}+{}",
+            a?.decode::<String>().unwrap(),
+            b?.decode::<String>().unwrap()
+        );
+        Ok(p(done))
+    })
+}
+
+/// Proves sequencing, durable timers, parallel activities and completion, event by event.
+#[test]
+fn order_flow_transitions() {
+    let wf = order_workflow();
+    let mut s = Script::start(&wf, p("order-7"), WorkflowTimeouts::default());
+    s.step(1_100, vec![completed(1, 1, "charged")])
+        .step(
+            6_100,
+            vec![Message::TimerFired {
+                timer: TimerId::User { seq: 2 },
+            }],
+        )
+        .step(6_200, vec![completed(4, 1, "shipped")])
+        .step(
+            6_300,
+            vec![completed(3, 1, "emailed"), completed(3, 1, "emailed")],
+        );
+    s.check(expect![[r#"
+        start
+           1 @1000 WorkflowExecutionStarted input="order-7"
+           2 @1000 ActivityTaskScheduled seq=1 type=charge input="order-7"
+           3 @1000 WorkflowTaskCompleted
+          -> enqueue charge seq=1 attempt=1
+        @1100 [ActivityCompleted { seq: 1, attempt: 1, result: Payload(8 bytes) }]
+           4 @1100 ActivityTaskCompleted seq=1 attempt=1 result="charged"
+           5 @1100 TimerStarted seq=2 ms=5000
+           6 @1100 WorkflowTaskCompleted
+          -> timer User { seq: 2 } at 6100
+        @6100 [TimerFired { timer: User { seq: 2 } }]
+           7 @6100 TimerFired seq=2
+           8 @6100 ActivityTaskScheduled seq=3 type=email input="charged"
+           9 @6100 ActivityTaskScheduled seq=4 type=ship input="charged"
+          10 @6100 WorkflowTaskCompleted
+          -> enqueue email seq=3 attempt=1
+          -> enqueue ship seq=4 attempt=1
+        @6200 [ActivityCompleted { seq: 4, attempt: 1, result: Payload(8 bytes) }]
+          11 @6200 ActivityTaskCompleted seq=4 attempt=1 result="shipped"
+          12 @6200 WorkflowTaskCompleted
+        @6300 [ActivityCompleted { seq: 3, attempt: 1, result: Payload(8 bytes) }, ActivityCompleted { s
+          13 @6300 ActivityTaskCompleted seq=3 attempt=1 result="emailed"
+          14 @6300 WorkflowExecutionCompleted result="emailed+shipped"
+          15 @6300 WorkflowTaskCompleted
+          -> closed Completed
+        status=Completed next_event_id=16 pending_activities=[] timers={}
+    "#]]);
+}
+
+/// Proves retries with backoff until success, the attempt counter, stale results ignored,
+/// and a non-retryable error type ending the activity at once.
+#[test]
+fn retries_backoff_and_non_retryable() {
+    let wf = workflow(|ctx: WorkflowContext, _input: Payload| async move {
+        let policy = RetryPolicy::builder()
+            .initial_interval(Duration::from_millis(100))
+            .backoff_coefficient(2.0)
+            .maximum_attempts(5)
+            .non_retryable_error_type("InvalidCard")
+            .build()
+            .unwrap();
+        let first = ctx
+            .schedule_activity("flaky", p("x"), options(policy.clone()))
+            .await?;
+        let second = ctx.schedule_activity("card", p("y"), options(policy)).await;
+        match second {
+            Err(ActivityError::Failed(f)) => Ok(p(format!(
+                "{} then {}",
+                first.decode::<String>().unwrap(),
+                f.error_type
+            ))),
+            other => Ok(p(format!("unexpected {other:?}"))),
+        }
+    });
+    let mut s = Script::start(&wf, p(()), WorkflowTimeouts::default());
+    s.step(1_010, vec![failed(1, 1, "Transient")])
+        .step(
+            1_110,
+            vec![Message::TimerFired {
+                timer: TimerId::ActivityRetry { seq: 1, attempt: 2 },
+            }],
+        )
+        .step(
+            1_120,
+            vec![failed(1, 2, "Transient"), failed(1, 1, "Stale")],
+        )
+        .step(
+            1_320,
+            vec![Message::TimerFired {
+                timer: TimerId::ActivityRetry { seq: 1, attempt: 3 },
+            }],
+        )
+        .step(1_330, vec![completed(1, 3, "ok")])
+        .step(1_340, vec![failed(2, 1, "InvalidCard")]);
+    s.check(expect![[r#"
+        start
+           1 @1000 WorkflowExecutionStarted input=<1 bytes>
+           2 @1000 ActivityTaskScheduled seq=1 type=flaky input="x"
+           3 @1000 WorkflowTaskCompleted
+          -> enqueue flaky seq=1 attempt=1
+        @1010 [ActivityFailed { seq: 1, attempt: 1, failure: Failure { message: "boom", error_type: "Tra
+          -> timer ActivityRetry { seq: 1, attempt: 2 } at 1110
+        @1110 [TimerFired { timer: ActivityRetry { seq: 1, attempt: 2 } }]
+          -> enqueue flaky seq=1 attempt=2
+        @1120 [ActivityFailed { seq: 1, attempt: 2, failure: Failure { message: "boom", error_type: "Tra
+          -> timer ActivityRetry { seq: 1, attempt: 3 } at 1320
+        @1320 [TimerFired { timer: ActivityRetry { seq: 1, attempt: 3 } }]
+          -> enqueue flaky seq=1 attempt=3
+        @1330 [ActivityCompleted { seq: 1, attempt: 3, result: Payload(3 bytes) }]
+           4 @1330 ActivityTaskCompleted seq=1 attempt=3 result="ok"
+           5 @1330 ActivityTaskScheduled seq=2 type=card input="y"
+           6 @1330 WorkflowTaskCompleted
+          -> enqueue card seq=2 attempt=1
+        @1340 [ActivityFailed { seq: 2, attempt: 1, failure: Failure { message: "boom", error_type: "Inv
+           7 @1340 ActivityTaskFailed seq=2 attempt=1 failure=InvalidCard: boom
+           8 @1340 WorkflowExecutionCompleted result="ok then InvalidCard"
+           9 @1340 WorkflowTaskCompleted
+          -> closed Completed
+        status=Completed next_event_id=10 pending_activities=[] timers={}
+    "#]]);
+}
+
+/// Proves each activity timeout: start-to-close retries, schedule-to-close ends the activity,
+/// and schedule-to-start is final.
+#[test]
+fn activity_timeouts() {
+    let wf = workflow(|ctx: WorkflowContext, _input: Payload| async move {
+        let mut o = options(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_millis(50))
+                .build()
+                .unwrap(),
+        );
+        o.timeouts = ActivityTimeouts {
+            schedule_to_close: Some(Duration::from_secs(3)),
+            schedule_to_start: Some(Duration::from_secs(1)),
+            start_to_close: Some(Duration::from_secs(1)),
+            heartbeat: None,
+        };
+        let a = ctx.schedule_activity("slow", p(1), o.clone()).await;
+        let b = ctx.schedule_activity("unclaimed", p(2), o).await;
+        Ok(p(format!("{:?} / {:?}", a.unwrap_err(), b.unwrap_err())))
+    });
+    let mut s = Script::start(&wf, p(()), WorkflowTimeouts::default());
+    s.step(
+        2_000,
+        vec![Message::TimerFired {
+            timer: TimerId::ActivityStartToClose { seq: 1, attempt: 1 },
+        }],
+    )
+    .step(
+        2_050,
+        vec![Message::TimerFired {
+            timer: TimerId::ActivityRetry { seq: 1, attempt: 2 },
+        }],
+    )
+    .step(
+        4_000,
+        vec![Message::TimerFired {
+            timer: TimerId::ActivityScheduleToClose { seq: 1 },
+        }],
+    )
+    .step(
+        5_000,
+        vec![Message::TimerFired {
+            timer: TimerId::ActivityScheduleToStart { seq: 2, attempt: 1 },
+        }],
+    );
+    s.check(expect![[r#"
+        start
+           1 @1000 WorkflowExecutionStarted input=<1 bytes>
+           2 @1000 ActivityTaskScheduled seq=1 type=slow input=1
+           3 @1000 WorkflowTaskCompleted
+          -> enqueue slow seq=1 attempt=1
+          -> timer ActivityScheduleToStart { seq: 1, attempt: 1 } at 2000
+          -> timer ActivityScheduleToClose { seq: 1 } at 4000
+        @2000 [TimerFired { timer: ActivityStartToClose { seq: 1, attempt: 1 } }]
+          -> timer ActivityRetry { seq: 1, attempt: 2 } at 2050
+        @2050 [TimerFired { timer: ActivityRetry { seq: 1, attempt: 2 } }]
+          -> enqueue slow seq=1 attempt=2
+          -> timer ActivityScheduleToStart { seq: 1, attempt: 2 } at 3050
+        @4000 [TimerFired { timer: ActivityScheduleToClose { seq: 1 } }]
+           4 @4000 ActivityTaskTimedOut seq=1 attempt=2 timeout=schedule-to-close
+           5 @4000 ActivityTaskScheduled seq=2 type=unclaimed input=2
+           6 @4000 WorkflowTaskCompleted
+          -> enqueue unclaimed seq=2 attempt=1
+          -> timer ActivityScheduleToStart { seq: 2, attempt: 1 } at 5000
+          -> timer ActivityScheduleToClose { seq: 2 } at 7000
+        @5000 [TimerFired { timer: ActivityScheduleToStart { seq: 2, attempt: 1 } }]
+           7 @5000 ActivityTaskTimedOut seq=2 attempt=1 timeout=schedule-to-start
+           8 @5000 WorkflowExecutionCompleted result="TimedOut(ScheduleToClose) / TimedOut(ScheduleToStart)"
+           9 @5000 WorkflowTaskCompleted
+          -> closed Completed
+        status=Completed next_event_id=10 pending_activities=[] timers={}
+    "#]]);
+}
+
+/// Proves signals delivered before the code waits are buffered, signals after wake it, a
+/// handler sees them, and a query reads the state they built.
+#[test]
+fn signals_and_queries() {
+    let wf = workflow(|ctx: WorkflowContext, _input: Payload| async move {
+        let approvals = Rc::new(RefCell::new(Vec::<String>::new()));
+        let seen = approvals.clone();
+        ctx.on_query("approvals", move |_| Ok(p(seen.borrow().join(","))));
+        let store = approvals.clone();
+        ctx.on_signal("approve", move |input| {
+            store.borrow_mut().push(input.decode().unwrap())
+        });
+        let mut go = ctx.signal_channel("go");
+        ctx.sleep(Duration::from_secs(1)).await;
+        let first = go.recv().await;
+        let count = approvals.clone();
+        ctx.wait_condition(move || count.borrow().len() >= 2).await;
+        let second = go.recv().await;
+        Ok(p(format!(
+            "{} {} {}",
+            text(&first),
+            text(&second),
+            approvals.borrow().join(",")
+        )))
+    });
+    let mut s = Script::start(&wf, p(()), WorkflowTimeouts::default());
+    let signal = |name: &str, v: &str| Message::Signal {
+        name: name.into(),
+        input: p(v),
+    };
+    s.step(1_100, vec![signal("go", "g1"), signal("approve", "alice")]);
+    assert_eq!(
+        s.run
+            .query("approvals", p(()))
+            .unwrap()
+            .decode::<String>()
+            .unwrap(),
+        "alice"
+    );
+    s.step(
+        2_000,
+        vec![Message::TimerFired {
+            timer: TimerId::User { seq: 1 },
+        }],
+    )
+    .step(2_100, vec![signal("approve", "bob")])
+    .step(2_200, vec![signal("go", "g2")]);
+    assert_eq!(
+        s.run
+            .query("approvals", p(()))
+            .unwrap()
+            .decode::<String>()
+            .unwrap(),
+        "alice,bob"
+    );
+    assert!(
+        s.run
+            .query("nope", p(()))
+            .unwrap_err()
+            .to_string()
+            .contains("approvals")
+    );
+    s.check(expect![[r#"
+        start
+           1 @1000 WorkflowExecutionStarted input=<1 bytes>
+           2 @1000 TimerStarted seq=1 ms=1000
+           3 @1000 WorkflowTaskCompleted
+          -> timer User { seq: 1 } at 2000
+        @1100 [Signal { name: "go", input: Payload(3 bytes) }, Signal { name: "approve", input: Payload(
+           4 @1100 WorkflowExecutionSignaled name=go input="g1"
+           5 @1100 WorkflowExecutionSignaled name=approve input="alice"
+           6 @1100 WorkflowTaskCompleted
+        @2000 [TimerFired { timer: User { seq: 1 } }]
+           7 @2000 TimerFired seq=1
+           8 @2000 WorkflowTaskCompleted
+        @2100 [Signal { name: "approve", input: Payload(4 bytes) }]
+           9 @2100 WorkflowExecutionSignaled name=approve input="bob"
+          10 @2100 WorkflowTaskCompleted
+        @2200 [Signal { name: "go", input: Payload(3 bytes) }]
+          11 @2200 WorkflowExecutionSignaled name=go input="g2"
+          12 @2200 WorkflowExecutionCompleted result="\"g1\" \"g2\" alice,bob"
+          13 @2200 WorkflowTaskCompleted
+          -> closed Completed
+        status=Completed next_event_id=14 pending_activities=[] timers={}
+    "#]]);
+}
+
+/// Proves wait_condition with a timeout returns false when the timer wins and cancels the
+/// timer when the condition wins.
+#[test]
+fn wait_condition_timeout_both_ways() {
+    let wf = workflow(|ctx: WorkflowContext, _input: Payload| async move {
+        let flag = Rc::new(RefCell::new(false));
+        let f = flag.clone();
+        ctx.on_signal("set", move |_| *f.borrow_mut() = true);
+        let f = flag.clone();
+        let first = ctx
+            .wait_condition_timeout(move || *f.borrow(), Duration::from_secs(2))
+            .await;
+        let f = flag.clone();
+        let second = ctx
+            .wait_condition_timeout(move || *f.borrow(), Duration::from_secs(2))
+            .await;
+        Ok(p(format!("{first} {second}")))
+    });
+    let mut s = Script::start(&wf, p(()), WorkflowTimeouts::default());
+    s.step(
+        3_000,
+        vec![Message::TimerFired {
+            timer: TimerId::User { seq: 1 },
+        }],
+    );
+    s.check(expect![[r#"
+        start
+           1 @1000 WorkflowExecutionStarted input=<1 bytes>
+           2 @1000 TimerStarted seq=1 ms=2000
+           3 @1000 WorkflowTaskCompleted
+          -> timer User { seq: 1 } at 3000
+        @3000 [TimerFired { timer: User { seq: 1 } }]
+           4 @3000 TimerFired seq=1
+           5 @3000 TimerStarted seq=2 ms=2000
+           6 @3000 WorkflowTaskCompleted
+          -> timer User { seq: 2 } at 5000
+        status=Running next_event_id=7 pending_activities=[] timers={2: 5000}
+    "#]]);
+    let mut s = Script::start(&wf, p(()), WorkflowTimeouts::default());
+    s.step(
+        1_500,
+        vec![Message::Signal {
+            name: "set".into(),
+            input: p(()),
+        }],
+    )
+    .step(
+        3_000,
+        vec![Message::TimerFired {
+            timer: TimerId::User { seq: 1 },
+        }],
+    );
+    s.check(expect![[r#"
+        start
+           1 @1000 WorkflowExecutionStarted input=<1 bytes>
+           2 @1000 TimerStarted seq=1 ms=2000
+           3 @1000 WorkflowTaskCompleted
+          -> timer User { seq: 1 } at 3000
+        @1500 [Signal { name: "set", input: Payload(1 bytes) }]
+           4 @1500 WorkflowExecutionSignaled name=set input=<1 bytes>
+           5 @1500 TimerCanceled seq=1
+           6 @1500 WorkflowExecutionCompleted result="true true"
+           7 @1500 WorkflowTaskCompleted
+          -> closed Completed
+        @3000 [TimerFired { timer: User { seq: 1 } }]
+        status=Completed next_event_id=8 pending_activities=[] timers={}
+    "#]]);
+}
+
+/// Proves cancellation is visible to the code, which compensates with an activity and ends
+/// canceled; and that termination ends a run without running code.
+#[test]
+fn cancellation_with_compensation_and_termination() {
+    let wf = workflow(|ctx: WorkflowContext, _input: Payload| async move {
+        let mut reserve = ctx.schedule_activity("reserve", p(1), options(RetryPolicy::default()));
+        let cancelled = std::pin::pin!(ctx.cancelled());
+        let reserved = futures::future::select(cancelled, &mut reserve).await;
+        if let futures::future::Either::Left(_) = reserved {
+            reserve.cancel();
+            ctx.schedule_activity("release", p(1), options(RetryPolicy::default()))
+                .await?;
+            return Err(WorkflowError::Canceled);
+        }
+        Ok(p("reserved"))
+    });
+    let mut s = Script::start(&wf, p(()), WorkflowTimeouts::default());
+    s.step(
+        1_100,
+        vec![Message::CancelRequested {
+            reason: "user".into(),
+        }],
+    )
+    .step(1_200, vec![completed(1, 1, "late result is stale")])
+    .step(1_300, vec![completed(2, 1, "released")]);
+    s.check(expect![[r#"
+        start
+           1 @1000 WorkflowExecutionStarted input=<1 bytes>
+           2 @1000 ActivityTaskScheduled seq=1 type=reserve input=1
+           3 @1000 WorkflowTaskCompleted
+          -> enqueue reserve seq=1 attempt=1
+        @1100 [CancelRequested { reason: "user" }]
+           4 @1100 WorkflowExecutionCancelRequested reason="user"
+           5 @1100 ActivityTaskCancelRequested seq=1
+           6 @1100 ActivityTaskCanceled seq=1
+           7 @1100 ActivityTaskScheduled seq=2 type=release input=1
+           8 @1100 WorkflowTaskCompleted
+          -> cancel activity seq=1
+          -> enqueue release seq=2 attempt=1
+        @1200 [ActivityCompleted { seq: 1, attempt: 1, result: Payload(21 bytes) }]
+        @1300 [ActivityCompleted { seq: 2, attempt: 1, result: Payload(9 bytes) }]
+           9 @1300 ActivityTaskCompleted seq=2 attempt=1 result="released"
+          10 @1300 WorkflowExecutionCanceled
+          11 @1300 WorkflowTaskCompleted
+          -> closed Canceled
+        status=Canceled next_event_id=12 pending_activities=[] timers={}
+    "#]]);
+    let mut s = Script::start(&wf, p(()), WorkflowTimeouts::default());
+    s.step(
+        1_100,
+        vec![
+            Message::Signal {
+                name: "x".into(),
+                input: p(1),
+            },
+            Message::Terminate {
+                reason: "ops".into(),
+            },
+        ],
+    )
+    .step(1_200, vec![completed(1, 1, "ignored")]);
+    s.check(expect![[r#"
+        start
+           1 @1000 WorkflowExecutionStarted input=<1 bytes>
+           2 @1000 ActivityTaskScheduled seq=1 type=reserve input=1
+           3 @1000 WorkflowTaskCompleted
+          -> enqueue reserve seq=1 attempt=1
+        @1100 [Signal { name: "x", input: Payload(1 bytes) }, Terminate { reason: "ops" }]
+           4 @1100 WorkflowExecutionSignaled name=x input=1
+           5 @1100 WorkflowExecutionTerminated reason="ops"
+          -> closed Terminated
+        @1200 [ActivityCompleted { seq: 1, attempt: 1, result: Payload(8 bytes) }]
+        status=Terminated next_event_id=6 pending_activities=[] timers={}
+    "#]]);
+}
+
+/// Proves the execution timeout timer is armed at start and closes the run when it fires.
+#[test]
+fn execution_timeout() {
+    let wf = order_workflow();
+    let timeouts = WorkflowTimeouts {
+        execution: Some(Duration::from_secs(60)),
+        run: None,
+    };
+    let mut s = Script::start(&wf, p("o"), timeouts);
+    s.step(
+        61_000,
+        vec![Message::TimerFired {
+            timer: TimerId::WorkflowExecution,
+        }],
+    );
+    s.check(expect![[r#"
+        start
+           1 @1000 WorkflowExecutionStarted input="o"
+           2 @1000 ActivityTaskScheduled seq=1 type=charge input="o"
+           3 @1000 WorkflowTaskCompleted
+          -> timer WorkflowExecution at 61000
+          -> enqueue charge seq=1 attempt=1
+        @61000 [TimerFired { timer: WorkflowExecution }]
+           4 @61000 WorkflowExecutionTimedOut
+          -> closed TimedOut
+        status=TimedOut next_event_id=5 pending_activities=[] timers={}
+    "#]]);
+}
+
+/// Proves replay over recorded history rebuilds the same run (queries answer the same) and
+/// runs no side effect twice.
+#[test]
+fn replay_rebuilds_without_rerunning_side_effects() {
+    let runs = Rc::new(RefCell::new(0));
+    let counter = runs.clone();
+    let wf = workflow(move |ctx: WorkflowContext, _input: Payload| {
+        let counter = counter.clone();
+        async move {
+            let token = ctx.side_effect(|| {
+                *counter.borrow_mut() += 1;
+                p("token-1")
+            });
+            let r = ctx.random_u64();
+            let t = token.clone();
+            ctx.on_query("token", move |_| Ok(t.clone()));
+            ctx.schedule_activity("use", token, options(RetryPolicy::default()))
+                .await?;
+            Ok(p(r as i64))
+        }
+    });
+    let mut s = Script::start(&wf, p(()), WorkflowTimeouts::default());
+    s.step(1_100, vec![completed(2, 1, "used")]);
+    assert_eq!(*runs.borrow(), 1);
+    let replayed = Run::replay(&wf, s.run.state().clone(), &s.history).unwrap();
+    assert_eq!(*runs.borrow(), 1, "side effect ran again on replay");
+    assert_eq!(replayed.query("token", p(())).unwrap(), p("token-1"));
+    s.check(expect![[r#"
+        start
+           1 @1000 WorkflowExecutionStarted input=<1 bytes>
+           2 @1000 MarkerRecorded seq=1 name=SideEffect details="token-1"
+           3 @1000 ActivityTaskScheduled seq=2 type=use input="token-1"
+           4 @1000 WorkflowTaskCompleted
+          -> enqueue use seq=2 attempt=1
+        @1100 [ActivityCompleted { seq: 2, attempt: 1, result: Payload(5 bytes) }]
+           5 @1100 ActivityTaskCompleted seq=2 attempt=1 result="used"
+           6 @1100 WorkflowExecutionCompleted result=-4767286540954276203
+           7 @1100 WorkflowTaskCompleted
+          -> closed Completed
+        status=Completed next_event_id=8 pending_activities=[] timers={}
+    "#]]);
+}
+
+/// Proves replaying history with changed code is refused with an error naming the event and
+/// both commands, and that `patched` lets old histories replay while new runs take the new path.
+#[test]
+fn nondeterminism_and_patching() {
+    let old = order_workflow();
+    let mut s = Script::start(&old, p("o"), WorkflowTimeouts::default());
+    s.step(1_100, vec![completed(1, 1, "charged")]);
+    let changed = workflow(|ctx: WorkflowContext, input: Payload| async move {
+        ctx.schedule_activity("charge", input.clone(), options(RetryPolicy::default()))
+            .await?;
+        ctx.schedule_activity("audit", input, options(RetryPolicy::default()))
+            .await?;
+        Ok(p(()))
+    });
+    let err = Run::replay(&changed, s.run.state().clone(), &s.history).unwrap_err();
+    expect![[r#"nondeterminism at history event 5: history has TimerStarted(seq 2, 5000 ms) but the workflow code now produces ScheduleActivity(seq 2, "audit")"#]].assert_eq(&err.to_string());
+    assert!(matches!(err, RunError::Nondeterminism { .. }));
+
+    let patched = workflow(|ctx: WorkflowContext, input: Payload| async move {
+        ctx.schedule_activity("charge", input.clone(), options(RetryPolicy::default()))
+            .await?;
+        if ctx.patched("audit-after-charge") {
+            ctx.schedule_activity("audit", input, options(RetryPolicy::default()))
+                .await?;
+            return Ok(p("new path"));
+        }
+        ctx.sleep(Duration::from_secs(5)).await;
+        Ok(p("old path"))
+    });
+    let mut old_run = Run::replay(&patched, s.run.state().clone(), &s.history).unwrap();
+    let t = old_run
+        .handle(
+            vec![Message::TimerFired {
+                timer: TimerId::User { seq: 2 },
+            }],
+            6_100,
+        )
+        .unwrap();
+    let last = t
+        .events
+        .iter()
+        .rev()
+        .find(|e| e.kind.name() == "WorkflowExecutionCompleted");
+    assert!(
+        matches!(&last.unwrap().kind, EventKind::WorkflowExecutionCompleted { result } if text(result) == "\"old path\"")
+    );
+
+    let mut fresh = Script::start(&patched, p("o"), WorkflowTimeouts::default());
+    fresh.step(1_100, vec![completed(1, 1, "charged")]);
+    fresh.check(expect![[r#"
+        start
+           1 @1000 WorkflowExecutionStarted input="o"
+           2 @1000 ActivityTaskScheduled seq=1 type=charge input="o"
+           3 @1000 WorkflowTaskCompleted
+          -> enqueue charge seq=1 attempt=1
+        @1100 [ActivityCompleted { seq: 1, attempt: 1, result: Payload(8 bytes) }]
+           4 @1100 ActivityTaskCompleted seq=1 attempt=1 result="charged"
+           5 @1100 MarkerRecorded seq=2 name=Patch details="audit-after-charge"
+           6 @1100 ActivityTaskScheduled seq=3 type=audit input="o"
+           7 @1100 WorkflowTaskCompleted
+          -> enqueue audit seq=3 attempt=1
+        status=Running next_event_id=8 pending_activities=[3] timers={}
+    "#]]);
+    let replayed = Run::replay(&patched, fresh.run.state().clone(), &fresh.history);
+    assert!(replayed.is_ok(), "patched run replays: {replayed:?}");
+}
+
+/// Proves a workflow that never waits on history is stopped with a clear error.
+#[test]
+fn livelock_is_detected() {
+    let wf = workflow(|ctx: WorkflowContext, _input: Payload| async move {
+        loop {
+            ctx.side_effect(|| p(1));
+            futures::pending!();
+        }
+    });
+    let args = StartArgs {
+        workflow_type: "Spin".into(),
+        input: p(()),
+        random_seed: 1,
+        timeouts: WorkflowTimeouts::default(),
+    };
+    let err = Run::start(&wf, args, 0).unwrap_err();
+    assert!(err.to_string().contains("looping"), "{err}");
+}
