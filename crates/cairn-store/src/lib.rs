@@ -30,6 +30,8 @@ pub use contract::{
 };
 pub use error::{StoreError, StoreResult};
 pub use fault::{FaultConfig, FaultStats, FaultStore};
-pub use limits::Limits;
+pub use limits::{
+    KEY_BYTES_MAX, Limits, TRANSACTION_AGE_MAX, TRANSACTION_BYTES_MAX, VALUE_BYTES_MAX, WATCHES_MAX,
+};
 pub use mem::MemStore;
 pub use transact::{Attempt, RetryClass, TransactOptions, transact};

@@ -1,0 +1,153 @@
+//! Cairn's keyspace on the store, tuple-encoded under one root subspace.
+//!
+//! ```text
+//! ("wf", ns, workflow_id)                         -> WorkflowRecord (current run, status)
+//! ("run", run_id)                                 -> RunRecord (snapshot, version, outcome)
+//! ("hist", run_id, event_id)                      -> HistoryEvent
+//! ("inbox", shard, run_id, versionstamp)          -> InboxItem (mailbox, unconsumed)
+//! ("timer", shard, fire_at_ms, run_id, timer_id)  -> TimerId (durable timers)
+//! ("task", shard, run_id, seq, attempt)           -> TaskRecord (activity tasks not yet done)
+//! ("hb", run_id, seq)                             -> last heartbeat details
+//! ("lease", shard)                                -> Lease
+//! ```
+//!
+//! Deviation from the design sketch: the mailbox lives under the shard (`inbox/shard/run`), not
+//! under the run, so that one range read per shard finds every run with pending messages on
+//! recovery; a separate "ready" index would need a read-modify-write that conflicts with every
+//! concurrent signal.
+
+use cairn_core::TimerId;
+use cairn_store::keyspace::{Subspace, TupleVersionstamp};
+use cairn_types::{EventId, RunId, Seq};
+use uuid::Uuid;
+
+/// Key builder for one Cairn deployment (one root prefix in the store).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    root: Subspace,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self::new(b"cairn")
+    }
+}
+
+fn uuid(run: &RunId) -> Uuid {
+    *run.as_uuid()
+}
+
+impl Keys {
+    pub fn new(prefix: &[u8]) -> Self {
+        Self {
+            root: Subspace::from_bytes(prefix.to_vec()).subspace(&("v1",)),
+        }
+    }
+
+    pub fn workflow(&self, namespace: &str, workflow_id: &str) -> Vec<u8> {
+        self.root.pack(&("wf", namespace, workflow_id))
+    }
+
+    /// The workflow id in a key made by [`Self::workflow`].
+    pub fn workflow_id_of(&self, key: &[u8]) -> Option<String> {
+        let (_, _, id): (String, String, String) = self.root.unpack(key).ok()?;
+        Some(id)
+    }
+
+    /// Marks a client request (signal, cancel, terminate) as applied, so a retry after
+    /// `MaybeCommitted` does not apply it twice.
+    pub fn request_guard(&self, run: &RunId, request: &Uuid) -> Vec<u8> {
+        self.root.pack(&("req", uuid(run), *request))
+    }
+
+    pub fn workflows(&self, namespace: &str) -> (Vec<u8>, Vec<u8>) {
+        self.root.subspace(&("wf", namespace)).range()
+    }
+
+    pub fn run(&self, run: &RunId) -> Vec<u8> {
+        self.root.pack(&("run", uuid(run)))
+    }
+
+    pub fn history_event(&self, run: &RunId, event_id: EventId) -> Vec<u8> {
+        self.root.pack(&("hist", uuid(run), event_id as i64))
+    }
+
+    pub fn history(&self, run: &RunId) -> (Vec<u8>, Vec<u8>) {
+        self.root.subspace(&("hist", uuid(run))).range()
+    }
+
+    /// A new mailbox key for `run` (completed by the commit's versionstamp).
+    pub fn inbox_new(&self, shard: u32, run: &RunId, user_version: u16) -> Vec<u8> {
+        self.root.pack_with_versionstamp(&(
+            "inbox",
+            i64::from(shard),
+            uuid(run),
+            TupleVersionstamp::incomplete(user_version),
+        ))
+    }
+
+    pub fn inbox_of_run(&self, shard: u32, run: &RunId) -> (Vec<u8>, Vec<u8>) {
+        self.root
+            .subspace(&("inbox", i64::from(shard), uuid(run)))
+            .range()
+    }
+
+    pub fn inbox_of_shard(&self, shard: u32) -> (Vec<u8>, Vec<u8>) {
+        self.root.subspace(&("inbox", i64::from(shard))).range()
+    }
+
+    /// The run a mailbox key belongs to.
+    pub fn inbox_run(&self, key: &[u8]) -> Option<RunId> {
+        let (_, _, run, _): (String, i64, Uuid, TupleVersionstamp) = self.root.unpack(key).ok()?;
+        RunId::from_uuid(run).ok()
+    }
+
+    pub fn timer(&self, shard: u32, fire_at_ms: u64, run: &RunId, timer: &TimerId) -> Vec<u8> {
+        let id = rmp_serde::to_vec(timer).expect("timer ids encode");
+        self.root.pack(&(
+            "timer",
+            i64::from(shard),
+            fire_at_ms as i64,
+            uuid(run),
+            cairn_store::keyspace::Element::Bytes(id.into()),
+        ))
+    }
+
+    pub fn timers_of_shard(&self, shard: u32) -> (Vec<u8>, Vec<u8>) {
+        self.root.subspace(&("timer", i64::from(shard))).range()
+    }
+
+    /// Decodes a timer key into (fire time, run, timer).
+    pub fn parse_timer(&self, key: &[u8]) -> Option<(u64, RunId, TimerId)> {
+        let (_, _, fire_at, run, id): (String, i64, i64, Uuid, Vec<u8>) =
+            self.root.unpack(key).ok()?;
+        let timer = rmp_serde::from_slice(&id).ok()?;
+        Some((
+            u64::try_from(fire_at).ok()?,
+            RunId::from_uuid(run).ok()?,
+            timer,
+        ))
+    }
+
+    pub fn task(&self, shard: u32, run: &RunId, seq: Seq, attempt: u32) -> Vec<u8> {
+        self.root.pack(&(
+            "task",
+            i64::from(shard),
+            uuid(run),
+            i64::from(seq),
+            i64::from(attempt),
+        ))
+    }
+
+    pub fn tasks_of_shard(&self, shard: u32) -> (Vec<u8>, Vec<u8>) {
+        self.root.subspace(&("task", i64::from(shard))).range()
+    }
+
+    pub fn heartbeat(&self, run: &RunId, seq: Seq) -> Vec<u8> {
+        self.root.pack(&("hb", uuid(run), i64::from(seq)))
+    }
+
+    pub fn lease(&self, shard: u32) -> Vec<u8> {
+        self.root.pack(&("lease", i64::from(shard)))
+    }
+}

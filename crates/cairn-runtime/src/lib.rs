@@ -1,0 +1,34 @@
+//! Cairn's node: the runtime that hosts workflow executions as persistent actors.
+//!
+//! Invariants:
+//! - Every change to a run is one transition = one commit request through the committer:
+//!   history events, snapshot, consumed mailbox/timer/task keys, new tasks and timers. Side
+//!   effects (dispatching activity tasks, arming in-memory timers, waking waiters) happen only
+//!   after that commit succeeds.
+//! - Every commit of a run is fenced by its shard's lease epoch, read inside the transaction.
+//! - Workflow code runs on `executor_threads` dedicated threads (ractor thread-local actors),
+//!   because it is single-threaded by design; everything else runs on the tokio runtime.
+//! - Knows the store only through the `cairn_store::Store` contract; no HTTP.
+
+mod committer;
+mod keys;
+mod metrics;
+mod node;
+mod records;
+mod registry;
+mod shard;
+mod worker;
+mod workflow;
+
+pub use committer::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX};
+pub use keys::Keys;
+pub use metrics::Metrics;
+pub use node::{
+    ClientError, Description, INLINE_PAYLOAD_BYTES_MAX, IdReusePolicy, Node, NodeConfig,
+    StartWorkflow, WorkflowSummary,
+};
+pub use records::Outcome;
+pub use registry::{
+    ActivityContext, ActivityDef, ActivityFuture, ActivityInfo, Registry, WorkflowDef,
+};
+pub use workflow::{MAILBOX_BATCH_MAX, QueryError};

@@ -1,0 +1,148 @@
+//! What a node can run: workflow and activity definitions by type name.
+
+use cairn_core::{WorkflowContext, WorkflowFuture};
+use cairn_types::{Failure, Payload, RunId, Seq, WorkflowId};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// A workflow definition: builds the (single-threaded) workflow future of a run. The definition
+/// itself is shared across threads; the future it makes stays on its run's thread.
+pub type WorkflowDef = Arc<dyn Fn(WorkflowContext, Payload) -> WorkflowFuture + Send + Sync>;
+
+/// The future an activity returns.
+pub type ActivityFuture = Pin<Box<dyn Future<Output = Result<Payload, Failure>> + Send>>;
+
+/// An activity definition.
+pub type ActivityDef = Arc<dyn Fn(ActivityContext, Payload) -> ActivityFuture + Send + Sync>;
+
+/// Workflow and activity definitions, by type name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    workflows: HashMap<String, WorkflowDef>,
+    activities: HashMap<String, ActivityDef>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut w: Vec<_> = self.workflows.keys().collect();
+        let mut a: Vec<_> = self.activities.keys().collect();
+        w.sort();
+        a.sort();
+        f.debug_struct("Registry")
+            .field("workflows", &w)
+            .field("activities", &a)
+            .finish()
+    }
+}
+
+impl Registry {
+    /// Registers (or replaces) a workflow type.
+    pub fn workflow(&mut self, name: &str, def: WorkflowDef) -> &mut Self {
+        self.workflows.insert(name.to_string(), def);
+        self
+    }
+
+    /// Registers (or replaces) an activity type.
+    pub fn activity(&mut self, name: &str, def: ActivityDef) -> &mut Self {
+        self.activities.insert(name.to_string(), def);
+        self
+    }
+
+    pub fn workflow_def(&self, name: &str) -> Option<&WorkflowDef> {
+        self.workflows.get(name)
+    }
+
+    pub fn activity_def(&self, name: &str) -> Option<&ActivityDef> {
+        self.activities.get(name)
+    }
+
+    pub fn workflow_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.workflows.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
+/// What an activity knows about the attempt it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityInfo {
+    pub workflow_id: WorkflowId,
+    pub run_id: RunId,
+    /// Unique within the run (the activity's sequence number).
+    pub activity_id: String,
+    pub activity_type: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// `workflow_id/activity_id`: the same across retries of this activity, so a service
+    /// called by it can deduplicate.
+    pub idempotency_key: String,
+    pub task_queue: String,
+}
+
+/// Sink for heartbeats of one attempt.
+pub(crate) type HeartbeatSink = Arc<dyn Fn(Payload) + Send + Sync>;
+
+/// The activity's handle on its attempt: info, heartbeats, cancellation.
+#[derive(Clone)]
+pub struct ActivityContext {
+    info: ActivityInfo,
+    last_heartbeat: Option<Payload>,
+    heartbeat: HeartbeatSink,
+    cancelled: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for ActivityContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActivityContext")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ActivityContext {
+    pub(crate) fn new(
+        info: ActivityInfo,
+        last_heartbeat: Option<Payload>,
+        heartbeat: HeartbeatSink,
+        cancelled: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            info,
+            last_heartbeat,
+            heartbeat,
+            cancelled,
+        }
+    }
+
+    pub fn info(&self) -> &ActivityInfo {
+        &self.info
+    }
+
+    /// Records progress: resets the heartbeat timeout and stores `details`, which the next
+    /// attempt sees in [`Self::heartbeat_details`] if this one fails.
+    pub fn heartbeat(&self, details: Payload) {
+        (self.heartbeat)(details);
+    }
+
+    /// Details of the last heartbeat of an earlier attempt of this activity.
+    pub fn heartbeat_details(&self) -> Option<&Payload> {
+        self.last_heartbeat.as_ref()
+    }
+
+    /// Whether the workflow asked for this activity to stop.
+    pub fn is_cancelled(&self) -> bool {
+        *self.cancelled.borrow()
+    }
+
+    /// Resolves when the workflow asks for this activity to stop.
+    pub async fn cancelled(&self) {
+        let mut rx = self.cancelled.clone();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+}
+
+/// Key of a running attempt, for cancellation.
+pub(crate) type AttemptKey = (RunId, Seq);

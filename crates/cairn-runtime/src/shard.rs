@@ -1,0 +1,305 @@
+//! The shard actor: owns one shard's runs on this node — routes work to their workflow actors
+//! (activating them on demand, passivating idle ones under a bounded cache), keeps the shard's
+//! durable timers in memory and fires them.
+//!
+//! A timer entry stays in memory after it fires until the transition that consumed it commits
+//! (`RemoveTimers`); an entry delivered but not removed is delivered again after
+//! `TIMER_REDELIVERY_MS`, so a delivery lost with a stopped actor is not lost for good.
+
+use crate::node::Shared;
+use crate::records::InboxItem;
+use crate::workflow::{Delivery, QueryError, WorkflowActor, WorkflowArgs, WorkflowMsg};
+use cairn_core::{Message, TimerId};
+use cairn_store::Store;
+use cairn_types::{Payload, RunId};
+use ractor::thread_local::ThreadLocalActor;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the shard checks for due timers and idle actors.
+pub const TICK_MS: u64 = 5;
+/// A fired timer not consumed within this long is delivered again.
+pub const TIMER_REDELIVERY_MS: u64 = 2_000;
+
+/// A durable timer, as held in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerEntry {
+    pub fire_at_unix_ms: u64,
+    pub run_id: RunId,
+    pub timer: TimerId,
+    pub key: Vec<u8>,
+}
+
+/// The shard actor's inputs.
+pub enum ShardMsg {
+    Deliver {
+        run_id: RunId,
+        deliveries: Vec<Delivery>,
+    },
+    /// New mailbox entries for `run_id` are in the store.
+    Wake {
+        run_id: RunId,
+    },
+    Query {
+        run_id: RunId,
+        name: String,
+        args: Payload,
+        reply: RpcReplyPort<Result<Payload, QueryError>>,
+    },
+    AddTimers(Vec<TimerEntry>),
+    /// Keys consumed by a committed transition (timers among them are forgotten).
+    RemoveTimers(Vec<Vec<u8>>),
+    Tick,
+}
+
+/// The actor.
+pub struct ShardActor<S>(std::marker::PhantomData<S>);
+
+impl<S> Default for ShardActor<S> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+/// What a shard actor starts with.
+pub struct ShardArgs<S: Store> {
+    pub shared: Arc<Shared<S>>,
+    pub shard: u32,
+    pub epoch: u64,
+}
+
+struct Active {
+    actor: ActorRef<WorkflowMsg>,
+    last_used: Instant,
+}
+
+/// The shard's state.
+pub struct ShardState<S: Store> {
+    shared: Arc<Shared<S>>,
+    shard: u32,
+    epoch: u64,
+    actors: HashMap<RunId, Active>,
+    by_actor: HashMap<ActorId, RunId>,
+    /// (fire time, key) → entry, and when it was last delivered.
+    timers: BTreeMap<(u64, Vec<u8>), (TimerEntry, Option<Instant>)>,
+    timer_fire_at: HashMap<Vec<u8>, u64>,
+    last_sweep: Instant,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl<S: Store> Actor for ShardActor<S> {
+    type Msg = ShardMsg;
+    type State = ShardState<S>;
+    type Arguments = ShardArgs<S>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_interval(Duration::from_millis(TICK_MS), || ShardMsg::Tick);
+        Ok(ShardState {
+            shared: args.shared,
+            shard: args.shard,
+            epoch: args.epoch,
+            actors: HashMap::new(),
+            by_actor: HashMap::new(),
+            timers: BTreeMap::new(),
+            timer_fire_at: HashMap::new(),
+            last_sweep: Instant::now(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ShardMsg::Deliver { run_id, deliveries } => {
+                state
+                    .send(&myself, run_id, WorkflowMsg::Deliver(deliveries))
+                    .await;
+            }
+            ShardMsg::Wake { run_id } => {
+                state.send(&myself, run_id, WorkflowMsg::Wake).await;
+            }
+            ShardMsg::Query {
+                run_id,
+                name,
+                args,
+                reply,
+            } => {
+                state
+                    .send(&myself, run_id, WorkflowMsg::Query { name, args, reply })
+                    .await;
+            }
+            ShardMsg::AddTimers(entries) => {
+                for entry in entries {
+                    state
+                        .timer_fire_at
+                        .insert(entry.key.clone(), entry.fire_at_unix_ms);
+                    state
+                        .timers
+                        .insert((entry.fire_at_unix_ms, entry.key.clone()), (entry, None));
+                }
+            }
+            ShardMsg::RemoveTimers(keys) => {
+                for key in keys {
+                    if let Some(at) = state.timer_fire_at.remove(&key) {
+                        state.timers.remove(&(at, key));
+                    }
+                }
+            }
+            ShardMsg::Tick => {
+                state.fire_due_timers(&myself).await;
+                if state.last_sweep.elapsed() >= Duration::from_millis(250) {
+                    state.last_sweep = Instant::now();
+                    state.passivate_idle().await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // A workflow actor stopped (passivated, fenced, failed): forget it; the next delivery
+        // activates a fresh one from the store.
+        if let SupervisionEvent::ActorTerminated(cell, _, _)
+        | SupervisionEvent::ActorFailed(cell, _) = event
+            && let Some(run_id) = state.by_actor.remove(&cell.get_id())
+            && state
+                .actors
+                .get(&run_id)
+                .is_some_and(|a| a.actor.get_id() == cell.get_id())
+        {
+            state.actors.remove(&run_id);
+        }
+        Ok(())
+    }
+}
+
+impl<S: Store> ShardState<S> {
+    /// Sends to the run's actor, activating it if needed (and once more if the first actor was
+    /// already stopping).
+    async fn send(&mut self, myself: &ActorRef<ShardMsg>, run_id: RunId, message: WorkflowMsg) {
+        let mut message = message;
+        for _ in 0..2 {
+            let actor = match self.actors.get_mut(&run_id) {
+                Some(active) => {
+                    active.last_used = Instant::now();
+                    active.actor.clone()
+                }
+                None => match self.activate(myself, run_id) {
+                    Some(actor) => actor,
+                    None => return,
+                },
+            };
+            match actor.cast(message) {
+                Ok(()) => return,
+                Err(ractor::MessagingErr::SendErr(m)) => {
+                    self.actors.remove(&run_id);
+                    message = m;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn activate(
+        &mut self,
+        myself: &ActorRef<ShardMsg>,
+        run_id: RunId,
+    ) -> Option<ActorRef<WorkflowMsg>> {
+        let spawner = self.shared.spawner_for(&run_id);
+        let args = WorkflowArgs {
+            shared: self.shared.clone(),
+            shard_ref: myself.clone(),
+            run_id,
+            shard: self.shard,
+            epoch: self.epoch,
+        };
+        match WorkflowActor::<S>::spawn_linked_instant(None, args, myself.get_cell(), spawner) {
+            Ok((actor, _)) => {
+                let _ = actor.cast(WorkflowMsg::Load);
+                self.by_actor.insert(actor.get_id(), run_id);
+                self.actors.insert(
+                    run_id,
+                    Active {
+                        actor: actor.clone(),
+                        last_used: Instant::now(),
+                    },
+                );
+                Some(actor)
+            }
+            Err(e) => {
+                tracing::error!(%run_id, error = %e, "could not activate run");
+                None
+            }
+        }
+    }
+
+    async fn fire_due_timers(&mut self, myself: &ActorRef<ShardMsg>) {
+        let now = now_ms();
+        let redeliver = Duration::from_millis(TIMER_REDELIVERY_MS);
+        let mut due: Vec<TimerEntry> = Vec::new();
+        for (_, (entry, delivered)) in self.timers.range_mut(..(now + 1, Vec::new())) {
+            if delivered.is_none_or(|at| at.elapsed() >= redeliver) {
+                *delivered = Some(Instant::now());
+                due.push(entry.clone());
+            }
+        }
+        for entry in due {
+            let delivery = Delivery {
+                item: InboxItem::Message(Message::TimerFired { timer: entry.timer }),
+                consume: vec![entry.key],
+            };
+            self.send(myself, entry.run_id, WorkflowMsg::Deliver(vec![delivery]))
+                .await;
+        }
+    }
+
+    /// Asks idle actors to stop: those unused for `actor_idle_ms`, and the least recently used
+    /// beyond `actor_cache_max`.
+    async fn passivate_idle(&mut self) {
+        let config = &self.shared.config;
+        let idle_after = Duration::from_millis(config.actor_idle_ms);
+        let mut candidates: Vec<(Instant, RunId)> = self
+            .actors
+            .iter()
+            .map(|(run, a)| (a.last_used, *run))
+            .collect();
+        candidates.sort();
+        let over = self
+            .actors
+            .len()
+            .saturating_sub(config.actor_cache_max_per_shard);
+        for (index, (last_used, run_id)) in candidates.into_iter().enumerate() {
+            if index >= over && last_used.elapsed() < idle_after {
+                break;
+            }
+            let Some(active) = self.actors.get(&run_id) else {
+                continue;
+            };
+            let stopped =
+                ractor::call_t!(active.actor, WorkflowMsg::Passivate, 100).unwrap_or(false);
+            if stopped {
+                self.actors.remove(&run_id);
+            }
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! Activity workers: run activity attempts on the node's async runtime, at most
+//! `activity_concurrency_max` at a time.
+//!
+//! An attempt is claimed by durably arming its start-to-close and heartbeat timers (one small
+//! commit, batched with everything else), so if this node dies mid-attempt the timer fires on
+//! whoever owns the shard next and the attempt is retried. Its result goes to the run's actor
+//! in memory, together with the keys to clear (the task and the attempt's timers); the run's
+//! next transition records it. A result lost with a crashed node is recovered by that timer:
+//! activities are at-least-once, and `ActivityInfo::idempotency_key` lets them be idempotent.
+
+use crate::committer::{CommitRequest, CommitterMsg, Op};
+use crate::node::Shared;
+use crate::records::{InboxItem, TaskRecord, decode, encode};
+use crate::registry::{ActivityContext, ActivityInfo, AttemptKey};
+use crate::shard::{ShardMsg, TimerEntry};
+use crate::workflow::Delivery;
+use cairn_core::{Message, TimerId};
+use cairn_store::{Store, Transaction};
+use cairn_types::{Failure, Payload, RunId, Seq};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Semaphore, watch};
+
+/// The node's activity worker pool.
+#[derive(Debug)]
+pub struct Workers {
+    slots: Arc<Semaphore>,
+    running: Mutex<HashMap<AttemptKey, watch::Sender<bool>>>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Workers {
+    pub fn new(concurrency_max: usize) -> Self {
+        assert!(
+            concurrency_max > 0,
+            "activity_concurrency_max must be positive"
+        );
+        Self {
+            slots: Arc::new(Semaphore::new(concurrency_max)),
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Refuses new attempts (node stopping); running ones finish on their own.
+    pub fn close(&self) {
+        self.slots.close();
+    }
+
+    /// Asks a running attempt of activity `seq` of `run_id` to stop (best effort).
+    pub fn cancel(&self, run_id: RunId, seq: Seq) {
+        if let Some(flag) = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(run_id, seq))
+        {
+            let _ = flag.send(true);
+        }
+    }
+
+    /// Runs `task` on the node's runtime.
+    pub fn dispatch<S: Store>(&self, shared: Arc<Shared<S>>, epoch: u64, task: TaskRecord) {
+        let runtime = shared.runtime.clone();
+        runtime.spawn(async move {
+            let permit = shared.workers.slots.clone().acquire_owned().await;
+            if permit.is_err() {
+                return;
+            }
+            run_attempt(shared, epoch, task).await;
+        });
+    }
+}
+
+async fn submit<S: Store>(shared: &Shared<S>, ops: Vec<Op>, fence: (u32, u64)) -> bool {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = CommitRequest {
+        ops,
+        fence: Some(fence),
+        verify: None,
+        reply,
+    };
+    if shared
+        .committer
+        .cast(CommitterMsg::Submit(request))
+        .is_err()
+    {
+        return false;
+    }
+    matches!(answer.await, Ok(Ok(())))
+}
+
+async fn run_attempt<S: Store>(shared: Arc<Shared<S>>, epoch: u64, task: TaskRecord) {
+    let keys = &shared.keys;
+    let shard = task.shard;
+    let fence = (shard, epoch);
+    let now = now_ms();
+    let timeouts = task.options.timeouts;
+    let attempt_timer = |timer: TimerId, after: std::time::Duration| {
+        let fire_at = now.saturating_add(ms(after));
+        TimerEntry {
+            fire_at_unix_ms: fire_at,
+            run_id: task.run_id,
+            timer,
+            key: keys.timer(shard, fire_at, &task.run_id, &timer),
+        }
+    };
+    let mut claim = Vec::new();
+    if let Some(s2c) = timeouts.start_to_close {
+        claim.push(attempt_timer(
+            TimerId::ActivityStartToClose {
+                seq: task.seq,
+                attempt: task.attempt,
+            },
+            s2c,
+        ));
+    }
+    let heartbeat_timer = timeouts.heartbeat.map(|hb| {
+        attempt_timer(
+            TimerId::ActivityHeartbeat {
+                seq: task.seq,
+                attempt: task.attempt,
+            },
+            hb,
+        )
+    });
+    claim.extend(heartbeat_timer.clone());
+    if !claim.is_empty() {
+        let ops = claim
+            .iter()
+            .map(|t| Op::Set(t.key.clone(), encode(&t.timer)))
+            .collect();
+        if !submit(&shared, ops, fence).await {
+            // Not claimed: the task stays in the store for whoever owns the shard.
+            return;
+        }
+        let _ = shared.shard(shard).cast(ShardMsg::AddTimers(claim.clone()));
+    }
+    let last_heartbeat = match shared.store.begin() {
+        Ok(mut tx) => tx
+            .get(&keys.heartbeat(&task.run_id, task.seq))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|bytes| decode::<Payload>("heartbeat", &bytes).ok()),
+        Err(_) => None,
+    };
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let attempt_key = (task.run_id, task.seq);
+    shared
+        .workers
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(attempt_key, cancel_tx);
+    let current_heartbeat_timer = Arc::new(Mutex::new(heartbeat_timer));
+    let sink = {
+        let shared = shared.clone();
+        let run_id = task.run_id;
+        let seq = task.seq;
+        let attempt = task.attempt;
+        let heartbeat_after = timeouts.heartbeat;
+        let current = current_heartbeat_timer.clone();
+        Arc::new(move |details: Payload| {
+            let shared = shared.clone();
+            let current = current.clone();
+            shared.runtime.clone().spawn(async move {
+                let keys = &shared.keys;
+                let mut ops = vec![Op::Set(keys.heartbeat(&run_id, seq), encode(&details))];
+                let mut replaced = None;
+                let mut armed = None;
+                if let Some(after) = heartbeat_after {
+                    let fire_at = now_ms().saturating_add(ms(after));
+                    let timer = TimerId::ActivityHeartbeat { seq, attempt };
+                    let entry = TimerEntry {
+                        fire_at_unix_ms: fire_at,
+                        run_id,
+                        timer,
+                        key: keys.timer(shard, fire_at, &run_id, &timer),
+                    };
+                    ops.push(Op::Set(entry.key.clone(), encode(&timer)));
+                    let old = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    if let Some(old) = old {
+                        ops.push(Op::Clear(old.key.clone()));
+                        replaced = Some(old.key);
+                    }
+                    armed = Some(entry);
+                }
+                if submit(&shared, ops, fence).await {
+                    if let Some(entry) = armed {
+                        *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(entry.clone());
+                        let _ = shared.shard(shard).cast(ShardMsg::AddTimers(vec![entry]));
+                    }
+                    if let Some(old) = replaced {
+                        let _ = shared.shard(shard).cast(ShardMsg::RemoveTimers(vec![old]));
+                    }
+                }
+            });
+        }) as crate::registry::HeartbeatSink
+    };
+    let info = ActivityInfo {
+        workflow_id: task.workflow_id.clone(),
+        run_id: task.run_id,
+        activity_id: task.seq.to_string(),
+        activity_type: task.activity_type.clone(),
+        attempt: task.attempt,
+        idempotency_key: format!("{}/{}", task.workflow_id, task.seq),
+        task_queue: task.options.task_queue.clone(),
+    };
+    let outcome = match shared.registry.activity_def(&task.activity_type) {
+        Some(def) => {
+            let ctx = ActivityContext::new(info, last_heartbeat, sink, cancel_rx);
+            let future = def(ctx, task.input.clone());
+            match shared.runtime.spawn(future).await {
+                Ok(result) => result,
+                Err(e) => Err(Failure::new(
+                    "ActivityPanicked",
+                    format!("activity panicked: {e}"),
+                )),
+            }
+        }
+        None => Err(Failure::new(
+            "ActivityTypeNotRegistered",
+            format!(
+                "activity type {:?} is not registered on this node",
+                task.activity_type
+            ),
+        )
+        .non_retryable()),
+    };
+    shared
+        .workers
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&attempt_key);
+    let message = match outcome {
+        Ok(result) => {
+            shared
+                .metrics
+                .activities_succeeded
+                .fetch_add(1, Ordering::Relaxed);
+            Message::ActivityCompleted {
+                seq: task.seq,
+                attempt: task.attempt,
+                result,
+            }
+        }
+        Err(failure) => {
+            shared
+                .metrics
+                .activities_failed
+                .fetch_add(1, Ordering::Relaxed);
+            Message::ActivityFailed {
+                seq: task.seq,
+                attempt: task.attempt,
+                failure,
+            }
+        }
+    };
+    let mut consume = vec![keys.task(shard, &task.run_id, task.seq, task.attempt)];
+    consume.extend(
+        claim
+            .iter()
+            .filter(|t| matches!(t.timer, TimerId::ActivityStartToClose { .. }))
+            .map(|t| t.key.clone()),
+    );
+    if let Some(hb) = current_heartbeat_timer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+    {
+        consume.push(hb.key);
+    }
+    let delivery = Delivery {
+        item: InboxItem::Message(message),
+        consume,
+    };
+    let _ = shared.shard(shard).cast(ShardMsg::Deliver {
+        run_id: task.run_id,
+        deliveries: vec![delivery],
+    });
+}
