@@ -141,6 +141,8 @@ pub enum ClientError {
         workflow_type: String,
         registered: Vec<String>,
     },
+    #[error("input does not decode as the input type of workflow {workflow_type:?}: {reason}")]
+    InputDoesNotDecode { workflow_type: String, reason: String },
     #[error("workflow {workflow_id} is already running as run {run_id}")]
     AlreadyRunning { workflow_id: String, run_id: RunId },
     #[error(
@@ -150,6 +152,8 @@ pub enum ClientError {
         workflow_id: String,
         policy: IdReusePolicy,
     },
+    #[error("invalid workflow id: {0}")]
+    InvalidWorkflowId(#[from] cairn_types::IdError),
     #[error("no workflow with id {workflow_id}")]
     NotFound { workflow_id: String },
     #[error("workflow {workflow_id} is not running (status {status:?})")]
@@ -322,6 +326,13 @@ impl<S: Store> Node<S> {
             });
         }
         check_payload("workflow input", &request.input)?;
+        shared
+            .registry
+            .check_input(&request.workflow_type, &request.input)
+            .map_err(|reason| ClientError::InputDoesNotDecode {
+                workflow_type: request.workflow_type.clone(),
+                reason,
+            })?;
         let timeouts = request.timeouts.validate()?;
         let shard = shared.shard_of(&request.workflow_id);
         let namespace = shared.config.namespace.clone();
@@ -617,7 +628,7 @@ impl<S: Store> Node<S> {
 
     /// Stops the node's actors without any further writes — what a crash leaves behind, minus
     /// the process exit. Work in flight may or may not have committed.
-    pub fn crash(self) {
+    pub fn crash(&self) {
         for shard in self.shared.shards.get().into_iter().flatten() {
             shard.kill();
         }
@@ -626,7 +637,7 @@ impl<S: Store> Node<S> {
     }
 
     /// Stops the node: shard actors (and their runs) first, then the committer.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         for shard in self.shared.shards.get().into_iter().flatten() {
             shard.stop(None);
         }

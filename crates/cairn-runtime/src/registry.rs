@@ -18,10 +18,14 @@ pub type ActivityFuture = Pin<Box<dyn Future<Output = Result<Payload, Failure>> 
 /// An activity definition.
 pub type ActivityDef = Arc<dyn Fn(ActivityContext, Payload) -> ActivityFuture + Send + Sync>;
 
+/// Checks that a payload decodes as a workflow's input type.
+pub type InputCheck = Arc<dyn Fn(&Payload) -> Result<(), String> + Send + Sync>;
+
 /// Workflow and activity definitions, by type name.
 #[derive(Clone, Default)]
 pub struct Registry {
     workflows: HashMap<String, WorkflowDef>,
+    input_checks: HashMap<String, InputCheck>,
     activities: HashMap<String, ActivityDef>,
 }
 
@@ -49,6 +53,24 @@ impl Registry {
     pub fn activity(&mut self, name: &str, def: ActivityDef) -> &mut Self {
         self.activities.insert(name.to_string(), def);
         self
+    }
+
+    /// Registers how to check that an input decodes for workflow type `name`; starts with an
+    /// input that does not are refused before anything is written.
+    pub fn workflow_input_check(&mut self, name: &str, check: InputCheck) -> &mut Self {
+        self.input_checks.insert(name.to_string(), check);
+        self
+    }
+
+    pub fn check_input(&self, name: &str, input: &Payload) -> Result<(), String> {
+        match self.input_checks.get(name) {
+            Some(check) => check(input),
+            None => Ok(()),
+        }
+    }
+
+    pub fn has_activity(&self, name: &str) -> bool {
+        self.activities.contains_key(name)
     }
 
     pub fn workflow_def(&self, name: &str) -> Option<&WorkflowDef> {
@@ -140,7 +162,10 @@ impl ActivityContext {
     /// Resolves when the workflow asks for this activity to stop.
     pub async fn cancelled(&self) {
         let mut rx = self.cancelled.clone();
-        let _ = rx.wait_for(|c| *c).await;
+        if rx.wait_for(|c| *c).await.is_err() {
+            // The attempt's flag is gone (the attempt ended): no cancellation will come.
+            std::future::pending::<()>().await;
+        }
     }
 }
 

@@ -26,7 +26,8 @@ use tokio::sync::{Semaphore, watch};
 #[derive(Debug)]
 pub struct Workers {
     slots: Arc<Semaphore>,
-    running: Mutex<HashMap<AttemptKey, watch::Sender<bool>>>,
+    /// Running attempts: (run, activity) → (attempt, cancel flag).
+    running: Mutex<HashMap<AttemptKey, (u32, watch::Sender<bool>)>>,
 }
 
 fn now_ms() -> u64 {
@@ -65,7 +66,7 @@ impl Workers {
             .unwrap_or_else(|p| p.into_inner())
             .get(&(run_id, seq))
         {
-            let _ = flag.send(true);
+            let _ = flag.1.send(true);
         }
     }
 
@@ -162,7 +163,7 @@ async fn run_attempt<S: Store>(shared: Arc<Shared<S>>, epoch: u64, task: TaskRec
         .running
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(attempt_key, cancel_tx);
+        .insert(attempt_key, (task.attempt, cancel_tx));
     let current_heartbeat_timer = Arc::new(Mutex::new(heartbeat_timer));
     let sink = {
         let shared = shared.clone();
@@ -238,12 +239,13 @@ async fn run_attempt<S: Store>(shared: Arc<Shared<S>>, epoch: u64, task: TaskRec
         )
         .non_retryable()),
     };
-    shared
-        .workers
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&attempt_key);
+    {
+        // Only this attempt's entry: a later attempt of the same activity may be running.
+        let mut running = shared.workers.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running.get(&attempt_key).is_some_and(|(attempt, _)| *attempt == task.attempt) {
+            running.remove(&attempt_key);
+        }
+    }
     let message = match outcome {
         Ok(result) => {
             shared

@@ -1,0 +1,234 @@
+//! The client: start workflows and talk to them, typed by the workflow function.
+
+use crate::workflow::{Query, Signal, function_name};
+use cairn_core::WorkflowError;
+use cairn_runtime::{ClientError, Description, IdReusePolicy, Outcome, StartWorkflow, WorkflowSummary};
+use cairn_store::Store;
+use cairn_types::{Failure, HistoryEvent, Payload, WorkflowId, WorkflowTimeouts};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a workflow ended, when it did not return a result.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WorkflowOutcomeError {
+    #[error("workflow failed: {0}")]
+    Failed(Failure),
+    #[error("workflow was canceled")]
+    Canceled,
+    #[error("workflow was terminated: {0}")]
+    Terminated(String),
+    #[error("workflow timed out")]
+    TimedOut,
+    #[error("workflow result does not decode as the expected type: {0}")]
+    ResultDoesNotDecode(String),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// A client of a node (in-process).
+pub struct Client<S: Store> {
+    node: Arc<cairn_runtime::Node<S>>,
+}
+
+impl<S: Store> Clone for Client<S> {
+    fn clone(&self) -> Self {
+        Self {
+            node: self.node.clone(),
+        }
+    }
+}
+
+impl<S: Store> std::fmt::Debug for Client<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Client")
+    }
+}
+
+impl<S: Store> Client<S> {
+    pub(crate) fn new(node: Arc<cairn_runtime::Node<S>>) -> Self {
+        Self { node }
+    }
+
+    /// Prepares to start workflow function `f` as `workflow_id` with `input`; set options on
+    /// the returned call, then `.send().await` it.
+    pub fn start<F, I, O, Fut>(&self, f: F, workflow_id: &str, input: I) -> StartCall<S, O>
+    where
+        F: Fn(crate::Ctx, I) -> Fut,
+        I: Serialize,
+        Fut: Future<Output = Result<O, WorkflowError>>,
+    {
+        let _ = f;
+        StartCall {
+            client: self.clone(),
+            workflow_type: function_name::<F>(),
+            workflow_id: workflow_id.to_string(),
+            input: Payload::encode(&input).map_err(|e| e.to_string()),
+            id_reuse_policy: IdReusePolicy::default(),
+            timeouts: WorkflowTimeouts::default(),
+            _output: PhantomData,
+        }
+    }
+
+    /// A handle on an existing workflow whose result type is `O`.
+    pub fn handle<O>(&self, workflow_id: &str) -> Result<WorkflowHandle<S, O>, ClientError> {
+        let workflow_id = WorkflowId::new(workflow_id)?;
+        Ok(WorkflowHandle {
+            client: self.clone(),
+            workflow_id,
+            _output: PhantomData,
+        })
+    }
+
+    /// Workflows, optionally filtered by type name and status.
+    pub async fn list(
+        &self,
+        workflow_type: Option<&str>,
+        status: Option<cairn_core::RunStatus>,
+    ) -> Result<Vec<WorkflowSummary>, ClientError> {
+        self.node.list(workflow_type, status).await
+    }
+}
+
+/// A workflow start being configured.
+pub struct StartCall<S: Store, O> {
+    client: Client<S>,
+    workflow_type: &'static str,
+    workflow_id: String,
+    input: Result<Payload, String>,
+    id_reuse_policy: IdReusePolicy,
+    timeouts: WorkflowTimeouts,
+    _output: PhantomData<fn() -> O>,
+}
+
+impl<S: Store, O> std::fmt::Debug for StartCall<S, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartCall")
+            .field("workflow_type", &self.workflow_type)
+            .field("workflow_id", &self.workflow_id)
+            .finish()
+    }
+}
+
+impl<S: Store, O> StartCall<S, O> {
+    /// What to do if the id was used before. Default [`IdReusePolicy::AllowDuplicate`].
+    pub fn id_reuse_policy(mut self, policy: IdReusePolicy) -> Self {
+        self.id_reuse_policy = policy;
+        self
+    }
+
+    /// Limit on the whole execution. Default none.
+    pub fn execution_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.execution = Some(timeout);
+        self
+    }
+
+    /// Starts the workflow.
+    pub async fn send(self) -> Result<WorkflowHandle<S, O>, ClientError> {
+        let workflow_id = WorkflowId::new(self.workflow_id.clone())?;
+        let input = self.input.map_err(|reason| ClientError::InputDoesNotDecode {
+            workflow_type: self.workflow_type.to_string(),
+            reason,
+        })?;
+        self.client
+            .node
+            .start_workflow(StartWorkflow {
+                workflow_id: workflow_id.clone(),
+                workflow_type: self.workflow_type.to_string(),
+                input,
+                id_reuse_policy: self.id_reuse_policy,
+                timeouts: self.timeouts,
+            })
+            .await?;
+        Ok(WorkflowHandle {
+            client: self.client,
+            workflow_id,
+            _output: PhantomData,
+        })
+    }
+}
+
+impl<S: Store, O: 'static> IntoFuture for StartCall<S, O> {
+    type Output = Result<WorkflowHandle<S, O>, ClientError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}
+
+/// A workflow, as a client sees it.
+pub struct WorkflowHandle<S: Store, O> {
+    client: Client<S>,
+    workflow_id: WorkflowId,
+    _output: PhantomData<fn() -> O>,
+}
+
+impl<S: Store, O> std::fmt::Debug for WorkflowHandle<S, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkflowHandle").field("workflow_id", &self.workflow_id).finish()
+    }
+}
+
+impl<S: Store, O: DeserializeOwned> WorkflowHandle<S, O> {
+    pub fn workflow_id(&self) -> &WorkflowId {
+        &self.workflow_id
+    }
+
+    /// Waits for the workflow to end; its result, or how it ended otherwise.
+    pub async fn result(&self) -> Result<O, WorkflowOutcomeError> {
+        match self.client.node.result(&self.workflow_id).await? {
+            Outcome::Completed(payload) => payload
+                .decode()
+                .map_err(|e| WorkflowOutcomeError::ResultDoesNotDecode(e.to_string())),
+            Outcome::Failed(failure) => Err(WorkflowOutcomeError::Failed(failure)),
+            Outcome::Canceled => Err(WorkflowOutcomeError::Canceled),
+            Outcome::Terminated(reason) => Err(WorkflowOutcomeError::Terminated(reason)),
+            Outcome::TimedOut => Err(WorkflowOutcomeError::TimedOut),
+        }
+    }
+
+    /// Sends `signal` with `input`.
+    pub async fn signal<T: Serialize>(&self, signal: &Signal<T>, input: T) -> Result<(), ClientError> {
+        let payload = Payload::encode(&input).map_err(|e| ClientError::InputDoesNotDecode {
+            workflow_type: signal.name().to_string(),
+            reason: e.to_string(),
+        })?;
+        self.client.node.signal(&self.workflow_id, signal.name(), payload).await
+    }
+
+    /// Runs `query` with `args` against the workflow's state.
+    pub async fn query<A: Serialize, R: DeserializeOwned>(&self, query: &Query<A, R>, args: A) -> Result<R, ClientError> {
+        let payload = Payload::encode(&args).map_err(|e| ClientError::InputDoesNotDecode {
+            workflow_type: query.name().to_string(),
+            reason: e.to_string(),
+        })?;
+        let answer = self.client.node.query(&self.workflow_id, query.name(), payload).await?;
+        answer.decode().map_err(|e| {
+            ClientError::Query(cairn_runtime::QueryError::Handler(format!("answer does not decode: {e}")))
+        })
+    }
+
+    /// Requests cancellation.
+    pub async fn cancel(&self, reason: &str) -> Result<(), ClientError> {
+        self.client.node.cancel(&self.workflow_id, reason).await
+    }
+
+    /// Ends the workflow at once.
+    pub async fn terminate(&self, reason: &str) -> Result<(), ClientError> {
+        self.client.node.terminate(&self.workflow_id, reason).await
+    }
+
+    /// Status, pending activities, history length.
+    pub async fn describe(&self) -> Result<Description, ClientError> {
+        self.client.node.describe(&self.workflow_id).await
+    }
+
+    /// The full history of the current run.
+    pub async fn history(&self) -> Result<Vec<HistoryEvent>, ClientError> {
+        self.client.node.history(&self.workflow_id).await
+    }
+}

@@ -1,0 +1,53 @@
+//! Cairn's SDK: durable workflows as plain async Rust.
+//!
+//! A workflow is an `async fn(Ctx, Input) -> Result<Output, WorkflowError>`; an activity is an
+//! `async fn(ActivityContext, Input) -> Result<Output, Failure>`. Both are referred to by the
+//! function itself — `ctx.activity(charge_card, request)`, `client.start(order_workflow, ...)` —
+//! so a misspelled name is a compile error and inputs and outputs are type-checked. Signals and
+//! queries are typed constants (`Signal<T>`, `Query<A, R>`) shared by workflow and client.
+//!
+//! ```no_run
+//! use cairn::{ActivityContext, Ctx, Failure, Node, WorkflowError};
+//! use std::time::Duration;
+//!
+//! async fn greet(_ctx: ActivityContext, name: String) -> Result<String, Failure> {
+//!     Ok(format!("hello {name}"))
+//! }
+//!
+//! async fn hello_workflow(ctx: Ctx, name: String) -> Result<String, WorkflowError> {
+//!     let greeting = ctx.activity(greet, name).start_to_close(Duration::from_secs(10)).await?;
+//!     ctx.sleep(Duration::from_millis(10)).await;
+//!     Ok(greeting)
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = Node::builder()
+//!     .workflow(hello_workflow)
+//!     .activity(greet)
+//!     .start(cairn::MemStore::new())
+//!     .await?;
+//! let client = node.client();
+//! let handle = client.start(hello_workflow, "hello-1", "Ada".to_string()).send().await?;
+//! assert_eq!(handle.result().await?, "hello Ada");
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod node;
+mod workflow;
+
+pub use cairn_core::{ActivityError, WorkflowError};
+pub use cairn_runtime::{
+    ActivityContext, ActivityInfo, ClientError, IdReusePolicy, NodeConfig, Outcome, QueryError,
+    WorkflowSummary,
+};
+pub use cairn_store::MemStore;
+pub use cairn_types::{Failure, Payload, RetryPolicy, RunId, WorkflowId, WorkflowTimeouts};
+pub use client::{Client, StartCall, WorkflowHandle, WorkflowOutcomeError};
+pub use node::{Node, NodeBuilder};
+pub use workflow::{ActivityCall, Ctx, Query, Signal, SignalReceiver, activity_name, workflow_name};
+
+/// A failure a workflow returns on purpose: `Err(cairn::fail("OutOfStock", "no lamps left"))`.
+pub fn fail(error_type: &str, message: impl Into<String>) -> WorkflowError {
+    WorkflowError::Failed(Failure::new(error_type, message))
+}

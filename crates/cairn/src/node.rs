@@ -1,0 +1,153 @@
+//! Building and running a node with typed workflow and activity functions.
+
+use crate::client::Client;
+use crate::workflow::{Ctx, function_name};
+use cairn_core::{WorkflowContext, WorkflowError};
+use cairn_runtime::{ActivityContext, ClientError, Metrics, NodeConfig, Registry};
+use cairn_store::Store;
+use cairn_types::{Failure, Payload};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::sync::Arc;
+
+/// Collects workflow and activity functions, then starts a node.
+///
+/// Registering two functions with the same name panics with both names: names are what
+/// history records, so they must be unique.
+#[derive(Default)]
+pub struct NodeBuilder {
+    registry: Registry,
+    names: std::collections::HashMap<&'static str, &'static str>,
+    config: NodeConfig,
+}
+
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder").field("registry", &self.registry).finish()
+    }
+}
+
+impl NodeBuilder {
+    fn claim_name<F>(&mut self, kind: &'static str) -> &'static str {
+        let name = function_name::<F>();
+        let full = std::any::type_name::<F>();
+        if let Some(previous) = self.names.insert(name, full) {
+            assert_eq!(previous, full, "two {kind}s are named {name:?}: {previous} and {full}");
+        }
+        name
+    }
+
+    /// Registers workflow function `f` under its own name.
+    pub fn workflow<F, I, O, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Ctx, I) -> Fut + Send + Sync + 'static,
+        I: DeserializeOwned + 'static,
+        O: Serialize + 'static,
+        Fut: Future<Output = Result<O, WorkflowError>> + 'static,
+    {
+        let name = self.claim_name::<F>("workflow");
+        let f = Arc::new(f);
+        self.registry.workflow(
+            name,
+            Arc::new(move |ctx: WorkflowContext, input: Payload| {
+                let f = f.clone();
+                Box::pin(async move {
+                    let input: I = input.decode().map_err(|e| {
+                        WorkflowError::Failed(Failure::new("InputDoesNotDecode", e.to_string()).non_retryable())
+                    })?;
+                    let output = f(Ctx::new(ctx), input).await?;
+                    Payload::encode(&output).map_err(|e| {
+                        WorkflowError::Failed(Failure::new("ResultDoesNotEncode", e.to_string()))
+                    })
+                })
+            }),
+        );
+        self.registry.workflow_input_check(
+            name,
+            Arc::new(|input: &Payload| input.decode::<I>().map(|_| ()).map_err(|e| e.to_string())),
+        );
+        self
+    }
+
+    /// Registers activity function `f` under its own name.
+    pub fn activity<F, I, O, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(ActivityContext, I) -> Fut + Send + Sync + 'static,
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + 'static,
+        Fut: Future<Output = Result<O, Failure>> + Send + 'static,
+    {
+        let name = self.claim_name::<F>("activity");
+        let f = Arc::new(f);
+        self.registry.activity(
+            name,
+            Arc::new(move |ctx: ActivityContext, input: Payload| {
+                let f = f.clone();
+                Box::pin(async move {
+                    let input: I = input.decode().map_err(|e| {
+                        Failure::new("InputDoesNotDecode", e.to_string()).non_retryable()
+                    })?;
+                    let output = f(ctx, input).await?;
+                    Payload::encode(&output).map_err(|e| Failure::new("ResultDoesNotEncode", e.to_string()))
+                })
+            }),
+        );
+        self
+    }
+
+    /// Node settings. Default [`NodeConfig::default`].
+    pub fn config(mut self, config: NodeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Starts the node on `store` (recovering whatever the store says is pending).
+    pub async fn start<S: Store>(self, store: S) -> Result<Node<S>, ClientError> {
+        let inner = cairn_runtime::Node::start(store, self.registry, self.config).await?;
+        Ok(Node {
+            inner: Arc::new(inner),
+        })
+    }
+}
+
+/// A running node (library mode: the workflow code runs in this process).
+pub struct Node<S: Store> {
+    inner: Arc<cairn_runtime::Node<S>>,
+}
+
+impl<S: Store> std::fmt::Debug for Node<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl Node<cairn_store::MemStore> {
+    /// Starts describing a node.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+}
+
+impl<S: Store> Node<S> {
+    /// A client talking to this node in-process.
+    pub fn client(&self) -> Client<S> {
+        Client::new(self.inner.clone())
+    }
+
+    /// The node's counters.
+    pub fn metrics(&self) -> &Metrics {
+        self.inner.metrics()
+    }
+
+    /// Stops the node gracefully: its actors stop, queued commits finish.
+    pub async fn shutdown(self) {
+        self.inner.shutdown().await;
+    }
+
+    /// Stops the node abruptly, as a crash would: actors are killed mid-work and nothing more
+    /// is written. Clients of this node fail from then on.
+    pub fn crash(self) {
+        self.inner.crash();
+    }
+}

@@ -1,0 +1,303 @@
+//! The workflow side: `Ctx` and its typed calls.
+
+use cairn_core::{ActivityError, WorkflowContext};
+use cairn_runtime::ActivityContext;
+use cairn_types::{ActivityOptions, ActivityTimeouts, Failure, Payload, RetryPolicy};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// The name a function is registered and scheduled under: its own name (the last path
+/// segment of its type name). Closures have no stable name and are refused.
+pub fn function_name<F>() -> &'static str {
+    let full = std::any::type_name::<F>();
+    assert!(
+        !full.contains("{{closure}}"),
+        "workflows and activities must be named functions, not closures ({full})"
+    );
+    full.rsplit("::").next().unwrap_or(full)
+}
+
+/// The activity type name of activity function `F`.
+pub fn activity_name<F>(_f: &F) -> &'static str {
+    function_name::<F>()
+}
+
+/// The workflow type name of workflow function `F`.
+pub fn workflow_name<F>(_f: &F) -> &'static str {
+    function_name::<F>()
+}
+
+/// A typed signal: its name and payload type, shared by the workflow and its clients.
+#[derive(Debug)]
+pub struct Signal<T> {
+    name: &'static str,
+    _type: PhantomData<fn(T)>,
+}
+
+impl<T> Signal<T> {
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            _type: PhantomData,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// A typed query: its name, argument type and answer type.
+#[derive(Debug)]
+pub struct Query<A, R> {
+    name: &'static str,
+    _type: PhantomData<fn(A) -> R>,
+}
+
+impl<A, R> Query<A, R> {
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            _type: PhantomData,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+fn encode<T: Serialize>(value: &T, what: &str) -> Result<Payload, Failure> {
+    Payload::encode(value).map_err(|e| Failure::new("PayloadEncode", format!("{what}: {e}")).non_retryable())
+}
+
+fn decode<T: DeserializeOwned>(payload: &Payload, what: &str) -> Result<T, Failure> {
+    payload
+        .decode()
+        .map_err(|e| Failure::new("PayloadDecode", format!("{what}: {e}")).non_retryable())
+}
+
+/// The workflow's handle on its run. Everything here is deterministic: results come from
+/// history, never from the outside world directly.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    inner: WorkflowContext,
+}
+
+impl Ctx {
+    pub(crate) fn new(inner: WorkflowContext) -> Self {
+        Self { inner }
+    }
+
+    /// Calls activity `f` with `input`. Configure with the builder methods, then `.await`.
+    /// Defaults: start-to-close 60 s, Temporal's default retry policy, task queue `default`.
+    pub fn activity<F, I, O, Fut>(&self, f: F, input: I) -> ActivityCall<O>
+    where
+        F: Fn(ActivityContext, I) -> Fut,
+        I: Serialize,
+        O: DeserializeOwned,
+        Fut: Future<Output = Result<O, Failure>>,
+    {
+        let _ = f;
+        ActivityCall {
+            ctx: self.inner.clone(),
+            activity_type: function_name::<F>(),
+            input: encode(&input, "activity input"),
+            options: ActivityOptions {
+                task_queue: "default".into(),
+                timeouts: ActivityTimeouts::default(),
+                retry: RetryPolicy::default(),
+            },
+            _output: PhantomData,
+        }
+    }
+
+    /// Sleeps on a durable timer.
+    pub async fn sleep(&self, duration: Duration) {
+        self.inner.sleep(duration).await;
+    }
+
+    /// The current time of the run (the time of the transition being executed), Unix ms.
+    pub fn now_unix_ms(&self) -> u64 {
+        self.inner.now_unix_ms()
+    }
+
+    /// A deterministic random number.
+    pub fn random(&self) -> u64 {
+        self.inner.random_u64()
+    }
+
+    /// A deterministic UUID.
+    pub fn uuid(&self) -> uuid::Uuid {
+        self.inner.uuid()
+    }
+
+    /// Runs `f` once; replays return the recorded value.
+    pub fn side_effect<T: Serialize + DeserializeOwned>(&self, f: impl FnOnce() -> T) -> T {
+        let payload = self
+            .inner
+            .side_effect(|| Payload::encode(&f()).expect("side effect value encodes"));
+        payload.decode().expect("a recorded side effect decodes as its own type")
+    }
+
+    /// See [`WorkflowContext::patched`].
+    pub fn patched(&self, patch_id: &str) -> bool {
+        self.inner.patched(patch_id)
+    }
+
+    /// Waits until `predicate` holds.
+    pub async fn wait_condition(&self, predicate: impl FnMut() -> bool) {
+        self.inner.wait_condition(predicate).await;
+    }
+
+    /// Waits until `predicate` holds or `timeout` passes; true if it held.
+    pub async fn wait_condition_timeout(&self, predicate: impl FnMut() -> bool, timeout: Duration) -> bool {
+        self.inner.wait_condition_timeout(predicate, timeout).await
+    }
+
+    /// Calls `handler` with each signal `signal` (including ones that arrived earlier).
+    pub fn on_signal<T: DeserializeOwned + 'static>(&self, signal: &Signal<T>, mut handler: impl FnMut(T) + 'static) {
+        let name = signal.name;
+        self.inner.on_signal(name, move |payload| match payload.decode::<T>() {
+            Ok(value) => handler(value),
+            Err(e) => tracing_free_log(name, &e.to_string()),
+        });
+    }
+
+    /// A receiver of signal `signal`, for workflows that prefer awaiting signals in line.
+    pub fn signal_receiver<T: DeserializeOwned>(&self, signal: &Signal<T>) -> SignalReceiver<T> {
+        SignalReceiver {
+            inner: self.inner.signal_channel(signal.name),
+            _type: PhantomData,
+        }
+    }
+
+    /// Answers query `query` with `handler`, which reads the workflow's state.
+    pub fn on_query<A: DeserializeOwned + 'static, R: Serialize + 'static>(
+        &self,
+        query: &Query<A, R>,
+        handler: impl Fn(A) -> R + 'static,
+    ) {
+        self.inner.on_query(query.name, move |args| {
+            let args: A = decode(&args, "query arguments")?;
+            encode(&handler(args), "query answer")
+        });
+    }
+
+    /// Whether cancellation of this workflow was requested.
+    pub fn is_cancel_requested(&self) -> bool {
+        self.inner.is_cancel_requested()
+    }
+
+    /// Resolves when cancellation is requested.
+    pub async fn cancelled(&self) {
+        self.inner.cancelled().await;
+    }
+}
+
+fn tracing_free_log(signal: &str, error: &str) {
+    eprintln!("cairn: signal {signal:?} input does not decode; ignored: {error}");
+}
+
+/// Typed signals received in line.
+pub struct SignalReceiver<T> {
+    inner: cairn_core::SignalChannel,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for SignalReceiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignalReceiver")
+    }
+}
+
+impl<T: DeserializeOwned> SignalReceiver<T> {
+    /// The next signal whose input decodes as `T` (others are skipped).
+    pub async fn recv(&mut self) -> T {
+        loop {
+            if let Ok(value) = self.inner.recv().await.decode() {
+                return value;
+            }
+        }
+    }
+}
+
+/// A configured activity call; `.await` it for the typed result.
+pub struct ActivityCall<O> {
+    ctx: WorkflowContext,
+    activity_type: &'static str,
+    input: Result<Payload, Failure>,
+    options: ActivityOptions,
+    _output: PhantomData<fn() -> O>,
+}
+
+impl<O> std::fmt::Debug for ActivityCall<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActivityCall")
+            .field("activity_type", &self.activity_type)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl<O> ActivityCall<O> {
+    /// Longest one attempt may run. Default 60 s (when no schedule-to-close is set).
+    pub fn start_to_close(mut self, timeout: Duration) -> Self {
+        self.options.timeouts.start_to_close = Some(timeout);
+        self
+    }
+    /// Longest the activity may take across all attempts. Default none.
+    pub fn schedule_to_close(mut self, timeout: Duration) -> Self {
+        self.options.timeouts.schedule_to_close = Some(timeout);
+        self
+    }
+    /// Longest an attempt may wait for a worker. Default none.
+    pub fn schedule_to_start(mut self, timeout: Duration) -> Self {
+        self.options.timeouts.schedule_to_start = Some(timeout);
+        self
+    }
+    /// Longest gap between heartbeats. Default none.
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeouts.heartbeat = Some(timeout);
+        self
+    }
+    /// Retry policy. Default: Temporal's (1 s, ×2, max 100 s, unlimited attempts).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.options.retry = policy;
+        self
+    }
+    /// Task queue. Default `default`.
+    pub fn task_queue(mut self, queue: &str) -> Self {
+        self.options.task_queue = queue.to_string();
+        self
+    }
+}
+
+impl<O: DeserializeOwned + 'static> IntoFuture for ActivityCall<O> {
+    type Output = Result<O, ActivityError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<O, ActivityError>>>>;
+
+    fn into_future(mut self) -> Self::IntoFuture {
+        let timeouts = &mut self.options.timeouts;
+        if timeouts.start_to_close.is_none() && timeouts.schedule_to_close.is_none() {
+            timeouts.start_to_close = Some(Duration::from_secs(60));
+        }
+        let input = match self.input {
+            Ok(input) => input,
+            Err(failure) => return Box::pin(async move { Err(ActivityError::Failed(failure)) }),
+        };
+        if let Err(e) = self.options.timeouts.validate() {
+            let failure = Failure::new("InvalidActivityOptions", e.to_string()).non_retryable();
+            return Box::pin(async move { Err(ActivityError::Failed(failure)) });
+        }
+        let pending = self.ctx.schedule_activity(self.activity_type, input, self.options);
+        Box::pin(async move {
+            let payload = pending.await?;
+            decode(&payload, "activity result").map_err(ActivityError::Failed)
+        })
+    }
+}

@@ -1,0 +1,429 @@
+//! Every workflow feature through the public SDK, each on two stores: the durable embedded
+//! store, and `MemStore` behind the fault-injecting wrapper (commit conflicts and both kinds of
+//! `MaybeCommitted` injected), so each feature is also shown to survive store faults.
+
+use cairn::{
+    ActivityContext, ActivityError, Ctx, Failure, IdReusePolicy, Node, NodeConfig, Query,
+    RetryPolicy, Signal, WorkflowError, WorkflowOutcomeError, fail,
+};
+use cairn_store::{FaultConfig, FaultStore, MemStore, Store};
+use cairn_store_embedded::{EmbeddedConfig, EmbeddedStore};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+// ---------------------------------------------------------------------------------------------
+// Activities shared by the scenarios. Attempt counts are kept per idempotency key, so
+// concurrent tests do not interfere.
+
+static ATTEMPTS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+
+fn count_attempt(ctx: &ActivityContext) -> u32 {
+    let mut map = ATTEMPTS.lock().unwrap();
+    let n = map.get_or_insert_with(HashMap::new).entry(ctx.info().idempotency_key.clone()).or_insert(0);
+    *n += 1;
+    *n
+}
+
+fn attempts_of(key: &str) -> u32 {
+    ATTEMPTS.lock().unwrap().as_ref().and_then(|m| m.get(key).copied()).unwrap_or(0)
+}
+
+/// Fails `failures` times with a retryable error, then succeeds.
+async fn flaky(ctx: ActivityContext, failures: u32) -> Result<u32, Failure> {
+    let attempt = count_attempt(&ctx);
+    assert_eq!(attempt, ctx.info().attempt, "attempt number matches executions");
+    if attempt <= failures {
+        return Err(Failure::new("Transient", format!("attempt {attempt} fails")));
+    }
+    Ok(attempt)
+}
+
+async fn decline_card(ctx: ActivityContext, _card: String) -> Result<(), Failure> {
+    count_attempt(&ctx);
+    Err(Failure::new("InvalidCardError", "card declined"))
+}
+
+async fn sleepy(ctx: ActivityContext, millis: u64) -> Result<(), Failure> {
+    count_attempt(&ctx);
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(millis)) => Ok(()),
+        _ = ctx.cancelled() => Err(Failure::new("Cancelled", "stopped on request")),
+    }
+}
+
+/// Heartbeats its progress; the first attempt fails after heartbeating, the second reports
+/// what the first recorded.
+async fn resumable(ctx: ActivityContext, _input: ()) -> Result<String, Failure> {
+    if let Some(details) = ctx.heartbeat_details() {
+        let progress: String = details.decode().unwrap();
+        return Ok(format!("resumed from {progress}"));
+    }
+    ctx.heartbeat(cairn::Payload::encode("item 5").unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Err(Failure::new("Crash", "lost the connection"))
+}
+
+async fn echo(_ctx: ActivityContext, text: String) -> Result<String, Failure> {
+    Ok(text)
+}
+
+fn fast_retries(max: u32) -> RetryPolicy {
+    RetryPolicy::builder()
+        .initial_interval(Duration::from_millis(20))
+        .backoff_coefficient(2.0)
+        .maximum_attempts(max)
+        .non_retryable_error_type("InvalidCardError")
+        .build()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workflows.
+
+async fn retrying(ctx: Ctx, id: String) -> Result<String, WorkflowError> {
+    let ok = ctx.activity(flaky, 2).retry(fast_retries(5)).await?;
+    let declined = ctx.activity(decline_card, id).retry(fast_retries(5)).await;
+    let kind = match declined {
+        Err(ActivityError::Failed(f)) => f.error_type,
+        other => format!("{other:?}"),
+    };
+    Ok(format!("succeeded on attempt {ok}; then {kind}"))
+}
+
+async fn timeouts(ctx: Ctx, _input: ()) -> Result<Vec<String>, WorkflowError> {
+    let mut out = Vec::new();
+    let s2c = ctx
+        .activity(sleepy, 2_000)
+        .start_to_close(Duration::from_millis(150))
+        .retry(fast_retries(2))
+        .await;
+    out.push(format!("{s2c:?}"));
+    let hb = ctx
+        .activity(sleepy, 2_000)
+        .start_to_close(Duration::from_secs(10))
+        .heartbeat_timeout(Duration::from_millis(150))
+        .retry(fast_retries(1))
+        .await;
+    out.push(format!("{hb:?}"));
+    let total = ctx
+        .activity(sleepy, 2_000)
+        .start_to_close(Duration::from_millis(100))
+        .schedule_to_close(Duration::from_millis(400))
+        .retry(RetryPolicy::builder().initial_interval(Duration::from_millis(10)).build().unwrap())
+        .await;
+    out.push(format!("{total:?}"));
+    Ok(out)
+}
+
+async fn heartbeats(ctx: Ctx, _input: ()) -> Result<String, WorkflowError> {
+    Ok(ctx
+        .activity(resumable, ())
+        .start_to_close(Duration::from_secs(5))
+        .retry(fast_retries(3))
+        .await?)
+}
+
+async fn cancels_activity(ctx: Ctx, _input: ()) -> Result<String, WorkflowError> {
+    let long = ctx.activity(sleepy, 10_000).start_to_close(Duration::from_secs(30));
+    let long = std::future::IntoFuture::into_future(long);
+    let timer = ctx.sleep(Duration::from_millis(100));
+    futures::pin_mut!(timer);
+    let mut long = Box::pin(long);
+    // The timer wins; dropping the activity future does not cancel it, so the workflow
+    // cancels explicitly through the lower-level handle below.
+    match futures::future::select(&mut long, timer).await {
+        futures::future::Either::Left((result, _)) => Ok(format!("finished first: {result:?}")),
+        futures::future::Either::Right(_) => Ok("timer first".to_string()),
+    }
+}
+
+const APPROVE: Signal<String> = Signal::new("approve");
+const STATUS: Query<(), String> = Query::new("status");
+
+async fn approvals(ctx: Ctx, needed: usize) -> Result<Vec<String>, WorkflowError> {
+    let approvers = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
+    let state = approvers.clone();
+    ctx.on_query(&STATUS, move |()| format!("{} approvals", state.borrow().len()));
+    let sink = approvers.clone();
+    ctx.on_signal(&APPROVE, move |who| sink.borrow_mut().push(who));
+    // Part of the approvals may arrive before this point (buffered), part after.
+    ctx.sleep(Duration::from_millis(100)).await;
+    let seen = approvers.clone();
+    let met = ctx
+        .wait_condition_timeout(move || seen.borrow().len() >= needed, Duration::from_secs(20))
+        .await;
+    if !met {
+        return Err(fail("Timeout", "not enough approvals"));
+    }
+    let result = approvers.borrow().clone();
+    Ok(result)
+}
+
+async fn impatient(ctx: Ctx, _input: ()) -> Result<bool, WorkflowError> {
+    Ok(ctx.wait_condition_timeout(|| false, Duration::from_millis(150)).await)
+}
+
+async fn parallel(ctx: Ctx, n: usize) -> Result<Vec<String>, WorkflowError> {
+    let calls: Vec<_> = (0..n)
+        .map(|i| std::future::IntoFuture::into_future(ctx.activity(echo, format!("item-{i}"))))
+        .collect();
+    let results = futures::future::join_all(calls).await;
+    results.into_iter().map(|r| r.map_err(WorkflowError::from)).collect()
+}
+
+async fn compensating(ctx: Ctx, _input: ()) -> Result<String, WorkflowError> {
+    ctx.activity(echo, "reserve".to_string()).await?;
+    ctx.cancelled().await;
+    // Cancellation requested: undo, then end as canceled.
+    ctx.activity(echo, "release".to_string()).await?;
+    Err(WorkflowError::Canceled)
+}
+
+async fn waits_forever(ctx: Ctx, _input: ()) -> Result<(), WorkflowError> {
+    ctx.wait_condition(|| false).await;
+    Ok(())
+}
+
+async fn quick(_ctx: Ctx, outcome: String) -> Result<String, WorkflowError> {
+    match outcome.as_str() {
+        "fail" => Err(fail("Requested", "asked to fail")),
+        other => Ok(other.to_string()),
+    }
+}
+
+fn builder() -> cairn::NodeBuilder {
+    Node::builder()
+        .workflow(retrying)
+        .workflow(timeouts)
+        .workflow(heartbeats)
+        .workflow(cancels_activity)
+        .workflow(approvals)
+        .workflow(impatient)
+        .workflow(parallel)
+        .workflow(compensating)
+        .workflow(waits_forever)
+        .workflow(quick)
+        .activity(flaky)
+        .activity(decline_card)
+        .activity(sleepy)
+        .activity(resumable)
+        .activity(echo)
+        .config(NodeConfig {
+            shard_count: 4,
+            ..NodeConfig::default()
+        })
+}
+
+async fn node<S: Store>(store: S) -> Node<S> {
+    builder().start(store).await.expect("node starts")
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f).await.expect("finished in time")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios, generic over the store.
+
+async fn retries_with_backoff_and_non_retryable<S: Store>(store: S, tag: &str) {
+    let node = node(store).await;
+    let client = node.client();
+    let id = format!("retry-{tag}");
+    let handle = client.start(retrying, &id, id.clone()).send().await.unwrap();
+    let result = within(handle.result()).await.unwrap();
+    assert_eq!(result, "succeeded on attempt 3; then InvalidCardError");
+    assert_eq!(attempts_of(&format!("{id}/1")), 3, "flaky ran 3 times");
+    assert_eq!(attempts_of(&format!("{id}/2")), 1, "non-retryable ran once");
+    node.shutdown().await;
+}
+
+async fn each_timeout_fires<S: Store>(store: S, tag: &str) {
+    let node = node(store).await;
+    let handle = node.client().start(timeouts, &format!("timeouts-{tag}"), ()).send().await.unwrap();
+    let result = within(handle.result()).await.unwrap();
+    assert_eq!(
+        result,
+        vec![
+            "Err(TimedOut(StartToClose))".to_string(),
+            "Err(TimedOut(Heartbeat))".to_string(),
+            "Err(TimedOut(ScheduleToClose))".to_string(),
+        ]
+    );
+    node.shutdown().await;
+}
+
+async fn heartbeat_details_reach_next_attempt<S: Store>(store: S, tag: &str) {
+    let node = node(store).await;
+    let handle = node.client().start(heartbeats, &format!("hb-{tag}"), ()).send().await.unwrap();
+    assert_eq!(within(handle.result()).await.unwrap(), "resumed from item 5");
+    node.shutdown().await;
+}
+
+async fn signals_queries_and_conditions<S: Store>(store: S, tag: &str) {
+    let node = node(store).await;
+    let client = node.client();
+    let id = format!("approvals-{tag}");
+    let handle = client.start(approvals, &id, 3usize).send().await.unwrap();
+    handle.signal(&APPROVE, "ann".into()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(within(handle.query(&STATUS, ())).await.unwrap(), "1 approvals");
+    handle.signal(&APPROVE, "bob".into()).await.unwrap();
+    handle.signal(&APPROVE, "cy".into()).await.unwrap();
+    assert_eq!(within(handle.result()).await.unwrap(), vec!["ann", "bob", "cy"]);
+    // Queries still work after completion (the run is replayed from history).
+    assert_eq!(within(handle.query(&STATUS, ())).await.unwrap(), "3 approvals");
+    let sent_late = handle.signal(&APPROVE, "late".into()).await;
+    assert!(matches!(sent_late, Err(cairn::ClientError::NotRunning { .. })), "{sent_late:?}");
+
+    let waiting = client.start(impatient, &format!("impatient-{tag}"), ()).send().await.unwrap();
+    assert!(!within(waiting.result()).await.unwrap(), "condition timed out");
+    node.shutdown().await;
+}
+
+async fn parallel_activities<S: Store>(store: S, tag: &str) {
+    let node = node(store).await;
+    let handle = node.client().start(parallel, &format!("par-{tag}"), 20usize).send().await.unwrap();
+    let results = within(handle.result()).await.unwrap();
+    assert_eq!(results, (0..20).map(|i| format!("item-{i}")).collect::<Vec<_>>());
+    let history = handle.history().await.unwrap();
+    let scheduled = history.iter().filter(|e| e.kind.name() == "ActivityTaskScheduled").count();
+    assert_eq!(scheduled, 20);
+    node.shutdown().await;
+}
+
+async fn cancellation_and_termination<S: Store>(store: S, tag: &str) {
+    let node = node(store).await;
+    let client = node.client();
+    let handle = client.start(compensating, &format!("comp-{tag}"), ()).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    handle.cancel("customer asked").await.unwrap();
+    assert_eq!(within(handle.result()).await, Err(WorkflowOutcomeError::Canceled));
+    let history = handle.history().await.unwrap();
+    let names: Vec<&str> = history.iter().map(|e| e.kind.name()).collect();
+    assert!(names.contains(&"WorkflowExecutionCancelRequested"));
+    assert_eq!(names.iter().filter(|n| **n == "ActivityTaskCompleted").count(), 2, "reserve and release ran");
+
+    let stuck = client.start(waits_forever, &format!("stuck-{tag}"), ()).send().await.unwrap();
+    stuck.terminate("operator").await.unwrap();
+    assert_eq!(
+        within(stuck.result()).await,
+        Err(WorkflowOutcomeError::Terminated("operator".into()))
+    );
+    node.shutdown().await;
+}
+
+async fn id_reuse_policies_and_execution_timeout<S: Store>(store: S, tag: &str) {
+    let node = node(store).await;
+    let client = node.client();
+    let id = format!("reuse-{tag}");
+    let first = client.start(waits_forever, &id, ()).send().await.unwrap();
+    let again = client.start(waits_forever, &id, ()).send().await;
+    assert!(matches!(again, Err(cairn::ClientError::AlreadyRunning { .. })), "{again:?}");
+    first.terminate("done").await.unwrap();
+    within(first.result()).await.unwrap_err();
+    // Terminated counts as failed for the failed-only policy.
+    let second = client
+        .start(quick, &id, "ok".to_string())
+        .id_reuse_policy(IdReusePolicy::AllowDuplicateFailedOnly)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(within(second.result()).await.unwrap(), "ok");
+    let third = client
+        .start(quick, &id, "x".to_string())
+        .id_reuse_policy(IdReusePolicy::AllowDuplicateFailedOnly)
+        .send()
+        .await;
+    assert!(matches!(third, Err(cairn::ClientError::DuplicateRejected { .. })), "{third:?}");
+    let fourth = client
+        .start(quick, &id, "x".to_string())
+        .id_reuse_policy(IdReusePolicy::RejectDuplicate)
+        .send()
+        .await;
+    assert!(matches!(fourth, Err(cairn::ClientError::DuplicateRejected { .. })), "{fourth:?}");
+    let fifth = client.start(quick, &id, "again".to_string()).send().await.unwrap();
+    assert_eq!(within(fifth.result()).await.unwrap(), "again");
+
+    let timed = client
+        .start(waits_forever, &format!("timeout-{tag}"), ())
+        .execution_timeout(Duration::from_millis(200))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(within(timed.result()).await, Err(WorkflowOutcomeError::TimedOut));
+    node.shutdown().await;
+}
+
+async fn bad_input_is_refused_without_writes<S: Store>(store: S, tag: &str) {
+    let node = node(store).await;
+    let client = node.client();
+    let bad_id = client.start(quick, "", "x".to_string()).send().await;
+    assert!(matches!(bad_id, Err(cairn::ClientError::InvalidWorkflowId(_))), "{bad_id:?}");
+    let big = "x".repeat(cairn_runtime::INLINE_PAYLOAD_BYTES_MAX + 1);
+    let too_big = client.start(quick, &format!("big-{tag}"), big).send().await;
+    assert!(matches!(too_big, Err(cairn::ClientError::PayloadTooLarge { .. })), "{too_big:?}");
+    let missing = client.handle::<String>(&format!("big-{tag}")).unwrap().describe().await;
+    assert!(matches!(missing, Err(cairn::ClientError::NotFound { .. })), "nothing was written");
+    node.shutdown().await;
+}
+
+fn faulty() -> FaultStore<MemStore> {
+    FaultStore::new(
+        MemStore::new(),
+        FaultConfig {
+            conflict_probability: 0.1,
+            maybe_committed_applied_probability: 0.1,
+            maybe_committed_lost_probability: 0.1,
+            ..FaultConfig::none(0xfa17)
+        },
+    )
+}
+
+fn embedded() -> (EmbeddedStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+    (store, dir)
+}
+
+macro_rules! on_both_stores {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded_store {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let (store, _dir) = embedded();
+                    super::$scenario(store, concat!("e-", stringify!($scenario))).await;
+                }
+            )*
+        }
+        mod faulty_mem_store {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let store = faulty();
+                    super::$scenario(store.clone(), concat!("f-", stringify!($scenario))).await;
+                    let stats = store.stats();
+                    let commits = stats.commits.load(std::sync::atomic::Ordering::Relaxed);
+                    // With 30% of commits faulted, 30 commits without a fault would be a bug.
+                    assert!(commits < 30 || stats.faults() > 0, "{commits} commits, no fault injected");
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    retries_with_backoff_and_non_retryable,
+    each_timeout_fires,
+    heartbeat_details_reach_next_attempt,
+    signals_queries_and_conditions,
+    parallel_activities,
+    cancellation_and_termination,
+    id_reuse_policies_and_execution_timeout,
+    bad_input_is_refused_without_writes,
+);
