@@ -142,7 +142,10 @@ pub enum ClientError {
         registered: Vec<String>,
     },
     #[error("input does not decode as the input type of workflow {workflow_type:?}: {reason}")]
-    InputDoesNotDecode { workflow_type: String, reason: String },
+    InputDoesNotDecode {
+        workflow_type: String,
+        reason: String,
+    },
     #[error("workflow {workflow_id} is already running as run {run_id}")]
     AlreadyRunning { workflow_id: String, run_id: RunId },
     #[error(

@@ -241,8 +241,15 @@ async fn run_attempt<S: Store>(shared: Arc<Shared<S>>, epoch: u64, task: TaskRec
     };
     {
         // Only this attempt's entry: a later attempt of the same activity may be running.
-        let mut running = shared.workers.running.lock().unwrap_or_else(|p| p.into_inner());
-        if running.get(&attempt_key).is_some_and(|(attempt, _)| *attempt == task.attempt) {
+        let mut running = shared
+            .workers
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if running
+            .get(&attempt_key)
+            .is_some_and(|(attempt, _)| *attempt == task.attempt)
+        {
             running.remove(&attempt_key);
         }
     }

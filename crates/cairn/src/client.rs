@@ -2,7 +2,9 @@
 
 use crate::workflow::{Query, Signal, function_name};
 use cairn_core::WorkflowError;
-use cairn_runtime::{ClientError, Description, IdReusePolicy, Outcome, StartWorkflow, WorkflowSummary};
+use cairn_runtime::{
+    ClientError, Description, IdReusePolicy, Outcome, StartWorkflow, WorkflowSummary,
+};
 use cairn_store::Store;
 use cairn_types::{Failure, HistoryEvent, Payload, WorkflowId, WorkflowTimeouts};
 use serde::Serialize;
@@ -130,10 +132,12 @@ impl<S: Store, O> StartCall<S, O> {
     /// Starts the workflow.
     pub async fn send(self) -> Result<WorkflowHandle<S, O>, ClientError> {
         let workflow_id = WorkflowId::new(self.workflow_id.clone())?;
-        let input = self.input.map_err(|reason| ClientError::InputDoesNotDecode {
-            workflow_type: self.workflow_type.to_string(),
-            reason,
-        })?;
+        let input = self
+            .input
+            .map_err(|reason| ClientError::InputDoesNotDecode {
+                workflow_type: self.workflow_type.to_string(),
+                reason,
+            })?;
         self.client
             .node
             .start_workflow(StartWorkflow {
@@ -169,7 +173,9 @@ pub struct WorkflowHandle<S: Store, O> {
 
 impl<S: Store, O> std::fmt::Debug for WorkflowHandle<S, O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkflowHandle").field("workflow_id", &self.workflow_id).finish()
+        f.debug_struct("WorkflowHandle")
+            .field("workflow_id", &self.workflow_id)
+            .finish()
     }
 }
 
@@ -192,23 +198,40 @@ impl<S: Store, O: DeserializeOwned> WorkflowHandle<S, O> {
     }
 
     /// Sends `signal` with `input`.
-    pub async fn signal<T: Serialize>(&self, signal: &Signal<T>, input: T) -> Result<(), ClientError> {
+    pub async fn signal<T: Serialize>(
+        &self,
+        signal: &Signal<T>,
+        input: T,
+    ) -> Result<(), ClientError> {
         let payload = Payload::encode(&input).map_err(|e| ClientError::InputDoesNotDecode {
             workflow_type: signal.name().to_string(),
             reason: e.to_string(),
         })?;
-        self.client.node.signal(&self.workflow_id, signal.name(), payload).await
+        self.client
+            .node
+            .signal(&self.workflow_id, signal.name(), payload)
+            .await
     }
 
     /// Runs `query` with `args` against the workflow's state.
-    pub async fn query<A: Serialize, R: DeserializeOwned>(&self, query: &Query<A, R>, args: A) -> Result<R, ClientError> {
+    pub async fn query<A: Serialize, R: DeserializeOwned>(
+        &self,
+        query: &Query<A, R>,
+        args: A,
+    ) -> Result<R, ClientError> {
         let payload = Payload::encode(&args).map_err(|e| ClientError::InputDoesNotDecode {
             workflow_type: query.name().to_string(),
             reason: e.to_string(),
         })?;
-        let answer = self.client.node.query(&self.workflow_id, query.name(), payload).await?;
+        let answer = self
+            .client
+            .node
+            .query(&self.workflow_id, query.name(), payload)
+            .await?;
         answer.decode().map_err(|e| {
-            ClientError::Query(cairn_runtime::QueryError::Handler(format!("answer does not decode: {e}")))
+            ClientError::Query(cairn_runtime::QueryError::Handler(format!(
+                "answer does not decode: {e}"
+            )))
         })
     }
 

@@ -45,7 +45,9 @@ pub use cairn_store::MemStore;
 pub use cairn_types::{Failure, Payload, RetryPolicy, RunId, WorkflowId, WorkflowTimeouts};
 pub use client::{Client, StartCall, WorkflowHandle, WorkflowOutcomeError};
 pub use node::{Node, NodeBuilder};
-pub use workflow::{ActivityCall, Ctx, Query, Signal, SignalReceiver, activity_name, workflow_name};
+pub use workflow::{
+    ActivityCall, ActivityHandle, Ctx, Query, Signal, SignalReceiver, activity_name, workflow_name,
+};
 
 /// A failure a workflow returns on purpose: `Err(cairn::fail("OutOfStock", "no lamps left"))`.
 pub fn fail(error_type: &str, message: impl Into<String>) -> WorkflowError {

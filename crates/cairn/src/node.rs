@@ -24,7 +24,9 @@ pub struct NodeBuilder {
 
 impl std::fmt::Debug for NodeBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeBuilder").field("registry", &self.registry).finish()
+        f.debug_struct("NodeBuilder")
+            .field("registry", &self.registry)
+            .finish()
     }
 }
 
@@ -33,7 +35,10 @@ impl NodeBuilder {
         let name = function_name::<F>();
         let full = std::any::type_name::<F>();
         if let Some(previous) = self.names.insert(name, full) {
-            assert_eq!(previous, full, "two {kind}s are named {name:?}: {previous} and {full}");
+            assert_eq!(
+                previous, full,
+                "two {kind}s are named {name:?}: {previous} and {full}"
+            );
         }
         name
     }
@@ -54,7 +59,9 @@ impl NodeBuilder {
                 let f = f.clone();
                 Box::pin(async move {
                     let input: I = input.decode().map_err(|e| {
-                        WorkflowError::Failed(Failure::new("InputDoesNotDecode", e.to_string()).non_retryable())
+                        WorkflowError::Failed(
+                            Failure::new("InputDoesNotDecode", e.to_string()).non_retryable(),
+                        )
                     })?;
                     let output = f(Ctx::new(ctx), input).await?;
                     Payload::encode(&output).map_err(|e| {
@@ -89,7 +96,8 @@ impl NodeBuilder {
                         Failure::new("InputDoesNotDecode", e.to_string()).non_retryable()
                     })?;
                     let output = f(ctx, input).await?;
-                    Payload::encode(&output).map_err(|e| Failure::new("ResultDoesNotEncode", e.to_string()))
+                    Payload::encode(&output)
+                        .map_err(|e| Failure::new("ResultDoesNotEncode", e.to_string()))
                 })
             }),
         );

@@ -5,7 +5,7 @@ use cairn_runtime::ActivityContext;
 use cairn_types::{ActivityOptions, ActivityTimeouts, Failure, Payload, RetryPolicy};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::time::Duration;
@@ -72,7 +72,8 @@ impl<A, R> Query<A, R> {
 }
 
 fn encode<T: Serialize>(value: &T, what: &str) -> Result<Payload, Failure> {
-    Payload::encode(value).map_err(|e| Failure::new("PayloadEncode", format!("{what}: {e}")).non_retryable())
+    Payload::encode(value)
+        .map_err(|e| Failure::new("PayloadEncode", format!("{what}: {e}")).non_retryable())
 }
 
 fn decode<T: DeserializeOwned>(payload: &Payload, what: &str) -> Result<T, Failure> {
@@ -112,6 +113,7 @@ impl Ctx {
                 timeouts: ActivityTimeouts::default(),
                 retry: RetryPolicy::default(),
             },
+            started: None,
             _output: PhantomData,
         }
     }
@@ -141,7 +143,9 @@ impl Ctx {
         let payload = self
             .inner
             .side_effect(|| Payload::encode(&f()).expect("side effect value encodes"));
-        payload.decode().expect("a recorded side effect decodes as its own type")
+        payload
+            .decode()
+            .expect("a recorded side effect decodes as its own type")
     }
 
     /// See [`WorkflowContext::patched`].
@@ -155,17 +159,26 @@ impl Ctx {
     }
 
     /// Waits until `predicate` holds or `timeout` passes; true if it held.
-    pub async fn wait_condition_timeout(&self, predicate: impl FnMut() -> bool, timeout: Duration) -> bool {
+    pub async fn wait_condition_timeout(
+        &self,
+        predicate: impl FnMut() -> bool,
+        timeout: Duration,
+    ) -> bool {
         self.inner.wait_condition_timeout(predicate, timeout).await
     }
 
     /// Calls `handler` with each signal `signal` (including ones that arrived earlier).
-    pub fn on_signal<T: DeserializeOwned + 'static>(&self, signal: &Signal<T>, mut handler: impl FnMut(T) + 'static) {
+    pub fn on_signal<T: DeserializeOwned + 'static>(
+        &self,
+        signal: &Signal<T>,
+        mut handler: impl FnMut(T) + 'static,
+    ) {
         let name = signal.name;
-        self.inner.on_signal(name, move |payload| match payload.decode::<T>() {
-            Ok(value) => handler(value),
-            Err(e) => tracing_free_log(name, &e.to_string()),
-        });
+        self.inner
+            .on_signal(name, move |payload| match payload.decode::<T>() {
+                Ok(value) => handler(value),
+                Err(e) => tracing_free_log(name, &e.to_string()),
+            });
     }
 
     /// A receiver of signal `signal`, for workflows that prefer awaiting signals in line.
@@ -232,6 +245,7 @@ pub struct ActivityCall<O> {
     activity_type: &'static str,
     input: Result<Payload, Failure>,
     options: ActivityOptions,
+    started: Option<ActivityHandle<O>>,
     _output: PhantomData<fn() -> O>,
 }
 
@@ -277,27 +291,101 @@ impl<O> ActivityCall<O> {
     }
 }
 
-impl<O: DeserializeOwned + 'static> IntoFuture for ActivityCall<O> {
-    type Output = Result<O, ActivityError>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Result<O, ActivityError>>>>;
-
-    fn into_future(mut self) -> Self::IntoFuture {
+impl<O: DeserializeOwned> ActivityCall<O> {
+    /// Schedules the activity now and returns a handle that can be awaited or canceled.
+    pub fn start(mut self) -> ActivityHandle<O> {
         let timeouts = &mut self.options.timeouts;
         if timeouts.start_to_close.is_none() && timeouts.schedule_to_close.is_none() {
             timeouts.start_to_close = Some(Duration::from_secs(60));
         }
-        let input = match self.input {
-            Ok(input) => input,
-            Err(failure) => return Box::pin(async move { Err(ActivityError::Failed(failure)) }),
+        let refused = match (&self.input, self.options.timeouts.validate()) {
+            (Err(failure), _) => Some(failure.clone()),
+            (_, Err(e)) => {
+                Some(Failure::new("InvalidActivityOptions", e.to_string()).non_retryable())
+            }
+            _ => None,
         };
-        if let Err(e) = self.options.timeouts.validate() {
-            let failure = Failure::new("InvalidActivityOptions", e.to_string()).non_retryable();
-            return Box::pin(async move { Err(ActivityError::Failed(failure)) });
+        let pending = match (refused, self.input) {
+            (None, Ok(input)) => {
+                Ok(self
+                    .ctx
+                    .schedule_activity(self.activity_type, input, self.options))
+            }
+            (Some(failure), _) | (None, Err(failure)) => Err(Some(failure)),
+        };
+        ActivityHandle {
+            pending,
+            _output: PhantomData,
         }
-        let pending = self.ctx.schedule_activity(self.activity_type, input, self.options);
-        Box::pin(async move {
-            let payload = pending.await?;
-            decode(&payload, "activity result").map_err(ActivityError::Failed)
-        })
+    }
+}
+
+/// Awaiting the call schedules the activity on its first poll (in program order, as `join!`
+/// and `select!` poll their branches) and resolves with its typed result.
+impl<O: DeserializeOwned> Future for ActivityCall<O> {
+    type Output = Result<O, ActivityError>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.started.is_none() {
+            let call = ActivityCall {
+                ctx: this.ctx.clone(),
+                activity_type: this.activity_type,
+                input: std::mem::replace(&mut this.input, Err(Failure::new("Internal", "moved"))),
+                options: this.options.clone(),
+                started: None,
+                _output: PhantomData,
+            };
+            this.started = Some(call.start());
+        }
+        Pin::new(this.started.as_mut().expect("started")).poll(cx)
+    }
+}
+
+/// A scheduled activity: await it for the typed result, or `cancel` it.
+pub struct ActivityHandle<O> {
+    pending: Result<cairn_core::ActivityFuture, Option<Failure>>,
+    _output: PhantomData<fn() -> O>,
+}
+
+impl<O> std::fmt::Debug for ActivityHandle<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ActivityHandle")
+    }
+}
+
+impl<O> ActivityHandle<O> {
+    /// Requests cancellation: the running attempt is told to stop, and this handle resolves
+    /// with [`ActivityError::Canceled`] (unless the result already arrived).
+    pub fn cancel(&mut self) {
+        if let Ok(pending) = &mut self.pending {
+            pending.cancel();
+        }
+    }
+}
+
+impl<O: DeserializeOwned> Future for ActivityHandle<O> {
+    type Output = Result<O, ActivityError>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        match &mut this.pending {
+            Ok(pending) => Pin::new(pending).poll(cx).map(|result| {
+                result.and_then(|payload| {
+                    decode(&payload, "activity result").map_err(ActivityError::Failed)
+                })
+            }),
+            Err(failure) => std::task::Poll::Ready(Err(ActivityError::Failed(
+                failure
+                    .take()
+                    .expect("activity handle polled after completion"),
+            ))),
+        }
     }
 }

@@ -20,21 +20,36 @@ static ATTEMPTS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
 
 fn count_attempt(ctx: &ActivityContext) -> u32 {
     let mut map = ATTEMPTS.lock().unwrap();
-    let n = map.get_or_insert_with(HashMap::new).entry(ctx.info().idempotency_key.clone()).or_insert(0);
+    let n = map
+        .get_or_insert_with(HashMap::new)
+        .entry(ctx.info().idempotency_key.clone())
+        .or_insert(0);
     *n += 1;
     *n
 }
 
 fn attempts_of(key: &str) -> u32 {
-    ATTEMPTS.lock().unwrap().as_ref().and_then(|m| m.get(key).copied()).unwrap_or(0)
+    ATTEMPTS
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|m| m.get(key).copied())
+        .unwrap_or(0)
 }
 
 /// Fails `failures` times with a retryable error, then succeeds.
 async fn flaky(ctx: ActivityContext, failures: u32) -> Result<u32, Failure> {
     let attempt = count_attempt(&ctx);
-    assert_eq!(attempt, ctx.info().attempt, "attempt number matches executions");
+    assert_eq!(
+        attempt,
+        ctx.info().attempt,
+        "attempt number matches executions"
+    );
     if attempt <= failures {
-        return Err(Failure::new("Transient", format!("attempt {attempt} fails")));
+        return Err(Failure::new(
+            "Transient",
+            format!("attempt {attempt} fails"),
+        ));
     }
     Ok(attempt)
 }
@@ -110,7 +125,12 @@ async fn timeouts(ctx: Ctx, _input: ()) -> Result<Vec<String>, WorkflowError> {
         .activity(sleepy, 2_000)
         .start_to_close(Duration::from_millis(100))
         .schedule_to_close(Duration::from_millis(400))
-        .retry(RetryPolicy::builder().initial_interval(Duration::from_millis(10)).build().unwrap())
+        .retry(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_millis(10))
+                .build()
+                .unwrap(),
+        )
         .await;
     out.push(format!("{total:?}"));
     Ok(out)
@@ -124,18 +144,26 @@ async fn heartbeats(ctx: Ctx, _input: ()) -> Result<String, WorkflowError> {
         .await?)
 }
 
-async fn cancels_activity(ctx: Ctx, _input: ()) -> Result<String, WorkflowError> {
-    let long = ctx.activity(sleepy, 10_000).start_to_close(Duration::from_secs(30));
-    let long = std::future::IntoFuture::into_future(long);
-    let timer = ctx.sleep(Duration::from_millis(100));
-    futures::pin_mut!(timer);
-    let mut long = Box::pin(long);
-    // The timer wins; dropping the activity future does not cancel it, so the workflow
-    // cancels explicitly through the lower-level handle below.
-    match futures::future::select(&mut long, timer).await {
-        futures::future::Either::Left((result, _)) => Ok(format!("finished first: {result:?}")),
-        futures::future::Either::Right(_) => Ok("timer first".to_string()),
+static CANCELED_ATTEMPTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+async fn cancellable(ctx: ActivityContext, _input: ()) -> Result<(), Failure> {
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(30)) => Ok(()),
+        _ = ctx.cancelled() => {
+            CANCELED_ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(Failure::new("Cancelled", "stopped on request"))
+        }
     }
+}
+
+async fn cancels_activity(ctx: Ctx, _input: ()) -> Result<String, WorkflowError> {
+    let mut long = ctx
+        .activity(cancellable, ())
+        .start_to_close(Duration::from_secs(60))
+        .start();
+    ctx.sleep(Duration::from_millis(100)).await;
+    long.cancel();
+    Ok(format!("{:?}", long.await))
 }
 
 const APPROVE: Signal<String> = Signal::new("approve");
@@ -144,14 +172,19 @@ const STATUS: Query<(), String> = Query::new("status");
 async fn approvals(ctx: Ctx, needed: usize) -> Result<Vec<String>, WorkflowError> {
     let approvers = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
     let state = approvers.clone();
-    ctx.on_query(&STATUS, move |()| format!("{} approvals", state.borrow().len()));
+    ctx.on_query(&STATUS, move |()| {
+        format!("{} approvals", state.borrow().len())
+    });
     let sink = approvers.clone();
     ctx.on_signal(&APPROVE, move |who| sink.borrow_mut().push(who));
     // Part of the approvals may arrive before this point (buffered), part after.
     ctx.sleep(Duration::from_millis(100)).await;
     let seen = approvers.clone();
     let met = ctx
-        .wait_condition_timeout(move || seen.borrow().len() >= needed, Duration::from_secs(20))
+        .wait_condition_timeout(
+            move || seen.borrow().len() >= needed,
+            Duration::from_secs(20),
+        )
         .await;
     if !met {
         return Err(fail("Timeout", "not enough approvals"));
@@ -161,15 +194,20 @@ async fn approvals(ctx: Ctx, needed: usize) -> Result<Vec<String>, WorkflowError
 }
 
 async fn impatient(ctx: Ctx, _input: ()) -> Result<bool, WorkflowError> {
-    Ok(ctx.wait_condition_timeout(|| false, Duration::from_millis(150)).await)
+    Ok(ctx
+        .wait_condition_timeout(|| false, Duration::from_millis(150))
+        .await)
 }
 
 async fn parallel(ctx: Ctx, n: usize) -> Result<Vec<String>, WorkflowError> {
     let calls: Vec<_> = (0..n)
-        .map(|i| std::future::IntoFuture::into_future(ctx.activity(echo, format!("item-{i}"))))
+        .map(|i| ctx.activity(echo, format!("item-{i}")))
         .collect();
     let results = futures::future::join_all(calls).await;
-    results.into_iter().map(|r| r.map_err(WorkflowError::from)).collect()
+    results
+        .into_iter()
+        .map(|r| r.map_err(WorkflowError::from))
+        .collect()
 }
 
 async fn compensating(ctx: Ctx, _input: ()) -> Result<String, WorkflowError> {
@@ -209,6 +247,7 @@ fn builder() -> cairn::NodeBuilder {
         .activity(sleepy)
         .activity(resumable)
         .activity(echo)
+        .activity(cancellable)
         .config(NodeConfig {
             shard_count: 4,
             ..NodeConfig::default()
@@ -222,7 +261,9 @@ async fn node<S: Store>(store: S) -> Node<S> {
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f).await.expect("finished in time")
+    tokio::time::timeout(WAIT, f)
+        .await
+        .expect("finished in time")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -232,7 +273,11 @@ async fn retries_with_backoff_and_non_retryable<S: Store>(store: S, tag: &str) {
     let node = node(store).await;
     let client = node.client();
     let id = format!("retry-{tag}");
-    let handle = client.start(retrying, &id, id.clone()).send().await.unwrap();
+    let handle = client
+        .start(retrying, &id, id.clone())
+        .send()
+        .await
+        .unwrap();
     let result = within(handle.result()).await.unwrap();
     assert_eq!(result, "succeeded on attempt 3; then InvalidCardError");
     assert_eq!(attempts_of(&format!("{id}/1")), 3, "flaky ran 3 times");
@@ -242,7 +287,12 @@ async fn retries_with_backoff_and_non_retryable<S: Store>(store: S, tag: &str) {
 
 async fn each_timeout_fires<S: Store>(store: S, tag: &str) {
     let node = node(store).await;
-    let handle = node.client().start(timeouts, &format!("timeouts-{tag}"), ()).send().await.unwrap();
+    let handle = node
+        .client()
+        .start(timeouts, &format!("timeouts-{tag}"), ())
+        .send()
+        .await
+        .unwrap();
     let result = within(handle.result()).await.unwrap();
     assert_eq!(
         result,
@@ -257,8 +307,16 @@ async fn each_timeout_fires<S: Store>(store: S, tag: &str) {
 
 async fn heartbeat_details_reach_next_attempt<S: Store>(store: S, tag: &str) {
     let node = node(store).await;
-    let handle = node.client().start(heartbeats, &format!("hb-{tag}"), ()).send().await.unwrap();
-    assert_eq!(within(handle.result()).await.unwrap(), "resumed from item 5");
+    let handle = node
+        .client()
+        .start(heartbeats, &format!("hb-{tag}"), ())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        within(handle.result()).await.unwrap(),
+        "resumed from item 5"
+    );
     node.shutdown().await;
 }
 
@@ -269,27 +327,57 @@ async fn signals_queries_and_conditions<S: Store>(store: S, tag: &str) {
     let handle = client.start(approvals, &id, 3usize).send().await.unwrap();
     handle.signal(&APPROVE, "ann".into()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(within(handle.query(&STATUS, ())).await.unwrap(), "1 approvals");
+    assert_eq!(
+        within(handle.query(&STATUS, ())).await.unwrap(),
+        "1 approvals"
+    );
     handle.signal(&APPROVE, "bob".into()).await.unwrap();
     handle.signal(&APPROVE, "cy".into()).await.unwrap();
-    assert_eq!(within(handle.result()).await.unwrap(), vec!["ann", "bob", "cy"]);
+    assert_eq!(
+        within(handle.result()).await.unwrap(),
+        vec!["ann", "bob", "cy"]
+    );
     // Queries still work after completion (the run is replayed from history).
-    assert_eq!(within(handle.query(&STATUS, ())).await.unwrap(), "3 approvals");
+    assert_eq!(
+        within(handle.query(&STATUS, ())).await.unwrap(),
+        "3 approvals"
+    );
     let sent_late = handle.signal(&APPROVE, "late".into()).await;
-    assert!(matches!(sent_late, Err(cairn::ClientError::NotRunning { .. })), "{sent_late:?}");
+    assert!(
+        matches!(sent_late, Err(cairn::ClientError::NotRunning { .. })),
+        "{sent_late:?}"
+    );
 
-    let waiting = client.start(impatient, &format!("impatient-{tag}"), ()).send().await.unwrap();
-    assert!(!within(waiting.result()).await.unwrap(), "condition timed out");
+    let waiting = client
+        .start(impatient, &format!("impatient-{tag}"), ())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !within(waiting.result()).await.unwrap(),
+        "condition timed out"
+    );
     node.shutdown().await;
 }
 
 async fn parallel_activities<S: Store>(store: S, tag: &str) {
     let node = node(store).await;
-    let handle = node.client().start(parallel, &format!("par-{tag}"), 20usize).send().await.unwrap();
+    let handle = node
+        .client()
+        .start(parallel, &format!("par-{tag}"), 20usize)
+        .send()
+        .await
+        .unwrap();
     let results = within(handle.result()).await.unwrap();
-    assert_eq!(results, (0..20).map(|i| format!("item-{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        results,
+        (0..20).map(|i| format!("item-{i}")).collect::<Vec<_>>()
+    );
     let history = handle.history().await.unwrap();
-    let scheduled = history.iter().filter(|e| e.kind.name() == "ActivityTaskScheduled").count();
+    let scheduled = history
+        .iter()
+        .filter(|e| e.kind.name() == "ActivityTaskScheduled")
+        .count();
     assert_eq!(scheduled, 20);
     node.shutdown().await;
 }
@@ -297,16 +385,34 @@ async fn parallel_activities<S: Store>(store: S, tag: &str) {
 async fn cancellation_and_termination<S: Store>(store: S, tag: &str) {
     let node = node(store).await;
     let client = node.client();
-    let handle = client.start(compensating, &format!("comp-{tag}"), ()).send().await.unwrap();
+    let handle = client
+        .start(compensating, &format!("comp-{tag}"), ())
+        .send()
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     handle.cancel("customer asked").await.unwrap();
-    assert_eq!(within(handle.result()).await, Err(WorkflowOutcomeError::Canceled));
+    assert_eq!(
+        within(handle.result()).await,
+        Err(WorkflowOutcomeError::Canceled)
+    );
     let history = handle.history().await.unwrap();
     let names: Vec<&str> = history.iter().map(|e| e.kind.name()).collect();
     assert!(names.contains(&"WorkflowExecutionCancelRequested"));
-    assert_eq!(names.iter().filter(|n| **n == "ActivityTaskCompleted").count(), 2, "reserve and release ran");
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| **n == "ActivityTaskCompleted")
+            .count(),
+        2,
+        "reserve and release ran"
+    );
 
-    let stuck = client.start(waits_forever, &format!("stuck-{tag}"), ()).send().await.unwrap();
+    let stuck = client
+        .start(waits_forever, &format!("stuck-{tag}"), ())
+        .send()
+        .await
+        .unwrap();
     stuck.terminate("operator").await.unwrap();
     assert_eq!(
         within(stuck.result()).await,
@@ -321,7 +427,10 @@ async fn id_reuse_policies_and_execution_timeout<S: Store>(store: S, tag: &str) 
     let id = format!("reuse-{tag}");
     let first = client.start(waits_forever, &id, ()).send().await.unwrap();
     let again = client.start(waits_forever, &id, ()).send().await;
-    assert!(matches!(again, Err(cairn::ClientError::AlreadyRunning { .. })), "{again:?}");
+    assert!(
+        matches!(again, Err(cairn::ClientError::AlreadyRunning { .. })),
+        "{again:?}"
+    );
     first.terminate("done").await.unwrap();
     within(first.result()).await.unwrap_err();
     // Terminated counts as failed for the failed-only policy.
@@ -337,14 +446,24 @@ async fn id_reuse_policies_and_execution_timeout<S: Store>(store: S, tag: &str) 
         .id_reuse_policy(IdReusePolicy::AllowDuplicateFailedOnly)
         .send()
         .await;
-    assert!(matches!(third, Err(cairn::ClientError::DuplicateRejected { .. })), "{third:?}");
+    assert!(
+        matches!(third, Err(cairn::ClientError::DuplicateRejected { .. })),
+        "{third:?}"
+    );
     let fourth = client
         .start(quick, &id, "x".to_string())
         .id_reuse_policy(IdReusePolicy::RejectDuplicate)
         .send()
         .await;
-    assert!(matches!(fourth, Err(cairn::ClientError::DuplicateRejected { .. })), "{fourth:?}");
-    let fifth = client.start(quick, &id, "again".to_string()).send().await.unwrap();
+    assert!(
+        matches!(fourth, Err(cairn::ClientError::DuplicateRejected { .. })),
+        "{fourth:?}"
+    );
+    let fifth = client
+        .start(quick, &id, "again".to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(within(fifth.result()).await.unwrap(), "again");
 
     let timed = client
@@ -353,7 +472,10 @@ async fn id_reuse_policies_and_execution_timeout<S: Store>(store: S, tag: &str) 
         .send()
         .await
         .unwrap();
-    assert_eq!(within(timed.result()).await, Err(WorkflowOutcomeError::TimedOut));
+    assert_eq!(
+        within(timed.result()).await,
+        Err(WorkflowOutcomeError::TimedOut)
+    );
     node.shutdown().await;
 }
 
@@ -361,12 +483,45 @@ async fn bad_input_is_refused_without_writes<S: Store>(store: S, tag: &str) {
     let node = node(store).await;
     let client = node.client();
     let bad_id = client.start(quick, "", "x".to_string()).send().await;
-    assert!(matches!(bad_id, Err(cairn::ClientError::InvalidWorkflowId(_))), "{bad_id:?}");
+    assert!(
+        matches!(bad_id, Err(cairn::ClientError::InvalidWorkflowId(_))),
+        "{bad_id:?}"
+    );
     let big = "x".repeat(cairn_runtime::INLINE_PAYLOAD_BYTES_MAX + 1);
     let too_big = client.start(quick, &format!("big-{tag}"), big).send().await;
-    assert!(matches!(too_big, Err(cairn::ClientError::PayloadTooLarge { .. })), "{too_big:?}");
-    let missing = client.handle::<String>(&format!("big-{tag}")).unwrap().describe().await;
-    assert!(matches!(missing, Err(cairn::ClientError::NotFound { .. })), "nothing was written");
+    assert!(
+        matches!(too_big, Err(cairn::ClientError::PayloadTooLarge { .. })),
+        "{too_big:?}"
+    );
+    let missing = client
+        .handle::<String>(&format!("big-{tag}"))
+        .unwrap()
+        .describe()
+        .await;
+    assert!(
+        matches!(missing, Err(cairn::ClientError::NotFound { .. })),
+        "nothing was written"
+    );
+    node.shutdown().await;
+}
+
+async fn activity_cancellation<S: Store>(store: S, tag: &str) {
+    let node = node(store).await;
+    let before = CANCELED_ATTEMPTS.load(std::sync::atomic::Ordering::SeqCst);
+    let handle = node
+        .client()
+        .start(cancels_activity, &format!("cancel-act-{tag}"), ())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(within(handle.result()).await.unwrap(), "Err(Canceled)");
+    // The running attempt was told, and stopped.
+    within(async {
+        while CANCELED_ATTEMPTS.load(std::sync::atomic::Ordering::SeqCst) == before {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     node.shutdown().await;
 }
 
@@ -426,4 +581,5 @@ on_both_stores!(
     cancellation_and_termination,
     id_reuse_policies_and_execution_timeout,
     bad_input_is_refused_without_writes,
+    activity_cancellation,
 );
