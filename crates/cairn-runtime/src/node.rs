@@ -11,7 +11,7 @@ use crate::registry::Registry;
 use crate::shard::{ShardActor, ShardArgs, ShardMsg, TimerEntry};
 use crate::worker::Workers;
 use crate::workflow::QueryError;
-use cairn_core::{Message, PendingActivity, RunStatus};
+use cairn_core::{Message, PendingActivity, RunStatus, TimerId};
 use cairn_store::{RangeRequest, Store, StoreError, TransactOptions, Transaction, transact};
 use cairn_types::{HistoryEvent, Payload, PolicyError, RunId, Seq, WorkflowId, WorkflowTimeouts};
 use ractor::thread_local::ThreadLocalActorSpawner;
@@ -763,12 +763,29 @@ async fn recover_shard<S: Store>(
             })
         })
         .collect();
+    // Attempt timers armed by the previous owner's claims, by (run, activity, attempt).
+    let mut claims: HashMap<(RunId, Seq, u32), Vec<Vec<u8>>> = HashMap::new();
+    for entry in &entries {
+        if let TimerId::ActivityStartToClose { seq, attempt }
+        | TimerId::ActivityHeartbeat { seq, attempt } = entry.timer
+        {
+            claims
+                .entry((entry.run_id, seq, attempt))
+                .or_default()
+                .push(entry.key.clone());
+        }
+    }
     if !entries.is_empty() {
         let _ = shard_ref.cast(ShardMsg::AddTimers(entries));
     }
     for kv in tasks {
         let task: TaskRecord = decode("task", &kv.value)?;
-        shared.workers.dispatch(shared.clone(), epoch, task);
+        let stale = claims
+            .remove(&(task.run_id, task.seq, task.attempt))
+            .unwrap_or_default();
+        shared
+            .workers
+            .dispatch_recovered(shared.clone(), epoch, task, stale);
     }
     Ok(())
 }

@@ -26,6 +26,8 @@ use tokio::sync::{Semaphore, watch};
 #[derive(Debug)]
 pub struct Workers {
     slots: Arc<Semaphore>,
+    /// Set when the node stops: attempts in flight are abandoned, as a crash would.
+    halted: watch::Sender<bool>,
     /// Running attempts: (run, activity) → (attempt, cancel flag).
     running: Mutex<HashMap<AttemptKey, (u32, watch::Sender<bool>)>>,
 }
@@ -49,13 +51,17 @@ impl Workers {
         );
         Self {
             slots: Arc::new(Semaphore::new(concurrency_max)),
+            halted: watch::channel(false).0,
             running: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Refuses new attempts (node stopping); running ones finish on their own.
+    /// Refuses new attempts and abandons running ones (their results are never delivered;
+    /// the attempts' timers retry them wherever the shard lives next).
     pub fn close(&self) {
         self.slots.close();
+        // `send_replace` stores the value even when no attempt is subscribed right now.
+        self.halted.send_replace(true);
     }
 
     /// Asks a running attempt of activity `seq` of `run_id` to stop (best effort).
@@ -72,13 +78,26 @@ impl Workers {
 
     /// Runs `task` on the node's runtime.
     pub fn dispatch<S: Store>(&self, shared: Arc<Shared<S>>, epoch: u64, task: TaskRecord) {
+        self.dispatch_recovered(shared, epoch, task, Vec::new());
+    }
+
+    /// Runs a task found in the store after a restart. `stale_timers` are the attempt timers a
+    /// previous owner armed when it claimed the attempt; the new claim clears them, so the dead
+    /// claim does not also time the attempt out.
+    pub fn dispatch_recovered<S: Store>(
+        &self,
+        shared: Arc<Shared<S>>,
+        epoch: u64,
+        task: TaskRecord,
+        stale_timers: Vec<Vec<u8>>,
+    ) {
         let runtime = shared.runtime.clone();
         runtime.spawn(async move {
             let permit = shared.workers.slots.clone().acquire_owned().await;
             if permit.is_err() {
                 return;
             }
-            run_attempt(shared, epoch, task).await;
+            run_attempt(shared, epoch, task, stale_timers).await;
         });
     }
 }
@@ -101,7 +120,12 @@ async fn submit<S: Store>(shared: &Shared<S>, ops: Vec<Op>, fence: (u32, u64)) -
     matches!(answer.await, Ok(Ok(())))
 }
 
-async fn run_attempt<S: Store>(shared: Arc<Shared<S>>, epoch: u64, task: TaskRecord) {
+async fn run_attempt<S: Store>(
+    shared: Arc<Shared<S>>,
+    epoch: u64,
+    task: TaskRecord,
+    stale_timers: Vec<Vec<u8>>,
+) {
     let keys = &shared.keys;
     let shard = task.shard;
     let fence = (shard, epoch);
@@ -136,14 +160,20 @@ async fn run_attempt<S: Store>(shared: Arc<Shared<S>>, epoch: u64, task: TaskRec
         )
     });
     claim.extend(heartbeat_timer.clone());
-    if !claim.is_empty() {
-        let ops = claim
+    if !claim.is_empty() || !stale_timers.is_empty() {
+        let mut ops: Vec<Op> = claim
             .iter()
             .map(|t| Op::Set(t.key.clone(), encode(&t.timer)))
             .collect();
+        ops.extend(stale_timers.iter().cloned().map(Op::Clear));
         if !submit(&shared, ops, fence).await {
             // Not claimed: the task stays in the store for whoever owns the shard.
             return;
+        }
+        if !stale_timers.is_empty() {
+            let _ = shared
+                .shard(shard)
+                .cast(ShardMsg::RemoveTimers(stale_timers));
         }
         let _ = shared.shard(shard).cast(ShardMsg::AddTimers(claim.clone()));
     }
@@ -222,12 +252,18 @@ async fn run_attempt<S: Store>(shared: Arc<Shared<S>>, epoch: u64, task: TaskRec
         Some(def) => {
             let ctx = ActivityContext::new(info, last_heartbeat, sink, cancel_rx);
             let future = def(ctx, task.input.clone());
-            match shared.runtime.spawn(future).await {
-                Ok(result) => result,
-                Err(e) => Err(Failure::new(
-                    "ActivityPanicked",
-                    format!("activity panicked: {e}"),
-                )),
+            let mut running = shared.runtime.spawn(future);
+            let mut halted = shared.workers.halted.subscribe();
+            tokio::select! {
+                joined = &mut running => match joined {
+                    Ok(result) => result,
+                    Err(e) => Err(Failure::new("ActivityPanicked", format!("activity panicked: {e}"))),
+                },
+                _ = halted.wait_for(|h| *h) => {
+                    // The node stopped: abandon the attempt, as a crash would.
+                    running.abort();
+                    return;
+                }
             }
         }
         None => Err(Failure::new(

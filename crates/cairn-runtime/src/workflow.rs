@@ -194,6 +194,17 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                 state.schedule_flush(&myself);
             }
             WorkflowMsg::Query { name, args, reply } => {
+                // A query that arrives before the first transition runs it first, so a run
+                // that was just started can answer.
+                if state.run.is_none()
+                    && state.held.is_none()
+                    && !state.pending.is_empty()
+                    && !state.flush(&myself).await
+                {
+                    let _ = reply.send(Err(QueryError::Unavailable));
+                    myself.stop(None);
+                    return Ok(());
+                }
                 let answer = match (&state.run, &state.held) {
                     (_, Some(reason)) => Err(QueryError::Held(reason.clone())),
                     (Some(run), None) => run
