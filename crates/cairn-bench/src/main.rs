@@ -1,9 +1,10 @@
 //! `cairn-bench`: Cairn's load generator.
 //!
-//! Today it measures the store under the engine's commit pattern (`cairn-bench store`); the
-//! workflow scenarios of DESIGN §9 (W1–W4) join it with the engine.
+//! `cairn-bench store` measures the store under the engine's commit pattern; `cairn-bench run
+//! --scenario w1|w2|w2-latency|w3|w4` runs the workflow scenarios of DESIGN §9.
 
 mod store_pattern;
+mod workflows;
 
 use clap::{Parser, Subcommand};
 
@@ -19,10 +20,14 @@ enum Command {
     /// Durable commits/s and logical transactions/s of the embedded engines under the workflow
     /// commit pattern, at several batch sizes.
     Store(store_pattern::StoreArgs),
+    /// The workflow scenarios of DESIGN §9 (W1, W2, W2-latency, W3, W4) on the durable
+    /// embedded store, load generator in the same process.
+    Run(workflows::RunArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Store(args) => store_pattern::run(&args),
+        Command::Run(args) => workflows::run(&args),
     }
 }

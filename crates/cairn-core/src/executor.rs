@@ -108,6 +108,10 @@ struct RunCore {
     /// Bumped whenever a future takes a resolution or state changes, so the executor knows
     /// whether another poll can make progress.
     progress: u64,
+    /// Wakers of every future that returned `Pending`, woken before each poll of the root so
+    /// that combinators which only re-poll woken children (`join_all` over many futures,
+    /// `FuturesUnordered`) see every resolution.
+    parked: Vec<Waker>,
 }
 
 /// A tiny, stable PRNG (SplitMix64). Stable matters more than quality here: a generator whose
@@ -394,7 +398,7 @@ impl ActivityFuture {
 
 impl Future for ActivityFuture {
     type Output = Result<Payload, ActivityError>;
-    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         assert!(!self.done, "activity future polled after completion");
         let mut core = self.core.borrow_mut();
         match core.activity_results.remove(&self.seq) {
@@ -404,7 +408,10 @@ impl Future for ActivityFuture {
                 self.done = true;
                 Poll::Ready(result)
             }
-            None => Poll::Pending,
+            None => {
+                core.parked.push(cx.waker().clone());
+                Poll::Pending
+            }
         }
     }
 }
@@ -435,7 +442,7 @@ impl TimerFuture {
 
 impl Future for TimerFuture {
     type Output = ();
-    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.immediate {
             return Poll::Ready(());
         }
@@ -449,6 +456,7 @@ impl Future for TimerFuture {
             self.done = true;
             return Poll::Ready(());
         }
+        core.parked.push(cx.waker().clone());
         Poll::Pending
     }
 }
@@ -464,12 +472,13 @@ impl<P> Unpin for ConditionFuture<P> {}
 
 impl<P: FnMut() -> bool> Future for ConditionFuture<P> {
     type Output = ();
-    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         if (this.predicate)() {
             this.core.borrow_mut().progress += 1;
             Poll::Ready(())
         } else {
+            this.core.borrow_mut().parked.push(cx.waker().clone());
             Poll::Pending
         }
     }
@@ -484,7 +493,7 @@ pub struct SignalChannel {
 impl SignalChannel {
     /// The next signal's input.
     pub fn recv(&mut self) -> impl Future<Output = Payload> + '_ {
-        std::future::poll_fn(move |_cx| {
+        std::future::poll_fn(move |cx| {
             let mut core = self.core.borrow_mut();
             match core
                 .signal_queues
@@ -495,7 +504,10 @@ impl SignalChannel {
                     core.progress += 1;
                     Poll::Ready(input)
                 }
-                None => Poll::Pending,
+                None => {
+                    core.parked.push(cx.waker().clone());
+                    Poll::Pending
+                }
             }
         })
     }
@@ -563,6 +575,7 @@ impl Executor {
             cancel_requested: false,
             replaying: false,
             progress: 0,
+            parked: Vec::new(),
         }));
         let root = workflow(WorkflowContext { core: core.clone() }, input);
         Self {
@@ -642,6 +655,11 @@ impl Executor {
                 return Ok(());
             };
             let before = self.core.borrow().progress;
+            // Every parked future may be ready now; wake them all (with no borrow held).
+            let parked = std::mem::take(&mut self.core.borrow_mut().parked);
+            for waker in parked {
+                waker.wake();
+            }
             if let Poll::Ready(outcome) = root.as_mut().poll(&mut cx) {
                 self.root = None;
                 let command = match outcome {

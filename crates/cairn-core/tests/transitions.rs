@@ -804,3 +804,32 @@ fn livelock_is_detected() {
     let err = Run::start(&wf, args, 0).unwrap_err();
     assert!(err.to_string().contains("looping"), "{err}");
 }
+
+/// Proves combinators that only re-poll woken children (`join_all` over more than 30 futures
+/// uses `FuturesOrdered`) see every resolution: the executor wakes parked futures.
+#[test]
+fn join_all_over_many_activities_completes() {
+    let wf = workflow(|ctx: WorkflowContext, _input: Payload| async move {
+        let calls: Vec<_> = (0..40)
+            .map(|i| ctx.schedule_activity("echo", p(i), options(RetryPolicy::default())))
+            .collect();
+        let results = futures::future::join_all(calls).await;
+        Ok(p(results.into_iter().filter(Result::is_ok).count() as i64))
+    });
+    let args = StartArgs {
+        workflow_type: "FanOut".into(),
+        input: p(()),
+        random_seed: 3,
+        timeouts: WorkflowTimeouts::default(),
+    };
+    let (mut run, _) = Run::start(&wf, args, 0).unwrap();
+    let first: Vec<Message> = (1..=20).map(|seq| completed(seq, 1, "x")).collect();
+    let rest: Vec<Message> = (21..=40).map(|seq| completed(seq, 1, "x")).collect();
+    run.handle(first, 10).unwrap();
+    let t = run.handle(rest, 20).unwrap();
+    let done = t.events.iter().find_map(|e| match &e.kind {
+        EventKind::WorkflowExecutionCompleted { result } => Some(text(result)),
+        _ => None,
+    });
+    assert_eq!(done.as_deref(), Some("40"));
+}

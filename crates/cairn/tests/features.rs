@@ -364,21 +364,21 @@ async fn parallel_activities<S: Store>(store: S, tag: &str) {
     let node = node(store).await;
     let handle = node
         .client()
-        .start(parallel, &format!("par-{tag}"), 20usize)
+        .start(parallel, &format!("par-{tag}"), 100usize)
         .send()
         .await
         .unwrap();
     let results = within(handle.result()).await.unwrap();
     assert_eq!(
         results,
-        (0..20).map(|i| format!("item-{i}")).collect::<Vec<_>>()
+        (0..100).map(|i| format!("item-{i}")).collect::<Vec<_>>()
     );
     let history = handle.history().await.unwrap();
     let scheduled = history
         .iter()
         .filter(|e| e.kind.name() == "ActivityTaskScheduled")
         .count();
-    assert_eq!(scheduled, 20);
+    assert_eq!(scheduled, 100);
     node.shutdown().await;
 }
 

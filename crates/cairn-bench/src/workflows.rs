@@ -1,0 +1,379 @@
+//! The workflow scenarios of DESIGN §9, on the durable embedded store (fsync on every commit
+//! unless `--relaxed`), with the load generator in the same process and CPU budget.
+
+use anyhow::{Context, Result, ensure};
+use cairn::{ActivityContext, Ctx, Failure, Node, NodeConfig, Signal, WorkflowError};
+use cairn_store_embedded::{Durability, EmbeddedConfig, EmbeddedStore};
+use clap::{Args, ValueEnum};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[arg(long, value_enum)]
+    scenario: Scenario,
+    /// Workflows to run (W3: fan-out workflows, one after another; W4: open workflows).
+    #[arg(long, default_value_t = 2_000)]
+    workflows: usize,
+    /// Workflows in flight at once (W1, W2; W2-latency forces 1).
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+    /// Commit without fsync (labelled as such in the output).
+    #[arg(long)]
+    relaxed: bool,
+    /// One JSON object per scenario instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Where to create the temporary data directory (default: the system temp dir).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    W1,
+    W2,
+    #[value(name = "w2-latency")]
+    W2Latency,
+    W3,
+    W4,
+}
+
+async fn noop_activity(_ctx: ActivityContext, n: u64) -> Result<u64, Failure> {
+    Ok(n)
+}
+
+async fn noop(_ctx: Ctx, _input: ()) -> Result<(), WorkflowError> {
+    Ok(())
+}
+
+async fn three_steps(ctx: Ctx, n: u64) -> Result<u64, WorkflowError> {
+    let a = ctx.activity(noop_activity, n).await?;
+    let b = ctx.activity(noop_activity, a + 1).await?;
+    Ok(ctx.activity(noop_activity, b + 1).await?)
+}
+
+async fn fan_out(ctx: Ctx, width: u64) -> Result<u64, WorkflowError> {
+    let calls: Vec<_> = (0..width).map(|i| ctx.activity(noop_activity, i)).collect();
+    let mut sum = 0;
+    for result in futures::future::join_all(calls).await {
+        sum += result?;
+    }
+    Ok(sum)
+}
+
+const WAKE: Signal<()> = Signal::new("wake");
+
+async fn idle(ctx: Ctx, _input: ()) -> Result<(), WorkflowError> {
+    ctx.signal_receiver(&WAKE).recv().await;
+    Ok(())
+}
+
+struct Report {
+    scenario: &'static str,
+    workflows: usize,
+    concurrency: Option<usize>,
+    seconds: f64,
+    activities: Option<usize>,
+    latencies: Vec<Duration>,
+    rss_bytes: Option<u64>,
+    extra: Vec<(&'static str, serde_json::Value)>,
+}
+
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    Some(sorted[i].as_secs_f64() * 1e3)
+}
+
+pub fn run(args: &RunArgs) -> Result<()> {
+    ensure!(args.workflows > 0, "--workflows must be positive");
+    ensure!(args.concurrency > 0, "--concurrency must be positive");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(scenario(args))?;
+    print(args, &report);
+    Ok(())
+}
+
+async fn scenario(args: &RunArgs) -> Result<Report> {
+    let dir = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
+    let durability = if args.relaxed {
+        Durability::OsBuffered
+    } else {
+        Durability::Fsync
+    };
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path()).durability(durability))?;
+    let idle_ms = if args.scenario == Scenario::W4 {
+        500
+    } else {
+        30_000
+    };
+    let node = Node::builder()
+        .workflow(noop)
+        .workflow(three_steps)
+        .workflow(fan_out)
+        .workflow(idle)
+        .activity(noop_activity)
+        .config(NodeConfig {
+            actor_idle_ms: idle_ms,
+            ..NodeConfig::default()
+        })
+        .start(store)
+        .await?;
+    let report = match args.scenario {
+        Scenario::W1 => closed_loop(&node, args, "w1", args.concurrency, 0).await?,
+        Scenario::W2 => closed_loop(&node, args, "w2", args.concurrency, 3).await?,
+        Scenario::W2Latency => closed_loop(&node, args, "w2-latency", 1, 3).await?,
+        Scenario::W3 => w3(&node, args).await?,
+        Scenario::W4 => w4(&node, args).await?,
+    };
+    let mean_batch = node.metrics().mean_batch_size();
+    node.shutdown().await;
+    let mut report = report;
+    report
+        .extra
+        .push(("mean_commit_batch", serde_json::json!(mean_batch)));
+    Ok(report)
+}
+
+/// W1/W2: `concurrency` clients each start a workflow and wait for its result, repeatedly.
+async fn closed_loop<S: cairn_store::Store>(
+    node: &Node<S>,
+    args: &RunArgs,
+    name: &'static str,
+    concurrency: usize,
+    activities_each: usize,
+) -> Result<Report> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let client = node.client();
+        let next = next.clone();
+        let total = args.workflows;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(latencies);
+                }
+                let id = format!("{name}-{i}");
+                let t = Instant::now();
+                if activities_each == 0 {
+                    let handle = client.start(noop, &id, ()).send().await?;
+                    handle.result().await?;
+                } else {
+                    let handle = client.start(three_steps, &id, i as u64).send().await?;
+                    handle.result().await?;
+                }
+                latencies.push(t.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    Ok(Report {
+        scenario: name,
+        workflows: args.workflows,
+        concurrency: Some(concurrency),
+        seconds: started.elapsed().as_secs_f64(),
+        activities: Some(args.workflows * activities_each),
+        latencies,
+        rss_bytes: rss_bytes(),
+        extra: Vec::new(),
+    })
+}
+
+/// W3: one workflow fanning out to 100 activities, `--workflows` times in a row.
+async fn w3<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Result<Report> {
+    let client = node.client();
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for i in 0..args.workflows {
+        let t = Instant::now();
+        let handle = client
+            .start(fan_out, &format!("w3-{i}"), 100u64)
+            .send()
+            .await?;
+        let sum = handle.result().await?;
+        ensure!(sum == 4_950, "fan-out result {sum}");
+        latencies.push(t.elapsed());
+    }
+    Ok(Report {
+        scenario: "w3",
+        workflows: args.workflows,
+        concurrency: Some(1),
+        seconds: started.elapsed().as_secs_f64(),
+        activities: Some(args.workflows * 100),
+        latencies,
+        rss_bytes: rss_bytes(),
+        extra: Vec::new(),
+    })
+}
+
+/// W4: K workflows blocked on a signal; resident memory per open workflow once passivated,
+/// start rate, then the time to signal and drain them all.
+async fn w4<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Result<Report> {
+    let client = node.client();
+    let rss_before = rss_bytes().context("no /proc/self/status")?;
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let client = client.clone();
+        let next = next.clone();
+        let total = args.workflows;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                client.start(idle, &format!("w4-{i}"), ()).send().await?;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let start_seconds = started.elapsed().as_secs_f64();
+    // Wait for every run's first transition, then for passivation.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while node.metrics().transitions.load(Ordering::Relaxed) < args.workflows as u64 {
+        ensure!(Instant::now() < deadline, "runs did not start in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while node.metrics().active_actors.load(Ordering::Relaxed) > 0 {
+        ensure!(Instant::now() < deadline, "runs did not passivate in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_open = rss_bytes().context("no /proc/self/status")?;
+    let drain_started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let client = client.clone();
+        let next = next.clone();
+        let total = args.workflows;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(latencies);
+                }
+                let t = Instant::now();
+                let handle = client.handle::<()>(&format!("w4-{i}"))?;
+                handle.signal(&WAKE, ()).await?;
+                handle.result().await?;
+                latencies.push(t.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let drain_seconds = drain_started.elapsed().as_secs_f64();
+    let per_workflow = rss_open.saturating_sub(rss_before) as f64 / args.workflows as f64;
+    Ok(Report {
+        scenario: "w4",
+        workflows: args.workflows,
+        concurrency: Some(args.concurrency),
+        seconds: start_seconds + drain_seconds,
+        activities: None,
+        latencies,
+        rss_bytes: Some(rss_open),
+        extra: vec![
+            ("start_seconds", serde_json::json!(start_seconds)),
+            (
+                "starts_per_sec",
+                serde_json::json!(args.workflows as f64 / start_seconds),
+            ),
+            ("drain_seconds", serde_json::json!(drain_seconds)),
+            ("rss_before_bytes", serde_json::json!(rss_before)),
+            (
+                "rss_growth_per_open_workflow_bytes",
+                serde_json::json!(per_workflow),
+            ),
+        ],
+    })
+}
+
+fn print(args: &RunArgs, r: &Report) {
+    let mut sorted = r.latencies.clone();
+    sorted.sort_unstable();
+    let wps = r.workflows as f64 / r.seconds;
+    let aps = r.activities.map(|a| a as f64 / r.seconds);
+    let p50 = percentile(&sorted, 0.50);
+    let p99 = percentile(&sorted, 0.99);
+    if args.json {
+        let mut object = serde_json::json!({
+            "scenario": r.scenario,
+            "durability": if args.relaxed { "os-buffered" } else { "fsync" },
+            "workflows": r.workflows,
+            "concurrency": r.concurrency,
+            "seconds": r.seconds,
+            "workflows_per_sec": wps,
+            "activities_per_sec": aps,
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "rss_bytes": r.rss_bytes,
+        });
+        for (key, value) in &r.extra {
+            object[*key] = value.clone();
+        }
+        println!("{object}");
+    } else {
+        println!(
+            "{:<11} {:>9} {:>11} {:>9} {:>11} {:>13} {:>9} {:>9}",
+            "scenario",
+            "workflows",
+            "concurrency",
+            "seconds",
+            "wf/s",
+            "activities/s",
+            "p50 ms",
+            "p99 ms"
+        );
+        let opt =
+            |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |x| format!("{x:.prec$}"));
+        println!(
+            "{:<11} {:>9} {:>11} {:>9.2} {:>11.0} {:>13} {:>9} {:>9}",
+            r.scenario,
+            r.workflows,
+            r.concurrency.map_or("-".into(), |c| c.to_string()),
+            r.seconds,
+            wps,
+            opt(aps, 0),
+            opt(p50, 2),
+            opt(p99, 2)
+        );
+        for (key, value) in &r.extra {
+            println!("  {key}: {value}");
+        }
+        if let Some(rss) = r.rss_bytes {
+            println!("  rss_bytes: {rss}");
+        }
+    }
+}
