@@ -32,30 +32,56 @@ const _: () = assert!(BATCH_BYTES_MAX < cairn_store::TRANSACTION_BYTES_MAX);
 pub enum Op {
     Set(Vec<u8>, Vec<u8>),
     Clear(Vec<u8>),
+    /// The key ends in a 4-byte versionstamp offset (see `Keys::inbox_new`).
+    SetVersionstamped(Vec<u8>, Vec<u8>),
+}
+
+/// Decides whether a request may proceed, given the current value of its checked key.
+pub type CheckFn = Box<dyn Fn(Option<&[u8]>) -> Result<(), crate::ClientError> + Send + Sync>;
+
+/// A condition a request needs inside the batch transaction: the value of `key` (as of the
+/// batch, including earlier requests of the same batch) must satisfy the function, or the
+/// request is rejected with its error and writes nothing. The read is conflict-tracked.
+pub struct Check {
+    pub key: Vec<u8>,
+    pub accept: CheckFn,
+}
+
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Check")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Op {
     fn bytes(&self) -> usize {
         match self {
-            Op::Set(k, v) => k.len() + v.len(),
+            Op::Set(k, v) | Op::SetVersionstamped(k, v) => k.len() + v.len(),
             Op::Clear(k) => k.len(),
         }
     }
 }
 
 /// Why a request did not commit.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CommitError {
     #[error("shard {shard} is no longer owned by this node at epoch {epoch}")]
     Fenced { shard: u32, epoch: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A check of the request failed; nothing of it was written.
+    #[error(transparent)]
+    Rejected(Box<crate::ClientError>),
 }
 
 /// Writes to commit together, atomically.
 #[derive(Debug)]
 pub struct CommitRequest {
     pub ops: Vec<Op>,
+    /// Evaluated in order, inside the batch, before this request's writes.
+    pub checks: Vec<Check>,
     /// The shard lease epoch this request was computed under.
     pub fence: Option<(u32, u64)>,
     /// A run record key and the version this request writes there, read back to settle
@@ -175,19 +201,16 @@ async fn commit_batch<S: Store>(
     let mut live: Vec<CommitRequest> = batch;
     let mut last_error = StoreError::Conflict;
     for _ in 0..BATCH_ATTEMPTS_MAX {
-        match try_commit(store, keys, &mut live).await {
+        let (outcome, rejected) = try_commit(store, keys, &mut live).await;
+        match outcome {
             Ok(()) => {
-                for request in live {
-                    let _ = request.reply.send(Ok(()));
-                }
+                answer(live, rejected);
                 metrics.record_commit(size, started.elapsed());
                 return;
             }
-            Err(StoreError::MaybeCommitted) => match landed(store, &live).await {
+            Err(StoreError::MaybeCommitted) => match landed(store, &live, &rejected).await {
                 Some(true) => {
-                    for request in live {
-                        let _ = request.reply.send(Ok(()));
-                    }
+                    answer(live, rejected);
                     metrics.record_commit(size, started.elapsed());
                     return;
                 }
@@ -215,7 +238,20 @@ async fn try_commit<S: Store>(
     store: &S,
     keys: &Keys,
     live: &mut Vec<CommitRequest>,
-) -> Result<(), StoreError> {
+) -> (Result<(), StoreError>, Rejections) {
+    match try_commit_inner(store, keys, live).await {
+        Ok(outcome) => outcome,
+        Err(e) => (Err(e), Vec::new()),
+    }
+}
+
+type Rejections = Vec<(usize, crate::ClientError)>;
+
+async fn try_commit_inner<S: Store>(
+    store: &S,
+    keys: &Keys,
+    live: &mut Vec<CommitRequest>,
+) -> Result<(Result<(), StoreError>, Rejections), StoreError> {
     let mut tx = store.begin()?;
     let mut epochs: HashMap<u32, Option<u64>> = HashMap::new();
     for request in live.iter() {
@@ -242,20 +278,55 @@ async fn try_commit<S: Store>(
             .send(Err(CommitError::Fenced { shard, epoch }));
     }
     *live = keep;
-    for request in live.iter() {
+    let mut rejected = Vec::new();
+    for (index, request) in live.iter().enumerate() {
+        let mut verdict = Ok(());
+        for check in &request.checks {
+            let value = tx.get(&check.key).await?;
+            verdict = (check.accept)(value.as_deref());
+            if verdict.is_err() {
+                break;
+            }
+        }
+        if let Err(error) = verdict {
+            rejected.push((index, error));
+            continue;
+        }
         for op in &request.ops {
             match op {
                 Op::Set(k, v) => tx.set(k, v)?,
                 Op::Clear(k) => tx.clear(k)?,
+                Op::SetVersionstamped(k, v) => tx.set_versionstamped_key(k, v)?,
             }
         }
     }
-    tx.commit().await.map(|_| ())
+    // Rejections are answered only once the batch is settled; a retry re-evaluates them.
+    Ok((tx.commit().await.map(|_| ()), rejected))
+}
+
+/// Replies to a committed batch: rejected requests get their error, the rest success.
+fn answer(live: Vec<CommitRequest>, rejected: Rejections) {
+    let mut errors: HashMap<usize, crate::ClientError> = rejected.into_iter().collect();
+    for (index, request) in live.into_iter().enumerate() {
+        let reply = match errors.remove(&index) {
+            Some(error) => Err(CommitError::Rejected(Box::new(error))),
+            None => Ok(()),
+        };
+        let _ = request.reply.send(reply);
+    }
 }
 
 /// After `MaybeCommitted`: did the batch land? Reads one request's verify key.
-async fn landed<S: Store>(store: &S, live: &[CommitRequest]) -> Option<bool> {
-    let (key, version) = live.iter().find_map(|r| r.verify.clone())?;
+async fn landed<S: Store>(
+    store: &S,
+    live: &[CommitRequest],
+    rejected: &Rejections,
+) -> Option<bool> {
+    let (key, version) = live
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| !rejected.iter().any(|(r, _)| r == index))
+        .find_map(|(_, r)| r.verify.clone())?;
     let mut tx = store.begin().ok()?;
     let bytes = tx.get(&key).await.ok()??;
     let stored = crate::records::decode::<crate::records::RunRecord>("run", &bytes).ok()?;

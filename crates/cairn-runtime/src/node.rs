@@ -2,7 +2,9 @@
 //! store says is pending, and serves the in-process client operations.
 
 use crate::Metrics;
-use crate::committer::{Committer, CommitterArgs, CommitterMsg};
+use crate::committer::{
+    Check, CommitError, CommitRequest, Committer, CommitterArgs, CommitterMsg, Op,
+};
 use crate::keys::Keys;
 use crate::records::{
     InboxItem, Lease, Outcome, RunRecord, StartRecord, TaskRecord, WorkflowRecord, decode, encode,
@@ -372,33 +374,45 @@ impl<S: Store> Node<S> {
         let wf_key = keys.workflow(&namespace, request.workflow_id.as_str());
         let policy = request.id_reuse_policy;
         let workflow_id = request.workflow_id.clone();
-        transact(&shared.store, &Self::transact_options(), |tx, _attempt| {
-            let (keys, wf_key, record, summary, workflow_id) = (
-                keys.clone(),
-                wf_key.clone(),
-                record.clone(),
-                summary.clone(),
-                workflow_id.clone(),
-            );
-            Box::pin(async move {
-                if let Some(bytes) = tx.get(&wf_key).await? {
-                    let existing: WorkflowRecord = decode("workflow", &bytes)?;
-                    if existing.run_id == run_id {
-                        // An earlier attempt of this very start committed (MaybeCommitted).
-                        return Ok(());
-                    }
-                    check_reuse(&workflow_id, &existing, policy)?;
+        // One commit request, batched with everything else; the id-reuse check runs inside the
+        // batch transaction, after earlier requests of the same batch.
+        let check = Check {
+            key: wf_key.clone(),
+            accept: Box::new(move |existing: Option<&[u8]>| {
+                let Some(bytes) = existing else {
+                    return Ok(());
+                };
+                let existing: WorkflowRecord = decode("workflow", bytes)?;
+                if existing.run_id == run_id {
+                    // This very start, committed by an attempt that reported MaybeCommitted.
+                    return Ok(());
                 }
-                tx.set(&wf_key, &encode(&summary))?;
-                tx.set(&keys.run(&run_id), &encode(&record))?;
-                tx.set_versionstamped_key(
-                    &keys.inbox_new(shard, &run_id, 0),
-                    &encode(&InboxItem::Start),
-                )?;
-                Ok::<_, ClientError>(())
-            })
-        })
-        .await?;
+                check_reuse(&workflow_id, &existing, policy)
+            }),
+        };
+        let ops = vec![
+            Op::Set(wf_key, encode(&summary)),
+            Op::Set(keys.run(&run_id), encode(&record)),
+            Op::SetVersionstamped(keys.inbox_new(shard, &run_id, 0), encode(&InboxItem::Start)),
+        ];
+        let (reply, answer) = oneshot::channel();
+        let request = CommitRequest {
+            ops,
+            checks: vec![check],
+            fence: None,
+            verify: Some((keys.run(&run_id), 0)),
+            reply,
+        };
+        shared
+            .committer
+            .cast(CommitterMsg::Submit(request))
+            .map_err(|_| ClientError::NodeStopped)?;
+        match answer.await.map_err(|_| ClientError::NodeStopped)? {
+            Ok(()) => {}
+            Err(CommitError::Rejected(error)) => return Err(*error),
+            Err(CommitError::Store(error)) => return Err(ClientError::Store(error)),
+            Err(CommitError::Fenced { .. }) => return Err(ClientError::NodeStopped),
+        }
         shared
             .metrics
             .workflows_started

@@ -106,6 +106,7 @@ async fn submit<S: Store>(shared: &Shared<S>, ops: Vec<Op>, fence: (u32, u64)) -
     let (reply, answer) = tokio::sync::oneshot::channel();
     let request = CommitRequest {
         ops,
+        checks: Vec::new(),
         fence: Some(fence),
         verify: None,
         reply,

@@ -387,6 +387,7 @@ impl<S: Store> WorkflowState<S> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let request = CommitRequest {
             ops,
+            checks: Vec::new(),
             fence: Some((self.shard, self.epoch)),
             verify: Some((self.shared.keys.run(&self.run_id), new_record.version)),
             reply,
