@@ -28,6 +28,9 @@ pub struct RunArgs {
     /// Where to create the temporary data directory (default: the system temp dir).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// Most in-memory runs per shard (16 shards) before the least recently used are passivated.
+    #[arg(long, default_value_t = 4_096)]
+    actor_cache_max_per_shard: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -132,6 +135,7 @@ async fn scenario(args: &RunArgs) -> Result<Report> {
         .activity(noop_activity)
         .config(NodeConfig {
             actor_idle_ms: idle_ms,
+            actor_cache_max_per_shard: args.actor_cache_max_per_shard,
             ..NodeConfig::default()
         })
         .start(store)

@@ -145,9 +145,14 @@ impl<S: Store> Actor for ShardActor<S> {
             }
             ShardMsg::AddTimers(entries) => {
                 for entry in entries {
-                    state
+                    // A timer re-added under the same key moves (see the worker's exact
+                    // start-to-close timer).
+                    if let Some(previous) = state
                         .timer_fire_at
-                        .insert(entry.key.clone(), entry.fire_at_unix_ms);
+                        .insert(entry.key.clone(), entry.fire_at_unix_ms)
+                    {
+                        state.timers.remove(&(previous, entry.key.clone()));
+                    }
                     state
                         .timers
                         .insert((entry.fire_at_unix_ms, entry.key.clone()), (entry, None));

@@ -22,6 +22,40 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, watch};
 
+/// How long after scheduling an attempt may start without a claim commit. The transition that
+/// schedules an attempt also arms its start-to-close timer `start_to_close + CLAIM_GRACE_MS`
+/// after scheduling (a *provisional* timer); an attempt that starts within the grace is then
+/// timed correctly without writing anything, and one that starts later moves the timer with a
+/// claim commit. Attempts with a heartbeat timeout always claim (their heartbeat timer starts
+/// at the start).
+pub const CLAIM_GRACE_MS: u64 = 1_000;
+
+/// The provisional start-to-close timer of a task, if it gets one.
+pub(crate) fn provisional_start_to_close(
+    keys: &crate::keys::Keys,
+    task: &TaskRecord,
+) -> Option<TimerEntry> {
+    let timeouts = task.options.timeouts;
+    if timeouts.heartbeat.is_some() {
+        return None;
+    }
+    let s2c = timeouts.start_to_close?;
+    let fire_at = task
+        .scheduled_unix_ms
+        .saturating_add(ms(s2c))
+        .saturating_add(CLAIM_GRACE_MS);
+    let timer = TimerId::ActivityStartToClose {
+        seq: task.seq,
+        attempt: task.attempt,
+    };
+    Some(TimerEntry {
+        fire_at_unix_ms: fire_at,
+        run_id: task.run_id,
+        timer,
+        key: keys.timer(task.shard, fire_at, &task.run_id, &timer),
+    })
+}
+
 /// The node's activity worker pool.
 #[derive(Debug)]
 pub struct Workers {
@@ -141,16 +175,43 @@ async fn run_attempt<S: Store>(
             key: keys.timer(shard, fire_at, &task.run_id, &timer),
         }
     };
+    let mut stale_timers = stale_timers;
     let mut claim = Vec::new();
-    if let Some(s2c) = timeouts.start_to_close {
-        claim.push(attempt_timer(
-            TimerId::ActivityStartToClose {
-                seq: task.seq,
-                attempt: task.attempt,
-            },
-            s2c,
-        ));
-    }
+    let provisional = provisional_start_to_close(keys, &task);
+    let start_to_close = match provisional {
+        Some(entry)
+            if stale_timers.is_empty()
+                && now <= task.scheduled_unix_ms.saturating_add(CLAIM_GRACE_MS) =>
+        {
+            // Started within the grace: the durable provisional timer is the crash backstop;
+            // in memory the same timer is moved to the exact start + start-to-close.
+            let exact = TimerEntry {
+                fire_at_unix_ms: timeouts
+                    .start_to_close
+                    .map_or(entry.fire_at_unix_ms, |s2c| now.saturating_add(ms(s2c))),
+                ..entry
+            };
+            let _ = shared
+                .shard(shard)
+                .cast(ShardMsg::AddTimers(vec![exact.clone()]));
+            Some(exact)
+        }
+        provisional => {
+            // Started late (or after a restart): move the timer to now + start-to-close.
+            stale_timers.extend(provisional.map(|p| p.key));
+            timeouts.start_to_close.map(|s2c| {
+                let entry = attempt_timer(
+                    TimerId::ActivityStartToClose {
+                        seq: task.seq,
+                        attempt: task.attempt,
+                    },
+                    s2c,
+                );
+                claim.push(entry.clone());
+                entry
+            })
+        }
+    };
     let heartbeat_timer = timeouts.heartbeat.map(|hb| {
         attempt_timer(
             TimerId::ActivityHeartbeat {
@@ -315,12 +376,7 @@ async fn run_attempt<S: Store>(
         }
     };
     let mut consume = vec![keys.task(shard, &task.run_id, task.seq, task.attempt)];
-    consume.extend(
-        claim
-            .iter()
-            .filter(|t| matches!(t.timer, TimerId::ActivityStartToClose { .. }))
-            .map(|t| t.key.clone()),
-    );
+    consume.extend(start_to_close.map(|t| t.key));
     if let Some(hb) = current_heartbeat_timer
         .lock()
         .unwrap_or_else(|p| p.into_inner())

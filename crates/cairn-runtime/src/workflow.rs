@@ -489,6 +489,10 @@ impl<S: Store> WorkflowState<S> {
                         keys.task(self.shard, &self.run_id, *seq, *attempt),
                         encode(&task),
                     ));
+                    if let Some(timer) = crate::worker::provisional_start_to_close(keys, &task) {
+                        ops.push(Op::Set(timer.key.clone(), encode(&timer.timer)));
+                        after.timers.push(timer);
+                    }
                     after.tasks.push(task);
                 }
                 Effect::ScheduleTimer {
