@@ -26,7 +26,12 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    // `cairn-bench --scenario w2 ...` (the form the issues and reports use) means `run`.
+    let mut argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).is_some_and(|a| a.starts_with("--scenario")) {
+        argv.insert(1, "run".to_string());
+    }
+    match Cli::parse_from(argv).command {
         Command::Store(args) => store_pattern::run(&args),
         Command::Run(args) => workflows::run(&args),
     }

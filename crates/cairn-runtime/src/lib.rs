@@ -10,6 +10,7 @@
 //!   because it is single-threaded by design; everything else runs on the tokio runtime.
 //! - Knows the store only through the `cairn_store::Store` contract; no HTTP.
 
+mod clock;
 mod committer;
 mod keys;
 mod metrics;

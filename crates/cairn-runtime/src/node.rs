@@ -2,6 +2,7 @@
 //! store says is pending, and serves the in-process client operations.
 
 use crate::Metrics;
+use crate::clock::now_ms;
 use crate::committer::{
     Check, CommitError, CommitRequest, Committer, CommitterArgs, CommitterMsg, Op,
 };
@@ -226,13 +227,6 @@ impl<S: Store> std::fmt::Debug for Node<S> {
             .field("node_id", &self.shared.config.node_id)
             .finish_non_exhaustive()
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl<S: Store> Node<S> {

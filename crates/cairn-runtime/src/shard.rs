@@ -6,6 +6,7 @@
 //! (`RemoveTimers`); an entry delivered but not removed is delivered again after
 //! `TIMER_REDELIVERY_MS`, so a delivery lost with a stopped actor is not lost for good.
 
+use crate::clock::now_ms;
 use crate::node::Shared;
 use crate::records::InboxItem;
 use crate::workflow::{Delivery, QueryError, WorkflowActor, WorkflowArgs, WorkflowMsg};
@@ -86,13 +87,6 @@ pub struct ShardState<S: Store> {
     timers: BTreeMap<(u64, Vec<u8>), (TimerEntry, Option<Instant>)>,
     timer_fire_at: HashMap<Vec<u8>, u64>,
     last_sweep: Instant,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl<S: Store> Actor for ShardActor<S> {

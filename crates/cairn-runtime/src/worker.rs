@@ -8,6 +8,7 @@
 //! next transition records it. A result lost with a crashed node is recovered by that timer:
 //! activities are at-least-once, and `ActivityInfo::idempotency_key` lets them be idempotent.
 
+use crate::clock::now_ms;
 use crate::committer::{CommitRequest, CommitterMsg, Op};
 use crate::node::Shared;
 use crate::records::{InboxItem, TaskRecord, decode, encode};
@@ -64,13 +65,6 @@ pub struct Workers {
     halted: watch::Sender<bool>,
     /// Running attempts: (run, activity) → (attempt, cancel flag).
     running: Mutex<HashMap<AttemptKey, (u32, watch::Sender<bool>)>>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn ms(d: std::time::Duration) -> u64 {

@@ -8,6 +8,7 @@
 //! after that commit. While a commit is in flight new deliveries queue, so the next transition
 //! takes them all.
 
+use crate::clock::now_ms;
 use crate::committer::{CommitError, CommitRequest, CommitterMsg, Op};
 use crate::node::Shared;
 use crate::records::{InboxItem, Outcome, RunRecord, TaskRecord, WorkflowRecord, decode, encode};
@@ -107,13 +108,6 @@ pub struct WorkflowState<S: Store> {
     /// Keys of deliveries taken but not yet committed, so none is taken twice.
     taken: HashSet<Vec<u8>>,
     flush_scheduled: bool,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl<S: Store> ThreadLocalActor for WorkflowActor<S> {

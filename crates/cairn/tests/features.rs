@@ -525,6 +525,48 @@ async fn activity_cancellation<S: Store>(store: S, tag: &str) {
     node.shutdown().await;
 }
 
+async fn unclaimed_then_expired(ctx: Ctx, _input: ()) -> Result<String, WorkflowError> {
+    // With one worker slot, the first activity holds it; the second cannot start in time.
+    let busy = ctx
+        .activity(sleepy, 1_000)
+        .start_to_close(Duration::from_secs(10))
+        .start();
+    ctx.sleep(Duration::from_millis(100)).await;
+    let starved = ctx
+        .activity(echo, "never started".to_string())
+        .start_to_close(Duration::from_secs(10))
+        .schedule_to_start(Duration::from_millis(150))
+        .await;
+    let _ = busy.await;
+    Ok(format!("{starved:?}"))
+}
+
+async fn schedule_to_start_timeout<S: Store>(store: S, tag: &str) {
+    let node = Node::builder()
+        .workflow(unclaimed_then_expired)
+        .activity(sleepy)
+        .activity(echo)
+        .config(NodeConfig {
+            shard_count: 2,
+            activity_concurrency_max: 1,
+            ..NodeConfig::default()
+        })
+        .start(store)
+        .await
+        .unwrap();
+    let handle = node
+        .client()
+        .start(unclaimed_then_expired, &format!("s2s-{tag}"), ())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        within(handle.result()).await.unwrap(),
+        "Err(TimedOut(ScheduleToStart))"
+    );
+    node.shutdown().await;
+}
+
 fn faulty() -> FaultStore<MemStore> {
     FaultStore::new(
         MemStore::new(),
@@ -582,4 +624,5 @@ on_both_stores!(
     id_reuse_policies_and_execution_timeout,
     bad_input_is_refused_without_writes,
     activity_cancellation,
+    schedule_to_start_timeout,
 );
