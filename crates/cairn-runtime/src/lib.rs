@@ -25,8 +25,8 @@ pub use committer::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX};
 pub use keys::Keys;
 pub use metrics::Metrics;
 pub use node::{
-    ClientError, Description, INLINE_PAYLOAD_BYTES_MAX, IdReusePolicy, Node, NodeConfig,
-    StartWorkflow, WorkflowSummary,
+    ClientError, CrashHook, CrashPoint, Description, INLINE_PAYLOAD_BYTES_MAX, IdReusePolicy, Node,
+    NodeConfig, StartWorkflow, WorkflowSummary,
 };
 pub use records::Outcome;
 pub use registry::{

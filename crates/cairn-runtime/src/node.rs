@@ -43,6 +43,31 @@ pub struct NodeConfig {
     pub activity_concurrency_max: usize,
     /// Lease duration written on claim. Default 10,000 ms.
     pub lease_timeout_ms: u64,
+    /// Test hook: asked at each crash point; answering true stops the node right there, as a
+    /// crash would. Default none.
+    pub crash_hook: Option<CrashHook>,
+}
+
+/// Places in the runtime where a test can make the node crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CrashPoint {
+    /// A transition was computed but not yet submitted for commit.
+    BeforeCommit,
+    /// A transition committed; its side effects (tasks, timers, waiters) not yet released.
+    AfterCommitBeforeEffects,
+    /// An activity attempt finished; its result not yet handed to the run.
+    DuringActivity,
+}
+
+/// See [`NodeConfig::crash_hook`].
+#[derive(Clone)]
+pub struct CrashHook(pub Arc<dyn Fn(CrashPoint) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for CrashHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CrashHook")
+    }
 }
 
 impl Default for NodeConfig {
@@ -56,6 +81,7 @@ impl Default for NodeConfig {
             actor_idle_ms: 30_000,
             activity_concurrency_max: 1_000,
             lease_timeout_ms: 10_000,
+            crash_hook: None,
         }
     }
 }
@@ -98,6 +124,29 @@ impl<S: Store> Shared<S> {
     pub(crate) fn spawner_for(&self, run_id: &RunId) -> ThreadLocalActorSpawner {
         let index = fnv1a(run_id.as_uuid().as_bytes()) as usize % self.spawners.len();
         self.spawners[index].clone()
+    }
+
+    /// Whether the node must crash at `point` (test hook); if so, it has already stopped.
+    pub(crate) fn crash_at(&self, point: CrashPoint) -> bool {
+        let crash = self
+            .config
+            .crash_hook
+            .as_ref()
+            .is_some_and(|hook| (hook.0)(point));
+        if crash {
+            tracing::warn!(?point, "crash hook: stopping the node");
+            self.halt();
+        }
+        crash
+    }
+
+    /// Kills every actor and abandons running attempts: no further writes.
+    pub(crate) fn halt(&self) {
+        for shard in self.shards.get().into_iter().flatten() {
+            shard.kill();
+        }
+        self.committer.kill();
+        self.workers.close();
     }
 
     pub(crate) fn notify_closed(&self, run_id: RunId, outcome: Outcome) {
@@ -640,11 +689,7 @@ impl<S: Store> Node<S> {
     /// Stops the node's actors without any further writes — what a crash leaves behind, minus
     /// the process exit. Work in flight may or may not have committed.
     pub fn crash(&self) {
-        for shard in self.shared.shards.get().into_iter().flatten() {
-            shard.kill();
-        }
-        self.shared.committer.kill();
-        self.shared.workers_stop();
+        self.shared.halt();
     }
 
     /// Stops the node: shard actors (and their runs) first, then the committer.

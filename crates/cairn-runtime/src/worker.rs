@@ -345,6 +345,9 @@ async fn run_attempt<S: Store>(
             running.remove(&attempt_key);
         }
     }
+    if shared.crash_at(crate::CrashPoint::DuringActivity) {
+        return;
+    }
     let message = match outcome {
         Ok(result) => {
             shared

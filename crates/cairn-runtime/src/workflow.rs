@@ -386,6 +386,9 @@ impl<S: Store> WorkflowState<S> {
             verify: Some((self.shared.keys.run(&self.run_id), new_record.version)),
             reply,
         };
+        if self.shared.crash_at(crate::CrashPoint::BeforeCommit) {
+            return false;
+        }
         if self
             .shared
             .committer
@@ -414,6 +417,12 @@ impl<S: Store> WorkflowState<S> {
             self.taken.remove(key);
         }
         self.record = Some(new_record);
+        if self
+            .shared
+            .crash_at(crate::CrashPoint::AfterCommitBeforeEffects)
+        {
+            return false;
+        }
         self.release(myself, after, consumed);
         true
     }

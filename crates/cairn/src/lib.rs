@@ -38,8 +38,8 @@ mod workflow;
 
 pub use cairn_core::{ActivityError, WorkflowError};
 pub use cairn_runtime::{
-    ActivityContext, ActivityInfo, ClientError, IdReusePolicy, NodeConfig, Outcome, QueryError,
-    WorkflowSummary,
+    ActivityContext, ActivityInfo, ClientError, CrashHook, CrashPoint, IdReusePolicy, NodeConfig,
+    Outcome, QueryError, WorkflowSummary,
 };
 pub use cairn_store::MemStore;
 pub use cairn_types::{Failure, Payload, RetryPolicy, RunId, WorkflowId, WorkflowTimeouts};

@@ -63,8 +63,15 @@ async fn crash_and_recover<S: Store>(store: S, tag: &str, crash_after: Duration)
         .start(store.clone())
         .await
         .unwrap();
+    let ids = start_orders(&node, tag, 40).await;
+    tokio::time::sleep(crash_after).await;
+    node.crash();
+    recover_and_verify(store, &ids).await;
+}
+
+async fn start_orders<S: Store>(node: &Node<S>, tag: &str, count: u64) -> Vec<String> {
     let client = node.client();
-    let ids: Vec<String> = (0..40).map(|i| format!("order-{tag}-{i}")).collect();
+    let ids: Vec<String> = (0..count).map(|i| format!("order-{tag}-{i}")).collect();
     for (i, id) in ids.iter().enumerate() {
         client
             .start(order, id, (i as u64) * 100)
@@ -72,15 +79,17 @@ async fn crash_and_recover<S: Store>(store: S, tag: &str, crash_after: Duration)
             .await
             .unwrap();
     }
-    tokio::time::sleep(crash_after).await;
-    node.crash();
-    // What history says was completed at the crash, and how often each ran by then.
-    let recorded_at_crash = completed_keys(&store, &ids).await;
+    ids
+}
+
+/// After a crash: notes what history recorded as completed, restarts, waits for every order,
+/// and checks results, histories, and that recorded activities did not run again.
+async fn recover_and_verify<S: Store>(store: S, ids: &[String]) {
+    let recorded_at_crash = completed_keys(&store, ids).await;
     let runs_at_crash: HashMap<String, u32> = recorded_at_crash
         .iter()
         .map(|k| (k.clone(), executions(k)))
         .collect();
-
     let node = Node::builder()
         .workflow(order)
         .activity(charge)
@@ -119,6 +128,55 @@ async fn crash_and_recover<S: Store>(store: S, tag: &str, crash_after: Duration)
         );
     }
     node.shutdown().await;
+}
+
+/// Proves recovery from a crash at each chosen point — before a commit, after a commit but
+/// before its side effects, and inside an activity after it finished but before its result
+/// was handed over — on the durable embedded store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_chosen_points() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    for (round, point) in [
+        cairn::CrashPoint::BeforeCommit,
+        cairn::CrashPoint::AfterCommitBeforeEffects,
+        cairn::CrashPoint::DuringActivity,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let fired = Arc::new(AtomicBool::new(false));
+        let (h, f) = (hits.clone(), fired.clone());
+        // Crash at the 15th time the point is reached: mid-way through the 10 orders.
+        let hook = cairn::CrashHook(Arc::new(move |p| {
+            p == point
+                && h.fetch_add(1, Ordering::SeqCst) + 1 == 15
+                && !f.swap(true, Ordering::SeqCst)
+        }));
+        let node = Node::builder()
+            .workflow(order)
+            .activity(charge)
+            .config(NodeConfig {
+                crash_hook: Some(hook),
+                ..config()
+            })
+            .start(store.clone())
+            .await
+            .unwrap();
+        let ids = start_orders(&node, &format!("p{round}"), 10).await;
+        for _ in 0..500 {
+            if fired.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(fired.load(Ordering::SeqCst), "{point:?} was never reached");
+        drop(node);
+        recover_and_verify(store, &ids).await;
+    }
 }
 
 /// Keys (`workflow_id/seq`) of activities whose completion is in history.
