@@ -181,7 +181,13 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
             }
             WorkflowMsg::Flush => {
                 state.flush_scheduled = false;
-                if !state.flush(&myself).await {
+                let span = tracing::info_span!(
+                    "transition",
+                    run_id = %state.run_id,
+                    shard = state.shard,
+                    workflow_id = state.record.as_ref().map(|r| r.workflow_id.as_str()).unwrap_or(""),
+                );
+                if !tracing::Instrument::instrument(state.flush(&myself), span).await {
                     myself.stop(None);
                     return Ok(());
                 }

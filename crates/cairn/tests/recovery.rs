@@ -288,6 +288,25 @@ async fn nondeterminism_is_held_and_patched_code_replays() {
     // One store handle for the three nodes: a node that stopped may still hold its handle
     // briefly, and the data directory admits one opener per process.
     let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+    code_change_scenario(store).await;
+}
+
+/// The same, on `MemStore` with conflicts and `MaybeCommitted` injected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nondeterminism_and_patching_under_store_faults() {
+    let store = FaultStore::new(
+        MemStore::new(),
+        FaultConfig {
+            conflict_probability: 0.1,
+            maybe_committed_applied_probability: 0.1,
+            maybe_committed_lost_probability: 0.1,
+            ..FaultConfig::none(77)
+        },
+    );
+    code_change_scenario(store).await;
+}
+
+async fn code_change_scenario<S: Store>(store: S) {
     let open = || store.clone();
     let wait = |n| tokio::time::sleep(Duration::from_millis(n));
 
