@@ -60,6 +60,9 @@ pub struct EmbeddedConfig {
     pub limits: Limits,
     /// fjall block cache size in bytes. Default 64 MiB.
     pub cache_bytes: u64,
+    /// Largest in-memory write buffer (memtable) of the data keyspace before it is flushed to
+    /// disk, in bytes. Default 64 MiB (fjall's). Smaller bounds memory; larger batches flushes.
+    pub memtable_bytes: u64,
 }
 
 impl EmbeddedConfig {
@@ -70,6 +73,7 @@ impl EmbeddedConfig {
             durability: Durability::default(),
             limits: Limits::default(),
             cache_bytes: 64 * 1024 * 1024,
+            memtable_bytes: 64 * 1024 * 1024,
         }
     }
 
@@ -154,8 +158,11 @@ impl EmbeddedStore {
                 },
                 other => backend_error(other),
             })?;
+        let memtable_bytes = config.memtable_bytes;
         let data = db
-            .keyspace(DATA_KEYSPACE, KeyspaceCreateOptions::default)
+            .keyspace(DATA_KEYSPACE, || {
+                KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes)
+            })
             .map_err(backend_error)?;
         let meta = db
             .keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)
