@@ -64,6 +64,15 @@ impl Op {
     }
 }
 
+/// How to tell, after `MaybeCommitted`, whether a request's batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// The key holds a run record whose version is at least this.
+    RunVersionAtLeast(u64),
+    /// The key exists (a guard key only this request writes).
+    Exists,
+}
+
 /// Why a request did not commit.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CommitError {
@@ -86,7 +95,7 @@ pub struct CommitRequest {
     pub fence: Option<(u32, u64)>,
     /// A run record key and the version this request writes there, read back to settle
     /// `MaybeCommitted`. Requests without one must be idempotent.
-    pub verify: Option<(Vec<u8>, u64)>,
+    pub verify: Option<(Vec<u8>, Verify)>,
     pub reply: oneshot::Sender<Result<(), CommitError>>,
 }
 
@@ -322,13 +331,20 @@ async fn landed<S: Store>(
     live: &[CommitRequest],
     rejected: &Rejections,
 ) -> Option<bool> {
-    let (key, version) = live
+    let (key, verify) = live
         .iter()
         .enumerate()
         .filter(|(index, _)| !rejected.iter().any(|(r, _)| r == index))
         .find_map(|(_, r)| r.verify.clone())?;
     let mut tx = store.begin().ok()?;
-    let bytes = tx.get(&key).await.ok()??;
-    let stored = crate::records::decode::<crate::records::RunRecord>("run", &bytes).ok()?;
-    Some(stored.version >= version)
+    let Some(bytes) = tx.get(&key).await.ok()? else {
+        return Some(false);
+    };
+    match verify {
+        Verify::Exists => Some(true),
+        Verify::RunVersionAtLeast(version) => {
+            let stored = crate::records::decode::<crate::records::RunRecord>("run", &bytes).ok()?;
+            Some(stored.version >= version)
+        }
+    }
 }

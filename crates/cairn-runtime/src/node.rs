@@ -4,7 +4,7 @@
 use crate::Metrics;
 use crate::clock::now_ms;
 use crate::committer::{
-    Check, CommitError, CommitRequest, Committer, CommitterArgs, CommitterMsg, Op,
+    Check, CommitError, CommitRequest, Committer, CommitterArgs, CommitterMsg, Op, Verify,
 };
 use crate::keys::Keys;
 use crate::records::{
@@ -355,10 +355,6 @@ impl<S: Store> Node<S> {
         &self.shared.registry
     }
 
-    fn transact_options() -> TransactOptions {
-        TransactOptions::default()
-    }
-
     /// Starts a workflow run. Fails, writing nothing, if the type is unknown, the input is too
     /// large, the timeouts are inconsistent, or the id-reuse policy forbids a new run.
     pub async fn start_workflow(&self, request: StartWorkflow) -> Result<RunId, ClientError> {
@@ -438,30 +434,37 @@ impl<S: Store> Node<S> {
             Op::Set(keys.run(&run_id), encode(&record)),
             Op::SetVersionstamped(keys.inbox_new(shard, &run_id, 0), encode(&InboxItem::Start)),
         ];
-        let (reply, answer) = oneshot::channel();
         let request = CommitRequest {
             ops,
             checks: vec![check],
             fence: None,
-            verify: Some((keys.run(&run_id), 0)),
-            reply,
+            verify: Some((keys.run(&run_id), Verify::RunVersionAtLeast(0))),
+            reply: oneshot::channel().0,
         };
-        shared
-            .committer
-            .cast(CommitterMsg::Submit(request))
-            .map_err(|_| ClientError::NodeStopped)?;
-        match answer.await.map_err(|_| ClientError::NodeStopped)? {
-            Ok(()) => {}
-            Err(CommitError::Rejected(error)) => return Err(*error),
-            Err(CommitError::Store(error)) => return Err(ClientError::Store(error)),
-            Err(CommitError::Fenced { .. }) => return Err(ClientError::NodeStopped),
-        }
+        self.submit(request).await?;
         shared
             .metrics
             .workflows_started
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = shared.shard(shard).cast(ShardMsg::Wake { run_id });
         Ok(run_id)
+    }
+
+    /// Submits a request to the committer and waits for its outcome (the request's `reply` is
+    /// replaced).
+    async fn submit(&self, mut request: CommitRequest) -> Result<(), ClientError> {
+        let (reply, answer) = oneshot::channel();
+        request.reply = reply;
+        self.shared
+            .committer
+            .cast(CommitterMsg::Submit(request))
+            .map_err(|_| ClientError::NodeStopped)?;
+        match answer.await.map_err(|_| ClientError::NodeStopped)? {
+            Ok(()) => Ok(()),
+            Err(CommitError::Rejected(error)) => Err(*error),
+            Err(CommitError::Store(error)) => Err(ClientError::Store(error)),
+            Err(CommitError::Fenced { .. }) => Err(ClientError::NodeStopped),
+        }
     }
 
     async fn current(&self, workflow_id: &WorkflowId) -> Result<WorkflowRecord, ClientError> {
@@ -510,18 +513,19 @@ impl<S: Store> Node<S> {
         let request_id = uuid::Uuid::now_v7();
         let guard = keys.request_guard(&run_id, &request_id);
         let item = encode(&InboxItem::Message(message));
-        transact(&shared.store, &Self::transact_options(), |tx, _| {
-            let (keys, guard, item) = (keys.clone(), guard.clone(), item.clone());
-            Box::pin(async move {
-                if tx.get(&guard).await?.is_some() {
-                    return Ok(());
-                }
-                tx.set(&guard, b"")?;
-                tx.set_versionstamped_key(&keys.inbox_new(shard, &run_id, 0), &item)?;
-                Ok::<_, ClientError>(())
-            })
-        })
-        .await?;
+        // Batched like everything else. The guard key, written only by this request, tells a
+        // retry after `MaybeCommitted` whether the message is already in the mailbox.
+        let request = CommitRequest {
+            ops: vec![
+                Op::Set(guard.clone(), Vec::new()),
+                Op::SetVersionstamped(keys.inbox_new(shard, &run_id, 0), item),
+            ],
+            checks: Vec::new(),
+            fence: None,
+            verify: Some((guard, Verify::Exists)),
+            reply: oneshot::channel().0,
+        };
+        self.submit(request).await?;
         let _ = shared.shard(shard).cast(ShardMsg::Wake { run_id });
         Ok(run_id)
     }

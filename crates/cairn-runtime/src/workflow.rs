@@ -9,7 +9,7 @@
 //! takes them all.
 
 use crate::clock::now_ms;
-use crate::committer::{CommitError, CommitRequest, CommitterMsg, Op};
+use crate::committer::{CommitError, CommitRequest, CommitterMsg, Op, Verify};
 use crate::node::Shared;
 use crate::records::{InboxItem, Outcome, RunRecord, TaskRecord, WorkflowRecord, decode, encode};
 use crate::shard::{ShardMsg, TimerEntry};
@@ -389,7 +389,10 @@ impl<S: Store> WorkflowState<S> {
             ops,
             checks: Vec::new(),
             fence: Some((self.shard, self.epoch)),
-            verify: Some((self.shared.keys.run(&self.run_id), new_record.version)),
+            verify: Some((
+                self.shared.keys.run(&self.run_id),
+                Verify::RunVersionAtLeast(new_record.version),
+            )),
             reply,
         };
         if self.shared.crash_at(crate::CrashPoint::BeforeCommit) {
