@@ -191,11 +191,21 @@ impl<S: Store> Actor for Committer<S> {
             let keys = state.keys.clone();
             let metrics = state.metrics.clone();
             tokio::spawn(async move {
+                // Reports the batch done even if committing it panics, so the committer never
+                // waits forever on a batch that is gone.
+                let _done = BatchDoneOnDrop(myself);
                 commit_batch(&store, &keys, batch, &metrics).await;
-                let _ = myself.cast(CommitterMsg::BatchDone);
             });
         }
         Ok(())
+    }
+}
+
+struct BatchDoneOnDrop(ActorRef<CommitterMsg>);
+
+impl Drop for BatchDoneOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.cast(CommitterMsg::BatchDone);
     }
 }
 

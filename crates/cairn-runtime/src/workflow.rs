@@ -23,6 +23,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+/// How long after a transition failed to commit the run is woken again.
+pub const RETRY_AFTER_FAILED_COMMIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Most mailbox entries one transition consumes.
 pub const MAILBOX_BATCH_MAX: usize = 256;
 
@@ -414,6 +417,12 @@ impl<S: Store> WorkflowState<S> {
             }
             Ok(Err(e)) => {
                 tracing::warn!(run_id = %self.run_id, error = %e, "transition did not commit");
+                // This actor stops (its run may be ahead of the store); have the shard wake a
+                // fresh one shortly, so mailbox entries taken by this one are not left waiting
+                // for the next message. Timers are re-delivered by the shard anyway.
+                let run_id = self.run_id;
+                self.shard_ref
+                    .send_after(RETRY_AFTER_FAILED_COMMIT, move || ShardMsg::Wake { run_id });
                 return false;
             }
             Err(_) => return false,
