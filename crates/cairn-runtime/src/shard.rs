@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 
 /// How often the shard checks for due timers and idle actors.
 pub const TICK_MS: u64 = 5;
+/// Most actors one passivation sweep asks to stop.
+pub const PASSIVATIONS_PER_SWEEP_MAX: usize = 512;
+
 /// A fired timer not consumed within this long is delivered again.
 pub const TIMER_REDELIVERY_MS: u64 = 2_000;
 
@@ -288,7 +291,11 @@ impl<S: Store> ShardState<S> {
             .len()
             .saturating_sub(config.actor_cache_max_per_shard);
         for (index, (last_used, run_id)) in candidates.into_iter().enumerate() {
-            if index >= over && last_used.elapsed() < idle_after {
+            // Each passivation waits for the actor's answer; bound how long one sweep can keep
+            // the shard from routing (the next sweep continues).
+            if index >= PASSIVATIONS_PER_SWEEP_MAX
+                || (index >= over && last_used.elapsed() < idle_after)
+            {
                 break;
             }
             let Some(active) = self.actors.get(&run_id) else {
