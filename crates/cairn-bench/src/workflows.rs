@@ -292,8 +292,8 @@ async fn w4<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Result<Rep
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_open = rss_bytes().context("no /proc/self/status")?;
     // Settled: once the store's conflict resolver has forgotten the start burst (its window is
-    // the 5 s transaction age limit plus 1 s, pruned at the next commit, which one more tiny
-    // workflow provides) and the allocator has returned freed pages, what the open workflows
+    // the 5 s transaction age limit plus 1 s, pruned at the next transaction, which one more
+    // tiny workflow provides) and the allocator has returned freed pages, what the open workflows
     // still hold.
     tokio::time::sleep(Duration::from_secs(7)).await;
     client

@@ -289,6 +289,11 @@ impl Store for EmbeddedStore {
         // read version says, which can only cause a spurious conflict, never a missed one.
         let read_version = self.inner.version.load(Ordering::Acquire);
         let snapshot = self.inner.db.snapshot();
+        // Let the resolver forget old commits even when no commit comes (never waits: a commit
+        // in progress prunes anyway).
+        if let Ok(mut state) = self.inner.commit.try_lock() {
+            state.resolver.prune();
+        }
         Ok(EmbeddedTransaction {
             store: self.inner.clone(),
             read_version,

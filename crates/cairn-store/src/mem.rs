@@ -82,6 +82,7 @@ impl Store for MemStore {
 
     fn begin(&self) -> StoreResult<MemTransaction> {
         let mut inner = self.lock();
+        inner.resolver.prune();
         let read_version = inner.version;
         *inner.readers.entry(read_version).or_default() += 1;
         Ok(MemTransaction {

@@ -67,6 +67,22 @@ impl Resolver {
         Ok(())
     }
 
+    /// Forgets commits older than the window. `record` does this on every commit; a backend
+    /// also calls it when idle so the last burst's keys are not held until the next commit.
+    pub fn prune(&mut self) {
+        self.forget_before(Instant::now());
+    }
+
+    fn forget_before(&mut self, now: Instant) {
+        while let Some(front) = self.history.front() {
+            if now.duration_since(front.at) <= self.window {
+                break;
+            }
+            self.forgotten_through = front.version;
+            self.history.pop_front();
+        }
+    }
+
     /// Records a commit's writes — `points` (sorted, distinct keys) and cleared `ranges` — and
     /// forgets commits older than the window.
     pub fn record(
@@ -80,13 +96,7 @@ impl Resolver {
             assert!(version > last.version, "commit versions must increase");
         }
         let now = Instant::now();
-        while let Some(front) = self.history.front() {
-            if now.duration_since(front.at) <= self.window {
-                break;
-            }
-            self.forgotten_through = front.version;
-            self.history.pop_front();
-        }
+        self.forget_before(now);
         if points.is_empty() && ranges.is_empty() {
             return;
         }
@@ -151,6 +161,20 @@ mod tests {
         assert!(resolver.check(1, &[r("a\0", "c")]).is_ok());
         // A reader at version 2 already saw the write.
         assert!(resolver.check(2, &[r("a", "z")]).is_ok());
+    }
+
+    /// Proves pruning forgets commits older than the window, and that a reader older than
+    /// what is remembered is refused (conservatively) rather than waved through.
+    #[test]
+    fn prune_forgets_old_commits_safely() {
+        let mut resolver = Resolver::new(Duration::from_millis(10));
+        resolver.record(2, vec![b"k".to_vec()], vec![]);
+        assert_eq!(resolver.history.len(), 1);
+        std::thread::sleep(Duration::from_millis(20));
+        resolver.prune();
+        assert!(resolver.history.is_empty());
+        assert_eq!(resolver.check(1, &[r("x", "y")]), Err(StoreError::Conflict));
+        assert!(resolver.check(2, &[r("k", "l")]).is_ok());
     }
 
     /// Proves coalescing keeps both begins and ends ascending.
