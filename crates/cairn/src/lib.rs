@@ -36,7 +36,7 @@ mod client;
 mod node;
 mod workflow;
 
-pub use cairn_core::{ActivityError, WorkflowError};
+pub use cairn_core::{ActivityError, RunStatus, WorkflowError};
 pub use cairn_runtime::{
     ActivityContext, ActivityInfo, ClientError, CrashHook, CrashPoint, IdReusePolicy, NodeConfig,
     Outcome, QueryError, WorkflowSummary,

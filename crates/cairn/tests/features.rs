@@ -242,6 +242,7 @@ fn builder() -> cairn::NodeBuilder {
         .workflow(compensating)
         .workflow(waits_forever)
         .workflow(quick)
+        .workflow(heartbeats_pending)
         .activity(flaky)
         .activity(decline_card)
         .activity(sleepy)
@@ -567,6 +568,89 @@ async fn schedule_to_start_timeout<S: Store>(store: S, tag: &str) {
     node.shutdown().await;
 }
 
+async fn listing_and_describe<S: Store>(store: S, tag: &str) {
+    let node = node(store).await;
+    let client = node.client();
+    for i in 0..3 {
+        let handle = client
+            .start(quick, &format!("list-{tag}-{i}"), "ok".to_string())
+            .send()
+            .await
+            .unwrap();
+        within(handle.result()).await.unwrap();
+    }
+    let failed = client
+        .start(quick, &format!("list-{tag}-f"), "fail".to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(
+        within(failed.result()).await,
+        Err(WorkflowOutcomeError::Failed(_))
+    ));
+    let waiting = client
+        .start(heartbeats_pending, &format!("list-{tag}-w"), ())
+        .send()
+        .await
+        .unwrap();
+    // Wait until the pending activity is recorded.
+    let description = within(async {
+        loop {
+            let d = waiting.describe().await.unwrap();
+            if !d.pending_activities.is_empty() {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(description.summary.workflow_type, "heartbeats_pending");
+    assert_eq!(description.summary.status, Some(cairn::RunStatus::Running));
+    assert_eq!(description.pending_activities[0].1.activity_type, "sleepy");
+    assert!(description.history_length >= 3);
+
+    let mine = |list: Vec<cairn::WorkflowSummary>| {
+        let mut ids: Vec<String> = list
+            .into_iter()
+            .map(|w| w.workflow_id)
+            .filter(|id| id.starts_with(&format!("list-{tag}-")))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let completed = client
+        .list(Some("quick"), Some(cairn::RunStatus::Completed))
+        .await
+        .unwrap();
+    assert_eq!(
+        mine(completed),
+        (0..3)
+            .map(|i| format!("list-{tag}-{i}"))
+            .collect::<Vec<_>>()
+    );
+    let failures = client
+        .list(None, Some(cairn::RunStatus::Failed))
+        .await
+        .unwrap();
+    assert_eq!(mine(failures), vec![format!("list-{tag}-f")]);
+    let all_quick = client.list(Some("quick"), None).await.unwrap();
+    assert_eq!(mine(all_quick).len(), 4);
+    let running = client
+        .list(Some("heartbeats_pending"), Some(cairn::RunStatus::Running))
+        .await
+        .unwrap();
+    assert_eq!(mine(running), vec![format!("list-{tag}-w")]);
+    waiting.terminate("done").await.unwrap();
+    node.shutdown().await;
+}
+
+async fn heartbeats_pending(ctx: Ctx, _input: ()) -> Result<(), WorkflowError> {
+    ctx.activity(sleepy, 30_000)
+        .start_to_close(Duration::from_secs(60))
+        .await?;
+    Ok(())
+}
+
 fn faulty() -> FaultStore<MemStore> {
     FaultStore::new(
         MemStore::new(),
@@ -625,4 +709,5 @@ on_both_stores!(
     bad_input_is_refused_without_writes,
     activity_cancellation,
     schedule_to_start_timeout,
+    listing_and_describe,
 );
