@@ -138,6 +138,11 @@ impl Node<cairn_store::MemStore> {
 }
 
 impl<S: Store> Node<S> {
+    /// The untyped runtime node, for serving it over HTTP (`cairn-server`).
+    pub fn runtime(&self) -> Arc<cairn_runtime::Node<S>> {
+        self.inner.clone()
+    }
+
     /// A client talking to this node in-process.
     pub fn client(&self) -> Client<S> {
         Client::new(self.inner.clone())

@@ -1,0 +1,305 @@
+//! Cairn's HTTP API: every client operation of a node as JSON over HTTP.
+//!
+//! Invariants: this is an edge — it knows wire formats (JSON here; payloads are converted
+//! between JSON and MessagePack at this boundary) and nothing about how runs execute. Every
+//! error is a JSON object `{"code": ..., "message": ...}` with a stable `code`, and a request
+//! that is malformed (bad JSON, bad id, unknown type, oversized body) is refused before anything
+//! is written.
+//!
+//! | method and path | does |
+//! |---|---|
+//! | `GET /healthz` | liveness |
+//! | `POST /api/v1/workflows` | start (`workflow_id`, `workflow_type`, `input`, `id_reuse_policy`, `execution_timeout_ms`) |
+//! | `GET /api/v1/workflows?workflow_type=&status=` | list |
+//! | `GET /api/v1/workflows/{id}` | describe |
+//! | `GET /api/v1/workflows/{id}/history` | history events |
+//! | `GET /api/v1/workflows/{id}/result?wait_ms=` | result, waiting up to `wait_ms` (long-poll) |
+//! | `POST /api/v1/workflows/{id}/signals/{name}` | signal (body: the input) |
+//! | `POST /api/v1/workflows/{id}/queries/{name}` | query (body: the arguments) |
+//! | `POST /api/v1/workflows/{id}/cancel` | request cancellation (`reason`) |
+//! | `POST /api/v1/workflows/{id}/terminate` | terminate (`reason`) |
+
+mod json;
+
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cairn_core::RunStatus;
+use cairn_runtime::{ClientError, IdReusePolicy, Node, Outcome, StartWorkflow};
+use cairn_store::Store;
+use cairn_types::{WorkflowId, WorkflowTimeouts};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest request body accepted, in bytes.
+pub const REQUEST_BODY_BYTES_MAX: usize = 256 * 1024;
+/// Longest a result request may wait, in milliseconds.
+pub const RESULT_WAIT_MS_MAX: u64 = 60_000;
+
+/// An API error: HTTP status, stable code, message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"code": self.code, "message": self.message});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<ClientError> for ApiError {
+    fn from(error: ClientError) -> Self {
+        use StatusCode as S;
+        let (status, code) = match &error {
+            ClientError::UnknownWorkflowType { .. } => (S::BAD_REQUEST, "unknown_workflow_type"),
+            ClientError::InputDoesNotDecode { .. } => (S::BAD_REQUEST, "input_does_not_decode"),
+            ClientError::InvalidWorkflowId(_) => (S::BAD_REQUEST, "invalid_workflow_id"),
+            ClientError::InvalidTimeouts(_) => (S::BAD_REQUEST, "invalid_timeouts"),
+            ClientError::AlreadyRunning { .. } => (S::CONFLICT, "already_running"),
+            ClientError::DuplicateRejected { .. } => (S::CONFLICT, "duplicate_rejected"),
+            ClientError::NotRunning { .. } => (S::CONFLICT, "not_running"),
+            ClientError::NotFound { .. } => (S::NOT_FOUND, "not_found"),
+            ClientError::PayloadTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ClientError::Query(_) => (S::UNPROCESSABLE_ENTITY, "query_failed"),
+            ClientError::NodeStopped => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            _ => (S::INTERNAL_SERVER_ERROR, "store_error"),
+        };
+        Self::new(status, code, error.to_string())
+    }
+}
+
+fn body_error(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "payload_too_large"
+    } else {
+        "malformed_body"
+    };
+    ApiError::new(status, code, rejection.body_text())
+}
+
+fn workflow_id(text: &str) -> Result<WorkflowId, ApiError> {
+    WorkflowId::new(text).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_workflow_id",
+            e.to_string(),
+        )
+    })
+}
+
+/// The API over `node`.
+pub fn router<S: Store>(node: Arc<Node<S>>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/v1/workflows", post(start::<S>).get(list::<S>))
+        .route("/api/v1/workflows/{id}", get(describe::<S>))
+        .route("/api/v1/workflows/{id}/history", get(history::<S>))
+        .route("/api/v1/workflows/{id}/result", get(result::<S>))
+        .route("/api/v1/workflows/{id}/signals/{name}", post(signal::<S>))
+        .route("/api/v1/workflows/{id}/queries/{name}", post(query::<S>))
+        .route("/api/v1/workflows/{id}/cancel", post(cancel::<S>))
+        .route("/api/v1/workflows/{id}/terminate", post(terminate::<S>))
+        .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
+        .with_state(node)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    workflow_id: String,
+    workflow_type: String,
+    #[serde(default)]
+    input: Value,
+    #[serde(default)]
+    id_reuse_policy: Option<String>,
+    #[serde(default)]
+    execution_timeout_ms: Option<u64>,
+}
+
+async fn start<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    body: Result<axum::Json<StartBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let axum::Json(body) = body.map_err(body_error)?;
+    let id_reuse_policy = match body.id_reuse_policy.as_deref() {
+        None | Some("allow_duplicate") => IdReusePolicy::AllowDuplicate,
+        Some("allow_duplicate_failed_only") => IdReusePolicy::AllowDuplicateFailedOnly,
+        Some("reject_duplicate") => IdReusePolicy::RejectDuplicate,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_id_reuse_policy",
+                format!(
+                    "id_reuse_policy {other:?} is not one of allow_duplicate, allow_duplicate_failed_only, reject_duplicate"
+                ),
+            ));
+        }
+    };
+    let timeouts = WorkflowTimeouts {
+        execution: body.execution_timeout_ms.map(Duration::from_millis),
+        run: None,
+    };
+    let run_id = node
+        .start_workflow(StartWorkflow {
+            workflow_id: workflow_id(&body.workflow_id)?,
+            workflow_type: body.workflow_type,
+            input: json::payload_of(&body.input)?,
+            id_reuse_policy,
+            timeouts,
+        })
+        .await?;
+    let answer = json!({"workflow_id": body.workflow_id, "run_id": run_id.to_string()});
+    Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    workflow_type: Option<String>,
+    status: Option<String>,
+}
+
+fn parse_status(text: &str) -> Result<RunStatus, ApiError> {
+    Ok(match text {
+        "running" => RunStatus::Running,
+        "completed" => RunStatus::Completed,
+        "failed" => RunStatus::Failed,
+        "canceled" => RunStatus::Canceled,
+        "terminated" => RunStatus::Terminated,
+        "timed_out" => RunStatus::TimedOut,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_status",
+                format!(
+                    "status {other:?} is not one of running, completed, failed, canceled, terminated, timed_out"
+                ),
+            ));
+        }
+    })
+}
+
+async fn list<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Query(params): Query<ListParams>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let status = params.status.as_deref().map(parse_status).transpose()?;
+    let workflows = node.list(params.workflow_type.as_deref(), status).await?;
+    Ok(axum::Json(Value::Array(
+        workflows.iter().map(json::summary).collect(),
+    )))
+}
+
+async fn describe<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let description = node.describe(&workflow_id(&id)?).await?;
+    Ok(axum::Json(json::description(&description)))
+}
+
+async fn history<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let events = node.history(&workflow_id(&id)?).await?;
+    Ok(axum::Json(Value::Array(
+        events.iter().map(json::event).collect(),
+    )))
+}
+
+#[derive(Deserialize)]
+struct ResultParams {
+    wait_ms: Option<u64>,
+}
+
+async fn result<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Path(id): Path<String>,
+    Query(params): Query<ResultParams>,
+) -> Result<Response, ApiError> {
+    let id = workflow_id(&id)?;
+    let wait = Duration::from_millis(params.wait_ms.unwrap_or(0).min(RESULT_WAIT_MS_MAX));
+    match tokio::time::timeout(wait, node.result(&id)).await {
+        Ok(outcome) => Ok(axum::Json(json::outcome(&outcome?)).into_response()),
+        Err(_) => Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"status": "running"})),
+        )
+            .into_response()),
+    }
+}
+
+async fn signal<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Path((id, name)): Path<(String, String)>,
+    body: Result<axum::Json<Value>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let axum::Json(input) = body.map_err(body_error)?;
+    node.signal(&workflow_id(&id)?, &name, json::payload_of(&input)?)
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn query<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Path((id, name)): Path<(String, String)>,
+    body: Result<axum::Json<Value>, JsonRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let axum::Json(args) = body.map_err(body_error)?;
+    let answer = node
+        .query(&workflow_id(&id)?, &name, json::payload_of(&args)?)
+        .await?;
+    Ok(axum::Json(json::value_of(&answer)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: String,
+}
+
+async fn cancel<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Path(id): Path<String>,
+    body: Result<axum::Json<ReasonBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let axum::Json(body) = body.map_err(body_error)?;
+    node.cancel(&workflow_id(&id)?, &body.reason).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn terminate<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Path(id): Path<String>,
+    body: Result<axum::Json<ReasonBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let axum::Json(body) = body.map_err(body_error)?;
+    node.terminate(&workflow_id(&id)?, &body.reason).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Kept public for the binary: an outcome as JSON.
+pub fn outcome_json(outcome: &Outcome) -> Value {
+    json::outcome(outcome)
+}
