@@ -107,10 +107,10 @@ fn workflow_id(text: &str) -> Result<WorkflowId, ApiError> {
     })
 }
 
-/// The API over `node`.
-pub fn router<S: Store>(node: Arc<Node<S>>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+/// The API over `node`. With `auth_token`, every route but `/healthz` requires
+/// `Authorization: Bearer <token>`.
+pub fn router<S: Store>(node: Arc<Node<S>>, auth_token: Option<String>) -> Router {
+    let api = Router::new()
         .route("/api/v1/workflows", post(start::<S>).get(list::<S>))
         .route("/api/v1/workflows/{id}", get(describe::<S>))
         .route("/api/v1/workflows/{id}/history", get(history::<S>))
@@ -120,7 +120,36 @@ pub fn router<S: Store>(node: Arc<Node<S>>) -> Router {
         .route("/api/v1/workflows/{id}/cancel", post(cancel::<S>))
         .route("/api/v1/workflows/{id}/terminate", post(terminate::<S>))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
-        .with_state(node)
+        .with_state(node);
+    let api = match auth_token {
+        Some(token) => {
+            let expected: Arc<str> = format!("Bearer {token}").into();
+            api.layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let expected = expected.clone();
+                    async move {
+                        let given = request
+                            .headers()
+                            .get(axum::http::header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok());
+                        if given != Some(&*expected) {
+                            return ApiError::new(
+                                StatusCode::UNAUTHORIZED,
+                                "unauthorized",
+                                "missing or wrong bearer token (Authorization: Bearer <token>)",
+                            )
+                            .into_response();
+                        }
+                        next.run(request).await
+                    }
+                },
+            ))
+        }
+        None => api,
+    };
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(api)
 }
 
 #[derive(Deserialize)]

@@ -38,7 +38,7 @@ async fn router() -> axum::Router {
         .start(cairn::MemStore::new())
         .await
         .unwrap();
-    let router = cairn_server::router(node.runtime());
+    let router = cairn_server::router(node.runtime(), None);
     // The node lives as long as the runtime handle the router holds.
     std::mem::forget(node);
     router
@@ -281,4 +281,31 @@ async fn bad_requests_get_clear_errors_and_write_nothing() {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("query_failed")),
         "{error}"
     );
+}
+
+/// Proves a configured bearer token guards every route but `/healthz`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_guards_the_api() {
+    let node = Node::builder()
+        .workflow(doubler)
+        .activity(double)
+        .start(cairn::MemStore::new())
+        .await
+        .unwrap();
+    let api = cairn_server::router(node.runtime(), Some("s3cret".into()));
+    let (status, error) = call(&api, "GET", "/api/v1/workflows", None).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let request = Request::builder()
+        .uri("/api/v1/workflows")
+        .header("authorization", "Bearer s3cret")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        api.clone().oneshot(request).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(call(&api, "GET", "/healthz", None).await.0, StatusCode::OK);
 }

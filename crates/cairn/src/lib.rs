@@ -41,7 +41,7 @@ pub use cairn_runtime::{
     ActivityContext, ActivityInfo, ClientError, CrashHook, CrashPoint, IdReusePolicy, NodeConfig,
     Outcome, QueryError, WorkflowSummary,
 };
-pub use cairn_store::MemStore;
+pub use cairn_store::{MemStore, StoreError};
 pub use cairn_types::{Failure, Payload, RetryPolicy, RunId, WorkflowId, WorkflowTimeouts};
 pub use client::{Client, StartCall, WorkflowHandle, WorkflowOutcomeError};
 pub use node::{Node, NodeBuilder};

@@ -1,0 +1,57 @@
+//! Workflows the dev server registers, so there is something to run from a fresh clone.
+
+use cairn::{ActivityContext, Ctx, Failure, Query, Signal, WorkflowError};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+async fn greet(_ctx: ActivityContext, name: String) -> Result<String, Failure> {
+    Ok(format!("hello {name}"))
+}
+
+/// Greets `name` through an activity, after a one-second durable timer.
+pub async fn hello(ctx: Ctx, name: String) -> Result<String, WorkflowError> {
+    ctx.sleep(Duration::from_secs(1)).await;
+    Ok(ctx.activity(greet, name).await?)
+}
+
+const REMAINING: Query<(), u64> = Query::new("remaining");
+
+/// Counts down `seconds` one durable timer at a time; query `remaining` while it runs.
+pub async fn countdown(ctx: Ctx, seconds: u64) -> Result<String, WorkflowError> {
+    let remaining = Rc::new(Cell::new(seconds));
+    let r = remaining.clone();
+    ctx.on_query(&REMAINING, move |()| r.get());
+    while remaining.get() > 0 {
+        ctx.sleep(Duration::from_secs(1)).await;
+        remaining.set(remaining.get() - 1);
+    }
+    Ok("liftoff".to_string())
+}
+
+const DECIDE: Signal<bool> = Signal::new("decide");
+
+/// Waits up to an hour for a `decide` signal (true approves), then reports.
+pub async fn approval(ctx: Ctx, amount_cents: u64) -> Result<String, WorkflowError> {
+    let decision = Rc::new(Cell::new(None::<bool>));
+    let d = decision.clone();
+    ctx.on_signal(&DECIDE, move |approved| d.set(Some(approved)));
+    let d = decision.clone();
+    let decided = ctx
+        .wait_condition_timeout(move || d.get().is_some(), Duration::from_secs(3600))
+        .await;
+    Ok(match (decided, decision.get()) {
+        (true, Some(true)) => format!("approved {amount_cents} cents"),
+        (true, _) => "rejected".to_string(),
+        (false, _) => "timed out".to_string(),
+    })
+}
+
+/// Registers the demo workflows and activities.
+pub fn register(builder: cairn::NodeBuilder) -> cairn::NodeBuilder {
+    builder
+        .workflow(hello)
+        .workflow(countdown)
+        .workflow(approval)
+        .activity(greet)
+}

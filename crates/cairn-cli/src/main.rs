@@ -1,0 +1,492 @@
+//! `cairn`: run a dev server on the embedded store, and drive any node through its HTTP API.
+//!
+//! ```text
+//! cairn server start-dev [--db ./cairn-data] [--port 7280]
+//! cairn workflow start --type hello --input '"Ada"' --wait
+//! cairn workflow list | describe ID | show ID | result ID | signal ID NAME | query ID NAME
+//! cairn workflow cancel ID | terminate ID
+//! ```
+
+mod demo;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "cairn", about = "Cairn: durable workflows in Rust", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node.
+    #[command(subcommand)]
+    Server(ServerCommand),
+    /// Talk to a node's HTTP API.
+    Workflow(WorkflowArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ServerCommand {
+    /// One node on the embedded store with the HTTP API and the demo workflows (hello,
+    /// countdown, approval). Stops cleanly on Ctrl-C.
+    StartDev(StartDevArgs),
+}
+
+#[derive(Args, Debug)]
+struct StartDevArgs {
+    /// Data directory (created if missing; one server per directory).
+    #[arg(long, default_value = "./cairn-data")]
+    db: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 7280)]
+    port: u16,
+    /// Require `Authorization: Bearer <token>` on every route but /healthz.
+    #[arg(long, env = "CAIRN_AUTH_TOKEN")]
+    auth_token: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct WorkflowArgs {
+    /// The node's HTTP address.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:7280")]
+    address: String,
+    /// Bearer token, if the node requires one.
+    #[arg(long, global = true, env = "CAIRN_AUTH_TOKEN")]
+    auth_token: Option<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: WorkflowCommand,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum WorkflowCommand {
+    /// Start a workflow.
+    Start {
+        /// Workflow type (the function's name).
+        #[arg(long = "type")]
+        workflow_type: String,
+        /// Workflow id (default: `<type>-<unix ms>`).
+        #[arg(long)]
+        id: Option<String>,
+        /// Input, as JSON.
+        #[arg(long, default_value = "null")]
+        input: String,
+        /// allow_duplicate, allow_duplicate_failed_only or reject_duplicate.
+        #[arg(long)]
+        reuse_policy: Option<String>,
+        #[arg(long)]
+        execution_timeout_ms: Option<u64>,
+        /// Wait for the result, printing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List workflows.
+    List {
+        #[arg(long = "type")]
+        workflow_type: Option<String>,
+        /// running, completed, failed, canceled, terminated or timed_out.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Status, pending activities, outcome.
+    Describe { id: String },
+    /// The history.
+    Show { id: String },
+    /// The result (waits up to --wait-ms).
+    Result {
+        id: String,
+        #[arg(long, default_value_t = 30_000)]
+        wait_ms: u64,
+    },
+    /// Send a signal.
+    Signal {
+        id: String,
+        name: String,
+        #[arg(long, default_value = "null")]
+        input: String,
+    },
+    /// Run a query.
+    Query {
+        id: String,
+        name: String,
+        #[arg(long, default_value = "null")]
+        args: String,
+    },
+    /// Request cancellation.
+    Cancel {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// End the run at once.
+    Terminate {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Server(ServerCommand::StartDev(args)) => start_dev(args),
+        Command::Workflow(args) => workflow(args),
+    };
+    if let Err(error) = outcome {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn start_dev(args: StartDevArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let store = match cairn_store_embedded::EmbeddedStore::open(cairn_store_embedded::EmbeddedConfig::new(&args.db)) {
+            Ok(store) => store,
+            Err(cairn::StoreError::Locked { path }) => {
+                bail!("the data directory {path} is in use by another process (another cairn server?); stop it or pass a different --db")
+            }
+            Err(e) => return Err(e).context("opening the data directory"),
+        };
+        let node = demo::register(cairn::Node::builder()).start(store).await?;
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| format!("binding {}:{}", args.host, args.port))?;
+        let address = listener.local_addr()?;
+        println!("cairn dev server listening on http://{address} (data in {})", args.db.display());
+        let router = cairn_server::router(node.runtime(), args.auth_token.clone());
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        // stdout may be gone (a closed pipe) by now; stopping must not depend on it.
+        let _ = writeln!(std::io::stdout(), "shutting down");
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+struct Api {
+    agent: ureq::Agent,
+    address: String,
+    token: Option<String>,
+}
+
+impl Api {
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
+        let url = format!("{}{path}", self.address.trim_end_matches('/'));
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let response = match (method, body) {
+            ("GET", _) => {
+                let mut request = self.agent.get(&url);
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.call()
+            }
+            (_, body) => {
+                let mut request = self
+                    .agent
+                    .post(&url)
+                    .header("Content-Type", "application/json");
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.send(body.unwrap_or(&Value::Null).to_string())
+            }
+        };
+        let mut response = response.with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string()?;
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status >= 400 {
+            let code = value["code"].as_str().unwrap_or("error");
+            let message = value["message"]
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_string);
+            bail!("[{code}] {message}");
+        }
+        Ok((status, value))
+    }
+}
+
+fn json_arg(what: &str, text: &str) -> Result<Value> {
+    serde_json::from_str(text).with_context(|| format!("{what} is not valid JSON: {text}"))
+}
+
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn workflow(args: WorkflowArgs) -> Result<()> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(90)))
+        .build()
+        .into();
+    let api = Api {
+        agent,
+        address: args.address,
+        token: args.auth_token,
+    };
+    let table = args.output == Output::Table;
+    let print_json = |value: &Value| {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        )
+    };
+    match args.command {
+        WorkflowCommand::Start {
+            workflow_type,
+            id,
+            input,
+            reuse_policy,
+            execution_timeout_ms,
+            wait,
+        } => {
+            let id = id.unwrap_or_else(|| {
+                let ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                format!("{workflow_type}-{ms}")
+            });
+            let mut body = serde_json::json!({
+                "workflow_id": id,
+                "workflow_type": workflow_type,
+                "input": json_arg("--input", &input)?,
+            });
+            if let Some(policy) = reuse_policy {
+                body["id_reuse_policy"] = Value::from(policy);
+            }
+            if let Some(ms) = execution_timeout_ms {
+                body["execution_timeout_ms"] = Value::from(ms);
+            }
+            let (_, started) = api.call("POST", "/api/v1/workflows", Some(&body))?;
+            if table {
+                println!(
+                    "started {} (run {})",
+                    started["workflow_id"].as_str().unwrap_or(""),
+                    started["run_id"].as_str().unwrap_or("")
+                );
+            } else if !wait {
+                print_json(&started);
+            }
+            if wait {
+                let path = format!("/api/v1/workflows/{}/result?wait_ms=2000", encode(&id));
+                loop {
+                    let (status, outcome) = api.call("GET", &path, None)?;
+                    if status == 200 {
+                        if table {
+                            print_outcome(&outcome);
+                        } else {
+                            print_json(&outcome);
+                        }
+                        break;
+                    }
+                    if table {
+                        let (_, d) =
+                            api.call("GET", &format!("/api/v1/workflows/{}", encode(&id)), None)?;
+                        println!(
+                            "  … {} ({} events, {} pending activities)",
+                            d["status"].as_str().unwrap_or("?"),
+                            d["history_length"],
+                            d["pending_activities"].as_array().map_or(0, Vec::len)
+                        );
+                    }
+                }
+            }
+        }
+        WorkflowCommand::List {
+            workflow_type,
+            status,
+        } => {
+            let mut query = Vec::new();
+            if let Some(t) = workflow_type {
+                query.push(format!("workflow_type={}", encode(&t)));
+            }
+            if let Some(s) = status {
+                query.push(format!("status={}", encode(&s)));
+            }
+            let (_, list) = api.call(
+                "GET",
+                &format!("/api/v1/workflows?{}", query.join("&")),
+                None,
+            )?;
+            if table {
+                println!(
+                    "{:<28} {:<16} {:<11} {:<36}",
+                    "WORKFLOW ID", "TYPE", "STATUS", "RUN ID"
+                );
+                for w in list.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<28} {:<16} {:<11} {:<36}",
+                        w["workflow_id"].as_str().unwrap_or(""),
+                        w["workflow_type"].as_str().unwrap_or(""),
+                        w["status"].as_str().unwrap_or(""),
+                        w["run_id"].as_str().unwrap_or("")
+                    );
+                }
+            } else {
+                print_json(&list);
+            }
+        }
+        WorkflowCommand::Describe { id } => {
+            let (_, d) = api.call("GET", &format!("/api/v1/workflows/{}", encode(&id)), None)?;
+            if table {
+                println!(
+                    "workflow {}  type {}  status {}",
+                    d["workflow_id"].as_str().unwrap_or(""),
+                    d["workflow_type"].as_str().unwrap_or(""),
+                    d["status"].as_str().unwrap_or("")
+                );
+                println!(
+                    "run {}  history events {}",
+                    d["run_id"].as_str().unwrap_or(""),
+                    d["history_length"]
+                );
+                for a in d["pending_activities"].as_array().into_iter().flatten() {
+                    println!(
+                        "  pending activity {} {} (attempt {})",
+                        a["activity_id"].as_str().unwrap_or(""),
+                        a["activity_type"].as_str().unwrap_or(""),
+                        a["attempt"]
+                    );
+                }
+                if !d["outcome"].is_null() {
+                    print_outcome(&d["outcome"]);
+                }
+            } else {
+                print_json(&d);
+            }
+        }
+        WorkflowCommand::Show { id } => {
+            let (_, history) = api.call(
+                "GET",
+                &format!("/api/v1/workflows/{}/history", encode(&id)),
+                None,
+            )?;
+            if table {
+                println!(
+                    "{:>4}  {:<15} {:<34} DETAILS",
+                    "ID", "TIME (unix ms)", "EVENT"
+                );
+                for e in history.as_array().into_iter().flatten() {
+                    println!(
+                        "{:>4}  {:<15} {:<34} {}",
+                        e["event_id"].to_string(),
+                        e["time_unix_ms"].to_string(),
+                        e["event_type"].as_str().unwrap_or(""),
+                        e["details"]
+                    );
+                }
+            } else {
+                print_json(&history);
+            }
+        }
+        WorkflowCommand::Result { id, wait_ms } => {
+            let (status, outcome) = api.call(
+                "GET",
+                &format!("/api/v1/workflows/{}/result?wait_ms={wait_ms}", encode(&id)),
+                None,
+            )?;
+            if status != 200 {
+                bail!("still running after {wait_ms} ms");
+            }
+            if table {
+                print_outcome(&outcome);
+            } else {
+                print_json(&outcome);
+            }
+        }
+        WorkflowCommand::Signal { id, name, input } => {
+            api.call(
+                "POST",
+                &format!(
+                    "/api/v1/workflows/{}/signals/{}",
+                    encode(&id),
+                    encode(&name)
+                ),
+                Some(&json_arg("--input", &input)?),
+            )?;
+            if table {
+                println!("signal {name} sent to {id}");
+            }
+        }
+        WorkflowCommand::Query { id, name, args } => {
+            let (_, answer) = api.call(
+                "POST",
+                &format!(
+                    "/api/v1/workflows/{}/queries/{}",
+                    encode(&id),
+                    encode(&name)
+                ),
+                Some(&json_arg("--args", &args)?),
+            )?;
+            print_json(&answer);
+        }
+        WorkflowCommand::Cancel { id, reason } => {
+            api.call(
+                "POST",
+                &format!("/api/v1/workflows/{}/cancel", encode(&id)),
+                Some(&serde_json::json!({"reason": reason})),
+            )?;
+            if table {
+                println!("cancellation requested for {id}");
+            }
+        }
+        WorkflowCommand::Terminate { id, reason } => {
+            api.call(
+                "POST",
+                &format!("/api/v1/workflows/{}/terminate", encode(&id)),
+                Some(&serde_json::json!({"reason": reason})),
+            )?;
+            if table {
+                println!("{id} terminated");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_outcome(outcome: &Value) {
+    match outcome["status"].as_str() {
+        Some("completed") => println!("completed: {}", outcome["result"]),
+        Some("failed") => println!(
+            "failed: {}: {}",
+            outcome["failure"]["error_type"].as_str().unwrap_or(""),
+            outcome["failure"]["message"].as_str().unwrap_or("")
+        ),
+        Some("terminated") => println!("terminated: {}", outcome["reason"].as_str().unwrap_or("")),
+        Some(other) => println!("{other}"),
+        None => println!("{outcome}"),
+    }
+}

@@ -1,0 +1,139 @@
+//! The `cairn` binary as a person uses it: a dev server on a fresh data directory, workflow
+//! commands against it, a second server on the same directory refused with a clear error, and
+//! a clean stop on Ctrl-C (SIGINT). Loopback only; every wait is bounded.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
+
+struct Server {
+    child: Child,
+    address: String,
+    /// Kept open so the server can keep writing to its stdout.
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(db: &std::path::Path) -> Server {
+    let mut child = Command::new(CAIRN)
+        .args(["server", "start-dev", "--port", "0", "--db"])
+        .arg(db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the server");
+    let mut line = String::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    let address = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    Server {
+        child,
+        address,
+        _stdout: out,
+    }
+}
+
+fn cairn(server: &Server, args: &[&str]) -> Output {
+    Command::new(CAIRN)
+        .args(["workflow", "--address", &server.address])
+        .args(args)
+        .output()
+        .expect("run cairn")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Proves the dev server runs the demo workflows through the CLI end to end.
+#[test]
+fn dev_server_and_workflow_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&dir.path().join("data"));
+    let started = cairn(
+        &server,
+        &[
+            "start", "--type", "hello", "--id", "h-1", "--input", "\"Ada\"", "--wait",
+        ],
+    );
+    assert!(started.status.success(), "{started:?}");
+    assert!(
+        stdout(&started).contains("completed: \"hello Ada\""),
+        "{}",
+        stdout(&started)
+    );
+
+    let listed = cairn(&server, &["list", "--status", "completed"]);
+    assert!(stdout(&listed).contains("h-1"), "{}", stdout(&listed));
+    let shown = cairn(&server, &["show", "h-1"]);
+    assert!(stdout(&shown).contains("TimerFired"), "{}", stdout(&shown));
+    let as_json = cairn(&server, &["--output", "json", "result", "h-1"]);
+    let value: serde_json::Value = serde_json::from_slice(&as_json.stdout).unwrap();
+    assert_eq!(value["result"], "hello Ada");
+
+    cairn(
+        &server,
+        &[
+            "start", "--type", "approval", "--id", "a-1", "--input", "1250",
+        ],
+    );
+    let signaled = cairn(&server, &["signal", "a-1", "decide", "--input", "true"]);
+    assert!(signaled.status.success(), "{signaled:?}");
+    let result = cairn(&server, &["result", "a-1", "--wait-ms", "10000"]);
+    assert!(
+        stdout(&result).contains("approved 1250 cents"),
+        "{}",
+        stdout(&result)
+    );
+
+    let bad = cairn(&server, &["start", "--type", "nope"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("[unknown_workflow_type]"));
+    let bad_json = cairn(&server, &["start", "--type", "hello", "--input", "{oops"]);
+    assert!(String::from_utf8_lossy(&bad_json.stderr).contains("not valid JSON"));
+}
+
+/// Proves a second server on the same data directory is refused with a clear error, and the
+/// first stops cleanly on SIGINT.
+#[test]
+fn one_server_per_directory_and_clean_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data");
+    let mut server = start_server(&db);
+    let second = Command::new(CAIRN)
+        .args(["server", "start-dev", "--port", "0", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("is in use by another process"),
+        "{second:?}"
+    );
+    let pid = i32::try_from(server.child.id()).unwrap();
+    #[allow(unsafe_code)]
+    // SAFETY: sends SIGINT to our own child process; no memory is involved.
+    let sent = unsafe { libc::kill(pid, libc::SIGINT) };
+    assert_eq!(sent, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            assert!(status.success(), "server exited with {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
