@@ -18,6 +18,7 @@
 //! | `POST /api/v1/workflows/{id}/queries/{name}` | query (body: the arguments) |
 //! | `POST /api/v1/workflows/{id}/cancel` | request cancellation (`reason`) |
 //! | `POST /api/v1/workflows/{id}/terminate` | terminate (`reason`) |
+//! | `GET /metrics` | Prometheus text: runs, transitions, activities, commits, batch sizes, actor cache |
 
 mod json;
 
@@ -119,6 +120,7 @@ pub fn router<S: Store>(node: Arc<Node<S>>, auth_token: Option<String>) -> Route
         .route("/api/v1/workflows/{id}/queries/{name}", post(query::<S>))
         .route("/api/v1/workflows/{id}/cancel", post(cancel::<S>))
         .route("/api/v1/workflows/{id}/terminate", post(terminate::<S>))
+        .route("/metrics", get(metrics::<S>))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .with_state(node);
     let api = match auth_token {
@@ -326,6 +328,99 @@ async fn terminate<S: Store>(
     let axum::Json(body) = body.map_err(body_error)?;
     node.terminate(&workflow_id(&id)?, &body.reason).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// Prometheus text exposition of the node's counters.
+async fn metrics<S: Store>(State(node): State<Arc<Node<S>>>) -> Response {
+    let m = node.metrics();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let rows: [(&str, &str, &str, u64); 11] = [
+        (
+            "cairn_workflows_started_total",
+            "counter",
+            "Workflow runs started by this node.",
+            load(&m.workflows_started),
+        ),
+        (
+            "cairn_workflows_closed_total",
+            "counter",
+            "Workflow runs this node closed (any outcome).",
+            load(&m.workflows_closed),
+        ),
+        (
+            "cairn_transitions_total",
+            "counter",
+            "Committed run transitions.",
+            load(&m.transitions),
+        ),
+        (
+            "cairn_activities_succeeded_total",
+            "counter",
+            "Activity attempts that returned a result.",
+            load(&m.activities_succeeded),
+        ),
+        (
+            "cairn_activities_failed_total",
+            "counter",
+            "Activity attempts that failed.",
+            load(&m.activities_failed),
+        ),
+        (
+            "cairn_store_commits_total",
+            "counter",
+            "Store transactions committed by the committer.",
+            load(&m.commits),
+        ),
+        (
+            "cairn_store_committed_requests_total",
+            "counter",
+            "Commit requests carried by those transactions (batch size = this / commits).",
+            load(&m.committed_requests),
+        ),
+        (
+            "cairn_store_commit_seconds_total",
+            "counter",
+            "Time spent committing batches, seconds (micro precision).",
+            load(&m.commit_micros_total),
+        ),
+        (
+            "cairn_actor_activations_total",
+            "counter",
+            "Runs loaded into memory (snapshot + replay).",
+            load(&m.activations),
+        ),
+        (
+            "cairn_actor_passivations_total",
+            "counter",
+            "Idle runs dropped from memory.",
+            load(&m.passivations),
+        ),
+        (
+            "cairn_actor_cache_size",
+            "gauge",
+            "Runs currently in memory.",
+            load(&m.active_actors),
+        ),
+    ];
+    let mut text = String::new();
+    for (name, kind, help, value) in rows {
+        let value = if name == "cairn_store_commit_seconds_total" {
+            format!("{:.6}", value as f64 / 1e6)
+        } else {
+            value.to_string()
+        };
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// Kept public for the binary: an outcome as JSON.

@@ -112,6 +112,18 @@ async fn start_result_describe_history_list() {
     assert_eq!(listed.as_array().unwrap().len(), 1);
     let (_, none) = call(&api, "GET", "/api/v1/workflows?status=running", None).await;
     assert!(none.as_array().unwrap().is_empty());
+    let (status, metrics) = call(&api, "GET", "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(
+        metrics.contains("# TYPE cairn_workflows_started_total counter"),
+        "{metrics}"
+    );
+    let started_line = metrics
+        .lines()
+        .find(|l| l.starts_with("cairn_workflows_started_total "))
+        .unwrap();
+    assert_eq!(started_line, "cairn_workflows_started_total 1");
     let (status, health) = call(&api, "GET", "/healthz", None).await;
     assert_eq!(
         (status, health),
