@@ -9,6 +9,7 @@
 //! | method and path | does |
 //! |---|---|
 //! | `GET /healthz` | liveness |
+//! | `GET /` | the web UI: workflow list with filters and paging, detail with history, activity timeline, query/signal/cancel/terminate |
 //! | `POST /api/v1/workflows` | start (`workflow_id`, `workflow_type`, `input`, `id_reuse_policy`, `execution_timeout_ms`) |
 //! | `GET /api/v1/workflows?workflow_type=&status=` | list |
 //! | `GET /api/v1/workflows/{id}` | describe |
@@ -151,6 +152,7 @@ pub fn router<S: Store>(node: Arc<Node<S>>, auth_token: Option<String>) -> Route
     };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/", get(ui))
         .merge(api)
 }
 
@@ -328,6 +330,12 @@ async fn terminate<S: Store>(
     let axum::Json(body) = body.map_err(body_error)?;
     node.terminate(&workflow_id(&id)?, &body.reason).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// The web UI: one static page that talks to the API (it asks for the token if the API needs
+/// one, so the page itself is public).
+async fn ui() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../assets/index.html"))
 }
 
 /// Prometheus text exposition of the node's counters.

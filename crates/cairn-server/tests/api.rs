@@ -129,6 +129,12 @@ async fn start_result_describe_history_list() {
         (status, health),
         (StatusCode::OK, Value::String("ok".into()))
     );
+    let (status, page) = call(&api, "GET", "/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.as_str().unwrap().contains("/api/v1/workflows"),
+        "the UI page talks to the API"
+    );
 }
 
 /// Proves signals, queries, the long-poll timing out while running, cancel and terminate.
