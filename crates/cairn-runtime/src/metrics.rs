@@ -1,10 +1,84 @@
-//! Counters a node keeps about itself (exported as Prometheus text by the server later).
+//! What a node measures about itself, exported as Prometheus text by `cairn-server`.
+//!
+//! Counters are relaxed atomics (statistics, not synchronization); histograms have fixed
+//! buckets; per-workflow-type counts sit behind one mutex, touched once per start and close.
 
+use cairn_core::RunStatus;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Node-wide counters. All relaxed atomics: they are statistics, not synchronization.
-#[derive(Debug, Default)]
+/// A fixed-bucket histogram of durations (seconds) or sizes.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    /// Sum of observations in millionths.
+    sum_micro: AtomicU64,
+}
+
+/// Bucket bounds for latencies, in seconds.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0, 3600.0,
+];
+/// Bucket bounds for commit batch sizes, in requests.
+pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0];
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        assert!(
+            bounds.windows(2).all(|w| w[0] < w[1]),
+            "bucket bounds ascend"
+        );
+        Self {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micro: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, value: f64) {
+        let index = self.bounds.partition_point(|b| *b < value);
+        self.counts[index].fetch_add(1, Ordering::Relaxed);
+        self.sum_micro
+            .fetch_add((value.max(0.0) * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    pub fn observe_duration(&self, value: Duration) {
+        self.observe(value.as_secs_f64());
+    }
+
+    /// Appends the Prometheus exposition (`_bucket`, `_sum`, `_count`).
+    pub fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            cumulative += count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.counts[self.bounds.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micro.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
+
+/// Runs per workflow type, by how they ended.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TypeCounts {
+    pub started: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub canceled: u64,
+    pub terminated: u64,
+    pub timed_out: u64,
+}
+
+/// Everything a node measures.
+#[derive(Debug)]
 pub struct Metrics {
     pub commits: AtomicU64,
     pub committed_requests: AtomicU64,
@@ -17,6 +91,34 @@ pub struct Metrics {
     pub activations: AtomicU64,
     pub passivations: AtomicU64,
     pub active_actors: AtomicU64,
+    pub commit_latency: Histogram,
+    pub commit_batch_size: Histogram,
+    pub workflow_execution_time: Histogram,
+    pub activity_schedule_to_start: Histogram,
+    by_type: Mutex<BTreeMap<String, TypeCounts>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            commits: AtomicU64::new(0),
+            committed_requests: AtomicU64::new(0),
+            commit_micros_total: AtomicU64::new(0),
+            transitions: AtomicU64::new(0),
+            workflows_started: AtomicU64::new(0),
+            workflows_closed: AtomicU64::new(0),
+            activities_succeeded: AtomicU64::new(0),
+            activities_failed: AtomicU64::new(0),
+            activations: AtomicU64::new(0),
+            passivations: AtomicU64::new(0),
+            active_actors: AtomicU64::new(0),
+            commit_latency: Histogram::new(LATENCY_BUCKETS),
+            commit_batch_size: Histogram::new(BATCH_BUCKETS),
+            workflow_execution_time: Histogram::new(LATENCY_BUCKETS),
+            activity_schedule_to_start: Histogram::new(LATENCY_BUCKETS),
+            by_type: Mutex::new(BTreeMap::new()),
+        }
+    }
 }
 
 impl Metrics {
@@ -28,6 +130,40 @@ impl Metrics {
             u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+        self.commit_latency.observe_duration(took);
+        self.commit_batch_size.observe(requests as f64);
+    }
+
+    pub(crate) fn record_started(&self, workflow_type: &str) {
+        self.workflows_started.fetch_add(1, Ordering::Relaxed);
+        let mut by_type = self.by_type.lock().unwrap_or_else(|p| p.into_inner());
+        by_type
+            .entry(workflow_type.to_string())
+            .or_default()
+            .started += 1;
+    }
+
+    pub(crate) fn record_closed(&self, workflow_type: &str, status: RunStatus, ran_for: Duration) {
+        self.workflows_closed.fetch_add(1, Ordering::Relaxed);
+        self.workflow_execution_time.observe_duration(ran_for);
+        let mut by_type = self.by_type.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = by_type.entry(workflow_type.to_string()).or_default();
+        match status {
+            RunStatus::Completed => counts.completed += 1,
+            RunStatus::Failed => counts.failed += 1,
+            RunStatus::Canceled => counts.canceled += 1,
+            RunStatus::Terminated => counts.terminated += 1,
+            RunStatus::TimedOut => counts.timed_out += 1,
+            RunStatus::Running => {}
+        }
+    }
+
+    /// Per-type counts (since this node started).
+    pub fn by_type(&self) -> BTreeMap<String, TypeCounts> {
+        self.by_type
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Mean requests per committed batch so far.

@@ -370,6 +370,7 @@ impl<S: Store> Node<S> {
             });
         }
         check_payload("workflow input", &request.input)?;
+        let workflow_type = request.workflow_type.clone();
         shared
             .registry
             .check_input(&request.workflow_type, &request.input)
@@ -442,10 +443,7 @@ impl<S: Store> Node<S> {
             reply: oneshot::channel().0,
         };
         self.submit(request).await?;
-        shared
-            .metrics
-            .workflows_started
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared.metrics.record_started(&workflow_type);
         let _ = shared.shard(shard).cast(ShardMsg::Wake { run_id });
         Ok(run_id)
     }

@@ -233,6 +233,12 @@ async fn run_attempt<S: Store>(
         }
         let _ = shared.shard(shard).cast(ShardMsg::AddTimers(claim.clone()));
     }
+    shared
+        .metrics
+        .activity_schedule_to_start
+        .observe_duration(std::time::Duration::from_millis(
+            now.saturating_sub(task.scheduled_unix_ms),
+        ));
     let last_heartbeat = match shared.store.begin() {
         Ok(mut tx) => tx
             .get(&keys.heartbeat(&task.run_id, task.seq))

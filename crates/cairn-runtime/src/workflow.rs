@@ -22,6 +22,7 @@ use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// How long after a transition failed to commit the run is woken again.
 pub const RETRY_AFTER_FAILED_COMMIT: std::time::Duration = std::time::Duration::from_millis(100);
@@ -568,10 +569,16 @@ impl<S: Store> WorkflowState<S> {
                 .dispatch(self.shared.clone(), self.epoch, task);
         }
         if let Some(status) = after.closed {
-            self.shared
-                .metrics
-                .workflows_closed
-                .fetch_add(1, Ordering::Relaxed);
+            if let Some(record) = &self.record {
+                let started = record
+                    .state
+                    .as_ref()
+                    .map_or(record.created_unix_ms, |s| s.started_unix_ms);
+                let ran_for = Duration::from_millis(now_ms().saturating_sub(started));
+                self.shared
+                    .metrics
+                    .record_closed(&record.start.workflow_type, status, ran_for);
+            }
             let outcome = after.outcome.unwrap_or(match status {
                 RunStatus::TimedOut => Outcome::TimedOut,
                 _ => Outcome::Failed(Failure::new("Unknown", "run closed without an outcome")),

@@ -338,89 +338,122 @@ async fn ui() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("../assets/index.html"))
 }
 
-/// Prometheus text exposition of the node's counters.
+/// Prometheus text exposition of the node's metrics.
 async fn metrics<S: Store>(State(node): State<Arc<Node<S>>>) -> Response {
+    use std::fmt::Write as _;
     let m = node.metrics();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 11] = [
-        (
-            "cairn_workflows_started_total",
-            "counter",
-            "Workflow runs started by this node.",
-            load(&m.workflows_started),
-        ),
-        (
-            "cairn_workflows_closed_total",
-            "counter",
-            "Workflow runs this node closed (any outcome).",
-            load(&m.workflows_closed),
-        ),
-        (
-            "cairn_transitions_total",
-            "counter",
-            "Committed run transitions.",
-            load(&m.transitions),
-        ),
-        (
-            "cairn_activities_succeeded_total",
-            "counter",
-            "Activity attempts that returned a result.",
-            load(&m.activities_succeeded),
-        ),
-        (
-            "cairn_activities_failed_total",
-            "counter",
-            "Activity attempts that failed.",
-            load(&m.activities_failed),
-        ),
-        (
-            "cairn_store_commits_total",
-            "counter",
-            "Store transactions committed by the committer.",
-            load(&m.commits),
-        ),
-        (
-            "cairn_store_committed_requests_total",
-            "counter",
-            "Commit requests carried by those transactions (batch size = this / commits).",
-            load(&m.committed_requests),
-        ),
-        (
-            "cairn_store_commit_seconds_total",
-            "counter",
-            "Time spent committing batches, seconds (micro precision).",
-            load(&m.commit_micros_total),
-        ),
-        (
-            "cairn_actor_activations_total",
-            "counter",
-            "Runs loaded into memory (snapshot + replay).",
-            load(&m.activations),
-        ),
-        (
-            "cairn_actor_passivations_total",
-            "counter",
-            "Idle runs dropped from memory.",
-            load(&m.passivations),
-        ),
-        (
-            "cairn_actor_cache_size",
-            "gauge",
-            "Runs currently in memory.",
-            load(&m.active_actors),
-        ),
-    ];
     let mut text = String::new();
-    for (name, kind, help, value) in rows {
-        let value = if name == "cairn_store_commit_seconds_total" {
-            format!("{:.6}", value as f64 / 1e6)
-        } else {
-            value.to_string()
-        };
-        text.push_str(&format!(
+    let mut counter = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = write!(
+            text,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
+        );
+    };
+    counter(
+        "cairn_transitions_total",
+        "counter",
+        "Committed run transitions.",
+        load(&m.transitions).to_string(),
+    );
+    counter(
+        "cairn_activities_succeeded_total",
+        "counter",
+        "Activity attempts that returned a result.",
+        load(&m.activities_succeeded).to_string(),
+    );
+    counter(
+        "cairn_activities_failed_total",
+        "counter",
+        "Activity attempts that failed.",
+        load(&m.activities_failed).to_string(),
+    );
+    counter(
+        "cairn_store_commits_total",
+        "counter",
+        "Store transactions committed by the committer.",
+        load(&m.commits).to_string(),
+    );
+    counter(
+        "cairn_actor_activations_total",
+        "counter",
+        "Runs loaded into memory (snapshot + replay).",
+        load(&m.activations).to_string(),
+    );
+    counter(
+        "cairn_actor_passivations_total",
+        "counter",
+        "Idle runs dropped from memory.",
+        load(&m.passivations).to_string(),
+    );
+    counter(
+        "cairn_actor_cache_size",
+        "gauge",
+        "Runs currently in memory.",
+        load(&m.active_actors).to_string(),
+    );
+    let by_type = m.by_type();
+    let _ = writeln!(
+        text,
+        "# HELP cairn_workflows_started_total Runs started by this node, by type.\n# TYPE cairn_workflows_started_total counter"
+    );
+    for (t, c) in &by_type {
+        let _ = writeln!(
+            text,
+            "cairn_workflows_started_total{{workflow_type=\"{t}\"}} {}",
+            c.started
+        );
     }
+    let _ = writeln!(
+        text,
+        "# HELP cairn_workflows_closed_total Runs closed by this node, by type and outcome.\n# TYPE cairn_workflows_closed_total counter"
+    );
+    for (t, c) in &by_type {
+        for (outcome, n) in [
+            ("completed", c.completed),
+            ("failed", c.failed),
+            ("canceled", c.canceled),
+            ("terminated", c.terminated),
+            ("timed_out", c.timed_out),
+        ] {
+            let _ = writeln!(
+                text,
+                "cairn_workflows_closed_total{{workflow_type=\"{t}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+    }
+    let _ = writeln!(
+        text,
+        "# HELP cairn_workflows_active Runs started and not yet closed by this node, by type.\n# TYPE cairn_workflows_active gauge"
+    );
+    for (t, c) in &by_type {
+        let closed = c.completed + c.failed + c.canceled + c.terminated + c.timed_out;
+        let _ = writeln!(
+            text,
+            "cairn_workflows_active{{workflow_type=\"{t}\"}} {}",
+            c.started.saturating_sub(closed)
+        );
+    }
+    m.workflow_execution_time.render(
+        "cairn_workflow_execution_seconds",
+        "Start to close of runs closed by this node.",
+        &mut text,
+    );
+    m.activity_schedule_to_start.render(
+        "cairn_activity_schedule_to_start_seconds",
+        "From scheduling an activity attempt to a worker starting it.",
+        &mut text,
+    );
+    m.commit_latency.render(
+        "cairn_store_commit_seconds",
+        "Latency of one batch commit.",
+        &mut text,
+    );
+    m.commit_batch_size.render(
+        "cairn_store_commit_batch_requests",
+        "Commit requests per store transaction.",
+        &mut text,
+    );
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -119,11 +119,52 @@ async fn start_result_describe_history_list() {
         metrics.contains("# TYPE cairn_workflows_started_total counter"),
         "{metrics}"
     );
-    let started_line = metrics
-        .lines()
-        .find(|l| l.starts_with("cairn_workflows_started_total "))
-        .unwrap();
-    assert_eq!(started_line, "cairn_workflows_started_total 1");
+    for (line, why) in [
+        (
+            "cairn_workflows_started_total{workflow_type=\"doubler\"} 1",
+            "one start",
+        ),
+        (
+            "cairn_workflows_closed_total{workflow_type=\"doubler\",outcome=\"completed\"} 1",
+            "one completion",
+        ),
+        (
+            "cairn_workflows_active{workflow_type=\"doubler\"} 0",
+            "nothing left running",
+        ),
+        (
+            "cairn_workflow_execution_seconds_count 1",
+            "one execution time observed",
+        ),
+        (
+            "cairn_activity_schedule_to_start_seconds_count 1",
+            "one activity started",
+        ),
+        (
+            "cairn_activities_succeeded_total 1",
+            "one activity succeeded",
+        ),
+        ("cairn_activities_failed_total 0", "no activity failed"),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{why}: no line {line:?} in\n{metrics}"
+        );
+    }
+    for family in [
+        "cairn_store_commit_seconds_count",
+        "cairn_store_commit_batch_requests_count",
+        "cairn_actor_cache_size",
+        "cairn_transitions_total",
+    ] {
+        let value: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{family} ")))
+            .unwrap_or_else(|| panic!("{family} missing"))
+            .parse()
+            .unwrap();
+        assert!(value >= 0.0 && value.is_finite(), "{family} = {value}");
+    }
     let (status, health) = call(&api, "GET", "/healthz", None).await;
     assert_eq!(
         (status, health),
