@@ -23,6 +23,8 @@ enum Command {
     /// The workflow scenarios of DESIGN §9 (W1, W2, W2-latency, W3, W4) on the durable
     /// embedded store, load generator in the same process.
     Run(workflows::RunArgs),
+    /// Serve the bench workflows over the HTTP API (for `run --address`).
+    Serve(workflows::ServeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +36,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse_from(argv).command {
         Command::Store(args) => store_pattern::run(&args),
         Command::Run(args) => workflows::run(&args),
+        Command::Serve(args) => workflows::serve(&args),
     }
 }

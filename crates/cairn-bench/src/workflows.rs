@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// Most in-memory runs per shard (16 shards) before the least recently used are passivated.
     #[arg(long, default_value_t = 4_096)]
     actor_cache_max_per_shard: usize,
+    /// Drive a running server over its HTTP API instead of an in-process node (W1, W2 and
+    /// W2-latency; start one with `cairn-bench serve`).
+    #[arg(long)]
+    address: Option<String>,
     /// Embedded store memtable size, MiB.
     #[arg(long, default_value_t = 64)]
     memtable_mib: u64,
@@ -122,9 +126,126 @@ pub fn run(args: &RunArgs) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let report = runtime.block_on(scenario(args))?;
+    let report = match &args.address {
+        Some(address) => over_http(args, address)?,
+        None => runtime.block_on(scenario(args))?,
+    };
     print(args, &report);
     Ok(())
+}
+
+/// Options of `cairn-bench serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Port on 127.0.0.1 (0 picks one; the address is printed).
+    #[arg(long, default_value_t = 7290)]
+    port: u16,
+    /// Commit without fsync.
+    #[arg(long)]
+    relaxed: bool,
+}
+
+/// A node with the bench workflows and the HTTP API, on a temporary embedded store, until
+/// Ctrl-C.
+pub fn serve(args: &ServeArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let durability = if args.relaxed {
+            Durability::OsBuffered
+        } else {
+            Durability::Fsync
+        };
+        let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path()).durability(durability))?;
+        let node = Node::builder()
+            .workflow(noop)
+            .workflow(three_steps)
+            .activity(noop_activity)
+            .start(store)
+            .await?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
+        println!("cairn-bench serving on http://{}", listener.local_addr()?);
+        axum::serve(listener, cairn_server::router(node.runtime(), None))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+/// W1/W2 through the HTTP API: `concurrency` client threads each start a workflow and
+/// long-poll its result, repeatedly.
+fn over_http(args: &RunArgs, address: &str) -> Result<Report> {
+    let (name, workflow_type, activities_each, concurrency) = match args.scenario {
+        Scenario::W1 => ("w1", "noop", 0, args.concurrency),
+        Scenario::W2 => ("w2", "three_steps", 3, args.concurrency),
+        Scenario::W2Latency => ("w2-latency", "three_steps", 3, 1),
+        other => anyhow::bail!("{other:?} is not available over HTTP; use w1, w2 or w2-latency"),
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_idle_connections_per_host(concurrency.max(1))
+        .build()
+        .into();
+    let address = address.trim_end_matches('/').to_string();
+    let run_tag = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (agent, address, next) = (agent.clone(), address.clone(), next.clone());
+            let total = args.workflows;
+            std::thread::spawn(move || -> Result<Vec<Duration>> {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return Ok(latencies);
+                    }
+                    let id = format!("{name}-http-{run_tag}-{i}");
+                    let t = Instant::now();
+                    let body = serde_json::json!({"workflow_id": id, "workflow_type": workflow_type, "input": i});
+                    let mut response = agent
+                        .post(&format!("{address}/api/v1/workflows"))
+                        .header("Content-Type", "application/json")
+                        .send(body.to_string())?;
+                    ensure!(response.status() == 201, "start: {}", response.body_mut().read_to_string()?);
+                    let _ = response.body_mut().read_to_string()?;
+                    let mut response = agent
+                        .get(&format!("{address}/api/v1/workflows/{id}/result?wait_ms=60000"))
+                        .call()?;
+                    let text = response.body_mut().read_to_string()?;
+                    ensure!(text.contains("\"completed\""), "result of {id}: {text}");
+                    latencies.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for thread in threads {
+        latencies.extend(
+            thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("client thread panicked"))??,
+        );
+    }
+    Ok(Report {
+        scenario: name,
+        workflows: args.workflows,
+        concurrency: Some(concurrency),
+        seconds: started.elapsed().as_secs_f64(),
+        activities: Some(args.workflows * activities_each),
+        latencies,
+        rss_bytes: rss_bytes(),
+        extra: vec![("over_http", serde_json::json!(address))],
+    })
 }
 
 async fn scenario(args: &RunArgs) -> Result<Report> {
