@@ -9,6 +9,7 @@
 //! | method and path | does |
 //! |---|---|
 //! | `GET /healthz` | liveness |
+//! | `GET /api/v1/openapi.json` | this table as an OpenAPI 3 document |
 //! | `GET /` | the web UI: workflow list with filters and paging, detail with history, activity timeline, query/signal/cancel/terminate |
 //! | `POST /api/v1/workflows` | start (`workflow_id`, `workflow_type`, `input`, `id_reuse_policy`, `execution_timeout_ms`) |
 //! | `GET /api/v1/workflows?workflow_type=&status=` | list |
@@ -153,6 +154,7 @@ pub fn router<S: Store>(node: Arc<Node<S>>, auth_token: Option<String>) -> Route
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/", get(ui))
+        .route("/api/v1/openapi.json", get(openapi))
         .merge(api)
 }
 
@@ -336,6 +338,13 @@ async fn terminate<S: Store>(
 /// one, so the page itself is public).
 async fn ui() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("../assets/index.html"))
+}
+
+/// The OpenAPI document of this API.
+pub const OPENAPI_JSON: &str = include_str!("../assets/openapi.json");
+
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
 }
 
 /// Prometheus text exposition of the node's metrics.
