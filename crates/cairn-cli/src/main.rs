@@ -53,6 +53,32 @@ struct StartDevArgs {
     /// Require `Authorization: Bearer <token>` on every route but /healthz.
     #[arg(long, env = "CAIRN_AUTH_TOKEN")]
     auth_token: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Most verbose log level: error, warn, info, debug or trace.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat, level: &str) -> Result<()> {
+    let level: tracing_subscriber::filter::LevelFilter = level.parse().map_err(|_| {
+        anyhow::anyhow!("--log-level {level:?} is not one of error, warn, info, debug, trace")
+    })?;
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -157,6 +183,7 @@ fn main() {
 }
 
 fn start_dev(args: StartDevArgs) -> Result<()> {
+    init_logging(args.log_format, &args.log_level)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -137,3 +137,33 @@ fn one_server_per_directory_and_clean_ctrl_c() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Proves `--log-format json` writes one JSON object per log line.
+#[test]
+fn json_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(CAIRN)
+        .args([
+            "server",
+            "start-dev",
+            "--port",
+            "0",
+            "--log-format",
+            "json",
+            "--db",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let log: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(log["level"], "INFO", "{log}");
+    assert!(log["fields"]["message"].as_str().is_some(), "{log}");
+}

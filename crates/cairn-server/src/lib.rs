@@ -344,7 +344,11 @@ async fn ui() -> axum::response::Html<&'static str> {
 pub const OPENAPI_JSON: &str = include_str!("../assets/openapi.json");
 
 async fn openapi() -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI_JSON,
+    )
+        .into_response()
 }
 
 /// Prometheus text exposition of the node's metrics.

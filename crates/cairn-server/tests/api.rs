@@ -390,7 +390,10 @@ async fn openapi_document_covers_every_route() {
         ("/api/v1/workflows/{id}/terminate", &["post"]),
     ] {
         for method in methods {
-            assert!(paths.get(path).and_then(|p| p.get(*method)).is_some(), "{method} {path} undocumented");
+            assert!(
+                paths.get(path).and_then(|p| p.get(*method)).is_some(),
+                "{method} {path} undocumented"
+            );
         }
     }
     let codes: Vec<&str> = document["components"]["schemas"]["Error"]["properties"]["code"]["enum"]
@@ -399,7 +402,13 @@ async fn openapi_document_covers_every_route() {
         .iter()
         .map(|c| c.as_str().unwrap())
         .collect();
-    for code in ["malformed_body", "unknown_workflow_type", "already_running", "not_found", "unauthorized"] {
+    for code in [
+        "malformed_body",
+        "unknown_workflow_type",
+        "already_running",
+        "not_found",
+        "unauthorized",
+    ] {
         assert!(codes.contains(&code), "error code {code} undocumented");
     }
 }
