@@ -34,6 +34,9 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum ServerCommand {
+    /// One node on a production store (`--store fdb:<cluster-file>`) with the HTTP API and the
+    /// demo workflows.
+    Start(StartArgs),
     /// One node on the embedded store with the HTTP API and the demo workflows (hello,
     /// countdown, approval). Stops cleanly on Ctrl-C.
     StartDev(StartDevArgs),
@@ -44,6 +47,21 @@ struct StartDevArgs {
     /// Data directory (created if missing; one server per directory).
     #[arg(long, default_value = "./cairn-data")]
     db: PathBuf,
+    #[command(flatten)]
+    serve: ServeOptions,
+}
+
+#[derive(Args, Debug)]
+struct StartArgs {
+    /// The store: `fdb:<cluster-file>` (FoundationDB).
+    #[arg(long)]
+    store: String,
+    #[command(flatten)]
+    serve: ServeOptions,
+}
+
+#[derive(Args, Debug)]
+struct ServeOptions {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -73,6 +91,7 @@ fn init_logging(format: LogFormat, level: &str) -> Result<()> {
     })?;
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -174,6 +193,7 @@ fn main() {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Server(ServerCommand::StartDev(args)) => start_dev(args),
+        Command::Server(ServerCommand::Start(args)) => start(args),
         Command::Workflow(args) => workflow(args),
     };
     if let Err(error) = outcome {
@@ -183,7 +203,7 @@ fn main() {
 }
 
 fn start_dev(args: StartDevArgs) -> Result<()> {
-    init_logging(args.log_format, &args.log_level)?;
+    init_logging(args.serve.log_format, &args.serve.log_level)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -196,12 +216,12 @@ fn start_dev(args: StartDevArgs) -> Result<()> {
             Err(e) => return Err(e).context("opening the data directory"),
         };
         let node = demo::register(cairn::Node::builder()).start(store).await?;
-        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        let listener = tokio::net::TcpListener::bind((args.serve.host.as_str(), args.serve.port))
             .await
-            .with_context(|| format!("binding {}:{}", args.host, args.port))?;
+            .with_context(|| format!("binding {}:{}", args.serve.host, args.serve.port))?;
         let address = listener.local_addr()?;
         println!("cairn dev server listening on http://{address} (data in {})", args.db.display());
-        let router = cairn_server::router(node.runtime(), args.auth_token.clone());
+        let router = cairn_server::router(node.runtime(), args.serve.auth_token.clone());
         axum::serve(listener, router)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
@@ -212,6 +232,52 @@ fn start_dev(args: StartDevArgs) -> Result<()> {
         node.shutdown().await;
         Ok(())
     })
+}
+
+fn start(args: StartArgs) -> Result<()> {
+    init_logging(args.serve.log_format, &args.serve.log_level)?;
+    let Some(cluster_file) = args.store.strip_prefix("fdb:") else {
+        bail!(
+            "--store {:?} is not understood; use fdb:<cluster-file> (or `server start-dev` for the embedded store)",
+            args.store
+        );
+    };
+    serve_fdb(cluster_file, &args.serve)
+}
+
+#[cfg(feature = "fdb")]
+fn serve_fdb(cluster_file: &str, options: &ServeOptions) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let store = cairn_store_fdb::FdbStore::connect(Some(cluster_file))
+            .context("connecting to FoundationDB")?;
+        let node = demo::register(cairn::Node::builder()).start(store).await?;
+        let listener = tokio::net::TcpListener::bind((options.host.as_str(), options.port)).await?;
+        println!(
+            "cairn server listening on http://{} (FoundationDB {cluster_file})",
+            listener.local_addr()?
+        );
+        axum::serve(
+            listener,
+            cairn_server::router(node.runtime(), options.auth_token.clone()),
+        )
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+        let _ = writeln!(std::io::stdout(), "shutting down");
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+#[cfg(not(feature = "fdb"))]
+fn serve_fdb(_cluster_file: &str, _options: &ServeOptions) -> Result<()> {
+    bail!(
+        "this cairn binary was built without FoundationDB support; rebuild it with `cargo build -p cairn-cli --features fdb` (needs libclang to build and libfdb_c to run)"
+    )
 }
 
 struct Api {

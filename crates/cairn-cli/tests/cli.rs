@@ -167,3 +167,33 @@ fn json_logs() {
     assert_eq!(log["level"], "INFO", "{log}");
     assert!(log["fields"]["message"].as_str().is_some(), "{log}");
 }
+
+/// Proves `server start` names what it needs: a store it understands, and FoundationDB support
+/// compiled in (this test binary is built without it).
+#[test]
+fn production_server_explains_what_it_needs() {
+    let unknown = Command::new(CAIRN)
+        .args(["server", "start", "--store", "postgres://x"])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("fdb:<cluster-file>"),
+        "{unknown:?}"
+    );
+    let fdb = Command::new(CAIRN)
+        .args([
+            "server",
+            "start",
+            "--store",
+            "fdb:/etc/foundationdb/fdb.cluster",
+        ])
+        .output()
+        .unwrap();
+    assert!(!fdb.status.success());
+    let stderr = String::from_utf8_lossy(&fdb.stderr);
+    assert!(
+        stderr.contains("--features fdb") || stderr.contains("FoundationDB"),
+        "{stderr}"
+    );
+}
