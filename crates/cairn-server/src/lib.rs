@@ -1,7 +1,8 @@
 //! Cairn's HTTP API: every client operation of a node as JSON over HTTP.
 //!
-//! Invariants: this is an edge — it knows wire formats (JSON here; payloads are converted
-//! between JSON and MessagePack at this boundary) and nothing about how runs execute. Every
+//! Invariants: this is an edge — it knows wire formats (JSON for people; MessagePack for
+//! programs, with `Content-Type`/`Accept: application/msgpack`; payloads are converted at this
+//! boundary) and nothing about how runs execute. Every
 //! error is a JSON object `{"code": ..., "message": ...}` with a stable `code`, and a request
 //! that is malformed (bad JSON, bad id, unknown type, oversized body) is refused before anything
 //! is written.
@@ -90,6 +91,78 @@ impl From<ClientError> for ApiError {
     }
 }
 
+/// The media type of MessagePack bodies (requests with this `Content-Type`, responses when the
+/// client sends it in `Accept`).
+pub const MSGPACK: &str = "application/msgpack";
+
+/// A request body in JSON or, with `Content-Type: application/msgpack`, MessagePack.
+struct Wire<T>(T);
+
+impl<T: serde::de::DeserializeOwned, St: Send + Sync> axum::extract::FromRequest<St> for Wire<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &St) -> Result<Self, ApiError> {
+        let msgpack = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(MSGPACK.as_bytes()));
+        if msgpack {
+            let bytes = axum::body::Bytes::from_request(request, state)
+                .await
+                .map_err(|e| ApiError::new(e.status(), "payload_too_large", e.body_text()))?;
+            let value = rmp_serde::from_slice(&bytes).map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string())
+            })?;
+            return Ok(Self(value));
+        }
+        let axum::Json(value) = axum::Json::<T>::from_request(request, state)
+            .await
+            .map_err(body_error)?;
+        Ok(Self(value))
+    }
+}
+
+/// How to encode a response: MessagePack if the client accepts it, JSON otherwise.
+struct Format {
+    msgpack: bool,
+}
+
+impl<St: Send + Sync> axum::extract::FromRequestParts<St> for Format {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &St,
+    ) -> Result<Self, Self::Rejection> {
+        let msgpack = parts
+            .headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains(MSGPACK));
+        Ok(Self { msgpack })
+    }
+}
+
+impl Format {
+    fn reply(&self, status: StatusCode, value: &Value) -> Response {
+        if self.msgpack {
+            match rmp_serde::to_vec_named(value) {
+                Ok(bytes) => {
+                    (status, [(axum::http::header::CONTENT_TYPE, MSGPACK)], bytes).into_response()
+                }
+                Err(e) => ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_error",
+                    e.to_string(),
+                )
+                .into_response(),
+            }
+        } else {
+            (status, axum::Json(value)).into_response()
+        }
+    }
+}
+
 fn body_error(rejection: JsonRejection) -> ApiError {
     let status = rejection.status();
     let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -173,9 +246,9 @@ struct StartBody {
 
 async fn start<S: Store>(
     State(node): State<Arc<Node<S>>>,
-    body: Result<axum::Json<StartBody>, JsonRejection>,
+    format: Format,
+    Wire(body): Wire<StartBody>,
 ) -> Result<Response, ApiError> {
-    let axum::Json(body) = body.map_err(body_error)?;
     let id_reuse_policy = match body.id_reuse_policy.as_deref() {
         None | Some("allow_duplicate") => IdReusePolicy::AllowDuplicate,
         Some("allow_duplicate_failed_only") => IdReusePolicy::AllowDuplicateFailedOnly,
@@ -204,7 +277,7 @@ async fn start<S: Store>(
         })
         .await?;
     let answer = json!({"workflow_id": body.workflow_id, "run_id": run_id.to_string()});
-    Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+    Ok(format.reply(StatusCode::CREATED, &answer))
 }
 
 #[derive(Deserialize)]
@@ -235,31 +308,32 @@ fn parse_status(text: &str) -> Result<RunStatus, ApiError> {
 
 async fn list<S: Store>(
     State(node): State<Arc<Node<S>>>,
+    format: Format,
     Query(params): Query<ListParams>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let status = params.status.as_deref().map(parse_status).transpose()?;
     let workflows = node.list(params.workflow_type.as_deref(), status).await?;
-    Ok(axum::Json(Value::Array(
-        workflows.iter().map(json::summary).collect(),
-    )))
+    let list = Value::Array(workflows.iter().map(json::summary).collect());
+    Ok(format.reply(StatusCode::OK, &list))
 }
 
 async fn describe<S: Store>(
     State(node): State<Arc<Node<S>>>,
+    format: Format,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let description = node.describe(&workflow_id(&id)?).await?;
-    Ok(axum::Json(json::description(&description)))
+    Ok(format.reply(StatusCode::OK, &json::description(&description)))
 }
 
 async fn history<S: Store>(
     State(node): State<Arc<Node<S>>>,
+    format: Format,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let events = node.history(&workflow_id(&id)?).await?;
-    Ok(axum::Json(Value::Array(
-        events.iter().map(json::event).collect(),
-    )))
+    let events = Value::Array(events.iter().map(json::event).collect());
+    Ok(format.reply(StatusCode::OK, &events))
 }
 
 #[derive(Deserialize)]
@@ -269,27 +343,23 @@ struct ResultParams {
 
 async fn result<S: Store>(
     State(node): State<Arc<Node<S>>>,
+    format: Format,
     Path(id): Path<String>,
     Query(params): Query<ResultParams>,
 ) -> Result<Response, ApiError> {
     let id = workflow_id(&id)?;
     let wait = Duration::from_millis(params.wait_ms.unwrap_or(0).min(RESULT_WAIT_MS_MAX));
     match tokio::time::timeout(wait, node.result(&id)).await {
-        Ok(outcome) => Ok(axum::Json(json::outcome(&outcome?)).into_response()),
-        Err(_) => Ok((
-            StatusCode::ACCEPTED,
-            axum::Json(json!({"status": "running"})),
-        )
-            .into_response()),
+        Ok(outcome) => Ok(format.reply(StatusCode::OK, &json::outcome(&outcome?))),
+        Err(_) => Ok(format.reply(StatusCode::ACCEPTED, &json!({"status": "running"}))),
     }
 }
 
 async fn signal<S: Store>(
     State(node): State<Arc<Node<S>>>,
     Path((id, name)): Path<(String, String)>,
-    body: Result<axum::Json<Value>, JsonRejection>,
+    Wire(input): Wire<Value>,
 ) -> Result<StatusCode, ApiError> {
-    let axum::Json(input) = body.map_err(body_error)?;
     node.signal(&workflow_id(&id)?, &name, json::payload_of(&input)?)
         .await?;
     Ok(StatusCode::ACCEPTED)
@@ -297,14 +367,14 @@ async fn signal<S: Store>(
 
 async fn query<S: Store>(
     State(node): State<Arc<Node<S>>>,
+    format: Format,
     Path((id, name)): Path<(String, String)>,
-    body: Result<axum::Json<Value>, JsonRejection>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let axum::Json(args) = body.map_err(body_error)?;
+    Wire(args): Wire<Value>,
+) -> Result<Response, ApiError> {
     let answer = node
         .query(&workflow_id(&id)?, &name, json::payload_of(&args)?)
         .await?;
-    Ok(axum::Json(json::value_of(&answer)))
+    Ok(format.reply(StatusCode::OK, &json::value_of(&answer)))
 }
 
 #[derive(Deserialize, Default)]
@@ -317,9 +387,8 @@ struct ReasonBody {
 async fn cancel<S: Store>(
     State(node): State<Arc<Node<S>>>,
     Path(id): Path<String>,
-    body: Result<axum::Json<ReasonBody>, JsonRejection>,
+    Wire(body): Wire<ReasonBody>,
 ) -> Result<StatusCode, ApiError> {
-    let axum::Json(body) = body.map_err(body_error)?;
     node.cancel(&workflow_id(&id)?, &body.reason).await?;
     Ok(StatusCode::ACCEPTED)
 }
@@ -327,9 +396,8 @@ async fn cancel<S: Store>(
 async fn terminate<S: Store>(
     State(node): State<Arc<Node<S>>>,
     Path(id): Path<String>,
-    body: Result<axum::Json<ReasonBody>, JsonRejection>,
+    Wire(body): Wire<ReasonBody>,
 ) -> Result<StatusCode, ApiError> {
-    let axum::Json(body) = body.map_err(body_error)?;
     node.terminate(&workflow_id(&id)?, &body.reason).await?;
     Ok(StatusCode::ACCEPTED)
 }

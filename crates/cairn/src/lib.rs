@@ -34,6 +34,7 @@
 
 mod client;
 mod node;
+mod remote;
 mod workflow;
 
 pub use cairn_core::{ActivityError, RunStatus, WorkflowError};
@@ -45,6 +46,7 @@ pub use cairn_store::{MemStore, StoreError};
 pub use cairn_types::{Failure, Payload, RetryPolicy, RunId, WorkflowId, WorkflowTimeouts};
 pub use client::{Client, StartCall, WorkflowHandle, WorkflowOutcomeError};
 pub use node::{Node, NodeBuilder};
+pub use remote::{RemoteClient, RemoteError, RemoteHandle, RemoteStart};
 pub use workflow::{
     ActivityCall, ActivityHandle, Ctx, Query, Signal, SignalReceiver, activity_name, workflow_name,
 };
