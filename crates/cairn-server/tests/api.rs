@@ -352,11 +352,32 @@ async fn bearer_token_guards_the_api() {
         .await
         .unwrap();
     let api = cairn_server::router(node.runtime(), Some("s3cret".into()));
-    let (status, error) = call(&api, "GET", "/api/v1/workflows", None).await;
-    assert_eq!(
-        (status, error["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
-    );
+    for (method, uri) in [
+        ("GET", "/api/v1/workflows"),
+        ("POST", "/api/v1/workflows"),
+        ("GET", "/api/v1/workflows/x"),
+        ("GET", "/api/v1/workflows/x/history"),
+        ("GET", "/api/v1/workflows/x/result"),
+        ("POST", "/api/v1/workflows/x/signals/s"),
+        ("POST", "/api/v1/workflows/x/queries/q"),
+        ("POST", "/api/v1/workflows/x/cancel"),
+        ("POST", "/api/v1/workflows/x/terminate"),
+        ("GET", "/metrics"),
+    ] {
+        let (status, error) = call(&api, method, uri, Some("{}")).await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthorized")),
+            "{method} {uri} without the token"
+        );
+    }
+    for public in ["/healthz", "/", "/api/v1/openapi.json"] {
+        assert_eq!(
+            call(&api, "GET", public, None).await.0,
+            StatusCode::OK,
+            "{public}"
+        );
+    }
     let request = Request::builder()
         .uri("/api/v1/workflows")
         .header("authorization", "Bearer s3cret")
