@@ -196,6 +196,7 @@ pub fn router<S: Store>(node: Arc<Node<S>>, auth_token: Option<String>) -> Route
         .route("/api/v1/workflows/{id}/cancel", post(cancel::<S>))
         .route("/api/v1/workflows/{id}/terminate", post(terminate::<S>))
         .route("/metrics", get(metrics::<S>))
+        .route("/api/v1/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .with_state(node);
     let api = match auth_token {
@@ -227,7 +228,6 @@ pub fn router<S: Store>(node: Arc<Node<S>>, auth_token: Option<String>) -> Route
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/", get(ui))
-        .route("/api/v1/openapi.json", get(openapi))
         .merge(api)
 }
 
