@@ -221,17 +221,25 @@ fn start_dev(args: StartDevArgs) -> Result<()> {
             .with_context(|| format!("binding {}:{}", args.serve.host, args.serve.port))?;
         let address = listener.local_addr()?;
         println!("cairn dev server listening on http://{address} (data in {})", args.db.display());
-        let router = cairn_server::router(node.runtime(), args.serve.auth_token.clone());
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
-        // stdout may be gone (a closed pipe) by now; stopping must not depend on it.
-        let _ = writeln!(std::io::stdout(), "shutting down");
-        node.shutdown().await;
-        Ok(())
+        serve_until_ctrl_c(node, listener, args.serve.auth_token.clone()).await
     })
+}
+
+/// Serves the API and UI of `node` until Ctrl-C, then stops the node.
+async fn serve_until_ctrl_c<S: cairn_store::Store>(
+    node: cairn::Node<S>,
+    listener: tokio::net::TcpListener,
+    auth_token: Option<String>,
+) -> Result<()> {
+    axum::serve(listener, cairn_server::router(node.runtime(), auth_token))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    // stdout may be gone (a closed pipe) by now; stopping must not depend on it.
+    let _ = writeln!(std::io::stdout(), "shutting down");
+    node.shutdown().await;
+    Ok(())
 }
 
 fn start(args: StartArgs) -> Result<()> {
@@ -259,17 +267,7 @@ fn serve_fdb(cluster_file: &str, options: &ServeOptions) -> Result<()> {
             "cairn server listening on http://{} (FoundationDB {cluster_file})",
             listener.local_addr()?
         );
-        axum::serve(
-            listener,
-            cairn_server::router(node.runtime(), options.auth_token.clone()),
-        )
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-        let _ = writeln!(std::io::stdout(), "shutting down");
-        node.shutdown().await;
-        Ok(())
+        serve_until_ctrl_c(node, listener, options.auth_token.clone()).await
     })
 }
 
