@@ -177,7 +177,7 @@ impl Ctx {
         self.inner
             .on_signal(name, move |payload| match payload.decode::<T>() {
                 Ok(value) => handler(value),
-                Err(e) => tracing_free_log(name, &e.to_string()),
+                Err(e) => log_undecodable_signal(name, &e.to_string()),
             });
     }
 
@@ -212,8 +212,12 @@ impl Ctx {
     }
 }
 
-fn tracing_free_log(signal: &str, error: &str) {
-    eprintln!("cairn: signal {signal:?} input does not decode; ignored: {error}");
+fn log_undecodable_signal(signal: &str, error: &str) {
+    tracing::warn!(
+        signal,
+        error,
+        "signal input does not decode as the handler's type; ignored"
+    );
 }
 
 /// Typed signals received in line.
