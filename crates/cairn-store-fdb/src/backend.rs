@@ -1,6 +1,8 @@
 //! The mapping itself (feature `fdb`).
 
-use cairn_store::kit::{check_read_key, check_value, check_write_key, versionstamp_offset};
+use cairn_store::kit::{
+    check_range_bounds, check_read_key, check_value, check_write_key, versionstamp_offset,
+};
 use cairn_store::{
     CommitInfo, KeyValue, Limits, RangeRequest, Store, StoreError, StoreResult, Transaction,
     Version, Versionstamp, Watch,
@@ -168,9 +170,7 @@ impl Transaction for FdbTransaction {
     }
 
     async fn get_range(&mut self, range: &RangeRequest) -> StoreResult<Vec<KeyValue>> {
-        if range.begin.first() == Some(&0xff) || range.end.as_slice() > [0xff].as_slice() {
-            return Err(StoreError::KeyOutsideLegalRange);
-        }
+        check_range_bounds(&self.limits, &range.begin, &range.end)?;
         if range.begin >= range.end || range.limit == Some(0) {
             return Ok(Vec::new());
         }
@@ -219,11 +219,10 @@ impl Transaction for FdbTransaction {
     }
 
     fn clear_range(&mut self, begin: &[u8], end: &[u8]) -> StoreResult<()> {
+        // The same checks, in the same order, as the local backends.
+        check_range_bounds(&self.limits, begin, end)?;
         if begin > end {
             return Err(StoreError::InvalidRange);
-        }
-        if begin.first() == Some(&0xff) || end > [0xff].as_slice() {
-            return Err(StoreError::KeyOutsideLegalRange);
         }
         self.wrote = true;
         self.tx.clear_range(begin, end);

@@ -20,7 +20,9 @@ mod write_buffer;
 
 pub use apply::{Finalized, LatestReader, Mutation, finalize};
 pub use resolver::Resolver;
-pub use validate::{check_read_key, check_value, check_write_key, versionstamp_offset};
+pub use validate::{
+    check_range_bounds, check_read_key, check_value, check_write_key, versionstamp_offset,
+};
 pub use watches::WatchRegistry;
 pub use write_buffer::{Lookup, WriteBuffer};
 

@@ -45,3 +45,21 @@ pub fn versionstamp_offset(key: &[u8]) -> StoreResult<(&[u8], usize)> {
     }
     Ok((body, offset))
 }
+
+/// Range bounds: within the key limit (plus one byte, for `key_after`-style ends), starting
+/// inside the legal keyspace and ending no later than `[0xFF]`.
+pub fn check_range_bounds(limits: &Limits, begin: &[u8], end: &[u8]) -> StoreResult<()> {
+    for key in [begin, end] {
+        if key.len() > limits.key_bytes_max + 1 {
+            return Err(StoreError::KeyTooLarge {
+                size: key.len(),
+                limit: limits.key_bytes_max,
+            });
+        }
+    }
+    // The legal keyspace ends at [0xFF]: a range may end there but not beyond it.
+    if begin.first() == Some(&0xff) || end > [0xff].as_slice() {
+        return Err(StoreError::KeyOutsideLegalRange);
+    }
+    Ok(())
+}

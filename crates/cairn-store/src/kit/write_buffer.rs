@@ -1,6 +1,9 @@
 //! A local transaction's buffered state.
 
-use super::{Mutation, add_le, check_read_key, check_value, check_write_key, versionstamp_offset};
+use super::{
+    Mutation, add_le, check_range_bounds, check_read_key, check_value, check_write_key,
+    versionstamp_offset,
+};
 use crate::keyspace::key_after;
 use crate::{KeyValue, Limits, RangeRequest, StoreError, StoreResult, Watch};
 use std::collections::BTreeMap;
@@ -357,20 +360,4 @@ impl WriteBuffer {
     pub fn is_read_only(&self) -> bool {
         self.mutations.is_empty()
     }
-}
-
-fn check_range_bounds(limits: &Limits, begin: &[u8], end: &[u8]) -> StoreResult<()> {
-    for key in [begin, end] {
-        if key.len() > limits.key_bytes_max + 1 {
-            return Err(StoreError::KeyTooLarge {
-                size: key.len(),
-                limit: limits.key_bytes_max,
-            });
-        }
-    }
-    // The legal keyspace ends at [0xFF]: a range may end there but not beyond it.
-    if begin.first() == Some(&0xff) || end > [0xff].as_slice() {
-        return Err(StoreError::KeyOutsideLegalRange);
-    }
-    Ok(())
 }
