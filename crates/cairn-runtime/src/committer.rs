@@ -83,6 +83,9 @@ pub enum CommitError {
     /// A check of the request failed; nothing of it was written.
     #[error(transparent)]
     Rejected(Box<crate::ClientError>),
+    /// The committer is gone (the node is stopping); the request's outcome is unknown.
+    #[error("the committer stopped before answering")]
+    Stopped,
 }
 
 /// Writes to commit together, atomically.

@@ -84,8 +84,6 @@ pub struct Metrics {
     pub committed_requests: AtomicU64,
     pub commit_micros_total: AtomicU64,
     pub transitions: AtomicU64,
-    pub workflows_started: AtomicU64,
-    pub workflows_closed: AtomicU64,
     pub activities_succeeded: AtomicU64,
     pub activities_failed: AtomicU64,
     pub activations: AtomicU64,
@@ -105,8 +103,6 @@ impl Default for Metrics {
             committed_requests: AtomicU64::new(0),
             commit_micros_total: AtomicU64::new(0),
             transitions: AtomicU64::new(0),
-            workflows_started: AtomicU64::new(0),
-            workflows_closed: AtomicU64::new(0),
             activities_succeeded: AtomicU64::new(0),
             activities_failed: AtomicU64::new(0),
             activations: AtomicU64::new(0),
@@ -135,7 +131,6 @@ impl Metrics {
     }
 
     pub(crate) fn record_started(&self, workflow_type: &str) {
-        self.workflows_started.fetch_add(1, Ordering::Relaxed);
         let mut by_type = self.by_type.lock().unwrap_or_else(|p| p.into_inner());
         by_type
             .entry(workflow_type.to_string())
@@ -144,7 +139,6 @@ impl Metrics {
     }
 
     pub(crate) fn record_closed(&self, workflow_type: &str, status: RunStatus, ran_for: Duration) {
-        self.workflows_closed.fetch_add(1, Ordering::Relaxed);
         self.workflow_execution_time.observe_duration(ran_for);
         let mut by_type = self.by_type.lock().unwrap_or_else(|p| p.into_inner());
         let counts = by_type.entry(workflow_type.to_string()).or_default();

@@ -149,6 +149,29 @@ impl<S: Store> Shared<S> {
         self.workers.close();
     }
 
+    /// Submits writes (with their checks, shard fence and `MaybeCommitted` verification) to the
+    /// committer and waits for the batch that carries them.
+    pub(crate) async fn commit(
+        &self,
+        ops: Vec<Op>,
+        checks: Vec<Check>,
+        fence: Option<(u32, u64)>,
+        verify: Option<(Vec<u8>, Verify)>,
+    ) -> Result<(), CommitError> {
+        let (reply, answer) = oneshot::channel();
+        let request = CommitRequest {
+            ops,
+            checks,
+            fence,
+            verify,
+            reply,
+        };
+        self.committer
+            .cast(CommitterMsg::Submit(request))
+            .map_err(|_| CommitError::Stopped)?;
+        answer.await.map_err(|_| CommitError::Stopped)?
+    }
+
     pub(crate) fn notify_closed(&self, run_id: RunId, outcome: Outcome) {
         let waiters = self
             .waiters
@@ -435,33 +458,25 @@ impl<S: Store> Node<S> {
             Op::Set(keys.run(&run_id), encode(&record)),
             Op::SetVersionstamped(keys.inbox_new(shard, &run_id, 0), encode(&InboxItem::Start)),
         ];
-        let request = CommitRequest {
-            ops,
-            checks: vec![check],
-            fence: None,
-            verify: Some((keys.run(&run_id), Verify::RunVersionAtLeast(0))),
-            reply: oneshot::channel().0,
-        };
-        self.submit(request).await?;
+        let verify = Some((keys.run(&run_id), Verify::RunVersionAtLeast(0)));
+        self.submit(ops, vec![check], verify).await?;
         shared.metrics.record_started(&workflow_type);
         let _ = shared.shard(shard).cast(ShardMsg::Wake { run_id });
         Ok(run_id)
     }
 
-    /// Submits a request to the committer and waits for its outcome (the request's `reply` is
-    /// replaced).
-    async fn submit(&self, mut request: CommitRequest) -> Result<(), ClientError> {
-        let (reply, answer) = oneshot::channel();
-        request.reply = reply;
-        self.shared
-            .committer
-            .cast(CommitterMsg::Submit(request))
-            .map_err(|_| ClientError::NodeStopped)?;
-        match answer.await.map_err(|_| ClientError::NodeStopped)? {
+    /// A client request's writes, unfenced, through the committer.
+    async fn submit(
+        &self,
+        ops: Vec<Op>,
+        checks: Vec<Check>,
+        verify: Option<(Vec<u8>, Verify)>,
+    ) -> Result<(), ClientError> {
+        match self.shared.commit(ops, checks, None, verify).await {
             Ok(()) => Ok(()),
             Err(CommitError::Rejected(error)) => Err(*error),
             Err(CommitError::Store(error)) => Err(ClientError::Store(error)),
-            Err(CommitError::Fenced { .. }) => Err(ClientError::NodeStopped),
+            Err(CommitError::Fenced { .. } | CommitError::Stopped) => Err(ClientError::NodeStopped),
         }
     }
 
@@ -513,17 +528,12 @@ impl<S: Store> Node<S> {
         let item = encode(&InboxItem::Message(message));
         // Batched like everything else. The guard key, written only by this request, tells a
         // retry after `MaybeCommitted` whether the message is already in the mailbox.
-        let request = CommitRequest {
-            ops: vec![
-                Op::Set(guard.clone(), Vec::new()),
-                Op::SetVersionstamped(keys.inbox_new(shard, &run_id, 0), item),
-            ],
-            checks: Vec::new(),
-            fence: None,
-            verify: Some((guard, Verify::Exists)),
-            reply: oneshot::channel().0,
-        };
-        self.submit(request).await?;
+        let ops = vec![
+            Op::Set(guard.clone(), Vec::new()),
+            Op::SetVersionstamped(keys.inbox_new(shard, &run_id, 0), item),
+        ];
+        self.submit(ops, Vec::new(), Some((guard, Verify::Exists)))
+            .await?;
         let _ = shared.shard(shard).cast(ShardMsg::Wake { run_id });
         Ok(run_id)
     }

@@ -36,6 +36,24 @@ pub struct TimerEntry {
     pub key: Vec<u8>,
 }
 
+impl TimerEntry {
+    /// The timer `timer` of `run_id` in `shard`, due at `fire_at_unix_ms`, with its store key.
+    pub fn new(
+        keys: &crate::keys::Keys,
+        shard: u32,
+        fire_at_unix_ms: u64,
+        run_id: RunId,
+        timer: TimerId,
+    ) -> Self {
+        Self {
+            fire_at_unix_ms,
+            run_id,
+            timer,
+            key: keys.timer(shard, fire_at_unix_ms, &run_id, &timer),
+        }
+    }
+}
+
 /// The shard actor's inputs.
 pub enum ShardMsg {
     Deliver {

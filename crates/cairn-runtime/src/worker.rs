@@ -9,7 +9,7 @@
 //! activities are at-least-once, and `ActivityInfo::idempotency_key` lets them be idempotent.
 
 use crate::clock::now_ms;
-use crate::committer::{CommitRequest, CommitterMsg, Op};
+use crate::committer::Op;
 use crate::node::Shared;
 use crate::records::{InboxItem, TaskRecord, decode, encode};
 use crate::registry::{ActivityContext, ActivityInfo, AttemptKey};
@@ -49,12 +49,13 @@ pub(crate) fn provisional_start_to_close(
         seq: task.seq,
         attempt: task.attempt,
     };
-    Some(TimerEntry {
-        fire_at_unix_ms: fire_at,
-        run_id: task.run_id,
+    Some(TimerEntry::new(
+        keys,
+        task.shard,
+        fire_at,
+        task.run_id,
         timer,
-        key: keys.timer(task.shard, fire_at, &task.run_id, &timer),
-    })
+    ))
 }
 
 /// The node's activity worker pool.
@@ -130,25 +131,6 @@ impl Workers {
     }
 }
 
-async fn submit<S: Store>(shared: &Shared<S>, ops: Vec<Op>, fence: (u32, u64)) -> bool {
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let request = CommitRequest {
-        ops,
-        checks: Vec::new(),
-        fence: Some(fence),
-        verify: None,
-        reply,
-    };
-    if shared
-        .committer
-        .cast(CommitterMsg::Submit(request))
-        .is_err()
-    {
-        return false;
-    }
-    matches!(answer.await, Ok(Ok(())))
-}
-
 async fn run_attempt<S: Store>(
     shared: Arc<Shared<S>>,
     epoch: u64,
@@ -162,12 +144,7 @@ async fn run_attempt<S: Store>(
     let timeouts = task.options.timeouts;
     let attempt_timer = |timer: TimerId, after: std::time::Duration| {
         let fire_at = now.saturating_add(ms(after));
-        TimerEntry {
-            fire_at_unix_ms: fire_at,
-            run_id: task.run_id,
-            timer,
-            key: keys.timer(shard, fire_at, &task.run_id, &timer),
-        }
+        TimerEntry::new(keys, shard, fire_at, task.run_id, timer)
     };
     let mut stale_timers = stale_timers;
     let mut claim = Vec::new();
@@ -222,7 +199,11 @@ async fn run_attempt<S: Store>(
             .map(|t| Op::Set(t.key.clone(), encode(&t.timer)))
             .collect();
         ops.extend(stale_timers.iter().cloned().map(Op::Clear));
-        if !submit(&shared, ops, fence).await {
+        if shared
+            .commit(ops, Vec::new(), Some(fence), None)
+            .await
+            .is_err()
+        {
             // Not claimed: the task stays in the store for whoever owns the shard.
             return;
         }
@@ -275,12 +256,7 @@ async fn run_attempt<S: Store>(
                 if let Some(after) = heartbeat_after {
                     let fire_at = now_ms().saturating_add(ms(after));
                     let timer = TimerId::ActivityHeartbeat { seq, attempt };
-                    let entry = TimerEntry {
-                        fire_at_unix_ms: fire_at,
-                        run_id,
-                        timer,
-                        key: keys.timer(shard, fire_at, &run_id, &timer),
-                    };
+                    let entry = TimerEntry::new(keys, shard, fire_at, run_id, timer);
                     ops.push(Op::Set(entry.key.clone(), encode(&timer)));
                     let old = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
                     if let Some(old) = old {
@@ -289,7 +265,11 @@ async fn run_attempt<S: Store>(
                     }
                     armed = Some(entry);
                 }
-                if submit(&shared, ops, fence).await {
+                if shared
+                    .commit(ops, Vec::new(), Some(fence), None)
+                    .await
+                    .is_ok()
+                {
                     if let Some(entry) = armed {
                         *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(entry.clone());
                         let _ = shared.shard(shard).cast(ShardMsg::AddTimers(vec![entry]));

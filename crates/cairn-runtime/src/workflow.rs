@@ -9,7 +9,7 @@
 //! takes them all.
 
 use crate::clock::now_ms;
-use crate::committer::{CommitError, CommitRequest, CommitterMsg, Op, Verify};
+use crate::committer::{CommitError, Op, Verify};
 use crate::node::Shared;
 use crate::records::{InboxItem, Outcome, RunRecord, TaskRecord, WorkflowRecord, decode, encode};
 use crate::shard::{ShardMsg, TimerEntry};
@@ -388,35 +388,22 @@ impl<S: Store> WorkflowState<S> {
             .collect();
         let (ops, after, new_record) = self.plan(&record, &run, &transition, &consumed, now);
         self.run = Some(run);
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let request = CommitRequest {
-            ops,
-            checks: Vec::new(),
-            fence: Some((self.shard, self.epoch)),
-            verify: Some((
-                self.shared.keys.run(&self.run_id),
-                Verify::RunVersionAtLeast(new_record.version),
-            )),
-            reply,
-        };
+        let fence = Some((self.shard, self.epoch));
+        let verify = Some((
+            self.shared.keys.run(&self.run_id),
+            Verify::RunVersionAtLeast(new_record.version),
+        ));
         if self.shared.crash_at(crate::CrashPoint::BeforeCommit) {
             return false;
         }
-        if self
-            .shared
-            .committer
-            .cast(CommitterMsg::Submit(request))
-            .is_err()
-        {
-            return false;
-        }
-        match answer.await {
-            Ok(Ok(())) => {}
-            Ok(Err(CommitError::Fenced { shard, epoch })) => {
+        match self.shared.commit(ops, Vec::new(), fence, verify).await {
+            Ok(()) => {}
+            Err(CommitError::Fenced { shard, epoch }) => {
                 tracing::warn!(run_id = %self.run_id, shard, epoch, "lost the shard; dropping the run");
                 return false;
             }
-            Ok(Err(e)) => {
+            Err(CommitError::Stopped) => return false,
+            Err(e) => {
                 tracing::warn!(run_id = %self.run_id, error = %e, "transition did not commit");
                 // This actor stops (its run may be ahead of the store); have the shard wake a
                 // fresh one shortly, so mailbox entries taken by this one are not left waiting
@@ -426,7 +413,6 @@ impl<S: Store> WorkflowState<S> {
                     .send_after(RETRY_AFTER_FAILED_COMMIT, move || ShardMsg::Wake { run_id });
                 return false;
             }
-            Err(_) => return false,
         }
         self.shared
             .metrics
@@ -521,14 +507,10 @@ impl<S: Store> WorkflowState<S> {
                     timer,
                     fire_at_unix_ms,
                 } => {
-                    let key = keys.timer(self.shard, *fire_at_unix_ms, &self.run_id, timer);
-                    ops.push(Op::Set(key.clone(), encode(timer)));
-                    after.timers.push(TimerEntry {
-                        fire_at_unix_ms: *fire_at_unix_ms,
-                        run_id: self.run_id,
-                        timer: *timer,
-                        key,
-                    });
+                    let entry =
+                        TimerEntry::new(keys, self.shard, *fire_at_unix_ms, self.run_id, *timer);
+                    ops.push(Op::Set(entry.key.clone(), encode(timer)));
+                    after.timers.push(entry);
                 }
                 Effect::CancelActivityTask { seq } => after.cancels.push(*seq),
                 Effect::RunClosed { status } => after.closed = Some(*status),
