@@ -304,37 +304,26 @@ async fn closed_loop<S: cairn_store::Store>(
     concurrency: usize,
     activities_each: usize,
 ) -> Result<Report> {
-    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let client = node.client();
-        let next = next.clone();
-        let total = args.workflows;
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return Ok::<_, anyhow::Error>(latencies);
-                }
-                let id = format!("{name}-{i}");
-                let t = Instant::now();
-                if activities_each == 0 {
-                    let handle = client.start(noop, &id, ()).send().await?;
-                    handle.result().await?;
-                } else {
-                    let handle = client.start(three_steps, &id, i as u64).send().await?;
-                    handle.result().await?;
-                }
-                latencies.push(t.elapsed());
+    let client = node.client();
+    let latencies = for_each_index(concurrency, args.workflows, move |i| {
+        let client = client.clone();
+        async move {
+            let id = format!("{name}-{i}");
+            if activities_each == 0 {
+                client.start(noop, &id, ()).send().await?.result().await?;
+            } else {
+                client
+                    .start(three_steps, &id, i as u64)
+                    .send()
+                    .await?
+                    .result()
+                    .await?;
             }
-        }));
-    }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
+            Ok(())
+        }
+    })
+    .await?;
     Ok(Report {
         scenario: name,
         workflows: args.workflows,
@@ -345,6 +334,38 @@ async fn closed_loop<S: cairn_store::Store>(
         rss_bytes: rss_bytes(),
         extra: Vec::new(),
     })
+}
+
+/// Runs `work(i)` for every `i` in `0..total` on `concurrency` tasks, each taking the next
+/// index when it is free (a closed loop), and returns how long each item took.
+async fn for_each_index<F, Fut>(concurrency: usize, total: usize, work: F) -> Result<Vec<Duration>>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (next, work) = (next.clone(), work.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return Ok::<_, anyhow::Error>(latencies);
+                    }
+                    let t = Instant::now();
+                    work(i).await?;
+                    latencies.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    Ok(latencies)
 }
 
 /// W3: one workflow fanning out to 100 activities, `--workflows` times in a row.
@@ -380,25 +401,15 @@ async fn w4<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Result<Rep
     let client = node.client();
     let rss_before = rss_bytes().context("no /proc/self/status")?;
     let started = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..args.concurrency {
-        let client = client.clone();
-        let next = next.clone();
-        let total = args.workflows;
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                client.start(idle, &format!("w4-{i}"), ()).send().await?;
-            }
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
+    let starter = client.clone();
+    for_each_index(args.concurrency, args.workflows, move |i| {
+        let client = starter.clone();
+        async move {
+            client.start(idle, &format!("w4-{i}"), ()).send().await?;
+            Ok(())
+        }
+    })
+    .await?;
     let start_seconds = started.elapsed().as_secs_f64();
     // Wait for every run's first transition, then for passivation.
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -426,31 +437,17 @@ async fn w4<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Result<Rep
     trim_allocator();
     let rss_open_trimmed = rss_bytes().context("no /proc/self/status")?;
     let drain_started = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..args.concurrency {
-        let client = client.clone();
-        let next = next.clone();
-        let total = args.workflows;
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return Ok::<_, anyhow::Error>(latencies);
-                }
-                let t = Instant::now();
-                let handle = client.handle::<()>(&format!("w4-{i}"))?;
-                handle.signal(&WAKE, ()).await?;
-                handle.result().await?;
-                latencies.push(t.elapsed());
-            }
-        }));
-    }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
+    let signaler = client.clone();
+    let latencies = for_each_index(args.concurrency, args.workflows, move |i| {
+        let client = signaler.clone();
+        async move {
+            let handle = client.handle::<()>(&format!("w4-{i}"))?;
+            handle.signal(&WAKE, ()).await?;
+            handle.result().await?;
+            Ok(())
+        }
+    })
+    .await?;
     let drain_seconds = drain_started.elapsed().as_secs_f64();
     let per_workflow = rss_open.saturating_sub(rss_before) as f64 / args.workflows as f64;
     Ok(Report {
