@@ -134,11 +134,12 @@ struct Inner {
     /// Last committed version; bumped after the batch is visible in fjall.
     version: AtomicU64,
     commit: Mutex<CommitState>,
+    /// Apart from the commit state, so arming or counting watches never waits for an fsync.
+    watches: Mutex<WatchRegistry>,
 }
 
 struct CommitState {
     resolver: Resolver,
-    watches: WatchRegistry,
 }
 
 fn backend_error(e: fjall::Error) -> StoreError {
@@ -196,8 +197,8 @@ impl EmbeddedStore {
                     resolver: Resolver::new(
                         config.limits.transaction_age_max + Duration::from_secs(1),
                     ),
-                    watches: WatchRegistry::default(),
                 }),
+                watches: Mutex::new(WatchRegistry::default()),
             }),
         })
     }
@@ -220,10 +221,33 @@ impl Inner {
         self.commit.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn commit(&self, read_version: Version, mut buffer: WriteBuffer) -> StoreResult<CommitInfo> {
+    fn lock_watches(&self) -> MutexGuard<'_, WatchRegistry> {
+        self.watches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Commits `buffer`. `snapshot` is the transaction's view, from which watches armed by it
+    /// take their baseline (FoundationDB compares against the value the transaction could read).
+    fn commit(
+        &self,
+        read_version: Version,
+        snapshot: Snapshot,
+        mut buffer: WriteBuffer,
+    ) -> StoreResult<CommitInfo> {
         buffer.check_commit()?;
+        let snapshot_values = buffer
+            .watched_keys()
+            .map(|key| {
+                snapshot
+                    .get(&self.data, key)
+                    .map(|v| v.map(|v| v.to_vec()))
+                    .map_err(backend_error)
+            })
+            .collect::<StoreResult<Vec<Option<Vec<u8>>>>>()?;
+        // Release the snapshot before committing so fjall can reclaim old versions sooner.
+        drop(snapshot);
         let mut state = self.lock_commit();
         state.resolver.check(read_version, buffer.read_ranges())?;
+        let mut written = std::collections::BTreeMap::new();
         let info = if buffer.is_read_only() {
             CommitInfo {
                 version: read_version,
@@ -243,25 +267,36 @@ impl Inner {
             batch.insert(&self.meta, VERSION_KEY, version.to_be_bytes());
             batch.commit().map_err(backend_error)?;
             self.version.store(version, Ordering::Release);
-            state.watches.notify(&finalized.writes);
+            self.lock_watches().notify(&finalized.writes);
             // The written keys move into the resolver as point conflicts, already sorted.
-            let points = finalized.writes.into_keys().collect();
+            let points = finalized.writes.keys().cloned().collect();
             state
                 .resolver
                 .record(version, points, finalized.cleared_ranges);
+            if buffer.has_watches() {
+                written = finalized.writes;
+            }
             CommitInfo {
                 version,
                 versionstamp,
             }
         };
-        for (key, fire) in buffer.take_watches() {
-            let baseline = self
+        // Armed under the commit lock, so no commit can slip between reading the current value
+        // and arming.
+        for ((key, fire), snapshot) in buffer.take_watches().into_iter().zip(snapshot_values) {
+            let current = self
                 .data
                 .get(&key)
                 .map_err(backend_error)?
                 .map(|v| v.to_vec());
-            state.watches.arm(key, baseline, fire);
+            let baseline = match written.get(&key) {
+                Some(value) => value.clone(),
+                None => snapshot,
+            };
+            self.lock_watches()
+                .arm(key, baseline, current.as_deref(), fire);
         }
+        drop(state);
         Ok(info)
     }
 }
@@ -379,7 +414,7 @@ impl Transaction for EmbeddedTransaction {
     cairn_store::buffered_writes!(buffer);
 
     fn watch(&mut self, key: &[u8]) -> StoreResult<Watch> {
-        let armed = self.store.lock_commit().watches.len();
+        let armed = self.store.lock_watches().len();
         self.buffer.watch(key, armed)
     }
 
@@ -390,10 +425,8 @@ impl Transaction for EmbeddedTransaction {
             snapshot,
             buffer,
         } = self;
-        // Release the snapshot before committing so fjall can reclaim old versions sooner.
-        drop(snapshot);
         // The commit blocks on fsync; keep it off the async worker threads.
-        tokio::task::spawn_blocking(move || store.commit(read_version, buffer))
+        tokio::task::spawn_blocking(move || store.commit(read_version, snapshot, buffer))
             .await
             .map_err(|e| StoreError::Backend {
                 message: format!("commit task failed: {e}"),

@@ -40,6 +40,7 @@ pub const SPECS: &[&str] = &[
     "watch_fires_on_change",
     "watch_ignores_non_changes",
     "watch_cancelled_without_commit",
+    "watch_baseline_is_what_the_transaction_read",
     "key_size_limit",
     "value_size_limit",
     "transaction_size_limit",
@@ -548,6 +549,40 @@ pub async fn watch_ignores_non_changes<S: Store>(store: &S, p: &[u8]) {
         .expect("watch ok");
 }
 
+/// A watch compares against the value its transaction could read (FoundationDB's rule), so a
+/// "read, then watch" transaction cannot miss a change that commits between its read and its
+/// commit; and a watch armed by a transaction that writes the key starts from that write.
+pub async fn watch_baseline_is_what_the_transaction_read<S: Store>(store: &S, p: &[u8]) {
+    put(store, &key(p, "w"), b"old").await;
+    let mut reader = store.begin().unwrap();
+    assert_eq!(
+        reader.get_snapshot(&key(p, "w")).await.unwrap().as_deref(),
+        Some(&b"old"[..])
+    );
+    put(store, &key(p, "w"), b"new").await;
+    let watch = reader.watch(&key(p, "w")).unwrap();
+    reader.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), watch)
+        .await
+        .expect("a change after the read version fires the watch")
+        .expect("watch ok");
+
+    let mut writer = store.begin().unwrap();
+    writer.set(&key(p, "w"), b"mine").unwrap();
+    let mut watch = writer.watch(&key(p, "w")).unwrap();
+    writer.commit().await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(300), &mut watch).await;
+    assert!(
+        waited.is_err(),
+        "the transaction's own write fired its watch"
+    );
+    put(store, &key(p, "w"), b"theirs").await;
+    tokio::time::timeout(Duration::from_secs(5), watch)
+        .await
+        .expect("a later change fires the watch")
+        .expect("watch ok");
+}
+
 /// A watch whose transaction is dropped (or fails) reports `WatchCancelled`.
 pub async fn watch_cancelled_without_commit<S: Store>(store: &S, p: &[u8]) {
     let mut tx = store.begin().unwrap();
@@ -853,7 +888,8 @@ macro_rules! conformance_tests {
             atomic_add_semantics,
             atomic_add_under_concurrency, commit_versions_are_monotonic,
             versionstamped_keys_order_by_commit, watch_fires_on_change,
-            watch_ignores_non_changes, watch_cancelled_without_commit, key_size_limit,
+            watch_ignores_non_changes, watch_cancelled_without_commit,
+            watch_baseline_is_what_the_transaction_read, key_size_limit,
             value_size_limit, transaction_size_limit, transaction_age_limit,
             system_keyspace_refused, malformed_requests_refused, transact_retries_conflicts,
             transact_concurrent_increments, transact_maybe_committed_idempotent,

@@ -235,10 +235,18 @@ impl Transaction for MemTransaction {
         self.buffer.check_commit()?;
         let store = self.store.clone();
         let mut inner = store.lock();
+        // What this transaction could read of each watched key, taken while its snapshot is
+        // still registered (and so not pruned).
+        let snapshot_values: Vec<Option<Vec<u8>>> = self
+            .buffer
+            .watched_keys()
+            .map(|key| inner.value_at(key, self.read_version))
+            .collect();
         self.unregister(&mut inner);
         inner
             .resolver
             .check(self.read_version, self.buffer.read_ranges())?;
+        let mut written = BTreeMap::new();
         let info = if self.buffer.is_read_only() {
             CommitInfo {
                 version: self.read_version,
@@ -260,18 +268,25 @@ impl Transaction for MemTransaction {
             }
             inner.version = version;
             inner.watches.notify(&finalized.writes);
-            let points = finalized.writes.into_keys().collect();
+            let points = finalized.writes.keys().cloned().collect();
             inner
                 .resolver
                 .record(version, points, finalized.cleared_ranges);
+            if self.buffer.has_watches() {
+                written = finalized.writes;
+            }
             CommitInfo {
                 version,
                 versionstamp,
             }
         };
-        for (key, fire) in self.buffer.take_watches() {
-            let baseline = inner.value_at(&key, inner.version);
-            inner.watches.arm(key, baseline, fire);
+        for ((key, fire), snapshot) in self.buffer.take_watches().into_iter().zip(snapshot_values) {
+            let current = inner.value_at(&key, inner.version);
+            let baseline = match written.get(&key) {
+                Some(value) => value.clone(),
+                None => snapshot,
+            };
+            inner.watches.arm(key, baseline, current.as_deref(), fire);
         }
         Ok(info)
     }

@@ -31,13 +31,22 @@ impl WatchRegistry {
         self.len() == 0
     }
 
-    /// Arms a watch on `key` whose value is currently `baseline`.
+    /// Arms a watch on `key`. `baseline` is the value the arming transaction could read (its
+    /// snapshot plus its own writes), `current` the latest committed value: as in
+    /// FoundationDB, a change that landed between the transaction's read version and its commit
+    /// fires the watch at once instead of being missed.
     pub fn arm(
         &mut self,
         key: Vec<u8>,
         baseline: Option<Vec<u8>>,
+        current: Option<&[u8]>,
         fire: oneshot::Sender<StoreResult<()>>,
     ) {
+        if baseline.as_deref() != current {
+            // The receiver may be gone; nobody is waiting then.
+            let _ = fire.send(Ok(()));
+            return;
+        }
         self.by_key
             .entry(key)
             .or_default()

@@ -353,6 +353,11 @@ impl WriteBuffer {
         std::mem::take(&mut self.watches)
     }
 
+    /// The keys of pending watches, in the order [`Self::take_watches`] returns them.
+    pub fn watched_keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.watches.iter().map(|(key, _)| key.as_slice())
+    }
+
     pub fn has_watches(&self) -> bool {
         !self.watches.is_empty()
     }
