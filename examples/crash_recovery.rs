@@ -54,6 +54,10 @@ fn builder() -> cairn::NodeBuilder {
         .activity(charge_card)
         .activity(ship)
         .config(NodeConfig {
+            // The same id before and after the crash: a restart of the same node, which takes
+            // its shards back at once. (A node with a new id would wait for the crashed node's
+            // leases to lapse, `lease_timeout_ms`, as any other node of a cluster does.)
+            node_id: "example-node".into(),
             shard_count: 8,
             ..NodeConfig::default()
         })

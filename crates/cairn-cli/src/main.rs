@@ -5,6 +5,7 @@
 //! cairn workflow start --type hello --input '"Ada"' --wait
 //! cairn workflow list | describe ID | show ID | result ID | signal ID NAME | query ID NAME
 //! cairn workflow cancel ID | terminate ID
+//! cairn cluster status
 //! ```
 
 mod demo;
@@ -30,6 +31,22 @@ enum Command {
     Server(ServerCommand),
     /// Talk to a node's HTTP API.
     Workflow(WorkflowArgs),
+    /// The cluster, as any node sees it.
+    Cluster(ClusterArgs),
+}
+
+#[derive(Args, Debug)]
+struct ClusterArgs {
+    #[command(flatten)]
+    client: ClientOptions,
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Nodes (alive, draining, lease expiry), and which node holds each shard at which epoch.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,6 +85,21 @@ struct ServeOptions {
     /// Port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 7280)]
     port: u16,
+    /// This node's id in the cluster; keep it stable across restarts, so a restarted node
+    /// takes its shards back at once. Default: `dev` for start-dev, the host name for start.
+    #[arg(long, env = "CAIRN_NODE_ID")]
+    node_id: Option<String>,
+    /// Where other nodes reach this one's API (for forwarded queries). Default:
+    /// `http://<listen address>`, or `http://<host name>:<port>` when listening on all
+    /// interfaces.
+    #[arg(long, env = "CAIRN_ADVERTISE_ADDRESS")]
+    advertise_address: Option<String>,
+    /// How long a dead node's shards wait before others take them over, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    lease_timeout_ms: u64,
+    /// Shards of the store (fixed when the store is first used; every node must agree).
+    #[arg(long, default_value_t = 16)]
+    shard_count: u32,
     /// Require `Authorization: Bearer <token>` on every route but /healthz.
     #[arg(long, env = "CAIRN_AUTH_TOKEN")]
     auth_token: Option<String>,
@@ -100,9 +132,10 @@ fn init_logging(format: LogFormat, level: &str) -> Result<()> {
     Ok(())
 }
 
+/// How to reach a node's API; shared by the client commands.
 #[derive(Args, Debug)]
-struct WorkflowArgs {
-    /// The node's HTTP address.
+struct ClientOptions {
+    /// The node's HTTP address (any node of a cluster).
     #[arg(long, global = true, default_value = "http://127.0.0.1:7280")]
     address: String,
     /// Bearer token, if the node requires one.
@@ -111,6 +144,12 @@ struct WorkflowArgs {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
+}
+
+#[derive(Args, Debug)]
+struct WorkflowArgs {
+    #[command(flatten)]
+    client: ClientOptions,
     #[command(subcommand)]
     command: WorkflowCommand,
 }
@@ -195,6 +234,7 @@ fn main() {
         Command::Server(ServerCommand::StartDev(args)) => start_dev(args),
         Command::Server(ServerCommand::Start(args)) => start(args),
         Command::Workflow(args) => workflow(args),
+        Command::Cluster(args) => cluster(args),
     };
     if let Err(error) = outcome {
         eprintln!("error: {error:#}");
@@ -215,26 +255,90 @@ fn start_dev(args: StartDevArgs) -> Result<()> {
             }
             Err(e) => return Err(e).context("opening the data directory"),
         };
-        let node = demo::register(cairn::Node::builder()).start(store).await?;
-        let listener = tokio::net::TcpListener::bind((args.serve.host.as_str(), args.serve.port))
-            .await
-            .with_context(|| format!("binding {}:{}", args.serve.host, args.serve.port))?;
+        let listener = bind(&args.serve).await?;
         let address = listener.local_addr()?;
+        let config = node_config(&args.serve, "dev".to_string(), address)?;
+        let node = demo::register(cairn::Node::builder()).config(config).start(store).await?;
         println!("cairn dev server listening on http://{address} (data in {})", args.db.display());
         serve_until_ctrl_c(node, listener, args.serve.auth_token.clone()).await
     })
 }
 
-/// Serves the API and UI of `node` until Ctrl-C, then stops the node.
+async fn bind(options: &ServeOptions) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind((options.host.as_str(), options.port))
+        .await
+        .with_context(|| format!("binding {}:{}", options.host, options.port))
+}
+
+/// The host name, for a default node id and advertise address.
+fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+}
+
+/// The node's settings from the serve options; `bound` is the address actually listened on.
+fn node_config(
+    options: &ServeOptions,
+    default_node_id: String,
+    bound: std::net::SocketAddr,
+) -> Result<cairn::NodeConfig> {
+    let advertise = match &options.advertise_address {
+        Some(address) => address.trim_end_matches('/').to_string(),
+        None if bound.ip().is_unspecified() => {
+            let host = host_name().context(
+                "listening on all interfaces and no host name found; pass --advertise-address",
+            )?;
+            format!("http://{host}:{}", bound.port())
+        }
+        None => format!("http://{bound}"),
+    };
+    if !advertise.starts_with("http://") && !advertise.starts_with("https://") {
+        bail!("--advertise-address {advertise:?} must start with http:// or https://");
+    }
+    if options.shard_count == 0 {
+        bail!("--shard-count must be at least 1");
+    }
+    Ok(cairn::NodeConfig {
+        node_id: options.node_id.clone().unwrap_or(default_node_id),
+        shard_count: options.shard_count,
+        lease_timeout_ms: options.lease_timeout_ms,
+        advertise_address: Some(advertise),
+        peers: Some(cairn::PeersHandle(std::sync::Arc::new(
+            cairn_server::HttpPeers::new(options.auth_token.clone()),
+        ))),
+        ..cairn::NodeConfig::default()
+    })
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM (what container runtimes send to stop a node).
+async fn stop_requested() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// Serves the API and UI of `node` until Ctrl-C or SIGTERM, then drains the node (its shards
+/// pass to the other nodes at once) and stops.
 async fn serve_until_ctrl_c<S: cairn_store::Store>(
     node: cairn::Node<S>,
     listener: tokio::net::TcpListener,
     auth_token: Option<String>,
 ) -> Result<()> {
     axum::serve(listener, cairn_server::router(node.runtime(), auth_token))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(stop_requested())
         .await?;
     // stdout may be gone (a closed pipe) by now; stopping must not depend on it.
     let _ = writeln!(std::io::stdout(), "shutting down");
@@ -261,11 +365,17 @@ fn serve_fdb(cluster_file: &str, options: &ServeOptions) -> Result<()> {
     runtime.block_on(async {
         let store = cairn_store_fdb::FdbStore::connect(Some(cluster_file))
             .context("connecting to FoundationDB")?;
-        let node = demo::register(cairn::Node::builder()).start(store).await?;
-        let listener = tokio::net::TcpListener::bind((options.host.as_str(), options.port)).await?;
+        let listener = bind(options).await?;
+        let address = listener.local_addr()?;
+        let default_id = host_name().unwrap_or_else(|| "node".to_string());
+        let config = node_config(options, default_id, address)?;
+        let node_id = config.node_id.clone();
+        let node = demo::register(cairn::Node::builder())
+            .config(config)
+            .start(store)
+            .await?;
         println!(
-            "cairn server listening on http://{} (FoundationDB {cluster_file})",
-            listener.local_addr()?
+            "cairn server {node_id} listening on http://{address} (FoundationDB {cluster_file})"
         );
         serve_until_ctrl_c(node, listener, options.auth_token.clone()).await
     })
@@ -337,24 +447,97 @@ fn encode(text: &str) -> String {
         .collect()
 }
 
+impl Api {
+    fn new(options: ClientOptions) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(90)))
+            .build()
+            .into();
+        Self {
+            agent,
+            address: options.address,
+            token: options.auth_token,
+        }
+    }
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+fn cluster(args: ClusterArgs) -> Result<()> {
+    let table = args.client.output == Output::Table;
+    let api = Api::new(args.client);
+    match args.command {
+        ClusterCommand::Status => {
+            let (_, status) = api.call("GET", "/api/v1/cluster", None)?;
+            if !table {
+                print_json(&status);
+                return Ok(());
+            }
+            let now = status["now_unix_ms"].as_u64().unwrap_or(0);
+            let in_ms = |at: &Value| match at.as_u64() {
+                Some(at) if at >= now => format!("in {} ms", at - now),
+                Some(at) => format!("{} ms ago", now - at),
+                None => "-".to_string(),
+            };
+            println!(
+                "asked node {}; {} shards; lease timeout {} ms",
+                status["this_node"].as_str().unwrap_or("?"),
+                status["shard_count"],
+                status["lease_timeout_ms"]
+            );
+            println!(
+                "{:<24} {:<7} {:<9} {:<18} {:<28} SHARDS",
+                "NODE", "STATE", "DRAINING", "LEASES EXPIRE", "ADDRESS"
+            );
+            for n in status["nodes"].as_array().into_iter().flatten() {
+                let shards: Vec<String> = n["shards"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| s.to_string())
+                    .collect();
+                println!(
+                    "{:<24} {:<7} {:<9} {:<18} {:<28} {}",
+                    n["node_id"].as_str().unwrap_or(""),
+                    if n["alive"].as_bool() == Some(true) {
+                        "alive"
+                    } else {
+                        "dead"
+                    },
+                    n["draining"].as_bool().unwrap_or(false),
+                    in_ms(&n["expires_unix_ms"]),
+                    n["address"].as_str().unwrap_or("-"),
+                    shards.join(",")
+                );
+            }
+            println!(
+                "{:<6} {:<24} {:<6} {:<7} {:<24}",
+                "SHARD", "HOLDER", "EPOCH", "LIVE", "PLACED ON"
+            );
+            for s in status["shards"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<6} {:<24} {:<6} {:<7} {:<24}",
+                    s["shard"].to_string(),
+                    s["holder"].as_str().unwrap_or("-"),
+                    s["epoch"].to_string(),
+                    s["held"].as_bool().unwrap_or(false),
+                    s["placed_on"].as_str().unwrap_or("-")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn workflow(args: WorkflowArgs) -> Result<()> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(90)))
-        .build()
-        .into();
-    let api = Api {
-        agent,
-        address: args.address,
-        token: args.auth_token,
-    };
-    let table = args.output == Output::Table;
-    let print_json = |value: &Value| {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        )
-    };
+    let table = args.client.output == Output::Table;
+    let api = Api::new(args.client);
     match args.command {
         WorkflowCommand::Start {
             workflow_type,

@@ -10,12 +10,23 @@
 //! conflict tracking and drops any request whose epoch is stale, so a node that lost a shard can
 //! never commit for it. After `MaybeCommitted`, the committer reads back a version the batch
 //! wrote to learn whether it landed before retrying.
+//!
+//! Mailbox writes ([`Op::Mail`]) say which shard must wake. The batch reads that shard's lease
+//! too: if this node holds it at the epoch the transaction read, the shard actor is told
+//! directly after the commit; otherwise the batch rings the shard's doorbell (an atomic add its
+//! holder watches) in the same transaction. Either way no message waits unnoticed, whoever owns
+//! the shard and however ownership moves, because the lease read is conflict-tracked.
 
+use crate::cluster::Ownership;
 use crate::keys::Keys;
 use crate::records::{Lease, decode};
-use cairn_store::{Store, StoreError, Transaction};
+use cairn_store::{KeyValue, RangeRequest, Store, StoreError, StoreResult, Transaction};
+use cairn_types::RunId;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// Most requests in one batch.
@@ -28,12 +39,83 @@ pub const BATCH_ATTEMPTS_MAX: u32 = 20;
 const _: () = assert!(BATCH_BYTES_MAX < cairn_store::TRANSACTION_BYTES_MAX);
 
 /// One write of a request.
-#[derive(Debug, Clone, PartialEq)]
+#[expect(
+    dead_code,
+    reason = "Add and Derived arrive with child workflows and schedules"
+)]
 pub enum Op {
     Set(Vec<u8>, Vec<u8>),
     Clear(Vec<u8>),
-    /// The key ends in a 4-byte versionstamp offset (see `Keys::inbox_new`).
-    SetVersionstamped(Vec<u8>, Vec<u8>),
+    /// Adds to a little-endian counter (FoundationDB's `ADD`; never conflicts).
+    Add(Vec<u8>, i64),
+    /// A new entry (an encoded `InboxItem`) in the mailbox of `run_id`, whose workflow lives
+    /// in `shard`; the shard's holder is woken once the batch commits.
+    Mail {
+        shard: u32,
+        run_id: RunId,
+        item: Vec<u8>,
+    },
+    /// Writes decided inside the transaction from what it reads there (as of the batch,
+    /// including earlier requests' writes): a child start that must see whether its workflow id
+    /// is free, a close policy that must find a child's current run.
+    Derived(Derive),
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Op::Set(k, v) => write!(f, "Set({} key bytes, {} value bytes)", k.len(), v.len()),
+            Op::Clear(k) => write!(f, "Clear({} key bytes)", k.len()),
+            Op::Add(k, d) => write!(f, "Add({} key bytes, {d})", k.len()),
+            Op::Mail {
+                shard,
+                run_id,
+                item,
+            } => {
+                write!(f, "Mail(shard {shard}, run {run_id}, {} bytes)", item.len())
+            }
+            Op::Derived(_) => f.write_str("Derived"),
+        }
+    }
+}
+
+/// A boxed store read, as [`TxRead`] returns it.
+pub type ReadFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'a>>;
+
+/// The reads a [`Derive`] may make inside the batch transaction (conflict-tracked).
+#[expect(dead_code, reason = "derived writes arrive with child workflows")]
+pub trait TxRead: Send {
+    fn read<'a>(&'a mut self, key: &'a [u8]) -> ReadFuture<'a, Option<Vec<u8>>>;
+    fn read_range<'a>(&'a mut self, range: &'a RangeRequest) -> ReadFuture<'a, Vec<KeyValue>>;
+}
+
+impl<T: Transaction> TxRead for T {
+    fn read<'a>(&'a mut self, key: &'a [u8]) -> ReadFuture<'a, Option<Vec<u8>>> {
+        Box::pin(self.get(key))
+    }
+    fn read_range<'a>(&'a mut self, range: &'a RangeRequest) -> ReadFuture<'a, Vec<KeyValue>> {
+        Box::pin(self.get_range(range))
+    }
+}
+
+/// The future a [`Derive`] returns: the writes to make.
+pub type DeriveFuture<'t> = Pin<Box<dyn Future<Output = StoreResult<Vec<Op>>> + Send + 't>>;
+
+/// See [`Op::Derived`]. Called once per attempt of the batch, so it must depend only on what
+/// it reads.
+#[derive(Clone)]
+pub struct Derive(pub Arc<DeriveFn>);
+
+/// The function behind a [`Derive`].
+pub type DeriveFn = dyn for<'t> Fn(&'t mut dyn TxRead) -> DeriveFuture<'t> + Send + Sync;
+
+#[expect(dead_code, reason = "derived writes arrive with child workflows")]
+impl Derive {
+    pub fn new(
+        f: impl for<'t> Fn(&'t mut dyn TxRead) -> DeriveFuture<'t> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(f))
+    }
 }
 
 /// Decides whether a request may proceed, given the current value of its checked key.
@@ -56,10 +138,14 @@ impl std::fmt::Debug for Check {
 }
 
 impl Op {
+    /// Bytes written, as far as known before the transaction (derived writes count once
+    /// derived, in the store's own transaction-size check).
     fn bytes(&self) -> usize {
         match self {
-            Op::Set(k, v) | Op::SetVersionstamped(k, v) => k.len() + v.len(),
-            Op::Clear(k) => k.len(),
+            Op::Set(k, v) => k.len() + v.len(),
+            Op::Clear(k) | Op::Add(k, _) => k.len() + 8,
+            Op::Mail { item, .. } => item.len() + 64,
+            Op::Derived(_) => 0,
         }
     }
 }
@@ -130,21 +216,26 @@ impl<S> Default for Committer<S> {
 }
 
 /// The committer's state.
-#[derive(Debug)]
 pub struct CommitterState<S> {
-    store: S,
-    keys: Keys,
+    batch: Arc<BatchContext<S>>,
     queue: Vec<CommitRequest>,
     in_flight: bool,
-    metrics: std::sync::Arc<crate::Metrics>,
+}
+
+/// What every batch needs.
+struct BatchContext<S> {
+    store: S,
+    keys: Keys,
+    metrics: Arc<crate::Metrics>,
+    ownership: Arc<Ownership>,
 }
 
 /// What the committer needs to start.
-#[derive(Debug)]
 pub struct CommitterArgs<S> {
     pub store: S,
     pub keys: Keys,
-    pub metrics: std::sync::Arc<crate::Metrics>,
+    pub metrics: Arc<crate::Metrics>,
+    pub ownership: Arc<Ownership>,
 }
 
 impl<S: Store> Actor for Committer<S> {
@@ -158,11 +249,14 @@ impl<S: Store> Actor for Committer<S> {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(CommitterState {
-            store: args.store,
-            keys: args.keys,
+            batch: Arc::new(BatchContext {
+                store: args.store,
+                keys: args.keys,
+                metrics: args.metrics,
+                ownership: args.ownership,
+            }),
             queue: Vec::new(),
             in_flight: false,
-            metrics: args.metrics,
         })
     }
 
@@ -190,14 +284,12 @@ impl<S: Store> Actor for Committer<S> {
             }
             let batch: Vec<CommitRequest> = state.queue.drain(..take).collect();
             state.in_flight = true;
-            let store = state.store.clone();
-            let keys = state.keys.clone();
-            let metrics = state.metrics.clone();
+            let context = state.batch.clone();
             tokio::spawn(async move {
                 // Reports the batch done even if committing it panics, so the committer never
                 // waits forever on a batch that is gone.
                 let _done = BatchDoneOnDrop(myself);
-                commit_batch(&store, &keys, batch, &metrics).await;
+                commit_batch(&context, batch).await;
             });
         }
         Ok(())
@@ -212,28 +304,28 @@ impl Drop for BatchDoneOnDrop {
     }
 }
 
-async fn commit_batch<S: Store>(
-    store: &S,
-    keys: &Keys,
-    batch: Vec<CommitRequest>,
-    metrics: &crate::Metrics,
-) {
+async fn commit_batch<S: Store>(context: &BatchContext<S>, batch: Vec<CommitRequest>) {
     let started = std::time::Instant::now();
     let size = batch.len();
     let mut live: Vec<CommitRequest> = batch;
     let mut last_error = StoreError::Conflict;
+    let store = &context.store;
     for _ in 0..BATCH_ATTEMPTS_MAX {
-        let (outcome, rejected) = try_commit(store, keys, &mut live).await;
+        let (outcome, rejected, wakes) = try_commit(context, &mut live).await;
         match outcome {
             Ok(()) => {
+                // Wake before answering: a client that acts on the answer (a query right after
+                // a start) then reaches the run after its wake-up.
+                context.ownership.wake_local(wakes);
                 answer(live, rejected);
-                metrics.record_commit(size, started.elapsed());
+                context.metrics.record_commit(size, started.elapsed());
                 return;
             }
             Err(StoreError::MaybeCommitted) => match landed(store, &live, &rejected).await {
                 Some(true) => {
+                    context.ownership.wake_local(wakes);
                     answer(live, rejected);
-                    metrics.record_commit(size, started.elapsed());
+                    context.metrics.record_commit(size, started.elapsed());
                     return;
                 }
                 // Not landed, or nothing to check (every request idempotent): retry.
@@ -255,38 +347,107 @@ async fn commit_batch<S: Store>(
     }
 }
 
+/// Runs to wake on this node after the batch commits.
+pub(crate) type LocalWakes = Vec<(u32, RunId)>;
+
 /// One attempt: fence, write, commit. Fenced requests are answered and removed from `live`.
 async fn try_commit<S: Store>(
-    store: &S,
-    keys: &Keys,
+    context: &BatchContext<S>,
     live: &mut Vec<CommitRequest>,
-) -> (Result<(), StoreError>, Rejections) {
-    match try_commit_inner(store, keys, live).await {
+) -> (Result<(), StoreError>, Rejections, LocalWakes) {
+    match try_commit_inner(context, live).await {
         Ok(outcome) => outcome,
-        Err(e) => (Err(e), Vec::new()),
+        Err(e) => (Err(e), Vec::new(), Vec::new()),
     }
 }
 
 type Rejections = Vec<(usize, crate::ClientError)>;
 
+/// The lease epochs one batch attempt has read (conflict-tracked), by shard.
+struct LeaseReads(HashMap<u32, Option<u64>>);
+
+impl LeaseReads {
+    async fn epoch<T: Transaction>(
+        &mut self,
+        tx: &mut T,
+        keys: &Keys,
+        shard: u32,
+    ) -> StoreResult<Option<u64>> {
+        if let Some(epoch) = self.0.get(&shard) {
+            return Ok(*epoch);
+        }
+        let epoch = match tx.get(&keys.lease(shard)).await? {
+            Some(bytes) => decode::<Lease>("lease", &bytes)?.held_epoch(),
+            None => None,
+        };
+        self.0.insert(shard, epoch);
+        Ok(epoch)
+    }
+}
+
+/// Mailbox writes of one batch attempt: each gets its own user version, so two entries for one
+/// run in one batch get distinct keys.
+struct Mailings {
+    next_user_version: u32,
+    shards: BTreeSet<u32>,
+    runs: Vec<(u32, RunId)>,
+}
+
+/// Most mailbox entries one batch can write (the versionstamp's 16-bit user version).
+pub const BATCH_MAILS_MAX: u32 = 1 << 16;
+
+fn apply_ops<'a, T: Transaction>(
+    tx: &'a mut T,
+    keys: &'a Keys,
+    ops: &'a [Op],
+    mailings: &'a mut Mailings,
+) -> Pin<Box<dyn Future<Output = StoreResult<()>> + Send + 'a>> {
+    Box::pin(async move {
+        for op in ops {
+            match op {
+                Op::Set(k, v) => tx.set(k, v)?,
+                Op::Clear(k) => tx.clear(k)?,
+                Op::Add(k, delta) => tx.atomic_add(k, *delta)?,
+                Op::Mail {
+                    shard,
+                    run_id,
+                    item,
+                } => {
+                    let user_version = u16::try_from(mailings.next_user_version).map_err(|_| {
+                        StoreError::Backend {
+                            message: format!(
+                                "one commit batch writes more than {BATCH_MAILS_MAX} mailbox entries"
+                            ),
+                        }
+                    })?;
+                    mailings.next_user_version += 1;
+                    tx.set_versionstamped_key(&keys.inbox_new(*shard, run_id, user_version), item)?;
+                    mailings.shards.insert(*shard);
+                    mailings.runs.push((*shard, *run_id));
+                }
+                Op::Derived(derive) => {
+                    let derived = (derive.0)(tx).await?;
+                    apply_ops(tx, keys, &derived, mailings).await?;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
 async fn try_commit_inner<S: Store>(
-    store: &S,
-    keys: &Keys,
+    context: &BatchContext<S>,
     live: &mut Vec<CommitRequest>,
-) -> Result<(Result<(), StoreError>, Rejections), StoreError> {
-    let mut tx = store.begin()?;
-    let mut epochs: HashMap<u32, Option<u64>> = HashMap::new();
+) -> Result<(Result<(), StoreError>, Rejections, LocalWakes), StoreError> {
+    let keys = &context.keys;
+    let mut tx = context.store.begin()?;
+    let mut leases = LeaseReads(HashMap::new());
     for request in live.iter() {
-        if let Some((shard, _)) = request.fence
-            && !epochs.contains_key(&shard)
-        {
-            let lease = tx.get(&keys.lease(shard)).await?;
-            let epoch = lease
-                .map(|bytes| decode::<Lease>("lease", &bytes).map(|l| l.epoch))
-                .transpose()?;
-            epochs.insert(shard, epoch);
+        if let Some((shard, _)) = request.fence {
+            leases.epoch(&mut tx, keys, shard).await?;
         }
     }
+    let epochs = &leases.0;
     let (keep, fenced): (Vec<_>, Vec<_>) = std::mem::take(live).into_iter().partition(|r| match r
         .fence
     {
@@ -301,6 +462,11 @@ async fn try_commit_inner<S: Store>(
     }
     *live = keep;
     let mut rejected = Vec::new();
+    let mut mailings = Mailings {
+        next_user_version: 0,
+        shards: BTreeSet::new(),
+        runs: Vec::new(),
+    };
     for (index, request) in live.iter().enumerate() {
         let mut verdict = Ok(());
         for check in &request.checks {
@@ -314,16 +480,26 @@ async fn try_commit_inner<S: Store>(
             rejected.push((index, error));
             continue;
         }
-        for op in &request.ops {
-            match op {
-                Op::Set(k, v) => tx.set(k, v)?,
-                Op::Clear(k) => tx.clear(k)?,
-                Op::SetVersionstamped(k, v) => tx.set_versionstamped_key(k, v)?,
-            }
+        apply_ops(&mut tx, keys, &request.ops, &mut mailings).await?;
+    }
+    // Wake each shard that got mail: directly if this node holds it at the epoch read here,
+    // through its doorbell otherwise.
+    let mut local_shards = BTreeSet::new();
+    for shard in &mailings.shards {
+        let held = leases.epoch(&mut tx, keys, *shard).await?;
+        if held.is_some() && held == context.ownership.epoch_of(*shard) {
+            local_shards.insert(*shard);
+        } else {
+            tx.atomic_add(&keys.bell(*shard), 1)?;
         }
     }
+    let wakes = mailings
+        .runs
+        .into_iter()
+        .filter(|(shard, _)| local_shards.contains(shard))
+        .collect();
     // Rejections are answered only once the batch is settled; a retry re-evaluates them.
-    Ok((tx.commit().await.map(|_| ()), rejected))
+    Ok((tx.commit().await.map(|_| ()), rejected, wakes))
 }
 
 /// Replies to a committed batch: rejected requests get their error, the rest success.

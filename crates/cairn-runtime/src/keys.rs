@@ -9,6 +9,9 @@
 //! ("task", shard, run_id, seq, attempt)           -> TaskRecord (activity tasks not yet done)
 //! ("hb", run_id, seq)                             -> last heartbeat details
 //! ("lease", shard)                                -> Lease
+//! ("bell", shard)                                 -> doorbell counter (atomic add; watched)
+//! ("node", node_id)                               -> NodeRecord (membership heartbeat)
+//! ("cluster",)                                    -> ClusterRecord (shard count)
 //! ```
 //!
 //! Deviation from the design sketch: the mailbox lives under the shard (`inbox/shard/run`), not
@@ -149,5 +152,33 @@ impl Keys {
 
     pub fn lease(&self, shard: u32) -> Vec<u8> {
         self.root.pack(&("lease", i64::from(shard)))
+    }
+
+    pub fn leases(&self) -> (Vec<u8>, Vec<u8>) {
+        self.root.subspace(&("lease",)).range()
+    }
+
+    /// The shard of a key made by [`Self::lease`].
+    pub fn lease_shard(&self, key: &[u8]) -> Option<u32> {
+        let (_, shard): (String, i64) = self.root.unpack(key).ok()?;
+        u32::try_from(shard).ok()
+    }
+
+    /// The shard's doorbell: mailbox writers that do not hold the shard add to it, and the
+    /// holder watches it.
+    pub fn bell(&self, shard: u32) -> Vec<u8> {
+        self.root.pack(&("bell", i64::from(shard)))
+    }
+
+    pub fn node(&self, node_id: &str) -> Vec<u8> {
+        self.root.pack(&("node", node_id))
+    }
+
+    pub fn nodes(&self) -> (Vec<u8>, Vec<u8>) {
+        self.root.subspace(&("node",)).range()
+    }
+
+    pub fn cluster(&self) -> Vec<u8> {
+        self.root.pack(&("cluster",))
     }
 }

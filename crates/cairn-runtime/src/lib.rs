@@ -5,28 +5,39 @@
 //!   history events, snapshot, consumed mailbox/timer/task keys, new tasks and timers. Side
 //!   effects (dispatching activity tasks, arming in-memory timers, waking waiters) happen only
 //!   after that commit succeeds.
-//! - Every commit of a run is fenced by its shard's lease epoch, read inside the transaction.
+//! - Every commit of a run is fenced by its shard's lease epoch, read inside the transaction;
+//!   a node that lost a shard (to a takeover, a handoff, or its own lapsed heartbeat) can no
+//!   longer commit for it, whatever it still has in memory.
 //! - Workflow code runs on `executor_threads` dedicated threads (ractor thread-local actors),
 //!   because it is single-threaded by design; everything else runs on the tokio runtime.
 //! - Knows the store only through the `cairn_store::Store` contract; no HTTP.
 
 mod clock;
+mod cluster;
 mod committer;
 mod keys;
 mod metrics;
 mod node;
+mod peers;
 mod records;
 mod registry;
 mod shard;
 mod worker;
 mod workflow;
 
+pub use cluster::{
+    ClusterError, ClusterStatus, LEASE_TIMEOUT_MS_MIN, NodeStatus, PLACEMENT_INTERVAL_MS_MAX,
+    ShardStatus, rendezvous,
+};
 pub use committer::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX};
 pub use keys::Keys;
 pub use metrics::Metrics;
 pub use node::{
     ClientError, CrashHook, CrashPoint, Description, INLINE_PAYLOAD_BYTES_MAX, IdReusePolicy, Node,
     NodeConfig, StartWorkflow, WorkflowSummary,
+};
+pub use peers::{
+    InProcessPeers, PeerError, PeerFuture, PeerQuery, Peers, PeersHandle, QueryTarget,
 };
 pub use records::Outcome;
 pub use registry::{

@@ -89,6 +89,20 @@ pub struct Metrics {
     pub activations: AtomicU64,
     pub passivations: AtomicU64,
     pub active_actors: AtomicU64,
+    /// Shards claimed by this node (takeovers included).
+    pub shard_claims: AtomicU64,
+    /// Claims of shards whose previous holder had died (its lease lapsed).
+    pub shard_takeovers: AtomicU64,
+    /// Shards this node handed off (placed elsewhere, or draining).
+    pub shard_handoffs: AtomicU64,
+    /// Shards this node found it had lost (taken over while it was paused or cut off).
+    pub shard_losses: AtomicU64,
+    /// Runs with mail found when a shard was claimed, and woken.
+    pub runs_rehydrated: AtomicU64,
+    /// Queries sent to the node holding the run.
+    pub queries_forwarded: AtomicU64,
+    /// Membership heartbeat commit latency (one heartbeat renews every lease of the node).
+    pub lease_renew_latency: Histogram,
     pub commit_latency: Histogram,
     pub commit_batch_size: Histogram,
     pub workflow_execution_time: Histogram,
@@ -108,6 +122,13 @@ impl Default for Metrics {
             activations: AtomicU64::new(0),
             passivations: AtomicU64::new(0),
             active_actors: AtomicU64::new(0),
+            shard_claims: AtomicU64::new(0),
+            shard_takeovers: AtomicU64::new(0),
+            shard_handoffs: AtomicU64::new(0),
+            shard_losses: AtomicU64::new(0),
+            runs_rehydrated: AtomicU64::new(0),
+            queries_forwarded: AtomicU64::new(0),
+            lease_renew_latency: Histogram::new(LATENCY_BUCKETS),
             commit_latency: Histogram::new(LATENCY_BUCKETS),
             commit_batch_size: Histogram::new(BATCH_BUCKETS),
             workflow_execution_time: Histogram::new(LATENCY_BUCKETS),

@@ -1,32 +1,37 @@
-//! The node: starts the committer, claims shard leases, starts shard actors, recovers what the
-//! store says is pending, and serves the in-process client operations.
+//! The node: starts the committer, joins the cluster (membership, shard placement, leases —
+//! see `cluster`), and serves the client operations. Any node can serve any client call:
+//! starts, signals and cancellations go through the store (the shard's holder is woken), and
+//! queries are forwarded to the holder.
 
 use crate::Metrics;
 use crate::clock::now_ms;
+use crate::cluster::{self, Cluster, ClusterError, ClusterStatus, Ownership, Route, fnv1a};
 use crate::committer::{
     Check, CommitError, CommitRequest, Committer, CommitterArgs, CommitterMsg, Op, Verify,
 };
 use crate::keys::Keys;
-use crate::records::{
-    InboxItem, Lease, Outcome, RunRecord, StartRecord, TaskRecord, WorkflowRecord, decode, encode,
-};
+use crate::peers::{PeerError, PeerFuture, PeerQuery, PeersHandle, QueryTarget};
+use crate::records::{InboxItem, Outcome, RunRecord, StartRecord, WorkflowRecord, decode, encode};
 use crate::registry::Registry;
-use crate::shard::{ShardActor, ShardArgs, ShardMsg, TimerEntry};
+use crate::shard::ShardMsg;
 use crate::worker::Workers;
 use crate::workflow::QueryError;
-use cairn_core::{Message, PendingActivity, RunStatus, TimerId};
-use cairn_store::{RangeRequest, Store, StoreError, TransactOptions, Transaction, transact};
+use cairn_core::{Message, PendingActivity, RunStatus};
+use cairn_store::{RangeRequest, Store, StoreError, Transaction};
 use cairn_types::{HistoryEvent, Payload, PolicyError, RunId, Seq, WorkflowId, WorkflowTimeouts};
 use ractor::thread_local::ThreadLocalActorSpawner;
 use ractor::{Actor, ActorRef};
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// A node's settings. Each field documents its default.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// Identity in leases. Default: a random UUID.
+    /// Identity in membership and leases. Default: a random UUID. Set it to keep a node's
+    /// identity across restarts: a node restarted under its id takes its shards back at once,
+    /// while a new id waits for the old one's leases to lapse (`lease_timeout_ms`).
     pub node_id: String,
     /// Namespace of this node's workflows. Default `"default"`.
     pub namespace: String,
@@ -41,8 +46,16 @@ pub struct NodeConfig {
     pub actor_idle_ms: u64,
     /// Most activity attempts running at once. Default 1,000.
     pub activity_concurrency_max: usize,
-    /// Lease duration written on claim. Default 10,000 ms.
+    /// How long a node's leases outlive its last membership heartbeat: the time a dead node's
+    /// shards wait before others take them over. Heartbeats come every third of it, placement
+    /// rounds every fifth (at most 250 ms). At least 100. Default 10,000 ms.
     pub lease_timeout_ms: u64,
+    /// Where other nodes reach this one (its HTTP API, or an `inproc://` name), published in
+    /// its membership record for forwarded queries. Default none (queries for shards held
+    /// elsewhere then fail with `ShardUnavailable`).
+    pub advertise_address: Option<String>,
+    /// The transport to other nodes. Default none.
+    pub peers: Option<PeersHandle>,
     /// Test hook: asked at each crash point; answering true stops the node right there, as a
     /// crash would. Default none.
     pub crash_hook: Option<CrashHook>,
@@ -81,6 +94,8 @@ impl Default for NodeConfig {
             actor_idle_ms: 30_000,
             activity_concurrency_max: 1_000,
             lease_timeout_ms: 10_000,
+            advertise_address: None,
+            peers: None,
             crash_hook: None,
         }
     }
@@ -96,20 +111,16 @@ pub struct Shared<S: Store> {
     pub committer: ActorRef<CommitterMsg>,
     pub workers: Workers,
     pub runtime: tokio::runtime::Handle,
-    shards: OnceLock<Vec<ActorRef<ShardMsg>>>,
+    pub cluster: Cluster,
     spawners: Vec<ThreadLocalActorSpawner>,
-    waiters: Mutex<HashMap<RunId, Vec<oneshot::Sender<Outcome>>>>,
+    /// Local result waiters by run, with the run's shard. A waiter gets `None` when the shard
+    /// leaves this node: the run goes on elsewhere, and the waiter watches the store instead.
+    waiters: Mutex<HashMap<RunId, Vec<ResultWaiter>>>,
 }
 
-/// FNV-1a: stable across processes and versions, which shard placement must be.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
+/// A local `result` call: the run's shard, and where to send the outcome (`None`: the shard
+/// left this node).
+type ResultWaiter = (u32, oneshot::Sender<Option<Outcome>>);
 
 impl<S: Store> Shared<S> {
     /// The shard of a workflow id.
@@ -117,8 +128,14 @@ impl<S: Store> Shared<S> {
         (fnv1a(workflow_id.as_str().as_bytes()) % u64::from(self.config.shard_count)) as u32
     }
 
-    pub fn shard(&self, shard: u32) -> &ActorRef<ShardMsg> {
-        &self.shards.get().expect("shards started")[shard as usize]
+    /// The shard actor, if this node holds `shard`.
+    pub fn shard(&self, shard: u32) -> Option<ActorRef<ShardMsg>> {
+        self.cluster.ownership.actor(shard)
+    }
+
+    /// The shard actor, if this node still holds `shard` at `epoch`.
+    pub fn shard_at(&self, shard: u32, epoch: u64) -> Option<ActorRef<ShardMsg>> {
+        self.cluster.ownership.actor_at(shard, epoch)
     }
 
     pub(crate) fn spawner_for(&self, run_id: &RunId) -> ThreadLocalActorSpawner {
@@ -142,9 +159,7 @@ impl<S: Store> Shared<S> {
 
     /// Kills every actor and abandons running attempts: no further writes.
     pub(crate) fn halt(&self) {
-        for shard in self.shards.get().into_iter().flatten() {
-            shard.kill();
-        }
+        cluster::halt(self);
         self.committer.kill();
         self.workers.close();
     }
@@ -178,9 +193,57 @@ impl<S: Store> Shared<S> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&run_id);
-        for waiter in waiters.into_iter().flatten() {
-            let _ = waiter.send(outcome.clone());
+        for (_, waiter) in waiters.into_iter().flatten() {
+            let _ = waiter.send(Some(outcome.clone()));
         }
+    }
+
+    /// Tells the local result waiters of `shard` that their runs now live elsewhere.
+    pub(crate) fn notify_shard_lost(&self, shard: u32) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        for list in waiters.values_mut() {
+            for (_, waiter) in list.extract_if(.., |(s, _)| *s == shard) {
+                let _ = waiter.send(None);
+            }
+        }
+        waiters.retain(|_, list| !list.is_empty());
+    }
+
+    /// Answers a query for a run of a shard this node holds.
+    async fn answer_query(&self, query: PeerQuery) -> Result<Payload, PeerError> {
+        let shard = self.shard_of(&query.workflow_id);
+        let Some(shard_ref) = self.shard(shard) else {
+            return Err(PeerError::NotOwner);
+        };
+        let answer = shard_ref
+            .call(
+                |reply| ShardMsg::Query {
+                    run_id: query.run_id,
+                    name: query.name,
+                    args: query.args,
+                    reply,
+                },
+                Some(QUERY_CALL_TIMEOUT),
+            )
+            .await;
+        match answer {
+            Ok(ractor::rpc::CallResult::Success(Ok(payload))) => Ok(payload),
+            Ok(ractor::rpc::CallResult::Success(Err(QueryError::Unavailable))) => {
+                Err(PeerError::NotOwner)
+            }
+            Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(PeerError::Query(e)),
+            // The shard actor stopped while answering: the shard moved (or is moving).
+            Ok(_) | Err(_) => Err(PeerError::NotOwner),
+        }
+    }
+}
+
+/// Longest a query may run on the node holding the run.
+pub const QUERY_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl<S: Store> QueryTarget for Shared<S> {
+    fn query_held(self: Arc<Self>, query: PeerQuery) -> PeerFuture<Payload> {
+        Box::pin(async move { self.answer_query(query).await })
     }
 }
 
@@ -251,6 +314,12 @@ pub enum ClientError {
     Query(#[from] QueryError),
     #[error("the node is shutting down")]
     NodeStopped,
+    /// No node answered for the run's shard in time (it is moving, or its holder is down or
+    /// unreachable). Retrying later may succeed.
+    #[error("shard {shard} is unavailable: {reason}")]
+    ShardUnavailable { shard: u32, reason: String },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -302,8 +371,11 @@ impl<S: Store> std::fmt::Debug for Node<S> {
 }
 
 impl<S: Store> Node<S> {
-    /// Starts a node on `store`: claims every shard (single-node mode), then recovers pending
-    /// mailboxes, timers and activity tasks.
+    /// Starts a node on `store`: checks the store's shard count, publishes its membership,
+    /// takes the shards placement gives it (rehydrating them in the background), then keeps
+    /// heartbeating and placing until shut down. A node alone in the cluster takes every shard
+    /// at once, unless a node with another id held them moments ago: those shards wait until
+    /// that node's leases lapse (`lease_timeout_ms`).
     pub async fn start(
         store: S,
         registry: Registry,
@@ -314,8 +386,16 @@ impl<S: Store> Node<S> {
             config.executor_threads > 0,
             "executor_threads must be positive"
         );
+        if config.lease_timeout_ms < cluster::LEASE_TIMEOUT_MS_MIN {
+            return Err(ClusterError::LeaseTimeoutTooShort {
+                value: config.lease_timeout_ms,
+                min: cluster::LEASE_TIMEOUT_MS_MIN,
+            }
+            .into());
+        }
         let keys = Keys::default();
         let metrics = Arc::new(Metrics::default());
+        let ownership = Arc::new(Ownership::default());
         let (committer, _) = Actor::spawn(
             None,
             Committer::<S>::default(),
@@ -323,6 +403,7 @@ impl<S: Store> Node<S> {
                 store: store.clone(),
                 keys: keys.clone(),
                 metrics: metrics.clone(),
+                ownership: ownership.clone(),
             },
         )
         .await
@@ -339,33 +420,55 @@ impl<S: Store> Node<S> {
             metrics,
             committer,
             runtime: tokio::runtime::Handle::current(),
-            shards: OnceLock::new(),
+            cluster: Cluster::new(ownership),
             spawners,
             waiters: Mutex::new(HashMap::new()),
         });
-        let mut shards = Vec::new();
-        let mut epochs = Vec::new();
-        for shard in 0..shared.config.shard_count {
-            let epoch = claim_lease(&shared, shard).await?;
-            let (actor, _) = Actor::spawn(
-                None,
-                ShardActor::<S>::default(),
-                ShardArgs {
-                    shared: shared.clone(),
-                    shard,
-                    epoch,
-                },
-            )
-            .await
-            .map_err(|_| ClientError::NodeStopped)?;
-            shards.push(actor);
-            epochs.push(epoch);
+        let joined = async {
+            cluster::check_cluster_record(&shared).await?;
+            cluster::heartbeat(&shared).await?;
+            cluster::placement_round(&shared).await?;
+            Ok::<_, ClusterError>(())
         }
-        let _ = shared.shards.set(shards);
-        for (shard, epoch) in epochs.into_iter().enumerate() {
-            recover_shard(&shared, shard as u32, epoch).await?;
+        .await;
+        if let Err(error) = joined {
+            shared.halt();
+            return Err(error.into());
         }
+        if let (Some(peers), Some(address)) =
+            (&shared.config.peers, &shared.config.advertise_address)
+        {
+            let target: Arc<dyn QueryTarget> = shared.clone();
+            peers.0.attach(address, Arc::downgrade(&target));
+        }
+        cluster::spawn_loops(&shared);
         Ok(Self { shared })
+    }
+
+    /// Answers a query another node forwarded here: [`PeerError::NotOwner`] unless this node
+    /// holds the run's shard (it never forwards again).
+    pub async fn answer_forwarded_query(&self, query: PeerQuery) -> Result<Payload, PeerError> {
+        self.shared.answer_query(query).await
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.shared.config.node_id
+    }
+
+    /// Membership and leases of the whole cluster, from the store, and what this node holds.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
+        Ok(cluster::status(&self.shared).await?)
+    }
+
+    /// Shards this node holds now, with their epochs.
+    pub fn held_shards(&self) -> Vec<(u32, u64)> {
+        self.shared.cluster.ownership.owned()
+    }
+
+    /// The shard of `workflow_id`.
+    pub fn shard_of(&self, workflow_id: &WorkflowId) -> u32 {
+        self.shared.shard_of(workflow_id)
     }
 
     /// The node's counters.
@@ -456,12 +559,15 @@ impl<S: Store> Node<S> {
         let ops = vec![
             Op::Set(wf_key, encode(&summary)),
             Op::Set(keys.run(&run_id), encode(&record)),
-            Op::SetVersionstamped(keys.inbox_new(shard, &run_id, 0), encode(&InboxItem::Start)),
+            Op::Mail {
+                shard,
+                run_id,
+                item: encode(&InboxItem::Start),
+            },
         ];
         let verify = Some((keys.run(&run_id), Verify::RunVersionAtLeast(0)));
         self.submit(ops, vec![check], verify).await?;
         shared.metrics.record_started(&workflow_type);
-        let _ = shared.shard(shard).cast(ShardMsg::Wake { run_id });
         Ok(run_id)
     }
 
@@ -481,27 +587,35 @@ impl<S: Store> Node<S> {
     }
 
     async fn current(&self, workflow_id: &WorkflowId) -> Result<WorkflowRecord, ClientError> {
+        let mut tx = self.shared.store.begin()?;
+        self.current_in(&mut tx, workflow_id).await
+    }
+
+    /// The workflow id's current run, read in `tx`.
+    async fn current_in(
+        &self,
+        tx: &mut S::Tx,
+        workflow_id: &WorkflowId,
+    ) -> Result<WorkflowRecord, ClientError> {
         let key = self
             .shared
             .keys
             .workflow(&self.shared.config.namespace, workflow_id.as_str());
-        let mut tx = self.shared.store.begin()?;
-        let bytes = tx.get(&key).await?.ok_or_else(|| ClientError::NotFound {
-            workflow_id: workflow_id.to_string(),
-        })?;
+        let bytes = tx
+            .get_snapshot(&key)
+            .await?
+            .ok_or_else(|| ClientError::NotFound {
+                workflow_id: workflow_id.to_string(),
+            })?;
         Ok(decode("workflow", &bytes)?)
     }
 
     async fn run_record(&self, run_id: &RunId) -> Result<RunRecord, ClientError> {
         let mut tx = self.shared.store.begin()?;
         let bytes = tx
-            .get(&self.shared.keys.run(run_id))
+            .get_snapshot(&self.shared.keys.run(run_id))
             .await?
-            .ok_or_else(|| {
-                ClientError::Store(StoreError::Backend {
-                    message: format!("run {run_id} is listed but has no record"),
-                })
-            })?;
+            .ok_or_else(|| missing_run(run_id))?;
         Ok(decode("run", &bytes)?)
     }
 
@@ -530,11 +644,14 @@ impl<S: Store> Node<S> {
         // retry after `MaybeCommitted` whether the message is already in the mailbox.
         let ops = vec![
             Op::Set(guard.clone(), Vec::new()),
-            Op::SetVersionstamped(keys.inbox_new(shard, &run_id, 0), item),
+            Op::Mail {
+                shard,
+                run_id,
+                item,
+            },
         ];
         self.submit(ops, Vec::new(), Some((guard, Verify::Exists)))
             .await?;
-        let _ = shared.shard(shard).cast(ShardMsg::Wake { run_id });
         Ok(run_id)
     }
 
@@ -574,67 +691,158 @@ impl<S: Store> Node<S> {
     }
 
     /// Runs query `name` against the current run's state (replaying it if it is passivated or
-    /// closed).
+    /// closed), on whichever node holds the run's shard. While the shard moves the query is
+    /// retried; after `lease_timeout_ms` plus two seconds without an answer it fails with
+    /// [`ClientError::ShardUnavailable`].
     pub async fn query(
         &self,
         workflow_id: &WorkflowId,
         name: &str,
         args: Payload,
     ) -> Result<Payload, ClientError> {
+        let shared = &self.shared;
         let current = self.current(workflow_id).await?;
-        let shard = self.shared.shard_of(workflow_id);
-        let shard_ref = self.shared.shard(shard).clone();
-        let name = name.to_string();
-        let answer = shard_ref
-            .call(
-                |reply| ShardMsg::Query {
-                    run_id: current.run_id,
-                    name,
-                    args,
-                    reply,
-                },
-                Some(std::time::Duration::from_secs(30)),
-            )
-            .await
-            .map_err(|_| ClientError::NodeStopped)?;
-        match answer {
-            ractor::rpc::CallResult::Success(result) => Ok(result?),
-            _ => Err(ClientError::Query(QueryError::Unavailable)),
+        let shard = shared.shard_of(workflow_id);
+        let query = PeerQuery {
+            workflow_id: workflow_id.clone(),
+            run_id: current.run_id,
+            name: name.to_string(),
+            args,
+        };
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(shared.config.lease_timeout_ms)
+            + Duration::from_secs(2);
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let reason = if shared.shard(shard).is_some() {
+                match shared.answer_query(query.clone()).await {
+                    Ok(answer) => return Ok(answer),
+                    Err(PeerError::Query(e)) => return Err(ClientError::Query(e)),
+                    Err(e) => e.to_string(),
+                }
+            } else {
+                match cluster::route(shared, shard).await? {
+                    Route::Node { node_id, address } => match (&shared.config.peers, address) {
+                        (Some(peers), Some(address)) => {
+                            shared
+                                .metrics
+                                .queries_forwarded
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            match peers.0.query(&address, query.clone()).await {
+                                Ok(answer) => return Ok(answer),
+                                Err(PeerError::Query(e)) => return Err(ClientError::Query(e)),
+                                Err(e) => format!("node {node_id} at {address}: {e}"),
+                            }
+                        }
+                        (None, _) => {
+                            return Err(ClientError::ShardUnavailable {
+                                shard,
+                                reason: format!(
+                                    "node {node_id} holds it and this node has no transport to other nodes (NodeConfig::peers)"
+                                ),
+                            });
+                        }
+                        (_, None) => format!("node {node_id} holds it but advertises no address"),
+                    },
+                    Route::Nobody => "no live node holds it (it is moving)".to_string(),
+                }
+            };
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(ClientError::ShardUnavailable { shard, reason });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
         }
     }
 
-    /// Waits for the current run of `workflow_id` to close and returns how it ended.
+    /// Waits for the current run of `workflow_id` to close and returns how it ended. Works
+    /// from any node: a run on a shard held here is awaited in memory, one held elsewhere
+    /// through a store watch on its record.
     pub async fn result(&self, workflow_id: &WorkflowId) -> Result<Outcome, ClientError> {
         let current = self.current(workflow_id).await?;
-        let (tx, rx) = oneshot::channel();
-        self.shared
-            .waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(current.run_id)
-            .or_default()
-            .push(tx);
-        // Registered first, checked second: a close between the two is not missed.
-        let record = self.run_record(&current.run_id).await?;
-        if let Some(outcome) = record.outcome {
-            return Ok(outcome);
+        let run_id = current.run_id;
+        let shard = self.shared.shard_of(workflow_id);
+        loop {
+            if self.shared.shard(shard).is_some() {
+                let (tx, rx) = oneshot::channel();
+                self.shared
+                    .waiters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(run_id)
+                    .or_default()
+                    .push((shard, tx));
+                // Registered first, checked second: a close between the two is not missed; and
+                // a shard lost in between is caught by the ownership check after.
+                let record = self.run_record(&run_id).await?;
+                if let Some(outcome) = record.outcome {
+                    return Ok(outcome);
+                }
+                if self.shared.shard(shard).is_none() {
+                    continue;
+                }
+                match rx.await {
+                    Ok(Some(outcome)) => return Ok(outcome),
+                    // The shard left this node (or the node stops): watch the store instead.
+                    Ok(None) => continue,
+                    Err(_) => return Err(ClientError::NodeStopped),
+                }
+            }
+            // Held elsewhere: arm a watch on the run record in the transaction that reads it
+            // (the watch compares against what that transaction read, so nothing slips by).
+            let key = self.shared.keys.run(&run_id);
+            let armed = async {
+                let mut tx = self.shared.store.begin()?;
+                let bytes = tx.get_snapshot(&key).await?;
+                let watch = tx.watch(&key)?;
+                tx.commit().await?;
+                Ok::<_, StoreError>((bytes, watch))
+            }
+            .await;
+            let (bytes, watch) = match armed {
+                Ok(armed) => armed,
+                Err(e) if e.is_retryable() => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(bytes) = bytes {
+                let record: RunRecord = decode("run", &bytes)?;
+                if let Some(outcome) = record.outcome {
+                    return Ok(outcome);
+                }
+            }
+            // Re-check ownership now and then: the shard may have come to this node.
+            let _ = tokio::time::timeout(
+                Duration::from_millis(self.shared.config.lease_timeout_ms),
+                watch,
+            )
+            .await;
         }
-        rx.await.map_err(|_| ClientError::NodeStopped)
     }
 
     /// The current run's summary, pending activities and history length.
     pub async fn describe(&self, workflow_id: &WorkflowId) -> Result<Description, ClientError> {
-        let current = self.current(workflow_id).await?;
-        let record = self.run_record(&current.run_id).await?;
+        // Both records from one snapshot, so the summary and the pending work agree.
+        let mut tx = self.shared.store.begin()?;
+        let current = self.current_in(&mut tx, workflow_id).await?;
+        let bytes = tx
+            .get_snapshot(&self.shared.keys.run(&current.run_id))
+            .await?
+            .ok_or_else(|| missing_run(&current.run_id))?;
+        let record: RunRecord = decode("run", &bytes)?;
         let state = record.state.as_ref();
         Ok(Description {
             summary: WorkflowSummary {
                 workflow_id: workflow_id.to_string(),
                 run_id: current.run_id,
                 workflow_type: current.workflow_type,
-                status: current.status,
+                status: state.map(|s| s.status).or(current.status),
                 started_unix_ms: current.started_unix_ms,
-                closed_unix_ms: current.closed_unix_ms,
+                closed_unix_ms: state
+                    .and_then(|s| s.closed_unix_ms)
+                    .or(current.closed_unix_ms),
             },
             pending_activities: state
                 .map(|s| s.activities.iter().map(|(k, v)| (*k, v.clone())).collect())
@@ -699,26 +907,36 @@ impl<S: Store> Node<S> {
     }
 
     /// Stops the node's actors without any further writes — what a crash leaves behind, minus
-    /// the process exit. Work in flight may or may not have committed.
+    /// the process exit. Work in flight may or may not have committed; this node's shards pass
+    /// to other nodes once its leases lapse.
     pub fn crash(&self) {
         self.shared.halt();
     }
 
-    /// Stops the node: shard actors (and their runs) first, then the committer.
+    /// Stops the node gracefully: it drains (hands every shard off and leaves the membership,
+    /// so other nodes take over at once rather than after the lease timeout), then stops the
+    /// committer and the workers. Attempts still running are abandoned; their tasks are
+    /// dispatched again by the shards' new holders.
     pub async fn shutdown(&self) {
-        for shard in self.shared.shards.get().into_iter().flatten() {
-            shard.stop(None);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        cluster::drain(&self.shared).await;
+        self.shared.notify_stopping();
         self.shared.committer.stop(None);
-        self.shared.workers_stop();
+        self.shared.workers.close();
     }
 }
 
 impl<S: Store> Shared<S> {
-    fn workers_stop(&self) {
-        self.workers.close();
+    /// Wakes every local result waiter with "not here": the node is going away.
+    fn notify_stopping(&self) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        waiters.clear();
     }
+}
+
+fn missing_run(run_id: &RunId) -> ClientError {
+    ClientError::Store(StoreError::Backend {
+        message: format!("run {run_id} is listed but has no record"),
+    })
 }
 
 fn check_payload(what: &'static str, payload: &Payload) -> Result<(), ClientError> {
@@ -759,98 +977,4 @@ fn check_reuse(
             policy,
         })
     }
-}
-
-/// Claims `shard` for this node by bumping its lease epoch. Single-node mode: any previous
-/// holder is taken over (the cluster issue adds waiting for expiry and handoff).
-async fn claim_lease<S: Store>(shared: &Shared<S>, shard: u32) -> Result<u64, ClientError> {
-    let key = shared.keys.lease(shard);
-    let node_id = shared.config.node_id.clone();
-    let lease_ms = shared.config.lease_timeout_ms;
-    let epoch = transact(&shared.store, &TransactOptions::default(), |tx, _| {
-        let (key, node_id) = (key.clone(), node_id.clone());
-        Box::pin(async move {
-            let previous = match tx.get(&key).await? {
-                Some(bytes) => decode::<Lease>("lease", &bytes)?.epoch,
-                None => 0,
-            };
-            let lease = Lease {
-                node_id,
-                epoch: previous + 1,
-                expires_unix_ms: now_ms() + lease_ms,
-            };
-            tx.set(&key, &encode(&lease))?;
-            Ok::<_, StoreError>(lease.epoch)
-        })
-    })
-    .await?;
-    Ok(epoch)
-}
-
-/// After a (re)start: wakes runs with mailbox entries, loads timers, re-dispatches tasks.
-async fn recover_shard<S: Store>(
-    shared: &Arc<Shared<S>>,
-    shard: u32,
-    epoch: u64,
-) -> Result<(), ClientError> {
-    let keys = &shared.keys;
-    let shard_ref = shared.shard(shard).clone();
-    let mut tx = shared.store.begin()?;
-    let (begin, end) = keys.inbox_of_shard(shard);
-    let inbox = tx
-        .get_range(&RangeRequest::new(begin, end).snapshot())
-        .await?;
-    let runs: BTreeSet<RunId> = inbox
-        .iter()
-        .filter_map(|kv| keys.inbox_run(&kv.key))
-        .collect();
-    let (begin, end) = keys.timers_of_shard(shard);
-    let timers = tx
-        .get_range(&RangeRequest::new(begin, end).snapshot())
-        .await?;
-    let (begin, end) = keys.tasks_of_shard(shard);
-    let tasks = tx
-        .get_range(&RangeRequest::new(begin, end).snapshot())
-        .await?;
-    drop(tx);
-    for run_id in runs {
-        let _ = shard_ref.cast(ShardMsg::Wake { run_id });
-    }
-    let entries: Vec<TimerEntry> = timers
-        .iter()
-        .filter_map(|kv| {
-            let (fire_at, run_id, timer) = keys.parse_timer(&kv.key)?;
-            Some(TimerEntry {
-                fire_at_unix_ms: fire_at,
-                run_id,
-                timer,
-                key: kv.key.clone(),
-            })
-        })
-        .collect();
-    // Attempt timers armed by the previous owner's claims, by (run, activity, attempt).
-    let mut claims: HashMap<(RunId, Seq, u32), Vec<Vec<u8>>> = HashMap::new();
-    for entry in &entries {
-        if let TimerId::ActivityStartToClose { seq, attempt }
-        | TimerId::ActivityHeartbeat { seq, attempt } = entry.timer
-        {
-            claims
-                .entry((entry.run_id, seq, attempt))
-                .or_default()
-                .push(entry.key.clone());
-        }
-    }
-    if !entries.is_empty() {
-        let _ = shard_ref.cast(ShardMsg::AddTimers(entries));
-    }
-    for kv in tasks {
-        let task: TaskRecord = decode("task", &kv.value)?;
-        let stale = claims
-            .remove(&(task.run_id, task.seq, task.attempt))
-            .unwrap_or_default();
-        shared
-            .workers
-            .dispatch_recovered(shared.clone(), epoch, task, stale);
-    }
-    Ok(())
 }

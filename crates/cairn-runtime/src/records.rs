@@ -84,10 +84,52 @@ pub struct TaskRecord {
     pub scheduled_unix_ms: u64,
 }
 
-/// A node's claim on a shard.
+/// A node's claim on a shard. It has no expiry of its own: a held lease lapses with its
+/// holder's membership record (`NodeRecord`), so one heartbeat renews every lease of a node and
+/// renewing never writes the lease key that every commit reads for fencing.
+///
+/// Every change of holder bumps `epoch`, and so does a release: each epoch is one tenure of one
+/// node, which is what fencing compares.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lease {
     pub node_id: String,
+    /// The holder's process instance (a random id per `Node::start`): a restarted node with
+    /// the same id is a different instance and must claim its old shards anew.
+    #[serde(default)]
+    pub instance: String,
     pub epoch: u64,
+    /// False once released (handed off or drained); a released lease is free to claim.
+    #[serde(default)]
+    pub held: bool,
+    /// When the lease last changed hands, Unix ms.
+    #[serde(default)]
+    pub changed_unix_ms: u64,
+}
+
+impl Lease {
+    /// The epoch, if the lease is held (a released lease fences everyone).
+    pub fn held_epoch(&self) -> Option<u64> {
+        self.held.then_some(self.epoch)
+    }
+}
+
+/// A node's membership record, rewritten by its heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub node_id: String,
+    pub instance: String,
+    /// Where other nodes reach this one (its HTTP API), if it serves one.
+    pub address: Option<String>,
+    pub started_unix_ms: u64,
+    pub heartbeat_unix_ms: u64,
+    /// After this the node counts as dead, and so do its leases.
     pub expires_unix_ms: u64,
+    /// A draining node takes no shards and hands its own off.
+    pub draining: bool,
+}
+
+/// Settings fixed for the life of a store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub shard_count: u32,
 }

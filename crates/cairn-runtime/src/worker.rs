@@ -162,9 +162,9 @@ async fn run_attempt<S: Store>(
                     .map_or(entry.fire_at_unix_ms, |s2c| now.saturating_add(ms(s2c))),
                 ..entry
             };
-            let _ = shared
-                .shard(shard)
-                .cast(ShardMsg::AddTimers(vec![exact.clone()]));
+            if let Some(shard_ref) = shared.shard_at(shard, epoch) {
+                let _ = shard_ref.cast(ShardMsg::AddTimers(vec![exact.clone()]));
+            }
             Some(exact)
         }
         provisional => {
@@ -207,12 +207,14 @@ async fn run_attempt<S: Store>(
             // Not claimed: the task stays in the store for whoever owns the shard.
             return;
         }
+        let Some(shard_ref) = shared.shard_at(shard, epoch) else {
+            // The shard moved on since the claim committed; its new holder runs the task.
+            return;
+        };
         if !stale_timers.is_empty() {
-            let _ = shared
-                .shard(shard)
-                .cast(ShardMsg::RemoveTimers(stale_timers));
+            let _ = shard_ref.cast(ShardMsg::RemoveTimers(stale_timers));
         }
-        let _ = shared.shard(shard).cast(ShardMsg::AddTimers(claim.clone()));
+        let _ = shard_ref.cast(ShardMsg::AddTimers(claim.clone()));
     }
     shared
         .metrics
@@ -270,12 +272,15 @@ async fn run_attempt<S: Store>(
                     .await
                     .is_ok()
                 {
+                    let shard_ref = shared.shard_at(shard, epoch);
                     if let Some(entry) = armed {
                         *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(entry.clone());
-                        let _ = shared.shard(shard).cast(ShardMsg::AddTimers(vec![entry]));
+                        if let Some(shard_ref) = &shard_ref {
+                            let _ = shard_ref.cast(ShardMsg::AddTimers(vec![entry]));
+                        }
                     }
-                    if let Some(old) = replaced {
-                        let _ = shared.shard(shard).cast(ShardMsg::RemoveTimers(vec![old]));
+                    if let (Some(old), Some(shard_ref)) = (replaced, &shard_ref) {
+                        let _ = shard_ref.cast(ShardMsg::RemoveTimers(vec![old]));
                     }
                 }
             });
@@ -371,8 +376,13 @@ async fn run_attempt<S: Store>(
         item: InboxItem::Message(message),
         consume,
     };
-    let _ = shared.shard(shard).cast(ShardMsg::Deliver {
-        run_id: task.run_id,
-        deliveries: vec![delivery],
-    });
+    // Only to the tenure that dispatched the attempt: if the shard moved meanwhile, its new
+    // holder re-dispatched the task when it claimed the shard, and this result is dropped
+    // (activities are at-least-once).
+    if let Some(shard_ref) = shared.shard_at(shard, epoch) {
+        let _ = shard_ref.cast(ShardMsg::Deliver {
+            run_id: task.run_id,
+            deliveries: vec![delivery],
+        });
+    }
 }

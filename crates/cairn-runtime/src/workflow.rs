@@ -199,7 +199,15 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
             }
             WorkflowMsg::Query { name, args, reply } => {
                 // A query that arrives before the first transition runs it first, so a run
-                // that was just started can answer.
+                // that was just started can answer (its start may still be only in the store,
+                // if it was accepted by another node).
+                if state.run.is_none()
+                    && state.held.is_none()
+                    && state.pending.is_empty()
+                    && let Err(e) = state.read_inbox().await
+                {
+                    tracing::warn!(run_id = %state.run_id, error = %e, "mailbox read failed");
+                }
                 if state.run.is_none()
                     && state.held.is_none()
                     && !state.pending.is_empty()

@@ -4,7 +4,7 @@
 use crate::ApiError;
 use axum::http::StatusCode;
 use cairn_core::RunStatus;
-use cairn_runtime::{Description, Outcome, WorkflowSummary};
+use cairn_runtime::{ClusterStatus, Description, Outcome, WorkflowSummary};
 use cairn_types::{EventKind, Failure, HistoryEvent, Payload};
 use serde_json::{Value, json};
 
@@ -158,5 +158,37 @@ pub fn event(e: &HistoryEvent) -> Value {
         "time_unix_ms": e.time_unix_ms,
         "event_type": e.kind.name(),
         "details": details,
+    })
+}
+
+pub fn cluster(status: &ClusterStatus) -> Value {
+    json!({
+        "this_node": status.this_node,
+        "now_unix_ms": status.now_unix_ms,
+        "shard_count": status.shard_count,
+        "lease_timeout_ms": status.lease_timeout_ms,
+        "nodes": status.nodes.iter().map(|n| json!({
+            "node_id": n.node_id,
+            "instance": n.instance,
+            "address": n.address,
+            "alive": n.alive,
+            "draining": n.draining,
+            "started_unix_ms": n.started_unix_ms,
+            "heartbeat_unix_ms": n.heartbeat_unix_ms,
+            "expires_unix_ms": n.expires_unix_ms,
+            "shards": status.shards.iter().filter(|s| s.held && s.holder.as_deref() == Some(n.node_id.as_str())).map(|s| s.shard).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "shards": status.shards.iter().map(|s| json!({
+            "shard": s.shard,
+            "holder": s.holder,
+            "epoch": s.epoch,
+            "held": s.held,
+            "lease_expires_unix_ms": s.expires_unix_ms,
+            "placed_on": s.placed_on,
+            "changed_unix_ms": s.changed_unix_ms,
+        })).collect::<Vec<_>>(),
+        "held_here": status.held_here.iter().map(|(shard, epoch, since)| json!({
+            "shard": shard, "epoch": epoch, "since_unix_ms": since,
+        })).collect::<Vec<_>>(),
     })
 }

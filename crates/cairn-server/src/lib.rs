@@ -21,9 +21,14 @@
 //! | `POST /api/v1/workflows/{id}/queries/{name}` | query (body: the arguments) |
 //! | `POST /api/v1/workflows/{id}/cancel` | request cancellation (`reason`) |
 //! | `POST /api/v1/workflows/{id}/terminate` | terminate (`reason`) |
-//! | `GET /metrics` | Prometheus text: runs, transitions, activities, commits, batch sizes, actor cache |
+//! | `GET /api/v1/cluster` | membership, shard leases (holder, epoch, expiry, placement), what this node holds |
+//! | `POST /api/v1/internal/query` | a query forwarded by another node (MessagePack; answered only by the shard's holder) |
+//! | `GET /metrics` | Prometheus text: runs, transitions, activities, commits, batch sizes, actor cache, shards |
 
 mod json;
+mod peers;
+
+pub use peers::{HttpPeers, PEER_CALL_TIMEOUT};
 
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
@@ -85,6 +90,7 @@ impl From<ClientError> for ApiError {
             ClientError::PayloadTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ClientError::Query(_) => (S::UNPROCESSABLE_ENTITY, "query_failed"),
             ClientError::NodeStopped => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            ClientError::ShardUnavailable { .. } => (S::SERVICE_UNAVAILABLE, "shard_unavailable"),
             _ => (S::INTERNAL_SERVER_ERROR, "store_error"),
         };
         Self::new(status, code, error.to_string())
@@ -195,6 +201,8 @@ pub fn router<S: Store>(node: Arc<Node<S>>, auth_token: Option<String>) -> Route
         .route("/api/v1/workflows/{id}/queries/{name}", post(query::<S>))
         .route("/api/v1/workflows/{id}/cancel", post(cancel::<S>))
         .route("/api/v1/workflows/{id}/terminate", post(terminate::<S>))
+        .route("/api/v1/cluster", get(cluster::<S>))
+        .route("/api/v1/internal/query", post(internal_query::<S>))
         .route("/metrics", get(metrics::<S>))
         .route("/api/v1/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
@@ -402,6 +410,51 @@ async fn terminate<S: Store>(
     Ok(StatusCode::ACCEPTED)
 }
 
+async fn cluster<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    format: Format,
+) -> Result<Response, ApiError> {
+    let status = node.cluster_status().await?;
+    Ok(format.reply(StatusCode::OK, &json::cluster(&status)))
+}
+
+/// A query forwarded by another node. MessagePack only; never forwarded again.
+async fn internal_query<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let query: peers::ForwardedQuery = rmp_serde::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string()))?;
+    match node.answer_forwarded_query(query.into()).await {
+        Ok(answer) => {
+            let bytes =
+                rmp_serde::to_vec_named(&peers::ForwardedAnswer { answer }).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "store_error",
+                        e.to_string(),
+                    )
+                })?;
+            Ok((
+                StatusCode::OK,
+                [(axum::http::header::CONTENT_TYPE, MSGPACK)],
+                bytes,
+            )
+                .into_response())
+        }
+        Err(cairn_runtime::PeerError::Query(e)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "query_failed",
+            e.to_string(),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_owner",
+            e.to_string(),
+        )),
+    }
+}
+
 /// The web UI: one static page that talks to the API (it asks for the token if the API needs
 /// one, so the page itself is public).
 async fn ui() -> axum::response::Html<&'static str> {
@@ -473,6 +526,48 @@ async fn metrics<S: Store>(State(node): State<Arc<Node<S>>>) -> Response {
         "Runs currently in memory.",
         load(&m.active_actors).to_string(),
     );
+    counter(
+        "cairn_shards_owned",
+        "gauge",
+        "Shards this node holds.",
+        node.held_shards().len().to_string(),
+    );
+    counter(
+        "cairn_shard_claims_total",
+        "counter",
+        "Shards claimed by this node, takeovers included.",
+        load(&m.shard_claims).to_string(),
+    );
+    counter(
+        "cairn_shard_takeovers_total",
+        "counter",
+        "Shards claimed from a dead holder (its lease lapsed).",
+        load(&m.shard_takeovers).to_string(),
+    );
+    counter(
+        "cairn_shard_handoffs_total",
+        "counter",
+        "Shards this node handed off (placed elsewhere, or draining).",
+        load(&m.shard_handoffs).to_string(),
+    );
+    counter(
+        "cairn_shard_losses_total",
+        "counter",
+        "Shards this node found taken over while it still held them in memory.",
+        load(&m.shard_losses).to_string(),
+    );
+    counter(
+        "cairn_runs_rehydrated_total",
+        "counter",
+        "Runs with waiting mail woken when this node claimed their shard.",
+        load(&m.runs_rehydrated).to_string(),
+    );
+    counter(
+        "cairn_queries_forwarded_total",
+        "counter",
+        "Queries sent to the node holding the run.",
+        load(&m.queries_forwarded).to_string(),
+    );
     let by_type = m.by_type();
     let _ = writeln!(
         text,
@@ -523,6 +618,11 @@ async fn metrics<S: Store>(State(node): State<Arc<Node<S>>>) -> Response {
     m.activity_schedule_to_start.render(
         "cairn_activity_schedule_to_start_seconds",
         "From scheduling an activity attempt to a worker starting it.",
+        &mut text,
+    );
+    m.lease_renew_latency.render(
+        "cairn_lease_renew_seconds",
+        "Membership heartbeat commit latency (one heartbeat renews all of a node's leases).",
         &mut text,
     );
     m.commit_latency.render(

@@ -39,8 +39,9 @@ mod workflow;
 
 pub use cairn_core::{ActivityError, RunStatus, WorkflowError};
 pub use cairn_runtime::{
-    ActivityContext, ActivityInfo, ClientError, CrashHook, CrashPoint, IdReusePolicy, NodeConfig,
-    Outcome, QueryError, WorkflowSummary,
+    ActivityContext, ActivityInfo, ClientError, ClusterStatus, CrashHook, CrashPoint,
+    IdReusePolicy, InProcessPeers, NodeConfig, NodeStatus, Outcome, Peers, PeersHandle, QueryError,
+    ShardStatus, WorkflowSummary,
 };
 pub use cairn_store::{MemStore, StoreError};
 pub use cairn_types::{Failure, Payload, RetryPolicy, RunId, WorkflowId, WorkflowTimeouts};

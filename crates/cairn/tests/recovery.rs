@@ -45,8 +45,21 @@ async fn order(ctx: Ctx, amount: u64) -> Result<u64, WorkflowError> {
     Ok(a + b? + c?)
 }
 
+/// Logs to the test output when `RUST_LOG` is set (for example `RUST_LOG=cairn_runtime=info`).
+fn init_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// The node that crashes and the node that replaces it share an id: a restart of the same
+/// node, which takes its shards back at once (a new id would wait for the old leases to lapse).
 fn config() -> NodeConfig {
     NodeConfig {
+        node_id: "recovering-node".into(),
         shard_count: 4,
         ..NodeConfig::default()
     }
@@ -56,6 +69,7 @@ fn config() -> NodeConfig {
 /// checks every order completes with a gap-free history in which each activity completed
 /// once, and that no activity already recorded as completed at the crash ran again.
 async fn crash_and_recover<S: Store>(store: S, tag: &str, crash_after: Duration) {
+    init_logging();
     let node = Node::builder()
         .workflow(order)
         .activity(charge)
@@ -100,10 +114,15 @@ async fn recover_and_verify<S: Store>(store: S, ids: &[String]) {
     let client = node.client();
     for (i, id) in ids.iter().enumerate() {
         let handle = client.handle::<u64>(id).unwrap();
-        let result = tokio::time::timeout(Duration::from_secs(30), handle.result())
-            .await
-            .expect("completes")
-            .unwrap();
+        let result = match tokio::time::timeout(Duration::from_secs(30), handle.result()).await {
+            Ok(r) => r.unwrap(),
+            Err(_) => {
+                // Say where it stopped, which is most of the diagnosis.
+                let d = handle.describe().await.unwrap();
+                let h = handle.history().await.unwrap();
+                panic!("{id} did not complete in 30 s: {d:#?}\nhistory: {h:#?}");
+            }
+        };
         let base = (i as u64) * 100;
         assert_eq!(result, 3 * base + 3, "{id}");
         let history = handle.history().await.unwrap();
@@ -135,6 +154,7 @@ async fn recover_and_verify<S: Store>(store: S, ids: &[String]) {
 /// was handed over — on the durable embedded store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_at_chosen_points() {
+    init_logging();
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     for (round, point) in [
@@ -149,11 +169,14 @@ async fn crash_at_chosen_points() {
         let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let fired = Arc::new(AtomicBool::new(false));
-        let (h, f) = (hits.clone(), fired.clone());
-        // Crash at the 15th time the point is reached: mid-way through the 10 orders.
+        let armed = Arc::new(AtomicBool::new(false));
+        let (h, f, a) = (hits.clone(), fired.clone(), armed.clone());
+        // Crash at the 5th time the point is reached once all 10 orders are started, so the
+        // crash catches them mid-way and never a start itself.
         let hook = cairn::CrashHook(Arc::new(move |p| {
             p == point
-                && h.fetch_add(1, Ordering::SeqCst) + 1 == 15
+                && a.load(Ordering::SeqCst)
+                && h.fetch_add(1, Ordering::SeqCst) + 1 == 5
                 && !f.swap(true, Ordering::SeqCst)
         }));
         let node = Node::builder()
@@ -167,6 +190,7 @@ async fn crash_at_chosen_points() {
             .await
             .unwrap();
         let ids = start_orders(&node, &format!("p{round}"), 10).await;
+        armed.store(true, Ordering::SeqCst);
         for _ in 0..500 {
             if fired.load(Ordering::SeqCst) {
                 break;
@@ -181,9 +205,14 @@ async fn crash_at_chosen_points() {
 
 /// Keys (`workflow_id/seq`) of activities whose completion is in history.
 async fn completed_keys<S: Store>(store: &S, ids: &[String]) -> Vec<String> {
-    // A read-only node would start actors; read history through a throwaway client instead.
+    // Read history through a throwaway node under its own id: the crashed node's leases are
+    // still alive in its eyes, so it takes no shard and runs nothing; it leaves cleanly, so it
+    // does not linger in placement either.
     let node = Node::builder()
-        .config(config())
+        .config(NodeConfig {
+            node_id: "history-reader".into(),
+            ..config()
+        })
         .start(store.clone())
         .await
         .unwrap();
@@ -200,7 +229,7 @@ async fn completed_keys<S: Store>(store: &S, ids: &[String]) -> Vec<String> {
             }
         }
     }
-    node.crash();
+    node.shutdown().await;
     keys
 }
 

@@ -1,0 +1,1009 @@
+//! The cluster: membership, shard placement, leases, and the life of a shard on this node.
+//!
+//! - **Membership.** Each node rewrites its `NodeRecord` every third of `lease_timeout_ms`;
+//!   a record whose `expires_unix_ms` passed is a dead node. Each `Node::start` is a new
+//!   *instance* (a random id), so a node restarted under the same id is told apart from its
+//!   earlier life.
+//! - **Leases.** A shard's lease names its holder (node id and instance) and an epoch, and is
+//!   held or released. It has no expiry of its own: it lapses with its holder's membership
+//!   record, so one heartbeat renews all of a node's leases and renewing never touches the
+//!   lease key every commit reads (a renewal would otherwise conflict with in-flight batches).
+//!   Every claim and every release bumps the epoch, so one epoch is one tenure of one node, and
+//!   the committer's fence (lease read inside each batch, epoch compared) is what keeps a node
+//!   that lost a shard from committing for it — conflict detection, not clocks.
+//! - **Placement.** Shards go to live, non-draining nodes by rendezvous hashing. Every
+//!   placement round (a fifth of the lease timeout, at most 250 ms) a node drops the shards
+//!   whose lease moved on, hands off the shards placed elsewhere (release, then the new node
+//!   claims), and claims the shards placed on it whose lease is free: released, never written,
+//!   or held by a dead node or by an earlier instance of itself.
+//! - **A shard on this node** is a shard actor (timers, workflow actors) plus a doorbell
+//!   watcher. Claiming rehydrates it: due and future timers, activity tasks whose claim died
+//!   with the old holder, and every run with mail waiting. The doorbell (an atomic counter that
+//!   mailbox writers on other nodes bump in the same transaction) tells it about new mail.
+//! - **Self-fencing.** A node whose own heartbeat has not landed for a whole lease timeout
+//!   drops every shard at once: others may already have claimed them.
+
+use crate::clock::now_ms;
+use crate::committer::LocalWakes;
+use crate::node::Shared;
+use crate::records::{ClusterRecord, Lease, NodeRecord, TaskRecord, decode, encode};
+use crate::shard::{ShardActor, ShardArgs, ShardMsg, TimerEntry};
+use cairn_core::TimerId;
+use cairn_store::{RangeRequest, Store, StoreError, TransactOptions, Transaction, transact};
+use cairn_types::{RunId, Seq};
+use ractor::{Actor, ActorRef};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Longest pause between placement rounds.
+pub const PLACEMENT_INTERVAL_MS_MAX: u64 = 250;
+/// Shortest lease timeout a node accepts: placement and heartbeats must fit several times.
+pub const LEASE_TIMEOUT_MS_MIN: u64 = 100;
+
+const _: () = assert!(PLACEMENT_INTERVAL_MS_MAX * 4 > LEASE_TIMEOUT_MS_MIN);
+
+/// FNV-1a: stable across processes and versions, which shard placement must be.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// SplitMix64's finalizer: spreads FNV's output so nearby inputs score independently.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Rendezvous (highest random weight) hashing: the node with the highest score for the shard
+/// gets it, so adding or removing a node moves only the shards it wins or held.
+pub fn rendezvous<'a>(nodes: impl IntoIterator<Item = &'a str>, shard: u32) -> Option<&'a str> {
+    nodes
+        .into_iter()
+        .max_by_key(|node| (mix(fnv1a(node.as_bytes()) ^ mix(u64::from(shard))), *node))
+}
+
+/// The shards this node holds right now, with their epochs and actors. Read by the committer
+/// (local wake or doorbell), workers (deliver a result only to the epoch that dispatched it)
+/// and queries (answer locally or forward).
+#[derive(Default)]
+pub struct Ownership {
+    shards: RwLock<HashMap<u32, Owned>>,
+}
+
+struct Owned {
+    epoch: u64,
+    actor: ActorRef<ShardMsg>,
+    watcher: tokio::task::AbortHandle,
+    since_unix_ms: u64,
+}
+
+impl std::fmt::Debug for Ownership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ownership")
+            .field("shards", &self.owned())
+            .finish()
+    }
+}
+
+impl Ownership {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u32, Owned>> {
+        self.shards.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u32, Owned>> {
+        self.shards.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The epoch at which this node holds `shard`, if it does.
+    pub fn epoch_of(&self, shard: u32) -> Option<u64> {
+        self.read().get(&shard).map(|o| o.epoch)
+    }
+
+    /// The shard actor, if this node holds `shard`.
+    pub fn actor(&self, shard: u32) -> Option<ActorRef<ShardMsg>> {
+        self.read().get(&shard).map(|o| o.actor.clone())
+    }
+
+    /// The shard actor, if this node still holds `shard` at `epoch`.
+    pub fn actor_at(&self, shard: u32, epoch: u64) -> Option<ActorRef<ShardMsg>> {
+        self.read()
+            .get(&shard)
+            .filter(|o| o.epoch == epoch)
+            .map(|o| o.actor.clone())
+    }
+
+    /// Held shards and their epochs, ascending.
+    pub fn owned(&self) -> Vec<(u32, u64)> {
+        let mut out: Vec<(u32, u64)> = self.read().iter().map(|(s, o)| (*s, o.epoch)).collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Tells local shard actors about new mail (after the commit that wrote it).
+    pub(crate) fn wake_local(&self, wakes: LocalWakes) {
+        if wakes.is_empty() {
+            return;
+        }
+        let shards = self.read();
+        for (shard, run_id) in wakes {
+            if let Some(owned) = shards.get(&shard) {
+                let _ = owned.actor.cast(ShardMsg::Wake { run_id });
+            }
+        }
+    }
+
+    fn insert(&self, shard: u32, owned: Owned) {
+        let previous = self.write().insert(shard, owned);
+        assert!(previous.is_none(), "shard {shard} started twice");
+    }
+
+    /// Forgets `shard` and stops its actor (and so its workflow actors) and watcher.
+    fn remove(&self, shard: u32) -> Option<u64> {
+        let owned = self.write().remove(&shard)?;
+        owned.watcher.abort();
+        owned.actor.kill();
+        Some(owned.epoch)
+    }
+}
+
+/// This node's part in the cluster.
+pub struct Cluster {
+    /// This process's instance id (fresh on every start).
+    pub instance: String,
+    pub ownership: Arc<Ownership>,
+    started_unix_ms: u64,
+    last_heartbeat: Mutex<Option<Instant>>,
+    draining: AtomicBool,
+    stopped: AtomicBool,
+    loops: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// One placement round (or drain) at a time.
+    placement: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("instance", &self.instance)
+            .field("ownership", &self.ownership)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    pub(crate) fn new(ownership: Arc<Ownership>) -> Self {
+        Self {
+            instance: uuid::Uuid::now_v7().to_string(),
+            ownership,
+            started_unix_ms: now_ms(),
+            last_heartbeat: Mutex::new(None),
+            draining: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            loops: Mutex::new(Vec::new()),
+            placement: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn heartbeat_fresh(&self, lease_timeout: Duration) -> bool {
+        self.last_heartbeat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < lease_timeout)
+    }
+
+    /// Stops the heartbeat and placement loops (crash or shutdown).
+    fn stop_loops(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        for task in self
+            .loops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+fn placement_interval(lease_timeout_ms: u64) -> Duration {
+    Duration::from_millis((lease_timeout_ms / 5).clamp(20, PLACEMENT_INTERVAL_MS_MAX))
+}
+
+/// Why a node could not join.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    #[error(
+        "the store was set up with {stored} shards, this node is configured with {configured}; the shard count cannot change for a store"
+    )]
+    ShardCountMismatch { stored: u32, configured: u32 },
+    #[error(
+        "lease_timeout_ms is {value}; it must be at least {min} (heartbeats and placement rounds fit several times into it)"
+    )]
+    LeaseTimeoutTooShort { value: u64, min: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Records the shard count on first use and refuses a node configured with another.
+pub(crate) async fn check_cluster_record<S: Store>(shared: &Shared<S>) -> Result<(), ClusterError> {
+    let key = shared.keys.cluster();
+    let configured = shared.config.shard_count;
+    let stored = transact(&shared.store, &TransactOptions::default(), |tx, _| {
+        let key = key.clone();
+        Box::pin(async move {
+            match tx.get(&key).await? {
+                Some(bytes) => Ok(decode::<ClusterRecord>("cluster record", &bytes)?.shard_count),
+                None => {
+                    tx.set(
+                        &key,
+                        &encode(&ClusterRecord {
+                            shard_count: configured,
+                        }),
+                    )?;
+                    Ok::<_, StoreError>(configured)
+                }
+            }
+        })
+    })
+    .await?;
+    if stored != configured {
+        return Err(ClusterError::ShardCountMismatch { stored, configured });
+    }
+    Ok(())
+}
+
+/// Writes this node's membership record (renewing all its leases).
+pub(crate) async fn heartbeat<S: Store>(shared: &Shared<S>) -> Result<(), StoreError> {
+    let cluster = &shared.cluster;
+    let config = &shared.config;
+    let key = shared.keys.node(&config.node_id);
+    let started = Instant::now();
+    let now = now_ms();
+    let record = NodeRecord {
+        node_id: config.node_id.clone(),
+        instance: cluster.instance.clone(),
+        address: config.advertise_address.clone(),
+        started_unix_ms: cluster.started_unix_ms,
+        heartbeat_unix_ms: now,
+        expires_unix_ms: now + config.lease_timeout_ms,
+        draining: cluster.draining.load(Ordering::SeqCst),
+    };
+    let value = encode(&record);
+    let options = TransactOptions {
+        timeout: Duration::from_millis(config.lease_timeout_ms),
+        ..TransactOptions::default()
+    };
+    let other = transact(&shared.store, &options, |tx, _| {
+        let (key, value) = (key.clone(), value.clone());
+        let instance = record.instance.clone();
+        Box::pin(async move {
+            // Snapshot read: another instance's heartbeat must not make ours conflict.
+            let other = match tx.get_snapshot(&key).await? {
+                Some(bytes) => {
+                    let stored: NodeRecord = decode("node record", &bytes)?;
+                    (stored.instance != instance && stored.expires_unix_ms > now).then_some(stored)
+                }
+                None => None,
+            };
+            tx.set(&key, &value)?;
+            Ok::<_, StoreError>(other)
+        })
+    })
+    .await?;
+    if let Some(other) = other {
+        tracing::warn!(
+            node_id = %config.node_id,
+            other_instance = %other.instance,
+            "another instance with this node id was alive moments ago (a restart of this node, or two nodes configured with one id); taking the id over"
+        );
+    }
+    *cluster
+        .last_heartbeat
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(started);
+    shared
+        .metrics
+        .lease_renew_latency
+        .observe_duration(started.elapsed());
+    Ok(())
+}
+
+/// Starts the heartbeat and placement loops.
+pub(crate) fn spawn_loops<S: Store>(shared: &Arc<Shared<S>>) {
+    let lease_ms = shared.config.lease_timeout_ms;
+    let beat = {
+        let shared = shared.clone();
+        shared.runtime.clone().spawn(async move {
+            let every = Duration::from_millis(lease_ms / 3);
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(error) = heartbeat(&shared).await {
+                    tracing::warn!(%error, "membership heartbeat failed");
+                }
+            }
+        })
+    };
+    let place = {
+        let shared = shared.clone();
+        shared.runtime.clone().spawn(async move {
+            let every = placement_interval(lease_ms);
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(error) = placement_round(&shared).await {
+                    tracing::warn!(%error, "placement round failed");
+                }
+            }
+        })
+    };
+    let mut loops = shared
+        .cluster
+        .loops
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    loops.push(beat);
+    loops.push(place);
+}
+
+/// What one read of membership and leases says.
+struct View {
+    now: u64,
+    nodes: BTreeMap<String, NodeRecord>,
+    leases: BTreeMap<u32, Lease>,
+}
+
+impl View {
+    async fn read<S: Store>(shared: &Shared<S>) -> Result<Self, StoreError> {
+        let keys = &shared.keys;
+        let mut tx = shared.store.begin()?;
+        let (begin, end) = keys.nodes();
+        let mut nodes = BTreeMap::new();
+        for kv in tx
+            .get_range(&RangeRequest::new(begin, end).snapshot())
+            .await?
+        {
+            let node: NodeRecord = decode("node record", &kv.value)?;
+            nodes.insert(node.node_id.clone(), node);
+        }
+        let (begin, end) = keys.leases();
+        let mut leases = BTreeMap::new();
+        for kv in tx
+            .get_range(&RangeRequest::new(begin, end).snapshot())
+            .await?
+        {
+            if let Some(shard) = keys.lease_shard(&kv.key) {
+                leases.insert(shard, decode::<Lease>("lease", &kv.value)?);
+            }
+        }
+        Ok(Self {
+            now: now_ms(),
+            nodes,
+            leases,
+        })
+    }
+
+    fn alive(&self, node: &NodeRecord) -> bool {
+        node.expires_unix_ms > self.now
+    }
+
+    /// Live nodes that take shards.
+    fn candidates(&self) -> impl Iterator<Item = &str> {
+        self.nodes
+            .values()
+            .filter(|n| self.alive(n) && !n.draining)
+            .map(|n| n.node_id.as_str())
+    }
+
+    /// Whether `lease` is held by a live instance.
+    fn holder_alive(&self, lease: &Lease) -> bool {
+        lease.held
+            && self
+                .nodes
+                .get(&lease.node_id)
+                .is_some_and(|n| self.alive(n) && n.instance == lease.instance)
+    }
+
+    /// The node placement puts `shard` on.
+    fn desired(&self, shard: u32) -> Option<&str> {
+        rendezvous(self.candidates(), shard)
+    }
+}
+
+/// A shard this round will try to claim, with the lease it saw.
+struct ClaimPlan {
+    shard: u32,
+    seen: Option<Lease>,
+}
+
+/// One placement round: drop lost shards, hand off misplaced ones, claim free ones placed here.
+pub(crate) async fn placement_round<S: Store>(shared: &Arc<Shared<S>>) -> Result<(), StoreError> {
+    let cluster = &shared.cluster;
+    let _round = cluster.placement.lock().await;
+    if cluster.stopped.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    let config = &shared.config;
+    let me = config.node_id.as_str();
+    if !cluster.heartbeat_fresh(Duration::from_millis(config.lease_timeout_ms)) {
+        // Our leases may have lapsed in everyone else's eyes.
+        for (shard, _) in cluster.ownership.owned() {
+            lose_shard(shared, shard, "this node's heartbeat lapsed");
+        }
+        return Ok(());
+    }
+    let view = View::read(shared).await?;
+    let draining = cluster.draining.load(Ordering::SeqCst);
+    let mut handoffs = Vec::new();
+    let mut claims = Vec::new();
+    for shard in 0..config.shard_count {
+        let lease = view.leases.get(&shard);
+        let desired = view.desired(shard);
+        match cluster.ownership.epoch_of(shard) {
+            Some(epoch) => {
+                let still_mine = lease.is_some_and(|l| {
+                    l.held && l.node_id == me && l.instance == cluster.instance && l.epoch == epoch
+                });
+                if !still_mine {
+                    lose_shard(shared, shard, "its lease moved to another holder");
+                } else if draining || desired.is_some_and(|d| d != me) {
+                    handoffs.push((shard, epoch));
+                }
+            }
+            None => {
+                if draining || desired != Some(me) {
+                    continue;
+                }
+                let free = match lease {
+                    None => true,
+                    Some(l) => !view.holder_alive(l) || l.instance == cluster.instance,
+                };
+                if free {
+                    claims.push(ClaimPlan {
+                        shard,
+                        seen: lease.cloned(),
+                    });
+                }
+            }
+        }
+    }
+    if !handoffs.is_empty() {
+        release(shared, &handoffs).await?;
+        shared
+            .metrics
+            .shard_handoffs
+            .fetch_add(handoffs.len() as u64, Ordering::Relaxed);
+    }
+    if !claims.is_empty() {
+        claim(shared, claims).await?;
+    }
+    Ok(())
+}
+
+/// Claims shards in one transaction: each lease must still be what the round saw, and a
+/// holder taken over must still be dead (its membership record is read with conflict
+/// tracking, so a heartbeat racing the claim makes the claim conflict instead). Retried on
+/// conflicts; after `MaybeCommitted` a lease that already names this instance at the next
+/// epoch counts as claimed.
+async fn claim<S: Store>(shared: &Arc<Shared<S>>, plans: Vec<ClaimPlan>) -> Result<(), StoreError> {
+    let keys = shared.keys.clone();
+    let me = shared.config.node_id.clone();
+    let instance = shared.cluster.instance.clone();
+    let plans = Arc::new(plans);
+    let claimed = transact(&shared.store, &TransactOptions::default(), |tx, _| {
+        let (keys, me, instance, plans) =
+            (keys.clone(), me.clone(), instance.clone(), plans.clone());
+        Box::pin(async move {
+            let now = now_ms();
+            let mut claimed = Vec::new();
+            let mut holder_keys = BTreeSet::new();
+            for plan in plans.iter() {
+                let current = match tx.get(&keys.lease(plan.shard)).await? {
+                    Some(bytes) => Some(decode::<Lease>("lease", &bytes)?),
+                    None => None,
+                };
+                let next_epoch = plan.seen.as_ref().map_or(0, |l| l.epoch) + 1;
+                let takeover = plan.seen.as_ref().is_some_and(|l| l.held);
+                if let Some(current) = &current
+                    && current.held
+                    && current.node_id == me
+                    && current.instance == instance
+                    && current.epoch == next_epoch
+                {
+                    // An earlier attempt of this claim landed (MaybeCommitted).
+                    claimed.push((plan.shard, next_epoch, takeover));
+                    continue;
+                }
+                if current != plan.seen {
+                    continue;
+                }
+                if let Some(previous) = current.as_ref().filter(|l| l.held)
+                    && holder_keys.insert(previous.node_id.clone())
+                {
+                    tx.get(&keys.node(&previous.node_id)).await?;
+                }
+                let lease = Lease {
+                    node_id: me.clone(),
+                    instance: instance.clone(),
+                    epoch: next_epoch,
+                    held: true,
+                    changed_unix_ms: now,
+                };
+                tx.set(&keys.lease(plan.shard), &encode(&lease))?;
+                claimed.push((plan.shard, next_epoch, takeover));
+            }
+            if !claimed.is_empty() {
+                // Our own record too: claiming while our membership lapsed would hand out
+                // leases that are dead on arrival.
+                tx.get(&keys.node(&me)).await?;
+            }
+            Ok::<_, StoreError>(claimed)
+        })
+    })
+    .await?;
+    if !claimed.is_empty() {
+        let shards: Vec<(u32, u64)> = claimed.iter().map(|(s, e, _)| (*s, *e)).collect();
+        let takeovers = claimed.iter().filter(|(_, _, t)| *t).count();
+        tracing::info!(?shards, takeovers, "claimed shards (shard, epoch)");
+    }
+    for (shard, epoch, takeover) in claimed {
+        shared.metrics.shard_claims.fetch_add(1, Ordering::Relaxed);
+        if takeover {
+            shared
+                .metrics
+                .shard_takeovers
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        start_shard(shared, shard, epoch).await;
+    }
+    Ok(())
+}
+
+/// Releases `shards` (held at the given epochs): their actors stop first, then one transaction
+/// marks each lease released under a new epoch, so anything still queued for them is fenced.
+async fn release<S: Store>(
+    shared: &Arc<Shared<S>>,
+    shards: &[(u32, u64)],
+) -> Result<(), StoreError> {
+    for (shard, _) in shards {
+        if shared.cluster.ownership.remove(*shard).is_some() {
+            shared.notify_shard_lost(*shard);
+        }
+    }
+    let keys = shared.keys.clone();
+    let me = shared.config.node_id.clone();
+    let instance = shared.cluster.instance.clone();
+    let shards = shards.to_vec();
+    transact(&shared.store, &TransactOptions::default(), |tx, _| {
+        let (keys, me, instance, shards) =
+            (keys.clone(), me.clone(), instance.clone(), shards.clone());
+        Box::pin(async move {
+            for (shard, epoch) in shards {
+                let key = keys.lease(shard);
+                let Some(bytes) = tx.get(&key).await? else {
+                    continue;
+                };
+                let mut lease: Lease = decode("lease", &bytes)?;
+                if lease.held
+                    && lease.node_id == me
+                    && lease.instance == instance
+                    && lease.epoch == epoch
+                {
+                    lease.held = false;
+                    lease.epoch += 1;
+                    lease.changed_unix_ms = now_ms();
+                    tx.set(&key, &encode(&lease))?;
+                }
+            }
+            Ok::<_, StoreError>(())
+        })
+    })
+    .await?;
+    if !shards.is_empty() {
+        tracing::info!(?shards, "released shards (shard, epoch)");
+    }
+    Ok(())
+}
+
+/// Drops a shard this node no longer holds: its actors stop, in-memory state goes.
+fn lose_shard<S: Store>(shared: &Shared<S>, shard: u32, why: &str) {
+    if let Some(epoch) = shared.cluster.ownership.remove(shard) {
+        tracing::warn!(
+            shard,
+            epoch,
+            why,
+            "lost shard; dropping its runs from memory"
+        );
+        shared.metrics.shard_losses.fetch_add(1, Ordering::Relaxed);
+        shared.notify_shard_lost(shard);
+    }
+}
+
+/// Starts a freshly claimed shard: its actor, then its doorbell watcher (which rehydrates).
+async fn start_shard<S: Store>(shared: &Arc<Shared<S>>, shard: u32, epoch: u64) {
+    let actor = match Actor::spawn(
+        None,
+        ShardActor::<S>::default(),
+        ShardArgs {
+            shared: shared.clone(),
+            shard,
+            epoch,
+        },
+    )
+    .await
+    {
+        Ok((actor, _)) => actor,
+        Err(error) => {
+            // The lease stays ours with no actor behind it; the next round sees the lease is
+            // ours but not in the table and claims it again.
+            tracing::error!(shard, %error, "could not start the shard actor");
+            return;
+        }
+    };
+    // The watcher gets the actor itself: it may run before the table below has the shard.
+    let watcher = {
+        let shared = shared.clone();
+        let actor = actor.clone();
+        shared
+            .runtime
+            .clone()
+            .spawn(async move { watch_doorbell(shared, shard, epoch, actor).await })
+            .abort_handle()
+    };
+    shared.cluster.ownership.insert(
+        shard,
+        Owned {
+            epoch,
+            actor,
+            watcher,
+            since_unix_ms: now_ms(),
+        },
+    );
+}
+
+/// The shard's doorbell watcher: rehydrates the shard once, then rescans its mailbox on every
+/// ring. The watch is armed before each scan, so a ring during the scan is not missed.
+async fn watch_doorbell<S: Store>(
+    shared: Arc<Shared<S>>,
+    shard: u32,
+    epoch: u64,
+    actor: ActorRef<ShardMsg>,
+) {
+    let bell = shared.keys.bell(shard);
+    let mut rehydrated = false;
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let round = async {
+            let mut tx = shared.store.begin()?;
+            let watch = tx.watch(&bell)?;
+            tx.commit().await?;
+            if rehydrated {
+                scan_mail(&shared, shard, &actor).await?;
+            } else {
+                rehydrate(&shared, shard, epoch, &actor).await?;
+            }
+            Ok::<_, StoreError>(watch)
+        }
+        .await;
+        match round {
+            Ok(watch) => {
+                rehydrated = true;
+                backoff = Duration::from_millis(10);
+                if watch.await.is_err() {
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(shard, %error, "doorbell watch or mailbox scan failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Wakes every run of the shard that has mail waiting.
+async fn scan_mail<S: Store>(
+    shared: &Shared<S>,
+    shard: u32,
+    actor: &ActorRef<ShardMsg>,
+) -> Result<(), StoreError> {
+    let keys = &shared.keys;
+    let mut tx = shared.store.begin()?;
+    let (begin, end) = keys.inbox_of_shard(shard);
+    let rows = tx
+        .get_range(&RangeRequest::new(begin, end).snapshot())
+        .await?;
+    let runs: BTreeSet<RunId> = rows
+        .iter()
+        .filter_map(|kv| keys.inbox_run(&kv.key))
+        .collect();
+    for run_id in runs {
+        let _ = actor.cast(ShardMsg::Wake { run_id });
+    }
+    Ok(())
+}
+
+/// After a claim: wakes runs with mail, loads timers, re-dispatches activity tasks (their old
+/// claims died with the previous holder; clearing those claims' timers).
+async fn rehydrate<S: Store>(
+    shared: &Arc<Shared<S>>,
+    shard: u32,
+    epoch: u64,
+    shard_ref: &ActorRef<ShardMsg>,
+) -> Result<(), StoreError> {
+    let keys = &shared.keys;
+    let mut tx = shared.store.begin()?;
+    let (begin, end) = keys.inbox_of_shard(shard);
+    let inbox = tx
+        .get_range(&RangeRequest::new(begin, end).snapshot())
+        .await?;
+    let runs: BTreeSet<RunId> = inbox
+        .iter()
+        .filter_map(|kv| keys.inbox_run(&kv.key))
+        .collect();
+    let (begin, end) = keys.timers_of_shard(shard);
+    let timers = tx
+        .get_range(&RangeRequest::new(begin, end).snapshot())
+        .await?;
+    let (begin, end) = keys.tasks_of_shard(shard);
+    let tasks = tx
+        .get_range(&RangeRequest::new(begin, end).snapshot())
+        .await?;
+    drop(tx);
+    shared
+        .metrics
+        .runs_rehydrated
+        .fetch_add(runs.len() as u64, Ordering::Relaxed);
+    for run_id in runs {
+        let _ = shard_ref.cast(ShardMsg::Wake { run_id });
+    }
+    let entries: Vec<TimerEntry> = timers
+        .iter()
+        .filter_map(|kv| {
+            let (fire_at, run_id, timer) = keys.parse_timer(&kv.key)?;
+            Some(TimerEntry {
+                fire_at_unix_ms: fire_at,
+                run_id,
+                timer,
+                key: kv.key.clone(),
+            })
+        })
+        .collect();
+    // Attempt timers armed by the previous holder's claims, by (run, activity, attempt).
+    let mut claims: HashMap<(RunId, Seq, u32), Vec<Vec<u8>>> = HashMap::new();
+    for entry in &entries {
+        if let TimerId::ActivityStartToClose { seq, attempt }
+        | TimerId::ActivityHeartbeat { seq, attempt } = entry.timer
+        {
+            claims
+                .entry((entry.run_id, seq, attempt))
+                .or_default()
+                .push(entry.key.clone());
+        }
+    }
+    if !entries.is_empty() {
+        let _ = shard_ref.cast(ShardMsg::AddTimers(entries));
+    }
+    for kv in tasks {
+        let task: TaskRecord = decode("task", &kv.value)?;
+        let stale = claims
+            .remove(&(task.run_id, task.seq, task.attempt))
+            .unwrap_or_default();
+        shared
+            .workers
+            .dispatch_recovered(shared.clone(), epoch, task, stale);
+    }
+    Ok(())
+}
+
+/// Graceful leave: no more claims, every shard handed off, membership record removed — so the
+/// other nodes take over at their next placement round instead of after the lease timeout.
+pub(crate) async fn drain<S: Store>(shared: &Arc<Shared<S>>) {
+    let cluster = &shared.cluster;
+    cluster.draining.store(true, Ordering::SeqCst);
+    let _round = cluster.placement.lock().await;
+    cluster.stop_loops();
+    if let Err(error) = heartbeat(shared).await {
+        tracing::warn!(%error, "could not mark this node draining");
+    }
+    let owned = cluster.ownership.owned();
+    if let Err(error) = release(shared, &owned).await {
+        tracing::warn!(%error, "could not release shards; they pass on when the lease lapses");
+    }
+    shared
+        .metrics
+        .shard_handoffs
+        .fetch_add(owned.len() as u64, Ordering::Relaxed);
+    let key = shared.keys.node(&shared.config.node_id);
+    let instance = cluster.instance.clone();
+    let removed = transact(&shared.store, &TransactOptions::default(), |tx, _| {
+        let (key, instance) = (key.clone(), instance.clone());
+        Box::pin(async move {
+            // Only our own instance's record: a successor may already have taken the id over.
+            if let Some(bytes) = tx.get(&key).await?
+                && decode::<NodeRecord>("node record", &bytes)?.instance == instance
+            {
+                tx.clear(&key)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+    })
+    .await;
+    if let Err(error) = removed {
+        tracing::warn!(%error, "could not remove the membership record; it lapses by itself");
+    }
+}
+
+/// A crash: loops and shards stop where they are; nothing more is written.
+pub(crate) fn halt<S: Store>(shared: &Shared<S>) {
+    shared.cluster.stop_loops();
+    for (shard, _) in shared.cluster.ownership.owned() {
+        shared.cluster.ownership.remove(shard);
+    }
+}
+
+/// One node as the cluster sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub instance: String,
+    pub address: Option<String>,
+    pub alive: bool,
+    pub draining: bool,
+    pub started_unix_ms: u64,
+    pub heartbeat_unix_ms: u64,
+    pub expires_unix_ms: u64,
+}
+
+/// One shard's lease as the cluster sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardStatus {
+    pub shard: u32,
+    pub holder: Option<String>,
+    pub epoch: u64,
+    pub held: bool,
+    /// The holder's membership expiry: when the lease lapses unless renewed.
+    pub expires_unix_ms: Option<u64>,
+    /// Where placement puts it now.
+    pub placed_on: Option<String>,
+    pub changed_unix_ms: u64,
+}
+
+/// The whole cluster, read from the store, plus what this node holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterStatus {
+    pub this_node: String,
+    pub now_unix_ms: u64,
+    pub shard_count: u32,
+    pub lease_timeout_ms: u64,
+    pub nodes: Vec<NodeStatus>,
+    pub shards: Vec<ShardStatus>,
+    /// Shards this node holds, with epochs and since when.
+    pub held_here: Vec<(u32, u64, u64)>,
+}
+
+pub(crate) async fn status<S: Store>(shared: &Shared<S>) -> Result<ClusterStatus, StoreError> {
+    let view = View::read(shared).await?;
+    let nodes = view
+        .nodes
+        .values()
+        .map(|n| NodeStatus {
+            node_id: n.node_id.clone(),
+            instance: n.instance.clone(),
+            address: n.address.clone(),
+            alive: view.alive(n),
+            draining: n.draining,
+            started_unix_ms: n.started_unix_ms,
+            heartbeat_unix_ms: n.heartbeat_unix_ms,
+            expires_unix_ms: n.expires_unix_ms,
+        })
+        .collect();
+    let shards = (0..shared.config.shard_count)
+        .map(|shard| {
+            let lease = view.leases.get(&shard);
+            ShardStatus {
+                shard,
+                holder: lease.filter(|l| l.held).map(|l| l.node_id.clone()),
+                epoch: lease.map_or(0, |l| l.epoch),
+                held: lease.is_some_and(|l| view.holder_alive(l)),
+                expires_unix_ms: lease
+                    .filter(|l| l.held)
+                    .and_then(|l| view.nodes.get(&l.node_id))
+                    .map(|n| n.expires_unix_ms),
+                placed_on: view.desired(shard).map(str::to_string),
+                changed_unix_ms: lease.map_or(0, |l| l.changed_unix_ms),
+            }
+        })
+        .collect();
+    let held_here = {
+        let owned = shared.cluster.ownership.read();
+        let mut out: Vec<(u32, u64, u64)> = owned
+            .iter()
+            .map(|(s, o)| (*s, o.epoch, o.since_unix_ms))
+            .collect();
+        out.sort_unstable();
+        out
+    };
+    Ok(ClusterStatus {
+        this_node: shared.config.node_id.clone(),
+        now_unix_ms: view.now,
+        shard_count: shared.config.shard_count,
+        lease_timeout_ms: shared.config.lease_timeout_ms,
+        nodes,
+        shards,
+        held_here,
+    })
+}
+
+/// Where a query for `shard` should go, from the store's view.
+pub(crate) enum Route {
+    /// A live node holds it, reachable at this address (if it advertised one).
+    Node {
+        node_id: String,
+        address: Option<String>,
+    },
+    /// Nobody live holds it right now (moving, or every candidate is down).
+    Nobody,
+}
+
+pub(crate) async fn route<S: Store>(shared: &Shared<S>, shard: u32) -> Result<Route, StoreError> {
+    let keys = &shared.keys;
+    let mut tx = shared.store.begin()?;
+    let Some(bytes) = tx.get_snapshot(&keys.lease(shard)).await? else {
+        return Ok(Route::Nobody);
+    };
+    let lease: Lease = decode("lease", &bytes)?;
+    if !lease.held {
+        return Ok(Route::Nobody);
+    }
+    let Some(bytes) = tx.get_snapshot(&keys.node(&lease.node_id)).await? else {
+        return Ok(Route::Nobody);
+    };
+    let node: NodeRecord = decode("node record", &bytes)?;
+    if node.instance != lease.instance || node.expires_unix_ms <= now_ms() {
+        return Ok(Route::Nobody);
+    }
+    Ok(Route::Node {
+        node_id: node.node_id,
+        address: node.address,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves rendezvous placement is stable, spreads shards, and moves only what it must
+    /// when a node joins.
+    #[test]
+    fn rendezvous_moves_only_the_joiners_share() {
+        let two = ["node-a", "node-b"];
+        let three = ["node-a", "node-b", "node-c"];
+        let mut moved = 0;
+        let mut per_node: HashMap<&str, u32> = HashMap::new();
+        for shard in 0..256 {
+            let before = rendezvous(two, shard).unwrap();
+            let after = rendezvous(three, shard).unwrap();
+            assert_eq!(rendezvous(two, shard), Some(before), "deterministic");
+            if before != after {
+                assert_eq!(after, "node-c", "a shard moved between old nodes");
+                moved += 1;
+            }
+            *per_node.entry(after).or_default() += 1;
+        }
+        assert!(
+            (50..120).contains(&moved),
+            "{moved} of 256 moved to the joiner"
+        );
+        for (node, count) in per_node {
+            assert!((50..120).contains(&count), "{node} got {count} of 256");
+        }
+        assert_eq!(rendezvous(std::iter::empty(), 3), None);
+    }
+}

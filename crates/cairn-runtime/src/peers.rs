@@ -1,0 +1,127 @@
+//! How a node reaches the live actors of another node: the seam between the runtime and a
+//! transport. Starts, signals and cancellations never need it (they go through the store and
+//! ring the owner's doorbell); only what needs the run's in-memory state does — queries.
+//!
+//! The runtime knows no transport. `cairn-server` provides HTTP between nodes' own APIs;
+//! [`InProcessPeers`] connects nodes that share one process (tests, the simulator).
+
+use crate::workflow::QueryError;
+use cairn_types::{Payload, RunId, WorkflowId};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+
+/// A query for a run that another node holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerQuery {
+    pub workflow_id: WorkflowId,
+    pub run_id: RunId,
+    pub name: String,
+    pub args: Payload,
+}
+
+/// Why a forwarded call did not produce an answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// The node does not hold the run's shard (any more): ask the store again, retry.
+    #[error("the node does not hold the run's shard")]
+    NotOwner,
+    /// The node could not be reached; retry (it may be restarting, or the shard moving).
+    #[error("peer unreachable: {0}")]
+    Unreachable(String),
+    /// The query ran and failed; final.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+}
+
+/// The future a peer call returns.
+pub type PeerFuture<T> = Pin<Box<dyn Future<Output = Result<T, PeerError>> + Send>>;
+
+/// A transport to other nodes, addressed by the `advertise_address` in their membership
+/// records.
+pub trait Peers: Send + Sync + 'static {
+    /// Runs `query` on the node at `address`, which must hold the run's shard.
+    fn query(&self, address: &str, query: PeerQuery) -> PeerFuture<Payload>;
+
+    /// Called by `Node::start` with the node's own address and a handle on it; transports that
+    /// deliver in-process keep it. Default: nothing.
+    fn attach(&self, address: &str, node: Weak<dyn QueryTarget>) {
+        let _ = (address, node);
+    }
+}
+
+/// The receiving side: what a node answers for a forwarded query.
+pub trait QueryTarget: Send + Sync + 'static {
+    /// Answers `query` if this node holds the run's shard; [`PeerError::NotOwner`] otherwise.
+    /// Never forwards again.
+    fn query_held(self: Arc<Self>, query: PeerQuery) -> PeerFuture<Payload>;
+}
+
+/// Nodes of one process, by address (`inproc://<name>` by convention).
+///
+/// # Examples
+/// ```
+/// use cairn_runtime::{InProcessPeers, NodeConfig};
+/// use std::sync::Arc;
+/// let peers = Arc::new(InProcessPeers::default());
+/// let config = NodeConfig {
+///     advertise_address: Some("inproc://node-a".into()),
+///     peers: Some(cairn_runtime::PeersHandle(peers.clone())),
+///     ..NodeConfig::default()
+/// };
+/// assert!(config.peers.is_some());
+/// ```
+#[derive(Default)]
+pub struct InProcessPeers {
+    nodes: Mutex<HashMap<String, Weak<dyn QueryTarget>>>,
+}
+
+impl std::fmt::Debug for InProcessPeers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut addresses: Vec<&String> = nodes.keys().collect();
+        addresses.sort();
+        f.debug_struct("InProcessPeers")
+            .field("nodes", &addresses)
+            .finish()
+    }
+}
+
+impl Peers for InProcessPeers {
+    fn query(&self, address: &str, query: PeerQuery) -> PeerFuture<Payload> {
+        let target = self
+            .nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(address)
+            .and_then(Weak::upgrade);
+        match target {
+            Some(node) => node.query_held(query),
+            None => {
+                let address = address.to_string();
+                Box::pin(async move {
+                    Err(PeerError::Unreachable(format!("no live node at {address}")))
+                })
+            }
+        }
+    }
+
+    fn attach(&self, address: &str, node: Weak<dyn QueryTarget>) {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(address.to_string(), node);
+    }
+}
+
+/// A shared transport, as [`crate::NodeConfig::peers`] holds it.
+#[derive(Clone)]
+pub struct PeersHandle(pub Arc<dyn Peers>);
+
+impl std::fmt::Debug for PeersHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeersHandle")
+    }
+}
