@@ -1,8 +1,11 @@
 //! `cairn-bench`: Cairn's load generator.
 //!
 //! `cairn-bench store` measures the store under the engine's commit pattern; `cairn-bench run
-//! --scenario w1|w2|w2-latency|w3|w4` runs the workflow scenarios of DESIGN §9.
+//! --scenario w1|w2|w2-latency|w3|w4` runs the workflow scenarios of DESIGN §9 (`--nodes N`:
+//! on an in-process cluster); `cairn-bench failover` times how long a killed node's shards stay
+//! dark.
 
+mod failover;
 mod store_pattern;
 mod workflows;
 
@@ -25,6 +28,9 @@ enum Command {
     Run(workflows::RunArgs),
     /// Serve the bench workflows over the HTTP API (for `run --address`).
     Serve(workflows::ServeArgs),
+    /// Kill a node of an in-process cluster under load and time how long its shards stay
+    /// dark (from the kill to each shard committing again on a survivor).
+    Failover(failover::FailoverArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +43,6 @@ fn main() -> anyhow::Result<()> {
         Command::Store(args) => store_pattern::run(&args),
         Command::Run(args) => workflows::run(&args),
         Command::Serve(args) => workflows::serve(&args),
+        Command::Failover(args) => failover::run(&args),
     }
 }

@@ -41,6 +41,10 @@ pub struct RunArgs {
     /// Embedded store block cache size, MiB.
     #[arg(long, default_value_t = 64)]
     cache_mib: u64,
+    /// Nodes sharing the store (in this process; W1, W2, W2-latency: clients spread over
+    /// them round-robin, so most runs live on another node than the client's).
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -53,15 +57,15 @@ enum Scenario {
     W4,
 }
 
-async fn noop_activity(_ctx: ActivityContext, n: u64) -> Result<u64, Failure> {
+pub(crate) async fn noop_activity(_ctx: ActivityContext, n: u64) -> Result<u64, Failure> {
     Ok(n)
 }
 
-async fn noop(_ctx: Ctx, _input: ()) -> Result<(), WorkflowError> {
+pub(crate) async fn noop(_ctx: Ctx, _input: ()) -> Result<(), WorkflowError> {
     Ok(())
 }
 
-async fn three_steps(ctx: Ctx, n: u64) -> Result<u64, WorkflowError> {
+pub(crate) async fn three_steps(ctx: Ctx, n: u64) -> Result<u64, WorkflowError> {
     let a = ctx.activity(noop_activity, n).await?;
     let b = ctx.activity(noop_activity, a + 1).await?;
     Ok(ctx.activity(noop_activity, b + 1).await?)
@@ -122,6 +126,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Option<f64> {
 pub fn run(args: &RunArgs) -> Result<()> {
     ensure!(args.workflows > 0, "--workflows must be positive");
     ensure!(args.concurrency > 0, "--concurrency must be positive");
+    ensure!(args.nodes > 0, "--nodes must be positive");
+    ensure!(
+        args.nodes == 1
+            || matches!(
+                args.scenario,
+                Scenario::W1 | Scenario::W2 | Scenario::W2Latency
+            ),
+        "--nodes above 1 is for w1, w2 and w2-latency"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -267,47 +280,94 @@ async fn scenario(args: &RunArgs) -> Result<Report> {
     } else {
         30_000
     };
-    let node = Node::builder()
+    let peers = Arc::new(cairn::InProcessPeers::default());
+    let mut nodes = Vec::new();
+    for n in 0..args.nodes {
+        let name = format!("bench-{n}");
+        nodes.push(
+            bench_builder()
+                .config(NodeConfig {
+                    node_id: name.clone(),
+                    actor_idle_ms: idle_ms,
+                    actor_cache_max_per_shard: args.actor_cache_max_per_shard,
+                    advertise_address: Some(format!("inproc://{name}")),
+                    peers: Some(cairn::PeersHandle(peers.clone())),
+                    ..NodeConfig::default()
+                })
+                .start(store.clone())
+                .await?,
+        );
+    }
+    converged(&nodes.iter().collect::<Vec<_>>()).await?;
+    let node = &nodes[0];
+    let report = match args.scenario {
+        Scenario::W1 => closed_loop(&nodes, args, "w1", args.concurrency, 0).await?,
+        Scenario::W2 => closed_loop(&nodes, args, "w2", args.concurrency, 3).await?,
+        Scenario::W2Latency => closed_loop(&nodes, args, "w2-latency", 1, 3).await?,
+        Scenario::W3 => w3(node, args).await?,
+        Scenario::W4 => w4(node, args).await?,
+    };
+    let batches: Vec<f64> = nodes
+        .iter()
+        .map(|n| n.metrics().mean_batch_size())
+        .collect();
+    for node in nodes {
+        node.shutdown().await;
+    }
+    let mut report = report;
+    report
+        .extra
+        .push(("mean_commit_batch", serde_json::json!(batches[0])));
+    if args.nodes > 1 {
+        report.extra.push(("nodes", serde_json::json!(args.nodes)));
+        report
+            .extra
+            .push(("mean_commit_batch_per_node", serde_json::json!(batches)));
+    }
+    Ok(report)
+}
+
+/// A node builder with every bench workflow and activity.
+pub(crate) fn bench_builder() -> cairn::NodeBuilder {
+    Node::builder()
         .workflow(noop)
         .workflow(three_steps)
         .workflow(fan_out)
         .workflow(idle)
         .activity(noop_activity)
-        .config(NodeConfig {
-            actor_idle_ms: idle_ms,
-            actor_cache_max_per_shard: args.actor_cache_max_per_shard,
-            ..NodeConfig::default()
-        })
-        .start(store)
-        .await?;
-    let report = match args.scenario {
-        Scenario::W1 => closed_loop(&node, args, "w1", args.concurrency, 0).await?,
-        Scenario::W2 => closed_loop(&node, args, "w2", args.concurrency, 3).await?,
-        Scenario::W2Latency => closed_loop(&node, args, "w2-latency", 1, 3).await?,
-        Scenario::W3 => w3(&node, args).await?,
-        Scenario::W4 => w4(&node, args).await?,
-    };
-    let mean_batch = node.metrics().mean_batch_size();
-    node.shutdown().await;
-    let mut report = report;
-    report
-        .extra
-        .push(("mean_commit_batch", serde_json::json!(mean_batch)));
-    Ok(report)
 }
 
-/// W1/W2: `concurrency` clients each start a workflow and wait for its result, repeatedly.
+/// Waits (bounded) until the nodes hold every shard between them, each once.
+pub(crate) async fn converged<S: cairn_store::Store>(nodes: &[&Node<S>]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held: usize = nodes.iter().map(|n| n.held_shards().len()).sum();
+        let status = nodes[0].cluster_status().await?;
+        if held == status.shard_count as usize && nodes.iter().all(|n| !n.held_shards().is_empty())
+        {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the nodes did not share the shards within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// W1/W2: `concurrency` clients each start a workflow and wait for its result, repeatedly;
+/// workflow `i` goes through node `i % nodes`.
 async fn closed_loop<S: cairn_store::Store>(
-    node: &Node<S>,
+    nodes: &[Node<S>],
     args: &RunArgs,
     name: &'static str,
     concurrency: usize,
     activities_each: usize,
 ) -> Result<Report> {
     let started = Instant::now();
-    let client = node.client();
+    let clients: Arc<Vec<cairn::Client<S>>> = Arc::new(nodes.iter().map(Node::client).collect());
     let latencies = for_each_index(concurrency, args.workflows, move |i| {
-        let client = client.clone();
+        let client = clients[i % clients.len()].clone();
         async move {
             let id = format!("{name}-{i}");
             if activities_each == 0 {
@@ -338,7 +398,11 @@ async fn closed_loop<S: cairn_store::Store>(
 
 /// Runs `work(i)` for every `i` in `0..total` on `concurrency` tasks, each taking the next
 /// index when it is free (a closed loop), and returns how long each item took.
-async fn for_each_index<F, Fut>(concurrency: usize, total: usize, work: F) -> Result<Vec<Duration>>
+pub(crate) async fn for_each_index<F, Fut>(
+    concurrency: usize,
+    total: usize,
+    work: F,
+) -> Result<Vec<Duration>>
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<()>> + Send + 'static,

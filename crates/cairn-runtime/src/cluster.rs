@@ -24,7 +24,7 @@
 //!   drops every shard at once: others may already have claimed them.
 
 use crate::clock::now_ms;
-use crate::committer::LocalWakes;
+use crate::committer::{LocalWakes, Op};
 use crate::node::Shared;
 use crate::records::{ClusterRecord, Lease, NodeRecord, TaskRecord, decode, encode};
 use crate::shard::{ShardActor, ShardArgs, ShardMsg, TimerEntry};
@@ -474,10 +474,6 @@ pub(crate) async fn placement_round<S: Store>(shared: &Arc<Shared<S>>) -> Result
     }
     if !handoffs.is_empty() {
         release(shared, &handoffs).await?;
-        shared
-            .metrics
-            .shard_handoffs
-            .fetch_add(handoffs.len() as u64, Ordering::Relaxed);
     }
     if !claims.is_empty() {
         claim(shared, claims).await?;
@@ -566,6 +562,7 @@ async fn claim<S: Store>(shared: &Arc<Shared<S>>, plans: Vec<ClaimPlan>) -> Resu
 
 /// Releases `shards` (held at the given epochs): their actors stop first, then one transaction
 /// marks each lease released under a new epoch, so anything still queued for them is fenced.
+/// A lease found already taken by another node counts as lost, not handed off.
 async fn release<S: Store>(
     shared: &Arc<Shared<S>>,
     shards: &[(u32, u64)],
@@ -578,34 +575,50 @@ async fn release<S: Store>(
     let keys = shared.keys.clone();
     let me = shared.config.node_id.clone();
     let instance = shared.cluster.instance.clone();
-    let shards = shards.to_vec();
-    transact(&shared.store, &TransactOptions::default(), |tx, _| {
-        let (keys, me, instance, shards) =
-            (keys.clone(), me.clone(), instance.clone(), shards.clone());
+    let wanted = shards.to_vec();
+    let released = transact(&shared.store, &TransactOptions::default(), |tx, _| {
+        let (keys, me, instance, wanted) =
+            (keys.clone(), me.clone(), instance.clone(), wanted.clone());
         Box::pin(async move {
-            for (shard, epoch) in shards {
+            let mut released = Vec::new();
+            for (shard, epoch) in wanted {
                 let key = keys.lease(shard);
                 let Some(bytes) = tx.get(&key).await? else {
                     continue;
                 };
                 let mut lease: Lease = decode("lease", &bytes)?;
-                if lease.held
-                    && lease.node_id == me
-                    && lease.instance == instance
-                    && lease.epoch == epoch
-                {
+                let ours = lease.node_id == me && lease.instance == instance;
+                if ours && !lease.held && lease.epoch == epoch + 1 {
+                    // An earlier attempt of this release landed (MaybeCommitted).
+                    released.push((shard, epoch));
+                } else if ours && lease.held && lease.epoch == epoch {
                     lease.held = false;
                     lease.epoch += 1;
                     lease.changed_unix_ms = now_ms();
                     tx.set(&key, &encode(&lease))?;
+                    released.push((shard, epoch));
                 }
             }
-            Ok::<_, StoreError>(())
+            Ok::<_, StoreError>(released)
         })
     })
     .await?;
-    if !shards.is_empty() {
-        tracing::info!(?shards, "released shards (shard, epoch)");
+    if !released.is_empty() {
+        tracing::info!(shards = ?released, "released shards (shard, epoch)");
+    }
+    let metrics = &shared.metrics;
+    metrics
+        .shard_handoffs
+        .fetch_add(released.len() as u64, Ordering::Relaxed);
+    let lost = shards.len() - released.len();
+    if lost > 0 {
+        tracing::warn!(
+            lost,
+            "shards to hand off were already taken by another node"
+        );
+        metrics
+            .shard_losses
+            .fetch_add(lost as u64, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -666,8 +679,9 @@ async fn start_shard<S: Store>(shared: &Arc<Shared<S>>, shard: u32, epoch: u64) 
     );
 }
 
-/// The shard's doorbell watcher: rehydrates the shard once, then rescans its mailbox on every
-/// ring. The watch is armed before each scan, so a ring during the scan is not missed.
+/// The shard's doorbell watcher: rehydrates the shard once, then on every ring reads the
+/// shard's ready queue from where it last stopped and wakes the runs named there. The watch is
+/// armed before each read, so a ring during the read is not missed.
 async fn watch_doorbell<S: Store>(
     shared: Arc<Shared<S>>,
     shard: u32,
@@ -675,24 +689,23 @@ async fn watch_doorbell<S: Store>(
     actor: ActorRef<ShardMsg>,
 ) {
     let bell = shared.keys.bell(shard);
-    let mut rehydrated = false;
+    let mut cursor: Option<Vec<u8>> = None;
     let mut backoff = Duration::from_millis(10);
     loop {
         let round = async {
             let mut tx = shared.store.begin()?;
             let watch = tx.watch(&bell)?;
             tx.commit().await?;
-            if rehydrated {
-                scan_mail(&shared, shard, &actor).await?;
-            } else {
-                rehydrate(&shared, shard, epoch, &actor).await?;
-            }
-            Ok::<_, StoreError>(watch)
+            let next = match &cursor {
+                None => rehydrate(&shared, shard, epoch, &actor).await?,
+                Some(cursor) => read_ready(&shared, shard, epoch, &actor, cursor).await?,
+            };
+            Ok::<_, StoreError>((watch, next))
         }
         .await;
         match round {
-            Ok(watch) => {
-                rehydrated = true;
+            Ok((watch, next)) => {
+                cursor = Some(next);
                 backoff = Duration::from_millis(10);
                 if watch.await.is_err() {
                     tokio::time::sleep(backoff).await;
@@ -707,36 +720,51 @@ async fn watch_doorbell<S: Store>(
     }
 }
 
-/// Wakes every run of the shard that has mail waiting.
-async fn scan_mail<S: Store>(
+/// Reads the shard's ready queue from `cursor` (a snapshot read: entries committed later sort
+/// after everything it sees), wakes the runs named there, has the read entries cleared, and
+/// returns where to read next time.
+async fn read_ready<S: Store>(
     shared: &Shared<S>,
     shard: u32,
+    epoch: u64,
     actor: &ActorRef<ShardMsg>,
-) -> Result<(), StoreError> {
-    let keys = &shared.keys;
+    cursor: &[u8],
+) -> Result<Vec<u8>, StoreError> {
+    let (_, end) = shared.keys.ready_of_shard(shard);
     let mut tx = shared.store.begin()?;
-    let (begin, end) = keys.inbox_of_shard(shard);
     let rows = tx
-        .get_range(&RangeRequest::new(begin, end).snapshot())
+        .get_range(&RangeRequest::new(cursor.to_vec(), end).snapshot())
         .await?;
-    let runs: BTreeSet<RunId> = rows
-        .iter()
-        .filter_map(|kv| keys.inbox_run(&kv.key))
-        .collect();
+    drop(tx);
+    let Some(last) = rows.last() else {
+        return Ok(cursor.to_vec());
+    };
+    let next = cairn_store::keyspace::key_after(&last.key);
+    let runs: BTreeSet<RunId> = rows.iter().filter_map(|kv| ready_run(&kv.value)).collect();
     for run_id in runs {
         let _ = actor.cast(ShardMsg::Wake { run_id });
     }
-    Ok(())
+    shared.submit_detached(
+        vec![Op::ClearRange(cursor.to_vec(), next.clone())],
+        (shard, epoch),
+    );
+    Ok(next)
+}
+
+fn ready_run(value: &[u8]) -> Option<RunId> {
+    let bytes: [u8; 16] = value.try_into().ok()?;
+    RunId::from_uuid(uuid::Uuid::from_bytes(bytes)).ok()
 }
 
 /// After a claim: wakes runs with mail, loads timers, re-dispatches activity tasks (their old
-/// claims died with the previous holder; clearing those claims' timers).
+/// claims died with the previous holder; clearing those claims' timers), and returns where the
+/// ready queue is to be read from next (everything before it is covered by this scan).
 async fn rehydrate<S: Store>(
     shared: &Arc<Shared<S>>,
     shard: u32,
     epoch: u64,
     shard_ref: &ActorRef<ShardMsg>,
-) -> Result<(), StoreError> {
+) -> Result<Vec<u8>, StoreError> {
     let keys = &shared.keys;
     let mut tx = shared.store.begin()?;
     let (begin, end) = keys.inbox_of_shard(shard);
@@ -755,7 +783,23 @@ async fn rehydrate<S: Store>(
     let tasks = tx
         .get_range(&RangeRequest::new(begin, end).snapshot())
         .await?;
+    // The ready queue up to this snapshot is covered by the mailbox scan above.
+    let (ready_begin, ready_end) = keys.ready_of_shard(shard);
+    let ready = tx
+        .get_range(&RangeRequest::new(ready_begin.clone(), ready_end).snapshot())
+        .await?;
     drop(tx);
+    let cursor = match ready.last() {
+        Some(last) => {
+            let next = cairn_store::keyspace::key_after(&last.key);
+            shared.submit_detached(
+                vec![Op::ClearRange(ready_begin, next.clone())],
+                (shard, epoch),
+            );
+            next
+        }
+        None => ready_begin,
+    };
     shared
         .metrics
         .runs_rehydrated
@@ -799,7 +843,7 @@ async fn rehydrate<S: Store>(
             .workers
             .dispatch_recovered(shared.clone(), epoch, task, stale);
     }
-    Ok(())
+    Ok(cursor)
 }
 
 /// Graceful leave: no more claims, every shard handed off, membership record removed — so the
@@ -816,10 +860,6 @@ pub(crate) async fn drain<S: Store>(shared: &Arc<Shared<S>>) {
     if let Err(error) = release(shared, &owned).await {
         tracing::warn!(%error, "could not release shards; they pass on when the lease lapses");
     }
-    shared
-        .metrics
-        .shard_handoffs
-        .fetch_add(owned.len() as u64, Ordering::Relaxed);
     let key = shared.keys.node(&shared.config.node_id);
     let instance = cluster.instance.clone();
     let removed = transact(&shared.store, &TransactOptions::default(), |tx, _| {

@@ -46,6 +46,8 @@ const _: () = assert!(BATCH_BYTES_MAX < cairn_store::TRANSACTION_BYTES_MAX);
 pub enum Op {
     Set(Vec<u8>, Vec<u8>),
     Clear(Vec<u8>),
+    /// Removes every key in `[begin, end)`.
+    ClearRange(Vec<u8>, Vec<u8>),
     /// Adds to a little-endian counter (FoundationDB's `ADD`; never conflicts).
     Add(Vec<u8>, i64),
     /// A new entry (an encoded `InboxItem`) in the mailbox of `run_id`, whose workflow lives
@@ -66,6 +68,7 @@ impl std::fmt::Debug for Op {
         match self {
             Op::Set(k, v) => write!(f, "Set({} key bytes, {} value bytes)", k.len(), v.len()),
             Op::Clear(k) => write!(f, "Clear({} key bytes)", k.len()),
+            Op::ClearRange(b, e) => write!(f, "ClearRange({} and {} key bytes)", b.len(), e.len()),
             Op::Add(k, d) => write!(f, "Add({} key bytes, {d})", k.len()),
             Op::Mail {
                 shard,
@@ -144,6 +147,7 @@ impl Op {
         match self {
             Op::Set(k, v) => k.len() + v.len(),
             Op::Clear(k) | Op::Add(k, _) => k.len() + 8,
+            Op::ClearRange(b, e) => b.len() + e.len(),
             Op::Mail { item, .. } => item.len() + 64,
             Op::Derived(_) => 0,
         }
@@ -393,8 +397,22 @@ struct Mailings {
     runs: Vec<(u32, RunId)>,
 }
 
-/// Most mailbox entries one batch can write (the versionstamp's 16-bit user version).
+/// Most versionstamped keys (mailbox and ready-queue entries) one batch can write: the
+/// versionstamp's 16-bit user version tells them apart.
 pub const BATCH_MAILS_MAX: u32 = 1 << 16;
+
+impl Mailings {
+    fn next_user_version(&mut self) -> StoreResult<u16> {
+        let user_version =
+            u16::try_from(self.next_user_version).map_err(|_| StoreError::Backend {
+                message: format!(
+                    "one commit batch writes more than {BATCH_MAILS_MAX} mailbox entries"
+                ),
+            })?;
+        self.next_user_version += 1;
+        Ok(user_version)
+    }
+}
 
 fn apply_ops<'a, T: Transaction>(
     tx: &'a mut T,
@@ -407,20 +425,14 @@ fn apply_ops<'a, T: Transaction>(
             match op {
                 Op::Set(k, v) => tx.set(k, v)?,
                 Op::Clear(k) => tx.clear(k)?,
+                Op::ClearRange(b, e) => tx.clear_range(b, e)?,
                 Op::Add(k, delta) => tx.atomic_add(k, *delta)?,
                 Op::Mail {
                     shard,
                     run_id,
                     item,
                 } => {
-                    let user_version = u16::try_from(mailings.next_user_version).map_err(|_| {
-                        StoreError::Backend {
-                            message: format!(
-                                "one commit batch writes more than {BATCH_MAILS_MAX} mailbox entries"
-                            ),
-                        }
-                    })?;
-                    mailings.next_user_version += 1;
+                    let user_version = mailings.next_user_version()?;
                     tx.set_versionstamped_key(&keys.inbox_new(*shard, run_id, user_version), item)?;
                     mailings.shards.insert(*shard);
                     mailings.runs.push((*shard, *run_id));
@@ -482,8 +494,8 @@ async fn try_commit_inner<S: Store>(
         }
         apply_ops(&mut tx, keys, &request.ops, &mut mailings).await?;
     }
-    // Wake each shard that got mail: directly if this node holds it at the epoch read here,
-    // through its doorbell otherwise.
+    // Wake each shard that got mail: directly if this node holds it at the epoch read here;
+    // otherwise through its ready queue (which runs) and its doorbell (look now).
     let mut local_shards = BTreeSet::new();
     for shard in &mailings.shards {
         let held = leases.epoch(&mut tx, keys, *shard).await?;
@@ -492,6 +504,19 @@ async fn try_commit_inner<S: Store>(
         } else {
             tx.atomic_add(&keys.bell(*shard), 1)?;
         }
+    }
+    let remote: BTreeSet<(u32, RunId)> = mailings
+        .runs
+        .iter()
+        .filter(|(shard, _)| !local_shards.contains(shard))
+        .copied()
+        .collect();
+    for (shard, run_id) in remote {
+        let user_version = mailings.next_user_version()?;
+        tx.set_versionstamped_key(
+            &keys.ready_new(shard, user_version),
+            run_id.as_uuid().as_bytes(),
+        )?;
     }
     let wakes = mailings
         .runs

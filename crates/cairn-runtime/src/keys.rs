@@ -9,6 +9,7 @@
 //! ("task", shard, run_id, seq, attempt)           -> TaskRecord (activity tasks not yet done)
 //! ("hb", run_id, seq)                             -> last heartbeat details
 //! ("lease", shard)                                -> Lease
+//! ("ready", shard, versionstamp)                  -> run id with mail written by a non-holder
 //! ("bell", shard)                                 -> doorbell counter (atomic add; watched)
 //! ("node", node_id)                               -> NodeRecord (membership heartbeat)
 //! ("cluster",)                                    -> ClusterRecord (shard count)
@@ -73,6 +74,15 @@ impl Keys {
 
     pub fn history_event(&self, run: &RunId, event_id: EventId) -> Vec<u8> {
         self.root.pack(&("hist", uuid(run), event_id as i64))
+    }
+
+    /// The run and event id of a key made by [`Self::history_event`].
+    pub fn parse_history_event(&self, key: &[u8]) -> Option<(RunId, EventId)> {
+        let (kind, run, event_id): (String, Uuid, i64) = self.root.unpack(key).ok()?;
+        if kind != "hist" {
+            return None;
+        }
+        Some((RunId::from_uuid(run).ok()?, u64::try_from(event_id).ok()?))
     }
 
     pub fn history(&self, run: &RunId) -> (Vec<u8>, Vec<u8>) {
@@ -160,8 +170,26 @@ impl Keys {
 
     /// The shard of a key made by [`Self::lease`].
     pub fn lease_shard(&self, key: &[u8]) -> Option<u32> {
-        let (_, shard): (String, i64) = self.root.unpack(key).ok()?;
+        let (kind, shard): (String, i64) = self.root.unpack(key).ok()?;
+        if kind != "lease" {
+            return None;
+        }
         u32::try_from(shard).ok()
+    }
+
+    /// A new entry of the shard's ready queue (completed by the commit's versionstamp): a run
+    /// that got mail from a node that does not hold the shard. The holder reads the queue from
+    /// where it last stopped, so it never walks the consumed mailbox entries of the shard.
+    pub fn ready_new(&self, shard: u32, user_version: u16) -> Vec<u8> {
+        self.root.pack_with_versionstamp(&(
+            "ready",
+            i64::from(shard),
+            TupleVersionstamp::incomplete(user_version),
+        ))
+    }
+
+    pub fn ready_of_shard(&self, shard: u32) -> (Vec<u8>, Vec<u8>) {
+        self.root.subspace(&("ready", i64::from(shard))).range()
     }
 
     /// The shard's doorbell: mailbox writers that do not hold the shard add to it, and the

@@ -34,12 +34,12 @@ pub use keys::Keys;
 pub use metrics::Metrics;
 pub use node::{
     ClientError, CrashHook, CrashPoint, Description, INLINE_PAYLOAD_BYTES_MAX, IdReusePolicy, Node,
-    NodeConfig, StartWorkflow, WorkflowSummary,
+    NodeConfig, StartWorkflow, WorkflowSummary, shard_of,
 };
 pub use peers::{
     InProcessPeers, PeerError, PeerFuture, PeerQuery, Peers, PeersHandle, QueryTarget,
 };
-pub use records::Outcome;
+pub use records::{Lease, NodeRecord, Outcome};
 pub use registry::{
     ActivityContext, ActivityDef, ActivityFuture, ActivityInfo, Registry, WorkflowDef,
 };

@@ -122,10 +122,23 @@ pub struct Shared<S: Store> {
 /// left this node).
 type ResultWaiter = (u32, oneshot::Sender<Option<Outcome>>);
 
+/// The shard of `workflow_id` in a store of `shard_count` shards (FNV-1a of the id, modulo).
+///
+/// # Examples
+/// ```
+/// let shard = cairn_runtime::shard_of("order-42", 16);
+/// assert!(shard < 16);
+/// assert_eq!(shard, cairn_runtime::shard_of("order-42", 16));
+/// ```
+pub fn shard_of(workflow_id: &str, shard_count: u32) -> u32 {
+    assert!(shard_count > 0, "shard_count must be positive");
+    (fnv1a(workflow_id.as_bytes()) % u64::from(shard_count)) as u32
+}
+
 impl<S: Store> Shared<S> {
     /// The shard of a workflow id.
     pub fn shard_of(&self, workflow_id: &WorkflowId) -> u32 {
-        (fnv1a(workflow_id.as_str().as_bytes()) % u64::from(self.config.shard_count)) as u32
+        shard_of(workflow_id.as_str(), self.config.shard_count)
     }
 
     /// The shard actor, if this node holds `shard`.
@@ -185,6 +198,20 @@ impl<S: Store> Shared<S> {
             .cast(CommitterMsg::Submit(request))
             .map_err(|_| CommitError::Stopped)?;
         answer.await.map_err(|_| CommitError::Stopped)?
+    }
+
+    /// Hands writes to the committer without waiting for the outcome: housekeeping (clearing
+    /// a consumed queue) whose loss only costs a repeat.
+    pub(crate) fn submit_detached(&self, ops: Vec<Op>, fence: (u32, u64)) {
+        let (reply, _) = oneshot::channel();
+        let request = CommitRequest {
+            ops,
+            checks: Vec::new(),
+            fence: Some(fence),
+            verify: None,
+            reply,
+        };
+        let _ = self.committer.cast(CommitterMsg::Submit(request));
     }
 
     pub(crate) fn notify_closed(&self, run_id: RunId, outcome: Outcome) {
@@ -788,13 +815,19 @@ impl<S: Store> Node<S> {
                     Err(_) => return Err(ClientError::NodeStopped),
                 }
             }
-            // Held elsewhere: arm a watch on the run record in the transaction that reads it
-            // (the watch compares against what that transaction read, so nothing slips by).
-            let key = self.shared.keys.run(&run_id);
+            // Held elsewhere: watch the workflow record, which changes only when the run first
+            // runs and when it closes (not on every transition, as the run record does), armed
+            // in the transaction that reads both, so nothing slips between read and watch.
+            let wf_key = self
+                .shared
+                .keys
+                .workflow(&self.shared.config.namespace, workflow_id.as_str());
+            let run_key = self.shared.keys.run(&run_id);
             let armed = async {
                 let mut tx = self.shared.store.begin()?;
-                let bytes = tx.get_snapshot(&key).await?;
-                let watch = tx.watch(&key)?;
+                let _ = tx.get_snapshot(&wf_key).await?;
+                let bytes = tx.get_snapshot(&run_key).await?;
+                let watch = tx.watch(&wf_key)?;
                 tx.commit().await?;
                 Ok::<_, StoreError>((bytes, watch))
             }

@@ -25,6 +25,7 @@ use cairn_store::{
     Version, Versionstamp, Watch,
 };
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Snapshot};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -245,45 +246,59 @@ impl Inner {
             .collect::<StoreResult<Vec<Option<Vec<u8>>>>>()?;
         // Release the snapshot before committing so fjall can reclaim old versions sooner.
         drop(snapshot);
-        let mut state = self.lock_commit();
-        state.resolver.check(read_version, buffer.read_ranges())?;
-        let mut written = std::collections::BTreeMap::new();
-        let info = if buffer.is_read_only() {
-            CommitInfo {
+        if buffer.is_read_only() {
+            // As on FoundationDB, a transaction that wrote nothing commits at once: there is
+            // nothing to apply and so nothing to conflict, and it never waits behind an fsync.
+            let watches = buffer.take_watches();
+            self.arm_watches(watches, snapshot_values, &BTreeMap::new())?;
+            return Ok(CommitInfo {
                 version: read_version,
                 versionstamp: Versionstamp::from_version(read_version),
+            });
+        }
+        let mut state = self.lock_commit();
+        state.resolver.check(read_version, buffer.read_ranges())?;
+        let version = self.version.load(Ordering::Acquire) + 1;
+        let versionstamp = Versionstamp::from_version(version);
+        let finalized = finalize(buffer.take_mutations(), versionstamp, &Latest(&self.data))?;
+        let mut batch = self.db.batch().durability(Some(self.persist));
+        for (key, value) in &finalized.writes {
+            match value {
+                Some(v) => batch.insert(&self.data, key.as_slice(), v.as_slice()),
+                None => batch.remove(&self.data, key.as_slice()),
             }
-        } else {
-            let version = self.version.load(Ordering::Acquire) + 1;
-            let versionstamp = Versionstamp::from_version(version);
-            let finalized = finalize(buffer.take_mutations(), versionstamp, &Latest(&self.data))?;
-            let mut batch = self.db.batch().durability(Some(self.persist));
-            for (key, value) in &finalized.writes {
-                match value {
-                    Some(v) => batch.insert(&self.data, key.as_slice(), v.as_slice()),
-                    None => batch.remove(&self.data, key.as_slice()),
-                }
-            }
-            batch.insert(&self.meta, VERSION_KEY, version.to_be_bytes());
-            batch.commit().map_err(backend_error)?;
-            self.version.store(version, Ordering::Release);
-            self.lock_watches().notify(&finalized.writes);
-            // The written keys move into the resolver as point conflicts, already sorted.
-            let points = finalized.writes.keys().cloned().collect();
-            state
-                .resolver
-                .record(version, points, finalized.cleared_ranges);
-            if buffer.has_watches() {
-                written = finalized.writes;
-            }
-            CommitInfo {
-                version,
-                versionstamp,
-            }
-        };
-        // Armed under the commit lock, so no commit can slip between reading the current value
-        // and arming.
-        for ((key, fire), snapshot) in buffer.take_watches().into_iter().zip(snapshot_values) {
+        }
+        batch.insert(&self.meta, VERSION_KEY, version.to_be_bytes());
+        batch.commit().map_err(backend_error)?;
+        self.version.store(version, Ordering::Release);
+        self.lock_watches().notify(&finalized.writes);
+        // The written keys move into the resolver as point conflicts, already sorted.
+        let points = finalized.writes.keys().cloned().collect();
+        state
+            .resolver
+            .record(version, points, finalized.cleared_ranges);
+        drop(state);
+        self.arm_watches(buffer.take_watches(), snapshot_values, &finalized.writes)?;
+        Ok(CommitInfo {
+            version,
+            versionstamp,
+        })
+    }
+
+    /// Arms a committed transaction's watches. The current value is read under the watch lock,
+    /// and commits notify under it after their writes are visible, so a change either shows in
+    /// that read (the watch fires at once) or notifies the armed watch: none slips between.
+    fn arm_watches(
+        &self,
+        watches: Vec<(Vec<u8>, tokio::sync::oneshot::Sender<StoreResult<()>>)>,
+        snapshot_values: Vec<Option<Vec<u8>>>,
+        written: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    ) -> StoreResult<()> {
+        if watches.is_empty() {
+            return Ok(());
+        }
+        let mut registry = self.lock_watches();
+        for ((key, fire), snapshot) in watches.into_iter().zip(snapshot_values) {
             let current = self
                 .data
                 .get(&key)
@@ -293,11 +308,9 @@ impl Inner {
                 Some(value) => value.clone(),
                 None => snapshot,
             };
-            self.lock_watches()
-                .arm(key, baseline, current.as_deref(), fire);
+            registry.arm(key, baseline, current.as_deref(), fire);
         }
-        drop(state);
-        Ok(info)
+        Ok(())
     }
 }
 

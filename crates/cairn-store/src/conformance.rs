@@ -41,6 +41,7 @@ pub const SPECS: &[&str] = &[
     "watch_ignores_non_changes",
     "watch_cancelled_without_commit",
     "watch_baseline_is_what_the_transaction_read",
+    "read_only_transactions_never_conflict",
     "key_size_limit",
     "value_size_limit",
     "transaction_size_limit",
@@ -145,6 +146,21 @@ pub async fn read_write_conflict<S: Store>(store: &S, p: &[u8]) {
     t1.set(&key(p, "other"), b"x").unwrap();
     assert_eq!(t1.commit().await, Err(StoreError::Conflict));
     assert_eq!(read(store, &key(p, "other")).await, None);
+}
+
+/// A transaction that wrote nothing commits even if what it read changed meanwhile
+/// (FoundationDB commits read-only transactions without a conflict check): there is nothing to
+/// apply, and its reads were a consistent snapshot all along.
+pub async fn read_only_transactions_never_conflict<S: Store>(store: &S, p: &[u8]) {
+    put(store, &key(p, "k"), b"0").await;
+    let mut reader = store.begin().unwrap();
+    assert_eq!(
+        reader.get(&key(p, "k")).await.unwrap().as_deref(),
+        Some(&b"0"[..])
+    );
+    put(store, &key(p, "k"), b"1").await;
+    reader.commit().await.expect("a read-only commit succeeds");
+    assert_eq!(read(store, &key(p, "k")).await, Some(b"1".to_vec()));
 }
 
 /// Two read-modify-writes of one key: the first commit wins, the second conflicts (no lost
@@ -889,7 +905,8 @@ macro_rules! conformance_tests {
             atomic_add_under_concurrency, commit_versions_are_monotonic,
             versionstamped_keys_order_by_commit, watch_fires_on_change,
             watch_ignores_non_changes, watch_cancelled_without_commit,
-            watch_baseline_is_what_the_transaction_read, key_size_limit,
+            watch_baseline_is_what_the_transaction_read, read_only_transactions_never_conflict,
+            key_size_limit,
             value_size_limit, transaction_size_limit, transaction_age_limit,
             system_keyspace_refused, malformed_requests_refused, transact_retries_conflicts,
             transact_concurrent_increments, transact_maybe_committed_idempotent,

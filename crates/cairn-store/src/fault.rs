@@ -2,7 +2,9 @@
 //!
 //! It injects what FoundationDB can do to a correct client — commit conflicts, commits whose
 //! outcome is unknown (both the "it was applied" and the "it was not" case), and latency — so
-//! the engine's tests can prove they survive them.
+//! the engine's tests can prove they survive them. It can also stall its user entirely
+//! ([`FaultStore::pause`]): every read and commit waits until [`FaultStore::resume`], which is
+//! what a long garbage-collection pause or a network partition looks like from the store.
 
 use crate::{
     CommitInfo, KeyValue, Limits, RangeRequest, Store, StoreError, StoreResult, Transaction, Watch,
@@ -99,6 +101,8 @@ struct FaultState {
     rng: Mutex<SmallRng>,
     enabled: AtomicBool,
     stats: FaultStats,
+    /// True while paused; reads and commits wait for it to turn false.
+    paused: tokio::sync::watch::Sender<bool>,
 }
 
 enum CommitFault {
@@ -143,6 +147,11 @@ impl FaultState {
     }
 
     async fn sleep(&self, delay: Option<Duration>) {
+        if *self.paused.borrow() {
+            let mut paused = self.paused.subscribe();
+            // The sender lives as long as this state, so the wait ends only on resume.
+            let _ = paused.wait_for(|p| !*p).await;
+        }
         if let Some(d) = delay {
             self.stats.delays.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(d).await;
@@ -181,6 +190,7 @@ impl<S: Store> FaultStore<S> {
                 config,
                 enabled: AtomicBool::new(true),
                 stats: FaultStats::default(),
+                paused: tokio::sync::watch::channel(false).0,
             }),
         }
     }
@@ -194,6 +204,18 @@ impl<S: Store> FaultStore<S> {
     /// how a test lets the system converge after a fault period.
     pub fn set_enabled(&self, enabled: bool) {
         self.state.enabled.store(enabled, Ordering::Relaxed);
+    }
+
+    /// Stalls every read and commit through this wrapper (and its clones) until
+    /// [`Self::resume`]; transactions begun meanwhile wait at their first read. Faults stay as
+    /// configured; a paused commit may come back `TransactionTooOld`, as on FoundationDB.
+    pub fn pause(&self) {
+        self.state.paused.send_replace(true);
+    }
+
+    /// Ends a [`Self::pause`]; waiting reads and commits go on.
+    pub fn resume(&self) {
+        self.state.paused.send_replace(false);
     }
 
     /// What has been injected so far.

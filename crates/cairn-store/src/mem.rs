@@ -243,9 +243,13 @@ impl Transaction for MemTransaction {
             .map(|key| inner.value_at(key, self.read_version))
             .collect();
         self.unregister(&mut inner);
-        inner
-            .resolver
-            .check(self.read_version, self.buffer.read_ranges())?;
+        // As on FoundationDB, a transaction that wrote nothing commits without a conflict
+        // check: there is nothing to apply.
+        if !self.buffer.is_read_only() {
+            inner
+                .resolver
+                .check(self.read_version, self.buffer.read_ranges())?;
+        }
         let mut written = BTreeMap::new();
         let info = if self.buffer.is_read_only() {
             CommitInfo {

@@ -106,3 +106,29 @@ async fn latency_is_injected() {
     assert_eq!(store.stats().delays.load(Ordering::Relaxed), 2);
     assert!(started.elapsed() >= Duration::from_millis(2));
 }
+
+/// Proves a paused wrapper stalls reads and commits until resumed, while the same store
+/// through another wrapper goes on (one node paused, the others not).
+#[tokio::test]
+async fn pause_stalls_one_wrapper_until_resumed() {
+    let mem = MemStore::new();
+    let paused = FaultStore::new(mem.clone(), FaultConfig::none(3));
+    let other = FaultStore::new(mem.clone(), FaultConfig::none(4));
+    paused.pause();
+    let stalled = tokio::spawn({
+        let paused = paused.clone();
+        async move { commit_one(&paused, b"late").await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!stalled.is_finished(), "a paused commit went through");
+    commit_one(&other, b"meanwhile").await.unwrap();
+    assert!(present(&mem, b"meanwhile").await);
+    assert!(!present(&mem, b"late").await);
+    paused.resume();
+    tokio::time::timeout(Duration::from_secs(5), stalled)
+        .await
+        .expect("resumed")
+        .unwrap()
+        .unwrap();
+    assert!(present(&mem, b"late").await);
+}

@@ -153,6 +153,21 @@ impl<S: Store> Node<S> {
         self.inner.metrics()
     }
 
+    /// This node's id in the cluster.
+    pub fn node_id(&self) -> &str {
+        self.inner.node_id()
+    }
+
+    /// The shards this node holds now, with their lease epochs.
+    pub fn held_shards(&self) -> Vec<(u32, u64)> {
+        self.inner.held_shards()
+    }
+
+    /// Membership and leases of the whole cluster (from the store), and what this node holds.
+    pub async fn cluster_status(&self) -> Result<crate::ClusterStatus, ClientError> {
+        self.inner.cluster_status().await
+    }
+
     /// Stops the node gracefully: its actors stop, queued commits finish.
     pub async fn shutdown(self) {
         self.inner.shutdown().await;

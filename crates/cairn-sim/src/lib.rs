@@ -1,0 +1,505 @@
+//! A simulated Cairn cluster: several nodes in one process over one `MemStore`, each behind its
+//! own fault-injecting wrapper, driven by a seed.
+//!
+//! The seed chooses everything the simulation decides: how many nodes, the lease timeout, the
+//! jobs (activities in sequence and in parallel, timers, signals) and when they start, and the
+//! faults — a node killed (and maybe restarted, under its id or a new one), a node paused past
+//! its lease (a long GC pause: its store calls stall), a node added, a node drained, store
+//! conflicts and `MaybeCommitted` (both kinds), latency. After the fault window everything
+//! heals (pauses end, store faults stop, dead nodes come back) and the cluster must converge:
+//! every accepted job completes, and [`check`] proves what must hold (exactly-once completion,
+//! linear histories, each activity result applied once, fencing by lease epoch).
+//!
+//! Time is real (tokio's clock), so the interleavings of one seed vary between runs; the seed
+//! replays the same plan. A failure prints the seed and the plan.
+
+pub mod audit;
+pub mod check;
+pub mod workload;
+
+use crate::audit::{AuditLog, AuditStore};
+use crate::check::Finished;
+use crate::workload::{GO, JobSpec, PROGRESS, sim_job};
+use cairn::{
+    ClientError, IdReusePolicy, InProcessPeers, Node, NodeConfig, PeersHandle, WorkflowOutcomeError,
+};
+use cairn_store::{FaultConfig, FaultStore, MemStore};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The store a simulated node sees.
+pub type SimStore = FaultStore<AuditStore<MemStore>>;
+
+/// Longest a seed may take to converge after the fault window.
+pub const CONVERGENCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest one client call may take before the driver tries another node.
+const CLIENT_CALL_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// A fault, as planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Kill the node in this slot; `restart_after_ms` later start it again, under the same id
+    /// (a restart) or a new one (a replacement).
+    Kill {
+        slot: usize,
+        restart_after_ms: u64,
+        same_id: bool,
+    },
+    /// Stall the node's store calls for this long (more than the lease timeout).
+    Pause { slot: usize, for_ms: u64 },
+    /// Start one more node.
+    Add,
+    /// Shut the node down gracefully (it hands its shards off); it comes back at healing.
+    Drain { slot: usize },
+}
+
+/// Everything a seed decides.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub seed: u64,
+    pub nodes: usize,
+    pub shard_count: u32,
+    pub lease_timeout_ms: u64,
+    pub fault_window_ms: u64,
+    /// Store faults (conflicts, both kinds of `MaybeCommitted`) during the window.
+    pub store_faults: bool,
+    pub latency: bool,
+    /// (start at ms, spec, signal value, signal at ms).
+    pub jobs: Vec<(u64, JobSpec, u64, u64)>,
+    pub faults: Vec<(u64, Fault)>,
+}
+
+impl Plan {
+    /// The plan of `seed`.
+    pub fn from_seed(seed: u64) -> Self {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let nodes = rng.random_range(2..=4);
+        let lease_timeout_ms = rng.random_range(250..=450);
+        let fault_window_ms = 1_500;
+        let jobs = (0..rng.random_range(12..=24))
+            .map(|i| {
+                let spec = JobSpec {
+                    n: seed.wrapping_mul(1_000).wrapping_add(i),
+                    sequential: rng.random_range(0..=3),
+                    parallel: rng.random_range(0..=4),
+                    timer_ms: if rng.random_bool(0.5) {
+                        rng.random_range(1..=200)
+                    } else {
+                        0
+                    },
+                    signal: rng.random_bool(0.5),
+                };
+                let start_at = rng.random_range(0..fault_window_ms);
+                let signal_at = start_at + rng.random_range(0..600);
+                (start_at, spec, rng.random_range(1..1_000), signal_at)
+            })
+            .collect();
+        let mut faults = Vec::new();
+        for _ in 0..rng.random_range(1..=4) {
+            let at = rng.random_range(100..fault_window_ms);
+            let slot = rng.random_range(0..nodes);
+            let fault = match rng.random_range(0..10) {
+                0..=3 => Fault::Kill {
+                    slot,
+                    restart_after_ms: rng.random_range(0..=lease_timeout_ms * 2),
+                    same_id: rng.random_bool(0.5),
+                },
+                4..=6 => Fault::Pause {
+                    slot,
+                    for_ms: lease_timeout_ms + rng.random_range(50..=400),
+                },
+                7 => Fault::Add,
+                _ => Fault::Drain { slot },
+            };
+            faults.push((at, fault));
+        }
+        faults.sort_by_key(|(at, _)| *at);
+        Self {
+            seed,
+            nodes,
+            shard_count: 8,
+            lease_timeout_ms,
+            fault_window_ms,
+            store_faults: rng.random_bool(0.6),
+            latency: rng.random_bool(0.3),
+            jobs,
+            faults,
+        }
+    }
+}
+
+/// What a simulation did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub jobs_accepted: usize,
+    pub faults_applied: usize,
+    pub store_faults_injected: u64,
+    pub audited_commits: usize,
+    pub took: Duration,
+}
+
+/// A node slot: its store wrapper (its own faults and pause switch) and, while alive, its node.
+struct Slot {
+    name: String,
+    store: SimStore,
+    node: Option<Node<SimStore>>,
+    generation: u32,
+    paused: bool,
+}
+
+struct Cluster {
+    plan: Plan,
+    mem: MemStore,
+    log: Arc<AuditLog>,
+    peers: Arc<InProcessPeers>,
+    slots: Vec<Slot>,
+}
+
+impl Cluster {
+    fn fault_config(&self, slot: usize, generation: u32) -> FaultConfig {
+        let seed = self
+            .plan
+            .seed
+            .wrapping_mul(31)
+            .wrapping_add(slot as u64 * 7 + u64::from(generation));
+        let mut config = if self.plan.store_faults {
+            FaultConfig {
+                conflict_probability: 0.05,
+                maybe_committed_applied_probability: 0.03,
+                maybe_committed_lost_probability: 0.03,
+                ..FaultConfig::none(seed)
+            }
+        } else {
+            FaultConfig::none(seed)
+        };
+        if self.plan.latency {
+            config.latency = Some((Duration::ZERO, Duration::from_millis(3)));
+        }
+        config
+    }
+
+    async fn start_slot(&mut self, slot: usize, same_id: bool) -> Result<(), String> {
+        let generation = self.slots.get(slot).map_or(0, |s| s.generation + 1);
+        let name = match self.slots.get(slot) {
+            Some(s) if same_id => s.name.clone(),
+            _ => format!("sim-{}-node-{slot}-{generation}", self.plan.seed),
+        };
+        if let Some(old) = self.slots.get(slot) {
+            // A replaced node's store calls still in flight go on (a zombie's late writes,
+            // which fencing must refuse).
+            old.store.resume();
+        }
+        let store = FaultStore::new(
+            AuditStore::new(self.mem.clone(), &name, self.log.clone()),
+            self.fault_config(slot, generation),
+        );
+        // Faults only during the window; a node started while healing starts clean.
+        store.set_enabled(self.plan.store_faults || self.plan.latency);
+        let config = NodeConfig {
+            node_id: name.clone(),
+            shard_count: self.plan.shard_count,
+            lease_timeout_ms: self.plan.lease_timeout_ms,
+            advertise_address: Some(format!("inproc://{name}")),
+            peers: Some(PeersHandle(self.peers.clone())),
+            actor_idle_ms: 200,
+            ..NodeConfig::default()
+        };
+        let node = workload::register(Node::builder())
+            .config(config)
+            .start(store.clone())
+            .await
+            .map_err(|e| format!("node {name} did not start: {e}"))?;
+        let fresh = Slot {
+            name,
+            store,
+            node: Some(node),
+            generation,
+            paused: false,
+        };
+        if slot < self.slots.len() {
+            self.slots[slot] = fresh;
+        } else {
+            self.slots.push(fresh);
+        }
+        Ok(())
+    }
+
+    /// Slots with a running node that is not paused.
+    fn healthy(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|i| self.slots[*i].node.is_some() && !self.slots[*i].paused)
+            .collect()
+    }
+
+    /// Whether taking `slot` out still leaves a healthy node: faults never take the whole
+    /// cluster down at once (the checker is about surviving faults, not about total outages).
+    fn may_disable(&self, slot: usize) -> bool {
+        self.healthy().iter().any(|other| *other != slot)
+    }
+
+    /// A client of some healthy node (as a real client retries another node when one hangs).
+    fn client(&self, pick: usize) -> Option<cairn::Client<SimStore>> {
+        let healthy = self.healthy();
+        let slot = *healthy.get(pick % healthy.len().max(1))?;
+        self.slots[slot].node.as_ref().map(Node::client)
+    }
+}
+
+/// Runs the simulation of `seed`; `Err` carries the seed, the plan and every violation.
+pub async fn simulate(seed: u64) -> Result<Report, String> {
+    let plan = Plan::from_seed(seed);
+    let started = Instant::now();
+    let fail = |what: String| format!("seed {seed} failed: {what}\nplan: {plan:#?}");
+    let mut cluster = Cluster {
+        plan: plan.clone(),
+        mem: MemStore::new(),
+        log: Arc::new(AuditLog::default()),
+        peers: Arc::new(InProcessPeers::default()),
+        slots: Vec::new(),
+    };
+    for slot in 0..plan.nodes {
+        cluster.start_slot(slot, true).await.map_err(&fail)?;
+    }
+    let mut report = Report::default();
+    let mut accepted: Vec<(String, JobSpec, u64)> = Vec::new();
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed);
+
+    // The timeline: job starts, signals, queries and faults, in time order.
+    enum Event {
+        Start(usize),
+        Signal(usize),
+        Fault(Fault),
+        Restart(usize, bool),
+        Resume(usize),
+    }
+    let mut timeline: Vec<(u64, Event)> = Vec::new();
+    let mut pending: Vec<(u64, Event)> = Vec::new();
+    for (i, (start_at, _, _, signal_at)) in plan.jobs.iter().enumerate() {
+        timeline.push((*start_at, Event::Start(i)));
+        timeline.push((*signal_at, Event::Signal(i)));
+    }
+    for (at, fault) in &plan.faults {
+        timeline.push((*at, Event::Fault(*fault)));
+    }
+    // Latest first, so the next event is popped off the end; follow-ups (restarts, resumes)
+    // are merged in as they are planned.
+    timeline.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    let window = Instant::now();
+    loop {
+        timeline.append(&mut pending);
+        timeline.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        let Some((next, event)) = timeline.pop() else {
+            break;
+        };
+        let elapsed = window.elapsed().as_millis() as u64;
+        if next > elapsed {
+            tokio::time::sleep(Duration::from_millis(next - elapsed)).await;
+        }
+        match event {
+            Event::Start(i) => {
+                let (_, spec, _, _) = plan.jobs[i];
+                let id = format!("sim-{seed}-job-{i}");
+                if start_job(&cluster, &mut rng, &id, spec).await {
+                    accepted.push((id, spec, plan.jobs[i].2));
+                }
+            }
+            Event::Signal(i) => {
+                let (_, spec, value, _) = plan.jobs[i];
+                if spec.signal {
+                    let id = format!("sim-{seed}-job-{i}");
+                    // Signals to a job not started (yet) are retried at healing.
+                    let _ = send_signal(&cluster, &mut rng, &id, value).await;
+                }
+                // A query on the way, through whichever node: it must not break anything.
+                let id = format!("sim-{seed}-job-{i}");
+                if let Some(client) = cluster.client(rng.random_range(0..8)) {
+                    let handle = client.handle::<u64>(&id).map_err(|e| fail(e.to_string()))?;
+                    let _ = tokio::time::timeout(CLIENT_CALL_TIMEOUT, handle.query(&PROGRESS, ()))
+                        .await;
+                }
+            }
+            Event::Fault(fault) => {
+                let now = window.elapsed().as_millis() as u64;
+                match fault {
+                    Fault::Kill {
+                        slot,
+                        restart_after_ms,
+                        same_id,
+                    } => {
+                        if cluster.may_disable(slot)
+                            && let Some(node) = cluster.slots[slot].node.take()
+                        {
+                            node.crash();
+                            report.faults_applied += 1;
+                            pending.push((now + restart_after_ms, Event::Restart(slot, same_id)));
+                        }
+                    }
+                    Fault::Pause { slot, for_ms } => {
+                        if cluster.slots[slot].node.is_some()
+                            && !cluster.slots[slot].paused
+                            && cluster.may_disable(slot)
+                        {
+                            cluster.slots[slot].store.pause();
+                            cluster.slots[slot].paused = true;
+                            report.faults_applied += 1;
+                            pending.push((now + for_ms, Event::Resume(slot)));
+                        }
+                    }
+                    Fault::Add => {
+                        let slot = cluster.slots.len();
+                        cluster.start_slot(slot, false).await.map_err(&fail)?;
+                        report.faults_applied += 1;
+                    }
+                    Fault::Drain { slot } => {
+                        if cluster.may_disable(slot)
+                            && let Some(node) = cluster.slots[slot].node.take()
+                        {
+                            // A drain of a paused node waits for the pause to end.
+                            tokio::spawn(async move { node.shutdown().await });
+                            report.faults_applied += 1;
+                        }
+                    }
+                }
+            }
+            Event::Restart(slot, same_id) => {
+                cluster.start_slot(slot, same_id).await.map_err(&fail)?;
+            }
+            Event::Resume(slot) => {
+                cluster.slots[slot].store.resume();
+                cluster.slots[slot].paused = false;
+            }
+        }
+    }
+
+    // Healing: no more faults, every slot alive again.
+    for slot in &mut cluster.slots {
+        report.store_faults_injected += slot.store.stats().faults();
+        slot.store.resume();
+        slot.paused = false;
+        slot.store.set_enabled(false);
+    }
+    for slot in 0..cluster.slots.len() {
+        if cluster.slots[slot].node.is_none() {
+            cluster.start_slot(slot, true).await.map_err(&fail)?;
+            cluster.slots[slot].store.set_enabled(false);
+        }
+    }
+    report.jobs_accepted = accepted.len();
+
+    // Convergence: every accepted job completes.
+    let deadline = Instant::now() + CONVERGENCE_TIMEOUT;
+    let mut finished = Vec::new();
+    for (id, spec, value) in &accepted {
+        if spec.signal {
+            // Signals sent during the window may have gone to a start not yet accepted.
+            loop {
+                match send_signal(&cluster, &mut rng, id, *value).await {
+                    Ok(()) => break,
+                    Err(ClientError::NotRunning { .. }) => break,
+                    Err(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => return Err(fail(format!("{id}: cannot signal: {e}"))),
+                }
+            }
+        }
+        let (result, history, run_id) = loop {
+            let client = cluster.client(rng.random_range(0..8)).expect("a live node");
+            let handle = client.handle::<u64>(id).map_err(|e| fail(e.to_string()))?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, handle.result()).await {
+                Ok(Ok(result)) => {
+                    let history = handle.history().await.map_err(|e| fail(e.to_string()))?;
+                    let run_id = handle
+                        .describe()
+                        .await
+                        .map_err(|e| fail(e.to_string()))?
+                        .summary
+                        .run_id;
+                    break (result, history, run_id);
+                }
+                Ok(Err(WorkflowOutcomeError::Client(_))) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(Err(e)) => return Err(fail(format!("{id} ended badly: {e}"))),
+                Err(_) => {
+                    let description = handle.describe().await;
+                    return Err(fail(format!(
+                        "{id} did not complete within {CONVERGENCE_TIMEOUT:?} of healing: {description:#?}"
+                    )));
+                }
+            }
+        };
+        finished.push(Finished {
+            workflow_id: id.clone(),
+            run_id,
+            shard: cairn_runtime::shard_of(id, plan.shard_count),
+            expected: workload::expected(spec, *value),
+            result,
+            history,
+        });
+    }
+    for slot in &mut cluster.slots {
+        if let Some(node) = slot.node.take() {
+            node.shutdown().await;
+        }
+    }
+    let commits = cluster.log.commits();
+    report.audited_commits = commits.len();
+    let violations = check::check(&finished, &commits);
+    if !violations.0.is_empty() {
+        return Err(fail(violations.0.join("\n")));
+    }
+    report.took = started.elapsed();
+    Ok(report)
+}
+
+/// Starts a job through some live node, retrying through others; true once accepted (by this
+/// call or, after an ambiguous failure, by an earlier one).
+async fn start_job(cluster: &Cluster, rng: &mut SmallRng, id: &str, spec: JobSpec) -> bool {
+    for _ in 0..10 {
+        let Some(client) = cluster.client(rng.random_range(0..8)) else {
+            return false;
+        };
+        let call = client
+            .start(sim_job, id, spec)
+            .id_reuse_policy(IdReusePolicy::RejectDuplicate)
+            .send();
+        match tokio::time::timeout(CLIENT_CALL_TIMEOUT, call).await {
+            Ok(Ok(_)) => return true,
+            // An earlier attempt that looked failed did land.
+            Ok(Err(ClientError::AlreadyRunning { .. } | ClientError::DuplicateRejected { .. })) => {
+                return true;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    false
+}
+
+async fn send_signal(
+    cluster: &Cluster,
+    rng: &mut SmallRng,
+    id: &str,
+    value: u64,
+) -> Result<(), ClientError> {
+    let mut last = ClientError::NodeStopped;
+    for _ in 0..10 {
+        let Some(client) = cluster.client(rng.random_range(0..8)) else {
+            break;
+        };
+        let handle = client.handle::<u64>(id)?;
+        match tokio::time::timeout(CLIENT_CALL_TIMEOUT, handle.signal(&GO, value)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e @ (ClientError::NotRunning { .. } | ClientError::NotFound { .. }))) => {
+                return Err(e);
+            }
+            Ok(Err(e)) => last = e,
+            Err(_) => last = ClientError::NodeStopped,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(last)
+}

@@ -1,0 +1,121 @@
+//! The simulated workload: jobs whose shape (sequential and parallel activities, a durable
+//! timer, a signal to wait for) comes from their input, so each result is known in advance.
+
+use cairn::{ActivityContext, Ctx, Failure, Query, RetryPolicy, Signal, WorkflowError};
+use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// What one job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub n: u64,
+    pub sequential: u32,
+    pub parallel: u32,
+    pub timer_ms: u64,
+    /// Waits for a `go` signal and adds its value.
+    pub signal: bool,
+}
+
+/// The signal a job may wait for.
+pub const GO: Signal<u64> = Signal::new("go");
+/// How many steps a job has finished.
+pub const PROGRESS: Query<(), u32> = Query::new("progress");
+
+static EXECUTIONS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+
+/// How many times the activity with this idempotency key ran (any attempt, any node).
+pub fn executions(key: &str) -> u32 {
+    EXECUTIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(key).copied())
+        .unwrap_or(0)
+}
+
+fn step_value(x: u64) -> u64 {
+    x.wrapping_mul(3).wrapping_add(1)
+}
+
+/// A step: takes a few milliseconds, counts its executions, returns `3x + 1`.
+pub async fn sim_step(ctx: ActivityContext, x: u64) -> Result<u64, Failure> {
+    tokio::time::sleep(Duration::from_millis(2 + x % 7)).await;
+    *EXECUTIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .entry(ctx.info().idempotency_key.clone())
+        .or_insert(0) += 1;
+    Ok(step_value(x))
+}
+
+fn retries() -> RetryPolicy {
+    RetryPolicy::builder()
+        .initial_interval(Duration::from_millis(20))
+        .maximum_interval(Duration::from_millis(200))
+        .build()
+        .expect("a valid policy")
+}
+
+/// The job: `sequential` steps one after another, a timer, `parallel` steps at once, then the
+/// signal if it waits for one.
+pub async fn sim_job(ctx: Ctx, spec: JobSpec) -> Result<u64, WorkflowError> {
+    let progress = Rc::new(Cell::new(0u32));
+    let p = progress.clone();
+    ctx.on_query(&PROGRESS, move |()| p.get());
+    let mut acc = spec.n;
+    for i in 0..spec.sequential {
+        let x = acc.wrapping_add(u64::from(i));
+        acc = acc.wrapping_add(
+            ctx.activity(sim_step, x)
+                .start_to_close(Duration::from_secs(2))
+                .retry(retries())
+                .await?,
+        );
+        progress.set(progress.get() + 1);
+    }
+    if spec.timer_ms > 0 {
+        ctx.sleep(Duration::from_millis(spec.timer_ms)).await;
+    }
+    let calls: Vec<_> = (0..spec.parallel)
+        .map(|i| {
+            ctx.activity(sim_step, acc.wrapping_add(100 + u64::from(i)))
+                .start_to_close(Duration::from_secs(2))
+                .retry(retries())
+        })
+        .collect();
+    for result in futures::future::join_all(calls).await {
+        acc = acc.wrapping_add(result?);
+    }
+    progress.set(progress.get() + 1);
+    if spec.signal {
+        let value = ctx.signal_receiver(&GO).recv().await;
+        acc = acc.wrapping_add(value);
+    }
+    Ok(acc)
+}
+
+/// What `sim_job(spec)` returns when its signal (if any) carries `signal_value`.
+pub fn expected(spec: &JobSpec, signal_value: u64) -> u64 {
+    let mut acc = spec.n;
+    for i in 0..spec.sequential {
+        acc = acc.wrapping_add(step_value(acc.wrapping_add(u64::from(i))));
+    }
+    let base = acc;
+    for i in 0..spec.parallel {
+        acc = acc.wrapping_add(step_value(base.wrapping_add(100 + u64::from(i))));
+    }
+    if spec.signal {
+        acc = acc.wrapping_add(signal_value);
+    }
+    acc
+}
+
+/// Registers the workload on a node builder.
+pub fn register(builder: cairn::NodeBuilder) -> cairn::NodeBuilder {
+    builder.workflow(sim_job).activity(sim_step)
+}

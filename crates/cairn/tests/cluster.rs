@@ -1,0 +1,515 @@
+//! The cluster through the public SDK: several nodes in one process over one store, each with
+//! its own lease on a share of the shards. Nodes join, leave gracefully, crash and stall; the
+//! shards move, and the workflows in flight complete exactly once on whoever holds them.
+//! Network traffic stays on loopback; every wait is bounded.
+
+use cairn::{
+    ActivityContext, ClientError, Ctx, Failure, InProcessPeers, Node, NodeConfig, PeersHandle,
+    Query, Signal, WorkflowError,
+};
+use cairn_store::{FaultConfig, FaultStore, MemStore, Store};
+use cairn_store_embedded::{EmbeddedConfig, EmbeddedStore};
+use std::cell::Cell;
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------------
+// The workload: activities, a durable timer, a signal and a query.
+
+static EXECUTIONS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+
+fn executions_of(key: &str) -> u32 {
+    EXECUTIONS
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|m| m.get(key).copied())
+        .unwrap_or(0)
+}
+
+/// Doubles its input after a short while, counting executions per idempotency key.
+async fn step(ctx: ActivityContext, n: u64) -> Result<u64, Failure> {
+    tokio::time::sleep(Duration::from_millis(5 + n % 20)).await;
+    *EXECUTIONS
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .entry(ctx.info().idempotency_key.clone())
+        .or_insert(0) += 1;
+    Ok(n * 2)
+}
+
+const GO: Signal<u64> = Signal::new("go");
+const PROGRESS: Query<(), u32> = Query::new("progress");
+
+/// One activity, a timer, two activities in parallel, then waits for `go`.
+async fn job(ctx: Ctx, n: u64) -> Result<u64, WorkflowError> {
+    let progress = Rc::new(Cell::new(0u32));
+    let p = progress.clone();
+    ctx.on_query(&PROGRESS, move |()| p.get());
+    let a = ctx
+        .activity(step, n)
+        .start_to_close(Duration::from_secs(2))
+        .await?;
+    progress.set(1);
+    ctx.sleep(Duration::from_millis(50)).await;
+    let (b, c) = futures::join!(
+        ctx.activity(step, a + 1)
+            .start_to_close(Duration::from_secs(2)),
+        ctx.activity(step, a + 2)
+            .start_to_close(Duration::from_secs(2)),
+    );
+    progress.set(2);
+    let bonus = ctx.signal_receiver(&GO).recv().await;
+    progress.set(3);
+    Ok(a + b? + c? + bonus)
+}
+
+fn expected(n: u64) -> u64 {
+    let a = 2 * n;
+    a + 2 * (a + 1) + 2 * (a + 2) + n
+}
+
+const NOTE: Signal<u32> = Signal::new("note");
+
+/// Counts `note` signals until it has `n` distinct ones.
+async fn collector(ctx: Ctx, n: usize) -> Result<usize, WorkflowError> {
+    let seen = Rc::new(std::cell::RefCell::new(BTreeSet::new()));
+    let s = seen.clone();
+    ctx.on_signal(&NOTE, move |v| {
+        s.borrow_mut().insert(v);
+    });
+    let s = seen.clone();
+    ctx.wait_condition(move || s.borrow().len() >= n).await;
+    let count = seen.borrow().len();
+    Ok(count)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A cluster of in-process nodes.
+
+const LEASE_MS: u64 = 600;
+
+fn config(name: &str, peers: &Arc<InProcessPeers>) -> NodeConfig {
+    NodeConfig {
+        node_id: name.to_string(),
+        shard_count: 8,
+        lease_timeout_ms: LEASE_MS,
+        advertise_address: Some(format!("inproc://{name}")),
+        peers: Some(PeersHandle(peers.clone())),
+        ..NodeConfig::default()
+    }
+}
+
+async fn start_node<S: Store>(store: &S, config: NodeConfig) -> Node<S> {
+    Node::builder()
+        .workflow(job)
+        .workflow(collector)
+        .activity(step)
+        .config(config)
+        .start(store.clone())
+        .await
+        .unwrap()
+}
+
+/// Waits (bounded) until the live nodes hold every shard between them, each shard once, and
+/// every live node holds at least one.
+async fn converged<S: Store>(nodes: &[&Node<S>], shard_count: u32) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let held: Vec<Vec<(u32, u64)>> = nodes.iter().map(|n| n.held_shards()).collect();
+        let all: Vec<u32> = held.iter().flatten().map(|(s, _)| *s).collect();
+        let distinct: BTreeSet<u32> = all.iter().copied().collect();
+        if all.len() == shard_count as usize
+            && distinct.len() == shard_count as usize
+            && held.iter().all(|h| !h.is_empty())
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no convergence: {:?}",
+            nodes
+                .iter()
+                .map(|n| (n.node_id().to_string(), n.held_shards()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not done in 30 s"))
+}
+
+/// Checks the workflow completed once with the right result: one run, a gap-free history with
+/// one completion event, and each of its three activities' results applied once.
+async fn check_completed<S: Store>(node: &Node<S>, id: &str, n: u64) {
+    let handle = node.client().handle::<u64>(id).unwrap();
+    let result = within(id, handle.result()).await.unwrap();
+    assert_eq!(result, expected(n), "{id}");
+    let history = handle.history().await.unwrap();
+    for (position, event) in history.iter().enumerate() {
+        assert_eq!(
+            event.event_id,
+            position as u64 + 1,
+            "{id}: gap or duplicate"
+        );
+    }
+    let count = |name: &str| history.iter().filter(|e| e.kind.name() == name).count();
+    assert_eq!(count("WorkflowExecutionCompleted"), 1, "{id}");
+    assert_eq!(count("ActivityTaskCompleted"), 3, "{id}");
+    for seq in 1..=4 {
+        let key = format!("{id}/{seq}");
+        if seq == 2 {
+            continue; // the timer's sequence number
+        }
+        assert!(executions_of(&key) >= 1, "{key} never ran");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Proves placement spreads the shards over the live nodes, a joining node takes its share
+/// from the others (hand-off, not expiry), and a node that shuts down gracefully hands its
+/// shards on at once; every move bumps the shard's epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_spread_move_on_join_and_on_graceful_leave() {
+    let store = MemStore::new();
+    let peers = Arc::new(InProcessPeers::default());
+    let a = start_node(&store, config("node-a", &peers)).await;
+    assert_eq!(a.held_shards().len(), 8, "a lone node takes every shard");
+    let b = start_node(&store, config("node-b", &peers)).await;
+    let c = start_node(&store, config("node-c", &peers)).await;
+    converged(&[&a, &b, &c], 8).await;
+    let epochs_before: HashMap<u32, u64> =
+        [&a, &b, &c].iter().flat_map(|n| n.held_shards()).collect();
+    let d = start_node(&store, config("node-d", &peers)).await;
+    converged(&[&a, &b, &c, &d], 8).await;
+    for (shard, epoch) in d.held_shards() {
+        assert!(
+            epoch >= epochs_before[&shard] + 2,
+            "shard {shard} moved without a release and a claim"
+        );
+    }
+    let status = a.cluster_status().await.unwrap();
+    assert_eq!(status.nodes.len(), 4);
+    assert!(status.nodes.iter().all(|n| n.alive));
+    for shard in &status.shards {
+        assert!(shard.held, "{shard:?}");
+        assert_eq!(shard.holder, shard.placed_on, "{shard:?}");
+    }
+    // A graceful leave: the other nodes take over long before a lease could lapse.
+    let left = Instant::now();
+    d.shutdown().await;
+    converged(&[&a, &b, &c], 8).await;
+    assert!(
+        left.elapsed() < Duration::from_millis(LEASE_MS),
+        "took {:?}, as long as a lease expiry",
+        left.elapsed()
+    );
+    let status = a.cluster_status().await.unwrap();
+    assert!(
+        status.nodes.iter().all(|n| n.node_id != "node-d"),
+        "a drained node leaves the membership"
+    );
+    for node in [a, b, c] {
+        node.shutdown().await;
+    }
+}
+
+/// Proves a node killed while workflows with activities, timers and signals are in flight
+/// loses nothing: on the durable embedded store, with three nodes talking HTTP over loopback,
+/// the survivors take its shards after the lease lapses and every workflow completes exactly
+/// once with the right result; queries reach the run's holder through any node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_node_work_completes_on_the_survivors_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+    let mut nodes = Vec::new();
+    for name in ["http-a", "http-b", "http-c"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let node = start_node(
+            &store,
+            NodeConfig {
+                node_id: name.to_string(),
+                shard_count: 8,
+                lease_timeout_ms: LEASE_MS,
+                advertise_address: Some(address),
+                peers: Some(PeersHandle(Arc::new(cairn_server::HttpPeers::new(None)))),
+                ..NodeConfig::default()
+            },
+        )
+        .await;
+        let router = cairn_server::router(node.runtime(), None);
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        nodes.push(node);
+    }
+    converged(&nodes.iter().collect::<Vec<_>>(), 8).await;
+    let client = nodes[0].client();
+    let ids: Vec<String> = (0..24).map(|i| format!("http-job-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        client.start(job, id, i as u64).send().await.unwrap();
+    }
+    // Queries for runs on the other nodes' shards are forwarded over HTTP.
+    let forwarded_before = nodes[0]
+        .metrics()
+        .queries_forwarded
+        .load(std::sync::atomic::Ordering::Relaxed);
+    for id in &ids {
+        let progress = client
+            .handle::<u64>(id)
+            .unwrap()
+            .query(&PROGRESS, ())
+            .await
+            .unwrap();
+        assert!(progress <= 3);
+    }
+    let forwarded = nodes[0]
+        .metrics()
+        .queries_forwarded
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - forwarded_before;
+    assert!(forwarded > 0, "no query went to another node");
+    // Kill the node holding the most shards, mid-flight.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let victim = (0..3)
+        .max_by_key(|&i| nodes[i].held_shards().len())
+        .unwrap();
+    let victim_shards: Vec<u32> = nodes[victim]
+        .held_shards()
+        .iter()
+        .map(|(s, _)| *s)
+        .collect();
+    nodes.remove(victim).crash();
+    let survivor = &nodes[0];
+    for (i, id) in ids.iter().enumerate() {
+        let handle = survivor.client().handle::<u64>(id).unwrap();
+        within(id, handle.signal(&GO, i as u64)).await.unwrap();
+    }
+    converged(&nodes.iter().collect::<Vec<_>>(), 8).await;
+    let now_held: BTreeSet<u32> = nodes
+        .iter()
+        .flat_map(|n| n.held_shards())
+        .map(|(s, _)| s)
+        .collect();
+    for shard in victim_shards {
+        assert!(
+            now_held.contains(&shard),
+            "shard {shard} was not taken over"
+        );
+    }
+    for (i, id) in ids.iter().enumerate() {
+        check_completed(survivor, id, i as u64).await;
+    }
+    // And a query still reaches every run, wherever it lives now.
+    for id in &ids {
+        let progress = nodes[1]
+            .client()
+            .handle::<u64>(id)
+            .unwrap()
+            .query(&PROGRESS, ())
+            .await
+            .unwrap();
+        assert_eq!(progress, 3, "{id}");
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// Proves a node that stalls past its lease (a long pause) is fenced: another node takes its
+/// shards, the stalled node's commits are refused once it wakes, it drops the shards from
+/// memory, and the workflows complete exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_paused_past_its_lease_is_fenced() {
+    let mem = MemStore::new();
+    let peers = Arc::new(InProcessPeers::default());
+    let store_a = FaultStore::new(mem.clone(), FaultConfig::none(11));
+    let store_b = FaultStore::new(mem.clone(), FaultConfig::none(12));
+    let a = start_node(&store_a, config("pause-a", &peers)).await;
+    let b = start_node(&store_b, config("pause-b", &peers)).await;
+    converged(&[&a, &b], 8).await;
+    let ids: Vec<String> = (0..12).map(|i| format!("pause-job-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        b.client().start(job, id, i as u64).send().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let a_shards: Vec<(u32, u64)> = a.held_shards();
+    store_a.pause();
+    // B takes A's shards once A's membership lapses.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.held_shards().len() < 8 {
+        assert!(Instant::now() < deadline, "b never took over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (i, id) in ids.iter().enumerate() {
+        b.client()
+            .handle::<u64>(id)
+            .unwrap()
+            .signal(&GO, i as u64)
+            .await
+            .unwrap();
+    }
+    store_a.resume();
+    // A notices its leases moved on and drops them (it may later get a share back, under a
+    // new epoch).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let kept_old = a.held_shards().iter().any(|held| a_shards.contains(held));
+        if !kept_old {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a kept its old leases: {:?}",
+            a.held_shards()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        a.metrics()
+            .shard_losses
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+            || a_shards.is_empty()
+    );
+    for (i, id) in ids.iter().enumerate() {
+        check_completed(&b, id, i as u64).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Proves a query whose shard is between holders waits for the new holder instead of
+/// failing, and that a node without a transport to others says so clearly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_wait_out_a_failover_and_fail_clearly_without_a_route() {
+    let store = MemStore::new();
+    let peers = Arc::new(InProcessPeers::default());
+    let a = start_node(&store, config("query-a", &peers)).await;
+    let b = start_node(&store, config("query-b", &peers)).await;
+    converged(&[&a, &b], 8).await;
+    // A workflow on one of a's shards.
+    let id = (0..)
+        .map(|i| format!("query-job-{i}"))
+        .find(|id| {
+            let shard = a
+                .runtime()
+                .shard_of(&cairn::WorkflowId::new(id.clone()).unwrap());
+            a.held_shards().iter().any(|(s, _)| *s == shard)
+        })
+        .unwrap();
+    b.client().start(job, &id, 1).send().await.unwrap();
+    let handle = b.client().handle::<u64>(&id).unwrap();
+    within("query", handle.query(&PROGRESS, ())).await.unwrap();
+    a.crash();
+    // The lease has not lapsed yet: the query retries until b holds the shard.
+    let progress = within("query during failover", handle.query(&PROGRESS, ()))
+        .await
+        .unwrap();
+    assert!(progress <= 3);
+
+    // A node with no transport cannot reach a run another node holds.
+    let lonely = start_node(
+        &store,
+        NodeConfig {
+            peers: None,
+            advertise_address: None,
+            ..config("query-c", &peers)
+        },
+    )
+    .await;
+    let held_by_b = (0..)
+        .map(|i| format!("query-other-{i}"))
+        .find(|id| {
+            let shard = b
+                .runtime()
+                .shard_of(&cairn::WorkflowId::new(id.clone()).unwrap());
+            b.held_shards().iter().any(|(s, _)| *s == shard)
+                && !lonely.held_shards().iter().any(|(s, _)| *s == shard)
+        })
+        .unwrap();
+    b.client().start(job, &held_by_b, 2).send().await.unwrap();
+    let error = lonely
+        .client()
+        .handle::<u64>(&held_by_b)
+        .unwrap()
+        .query(&PROGRESS, ())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ClientError::ShardUnavailable { reason, .. } if reason.contains("no transport")),
+        "{error}"
+    );
+    lonely.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Proves many signals sent at once to one workflow from several nodes all arrive: mailbox
+/// writes batched into one commit each get their own key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_signals_from_several_nodes_all_arrive() {
+    let store = MemStore::new();
+    let peers = Arc::new(InProcessPeers::default());
+    let a = start_node(&store, config("signal-a", &peers)).await;
+    let b = start_node(&store, config("signal-b", &peers)).await;
+    converged(&[&a, &b], 8).await;
+    let handle = a
+        .client()
+        .start(collector, "collector", 200)
+        .send()
+        .await
+        .unwrap();
+    let mut sends = Vec::new();
+    for i in 0..200u32 {
+        let client = if i % 2 == 0 { a.client() } else { b.client() };
+        sends.push(tokio::spawn(async move {
+            client
+                .handle::<usize>("collector")
+                .unwrap()
+                .signal(&NOTE, i)
+                .await
+        }));
+    }
+    for send in sends {
+        send.await.unwrap().unwrap();
+    }
+    assert_eq!(within("collector", handle.result()).await.unwrap(), 200);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Proves a node configured with another shard count than the store was set up with is
+/// refused with an error naming both, and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_different_shard_count_is_refused() {
+    let store = MemStore::new();
+    let peers = Arc::new(InProcessPeers::default());
+    let a = start_node(&store, config("count-a", &peers)).await;
+    let error = Node::builder()
+        .workflow(job)
+        .config(NodeConfig {
+            shard_count: 16,
+            ..config("count-b", &peers)
+        })
+        .start(store.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("8 shards") && error.to_string().contains("16"),
+        "{error}"
+    );
+    let status = a.cluster_status().await.unwrap();
+    assert_eq!(
+        status.nodes.len(),
+        1,
+        "the refused node left no membership record"
+    );
+    a.shutdown().await;
+}
