@@ -58,6 +58,16 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         "cairn-runtime",
         &["axum", "cairn-store-embedded", "cairn-store-fdb"],
     ),
+    (
+        "cairn-sim",
+        &[
+            "axum",
+            "cairn-store-embedded",
+            "cairn-store-fdb",
+            "fjall",
+            "foundationdb",
+        ],
+    ),
 ];
 
 fn metadata() -> Value {
