@@ -11,7 +11,11 @@
 //! The context and every future share one `Rc<RefCell<RunCore>>`: the executor is
 //! single-threaded by design (`!Send`), and whoever hosts it keeps it on one thread.
 
-use cairn_types::{Command, EventKind, Failure, HistoryEvent, Payload, Seq};
+use cairn_types::limits::{HISTORY_BYTES_SUGGEST_CONTINUE, HISTORY_EVENTS_SUGGEST_CONTINUE};
+use cairn_types::{
+    ChildOptions, Command, EventKind, Failure, HistoryEvent, Payload, RunId, SearchAttributes, Seq,
+    WorkflowId,
+};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -39,6 +43,39 @@ pub enum WorkflowError {
     /// The code acknowledged a cancellation request.
     #[error("workflow canceled")]
     Canceled,
+    /// The run closes and a new run of the same workflow id starts with `input` (fresh
+    /// history). Made by `WorkflowContext::continue_as_new`.
+    #[error("workflow continues as new")]
+    ContinueAsNew { input: Payload },
+}
+
+/// How a child workflow ended other than with a result, as its parent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChildError {
+    /// The child could not start (its workflow id is in use).
+    #[error("child workflow did not start: {cause}")]
+    StartFailed { cause: String },
+    #[error("child workflow failed: {0}")]
+    Failed(Failure),
+    #[error("child workflow canceled")]
+    Canceled,
+    #[error("child workflow terminated: {0}")]
+    Terminated(String),
+    #[error("child workflow timed out")]
+    TimedOut,
+}
+
+impl From<ChildError> for WorkflowError {
+    fn from(error: ChildError) -> Self {
+        let (error_type, message) = match &error {
+            ChildError::StartFailed { .. } => ("ChildWorkflowStartFailed", error.to_string()),
+            ChildError::Failed(failure) => return Self::Failed(failure.clone()),
+            ChildError::Canceled => ("ChildWorkflowCanceled", error.to_string()),
+            ChildError::Terminated(_) => ("ChildWorkflowTerminated", error.to_string()),
+            ChildError::TimedOut => ("ChildWorkflowTimedOut", error.to_string()),
+        };
+        Self::Failed(Failure::new(error_type, message))
+    }
 }
 
 impl From<Failure> for WorkflowError {
@@ -101,6 +138,14 @@ struct RunCore {
     signal_queues: HashMap<String, VecDeque<Payload>>,
     signal_handlers: HashMap<String, SignalHandler>,
     query_handlers: HashMap<String, QueryHandler>,
+    child_started: HashMap<Seq, Result<RunId, ChildError>>,
+    child_results: HashMap<Seq, Result<Payload, ChildError>>,
+    /// The run's type (a continue-as-new starts the same type).
+    workflow_type: String,
+    /// History as this activation sees it: events up to its inputs, and their encoded bytes.
+    history_length: u64,
+    history_size_bytes: u64,
+    search_attributes: SearchAttributes,
     now_unix_ms: u64,
     rng: SplitMix64,
     cancel_requested: bool,
@@ -259,6 +304,77 @@ impl WorkflowContext {
         answer
     }
 
+    /// Starts a child workflow. Its start commits in the same transaction as this run's
+    /// record of it; the returned future resolves with the child's result, and
+    /// [`ChildFuture::started`] with its run id once started.
+    pub fn start_child(
+        &self,
+        workflow_type: &str,
+        workflow_id: WorkflowId,
+        input: Payload,
+        options: ChildOptions,
+    ) -> ChildFuture {
+        let mut core = self.core.borrow_mut();
+        let seq = core.next_seq();
+        core.push(Command::StartChildWorkflow {
+            seq,
+            workflow_type: workflow_type.to_string(),
+            workflow_id,
+            input,
+            options,
+        });
+        ChildFuture {
+            seq,
+            core: self.core.clone(),
+            done: false,
+            cancel_requested: false,
+        }
+    }
+
+    /// The error that makes the run continue as new with `input` when the workflow returns it.
+    pub fn continue_as_new(&self, input: Payload) -> WorkflowError {
+        WorkflowError::ContinueAsNew { input }
+    }
+
+    /// Events in this run's history, as of the activation running now.
+    pub fn history_length(&self) -> u64 {
+        self.core.borrow().history_length
+    }
+
+    /// Encoded bytes of this run's history, as of the activation running now.
+    pub fn history_size_bytes(&self) -> u64 {
+        self.core.borrow().history_size_bytes
+    }
+
+    /// True once the history is long or large enough that the run should continue as new
+    /// (`HISTORY_EVENTS_SUGGEST_CONTINUE` events or `HISTORY_BYTES_SUGGEST_CONTINUE` bytes);
+    /// past five times that, the run is terminated.
+    pub fn continue_as_new_suggested(&self) -> bool {
+        let core = self.core.borrow();
+        core.history_length >= HISTORY_EVENTS_SUGGEST_CONTINUE
+            || core.history_size_bytes >= HISTORY_BYTES_SUGGEST_CONTINUE
+    }
+
+    /// Merges `attributes` into the workflow's search attributes (validated by the caller).
+    pub fn upsert_search_attributes(&self, attributes: SearchAttributes) {
+        let mut core = self.core.borrow_mut();
+        for (name, value) in &attributes {
+            core.search_attributes.insert(name.clone(), value.clone());
+        }
+        core.push(Command::UpsertSearchAttributes { attributes });
+    }
+
+    /// The workflow's search attributes, as its code has set them.
+    pub fn search_attributes(&self) -> SearchAttributes {
+        self.core.borrow().search_attributes.clone()
+    }
+
+    /// Tells the executor that workflow state changed outside any history event (a semaphore
+    /// permit released), so waiting conditions are evaluated again.
+    pub fn notify(&self) {
+        self.core.borrow_mut().progress += 1;
+    }
+
     /// Waits until `predicate` holds; it is re-evaluated after every change.
     pub fn wait_condition<P: FnMut() -> bool>(&self, predicate: P) -> ConditionFuture<P> {
         ConditionFuture {
@@ -361,7 +477,8 @@ opaque_debug!(
     ActivityFuture,
     TimerFuture,
     ConditionFuture<P>,
-    SignalChannel
+    SignalChannel,
+    ChildFuture
 );
 
 /// Marker name of `side_effect` records.
@@ -402,6 +519,75 @@ impl Future for ActivityFuture {
         assert!(!self.done, "activity future polled after completion");
         let mut core = self.core.borrow_mut();
         match core.activity_results.remove(&self.seq) {
+            Some(result) => {
+                core.progress += 1;
+                drop(core);
+                self.done = true;
+                Poll::Ready(result)
+            }
+            None => {
+                core.parked.push(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// A child workflow's pending result.
+pub struct ChildFuture {
+    seq: Seq,
+    core: Rc<RefCell<RunCore>>,
+    done: bool,
+    cancel_requested: bool,
+}
+
+impl ChildFuture {
+    /// The child's sequence number in this run.
+    pub fn seq(&self) -> Seq {
+        self.seq
+    }
+
+    /// Resolves once the child started (with its run id), or could not start.
+    pub fn started(&self) -> impl Future<Output = Result<RunId, ChildError>> + use<> {
+        let core = self.core.clone();
+        let seq = self.seq;
+        std::future::poll_fn(move |cx| {
+            let mut core = core.borrow_mut();
+            match core.child_started.get(&seq).cloned() {
+                Some(started) => {
+                    core.progress += 1;
+                    Poll::Ready(started)
+                }
+                None => {
+                    core.parked.push(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+    }
+
+    /// Asks the child to cancel (once); its code decides how, and this future then resolves
+    /// with how it ended.
+    pub fn cancel(&mut self) {
+        if self.done || self.cancel_requested {
+            return;
+        }
+        let mut core = self.core.borrow_mut();
+        if core.child_results.contains_key(&self.seq) {
+            return;
+        }
+        self.cancel_requested = true;
+        let seq = self.seq;
+        core.push(Command::RequestCancelChild { seq });
+    }
+}
+
+impl Future for ChildFuture {
+    type Output = Result<Payload, ChildError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        assert!(!self.done, "child future polled after completion");
+        let mut core = self.core.borrow_mut();
+        match core.child_results.remove(&self.seq) {
             Some(result) => {
                 core.progress += 1;
                 drop(core);
@@ -552,9 +738,11 @@ impl fmt::Debug for Executor {
 }
 
 impl Executor {
-    /// Creates the instance; `workflow` runs on the first activation.
+    /// Creates the instance of a run of `workflow_type`; `workflow` runs on the first
+    /// activation.
     pub fn new(
         workflow: &WorkflowFn,
+        workflow_type: &str,
         input: Payload,
         random_seed: u64,
         start_unix_ms: u64,
@@ -570,6 +758,12 @@ impl Executor {
             signal_queues: HashMap::new(),
             signal_handlers: HashMap::new(),
             query_handlers: HashMap::new(),
+            child_started: HashMap::new(),
+            child_results: HashMap::new(),
+            workflow_type: workflow_type.to_string(),
+            history_length: 0,
+            history_size_bytes: 0,
+            search_attributes: SearchAttributes::new(),
             now_unix_ms: start_unix_ms,
             rng: SplitMix64(random_seed),
             cancel_requested: false,
@@ -591,6 +785,14 @@ impl Executor {
         let mut core = self.core.borrow_mut();
         core.replaying = replaying;
         core.recorded_patches = patches;
+    }
+
+    /// Sets what the next activation's code sees of its history (`history_length`,
+    /// `history_size_bytes`): the events up to that activation's inputs.
+    pub fn set_history(&mut self, length: u64, size_bytes: u64) {
+        let mut core = self.core.borrow_mut();
+        core.history_length = length;
+        core.history_size_bytes = size_bytes;
     }
 
     /// Applies code-visible events, polls the workflow until it waits on history, and returns
@@ -635,6 +837,33 @@ impl Executor {
                     EventKind::WorkflowExecutionCancelRequested { .. } => {
                         core.cancel_requested = true;
                     }
+                    EventKind::ChildWorkflowExecutionStarted { seq, run_id, .. } => {
+                        core.child_started.insert(*seq, Ok(*run_id));
+                    }
+                    EventKind::StartChildWorkflowExecutionFailed { seq, cause, .. } => {
+                        let error = ChildError::StartFailed {
+                            cause: cause.clone(),
+                        };
+                        core.child_started.insert(*seq, Err(error.clone()));
+                        core.child_results.insert(*seq, Err(error));
+                    }
+                    EventKind::ChildWorkflowExecutionCompleted { seq, result } => {
+                        core.child_results.insert(*seq, Ok(result.clone()));
+                    }
+                    EventKind::ChildWorkflowExecutionFailed { seq, failure } => {
+                        core.child_results
+                            .insert(*seq, Err(ChildError::Failed(failure.clone())));
+                    }
+                    EventKind::ChildWorkflowExecutionCanceled { seq } => {
+                        core.child_results.insert(*seq, Err(ChildError::Canceled));
+                    }
+                    EventKind::ChildWorkflowExecutionTerminated { seq, reason } => {
+                        core.child_results
+                            .insert(*seq, Err(ChildError::Terminated(reason.clone())));
+                    }
+                    EventKind::ChildWorkflowExecutionTimedOut { seq } => {
+                        core.child_results.insert(*seq, Err(ChildError::TimedOut));
+                    }
                     _ => {}
                 }
                 core.progress += 1;
@@ -666,6 +895,10 @@ impl Executor {
                     Ok(result) => Command::CompleteWorkflow { result },
                     Err(WorkflowError::Failed(failure)) => Command::FailWorkflow { failure },
                     Err(WorkflowError::Canceled) => Command::CancelWorkflow,
+                    Err(WorkflowError::ContinueAsNew { input }) => Command::ContinueAsNew {
+                        workflow_type: self.core.borrow().workflow_type.clone(),
+                        input,
+                    },
                 };
                 if !self.outcome_reported {
                     self.outcome_reported = true;

@@ -8,15 +8,19 @@
 //! - [`executor`]: polls workflow code single-threaded; only history resolves its futures.
 //! - [`machine`]: one transition of a run — messages in, events + snapshot + effects out —
 //!   including retry backoff and timeout decisions, and replay with nondeterminism detection.
+//! - [`schedule`]: when a schedule fires (cron in a time zone, intervals, bounds, jitter).
+//! - [`visibility`]: the filter language that finds workflows, parsed, checked and evaluated.
 
 pub mod executor;
 pub mod machine;
+pub mod schedule;
+pub mod visibility;
 
 pub use executor::{
-    ActivityError, ActivityFuture, Executor, ExecutorError, SignalChannel, TimerFuture,
-    WorkflowContext, WorkflowError, WorkflowFn, WorkflowFuture,
+    ActivityError, ActivityFuture, ChildError, ChildFuture, Executor, ExecutorError, SignalChannel,
+    TimerFuture, WorkflowContext, WorkflowError, WorkflowFn, WorkflowFuture,
 };
 pub use machine::{
-    Effect, Message, PendingActivity, Run, RunError, RunState, RunStatus, StartArgs, TimerId,
-    Transition,
+    ChildOutcome, Effect, Message, PendingActivity, PendingChild, Run, RunError, RunState,
+    RunStatus, StartArgs, TimerId, Transition, event_size_bytes,
 };

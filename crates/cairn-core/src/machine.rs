@@ -9,9 +9,11 @@
 //! clock: `now` is an argument.
 
 use crate::executor::{Executor, ExecutorError, PATCH_MARKER, SIDE_EFFECT_MARKER, WorkflowFn};
+use cairn_types::limits::{HISTORY_BYTES_MAX, HISTORY_EVENTS_MAX};
 use cairn_types::{
-    ActivityOptions, Command, EventId, EventKind, Failure, HistoryEvent, Payload, RetryDecision,
-    Seq, TimeoutKind, WorkflowTimeouts,
+    ActivityOptions, ChildOptions, Command, EventId, EventKind, Failure, HistoryEvent,
+    ParentClosePolicy, Payload, RetryDecision, RunId, SearchAttributes, Seq, TimeoutKind,
+    WorkflowId, WorkflowTimeouts,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -26,6 +28,8 @@ pub enum RunStatus {
     Canceled,
     Terminated,
     TimedOut,
+    /// Closed, and a new run of the same workflow id carries on.
+    ContinuedAsNew,
 }
 
 impl RunStatus {
@@ -46,6 +50,26 @@ pub struct PendingActivity {
     pub last_failure: Option<Failure>,
 }
 
+/// A child workflow the run started and has not heard the end of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingChild {
+    pub workflow_id: WorkflowId,
+    pub workflow_type: String,
+    /// Known once `ChildWorkflowExecutionStarted` is recorded.
+    pub run_id: Option<RunId>,
+    pub parent_close_policy: ParentClosePolicy,
+}
+
+/// How a child workflow ended, as its parent's mailbox reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ChildOutcome {
+    Completed(Payload),
+    Failed(Failure),
+    Canceled,
+    Terminated(String),
+    TimedOut,
+}
+
 /// The run's snapshot: everything needed to continue besides history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
@@ -59,6 +83,13 @@ pub struct RunState {
     /// User timers: seq → fire time.
     pub timers: BTreeMap<Seq, u64>,
     pub cancel_requested: bool,
+    #[serde(default)]
+    pub children: BTreeMap<Seq, PendingChild>,
+    #[serde(default)]
+    pub search_attributes: SearchAttributes,
+    /// Encoded bytes of the history so far (what `history_size_bytes` reports).
+    #[serde(default)]
+    pub history_size_bytes: u64,
 }
 
 /// Durable timers a run arms. A timer that fires after it stopped mattering (the attempt it
@@ -119,6 +150,21 @@ pub enum Message {
     Terminate {
         reason: String,
     },
+    /// The child started in the same transaction as the parent's record of it.
+    ChildStarted {
+        seq: Seq,
+        run_id: RunId,
+    },
+    /// The child could not start (its workflow id is in use).
+    ChildStartFailed {
+        seq: Seq,
+        cause: String,
+    },
+    /// The child closed (written in the same transaction as its close).
+    ChildClosed {
+        seq: Seq,
+        outcome: ChildOutcome,
+    },
 }
 
 /// What the runtime must do once the transition has committed.
@@ -142,6 +188,35 @@ pub enum Effect {
     RunClosed {
         status: RunStatus,
     },
+    /// Start a child workflow, in the same transaction, unless its workflow id is in use; either
+    /// way tell this run (`Message::ChildStarted` / `ChildStartFailed`).
+    StartChild {
+        seq: Seq,
+        workflow_type: String,
+        workflow_id: WorkflowId,
+        input: Payload,
+        options: ChildOptions,
+    },
+    /// Ask the child to cancel, if it still runs.
+    CancelChild {
+        seq: Seq,
+        workflow_id: WorkflowId,
+        run_id: Option<RunId>,
+    },
+    /// This run closed with a child still open: apply its parent close policy.
+    ApplyParentClosePolicy {
+        workflow_id: WorkflowId,
+        run_id: Option<RunId>,
+        policy: ParentClosePolicy,
+    },
+    /// Start the next run of this workflow id with `input` (this run closed as
+    /// `ContinuedAsNew` in the same transition).
+    ContinueAsNew {
+        workflow_type: String,
+        input: Payload,
+    },
+    /// The search attributes changed (they are in the snapshot).
+    SearchAttributesChanged,
 }
 
 /// One transition's output.
@@ -158,6 +233,9 @@ pub struct StartArgs {
     pub input: Payload,
     pub random_seed: u64,
     pub timeouts: WorkflowTimeouts,
+    /// When the workflow's first run started, if this run continues a chain (the execution
+    /// timeout spans the chain; the run timeout is this run's). `None`: this run is the first.
+    pub execution_started_unix_ms: Option<u64>,
 }
 
 /// Why a transition or a replay could not proceed. The run is then held as it was: nothing of
@@ -207,10 +285,23 @@ fn is_code_input(kind: &EventKind) -> bool {
             | EventKind::TimerFired { .. }
             | EventKind::WorkflowExecutionSignaled { .. }
             | EventKind::WorkflowExecutionCancelRequested { .. }
+            | EventKind::ChildWorkflowExecutionStarted { .. }
+            | EventKind::StartChildWorkflowExecutionFailed { .. }
+            | EventKind::ChildWorkflowExecutionCompleted { .. }
+            | EventKind::ChildWorkflowExecutionFailed { .. }
+            | EventKind::ChildWorkflowExecutionCanceled { .. }
+            | EventKind::ChildWorkflowExecutionTerminated { .. }
+            | EventKind::ChildWorkflowExecutionTimedOut { .. }
     )
 }
 
-/// Builds a transition's events with consecutive ids.
+/// Encoded size of an event, as history sizes count it (the record the runtime stores).
+pub fn event_size_bytes(event: &HistoryEvent) -> u64 {
+    // A stored event always encodes; a failure here would be a bug in the event types.
+    rmp_serde::to_vec_named(event).map_or(0, |bytes| bytes.len() as u64)
+}
+
+/// Builds a transition's events with consecutive ids, keeping the history size.
 struct EventLog<'a> {
     state: &'a mut RunState,
     now: u64,
@@ -221,11 +312,18 @@ impl EventLog<'_> {
     fn push(&mut self, kind: EventKind) {
         let event_id = self.state.next_event_id;
         self.state.next_event_id += 1;
-        self.events.push(HistoryEvent {
+        let event = HistoryEvent {
             event_id,
             time_unix_ms: self.now,
             kind,
-        });
+        };
+        self.state.history_size_bytes += event_size_bytes(&event);
+        self.events.push(event);
+    }
+
+    /// Events so far in the run's history.
+    fn length(&self) -> u64 {
+        self.state.next_event_id - 1
     }
 }
 
@@ -245,18 +343,34 @@ impl Run {
             activities: BTreeMap::new(),
             timers: BTreeMap::new(),
             cancel_requested: false,
+            children: BTreeMap::new(),
+            search_attributes: SearchAttributes::new(),
+            history_size_bytes: 0,
         };
-        let executor = Executor::new(workflow, args.input.clone(), args.random_seed, now);
+        let executor = Executor::new(
+            workflow,
+            &args.workflow_type,
+            args.input.clone(),
+            args.random_seed,
+            now,
+        );
         let mut run = Run { state, executor };
         let mut effects = Vec::new();
-        let deadline = [args.timeouts.execution, args.timeouts.run]
-            .into_iter()
-            .flatten()
-            .min();
-        if let Some(limit) = deadline {
+        // The execution timeout counts from the chain's first run, the run timeout from now.
+        let execution_started = args.execution_started_unix_ms.unwrap_or(now);
+        let deadline = [
+            args.timeouts
+                .execution
+                .map(|limit| execution_started.saturating_add(ms(limit))),
+            args.timeouts.run.map(|limit| now.saturating_add(ms(limit))),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(fire_at_unix_ms) = deadline {
             effects.push(Effect::ScheduleTimer {
                 timer: TimerId::WorkflowExecution,
-                fire_at_unix_ms: now.saturating_add(ms(limit)),
+                fire_at_unix_ms: fire_at_unix_ms.max(now),
             });
         }
         let started = EventKind::WorkflowExecutionStarted {
@@ -346,6 +460,48 @@ impl Run {
                         EventKind::WorkflowExecutionTerminated { reason },
                         RunStatus::Terminated,
                     ));
+                }
+                Message::ChildStarted { seq, run_id } => {
+                    if let Some(child) = self.state.children.get_mut(&seq)
+                        && child.run_id.is_none()
+                    {
+                        child.run_id = Some(run_id);
+                        inputs.push(EventKind::ChildWorkflowExecutionStarted {
+                            seq,
+                            workflow_id: child.workflow_id.clone(),
+                            run_id,
+                        });
+                    }
+                }
+                Message::ChildStartFailed { seq, cause } => {
+                    if let Some(child) = self.state.children.remove(&seq) {
+                        inputs.push(EventKind::StartChildWorkflowExecutionFailed {
+                            seq,
+                            workflow_id: child.workflow_id,
+                            cause,
+                        });
+                    }
+                }
+                Message::ChildClosed { seq, outcome } => {
+                    if self.state.children.remove(&seq).is_some() {
+                        inputs.push(match outcome {
+                            ChildOutcome::Completed(result) => {
+                                EventKind::ChildWorkflowExecutionCompleted { seq, result }
+                            }
+                            ChildOutcome::Failed(failure) => {
+                                EventKind::ChildWorkflowExecutionFailed { seq, failure }
+                            }
+                            ChildOutcome::Canceled => {
+                                EventKind::ChildWorkflowExecutionCanceled { seq }
+                            }
+                            ChildOutcome::Terminated(reason) => {
+                                EventKind::ChildWorkflowExecutionTerminated { seq, reason }
+                            }
+                            ChildOutcome::TimedOut => {
+                                EventKind::ChildWorkflowExecutionTimedOut { seq }
+                            }
+                        });
+                    }
                 }
             }
         }
@@ -498,11 +654,32 @@ impl Run {
         }
         let mut effects = Vec::new();
         if activate {
+            self.executor
+                .set_history(log.length(), log.state.history_size_bytes);
             let commands = self.executor.activate(&log.events, HashMap::new())?;
             for command in commands {
                 apply_command(&mut log, command, now, &mut effects);
             }
             log.push(EventKind::WorkflowTaskCompleted);
+        }
+        let mut terminal = terminal;
+        if terminal.is_none()
+            && !log.state.status.is_closed()
+            && (log.length() > HISTORY_EVENTS_MAX
+                || log.state.history_size_bytes > HISTORY_BYTES_MAX)
+        {
+            // A history that keeps growing would eventually break replay and the store; the
+            // code was told to continue as new well before this (five times the suggestion).
+            terminal = Some((
+                EventKind::WorkflowExecutionTerminated {
+                    reason: format!(
+                        "history limit exceeded: {} events, {} bytes (limits {HISTORY_EVENTS_MAX} events, {HISTORY_BYTES_MAX} bytes); continue as new before that",
+                        log.length(),
+                        log.state.history_size_bytes
+                    ),
+                },
+                RunStatus::Terminated,
+            ));
         }
         if let Some((kind, status)) = terminal {
             log.push(kind);
@@ -544,7 +721,13 @@ impl Run {
                 });
             }
         }
-        let mut executor = Executor::new(workflow, input.clone(), *random_seed, first.time_unix_ms);
+        let mut executor = Executor::new(
+            workflow,
+            &state.workflow_type,
+            input.clone(),
+            *random_seed,
+            first.time_unix_ms,
+        );
         let patches: HashSet<String> = history
             .iter()
             .filter_map(|e| match &e.kind {
@@ -557,12 +740,23 @@ impl Run {
             })
             .collect();
         executor.set_replaying(true, patches);
+        // Sizes of every prefix of the history, as the live run counted them.
+        let mut prefix_bytes = Vec::with_capacity(history.len() + 1);
+        prefix_bytes.push(0u64);
+        for event in history {
+            let last = *prefix_bytes.last().expect("never empty");
+            prefix_bytes.push(last + event_size_bytes(event));
+        }
         let mut group_start = 0;
         for (index, event) in history.iter().enumerate() {
             if event.kind != EventKind::WorkflowTaskCompleted {
                 continue;
             }
             let group = &history[group_start..index];
+            // The activation saw the history up to its inputs, which lead the group.
+            let leading_inputs = group.iter().take_while(|e| is_code_input(&e.kind)).count();
+            let seen = group_start + leading_inputs;
+            executor.set_history(seen as u64, prefix_bytes[seen]);
             group_start = index + 1;
             let inputs: Vec<HistoryEvent> = group
                 .iter()
@@ -600,6 +794,9 @@ impl Run {
             }
         }
         executor.set_replaying(false, HashSet::new());
+        let mut state = state;
+        // Snapshots written before history sizes were kept say 0.
+        state.history_size_bytes = prefix_bytes[history.len()];
         Ok(Run { state, executor })
     }
 }
@@ -650,6 +847,15 @@ fn close(state: &mut RunState, status: RunStatus, now: u64, effects: &mut Vec<Ef
     state.closed_unix_ms = Some(now);
     state.activities.clear();
     state.timers.clear();
+    for (_, child) in std::mem::take(&mut state.children) {
+        if child.parent_close_policy != ParentClosePolicy::Abandon {
+            effects.push(Effect::ApplyParentClosePolicy {
+                workflow_id: child.workflow_id,
+                run_id: child.run_id,
+                policy: child.parent_close_policy,
+            });
+        }
+    }
     effects.push(Effect::RunClosed { status });
 }
 
@@ -701,6 +907,53 @@ fn apply_command(log: &mut EventLog<'_>, command: Command, now: u64, effects: &m
         Command::CompleteWorkflow { .. } => close(log.state, RunStatus::Completed, now, effects),
         Command::FailWorkflow { .. } => close(log.state, RunStatus::Failed, now, effects),
         Command::CancelWorkflow => close(log.state, RunStatus::Canceled, now, effects),
+        Command::StartChildWorkflow {
+            seq,
+            workflow_type,
+            workflow_id,
+            input,
+            options,
+        } => {
+            log.state.children.insert(
+                seq,
+                PendingChild {
+                    workflow_id: workflow_id.clone(),
+                    workflow_type: workflow_type.clone(),
+                    run_id: None,
+                    parent_close_policy: options.parent_close_policy,
+                },
+            );
+            effects.push(Effect::StartChild {
+                seq,
+                workflow_type,
+                workflow_id,
+                input,
+                options,
+            });
+        }
+        Command::RequestCancelChild { seq } => {
+            if let Some(child) = log.state.children.get(&seq) {
+                effects.push(Effect::CancelChild {
+                    seq,
+                    workflow_id: child.workflow_id.clone(),
+                    run_id: child.run_id,
+                });
+            }
+        }
+        Command::ContinueAsNew {
+            workflow_type,
+            input,
+        } => {
+            close(log.state, RunStatus::ContinuedAsNew, now, effects);
+            effects.push(Effect::ContinueAsNew {
+                workflow_type,
+                input,
+            });
+        }
+        Command::UpsertSearchAttributes { attributes } => {
+            log.state.search_attributes.extend(attributes);
+            effects.push(Effect::SearchAttributesChanged);
+        }
         _ => {}
     }
 }

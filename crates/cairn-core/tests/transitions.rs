@@ -4,12 +4,12 @@
 //! the diff).
 
 use cairn_core::{
-    ActivityError, Effect, Message, Run, RunError, StartArgs, TimerId, WorkflowContext,
-    WorkflowError, WorkflowFn,
+    ActivityError, ChildError, ChildOutcome, Effect, Message, Run, RunError, StartArgs, TimerId,
+    WorkflowContext, WorkflowError, WorkflowFn,
 };
 use cairn_types::{
-    ActivityOptions, ActivityTimeouts, EventKind, Failure, HistoryEvent, Payload, RetryPolicy,
-    WorkflowTimeouts,
+    ActivityOptions, ActivityTimeouts, ChildOptions, EventKind, Failure, HistoryEvent,
+    ParentClosePolicy, Payload, RetryPolicy, RunId, SearchValue, WorkflowId, WorkflowTimeouts,
 };
 use expect_test::{Expect, expect};
 use std::cell::RefCell;
@@ -94,6 +94,44 @@ fn render_event(e: &HistoryEvent) -> String {
         | EventKind::WorkflowExecutionTerminated { reason } => format!("reason={reason:?}"),
         EventKind::WorkflowExecutionCompleted { result } => format!("result={}", text(result)),
         EventKind::WorkflowExecutionFailed { failure } => format!("failure={failure}"),
+        EventKind::StartChildWorkflowExecutionInitiated {
+            seq,
+            workflow_type,
+            workflow_id,
+            options,
+            ..
+        } => format!(
+            "seq={seq} type={workflow_type} id={workflow_id} policy={:?}",
+            options.parent_close_policy
+        ),
+        EventKind::StartChildWorkflowExecutionFailed { seq, cause, .. } => {
+            format!("seq={seq} cause={cause:?}")
+        }
+        EventKind::ChildWorkflowExecutionStarted {
+            seq, workflow_id, ..
+        } => {
+            format!("seq={seq} id={workflow_id}")
+        }
+        EventKind::ChildWorkflowExecutionCompleted { seq, result } => {
+            format!("seq={seq} result={}", text(result))
+        }
+        EventKind::ChildWorkflowExecutionFailed { seq, failure } => {
+            format!("seq={seq} failure={failure}")
+        }
+        EventKind::ChildWorkflowExecutionTerminated { seq, reason } => {
+            format!("seq={seq} reason={reason:?}")
+        }
+        EventKind::ChildWorkflowExecutionCanceled { seq }
+        | EventKind::ChildWorkflowExecutionTimedOut { seq }
+        | EventKind::RequestCancelExternalWorkflowExecutionInitiated { seq } => {
+            format!("seq={seq}")
+        }
+        EventKind::WorkflowExecutionContinuedAsNew { input, .. } => {
+            format!("input={}", text(input))
+        }
+        EventKind::UpsertWorkflowSearchAttributes { attributes } => {
+            format!("attributes={attributes:?}")
+        }
         _ => String::new(),
     };
     format!(
@@ -122,6 +160,24 @@ fn render_effect(e: &Effect) -> String {
         }
         Effect::CancelActivityTask { seq } => format!("  -> cancel activity seq={seq}"),
         Effect::RunClosed { status } => format!("  -> closed {status:?}"),
+        Effect::StartChild {
+            seq,
+            workflow_type,
+            workflow_id,
+            ..
+        } => format!("  -> start child {workflow_type} id={workflow_id} seq={seq}"),
+        Effect::CancelChild {
+            seq, workflow_id, ..
+        } => format!("  -> cancel child id={workflow_id} seq={seq}"),
+        Effect::ApplyParentClosePolicy {
+            workflow_id,
+            policy,
+            ..
+        } => format!("  -> parent close policy {policy:?} on {workflow_id}"),
+        Effect::ContinueAsNew { input, .. } => {
+            format!("  -> continue as new input={}", text(input))
+        }
+        Effect::SearchAttributesChanged => "  -> search attributes changed".to_string(),
     }
 }
 
@@ -139,6 +195,7 @@ impl Script {
             input,
             random_seed: 42,
             timeouts,
+            execution_started_unix_ms: None,
         };
         let (run, transition) = Run::start(workflow, args, 1_000).unwrap();
         let mut script = Script {
@@ -800,6 +857,7 @@ fn livelock_is_detected() {
         input: p(()),
         random_seed: 1,
         timeouts: WorkflowTimeouts::default(),
+        execution_started_unix_ms: None,
     };
     let err = Run::start(&wf, args, 0).unwrap_err();
     assert!(err.to_string().contains("looping"), "{err}");
@@ -821,6 +879,7 @@ fn join_all_over_many_activities_completes() {
         input: p(()),
         random_seed: 3,
         timeouts: WorkflowTimeouts::default(),
+        execution_started_unix_ms: None,
     };
     let (mut run, _) = Run::start(&wf, args, 0).unwrap();
     let first: Vec<Message> = (1..=20).map(|seq| completed(seq, 1, "x")).collect();
@@ -832,4 +891,362 @@ fn join_all_over_many_activities_completes() {
         _ => None,
     });
     assert_eq!(done.as_deref(), Some("40"));
+}
+
+fn child_options(policy: ParentClosePolicy) -> ChildOptions {
+    ChildOptions {
+        parent_close_policy: policy,
+        timeouts: WorkflowTimeouts::default(),
+    }
+}
+
+fn run_id(n: u8) -> RunId {
+    RunId::from_parts(1_000, [n; 10])
+}
+
+/// Proves child workflows: the start is recorded with its effect, "started" and the result
+/// arrive as mailbox messages, a start refused because the id is in use reaches the code as
+/// an error, and the parent's record of each child survives replay.
+#[test]
+fn children_start_report_and_finish() {
+    let wf = workflow(|ctx: WorkflowContext, _input: Payload| async move {
+        let first = ctx.start_child(
+            "Child",
+            WorkflowId::new("child-a").unwrap(),
+            p("a"),
+            child_options(ParentClosePolicy::Terminate),
+        );
+        let taken = ctx.start_child(
+            "Child",
+            WorkflowId::new("child-taken").unwrap(),
+            p("b"),
+            child_options(ParentClosePolicy::Abandon),
+        );
+        let started = first.started().await;
+        let refused = taken.await;
+        let result = first.await;
+        let refused = matches!(refused, Err(ChildError::StartFailed { .. }));
+        Ok(p(format!(
+            "started={} refused={refused} result={}",
+            started.is_ok(),
+            result.map(|r| text(&r)).unwrap_or_else(|e| e.to_string())
+        )))
+    });
+    let mut script = Script::start(&wf, p(()), WorkflowTimeouts::default());
+    script
+        .step(
+            1_100,
+            vec![
+                Message::ChildStarted {
+                    seq: 1,
+                    run_id: run_id(1),
+                },
+                Message::ChildStartFailed {
+                    seq: 2,
+                    cause: "workflow id child-taken is already running".into(),
+                },
+            ],
+        )
+        .step(
+            1_200,
+            vec![Message::ChildClosed {
+                seq: 1,
+                outcome: ChildOutcome::Completed(p("done a")),
+            }],
+        );
+    let replayed = Run::replay(&wf, script.run.state().clone(), &script.history);
+    assert!(replayed.is_ok(), "{replayed:?}");
+    script.check(expect![[r#"
+        start
+           1 @1000 WorkflowExecutionStarted input=<1 bytes>
+           2 @1000 StartChildWorkflowExecutionInitiated seq=1 type=Child id=child-a policy=Terminate
+           3 @1000 StartChildWorkflowExecutionInitiated seq=2 type=Child id=child-taken policy=Abandon
+           4 @1000 WorkflowTaskCompleted
+          -> start child Child id=child-a seq=1
+          -> start child Child id=child-taken seq=2
+        @1100 [ChildStarted { seq: 1, run_id: RunId(00000000-03e8-7101-8101-010101010101) }, ChildStartF
+           5 @1100 ChildWorkflowExecutionStarted seq=1 id=child-a
+           6 @1100 StartChildWorkflowExecutionFailed seq=2 cause="workflow id child-taken is already running"
+           7 @1100 WorkflowTaskCompleted
+        @1200 [ChildClosed { seq: 1, outcome: Completed(Payload(7 bytes)) }]
+           8 @1200 ChildWorkflowExecutionCompleted seq=1 result="done a"
+           9 @1200 WorkflowExecutionCompleted result="started=true refused=true result=\"done a\""
+          10 @1200 WorkflowTaskCompleted
+          -> closed Completed
+        status=Completed next_event_id=11 pending_activities=[] timers={}
+    "#]]);
+}
+
+/// Proves a run that closes with children still open applies their parent close policies
+/// (terminate, request cancel; nothing for abandon), and a child canceled by its parent is
+/// asked to cancel once.
+#[test]
+fn parent_close_policies_and_child_cancel() {
+    let wf = workflow(|ctx: WorkflowContext, _input: Payload| async move {
+        let mut kill = ctx.start_child(
+            "Child",
+            WorkflowId::new("c-terminate").unwrap(),
+            p(1),
+            child_options(ParentClosePolicy::Terminate),
+        );
+        let _ask = ctx.start_child(
+            "Child",
+            WorkflowId::new("c-cancel").unwrap(),
+            p(2),
+            child_options(ParentClosePolicy::RequestCancel),
+        );
+        let _keep = ctx.start_child(
+            "Child",
+            WorkflowId::new("c-abandon").unwrap(),
+            p(3),
+            child_options(ParentClosePolicy::Abandon),
+        );
+        ctx.sleep(Duration::from_millis(100)).await;
+        kill.cancel();
+        kill.cancel();
+        ctx.sleep(Duration::from_millis(100)).await;
+        Ok(p("parent done"))
+    });
+    let mut script = Script::start(&wf, p(()), WorkflowTimeouts::default());
+    script
+        .step(
+            1_050,
+            vec![Message::ChildStarted {
+                seq: 1,
+                run_id: run_id(1),
+            }],
+        )
+        .step(
+            1_100,
+            vec![Message::TimerFired {
+                timer: TimerId::User { seq: 4 },
+            }],
+        )
+        .step(
+            1_200,
+            vec![Message::TimerFired {
+                timer: TimerId::User { seq: 5 },
+            }],
+        );
+    script.check(expect![[r#"
+        start
+           1 @1000 WorkflowExecutionStarted input=<1 bytes>
+           2 @1000 StartChildWorkflowExecutionInitiated seq=1 type=Child id=c-terminate policy=Terminate
+           3 @1000 StartChildWorkflowExecutionInitiated seq=2 type=Child id=c-cancel policy=RequestCancel
+           4 @1000 StartChildWorkflowExecutionInitiated seq=3 type=Child id=c-abandon policy=Abandon
+           5 @1000 TimerStarted seq=4 ms=100
+           6 @1000 WorkflowTaskCompleted
+          -> start child Child id=c-terminate seq=1
+          -> start child Child id=c-cancel seq=2
+          -> start child Child id=c-abandon seq=3
+          -> timer User { seq: 4 } at 1100
+        @1050 [ChildStarted { seq: 1, run_id: RunId(00000000-03e8-7101-8101-010101010101) }]
+           7 @1050 ChildWorkflowExecutionStarted seq=1 id=c-terminate
+           8 @1050 WorkflowTaskCompleted
+        @1100 [TimerFired { timer: User { seq: 4 } }]
+           9 @1100 TimerFired seq=4
+          10 @1100 RequestCancelExternalWorkflowExecutionInitiated seq=1
+          11 @1100 TimerStarted seq=5 ms=100
+          12 @1100 WorkflowTaskCompleted
+          -> cancel child id=c-terminate seq=1
+          -> timer User { seq: 5 } at 1200
+        @1200 [TimerFired { timer: User { seq: 5 } }]
+          13 @1200 TimerFired seq=5
+          14 @1200 WorkflowExecutionCompleted result="parent done"
+          15 @1200 WorkflowTaskCompleted
+          -> parent close policy Terminate on c-terminate
+          -> parent close policy RequestCancel on c-cancel
+          -> closed Completed
+        status=Completed next_event_id=16 pending_activities=[] timers={}
+    "#]]);
+}
+
+/// Proves continue-as-new closes the run as `ContinuedAsNew` with the successor's input, and
+/// that the code sees its history's length and size, the same on replay as live.
+#[test]
+fn continue_as_new_and_history_info() {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    let wf = workflow(move |ctx: WorkflowContext, input: Payload| {
+        let s = s.clone();
+        async move {
+            let round: i64 = input.decode().unwrap();
+            s.borrow_mut()
+                .push((ctx.history_length(), ctx.history_size_bytes() > 0));
+            ctx.sleep(Duration::from_millis(10)).await;
+            s.borrow_mut()
+                .push((ctx.history_length(), ctx.history_size_bytes() > 0));
+            assert!(!ctx.continue_as_new_suggested());
+            Err(ctx.continue_as_new(p(round + 1)))
+        }
+    });
+    let mut script = Script::start(&wf, p(7), WorkflowTimeouts::default());
+    script.step(
+        1_010,
+        vec![Message::TimerFired {
+            timer: TimerId::User { seq: 1 },
+        }],
+    );
+    let live = seen.borrow().clone();
+    assert_eq!(live, vec![(1, true), (4, true)]);
+    seen.borrow_mut().clear();
+    let replayed = Run::replay(&wf, script.run.state().clone(), &script.history).unwrap();
+    assert_eq!(*seen.borrow(), live, "replay saw the same history info");
+    assert_eq!(
+        replayed.state().history_size_bytes,
+        script.run.state().history_size_bytes
+    );
+    script.check(expect![[r#"
+        start
+           1 @1000 WorkflowExecutionStarted input=7
+           2 @1000 TimerStarted seq=1 ms=10
+           3 @1000 WorkflowTaskCompleted
+          -> timer User { seq: 1 } at 1010
+        @1010 [TimerFired { timer: User { seq: 1 } }]
+           4 @1010 TimerFired seq=1
+           5 @1010 WorkflowExecutionContinuedAsNew input=8
+           6 @1010 WorkflowTaskCompleted
+          -> closed ContinuedAsNew
+          -> continue as new input=8
+        status=ContinuedAsNew next_event_id=7 pending_activities=[] timers={}
+    "#]]);
+}
+
+/// Proves upserted search attributes are recorded, merged into the snapshot, and reported
+/// as changed so the runtime can update the visibility record in the same commit.
+#[test]
+fn search_attributes_upserted() {
+    let wf = workflow(|ctx: WorkflowContext, _input: Payload| async move {
+        let mut first = cairn_types::SearchAttributes::new();
+        first.insert("CustomerId".into(), SearchValue::Keyword("c-42".into()));
+        first.insert("Priority".into(), SearchValue::Int(1));
+        ctx.upsert_search_attributes(first);
+        ctx.sleep(Duration::from_millis(10)).await;
+        let mut second = cairn_types::SearchAttributes::new();
+        second.insert("Priority".into(), SearchValue::Int(5));
+        ctx.upsert_search_attributes(second);
+        Ok(p(format!("{:?}", ctx.search_attributes().get("Priority"))))
+    });
+    let mut script = Script::start(&wf, p(()), WorkflowTimeouts::default());
+    script.step(
+        1_010,
+        vec![Message::TimerFired {
+            timer: TimerId::User { seq: 1 },
+        }],
+    );
+    let attributes = &script.run.state().search_attributes;
+    assert_eq!(attributes.get("Priority"), Some(&SearchValue::Int(5)));
+    assert_eq!(
+        attributes.get("CustomerId"),
+        Some(&SearchValue::Keyword("c-42".into()))
+    );
+    script.check(expect![[r#"
+        start
+           1 @1000 WorkflowExecutionStarted input=<1 bytes>
+           2 @1000 UpsertWorkflowSearchAttributes attributes={"CustomerId": Keyword("c-42"), "Priority": Int(1)}
+           3 @1000 TimerStarted seq=1 ms=10
+           4 @1000 WorkflowTaskCompleted
+          -> search attributes changed
+          -> timer User { seq: 1 } at 1010
+        @1010 [TimerFired { timer: User { seq: 1 } }]
+           5 @1010 TimerFired seq=1
+           6 @1010 UpsertWorkflowSearchAttributes attributes={"Priority": Int(5)}
+           7 @1010 WorkflowExecutionCompleted result="Some(Int(5))"
+           8 @1010 WorkflowTaskCompleted
+          -> search attributes changed
+          -> closed Completed
+        status=Completed next_event_id=9 pending_activities=[] timers={}
+    "#]]);
+}
+
+/// Proves the execution timeout of a continued run counts from the chain's first run, while
+/// the run timeout counts from this run's start.
+#[test]
+fn execution_timeout_spans_a_continue_as_new_chain() {
+    let wf = workflow(|ctx: WorkflowContext, _input: Payload| async move {
+        ctx.sleep(Duration::from_secs(3600)).await;
+        Ok(p(()))
+    });
+    let args = StartArgs {
+        workflow_type: "Chain".into(),
+        input: p(()),
+        random_seed: 5,
+        timeouts: WorkflowTimeouts {
+            execution: Some(Duration::from_secs(60)),
+            run: Some(Duration::from_secs(50)),
+        },
+        execution_started_unix_ms: Some(100_000),
+    };
+    let (_, transition) = Run::start(&wf, args, 130_000).unwrap();
+    let deadline = transition.effects.iter().find_map(|e| match e {
+        Effect::ScheduleTimer {
+            timer: TimerId::WorkflowExecution,
+            fire_at_unix_ms,
+        } => Some(*fire_at_unix_ms),
+        _ => None,
+    });
+    assert_eq!(
+        deadline,
+        Some(160_000),
+        "60 s after the chain began, not 50 s after now"
+    );
+}
+
+/// Proves the history limits: the code is told to continue as new once the history passes
+/// the suggestion (10,240 events), and a run that ignores it is terminated, with a reason,
+/// once it passes the hard limit (51,200 events).
+#[test]
+fn history_limits_suggest_then_terminate() {
+    let suggested_at = Rc::new(RefCell::new(None));
+    let s = suggested_at.clone();
+    let wf = workflow(move |ctx: WorkflowContext, _input: Payload| {
+        let s = s.clone();
+        async move {
+            loop {
+                if ctx.continue_as_new_suggested() && s.borrow().is_none() {
+                    *s.borrow_mut() = Some(ctx.history_length());
+                }
+                let calls: Vec<_> = (0..2_500)
+                    .map(|i| ctx.schedule_activity("echo", p(i), options(RetryPolicy::default())))
+                    .collect();
+                futures::future::join_all(calls).await;
+            }
+        }
+    });
+    let args = StartArgs {
+        workflow_type: "Greedy".into(),
+        input: p(()),
+        random_seed: 9,
+        timeouts: WorkflowTimeouts::default(),
+        execution_started_unix_ms: None,
+    };
+    let (mut run, _) = Run::start(&wf, args, 0).unwrap();
+    let mut next_seq = 1;
+    let mut terminated = None;
+    for step in 1..=30 {
+        let messages: Vec<Message> = (next_seq..next_seq + 2_500)
+            .map(|seq| completed(seq, 1, "x"))
+            .collect();
+        next_seq += 2_500;
+        let transition = run.handle(messages, step).unwrap();
+        terminated = transition.events.iter().find_map(|e| match &e.kind {
+            EventKind::WorkflowExecutionTerminated { reason } => Some(reason.clone()),
+            _ => None,
+        });
+        if terminated.is_some() {
+            break;
+        }
+    }
+    let suggested = suggested_at
+        .borrow()
+        .expect("continue-as-new was suggested");
+    // Checked once per step of about 5,000 events.
+    assert!(
+        (10_240..=15_100).contains(&suggested),
+        "suggested at {suggested}"
+    );
+    let reason = terminated.expect("the run was terminated");
+    assert!(reason.contains("history limit exceeded"), "{reason}");
+    assert_eq!(run.state().status, cairn_core::RunStatus::Terminated);
+    assert!(run.state().next_event_id - 1 > cairn_types::limits::HISTORY_EVENTS_MAX);
 }

@@ -26,7 +26,7 @@
 use crate::clock::now_ms;
 use crate::committer::{LocalWakes, Op};
 use crate::node::Shared;
-use crate::records::{ClusterRecord, Lease, NodeRecord, TaskRecord, decode, encode};
+use crate::records::{ClusterRecord, Lease, NodeRecord, ReadyItem, TaskRecord, decode, encode};
 use crate::shard::{ShardActor, ShardArgs, ShardMsg, TimerEntry};
 use cairn_core::TimerId;
 use cairn_store::{RangeRequest, Store, StoreError, TransactOptions, Transaction, transact};
@@ -126,15 +126,16 @@ impl Ownership {
         out
     }
 
-    /// Tells local shard actors about new mail (after the commit that wrote it).
+    /// Tells local shard actors about new mail and schedule wake-ups (after the commit that
+    /// wrote them).
     pub(crate) fn wake_local(&self, wakes: LocalWakes) {
         if wakes.is_empty() {
             return;
         }
         let shards = self.read();
-        for (shard, run_id) in wakes {
+        for (shard, item) in wakes {
             if let Some(owned) = shards.get(&shard) {
-                let _ = owned.actor.cast(ShardMsg::Wake { run_id });
+                let _ = owned.actor.cast(ShardMsg::from(item));
             }
         }
     }
@@ -740,20 +741,18 @@ async fn read_ready<S: Store>(
         return Ok(cursor.to_vec());
     };
     let next = cairn_store::keyspace::key_after(&last.key);
-    let runs: BTreeSet<RunId> = rows.iter().filter_map(|kv| ready_run(&kv.value)).collect();
-    for run_id in runs {
-        let _ = actor.cast(ShardMsg::Wake { run_id });
+    let items: BTreeSet<ReadyItem> = rows
+        .iter()
+        .filter_map(|kv| decode::<ReadyItem>("ready entry", &kv.value).ok())
+        .collect();
+    for item in items {
+        let _ = actor.cast(ShardMsg::from(item));
     }
     shared.submit_detached(
         vec![Op::ClearRange(cursor.to_vec(), next.clone())],
         (shard, epoch),
     );
     Ok(next)
-}
-
-fn ready_run(value: &[u8]) -> Option<RunId> {
-    let bytes: [u8; 16] = value.try_into().ok()?;
-    RunId::from_uuid(uuid::Uuid::from_bytes(bytes)).ok()
 }
 
 /// After a claim: wakes runs with mail, loads timers, re-dispatches activity tasks (their old
@@ -783,6 +782,10 @@ async fn rehydrate<S: Store>(
     let tasks = tx
         .get_range(&RangeRequest::new(begin, end).snapshot())
         .await?;
+    let (begin, end) = keys.schedule_wakes_of_shard(shard);
+    let schedule_wakes = tx
+        .get_range(&RangeRequest::new(begin, end).snapshot())
+        .await?;
     // The ready queue up to this snapshot is covered by the mailbox scan above.
     let (ready_begin, ready_end) = keys.ready_of_shard(shard);
     let ready = tx
@@ -806,6 +809,14 @@ async fn rehydrate<S: Store>(
         .fetch_add(runs.len() as u64, Ordering::Relaxed);
     for run_id in runs {
         let _ = shard_ref.cast(ShardMsg::Wake { run_id });
+    }
+    for kv in schedule_wakes {
+        if let Some((at_unix_ms, schedule_id)) = keys.parse_schedule_wake(&kv.key) {
+            let _ = shard_ref.cast(ShardMsg::ScheduleWake {
+                schedule_id,
+                at_unix_ms,
+            });
+        }
     }
     let entries: Vec<TimerEntry> = timers
         .iter()

@@ -19,7 +19,7 @@
 
 use crate::cluster::Ownership;
 use crate::keys::Keys;
-use crate::records::{Lease, decode};
+use crate::records::{Lease, ReadyItem, decode, encode};
 use cairn_store::{KeyValue, RangeRequest, Store, StoreError, StoreResult, Transaction};
 use cairn_types::RunId;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -57,6 +57,13 @@ pub enum Op {
         run_id: RunId,
         item: Vec<u8>,
     },
+    /// Writes schedule `schedule_id`'s wake-up index entry (`Keys::schedule_wake`) and tells
+    /// its shard's holder, as `Mail` does.
+    WakeSchedule {
+        shard: u32,
+        schedule_id: String,
+        at_unix_ms: u64,
+    },
     /// Writes decided inside the transaction from what it reads there (as of the batch,
     /// including earlier requests' writes): a child start that must see whether its workflow id
     /// is free, a close policy that must find a child's current run.
@@ -77,6 +84,14 @@ impl std::fmt::Debug for Op {
             } => {
                 write!(f, "Mail(shard {shard}, run {run_id}, {} bytes)", item.len())
             }
+            Op::WakeSchedule {
+                shard,
+                schedule_id,
+                at_unix_ms,
+            } => write!(
+                f,
+                "WakeSchedule(shard {shard}, {schedule_id:?} at {at_unix_ms})"
+            ),
             Op::Derived(_) => f.write_str("Derived"),
         }
     }
@@ -112,7 +127,6 @@ pub struct Derive(pub Arc<DeriveFn>);
 /// The function behind a [`Derive`].
 pub type DeriveFn = dyn for<'t> Fn(&'t mut dyn TxRead) -> DeriveFuture<'t> + Send + Sync;
 
-#[expect(dead_code, reason = "derived writes arrive with child workflows")]
 impl Derive {
     pub fn new(
         f: impl for<'t> Fn(&'t mut dyn TxRead) -> DeriveFuture<'t> + Send + Sync + 'static,
@@ -149,6 +163,7 @@ impl Op {
             Op::Clear(k) | Op::Add(k, _) => k.len() + 8,
             Op::ClearRange(b, e) => b.len() + e.len(),
             Op::Mail { item, .. } => item.len() + 64,
+            Op::WakeSchedule { schedule_id, .. } => schedule_id.len() * 2 + 64,
             Op::Derived(_) => 0,
         }
     }
@@ -351,8 +366,8 @@ async fn commit_batch<S: Store>(context: &BatchContext<S>, batch: Vec<CommitRequ
     }
 }
 
-/// Runs to wake on this node after the batch commits.
-pub(crate) type LocalWakes = Vec<(u32, RunId)>;
+/// What to wake on this node after the batch commits, by shard.
+pub(crate) type LocalWakes = Vec<(u32, ReadyItem)>;
 
 /// One attempt: fence, write, commit. Fenced requests are answered and removed from `live`.
 async fn try_commit<S: Store>(
@@ -394,7 +409,7 @@ impl LeaseReads {
 struct Mailings {
     next_user_version: u32,
     shards: BTreeSet<u32>,
-    runs: Vec<(u32, RunId)>,
+    notices: Vec<(u32, ReadyItem)>,
 }
 
 /// Most versionstamped keys (mailbox and ready-queue entries) one batch can write: the
@@ -435,7 +450,22 @@ fn apply_ops<'a, T: Transaction>(
                     let user_version = mailings.next_user_version()?;
                     tx.set_versionstamped_key(&keys.inbox_new(*shard, run_id, user_version), item)?;
                     mailings.shards.insert(*shard);
-                    mailings.runs.push((*shard, *run_id));
+                    mailings.notices.push((*shard, ReadyItem::Run(*run_id)));
+                }
+                Op::WakeSchedule {
+                    shard,
+                    schedule_id,
+                    at_unix_ms,
+                } => {
+                    tx.set(&keys.schedule_wake(*shard, *at_unix_ms, schedule_id), &[])?;
+                    mailings.shards.insert(*shard);
+                    mailings.notices.push((
+                        *shard,
+                        ReadyItem::Schedule {
+                            schedule_id: schedule_id.clone(),
+                            at_unix_ms: *at_unix_ms,
+                        },
+                    ));
                 }
                 Op::Derived(derive) => {
                     let derived = (derive.0)(tx).await?;
@@ -477,7 +507,7 @@ async fn try_commit_inner<S: Store>(
     let mut mailings = Mailings {
         next_user_version: 0,
         shards: BTreeSet::new(),
-        runs: Vec::new(),
+        notices: Vec::new(),
     };
     for (index, request) in live.iter().enumerate() {
         let mut verdict = Ok(());
@@ -505,24 +535,14 @@ async fn try_commit_inner<S: Store>(
             tx.atomic_add(&keys.bell(*shard), 1)?;
         }
     }
-    let remote: BTreeSet<(u32, RunId)> = mailings
-        .runs
-        .iter()
-        .filter(|(shard, _)| !local_shards.contains(shard))
-        .copied()
-        .collect();
-    for (shard, run_id) in remote {
-        let user_version = mailings.next_user_version()?;
-        tx.set_versionstamped_key(
-            &keys.ready_new(shard, user_version),
-            run_id.as_uuid().as_bytes(),
-        )?;
-    }
-    let wakes = mailings
-        .runs
+    let (wakes, remote): (Vec<_>, Vec<_>) = std::mem::take(&mut mailings.notices)
         .into_iter()
-        .filter(|(shard, _)| local_shards.contains(shard))
-        .collect();
+        .partition(|(shard, _)| local_shards.contains(shard));
+    let remote: BTreeSet<(u32, ReadyItem)> = remote.into_iter().collect();
+    for (shard, item) in remote {
+        let user_version = mailings.next_user_version()?;
+        tx.set_versionstamped_key(&keys.ready_new(shard, user_version), &encode(&item))?;
+    }
     // Rejections are answered only once the batch is settled; a retry re-evaluates them.
     Ok((tx.commit().await.map(|_| ()), rejected, wakes))
 }

@@ -9,7 +9,10 @@
 //! ("task", shard, run_id, seq, attempt)           -> TaskRecord (activity tasks not yet done)
 //! ("hb", run_id, seq)                             -> last heartbeat details
 //! ("lease", shard)                                -> Lease
-//! ("ready", shard, versionstamp)                  -> run id with mail written by a non-holder
+//! ("ready", shard, versionstamp)                  -> run id with mail, or a schedule to look at,
+//!                                                    written by a non-holder
+//! ("sched", ns, schedule_id)                      -> ScheduleRecord
+//! ("schedq", shard, at_ms, schedule_id)           -> () when the holder looks at a schedule
 //! ("bell", shard)                                 -> doorbell counter (atomic add; watched)
 //! ("node", node_id)                               -> NodeRecord (membership heartbeat)
 //! ("cluster",)                                    -> ClusterRecord (shard count)
@@ -158,6 +161,33 @@ impl Keys {
 
     pub fn heartbeat(&self, run: &RunId, seq: Seq) -> Vec<u8> {
         self.root.pack(&("hb", uuid(run), i64::from(seq)))
+    }
+
+    pub fn schedule(&self, namespace: &str, schedule_id: &str) -> Vec<u8> {
+        self.root.pack(&("sched", namespace, schedule_id))
+    }
+
+    pub fn schedules(&self, namespace: &str) -> (Vec<u8>, Vec<u8>) {
+        self.root.subspace(&("sched", namespace)).range()
+    }
+
+    /// When the holder of `shard` is to look at schedule `schedule_id` next.
+    pub fn schedule_wake(&self, shard: u32, at_ms: u64, schedule_id: &str) -> Vec<u8> {
+        self.root
+            .pack(&("schedq", i64::from(shard), at_ms as i64, schedule_id))
+    }
+
+    pub fn schedule_wakes_of_shard(&self, shard: u32) -> (Vec<u8>, Vec<u8>) {
+        self.root.subspace(&("schedq", i64::from(shard))).range()
+    }
+
+    /// Decodes a key made by [`Self::schedule_wake`] into (time, schedule id).
+    pub fn parse_schedule_wake(&self, key: &[u8]) -> Option<(u64, String)> {
+        let (kind, _, at, id): (String, i64, i64, String) = self.root.unpack(key).ok()?;
+        if kind != "schedq" {
+            return None;
+        }
+        Some((u64::try_from(at).ok()?, id))
     }
 
     pub fn lease(&self, shard: u32) -> Vec<u8> {

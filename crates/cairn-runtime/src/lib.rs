@@ -21,6 +21,7 @@ mod node;
 mod peers;
 mod records;
 mod registry;
+mod schedules;
 mod shard;
 mod worker;
 mod workflow;
@@ -33,8 +34,9 @@ pub use committer::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX};
 pub use keys::Keys;
 pub use metrics::Metrics;
 pub use node::{
-    ClientError, CrashHook, CrashPoint, Description, INLINE_PAYLOAD_BYTES_MAX, IdReusePolicy, Node,
-    NodeConfig, StartWorkflow, WorkflowSummary, shard_of,
+    ClientError, CrashHook, CrashPoint, Description, INLINE_PAYLOAD_BYTES_MAX, IdReusePolicy,
+    LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, Node, NodeConfig, StartWorkflow, WorkflowPage,
+    WorkflowSummary, shard_of, status_name,
 };
 pub use peers::{
     InProcessPeers, PeerError, PeerFuture, PeerQuery, Peers, PeersHandle, QueryTarget,
@@ -42,5 +44,9 @@ pub use peers::{
 pub use records::{Lease, NodeRecord, Outcome};
 pub use registry::{
     ActivityContext, ActivityDef, ActivityFuture, ActivityInfo, Registry, WorkflowDef,
+};
+pub use schedules::{
+    ActionKind, CreateSchedule, RecentAction, SCHEDULE_ID_BYTES_MAX, ScheduleAction,
+    ScheduleDescription, ScheduleRecord, scheduled_workflow_id,
 };
 pub use workflow::{MAILBOX_BATCH_MAX, QueryError};

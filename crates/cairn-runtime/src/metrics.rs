@@ -75,6 +75,8 @@ pub struct TypeCounts {
     pub canceled: u64,
     pub terminated: u64,
     pub timed_out: u64,
+    /// Runs that closed by continuing as new (each also counts its successor as started).
+    pub continued_as_new: u64,
 }
 
 /// Everything a node measures.
@@ -169,6 +171,10 @@ impl Metrics {
             RunStatus::Canceled => counts.canceled += 1,
             RunStatus::Terminated => counts.terminated += 1,
             RunStatus::TimedOut => counts.timed_out += 1,
+            RunStatus::ContinuedAsNew => {
+                counts.continued_as_new += 1;
+                counts.started += 1;
+            }
             RunStatus::Running => {}
         }
     }

@@ -11,14 +11,20 @@ use crate::committer::{
 };
 use crate::keys::Keys;
 use crate::peers::{PeerError, PeerFuture, PeerQuery, PeersHandle, QueryTarget};
-use crate::records::{InboxItem, Outcome, RunRecord, StartRecord, WorkflowRecord, decode, encode};
+use crate::records::{InboxItem, NewRun, Outcome, RunRecord, WorkflowRecord, decode, encode};
 use crate::registry::Registry;
+use crate::schedules::{self, CreateSchedule, ScheduleDescription, ScheduleRecord, must_exist};
 use crate::shard::ShardMsg;
 use crate::worker::Workers;
 use crate::workflow::QueryError;
-use cairn_core::{Message, PendingActivity, RunStatus};
+use cairn_core::schedule::OverlapPolicy;
+use cairn_core::visibility::{Filter, FilterError, Searchable};
+use cairn_core::{Message, PendingActivity, PendingChild, RunStatus};
 use cairn_store::{RangeRequest, Store, StoreError, Transaction};
-use cairn_types::{HistoryEvent, Payload, PolicyError, RunId, Seq, WorkflowId, WorkflowTimeouts};
+use cairn_types::{
+    HistoryEvent, Payload, PolicyError, RunId, SearchAttributes, SearchValue, Seq, WorkflowId,
+    WorkflowTimeouts,
+};
 use ractor::thread_local::ThreadLocalActorSpawner;
 use ractor::{Actor, ActorRef};
 use std::collections::HashMap;
@@ -139,6 +145,11 @@ impl<S: Store> Shared<S> {
     /// The shard of a workflow id.
     pub fn shard_of(&self, workflow_id: &WorkflowId) -> u32 {
         shard_of(workflow_id.as_str(), self.config.shard_count)
+    }
+
+    /// The shard of any id placed like workflow ids (schedule ids).
+    pub fn shard_of_id(&self, id: &str) -> u32 {
+        shard_of(id, self.config.shard_count)
     }
 
     /// The shard actor, if this node holds `shard`.
@@ -341,6 +352,16 @@ pub enum ClientError {
     Query(#[from] QueryError),
     #[error("the node is shutting down")]
     NodeStopped,
+    #[error("invalid schedule: {reason}")]
+    InvalidSchedule { reason: String },
+    #[error("no schedule with id {schedule_id}")]
+    ScheduleNotFound { schedule_id: String },
+    #[error("a schedule with id {schedule_id} exists already")]
+    ScheduleExists { schedule_id: String },
+    #[error("invalid query: {0}")]
+    InvalidQuery(#[from] FilterError),
+    #[error("page token is not one this node issued (or the query changed since): {reason}")]
+    InvalidPageToken { reason: String },
     /// No node answered for the run's shard in time (it is moving, or its holder is down or
     /// unreachable). Retrying later may succeed.
     #[error("shard {shard} is unavailable: {reason}")]
@@ -373,15 +394,90 @@ pub struct WorkflowSummary {
     pub status: Option<RunStatus>,
     pub started_unix_ms: u64,
     pub closed_unix_ms: Option<u64>,
+    pub parent_workflow_id: Option<String>,
+    pub search_attributes: SearchAttributes,
+    pub history_length: u64,
 }
+
+impl WorkflowSummary {
+    fn from_record(workflow_id: String, record: WorkflowRecord) -> Self {
+        Self {
+            workflow_id,
+            run_id: record.run_id,
+            workflow_type: record.workflow_type,
+            status: record.status,
+            started_unix_ms: record.started_unix_ms,
+            closed_unix_ms: record.closed_unix_ms,
+            parent_workflow_id: record.parent_workflow_id.map(|id| id.to_string()),
+            search_attributes: record.search_attributes,
+            history_length: record.history_length,
+        }
+    }
+}
+
+/// What visibility queries see of a workflow: its built-in attributes and custom ones.
+impl Searchable for WorkflowSummary {
+    fn field(&self, name: &str) -> Option<SearchValue> {
+        Some(match name {
+            "WorkflowId" => SearchValue::Keyword(self.workflow_id.clone()),
+            "RunId" => SearchValue::Keyword(self.run_id.to_string()),
+            "WorkflowType" => SearchValue::Keyword(self.workflow_type.clone()),
+            "ExecutionStatus" => SearchValue::Keyword(status_name(self.status).to_string()),
+            "StartTime" => SearchValue::Datetime(self.started_unix_ms),
+            "CloseTime" => SearchValue::Datetime(self.closed_unix_ms?),
+            "ExecutionDuration" => SearchValue::Int(
+                i64::try_from(self.closed_unix_ms?.saturating_sub(self.started_unix_ms))
+                    .unwrap_or(i64::MAX),
+            ),
+            "HistoryLength" => {
+                SearchValue::Int(i64::try_from(self.history_length).unwrap_or(i64::MAX))
+            }
+            "ParentWorkflowId" => SearchValue::Keyword(self.parent_workflow_id.clone()?),
+            custom => self.search_attributes.get(custom)?.clone(),
+        })
+    }
+}
+
+/// A status as visibility queries name it (Temporal's names; a run not yet started runs).
+pub fn status_name(status: Option<RunStatus>) -> &'static str {
+    match status {
+        None | Some(RunStatus::Running) => "Running",
+        Some(RunStatus::Completed) => "Completed",
+        Some(RunStatus::Failed) => "Failed",
+        Some(RunStatus::Canceled) => "Canceled",
+        Some(RunStatus::Terminated) => "Terminated",
+        Some(RunStatus::TimedOut) => "TimedOut",
+        Some(RunStatus::ContinuedAsNew) => "ContinuedAsNew",
+    }
+}
+
+/// One page of a visibility query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowPage {
+    pub workflows: Vec<WorkflowSummary>,
+    /// Pass it back for the next page; `None` on the last one.
+    pub next_page_token: Option<String>,
+}
+
+/// Default page size of a visibility query.
+pub const LIST_PAGE_SIZE_DEFAULT: usize = 100;
+/// Largest page a visibility query returns.
+pub const LIST_PAGE_SIZE_MAX: usize = 1_000;
 
 /// A workflow's current run in detail.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Description {
     pub summary: WorkflowSummary,
     pub pending_activities: Vec<(Seq, PendingActivity)>,
+    /// Child workflows started and not yet heard the end of.
+    pub pending_children: Vec<(Seq, PendingChild)>,
     pub history_length: u64,
     pub outcome: Option<Outcome>,
+    /// The parent, for a child workflow.
+    pub parent: Option<(WorkflowId, RunId)>,
+    /// The run this one continues (continue-as-new).
+    pub previous_run: Option<RunId>,
+    pub search_attributes: SearchAttributes,
 }
 
 /// A running Cairn node.
@@ -534,35 +630,19 @@ impl<S: Store> Node<S> {
         let timeouts = request.timeouts.validate()?;
         let shard = shared.shard_of(&request.workflow_id);
         let namespace = shared.config.namespace.clone();
-        let run_id = RunId::from_uuid(uuid::Uuid::now_v7()).expect("now_v7 is a v7 uuid");
-        let seed = u64::from_be_bytes(
-            run_id.as_uuid().as_bytes()[8..]
-                .try_into()
-                .expect("8 bytes"),
-        );
         let now = now_ms();
-        let record = RunRecord {
-            namespace: namespace.clone(),
-            workflow_id: request.workflow_id.clone(),
+        let NewRun {
             run_id,
-            start: StartRecord {
-                workflow_type: request.workflow_type.clone(),
-                input: request.input.clone(),
-                random_seed: seed,
-                timeouts,
-            },
-            state: None,
-            version: 0,
-            outcome: None,
-            created_unix_ms: now,
-        };
-        let summary = WorkflowRecord {
-            run_id,
-            workflow_type: request.workflow_type.clone(),
-            status: None,
-            started_unix_ms: now,
-            closed_unix_ms: None,
-        };
+            record,
+            summary,
+        } = NewRun::new(
+            &namespace,
+            request.workflow_id.clone(),
+            &request.workflow_type,
+            request.input.clone(),
+            timeouts,
+            now,
+        );
         let keys = shared.keys.clone();
         let wf_key = keys.workflow(&namespace, request.workflow_id.as_str());
         let policy = request.id_reuse_policy;
@@ -782,12 +862,25 @@ impl<S: Store> Node<S> {
         }
     }
 
-    /// Waits for the current run of `workflow_id` to close and returns how it ended. Works
-    /// from any node: a run on a shard held here is awaited in memory, one held elsewhere
-    /// through a store watch on its record.
+    /// Waits for the current run of `workflow_id` to close and returns how it ended,
+    /// following continue-as-new to the run that ends the chain. Works from any node: a run on
+    /// a shard held here is awaited in memory, one held elsewhere through a store watch.
     pub async fn result(&self, workflow_id: &WorkflowId) -> Result<Outcome, ClientError> {
-        let current = self.current(workflow_id).await?;
-        let run_id = current.run_id;
+        let mut run_id = self.current(workflow_id).await?.run_id;
+        loop {
+            match self.run_result(workflow_id, run_id).await? {
+                Outcome::ContinuedAsNew { new_run_id } => run_id = new_run_id,
+                outcome => return Ok(outcome),
+            }
+        }
+    }
+
+    /// How run `run_id` of `workflow_id` ended, once it has.
+    async fn run_result(
+        &self,
+        workflow_id: &WorkflowId,
+        run_id: RunId,
+    ) -> Result<Outcome, ClientError> {
         let shard = self.shared.shard_of(workflow_id);
         loop {
             if self.shared.shard(shard).is_some() {
@@ -866,22 +959,31 @@ impl<S: Store> Node<S> {
             .ok_or_else(|| missing_run(&current.run_id))?;
         let record: RunRecord = decode("run", &bytes)?;
         let state = record.state.as_ref();
+        let mut summary = WorkflowSummary::from_record(workflow_id.to_string(), current);
+        // The run's own snapshot is fresher than its workflow record between writes of the
+        // latter.
+        summary.status = state.map(|s| s.status).or(summary.status);
+        summary.closed_unix_ms = state
+            .and_then(|s| s.closed_unix_ms)
+            .or(summary.closed_unix_ms);
+        if let Some(state) = state {
+            summary.history_length = state.next_event_id - 1;
+        }
         Ok(Description {
-            summary: WorkflowSummary {
-                workflow_id: workflow_id.to_string(),
-                run_id: current.run_id,
-                workflow_type: current.workflow_type,
-                status: state.map(|s| s.status).or(current.status),
-                started_unix_ms: current.started_unix_ms,
-                closed_unix_ms: state
-                    .and_then(|s| s.closed_unix_ms)
-                    .or(current.closed_unix_ms),
-            },
+            summary,
             pending_activities: state
                 .map(|s| s.activities.iter().map(|(k, v)| (*k, v.clone())).collect())
                 .unwrap_or_default(),
+            pending_children: state
+                .map(|s| s.children.iter().map(|(k, v)| (*k, v.clone())).collect())
+                .unwrap_or_default(),
             history_length: state.map_or(0, |s| s.next_event_id - 1),
             outcome: record.outcome,
+            parent: record.parent.map(|p| (p.workflow_id, p.run_id)),
+            previous_run: record.previous_run,
+            search_attributes: state
+                .map(|s| s.search_attributes.clone())
+                .unwrap_or_default(),
         })
     }
 
@@ -902,18 +1004,36 @@ impl<S: Store> Node<S> {
             .collect::<Result<_, _>>()?)
     }
 
-    /// Workflows of this namespace, optionally of one type and/or status.
+    /// Workflows of this namespace, optionally of one type and/or status (all of them, newest
+    /// first; [`Self::list_workflows`] takes a query and pages).
     pub async fn list(
         &self,
         workflow_type: Option<&str>,
         status: Option<RunStatus>,
     ) -> Result<Vec<WorkflowSummary>, ClientError> {
+        let mut out: Vec<WorkflowSummary> = self
+            .records()
+            .await?
+            .into_iter()
+            .filter(|w| workflow_type.is_none_or(|t| t == w.workflow_type))
+            .filter(|w| status.is_none_or(|s| w.status == Some(s)))
+            .collect();
+        out.sort_by(|a, b| {
+            b.started_unix_ms
+                .cmp(&a.started_unix_ms)
+                .then_with(|| a.workflow_id.cmp(&b.workflow_id))
+        });
+        Ok(out)
+    }
+
+    /// Every workflow record of the namespace, read from one snapshot.
+    async fn records(&self) -> Result<Vec<WorkflowSummary>, ClientError> {
         let (begin, end) = self.shared.keys.workflows(&self.shared.config.namespace);
         let mut tx = self.shared.store.begin()?;
         let rows = tx
             .get_range(&RangeRequest::new(begin, end).snapshot())
             .await?;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let record: WorkflowRecord = decode("workflow", &row.value)?;
             let workflow_id = self
@@ -921,22 +1041,286 @@ impl<S: Store> Node<S> {
                 .keys
                 .workflow_id_of(&row.key)
                 .unwrap_or_default();
-            if workflow_type.is_some_and(|t| t != record.workflow_type) {
-                continue;
-            }
-            if status.is_some_and(|s| record.status != Some(s)) {
-                continue;
-            }
-            out.push(WorkflowSummary {
-                workflow_id,
-                run_id: record.run_id,
-                workflow_type: record.workflow_type,
-                status: record.status,
-                started_unix_ms: record.started_unix_ms,
-                closed_unix_ms: record.closed_unix_ms,
-            });
+            out.push(WorkflowSummary::from_record(workflow_id, record));
         }
         Ok(out)
+    }
+
+    /// Parses `query` in the visibility filter language against the built-in attributes and
+    /// those registered on this node.
+    pub fn parse_query(&self, query: &str) -> Result<Filter, ClientError> {
+        let registry = &self.shared.registry;
+        Ok(Filter::parse(query, &|name| {
+            registry.search_attribute_type(name)
+        })?)
+    }
+
+    /// The workflows matching `query` (see `cairn_core::visibility`), in its `ORDER BY` order
+    /// (newest first without one), `page_size` at a time (default 100, at most 1,000).
+    /// Visibility records are written in the same transactions as the runs, so a page is never
+    /// stale; pages are keyset-paged, so a workflow started meanwhile does not shift them.
+    pub async fn list_workflows(
+        &self,
+        query: &str,
+        page_size: Option<usize>,
+        page_token: Option<&str>,
+    ) -> Result<WorkflowPage, ClientError> {
+        let filter = self.parse_query(query)?;
+        let page_size = page_size
+            .unwrap_or(LIST_PAGE_SIZE_DEFAULT)
+            .clamp(1, LIST_PAGE_SIZE_MAX);
+        let after = page_token.map(decode_page_token).transpose()?;
+        let mut matching: Vec<WorkflowSummary> = self
+            .records()
+            .await?
+            .into_iter()
+            .filter(|w| filter.matches(w))
+            .collect();
+        if let Some(after) = &after {
+            matching.retain(|w| filter.compare_keys(&filter.sort_key(w), after).is_gt());
+        }
+        matching.sort_by(|a, b| filter.compare(a, b));
+        let more = matching.len() > page_size;
+        matching.truncate(page_size);
+        let next_page_token = match matching.last() {
+            Some(last) if more => Some(encode_page_token(&filter.sort_key(last))),
+            _ => None,
+        };
+        Ok(WorkflowPage {
+            workflows: matching,
+            next_page_token,
+        })
+    }
+
+    /// How many workflows match `query`.
+    pub async fn count_workflows(&self, query: &str) -> Result<u64, ClientError> {
+        let filter = self.parse_query(query)?;
+        Ok(self
+            .records()
+            .await?
+            .iter()
+            .filter(|w| filter.matches(*w))
+            .count() as u64)
+    }
+
+    /// Creates a schedule. Refused, writing nothing, if the id exists, the spec or policies
+    /// are invalid, or the workflow type is not registered here.
+    pub async fn create_schedule(&self, request: CreateSchedule) -> Result<(), ClientError> {
+        let shared = &self.shared;
+        let registered = shared
+            .registry
+            .workflow_def(&request.action.workflow_type)
+            .is_some();
+        check_payload("schedule input", &request.action.input)?;
+        let now = now_ms();
+        let (record, spec) =
+            schedules::new_record(request, &shared.config.namespace, registered, now).map_err(
+                |e| match e {
+                    ClientError::UnknownWorkflowType { workflow_type, .. } => {
+                        ClientError::UnknownWorkflowType {
+                            workflow_type,
+                            registered: shared.registry.workflow_names(),
+                        }
+                    }
+                    other => other,
+                },
+            )?;
+        let id = record.schedule_id.clone();
+        let key = shared.keys.schedule(&record.namespace, &id);
+        let exists = Check {
+            key,
+            accept: Box::new({
+                let id = id.clone();
+                move |value: Option<&[u8]>| match value {
+                    None => Ok(()),
+                    Some(_) => Err(ClientError::ScheduleExists {
+                        schedule_id: id.clone(),
+                    }),
+                }
+            }),
+        };
+        let wake = schedules::next_wake(&record, &spec, now);
+        let ops = schedules::store_record(&shared.keys, shared.shard_of_id(&id), record, wake);
+        self.submit(ops, vec![exists], None).await
+    }
+
+    /// A schedule, and its next `count` start times (after jitter).
+    pub async fn describe_schedule(
+        &self,
+        schedule_id: &str,
+        count: usize,
+    ) -> Result<ScheduleDescription, ClientError> {
+        let key = self
+            .shared
+            .keys
+            .schedule(&self.shared.config.namespace, schedule_id);
+        let mut tx = self.shared.store.begin()?;
+        let bytes = tx
+            .get_snapshot(&key)
+            .await?
+            .ok_or_else(|| ClientError::ScheduleNotFound {
+                schedule_id: schedule_id.to_string(),
+            })?;
+        let record: ScheduleRecord = decode("schedule", &bytes)?;
+        let mut next_times_unix_ms = Vec::new();
+        if !record.paused
+            && let Ok(spec) = record.spec.compile()
+        {
+            let mut at = record.processed_until_unix_ms.max(now_ms());
+            while next_times_unix_ms.len() < count.min(100) {
+                let Some(next) = spec.next_after(at) else {
+                    break;
+                };
+                next_times_unix_ms.push(next + spec.jitter(schedule_id, next));
+                at = next;
+            }
+        }
+        Ok(ScheduleDescription {
+            record,
+            next_times_unix_ms,
+        })
+    }
+
+    /// Every schedule of the namespace.
+    pub async fn list_schedules(&self) -> Result<Vec<ScheduleRecord>, ClientError> {
+        let (begin, end) = self.shared.keys.schedules(&self.shared.config.namespace);
+        let mut tx = self.shared.store.begin()?;
+        let rows = tx
+            .get_range(&RangeRequest::new(begin, end).snapshot())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|kv| decode("schedule", &kv.value))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Applies `change` to schedule `schedule_id` inside a commit (refused if it is missing).
+    async fn change_schedule(
+        &self,
+        schedule_id: &str,
+        change: impl Fn(&mut ScheduleRecord, u64) + Send + Sync + 'static,
+    ) -> Result<(), ClientError> {
+        let shared = &self.shared;
+        let namespace = shared.config.namespace.clone();
+        let key = shared.keys.schedule(&namespace, schedule_id);
+        let op = schedules::update(
+            shared.keys.clone(),
+            namespace,
+            schedule_id.to_string(),
+            shared.shard_of_id(schedule_id),
+            Arc::new(change),
+        );
+        self.submit(vec![op], vec![must_exist(key, schedule_id)], None)
+            .await
+    }
+
+    /// Pauses a schedule (no starts until unpaused; times passing meanwhile are not made up).
+    pub async fn pause_schedule(&self, schedule_id: &str, note: &str) -> Result<(), ClientError> {
+        let note = note.to_string();
+        self.change_schedule(schedule_id, move |record, _| {
+            record.paused = true;
+            record.note = note.clone();
+        })
+        .await
+    }
+
+    /// Unpauses a schedule; it goes on from now.
+    pub async fn unpause_schedule(&self, schedule_id: &str, note: &str) -> Result<(), ClientError> {
+        let note = note.to_string();
+        self.change_schedule(schedule_id, move |record, now| {
+            record.paused = false;
+            record.note = note.clone();
+            record.processed_until_unix_ms = record.processed_until_unix_ms.max(now);
+        })
+        .await
+    }
+
+    /// Starts the schedule's workflow now, whatever the spec says, under `overlap` (`None`:
+    /// the schedule's overlap policy).
+    pub async fn trigger_schedule(
+        &self,
+        schedule_id: &str,
+        overlap: Option<OverlapPolicy>,
+    ) -> Result<(), ClientError> {
+        self.change_schedule(schedule_id, move |record, now| {
+            record.triggers.push((now, overlap));
+        })
+        .await
+    }
+
+    /// Starts the workflows of every spec time in `[start, end]`, whatever the catch-up
+    /// window says, under `overlap` (`None`: the schedule's overlap policy; `AllowAll` starts
+    /// them all at once, `BufferAll` one after another).
+    pub async fn backfill_schedule(
+        &self,
+        schedule_id: &str,
+        start_unix_ms: u64,
+        end_unix_ms: u64,
+        overlap: Option<OverlapPolicy>,
+    ) -> Result<(), ClientError> {
+        if start_unix_ms > end_unix_ms {
+            return Err(ClientError::InvalidSchedule {
+                reason: format!("backfill start {start_unix_ms} is after its end {end_unix_ms}"),
+            });
+        }
+        let described = self.describe_schedule(schedule_id, 0).await?;
+        let spec = described
+            .record
+            .spec
+            .compile()
+            .map_err(|e| ClientError::InvalidSchedule {
+                reason: e.to_string(),
+            })?;
+        let count = spec
+            .times_between(
+                start_unix_ms.saturating_sub(1),
+                end_unix_ms,
+                schedules::SCHEDULE_BACKFILL_TIMES_MAX + 1,
+            )
+            .len();
+        if count > schedules::SCHEDULE_BACKFILL_TIMES_MAX {
+            return Err(ClientError::InvalidSchedule {
+                reason: format!(
+                    "the backfill covers more than {} start times; split it",
+                    schedules::SCHEDULE_BACKFILL_TIMES_MAX
+                ),
+            });
+        }
+        self.change_schedule(schedule_id, move |record, _| {
+            record.backfills.push_back(schedules::Backfill {
+                start_unix_ms,
+                end_unix_ms,
+                overlap,
+            });
+        })
+        .await
+    }
+
+    /// Deletes a schedule (the workflows it started run on).
+    pub async fn delete_schedule(&self, schedule_id: &str) -> Result<(), ClientError> {
+        let shared = &self.shared;
+        let namespace = shared.config.namespace.clone();
+        let key = shared.keys.schedule(&namespace, schedule_id);
+        let keys = shared.keys.clone();
+        let shard = shared.shard_of_id(schedule_id);
+        let id = schedule_id.to_string();
+        let op = Op::Derived(crate::committer::Derive::new(move |tx| {
+            let (keys, key, id) = (keys.clone(), key.clone(), id.clone());
+            Box::pin(async move {
+                let Some(bytes) = tx.read(&key).await? else {
+                    return Ok(Vec::new());
+                };
+                let record: ScheduleRecord = decode("schedule", &bytes)?;
+                let mut ops = vec![Op::Clear(key)];
+                if let Some(at) = record.wake_at_unix_ms {
+                    ops.push(Op::Clear(keys.schedule_wake(shard, at, &id)));
+                }
+                Ok(ops)
+            })
+        }));
+        let exists_key = shared.keys.schedule(&namespace, schedule_id);
+        self.submit(vec![op], vec![must_exist(exists_key, schedule_id)], None)
+            .await
     }
 
     /// Stops the node's actors without any further writes — what a crash leaves behind, minus
@@ -964,6 +1348,29 @@ impl<S: Store> Shared<S> {
         let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         waiters.clear();
     }
+}
+
+/// A page token: the sort key of the last workflow of the page, MessagePack in hex.
+fn encode_page_token(key: &[Option<SearchValue>]) -> String {
+    encode(&key.to_vec())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn decode_page_token(token: &str) -> Result<Vec<Option<SearchValue>>, ClientError> {
+    let bad = |reason: &str| ClientError::InvalidPageToken {
+        reason: reason.to_string(),
+    };
+    if !token.len().is_multiple_of(2) || token.len() > 4_096 {
+        return Err(bad("wrong length"));
+    }
+    let bytes: Vec<u8> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad("not hexadecimal"))?;
+    rmp_serde::from_slice(&bytes).map_err(|_| bad("does not decode"))
 }
 
 fn missing_run(run_id: &RunId) -> ClientError {

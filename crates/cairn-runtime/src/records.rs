@@ -1,8 +1,10 @@
 //! The records Cairn stores, and their codec (MessagePack, named fields).
 
-use cairn_core::{Message, RunState, RunStatus};
+use cairn_core::{ChildOutcome, Message, RunState, RunStatus};
 use cairn_store::StoreError;
-use cairn_types::{ActivityOptions, Failure, Payload, RunId, Seq, WorkflowId, WorkflowTimeouts};
+use cairn_types::{
+    ActivityOptions, Failure, Payload, RunId, SearchAttributes, Seq, WorkflowId, WorkflowTimeouts,
+};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Encodes a record. Records are built by Cairn itself, so failure is a bug.
@@ -25,6 +27,25 @@ pub enum Outcome {
     Canceled,
     Terminated(String),
     TimedOut,
+    /// The run closed and `new_run_id` carries the workflow on (`result` follows it).
+    ContinuedAsNew {
+        new_run_id: RunId,
+    },
+}
+
+impl Outcome {
+    /// What a parent's mailbox says of a child that ended this way (`None`: it continued
+    /// as new, so it has not ended).
+    pub fn for_parent(&self) -> Option<ChildOutcome> {
+        Some(match self {
+            Self::Completed(result) => ChildOutcome::Completed(result.clone()),
+            Self::Failed(failure) => ChildOutcome::Failed(failure.clone()),
+            Self::Canceled => ChildOutcome::Canceled,
+            Self::Terminated(reason) => ChildOutcome::Terminated(reason.clone()),
+            Self::TimedOut => ChildOutcome::TimedOut,
+            Self::ContinuedAsNew { .. } => return None,
+        })
+    }
 }
 
 /// What started a run.
@@ -34,6 +55,20 @@ pub struct StartRecord {
     pub input: Payload,
     pub random_seed: u64,
     pub timeouts: WorkflowTimeouts,
+    /// When the first run of a continue-as-new chain started (`None` for a first run).
+    #[serde(default)]
+    pub execution_started_unix_ms: Option<u64>,
+}
+
+/// The parent of a child workflow's run, where its end is reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParentRef {
+    pub namespace: String,
+    pub workflow_id: WorkflowId,
+    pub run_id: RunId,
+    pub shard: u32,
+    /// The child's sequence number in the parent.
+    pub seq: Seq,
 }
 
 /// One run: its start, snapshot (absent until the first transition commits) and outcome.
@@ -48,9 +83,20 @@ pub struct RunRecord {
     pub version: u64,
     pub outcome: Option<Outcome>,
     pub created_unix_ms: u64,
+    /// Set for a child workflow (kept across its continue-as-new chain).
+    #[serde(default)]
+    pub parent: Option<ParentRef>,
+    /// The schedule that started this run, if any (told when the run closes).
+    #[serde(default)]
+    pub scheduled_by: Option<String>,
+    /// The run this one continues, if it was started by continue-as-new.
+    #[serde(default)]
+    pub previous_run: Option<RunId>,
 }
 
-/// A workflow id's current run, for id-reuse decisions and listing.
+/// A workflow id's current run: what id-reuse decisions and visibility queries read. It is
+/// written in the same transaction as the run's start, first transition, search-attribute
+/// upserts and close, so a list is never stale.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowRecord {
     pub run_id: RunId,
@@ -59,6 +105,32 @@ pub struct WorkflowRecord {
     pub status: Option<RunStatus>,
     pub started_unix_ms: u64,
     pub closed_unix_ms: Option<u64>,
+    #[serde(default)]
+    pub parent_workflow_id: Option<WorkflowId>,
+    #[serde(default)]
+    pub parent_run_id: Option<RunId>,
+    #[serde(default)]
+    pub search_attributes: SearchAttributes,
+    /// History events as of the last write of this record.
+    #[serde(default)]
+    pub history_length: u64,
+    /// When the first run of the chain started (equals `started_unix_ms` but after a
+    /// continue-as-new).
+    #[serde(default)]
+    pub execution_started_unix_ms: u64,
+}
+
+/// What a shard's ready queue (and a local wake) names: something of the shard that needs
+/// looking at.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ReadyItem {
+    /// A run with new mail.
+    Run(RunId),
+    /// A schedule to look at from `at_unix_ms` (its wake-up index entry).
+    Schedule {
+        schedule_id: String,
+        at_unix_ms: u64,
+    },
 }
 
 /// A mailbox entry.
@@ -132,4 +204,98 @@ pub struct NodeRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterRecord {
     pub shard_count: u32,
+}
+
+/// A new run's records — its run record, and the workflow record that makes it the workflow
+/// id's current run — for every way a run starts: a client, a parent, continue-as-new, a
+/// schedule.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub run_id: RunId,
+    pub record: RunRecord,
+    pub summary: WorkflowRecord,
+}
+
+impl NewRun {
+    /// A first run (no parent, no schedule, no predecessor) starting now. The run id is a
+    /// fresh UUIDv7, and the run's random seed comes from its random bits.
+    pub fn new(
+        namespace: &str,
+        workflow_id: WorkflowId,
+        workflow_type: &str,
+        input: Payload,
+        timeouts: WorkflowTimeouts,
+        now: u64,
+    ) -> Self {
+        let run_id = RunId::from_uuid(uuid::Uuid::now_v7()).expect("now_v7 is a v7 uuid");
+        let seed = u64::from_be_bytes(
+            run_id.as_uuid().as_bytes()[8..]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        Self {
+            run_id,
+            record: RunRecord {
+                namespace: namespace.to_string(),
+                workflow_id,
+                run_id,
+                start: StartRecord {
+                    workflow_type: workflow_type.to_string(),
+                    input,
+                    random_seed: seed,
+                    timeouts,
+                    execution_started_unix_ms: None,
+                },
+                state: None,
+                version: 0,
+                outcome: None,
+                created_unix_ms: now,
+                parent: None,
+                scheduled_by: None,
+                previous_run: None,
+            },
+            summary: WorkflowRecord {
+                run_id,
+                workflow_type: workflow_type.to_string(),
+                status: None,
+                started_unix_ms: now,
+                closed_unix_ms: None,
+                parent_workflow_id: None,
+                parent_run_id: None,
+                search_attributes: SearchAttributes::new(),
+                history_length: 0,
+                execution_started_unix_ms: now,
+            },
+        }
+    }
+
+    /// A child of `parent`.
+    pub fn parent(mut self, parent: ParentRef) -> Self {
+        self.summary.parent_workflow_id = Some(parent.workflow_id.clone());
+        self.summary.parent_run_id = Some(parent.run_id);
+        self.record.parent = Some(parent);
+        self
+    }
+
+    /// Started by schedule `schedule_id`.
+    pub fn scheduled_by(mut self, schedule_id: &str) -> Self {
+        self.record.scheduled_by = Some(schedule_id.to_string());
+        self
+    }
+
+    /// The continuation of `previous`: the same parent and schedule, the chain's start time.
+    pub fn continuing(mut self, previous: &RunRecord) -> Self {
+        let execution_started = previous
+            .start
+            .execution_started_unix_ms
+            .unwrap_or(previous.created_unix_ms);
+        self.record.start.execution_started_unix_ms = Some(execution_started);
+        self.summary.execution_started_unix_ms = execution_started;
+        self.record.previous_run = Some(previous.run_id);
+        self.record.scheduled_by = previous.scheduled_by.clone();
+        if let Some(parent) = previous.parent.clone() {
+            self = self.parent(parent);
+        }
+        self
+    }
 }

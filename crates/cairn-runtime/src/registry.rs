@@ -1,8 +1,9 @@
 //! What a node can run: workflow and activity definitions by type name.
 
 use cairn_core::{WorkflowContext, WorkflowFuture};
+use cairn_types::SearchType;
 use cairn_types::{Failure, Payload, RunId, Seq, WorkflowId};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub struct Registry {
     workflows: HashMap<String, WorkflowDef>,
     input_checks: HashMap<String, InputCheck>,
     activities: HashMap<String, ActivityDef>,
+    search_attributes: BTreeMap<String, SearchType>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -79,6 +81,28 @@ impl Registry {
 
     pub fn activity_def(&self, name: &str) -> Option<&ActivityDef> {
         self.activities.get(name)
+    }
+
+    /// Registers custom search attribute `name` of type `ty`, which visibility queries can
+    /// then name. Registering one name with two types panics: a name has one type for good.
+    pub fn search_attribute(&mut self, name: &str, ty: SearchType) -> &mut Self {
+        if let Some(previous) = self.search_attributes.insert(name.to_string(), ty) {
+            assert_eq!(
+                previous, ty,
+                "search attribute {name:?} registered as {previous:?} and as {ty:?}"
+            );
+        }
+        self
+    }
+
+    /// The type of registered custom search attribute `name`.
+    pub fn search_attribute_type(&self, name: &str) -> Option<SearchType> {
+        self.search_attributes.get(name).copied()
+    }
+
+    /// Every registered custom search attribute.
+    pub fn search_attributes(&self) -> &BTreeMap<String, SearchType> {
+        &self.search_attributes
     }
 
     pub fn workflow_names(&self) -> Vec<String> {

@@ -8,15 +8,16 @@
 
 use crate::clock::now_ms;
 use crate::node::Shared;
-use crate::records::InboxItem;
+use crate::records::{InboxItem, ReadyItem};
+use crate::schedules::{self, FireOutcome, Placement};
 use crate::workflow::{Delivery, QueryError, WorkflowActor, WorkflowArgs, WorkflowMsg};
 use cairn_core::{Message, TimerId};
 use cairn_store::Store;
 use cairn_types::{Payload, RunId};
 use ractor::thread_local::ThreadLocalActor;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often the shard checks for due timers and idle actors.
@@ -26,6 +27,9 @@ pub const PASSIVATIONS_PER_SWEEP_MAX: usize = 512;
 
 /// A fired timer not consumed within this long is delivered again.
 pub const TIMER_REDELIVERY_MS: u64 = 2_000;
+
+/// A schedule whose fire pass did not commit is looked at again after this long.
+pub const SCHEDULE_RETRY_MS: u64 = 100;
 
 /// A durable timer, as held in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +77,30 @@ pub enum ShardMsg {
     AddTimers(Vec<TimerEntry>),
     /// Keys consumed by a committed transition (timers among them are forgotten).
     RemoveTimers(Vec<Vec<u8>>),
+    /// Look at schedule `schedule_id` from `at_unix_ms` on (its wake-up index entry).
+    ScheduleWake {
+        schedule_id: String,
+        at_unix_ms: u64,
+    },
+    /// A fire pass over these schedules finished: each with its next wake-up (`None` inside:
+    /// none; outer `None`: the pass did not commit, try again shortly).
+    SchedulesFired(Vec<(String, Option<Option<u64>>)>),
     Tick,
+}
+
+impl From<ReadyItem> for ShardMsg {
+    fn from(item: ReadyItem) -> Self {
+        match item {
+            ReadyItem::Run(run_id) => Self::Wake { run_id },
+            ReadyItem::Schedule {
+                schedule_id,
+                at_unix_ms,
+            } => Self::ScheduleWake {
+                schedule_id,
+                at_unix_ms,
+            },
+        }
+    }
 }
 
 /// The actor.
@@ -107,6 +134,10 @@ pub struct ShardState<S: Store> {
     /// (fire time, key) → entry, and when it was last delivered.
     timers: BTreeMap<(u64, Vec<u8>), (TimerEntry, Option<Instant>)>,
     timer_fire_at: HashMap<Vec<u8>, u64>,
+    /// Schedule wake-ups: (time, schedule id).
+    schedule_wakes: BTreeSet<(u64, String)>,
+    /// Schedules with a fire pass in flight.
+    schedules_firing: HashSet<String>,
     last_sweep: Instant,
 }
 
@@ -129,6 +160,8 @@ impl<S: Store> Actor for ShardActor<S> {
             by_actor: HashMap::new(),
             timers: BTreeMap::new(),
             timer_fire_at: HashMap::new(),
+            schedule_wakes: BTreeSet::new(),
+            schedules_firing: HashSet::new(),
             last_sweep: Instant::now(),
         })
     }
@@ -180,7 +213,30 @@ impl<S: Store> Actor for ShardActor<S> {
                     }
                 }
             }
+            ShardMsg::ScheduleWake {
+                schedule_id,
+                at_unix_ms,
+            } => {
+                state.schedule_wakes.insert((at_unix_ms, schedule_id));
+            }
+            ShardMsg::SchedulesFired(outcomes) => {
+                for (schedule_id, next) in outcomes {
+                    state.schedules_firing.remove(&schedule_id);
+                    match next {
+                        Some(Some(at)) => {
+                            state.schedule_wakes.insert((at, schedule_id));
+                        }
+                        Some(None) => {}
+                        // Did not commit (the shard may be moving): try again shortly.
+                        None => {
+                            let at = now_ms() + SCHEDULE_RETRY_MS;
+                            state.schedule_wakes.insert((at, schedule_id));
+                        }
+                    }
+                }
+            }
             ShardMsg::Tick => {
+                state.fire_due_schedules(&myself);
                 state.fire_due_timers(&myself).await;
                 if state.last_sweep.elapsed() >= Duration::from_millis(250) {
                     state.last_sweep = Instant::now();
@@ -271,6 +327,74 @@ impl<S: Store> ShardState<S> {
                 None
             }
         }
+    }
+
+    /// Fires every due schedule of the shard in one fenced commit (one pass per schedule, each
+    /// decided inside the transaction), unless a pass for it is in flight.
+    fn fire_due_schedules(&mut self, myself: &ActorRef<ShardMsg>) {
+        let now = now_ms();
+        let mut due: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        while let Some((at, id)) = self.schedule_wakes.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.schedule_wakes.pop_first();
+            if self.schedules_firing.contains(&id) {
+                // Keep it for after the pass in flight.
+                self.schedule_wakes.insert((now + SCHEDULE_RETRY_MS, id));
+                continue;
+            }
+            due.entry(id).or_default().push(at);
+        }
+        if due.is_empty() {
+            return;
+        }
+        let placement = Placement {
+            keys: self.shared.keys.clone(),
+            shard_count: self.shared.config.shard_count,
+        };
+        let namespace = self.shared.config.namespace.clone();
+        let mut ops = Vec::new();
+        let mut outcomes = Vec::new();
+        for (schedule_id, woken_at) in due {
+            self.schedules_firing.insert(schedule_id.clone());
+            let outcome: FireOutcome = Arc::new(Mutex::new(None));
+            ops.push(schedules::fire(
+                placement.clone(),
+                namespace.clone(),
+                schedule_id.clone(),
+                self.shard,
+                woken_at,
+                now,
+                outcome.clone(),
+            ));
+            outcomes.push((schedule_id, outcome));
+        }
+        let shared = self.shared.clone();
+        let fence = (self.shard, self.epoch);
+        let myself = myself.clone();
+        self.shared.runtime.spawn(async move {
+            let committed = shared
+                .commit(ops, Vec::new(), Some(fence), None)
+                .await
+                .is_ok();
+            let report = outcomes
+                .into_iter()
+                .map(|(id, outcome)| {
+                    let next = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    // A pass that committed without an outcome found the schedule deleted.
+                    (
+                        id,
+                        if committed {
+                            Some(next.flatten())
+                        } else {
+                            None
+                        },
+                    )
+                })
+                .collect();
+            let _ = myself.cast(ShardMsg::SchedulesFired(report));
+        });
     }
 
     async fn fire_due_timers(&mut self, myself: &ActorRef<ShardMsg>) {

@@ -9,13 +9,17 @@
 //! takes them all.
 
 use crate::clock::now_ms;
-use crate::committer::{CommitError, Op, Verify};
+use crate::committer::{CommitError, Derive, Op, Verify};
 use crate::node::Shared;
-use crate::records::{InboxItem, Outcome, RunRecord, TaskRecord, WorkflowRecord, decode, encode};
+use crate::records::{
+    InboxItem, NewRun, Outcome, ParentRef, RunRecord, TaskRecord, WorkflowRecord, decode, encode,
+};
 use crate::shard::{ShardMsg, TimerEntry};
 use cairn_core::{Effect, Message, Run, RunStatus, StartArgs, Transition, WorkflowFn};
 use cairn_store::{RangeRequest, Store, Transaction};
-use cairn_types::{EventKind, Failure, HistoryEvent, Payload, RunId};
+use cairn_types::{
+    EventKind, Failure, HistoryEvent, ParentClosePolicy, Payload, RunId, WorkflowId,
+};
 use ractor::thread_local::ThreadLocalActor;
 use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashSet;
@@ -360,6 +364,7 @@ impl<S: Store> WorkflowState<S> {
                     input: record.start.input.clone(),
                     random_seed: record.start.random_seed,
                     timeouts: record.start.timeouts,
+                    execution_started_unix_ms: record.start.execution_started_unix_ms,
                 };
                 match Run::start(&workflow, args, now) {
                     Ok((run, t)) => {
@@ -375,6 +380,27 @@ impl<S: Store> WorkflowState<S> {
         }
         let Some(mut run) = self.run.take() else {
             return true;
+        };
+        // Mail reaching a run that continued as new is the successor's: a signal sent as the
+        // run closed would otherwise be consumed here and lost.
+        let forwarded: Vec<Op> = match &record.outcome {
+            Some(Outcome::ContinuedAsNew { new_run_id }) => messages
+                .iter()
+                .filter(|m| {
+                    matches!(
+                        m,
+                        Message::Signal { .. }
+                            | Message::CancelRequested { .. }
+                            | Message::Terminate { .. }
+                    )
+                })
+                .map(|m| Op::Mail {
+                    shard: self.shard,
+                    run_id: *new_run_id,
+                    item: encode(&InboxItem::Message(m.clone())),
+                })
+                .collect(),
+            _ => Vec::new(),
         };
         if !messages.is_empty() {
             match run.handle(messages, now) {
@@ -394,7 +420,8 @@ impl<S: Store> WorkflowState<S> {
             .iter()
             .flat_map(|d| d.consume.iter().cloned())
             .collect();
-        let (ops, after, new_record) = self.plan(&record, &run, &transition, &consumed, now);
+        let (mut ops, after, new_record) = self.plan(&record, &run, &transition, &consumed, now);
+        ops.extend(forwarded);
         self.run = Some(run);
         let fence = Some((self.shard, self.epoch));
         let verify = Some((
@@ -429,6 +456,7 @@ impl<S: Store> WorkflowState<S> {
         for key in &consumed {
             self.taken.remove(key);
         }
+        warn_if_history_grew_past_suggestion(&record, &new_record);
         self.record = Some(new_record);
         if self
             .shared
@@ -477,9 +505,9 @@ impl<S: Store> WorkflowState<S> {
         let first_transition = record.state.is_none();
         new_record.state = Some(run.state().clone());
         new_record.version += 1;
-        if after.outcome.is_some() {
-            new_record.outcome = after.outcome.clone();
-        }
+        let mut summary_changed = first_transition;
+        // The successor's records, written last: its workflow record supersedes this run's.
+        let mut successor = None;
         for effect in &transition.effects {
             match effect {
                 Effect::EnqueueActivityTask {
@@ -521,25 +549,273 @@ impl<S: Store> WorkflowState<S> {
                     after.timers.push(entry);
                 }
                 Effect::CancelActivityTask { seq } => after.cancels.push(*seq),
-                Effect::RunClosed { status } => after.closed = Some(*status),
+                Effect::RunClosed { status } => {
+                    after.closed = Some(*status);
+                    summary_changed = true;
+                }
+                Effect::StartChild {
+                    seq,
+                    workflow_type,
+                    workflow_id,
+                    input,
+                    options,
+                } => ops.push(self.start_child(
+                    record,
+                    *seq,
+                    workflow_type,
+                    workflow_id,
+                    input,
+                    options,
+                    now,
+                )),
+                Effect::CancelChild {
+                    workflow_id,
+                    run_id,
+                    ..
+                } => ops.push(self.message_child(
+                    &record.namespace,
+                    workflow_id,
+                    *run_id,
+                    Message::CancelRequested {
+                        reason: format!("canceled by its parent workflow {}", record.workflow_id),
+                    },
+                )),
+                Effect::ApplyParentClosePolicy {
+                    workflow_id,
+                    run_id,
+                    policy,
+                } => {
+                    let message = match policy {
+                        ParentClosePolicy::Terminate => Message::Terminate {
+                            reason: format!(
+                                "parent workflow {} closed (parent close policy: terminate)",
+                                record.workflow_id
+                            ),
+                        },
+                        _ => Message::CancelRequested {
+                            reason: format!(
+                                "parent workflow {} closed (parent close policy: request cancel)",
+                                record.workflow_id
+                            ),
+                        },
+                    };
+                    ops.push(self.message_child(&record.namespace, workflow_id, *run_id, message));
+                }
+                Effect::ContinueAsNew {
+                    workflow_type,
+                    input,
+                } => {
+                    let next = NewRun::new(
+                        &record.namespace,
+                        record.workflow_id.clone(),
+                        workflow_type,
+                        input.clone(),
+                        record.start.timeouts,
+                        now,
+                    )
+                    .continuing(record);
+                    after.outcome = Some(Outcome::ContinuedAsNew {
+                        new_run_id: next.run_id,
+                    });
+                    successor = Some(next);
+                }
+                Effect::SearchAttributesChanged => summary_changed = true,
             }
         }
+        if after.outcome.is_some() {
+            new_record.outcome = after.outcome.clone();
+        }
+        if let (Some(schedule_id), Some(status)) = (&record.scheduled_by, after.closed)
+            && status != RunStatus::ContinuedAsNew
+        {
+            // The schedule that started this run may have a start waiting for it to close.
+            ops.push(Op::WakeSchedule {
+                shard: self.shared.shard_of_id(schedule_id),
+                schedule_id: schedule_id.clone(),
+                at_unix_ms: now,
+            });
+        }
+        if let (Some(parent), Some(outcome)) = (
+            &record.parent,
+            after.outcome.as_ref().and_then(Outcome::for_parent),
+        ) {
+            // The child's end reaches its parent in the child's closing commit.
+            ops.push(Op::Mail {
+                shard: parent.shard,
+                run_id: parent.run_id,
+                item: encode(&InboxItem::Message(Message::ChildClosed {
+                    seq: parent.seq,
+                    outcome,
+                })),
+            });
+        }
         ops.push(Op::Set(keys.run(&self.run_id), encode(&new_record)));
-        if first_transition || after.closed.is_some() {
-            let state = run.state();
-            let summary = WorkflowRecord {
-                run_id: self.run_id,
-                workflow_type: record.start.workflow_type.clone(),
-                status: Some(state.status),
-                started_unix_ms: state.started_unix_ms,
-                closed_unix_ms: state.closed_unix_ms,
-            };
-            ops.push(Op::Set(
-                keys.workflow(&record.namespace, record.workflow_id.as_str()),
-                encode(&summary),
-            ));
+        let wf_key = keys.workflow(&record.namespace, record.workflow_id.as_str());
+        match successor {
+            Some(next) => {
+                ops.push(Op::Set(keys.run(&next.run_id), encode(&next.record)));
+                ops.push(Op::Set(wf_key, encode(&next.summary)));
+                ops.push(Op::Mail {
+                    shard: self.shard,
+                    run_id: next.run_id,
+                    item: encode(&InboxItem::Start),
+                });
+            }
+            None if summary_changed => {
+                let state = run.state();
+                let summary = WorkflowRecord {
+                    run_id: self.run_id,
+                    workflow_type: record.start.workflow_type.clone(),
+                    status: Some(state.status),
+                    started_unix_ms: state.started_unix_ms,
+                    closed_unix_ms: state.closed_unix_ms,
+                    parent_workflow_id: record.parent.as_ref().map(|p| p.workflow_id.clone()),
+                    parent_run_id: record.parent.as_ref().map(|p| p.run_id),
+                    search_attributes: state.search_attributes.clone(),
+                    history_length: state.next_event_id - 1,
+                    execution_started_unix_ms: record
+                        .start
+                        .execution_started_unix_ms
+                        .unwrap_or(record.created_unix_ms),
+                };
+                ops.push(Op::Set(wf_key, encode(&summary)));
+            }
+            None => {}
         }
         (ops, after, new_record)
+    }
+
+    /// The writes that start child `seq`: inside the batch transaction the child's workflow
+    /// id is checked (read with conflict tracking); if free, the child's records and start go in
+    /// with this transition and this run is told `ChildStarted`, otherwise `ChildStartFailed`.
+    #[allow(clippy::too_many_arguments)]
+    fn start_child(
+        &self,
+        record: &RunRecord,
+        seq: cairn_types::Seq,
+        workflow_type: &str,
+        workflow_id: &WorkflowId,
+        input: &Payload,
+        options: &cairn_types::ChildOptions,
+        now: u64,
+    ) -> Op {
+        let keys = self.shared.keys.clone();
+        let parent_shard = self.shard;
+        let parent_run = self.run_id;
+        let tell_parent = move |message: Message| Op::Mail {
+            shard: parent_shard,
+            run_id: parent_run,
+            item: encode(&InboxItem::Message(message)),
+        };
+        // Refusals known before any read: they need no transaction-time decision.
+        let refused = if self.shared.registry.workflow_def(workflow_type).is_none() {
+            Some(format!(
+                "workflow type {workflow_type:?} is not registered on this node"
+            ))
+        } else if input.len() > crate::node::INLINE_PAYLOAD_BYTES_MAX {
+            Some(format!(
+                "child input is {} bytes; the limit is {} bytes",
+                input.len(),
+                crate::node::INLINE_PAYLOAD_BYTES_MAX
+            ))
+        } else {
+            None
+        };
+        if let Some(cause) = refused {
+            return tell_parent(Message::ChildStartFailed { seq, cause });
+        }
+        let child = NewRun::new(
+            &record.namespace,
+            workflow_id.clone(),
+            workflow_type,
+            input.clone(),
+            options.timeouts,
+            now,
+        )
+        .parent(ParentRef {
+            namespace: record.namespace.clone(),
+            workflow_id: record.workflow_id.clone(),
+            run_id: self.run_id,
+            shard: self.shard,
+            seq,
+        });
+        let child_shard = self.shared.shard_of(workflow_id);
+        let wf_key = keys.workflow(&record.namespace, workflow_id.as_str());
+        let workflow_id = workflow_id.clone();
+        let metrics = self.shared.metrics.clone();
+        Op::Derived(Derive::new(move |tx| {
+            let (keys, child, wf_key, workflow_id) = (
+                keys.clone(),
+                child.clone(),
+                wf_key.clone(),
+                workflow_id.clone(),
+            );
+            let metrics = metrics.clone();
+            Box::pin(async move {
+                if let Some(bytes) = tx.read(&wf_key).await? {
+                    let existing: WorkflowRecord = decode("workflow", &bytes)?;
+                    if existing.status.is_none_or(|s| !s.is_closed()) {
+                        return Ok(vec![tell_parent(Message::ChildStartFailed {
+                            seq,
+                            cause: format!(
+                                "workflow id {workflow_id} is already running as run {}",
+                                existing.run_id
+                            ),
+                        })]);
+                    }
+                }
+                metrics.record_started(&child.record.start.workflow_type);
+                Ok(vec![
+                    Op::Set(wf_key, encode(&child.summary)),
+                    Op::Set(keys.run(&child.run_id), encode(&child.record)),
+                    Op::Mail {
+                        shard: child_shard,
+                        run_id: child.run_id,
+                        item: encode(&InboxItem::Start),
+                    },
+                    tell_parent(Message::ChildStarted {
+                        seq,
+                        run_id: child.run_id,
+                    }),
+                ])
+            })
+        }))
+    }
+
+    /// The writes that put `message` in the mailbox of this run's child `workflow_id`, if the
+    /// workflow id's current run is still this run's child (`run_id`, when known) and open.
+    fn message_child(
+        &self,
+        namespace: &str,
+        workflow_id: &WorkflowId,
+        run_id: Option<RunId>,
+        message: Message,
+    ) -> Op {
+        let wf_key = self.shared.keys.workflow(namespace, workflow_id.as_str());
+        let child_shard = self.shared.shard_of(workflow_id);
+        let parent_run = self.run_id;
+        let item = encode(&InboxItem::Message(message));
+        Op::Derived(Derive::new(move |tx| {
+            let (wf_key, item) = (wf_key.clone(), item.clone());
+            Box::pin(async move {
+                let Some(bytes) = tx.read(&wf_key).await? else {
+                    return Ok(Vec::new());
+                };
+                let current: WorkflowRecord = decode("workflow", &bytes)?;
+                let ours = match run_id {
+                    Some(run_id) => current.run_id == run_id,
+                    None => current.parent_run_id == Some(parent_run),
+                };
+                if !ours || current.status.is_some_and(RunStatus::is_closed) {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![Op::Mail {
+                    shard: child_shard,
+                    run_id: current.run_id,
+                    item,
+                }])
+            })
+        }))
     }
 
     /// Side effects of a committed transition.
@@ -578,6 +854,32 @@ impl<S: Store> WorkflowState<S> {
     }
 }
 
+/// Logs a warning once, at the transition whose history crosses the continue-as-new
+/// suggestion (the code sees `continue_as_new_suggested()` from then on; five times further
+/// the run is terminated).
+fn warn_if_history_grew_past_suggestion(before: &RunRecord, after: &RunRecord) {
+    use cairn_types::limits::{HISTORY_BYTES_SUGGEST_CONTINUE, HISTORY_EVENTS_SUGGEST_CONTINUE};
+    let size = |record: &RunRecord| {
+        record
+            .state
+            .as_ref()
+            .map_or((0, 0), |s| (s.next_event_id - 1, s.history_size_bytes))
+    };
+    let ((events_before, bytes_before), (events, bytes)) = (size(before), size(after));
+    let crossed = |old: u64, new: u64, limit: u64| old < limit && new >= limit;
+    if crossed(events_before, events, HISTORY_EVENTS_SUGGEST_CONTINUE)
+        || crossed(bytes_before, bytes, HISTORY_BYTES_SUGGEST_CONTINUE)
+    {
+        tracing::warn!(
+            workflow_id = %after.workflow_id,
+            run_id = %after.run_id,
+            events,
+            bytes,
+            "history is long: the workflow should continue as new (it is terminated at five times this)"
+        );
+    }
+}
+
 #[derive(Default)]
 struct AfterCommit {
     tasks: Vec<TaskRecord>,
@@ -587,6 +889,8 @@ struct AfterCommit {
     outcome: Option<Outcome>,
 }
 
+/// The outcome an event records, if it closes the run (a continue-as-new's outcome names the
+/// successor, which the transition's plan makes).
 fn outcome_of(kind: &EventKind) -> Option<Outcome> {
     Some(match kind {
         EventKind::WorkflowExecutionCompleted { result } => Outcome::Completed(result.clone()),

@@ -4,8 +4,11 @@
 use crate::ApiError;
 use axum::http::StatusCode;
 use cairn_core::RunStatus;
-use cairn_runtime::{ClusterStatus, Description, Outcome, WorkflowSummary};
-use cairn_types::{EventKind, Failure, HistoryEvent, Payload};
+use cairn_core::visibility::format_time;
+use cairn_runtime::{
+    ClusterStatus, Description, Outcome, RecentAction, ScheduleDescription, WorkflowSummary,
+};
+use cairn_types::{EventKind, Failure, HistoryEvent, Payload, SearchAttributes, SearchValue};
 use serde_json::{Value, json};
 
 /// A JSON value as a payload (MessagePack with named fields, as the SDK writes them).
@@ -36,7 +39,32 @@ pub fn status(status: Option<RunStatus>) -> Value {
         Some(RunStatus::Canceled) => "canceled",
         Some(RunStatus::Terminated) => "terminated",
         Some(RunStatus::TimedOut) => "timed_out",
+        Some(RunStatus::ContinuedAsNew) => "continued_as_new",
     })
+}
+
+/// A search attribute value as JSON: its type and value (times also as RFC 3339).
+pub fn search_value(v: &SearchValue) -> Value {
+    match v {
+        SearchValue::Keyword(s) => json!({"type": "Keyword", "value": s}),
+        SearchValue::Text(s) => json!({"type": "Text", "value": s}),
+        SearchValue::Int(n) => json!({"type": "Int", "value": n}),
+        SearchValue::Double(d) => json!({"type": "Double", "value": d}),
+        SearchValue::Bool(b) => json!({"type": "Bool", "value": b}),
+        SearchValue::Datetime(ms) => {
+            json!({"type": "Datetime", "value": format_time(*ms), "unix_ms": ms})
+        }
+        SearchValue::KeywordList(list) => json!({"type": "KeywordList", "value": list}),
+    }
+}
+
+pub fn search_attributes(attributes: &SearchAttributes) -> Value {
+    Value::Object(
+        attributes
+            .iter()
+            .map(|(name, value)| (name.clone(), search_value(value)))
+            .collect(),
+    )
 }
 
 fn failure(f: &Failure) -> Value {
@@ -56,6 +84,9 @@ pub fn summary(s: &WorkflowSummary) -> Value {
         "status": status(s.status),
         "started_unix_ms": s.started_unix_ms,
         "closed_unix_ms": s.closed_unix_ms,
+        "parent_workflow_id": s.parent_workflow_id,
+        "history_length": s.history_length,
+        "search_attributes": search_attributes(&s.search_attributes),
     })
 }
 
@@ -76,6 +107,26 @@ pub fn description(d: &Description) -> Value {
             })
             .collect(),
     );
+    value["pending_children"] = Value::Array(
+        d.pending_children
+            .iter()
+            .map(|(seq, c)| {
+                json!({
+                    "child_id": seq.to_string(),
+                    "workflow_id": c.workflow_id.to_string(),
+                    "workflow_type": c.workflow_type,
+                    "run_id": c.run_id.map(|r| r.to_string()),
+                    "parent_close_policy": format!("{:?}", c.parent_close_policy),
+                })
+            })
+            .collect(),
+    );
+    value["parent"] = d.parent.as_ref().map_or(
+        Value::Null,
+        |(id, run)| json!({"workflow_id": id.to_string(), "run_id": run.to_string()}),
+    );
+    value["previous_run_id"] = json!(d.previous_run.map(|r| r.to_string()));
+    value["search_attributes"] = search_attributes(&d.search_attributes);
     value["outcome"] = d.outcome.as_ref().map_or(Value::Null, outcome);
     value
 }
@@ -87,6 +138,9 @@ pub fn outcome(o: &Outcome) -> Value {
         Outcome::Canceled => json!({"status": "canceled"}),
         Outcome::Terminated(reason) => json!({"status": "terminated", "reason": reason}),
         Outcome::TimedOut => json!({"status": "timed_out"}),
+        Outcome::ContinuedAsNew { new_run_id } => {
+            json!({"status": "continued_as_new", "new_run_id": new_run_id.to_string()})
+        }
     }
 }
 
@@ -151,6 +205,56 @@ pub fn event(e: &HistoryEvent) -> Value {
         | EventKind::WorkflowExecutionTerminated { reason } => json!({"reason": reason}),
         EventKind::WorkflowExecutionCompleted { result } => json!({"result": value_of(result)}),
         EventKind::WorkflowExecutionFailed { failure: f } => json!({"failure": failure(f)}),
+        EventKind::StartChildWorkflowExecutionInitiated {
+            seq,
+            workflow_type,
+            workflow_id,
+            input,
+            options,
+        } => json!({
+            "child_id": seq.to_string(),
+            "workflow_type": workflow_type,
+            "workflow_id": workflow_id.to_string(),
+            "input": value_of(input),
+            "parent_close_policy": format!("{:?}", options.parent_close_policy),
+        }),
+        EventKind::StartChildWorkflowExecutionFailed {
+            seq,
+            workflow_id,
+            cause,
+        } => {
+            json!({"child_id": seq.to_string(), "workflow_id": workflow_id.to_string(), "cause": cause})
+        }
+        EventKind::ChildWorkflowExecutionStarted {
+            seq,
+            workflow_id,
+            run_id,
+        } => json!({
+            "child_id": seq.to_string(),
+            "workflow_id": workflow_id.to_string(),
+            "run_id": run_id.to_string(),
+        }),
+        EventKind::ChildWorkflowExecutionCompleted { seq, result } => {
+            json!({"child_id": seq.to_string(), "result": value_of(result)})
+        }
+        EventKind::ChildWorkflowExecutionFailed { seq, failure: f } => {
+            json!({"child_id": seq.to_string(), "failure": failure(f)})
+        }
+        EventKind::ChildWorkflowExecutionTerminated { seq, reason } => {
+            json!({"child_id": seq.to_string(), "reason": reason})
+        }
+        EventKind::ChildWorkflowExecutionCanceled { seq }
+        | EventKind::ChildWorkflowExecutionTimedOut { seq }
+        | EventKind::RequestCancelExternalWorkflowExecutionInitiated { seq } => {
+            json!({"child_id": seq.to_string()})
+        }
+        EventKind::WorkflowExecutionContinuedAsNew {
+            workflow_type,
+            input,
+        } => json!({"workflow_type": workflow_type, "input": value_of(input)}),
+        EventKind::UpsertWorkflowSearchAttributes { attributes } => {
+            json!({"search_attributes": search_attributes(attributes)})
+        }
         _ => json!({}),
     };
     json!({
@@ -190,5 +294,47 @@ pub fn cluster(status: &ClusterStatus) -> Value {
         "held_here": status.held_here.iter().map(|(shard, epoch, since)| json!({
             "shard": shard, "epoch": epoch, "since_unix_ms": since,
         })).collect::<Vec<_>>(),
+    })
+}
+
+fn recent_action(a: &RecentAction) -> Value {
+    json!({
+        "scheduled_time": format_time(a.nominal_unix_ms),
+        "scheduled_unix_ms": a.nominal_unix_ms,
+        "actual_unix_ms": a.actual_unix_ms,
+        "action": format!("{:?}", a.kind),
+        "workflow_id": a.workflow_id,
+        "run_id": a.run_id.map(|r| r.to_string()),
+    })
+}
+
+pub fn schedule(d: &ScheduleDescription) -> Value {
+    let r = &d.record;
+    json!({
+        "schedule_id": r.schedule_id,
+        "workflow_type": r.action.workflow_type,
+        "input": value_of(&r.action.input),
+        "spec": {
+            "cron": r.spec.cron,
+            "intervals": r.spec.intervals.iter().map(|i| json!({"every_ms": i.every_ms, "offset_ms": i.offset_ms})).collect::<Vec<_>>(),
+            "time_zone": r.spec.time_zone.clone().unwrap_or_else(|| "UTC".into()),
+            "jitter_ms": r.spec.jitter_ms,
+            "start_unix_ms": r.spec.start_unix_ms,
+            "end_unix_ms": r.spec.end_unix_ms,
+        },
+        "overlap_policy": r.policies.overlap.name(),
+        "catchup_window_ms": r.policies.catchup_window_ms,
+        "paused": r.paused,
+        "note": r.note,
+        "created_unix_ms": r.created_unix_ms,
+        "updated_unix_ms": r.updated_unix_ms,
+        "next_times": d.next_times_unix_ms.iter().map(|t| format_time(*t)).collect::<Vec<_>>(),
+        "next_times_unix_ms": d.next_times_unix_ms,
+        "running": r.running.iter().map(|(id, run)| json!({"workflow_id": id, "run_id": run.to_string()})).collect::<Vec<_>>(),
+        "buffered": r.buffered.len(),
+        "recent_actions": r.recent_actions.iter().map(recent_action).collect::<Vec<_>>(),
+        "actions_started": r.actions_started,
+        "actions_skipped": r.actions_skipped,
+        "actions_missed": r.actions_missed,
     })
 }

@@ -21,6 +21,12 @@
 //! | `POST /api/v1/workflows/{id}/queries/{name}` | query (body: the arguments) |
 //! | `POST /api/v1/workflows/{id}/cancel` | request cancellation (`reason`) |
 //! | `POST /api/v1/workflows/{id}/terminate` | terminate (`reason`) |
+//! | `GET /api/v1/visibility/workflows?query=&page_size=&page_token=` | workflows matching a filter (`WorkflowType = 'Order' AND ExecutionStatus = 'Running'`), a page at a time |
+//! | `GET /api/v1/visibility/count?query=` | how many match |
+//! | `POST /api/v1/schedules` | create a schedule (cron and/or intervals, time zone, jitter, start/end, overlap policy, catch-up window) |
+//! | `GET /api/v1/schedules` | list schedules |
+//! | `GET /api/v1/schedules/{id}` / `DELETE` | describe (next times, recent actions) / delete |
+//! | `POST /api/v1/schedules/{id}/pause`, `/unpause` (`note`), `/trigger`, `/backfill` (`start`, `end`) | steer a schedule |
 //! | `GET /api/v1/cluster` | membership, shard leases (holder, epoch, expiry, placement), what this node holds |
 //! | `POST /api/v1/internal/query` | a query forwarded by another node (MessagePack; answered only by the shard's holder) |
 //! | `GET /metrics` | Prometheus text: runs, transitions, activities, commits, batch sizes, actor cache, shards |
@@ -91,6 +97,11 @@ impl From<ClientError> for ApiError {
             ClientError::Query(_) => (S::UNPROCESSABLE_ENTITY, "query_failed"),
             ClientError::NodeStopped => (S::SERVICE_UNAVAILABLE, "unavailable"),
             ClientError::ShardUnavailable { .. } => (S::SERVICE_UNAVAILABLE, "shard_unavailable"),
+            ClientError::InvalidQuery(_) => (S::BAD_REQUEST, "invalid_query"),
+            ClientError::InvalidPageToken { .. } => (S::BAD_REQUEST, "invalid_page_token"),
+            ClientError::InvalidSchedule { .. } => (S::BAD_REQUEST, "invalid_schedule"),
+            ClientError::ScheduleNotFound { .. } => (S::NOT_FOUND, "schedule_not_found"),
+            ClientError::ScheduleExists { .. } => (S::CONFLICT, "schedule_exists"),
             _ => (S::INTERNAL_SERVER_ERROR, "store_error"),
         };
         Self::new(status, code, error.to_string())
@@ -201,6 +212,29 @@ pub fn router<S: Store>(node: Arc<Node<S>>, auth_token: Option<String>) -> Route
         .route("/api/v1/workflows/{id}/queries/{name}", post(query::<S>))
         .route("/api/v1/workflows/{id}/cancel", post(cancel::<S>))
         .route("/api/v1/workflows/{id}/terminate", post(terminate::<S>))
+        .route("/api/v1/visibility/workflows", get(visibility_list::<S>))
+        .route("/api/v1/visibility/count", get(visibility_count::<S>))
+        .route(
+            "/api/v1/schedules",
+            post(schedule_create::<S>).get(schedule_list::<S>),
+        )
+        .route(
+            "/api/v1/schedules/{id}",
+            get(schedule_describe::<S>).delete(schedule_delete::<S>),
+        )
+        .route("/api/v1/schedules/{id}/pause", post(schedule_pause::<S>))
+        .route(
+            "/api/v1/schedules/{id}/unpause",
+            post(schedule_unpause::<S>),
+        )
+        .route(
+            "/api/v1/schedules/{id}/trigger",
+            post(schedule_trigger::<S>),
+        )
+        .route(
+            "/api/v1/schedules/{id}/backfill",
+            post(schedule_backfill::<S>),
+        )
         .route("/api/v1/cluster", get(cluster::<S>))
         .route("/api/v1/internal/query", post(internal_query::<S>))
         .route("/metrics", get(metrics::<S>))
@@ -302,12 +336,13 @@ fn parse_status(text: &str) -> Result<RunStatus, ApiError> {
         "canceled" => RunStatus::Canceled,
         "terminated" => RunStatus::Terminated,
         "timed_out" => RunStatus::TimedOut,
+        "continued_as_new" => RunStatus::ContinuedAsNew,
         other => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_status",
                 format!(
-                    "status {other:?} is not one of running, completed, failed, canceled, terminated, timed_out"
+                    "status {other:?} is not one of running, completed, failed, canceled, terminated, timed_out, continued_as_new"
                 ),
             ));
         }
@@ -407,6 +442,272 @@ async fn terminate<S: Store>(
     Wire(body): Wire<ReasonBody>,
 ) -> Result<StatusCode, ApiError> {
     node.terminate(&workflow_id(&id)?, &body.reason).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VisibilityParams {
+    #[serde(default)]
+    query: String,
+    page_size: Option<usize>,
+    page_token: Option<String>,
+}
+
+async fn visibility_list<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    format: Format,
+    Query(params): Query<VisibilityParams>,
+) -> Result<Response, ApiError> {
+    let page = node
+        .list_workflows(
+            &params.query,
+            params.page_size,
+            params.page_token.as_deref(),
+        )
+        .await?;
+    let body = json!({
+        "workflows": page.workflows.iter().map(json::summary).collect::<Vec<_>>(),
+        "next_page_token": page.next_page_token,
+    });
+    Ok(format.reply(StatusCode::OK, &body))
+}
+
+async fn visibility_count<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    format: Format,
+    Query(params): Query<VisibilityParams>,
+) -> Result<Response, ApiError> {
+    let count = node.count_workflows(&params.query).await?;
+    Ok(format.reply(StatusCode::OK, &json!({"count": count})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IntervalBody {
+    every_ms: u64,
+    #[serde(default)]
+    offset_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateScheduleBody {
+    schedule_id: String,
+    workflow_type: String,
+    #[serde(default)]
+    input: Value,
+    #[serde(default)]
+    cron: Vec<String>,
+    #[serde(default)]
+    intervals: Vec<IntervalBody>,
+    #[serde(default)]
+    time_zone: Option<String>,
+    #[serde(default)]
+    jitter_ms: u64,
+    /// RFC 3339.
+    #[serde(default)]
+    start_time: Option<String>,
+    /// RFC 3339.
+    #[serde(default)]
+    end_time: Option<String>,
+    #[serde(default)]
+    overlap_policy: Option<String>,
+    #[serde(default)]
+    catchup_window_ms: Option<u64>,
+    #[serde(default)]
+    paused: bool,
+    #[serde(default)]
+    note: String,
+    #[serde(default)]
+    execution_timeout_ms: Option<u64>,
+}
+
+fn time_param(field: &str, text: &str) -> Result<u64, ApiError> {
+    cairn_core::visibility::parse_time(text).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_schedule",
+            format!("{field} {text:?} is not an RFC 3339 time such as 2026-01-01T09:00:00Z"),
+        )
+    })
+}
+
+async fn schedule_create<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Wire(body): Wire<CreateScheduleBody>,
+) -> Result<StatusCode, ApiError> {
+    let overlap = match body.overlap_policy.as_deref() {
+        None => cairn_core::schedule::OverlapPolicy::default(),
+        Some(text) => text
+            .parse()
+            .map_err(|e: cairn_core::schedule::ScheduleError| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_schedule", e.to_string())
+            })?,
+    };
+    let mut policies = cairn_core::schedule::SchedulePolicies {
+        overlap,
+        ..Default::default()
+    };
+    if let Some(window) = body.catchup_window_ms {
+        policies.catchup_window_ms = window;
+    }
+    let spec = cairn_core::schedule::ScheduleSpec {
+        cron: body.cron,
+        intervals: body
+            .intervals
+            .into_iter()
+            .map(|i| cairn_core::schedule::IntervalSpec {
+                every_ms: i.every_ms,
+                offset_ms: i.offset_ms,
+            })
+            .collect(),
+        time_zone: body.time_zone,
+        jitter_ms: body.jitter_ms,
+        start_unix_ms: body
+            .start_time
+            .as_deref()
+            .map(|t| time_param("start_time", t))
+            .transpose()?,
+        end_unix_ms: body
+            .end_time
+            .as_deref()
+            .map(|t| time_param("end_time", t))
+            .transpose()?,
+    };
+    node.create_schedule(cairn_runtime::CreateSchedule {
+        schedule_id: body.schedule_id,
+        spec,
+        action: cairn_runtime::ScheduleAction {
+            workflow_type: body.workflow_type,
+            input: json::payload_of(&body.input)?,
+            timeouts: WorkflowTimeouts {
+                execution: body.execution_timeout_ms.map(Duration::from_millis),
+                run: None,
+            },
+        },
+        policies,
+        paused: body.paused,
+        note: body.note,
+    })
+    .await?;
+    Ok(StatusCode::CREATED)
+}
+
+async fn schedule_list<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    format: Format,
+) -> Result<Response, ApiError> {
+    let schedules = node.list_schedules().await?;
+    let list: Vec<Value> = schedules
+        .into_iter()
+        .map(|record| {
+            json::schedule(&cairn_runtime::ScheduleDescription {
+                record,
+                next_times_unix_ms: Vec::new(),
+            })
+        })
+        .collect();
+    Ok(format.reply(StatusCode::OK, &Value::Array(list)))
+}
+
+async fn schedule_describe<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    format: Format,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let described = node.describe_schedule(&id, 5).await?;
+    Ok(format.reply(StatusCode::OK, &json::schedule(&described)))
+}
+
+async fn schedule_delete<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    node.delete_schedule(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NoteBody {
+    #[serde(default)]
+    note: String,
+}
+
+async fn schedule_pause<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Path(id): Path<String>,
+    Wire(body): Wire<NoteBody>,
+) -> Result<StatusCode, ApiError> {
+    node.pause_schedule(&id, &body.note).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn schedule_unpause<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Path(id): Path<String>,
+    Wire(body): Wire<NoteBody>,
+) -> Result<StatusCode, ApiError> {
+    node.unpause_schedule(&id, &body.note).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    #[serde(default)]
+    overlap_policy: Option<String>,
+}
+
+fn overlap_param(
+    text: Option<&str>,
+) -> Result<Option<cairn_core::schedule::OverlapPolicy>, ApiError> {
+    text.map(|t| {
+        t.parse().map_err(|e: cairn_core::schedule::ScheduleError| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_schedule", e.to_string())
+        })
+    })
+    .transpose()
+}
+
+async fn schedule_trigger<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Path(id): Path<String>,
+    raw: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    // The body is optional: none means the schedule's own overlap policy.
+    let body: TriggerBody = if raw.iter().all(u8::is_ascii_whitespace) {
+        TriggerBody::default()
+    } else {
+        serde_json::from_slice(&raw)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string()))?
+    };
+    let overlap = overlap_param(body.overlap_policy.as_deref())?;
+    node.trigger_schedule(&id, overlap).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackfillBody {
+    /// RFC 3339.
+    start: String,
+    /// RFC 3339.
+    end: String,
+    #[serde(default)]
+    overlap_policy: Option<String>,
+}
+
+async fn schedule_backfill<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Path(id): Path<String>,
+    Wire(body): Wire<BackfillBody>,
+) -> Result<StatusCode, ApiError> {
+    let start = time_param("start", &body.start)?;
+    let end = time_param("end", &body.end)?;
+    let overlap = overlap_param(body.overlap_policy.as_deref())?;
+    node.backfill_schedule(&id, start, end, overlap).await?;
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -5,7 +5,9 @@
 //! command (what workflow code asked for) becomes the history event of the same name when the
 //! transition that produced it commits; replay compares the two.
 
-use crate::{ActivityTimeouts, Payload, RetryPolicy, WorkflowTimeouts};
+use crate::{
+    ActivityTimeouts, Payload, RetryPolicy, RunId, SearchAttributes, WorkflowId, WorkflowTimeouts,
+};
 use serde::{Deserialize, Serialize};
 
 /// Position of an event in its run's history: 1, 2, 3, … without gaps.
@@ -57,6 +59,25 @@ pub struct ActivityOptions {
     pub task_queue: String,
     pub timeouts: ActivityTimeouts,
     pub retry: RetryPolicy,
+}
+
+/// What happens to a child workflow still open when its parent closes (Temporal's three).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ParentClosePolicy {
+    /// The child is terminated. The default, as in Temporal.
+    #[default]
+    Terminate,
+    /// The child is asked to cancel; its code decides how to wind down.
+    RequestCancel,
+    /// The child runs on, on its own.
+    Abandon,
+}
+
+/// How a child workflow is started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildOptions {
+    pub parent_close_policy: ParentClosePolicy,
+    pub timeouts: WorkflowTimeouts,
 }
 
 /// Which timeout expired.
@@ -164,6 +185,55 @@ pub enum EventKind {
         reason: String,
     },
     WorkflowExecutionTimedOut,
+    /// The code started a child workflow; the start itself commits in the same transaction
+    /// (or fails, reported by `StartChildWorkflowExecutionFailed`).
+    StartChildWorkflowExecutionInitiated {
+        seq: Seq,
+        workflow_type: String,
+        workflow_id: WorkflowId,
+        input: Payload,
+        options: ChildOptions,
+    },
+    StartChildWorkflowExecutionFailed {
+        seq: Seq,
+        workflow_id: WorkflowId,
+        cause: String,
+    },
+    ChildWorkflowExecutionStarted {
+        seq: Seq,
+        workflow_id: WorkflowId,
+        run_id: RunId,
+    },
+    ChildWorkflowExecutionCompleted {
+        seq: Seq,
+        result: Payload,
+    },
+    ChildWorkflowExecutionFailed {
+        seq: Seq,
+        failure: Failure,
+    },
+    ChildWorkflowExecutionCanceled {
+        seq: Seq,
+    },
+    ChildWorkflowExecutionTerminated {
+        seq: Seq,
+        reason: String,
+    },
+    ChildWorkflowExecutionTimedOut {
+        seq: Seq,
+    },
+    /// The code asked a child to cancel.
+    RequestCancelExternalWorkflowExecutionInitiated {
+        seq: Seq,
+    },
+    /// The run closed and a new run of the same workflow id started with `input`.
+    WorkflowExecutionContinuedAsNew {
+        workflow_type: String,
+        input: Payload,
+    },
+    UpsertWorkflowSearchAttributes {
+        attributes: SearchAttributes,
+    },
 }
 
 impl EventKind {
@@ -189,6 +259,21 @@ impl EventKind {
             Self::WorkflowExecutionCanceled => "WorkflowExecutionCanceled",
             Self::WorkflowExecutionTerminated { .. } => "WorkflowExecutionTerminated",
             Self::WorkflowExecutionTimedOut => "WorkflowExecutionTimedOut",
+            Self::StartChildWorkflowExecutionInitiated { .. } => {
+                "StartChildWorkflowExecutionInitiated"
+            }
+            Self::StartChildWorkflowExecutionFailed { .. } => "StartChildWorkflowExecutionFailed",
+            Self::ChildWorkflowExecutionStarted { .. } => "ChildWorkflowExecutionStarted",
+            Self::ChildWorkflowExecutionCompleted { .. } => "ChildWorkflowExecutionCompleted",
+            Self::ChildWorkflowExecutionFailed { .. } => "ChildWorkflowExecutionFailed",
+            Self::ChildWorkflowExecutionCanceled { .. } => "ChildWorkflowExecutionCanceled",
+            Self::ChildWorkflowExecutionTerminated { .. } => "ChildWorkflowExecutionTerminated",
+            Self::ChildWorkflowExecutionTimedOut { .. } => "ChildWorkflowExecutionTimedOut",
+            Self::RequestCancelExternalWorkflowExecutionInitiated { .. } => {
+                "RequestCancelExternalWorkflowExecutionInitiated"
+            }
+            Self::WorkflowExecutionContinuedAsNew { .. } => "WorkflowExecutionContinuedAsNew",
+            Self::UpsertWorkflowSearchAttributes { .. } => "UpsertWorkflowSearchAttributes",
         }
     }
 
@@ -204,6 +289,10 @@ impl EventKind {
                 | Self::WorkflowExecutionCompleted { .. }
                 | Self::WorkflowExecutionFailed { .. }
                 | Self::WorkflowExecutionCanceled
+                | Self::StartChildWorkflowExecutionInitiated { .. }
+                | Self::RequestCancelExternalWorkflowExecutionInitiated { .. }
+                | Self::WorkflowExecutionContinuedAsNew { .. }
+                | Self::UpsertWorkflowSearchAttributes { .. }
         )
     }
 }
@@ -241,6 +330,25 @@ pub enum Command {
     },
     /// The code acknowledged a cancellation request by ending as canceled.
     CancelWorkflow,
+    StartChildWorkflow {
+        seq: Seq,
+        workflow_type: String,
+        workflow_id: WorkflowId,
+        input: Payload,
+        options: ChildOptions,
+    },
+    RequestCancelChild {
+        seq: Seq,
+    },
+    /// Close this run and start a new run of the same workflow id with `input`.
+    ContinueAsNew {
+        workflow_type: String,
+        input: Payload,
+    },
+    /// Merge `attributes` into the workflow's search attributes.
+    UpsertSearchAttributes {
+        attributes: SearchAttributes,
+    },
 }
 
 impl Command {
@@ -273,6 +381,32 @@ impl Command {
             Self::CompleteWorkflow { result } => EventKind::WorkflowExecutionCompleted { result },
             Self::FailWorkflow { failure } => EventKind::WorkflowExecutionFailed { failure },
             Self::CancelWorkflow => EventKind::WorkflowExecutionCanceled,
+            Self::StartChildWorkflow {
+                seq,
+                workflow_type,
+                workflow_id,
+                input,
+                options,
+            } => EventKind::StartChildWorkflowExecutionInitiated {
+                seq,
+                workflow_type,
+                workflow_id,
+                input,
+                options,
+            },
+            Self::RequestCancelChild { seq } => {
+                EventKind::RequestCancelExternalWorkflowExecutionInitiated { seq }
+            }
+            Self::ContinueAsNew {
+                workflow_type,
+                input,
+            } => EventKind::WorkflowExecutionContinuedAsNew {
+                workflow_type,
+                input,
+            },
+            Self::UpsertSearchAttributes { attributes } => {
+                EventKind::UpsertWorkflowSearchAttributes { attributes }
+            }
         }
     }
 
@@ -307,9 +441,28 @@ impl Command {
                     ..
                 },
             ) => seq == s && marker_name == n,
+            (
+                Self::StartChildWorkflow {
+                    seq, workflow_type, ..
+                },
+                EventKind::StartChildWorkflowExecutionInitiated {
+                    seq: s,
+                    workflow_type: t,
+                    ..
+                },
+            ) => seq == s && workflow_type == t,
+            (
+                Self::RequestCancelChild { seq },
+                EventKind::RequestCancelExternalWorkflowExecutionInitiated { seq: s },
+            ) => seq == s,
             (Self::CompleteWorkflow { .. }, EventKind::WorkflowExecutionCompleted { .. })
             | (Self::FailWorkflow { .. }, EventKind::WorkflowExecutionFailed { .. })
-            | (Self::CancelWorkflow, EventKind::WorkflowExecutionCanceled) => true,
+            | (Self::CancelWorkflow, EventKind::WorkflowExecutionCanceled)
+            | (Self::ContinueAsNew { .. }, EventKind::WorkflowExecutionContinuedAsNew { .. })
+            | (
+                Self::UpsertSearchAttributes { .. },
+                EventKind::UpsertWorkflowSearchAttributes { .. },
+            ) => true,
             _ => false,
         }
     }
@@ -331,6 +484,15 @@ impl Command {
             Self::CompleteWorkflow { .. } => "CompleteWorkflow".into(),
             Self::FailWorkflow { .. } => "FailWorkflow".into(),
             Self::CancelWorkflow => "CancelWorkflow".into(),
+            Self::StartChildWorkflow {
+                seq,
+                workflow_type,
+                workflow_id,
+                ..
+            } => format!("StartChildWorkflow(seq {seq}, {workflow_type:?}, id {workflow_id})"),
+            Self::RequestCancelChild { seq } => format!("RequestCancelChild(seq {seq})"),
+            Self::ContinueAsNew { .. } => "ContinueAsNew".into(),
+            Self::UpsertSearchAttributes { .. } => "UpsertSearchAttributes".into(),
         }
     }
 }

@@ -11,12 +11,15 @@ pub mod ids;
 pub mod limits;
 pub mod payload;
 pub mod retry;
+pub mod search;
 pub mod timeouts;
 
 pub use history::{
-    ActivityOptions, Command, EventId, EventKind, Failure, HistoryEvent, Seq, TimeoutKind,
+    ActivityOptions, ChildOptions, Command, EventId, EventKind, Failure, HistoryEvent,
+    ParentClosePolicy, Seq, TimeoutKind,
 };
 pub use ids::{ActivityId, IdError, RunId, WorkflowId};
 pub use payload::{Payload, PayloadError};
 pub use retry::{RetryDecision, RetryPolicy};
+pub use search::{SearchAttributeError, SearchAttributes, SearchType, SearchValue};
 pub use timeouts::{ActivityTimeouts, PolicyError, WorkflowTimeouts};

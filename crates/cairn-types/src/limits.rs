@@ -20,5 +20,28 @@ pub const ERROR_TYPE_BYTES_MAX: usize = 256;
 /// Most entries in a retry policy's non-retryable error list.
 pub const NON_RETRYABLE_ERROR_TYPES_MAX: usize = 64;
 
+/// History length at which a run is told to continue as new
+/// (`continue_as_new_suggested`), and a warning is logged.
+pub const HISTORY_EVENTS_SUGGEST_CONTINUE: u64 = 10_240;
+/// History size, in encoded bytes, at which a run is told to continue as new.
+pub const HISTORY_BYTES_SUGGEST_CONTINUE: u64 = 10 * 1024 * 1024;
+/// History length past which a run is terminated (its history would grow without bound).
+pub const HISTORY_EVENTS_MAX: u64 = 51_200;
+/// History size, in encoded bytes, past which a run is terminated.
+pub const HISTORY_BYTES_MAX: u64 = 50 * 1024 * 1024;
+
+/// Longest custom search attribute name, in bytes.
+pub const SEARCH_ATTRIBUTE_NAME_BYTES_MAX: usize = 64;
+/// Largest one search attribute value (a keyword list counts all its keywords), in bytes.
+pub const SEARCH_ATTRIBUTE_VALUE_BYTES_MAX: usize = 2_048;
+/// Most custom search attributes on one workflow.
+pub const SEARCH_ATTRIBUTES_MAX: usize = 64;
+/// Largest set of custom search attributes of one workflow, names included, in bytes. They
+/// live in the workflow's visibility record, which must stay well under one store value.
+pub const SEARCH_ATTRIBUTES_BYTES_MAX: usize = 40_000;
+
 const _: () = assert!(WORKFLOW_ID_BYTES_MAX < 10_000);
+const _: () = assert!(HISTORY_EVENTS_SUGGEST_CONTINUE < HISTORY_EVENTS_MAX);
+const _: () = assert!(HISTORY_BYTES_SUGGEST_CONTINUE < HISTORY_BYTES_MAX);
+const _: () = assert!(SEARCH_ATTRIBUTES_BYTES_MAX < 100_000);
 const _: () = assert!(ACTIVITY_ID_BYTES_MAX < 10_000);

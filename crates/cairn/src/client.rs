@@ -3,7 +3,7 @@
 use crate::workflow::{Query, Signal, function_name};
 use cairn_core::WorkflowError;
 use cairn_runtime::{
-    ClientError, Description, IdReusePolicy, Outcome, StartWorkflow, WorkflowSummary,
+    ClientError, Description, IdReusePolicy, Outcome, StartWorkflow, WorkflowPage, WorkflowSummary,
 };
 use cairn_store::Store;
 use cairn_types::{Failure, HistoryEvent, Payload, WorkflowId, WorkflowTimeouts};
@@ -56,6 +56,10 @@ impl<S: Store> Client<S> {
         Self { node }
     }
 
+    pub(crate) fn node(&self) -> &cairn_runtime::Node<S> {
+        &self.node
+    }
+
     /// Prepares to start workflow function `f` as `workflow_id` with `input`; set options on
     /// the returned call, then `.send().await` it.
     pub fn start<F, I, O, Fut>(&self, f: F, workflow_id: &str, input: I) -> StartCall<S, O>
@@ -94,6 +98,42 @@ impl<S: Store> Client<S> {
     ) -> Result<Vec<WorkflowSummary>, ClientError> {
         self.node.list(workflow_type, status).await
     }
+
+    /// Workflows matching a visibility query (`WorkflowType = 'Order' AND ExecutionStatus =
+    /// 'Running'`; see `cairn_core::visibility` for the language), a page at a time: pass the
+    /// page's `next_page_token` back for the next.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn run(client: cairn::Client<cairn::MemStore>) -> Result<(), cairn::ClientError> {
+    /// let mut token = None;
+    /// loop {
+    ///     let page = client
+    ///         .list_workflows("ExecutionStatus = 'Failed' ORDER BY CloseTime DESC", Some(50), token.as_deref())
+    ///         .await?;
+    ///     for w in &page.workflows {
+    ///         println!("{} failed", w.workflow_id);
+    ///     }
+    ///     match page.next_page_token {
+    ///         Some(next) => token = Some(next),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_workflows(
+        &self,
+        query: &str,
+        page_size: Option<usize>,
+        page_token: Option<&str>,
+    ) -> Result<WorkflowPage, ClientError> {
+        self.node.list_workflows(query, page_size, page_token).await
+    }
+
+    /// How many workflows match a visibility query.
+    pub async fn count_workflows(&self, query: &str) -> Result<u64, ClientError> {
+        self.node.count_workflows(query).await
+    }
 }
 
 /// A workflow start being configured.
@@ -123,9 +163,15 @@ impl<S: Store, O> StartCall<S, O> {
         self
     }
 
-    /// Limit on the whole execution. Default none.
+    /// Limit on the whole execution (across continue-as-new). Default none.
     pub fn execution_timeout(mut self, timeout: Duration) -> Self {
         self.timeouts.execution = Some(timeout);
+        self
+    }
+
+    /// Limit on one run (each continue-as-new starts the clock again). Default none.
+    pub fn run_timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.run = Some(timeout);
         self
     }
 
@@ -194,6 +240,12 @@ impl<S: Store, O: DeserializeOwned> WorkflowHandle<S, O> {
             Outcome::Canceled => Err(WorkflowOutcomeError::Canceled),
             Outcome::Terminated(reason) => Err(WorkflowOutcomeError::Terminated(reason)),
             Outcome::TimedOut => Err(WorkflowOutcomeError::TimedOut),
+            // The node follows the chain to its end; a continued run is never an end.
+            Outcome::ContinuedAsNew { new_run_id } => Err(WorkflowOutcomeError::Client(
+                ClientError::Store(cairn_store::StoreError::Backend {
+                    message: format!("result stopped at a continued run (next: {new_run_id})"),
+                }),
+            )),
         }
     }
 

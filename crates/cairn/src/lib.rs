@@ -32,25 +32,42 @@
 //! # Ok(()) }
 //! ```
 
+mod child;
 mod client;
 mod node;
 mod remote;
+mod saga;
+mod schedule;
+mod search;
 mod workflow;
 
-pub use cairn_core::{ActivityError, RunStatus, WorkflowError};
+pub use cairn_core::schedule::{OverlapPolicy, ScheduleSpec};
+pub use cairn_core::visibility::FilterError;
+pub use cairn_core::{ActivityError, ChildError, RunStatus, WorkflowError};
 pub use cairn_runtime::{
-    ActivityContext, ActivityInfo, ClientError, ClusterStatus, CrashHook, CrashPoint,
+    ActionKind, ActivityContext, ActivityInfo, ClientError, ClusterStatus, CrashHook, CrashPoint,
     IdReusePolicy, InProcessPeers, NodeConfig, NodeStatus, Outcome, Peers, PeersHandle, QueryError,
-    ShardStatus, WorkflowSummary,
+    RecentAction, ScheduleDescription, ScheduleRecord, ShardStatus, WorkflowPage, WorkflowSummary,
 };
 pub use cairn_store::{MemStore, StoreError};
-pub use cairn_types::{Failure, Payload, RetryPolicy, RunId, WorkflowId, WorkflowTimeouts};
+pub use cairn_types::{
+    Failure, ParentClosePolicy, Payload, RetryPolicy, RunId, SearchAttributeError,
+    SearchAttributes, SearchType, SearchValue, WorkflowId, WorkflowTimeouts,
+};
+pub use child::{ChildCall, ChildHandle};
 pub use client::{Client, StartCall, WorkflowHandle, WorkflowOutcomeError};
 pub use node::{Node, NodeBuilder};
 pub use remote::{RemoteClient, RemoteError, RemoteHandle, RemoteStart};
+pub use saga::{Permit, Saga, Semaphore};
+pub use schedule::{ScheduleBuilder, ScheduleHandle};
+pub use search::{SearchAttribute, SearchAttributeType, Text, UnixMillis};
 pub use workflow::{
     ActivityCall, ActivityHandle, Ctx, Query, Signal, SignalReceiver, activity_name, workflow_name,
 };
+
+/// The `futures` crate, for `join!`, `select!` and `join_all` inside workflows (they poll in
+/// program order, which keeps workflow code deterministic).
+pub use futures;
 
 /// A failure a workflow returns on purpose: `Err(cairn::fail("OutOfStock", "no lamps left"))`.
 pub fn fail(error_type: &str, message: impl Into<String>) -> WorkflowError {

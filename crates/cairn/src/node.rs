@@ -104,6 +104,17 @@ impl NodeBuilder {
         self
     }
 
+    /// Registers custom search attribute `attribute` (name and type), so visibility queries
+    /// can name it. Workflows set it with `ctx.upsert_search_attribute`.
+    pub fn search_attribute<T: crate::SearchAttributeType>(
+        mut self,
+        attribute: &crate::SearchAttribute<T>,
+    ) -> Self {
+        self.registry
+            .search_attribute(attribute.name(), attribute.search_type());
+        self
+    }
+
     /// Node settings. Default [`NodeConfig::default`].
     pub fn config(mut self, config: NodeConfig) -> Self {
         self.config = config;

@@ -1,6 +1,6 @@
 //! The workflow side: `Ctx` and its typed calls.
 
-use cairn_core::{ActivityError, WorkflowContext};
+use cairn_core::{ActivityError, WorkflowContext, WorkflowError};
 use cairn_runtime::ActivityContext;
 use cairn_types::{ActivityOptions, ActivityTimeouts, Failure, Payload, RetryPolicy};
 use serde::Serialize;
@@ -92,6 +92,39 @@ pub struct Ctx {
 impl Ctx {
     pub(crate) fn new(inner: WorkflowContext) -> Self {
         Self { inner }
+    }
+
+    pub(crate) fn inner(&self) -> &WorkflowContext {
+        &self.inner
+    }
+
+    /// Ends this run and starts a new run of the same workflow id with `input`, a fresh history
+    /// and the same options: `return Err(ctx.continue_as_new(&state))`. `result` on the
+    /// workflow follows the chain to its end; the execution timeout spans the chain.
+    pub fn continue_as_new<I: Serialize>(&self, input: &I) -> WorkflowError {
+        match Payload::encode(input) {
+            Ok(input) => self.inner.continue_as_new(input),
+            Err(e) => WorkflowError::Failed(
+                Failure::new("PayloadEncode", format!("continue-as-new input: {e}"))
+                    .non_retryable(),
+            ),
+        }
+    }
+
+    /// Events in this run's history so far (as of the transition running now).
+    pub fn history_length(&self) -> u64 {
+        self.inner.history_length()
+    }
+
+    /// Encoded bytes of this run's history so far.
+    pub fn history_size_bytes(&self) -> u64 {
+        self.inner.history_size_bytes()
+    }
+
+    /// True once the history is long enough (10,240 events or 10 MiB) that the run should
+    /// continue as new; a run that goes on past 51,200 events or 50 MiB is terminated.
+    pub fn continue_as_new_suggested(&self) -> bool {
+        self.inner.continue_as_new_suggested()
     }
 
     /// Calls activity `f` with `input`. Configure with the builder methods, then `.await`.

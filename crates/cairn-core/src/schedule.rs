@@ -1,0 +1,441 @@
+//! Schedule specifications: when a schedule fires, as pure arithmetic on Unix milliseconds.
+//!
+//! A spec is any number of cron expressions (evaluated in an IANA time zone, so "09:00" follows
+//! daylight saving) and intervals (`every` with an `offset`, aligned to the Unix epoch), bounded
+//! by an optional start and end. Each nominal time may be delayed by a jitter that is a
+//! deterministic function of the schedule id and the time, so every node (and every restart)
+//! computes the same actual fire time. Validation names the field at fault.
+
+use serde::{Deserialize, Serialize};
+use std::str::FromStr;
+
+/// Longest cron expression, in bytes.
+pub const CRON_EXPRESSION_BYTES_MAX: usize = 256;
+/// Most cron expressions plus intervals in one spec.
+pub const SCHEDULE_SPEC_ENTRIES_MAX: usize = 16;
+/// Shortest interval, ms.
+pub const SCHEDULE_INTERVAL_MS_MIN: u64 = 100;
+/// Default catch-up window: Temporal's (one year).
+pub const CATCHUP_WINDOW_MS_DEFAULT: u64 = 365 * 24 * 3_600_000;
+/// Shortest catch-up window, ms. (Temporal's minimum is 10 s; a second keeps short-cadence
+/// schedules and their tests practical, and nothing below relies on more.)
+pub const CATCHUP_WINDOW_MS_MIN: u64 = 1_000;
+
+/// Every `every_ms`, at `offset_ms` past each multiple of it since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntervalSpec {
+    pub every_ms: u64,
+    #[serde(default)]
+    pub offset_ms: u64,
+}
+
+/// When a schedule fires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ScheduleSpec {
+    /// Cron expressions: 5 fields (minute hour day-of-month month day-of-week) or 6 with
+    /// seconds first; `@daily`-style nicknames allowed.
+    #[serde(default)]
+    pub cron: Vec<String>,
+    #[serde(default)]
+    pub intervals: Vec<IntervalSpec>,
+    /// IANA time zone of the cron expressions. Default UTC.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// Each fire is delayed by up to this much (deterministically). Default 0.
+    #[serde(default)]
+    pub jitter_ms: u64,
+    /// No fire before this time.
+    #[serde(default)]
+    pub start_unix_ms: Option<u64>,
+    /// No fire after this time.
+    #[serde(default)]
+    pub end_unix_ms: Option<u64>,
+}
+
+/// What to do when a fire comes while the previous run is still going (Temporal's six).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OverlapPolicy {
+    /// Don't start; count it as skipped. The default.
+    #[default]
+    Skip,
+    /// Start it when the running one closes; keep at most one waiting.
+    BufferOne,
+    /// Start each in turn as the previous closes.
+    BufferAll,
+    /// Ask the running one to cancel; start this one once it has closed.
+    CancelOther,
+    /// Terminate the running one and start this one at once.
+    TerminateOther,
+    /// Start it anyway.
+    AllowAll,
+}
+
+impl OverlapPolicy {
+    /// Names as the API and CLI spell them.
+    pub const NAMES: &'static [&'static str] = &[
+        "skip",
+        "buffer_one",
+        "buffer_all",
+        "cancel_other",
+        "terminate_other",
+        "allow_all",
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Skip => "skip",
+            Self::BufferOne => "buffer_one",
+            Self::BufferAll => "buffer_all",
+            Self::CancelOther => "cancel_other",
+            Self::TerminateOther => "terminate_other",
+            Self::AllowAll => "allow_all",
+        }
+    }
+}
+
+impl FromStr for OverlapPolicy {
+    type Err = ScheduleError;
+    fn from_str(text: &str) -> Result<Self, ScheduleError> {
+        Ok(match text {
+            "skip" => Self::Skip,
+            "buffer_one" => Self::BufferOne,
+            "buffer_all" => Self::BufferAll,
+            "cancel_other" => Self::CancelOther,
+            "terminate_other" => Self::TerminateOther,
+            "allow_all" => Self::AllowAll,
+            other => {
+                return Err(ScheduleError::UnknownOverlapPolicy {
+                    given: other.to_string(),
+                });
+            }
+        })
+    }
+}
+
+/// How a schedule behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedulePolicies {
+    pub overlap: OverlapPolicy,
+    /// After downtime, fires missed by more than this are skipped. Default one year.
+    pub catchup_window_ms: u64,
+}
+
+impl Default for SchedulePolicies {
+    fn default() -> Self {
+        Self {
+            overlap: OverlapPolicy::default(),
+            catchup_window_ms: CATCHUP_WINDOW_MS_DEFAULT,
+        }
+    }
+}
+
+/// Why a schedule was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScheduleError {
+    #[error("a schedule needs at least one cron expression or interval")]
+    Empty,
+    #[error("{count} cron expressions and intervals; the limit is {max}")]
+    TooManyEntries { count: usize, max: usize },
+    #[error("cron expression {expression:?} is invalid: {reason}")]
+    BadCron { expression: String, reason: String },
+    #[error("interval every_ms is {every_ms}; it must be at least {min}")]
+    IntervalTooShort { every_ms: u64, min: u64 },
+    #[error("interval offset_ms {offset_ms} must be less than every_ms {every_ms}")]
+    OffsetNotBelowInterval { offset_ms: u64, every_ms: u64 },
+    #[error("time zone {given:?} is not an IANA time zone name (such as Europe/Paris or UTC)")]
+    UnknownTimeZone { given: String },
+    #[error("start time {start} is after end time {end}")]
+    StartAfterEnd { start: u64, end: u64 },
+    #[error("catch-up window {given} ms is below the minimum of {min} ms")]
+    CatchupWindowTooShort { given: u64, min: u64 },
+    #[error(
+        "overlap policy {given:?} is not one of skip, buffer_one, buffer_all, cancel_other, terminate_other, allow_all"
+    )]
+    UnknownOverlapPolicy { given: String },
+}
+
+/// A validated spec, ready to compute fire times.
+#[derive(Debug, Clone)]
+pub struct CompiledSpec {
+    crons: Vec<croner::Cron>,
+    intervals: Vec<IntervalSpec>,
+    time_zone: chrono_tz::Tz,
+    jitter_ms: u64,
+    start_unix_ms: Option<u64>,
+    end_unix_ms: Option<u64>,
+}
+
+impl SchedulePolicies {
+    pub fn validate(self) -> Result<Self, ScheduleError> {
+        if self.catchup_window_ms < CATCHUP_WINDOW_MS_MIN {
+            return Err(ScheduleError::CatchupWindowTooShort {
+                given: self.catchup_window_ms,
+                min: CATCHUP_WINDOW_MS_MIN,
+            });
+        }
+        Ok(self)
+    }
+}
+
+impl ScheduleSpec {
+    /// Checks the spec and prepares it for computing times.
+    pub fn compile(&self) -> Result<CompiledSpec, ScheduleError> {
+        let count = self.cron.len() + self.intervals.len();
+        if count == 0 {
+            return Err(ScheduleError::Empty);
+        }
+        if count > SCHEDULE_SPEC_ENTRIES_MAX {
+            return Err(ScheduleError::TooManyEntries {
+                count,
+                max: SCHEDULE_SPEC_ENTRIES_MAX,
+            });
+        }
+        let mut crons = Vec::new();
+        for expression in &self.cron {
+            let bad = |reason: String| ScheduleError::BadCron {
+                expression: expression.chars().take(CRON_EXPRESSION_BYTES_MAX).collect(),
+                reason,
+            };
+            if expression.len() > CRON_EXPRESSION_BYTES_MAX {
+                return Err(bad(format!(
+                    "longer than {CRON_EXPRESSION_BYTES_MAX} bytes"
+                )));
+            }
+            let cron = croner::Cron::from_str(expression).map_err(|e| bad(e.to_string()))?;
+            crons.push(cron);
+        }
+        for interval in &self.intervals {
+            if interval.every_ms < SCHEDULE_INTERVAL_MS_MIN {
+                return Err(ScheduleError::IntervalTooShort {
+                    every_ms: interval.every_ms,
+                    min: SCHEDULE_INTERVAL_MS_MIN,
+                });
+            }
+            if interval.offset_ms >= interval.every_ms {
+                return Err(ScheduleError::OffsetNotBelowInterval {
+                    offset_ms: interval.offset_ms,
+                    every_ms: interval.every_ms,
+                });
+            }
+        }
+        let time_zone = match &self.time_zone {
+            None => chrono_tz::UTC,
+            Some(name) => {
+                name.parse::<chrono_tz::Tz>()
+                    .map_err(|_| ScheduleError::UnknownTimeZone {
+                        given: name.clone(),
+                    })?
+            }
+        };
+        if let (Some(start), Some(end)) = (self.start_unix_ms, self.end_unix_ms)
+            && start > end
+        {
+            return Err(ScheduleError::StartAfterEnd { start, end });
+        }
+        Ok(CompiledSpec {
+            crons,
+            intervals: self.intervals.clone(),
+            time_zone,
+            jitter_ms: self.jitter_ms,
+            start_unix_ms: self.start_unix_ms,
+            end_unix_ms: self.end_unix_ms,
+        })
+    }
+}
+
+impl CompiledSpec {
+    /// The first nominal fire time strictly after `after_unix_ms`, or `None` if the spec has
+    /// no more (past its end).
+    pub fn next_after(&self, after_unix_ms: u64) -> Option<u64> {
+        // Nothing before the start: look from just before it.
+        let after = match self.start_unix_ms {
+            Some(start) if after_unix_ms < start => start - 1,
+            _ => after_unix_ms,
+        };
+        let from_intervals = self.intervals.iter().map(|i| {
+            // The first k with k * every + offset > after.
+            let k = if after < i.offset_ms {
+                0
+            } else {
+                (after - i.offset_ms) / i.every_ms + 1
+            };
+            k.saturating_mul(i.every_ms).saturating_add(i.offset_ms)
+        });
+        let from_crons = self.crons.iter().filter_map(|cron| {
+            let after = chrono::DateTime::from_timestamp_millis(i64::try_from(after).ok()?)?
+                .with_timezone(&self.time_zone);
+            let next = cron.find_next_occurrence(&after, false).ok()?;
+            u64::try_from(next.timestamp_millis()).ok()
+        });
+        let next = from_intervals.chain(from_crons).min()?;
+        match self.end_unix_ms {
+            Some(end) if next > end => None,
+            _ => Some(next),
+        }
+    }
+
+    /// The nominal times in `(after, until]`, at most `limit`.
+    pub fn times_between(&self, after: u64, until: u64, limit: usize) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut at = after;
+        while out.len() < limit {
+            match self.next_after(at) {
+                Some(next) if next <= until => {
+                    out.push(next);
+                    at = next;
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// The delay added to nominal time `nominal` of schedule `schedule_id`: the same on every
+    /// node and after every restart.
+    pub fn jitter(&self, schedule_id: &str, nominal: u64) -> u64 {
+        if self.jitter_ms == 0 {
+            return 0;
+        }
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in schedule_id.as_bytes().iter().chain(&nominal.to_be_bytes()) {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        hash % (self.jitter_ms + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(text: &str) -> u64 {
+        crate::visibility::parse_time(text).unwrap()
+    }
+
+    /// Proves cron expressions follow their time zone across a daylight-saving change, and
+    /// intervals align to the epoch with their offset.
+    #[test]
+    fn next_times_follow_time_zones_and_offsets() {
+        let spec = ScheduleSpec {
+            cron: vec!["0 9 * * *".into()],
+            time_zone: Some("Europe/Paris".into()),
+            ..ScheduleSpec::default()
+        }
+        .compile()
+        .unwrap();
+        // 09:00 in Paris is 08:00 UTC in winter, 07:00 UTC in summer (DST from 2026-03-29).
+        assert_eq!(
+            spec.next_after(ms("2026-03-27T12:00:00Z")),
+            Some(ms("2026-03-28T08:00:00Z"))
+        );
+        assert_eq!(
+            spec.next_after(ms("2026-03-28T12:00:00Z")),
+            Some(ms("2026-03-29T07:00:00Z"))
+        );
+        let every = ScheduleSpec {
+            intervals: vec![IntervalSpec {
+                every_ms: 3_600_000,
+                offset_ms: 300_000,
+            }],
+            ..ScheduleSpec::default()
+        }
+        .compile()
+        .unwrap();
+        assert_eq!(
+            every.next_after(ms("2026-01-01T10:05:00Z")),
+            Some(ms("2026-01-01T11:05:00Z"))
+        );
+        assert_eq!(
+            every.times_between(ms("2026-01-01T10:00:00Z"), ms("2026-01-01T13:00:00Z"), 10),
+            vec![
+                ms("2026-01-01T10:05:00Z"),
+                ms("2026-01-01T11:05:00Z"),
+                ms("2026-01-01T12:05:00Z")
+            ]
+        );
+    }
+
+    /// Proves start and end bound the times, and jitter is deterministic and bounded.
+    #[test]
+    fn bounds_and_jitter() {
+        let spec = ScheduleSpec {
+            intervals: vec![IntervalSpec {
+                every_ms: 1_000,
+                offset_ms: 0,
+            }],
+            jitter_ms: 250,
+            start_unix_ms: Some(10_500),
+            end_unix_ms: Some(13_000),
+            ..ScheduleSpec::default()
+        }
+        .compile()
+        .unwrap();
+        assert_eq!(spec.next_after(0), Some(11_000));
+        assert_eq!(
+            spec.times_between(0, 100_000, 10),
+            vec![11_000, 12_000, 13_000]
+        );
+        assert_eq!(spec.next_after(13_000), None);
+        for t in [11_000, 12_000, 13_000] {
+            let j = spec.jitter("daily-report", t);
+            assert!(j <= 250);
+            assert_eq!(j, spec.jitter("daily-report", t));
+        }
+        assert_ne!(
+            (11_000..11_100)
+                .map(|t| spec.jitter("a", t))
+                .collect::<Vec<_>>(),
+            (11_000..11_100)
+                .map(|t| spec.jitter("b", t))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    /// Proves each malformed spec is refused with an error that names what is wrong.
+    #[test]
+    fn malformed_specs_are_refused() {
+        assert_eq!(
+            ScheduleSpec::default().compile().unwrap_err(),
+            ScheduleError::Empty
+        );
+        let bad_cron = ScheduleSpec {
+            cron: vec!["61 * * * *".into()],
+            ..ScheduleSpec::default()
+        };
+        assert!(matches!(
+            bad_cron.compile(),
+            Err(ScheduleError::BadCron { expression, .. }) if expression == "61 * * * *"
+        ));
+        let bad_zone = ScheduleSpec {
+            cron: vec!["0 9 * * *".into()],
+            time_zone: Some("Mars/Olympus".into()),
+            ..ScheduleSpec::default()
+        };
+        assert!(matches!(
+            bad_zone.compile(),
+            Err(ScheduleError::UnknownTimeZone { .. })
+        ));
+        let short = ScheduleSpec {
+            intervals: vec![IntervalSpec {
+                every_ms: 10,
+                offset_ms: 0,
+            }],
+            ..ScheduleSpec::default()
+        };
+        assert!(matches!(
+            short.compile(),
+            Err(ScheduleError::IntervalTooShort { .. })
+        ));
+        assert!("sometimes".parse::<OverlapPolicy>().is_err());
+        assert!(
+            SchedulePolicies {
+                catchup_window_ms: 5,
+                ..SchedulePolicies::default()
+            }
+            .validate()
+            .is_err()
+        );
+    }
+}
