@@ -15,8 +15,8 @@
 
 use anyhow::{Context, Result, ensure};
 use cairn::{
-    ActivityContext, Ctx, Failure, Node, NodeConfig, Query, RetryPolicy, Signal, WorkflowError,
-    WorkflowOutcomeError, fail,
+    ActivityContext, Ctx, Failure, Node, NodeConfig, Query, RetryPolicy, Saga, Signal,
+    WorkflowError, WorkflowOutcomeError, fail,
 };
 use cairn_examples::PaymentService;
 use cairn_store_embedded::{EmbeddedConfig, EmbeddedStore};
@@ -183,8 +183,14 @@ async fn order_fulfillment(ctx: Ctx, order_id: String) -> Result<Receipt, Workfl
             return Err(e.into());
         }
     };
-    // The key the charge was made under (workflow id / activity id of charge_card).
+    // The key the charge was made under (workflow id / activity id of charge_card). Should a
+    // later step fail, the saga refunds it.
     let charge_key = format!("{order_id}/2");
+    let mut saga = Saga::new();
+    saga.add(
+        ctx.activity(rollback_charge, charge_key)
+            .start_to_close(Duration::from_secs(30)),
+    );
 
     set("reserving_inventory");
     let reserved = ctx
@@ -200,10 +206,11 @@ async fn order_fulfillment(ctx: Ctx, order_id: String) -> Result<Receipt, Workfl
         .await;
     let cancel_reason = cancel.borrow().clone();
     if reserved.is_err() || cancel_reason.is_some() {
-        // Saga: undo the charge.
-        ctx.activity(rollback_charge, charge_key)
-            .start_to_close(Duration::from_secs(30))
-            .await?;
+        let failures = saga.compensate().await;
+        if let Some(failure) = failures.into_iter().next() {
+            set("compensation_failed");
+            return Err(WorkflowError::Failed(failure));
+        }
         if let Some(reason) = cancel_reason {
             set("canceled");
             return Err(fail(

@@ -5,6 +5,9 @@
 //! cairn workflow start --type hello --input '"Ada"' --wait
 //! cairn workflow list | describe ID | show ID | result ID | signal ID NAME | query ID NAME
 //! cairn workflow cancel ID | terminate ID
+//! cairn workflow list --query "WorkflowType = 'hello' AND ExecutionStatus = 'Running'" | count
+//! cairn schedule create ID --type hello --cron '0 9 * * *' | list | describe ID | pause ID
+//! cairn schedule unpause ID | trigger ID | backfill ID --start T --end T | delete ID
 //! cairn cluster status
 //! ```
 
@@ -33,6 +36,94 @@ enum Command {
     Workflow(WorkflowArgs),
     /// The cluster, as any node sees it.
     Cluster(ClusterArgs),
+    /// Schedules: start workflows on a cadence.
+    Schedule(ScheduleArgs),
+}
+
+#[derive(Args, Debug)]
+struct ScheduleArgs {
+    #[command(flatten)]
+    client: ClientOptions,
+    #[command(subcommand)]
+    command: ScheduleCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum ScheduleCommand {
+    /// Create a schedule (give at least one --cron or --every). Started workflows are named
+    /// `<ID>-<scheduled time, RFC 3339>`.
+    Create {
+        id: String,
+        /// Workflow type to start.
+        #[arg(long = "type")]
+        workflow_type: String,
+        /// Its input, as JSON.
+        #[arg(long, default_value = "null")]
+        input: String,
+        /// Cron expression (5 fields, or 6 with seconds first); repeatable.
+        #[arg(long)]
+        cron: Vec<String>,
+        /// Interval in ms; repeatable.
+        #[arg(long = "every-ms")]
+        every_ms: Vec<u64>,
+        /// IANA time zone of the cron expressions.
+        #[arg(long)]
+        time_zone: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        jitter_ms: u64,
+        /// RFC 3339: no start before.
+        #[arg(long)]
+        start_time: Option<String>,
+        /// RFC 3339: no start after.
+        #[arg(long)]
+        end_time: Option<String>,
+        /// skip, buffer_one, buffer_all, cancel_other, terminate_other or allow_all.
+        #[arg(long)]
+        overlap: Option<String>,
+        #[arg(long)]
+        catchup_window_ms: Option<u64>,
+        /// Create it paused, with this note.
+        #[arg(long)]
+        paused: Option<String>,
+    },
+    /// Every schedule.
+    List,
+    /// A schedule: spec, next start times, recent actions.
+    Describe { id: String },
+    /// Pause (nothing starts until unpaused).
+    Pause {
+        id: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Unpause (goes on from now).
+    Unpause {
+        id: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Start the workflow now.
+    Trigger {
+        id: String,
+        /// Overlap policy for this start (default: the schedule's).
+        #[arg(long)]
+        overlap: Option<String>,
+    },
+    /// Start the workflows of every scheduled time in a range.
+    Backfill {
+        id: String,
+        /// RFC 3339.
+        #[arg(long)]
+        start: String,
+        /// RFC 3339.
+        #[arg(long)]
+        end: String,
+        /// Overlap policy for these starts (default: the schedule's).
+        #[arg(long)]
+        overlap: Option<String>,
+    },
+    /// Delete (workflows it started run on).
+    Delete { id: String },
 }
 
 #[derive(Args, Debug)]
@@ -184,11 +275,23 @@ enum WorkflowCommand {
     },
     /// List workflows.
     List {
-        #[arg(long = "type")]
+        #[arg(long = "type", conflicts_with = "query")]
         workflow_type: Option<String>,
-        /// running, completed, failed, canceled, terminated or timed_out.
-        #[arg(long)]
+        /// running, completed, failed, canceled, terminated, timed_out or continued_as_new.
+        #[arg(long, conflicts_with = "query")]
         status: Option<String>,
+        /// A visibility query: WorkflowType = 'Order' AND ExecutionStatus = 'Running' AND
+        /// StartTime > '2026-01-01T00:00:00Z' ORDER BY StartTime DESC.
+        #[arg(long)]
+        query: Option<String>,
+        /// With --query: at most this many (a page).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// How many workflows match a visibility query.
+    Count {
+        #[arg(long, default_value = "")]
+        query: String,
     },
     /// Status, pending activities, outcome.
     Describe { id: String },
@@ -235,6 +338,7 @@ fn main() {
         Command::Server(ServerCommand::Start(args)) => start(args),
         Command::Workflow(args) => workflow(args),
         Command::Cluster(args) => cluster(args),
+        Command::Schedule(args) => schedule(args),
     };
     if let Err(error) = outcome {
         eprintln!("error: {error:#}");
@@ -406,6 +510,13 @@ impl Api {
                 }
                 request.call()
             }
+            ("DELETE", _) => {
+                let mut request = self.agent.delete(&url);
+                if let Some(auth) = &auth {
+                    request = request.header("Authorization", auth);
+                }
+                request.call()
+            }
             (_, body) => {
                 let mut request = self
                     .agent
@@ -535,6 +646,160 @@ fn cluster(args: ClusterArgs) -> Result<()> {
     Ok(())
 }
 
+fn schedule(args: ScheduleArgs) -> Result<()> {
+    let table = args.client.output == Output::Table;
+    let api = Api::new(args.client);
+    let path = |id: &str, action: &str| format!("/api/v1/schedules/{}{action}", encode(id));
+    match args.command {
+        ScheduleCommand::Create {
+            id,
+            workflow_type,
+            input,
+            cron,
+            every_ms,
+            time_zone,
+            jitter_ms,
+            start_time,
+            end_time,
+            overlap,
+            catchup_window_ms,
+            paused,
+        } => {
+            let body = serde_json::json!({
+                "schedule_id": id,
+                "workflow_type": workflow_type,
+                "input": json_arg("--input", &input)?,
+                "cron": cron,
+                "intervals": every_ms.iter().map(|ms| serde_json::json!({"every_ms": ms})).collect::<Vec<_>>(),
+                "time_zone": time_zone,
+                "jitter_ms": jitter_ms,
+                "start_time": start_time,
+                "end_time": end_time,
+                "overlap_policy": overlap,
+                "catchup_window_ms": catchup_window_ms,
+                "paused": paused.is_some(),
+                "note": paused.unwrap_or_default(),
+            });
+            api.call("POST", "/api/v1/schedules", Some(&body))?;
+            if table {
+                println!("schedule {id} created");
+            }
+        }
+        ScheduleCommand::List => {
+            let (_, list) = api.call("GET", "/api/v1/schedules", None)?;
+            if !table {
+                print_json(&list);
+                return Ok(());
+            }
+            println!(
+                "{:<28} {:<16} {:<7} {:<9} {:<9} SPEC",
+                "SCHEDULE ID", "TYPE", "PAUSED", "STARTED", "SKIPPED"
+            );
+            for s in list.as_array().into_iter().flatten() {
+                let mut spec: Vec<String> = s["spec"]["cron"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.as_str().map(str::to_string))
+                    .collect();
+                spec.extend(
+                    s["spec"]["intervals"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|i| format!("every {} ms", i["every_ms"])),
+                );
+                println!(
+                    "{:<28} {:<16} {:<7} {:<9} {:<9} {}",
+                    s["schedule_id"].as_str().unwrap_or(""),
+                    s["workflow_type"].as_str().unwrap_or(""),
+                    s["paused"],
+                    s["actions_started"],
+                    s["actions_skipped"],
+                    spec.join("; ")
+                );
+            }
+        }
+        ScheduleCommand::Describe { id } => {
+            let (_, s) = api.call("GET", &path(&id, ""), None)?;
+            if !table {
+                print_json(&s);
+                return Ok(());
+            }
+            println!(
+                "schedule {}  starts {}  overlap {}  paused {}{}",
+                s["schedule_id"].as_str().unwrap_or(""),
+                s["workflow_type"].as_str().unwrap_or(""),
+                s["overlap_policy"].as_str().unwrap_or(""),
+                s["paused"],
+                match s["note"].as_str() {
+                    Some(note) if !note.is_empty() => format!(" ({note})"),
+                    _ => String::new(),
+                }
+            );
+            println!(
+                "started {}, skipped {}, missed {}",
+                s["actions_started"], s["actions_skipped"], s["actions_missed"]
+            );
+            for t in s["next_times"].as_array().into_iter().flatten() {
+                println!("  next   {}", t.as_str().unwrap_or(""));
+            }
+            for a in s["recent_actions"].as_array().into_iter().flatten() {
+                println!(
+                    "  recent {} {} {}",
+                    a["scheduled_time"].as_str().unwrap_or(""),
+                    a["action"].as_str().unwrap_or(""),
+                    a["workflow_id"].as_str().unwrap_or("")
+                );
+            }
+        }
+        ScheduleCommand::Pause { id, note } => {
+            api.call("POST", &path(&id, "/pause"), Some(&serde_json::json!({"note": note})))?;
+            if table {
+                println!("schedule {id} paused");
+            }
+        }
+        ScheduleCommand::Unpause { id, note } => {
+            api.call("POST", &path(&id, "/unpause"), Some(&serde_json::json!({"note": note})))?;
+            if table {
+                println!("schedule {id} unpaused");
+            }
+        }
+        ScheduleCommand::Trigger { id, overlap } => {
+            api.call(
+                "POST",
+                &path(&id, "/trigger"),
+                Some(&serde_json::json!({"overlap_policy": overlap})),
+            )?;
+            if table {
+                println!("schedule {id} triggered");
+            }
+        }
+        ScheduleCommand::Backfill {
+            id,
+            start,
+            end,
+            overlap,
+        } => {
+            api.call(
+                "POST",
+                &path(&id, "/backfill"),
+                Some(&serde_json::json!({"start": start, "end": end, "overlap_policy": overlap})),
+            )?;
+            if table {
+                println!("schedule {id}: backfill from {start} to {end} accepted");
+            }
+        }
+        ScheduleCommand::Delete { id } => {
+            api.call("DELETE", &path(&id, ""), None)?;
+            if table {
+                println!("schedule {id} deleted");
+            }
+        }
+    }
+    Ok(())
+}
+
 fn workflow(args: WorkflowArgs) -> Result<()> {
     let table = args.client.output == Output::Table;
     let api = Api::new(args.client);
@@ -599,22 +864,52 @@ fn workflow(args: WorkflowArgs) -> Result<()> {
                 }
             }
         }
+        WorkflowCommand::Count { query } => {
+            let (_, answer) = api.call(
+                "GET",
+                &format!("/api/v1/visibility/count?query={}", encode(&query)),
+                None,
+            )?;
+            if table {
+                println!("{}", answer["count"]);
+            } else {
+                print_json(&answer);
+            }
+        }
         WorkflowCommand::List {
             workflow_type,
             status,
+            query: filter,
+            limit,
         } => {
-            let mut query = Vec::new();
-            if let Some(t) = workflow_type {
-                query.push(format!("workflow_type={}", encode(&t)));
-            }
-            if let Some(s) = status {
-                query.push(format!("status={}", encode(&s)));
-            }
-            let (_, list) = api.call(
-                "GET",
-                &format!("/api/v1/workflows?{}", query.join("&")),
-                None,
-            )?;
+            let list = match filter {
+                Some(filter) => {
+                    let (_, page) = api.call(
+                        "GET",
+                        &format!(
+                            "/api/v1/visibility/workflows?query={}&page_size={limit}",
+                            encode(&filter)
+                        ),
+                        None,
+                    )?;
+                    page["workflows"].clone()
+                }
+                None => {
+                    let mut query = Vec::new();
+                    if let Some(t) = workflow_type {
+                        query.push(format!("workflow_type={}", encode(&t)));
+                    }
+                    if let Some(s) = status {
+                        query.push(format!("status={}", encode(&s)));
+                    }
+                    api.call(
+                        "GET",
+                        &format!("/api/v1/workflows?{}", query.join("&")),
+                        None,
+                    )?
+                    .1
+                }
+            };
             if table {
                 println!(
                     "{:<28} {:<16} {:<11} {:<36}",

@@ -105,6 +105,100 @@ fn dev_server_and_workflow_commands() {
     assert!(String::from_utf8_lossy(&bad_json.stderr).contains("not valid JSON"));
 }
 
+fn cli(server: &Server, args: &[&str]) -> Output {
+    Command::new(CAIRN)
+        .args(args)
+        .args(["--address", &server.address])
+        .output()
+        .expect("run cairn")
+}
+
+/// Proves the schedule commands (create with an interval, list, describe with next times and
+/// recent actions, pause with a note, trigger, backfill, delete) and the visibility commands
+/// (list --query, count) against a dev server, and that bad input gets a clear error.
+#[test]
+fn schedule_and_visibility_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&dir.path().join("data"));
+    let created = cli(
+        &server,
+        &[
+            "schedule", "create", "greeter", "--type", "hello", "--input", "\"Bo\"",
+            "--every-ms", "300", "--overlap", "allow_all",
+        ],
+    );
+    assert!(created.status.success(), "{created:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let counted = cli(
+            &server,
+            &["workflow", "count", "--query", "WorkflowId STARTS_WITH 'greeter-'"],
+        );
+        let n: u64 = stdout(&counted).trim().parse().unwrap_or(0);
+        if n >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the schedule did not start two workflows");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let described = cli(&server, &["schedule", "describe", "greeter"]);
+    let text = stdout(&described);
+    assert!(text.contains("next") && text.contains("Started greeter-"), "{text}");
+    let paused = cli(&server, &["schedule", "pause", "greeter", "--note", "quiet hours"]);
+    assert!(paused.status.success(), "{paused:?}");
+    let listed = cli(&server, &["schedule", "list"]);
+    assert!(stdout(&listed).contains("greeter") && stdout(&listed).contains("true"));
+    let triggered = cli(&server, &["schedule", "trigger", "greeter"]);
+    assert!(triggered.status.success(), "{triggered:?}");
+    let backfilled = cli(
+        &server,
+        &[
+            "schedule", "backfill", "greeter", "--start", "2026-01-01T00:00:00Z", "--end",
+            "2026-01-01T00:00:01Z", "--overlap", "allow_all",
+        ],
+    );
+    assert!(backfilled.status.success(), "{backfilled:?}");
+    let listed = cli(
+        &server,
+        &[
+            "workflow", "list", "--query",
+            "WorkflowType = 'hello' AND WorkflowId STARTS_WITH 'greeter-2026-01-01' ORDER BY WorkflowId",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut text = stdout(&listed);
+    while !text.contains("greeter-2026-01-01T00:00:00.900Z") {
+        assert!(Instant::now() < deadline, "backfill did not start: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+        text = stdout(&cli(
+            &server,
+            &["workflow", "list", "--query", "WorkflowId STARTS_WITH 'greeter-2026-01-01'"],
+        ));
+    }
+    let bad_query = cli(&server, &["workflow", "list", "--query", "Colour = 'red'"]);
+    assert!(!bad_query.status.success());
+    let stderr = String::from_utf8_lossy(&bad_query.stderr);
+    assert!(
+        stderr.contains("[invalid_query]") && stderr.contains("position 0"),
+        "{stderr}"
+    );
+    let bad_cron = cli(
+        &server,
+        &["schedule", "create", "bad", "--type", "hello", "--cron", "every day"],
+    );
+    assert!(String::from_utf8_lossy(&bad_cron.stderr).contains("[invalid_schedule]"));
+    let deleted = cli(&server, &["schedule", "delete", "greeter"]);
+    assert!(deleted.status.success(), "{deleted:?}");
+    let gone = cli(&server, &["schedule", "describe", "greeter"]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("[schedule_not_found]"));
+    let status = cli(&server, &["cluster", "status"]);
+    assert!(
+        stdout(&status).contains("dev") && stdout(&status).contains("alive"),
+        "{}",
+        stdout(&status)
+    );
+}
+
 /// Proves a second server on the same data directory is refused with a clear error, and the
 /// first stops cleanly on SIGINT.
 #[test]

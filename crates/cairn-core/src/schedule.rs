@@ -263,10 +263,13 @@ impl CompiledSpec {
             k.saturating_mul(i.every_ms).saturating_add(i.offset_ms)
         });
         let from_crons = self.crons.iter().filter_map(|cron| {
-            let after = chrono::DateTime::from_timestamp_millis(i64::try_from(after).ok()?)?
+            // Cron times are whole seconds: search from the second `after` falls in (the
+            // search keeps any fraction it starts from).
+            let whole_seconds = i64::try_from(after / 1_000).ok()?;
+            let from = chrono::DateTime::from_timestamp(whole_seconds, 0)?
                 .with_timezone(&self.time_zone);
-            let next = cron.find_next_occurrence(&after, false).ok()?;
-            u64::try_from(next.timestamp_millis()).ok()
+            let next = cron.find_next_occurrence(&from, false).ok()?;
+            u64::try_from(next.timestamp()).ok()?.checked_mul(1_000)
         });
         let next = from_intervals.chain(from_crons).min()?;
         match self.end_unix_ms {
@@ -334,6 +337,19 @@ mod tests {
             spec.next_after(ms("2026-03-28T12:00:00Z")),
             Some(ms("2026-03-29T07:00:00Z"))
         );
+        // From a time with milliseconds, the next time is still on a whole second.
+        assert_eq!(
+            spec.next_after(ms("2026-03-28T12:00:00.919Z")),
+            Some(ms("2026-03-29T07:00:00Z"))
+        );
+        let every_second = ScheduleSpec {
+            cron: vec!["* * * * * *".into()],
+            ..ScheduleSpec::default()
+        }
+        .compile()
+        .unwrap();
+        assert_eq!(every_second.next_after(10_500), Some(11_000));
+        assert_eq!(every_second.next_after(11_000), Some(12_000));
         let every = ScheduleSpec {
             intervals: vec![IntervalSpec {
                 every_ms: 3_600_000,

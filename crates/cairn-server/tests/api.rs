@@ -411,6 +411,16 @@ async fn openapi_document_covers_every_route() {
         ("/api/v1/workflows/{id}/queries/{name}", &["post"]),
         ("/api/v1/workflows/{id}/cancel", &["post"]),
         ("/api/v1/workflows/{id}/terminate", &["post"]),
+        ("/api/v1/visibility/workflows", &["get"]),
+        ("/api/v1/visibility/count", &["get"]),
+        ("/api/v1/schedules", &["get", "post"]),
+        ("/api/v1/schedules/{id}", &["get", "delete"]),
+        ("/api/v1/schedules/{id}/pause", &["post"]),
+        ("/api/v1/schedules/{id}/unpause", &["post"]),
+        ("/api/v1/schedules/{id}/trigger", &["post"]),
+        ("/api/v1/schedules/{id}/backfill", &["post"]),
+        ("/api/v1/cluster", &["get"]),
+        ("/api/v1/internal/query", &["post"]),
     ] {
         for method in methods {
             assert!(
@@ -431,7 +441,147 @@ async fn openapi_document_covers_every_route() {
         "already_running",
         "not_found",
         "unauthorized",
+        "invalid_query",
+        "invalid_page_token",
+        "invalid_schedule",
+        "schedule_not_found",
+        "schedule_exists",
+        "shard_unavailable",
+        "not_owner",
     ] {
         assert!(codes.contains(&code), "error code {code} undocumented");
     }
+}
+
+/// Proves schedules over HTTP: create (JSON), describe with next times, pause with a note,
+/// trigger, delete; and that bad schedules and unknown ids get their stable error codes
+/// without anything written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_over_http() {
+    let api = router().await;
+    let (status, body) = call(
+        &api,
+        "POST",
+        "/api/v1/schedules",
+        Some(r#"{"schedule_id": "nightly", "workflow_type": "doubler", "input": 21, "cron": ["0 3 * * *"], "time_zone": "Europe/Paris", "overlap_policy": "buffer_one"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, described) = call(&api, "GET", "/api/v1/schedules/nightly", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(described["overlap_policy"], "buffer_one");
+    assert_eq!(described["spec"]["time_zone"], "Europe/Paris");
+    let next: Vec<String> = described["next_times"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(next.len(), 5);
+    assert!(
+        next.iter().all(|t| t.ends_with("T01:00:00.000Z") || t.ends_with("T02:00:00.000Z")),
+        "03:00 in Paris is 01:00 or 02:00 UTC: {next:?}"
+    );
+    let (status, _) = call(
+        &api,
+        "POST",
+        "/api/v1/schedules/nightly/pause",
+        Some(r#"{"note": "migration"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, described) = call(&api, "GET", "/api/v1/schedules/nightly", None).await;
+    assert_eq!((described["paused"].clone(), described["note"].clone()), (json!(true), json!("migration")));
+    let (status, _) = call(&api, "POST", "/api/v1/schedules/nightly/trigger", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let mut started = Value::Null;
+    for _ in 0..200 {
+        let (_, page) = call(
+            &api,
+            "GET",
+            "/api/v1/visibility/workflows?query=WorkflowId%20STARTS_WITH%20%27nightly-%27",
+            None,
+        )
+        .await;
+        if page["workflows"].as_array().is_some_and(|w| !w.is_empty()) {
+            started = page;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(started["workflows"][0]["workflow_type"], "doubler", "{started}");
+
+    for (body, code) in [
+        (r#"{"schedule_id": "x", "workflow_type": "doubler", "cron": ["61 * * * *"]}"#, "invalid_schedule"),
+        (r#"{"schedule_id": "x", "workflow_type": "doubler"}"#, "invalid_schedule"),
+        (r#"{"schedule_id": "x", "workflow_type": "doubler", "intervals": [{"every_ms": 1000}], "overlap_policy": "sometimes"}"#, "invalid_schedule"),
+        (r#"{"schedule_id": "x", "workflow_type": "nope", "intervals": [{"every_ms": 1000}]}"#, "unknown_workflow_type"),
+        (r#"{"schedule_id": "nightly", "workflow_type": "doubler", "intervals": [{"every_ms": 1000}]}"#, "schedule_exists"),
+        (r#"{"schedule_id": "x", "workflow_type": "doubler", "start_time": "soon", "intervals": [{"every_ms": 1000}]}"#, "invalid_schedule"),
+        (r#"{"schedule_id": "x", "workflow_type": "doubler", "every": 5}"#, "malformed_body"),
+    ] {
+        let (status, error) = call(&api, "POST", "/api/v1/schedules", Some(body)).await;
+        assert!(status.is_client_error(), "{body}: {status}");
+        assert_eq!(error["code"], code, "{body}: {error}");
+    }
+    let (_, list) = call(&api, "GET", "/api/v1/schedules", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "refused schedules wrote nothing");
+    let (status, _) = call(&api, "DELETE", "/api/v1/schedules/nightly", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, error) = call(&api, "POST", "/api/v1/schedules/nightly/pause", Some("{}")).await;
+    assert_eq!((status, error["code"].clone()), (StatusCode::NOT_FOUND, json!("schedule_not_found")));
+}
+
+/// Proves visibility over HTTP: a filter with paging and a count, and a malformed filter
+/// answered with `invalid_query` naming the offending token and its position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visibility_over_http() {
+    let api = router().await;
+    for i in 0..5 {
+        let body = json!({"workflow_id": format!("vis-{i}"), "workflow_type": "doubler", "input": i});
+        let (status, _) = call(&api, "POST", "/api/v1/workflows", Some(&body.to_string())).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let query = "WorkflowType%20%3D%20%27doubler%27%20ORDER%20BY%20WorkflowId";
+    let (status, first) = call(
+        &api,
+        "GET",
+        &format!("/api/v1/visibility/workflows?query={query}&page_size=3"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["workflows"].as_array().unwrap().len(), 3);
+    assert_eq!(first["workflows"][0]["workflow_id"], "vis-0");
+    let token = first["next_page_token"].as_str().unwrap().to_string();
+    let (_, second) = call(
+        &api,
+        "GET",
+        &format!("/api/v1/visibility/workflows?query={query}&page_size=3&page_token={token}"),
+        None,
+    )
+    .await;
+    let rest: Vec<&str> = second["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["workflow_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(rest, vec!["vis-3", "vis-4"]);
+    assert!(second["next_page_token"].is_null());
+    let (_, count) = call(&api, "GET", &format!("/api/v1/visibility/count?query={query}"), None).await;
+    assert_eq!(count["count"], 5);
+    let (status, error) = call(
+        &api,
+        "GET",
+        "/api/v1/visibility/count?query=WorkflowType%20%3D%3D%20%27x%27",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error["code"], "invalid_query");
+    assert!(
+        error["message"].as_str().unwrap().contains("position 14"),
+        "{error}"
+    );
 }

@@ -42,7 +42,7 @@ mod search;
 mod workflow;
 
 pub use cairn_core::schedule::{OverlapPolicy, ScheduleSpec};
-pub use cairn_core::visibility::FilterError;
+pub use cairn_core::visibility::{FilterError, format_time, parse_time};
 pub use cairn_core::{ActivityError, ChildError, RunStatus, WorkflowError};
 pub use cairn_runtime::{
     ActionKind, ActivityContext, ActivityInfo, ClientError, ClusterStatus, CrashHook, CrashPoint,
