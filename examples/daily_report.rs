@@ -97,7 +97,10 @@ async fn main() -> Result<()> {
         .await?;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while sent_by("report-every-second-").len() < 3 {
-        ensure!(std::time::Instant::now() < deadline, "three reports within 30 s");
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "three reports within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     demo.pause("enough for the demo").await?;
@@ -132,11 +135,15 @@ async fn main() -> Result<()> {
     }
     // Each report's workflow is named after its scheduled time, and each time ran once.
     let names = sent_by("report-every-second-");
-    let distinct: std::collections::BTreeSet<_> =
-        names.iter().map(|l| l.split(": ").next().unwrap_or("")).collect();
+    let distinct: std::collections::BTreeSet<_> = names
+        .iter()
+        .map(|l| l.split(": ").next().unwrap_or(""))
+        .collect();
     ensure!(distinct.len() == names.len(), "no scheduled time ran twice");
     ensure!(
-        names.iter().all(|l| l.starts_with("report-every-second-20")),
+        names
+            .iter()
+            .all(|l| l.starts_with("report-every-second-20")),
         "ids carry the scheduled time"
     );
     daily.delete().await?;

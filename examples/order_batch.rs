@@ -24,8 +24,10 @@ static SHIPPING_PEAK: AtomicUsize = AtomicUsize::new(0);
 
 async fn charge_card(ctx: ActivityContext, order_id: String) -> Result<String, Failure> {
     if order_id.parse::<u32>().is_ok_and(|n| n % 8 == 0) {
-        return Err(Failure::new("InvalidCardError", format!("card for {order_id} declined"))
-            .non_retryable());
+        return Err(
+            Failure::new("InvalidCardError", format!("card for {order_id} declined"))
+                .non_retryable(),
+        );
     }
     Ok(format!("ch_{order_id}_{}", ctx.info().attempt))
 }
@@ -131,8 +133,14 @@ async fn main() -> Result<()> {
     for failure in &report.failed {
         println!("  failed: {failure}");
     }
-    ensure!(report.fulfilled.len() == 22, "22 orders should be fulfilled");
-    ensure!(report.failed.len() == 3, "orders 0008, 0016, 0024 have declined cards");
+    ensure!(
+        report.fulfilled.len() == 22,
+        "22 orders should be fulfilled"
+    );
+    ensure!(
+        report.failed.len() == 3,
+        "orders 0008, 0016, 0024 have declined cards"
+    );
     ensure!(
         report.failed.iter().all(|f| f.contains("InvalidCardError")),
         "the failures are the declined cards"

@@ -5,6 +5,7 @@ use anyhow::{Context, Result, ensure};
 use cairn::{ActivityContext, Ctx, Failure, Node, NodeConfig, Signal, WorkflowError};
 use cairn_store_embedded::{Durability, EmbeddedConfig, EmbeddedStore};
 use clap::{Args, ValueEnum};
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -45,6 +46,12 @@ pub struct RunArgs {
     /// them round-robin, so most runs live on another node than the client's).
     #[arg(long, default_value_t = 1)]
     nodes: usize,
+    /// Children: how many children each parent starts.
+    #[arg(long, default_value_t = 1_000)]
+    width: u64,
+    /// Schedules: how long to let them fire.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -55,6 +62,10 @@ enum Scenario {
     W2Latency,
     W3,
     W4,
+    /// One parent starting `--width` child workflows at once: time to complete.
+    Children,
+    /// `--workflows` schedules firing every second for `--seconds`: lateness of each fire.
+    Schedules,
 }
 
 pub(crate) async fn noop_activity(_ctx: ActivityContext, n: u64) -> Result<u64, Failure> {
@@ -81,6 +92,19 @@ async fn fan_out(ctx: Ctx, width: u64) -> Result<u64, WorkflowError> {
 }
 
 const WAKE: Signal<()> = Signal::new("wake");
+
+/// Starts `width` no-op children at once and waits for them all.
+async fn child_fan_out(ctx: Ctx, width: u64) -> Result<u64, WorkflowError> {
+    let children: Vec<_> = (0..width)
+        .map(|_| ctx.child_workflow(noop, ()).into_future())
+        .collect();
+    let mut done = 0;
+    for result in futures::future::join_all(children).await {
+        result?;
+        done += 1;
+    }
+    Ok(done)
+}
 
 async fn idle(ctx: Ctx, _input: ()) -> Result<(), WorkflowError> {
     ctx.signal_receiver(&WAKE).recv().await;
@@ -306,6 +330,8 @@ async fn scenario(args: &RunArgs) -> Result<Report> {
         Scenario::W2Latency => closed_loop(&nodes, args, "w2-latency", 1, 3).await?,
         Scenario::W3 => w3(node, args).await?,
         Scenario::W4 => w4(node, args).await?,
+        Scenario::Children => children(node, args).await?,
+        Scenario::Schedules => schedules(node, args).await?,
     };
     let batches: Vec<f64> = nodes
         .iter()
@@ -333,6 +359,7 @@ pub(crate) fn bench_builder() -> cairn::NodeBuilder {
         .workflow(noop)
         .workflow(three_steps)
         .workflow(fan_out)
+        .workflow(child_fan_out)
         .workflow(idle)
         .activity(noop_activity)
 }
@@ -456,6 +483,117 @@ async fn w3<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Result<Rep
         latencies,
         rss_bytes: rss_bytes(),
         extra: Vec::new(),
+    })
+}
+
+/// Children: one parent starting `--width` children, `--workflows` times in a row.
+async fn children<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Result<Report> {
+    let client = node.client();
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for i in 0..args.workflows {
+        let t = Instant::now();
+        let handle = client
+            .start(child_fan_out, &format!("children-{i}"), args.width)
+            .send()
+            .await?;
+        let done = handle.result().await?;
+        ensure!(
+            done == args.width,
+            "{done} of {} children completed",
+            args.width
+        );
+        latencies.push(t.elapsed());
+    }
+    Ok(Report {
+        scenario: "children",
+        workflows: args.workflows,
+        concurrency: Some(1),
+        seconds: started.elapsed().as_secs_f64(),
+        activities: None,
+        latencies,
+        rss_bytes: rss_bytes(),
+        extra: vec![("children_per_parent", serde_json::json!(args.width))],
+    })
+}
+
+/// Schedules: `--workflows` schedules every second for `--seconds`; for each workflow they
+/// started, the lateness of the fire (when the holder's fire pass ran) and of the run (when
+/// the started no-op workflow ran its first and only transition), behind its scheduled time.
+/// The report's latencies are the runs'.
+async fn schedules<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Result<Report> {
+    let client = node.client();
+    let started = Instant::now();
+    for i in 0..args.workflows {
+        client
+            .schedule(noop, &format!("s{i:05}"), ())
+            .interval(Duration::from_secs(1))
+            .create()
+            .await?;
+    }
+    let created_in = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    for i in 0..args.workflows {
+        client
+            .schedule_handle(&format!("s{i:05}"))
+            .pause("measured")
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut fire = Vec::new();
+    let mut run = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = client
+            .list_workflows("WorkflowType = 'noop'", Some(1_000), token.as_deref())
+            .await?;
+        for w in &page.workflows {
+            let Some((_, time)) = w.workflow_id.split_once('-') else {
+                continue;
+            };
+            let Some(nominal) = cairn::parse_time(time) else {
+                continue;
+            };
+            fire.push(Duration::from_millis(
+                w.started_unix_ms.saturating_sub(nominal),
+            ));
+            if let Some(closed) = w.closed_unix_ms {
+                run.push(Duration::from_millis(closed.saturating_sub(nominal)));
+            }
+        }
+        match page.next_page_token {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    fire.sort_unstable();
+    Ok(Report {
+        scenario: "schedules",
+        workflows: run.len(),
+        concurrency: None,
+        seconds: args.seconds as f64,
+        activities: None,
+        latencies: run,
+        rss_bytes: rss_bytes(),
+        extra: vec![
+            ("schedules", serde_json::json!(args.workflows)),
+            (
+                "created_in_seconds",
+                serde_json::json!(created_in.as_secs_f64()),
+            ),
+            (
+                "fire_lateness_p50_ms",
+                serde_json::json!(percentile(&fire, 0.50)),
+            ),
+            (
+                "fire_lateness_p99_ms",
+                serde_json::json!(percentile(&fire, 0.99)),
+            ),
+            (
+                "fire_lateness_max_ms",
+                serde_json::json!(percentile(&fire, 1.0)),
+            ),
+        ],
     })
 }
 

@@ -754,13 +754,21 @@ fn schedule(args: ScheduleArgs) -> Result<()> {
             }
         }
         ScheduleCommand::Pause { id, note } => {
-            api.call("POST", &path(&id, "/pause"), Some(&serde_json::json!({"note": note})))?;
+            api.call(
+                "POST",
+                &path(&id, "/pause"),
+                Some(&serde_json::json!({"note": note})),
+            )?;
             if table {
                 println!("schedule {id} paused");
             }
         }
         ScheduleCommand::Unpause { id, note } => {
-            api.call("POST", &path(&id, "/unpause"), Some(&serde_json::json!({"note": note})))?;
+            api.call(
+                "POST",
+                &path(&id, "/unpause"),
+                Some(&serde_json::json!({"note": note})),
+            )?;
             if table {
                 println!("schedule {id} unpaused");
             }

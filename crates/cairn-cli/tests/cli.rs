@@ -123,8 +123,17 @@ fn schedule_and_visibility_commands() {
     let created = cli(
         &server,
         &[
-            "schedule", "create", "greeter", "--type", "hello", "--input", "\"Bo\"",
-            "--every-ms", "300", "--overlap", "allow_all",
+            "schedule",
+            "create",
+            "greeter",
+            "--type",
+            "hello",
+            "--input",
+            "\"Bo\"",
+            "--every-ms",
+            "300",
+            "--overlap",
+            "allow_all",
         ],
     );
     assert!(created.status.success(), "{created:?}");
@@ -132,19 +141,33 @@ fn schedule_and_visibility_commands() {
     loop {
         let counted = cli(
             &server,
-            &["workflow", "count", "--query", "WorkflowId STARTS_WITH 'greeter-'"],
+            &[
+                "workflow",
+                "count",
+                "--query",
+                "WorkflowId STARTS_WITH 'greeter-'",
+            ],
         );
         let n: u64 = stdout(&counted).trim().parse().unwrap_or(0);
         if n >= 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "the schedule did not start two workflows");
+        assert!(
+            Instant::now() < deadline,
+            "the schedule did not start two workflows"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let described = cli(&server, &["schedule", "describe", "greeter"]);
     let text = stdout(&described);
-    assert!(text.contains("next") && text.contains("Started greeter-"), "{text}");
-    let paused = cli(&server, &["schedule", "pause", "greeter", "--note", "quiet hours"]);
+    assert!(
+        text.contains("next") && text.contains("Started greeter-"),
+        "{text}"
+    );
+    let paused = cli(
+        &server,
+        &["schedule", "pause", "greeter", "--note", "quiet hours"],
+    );
     assert!(paused.status.success(), "{paused:?}");
     let listed = cli(&server, &["schedule", "list"]);
     assert!(stdout(&listed).contains("greeter") && stdout(&listed).contains("true"));
@@ -153,15 +176,24 @@ fn schedule_and_visibility_commands() {
     let backfilled = cli(
         &server,
         &[
-            "schedule", "backfill", "greeter", "--start", "2026-01-01T00:00:00Z", "--end",
-            "2026-01-01T00:00:01Z", "--overlap", "allow_all",
+            "schedule",
+            "backfill",
+            "greeter",
+            "--start",
+            "2026-01-01T00:00:00Z",
+            "--end",
+            "2026-01-01T00:00:01Z",
+            "--overlap",
+            "allow_all",
         ],
     );
     assert!(backfilled.status.success(), "{backfilled:?}");
     let listed = cli(
         &server,
         &[
-            "workflow", "list", "--query",
+            "workflow",
+            "list",
+            "--query",
             "WorkflowType = 'hello' AND WorkflowId STARTS_WITH 'greeter-2026-01-01' ORDER BY WorkflowId",
         ],
     );
@@ -172,7 +204,12 @@ fn schedule_and_visibility_commands() {
         std::thread::sleep(Duration::from_millis(100));
         text = stdout(&cli(
             &server,
-            &["workflow", "list", "--query", "WorkflowId STARTS_WITH 'greeter-2026-01-01'"],
+            &[
+                "workflow",
+                "list",
+                "--query",
+                "WorkflowId STARTS_WITH 'greeter-2026-01-01'",
+            ],
         ));
     }
     let bad_query = cli(&server, &["workflow", "list", "--query", "Colour = 'red'"]);
@@ -184,7 +221,15 @@ fn schedule_and_visibility_commands() {
     );
     let bad_cron = cli(
         &server,
-        &["schedule", "create", "bad", "--type", "hello", "--cron", "every day"],
+        &[
+            "schedule",
+            "create",
+            "bad",
+            "--type",
+            "hello",
+            "--cron",
+            "every day",
+        ],
     );
     assert!(String::from_utf8_lossy(&bad_cron.stderr).contains("[invalid_schedule]"));
     let deleted = cli(&server, &["schedule", "delete", "greeter"]);

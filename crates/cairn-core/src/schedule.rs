@@ -266,8 +266,8 @@ impl CompiledSpec {
             // Cron times are whole seconds: search from the second `after` falls in (the
             // search keeps any fraction it starts from).
             let whole_seconds = i64::try_from(after / 1_000).ok()?;
-            let from = chrono::DateTime::from_timestamp(whole_seconds, 0)?
-                .with_timezone(&self.time_zone);
+            let from =
+                chrono::DateTime::from_timestamp(whole_seconds, 0)?.with_timezone(&self.time_zone);
             let next = cron.find_next_occurrence(&from, false).ok()?;
             u64::try_from(next.timestamp()).ok()?.checked_mul(1_000)
         });

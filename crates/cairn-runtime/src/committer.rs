@@ -100,8 +100,7 @@ impl std::fmt::Debug for Op {
 /// A boxed store read, as [`TxRead`] returns it.
 pub type ReadFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'a>>;
 
-/// The reads a [`Derive`] may make inside the batch transaction (conflict-tracked).
-#[expect(dead_code, reason = "derived writes arrive with child workflows")]
+/// The reads a [`Derive`] (and a chunked record read) may make inside a transaction.
 pub trait TxRead: Send {
     fn read<'a>(&'a mut self, key: &'a [u8]) -> ReadFuture<'a, Option<Vec<u8>>>;
     fn read_range<'a>(&'a mut self, range: &'a RangeRequest) -> ReadFuture<'a, Vec<KeyValue>>;
@@ -328,7 +327,6 @@ async fn commit_batch<S: Store>(context: &BatchContext<S>, batch: Vec<CommitRequ
     let size = batch.len();
     let mut live: Vec<CommitRequest> = batch;
     let mut last_error = StoreError::Conflict;
-    let store = &context.store;
     for _ in 0..BATCH_ATTEMPTS_MAX {
         let (outcome, rejected, wakes) = try_commit(context, &mut live).await;
         match outcome {
@@ -340,7 +338,7 @@ async fn commit_batch<S: Store>(context: &BatchContext<S>, batch: Vec<CommitRequ
                 context.metrics.record_commit(size, started.elapsed());
                 return;
             }
-            Err(StoreError::MaybeCommitted) => match landed(store, &live, &rejected).await {
+            Err(StoreError::MaybeCommitted) => match landed(context, &live, &rejected).await {
                 Some(true) => {
                     context.ownership.wake_local(wakes);
                     answer(live, rejected);
@@ -561,7 +559,7 @@ fn answer(live: Vec<CommitRequest>, rejected: Rejections) {
 
 /// After `MaybeCommitted`: did the batch land? Reads one request's verify key.
 async fn landed<S: Store>(
-    store: &S,
+    context: &BatchContext<S>,
     live: &[CommitRequest],
     rejected: &Rejections,
 ) -> Option<bool> {
@@ -570,8 +568,11 @@ async fn landed<S: Store>(
         .enumerate()
         .filter(|(index, _)| !rejected.iter().any(|(r, _)| r == index))
         .find_map(|(_, r)| r.verify.clone())?;
-    let mut tx = store.begin().ok()?;
-    let Some(bytes) = tx.get(&key).await.ok()? else {
+    let mut tx = context.store.begin().ok()?;
+    let Some((bytes, _)) = crate::records::read_record(&mut tx, &context.keys, &key)
+        .await
+        .ok()?
+    else {
         return Some(false);
     };
     match verify {

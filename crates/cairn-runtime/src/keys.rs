@@ -16,6 +16,7 @@
 //! ("bell", shard)                                 -> doorbell counter (atomic add; watched)
 //! ("node", node_id)                               -> NodeRecord (membership heartbeat)
 //! ("cluster",)                                    -> ClusterRecord (shard count)
+//! ("chunk", record key, index)                     -> a piece of a record too large for one value
 //! ```
 //!
 //! Deviation from the design sketch: the mailbox lives under the shard (`inbox/shard/run`), not
@@ -234,6 +235,25 @@ impl Keys {
 
     pub fn nodes(&self) -> (Vec<u8>, Vec<u8>) {
         self.root.subspace(&("node",)).range()
+    }
+
+    /// Piece `index` of the record at `key`, when it is stored in chunks. Chunks live in
+    /// their own subspace, so range reads over records never meet them.
+    pub fn chunk(&self, key: &[u8], index: u32) -> Vec<u8> {
+        self.root.pack(&(
+            "chunk",
+            cairn_store::keyspace::Element::Bytes(key.to_vec().into()),
+            i64::from(index),
+        ))
+    }
+
+    pub fn chunks(&self, key: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        self.root
+            .subspace(&(
+                "chunk",
+                cairn_store::keyspace::Element::Bytes(key.to_vec().into()),
+            ))
+            .range()
     }
 
     pub fn cluster(&self) -> Vec<u8> {

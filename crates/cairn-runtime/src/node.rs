@@ -11,7 +11,10 @@ use crate::committer::{
 };
 use crate::keys::Keys;
 use crate::peers::{PeerError, PeerFuture, PeerQuery, PeersHandle, QueryTarget};
-use crate::records::{InboxItem, NewRun, Outcome, RunRecord, WorkflowRecord, decode, encode};
+use crate::records::{
+    InboxItem, NewRun, Outcome, RunRecord, Stored, WorkflowRecord, decode, encode, load_record,
+    record_ops,
+};
 use crate::registry::Registry;
 use crate::schedules::{self, CreateSchedule, ScheduleDescription, ScheduleRecord, must_exist};
 use crate::shard::ShardMsg;
@@ -663,15 +666,13 @@ impl<S: Store> Node<S> {
                 check_reuse(&workflow_id, &existing, policy)
             }),
         };
-        let ops = vec![
-            Op::Set(wf_key, encode(&summary)),
-            Op::Set(keys.run(&run_id), encode(&record)),
-            Op::Mail {
-                shard,
-                run_id,
-                item: encode(&InboxItem::Start),
-            },
-        ];
+        let mut ops = vec![Op::Set(wf_key, encode(&summary))];
+        ops.extend(record_ops(&keys, &keys.run(&run_id), encode(&record), 0));
+        ops.push(Op::Mail {
+            shard,
+            run_id,
+            item: encode(&InboxItem::Start),
+        });
         let verify = Some((keys.run(&run_id), Verify::RunVersionAtLeast(0)));
         self.submit(ops, vec![check], verify).await?;
         shared.metrics.record_started(&workflow_type);
@@ -717,13 +718,18 @@ impl<S: Store> Node<S> {
         Ok(decode("workflow", &bytes)?)
     }
 
+    /// A run's record, read in `tx`.
+    async fn run_in(&self, tx: &mut S::Tx, run_id: &RunId) -> Result<RunRecord, ClientError> {
+        let key = self.shared.keys.run(run_id);
+        match load_record(tx, &self.shared.keys, &key, "run").await? {
+            Some((record, _)) => Ok(record),
+            None => Err(missing_run(run_id)),
+        }
+    }
+
     async fn run_record(&self, run_id: &RunId) -> Result<RunRecord, ClientError> {
         let mut tx = self.shared.store.begin()?;
-        let bytes = tx
-            .get_snapshot(&self.shared.keys.run(run_id))
-            .await?
-            .ok_or_else(|| missing_run(run_id))?;
-        Ok(decode("run", &bytes)?)
+        self.run_in(&mut tx, run_id).await
     }
 
     /// Puts a message in the mailbox of the workflow's current run, exactly once even when the
@@ -919,13 +925,14 @@ impl<S: Store> Node<S> {
             let armed = async {
                 let mut tx = self.shared.store.begin()?;
                 let _ = tx.get_snapshot(&wf_key).await?;
-                let bytes = tx.get_snapshot(&run_key).await?;
+                let record =
+                    load_record::<RunRecord>(&mut tx, &self.shared.keys, &run_key, "run").await?;
                 let watch = tx.watch(&wf_key)?;
                 tx.commit().await?;
-                Ok::<_, StoreError>((bytes, watch))
+                Ok::<_, StoreError>((record, watch))
             }
             .await;
-            let (bytes, watch) = match armed {
+            let (record, watch) = match armed {
                 Ok(armed) => armed,
                 Err(e) if e.is_retryable() => {
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -933,11 +940,10 @@ impl<S: Store> Node<S> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            if let Some(bytes) = bytes {
-                let record: RunRecord = decode("run", &bytes)?;
-                if let Some(outcome) = record.outcome {
-                    return Ok(outcome);
-                }
+            if let Some((record, _)) = record
+                && let Some(outcome) = record.outcome
+            {
+                return Ok(outcome);
             }
             // Re-check ownership now and then: the shard may have come to this node.
             let _ = tokio::time::timeout(
@@ -953,11 +959,7 @@ impl<S: Store> Node<S> {
         // Both records from one snapshot, so the summary and the pending work agree.
         let mut tx = self.shared.store.begin()?;
         let current = self.current_in(&mut tx, workflow_id).await?;
-        let bytes = tx
-            .get_snapshot(&self.shared.keys.run(&current.run_id))
-            .await?
-            .ok_or_else(|| missing_run(&current.run_id))?;
-        let record: RunRecord = decode("run", &bytes)?;
+        let record = self.run_in(&mut tx, &current.run_id).await?;
         let state = record.state.as_ref();
         let mut summary = WorkflowSummary::from_record(workflow_id.to_string(), current);
         // The run's own snapshot is fresher than its workflow record between writes of the
@@ -1139,9 +1141,33 @@ impl<S: Store> Node<S> {
                 }
             }),
         };
+        let request_id = record.request_id.clone();
         let wake = schedules::next_wake(&record, &spec, now);
-        let ops = schedules::store_record(&shared.keys, shared.shard_of_id(&id), record, wake);
-        self.submit(ops, vec![exists], None).await
+        let ops = schedules::store_record(
+            &shared.keys,
+            shared.shard_of_id(&id),
+            record,
+            wake,
+            Stored::Whole,
+        );
+        match self.submit(ops, vec![exists], None).await {
+            // A retry after `MaybeCommitted` finds the schedule its first attempt wrote.
+            Err(ClientError::ScheduleExists { schedule_id }) => {
+                let mut tx = shared.store.begin()?;
+                let stored = schedules::read_schedule(
+                    &mut tx,
+                    &shared.keys,
+                    &shared.config.namespace,
+                    &schedule_id,
+                )
+                .await?;
+                match stored {
+                    Some((record, _)) if record.request_id == request_id => Ok(()),
+                    _ => Err(ClientError::ScheduleExists { schedule_id }),
+                }
+            }
+            other => other,
+        }
     }
 
     /// A schedule, and its next `count` start times (after jitter).
@@ -1150,18 +1176,14 @@ impl<S: Store> Node<S> {
         schedule_id: &str,
         count: usize,
     ) -> Result<ScheduleDescription, ClientError> {
-        let key = self
-            .shared
-            .keys
-            .schedule(&self.shared.config.namespace, schedule_id);
         let mut tx = self.shared.store.begin()?;
-        let bytes = tx
-            .get_snapshot(&key)
-            .await?
-            .ok_or_else(|| ClientError::ScheduleNotFound {
-                schedule_id: schedule_id.to_string(),
-            })?;
-        let record: ScheduleRecord = decode("schedule", &bytes)?;
+        let namespace = &self.shared.config.namespace;
+        let (record, _) =
+            schedules::read_schedule(&mut tx, &self.shared.keys, namespace, schedule_id)
+                .await?
+                .ok_or_else(|| ClientError::ScheduleNotFound {
+                    schedule_id: schedule_id.to_string(),
+                })?;
         let mut next_times_unix_ms = Vec::new();
         if !record.paused
             && let Ok(spec) = record.spec.compile()
@@ -1188,10 +1210,25 @@ impl<S: Store> Node<S> {
         let rows = tx
             .get_range(&RangeRequest::new(begin, end).snapshot())
             .await?;
-        Ok(rows
-            .iter()
-            .map(|kv| decode("schedule", &kv.value))
-            .collect::<Result<_, _>>()?)
+        let mut records = Vec::with_capacity(rows.len());
+        for row in rows {
+            // A chunked record's row is its header; read the whole record.
+            let record = match Stored::of(&row.value)? {
+                Stored::Whole => decode("schedule", &row.value)?,
+                Stored::Chunks { .. } => {
+                    load_record(&mut tx, &self.shared.keys, &row.key, "schedule")
+                        .await?
+                        .map(|(record, _)| record)
+                        .ok_or_else(|| {
+                            ClientError::Store(StoreError::Backend {
+                                message: "schedule vanished inside one snapshot".into(),
+                            })
+                        })?
+                }
+            };
+            records.push(record);
+        }
+        Ok(records)
     }
 
     /// Applies `change` to schedule `schedule_id` inside a commit (refused if it is missing).
@@ -1242,8 +1279,14 @@ impl<S: Store> Node<S> {
         schedule_id: &str,
         overlap: Option<OverlapPolicy>,
     ) -> Result<(), ClientError> {
-        self.change_schedule(schedule_id, move |record, now| {
-            record.triggers.push((now, overlap));
+        // The time is fixed here, not in the transaction: a commit retried after
+        // `MaybeCommitted` then repeats the same trigger, whose workflow id (from its time) is
+        // started at most once.
+        let at = now_ms();
+        self.change_schedule(schedule_id, move |record, _| {
+            if !record.triggers.contains(&(at, overlap)) {
+                record.triggers.push((at, overlap));
+            }
         })
         .await
     }
@@ -1286,12 +1329,17 @@ impl<S: Store> Node<S> {
                 ),
             });
         }
+        let backfill = schedules::Backfill {
+            start_unix_ms,
+            end_unix_ms,
+            overlap,
+        };
+        // Repeated by a retried commit, a backfill starts nothing twice (each time's workflow
+        // id is started at most once), but is not queued twice either.
         self.change_schedule(schedule_id, move |record, _| {
-            record.backfills.push_back(schedules::Backfill {
-                start_unix_ms,
-                end_unix_ms,
-                overlap,
-            });
+            if !record.backfills.contains(&backfill) {
+                record.backfills.push_back(backfill);
+            }
         })
         .await
     }
@@ -1301,24 +1349,27 @@ impl<S: Store> Node<S> {
         let shared = &self.shared;
         let namespace = shared.config.namespace.clone();
         let key = shared.keys.schedule(&namespace, schedule_id);
+        let exists_key = key.clone();
         let keys = shared.keys.clone();
         let shard = shared.shard_of_id(schedule_id);
         let id = schedule_id.to_string();
         let op = Op::Derived(crate::committer::Derive::new(move |tx| {
-            let (keys, key, id) = (keys.clone(), key.clone(), id.clone());
+            let (keys, key, id, namespace) =
+                (keys.clone(), key.clone(), id.clone(), namespace.clone());
             Box::pin(async move {
-                let Some(bytes) = tx.read(&key).await? else {
+                let Some((record, _)) =
+                    schedules::read_schedule(tx, &keys, &namespace, &id).await?
+                else {
                     return Ok(Vec::new());
                 };
-                let record: ScheduleRecord = decode("schedule", &bytes)?;
-                let mut ops = vec![Op::Clear(key)];
+                let (chunks_begin, chunks_end) = keys.chunks(&key);
+                let mut ops = vec![Op::Clear(key), Op::ClearRange(chunks_begin, chunks_end)];
                 if let Some(at) = record.wake_at_unix_ms {
                     ops.push(Op::Clear(keys.schedule_wake(shard, at, &id)));
                 }
                 Ok(ops)
             })
         }));
-        let exists_key = shared.keys.schedule(&namespace, schedule_id);
         self.submit(vec![op], vec![must_exist(exists_key, schedule_id)], None)
             .await
     }

@@ -299,3 +299,226 @@ impl NewRun {
         self
     }
 }
+
+/// Largest piece of a record stored in one value, leaving room under the store's
+/// 100,000-byte value limit.
+pub const CHUNK_BYTES_MAX: usize = 90_000;
+
+const _: () = assert!(CHUNK_BYTES_MAX < cairn_store::VALUE_BYTES_MAX);
+
+/// The first byte of a chunked record's header. A record stored whole is MessagePack with
+/// named fields, which starts with a map marker (0x80–0x8f, 0xde, 0xdf), never with this.
+const CHUNKED: u8 = 0x01;
+
+/// How a record is stored: whole, or as a header pointing at chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Whole,
+    Chunks { count: u32, len: u32 },
+}
+
+impl Stored {
+    /// What the value at a record's key says.
+    pub fn of(value: &[u8]) -> Result<Self, StoreError> {
+        if value.first() != Some(&CHUNKED) {
+            return Ok(Self::Whole);
+        }
+        let header: [u8; 9] = value.try_into().map_err(|_| StoreError::Backend {
+            message: "chunked record header is not 9 bytes".into(),
+        })?;
+        Ok(Self::Chunks {
+            count: u32::from_be_bytes(header[1..5].try_into().expect("4 bytes")),
+            len: u32::from_be_bytes(header[5..9].try_into().expect("4 bytes")),
+        })
+    }
+
+    /// Chunks the record occupies (0 when whole).
+    pub fn chunk_count(self) -> u32 {
+        match self {
+            Self::Whole => 0,
+            Self::Chunks { count, .. } => count,
+        }
+    }
+}
+
+/// How many chunks a record of `len` encoded bytes is stored in (0: whole).
+pub fn chunks_for(len: usize) -> u32 {
+    if len <= CHUNK_BYTES_MAX {
+        0
+    } else {
+        u32::try_from(len.div_ceil(CHUNK_BYTES_MAX))
+            .expect("records are far below 4 billion chunks")
+    }
+}
+
+/// The writes that store `value` at `key`: whole if it fits one value, else a header and
+/// chunks. `previous_chunks` is how many chunks the record had before, so leftovers of a
+/// larger earlier version are cleared.
+pub fn record_ops(
+    keys: &crate::keys::Keys,
+    key: &[u8],
+    value: Vec<u8>,
+    previous_chunks: u32,
+) -> Vec<crate::committer::Op> {
+    use crate::committer::Op;
+    let mut ops = Vec::new();
+    let count = chunks_for(value.len());
+    if count == 0 {
+        ops.push(Op::Set(key.to_vec(), value));
+    } else {
+        let pieces = value.chunks(CHUNK_BYTES_MAX);
+        let mut header = vec![CHUNKED];
+        header.extend_from_slice(&count.to_be_bytes());
+        header.extend_from_slice(&u32::try_from(value.len()).unwrap_or(u32::MAX).to_be_bytes());
+        for (index, piece) in (0..count).zip(pieces) {
+            ops.push(Op::Set(keys.chunk(key, index), piece.to_vec()));
+        }
+        ops.push(Op::Set(key.to_vec(), header));
+    }
+    for index in count..previous_chunks {
+        ops.push(Op::Clear(keys.chunk(key, index)));
+    }
+    ops
+}
+
+/// The record at `key` as stored bytes (reassembled from chunks if need be) and how it was
+/// stored. Reads through any [`crate::committer::TxRead`] (the value with conflict tracking,
+/// chunks by range).
+pub async fn read_record(
+    tx: &mut dyn crate::committer::TxRead,
+    keys: &crate::keys::Keys,
+    key: &[u8],
+) -> Result<Option<(Vec<u8>, Stored)>, StoreError> {
+    let Some(value) = tx.read(key).await? else {
+        return Ok(None);
+    };
+    let stored = Stored::of(&value)?;
+    match stored {
+        Stored::Whole => Ok(Some((value, stored))),
+        Stored::Chunks { count, len } => {
+            let (begin, end) = keys.chunks(key);
+            let rows = tx
+                .read_range(&cairn_store::RangeRequest::new(begin, end))
+                .await?;
+            if rows.len() != count as usize {
+                return Err(StoreError::Backend {
+                    message: format!(
+                        "record is stored in {count} chunks but {} were found",
+                        rows.len()
+                    ),
+                });
+            }
+            let mut bytes = Vec::with_capacity(len as usize);
+            for row in rows {
+                bytes.extend_from_slice(&row.value);
+            }
+            if bytes.len() != len as usize {
+                return Err(StoreError::Backend {
+                    message: format!(
+                        "chunked record is {} bytes but its header says {len}",
+                        bytes.len()
+                    ),
+                });
+            }
+            Ok(Some((bytes, stored)))
+        }
+    }
+}
+
+/// Decodes the record at `key` (see [`read_record`]), with how it was stored.
+pub async fn load_record<T: DeserializeOwned>(
+    tx: &mut dyn crate::committer::TxRead,
+    keys: &crate::keys::Keys,
+    key: &[u8],
+    what: &str,
+) -> Result<Option<(T, Stored)>, StoreError> {
+    match read_record(tx, keys, key).await? {
+        Some((bytes, stored)) => Ok(Some((decode(what, &bytes)?, stored))),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::committer::Op;
+    use crate::keys::Keys;
+    use cairn_store::{MemStore, RangeRequest, Store, Transaction};
+
+    async fn apply(store: &MemStore, ops: Vec<Op>) {
+        let mut tx = store.begin().unwrap();
+        for op in ops {
+            match op {
+                Op::Set(key, value) => tx.set(&key, &value).unwrap(),
+                Op::Clear(key) => tx.clear(&key).unwrap(),
+                other => panic!("a record write is only sets and clears, not {other:?}"),
+            }
+        }
+        tx.commit().await.unwrap();
+    }
+
+    async fn read(store: &MemStore, keys: &Keys, key: &[u8]) -> Option<(Vec<u8>, Stored)> {
+        let mut tx = store.begin().unwrap();
+        read_record(&mut tx, keys, key).await.unwrap()
+    }
+
+    async fn chunk_rows(store: &MemStore, keys: &Keys, key: &[u8]) -> usize {
+        let (begin, end) = keys.chunks(key);
+        let mut tx = store.begin().unwrap();
+        tx.get_range(&RangeRequest::new(begin, end))
+            .await
+            .unwrap()
+            .len()
+    }
+
+    /// Proves a record larger than one value is stored as a header and chunks, read back
+    /// byte for byte, and that rewriting it smaller clears the chunks it no longer needs.
+    #[tokio::test]
+    async fn records_round_trip_through_chunks_and_shrink_cleanly() {
+        let store = MemStore::new();
+        let keys = Keys::new(b"t");
+        let key = keys.run(&RunId::from_parts(1, [7; 10]));
+        let large: Vec<u8> = (0..250_000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(chunks_for(large.len()), 3);
+        apply(&store, record_ops(&keys, &key, large.clone(), 0)).await;
+        assert_eq!(
+            read(&store, &keys, &key).await,
+            Some((
+                large.clone(),
+                Stored::Chunks {
+                    count: 3,
+                    len: 250_000
+                }
+            ))
+        );
+        assert_eq!(chunk_rows(&store, &keys, &key).await, 3);
+
+        let middle = vec![7u8; CHUNK_BYTES_MAX + 1];
+        apply(&store, record_ops(&keys, &key, middle.clone(), 3)).await;
+        let (bytes, stored) = read(&store, &keys, &key).await.unwrap();
+        assert_eq!((bytes, stored.chunk_count()), (middle, 2));
+        assert_eq!(chunk_rows(&store, &keys, &key).await, 2);
+
+        let small = encode(&"a record that fits one value");
+        apply(&store, record_ops(&keys, &key, small.clone(), 2)).await;
+        assert_eq!(
+            read(&store, &keys, &key).await,
+            Some((small, Stored::Whole))
+        );
+        assert_eq!(chunk_rows(&store, &keys, &key).await, 0);
+    }
+
+    /// Proves a chunked record with a chunk missing reads as an error, never as a shorter
+    /// record.
+    #[tokio::test]
+    async fn a_missing_chunk_is_reported() {
+        let store = MemStore::new();
+        let keys = Keys::new(b"t");
+        let key = keys.run(&RunId::from_parts(1, [7; 10]));
+        apply(&store, record_ops(&keys, &key, vec![1; 200_000], 0)).await;
+        apply(&store, vec![Op::Clear(keys.chunk(&key, 1))]).await;
+        let mut tx = store.begin().unwrap();
+        let error = read_record(&mut tx, &keys, &key).await.unwrap_err();
+        assert!(error.to_string().contains("3 chunks but 2"), "{error}");
+    }
+}

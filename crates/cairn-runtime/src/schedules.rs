@@ -17,7 +17,9 @@ use crate::clock::now_ms;
 use crate::committer::{Check, Derive, Op, TxRead};
 use crate::keys::Keys;
 use crate::node::ClientError;
-use crate::records::{InboxItem, NewRun, WorkflowRecord, decode, encode};
+use crate::records::{
+    InboxItem, NewRun, Stored, WorkflowRecord, decode, encode, load_record, record_ops,
+};
 use cairn_core::Message;
 use cairn_core::schedule::{CompiledSpec, OverlapPolicy, SchedulePolicies, ScheduleSpec};
 use cairn_core::visibility::format_time;
@@ -100,6 +102,10 @@ pub struct ScheduleRecord {
     pub actions_started: u64,
     pub actions_skipped: u64,
     pub actions_missed: u64,
+    /// The create request that wrote the schedule: a create retried after the store answered
+    /// `MaybeCommitted` recognises its own write by it.
+    #[serde(default)]
+    pub request_id: String,
 }
 
 /// A range of nominal times to start (both ends included).
@@ -191,6 +197,7 @@ pub(crate) fn new_record(
         actions_started: 0,
         actions_skipped: 0,
         actions_missed: 0,
+        request_id: uuid::Uuid::now_v7().to_string(),
     };
     Ok((record, compiled))
 }
@@ -212,12 +219,14 @@ pub(crate) fn next_wake(record: &ScheduleRecord, spec: &CompiledSpec, now: u64) 
     Some(next + spec.jitter(&record.schedule_id, next))
 }
 
-/// Writes `record` with its wake-up moved to `wake` (clearing the old index entry).
+/// Writes `record` with its wake-up moved to `wake` (clearing the old index entry);
+/// `previous` is how the record was stored before, so chunks it no longer needs are cleared.
 pub(crate) fn store_record(
     keys: &Keys,
     shard: u32,
     mut record: ScheduleRecord,
     wake: Option<u64>,
+    previous: Stored,
 ) -> Vec<Op> {
     let mut ops = Vec::new();
     if let Some(old) = record.wake_at_unix_ms
@@ -237,11 +246,23 @@ pub(crate) fn store_record(
         });
     }
     record.wake_at_unix_ms = wake;
-    ops.push(Op::Set(
-        keys.schedule(&record.namespace, &record.schedule_id),
+    ops.extend(record_ops(
+        keys,
+        &keys.schedule(&record.namespace, &record.schedule_id),
         encode(&record),
+        previous.chunk_count(),
     ));
     ops
+}
+
+/// Reads schedule `schedule_id` inside a transaction, with how it is stored.
+pub(crate) async fn read_schedule(
+    tx: &mut dyn TxRead,
+    keys: &Keys,
+    namespace: &str,
+    schedule_id: &str,
+) -> StoreResult<Option<(ScheduleRecord, Stored)>> {
+    load_record(tx, keys, &keys.schedule(namespace, schedule_id), "schedule").await
 }
 
 /// What a fire pass learned, handed back to the shard actor: when to look next.
@@ -289,17 +310,17 @@ pub(crate) fn fire(
                 .iter()
                 .map(|at| Op::Clear(keys.schedule_wake(shard, *at, &schedule_id)))
                 .collect();
-            let Some(bytes) = tx.read(&keys.schedule(&namespace, &schedule_id)).await? else {
+            let Some((record, stored)) = read_schedule(tx, keys, &namespace, &schedule_id).await?
+            else {
                 // Deleted meanwhile.
                 return Ok(ops);
             };
-            let record: ScheduleRecord = decode("schedule", &bytes)?;
             let spec = match record.spec.compile() {
                 Ok(spec) => spec,
                 Err(e) => {
                     tracing::error!(schedule_id, error = %e, "stored schedule no longer compiles");
                     *outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(None);
-                    ops.extend(store_record(keys, shard, record, None));
+                    ops.extend(store_record(keys, shard, record, None, stored));
                     return Ok(ops);
                 }
             };
@@ -307,7 +328,7 @@ pub(crate) fn fire(
             ops.extend(started);
             let wake = next_wake(&record, &spec, now);
             *outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(wake);
-            ops.extend(store_record(keys, shard, record, wake));
+            ops.extend(store_record(keys, shard, record, wake, stored));
             Ok(ops)
         })
     }))
@@ -507,9 +528,11 @@ async fn start(
     )
     .scheduled_by(&record.schedule_id);
     ops.push(Op::Set(key, encode(&run.summary)));
-    ops.push(Op::Set(
-        placement.keys.run(&run.run_id),
+    ops.extend(record_ops(
+        &placement.keys,
+        &placement.keys.run(&run.run_id),
         encode(&run.record),
+        0,
     ));
     ops.push(Op::Mail {
         shard: placement.shard_of(&id),
@@ -588,11 +611,11 @@ pub(crate) fn update(
             change.clone(),
         );
         Box::pin(async move {
-            let key = keys.schedule(&namespace, &schedule_id);
-            let Some(bytes) = tx.read(&key).await? else {
+            let Some((mut record, stored)) =
+                read_schedule(tx, &keys, &namespace, &schedule_id).await?
+            else {
                 return Ok(Vec::new());
             };
-            let mut record: ScheduleRecord = decode("schedule", &bytes)?;
             let now = now_ms();
             change(&mut record, now);
             record.updated_unix_ms = now;
@@ -600,7 +623,7 @@ pub(crate) fn update(
                 Ok(spec) => next_wake(&record, &spec, now),
                 Err(_) => None,
             };
-            Ok(store_record(&keys, shard, record, wake))
+            Ok(store_record(&keys, shard, record, wake, stored))
         })
     }))
 }

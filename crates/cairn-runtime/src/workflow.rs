@@ -12,7 +12,8 @@ use crate::clock::now_ms;
 use crate::committer::{CommitError, Derive, Op, Verify};
 use crate::node::Shared;
 use crate::records::{
-    InboxItem, NewRun, Outcome, ParentRef, RunRecord, TaskRecord, WorkflowRecord, decode, encode,
+    InboxItem, NewRun, Outcome, ParentRef, RunRecord, TaskRecord, WorkflowRecord, chunks_for,
+    decode, encode, load_record, record_ops,
 };
 use crate::shard::{ShardMsg, TimerEntry};
 use cairn_core::{Effect, Message, Run, RunStatus, StartArgs, Transition, WorkflowFn};
@@ -110,12 +111,16 @@ pub struct WorkflowState<S: Store> {
     shard: u32,
     epoch: u64,
     record: Option<RunRecord>,
+    /// Chunks the stored run record occupies (0: stored whole).
+    record_chunks: u32,
     run: Option<Run>,
     held: Option<String>,
     pending: Vec<Delivery>,
     /// Keys of deliveries taken but not yet committed, so none is taken twice.
     taken: HashSet<Vec<u8>>,
     flush_scheduled: bool,
+    /// The last mailbox key read (see `read_inbox`).
+    inbox_seen: Option<Vec<u8>>,
 }
 
 impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
@@ -139,11 +144,13 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
             shard: args.shard,
             epoch: args.epoch,
             record: None,
+            record_chunks: 0,
             run: None,
             held: None,
             pending: Vec::new(),
             taken: HashSet::new(),
             flush_scheduled: false,
+            inbox_seen: None,
         })
     }
 
@@ -278,14 +285,14 @@ impl<S: Store> WorkflowState<S> {
     async fn load(&mut self) -> Result<(), String> {
         let keys = &self.shared.keys;
         let mut tx = self.shared.store.begin().map_err(|e| e.to_string())?;
-        let Some(bytes) = tx
-            .get(&keys.run(&self.run_id))
-            .await
-            .map_err(|e| e.to_string())?
+        let Some((record, stored)) =
+            load_record::<RunRecord>(&mut tx, keys, &keys.run(&self.run_id), "run")
+                .await
+                .map_err(|e| e.to_string())?
         else {
             return Err("no such run in the store".into());
         };
-        let record: RunRecord = decode("run", &bytes).map_err(|e| e.to_string())?;
+        self.record_chunks = stored.chunk_count();
         if let Some(state) = &record.state {
             let (begin, end) = keys.history(&self.run_id);
             let rows = tx
@@ -309,12 +316,22 @@ impl<S: Store> WorkflowState<S> {
         Ok(())
     }
 
+    /// Takes the mailbox entries written since the last read. Entry keys are versionstamped,
+    /// so mail committed after a read sorts after everything that read saw: reading on from
+    /// the last key seen finds all new mail without rescanning entries already taken.
     async fn read_inbox(&mut self) -> Result<(), cairn_store::StoreError> {
-        let (begin, end) = self.shared.keys.inbox_of_run(self.shard, &self.run_id);
+        let (mut begin, end) = self.shared.keys.inbox_of_run(self.shard, &self.run_id);
+        if let Some(seen) = &self.inbox_seen {
+            begin = seen.clone();
+            begin.push(0);
+        }
         let mut tx = self.shared.store.begin()?;
         let rows = tx
             .get_range(&RangeRequest::new(begin, end).snapshot())
             .await?;
+        if let Some(last) = rows.last() {
+            self.inbox_seen = Some(last.key.clone());
+        }
         for row in rows {
             let item: InboxItem = decode("mailbox entry", &row.value)?;
             self.accept(Delivery {
@@ -458,6 +475,7 @@ impl<S: Store> WorkflowState<S> {
         }
         warn_if_history_grew_past_suggestion(&record, &new_record);
         self.record = Some(new_record);
+        self.record_chunks = after.record_chunks;
         if self
             .shared
             .crash_at(crate::CrashPoint::AfterCommitBeforeEffects)
@@ -649,11 +667,23 @@ impl<S: Store> WorkflowState<S> {
                 })),
             });
         }
-        ops.push(Op::Set(keys.run(&self.run_id), encode(&new_record)));
+        let bytes = encode(&new_record);
+        after.record_chunks = chunks_for(bytes.len());
+        ops.extend(record_ops(
+            keys,
+            &keys.run(&self.run_id),
+            bytes,
+            self.record_chunks,
+        ));
         let wf_key = keys.workflow(&record.namespace, record.workflow_id.as_str());
         match successor {
             Some(next) => {
-                ops.push(Op::Set(keys.run(&next.run_id), encode(&next.record)));
+                ops.extend(record_ops(
+                    keys,
+                    &keys.run(&next.run_id),
+                    encode(&next.record),
+                    0,
+                ));
                 ops.push(Op::Set(wf_key, encode(&next.summary)));
                 ops.push(Op::Mail {
                     shard: self.shard,
@@ -765,19 +795,23 @@ impl<S: Store> WorkflowState<S> {
                     }
                 }
                 metrics.record_started(&child.record.start.workflow_type);
-                Ok(vec![
-                    Op::Set(wf_key, encode(&child.summary)),
-                    Op::Set(keys.run(&child.run_id), encode(&child.record)),
-                    Op::Mail {
-                        shard: child_shard,
-                        run_id: child.run_id,
-                        item: encode(&InboxItem::Start),
-                    },
-                    tell_parent(Message::ChildStarted {
-                        seq,
-                        run_id: child.run_id,
-                    }),
-                ])
+                let mut ops = vec![Op::Set(wf_key, encode(&child.summary))];
+                ops.extend(record_ops(
+                    &keys,
+                    &keys.run(&child.run_id),
+                    encode(&child.record),
+                    0,
+                ));
+                ops.push(Op::Mail {
+                    shard: child_shard,
+                    run_id: child.run_id,
+                    item: encode(&InboxItem::Start),
+                });
+                ops.push(tell_parent(Message::ChildStarted {
+                    seq,
+                    run_id: child.run_id,
+                }));
+                Ok(ops)
             })
         }))
     }
@@ -887,6 +921,8 @@ struct AfterCommit {
     cancels: Vec<u32>,
     closed: Option<RunStatus>,
     outcome: Option<Outcome>,
+    /// Chunks the new run record occupies once committed.
+    record_chunks: u32,
 }
 
 /// The outcome an event records, if it closes the run (a continue-as-new's outcome names the

@@ -479,7 +479,8 @@ async fn schedules_over_http() {
         .collect();
     assert_eq!(next.len(), 5);
     assert!(
-        next.iter().all(|t| t.ends_with("T01:00:00.000Z") || t.ends_with("T02:00:00.000Z")),
+        next.iter()
+            .all(|t| t.ends_with("T01:00:00.000Z") || t.ends_with("T02:00:00.000Z")),
         "03:00 in Paris is 01:00 or 02:00 UTC: {next:?}"
     );
     let (status, _) = call(
@@ -491,7 +492,10 @@ async fn schedules_over_http() {
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let (_, described) = call(&api, "GET", "/api/v1/schedules/nightly", None).await;
-    assert_eq!((described["paused"].clone(), described["note"].clone()), (json!(true), json!("migration")));
+    assert_eq!(
+        (described["paused"].clone(), described["note"].clone()),
+        (json!(true), json!("migration"))
+    );
     let (status, _) = call(&api, "POST", "/api/v1/schedules/nightly/trigger", None).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let mut started = Value::Null;
@@ -509,27 +513,58 @@ async fn schedules_over_http() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(started["workflows"][0]["workflow_type"], "doubler", "{started}");
+    assert_eq!(
+        started["workflows"][0]["workflow_type"], "doubler",
+        "{started}"
+    );
 
     for (body, code) in [
-        (r#"{"schedule_id": "x", "workflow_type": "doubler", "cron": ["61 * * * *"]}"#, "invalid_schedule"),
-        (r#"{"schedule_id": "x", "workflow_type": "doubler"}"#, "invalid_schedule"),
-        (r#"{"schedule_id": "x", "workflow_type": "doubler", "intervals": [{"every_ms": 1000}], "overlap_policy": "sometimes"}"#, "invalid_schedule"),
-        (r#"{"schedule_id": "x", "workflow_type": "nope", "intervals": [{"every_ms": 1000}]}"#, "unknown_workflow_type"),
-        (r#"{"schedule_id": "nightly", "workflow_type": "doubler", "intervals": [{"every_ms": 1000}]}"#, "schedule_exists"),
-        (r#"{"schedule_id": "x", "workflow_type": "doubler", "start_time": "soon", "intervals": [{"every_ms": 1000}]}"#, "invalid_schedule"),
-        (r#"{"schedule_id": "x", "workflow_type": "doubler", "every": 5}"#, "malformed_body"),
+        (
+            r#"{"schedule_id": "x", "workflow_type": "doubler", "cron": ["61 * * * *"]}"#,
+            "invalid_schedule",
+        ),
+        (
+            r#"{"schedule_id": "x", "workflow_type": "doubler"}"#,
+            "invalid_schedule",
+        ),
+        (
+            r#"{"schedule_id": "x", "workflow_type": "doubler", "intervals": [{"every_ms": 1000}], "overlap_policy": "sometimes"}"#,
+            "invalid_schedule",
+        ),
+        (
+            r#"{"schedule_id": "x", "workflow_type": "nope", "intervals": [{"every_ms": 1000}]}"#,
+            "unknown_workflow_type",
+        ),
+        (
+            r#"{"schedule_id": "nightly", "workflow_type": "doubler", "intervals": [{"every_ms": 1000}]}"#,
+            "schedule_exists",
+        ),
+        (
+            r#"{"schedule_id": "x", "workflow_type": "doubler", "start_time": "soon", "intervals": [{"every_ms": 1000}]}"#,
+            "invalid_schedule",
+        ),
+        (
+            r#"{"schedule_id": "x", "workflow_type": "doubler", "every": 5}"#,
+            "malformed_body",
+        ),
     ] {
         let (status, error) = call(&api, "POST", "/api/v1/schedules", Some(body)).await;
         assert!(status.is_client_error(), "{body}: {status}");
         assert_eq!(error["code"], code, "{body}: {error}");
     }
     let (_, list) = call(&api, "GET", "/api/v1/schedules", None).await;
-    assert_eq!(list.as_array().unwrap().len(), 1, "refused schedules wrote nothing");
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "refused schedules wrote nothing"
+    );
     let (status, _) = call(&api, "DELETE", "/api/v1/schedules/nightly", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, error) = call(&api, "POST", "/api/v1/schedules/nightly/pause", Some("{}")).await;
-    assert_eq!((status, error["code"].clone()), (StatusCode::NOT_FOUND, json!("schedule_not_found")));
+    assert_eq!(
+        (status, error["code"].clone()),
+        (StatusCode::NOT_FOUND, json!("schedule_not_found"))
+    );
 }
 
 /// Proves visibility over HTTP: a filter with paging and a count, and a malformed filter
@@ -538,7 +573,8 @@ async fn schedules_over_http() {
 async fn visibility_over_http() {
     let api = router().await;
     for i in 0..5 {
-        let body = json!({"workflow_id": format!("vis-{i}"), "workflow_type": "doubler", "input": i});
+        let body =
+            json!({"workflow_id": format!("vis-{i}"), "workflow_type": "doubler", "input": i});
         let (status, _) = call(&api, "POST", "/api/v1/workflows", Some(&body.to_string())).await;
         assert_eq!(status, StatusCode::CREATED);
     }
@@ -569,7 +605,13 @@ async fn visibility_over_http() {
         .collect();
     assert_eq!(rest, vec!["vis-3", "vis-4"]);
     assert!(second["next_page_token"].is_null());
-    let (_, count) = call(&api, "GET", &format!("/api/v1/visibility/count?query={query}"), None).await;
+    let (_, count) = call(
+        &api,
+        "GET",
+        &format!("/api/v1/visibility/count?query={query}"),
+        None,
+    )
+    .await;
     assert_eq!(count["count"], 5);
     let (status, error) = call(
         &api,
