@@ -297,8 +297,23 @@ fn is_code_input(kind: &EventKind) -> bool {
 
 /// Encoded size of an event, as history sizes count it (the record the runtime stores).
 pub fn event_size_bytes(event: &HistoryEvent) -> u64 {
+    /// Counts what is written, keeping nothing.
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len() as u64;
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
     // A stored event always encodes; a failure here would be a bug in the event types.
-    rmp_serde::to_vec_named(event).map_or(0, |bytes| bytes.len() as u64)
+    match rmp_serde::encode::write_named(&mut count, event) {
+        Ok(()) => count.0,
+        Err(_) => 0,
+    }
 }
 
 /// Builds a transition's events with consecutive ids, keeping the history size.

@@ -94,6 +94,26 @@ pub struct RunRecord {
     pub previous_run: Option<RunId>,
 }
 
+impl RunRecord {
+    /// The record after a transition that left the run in `state` (the old snapshot is not
+    /// copied on the way).
+    pub fn next_version(&self, state: RunState) -> Self {
+        Self {
+            namespace: self.namespace.clone(),
+            workflow_id: self.workflow_id.clone(),
+            run_id: self.run_id,
+            start: self.start.clone(),
+            state: Some(state),
+            version: self.version + 1,
+            outcome: self.outcome.clone(),
+            created_unix_ms: self.created_unix_ms,
+            parent: self.parent.clone(),
+            scheduled_by: self.scheduled_by.clone(),
+            previous_run: self.previous_run,
+        }
+    }
+}
+
 /// A workflow id's current run: what id-reuse decisions and visibility queries read. It is
 /// written in the same transaction as the run's start, first transition, search-attribute
 /// upserts and close, so a list is never stale.

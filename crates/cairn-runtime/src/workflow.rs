@@ -110,7 +110,8 @@ pub struct WorkflowState<S: Store> {
     run_id: RunId,
     shard: u32,
     epoch: u64,
-    record: Option<RunRecord>,
+    /// The run's record as last committed (shared, not copied, by each transition's plan).
+    record: Option<Arc<RunRecord>>,
     /// Chunks the stored run record occupies (0: stored whole).
     record_chunks: u32,
     run: Option<Run>,
@@ -312,7 +313,7 @@ impl<S: Store> WorkflowState<S> {
             .metrics
             .activations
             .fetch_add(1, Ordering::Relaxed);
-        self.record = Some(record);
+        self.record = Some(Arc::new(record));
         Ok(())
     }
 
@@ -474,7 +475,7 @@ impl<S: Store> WorkflowState<S> {
             self.taken.remove(key);
         }
         warn_if_history_grew_past_suggestion(&record, &new_record);
-        self.record = Some(new_record);
+        self.record = Some(Arc::new(new_record));
         self.record_chunks = after.record_chunks;
         if self
             .shared
@@ -519,10 +520,8 @@ impl<S: Store> WorkflowState<S> {
         for key in consumed {
             ops.push(Op::Clear(key.clone()));
         }
-        let mut new_record = record.clone();
+        let mut new_record = record.next_version(run.state().clone());
         let first_transition = record.state.is_none();
-        new_record.state = Some(run.state().clone());
-        new_record.version += 1;
         let mut summary_changed = first_transition;
         // The successor's records, written last: its workflow record supersedes this run's.
         let mut successor = None;

@@ -226,16 +226,15 @@ impl Inner {
         self.watches.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Commits `buffer`. `snapshot` is the transaction's view, from which watches armed by it
-    /// take their baseline (FoundationDB compares against the value the transaction could read).
-    fn commit(
+    /// The values the keys `buffer` watches have in `snapshot`, the transaction's view: the
+    /// baselines of its watches (FoundationDB compares against the value the transaction could
+    /// read).
+    fn watch_baselines(
         &self,
-        read_version: Version,
-        snapshot: Snapshot,
-        mut buffer: WriteBuffer,
-    ) -> StoreResult<CommitInfo> {
-        buffer.check_commit()?;
-        let snapshot_values = buffer
+        snapshot: &Snapshot,
+        buffer: &WriteBuffer,
+    ) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        buffer
             .watched_keys()
             .map(|key| {
                 snapshot
@@ -243,9 +242,17 @@ impl Inner {
                     .map(|v| v.map(|v| v.to_vec()))
                     .map_err(backend_error)
             })
-            .collect::<StoreResult<Vec<Option<Vec<u8>>>>>()?;
-        // Release the snapshot before committing so fjall can reclaim old versions sooner.
-        drop(snapshot);
+            .collect()
+    }
+
+    /// Commits `buffer`; `snapshot_values` are its watches' baselines (`watch_baselines`).
+    fn commit(
+        &self,
+        read_version: Version,
+        snapshot_values: Vec<Option<Vec<u8>>>,
+        mut buffer: WriteBuffer,
+    ) -> StoreResult<CommitInfo> {
+        buffer.check_commit()?;
         if buffer.is_read_only() {
             // As on FoundationDB, a transaction that wrote nothing commits at once: there is
             // nothing to apply and so nothing to conflict, and it never waits behind an fsync.
@@ -272,13 +279,20 @@ impl Inner {
         batch.commit().map_err(backend_error)?;
         self.version.store(version, Ordering::Release);
         self.lock_watches().notify(&finalized.writes);
-        // The written keys move into the resolver as point conflicts, already sorted.
-        let points = finalized.writes.keys().cloned().collect();
+        // What this commit wrote to keys it watches (their baseline), kept before the written
+        // keys move into the resolver as point conflicts, already sorted.
+        let watches = buffer.take_watches();
+        let written_watched: BTreeMap<Vec<u8>, Option<Vec<u8>>> = watches
+            .iter()
+            .filter_map(|(key, _)| finalized.writes.get_key_value(key))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        let points = finalized.writes.into_keys().collect();
         state
             .resolver
             .record(version, points, finalized.cleared_ranges);
         drop(state);
-        self.arm_watches(buffer.take_watches(), snapshot_values, &finalized.writes)?;
+        self.arm_watches(watches, snapshot_values, &written_watched)?;
         Ok(CommitInfo {
             version,
             versionstamp,
@@ -438,8 +452,11 @@ impl Transaction for EmbeddedTransaction {
             snapshot,
             buffer,
         } = self;
+        let baselines = store.watch_baselines(&snapshot, &buffer)?;
+        // Release the snapshot before committing so fjall can reclaim old versions sooner.
+        drop(snapshot);
         // The commit blocks on fsync; keep it off the async worker threads.
-        tokio::task::spawn_blocking(move || store.commit(read_version, snapshot, buffer))
+        tokio::task::spawn_blocking(move || store.commit(read_version, baselines, buffer))
             .await
             .map_err(|e| StoreError::Backend {
                 message: format!("commit task failed: {e}"),

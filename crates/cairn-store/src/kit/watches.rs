@@ -58,7 +58,21 @@ impl WatchRegistry {
         if self.by_key.is_empty() {
             return;
         }
-        for (key, value) in writes {
+        // Usually a few watched keys and many written ones: look up from the smaller side.
+        let hit: Vec<&Vec<u8>> = if self.by_key.len() < writes.len() {
+            self.by_key
+                .keys()
+                .filter_map(|k| writes.get_key_value(k))
+                .map(|(k, _)| k)
+                .collect()
+        } else {
+            writes
+                .keys()
+                .filter(|k| self.by_key.contains_key(*k))
+                .collect()
+        };
+        for key in hit {
+            let value = &writes[key];
             let Some(armed) = self.by_key.get_mut(key) else {
                 continue;
             };
