@@ -517,10 +517,10 @@ async fn children<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Resu
     })
 }
 
-/// Schedules: `--workflows` schedules every second for `--seconds`; for each workflow they
-/// started, the lateness of the fire (when the holder's fire pass ran) and of the run (when
-/// the started no-op workflow ran its first and only transition), behind its scheduled time.
-/// The report's latencies are the runs'.
+/// Schedules: `--workflows` schedules every second for `--seconds`; the lateness behind the
+/// scheduled time of each fire (when the holder's fire pass started the workflow, from the
+/// schedules' recent actions: the last ten of each) and of each run (when the started no-op
+/// workflow closed, from the visibility list). The report's latencies are the runs'.
 async fn schedules<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Result<Report> {
     let client = node.client();
     let started = Instant::now();
@@ -541,6 +541,20 @@ async fn schedules<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Res
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut fire = Vec::new();
+    for i in 0..args.workflows {
+        let described = client
+            .schedule_handle(&format!("s{i:05}"))
+            .describe()
+            .await?;
+        fire.extend(
+            described
+                .record
+                .recent_actions
+                .iter()
+                .filter(|a| a.kind == cairn::ActionKind::Started)
+                .map(|a| Duration::from_millis(a.actual_unix_ms.saturating_sub(a.nominal_unix_ms))),
+        );
+    }
     let mut run = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -554,9 +568,6 @@ async fn schedules<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Res
             let Some(nominal) = cairn::parse_time(time) else {
                 continue;
             };
-            fire.push(Duration::from_millis(
-                w.started_unix_ms.saturating_sub(nominal),
-            ));
             if let Some(closed) = w.closed_unix_ms {
                 run.push(Duration::from_millis(closed.saturating_sub(nominal)));
             }
