@@ -50,7 +50,7 @@ struct ScheduleArgs {
 
 #[derive(Subcommand, Debug)]
 enum ScheduleCommand {
-    /// Create a schedule (give at least one --cron or --every). Started workflows are named
+    /// Create a schedule (give at least one --cron or --every-ms). Started workflows are named
     /// `<ID>-<scheduled time, RFC 3339>`.
     Create {
         id: String,
@@ -713,9 +713,10 @@ fn schedule(args: ScheduleArgs) -> Result<()> {
                     "{:<28} {:<16} {:<7} {:<9} {:<9} {}",
                     s["schedule_id"].as_str().unwrap_or(""),
                     s["workflow_type"].as_str().unwrap_or(""),
-                    s["paused"],
-                    s["actions_started"],
-                    s["actions_skipped"],
+                    // A JSON value's Display ignores width: format it as text first.
+                    s["paused"].to_string(),
+                    s["actions_started"].to_string(),
+                    s["actions_skipped"].to_string(),
                     spec.join("; ")
                 );
             }
