@@ -459,21 +459,37 @@ where
     Ok(latencies)
 }
 
+/// Runs `one(i)` for each `i < n`, one after another: the time each took.
+async fn one_after_another<Fut: std::future::Future<Output = Result<()>>>(
+    n: usize,
+    mut one: impl FnMut(usize) -> Fut,
+) -> Result<Vec<Duration>> {
+    let mut latencies = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        one(i).await?;
+        latencies.push(t.elapsed());
+    }
+    Ok(latencies)
+}
+
 /// W3: one workflow fanning out to 100 activities, `--workflows` times in a row.
 async fn w3<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Result<Report> {
     let client = node.client();
     let started = Instant::now();
-    let mut latencies = Vec::new();
-    for i in 0..args.workflows {
-        let t = Instant::now();
-        let handle = client
-            .start(fan_out, &format!("w3-{i}"), 100u64)
-            .send()
-            .await?;
-        let sum = handle.result().await?;
-        ensure!(sum == 4_950, "fan-out result {sum}");
-        latencies.push(t.elapsed());
-    }
+    let latencies = one_after_another(args.workflows, |i| {
+        let client = client.clone();
+        async move {
+            let handle = client
+                .start(fan_out, &format!("w3-{i}"), 100u64)
+                .send()
+                .await?;
+            let sum = handle.result().await?;
+            ensure!(sum == 4_950, "fan-out result {sum}");
+            Ok(())
+        }
+    })
+    .await?;
     Ok(Report {
         scenario: "w3",
         workflows: args.workflows,
@@ -490,21 +506,20 @@ async fn w3<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Result<Rep
 async fn children<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Result<Report> {
     let client = node.client();
     let started = Instant::now();
-    let mut latencies = Vec::new();
-    for i in 0..args.workflows {
-        let t = Instant::now();
-        let handle = client
-            .start(child_fan_out, &format!("children-{i}"), args.width)
-            .send()
-            .await?;
-        let done = handle.result().await?;
-        ensure!(
-            done == args.width,
-            "{done} of {} children completed",
-            args.width
-        );
-        latencies.push(t.elapsed());
-    }
+    let width = args.width;
+    let latencies = one_after_another(args.workflows, |i| {
+        let client = client.clone();
+        async move {
+            let handle = client
+                .start(child_fan_out, &format!("children-{i}"), width)
+                .send()
+                .await?;
+            let done = handle.result().await?;
+            ensure!(done == width, "{done} of {width} children completed");
+            Ok(())
+        }
+    })
+    .await?;
     Ok(Report {
         scenario: "children",
         workflows: args.workflows,
@@ -513,7 +528,7 @@ async fn children<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Resu
         activities: None,
         latencies,
         rss_bytes: rss_bytes(),
-        extra: vec![("children_per_parent", serde_json::json!(args.width))],
+        extra: vec![("children_per_parent", serde_json::json!(width))],
     })
 }
 

@@ -513,23 +513,34 @@ impl ActivityFuture {
     }
 }
 
+/// Takes what history resolved for `seq` out of `results` (counting progress), or parks the
+/// waker until the next activation.
+fn take_or_park<T>(
+    core: &RefCell<RunCore>,
+    seq: Seq,
+    cx: &Context<'_>,
+    results: impl FnOnce(&mut RunCore) -> &mut HashMap<Seq, T>,
+) -> Poll<T> {
+    let mut core = core.borrow_mut();
+    match results(&mut core).remove(&seq) {
+        Some(result) => {
+            core.progress += 1;
+            Poll::Ready(result)
+        }
+        None => {
+            core.parked.push(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
+
 impl Future for ActivityFuture {
     type Output = Result<Payload, ActivityError>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         assert!(!self.done, "activity future polled after completion");
-        let mut core = self.core.borrow_mut();
-        match core.activity_results.remove(&self.seq) {
-            Some(result) => {
-                core.progress += 1;
-                drop(core);
-                self.done = true;
-                Poll::Ready(result)
-            }
-            None => {
-                core.parked.push(cx.waker().clone());
-                Poll::Pending
-            }
-        }
+        let poll = take_or_park(&self.core, self.seq, cx, |core| &mut core.activity_results);
+        self.done = poll.is_ready();
+        poll
     }
 }
 
@@ -586,19 +597,9 @@ impl Future for ChildFuture {
     type Output = Result<Payload, ChildError>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         assert!(!self.done, "child future polled after completion");
-        let mut core = self.core.borrow_mut();
-        match core.child_results.remove(&self.seq) {
-            Some(result) => {
-                core.progress += 1;
-                drop(core);
-                self.done = true;
-                Poll::Ready(result)
-            }
-            None => {
-                core.parked.push(cx.waker().clone());
-                Poll::Pending
-            }
-        }
+        let poll = take_or_park(&self.core, self.seq, cx, |core| &mut core.child_results);
+        self.done = poll.is_ready();
+        poll
     }
 }
 

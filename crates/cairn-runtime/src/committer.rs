@@ -175,6 +175,8 @@ pub enum Verify {
     RunVersionAtLeast(u64),
     /// The key exists (a guard key only this request writes).
     Exists,
+    /// The key is gone (a delete of a record only this request clears).
+    Absent,
 }
 
 /// Why a request did not commit.
@@ -327,10 +329,15 @@ async fn commit_batch<S: Store>(context: &BatchContext<S>, batch: Vec<CommitRequ
     let size = batch.len();
     let mut live: Vec<CommitRequest> = batch;
     let mut last_error = StoreError::Conflict;
+    // Wake-ups of attempts that may have committed: their mail may be in the store although
+    // a retry, deciding anew from what it reads (a derived write), writes none. Waking a run
+    // or schedule with nothing new is harmless; missing one leaves its mail unread.
+    let mut maybe_wakes: LocalWakes = Vec::new();
     for _ in 0..BATCH_ATTEMPTS_MAX {
-        let (outcome, rejected, wakes) = try_commit(context, &mut live).await;
+        let (outcome, rejected, mut wakes) = try_commit(context, &mut live).await;
         match outcome {
             Ok(()) => {
+                wakes.append(&mut maybe_wakes);
                 // Wake before answering: a client that acts on the answer (a query right after
                 // a start) then reaches the run after its wake-up.
                 context.ownership.wake_local(wakes);
@@ -346,7 +353,10 @@ async fn commit_batch<S: Store>(context: &BatchContext<S>, batch: Vec<CommitRequ
                     return;
                 }
                 // Not landed, or nothing to check (every request idempotent): retry.
-                Some(false) | None => last_error = StoreError::MaybeCommitted,
+                Some(false) | None => {
+                    maybe_wakes.append(&mut wakes);
+                    last_error = StoreError::MaybeCommitted;
+                }
             },
             Err(e) if e.is_retryable() => last_error = e,
             Err(e) => {
@@ -356,6 +366,7 @@ async fn commit_batch<S: Store>(context: &BatchContext<S>, batch: Vec<CommitRequ
         }
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
+    context.ownership.wake_local(maybe_wakes);
     tracing::warn!(error = %last_error, requests = live.len(), "commit batch failed");
     for request in live {
         let _ = request
@@ -569,15 +580,14 @@ async fn landed<S: Store>(
         .filter(|(index, _)| !rejected.iter().any(|(r, _)| r == index))
         .find_map(|(_, r)| r.verify.clone())?;
     let mut tx = context.store.begin().ok()?;
-    let Some((bytes, _)) = crate::records::read_record(&mut tx, &context.keys, &key)
+    let stored = crate::records::read_record(&mut tx, &context.keys, &key)
         .await
-        .ok()?
-    else {
-        return Some(false);
-    };
-    match verify {
-        Verify::Exists => Some(true),
-        Verify::RunVersionAtLeast(version) => {
+        .ok()?;
+    match (verify, stored) {
+        (Verify::Absent, stored) => Some(stored.is_none()),
+        (_, None) => Some(false),
+        (Verify::Exists, Some(_)) => Some(true),
+        (Verify::RunVersionAtLeast(version), Some((bytes, _))) => {
             let stored = crate::records::decode::<crate::records::RunRecord>("run", &bytes).ok()?;
             Some(stored.version >= version)
         }

@@ -1370,7 +1370,9 @@ impl<S: Store> Node<S> {
                 Ok(ops)
             })
         }));
-        self.submit(vec![op], vec![must_exist(exists_key, schedule_id)], None)
+        // After `MaybeCommitted`, a schedule that is gone was deleted by this request.
+        let verify = Some((exists_key.clone(), Verify::Absent));
+        self.submit(vec![op], vec![must_exist(exists_key, schedule_id)], verify)
             .await
     }
 

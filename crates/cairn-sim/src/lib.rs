@@ -2,7 +2,7 @@
 //! own fault-injecting wrapper, driven by a seed.
 //!
 //! The seed chooses everything the simulation decides: how many nodes, the lease timeout, the
-//! jobs (activities in sequence and in parallel, timers, signals) and when they start, and the
+//! jobs (activities in sequence and in parallel, timers, child workflows, signals) and when they start, and the
 //! faults — a node killed (and maybe restarted, under its id or a new one), a node paused past
 //! its lease (a long GC pause: its store calls stall), a node added, a node drained, store
 //! conflicts and `MaybeCommitted` (both kinds), latency. After the fault window everything
@@ -75,6 +75,9 @@ impl Plan {
     /// The plan of `seed`.
     pub fn from_seed(seed: u64) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed);
+        // Children come from a stream of their own, so adding them left every other part of
+        // each seed's plan as it was.
+        let mut children = SmallRng::seed_from_u64(seed ^ 0xc41d);
         let nodes = rng.random_range(2..=4);
         let lease_timeout_ms = rng.random_range(250..=450);
         let fault_window_ms = 1_500;
@@ -90,6 +93,7 @@ impl Plan {
                         0
                     },
                     signal: rng.random_bool(0.5),
+                    children: children.random_range(0..=3),
                 };
                 let start_at = rng.random_range(0..fault_window_ms);
                 let signal_at = start_at + rng.random_range(0..600);

@@ -1,10 +1,12 @@
 //! The simulated workload: jobs whose shape (sequential and parallel activities, a durable
-//! timer, a signal to wait for) comes from their input, so each result is known in advance.
+//! timer, child workflows, a signal to wait for) comes from their input, so each result is
+//! known in advance.
 
 use cairn::{ActivityContext, Ctx, Failure, Query, RetryPolicy, Signal, WorkflowError};
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::future::IntoFuture;
 use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -18,6 +20,9 @@ pub struct JobSpec {
     pub timer_ms: u64,
     /// Waits for a `go` signal and adds its value.
     pub signal: bool,
+    /// Child workflows started at once (on whatever shards their ids fall), each one step.
+    #[serde(default)]
+    pub children: u32,
 }
 
 /// The signal a job may wait for.
@@ -92,11 +97,30 @@ pub async fn sim_job(ctx: Ctx, spec: JobSpec) -> Result<u64, WorkflowError> {
         acc = acc.wrapping_add(result?);
     }
     progress.set(progress.get() + 1);
+    let base = acc;
+    let children: Vec<_> = (0..spec.children)
+        .map(|i| {
+            ctx.child_workflow(sim_child, base.wrapping_add(200 + u64::from(i)))
+                .into_future()
+        })
+        .collect();
+    for result in futures::future::join_all(children).await {
+        acc = acc.wrapping_add(result?);
+    }
     if spec.signal {
         let value = ctx.signal_receiver(&GO).recv().await;
         acc = acc.wrapping_add(value);
     }
     Ok(acc)
+}
+
+/// A child: one step.
+pub async fn sim_child(ctx: Ctx, x: u64) -> Result<u64, WorkflowError> {
+    Ok(ctx
+        .activity(sim_step, x)
+        .start_to_close(Duration::from_secs(2))
+        .retry(retries())
+        .await?)
 }
 
 /// What `sim_job(spec)` returns when its signal (if any) carries `signal_value`.
@@ -109,6 +133,10 @@ pub fn expected(spec: &JobSpec, signal_value: u64) -> u64 {
     for i in 0..spec.parallel {
         acc = acc.wrapping_add(step_value(base.wrapping_add(100 + u64::from(i))));
     }
+    let base = acc;
+    for i in 0..spec.children {
+        acc = acc.wrapping_add(step_value(base.wrapping_add(200 + u64::from(i))));
+    }
     if spec.signal {
         acc = acc.wrapping_add(signal_value);
     }
@@ -117,5 +145,8 @@ pub fn expected(spec: &JobSpec, signal_value: u64) -> u64 {
 
 /// Registers the workload on a node builder.
 pub fn register(builder: cairn::NodeBuilder) -> cairn::NodeBuilder {
-    builder.workflow(sim_job).activity(sim_step)
+    builder
+        .workflow(sim_job)
+        .workflow(sim_child)
+        .activity(sim_step)
 }

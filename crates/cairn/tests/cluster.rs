@@ -3,41 +3,34 @@
 //! shards move, and the workflows in flight complete exactly once on whoever holds them.
 //! Network traffic stays on loopback; every wait is bounded.
 
+mod common;
+
 use cairn::{
     ActivityContext, ClientError, Ctx, Failure, InProcessPeers, Node, NodeConfig, PeersHandle,
     Query, Signal, WorkflowError,
 };
 use cairn_store::{FaultConfig, FaultStore, MemStore, Store};
 use cairn_store_embedded::{EmbeddedConfig, EmbeddedStore};
+use common::{Counts, within};
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
 // The workload: activities, a durable timer, a signal and a query.
 
-static EXECUTIONS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+static EXECUTIONS: Counts = Counts::new();
 
 fn executions_of(key: &str) -> u32 {
-    EXECUTIONS
-        .lock()
-        .unwrap()
-        .as_ref()
-        .and_then(|m| m.get(key).copied())
-        .unwrap_or(0)
+    EXECUTIONS.get(key)
 }
 
 /// Doubles its input after a short while, counting executions per idempotency key.
 async fn step(ctx: ActivityContext, n: u64) -> Result<u64, Failure> {
     tokio::time::sleep(Duration::from_millis(5 + n % 20)).await;
-    *EXECUTIONS
-        .lock()
-        .unwrap()
-        .get_or_insert_with(HashMap::new)
-        .entry(ctx.info().idempotency_key.clone())
-        .or_insert(0) += 1;
+    EXECUTIONS.bump(&ctx.info().idempotency_key);
     Ok(n * 2)
 }
 
@@ -138,12 +131,6 @@ async fn converged<S: Store>(nodes: &[&Node<S>], shard_count: u32) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: not done in 30 s"))
 }
 
 /// Checks the workflow completed once with the right result: one run, a gap-free history with

@@ -2,39 +2,28 @@
 //! store, and `MemStore` behind the fault-injecting wrapper (commit conflicts and both kinds of
 //! `MaybeCommitted` injected), so each feature is also shown to survive store faults.
 
+mod common;
+
 use cairn::{
     ActivityContext, ActivityError, Ctx, Failure, IdReusePolicy, Node, NodeConfig, Query,
     RetryPolicy, Signal, WorkflowError, WorkflowOutcomeError, fail,
 };
-use cairn_store::{FaultConfig, FaultStore, MemStore, Store};
-use cairn_store_embedded::{EmbeddedConfig, EmbeddedStore};
-use std::collections::HashMap;
-use std::sync::Mutex;
+use cairn_store::Store;
+use common::Counts;
 use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------------
 // Activities shared by the scenarios. Attempt counts are kept per idempotency key, so
 // concurrent tests do not interfere.
 
-static ATTEMPTS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+static ATTEMPTS: Counts = Counts::new();
 
 fn count_attempt(ctx: &ActivityContext) -> u32 {
-    let mut map = ATTEMPTS.lock().unwrap();
-    let n = map
-        .get_or_insert_with(HashMap::new)
-        .entry(ctx.info().idempotency_key.clone())
-        .or_insert(0);
-    *n += 1;
-    *n
+    ATTEMPTS.bump(&ctx.info().idempotency_key)
 }
 
 fn attempts_of(key: &str) -> u32 {
-    ATTEMPTS
-        .lock()
-        .unwrap()
-        .as_ref()
-        .and_then(|m| m.get(key).copied())
-        .unwrap_or(0)
+    ATTEMPTS.get(key)
 }
 
 /// Fails `failures` times with a retryable error, then succeeds.
@@ -651,54 +640,8 @@ async fn heartbeats_pending(ctx: Ctx, _input: ()) -> Result<(), WorkflowError> {
     Ok(())
 }
 
-fn faulty() -> FaultStore<MemStore> {
-    FaultStore::new(
-        MemStore::new(),
-        FaultConfig {
-            conflict_probability: 0.1,
-            maybe_committed_applied_probability: 0.1,
-            maybe_committed_lost_probability: 0.1,
-            ..FaultConfig::none(0xfa17)
-        },
-    )
-}
-
-fn embedded() -> (EmbeddedStore, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
-    (store, dir)
-}
-
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        mod embedded_store {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let (store, _dir) = embedded();
-                    super::$scenario(store, concat!("e-", stringify!($scenario))).await;
-                }
-            )*
-        }
-        mod faulty_mem_store {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let store = faulty();
-                    super::$scenario(store.clone(), concat!("f-", stringify!($scenario))).await;
-                    let stats = store.stats();
-                    let commits = stats.commits.load(std::sync::atomic::Ordering::Relaxed);
-                    // With 30% of commits faulted, 30 commits without a fault would be a bug.
-                    assert!(commits < 30 || stats.faults() > 0, "{commits} commits, no fault injected");
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+common::on_both_stores!(
+    seed: 0xfa17;
     retries_with_backoff_and_non_retryable,
     each_timeout_fires,
     heartbeat_details_reach_next_attempt,

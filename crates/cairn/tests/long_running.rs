@@ -4,41 +4,32 @@
 //! embedded store and on `MemStore` behind a fault-injecting wrapper (conflicts and both kinds
 //! of `MaybeCommitted`); the restart tests on the embedded store.
 
+mod common;
+
 use cairn::{
     ActivityContext, ChildError, ClientError, Ctx, Failure, Node, NodeConfig, OverlapPolicy,
     ParentClosePolicy, Query, Saga, SearchAttribute, Semaphore, Signal, WorkflowError,
     WorkflowOutcomeError, fail,
 };
 use cairn_store::{FaultConfig, FaultStore, MemStore, Store};
-use cairn_store_embedded::{EmbeddedConfig, EmbeddedStore};
+use common::{Counts, embedded_store, faulty_store, within};
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::future::IntoFuture;
 use std::rc::Rc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 // ---------------------------------------------------------------------------------------------
 // Workflows and activities.
 
-static CALLS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+static CALLS: Counts = Counts::new();
 
 fn calls(key: &str) -> u32 {
-    CALLS
-        .lock()
-        .unwrap()
-        .as_ref()
-        .and_then(|m| m.get(key).copied())
-        .unwrap_or(0)
+    CALLS.get(key)
 }
 
 fn count_call(key: &str) {
-    *CALLS
-        .lock()
-        .unwrap()
-        .get_or_insert_with(HashMap::new)
-        .entry(key.to_string())
-        .or_insert(0) += 1;
+    CALLS.bump(key);
 }
 
 /// Fulfils one order; orders whose name contains "bad" fail.
@@ -325,12 +316,6 @@ fn config(node_id: &str) -> NodeConfig {
         shard_count: 8,
         ..NodeConfig::default()
     }
-}
-
-async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: not done in 30 s"))
 }
 
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -695,51 +680,8 @@ async fn records_larger_than_one_value<S: Store>(store: S, tag: &str) {
     node.shutdown().await;
 }
 
-fn faulty() -> FaultStore<MemStore> {
-    FaultStore::new(
-        MemStore::new(),
-        FaultConfig {
-            conflict_probability: 0.1,
-            maybe_committed_applied_probability: 0.1,
-            maybe_committed_lost_probability: 0.1,
-            ..FaultConfig::none(0x10_06)
-        },
-    )
-}
-
-fn embedded() -> (EmbeddedStore, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
-    (store, dir)
-}
-
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        mod embedded_store {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let (store, _dir) = embedded();
-                    super::$scenario(store, concat!("e-", stringify!($scenario))).await;
-                }
-            )*
-        }
-        mod faulty_mem_store {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let store = faulty();
-                    super::$scenario(store.clone(), concat!("f-", stringify!($scenario))).await;
-                    assert!(store.stats().faults() > 0, "no fault was injected");
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+common::on_both_stores!(
+    seed: 0x10_06;
     child_fan_out_bounded_and_failures_collected,
     child_id_clash_and_cancel,
     parent_close_policies,
@@ -825,7 +767,7 @@ async fn child_start_and_result_are_atomic_across_shards_under_faults() {
 /// the parent waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_result_wakes_a_passivated_parent_and_survives_a_restart() {
-    let (store, _dir) = embedded();
+    let (store, _dir) = embedded_store();
     let start = || {
         builder()
             .config(NodeConfig {
@@ -910,7 +852,7 @@ async fn child_result_wakes_a_passivated_parent_and_survives_a_restart() {
 /// crashes, and after a restart the parent loads its record and hears every child.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_record_survives_a_restart() {
-    let (store, _dir) = embedded();
+    let (store, _dir) = embedded_store();
     let start = || builder().config(config("chunked")).start(store.clone());
     let node = start().await.unwrap();
     let parent = node
@@ -969,7 +911,7 @@ async fn all<S: Store>(node: &Node<S>) -> Vec<cairn::WorkflowSummary> {
 /// with a note, unpauses, triggers now, backfills a past range, and deletes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedule_cadence_pause_trigger_backfill_delete() {
-    let (store, _dir) = embedded();
+    let (store, _dir) = embedded_store();
     let node = builder()
         .config(config("scheduler"))
         .start(store)
@@ -1272,6 +1214,45 @@ async fn bad_schedules_are_refused() {
     node.shutdown().await;
 }
 
+/// Proves every workflow a schedule starts gets run when the store answers `MaybeCommitted`
+/// to a third of the commits that it applied: a fire pass retried after such an answer finds
+/// the start already made and writes no mail, so the wake-up of the attempt that landed must
+/// not be lost (it once was, and such a run waited for the shard's next claim).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_runs_start_when_fire_commits_are_maybe_committed() {
+    let store = FaultStore::new(
+        MemStore::new(),
+        FaultConfig {
+            maybe_committed_applied_probability: 0.33,
+            ..FaultConfig::none(0x5c4e)
+        },
+    );
+    let node = builder()
+        .config(config("maybe-fired"))
+        .start(store.clone())
+        .await
+        .unwrap();
+    let client = node.client();
+    let schedule = client
+        .schedule(tick, "often", 0u64)
+        .interval(Duration::from_millis(100))
+        .create()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    schedule.pause("measured").await.unwrap();
+    let started = started_by(&all(&node).await, "often");
+    assert!(started.len() >= 10, "{} started", started.len());
+    for id in &started {
+        let run = client.handle::<()>(id).unwrap();
+        within(&format!("scheduled run {id}"), run.result())
+            .await
+            .unwrap();
+    }
+    assert!(store.stats().faults() > 0, "no fault was injected");
+    node.shutdown().await;
+}
+
 /// Proves a schedule whose record outgrows one store value (an input just under the inline
 /// payload limit) is described, listed, paused, triggered and deleted like any other, and the
 /// workflow it starts carries the whole input through an activity.
@@ -1279,7 +1260,7 @@ async fn bad_schedules_are_refused() {
 async fn a_schedule_with_a_large_input() {
     let node = builder()
         .config(config("large-schedule"))
-        .start(faulty())
+        .start(faulty_store(0x10_06))
         .await
         .unwrap();
     let client = node.client();
@@ -1323,7 +1304,7 @@ async fn a_schedule_with_a_large_input() {
 /// catch-up window, the old missed times are skipped (counted) and the recent ones made up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedule_survives_restart_without_double_fires_and_catches_up() {
-    let (store, _dir) = embedded();
+    let (store, _dir) = embedded_store();
     let start = || {
         builder()
             .config(config("sched-restart"))

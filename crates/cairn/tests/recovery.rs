@@ -2,31 +2,25 @@
 //! killed mid-work, no further writes) and another node starts on the same store; code is
 //! changed between nodes, incompatibly and then behind `patched`.
 
+mod common;
+
 use cairn::{ActivityContext, Ctx, Failure, Node, NodeConfig, Query, Signal, WorkflowError};
 use cairn_store::{FaultConfig, FaultStore, MemStore, Store};
 use cairn_store_embedded::{EmbeddedConfig, EmbeddedStore};
+use common::Counts;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
-static RUNS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+static RUNS: Counts = Counts::new();
 
 fn executions(key: &str) -> u32 {
-    RUNS.lock()
-        .unwrap()
-        .as_ref()
-        .and_then(|m| m.get(key).copied())
-        .unwrap_or(0)
+    RUNS.get(key)
 }
 
 /// Counts its executions per idempotency key; takes a little while, so crashes land mid-run.
 async fn charge(ctx: ActivityContext, amount: u64) -> Result<u64, Failure> {
     tokio::time::sleep(Duration::from_millis(5 + amount % 20)).await;
-    let mut runs = RUNS.lock().unwrap();
-    *runs
-        .get_or_insert_with(HashMap::new)
-        .entry(ctx.info().idempotency_key.clone())
-        .or_insert(0) += 1;
+    RUNS.bump(&ctx.info().idempotency_key);
     Ok(amount)
 }
 
