@@ -39,17 +39,11 @@ pub const BATCH_ATTEMPTS_MAX: u32 = 20;
 const _: () = assert!(BATCH_BYTES_MAX < cairn_store::TRANSACTION_BYTES_MAX);
 
 /// One write of a request.
-#[expect(
-    dead_code,
-    reason = "Add and Derived arrive with child workflows and schedules"
-)]
 pub enum Op {
     Set(Vec<u8>, Vec<u8>),
     Clear(Vec<u8>),
     /// Removes every key in `[begin, end)`.
     ClearRange(Vec<u8>, Vec<u8>),
-    /// Adds to a little-endian counter (FoundationDB's `ADD`; never conflicts).
-    Add(Vec<u8>, i64),
     /// A new entry (an encoded `InboxItem`) in the mailbox of `run_id`, whose workflow lives
     /// in `shard`; the shard's holder is woken once the batch commits.
     Mail {
@@ -76,7 +70,6 @@ impl std::fmt::Debug for Op {
             Op::Set(k, v) => write!(f, "Set({} key bytes, {} value bytes)", k.len(), v.len()),
             Op::Clear(k) => write!(f, "Clear({} key bytes)", k.len()),
             Op::ClearRange(b, e) => write!(f, "ClearRange({} and {} key bytes)", b.len(), e.len()),
-            Op::Add(k, d) => write!(f, "Add({} key bytes, {d})", k.len()),
             Op::Mail {
                 shard,
                 run_id,
@@ -159,7 +152,7 @@ impl Op {
     fn bytes(&self) -> usize {
         match self {
             Op::Set(k, v) => k.len() + v.len(),
-            Op::Clear(k) | Op::Add(k, _) => k.len() + 8,
+            Op::Clear(k) => k.len(),
             Op::ClearRange(b, e) => b.len() + e.len(),
             Op::Mail { item, .. } => item.len() + 64,
             Op::WakeSchedule { schedule_id, .. } => schedule_id.len() * 2 + 64,
@@ -450,7 +443,6 @@ fn apply_ops<'a, T: Transaction>(
                 Op::Set(k, v) => tx.set(k, v)?,
                 Op::Clear(k) => tx.clear(k)?,
                 Op::ClearRange(b, e) => tx.clear_range(b, e)?,
-                Op::Add(k, delta) => tx.atomic_add(k, *delta)?,
                 Op::Mail {
                     shard,
                     run_id,

@@ -12,8 +12,8 @@ use crate::committer::{
 use crate::keys::Keys;
 use crate::peers::{PeerError, PeerFuture, PeerQuery, PeersHandle, QueryTarget};
 use crate::records::{
-    InboxItem, NewRun, Outcome, RunRecord, Stored, WorkflowRecord, decode, encode, load_record,
-    record_ops,
+    InboxItem, NewRun, Outcome, RunRecord, Stored, WorkflowRecord, clear_record_ops, decode,
+    decode_row, encode, load_record,
 };
 use crate::registry::Registry;
 use crate::schedules::{self, CreateSchedule, ScheduleDescription, ScheduleRecord, must_exist};
@@ -634,11 +634,7 @@ impl<S: Store> Node<S> {
         let shard = shared.shard_of(&request.workflow_id);
         let namespace = shared.config.namespace.clone();
         let now = now_ms();
-        let NewRun {
-            run_id,
-            record,
-            summary,
-        } = NewRun::new(
+        let run = NewRun::new(
             &namespace,
             request.workflow_id.clone(),
             &request.workflow_type,
@@ -646,6 +642,7 @@ impl<S: Store> Node<S> {
             timeouts,
             now,
         );
+        let run_id = run.run_id;
         let keys = shared.keys.clone();
         let wf_key = keys.workflow(&namespace, request.workflow_id.as_str());
         let policy = request.id_reuse_policy;
@@ -666,13 +663,7 @@ impl<S: Store> Node<S> {
                 check_reuse(&workflow_id, &existing, policy)
             }),
         };
-        let mut ops = vec![Op::Set(wf_key, encode(&summary))];
-        ops.extend(record_ops(&keys, &keys.run(&run_id), encode(&record), 0));
-        ops.push(Op::Mail {
-            shard,
-            run_id,
-            item: encode(&InboxItem::Start),
-        });
+        let ops = run.writes(&keys, shard);
         let verify = Some((keys.run(&run_id), Verify::RunVersionAtLeast(0)));
         self.submit(ops, vec![check], verify).await?;
         shared.metrics.record_started(&workflow_type);
@@ -1211,22 +1202,8 @@ impl<S: Store> Node<S> {
             .get_range(&RangeRequest::new(begin, end).snapshot())
             .await?;
         let mut records = Vec::with_capacity(rows.len());
-        for row in rows {
-            // A chunked record's row is its header; read the whole record.
-            let record = match Stored::of(&row.value)? {
-                Stored::Whole => decode("schedule", &row.value)?,
-                Stored::Chunks { .. } => {
-                    load_record(&mut tx, &self.shared.keys, &row.key, "schedule")
-                        .await?
-                        .map(|(record, _)| record)
-                        .ok_or_else(|| {
-                            ClientError::Store(StoreError::Backend {
-                                message: "schedule vanished inside one snapshot".into(),
-                            })
-                        })?
-                }
-            };
-            records.push(record);
+        for row in &rows {
+            records.push(decode_row(&mut tx, &self.shared.keys, row, "schedule").await?);
         }
         Ok(records)
     }
@@ -1362,8 +1339,7 @@ impl<S: Store> Node<S> {
                 else {
                     return Ok(Vec::new());
                 };
-                let (chunks_begin, chunks_end) = keys.chunks(&key);
-                let mut ops = vec![Op::Clear(key), Op::ClearRange(chunks_begin, chunks_end)];
+                let mut ops = clear_record_ops(&keys, &key);
                 if let Some(at) = record.wake_at_unix_ms {
                     ops.push(Op::Clear(keys.schedule_wake(shard, at, &id)));
                 }
@@ -1396,7 +1372,8 @@ impl<S: Store> Node<S> {
 }
 
 impl<S: Store> Shared<S> {
-    /// Wakes every local result waiter with "not here": the node is going away.
+    /// Drops every local result waiter: the node is going away, so their calls end with
+    /// `NodeStopped`.
     fn notify_stopping(&self) {
         let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         waiters.clear();

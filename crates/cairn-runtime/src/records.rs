@@ -303,6 +303,24 @@ impl NewRun {
         self
     }
 
+    /// The writes that start the run: its workflow record (making it the workflow id's current
+    /// run), its run record, and its start mail to `shard` (the workflow id's shard).
+    pub fn writes(&self, keys: &crate::keys::Keys, shard: u32) -> Vec<crate::committer::Op> {
+        use crate::committer::Op;
+        let record = &self.record;
+        let mut ops = vec![Op::Set(
+            keys.workflow(&record.namespace, record.workflow_id.as_str()),
+            encode(&self.summary),
+        )];
+        ops.extend(record_ops(keys, &keys.run(&self.run_id), encode(record), 0));
+        ops.push(Op::Mail {
+            shard,
+            run_id: self.run_id,
+            item: encode(&InboxItem::Start),
+        });
+        ops
+    }
+
     /// The continuation of `previous`: the same parent and schedule, the chain's start time.
     pub fn continuing(mut self, previous: &RunRecord) -> Self {
         let execution_started = previous
@@ -443,6 +461,35 @@ pub async fn read_record(
             Ok(Some((bytes, stored)))
         }
     }
+}
+
+/// Decodes a record found by a range read over record keys: `row` holds it whole, or holds
+/// the header of a chunked one, whose chunks are then read in `tx`.
+pub async fn decode_row<T: DeserializeOwned>(
+    tx: &mut dyn crate::committer::TxRead,
+    keys: &crate::keys::Keys,
+    row: &cairn_store::KeyValue,
+    what: &str,
+) -> Result<T, StoreError> {
+    match Stored::of(&row.value)? {
+        Stored::Whole => decode(what, &row.value),
+        Stored::Chunks { .. } => load_record(tx, keys, &row.key, what)
+            .await?
+            .map(|(record, _)| record)
+            .ok_or_else(|| StoreError::Backend {
+                message: format!("{what} record vanished inside one snapshot"),
+            }),
+    }
+}
+
+/// The writes that remove the record at `key`, and its chunks if it has any.
+pub fn clear_record_ops(keys: &crate::keys::Keys, key: &[u8]) -> Vec<crate::committer::Op> {
+    use crate::committer::Op;
+    let (chunks_begin, chunks_end) = keys.chunks(key);
+    vec![
+        Op::Clear(key.to_vec()),
+        Op::ClearRange(chunks_begin, chunks_end),
+    ]
 }
 
 /// Decodes the record at `key` (see [`read_record`]), with how it was stored.

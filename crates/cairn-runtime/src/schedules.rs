@@ -527,18 +527,7 @@ async fn start(
         now,
     )
     .scheduled_by(&record.schedule_id);
-    ops.push(Op::Set(key, encode(&run.summary)));
-    ops.extend(record_ops(
-        &placement.keys,
-        &placement.keys.run(&run.run_id),
-        encode(&run.record),
-        0,
-    ));
-    ops.push(Op::Mail {
-        shard: placement.shard_of(&id),
-        run_id: run.run_id,
-        item: encode(&InboxItem::Start),
-    });
+    ops.extend(run.writes(&placement.keys, placement.shard_of(&id)));
     record.running.push((id.clone(), run.run_id));
     if record.running.len() > SCHEDULE_RUNNING_MAX {
         record.running.remove(0);

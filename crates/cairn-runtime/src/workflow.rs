@@ -676,20 +676,7 @@ impl<S: Store> WorkflowState<S> {
         ));
         let wf_key = keys.workflow(&record.namespace, record.workflow_id.as_str());
         match successor {
-            Some(next) => {
-                ops.extend(record_ops(
-                    keys,
-                    &keys.run(&next.run_id),
-                    encode(&next.record),
-                    0,
-                ));
-                ops.push(Op::Set(wf_key, encode(&next.summary)));
-                ops.push(Op::Mail {
-                    shard: self.shard,
-                    run_id: next.run_id,
-                    item: encode(&InboxItem::Start),
-                });
-            }
+            Some(next) => ops.extend(next.writes(keys, self.shard)),
             None if summary_changed => {
                 let state = run.state();
                 let summary = WorkflowRecord {
@@ -794,18 +781,7 @@ impl<S: Store> WorkflowState<S> {
                     }
                 }
                 metrics.record_started(&child.record.start.workflow_type);
-                let mut ops = vec![Op::Set(wf_key, encode(&child.summary))];
-                ops.extend(record_ops(
-                    &keys,
-                    &keys.run(&child.run_id),
-                    encode(&child.record),
-                    0,
-                ));
-                ops.push(Op::Mail {
-                    shard: child_shard,
-                    run_id: child.run_id,
-                    item: encode(&InboxItem::Start),
-                });
+                let mut ops = child.writes(&keys, child_shard);
                 ops.push(tell_parent(Message::ChildStarted {
                     seq,
                     run_id: child.run_id,
