@@ -672,10 +672,19 @@ impl Run {
             self.executor
                 .set_history(log.length(), log.state.history_size_bytes);
             let commands = self.executor.activate(&log.events, HashMap::new())?;
+            let mut task_completed = false;
             for command in commands {
+                // The close event is the run's last event (Temporal's order): the workflow
+                // task that closed the run completes before it.
+                if command.closes_run() && !task_completed {
+                    log.push(EventKind::WorkflowTaskCompleted);
+                    task_completed = true;
+                }
                 apply_command(&mut log, command, now, &mut effects);
             }
-            log.push(EventKind::WorkflowTaskCompleted);
+            if !task_completed {
+                log.push(EventKind::WorkflowTaskCompleted);
+            }
         }
         let mut terminal = terminal;
         if terminal.is_none()
@@ -778,8 +787,15 @@ impl Run {
                 .filter(|e| is_code_input(&e.kind))
                 .cloned()
                 .collect();
-            let recorded: Vec<&HistoryEvent> =
-                group.iter().filter(|e| e.kind.is_command_event()).collect();
+            // A closing command's event follows the workflow task that made it.
+            let closing = history[index + 1..]
+                .iter()
+                .take_while(|e| e.kind.is_close_command_event());
+            let recorded: Vec<&HistoryEvent> = group
+                .iter()
+                .filter(|e| e.kind.is_command_event())
+                .chain(closing)
+                .collect();
             let markers = recorded
                 .iter()
                 .filter_map(|e| match &e.kind {

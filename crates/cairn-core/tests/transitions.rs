@@ -317,8 +317,8 @@ fn order_flow_transitions() {
           12 @6200 WorkflowTaskCompleted
         @6300 [ActivityCompleted { seq: 3, attempt: 1, result: Payload(8 bytes) }, ActivityCompleted { s
           13 @6300 ActivityTaskCompleted seq=3 attempt=1 result="emailed"
-          14 @6300 WorkflowExecutionCompleted result="emailed+shipped"
-          15 @6300 WorkflowTaskCompleted
+          14 @6300 WorkflowTaskCompleted
+          15 @6300 WorkflowExecutionCompleted result="emailed+shipped"
           -> closed Completed
         status=Completed next_event_id=16 pending_activities=[] timers={}
     "#]]);
@@ -390,8 +390,8 @@ fn retries_backoff_and_non_retryable() {
           -> enqueue card seq=2 attempt=1
         @1340 [ActivityFailed { seq: 2, attempt: 1, failure: Failure { message: "boom", error_type: "Inv
            7 @1340 ActivityTaskFailed seq=2 attempt=1 failure=InvalidCard: boom
-           8 @1340 WorkflowExecutionCompleted result="ok then InvalidCard"
-           9 @1340 WorkflowTaskCompleted
+           8 @1340 WorkflowTaskCompleted
+           9 @1340 WorkflowExecutionCompleted result="ok then InvalidCard"
           -> closed Completed
         status=Completed next_event_id=10 pending_activities=[] timers={}
     "#]]);
@@ -465,8 +465,8 @@ fn activity_timeouts() {
           -> timer ActivityScheduleToClose { seq: 2 } at 7000
         @5000 [TimerFired { timer: ActivityScheduleToStart { seq: 2, attempt: 1 } }]
            7 @5000 ActivityTaskTimedOut seq=2 attempt=1 timeout=schedule-to-start
-           8 @5000 WorkflowExecutionCompleted result="TimedOut(ScheduleToClose) / TimedOut(ScheduleToStart)"
-           9 @5000 WorkflowTaskCompleted
+           8 @5000 WorkflowTaskCompleted
+           9 @5000 WorkflowExecutionCompleted result="TimedOut(ScheduleToClose) / TimedOut(ScheduleToStart)"
           -> closed Completed
         status=Completed next_event_id=10 pending_activities=[] timers={}
     "#]]);
@@ -552,8 +552,8 @@ fn signals_and_queries() {
           10 @2100 WorkflowTaskCompleted
         @2200 [Signal { name: "go", input: Payload(3 bytes) }]
           11 @2200 WorkflowExecutionSignaled name=go input="g2"
-          12 @2200 WorkflowExecutionCompleted result="\"g1\" \"g2\" alice,bob"
-          13 @2200 WorkflowTaskCompleted
+          12 @2200 WorkflowTaskCompleted
+          13 @2200 WorkflowExecutionCompleted result="\"g1\" \"g2\" alice,bob"
           -> closed Completed
         status=Completed next_event_id=14 pending_activities=[] timers={}
     "#]]);
@@ -620,8 +620,8 @@ fn wait_condition_timeout_both_ways() {
         @1500 [Signal { name: "set", input: Payload(1 bytes) }]
            4 @1500 WorkflowExecutionSignaled name=set input=<1 bytes>
            5 @1500 TimerCanceled seq=1
-           6 @1500 WorkflowExecutionCompleted result="true true"
-           7 @1500 WorkflowTaskCompleted
+           6 @1500 WorkflowTaskCompleted
+           7 @1500 WorkflowExecutionCompleted result="true true"
           -> closed Completed
         @3000 [TimerFired { timer: User { seq: 1 } }]
         status=Completed next_event_id=8 pending_activities=[] timers={}
@@ -670,8 +670,8 @@ fn cancellation_with_compensation_and_termination() {
         @1200 [ActivityCompleted { seq: 1, attempt: 1, result: Payload(21 bytes) }]
         @1300 [ActivityCompleted { seq: 2, attempt: 1, result: Payload(9 bytes) }]
            9 @1300 ActivityTaskCompleted seq=2 attempt=1 result="released"
-          10 @1300 WorkflowExecutionCanceled
-          11 @1300 WorkflowTaskCompleted
+          10 @1300 WorkflowTaskCompleted
+          11 @1300 WorkflowExecutionCanceled
           -> closed Canceled
         status=Canceled next_event_id=12 pending_activities=[] timers={}
     "#]]);
@@ -769,8 +769,8 @@ fn replay_rebuilds_without_rerunning_side_effects() {
           -> enqueue use seq=2 attempt=1
         @1100 [ActivityCompleted { seq: 2, attempt: 1, result: Payload(5 bytes) }]
            5 @1100 ActivityTaskCompleted seq=2 attempt=1 result="used"
-           6 @1100 WorkflowExecutionCompleted result=-4767286540954276203
-           7 @1100 WorkflowTaskCompleted
+           6 @1100 WorkflowTaskCompleted
+           7 @1100 WorkflowExecutionCompleted result=-4767286540954276203
           -> closed Completed
         status=Completed next_event_id=8 pending_activities=[] timers={}
     "#]]);
@@ -970,8 +970,8 @@ fn children_start_report_and_finish() {
            7 @1100 WorkflowTaskCompleted
         @1200 [ChildClosed { seq: 1, outcome: Completed(Payload(7 bytes)) }]
            8 @1200 ChildWorkflowExecutionCompleted seq=1 result="done a"
-           9 @1200 WorkflowExecutionCompleted result="started=true refused=true result=\"done a\""
-          10 @1200 WorkflowTaskCompleted
+           9 @1200 WorkflowTaskCompleted
+          10 @1200 WorkflowExecutionCompleted result="started=true refused=true result=\"done a\""
           -> closed Completed
         status=Completed next_event_id=11 pending_activities=[] timers={}
     "#]]);
@@ -1052,8 +1052,8 @@ fn parent_close_policies_and_child_cancel() {
           -> timer User { seq: 5 } at 1200
         @1200 [TimerFired { timer: User { seq: 5 } }]
           13 @1200 TimerFired seq=5
-          14 @1200 WorkflowExecutionCompleted result="parent done"
-          15 @1200 WorkflowTaskCompleted
+          14 @1200 WorkflowTaskCompleted
+          15 @1200 WorkflowExecutionCompleted result="parent done"
           -> parent close policy Terminate on c-terminate
           -> parent close policy RequestCancel on c-cancel
           -> closed Completed
@@ -1104,8 +1104,8 @@ fn continue_as_new_and_history_info() {
           -> timer User { seq: 1 } at 1010
         @1010 [TimerFired { timer: User { seq: 1 } }]
            4 @1010 TimerFired seq=1
-           5 @1010 WorkflowExecutionContinuedAsNew input=8
-           6 @1010 WorkflowTaskCompleted
+           5 @1010 WorkflowTaskCompleted
+           6 @1010 WorkflowExecutionContinuedAsNew input=8
           -> closed ContinuedAsNew
           -> continue as new input=8
         status=ContinuedAsNew next_event_id=7 pending_activities=[] timers={}
@@ -1151,8 +1151,8 @@ fn search_attributes_upserted() {
         @1010 [TimerFired { timer: User { seq: 1 } }]
            5 @1010 TimerFired seq=1
            6 @1010 UpsertWorkflowSearchAttributes attributes={"Priority": Int(5)}
-           7 @1010 WorkflowExecutionCompleted result="Some(Int(5))"
-           8 @1010 WorkflowTaskCompleted
+           7 @1010 WorkflowTaskCompleted
+           8 @1010 WorkflowExecutionCompleted result="Some(Int(5))"
           -> search attributes changed
           -> closed Completed
         status=Completed next_event_id=9 pending_activities=[] timers={}

@@ -278,6 +278,19 @@ impl EventKind {
     }
 
     /// Events that record a command of the workflow code (compared on replay).
+    /// Whether this is the event of a command that closes the run (complete, fail, cancel,
+    /// continue as new). It is the last event of its run, after the `WorkflowTaskCompleted`
+    /// of the activation that made it.
+    pub fn is_close_command_event(&self) -> bool {
+        matches!(
+            self,
+            Self::WorkflowExecutionCompleted { .. }
+                | Self::WorkflowExecutionFailed { .. }
+                | Self::WorkflowExecutionCanceled
+                | Self::WorkflowExecutionContinuedAsNew { .. }
+        )
+    }
+
     pub fn is_command_event(&self) -> bool {
         matches!(
             self,
@@ -352,6 +365,17 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether this command closes the run.
+    pub fn closes_run(&self) -> bool {
+        matches!(
+            self,
+            Self::CompleteWorkflow { .. }
+                | Self::FailWorkflow { .. }
+                | Self::CancelWorkflow
+                | Self::ContinueAsNew { .. }
+        )
+    }
+
     /// The history event recording this command.
     pub fn to_event(&self) -> EventKind {
         match self.clone() {
