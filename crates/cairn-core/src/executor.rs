@@ -157,6 +157,14 @@ struct RunCore {
     /// that combinators which only re-poll woken children (`join_all` over many futures,
     /// `FuturesUnordered`) see every resolution.
     parked: Vec<Waker>,
+    /// While a query handler runs: the first call it made that only workflow code may make.
+    query: Option<QueryCalls>,
+}
+
+/// What a running query handler has done (see [`Executor::query`]).
+#[derive(Default)]
+struct QueryCalls {
+    forbidden: Option<&'static str>,
 }
 
 /// A tiny, stable PRNG (SplitMix64). Stable matters more than quality here: a generator whose
@@ -184,6 +192,14 @@ impl RunCore {
         self.commands.push(command);
         self.progress += 1;
     }
+
+    /// Notes that the code called `call`, which changes the run: refused inside a query
+    /// handler (the first such call is reported; the state it touched is restored).
+    fn mutating(&mut self, call: &'static str) {
+        if let Some(query) = &mut self.query {
+            query.forbidden.get_or_insert(call);
+        }
+    }
 }
 
 /// The workflow code's handle on its run. Cheap to clone; every clone is the same run.
@@ -207,6 +223,7 @@ impl WorkflowContext {
         options: cairn_types::ActivityOptions,
     ) -> ActivityFuture {
         let mut core = self.core.borrow_mut();
+        core.mutating("an activity");
         let seq = core.next_seq();
         core.push(Command::ScheduleActivity {
             seq,
@@ -232,6 +249,7 @@ impl WorkflowContext {
             };
         }
         let mut core = self.core.borrow_mut();
+        core.mutating("sleep (a durable timer)");
         let seq = core.next_seq();
         let duration_ms = u64::try_from(duration.as_millis())
             .unwrap_or(u64::MAX)
@@ -252,11 +270,14 @@ impl WorkflowContext {
 
     /// A deterministic random number (seeded from the run's start event).
     pub fn random_u64(&self) -> u64 {
-        self.core.borrow_mut().rng.next()
+        let mut core = self.core.borrow_mut();
+        core.mutating("random");
+        core.rng.next()
     }
 
     /// A deterministic UUID (version 4 layout, bits from [`Self::random_u64`]).
     pub fn uuid(&self) -> uuid::Uuid {
+        self.core.borrow_mut().mutating("uuid");
         let hi = self.random_u64();
         let lo = self.random_u64();
         uuid::Builder::from_random_bytes(((u128::from(hi) << 64) | u128::from(lo)).to_be_bytes())
@@ -268,6 +289,7 @@ impl WorkflowContext {
     pub fn side_effect(&self, f: impl FnOnce() -> Payload) -> Payload {
         let (seq, recorded) = {
             let mut core = self.core.borrow_mut();
+            core.mutating("side_effect");
             let seq = core.next_seq();
             (seq, core.recorded_markers.remove(&seq))
         };
@@ -288,6 +310,7 @@ impl WorkflowContext {
     /// Stable for the run's lifetime.
     pub fn patched(&self, patch_id: &str) -> bool {
         let mut core = self.core.borrow_mut();
+        core.mutating("patched");
         if let Some(answer) = core.patch_answers.get(patch_id) {
             return *answer;
         }
@@ -315,6 +338,7 @@ impl WorkflowContext {
         options: ChildOptions,
     ) -> ChildFuture {
         let mut core = self.core.borrow_mut();
+        core.mutating("a child workflow");
         let seq = core.next_seq();
         core.push(Command::StartChildWorkflow {
             seq,
@@ -358,6 +382,7 @@ impl WorkflowContext {
     /// Merges `attributes` into the workflow's search attributes (validated by the caller).
     pub fn upsert_search_attributes(&self, attributes: SearchAttributes) {
         let mut core = self.core.borrow_mut();
+        core.mutating("upsert_search_attributes");
         for (name, value) in &attributes {
             core.search_attributes.insert(name.clone(), value.clone());
         }
@@ -721,6 +746,10 @@ pub enum ExecutorError {
     UnknownQuery { name: String, known: Vec<String> },
     #[error("query {name:?} failed: {failure}")]
     QueryFailed { name: String, failure: Failure },
+    #[error(
+        "query handler {name:?} called {call}, which only workflow code may call: a query reads the run and must not change it"
+    )]
+    QueryNotReadOnly { name: String, call: &'static str },
 }
 
 /// One run's workflow instance: the root future and the core it shares with its context.
@@ -771,6 +800,7 @@ impl Executor {
             replaying: false,
             progress: 0,
             parked: Vec::new(),
+            query: None,
         }));
         let root = workflow(WorkflowContext { core: core.clone() }, input);
         Self {
@@ -937,8 +967,40 @@ impl Executor {
                 }
             }
         };
+        // What a handler could touch, restored afterwards: a query never changes the run,
+        // whatever its handler calls (a forbidden call is reported as the query's error).
+        let saved = {
+            let mut core = self.core.borrow_mut();
+            core.query = Some(QueryCalls::default());
+            (
+                core.next_seq,
+                core.commands.len(),
+                core.rng.clone(),
+                core.patch_answers.clone(),
+                core.search_attributes.clone(),
+                core.recorded_markers.clone(),
+            )
+        };
         // No borrow is held while user code runs.
-        handler(args).map_err(|failure| ExecutorError::QueryFailed {
+        let answer = handler(args);
+        let forbidden = {
+            let mut core = self.core.borrow_mut();
+            let (next_seq, commands, rng, patches, attributes, markers) = saved;
+            core.next_seq = next_seq;
+            core.commands.truncate(commands);
+            core.rng = rng;
+            core.patch_answers = patches;
+            core.search_attributes = attributes;
+            core.recorded_markers = markers;
+            core.query.take().and_then(|q| q.forbidden)
+        };
+        if let Some(call) = forbidden {
+            return Err(ExecutorError::QueryNotReadOnly {
+                name: name.to_string(),
+                call,
+            });
+        }
+        answer.map_err(|failure| ExecutorError::QueryFailed {
             name: name.to_string(),
             failure,
         })

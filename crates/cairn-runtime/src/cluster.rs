@@ -28,11 +28,10 @@ use crate::committer::{LocalWakes, Op};
 use crate::node::Shared;
 use crate::records::{ClusterRecord, Lease, NodeRecord, ReadyItem, TaskRecord, decode, encode};
 use crate::shard::{ShardActor, ShardArgs, ShardMsg, TimerEntry};
-use cairn_core::TimerId;
 use cairn_store::{RangeRequest, Store, StoreError, TransactOptions, Transaction, transact};
 use cairn_types::{RunId, Seq};
 use ractor::{Actor, ActorRef};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -782,6 +781,13 @@ async fn rehydrate<S: Store>(
     let tasks = tx
         .get_range(&RangeRequest::new(begin, end).snapshot())
         .await?;
+    let (begin, end) = keys.attempts_of_shard(shard);
+    let started: HashSet<(RunId, Seq, u32)> = tx
+        .get_range(&RangeRequest::new(begin, end).snapshot())
+        .await?
+        .iter()
+        .filter_map(|kv| keys.parse_attempt(&kv.key))
+        .collect();
     let (begin, end) = keys.schedule_wakes_of_shard(shard);
     let schedule_wakes = tx
         .get_range(&RangeRequest::new(begin, end).snapshot())
@@ -830,29 +836,18 @@ async fn rehydrate<S: Store>(
             })
         })
         .collect();
-    // Attempt timers armed by the previous holder's claims, by (run, activity, attempt).
-    let mut claims: HashMap<(RunId, Seq, u32), Vec<Vec<u8>>> = HashMap::new();
-    for entry in &entries {
-        if let TimerId::ActivityStartToClose { seq, attempt }
-        | TimerId::ActivityHeartbeat { seq, attempt } = entry.timer
-        {
-            claims
-                .entry((entry.run_id, seq, attempt))
-                .or_default()
-                .push(entry.key.clone());
-        }
-    }
     if !entries.is_empty() {
         let _ = shard_ref.cast(ShardMsg::AddTimers(entries));
     }
     for kv in tasks {
         let task: TaskRecord = decode("task", &kv.value)?;
-        let stale = claims
-            .remove(&(task.run_id, task.seq, task.attempt))
-            .unwrap_or_default();
-        shared
-            .workers
-            .dispatch_recovered(shared.clone(), epoch, task, stale);
+        // A started attempt is not run again: it may still be running on a node that lost
+        // the shard, or have died with one. Its start-to-close (or heartbeat) timer, armed by
+        // its claim and loaded above, times it out, and the retry is the next attempt.
+        if started.contains(&(task.run_id, task.seq, task.attempt)) {
+            continue;
+        }
+        shared.workers.dispatch(shared.clone(), epoch, task);
     }
     Ok(cursor)
 }

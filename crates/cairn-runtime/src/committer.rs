@@ -162,7 +162,7 @@ impl Op {
 }
 
 /// How to tell, after `MaybeCommitted`, whether a request's batch landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verify {
     /// The key holds a run record whose version is at least this.
     RunVersionAtLeast(u64),
@@ -170,6 +170,9 @@ pub enum Verify {
     Exists,
     /// The key is gone (a delete of a record only this request clears).
     Absent,
+    /// The key holds exactly this value (a mark with a unique claim id only this request
+    /// writes).
+    Holds(Vec<u8>),
 }
 
 /// Why a request did not commit.
@@ -339,16 +342,24 @@ async fn commit_batch<S: Store>(context: &BatchContext<S>, batch: Vec<CommitRequ
                 return;
             }
             Err(StoreError::MaybeCommitted) => match landed(context, &live, &rejected).await {
-                Some(true) => {
+                Landed::Yes => {
                     context.ownership.wake_local(wakes);
                     answer(live, rejected);
                     context.metrics.record_commit(size, started.elapsed());
                     return;
                 }
                 // Not landed, or nothing to check (every request idempotent): retry.
-                Some(false) | None => {
+                Landed::No | Landed::NothingToCheck => {
                     maybe_wakes.append(&mut wakes);
                     last_error = StoreError::MaybeCommitted;
+                }
+                // The batch may have landed and cannot be told apart: writing it again could
+                // duplicate its versionstamped mail or a child start, so its requests are
+                // answered with the unknown outcome and their callers rebuild from the store.
+                Landed::Unknown => {
+                    maybe_wakes.append(&mut wakes);
+                    last_error = StoreError::MaybeCommitted;
+                    break;
                 }
             },
             Err(e) if e.is_retryable() => last_error = e,
@@ -560,28 +571,64 @@ fn answer(live: Vec<CommitRequest>, rejected: Rejections) {
     }
 }
 
-/// After `MaybeCommitted`: did the batch land? Reads one request's verify key.
+/// Whether a batch answered `MaybeCommitted` landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Landed {
+    Yes,
+    No,
+    /// No request has a verify key: every one is idempotent, so a retry is safe.
+    NothingToCheck,
+    /// The verify key could not be read (after `VERIFY_READ_ATTEMPTS_MAX` tries).
+    Unknown,
+}
+
+/// Reads of a verify key before a `MaybeCommitted` batch is given up as unknown.
+pub const VERIFY_READ_ATTEMPTS_MAX: u32 = 5;
+
+/// After `MaybeCommitted`: did the batch land? Reads one request's verify key (the batch is
+/// one transaction, so one request tells for all).
 async fn landed<S: Store>(
     context: &BatchContext<S>,
     live: &[CommitRequest],
     rejected: &Rejections,
-) -> Option<bool> {
-    let (key, verify) = live
+) -> Landed {
+    let Some((key, verify)) = live
         .iter()
         .enumerate()
         .filter(|(index, _)| !rejected.iter().any(|(r, _)| r == index))
-        .find_map(|(_, r)| r.verify.clone())?;
-    let mut tx = context.store.begin().ok()?;
-    let stored = crate::records::read_record(&mut tx, &context.keys, &key)
-        .await
-        .ok()?;
-    match (verify, stored) {
-        (Verify::Absent, stored) => Some(stored.is_none()),
-        (_, None) => Some(false),
-        (Verify::Exists, Some(_)) => Some(true),
-        (Verify::RunVersionAtLeast(version), Some((bytes, _))) => {
-            let stored = crate::records::decode::<crate::records::RunRecord>("run", &bytes).ok()?;
-            Some(stored.version >= version)
+        .find_map(|(_, r)| r.verify.clone())
+    else {
+        return Landed::NothingToCheck;
+    };
+    for attempt in 0..VERIFY_READ_ATTEMPTS_MAX {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5 << attempt)).await;
+        }
+        match verify_once(context, &key, &verify).await {
+            Ok(landed) => return if landed { Landed::Yes } else { Landed::No },
+            Err(error) => {
+                tracing::debug!(%error, attempt, "reading a MaybeCommitted batch's verify key failed");
+            }
         }
     }
+    Landed::Unknown
+}
+
+async fn verify_once<S: Store>(
+    context: &BatchContext<S>,
+    key: &[u8],
+    verify: &Verify,
+) -> StoreResult<bool> {
+    let mut tx = context.store.begin()?;
+    let stored = crate::records::read_record(&mut tx, &context.keys, key).await?;
+    Ok(match (verify, stored) {
+        (Verify::Absent, stored) => stored.is_none(),
+        (_, None) => false,
+        (Verify::Exists, Some(_)) => true,
+        (Verify::Holds(value), Some((bytes, _))) => &bytes == value,
+        (Verify::RunVersionAtLeast(version), Some((bytes, _))) => {
+            let stored = crate::records::decode::<crate::records::RunRecord>("run", &bytes)?;
+            stored.version >= *version
+        }
+    })
 }

@@ -160,6 +160,32 @@ impl Keys {
         self.root.subspace(&("task", i64::from(shard))).range()
     }
 
+    /// An attempt's start mark (`AttemptRecord`), written by the claim that starts it.
+    pub fn attempt(&self, shard: u32, run: &RunId, seq: Seq, attempt: u32) -> Vec<u8> {
+        self.root.pack(&(
+            "attempt",
+            i64::from(shard),
+            uuid(run),
+            i64::from(seq),
+            i64::from(attempt),
+        ))
+    }
+
+    pub fn attempts_of_shard(&self, shard: u32) -> (Vec<u8>, Vec<u8>) {
+        self.root.subspace(&("attempt", i64::from(shard))).range()
+    }
+
+    /// Decodes an attempt key into (run, activity, attempt).
+    pub fn parse_attempt(&self, key: &[u8]) -> Option<(RunId, Seq, u32)> {
+        let (_, _, run, seq, attempt): (String, i64, Uuid, i64, i64) =
+            self.root.unpack(key).ok()?;
+        Some((
+            RunId::from_uuid(run).ok()?,
+            Seq::try_from(seq).ok()?,
+            u32::try_from(attempt).ok()?,
+        ))
+    }
+
     pub fn heartbeat(&self, run: &RunId, seq: Seq) -> Vec<u8> {
         self.root.pack(&("hb", uuid(run), i64::from(seq)))
     }

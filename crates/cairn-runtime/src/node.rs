@@ -241,6 +241,9 @@ impl<S: Store> Shared<S> {
 
     /// Tells the local result waiters of `shard` that their runs now live elsewhere.
     pub(crate) fn notify_shard_lost(&self, shard: u32) {
+        // Attempts of the shard stop here: their results could not land, and the new holder
+        // times them out and retries them as their next attempt.
+        self.workers.abandon_shard(shard);
         let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         for list in waiters.values_mut() {
             for (_, waiter) in list.extract_if(.., |(s, _)| *s == shard) {

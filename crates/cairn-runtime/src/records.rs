@@ -176,6 +176,19 @@ pub struct TaskRecord {
     pub scheduled_unix_ms: u64,
 }
 
+/// The start mark of an activity attempt: written (with the attempt's start-to-close and
+/// heartbeat timers) by the claim that starts it, before the activity runs, and cleared with
+/// the attempt's task when the attempt ends. A task whose attempt has a mark is never run again:
+/// whoever holds the shard next lets the attempt time out and retries it as the next attempt,
+/// counted against the retry policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub started_unix_ms: u64,
+    pub node_id: String,
+    /// Unique per claim, so a claim retried after `MaybeCommitted` recognises its own mark.
+    pub claim: uuid::Uuid,
+}
+
 /// A node's claim on a shard. It has no expiry of its own: a held lease lapses with its
 /// holder's membership record (`NodeRecord`), so one heartbeat renews every lease of a node and
 /// renewing never writes the lease key that every commit reads for fencing.

@@ -1,61 +1,134 @@
 //! Activity workers: run activity attempts on the node's async runtime, at most
 //! `activity_concurrency_max` at a time.
 //!
-//! An attempt is claimed by durably arming its start-to-close and heartbeat timers (one small
-//! commit, batched with everything else), so if this node dies mid-attempt the timer fires on
-//! whoever owns the shard next and the attempt is retried. Its result goes to the run's actor
-//! in memory, together with the keys to clear (the task and the attempt's timers); the run's
-//! next transition records it. A result lost with a crashed node is recovered by that timer:
-//! activities are at-least-once, and `ActivityInfo::idempotency_key` lets them be idempotent.
+//! An attempt runs only after its *claim* commits: one small fenced write (batched with
+//! everything else) that marks the attempt started (`AttemptRecord`), arms its start-to-close
+//! and heartbeat timers and clears its schedule-to-start timer. The claim checks, inside the
+//! batch transaction, that the attempt's task still exists (the run has not ended the attempt:
+//! timed out, canceled, closed) and that no other claim marked it, so one attempt runs at most
+//! once however often it is dispatched. A task whose attempt is marked is never dispatched
+//! again: if its worker dies, the attempt times out by start-to-close (or heartbeat) and the
+//! retry is the next attempt, counted against the retry policy. Executions are therefore
+//! bounded by `maximum_attempts`; within that bound an activity is at-least-once, and
+//! `ActivityInfo::attempt` tells it that it is a re-run.
+//!
+//! Heartbeats are cheap and never block: `heartbeat()` keeps the latest details in memory and
+//! one recorder per attempt writes them (and moves the heartbeat timer) at most once per
+//! throttle interval (0.8 × the heartbeat timeout, capped at `HEARTBEAT_THROTTLE_MAX_MS`;
+//! `HEARTBEAT_THROTTLE_DEFAULT_MS` without a heartbeat timeout), one write at a time. The
+//! recorder stops before the attempt's result is handed over, and the details of a failed
+//! attempt are written before its result, so the next attempt sees the last details.
+//!
+//! The result goes to the run's actor in memory, only if this node still holds the shard at the
+//! epoch that dispatched the attempt; attempts of a shard this node loses are aborted.
 
 use crate::clock::now_ms;
-use crate::committer::Op;
+use crate::committer::{Check, CommitError, Op, Verify};
 use crate::node::Shared;
-use crate::records::{InboxItem, TaskRecord, decode, encode};
+use crate::records::{AttemptRecord, InboxItem, TaskRecord, decode, encode};
 use crate::registry::{ActivityContext, ActivityInfo, AttemptKey};
 use crate::shard::{ShardMsg, TimerEntry};
 use crate::workflow::Delivery;
 use cairn_core::{Message, TimerId};
-use cairn_store::{Store, Transaction};
-use cairn_types::{Failure, Payload, RunId, Seq};
+use cairn_store::{Store, StoreError, Transaction};
+use cairn_types::{ActivityTimeouts, Failure, Payload, RunId, Seq};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{Semaphore, watch};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore, watch};
 
-/// How long after scheduling an attempt may start without a claim commit. The transition that
-/// schedules an attempt also arms its start-to-close timer `start_to_close + CLAIM_GRACE_MS`
-/// after scheduling (a *provisional* timer); an attempt that starts within the grace is then
-/// timed correctly without writing anything, and one that starts later moves the timer with a
-/// claim commit. Attempts with a heartbeat timeout always claim (their heartbeat timer starts
-/// at the start).
-pub const CLAIM_GRACE_MS: u64 = 1_000;
+/// Throttle of heartbeat writes for an attempt without a heartbeat timeout (Temporal's SDKs'
+/// default).
+pub const HEARTBEAT_THROTTLE_DEFAULT_MS: u64 = 30_000;
+/// Longest throttle of heartbeat writes, whatever the heartbeat timeout.
+pub const HEARTBEAT_THROTTLE_MAX_MS: u64 = 60_000;
+/// Shortest throttle: a 1 ms heartbeat timeout still writes at most once per this.
+pub const HEARTBEAT_THROTTLE_MIN_MS: u64 = 1;
+/// First wait before a claim that failed on a store error is tried again (doubling).
+pub const CLAIM_RETRY_FIRST_MS: u64 = 20;
+/// Longest wait between claim tries.
+pub const CLAIM_RETRY_MAX_MS: u64 = 2_000;
 
-/// The provisional start-to-close timer of a task, if it gets one.
-pub(crate) fn provisional_start_to_close(
+const _: () = assert!(HEARTBEAT_THROTTLE_DEFAULT_MS <= HEARTBEAT_THROTTLE_MAX_MS);
+const _: () = assert!(CLAIM_RETRY_FIRST_MS <= CLAIM_RETRY_MAX_MS);
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// How often an attempt with these timeouts writes its heartbeat at most.
+pub fn heartbeat_throttle(timeouts: &ActivityTimeouts) -> Duration {
+    let millis = match timeouts.heartbeat {
+        Some(timeout) => (ms(timeout).saturating_mul(4) / 5)
+            .clamp(HEARTBEAT_THROTTLE_MIN_MS, HEARTBEAT_THROTTLE_MAX_MS),
+        None => HEARTBEAT_THROTTLE_DEFAULT_MS,
+    };
+    Duration::from_millis(millis)
+}
+
+/// The schedule-to-start timer the transition that enqueued `task` armed, if any.
+pub(crate) fn schedule_to_start_timer(
     keys: &crate::keys::Keys,
     task: &TaskRecord,
 ) -> Option<TimerEntry> {
-    let timeouts = task.options.timeouts;
-    if timeouts.heartbeat.is_some() {
-        return None;
-    }
-    let s2c = timeouts.start_to_close?;
-    let fire_at = task
-        .scheduled_unix_ms
-        .saturating_add(ms(s2c))
-        .saturating_add(CLAIM_GRACE_MS);
-    let timer = TimerId::ActivityStartToClose {
-        seq: task.seq,
-        attempt: task.attempt,
-    };
+    let s2s = task.options.timeouts.schedule_to_start?;
     Some(TimerEntry::new(
         keys,
         task.shard,
-        fire_at,
+        task.scheduled_unix_ms.saturating_add(ms(s2s)),
         task.run_id,
-        timer,
+        TimerId::ActivityScheduleToStart {
+            seq: task.seq,
+            attempt: task.attempt,
+        },
     ))
+}
+
+/// The latest heartbeat of an attempt, shared by its `ActivityContext` and its recorder.
+#[derive(Debug, Default)]
+struct Beat {
+    /// Details given to `heartbeat()` and not yet written.
+    pending: Mutex<Option<Payload>>,
+    /// When `heartbeat()` was last called.
+    last_call: Mutex<Option<Instant>>,
+    /// Rung by every `heartbeat()`.
+    called: Notify,
+    /// Rung to write the pending details now, whatever the throttle.
+    forced: Notify,
+    force: AtomicBool,
+}
+
+impl Beat {
+    fn call(&self, details: Payload) {
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(details);
+        *self.last_call.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        self.called.notify_one();
+    }
+
+    fn take(&self) -> Option<Payload> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Puts details back after a failed write, unless newer ones came meanwhile.
+    fn restore(&self, details: Payload) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(details);
+    }
+}
+
+/// A dispatched attempt (waiting for a slot, claiming, or running).
+#[derive(Debug)]
+struct Running {
+    attempt: u32,
+    shard: u32,
+    /// The workflow asked the activity to stop.
+    cancel: watch::Sender<bool>,
+    /// This node no longer holds the shard: the attempt is aborted.
+    abandon: watch::Sender<bool>,
+    beat: Arc<Beat>,
 }
 
 /// The node's activity worker pool.
@@ -64,12 +137,8 @@ pub struct Workers {
     slots: Arc<Semaphore>,
     /// Set when the node stops: attempts in flight are abandoned, as a crash would.
     halted: watch::Sender<bool>,
-    /// Running attempts: (run, activity) → (attempt, cancel flag).
-    running: Mutex<HashMap<AttemptKey, (u32, watch::Sender<bool>)>>,
-}
-
-fn ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    /// Dispatched attempts by (run, activity).
+    running: Mutex<HashMap<AttemptKey, Running>>,
 }
 
 impl Workers {
@@ -85,6 +154,10 @@ impl Workers {
         }
     }
 
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<AttemptKey, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Refuses new attempts and abandons running ones (their results are never delivered;
     /// the attempts' timers retry them wherever the shard lives next).
     pub fn close(&self) {
@@ -93,134 +166,232 @@ impl Workers {
         self.halted.send_replace(true);
     }
 
-    /// Asks a running attempt of activity `seq` of `run_id` to stop (best effort).
+    /// Asks the attempt of activity `seq` of `run_id` to stop (best effort); one still waiting
+    /// for a slot never starts.
     pub fn cancel(&self, run_id: RunId, seq: Seq) {
-        if let Some(flag) = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(run_id, seq))
-        {
-            let _ = flag.1.send(true);
+        if let Some(running) = self.running().get(&(run_id, seq)) {
+            running.cancel.send_replace(true);
         }
     }
 
-    /// Runs `task` on the node's runtime.
-    pub fn dispatch<S: Store>(&self, shared: Arc<Shared<S>>, epoch: u64, task: TaskRecord) {
-        self.dispatch_recovered(shared, epoch, task, Vec::new());
+    /// Aborts every attempt of `shard`: this node no longer holds it, so their results could
+    /// not land, and the shard's new holder times them out and retries them.
+    pub fn abandon_shard(&self, shard: u32) {
+        for running in self.running().values().filter(|r| r.shard == shard) {
+            running.abandon.send_replace(true);
+        }
     }
 
-    /// Runs a task found in the store after a restart. `stale_timers` are the attempt timers a
-    /// previous owner armed when it claimed the attempt; the new claim clears them, so the dead
-    /// claim does not also time the attempt out.
-    pub fn dispatch_recovered<S: Store>(
-        &self,
-        shared: Arc<Shared<S>>,
-        epoch: u64,
-        task: TaskRecord,
-        stale_timers: Vec<Vec<u8>>,
-    ) {
-        let runtime = shared.runtime.clone();
-        runtime.spawn(async move {
-            let permit = shared.workers.slots.clone().acquire_owned().await;
-            if permit.is_err() {
+    /// Whether attempt `attempt` of activity `seq` of `run_id` runs here and heartbeated
+    /// within `within`; if so its recorder is told to write now. A heartbeat timer that fires
+    /// while the activity is beating (its write was slow) is then not a timeout.
+    pub fn beating(&self, run_id: RunId, seq: Seq, attempt: u32, within: Duration) -> bool {
+        let running = self.running();
+        let Some(running) = running.get(&(run_id, seq)) else {
+            return false;
+        };
+        if running.attempt != attempt {
+            return false;
+        }
+        let recent = running
+            .beat
+            .last_call
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < within);
+        if recent {
+            running.beat.force.store(true, Ordering::Relaxed);
+            running.beat.forced.notify_one();
+        }
+        recent
+    }
+
+    /// Runs `task` on the node's runtime, once a slot is free and its claim commits.
+    pub fn dispatch<S: Store>(&self, shared: Arc<Shared<S>>, epoch: u64, task: TaskRecord) {
+        let key = (task.run_id, task.seq);
+        let beat = Arc::new(Beat::default());
+        let (cancel, cancel_rx) = watch::channel(false);
+        let (abandon, abandon_rx) = watch::channel(false);
+        {
+            let mut running = self.running();
+            if running.get(&key).is_some_and(|r| r.attempt == task.attempt) {
+                // Already dispatched here; its claim decides, this copy adds nothing.
                 return;
             }
-            run_attempt(shared, epoch, task, stale_timers).await;
+            running.insert(
+                key,
+                Running {
+                    attempt: task.attempt,
+                    shard: task.shard,
+                    cancel,
+                    abandon,
+                    beat: beat.clone(),
+                },
+            );
+        }
+        let runtime = shared.runtime.clone();
+        runtime.spawn(async move {
+            let attempt = task.attempt;
+            let permit = shared.workers.slots.clone().acquire_owned().await;
+            if permit.is_ok() && !*cancel_rx.borrow() && !*abandon_rx.borrow() {
+                let signals = Signals {
+                    cancel: cancel_rx,
+                    abandon: abandon_rx,
+                    beat,
+                };
+                run_attempt(&shared, epoch, task, signals).await;
+            }
+            // Only this attempt's entry: a later attempt of the same activity may be here.
+            let mut running = shared.workers.running();
+            if running.get(&key).is_some_and(|r| r.attempt == attempt) {
+                running.remove(&key);
+            }
         });
     }
 }
 
+/// What an attempt listens to while it runs.
+struct Signals {
+    cancel: watch::Receiver<bool>,
+    abandon: watch::Receiver<bool>,
+    beat: Arc<Beat>,
+}
+
+/// What a committed claim armed.
+struct Claimed {
+    started_unix_ms: u64,
+    start_to_close: Option<TimerEntry>,
+    heartbeat: Option<TimerEntry>,
+}
+
+/// Why a claim did not commit.
+enum ClaimError {
+    /// The attempt is no longer runnable here (ended, claimed by another dispatch, the shard
+    /// moved, the node stopped).
+    Refused,
+}
+
+/// Claims the attempt: marks it started and arms its timers, in one fenced commit that checks
+/// the task still exists and no other claim marked it. Store errors are retried with backoff
+/// while this node holds the shard.
+async fn claim<S: Store>(
+    shared: &Arc<Shared<S>>,
+    epoch: u64,
+    task: &TaskRecord,
+    abandon: &watch::Receiver<bool>,
+) -> Result<Claimed, ClaimError> {
+    let keys = &shared.keys;
+    let shard = task.shard;
+    let attempt_key = keys.attempt(shard, &task.run_id, task.seq, task.attempt);
+    let task_key = keys.task(shard, &task.run_id, task.seq, task.attempt);
+    let mark = AttemptRecord {
+        started_unix_ms: now_ms(),
+        node_id: shared.config.node_id.clone(),
+        claim: uuid::Uuid::now_v7(),
+    };
+    let mark_bytes = encode(&mark);
+    let mut wait = CLAIM_RETRY_FIRST_MS;
+    loop {
+        if *abandon.borrow() || shared.shard_at(shard, epoch).is_none() {
+            return Err(ClaimError::Refused);
+        }
+        let now = now_ms();
+        let timeouts = task.options.timeouts;
+        let timer = |timer: TimerId, after: Duration| {
+            TimerEntry::new(keys, shard, now.saturating_add(ms(after)), task.run_id, timer)
+        };
+        let (seq, attempt) = (task.seq, task.attempt);
+        let start_to_close = timeouts
+            .start_to_close
+            .map(|d| timer(TimerId::ActivityStartToClose { seq, attempt }, d));
+        let heartbeat = timeouts
+            .heartbeat
+            .map(|d| timer(TimerId::ActivityHeartbeat { seq, attempt }, d));
+        let schedule_to_start = schedule_to_start_timer(keys, task);
+        let mut ops = vec![Op::Set(attempt_key.clone(), mark_bytes.clone())];
+        for entry in start_to_close.iter().chain(&heartbeat) {
+            ops.push(Op::Set(entry.key.clone(), encode(&entry.timer)));
+        }
+        if let Some(entry) = &schedule_to_start {
+            ops.push(Op::Clear(entry.key.clone()));
+        }
+        let ours = mark_bytes.clone();
+        let checks = vec![
+            Check {
+                key: task_key.clone(),
+                accept: Box::new(|value| match value {
+                    Some(_) => Ok(()),
+                    None => Err(refused("the attempt is no longer scheduled")),
+                }),
+            },
+            Check {
+                key: attempt_key.clone(),
+                accept: Box::new(move |value| match value {
+                    None => Ok(()),
+                    // Our own mark: an earlier try of this claim landed after all.
+                    Some(bytes) if bytes == ours.as_slice() => Ok(()),
+                    Some(_) => Err(refused("the attempt was started by another claim")),
+                }),
+            },
+        ];
+        let verify = Some((attempt_key.clone(), Verify::Holds(mark_bytes.clone())));
+        match shared
+            .commit(ops, checks, Some((shard, epoch)), verify)
+            .await
+        {
+            Ok(()) => {
+                if let Some(shard_ref) = shared.shard_at(shard, epoch) {
+                    if let Some(entry) = schedule_to_start {
+                        let _ = shard_ref.cast(ShardMsg::RemoveTimers(vec![entry.key]));
+                    }
+                    let armed: Vec<TimerEntry> =
+                        start_to_close.iter().chain(&heartbeat).cloned().collect();
+                    if !armed.is_empty() {
+                        let _ = shard_ref.cast(ShardMsg::AddTimers(armed));
+                    }
+                }
+                return Ok(Claimed {
+                    started_unix_ms: now,
+                    start_to_close,
+                    heartbeat,
+                });
+            }
+            Err(CommitError::Store(error)) => {
+                tracing::debug!(run_id = %task.run_id, seq = task.seq, %error, "attempt claim failed; retrying");
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                wait = (wait * 2).min(CLAIM_RETRY_MAX_MS);
+            }
+            Err(CommitError::Rejected(_) | CommitError::Fenced { .. } | CommitError::Stopped) => {
+                return Err(ClaimError::Refused);
+            }
+        }
+    }
+}
+
+fn refused(reason: &str) -> crate::ClientError {
+    crate::ClientError::Store(StoreError::Backend {
+        message: reason.to_string(),
+    })
+}
+
 async fn run_attempt<S: Store>(
-    shared: Arc<Shared<S>>,
+    shared: &Arc<Shared<S>>,
     epoch: u64,
     task: TaskRecord,
-    stale_timers: Vec<Vec<u8>>,
+    signals: Signals,
 ) {
     let keys = &shared.keys;
     let shard = task.shard;
-    let fence = (shard, epoch);
-    let now = now_ms();
-    let timeouts = task.options.timeouts;
-    let attempt_timer = |timer: TimerId, after: std::time::Duration| {
-        let fire_at = now.saturating_add(ms(after));
-        TimerEntry::new(keys, shard, fire_at, task.run_id, timer)
+    let Ok(claimed) = claim(shared, epoch, &task, &signals.abandon).await else {
+        return;
     };
-    let mut stale_timers = stale_timers;
-    let mut claim = Vec::new();
-    let provisional = provisional_start_to_close(keys, &task);
-    let start_to_close = match provisional {
-        Some(entry)
-            if stale_timers.is_empty()
-                && now <= task.scheduled_unix_ms.saturating_add(CLAIM_GRACE_MS) =>
-        {
-            // Started within the grace: the durable provisional timer is the crash backstop;
-            // in memory the same timer is moved to the exact start + start-to-close.
-            let exact = TimerEntry {
-                fire_at_unix_ms: timeouts
-                    .start_to_close
-                    .map_or(entry.fire_at_unix_ms, |s2c| now.saturating_add(ms(s2c))),
-                ..entry
-            };
-            if let Some(shard_ref) = shared.shard_at(shard, epoch) {
-                let _ = shard_ref.cast(ShardMsg::AddTimers(vec![exact.clone()]));
-            }
-            Some(exact)
-        }
-        provisional => {
-            // Started late (or after a restart): move the timer to now + start-to-close.
-            stale_timers.extend(provisional.map(|p| p.key));
-            timeouts.start_to_close.map(|s2c| {
-                let entry = attempt_timer(
-                    TimerId::ActivityStartToClose {
-                        seq: task.seq,
-                        attempt: task.attempt,
-                    },
-                    s2c,
-                );
-                claim.push(entry.clone());
-                entry
-            })
-        }
-    };
-    let heartbeat_timer = timeouts.heartbeat.map(|hb| {
-        attempt_timer(
-            TimerId::ActivityHeartbeat {
-                seq: task.seq,
-                attempt: task.attempt,
-            },
-            hb,
-        )
-    });
-    claim.extend(heartbeat_timer.clone());
-    if !claim.is_empty() || !stale_timers.is_empty() {
-        let mut ops: Vec<Op> = claim
-            .iter()
-            .map(|t| Op::Set(t.key.clone(), encode(&t.timer)))
-            .collect();
-        ops.extend(stale_timers.iter().cloned().map(Op::Clear));
-        if shared
-            .commit(ops, Vec::new(), Some(fence), None)
-            .await
-            .is_err()
-        {
-            // Not claimed: the task stays in the store for whoever owns the shard.
-            return;
-        }
-        let Some(shard_ref) = shared.shard_at(shard, epoch) else {
-            // The shard moved on since the claim committed; its new holder runs the task.
-            return;
-        };
-        if !stale_timers.is_empty() {
-            let _ = shard_ref.cast(ShardMsg::RemoveTimers(stale_timers));
-        }
-        let _ = shard_ref.cast(ShardMsg::AddTimers(claim.clone()));
-    }
     shared
         .metrics
         .activity_schedule_to_start
-        .observe_duration(std::time::Duration::from_millis(
-            now.saturating_sub(task.scheduled_unix_ms),
+        .observe_duration(Duration::from_millis(
+            claimed
+                .started_unix_ms
+                .saturating_sub(task.scheduled_unix_ms),
         ));
     let last_heartbeat = match shared.store.begin() {
         Ok(mut tx) => tx
@@ -231,60 +402,19 @@ async fn run_attempt<S: Store>(
             .and_then(|bytes| decode::<Payload>("heartbeat", &bytes).ok()),
         Err(_) => None,
     };
-    let (cancel_tx, cancel_rx) = watch::channel(false);
-    let attempt_key = (task.run_id, task.seq);
-    shared
-        .workers
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(attempt_key, (task.attempt, cancel_tx));
-    let current_heartbeat_timer = Arc::new(Mutex::new(heartbeat_timer));
+    let (stop_recorder, stop_rx) = watch::channel(false);
+    let current_heartbeat_timer = Arc::new(Mutex::new(claimed.heartbeat.clone()));
+    let recorder = shared.runtime.spawn(record_heartbeats(
+        shared.clone(),
+        epoch,
+        task.clone(),
+        signals.beat.clone(),
+        current_heartbeat_timer.clone(),
+        stop_rx,
+    ));
     let sink = {
-        let shared = shared.clone();
-        let run_id = task.run_id;
-        let seq = task.seq;
-        let attempt = task.attempt;
-        let heartbeat_after = timeouts.heartbeat;
-        let current = current_heartbeat_timer.clone();
-        Arc::new(move |details: Payload| {
-            let shared = shared.clone();
-            let current = current.clone();
-            shared.runtime.clone().spawn(async move {
-                let keys = &shared.keys;
-                let mut ops = vec![Op::Set(keys.heartbeat(&run_id, seq), encode(&details))];
-                let mut replaced = None;
-                let mut armed = None;
-                if let Some(after) = heartbeat_after {
-                    let fire_at = now_ms().saturating_add(ms(after));
-                    let timer = TimerId::ActivityHeartbeat { seq, attempt };
-                    let entry = TimerEntry::new(keys, shard, fire_at, run_id, timer);
-                    ops.push(Op::Set(entry.key.clone(), encode(&timer)));
-                    let old = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    if let Some(old) = old {
-                        ops.push(Op::Clear(old.key.clone()));
-                        replaced = Some(old.key);
-                    }
-                    armed = Some(entry);
-                }
-                if shared
-                    .commit(ops, Vec::new(), Some(fence), None)
-                    .await
-                    .is_ok()
-                {
-                    let shard_ref = shared.shard_at(shard, epoch);
-                    if let Some(entry) = armed {
-                        *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(entry.clone());
-                        if let Some(shard_ref) = &shard_ref {
-                            let _ = shard_ref.cast(ShardMsg::AddTimers(vec![entry]));
-                        }
-                    }
-                    if let (Some(old), Some(shard_ref)) = (replaced, &shard_ref) {
-                        let _ = shard_ref.cast(ShardMsg::RemoveTimers(vec![old]));
-                    }
-                }
-            });
-        }) as crate::registry::HeartbeatSink
+        let beat = signals.beat.clone();
+        Arc::new(move |details: Payload| beat.call(details)) as crate::registry::HeartbeatSink
     };
     let info = ActivityInfo {
         workflow_id: task.workflow_id.clone(),
@@ -297,47 +427,50 @@ async fn run_attempt<S: Store>(
     };
     let outcome = match shared.registry.activity_def(&task.activity_type) {
         Some(def) => {
-            let ctx = ActivityContext::new(info, last_heartbeat, sink, cancel_rx);
+            let ctx = ActivityContext::new(info, last_heartbeat, sink, signals.cancel.clone());
             let future = def(ctx, task.input.clone());
             let mut running = shared.runtime.spawn(future);
             let mut halted = shared.workers.halted.subscribe();
+            let mut abandon = signals.abandon.clone();
             tokio::select! {
                 joined = &mut running => match joined {
-                    Ok(result) => result,
-                    Err(e) => Err(Failure::new("ActivityPanicked", format!("activity panicked: {e}"))),
+                    Ok(result) => Some(result),
+                    Err(e) => Some(Err(Failure::new("ActivityPanicked", format!("activity panicked: {e}")))),
                 },
-                _ = halted.wait_for(|h| *h) => {
-                    // The node stopped: abandon the attempt, as a crash would.
-                    running.abort();
-                    return;
-                }
+                _ = halted.wait_for(|h| *h) => None,
+                _ = abandon.wait_for(|a| *a) => None,
             }
+            .or_else(|| {
+                // The node stopped or lost the shard: abandon the attempt, as a crash would.
+                running.abort();
+                None
+            })
         }
-        None => Err(Failure::new(
+        None => Some(Err(Failure::new(
             "ActivityTypeNotRegistered",
             format!(
                 "activity type {:?} is not registered on this node",
                 task.activity_type
             ),
         )
-        .non_retryable()),
+        .non_retryable())),
     };
-    {
-        // Only this attempt's entry: a later attempt of the same activity may be running.
-        let mut running = shared
-            .workers
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if running
-            .get(&attempt_key)
-            .is_some_and(|(attempt, _)| *attempt == task.attempt)
-        {
-            running.remove(&attempt_key);
-        }
-    }
+    // The recorder stops (finishing a write in flight) before the result is handed over, so
+    // no heartbeat write lands after the transition that consumes the attempt's timers.
+    stop_recorder.send_replace(true);
+    let _ = recorder.await;
+    let Some(outcome) = outcome else {
+        return;
+    };
     if shared.crash_at(crate::CrashPoint::DuringActivity) {
         return;
+    }
+    if outcome.is_err()
+        && let Some(details) = signals.beat.take()
+    {
+        // The next attempt must see the last details, even those the throttle held back.
+        let ops = vec![Op::Set(keys.heartbeat(&task.run_id, task.seq), encode(&details))];
+        let _ = shared.commit(ops, Vec::new(), Some((shard, epoch)), None).await;
     }
     let message = match outcome {
         Ok(result) => {
@@ -363,8 +496,11 @@ async fn run_attempt<S: Store>(
             }
         }
     };
-    let mut consume = vec![keys.task(shard, &task.run_id, task.seq, task.attempt)];
-    consume.extend(start_to_close.map(|t| t.key));
+    let mut consume = vec![
+        keys.task(shard, &task.run_id, task.seq, task.attempt),
+        keys.attempt(shard, &task.run_id, task.seq, task.attempt),
+    ];
+    consume.extend(claimed.start_to_close.map(|t| t.key));
     if let Some(hb) = current_heartbeat_timer
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -377,12 +513,121 @@ async fn run_attempt<S: Store>(
         consume,
     };
     // Only to the tenure that dispatched the attempt: if the shard moved meanwhile, its new
-    // holder re-dispatched the task when it claimed the shard, and this result is dropped
-    // (activities are at-least-once).
+    // holder times the attempt out and retries it (the attempt was aborted on the move).
     if let Some(shard_ref) = shared.shard_at(shard, epoch) {
         let _ = shard_ref.cast(ShardMsg::Deliver {
             run_id: task.run_id,
             deliveries: vec![delivery],
         });
+    }
+}
+
+/// One attempt's heartbeat recorder: writes the latest details (and moves the heartbeat
+/// timer) at most once per throttle interval, one write at a time, until told to stop.
+async fn record_heartbeats<S: Store>(
+    shared: Arc<Shared<S>>,
+    epoch: u64,
+    task: TaskRecord,
+    beat: Arc<Beat>,
+    current: Arc<Mutex<Option<TimerEntry>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let throttle = heartbeat_throttle(&task.options.timeouts);
+    // The claim armed the heartbeat timer: it counts as the first write.
+    let mut last_write = Instant::now();
+    loop {
+        tokio::select! {
+            _ = beat.called.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let due = last_write + throttle;
+        if Instant::now() < due && !beat.force.load(Ordering::Relaxed) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(due.into()) => {}
+                _ = beat.forced.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+        beat.force.store(false, Ordering::Relaxed);
+        let Some(details) = beat.take() else {
+            continue;
+        };
+        last_write = Instant::now();
+        if !write_heartbeat(&shared, epoch, &task, &details, &current).await {
+            beat.restore(details);
+        }
+    }
+}
+
+/// Writes one heartbeat: its details and, with a heartbeat timeout, the timer moved to now +
+/// timeout. Returns whether it committed.
+async fn write_heartbeat<S: Store>(
+    shared: &Arc<Shared<S>>,
+    epoch: u64,
+    task: &TaskRecord,
+    details: &Payload,
+    current: &Mutex<Option<TimerEntry>>,
+) -> bool {
+    let keys = &shared.keys;
+    let (shard, run_id, seq, attempt) = (task.shard, task.run_id, task.seq, task.attempt);
+    let mut ops = vec![Op::Set(keys.heartbeat(&run_id, seq), encode(details))];
+    let old = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let armed = task.options.timeouts.heartbeat.map(|after| {
+        let fire_at = now_ms().saturating_add(ms(after));
+        let timer = TimerId::ActivityHeartbeat { seq, attempt };
+        TimerEntry::new(keys, shard, fire_at, run_id, timer)
+    });
+    if let Some(entry) = &armed {
+        ops.push(Op::Set(entry.key.clone(), encode(&entry.timer)));
+        if let Some(old) = &old
+            && old.key != entry.key
+        {
+            ops.push(Op::Clear(old.key.clone()));
+        }
+    }
+    if shared
+        .commit(ops, Vec::new(), Some((shard, epoch)), None)
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    if let Some(entry) = armed {
+        *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(entry.clone());
+        if let Some(shard_ref) = shared.shard_at(shard, epoch) {
+            let _ = shard_ref.cast(ShardMsg::AddTimers(vec![entry.clone()]));
+            if let Some(old) = old
+                && old.key != entry.key
+            {
+                let _ = shard_ref.cast(ShardMsg::RemoveTimers(vec![old.key]));
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The throttle is 0.8 × the heartbeat timeout within its bounds, and the default without.
+    #[test]
+    fn heartbeat_throttle_follows_the_timeout() {
+        let with = |millis| {
+            heartbeat_throttle(
+                &ActivityTimeouts::start_to_close(Duration::from_secs(600))
+                    .with_heartbeat(Duration::from_millis(millis)),
+            )
+        };
+        assert_eq!(with(1_000), Duration::from_millis(800));
+        assert_eq!(with(1), Duration::from_millis(HEARTBEAT_THROTTLE_MIN_MS));
+        assert_eq!(
+            with(300_000),
+            Duration::from_millis(HEARTBEAT_THROTTLE_MAX_MS)
+        );
+        assert_eq!(
+            heartbeat_throttle(&ActivityTimeouts::start_to_close(Duration::from_secs(5))),
+            Duration::from_millis(HEARTBEAT_THROTTLE_DEFAULT_MS)
+        );
     }
 }

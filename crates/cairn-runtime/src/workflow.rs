@@ -9,14 +9,14 @@
 //! takes them all.
 
 use crate::clock::now_ms;
-use crate::committer::{CommitError, Derive, Op, Verify};
+use crate::committer::{Check, CommitError, Derive, Op, Verify};
 use crate::node::Shared;
 use crate::records::{
     InboxItem, NewRun, Outcome, ParentRef, RunRecord, TaskRecord, WorkflowRecord, chunks_for,
     decode, encode, load_record, record_ops,
 };
 use crate::shard::{ShardMsg, TimerEntry};
-use cairn_core::{Effect, Message, Run, RunStatus, StartArgs, Transition, WorkflowFn};
+use cairn_core::{Effect, Message, Run, RunStatus, StartArgs, TimerId, Transition, WorkflowFn};
 use cairn_store::{RangeRequest, Store, Transaction};
 use cairn_types::{
     EventKind, Failure, HistoryEvent, ParentClosePolicy, Payload, RunId, WorkflowId,
@@ -122,6 +122,32 @@ pub struct WorkflowState<S: Store> {
     flush_scheduled: bool,
     /// The last mailbox key read (see `read_inbox`).
     inbox_seen: Option<Vec<u8>>,
+    /// Loads that failed on a store error in a row (the next waits longer).
+    load_failures: u32,
+}
+
+/// Why a run could not be loaded.
+enum LoadError {
+    /// Retried with backoff.
+    Store(cairn_store::StoreError),
+    /// The run cannot run code (replay failed, unknown type, malformed record): held.
+    Held(String),
+}
+
+impl From<cairn_store::StoreError> for LoadError {
+    fn from(error: cairn_store::StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+/// First wait before a failed load is tried again (doubling per failure).
+pub const LOAD_RETRY_FIRST_MS: u64 = 50;
+/// Longest wait between loads of a run whose loads keep failing.
+pub const LOAD_RETRY_MAX_MS: u64 = 5_000;
+
+fn load_retry_delay(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    Duration::from_millis((LOAD_RETRY_FIRST_MS << doublings).min(LOAD_RETRY_MAX_MS))
 }
 
 impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
@@ -152,6 +178,7 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
             taken: HashSet::new(),
             flush_scheduled: false,
             inbox_seen: None,
+            load_failures: 0,
         })
     }
 
@@ -175,12 +202,24 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            WorkflowMsg::Load => {
-                if let Err(reason) = state.load().await {
+            WorkflowMsg::Load => match state.load().await {
+                Ok(()) => {
+                    state.load_failures = 0;
+                    state.schedule_flush(&myself);
+                }
+                Err(LoadError::Held(reason)) => {
                     tracing::error!(run_id = %state.run_id, %reason, "run held");
                     state.held = Some(reason);
                 }
-            }
+                Err(LoadError::Store(error)) => {
+                    // A store error is transient as far as the run knows: load again with
+                    // backoff, keeping what was delivered meanwhile.
+                    state.load_failures = state.load_failures.saturating_add(1);
+                    let wait = load_retry_delay(state.load_failures);
+                    tracing::warn!(run_id = %state.run_id, %error, retry_in_ms = wait.as_millis() as u64, "loading the run failed; retrying");
+                    myself.send_after(wait, || WorkflowMsg::Load);
+                }
+            },
             WorkflowMsg::Deliver(deliveries) => {
                 for delivery in deliveries {
                     state.accept(delivery);
@@ -189,8 +228,9 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
             }
             WorkflowMsg::Wake => {
                 if let Err(e) = state.read_inbox().await {
-                    tracing::warn!(run_id = %state.run_id, error = %e, "mailbox read failed");
-                    myself.stop(None);
+                    // Read again shortly; what was delivered in memory stays pending.
+                    tracing::warn!(run_id = %state.run_id, error = %e, "mailbox read failed; retrying");
+                    myself.send_after(RETRY_AFTER_FAILED_COMMIT, || WorkflowMsg::Wake);
                     return Ok(());
                 }
                 state.schedule_flush(&myself);
@@ -265,7 +305,11 @@ impl<S: Store> WorkflowState<S> {
     }
 
     fn schedule_flush(&mut self, myself: &ActorRef<WorkflowMsg>) {
-        if !self.flush_scheduled && !self.pending.is_empty() && self.held.is_none() {
+        if !self.flush_scheduled
+            && !self.pending.is_empty()
+            && self.held.is_none()
+            && self.record.is_some()
+        {
             self.flush_scheduled = myself.cast(WorkflowMsg::Flush).is_ok();
         }
     }
@@ -283,30 +327,30 @@ impl<S: Store> WorkflowState<S> {
     }
 
     /// Activation: snapshot + history from the store, replayed through the code.
-    async fn load(&mut self) -> Result<(), String> {
+    async fn load(&mut self) -> Result<(), LoadError> {
         let keys = &self.shared.keys;
-        let mut tx = self.shared.store.begin().map_err(|e| e.to_string())?;
+        let mut tx = self.shared.store.begin()?;
         let Some((record, stored)) =
-            load_record::<RunRecord>(&mut tx, keys, &keys.run(&self.run_id), "run")
-                .await
-                .map_err(|e| e.to_string())?
+            load_record::<RunRecord>(&mut tx, keys, &keys.run(&self.run_id), "run").await?
         else {
-            return Err("no such run in the store".into());
+            return Err(LoadError::Held("no such run in the store".into()));
         };
         self.record_chunks = stored.chunk_count();
         if let Some(state) = &record.state {
             let (begin, end) = keys.history(&self.run_id);
             let rows = tx
                 .get_range(&RangeRequest::new(begin, end).snapshot())
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             let history: Vec<HistoryEvent> = rows
                 .iter()
                 .map(|kv| decode("history event", &kv.value))
                 .collect::<Result<_, _>>()
-                .map_err(|e| e.to_string())?;
-            let workflow = self.workflow_fn(&record.start.workflow_type)?;
-            let run = Run::replay(&workflow, state.clone(), &history).map_err(|e| e.to_string())?;
+                .map_err(|e| LoadError::Held(e.to_string()))?;
+            let workflow = self
+                .workflow_fn(&record.start.workflow_type)
+                .map_err(LoadError::Held)?;
+            let run = Run::replay(&workflow, state.clone(), &history)
+                .map_err(|e| LoadError::Held(e.to_string()))?;
             self.run = Some(run);
         }
         self.shared
@@ -350,7 +394,8 @@ impl<S: Store> WorkflowState<S> {
             return true;
         }
         let Some(record) = self.record.clone() else {
-            return false;
+            // Not loaded yet (a load is being retried): the deliveries wait for it.
+            return true;
         };
         let take = self.pending.len().min(MAILBOX_BATCH_MAX);
         let batch: Vec<Delivery> = self.pending.drain(..take).collect();
@@ -420,6 +465,7 @@ impl<S: Store> WorkflowState<S> {
                 .collect(),
             _ => Vec::new(),
         };
+        let checks = self.screen_attempt_timers(&run, &mut messages).await;
         if !messages.is_empty() {
             match run.handle(messages, now) {
                 Ok(mut t) => {
@@ -449,7 +495,7 @@ impl<S: Store> WorkflowState<S> {
         if self.shared.crash_at(crate::CrashPoint::BeforeCommit) {
             return false;
         }
-        match self.shared.commit(ops, Vec::new(), fence, verify).await {
+        match self.shared.commit(ops, checks, fence, verify).await {
             Ok(()) => {}
             Err(CommitError::Fenced { shard, epoch }) => {
                 tracing::warn!(run_id = %self.run_id, shard, epoch, "lost the shard; dropping the run");
@@ -460,10 +506,30 @@ impl<S: Store> WorkflowState<S> {
                 tracing::warn!(run_id = %self.run_id, error = %e, "transition did not commit");
                 // This actor stops (its run may be ahead of the store); have the shard wake a
                 // fresh one shortly, so mailbox entries taken by this one are not left waiting
-                // for the next message. Timers are re-delivered by the shard anyway.
+                // for the next message. Timers are re-delivered by the shard anyway; activity
+                // results live only in memory, so they are handed back with the wake-up (the
+                // run ignores one whose attempt the store already recorded).
                 let run_id = self.run_id;
+                let results: Vec<Delivery> = batch
+                    .into_iter()
+                    .filter(|d| {
+                        matches!(
+                            d.item,
+                            InboxItem::Message(
+                                Message::ActivityCompleted { .. } | Message::ActivityFailed { .. }
+                            )
+                        )
+                    })
+                    .collect();
                 self.shard_ref
                     .send_after(RETRY_AFTER_FAILED_COMMIT, move || ShardMsg::Wake { run_id });
+                if !results.is_empty() {
+                    self.shard_ref
+                        .send_after(RETRY_AFTER_FAILED_COMMIT, move || ShardMsg::Deliver {
+                            run_id,
+                            deliveries: results,
+                        });
+                }
                 return false;
             }
         }
@@ -485,6 +551,69 @@ impl<S: Store> WorkflowState<S> {
         }
         self.release(myself, after, consumed);
         true
+    }
+
+    /// Drops attempt timers that no longer mean a timeout, and returns the checks the
+    /// transition needs for the rest:
+    /// - a schedule-to-start timer of an attempt that started (its claim's mark is in the
+    ///   store) is stale; for one that has not, the transition checks inside its commit that
+    ///   no claim marked it meanwhile, so a start and its schedule-to-start timeout never both
+    ///   land;
+    /// - a heartbeat timer of an attempt that is beating on this node (its write was late) is
+    ///   not a timeout; the attempt's recorder is told to write at once, which re-arms it.
+    async fn screen_attempt_timers(&self, run: &Run, messages: &mut Vec<Message>) -> Vec<Check> {
+        let keys = &self.shared.keys;
+        let mut checks = Vec::new();
+        let mut kept = Vec::with_capacity(messages.len());
+        for message in messages.drain(..) {
+            let Message::TimerFired { timer } = &message else {
+                kept.push(message);
+                continue;
+            };
+            match *timer {
+                TimerId::ActivityScheduleToStart { seq, attempt } => {
+                    let key = keys.attempt(self.shard, &self.run_id, seq, attempt);
+                    let started = match self.shared.store.begin() {
+                        Ok(mut tx) => matches!(tx.get(&key).await, Ok(Some(_))),
+                        Err(_) => false,
+                    };
+                    if started {
+                        continue;
+                    }
+                    checks.push(Check {
+                        key,
+                        accept: Box::new(|value| match value {
+                            None => Ok(()),
+                            Some(_) => Err(crate::ClientError::Store(
+                                cairn_store::StoreError::Backend {
+                                    message: "the attempt started before its schedule-to-start timeout landed".into(),
+                                },
+                            )),
+                        }),
+                    });
+                    kept.push(message);
+                }
+                TimerId::ActivityHeartbeat { seq, attempt } => {
+                    let timeout = run
+                        .state()
+                        .activities
+                        .get(&seq)
+                        .filter(|a| a.attempt == attempt)
+                        .and_then(|a| a.options.timeouts.heartbeat);
+                    let beating = timeout.is_some_and(|within| {
+                        self.shared
+                            .workers
+                            .beating(self.run_id, seq, attempt, within)
+                    });
+                    if !beating {
+                        kept.push(message);
+                    }
+                }
+                _ => kept.push(message),
+            }
+        }
+        *messages = kept;
+        checks
     }
 
     /// The writes of a transition, and what to do once they commit.
@@ -520,6 +649,7 @@ impl<S: Store> WorkflowState<S> {
         for key in consumed {
             ops.push(Op::Clear(key.clone()));
         }
+        ops.extend(ended_attempt_ops(keys, self.shard, &self.run_id, record, run));
         let mut new_record = record.next_version(run.state().clone());
         let first_transition = record.state.is_none();
         let mut summary_changed = first_transition;
@@ -550,10 +680,6 @@ impl<S: Store> WorkflowState<S> {
                         keys.task(self.shard, &self.run_id, *seq, *attempt),
                         encode(&task),
                     ));
-                    if let Some(timer) = crate::worker::provisional_start_to_close(keys, &task) {
-                        ops.push(Op::Set(timer.key.clone(), encode(&timer.timer)));
-                        after.timers.push(timer);
-                    }
                     after.tasks.push(task);
                 }
                 Effect::ScheduleTimer {
@@ -861,6 +987,33 @@ impl<S: Store> WorkflowState<S> {
             self.shared.notify_closed(self.run_id, outcome);
         }
     }
+}
+
+/// Clears the task and start mark of every attempt this transition ended (completed, failed,
+/// timed out, retried as the next attempt, canceled, or left behind by the run's close): a task
+/// in the store is an attempt that may still run, so an ended one must not stay there.
+fn ended_attempt_ops(
+    keys: &crate::keys::Keys,
+    shard: u32,
+    run_id: &RunId,
+    record: &RunRecord,
+    run: &Run,
+) -> Vec<Op> {
+    let Some(before) = &record.state else {
+        return Vec::new();
+    };
+    let now = &run.state().activities;
+    before
+        .activities
+        .iter()
+        .filter(|(seq, old)| now.get(seq).is_none_or(|a| a.attempt != old.attempt))
+        .flat_map(|(seq, old)| {
+            [
+                Op::Clear(keys.task(shard, run_id, *seq, old.attempt)),
+                Op::Clear(keys.attempt(shard, run_id, *seq, old.attempt)),
+            ]
+        })
+        .collect()
 }
 
 /// Logs a warning once, at the transition whose history crosses the continue-as-new

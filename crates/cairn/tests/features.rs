@@ -113,10 +113,13 @@ async fn timeouts(ctx: Ctx, _input: ()) -> Result<Vec<String>, WorkflowError> {
     let total = ctx
         .activity(sleepy, 2_000)
         .start_to_close(Duration::from_millis(100))
-        .schedule_to_close(Duration::from_millis(400))
+        // Mid-way through the third attempt (each ~110 ms with its 10 ms backoff), far from
+        // an attempt's end, so the schedule-to-close timer is what ends the activity.
+        .schedule_to_close(Duration::from_millis(280))
         .retry(
             RetryPolicy::builder()
                 .initial_interval(Duration::from_millis(10))
+                .backoff_coefficient(1.0)
                 .build()
                 .unwrap(),
         )

@@ -1,0 +1,472 @@
+//! Activities and runs that keep their promises, through the public SDK: many at once, with a
+//! crash in the middle, under store faults. Each scenario runs on the embedded store and on a
+//! `MemStore` behind the fault-injecting wrapper.
+//!
+//! What is proven here: a started attempt is never failed by its schedule-to-start timeout;
+//! activities heartbeating from tight loops finish in about their own time and never time out
+//! while beating; `maximum_attempts` bounds executions across a crash (`ActivityInfo::attempt`
+//! counts the lost attempt); an activity result survives a failed transition commit; a
+//! transient store error while loading a run is retried, not held; the close event is the last
+//! event of a history; query handlers cannot change a run.
+
+mod common;
+
+use cairn::{
+    ActivityContext, Ctx, Failure, Node, NodeConfig, Payload, Query, RetryPolicy, WorkflowError,
+};
+use cairn_store::Store;
+use common::{Counts, on_both_stores, within};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+static EXECUTIONS: Counts = Counts::new();
+static ATTEMPTS_SEEN: Counts = Counts::new();
+
+fn node_config(node_id: &str) -> NodeConfig {
+    NodeConfig {
+        node_id: node_id.into(),
+        shard_count: 4,
+        ..NodeConfig::default()
+    }
+}
+
+/// What an activity call ended with, as a string a test can compare.
+fn outcome<T: std::fmt::Debug>(result: Result<T, cairn::ActivityError>) -> String {
+    match result {
+        Ok(value) => format!("ok {value:?}"),
+        Err(e) => format!("err {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Schedule-to-start covers only the wait for a worker.
+
+/// Runs for the given milliseconds, counting executions.
+async fn slow(ctx: ActivityContext, millis: u64) -> Result<u64, Failure> {
+    EXECUTIONS.bump(&ctx.info().idempotency_key);
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+    Ok(millis)
+}
+
+async fn slow_with_schedule_to_start(ctx: Ctx, millis: u64) -> Result<String, WorkflowError> {
+    let result = ctx
+        .activity(slow, millis)
+        .schedule_to_start(Duration::from_millis(300))
+        .start_to_close(Duration::from_secs(20))
+        .retry(RetryPolicy::no_retries())
+        .await;
+    Ok(outcome(result))
+}
+
+/// Twenty activities with a 300 ms schedule-to-start timeout start at once and each runs
+/// 900 ms: every one completes, none is failed by the schedule-to-start timer.
+async fn started_attempt_outlives_schedule_to_start<S: Store>(store: S, tag: &str) {
+    let node = Node::builder()
+        .workflow(slow_with_schedule_to_start)
+        .activity(slow)
+        .config(node_config(&format!("{tag}-node")))
+        .start(store)
+        .await
+        .unwrap();
+    let client = node.client();
+    let mut handles = Vec::new();
+    for i in 0..20 {
+        let id = format!("{tag}-{i}");
+        handles.push(
+            client
+                .start(slow_with_schedule_to_start, &id, 900)
+                .send()
+                .await
+                .unwrap(),
+        );
+    }
+    for handle in handles {
+        let result = within("schedule-to-start workflow", handle.result())
+            .await
+            .unwrap();
+        assert_eq!(result, "ok 900", "{}", handle.workflow_id());
+    }
+    node.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Heartbeats from tight loops are cheap and keep the attempt alive.
+
+/// Heartbeats every 5 ms for `millis`, then returns how many beats it made.
+async fn beating(ctx: ActivityContext, millis: u64) -> Result<u64, Failure> {
+    let started = std::time::Instant::now();
+    let mut beats = 0u64;
+    while started.elapsed() < Duration::from_millis(millis) {
+        beats += 1;
+        ctx.heartbeat(Payload::encode(&beats).unwrap());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(millis)
+}
+
+async fn beats_for(ctx: Ctx, millis: u64) -> Result<String, WorkflowError> {
+    let result = ctx
+        .activity(beating, millis)
+        .heartbeat_timeout(Duration::from_millis(500))
+        .start_to_close(Duration::from_secs(30))
+        .retry(RetryPolicy::no_retries())
+        .await;
+    Ok(outcome(result))
+}
+
+/// Sixty activities heartbeating every 5 ms for 1.5 s, all started at once, with a 500 ms
+/// heartbeat timeout and no retries: every one completes (none times out while beating, none
+/// is stuck behind the others' heartbeats).
+async fn many_heartbeating_activities_complete<S: Store>(store: S, tag: &str) {
+    let node = Node::builder()
+        .workflow(beats_for)
+        .activity(beating)
+        .config(node_config(&format!("{tag}-node")))
+        .start(store)
+        .await
+        .unwrap();
+    let client = node.client();
+    let mut handles = Vec::new();
+    for i in 0..60 {
+        let id = format!("{tag}-{i}");
+        handles.push(client.start(beats_for, &id, 1_500).send().await.unwrap());
+    }
+    for handle in handles {
+        let result = within("heartbeating workflow", handle.result())
+            .await
+            .unwrap();
+        assert_eq!(result, "ok 1500", "{}", handle.workflow_id());
+    }
+    node.shutdown().await;
+}
+
+/// Heartbeats once, then stops beating and hangs: the attempt must time out by heartbeat.
+async fn stops_beating(ctx: ActivityContext, _: ()) -> Result<(), Failure> {
+    ctx.heartbeat(Payload::encode(&1u32).unwrap());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    Ok(())
+}
+
+async fn stalls(ctx: Ctx, _: ()) -> Result<String, WorkflowError> {
+    let result = ctx
+        .activity(stops_beating, ())
+        .heartbeat_timeout(Duration::from_millis(300))
+        .start_to_close(Duration::from_secs(60))
+        .retry(RetryPolicy::no_retries())
+        .await;
+    Ok(outcome(result))
+}
+
+/// An activity that stops heartbeating times out by heartbeat, not by start-to-close.
+async fn silent_activity_times_out_by_heartbeat<S: Store>(store: S, tag: &str) {
+    let node = Node::builder()
+        .workflow(stalls)
+        .activity(stops_beating)
+        .config(node_config(&format!("{tag}-node")))
+        .start(store)
+        .await
+        .unwrap();
+    let handle = node
+        .client()
+        .start(stalls, &format!("{tag}-stall"), ())
+        .send()
+        .await
+        .unwrap();
+    let result = within("stalled activity", handle.result()).await.unwrap();
+    assert_eq!(result, "err activity timed out (heartbeat)");
+    node.shutdown().await;
+}
+
+/// Heartbeats 40 times quickly (the SDK throttles what it records), then fails on attempt 1;
+/// attempt 2 returns the details it was handed.
+async fn beats_then_fails(ctx: ActivityContext, _: ()) -> Result<u64, Failure> {
+    if ctx.info().attempt > 1 {
+        let details = ctx.heartbeat_details().expect("details of attempt 1");
+        return Ok(details.decode::<u64>().unwrap());
+    }
+    for beat in 1..=40u64 {
+        ctx.heartbeat(Payload::encode(&beat).unwrap());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Err(Failure::new("Flaky", "attempt 1 fails after beating"))
+}
+
+async fn last_details(ctx: Ctx, _: ()) -> Result<String, WorkflowError> {
+    let result = ctx
+        .activity(beats_then_fails, ())
+        .heartbeat_timeout(Duration::from_secs(10))
+        .start_to_close(Duration::from_secs(30))
+        .retry(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_millis(10))
+                .maximum_attempts(2)
+                .build()
+                .unwrap(),
+        )
+        .await;
+    Ok(outcome(result))
+}
+
+/// The last heartbeat's details reach the next attempt, even though the SDK recorded only
+/// some of the 40 beats.
+async fn last_heartbeat_details_reach_next_attempt<S: Store>(store: S, tag: &str) {
+    let node = Node::builder()
+        .workflow(last_details)
+        .activity(beats_then_fails)
+        .config(node_config(&format!("{tag}-node")))
+        .start(store)
+        .await
+        .unwrap();
+    let handle = node
+        .client()
+        .start(last_details, &format!("{tag}-details"), ())
+        .send()
+        .await
+        .unwrap();
+    let result = within("details workflow", handle.result()).await.unwrap();
+    assert_eq!(result, "ok 40");
+    node.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. maximum_attempts bounds executions across a crash.
+
+/// Counts its executions and the attempt numbers it saw, then hangs (the node crashes while it
+/// runs), unless it is a later attempt, which returns at once.
+async fn hangs_first_time(ctx: ActivityContext, _: ()) -> Result<u32, Failure> {
+    let key = &ctx.info().idempotency_key;
+    EXECUTIONS.bump(key);
+    ATTEMPTS_SEEN.bump(&format!("{key}#{}", ctx.info().attempt));
+    if ctx.info().attempt == 1 {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    Ok(ctx.info().attempt)
+}
+
+async fn once_only(ctx: Ctx, attempts: u32) -> Result<String, WorkflowError> {
+    let policy = if attempts == 1 {
+        RetryPolicy::no_retries()
+    } else {
+        RetryPolicy::builder()
+            .initial_interval(Duration::from_millis(10))
+            .maximum_attempts(attempts)
+            .build()
+            .unwrap()
+    };
+    let result = ctx
+        .activity(hangs_first_time, ())
+        .start_to_close(Duration::from_millis(800))
+        .retry(policy)
+        .await;
+    Ok(outcome(result))
+}
+
+/// Ten workflows with `no_retries()` and ten with `maximum_attempts(2)`; the node crashes while
+/// every first attempt runs and restarts on the same store under the same id. The no-retry
+/// activities end timed out (start-to-close) having run once; the others run attempt 2, which
+/// knows it is attempt 2, and none runs more often than its policy allows.
+async fn maximum_attempts_bound_executions_across_a_crash<S: Store>(store: S, tag: &str) {
+    let config = node_config(&format!("{tag}-node"));
+    let node = Node::builder()
+        .workflow(once_only)
+        .activity(hangs_first_time)
+        .config(config.clone())
+        .start(store.clone())
+        .await
+        .unwrap();
+    let client = node.client();
+    let ids: Vec<(String, u32)> = (0..20)
+        .map(|i| (format!("{tag}-{i}"), if i % 2 == 0 { 1 } else { 2 }))
+        .collect();
+    for (id, attempts) in &ids {
+        client.start(once_only, id, *attempts).send().await.unwrap();
+    }
+    // Wait until every first attempt runs, then crash.
+    let key = |id: &str| format!("{id}/1");
+    within("first attempts running", async {
+        while ids.iter().any(|(id, _)| EXECUTIONS.get(&key(id)) == 0) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    node.crash();
+    let node = Node::builder()
+        .workflow(once_only)
+        .activity(hangs_first_time)
+        .config(config)
+        .start(store)
+        .await
+        .unwrap();
+    let client = node.client();
+    for (id, attempts) in &ids {
+        let handle = client.handle::<String>(id).unwrap();
+        let result = within("workflow after crash", handle.result())
+            .await
+            .unwrap();
+        let executions = EXECUTIONS.get(&key(id));
+        assert_eq!(
+            ATTEMPTS_SEEN.get(&format!("{}#1", key(id))),
+            1,
+            "{id}: attempt 1 ran more than once"
+        );
+        if *attempts == 1 {
+            assert_eq!(executions, 1, "{id}: no_retries ran {executions} times");
+            assert_eq!(result, "err activity timed out (start-to-close)", "{id}");
+        } else {
+            assert_eq!(executions, 2, "{id}: maximum_attempts 2 ran {executions} times");
+            assert_eq!(ATTEMPTS_SEEN.get(&format!("{}#2", key(id))), 1, "{id}");
+            assert_eq!(result, "ok 2", "{id}");
+        }
+    }
+    node.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. The close event ends the history.
+
+async fn quick(_ctx: ActivityContext, n: u32) -> Result<u32, Failure> {
+    Ok(n + 1)
+}
+
+async fn two_steps(ctx: Ctx, n: u32) -> Result<u32, WorkflowError> {
+    let a = ctx
+        .activity(quick, n)
+        .start_to_close(Duration::from_secs(5))
+        .await?;
+    Ok(a + 1)
+}
+
+/// A completed run's last event is `WorkflowExecutionCompleted`, and it replays (a query on
+/// the closed run after a restart rebuilds it from that history).
+async fn close_event_is_last<S: Store>(store: S, tag: &str) {
+    let config = node_config(&format!("{tag}-node"));
+    let node = Node::builder()
+        .workflow(two_steps)
+        .activity(quick)
+        .config(config.clone())
+        .start(store.clone())
+        .await
+        .unwrap();
+    let handle = node
+        .client()
+        .start(two_steps, &format!("{tag}-close"), 1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(within("two steps", handle.result()).await.unwrap(), 3);
+    let history = handle.history().await.unwrap();
+    let names: Vec<&str> = history.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(
+        names.last(),
+        Some(&"WorkflowExecutionCompleted"),
+        "{names:?}"
+    );
+    node.shutdown().await;
+    // The history replays after a restart (a query activates the closed run).
+    let node = Node::builder()
+        .workflow(two_steps)
+        .activity(quick)
+        .config(config)
+        .start(store)
+        .await
+        .unwrap();
+    let handle = node
+        .client()
+        .handle::<u32>(&format!("{tag}-close"))
+        .unwrap();
+    let error = handle
+        .query(&Query::<(), u32>::new("no-such-query"), ())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!error.contains("held"), "closed run did not replay: {error}");
+    node.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Query handlers cannot change a run.
+
+static QUERY_CALLS: AtomicU32 = AtomicU32::new(0);
+const PEEK: Query<String, u64> = Query::new("peek");
+
+/// Registers a query handler that does what the argument says (read state, or call something
+/// only workflow code may call), then waits for a timer.
+async fn queried(ctx: Ctx, _: ()) -> Result<u64, WorkflowError> {
+    let inner = ctx.clone();
+    ctx.on_query(&PEEK, move |what: String| {
+        QUERY_CALLS.fetch_add(1, Ordering::Relaxed);
+        match what.as_str() {
+            "random" => inner.random(),
+            "uuid" => inner.uuid().as_u128() as u64,
+            "side_effect" => inner.side_effect(|| 7u64),
+            "sleep" => {
+                let _ = futures::FutureExt::now_or_never(inner.sleep(Duration::from_millis(1)));
+                0
+            }
+            "activity" => {
+                drop(inner.activity(quick, 1).start());
+                0
+            }
+            _ => 42,
+        }
+    });
+    ctx.sleep(Duration::from_millis(400)).await;
+    Ok(ctx.random() % 1000)
+}
+
+/// A query handler that calls `random`, `uuid`, `side_effect`, starts a timer or an activity
+/// gets a clear error naming the call, and the run goes on as if it had never been queried
+/// (its result equals an unqueried twin's: same seed, same history).
+async fn query_handlers_cannot_change_the_run<S: Store>(store: S, tag: &str) {
+    let node = Node::builder()
+        .workflow(queried)
+        .activity(quick)
+        .config(node_config(&format!("{tag}-node")))
+        .start(store)
+        .await
+        .unwrap();
+    let client = node.client();
+    let handle = client
+        .start(queried, &format!("{tag}-q"), ())
+        .send()
+        .await
+        .unwrap();
+    let plain: u64 = within("plain query", handle.query(&PEEK, "state".to_string()))
+        .await
+        .unwrap();
+    assert_eq!(plain, 42);
+    for call in ["random", "uuid", "side_effect", "sleep", "activity"] {
+        let error = within("forbidden query", handle.query(&PEEK, call.to_string()))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("query handler") && error.contains(call),
+            "{call}: {error}"
+        );
+    }
+    let result = within("queried workflow", handle.result()).await.unwrap();
+    let history = handle.history().await.unwrap();
+    let names: Vec<&str> = history.iter().map(|e| e.kind.name()).collect();
+    assert!(
+        !names.contains(&"ActivityTaskScheduled") && !names.contains(&"MarkerRecorded"),
+        "a query changed the run: {names:?}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| **n == "TimerStarted").count(),
+        1,
+        "{names:?}"
+    );
+    assert!(result < 1000);
+    node.shutdown().await;
+}
+
+on_both_stores!(seed: 41;
+    started_attempt_outlives_schedule_to_start,
+    many_heartbeating_activities_complete,
+    silent_activity_times_out_by_heartbeat,
+    last_heartbeat_details_reach_next_attempt,
+    maximum_attempts_bound_executions_across_a_crash,
+    close_event_is_last,
+    query_handlers_cannot_change_the_run,
+);
