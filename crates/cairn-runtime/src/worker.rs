@@ -107,7 +107,10 @@ impl Beat {
     }
 
     fn take(&self) -> Option<Payload> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Puts details back after a failed write, unless newer ones came meanwhile.
@@ -298,7 +301,13 @@ async fn claim<S: Store>(
         let now = now_ms();
         let timeouts = task.options.timeouts;
         let timer = |timer: TimerId, after: Duration| {
-            TimerEntry::new(keys, shard, now.saturating_add(ms(after)), task.run_id, timer)
+            TimerEntry::new(
+                keys,
+                shard,
+                now.saturating_add(ms(after)),
+                task.run_id,
+                timer,
+            )
         };
         let (seq, attempt) = (task.seq, task.attempt);
         let start_to_close = timeouts
@@ -469,8 +478,13 @@ async fn run_attempt<S: Store>(
         && let Some(details) = signals.beat.take()
     {
         // The next attempt must see the last details, even those the throttle held back.
-        let ops = vec![Op::Set(keys.heartbeat(&task.run_id, task.seq), encode(&details))];
-        let _ = shared.commit(ops, Vec::new(), Some((shard, epoch)), None).await;
+        let ops = vec![Op::Set(
+            keys.heartbeat(&task.run_id, task.seq),
+            encode(&details),
+        )];
+        let _ = shared
+            .commit(ops, Vec::new(), Some((shard, epoch)), None)
+            .await;
     }
     let message = match outcome {
         Ok(result) => {

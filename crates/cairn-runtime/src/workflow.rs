@@ -649,7 +649,13 @@ impl<S: Store> WorkflowState<S> {
         for key in consumed {
             ops.push(Op::Clear(key.clone()));
         }
-        ops.extend(ended_attempt_ops(keys, self.shard, &self.run_id, record, run));
+        ops.extend(ended_attempt_ops(
+            keys,
+            self.shard,
+            &self.run_id,
+            record,
+            run,
+        ));
         let mut new_record = record.next_version(run.state().clone());
         let first_transition = record.state.is_none();
         let mut summary_changed = first_transition;

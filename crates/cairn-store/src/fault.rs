@@ -84,6 +84,10 @@ pub struct FaultStats {
     pub maybe_committed_applied: AtomicU64,
     pub maybe_committed_lost: AtomicU64,
     pub delays: AtomicU64,
+    /// Reads failed by [`FaultStore::fail_reads`].
+    pub reads_failed: AtomicU64,
+    /// Commits failed by [`FaultStore::fail_commits`].
+    pub commits_failed: AtomicU64,
 }
 
 impl FaultStats {
@@ -92,7 +96,18 @@ impl FaultStats {
         self.conflicts_injected.load(Ordering::Relaxed)
             + self.maybe_committed_applied.load(Ordering::Relaxed)
             + self.maybe_committed_lost.load(Ordering::Relaxed)
+            + self.reads_failed.load(Ordering::Relaxed)
+            + self.commits_failed.load(Ordering::Relaxed)
     }
+}
+
+/// Which keys a read failure targets.
+type KeyFilter = Box<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
+/// Reads still to fail, and which.
+struct ReadFailures {
+    remaining: u32,
+    matches: KeyFilter,
 }
 
 #[derive(Debug)]
@@ -103,6 +118,24 @@ struct FaultState {
     stats: FaultStats,
     /// True while paused; reads and commits wait for it to turn false.
     paused: tokio::sync::watch::Sender<bool>,
+    read_failures: Mutex<Option<ReadFailures>>,
+    commit_failures: AtomicU64,
+}
+
+impl std::fmt::Debug for ReadFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadFailures")
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The error an armed read or commit failure returns: a backend failure (not retryable by
+/// the contract), the kind a full disk or a lost connection gives.
+fn injected(what: &str) -> StoreError {
+    StoreError::Backend {
+        message: format!("injected {what} failure"),
+    }
 }
 
 enum CommitFault {
@@ -144,6 +177,34 @@ impl FaultState {
 
     fn delay(&self) -> Option<Duration> {
         self.draw().1
+    }
+
+    /// Whether this read (of `key`, or of a range starting there) must fail.
+    fn read_fails(&self, key: &[u8]) -> bool {
+        let mut armed = self.read_failures.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(failures) = armed.as_mut() else {
+            return false;
+        };
+        if !(failures.matches)(key) {
+            return false;
+        }
+        failures.remaining -= 1;
+        if failures.remaining == 0 {
+            *armed = None;
+        }
+        self.stats.reads_failed.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn commit_fails(&self) -> bool {
+        let taken = self
+            .commit_failures
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if taken {
+            self.stats.commits_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
     }
 
     async fn sleep(&self, delay: Option<Duration>) {
@@ -191,6 +252,8 @@ impl<S: Store> FaultStore<S> {
                 enabled: AtomicBool::new(true),
                 stats: FaultStats::default(),
                 paused: tokio::sync::watch::channel(false).0,
+                read_failures: Mutex::new(None),
+                commit_failures: AtomicU64::new(0),
             }),
         }
     }
@@ -216,6 +279,25 @@ impl<S: Store> FaultStore<S> {
     /// Ends a [`Self::pause`]; waiting reads and commits go on.
     pub fn resume(&self) {
         self.state.paused.send_replace(false);
+    }
+
+    /// Makes the next `count` reads whose key (for a range read, its begin key) satisfies
+    /// `matches` fail with a backend error, as a transient disk or network failure would. Replaces
+    /// any failures still armed; `count` 0 disarms.
+    pub fn fail_reads(&self, count: u32, matches: impl Fn(&[u8]) -> bool + Send + Sync + 'static) {
+        *self
+            .state
+            .read_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = (count > 0).then(|| ReadFailures {
+            remaining: count,
+            matches: Box::new(matches),
+        });
+    }
+
+    /// Makes the next `count` commits fail with a backend error, writing nothing.
+    pub fn fail_commits(&self, count: u64) {
+        self.state.commit_failures.store(count, Ordering::Relaxed);
     }
 
     /// What has been injected so far.
@@ -258,16 +340,25 @@ pub struct FaultTransaction<T> {
 impl<T: Transaction> Transaction for FaultTransaction<T> {
     async fn get(&mut self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         self.state.sleep(self.state.delay()).await;
+        if self.state.read_fails(key) {
+            return Err(injected("read"));
+        }
         self.inner.get(key).await
     }
 
     async fn get_snapshot(&mut self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         self.state.sleep(self.state.delay()).await;
+        if self.state.read_fails(key) {
+            return Err(injected("read"));
+        }
         self.inner.get_snapshot(key).await
     }
 
     async fn get_range(&mut self, range: &RangeRequest) -> StoreResult<Vec<KeyValue>> {
         self.state.sleep(self.state.delay()).await;
+        if self.state.read_fails(&range.begin) {
+            return Err(injected("read"));
+        }
         self.inner.get_range(range).await
     }
 
@@ -300,6 +391,9 @@ impl<T: Transaction> Transaction for FaultTransaction<T> {
         self.state.sleep(delay).await;
         let stats = &self.state.stats;
         stats.commits.fetch_add(1, Ordering::Relaxed);
+        if self.state.commit_fails() {
+            return Err(injected("commit"));
+        }
         match fault {
             CommitFault::None => self.inner.commit().await,
             CommitFault::Conflict => {

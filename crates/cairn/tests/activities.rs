@@ -12,10 +12,15 @@
 mod common;
 
 use cairn::{
-    ActivityContext, Ctx, Failure, Node, NodeConfig, Payload, Query, RetryPolicy, WorkflowError,
+    ActivityContext, Ctx, Failure, Node, NodeConfig, Payload, Query, RetryPolicy, Signal,
+    WorkflowError,
 };
-use cairn_store::Store;
+use cairn_store::{FaultConfig, FaultStore, Store};
 use common::{Counts, on_both_stores, within};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -313,7 +318,10 @@ async fn maximum_attempts_bound_executions_across_a_crash<S: Store>(store: S, ta
             assert_eq!(executions, 1, "{id}: no_retries ran {executions} times");
             assert_eq!(result, "err activity timed out (start-to-close)", "{id}");
         } else {
-            assert_eq!(executions, 2, "{id}: maximum_attempts 2 ran {executions} times");
+            assert_eq!(
+                executions, 2,
+                "{id}: maximum_attempts 2 ran {executions} times"
+            );
             assert_eq!(ATTEMPTS_SEEN.get(&format!("{}#2", key(id))), 1, "{id}");
             assert_eq!(result, "ok 2", "{id}");
         }
@@ -379,7 +387,10 @@ async fn close_event_is_last<S: Store>(store: S, tag: &str) {
         .await
         .unwrap_err()
         .to_string();
-    assert!(!error.contains("held"), "closed run did not replay: {error}");
+    assert!(
+        !error.contains("held"),
+        "closed run did not replay: {error}"
+    );
     node.shutdown().await;
 }
 
@@ -460,6 +471,211 @@ async fn query_handlers_cannot_change_the_run<S: Store>(store: S, tag: &str) {
     assert!(result < 1000);
     node.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 4, 5, 7. Store faults: a failed load, a failed transition commit, a failed verify read.
+
+static HOOKS: Mutex<Option<HashMap<String, Box<dyn Fn() + Send>>>> = Mutex::new(None);
+
+fn set_hook(workflow_id: &str, hook: impl Fn() + Send + 'static) {
+    HOOKS
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .insert(workflow_id.to_string(), Box::new(hook));
+}
+
+fn run_hook(workflow_id: &str) {
+    if let Some(hook) = HOOKS
+        .lock()
+        .unwrap()
+        .as_mut()
+        .and_then(|h| h.remove(workflow_id))
+    {
+        hook();
+    }
+}
+
+/// Calls the test's hook for its workflow (which arms a store fault), then returns.
+async fn arms_fault(ctx: ActivityContext, n: u32) -> Result<u32, Failure> {
+    EXECUTIONS.bump(&ctx.info().idempotency_key);
+    run_hook(ctx.info().workflow_id.as_str());
+    Ok(n * 10)
+}
+
+async fn one_armed(ctx: Ctx, n: u32) -> Result<u32, WorkflowError> {
+    Ok(ctx
+        .activity(arms_fault, n)
+        .start_to_close(Duration::from_secs(60))
+        .await?)
+}
+
+const PING: Signal<u32> = Signal::new("ping");
+
+/// Counts `ping` signals until a timer fires, then returns the count.
+async fn counts_pings(ctx: Ctx, wait_ms: u64) -> Result<u32, WorkflowError> {
+    let count = Rc::new(Cell::new(0u32));
+    let c = count.clone();
+    ctx.on_signal(&PING, move |_: u32| c.set(c.get() + 1));
+    ctx.sleep(Duration::from_millis(wait_ms)).await;
+    Ok(count.get())
+}
+
+/// Whether `key` belongs to run `run_id` (its run, history, mailbox and guard keys embed it).
+fn key_of_run(run_id: uuid::Uuid) -> impl Fn(&[u8]) -> bool + Send + Sync + 'static {
+    let needle = *run_id.as_bytes();
+    move |key: &[u8]| key.windows(16).any(|w| w == needle)
+}
+
+fn fault_config(tag: &str) -> NodeConfig {
+    NodeConfig {
+        actor_idle_ms: 100,
+        ..node_config(&format!("{tag}-node"))
+    }
+}
+
+/// A run whose actor was passivated is activated by a signal while reads of its records fail
+/// three times: the load is retried with backoff, the run is not held, and it completes.
+async fn transient_load_failure_is_retried<S: Store>(store: FaultStore<S>, tag: &str) {
+    let node = Node::builder()
+        .workflow(counts_pings)
+        .config(fault_config(tag))
+        .start(store.clone())
+        .await
+        .unwrap();
+    let id = format!("{tag}-load");
+    let handle = node
+        .client()
+        .start(counts_pings, &id, 1_500)
+        .send()
+        .await
+        .unwrap();
+    let run_id = *handle.describe().await.unwrap().summary.run_id.as_uuid();
+    // Idle past actor_idle_ms and a passivation sweep (every 250 ms).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    store.fail_reads(3, key_of_run(run_id));
+    handle.signal(&PING, 1).await.unwrap();
+    // The run's load takes the failures (nothing else reads its keys meanwhile).
+    within("failed loads", async {
+        while store.stats().reads_failed.load(Ordering::Relaxed) < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        within("run after failed loads", handle.result())
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.stats().reads_failed.load(Ordering::Relaxed), 3);
+    node.shutdown().await;
+}
+
+/// The transition that records an activity's result fails to commit (a backend error, three
+/// times): the result is not lost, and the run completes long before the attempt's 60 s
+/// start-to-close timeout could retry it; the activity ran once.
+async fn activity_result_survives_failed_commits<S: Store>(store: FaultStore<S>, tag: &str) {
+    let node = Node::builder()
+        .workflow(one_armed)
+        .activity(arms_fault)
+        .config(fault_config(tag))
+        .start(store.clone())
+        .await
+        .unwrap();
+    let id = format!("{tag}-result");
+    let armed = store.clone();
+    set_hook(&id, move || armed.fail_commits(3));
+    let handle = node.client().start(one_armed, &id, 4).send().await.unwrap();
+    assert_eq!(
+        within("result after failed commits", handle.result())
+            .await
+            .unwrap(),
+        40
+    );
+    assert_eq!(store.stats().commits_failed.load(Ordering::Relaxed), 3);
+    assert_eq!(EXECUTIONS.get(&format!("{id}/1")), 1);
+    node.shutdown().await;
+}
+
+/// A signal's commit is reported `MaybeCommitted` (it was applied) and the reads that would
+/// verify it fail: the batch is not written again, so the signal is delivered once (the
+/// caller hears that the outcome is unknown).
+async fn unverifiable_commit_is_not_written_twice<S: Store>(store: FaultStore<S>, tag: &str) {
+    let node = Node::builder()
+        .workflow(counts_pings)
+        .config(node_config(&format!("{tag}-node")))
+        .start(store.clone())
+        .await
+        .unwrap();
+    let id = format!("{tag}-verify");
+    let handle = node
+        .client()
+        .start(counts_pings, &id, 1_000)
+        .send()
+        .await
+        .unwrap();
+    let run_id = *handle.describe().await.unwrap().summary.run_id.as_uuid();
+    // Only the reads of the signal's request guard (tuple element "req"), its verify key.
+    let of_run = key_of_run(run_id);
+    let guard = move |key: &[u8]| of_run(key) && key.windows(5).any(|w| w == b"\x02req\x00");
+    store.set_enabled(true);
+    store.fail_reads(5, guard);
+    let sent = handle.signal(&PING, 1).await;
+    store.set_enabled(false);
+    store.fail_reads(0, |_| false);
+    let stats = store.stats();
+    assert!(
+        sent.is_err(),
+        "an unverifiable signal reported success ({} reads failed, {} maybe-committed)",
+        stats.reads_failed.load(Ordering::Relaxed),
+        stats.maybe_committed_applied.load(Ordering::Relaxed)
+    );
+    assert_eq!(within("signalled run", handle.result()).await.unwrap(), 1);
+    node.shutdown().await;
+}
+
+/// Runs each scenario on the embedded store and on `MemStore`, each behind a fault wrapper
+/// that injects nothing until the scenario arms it.
+macro_rules! on_both_stores_with_faults {
+    ($($scenario:ident),* $(,)?) => {
+        mod fault_armed {
+            $(
+                mod $scenario {
+                    use cairn_store::{FaultStore, MemStore};
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn embedded_store() {
+                        let (store, _dir) = crate::common::embedded_store();
+                        let store = FaultStore::new(store, crate::armed_config());
+                        store.set_enabled(false);
+                        crate::$scenario(store, concat!("ae-", stringify!($scenario))).await;
+                    }
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn mem_store() {
+                        let store = FaultStore::new(MemStore::new(), crate::armed_config());
+                        store.set_enabled(false);
+                        crate::$scenario(store, concat!("am-", stringify!($scenario))).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Faults only when a scenario enables them: every commit then reports `MaybeCommitted`
+/// after applying it.
+fn armed_config() -> FaultConfig {
+    FaultConfig {
+        maybe_committed_applied_probability: 1.0,
+        ..FaultConfig::none(43)
+    }
+}
+
+on_both_stores_with_faults!(
+    transient_load_failure_is_retried,
+    activity_result_survives_failed_commits,
+    unverifiable_commit_is_not_written_twice,
+);
 
 on_both_stores!(seed: 41;
     started_attempt_outlives_schedule_to_start,
