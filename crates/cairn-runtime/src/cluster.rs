@@ -274,6 +274,7 @@ pub(crate) async fn heartbeat<S: Store>(shared: &Shared<S>) -> Result<(), StoreE
         heartbeat_unix_ms: now,
         expires_unix_ms: now + config.lease_timeout_ms,
         draining: cluster.draining.load(Ordering::SeqCst),
+        store_opening: shared.store.exclusive_opening(),
     };
     let value = encode(&record);
     let options = TransactOptions {
@@ -283,12 +284,14 @@ pub(crate) async fn heartbeat<S: Store>(shared: &Shared<S>) -> Result<(), StoreE
     let other = transact(&shared.store, &options, |tx, _| {
         let (key, value) = (key.clone(), value.clone());
         let instance = record.instance.clone();
+        let opening = record.store_opening.clone();
         Box::pin(async move {
             // Snapshot read: another instance's heartbeat must not make ours conflict.
             let other = match tx.get_snapshot(&key).await? {
                 Some(bytes) => {
                     let stored: NodeRecord = decode("node record", &bytes)?;
-                    (stored.instance != instance && stored.expires_unix_ms > now).then_some(stored)
+                    (stored.instance != instance && stored.is_alive(now, opening.as_deref()))
+                        .then_some(stored)
                 }
                 None => None,
             };
@@ -354,6 +357,8 @@ pub(crate) fn spawn_loops<S: Store>(shared: &Arc<Shared<S>>) {
 /// What one read of membership and leases says.
 struct View {
     now: u64,
+    /// This node's store opening (`Store::exclusive_opening`).
+    opening: Option<String>,
     nodes: BTreeMap<String, NodeRecord>,
     leases: BTreeMap<u32, Lease>,
 }
@@ -383,13 +388,14 @@ impl View {
         }
         Ok(Self {
             now: now_ms(),
+            opening: shared.store.exclusive_opening(),
             nodes,
             leases,
         })
     }
 
     fn alive(&self, node: &NodeRecord) -> bool {
-        node.expires_unix_ms > self.now
+        node.is_alive(self.now, self.opening.as_deref())
     }
 
     /// Live nodes that take shards.
@@ -1012,7 +1018,8 @@ pub(crate) async fn route<S: Store>(shared: &Shared<S>, shard: u32) -> Result<Ro
         return Ok(Route::Nobody);
     };
     let node: NodeRecord = decode("node record", &bytes)?;
-    if node.instance != lease.instance || node.expires_unix_ms <= now_ms() {
+    let opening = shared.store.exclusive_opening();
+    if node.instance != lease.instance || !node.is_alive(now_ms(), opening.as_deref()) {
         return Ok(Route::Nobody);
     }
     Ok(Route::Node {

@@ -231,6 +231,19 @@ pub struct NodeRecord {
     pub expires_unix_ms: u64,
     /// A draining node takes no shards and hands its own off.
     pub draining: bool,
+    /// The store opening the node wrote under, for stores one process opens at a time
+    /// (`Store::exclusive_opening`): a record of another opening is a dead process's.
+    #[serde(default)]
+    pub store_opening: Option<String>,
+}
+
+impl NodeRecord {
+    /// Whether the node counts as alive at `now`, as seen by a node of store opening
+    /// `opening`.
+    pub fn is_alive(&self, now: u64, opening: Option<&str>) -> bool {
+        self.expires_unix_ms > now
+            && opening.is_none_or(|opening| self.store_opening.as_deref() == Some(opening))
+    }
 }
 
 /// Settings fixed for the life of a store.

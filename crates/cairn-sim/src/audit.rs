@@ -88,6 +88,10 @@ impl<S: Store> Store for AuditStore<S> {
     fn backend_name(&self) -> &'static str {
         self.inner.backend_name()
     }
+
+    fn exclusive_opening(&self) -> Option<String> {
+        self.inner.exclusive_opening()
+    }
 }
 
 /// A transaction of an [`AuditStore`].

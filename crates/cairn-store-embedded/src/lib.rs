@@ -137,6 +137,8 @@ struct Inner {
     commit: Mutex<CommitState>,
     /// Apart from the commit state, so arming or counting watches never waits for an fsync.
     watches: Mutex<WatchRegistry>,
+    /// Unique to this opening of the directory (see `Store::exclusive_opening`).
+    opening: String,
 }
 
 struct CommitState {
@@ -184,6 +186,13 @@ impl EmbeddedStore {
         tracing::info!(path = %config.path.display(), version, "embedded store opened");
         Ok(Self {
             inner: Arc::new(Inner {
+                opening: format!(
+                    "{}-{}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos())
+                ),
                 db,
                 data,
                 meta,
@@ -366,6 +375,12 @@ impl Store for EmbeddedStore {
 
     fn limits(&self) -> Limits {
         self.inner.limits
+    }
+
+    /// The directory is locked to one process, so records of other openings are a dead
+    /// process's.
+    fn exclusive_opening(&self) -> Option<String> {
+        Some(self.inner.opening.clone())
     }
 
     fn backend_name(&self) -> &'static str {

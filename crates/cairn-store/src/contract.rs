@@ -116,6 +116,15 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// A short name for logs and reports (`"mem"`, `"embedded"`, `"fdb"`).
     fn backend_name(&self) -> &'static str;
+
+    /// For a store that only one process can have open at a time (the embedded store locks
+    /// its directory): an id unique to this opening. Everything written under another opening
+    /// was written by a process that has since exited, so a node can treat the membership
+    /// records of other openings as dead at once. `None` (the default) for stores that many
+    /// processes share (FoundationDB) or that several nodes of one process share (`MemStore`).
+    fn exclusive_opening(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One optimistic transaction. Reads see the snapshot at the read version plus this

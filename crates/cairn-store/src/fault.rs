@@ -328,6 +328,10 @@ impl<S: Store> Store for FaultStore<S> {
     fn backend_name(&self) -> &'static str {
         self.inner.backend_name()
     }
+
+    fn exclusive_opening(&self) -> Option<String> {
+        self.inner.exclusive_opening()
+    }
 }
 
 /// A transaction of a [`FaultStore`].

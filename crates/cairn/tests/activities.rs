@@ -677,6 +677,65 @@ on_both_stores_with_faults!(
     unverifiable_commit_is_not_written_twice,
 );
 
+// ---------------------------------------------------------------------------------------------
+// 8. A restarted process on the same embedded data takes its shards back at once.
+
+/// A process crashes and a new one (a new random node id, as with `NodeConfig::default()`)
+/// opens the same embedded data: its leases are taken back at once, not after the old node's
+/// 60 s lease timeout, because no other process can have that data open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn library_restart_on_embedded_data_resumes_at_once() {
+    use cairn_store_embedded::{EmbeddedConfig, EmbeddedStore};
+    let dir = tempfile::tempdir().unwrap();
+    let config = || NodeConfig {
+        lease_timeout_ms: 60_000,
+        ..NodeConfig::default()
+    };
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+    let node = Node::builder()
+        .workflow(counts_pings)
+        .config(config())
+        .start(store)
+        .await
+        .unwrap();
+    let id = "restart-at-once";
+    node.client()
+        .start(counts_pings, id, 2_000)
+        .send()
+        .await
+        .unwrap();
+    node.crash();
+    // The process is gone: reopen once its handles are released.
+    let store = within("reopen", async {
+        loop {
+            match EmbeddedStore::open(EmbeddedConfig::new(dir.path())) {
+                Ok(store) => break store,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await;
+    let node = Node::builder()
+        .workflow(counts_pings)
+        .config(config())
+        .start(store)
+        .await
+        .unwrap();
+    let handle = node.client().handle::<u32>(id).unwrap();
+    within("signal after restart", async {
+        while handle.signal(&PING, 1).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        within("run after restart", handle.result()).await.unwrap(),
+        1
+    );
+    assert_eq!(node.held_shards().len(), 16, "every shard taken back");
+    node.shutdown().await;
+}
+
 on_both_stores!(seed: 41;
     started_attempt_outlives_schedule_to_start,
     many_heartbeating_activities_complete,
