@@ -10,6 +10,9 @@ pub const WORKFLOW_ID_BYTES_MAX: usize = 1_000;
 /// Longest activity id, in UTF-8 bytes.
 pub const ACTIVITY_ID_BYTES_MAX: usize = 1_000;
 
+/// Longest workflow or activity type name given at registration.
+pub const TYPE_NAME_BYTES_MAX: usize = 256;
+
 /// Largest encoded payload (workflow input, activity result, signal argument), in bytes.
 /// Larger than one store value (100,000 bytes): the engine chunks payloads across keys.
 pub const PAYLOAD_BYTES_MAX: usize = 2 * 1024 * 1024;

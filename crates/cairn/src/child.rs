@@ -57,7 +57,7 @@ impl Ctx {
     /// Starts workflow `f` as a child of this one, with `input`.
     pub fn child_workflow<F, I, O, Fut>(&self, f: F, input: I) -> ChildCall<O>
     where
-        F: Fn(Ctx, I) -> Fut,
+        F: Fn(Ctx, I) -> Fut + 'static,
         I: Serialize,
         O: DeserializeOwned,
         Fut: Future<Output = Result<O, WorkflowError>>,

@@ -64,7 +64,7 @@ impl<S: Store> Client<S> {
     /// the returned call, then `.send().await` it.
     pub fn start<F, I, O, Fut>(&self, f: F, workflow_id: &str, input: I) -> StartCall<S, O>
     where
-        F: Fn(crate::Ctx, I) -> Fut,
+        F: Fn(crate::Ctx, I) -> Fut + 'static,
         I: Serialize,
         Fut: Future<Output = Result<O, WorkflowError>>,
     {

@@ -13,12 +13,15 @@ use std::sync::Arc;
 
 /// Collects workflow and activity functions, then starts a node.
 ///
-/// Registering two functions with the same name panics with both names: names are what
-/// history records, so they must be unique.
+/// Each type is registered under a stable name, which history records: the function's own name
+/// by default, or the one given to [`Self::workflow_named`] / [`Self::activity_named`].
+/// Registering two workflows, or two activities, under one name panics with both functions'
+/// names: a name must mean one function for good.
 #[derive(Default)]
 pub struct NodeBuilder {
     registry: Registry,
-    names: std::collections::HashMap<&'static str, &'static str>,
+    /// (kind, name) → the function registered under it.
+    names: std::collections::HashMap<(&'static str, &'static str), &'static str>,
     config: NodeConfig,
 }
 
@@ -31,27 +34,57 @@ impl std::fmt::Debug for NodeBuilder {
 }
 
 impl NodeBuilder {
-    fn claim_name<F>(&mut self, kind: &'static str) -> &'static str {
-        let name = function_name::<F>();
+    fn claim_name<F: 'static>(&mut self, kind: &'static str, given: Option<&str>) -> &'static str {
+        let name = match given {
+            Some(given) => {
+                assert!(
+                    !given.is_empty() && given.len() <= cairn_types::limits::TYPE_NAME_BYTES_MAX,
+                    "a {kind} name must be 1 to {} bytes, not {given:?}",
+                    cairn_types::limits::TYPE_NAME_BYTES_MAX
+                );
+                crate::workflow::give_name::<F>(given)
+            }
+            None => function_name::<F>(),
+        };
         let full = std::any::type_name::<F>();
-        if let Some(previous) = self.names.insert(name, full) {
-            assert_eq!(
-                previous, full,
-                "two {kind}s are named {name:?}: {previous} and {full}"
-            );
+        if let Some(previous) = self.names.insert((kind, name), full) {
+            panic!("two {kind} registrations under the name {name:?}: {previous} and {full}");
         }
         name
     }
 
     /// Registers workflow function `f` under its own name.
-    pub fn workflow<F, I, O, Fut>(mut self, f: F) -> Self
+    pub fn workflow<F, I, O, Fut>(self, f: F) -> Self
     where
         F: Fn(Ctx, I) -> Fut + Send + Sync + 'static,
         I: DeserializeOwned + 'static,
         O: Serialize + 'static,
         Fut: Future<Output = Result<O, WorkflowError>> + 'static,
     {
-        let name = self.claim_name::<F>("workflow");
+        self.register_workflow(f, None)
+    }
+
+    /// Registers workflow function `f` under `name`, which history then records and every
+    /// start of `f` in this process uses (so the function can be renamed later without
+    /// orphaning its running workflows).
+    pub fn workflow_named<F, I, O, Fut>(self, name: &str, f: F) -> Self
+    where
+        F: Fn(Ctx, I) -> Fut + Send + Sync + 'static,
+        I: DeserializeOwned + 'static,
+        O: Serialize + 'static,
+        Fut: Future<Output = Result<O, WorkflowError>> + 'static,
+    {
+        self.register_workflow(f, Some(name))
+    }
+
+    fn register_workflow<F, I, O, Fut>(mut self, f: F, given: Option<&str>) -> Self
+    where
+        F: Fn(Ctx, I) -> Fut + Send + Sync + 'static,
+        I: DeserializeOwned + 'static,
+        O: Serialize + 'static,
+        Fut: Future<Output = Result<O, WorkflowError>> + 'static,
+    {
+        let name = self.claim_name::<F>("workflow", given);
         let f = Arc::new(f);
         self.registry.workflow(
             name,
@@ -78,14 +111,36 @@ impl NodeBuilder {
     }
 
     /// Registers activity function `f` under its own name.
-    pub fn activity<F, I, O, Fut>(mut self, f: F) -> Self
+    pub fn activity<F, I, O, Fut>(self, f: F) -> Self
     where
         F: Fn(ActivityContext, I) -> Fut + Send + Sync + 'static,
         I: DeserializeOwned + Send + 'static,
         O: Serialize + 'static,
         Fut: Future<Output = Result<O, Failure>> + Send + 'static,
     {
-        let name = self.claim_name::<F>("activity");
+        self.register_activity(f, None)
+    }
+
+    /// Registers activity function `f` under `name`, which history then records and every
+    /// `ctx.activity(f, ..)` in this process schedules.
+    pub fn activity_named<F, I, O, Fut>(self, name: &str, f: F) -> Self
+    where
+        F: Fn(ActivityContext, I) -> Fut + Send + Sync + 'static,
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + 'static,
+        Fut: Future<Output = Result<O, Failure>> + Send + 'static,
+    {
+        self.register_activity(f, Some(name))
+    }
+
+    fn register_activity<F, I, O, Fut>(mut self, f: F, given: Option<&str>) -> Self
+    where
+        F: Fn(ActivityContext, I) -> Fut + Send + Sync + 'static,
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + 'static,
+        Fut: Future<Output = Result<O, Failure>> + Send + 'static,
+    {
+        let name = self.claim_name::<F>("activity", given);
         let f = Arc::new(f);
         self.registry.activity(
             name,

@@ -164,7 +164,7 @@ impl RemoteClient {
     /// Prepares to start workflow function `f` as `workflow_id` with `input`.
     pub fn start<F, I, O, Fut>(&self, f: F, workflow_id: &str, input: I) -> RemoteStart<I, O>
     where
-        F: Fn(crate::Ctx, I) -> Fut,
+        F: Fn(crate::Ctx, I) -> Fut + 'static,
         I: Serialize,
         Fut: Future<Output = Result<O, WorkflowError>>,
     {

@@ -60,7 +60,7 @@ impl<S: Store> Client<S> {
     /// workflows are named `{schedule_id}-{scheduled time, RFC 3339}`.
     pub fn schedule<F, I, O, Fut>(&self, f: F, schedule_id: &str, input: I) -> ScheduleBuilder<S>
     where
-        F: Fn(crate::Ctx, I) -> Fut,
+        F: Fn(crate::Ctx, I) -> Fut + 'static,
         I: Serialize,
         Fut: Future<Output = Result<O, WorkflowError>>,
     {

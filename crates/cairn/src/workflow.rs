@@ -5,14 +5,52 @@ use cairn_runtime::ActivityContext;
 use cairn_types::{ActivityOptions, ActivityTimeouts, Failure, Payload, RetryPolicy};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::any::TypeId;
+use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The name a function is registered and scheduled under: its own name (the last path
-/// segment of its type name). Closures have no stable name and are refused.
-pub fn function_name<F>() -> &'static str {
+/// Names given at registration (`NodeBuilder::workflow_named`, `activity_named`), by function.
+fn names_given() -> &'static std::sync::RwLock<HashMap<TypeId, &'static str>> {
+    static NAMES: OnceLock<std::sync::RwLock<HashMap<TypeId, &'static str>>> = OnceLock::new();
+    NAMES.get_or_init(Default::default)
+}
+
+/// Gives function `F` the type name `name` in this process: history records it, and every
+/// call that names the function (starts, activities, children, schedules) uses it. Giving one
+/// function two names panics: history would then hold both.
+pub(crate) fn give_name<F: 'static>(name: &str) -> &'static str {
+    let mut names = names_given().write().unwrap_or_else(|p| p.into_inner());
+    match names.get(&TypeId::of::<F>()) {
+        Some(given) if *given == name => given,
+        Some(given) => panic!(
+            "{} is already named {given:?}; it cannot also be named {name:?}",
+            std::any::type_name::<F>()
+        ),
+        None => {
+            // Registrations are few and live for the process.
+            let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+            names.insert(TypeId::of::<F>(), name);
+            name
+        }
+    }
+}
+
+/// The name a function is registered and scheduled under, which history records: the name
+/// given at registration, or else the function's own name (the last path segment of its type
+/// name, which renaming the module or upgrading the compiler does not change). Closures have no
+/// stable name and are refused.
+pub fn function_name<F: 'static>() -> &'static str {
+    if let Some(given) = names_given()
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&TypeId::of::<F>())
+    {
+        return given;
+    }
     let full = std::any::type_name::<F>();
     assert!(
         !full.contains("{{closure}}"),
@@ -22,12 +60,12 @@ pub fn function_name<F>() -> &'static str {
 }
 
 /// The activity type name of activity function `F`.
-pub fn activity_name<F>(_f: &F) -> &'static str {
+pub fn activity_name<F: 'static>(_f: &F) -> &'static str {
     function_name::<F>()
 }
 
 /// The workflow type name of workflow function `F`.
-pub fn workflow_name<F>(_f: &F) -> &'static str {
+pub fn workflow_name<F: 'static>(_f: &F) -> &'static str {
     function_name::<F>()
 }
 
@@ -131,7 +169,7 @@ impl Ctx {
     /// Defaults: start-to-close 60 s, Temporal's default retry policy, task queue `default`.
     pub fn activity<F, I, O, Fut>(&self, f: F, input: I) -> ActivityCall<O>
     where
-        F: Fn(ActivityContext, I) -> Fut,
+        F: Fn(ActivityContext, I) -> Fut + 'static,
         I: Serialize,
         O: DeserializeOwned,
         Fut: Future<Output = Result<O, Failure>>,

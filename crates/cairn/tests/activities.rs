@@ -678,6 +678,73 @@ on_both_stores_with_faults!(
 );
 
 // ---------------------------------------------------------------------------------------------
+// 10. Durable names.
+
+async fn renamed_step(_ctx: ActivityContext, n: u32) -> Result<u32, Failure> {
+    Ok(n * 3)
+}
+
+async fn renamed_flow(ctx: Ctx, n: u32) -> Result<u32, WorkflowError> {
+    Ok(ctx
+        .activity(renamed_step, n)
+        .start_to_close(Duration::from_secs(5))
+        .await?)
+}
+
+/// Types registered under explicit names run under them and history records them (not the
+/// Rust function names), so the functions can be renamed without orphaning running workflows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_type_names_are_what_history_records() {
+    let node = Node::builder()
+        .workflow_named("order.v1", renamed_flow)
+        .activity_named("charge-card", renamed_step)
+        .config(node_config("names-node"))
+        .start(cairn_store::MemStore::new())
+        .await
+        .unwrap();
+    let handle = node
+        .client()
+        .start(renamed_flow, "named-1", 5)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(within("named workflow", handle.result()).await.unwrap(), 15);
+    assert_eq!(
+        handle.describe().await.unwrap().summary.workflow_type,
+        "order.v1"
+    );
+    let history = format!("{:?}", handle.history().await.unwrap());
+    assert!(history.contains("\"charge-card\""), "{history}");
+    assert!(!history.contains("renamed_step"), "{history}");
+    node.shutdown().await;
+}
+
+/// Two registrations under one name are refused, whether the same function twice or two
+/// functions given one name.
+#[test]
+fn two_registrations_under_one_name_are_refused() {
+    let refused = |build: fn()| {
+        let message = std::panic::catch_unwind(build)
+            .expect_err("registration accepted")
+            .downcast::<String>()
+            .map(|m| *m)
+            .unwrap_or_default();
+        assert!(
+            message.contains("two activity registrations under the name"),
+            "{message}"
+        );
+    };
+    refused(|| {
+        let _ = Node::builder().activity(quick).activity(quick);
+    });
+    refused(|| {
+        let _ = Node::builder()
+            .activity_named("same", slow)
+            .activity_named("same", beating);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
 // 8. A restarted process on the same embedded data takes its shards back at once.
 
 /// A process crashes and a new one (a new random node id, as with `NodeConfig::default()`)
