@@ -52,6 +52,9 @@ pub struct RunArgs {
     /// Schedules: how long to let them fire.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Heartbeats: how long each activity works, heartbeating every 5 ms.
+    #[arg(long, default_value_t = 3_000)]
+    work_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -66,10 +69,37 @@ enum Scenario {
     Children,
     /// `--workflows` schedules firing every second for `--seconds`: lateness of each fire.
     Schedules,
+    /// `--workflows` workflows started at once, each one activity heartbeating every 5 ms for
+    /// `--work-ms` (heartbeat timeout 1 s, no retries): time from start to result.
+    Heartbeats,
 }
 
 pub(crate) async fn noop_activity(_ctx: ActivityContext, n: u64) -> Result<u64, Failure> {
     Ok(n)
+}
+
+/// Works for `millis`, heartbeating every 5 ms, as a tight loop over a batch would.
+pub(crate) async fn beating_activity(ctx: ActivityContext, millis: u64) -> Result<u64, Failure> {
+    let started = Instant::now();
+    let mut beats = 0u64;
+    while started.elapsed() < Duration::from_millis(millis) {
+        beats += 1;
+        ctx.heartbeat(
+            cairn::Payload::encode(&beats).map_err(|e| Failure::new("Encode", e.to_string()))?,
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(beats)
+}
+
+/// One heartbeating activity; fails the workflow if it times out.
+pub(crate) async fn heartbeating(ctx: Ctx, millis: u64) -> Result<u64, WorkflowError> {
+    Ok(ctx
+        .activity(beating_activity, millis)
+        .heartbeat_timeout(Duration::from_secs(1))
+        .start_to_close(Duration::from_secs(30))
+        .retry(cairn::RetryPolicy::no_retries())
+        .await?)
 }
 
 pub(crate) async fn noop(_ctx: Ctx, _input: ()) -> Result<(), WorkflowError> {
@@ -332,6 +362,7 @@ async fn scenario(args: &RunArgs) -> Result<Report> {
         Scenario::W4 => w4(node, args).await?,
         Scenario::Children => children(node, args).await?,
         Scenario::Schedules => schedules(node, args).await?,
+        Scenario::Heartbeats => heartbeats(node, args).await?,
     };
     let batches: Vec<f64> = nodes
         .iter()
@@ -361,7 +392,9 @@ pub(crate) fn bench_builder() -> cairn::NodeBuilder {
         .workflow(fan_out)
         .workflow(child_fan_out)
         .workflow(idle)
+        .workflow(heartbeating)
         .activity(noop_activity)
+        .activity(beating_activity)
 }
 
 /// Waits (bounded) until the nodes hold every shard between them, each once.
@@ -499,6 +532,40 @@ async fn w3<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Result<Rep
         latencies,
         rss_bytes: rss_bytes(),
         extra: Vec::new(),
+    })
+}
+
+/// Heartbeats: every workflow started at once, each one activity heartbeating every 5 ms for
+/// `--work-ms`; every one must complete (none may time out while beating).
+async fn heartbeats<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Result<Report> {
+    let client = node.client();
+    let started = Instant::now();
+    let work_ms = args.work_ms;
+    let latencies = for_each_index(args.workflows, args.workflows, move |i| {
+        let client = client.clone();
+        async move {
+            let handle = client
+                .start(heartbeating, &format!("hb-{i}"), work_ms)
+                .send()
+                .await?;
+            let beats = handle
+                .result()
+                .await
+                .with_context(|| format!("workflow hb-{i}"))?;
+            ensure!(beats > 0, "hb-{i} never heartbeated");
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(Report {
+        scenario: "heartbeats",
+        workflows: args.workflows,
+        concurrency: Some(args.workflows),
+        seconds: started.elapsed().as_secs_f64(),
+        activities: Some(args.workflows),
+        latencies,
+        rss_bytes: rss_bytes(),
+        extra: vec![("work_ms", serde_json::json!(work_ms))],
     })
 }
 

@@ -100,6 +100,63 @@ fn check_workflows(finished: &[Finished], out: &mut Violations) {
                 out.push(format!("{id}: activity {seq} scheduled, never resolved"));
             }
         }
+        check_attempts(f, out);
+    }
+}
+
+/// Heartbeating activities: no attempt executed twice, no more attempts than the policy
+/// allows, no started attempt failed by schedule-to-start, none timed out while beating (a
+/// heartbeat timeout is an ended activity only after every attempt was lost).
+fn check_attempts(f: &Finished, out: &mut Violations) {
+    let id = &f.workflow_id;
+    let beating: BTreeSet<u32> = f
+        .history
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ActivityTaskScheduled {
+                seq, activity_type, ..
+            } if activity_type == "sim_beat" => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    for seq in &beating {
+        let key = format!("{id}/{seq}");
+        let executed = crate::workload::attempts_executed(&key);
+        let distinct: BTreeSet<u32> = executed.iter().copied().collect();
+        if distinct.len() != executed.len() {
+            out.push(format!("{key}: an attempt executed twice: {executed:?}"));
+        }
+        if let Some(max) = executed.iter().max()
+            && *max > crate::workload::BEAT_ATTEMPTS_MAX
+        {
+            out.push(format!(
+                "{key}: attempt {max} ran; the policy allows {}",
+                crate::workload::BEAT_ATTEMPTS_MAX
+            ));
+        }
+        for event in &f.history {
+            if let EventKind::ActivityTaskTimedOut {
+                seq: s,
+                attempt,
+                timeout,
+            } = &event.kind
+                && s == seq
+            {
+                if *timeout == cairn_types::TimeoutKind::ScheduleToStart
+                    && executed.contains(attempt)
+                {
+                    out.push(format!(
+                        "{key}: attempt {attempt} started, then failed by schedule-to-start"
+                    ));
+                }
+                if *timeout == cairn_types::TimeoutKind::Heartbeat {
+                    out.push(format!(
+                        "{key}: timed out by heartbeat after {} executions",
+                        executed.len()
+                    ));
+                }
+            }
+        }
     }
 }
 

@@ -78,6 +78,8 @@ impl Plan {
         // Children come from a stream of their own, so adding them left every other part of
         // each seed's plan as it was.
         let mut children = SmallRng::seed_from_u64(seed ^ 0xc41d);
+        // So do heartbeating activities.
+        let mut beating = SmallRng::seed_from_u64(seed ^ 0xbea7);
         let nodes = rng.random_range(2..=4);
         let lease_timeout_ms = rng.random_range(250..=450);
         let fault_window_ms = 1_500;
@@ -94,6 +96,7 @@ impl Plan {
                     },
                     signal: rng.random_bool(0.5),
                     children: children.random_range(0..=3),
+                    beating: beating.random_range(0..=2),
                 };
                 let start_at = rng.random_range(0..fault_window_ms);
                 let signal_at = start_at + rng.random_range(0..600);

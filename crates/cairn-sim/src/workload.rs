@@ -23,6 +23,52 @@ pub struct JobSpec {
     /// Child workflows started at once (on whatever shards their ids fall), each one step.
     #[serde(default)]
     pub children: u32,
+    /// Heartbeating activities run at once after the children (each with a schedule-to-start
+    /// timeout shorter than its work, and a heartbeat timeout).
+    #[serde(default)]
+    pub beating: u32,
+}
+
+/// Most attempts of a heartbeating activity (its retry policy's `maximum_attempts`).
+pub const BEAT_ATTEMPTS_MAX: u32 = 20;
+/// A heartbeating activity's schedule-to-start timeout: shorter than its work, so a start
+/// that the timeout failed would show.
+pub const BEAT_SCHEDULE_TO_START_MS: u64 = 200;
+/// How long a heartbeating activity works, beating every 2 ms.
+pub const BEAT_WORK_MS: u64 = 300;
+
+static ATTEMPTS: Mutex<Option<HashMap<String, Vec<u32>>>> = Mutex::new(None);
+
+/// The attempt numbers that started executing for the heartbeating activity with this
+/// idempotency key, in order (any node).
+pub fn attempts_executed(key: &str) -> Vec<u32> {
+    ATTEMPTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(key).cloned())
+        .unwrap_or_default()
+}
+
+/// Heartbeats every 2 ms for `BEAT_WORK_MS`, noting which attempt executed; returns `3x + 1`.
+pub async fn sim_beat(ctx: ActivityContext, x: u64) -> Result<u64, Failure> {
+    ATTEMPTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .entry(ctx.info().idempotency_key.clone())
+        .or_default()
+        .push(ctx.info().attempt);
+    let started = std::time::Instant::now();
+    let mut beat = 0u64;
+    while started.elapsed() < Duration::from_millis(BEAT_WORK_MS) {
+        beat += 1;
+        ctx.heartbeat(
+            cairn::Payload::encode(&beat).map_err(|e| Failure::new("Encode", e.to_string()))?,
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(step_value(x))
 }
 
 /// The signal a job may wait for.
@@ -107,6 +153,35 @@ pub async fn sim_job(ctx: Ctx, spec: JobSpec) -> Result<u64, WorkflowError> {
     for result in futures::future::join_all(children).await {
         acc = acc.wrapping_add(result?);
     }
+    let beats: Vec<_> = (0..spec.beating)
+        .map(|i| {
+            ctx.activity(sim_beat, acc.wrapping_add(300 + u64::from(i)))
+                .schedule_to_start(Duration::from_millis(BEAT_SCHEDULE_TO_START_MS))
+                .heartbeat_timeout(Duration::from_millis(150))
+                .start_to_close(Duration::from_secs(5))
+                .retry(
+                    RetryPolicy::builder()
+                        .initial_interval(Duration::from_millis(20))
+                        .maximum_interval(Duration::from_millis(200))
+                        .maximum_attempts(BEAT_ATTEMPTS_MAX)
+                        .build()
+                        .expect("a valid policy"),
+                )
+        })
+        .collect();
+    let base = acc;
+    for (i, result) in (0u64..).zip(futures::future::join_all(beats).await) {
+        // A schedule-to-start timeout is legitimate (a node died before the attempt started)
+        // and not retried; the checker proves no started attempt ended that way. The job's
+        // value does not depend on it.
+        match result {
+            Ok(value) => acc = acc.wrapping_add(value),
+            Err(cairn::ActivityError::TimedOut(cairn_types::TimeoutKind::ScheduleToStart)) => {
+                acc = acc.wrapping_add(step_value(base.wrapping_add(300 + i)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     if spec.signal {
         let value = ctx.signal_receiver(&GO).recv().await;
         acc = acc.wrapping_add(value);
@@ -137,6 +212,10 @@ pub fn expected(spec: &JobSpec, signal_value: u64) -> u64 {
     for i in 0..spec.children {
         acc = acc.wrapping_add(step_value(base.wrapping_add(200 + u64::from(i))));
     }
+    let base = acc;
+    for i in 0..spec.beating {
+        acc = acc.wrapping_add(step_value(base.wrapping_add(300 + u64::from(i))));
+    }
     if spec.signal {
         acc = acc.wrapping_add(signal_value);
     }
@@ -149,4 +228,5 @@ pub fn register(builder: cairn::NodeBuilder) -> cairn::NodeBuilder {
         .workflow(sim_job)
         .workflow(sim_child)
         .activity(sim_step)
+        .activity(sim_beat)
 }
