@@ -475,7 +475,10 @@ async fn query_handlers_cannot_change_the_run<S: Store>(store: S, tag: &str) {
 // ---------------------------------------------------------------------------------------------
 // 4, 5, 7. Store faults: a failed load, a failed transition commit, a failed verify read.
 
-static HOOKS: Mutex<Option<HashMap<String, Box<dyn Fn() + Send>>>> = Mutex::new(None);
+/// A test's action, run by the activity of its workflow.
+type Hook = Box<dyn Fn() + Send>;
+
+static HOOKS: Mutex<Option<HashMap<String, Hook>>> = Mutex::new(None);
 
 fn set_hook(workflow_id: &str, hook: impl Fn() + Send + 'static) {
     HOOKS
