@@ -25,9 +25,9 @@
 
 use crate::clock::now_ms;
 use crate::committer::{LocalWakes, Op};
-use crate::node::Shared;
 use crate::records::{ClusterRecord, Lease, NodeRecord, ReadyItem, TaskRecord, decode, encode};
 use crate::shard::{ShardActor, ShardArgs, ShardMsg, TimerEntry};
+use crate::shared::Shared;
 use cairn_store::{RangeRequest, Store, StoreError, TransactOptions, Transaction, transact};
 use cairn_types::{RunId, Seq};
 use ractor::{Actor, ActorRef};

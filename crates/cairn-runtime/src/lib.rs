@@ -15,6 +15,8 @@
 mod clock;
 mod cluster;
 mod committer;
+mod config;
+mod error;
 mod keys;
 mod metrics;
 mod node;
@@ -23,6 +25,7 @@ mod records;
 mod registry;
 mod schedules;
 mod shard;
+mod shared;
 mod worker;
 mod workflow;
 
@@ -31,12 +34,13 @@ pub use cluster::{
     ShardStatus, rendezvous,
 };
 pub use committer::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX};
+pub use config::{CrashHook, CrashPoint, NodeConfig};
+pub use error::{ClientError, IdReusePolicy};
 pub use keys::Keys;
 pub use metrics::Metrics;
 pub use node::{
-    ClientError, CrashHook, CrashPoint, Description, INLINE_PAYLOAD_BYTES_MAX, IdReusePolicy,
-    LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, Node, NodeConfig, StartWorkflow, WorkflowPage,
-    WorkflowSummary, shard_of, status_name,
+    Description, INLINE_PAYLOAD_BYTES_MAX, LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, Node,
+    StartWorkflow, WorkflowPage, WorkflowSummary, status_name,
 };
 pub use peers::{
     InProcessPeers, PeerError, PeerFuture, PeerQuery, Peers, PeersHandle, QueryTarget,
@@ -49,4 +53,5 @@ pub use schedules::{
     ActionKind, CreateSchedule, RecentAction, SCHEDULE_ID_BYTES_MAX, ScheduleAction,
     ScheduleDescription, ScheduleRecord, scheduled_workflow_id,
 };
+pub use shared::shard_of;
 pub use workflow::{MAILBOX_BATCH_MAX, QueryError};

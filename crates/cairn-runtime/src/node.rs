@@ -5,304 +5,33 @@
 
 use crate::Metrics;
 use crate::clock::now_ms;
-use crate::cluster::{self, Cluster, ClusterError, ClusterStatus, Ownership, Route, fnv1a};
-use crate::committer::{
-    Check, CommitError, CommitRequest, Committer, CommitterArgs, CommitterMsg, Op, Verify,
-};
+use crate::cluster::{self, Cluster, ClusterError, ClusterStatus, Ownership, Route};
+use crate::committer::{Check, CommitError, Committer, CommitterArgs, Op, Verify};
+use crate::config::NodeConfig;
+use crate::error::{ClientError, IdReusePolicy};
 use crate::keys::Keys;
-use crate::peers::{PeerError, PeerFuture, PeerQuery, PeersHandle, QueryTarget};
+use crate::peers::{PeerError, PeerQuery, QueryTarget};
 use crate::records::{
     InboxItem, NewRun, Outcome, RunRecord, Stored, WorkflowRecord, clear_record_ops, decode,
     decode_row, encode, load_record,
 };
 use crate::registry::Registry;
 use crate::schedules::{self, CreateSchedule, ScheduleDescription, ScheduleRecord, must_exist};
-use crate::shard::ShardMsg;
+use crate::shared::Shared;
 use crate::worker::Workers;
-use crate::workflow::QueryError;
 use cairn_core::schedule::OverlapPolicy;
-use cairn_core::visibility::{Filter, FilterError, Searchable};
+use cairn_core::visibility::{Filter, Searchable};
 use cairn_core::{Message, PendingActivity, PendingChild, RunStatus};
 use cairn_store::{RangeRequest, Store, StoreError, Transaction};
 use cairn_types::{
-    HistoryEvent, Payload, PolicyError, RunId, SearchAttributes, SearchValue, Seq, WorkflowId,
-    WorkflowTimeouts,
+    HistoryEvent, Payload, RunId, SearchAttributes, SearchValue, Seq, WorkflowId, WorkflowTimeouts,
 };
+use ractor::Actor;
 use ractor::thread_local::ThreadLocalActorSpawner;
-use ractor::{Actor, ActorRef};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
-
-/// A node's settings. Each field documents its default.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    /// Identity in membership and leases. Default: a random UUID. Set it to keep a node's
-    /// identity across restarts: a node restarted under its id takes its shards back at once,
-    /// while a new id waits for the old one's leases to lapse (`lease_timeout_ms`).
-    pub node_id: String,
-    /// Namespace of this node's workflows. Default `"default"`.
-    pub namespace: String,
-    /// Fixed number of shards. Default 16. Must not change for a given store.
-    pub shard_count: u32,
-    /// Threads that run workflow code. Default 2.
-    pub executor_threads: usize,
-    /// Most active (in-memory) runs per shard before the least recently used are passivated.
-    /// Default 4,096.
-    pub actor_cache_max_per_shard: usize,
-    /// A run idle this long is passivated. Default 30,000 ms.
-    pub actor_idle_ms: u64,
-    /// Most activity attempts running at once. Default 1,000.
-    pub activity_concurrency_max: usize,
-    /// How long a node's leases outlive its last membership heartbeat: the time a dead node's
-    /// shards wait before others take them over. Heartbeats come every third of it, placement
-    /// rounds every fifth (at most 250 ms). At least 100. Default 10,000 ms.
-    pub lease_timeout_ms: u64,
-    /// Where other nodes reach this one (its HTTP API, or an `inproc://` name), published in
-    /// its membership record for forwarded queries. Default none (queries for shards held
-    /// elsewhere then fail with `ShardUnavailable`).
-    pub advertise_address: Option<String>,
-    /// The transport to other nodes. Default none.
-    pub peers: Option<PeersHandle>,
-    /// Test hook: asked at each crash point; answering true stops the node right there, as a
-    /// crash would. Default none.
-    pub crash_hook: Option<CrashHook>,
-}
-
-/// Places in the runtime where a test can make the node crash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CrashPoint {
-    /// A transition was computed but not yet submitted for commit.
-    BeforeCommit,
-    /// A transition committed; its side effects (tasks, timers, waiters) not yet released.
-    AfterCommitBeforeEffects,
-    /// An activity attempt finished; its result not yet handed to the run.
-    DuringActivity,
-}
-
-/// See [`NodeConfig::crash_hook`].
-#[derive(Clone)]
-pub struct CrashHook(pub Arc<dyn Fn(CrashPoint) -> bool + Send + Sync>);
-
-impl std::fmt::Debug for CrashHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CrashHook")
-    }
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        Self {
-            node_id: uuid::Uuid::now_v7().to_string(),
-            namespace: "default".into(),
-            shard_count: 16,
-            executor_threads: 2,
-            actor_cache_max_per_shard: 4_096,
-            actor_idle_ms: 30_000,
-            activity_concurrency_max: 1_000,
-            lease_timeout_ms: 10_000,
-            advertise_address: None,
-            peers: None,
-            crash_hook: None,
-        }
-    }
-}
-
-/// What every actor of a node shares.
-pub struct Shared<S: Store> {
-    pub store: S,
-    pub keys: Keys,
-    pub config: NodeConfig,
-    pub registry: Registry,
-    pub metrics: Arc<Metrics>,
-    pub committer: ActorRef<CommitterMsg>,
-    pub workers: Workers,
-    pub runtime: tokio::runtime::Handle,
-    pub cluster: Cluster,
-    spawners: Vec<ThreadLocalActorSpawner>,
-    /// Local result waiters by run, with the run's shard. A waiter gets `None` when the shard
-    /// leaves this node: the run goes on elsewhere, and the waiter watches the store instead.
-    waiters: Mutex<HashMap<RunId, Vec<ResultWaiter>>>,
-}
-
-/// A local `result` call: the run's shard, and where to send the outcome (`None`: the shard
-/// left this node).
-type ResultWaiter = (u32, oneshot::Sender<Option<Outcome>>);
-
-/// The shard of `workflow_id` in a store of `shard_count` shards (FNV-1a of the id, modulo).
-///
-/// # Examples
-/// ```
-/// let shard = cairn_runtime::shard_of("order-42", 16);
-/// assert!(shard < 16);
-/// assert_eq!(shard, cairn_runtime::shard_of("order-42", 16));
-/// ```
-pub fn shard_of(workflow_id: &str, shard_count: u32) -> u32 {
-    assert!(shard_count > 0, "shard_count must be positive");
-    (fnv1a(workflow_id.as_bytes()) % u64::from(shard_count)) as u32
-}
-
-impl<S: Store> Shared<S> {
-    /// The shard of a workflow id.
-    pub fn shard_of(&self, workflow_id: &WorkflowId) -> u32 {
-        shard_of(workflow_id.as_str(), self.config.shard_count)
-    }
-
-    /// The shard of any id placed like workflow ids (schedule ids).
-    pub fn shard_of_id(&self, id: &str) -> u32 {
-        shard_of(id, self.config.shard_count)
-    }
-
-    /// The shard actor, if this node holds `shard`.
-    pub fn shard(&self, shard: u32) -> Option<ActorRef<ShardMsg>> {
-        self.cluster.ownership.actor(shard)
-    }
-
-    /// The shard actor, if this node still holds `shard` at `epoch`.
-    pub fn shard_at(&self, shard: u32, epoch: u64) -> Option<ActorRef<ShardMsg>> {
-        self.cluster.ownership.actor_at(shard, epoch)
-    }
-
-    pub(crate) fn spawner_for(&self, run_id: &RunId) -> ThreadLocalActorSpawner {
-        let index = fnv1a(run_id.as_uuid().as_bytes()) as usize % self.spawners.len();
-        self.spawners[index].clone()
-    }
-
-    /// Whether the node must crash at `point` (test hook); if so, it has already stopped.
-    pub(crate) fn crash_at(&self, point: CrashPoint) -> bool {
-        let crash = self
-            .config
-            .crash_hook
-            .as_ref()
-            .is_some_and(|hook| (hook.0)(point));
-        if crash {
-            tracing::warn!(?point, "crash hook: stopping the node");
-            self.halt();
-        }
-        crash
-    }
-
-    /// Kills every actor and abandons running attempts: no further writes.
-    pub(crate) fn halt(&self) {
-        cluster::halt(self);
-        self.committer.kill();
-        self.workers.close();
-    }
-
-    /// Submits writes (with their checks, shard fence and `MaybeCommitted` verification) to the
-    /// committer and waits for the batch that carries them.
-    pub(crate) async fn commit(
-        &self,
-        ops: Vec<Op>,
-        checks: Vec<Check>,
-        fence: Option<(u32, u64)>,
-        verify: Option<(Vec<u8>, Verify)>,
-    ) -> Result<(), CommitError> {
-        let (reply, answer) = oneshot::channel();
-        let request = CommitRequest {
-            ops,
-            checks,
-            fence,
-            verify,
-            reply,
-        };
-        self.committer
-            .cast(CommitterMsg::Submit(request))
-            .map_err(|_| CommitError::Stopped)?;
-        answer.await.map_err(|_| CommitError::Stopped)?
-    }
-
-    /// Hands writes to the committer without waiting for the outcome: housekeeping (clearing
-    /// a consumed queue) whose loss only costs a repeat.
-    pub(crate) fn submit_detached(&self, ops: Vec<Op>, fence: (u32, u64)) {
-        let (reply, _) = oneshot::channel();
-        let request = CommitRequest {
-            ops,
-            checks: Vec::new(),
-            fence: Some(fence),
-            verify: None,
-            reply,
-        };
-        let _ = self.committer.cast(CommitterMsg::Submit(request));
-    }
-
-    pub(crate) fn notify_closed(&self, run_id: RunId, outcome: Outcome) {
-        let waiters = self
-            .waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&run_id);
-        for (_, waiter) in waiters.into_iter().flatten() {
-            let _ = waiter.send(Some(outcome.clone()));
-        }
-    }
-
-    /// Tells the local result waiters of `shard` that their runs now live elsewhere.
-    pub(crate) fn notify_shard_lost(&self, shard: u32) {
-        // Attempts of the shard stop here: their results could not land, and the new holder
-        // times them out and retries them as their next attempt.
-        self.workers.abandon_shard(shard);
-        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        for list in waiters.values_mut() {
-            for (_, waiter) in list.extract_if(.., |(s, _)| *s == shard) {
-                let _ = waiter.send(None);
-            }
-        }
-        waiters.retain(|_, list| !list.is_empty());
-    }
-
-    /// Answers a query for a run of a shard this node holds.
-    async fn answer_query(&self, query: PeerQuery) -> Result<Payload, PeerError> {
-        let shard = self.shard_of(&query.workflow_id);
-        let Some(shard_ref) = self.shard(shard) else {
-            return Err(PeerError::NotOwner);
-        };
-        let answer = shard_ref
-            .call(
-                |reply| ShardMsg::Query {
-                    run_id: query.run_id,
-                    name: query.name,
-                    args: query.args,
-                    reply,
-                },
-                Some(QUERY_CALL_TIMEOUT),
-            )
-            .await;
-        match answer {
-            Ok(ractor::rpc::CallResult::Success(Ok(payload))) => Ok(payload),
-            Ok(ractor::rpc::CallResult::Success(Err(QueryError::Unavailable))) => {
-                Err(PeerError::NotOwner)
-            }
-            Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(PeerError::Query(e)),
-            // The shard actor stopped while answering: the shard moved (or is moving).
-            Ok(_) | Err(_) => Err(PeerError::NotOwner),
-        }
-    }
-}
-
-/// Longest a query may run on the node holding the run.
-pub const QUERY_CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-impl<S: Store> QueryTarget for Shared<S> {
-    fn query_held(self: Arc<Self>, query: PeerQuery) -> PeerFuture<Payload> {
-        Box::pin(async move { self.answer_query(query).await })
-    }
-}
-
-/// What to do when a workflow id is started again.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum IdReusePolicy {
-    /// A new run may start once the previous one closed, however it closed. The default.
-    #[default]
-    AllowDuplicate,
-    /// A new run may start only if the previous one failed, was canceled, terminated or timed out.
-    AllowDuplicateFailedOnly,
-    /// The id can never be used again.
-    RejectDuplicate,
-}
 
 /// A request to start a workflow.
 #[derive(Debug, Clone)]
@@ -312,79 +41,6 @@ pub struct StartWorkflow {
     pub input: Payload,
     pub id_reuse_policy: IdReusePolicy,
     pub timeouts: WorkflowTimeouts,
-}
-
-/// Errors a client of the node can act on. Each leaves stored state untouched.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClientError {
-    #[error("workflow type {workflow_type:?} is not registered (registered: {registered:?})")]
-    UnknownWorkflowType {
-        workflow_type: String,
-        registered: Vec<String>,
-    },
-    #[error("input does not decode as the input type of workflow {workflow_type:?}: {reason}")]
-    InputDoesNotDecode {
-        workflow_type: String,
-        reason: String,
-    },
-    #[error("workflow {workflow_id} is already running as run {run_id}")]
-    AlreadyRunning { workflow_id: String, run_id: RunId },
-    #[error(
-        "workflow id {workflow_id} was used before and its id-reuse policy ({policy:?}) forbids another run"
-    )]
-    DuplicateRejected {
-        workflow_id: String,
-        policy: IdReusePolicy,
-    },
-    #[error("invalid workflow id: {0}")]
-    InvalidWorkflowId(#[from] cairn_types::IdError),
-    #[error("no workflow with id {workflow_id}")]
-    NotFound { workflow_id: String },
-    #[error("workflow {workflow_id} is not running (status {status:?})")]
-    NotRunning {
-        workflow_id: String,
-        status: Option<RunStatus>,
-    },
-    #[error("{what} is {len} bytes; the limit is {max} bytes")]
-    PayloadTooLarge {
-        what: &'static str,
-        len: usize,
-        max: usize,
-    },
-    #[error(transparent)]
-    InvalidTimeouts(#[from] PolicyError),
-    #[error("query failed: {0}")]
-    Query(#[from] QueryError),
-    #[error("the node is shutting down")]
-    NodeStopped,
-    #[error("invalid schedule: {reason}")]
-    InvalidSchedule { reason: String },
-    #[error("no schedule with id {schedule_id}")]
-    ScheduleNotFound { schedule_id: String },
-    #[error("a schedule with id {schedule_id} exists already")]
-    ScheduleExists { schedule_id: String },
-    #[error("invalid query: {0}")]
-    InvalidQuery(#[from] FilterError),
-    #[error("page token is not one this node issued (or the query changed since): {reason}")]
-    InvalidPageToken { reason: String },
-    /// No node answered for the run's shard in time (it is moving, or its holder is down or
-    /// unreachable). Retrying later may succeed.
-    #[error("shard {shard} is unavailable: {reason}")]
-    ShardUnavailable { shard: u32, reason: String },
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl cairn_store::RetryClass for ClientError {
-    fn is_retryable(&self) -> bool {
-        matches!(self, Self::Store(e) if e.is_retryable())
-    }
-    fn is_maybe_committed(&self) -> bool {
-        matches!(self, Self::Store(e) if e.is_maybe_committed())
-    }
 }
 
 /// Largest payload one record carries inline, leaving room for the record around it in a
@@ -1371,15 +1027,6 @@ impl<S: Store> Node<S> {
         self.shared.notify_stopping();
         self.shared.committer.stop(None);
         self.shared.workers.close();
-    }
-}
-
-impl<S: Store> Shared<S> {
-    /// Drops every local result waiter: the node is going away, so their calls end with
-    /// `NodeStopped`.
-    fn notify_stopping(&self) {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        waiters.clear();
     }
 }
 

@@ -15,8 +15,8 @@
 
 use crate::clock::now_ms;
 use crate::committer::{Check, Derive, Op, TxRead};
+use crate::error::ClientError;
 use crate::keys::Keys;
-use crate::node::ClientError;
 use crate::records::{
     InboxItem, NewRun, Stored, WorkflowRecord, decode, encode, load_record, record_ops,
 };
@@ -277,7 +277,7 @@ pub(crate) struct Placement {
 
 impl Placement {
     fn shard_of(&self, workflow_id: &str) -> u32 {
-        crate::node::shard_of(workflow_id, self.shard_count)
+        crate::shared::shard_of(workflow_id, self.shard_count)
     }
 }
 

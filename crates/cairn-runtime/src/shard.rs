@@ -7,9 +7,9 @@
 //! `TIMER_REDELIVERY_MS`, so a delivery lost with a stopped actor is not lost for good.
 
 use crate::clock::now_ms;
-use crate::node::Shared;
 use crate::records::{InboxItem, ReadyItem};
 use crate::schedules::{self, FireOutcome, Placement};
+use crate::shared::Shared;
 use crate::workflow::{Delivery, QueryError, WorkflowActor, WorkflowArgs, WorkflowMsg};
 use cairn_core::{Message, TimerId};
 use cairn_store::Store;

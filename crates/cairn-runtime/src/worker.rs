@@ -24,10 +24,10 @@
 
 use crate::clock::now_ms;
 use crate::committer::{Check, CommitError, Op, Verify};
-use crate::node::Shared;
 use crate::records::{AttemptRecord, InboxItem, TaskRecord, decode, encode};
 use crate::registry::{ActivityContext, ActivityInfo, AttemptKey};
 use crate::shard::{ShardMsg, TimerEntry};
+use crate::shared::Shared;
 use crate::workflow::Delivery;
 use cairn_core::{Message, TimerId};
 use cairn_store::{Store, StoreError, Transaction};

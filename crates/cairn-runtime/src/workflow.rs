@@ -10,12 +10,12 @@
 
 use crate::clock::now_ms;
 use crate::committer::{Check, CommitError, Derive, Op, Verify};
-use crate::node::Shared;
 use crate::records::{
     InboxItem, NewRun, Outcome, ParentRef, RunRecord, TaskRecord, WorkflowRecord, chunks_for,
     decode, encode, load_record, record_ops,
 };
 use crate::shard::{ShardMsg, TimerEntry};
+use crate::shared::Shared;
 use cairn_core::{Effect, Message, Run, RunStatus, StartArgs, TimerId, Transition, WorkflowFn};
 use cairn_store::{RangeRequest, Store, Transaction};
 use cairn_types::{

@@ -500,3 +500,112 @@ async fn a_different_shard_count_is_refused() {
     );
     a.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Attempts across shard moves.
+
+static RUNNING_NOW: Counts = Counts::new();
+static RUNNING_MAX: std::sync::Mutex<Option<HashMap<String, u32>>> = std::sync::Mutex::new(None);
+static ATTEMPT_RUNS: Counts = Counts::new();
+
+/// Marks an attempt running for as long as it lives (an aborted attempt is dropped, which
+/// ends it too).
+struct RunningGuard(String);
+
+impl RunningGuard {
+    fn enter(key: &str) -> Self {
+        let now = RUNNING_NOW.bump(key);
+        let mut max = RUNNING_MAX.lock().unwrap();
+        let entry = max
+            .get_or_insert_with(HashMap::new)
+            .entry(key.to_string())
+            .or_insert(0);
+        *entry = (*entry).max(now);
+        Self(key.to_string())
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        RUNNING_NOW.add(&self.0, -1);
+    }
+}
+
+/// Heartbeats every 5 ms for `millis`, noting how many of its attempts run at once.
+async fn long_beat(ctx: ActivityContext, millis: u64) -> Result<u32, Failure> {
+    let key = ctx.info().idempotency_key.clone();
+    let _running = RunningGuard::enter(&key);
+    ATTEMPT_RUNS.bump(&key);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(millis) {
+        ctx.heartbeat(cairn::Payload::encode(&1u8).unwrap());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(ctx.info().attempt)
+}
+
+async fn beat_job(ctx: Ctx, millis: u64) -> Result<u32, WorkflowError> {
+    Ok(ctx
+        .activity(long_beat, millis)
+        .heartbeat_timeout(Duration::from_millis(300))
+        .start_to_close(Duration::from_secs(30))
+        .await?)
+}
+
+/// Proves a shard move never runs an activity twice at once: node A runs 24 heartbeating
+/// activities, node B joins (A hands shards off mid-attempt) and A then drains. A's attempts
+/// of moved shards are aborted; B lets them time out (heartbeat) and runs the next attempt;
+/// no activity ever has two attempts running, and every workflow completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_moves_never_run_an_activity_twice_at_once() {
+    let store = MemStore::new();
+    let peers = Arc::new(InProcessPeers::default());
+    let builder = || Node::builder().workflow(beat_job).activity(long_beat);
+    let a = builder()
+        .config(config("moves-a", &peers))
+        .start(store.clone())
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..24).map(|i| format!("moves-{i}")).collect();
+    for id in &ids {
+        a.client().start(beat_job, id, 1_500).send().await.unwrap();
+    }
+    within("attempts running on A", async {
+        while ids
+            .iter()
+            .any(|id| ATTEMPT_RUNS.get(&format!("{id}/1")) == 0)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let b = builder()
+        .config(config("moves-b", &peers))
+        .start(store.clone())
+        .await
+        .unwrap();
+    converged(&[&a, &b], 8).await;
+    a.shutdown().await;
+    let mut retried = 0;
+    for id in &ids {
+        let handle = b.client().handle::<u32>(id).unwrap();
+        let attempt = within(id, handle.result()).await.unwrap();
+        if attempt > 1 {
+            retried += 1;
+        }
+    }
+    let max = RUNNING_MAX.lock().unwrap().clone().unwrap_or_default();
+    for id in &ids {
+        let key = format!("{id}/1");
+        assert_eq!(max.get(&key), Some(&1), "{key}: attempts ran at once");
+        // One move at most reached each activity (A's shards go to B once), so one lost
+        // attempt at most.
+        assert!(
+            ATTEMPT_RUNS.get(&key) <= 2,
+            "{key}: {} attempts",
+            ATTEMPT_RUNS.get(&key)
+        );
+    }
+    assert!(retried > 0, "no attempt was caught by a move");
+    b.shutdown().await;
+}

@@ -29,6 +29,17 @@ impl Counts {
         *count
     }
 
+    /// Adds `delta` (which may be negative) to `key`'s count; returns the new count.
+    pub fn add(&self, key: &str, delta: i64) -> u32 {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = map
+            .get_or_insert_with(HashMap::new)
+            .entry(key.to_string())
+            .or_insert(0);
+        *count = u32::try_from(i64::from(*count) + delta).expect("counts stay non-negative");
+        *count
+    }
+
     pub fn get(&self, key: &str) -> u32 {
         self.0
             .lock()

@@ -1,0 +1,79 @@
+//! A node's settings (`NodeConfig`) and the crash points tests can stop it at.
+
+use crate::peers::PeersHandle;
+use std::sync::Arc;
+
+/// A node's settings. Each field documents its default.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Identity in membership and leases. Default: a random UUID. Set it to keep a node's
+    /// identity across restarts: a node restarted under its id takes its shards back at once,
+    /// while a new id waits for the old one's leases to lapse (`lease_timeout_ms`).
+    pub node_id: String,
+    /// Namespace of this node's workflows. Default `"default"`.
+    pub namespace: String,
+    /// Fixed number of shards. Default 16. Must not change for a given store.
+    pub shard_count: u32,
+    /// Threads that run workflow code. Default 2.
+    pub executor_threads: usize,
+    /// Most active (in-memory) runs per shard before the least recently used are passivated.
+    /// Default 4,096.
+    pub actor_cache_max_per_shard: usize,
+    /// A run idle this long is passivated. Default 30,000 ms.
+    pub actor_idle_ms: u64,
+    /// Most activity attempts running at once. Default 1,000.
+    pub activity_concurrency_max: usize,
+    /// How long a node's leases outlive its last membership heartbeat: the time a dead node's
+    /// shards wait before others take them over. Heartbeats come every third of it, placement
+    /// rounds every fifth (at most 250 ms). At least 100. Default 10,000 ms.
+    pub lease_timeout_ms: u64,
+    /// Where other nodes reach this one (its HTTP API, or an `inproc://` name), published in
+    /// its membership record for forwarded queries. Default none (queries for shards held
+    /// elsewhere then fail with `ShardUnavailable`).
+    pub advertise_address: Option<String>,
+    /// The transport to other nodes. Default none.
+    pub peers: Option<PeersHandle>,
+    /// Test hook: asked at each crash point; answering true stops the node right there, as a
+    /// crash would. Default none.
+    pub crash_hook: Option<CrashHook>,
+}
+
+/// Places in the runtime where a test can make the node crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CrashPoint {
+    /// A transition was computed but not yet submitted for commit.
+    BeforeCommit,
+    /// A transition committed; its side effects (tasks, timers, waiters) not yet released.
+    AfterCommitBeforeEffects,
+    /// An activity attempt finished; its result not yet handed to the run.
+    DuringActivity,
+}
+
+/// See [`NodeConfig::crash_hook`].
+#[derive(Clone)]
+pub struct CrashHook(pub Arc<dyn Fn(CrashPoint) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for CrashHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CrashHook")
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: uuid::Uuid::now_v7().to_string(),
+            namespace: "default".into(),
+            shard_count: 16,
+            executor_threads: 2,
+            actor_cache_max_per_shard: 4_096,
+            actor_idle_ms: 30_000,
+            activity_concurrency_max: 1_000,
+            lease_timeout_ms: 10_000,
+            advertise_address: None,
+            peers: None,
+            crash_hook: None,
+        }
+    }
+}

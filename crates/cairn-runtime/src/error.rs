@@ -1,0 +1,95 @@
+//! What a client of the node is told when a call fails (`ClientError`), and the id-reuse
+//! policy those errors name.
+
+use crate::cluster::ClusterError;
+use crate::workflow::QueryError;
+use cairn_core::RunStatus;
+use cairn_core::visibility::FilterError;
+use cairn_store::StoreError;
+use cairn_types::{PolicyError, RunId};
+
+/// What to do when a workflow id is started again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdReusePolicy {
+    /// A new run may start once the previous one closed, however it closed. The default.
+    #[default]
+    AllowDuplicate,
+    /// A new run may start only if the previous one failed, was canceled, terminated or timed out.
+    AllowDuplicateFailedOnly,
+    /// The id can never be used again.
+    RejectDuplicate,
+}
+
+/// Errors a client of the node can act on. Each leaves stored state untouched.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("workflow type {workflow_type:?} is not registered (registered: {registered:?})")]
+    UnknownWorkflowType {
+        workflow_type: String,
+        registered: Vec<String>,
+    },
+    #[error("input does not decode as the input type of workflow {workflow_type:?}: {reason}")]
+    InputDoesNotDecode {
+        workflow_type: String,
+        reason: String,
+    },
+    #[error("workflow {workflow_id} is already running as run {run_id}")]
+    AlreadyRunning { workflow_id: String, run_id: RunId },
+    #[error(
+        "workflow id {workflow_id} was used before and its id-reuse policy ({policy:?}) forbids another run"
+    )]
+    DuplicateRejected {
+        workflow_id: String,
+        policy: IdReusePolicy,
+    },
+    #[error("invalid workflow id: {0}")]
+    InvalidWorkflowId(#[from] cairn_types::IdError),
+    #[error("no workflow with id {workflow_id}")]
+    NotFound { workflow_id: String },
+    #[error("workflow {workflow_id} is not running (status {status:?})")]
+    NotRunning {
+        workflow_id: String,
+        status: Option<RunStatus>,
+    },
+    #[error("{what} is {len} bytes; the limit is {max} bytes")]
+    PayloadTooLarge {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error(transparent)]
+    InvalidTimeouts(#[from] PolicyError),
+    #[error("query failed: {0}")]
+    Query(#[from] QueryError),
+    #[error("the node is shutting down")]
+    NodeStopped,
+    #[error("invalid schedule: {reason}")]
+    InvalidSchedule { reason: String },
+    #[error("no schedule with id {schedule_id}")]
+    ScheduleNotFound { schedule_id: String },
+    #[error("a schedule with id {schedule_id} exists already")]
+    ScheduleExists { schedule_id: String },
+    #[error("invalid query: {0}")]
+    InvalidQuery(#[from] FilterError),
+    #[error("page token is not one this node issued (or the query changed since): {reason}")]
+    InvalidPageToken { reason: String },
+    /// No node answered for the run's shard in time (it is moving, or its holder is down or
+    /// unreachable). Retrying later may succeed.
+    #[error("shard {shard} is unavailable: {reason}")]
+    ShardUnavailable { shard: u32, reason: String },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl cairn_store::RetryClass for ClientError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, Self::Store(e) if e.is_retryable())
+    }
+    fn is_maybe_committed(&self) -> bool {
+        matches!(self, Self::Store(e) if e.is_maybe_committed())
+    }
+}

@@ -1,0 +1,215 @@
+//! What every actor of a node shares (`Shared`): the store, the keys, the configuration, the
+//! registry, the committer, the workers, the cluster's ownership table and the local result
+//! waiters, with the few operations all of them use (commit through the committer, find a
+//! shard's actor at an epoch, crash points, result notification). It sits below the node and
+//! the actors: they all depend on it, it depends on none of them but the messages it sends.
+
+use crate::Metrics;
+use crate::cluster::{self, Cluster, fnv1a};
+use crate::committer::{Check, CommitError, CommitRequest, CommitterMsg, Op, Verify};
+use crate::config::{CrashPoint, NodeConfig};
+use crate::keys::Keys;
+use crate::peers::{PeerError, PeerFuture, PeerQuery, QueryTarget};
+use crate::records::Outcome;
+use crate::registry::Registry;
+use crate::shard::ShardMsg;
+use crate::worker::Workers;
+use crate::workflow::QueryError;
+use cairn_store::Store;
+use cairn_types::{Payload, RunId, WorkflowId};
+use ractor::ActorRef;
+use ractor::thread_local::ThreadLocalActorSpawner;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// What every actor of a node shares.
+pub struct Shared<S: Store> {
+    pub store: S,
+    pub keys: Keys,
+    pub config: NodeConfig,
+    pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+    pub committer: ActorRef<CommitterMsg>,
+    pub workers: Workers,
+    pub runtime: tokio::runtime::Handle,
+    pub cluster: Cluster,
+    pub(crate) spawners: Vec<ThreadLocalActorSpawner>,
+    /// Local result waiters by run, with the run's shard. A waiter gets `None` when the shard
+    /// leaves this node: the run goes on elsewhere, and the waiter watches the store instead.
+    pub(crate) waiters: Mutex<HashMap<RunId, Vec<ResultWaiter>>>,
+}
+
+/// A local `result` call: the run's shard, and where to send the outcome (`None`: the shard
+/// left this node).
+pub(crate) type ResultWaiter = (u32, oneshot::Sender<Option<Outcome>>);
+
+/// The shard of `workflow_id` in a store of `shard_count` shards (FNV-1a of the id, modulo).
+///
+/// # Examples
+/// ```
+/// let shard = cairn_runtime::shard_of("order-42", 16);
+/// assert!(shard < 16);
+/// assert_eq!(shard, cairn_runtime::shard_of("order-42", 16));
+/// ```
+pub fn shard_of(workflow_id: &str, shard_count: u32) -> u32 {
+    assert!(shard_count > 0, "shard_count must be positive");
+    (fnv1a(workflow_id.as_bytes()) % u64::from(shard_count)) as u32
+}
+
+impl<S: Store> Shared<S> {
+    /// The shard of a workflow id.
+    pub fn shard_of(&self, workflow_id: &WorkflowId) -> u32 {
+        shard_of(workflow_id.as_str(), self.config.shard_count)
+    }
+
+    /// The shard of any id placed like workflow ids (schedule ids).
+    pub fn shard_of_id(&self, id: &str) -> u32 {
+        shard_of(id, self.config.shard_count)
+    }
+
+    /// The shard actor, if this node holds `shard`.
+    pub fn shard(&self, shard: u32) -> Option<ActorRef<ShardMsg>> {
+        self.cluster.ownership.actor(shard)
+    }
+
+    /// The shard actor, if this node still holds `shard` at `epoch`.
+    pub fn shard_at(&self, shard: u32, epoch: u64) -> Option<ActorRef<ShardMsg>> {
+        self.cluster.ownership.actor_at(shard, epoch)
+    }
+
+    pub(crate) fn spawner_for(&self, run_id: &RunId) -> ThreadLocalActorSpawner {
+        let index = fnv1a(run_id.as_uuid().as_bytes()) as usize % self.spawners.len();
+        self.spawners[index].clone()
+    }
+
+    /// Whether the node must crash at `point` (test hook); if so, it has already stopped.
+    pub(crate) fn crash_at(&self, point: CrashPoint) -> bool {
+        let crash = self
+            .config
+            .crash_hook
+            .as_ref()
+            .is_some_and(|hook| (hook.0)(point));
+        if crash {
+            tracing::warn!(?point, "crash hook: stopping the node");
+            self.halt();
+        }
+        crash
+    }
+
+    /// Kills every actor and abandons running attempts: no further writes.
+    pub(crate) fn halt(&self) {
+        cluster::halt(self);
+        self.committer.kill();
+        self.workers.close();
+    }
+
+    /// Submits writes (with their checks, shard fence and `MaybeCommitted` verification) to the
+    /// committer and waits for the batch that carries them.
+    pub(crate) async fn commit(
+        &self,
+        ops: Vec<Op>,
+        checks: Vec<Check>,
+        fence: Option<(u32, u64)>,
+        verify: Option<(Vec<u8>, Verify)>,
+    ) -> Result<(), CommitError> {
+        let (reply, answer) = oneshot::channel();
+        let request = CommitRequest {
+            ops,
+            checks,
+            fence,
+            verify,
+            reply,
+        };
+        self.committer
+            .cast(CommitterMsg::Submit(request))
+            .map_err(|_| CommitError::Stopped)?;
+        answer.await.map_err(|_| CommitError::Stopped)?
+    }
+
+    /// Hands writes to the committer without waiting for the outcome: housekeeping (clearing
+    /// a consumed queue) whose loss only costs a repeat.
+    pub(crate) fn submit_detached(&self, ops: Vec<Op>, fence: (u32, u64)) {
+        let (reply, _) = oneshot::channel();
+        let request = CommitRequest {
+            ops,
+            checks: Vec::new(),
+            fence: Some(fence),
+            verify: None,
+            reply,
+        };
+        let _ = self.committer.cast(CommitterMsg::Submit(request));
+    }
+
+    pub(crate) fn notify_closed(&self, run_id: RunId, outcome: Outcome) {
+        let waiters = self
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run_id);
+        for (_, waiter) in waiters.into_iter().flatten() {
+            let _ = waiter.send(Some(outcome.clone()));
+        }
+    }
+
+    /// Tells the local result waiters of `shard` that their runs now live elsewhere.
+    pub(crate) fn notify_shard_lost(&self, shard: u32) {
+        // Attempts of the shard stop here: their results could not land, and the new holder
+        // times them out and retries them as their next attempt.
+        self.workers.abandon_shard(shard);
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        for list in waiters.values_mut() {
+            for (_, waiter) in list.extract_if(.., |(s, _)| *s == shard) {
+                let _ = waiter.send(None);
+            }
+        }
+        waiters.retain(|_, list| !list.is_empty());
+    }
+
+    /// Answers a query for a run of a shard this node holds.
+    pub(crate) async fn answer_query(&self, query: PeerQuery) -> Result<Payload, PeerError> {
+        let shard = self.shard_of(&query.workflow_id);
+        let Some(shard_ref) = self.shard(shard) else {
+            return Err(PeerError::NotOwner);
+        };
+        let answer = shard_ref
+            .call(
+                |reply| ShardMsg::Query {
+                    run_id: query.run_id,
+                    name: query.name,
+                    args: query.args,
+                    reply,
+                },
+                Some(QUERY_CALL_TIMEOUT),
+            )
+            .await;
+        match answer {
+            Ok(ractor::rpc::CallResult::Success(Ok(payload))) => Ok(payload),
+            Ok(ractor::rpc::CallResult::Success(Err(QueryError::Unavailable))) => {
+                Err(PeerError::NotOwner)
+            }
+            Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(PeerError::Query(e)),
+            // The shard actor stopped while answering: the shard moved (or is moving).
+            Ok(_) | Err(_) => Err(PeerError::NotOwner),
+        }
+    }
+}
+
+/// Longest a query may run on the node holding the run.
+pub const QUERY_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl<S: Store> QueryTarget for Shared<S> {
+    fn query_held(self: Arc<Self>, query: PeerQuery) -> PeerFuture<Payload> {
+        Box::pin(async move { self.answer_query(query).await })
+    }
+}
+
+impl<S: Store> Shared<S> {
+    /// Drops every local result waiter: the node is going away, so their calls end with
+    /// `NodeStopped`.
+    pub(crate) fn notify_stopping(&self) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        waiters.clear();
+    }
+}
