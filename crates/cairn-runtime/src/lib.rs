@@ -21,6 +21,7 @@ mod keys;
 mod metrics;
 mod node;
 mod peers;
+mod plan;
 mod records;
 mod registry;
 mod schedules;

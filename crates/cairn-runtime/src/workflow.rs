@@ -9,18 +9,14 @@
 //! takes them all.
 
 use crate::clock::now_ms;
-use crate::committer::{Check, CommitError, Derive, Op, Verify};
-use crate::records::{
-    InboxItem, NewRun, Outcome, ParentRef, RunRecord, TaskRecord, WorkflowRecord, chunks_for,
-    decode, encode, load_record, record_ops,
-};
-use crate::shard::{ShardMsg, TimerEntry};
+use crate::committer::{Check, CommitError, Op, Verify};
+use crate::plan::{AfterCommit, Planner};
+use crate::records::{InboxItem, Outcome, RunRecord, decode, encode, load_record};
+use crate::shard::ShardMsg;
 use crate::shared::Shared;
-use cairn_core::{Effect, Message, Run, RunStatus, StartArgs, TimerId, Transition, WorkflowFn};
+use cairn_core::{Message, Run, RunStatus, StartArgs, TimerId, Transition, WorkflowFn};
 use cairn_store::{RangeRequest, Store, Transaction};
-use cairn_types::{
-    EventKind, Failure, HistoryEvent, ParentClosePolicy, Payload, RunId, WorkflowId,
-};
+use cairn_types::{Failure, HistoryEvent, Payload, RunId};
 use ractor::thread_local::ThreadLocalActor;
 use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashSet;
@@ -484,7 +480,17 @@ impl<S: Store> WorkflowState<S> {
             .iter()
             .flat_map(|d| d.consume.iter().cloned())
             .collect();
-        let (mut ops, after, new_record) = self.plan(&record, &run, &transition, &consumed, now);
+        let planner = Planner {
+            keys: &self.shared.keys,
+            registry: &self.shared.registry,
+            metrics: &self.shared.metrics,
+            shard_count: self.shared.config.shard_count,
+            shard: self.shard,
+            run_id: self.run_id,
+            record_chunks: self.record_chunks,
+        };
+        let (mut ops, after, new_record) =
+            planner.plan(&record, run.state(), &transition, &consumed, now);
         ops.extend(forwarded);
         self.run = Some(run);
         let fence = Some((self.shard, self.epoch));
@@ -616,349 +622,6 @@ impl<S: Store> WorkflowState<S> {
         checks
     }
 
-    /// The writes of a transition, and what to do once they commit.
-    fn plan(
-        &self,
-        record: &RunRecord,
-        run: &Run,
-        transition: &Transition,
-        consumed: &[Vec<u8>],
-        now: u64,
-    ) -> (Vec<Op>, AfterCommit, RunRecord) {
-        let keys = &self.shared.keys;
-        let mut ops = Vec::new();
-        let mut after = AfterCommit::default();
-        for event in &transition.events {
-            ops.push(Op::Set(
-                keys.history_event(&self.run_id, event.event_id),
-                encode(event),
-            ));
-            match &event.kind {
-                EventKind::ActivityTaskCompleted { seq, .. }
-                | EventKind::ActivityTaskFailed { seq, .. }
-                | EventKind::ActivityTaskTimedOut { seq, .. }
-                | EventKind::ActivityTaskCanceled { seq } => {
-                    ops.push(Op::Clear(keys.heartbeat(&self.run_id, *seq)));
-                }
-                _ => {}
-            }
-            if let Some(outcome) = outcome_of(&event.kind) {
-                after.outcome = Some(outcome);
-            }
-        }
-        for key in consumed {
-            ops.push(Op::Clear(key.clone()));
-        }
-        ops.extend(ended_attempt_ops(
-            keys,
-            self.shard,
-            &self.run_id,
-            record,
-            run,
-        ));
-        let mut new_record = record.next_version(run.state().clone());
-        let first_transition = record.state.is_none();
-        let mut summary_changed = first_transition;
-        // The successor's records, written last: its workflow record supersedes this run's.
-        let mut successor = None;
-        for effect in &transition.effects {
-            match effect {
-                Effect::EnqueueActivityTask {
-                    seq,
-                    attempt,
-                    activity_type,
-                    input,
-                    options,
-                } => {
-                    let task = TaskRecord {
-                        namespace: record.namespace.clone(),
-                        workflow_id: record.workflow_id.clone(),
-                        run_id: self.run_id,
-                        shard: self.shard,
-                        seq: *seq,
-                        attempt: *attempt,
-                        activity_type: activity_type.clone(),
-                        input: input.clone(),
-                        options: options.clone(),
-                        scheduled_unix_ms: now,
-                    };
-                    ops.push(Op::Set(
-                        keys.task(self.shard, &self.run_id, *seq, *attempt),
-                        encode(&task),
-                    ));
-                    after.tasks.push(task);
-                }
-                Effect::ScheduleTimer {
-                    timer,
-                    fire_at_unix_ms,
-                } => {
-                    let entry =
-                        TimerEntry::new(keys, self.shard, *fire_at_unix_ms, self.run_id, *timer);
-                    ops.push(Op::Set(entry.key.clone(), encode(timer)));
-                    after.timers.push(entry);
-                }
-                Effect::CancelActivityTask { seq } => after.cancels.push(*seq),
-                Effect::RunClosed { status } => {
-                    after.closed = Some(*status);
-                    summary_changed = true;
-                }
-                Effect::StartChild {
-                    seq,
-                    workflow_type,
-                    workflow_id,
-                    input,
-                    options,
-                } => ops.push(self.start_child(
-                    record,
-                    *seq,
-                    workflow_type,
-                    workflow_id,
-                    input,
-                    options,
-                    now,
-                )),
-                Effect::CancelChild {
-                    workflow_id,
-                    run_id,
-                    ..
-                } => ops.push(self.message_child(
-                    &record.namespace,
-                    workflow_id,
-                    *run_id,
-                    Message::CancelRequested {
-                        reason: format!("canceled by its parent workflow {}", record.workflow_id),
-                    },
-                )),
-                Effect::ApplyParentClosePolicy {
-                    workflow_id,
-                    run_id,
-                    policy,
-                } => {
-                    let message = match policy {
-                        ParentClosePolicy::Terminate => Message::Terminate {
-                            reason: format!(
-                                "parent workflow {} closed (parent close policy: terminate)",
-                                record.workflow_id
-                            ),
-                        },
-                        _ => Message::CancelRequested {
-                            reason: format!(
-                                "parent workflow {} closed (parent close policy: request cancel)",
-                                record.workflow_id
-                            ),
-                        },
-                    };
-                    ops.push(self.message_child(&record.namespace, workflow_id, *run_id, message));
-                }
-                Effect::ContinueAsNew {
-                    workflow_type,
-                    input,
-                } => {
-                    let next = NewRun::new(
-                        &record.namespace,
-                        record.workflow_id.clone(),
-                        workflow_type,
-                        input.clone(),
-                        record.start.timeouts,
-                        now,
-                    )
-                    .continuing(record);
-                    after.outcome = Some(Outcome::ContinuedAsNew {
-                        new_run_id: next.run_id,
-                    });
-                    successor = Some(next);
-                }
-                Effect::SearchAttributesChanged => summary_changed = true,
-            }
-        }
-        if after.outcome.is_some() {
-            new_record.outcome = after.outcome.clone();
-        }
-        if let (Some(schedule_id), Some(status)) = (&record.scheduled_by, after.closed)
-            && status != RunStatus::ContinuedAsNew
-        {
-            // The schedule that started this run may have a start waiting for it to close.
-            ops.push(Op::WakeSchedule {
-                shard: self.shared.shard_of_id(schedule_id),
-                schedule_id: schedule_id.clone(),
-                at_unix_ms: now,
-            });
-        }
-        if let (Some(parent), Some(outcome)) = (
-            &record.parent,
-            after.outcome.as_ref().and_then(Outcome::for_parent),
-        ) {
-            // The child's end reaches its parent in the child's closing commit.
-            ops.push(Op::Mail {
-                shard: parent.shard,
-                run_id: parent.run_id,
-                item: encode(&InboxItem::Message(Message::ChildClosed {
-                    seq: parent.seq,
-                    outcome,
-                })),
-            });
-        }
-        let bytes = encode(&new_record);
-        after.record_chunks = chunks_for(bytes.len());
-        ops.extend(record_ops(
-            keys,
-            &keys.run(&self.run_id),
-            bytes,
-            self.record_chunks,
-        ));
-        let wf_key = keys.workflow(&record.namespace, record.workflow_id.as_str());
-        match successor {
-            Some(next) => ops.extend(next.writes(keys, self.shard)),
-            None if summary_changed => {
-                let state = run.state();
-                let summary = WorkflowRecord {
-                    run_id: self.run_id,
-                    workflow_type: record.start.workflow_type.clone(),
-                    status: Some(state.status),
-                    started_unix_ms: state.started_unix_ms,
-                    closed_unix_ms: state.closed_unix_ms,
-                    parent_workflow_id: record.parent.as_ref().map(|p| p.workflow_id.clone()),
-                    parent_run_id: record.parent.as_ref().map(|p| p.run_id),
-                    search_attributes: state.search_attributes.clone(),
-                    history_length: state.next_event_id - 1,
-                    execution_started_unix_ms: record
-                        .start
-                        .execution_started_unix_ms
-                        .unwrap_or(record.created_unix_ms),
-                };
-                ops.push(Op::Set(wf_key, encode(&summary)));
-            }
-            None => {}
-        }
-        (ops, after, new_record)
-    }
-
-    /// The writes that start child `seq`: inside the batch transaction the child's workflow
-    /// id is checked (read with conflict tracking); if free, the child's records and start go in
-    /// with this transition and this run is told `ChildStarted`, otherwise `ChildStartFailed`.
-    #[allow(clippy::too_many_arguments)]
-    fn start_child(
-        &self,
-        record: &RunRecord,
-        seq: cairn_types::Seq,
-        workflow_type: &str,
-        workflow_id: &WorkflowId,
-        input: &Payload,
-        options: &cairn_types::ChildOptions,
-        now: u64,
-    ) -> Op {
-        let keys = self.shared.keys.clone();
-        let parent_shard = self.shard;
-        let parent_run = self.run_id;
-        let tell_parent = move |message: Message| Op::Mail {
-            shard: parent_shard,
-            run_id: parent_run,
-            item: encode(&InboxItem::Message(message)),
-        };
-        // Refusals known before any read: they need no transaction-time decision.
-        let refused = if self.shared.registry.workflow_def(workflow_type).is_none() {
-            Some(format!(
-                "workflow type {workflow_type:?} is not registered on this node"
-            ))
-        } else if input.len() > crate::node::INLINE_PAYLOAD_BYTES_MAX {
-            Some(format!(
-                "child input is {} bytes; the limit is {} bytes",
-                input.len(),
-                crate::node::INLINE_PAYLOAD_BYTES_MAX
-            ))
-        } else {
-            None
-        };
-        if let Some(cause) = refused {
-            return tell_parent(Message::ChildStartFailed { seq, cause });
-        }
-        let child = NewRun::new(
-            &record.namespace,
-            workflow_id.clone(),
-            workflow_type,
-            input.clone(),
-            options.timeouts,
-            now,
-        )
-        .parent(ParentRef {
-            namespace: record.namespace.clone(),
-            workflow_id: record.workflow_id.clone(),
-            run_id: self.run_id,
-            shard: self.shard,
-            seq,
-        });
-        let child_shard = self.shared.shard_of(workflow_id);
-        let wf_key = keys.workflow(&record.namespace, workflow_id.as_str());
-        let workflow_id = workflow_id.clone();
-        let metrics = self.shared.metrics.clone();
-        Op::Derived(Derive::new(move |tx| {
-            let (keys, child, wf_key, workflow_id) = (
-                keys.clone(),
-                child.clone(),
-                wf_key.clone(),
-                workflow_id.clone(),
-            );
-            let metrics = metrics.clone();
-            Box::pin(async move {
-                if let Some(bytes) = tx.read(&wf_key).await? {
-                    let existing: WorkflowRecord = decode("workflow", &bytes)?;
-                    if existing.status.is_none_or(|s| !s.is_closed()) {
-                        return Ok(vec![tell_parent(Message::ChildStartFailed {
-                            seq,
-                            cause: format!(
-                                "workflow id {workflow_id} is already running as run {}",
-                                existing.run_id
-                            ),
-                        })]);
-                    }
-                }
-                metrics.record_started(&child.record.start.workflow_type);
-                let mut ops = child.writes(&keys, child_shard);
-                ops.push(tell_parent(Message::ChildStarted {
-                    seq,
-                    run_id: child.run_id,
-                }));
-                Ok(ops)
-            })
-        }))
-    }
-
-    /// The writes that put `message` in the mailbox of this run's child `workflow_id`, if the
-    /// workflow id's current run is still this run's child (`run_id`, when known) and open.
-    fn message_child(
-        &self,
-        namespace: &str,
-        workflow_id: &WorkflowId,
-        run_id: Option<RunId>,
-        message: Message,
-    ) -> Op {
-        let wf_key = self.shared.keys.workflow(namespace, workflow_id.as_str());
-        let child_shard = self.shared.shard_of(workflow_id);
-        let parent_run = self.run_id;
-        let item = encode(&InboxItem::Message(message));
-        Op::Derived(Derive::new(move |tx| {
-            let (wf_key, item) = (wf_key.clone(), item.clone());
-            Box::pin(async move {
-                let Some(bytes) = tx.read(&wf_key).await? else {
-                    return Ok(Vec::new());
-                };
-                let current: WorkflowRecord = decode("workflow", &bytes)?;
-                let ours = match run_id {
-                    Some(run_id) => current.run_id == run_id,
-                    None => current.parent_run_id == Some(parent_run),
-                };
-                if !ours || current.status.is_some_and(RunStatus::is_closed) {
-                    return Ok(Vec::new());
-                }
-                Ok(vec![Op::Mail {
-                    shard: child_shard,
-                    run_id: current.run_id,
-                    item,
-                }])
-            })
-        }))
-    }
-
     /// Side effects of a committed transition.
     fn release(&self, _myself: &ActorRef<WorkflowMsg>, after: AfterCommit, consumed: Vec<Vec<u8>>) {
         if !consumed.is_empty() {
@@ -995,33 +658,6 @@ impl<S: Store> WorkflowState<S> {
     }
 }
 
-/// Clears the task and start mark of every attempt this transition ended (completed, failed,
-/// timed out, retried as the next attempt, canceled, or left behind by the run's close): a task
-/// in the store is an attempt that may still run, so an ended one must not stay there.
-fn ended_attempt_ops(
-    keys: &crate::keys::Keys,
-    shard: u32,
-    run_id: &RunId,
-    record: &RunRecord,
-    run: &Run,
-) -> Vec<Op> {
-    let Some(before) = &record.state else {
-        return Vec::new();
-    };
-    let now = &run.state().activities;
-    before
-        .activities
-        .iter()
-        .filter(|(seq, old)| now.get(seq).is_none_or(|a| a.attempt != old.attempt))
-        .flat_map(|(seq, old)| {
-            [
-                Op::Clear(keys.task(shard, run_id, *seq, old.attempt)),
-                Op::Clear(keys.attempt(shard, run_id, *seq, old.attempt)),
-            ]
-        })
-        .collect()
-}
-
 /// Logs a warning once, at the transition whose history crosses the continue-as-new
 /// suggestion (the code sees `continue_as_new_suggested()` from then on; five times further
 /// the run is terminated).
@@ -1046,28 +682,4 @@ fn warn_if_history_grew_past_suggestion(before: &RunRecord, after: &RunRecord) {
             "history is long: the workflow should continue as new (it is terminated at five times this)"
         );
     }
-}
-
-#[derive(Default)]
-struct AfterCommit {
-    tasks: Vec<TaskRecord>,
-    timers: Vec<TimerEntry>,
-    cancels: Vec<u32>,
-    closed: Option<RunStatus>,
-    outcome: Option<Outcome>,
-    /// Chunks the new run record occupies once committed.
-    record_chunks: u32,
-}
-
-/// The outcome an event records, if it closes the run (a continue-as-new's outcome names the
-/// successor, which the transition's plan makes).
-fn outcome_of(kind: &EventKind) -> Option<Outcome> {
-    Some(match kind {
-        EventKind::WorkflowExecutionCompleted { result } => Outcome::Completed(result.clone()),
-        EventKind::WorkflowExecutionFailed { failure } => Outcome::Failed(failure.clone()),
-        EventKind::WorkflowExecutionCanceled => Outcome::Canceled,
-        EventKind::WorkflowExecutionTerminated { reason } => Outcome::Terminated(reason.clone()),
-        EventKind::WorkflowExecutionTimedOut => Outcome::TimedOut,
-        _ => return None,
-    })
 }

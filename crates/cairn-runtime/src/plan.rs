@@ -1,0 +1,594 @@
+//! The transition planner: what one committed transition writes, as a pure function of the
+//! run's record as last committed, its new snapshot, the transition's events and effects, the
+//! keys it consumed and the time. The workflow actor calls it and submits the writes; nothing
+//! here does I/O (a child start's decision is a `Derive` that runs inside the batch
+//! transaction), so each rule is tested by looking at the writes it plans.
+
+use crate::Metrics;
+use crate::committer::{Derive, Op};
+use crate::keys::Keys;
+use crate::records::{
+    InboxItem, NewRun, Outcome, ParentRef, RunRecord, TaskRecord, WorkflowRecord, chunks_for,
+    decode, encode, record_ops,
+};
+use crate::registry::Registry;
+use crate::shard::TimerEntry;
+use cairn_core::{Effect, Message, RunState, RunStatus, Transition};
+use cairn_types::{EventKind, ParentClosePolicy, Payload, RunId, WorkflowId};
+use std::sync::Arc;
+
+/// What the planner needs to know about the run's place (all plain data).
+pub(crate) struct Planner<'a> {
+    pub keys: &'a Keys,
+    pub registry: &'a Registry,
+    pub metrics: &'a Arc<Metrics>,
+    pub shard_count: u32,
+    pub shard: u32,
+    pub run_id: RunId,
+    /// Chunks the stored run record occupies now (0: stored whole).
+    pub record_chunks: u32,
+}
+
+impl Planner<'_> {
+    /// The writes of a transition, and what to do once they commit.
+    pub(crate) fn plan(
+        &self,
+        record: &RunRecord,
+        state: &RunState,
+        transition: &Transition,
+        consumed: &[Vec<u8>],
+        now: u64,
+    ) -> (Vec<Op>, AfterCommit, RunRecord) {
+        let keys = self.keys;
+        let mut ops = Vec::new();
+        let mut after = AfterCommit::default();
+        for event in &transition.events {
+            ops.push(Op::Set(
+                keys.history_event(&self.run_id, event.event_id),
+                encode(event),
+            ));
+            match &event.kind {
+                EventKind::ActivityTaskCompleted { seq, .. }
+                | EventKind::ActivityTaskFailed { seq, .. }
+                | EventKind::ActivityTaskTimedOut { seq, .. }
+                | EventKind::ActivityTaskCanceled { seq } => {
+                    ops.push(Op::Clear(keys.heartbeat(&self.run_id, *seq)));
+                }
+                _ => {}
+            }
+            if let Some(outcome) = outcome_of(&event.kind) {
+                after.outcome = Some(outcome);
+            }
+        }
+        for key in consumed {
+            ops.push(Op::Clear(key.clone()));
+        }
+        ops.extend(ended_attempt_ops(
+            keys,
+            self.shard,
+            &self.run_id,
+            record,
+            state,
+        ));
+        let mut new_record = record.next_version(state.clone());
+        let first_transition = record.state.is_none();
+        let mut summary_changed = first_transition;
+        // The successor's records, written last: its workflow record supersedes this run's.
+        let mut successor = None;
+        for effect in &transition.effects {
+            match effect {
+                Effect::EnqueueActivityTask {
+                    seq,
+                    attempt,
+                    activity_type,
+                    input,
+                    options,
+                } => {
+                    let task = TaskRecord {
+                        namespace: record.namespace.clone(),
+                        workflow_id: record.workflow_id.clone(),
+                        run_id: self.run_id,
+                        shard: self.shard,
+                        seq: *seq,
+                        attempt: *attempt,
+                        activity_type: activity_type.clone(),
+                        input: input.clone(),
+                        options: options.clone(),
+                        scheduled_unix_ms: now,
+                    };
+                    ops.push(Op::Set(
+                        keys.task(self.shard, &self.run_id, *seq, *attempt),
+                        encode(&task),
+                    ));
+                    after.tasks.push(task);
+                }
+                Effect::ScheduleTimer {
+                    timer,
+                    fire_at_unix_ms,
+                } => {
+                    let entry =
+                        TimerEntry::new(keys, self.shard, *fire_at_unix_ms, self.run_id, *timer);
+                    ops.push(Op::Set(entry.key.clone(), encode(timer)));
+                    after.timers.push(entry);
+                }
+                Effect::CancelActivityTask { seq } => after.cancels.push(*seq),
+                Effect::RunClosed { status } => {
+                    after.closed = Some(*status);
+                    summary_changed = true;
+                }
+                Effect::StartChild {
+                    seq,
+                    workflow_type,
+                    workflow_id,
+                    input,
+                    options,
+                } => ops.push(self.start_child(
+                    record,
+                    *seq,
+                    workflow_type,
+                    workflow_id,
+                    input,
+                    options,
+                    now,
+                )),
+                Effect::CancelChild {
+                    workflow_id,
+                    run_id,
+                    ..
+                } => ops.push(self.message_child(
+                    &record.namespace,
+                    workflow_id,
+                    *run_id,
+                    Message::CancelRequested {
+                        reason: format!("canceled by its parent workflow {}", record.workflow_id),
+                    },
+                )),
+                Effect::ApplyParentClosePolicy {
+                    workflow_id,
+                    run_id,
+                    policy,
+                } => {
+                    let message = match policy {
+                        ParentClosePolicy::Terminate => Message::Terminate {
+                            reason: format!(
+                                "parent workflow {} closed (parent close policy: terminate)",
+                                record.workflow_id
+                            ),
+                        },
+                        _ => Message::CancelRequested {
+                            reason: format!(
+                                "parent workflow {} closed (parent close policy: request cancel)",
+                                record.workflow_id
+                            ),
+                        },
+                    };
+                    ops.push(self.message_child(&record.namespace, workflow_id, *run_id, message));
+                }
+                Effect::ContinueAsNew {
+                    workflow_type,
+                    input,
+                } => {
+                    let next = NewRun::new(
+                        &record.namespace,
+                        record.workflow_id.clone(),
+                        workflow_type,
+                        input.clone(),
+                        record.start.timeouts,
+                        now,
+                    )
+                    .continuing(record);
+                    after.outcome = Some(Outcome::ContinuedAsNew {
+                        new_run_id: next.run_id,
+                    });
+                    successor = Some(next);
+                }
+                Effect::SearchAttributesChanged => summary_changed = true,
+            }
+        }
+        if after.outcome.is_some() {
+            new_record.outcome = after.outcome.clone();
+        }
+        if let (Some(schedule_id), Some(status)) = (&record.scheduled_by, after.closed)
+            && status != RunStatus::ContinuedAsNew
+        {
+            // The schedule that started this run may have a start waiting for it to close.
+            ops.push(Op::WakeSchedule {
+                shard: crate::shared::shard_of(schedule_id, self.shard_count),
+                schedule_id: schedule_id.clone(),
+                at_unix_ms: now,
+            });
+        }
+        if let (Some(parent), Some(outcome)) = (
+            &record.parent,
+            after.outcome.as_ref().and_then(Outcome::for_parent),
+        ) {
+            // The child's end reaches its parent in the child's closing commit.
+            ops.push(Op::Mail {
+                shard: parent.shard,
+                run_id: parent.run_id,
+                item: encode(&InboxItem::Message(Message::ChildClosed {
+                    seq: parent.seq,
+                    outcome,
+                })),
+            });
+        }
+        let bytes = encode(&new_record);
+        after.record_chunks = chunks_for(bytes.len());
+        ops.extend(record_ops(
+            keys,
+            &keys.run(&self.run_id),
+            bytes,
+            self.record_chunks,
+        ));
+        let wf_key = keys.workflow(&record.namespace, record.workflow_id.as_str());
+        match successor {
+            Some(next) => ops.extend(next.writes(keys, self.shard)),
+            None if summary_changed => {
+                let summary = WorkflowRecord {
+                    run_id: self.run_id,
+                    workflow_type: record.start.workflow_type.clone(),
+                    status: Some(state.status),
+                    started_unix_ms: state.started_unix_ms,
+                    closed_unix_ms: state.closed_unix_ms,
+                    parent_workflow_id: record.parent.as_ref().map(|p| p.workflow_id.clone()),
+                    parent_run_id: record.parent.as_ref().map(|p| p.run_id),
+                    search_attributes: state.search_attributes.clone(),
+                    history_length: state.next_event_id - 1,
+                    execution_started_unix_ms: record
+                        .start
+                        .execution_started_unix_ms
+                        .unwrap_or(record.created_unix_ms),
+                };
+                ops.push(Op::Set(wf_key, encode(&summary)));
+            }
+            None => {}
+        }
+        (ops, after, new_record)
+    }
+
+    /// The writes that start child `seq`: inside the batch transaction the child's workflow
+    /// id is checked (read with conflict tracking); if free, the child's records and start go in
+    /// with this transition and this run is told `ChildStarted`, otherwise `ChildStartFailed`.
+    #[allow(clippy::too_many_arguments)]
+    fn start_child(
+        &self,
+        record: &RunRecord,
+        seq: cairn_types::Seq,
+        workflow_type: &str,
+        workflow_id: &WorkflowId,
+        input: &Payload,
+        options: &cairn_types::ChildOptions,
+        now: u64,
+    ) -> Op {
+        let keys = self.keys.clone();
+        let parent_shard = self.shard;
+        let parent_run = self.run_id;
+        let tell_parent = move |message: Message| Op::Mail {
+            shard: parent_shard,
+            run_id: parent_run,
+            item: encode(&InboxItem::Message(message)),
+        };
+        // Refusals known before any read: they need no transaction-time decision.
+        let refused = if self.registry.workflow_def(workflow_type).is_none() {
+            Some(format!(
+                "workflow type {workflow_type:?} is not registered on this node"
+            ))
+        } else if input.len() > crate::node::INLINE_PAYLOAD_BYTES_MAX {
+            Some(format!(
+                "child input is {} bytes; the limit is {} bytes",
+                input.len(),
+                crate::node::INLINE_PAYLOAD_BYTES_MAX
+            ))
+        } else {
+            None
+        };
+        if let Some(cause) = refused {
+            return tell_parent(Message::ChildStartFailed { seq, cause });
+        }
+        let child = NewRun::new(
+            &record.namespace,
+            workflow_id.clone(),
+            workflow_type,
+            input.clone(),
+            options.timeouts,
+            now,
+        )
+        .parent(ParentRef {
+            namespace: record.namespace.clone(),
+            workflow_id: record.workflow_id.clone(),
+            run_id: self.run_id,
+            shard: self.shard,
+            seq,
+        });
+        let child_shard = crate::shared::shard_of(workflow_id.as_str(), self.shard_count);
+        let wf_key = keys.workflow(&record.namespace, workflow_id.as_str());
+        let workflow_id = workflow_id.clone();
+        let metrics = self.metrics.clone();
+        Op::Derived(Derive::new(move |tx| {
+            let (keys, child, wf_key, workflow_id) = (
+                keys.clone(),
+                child.clone(),
+                wf_key.clone(),
+                workflow_id.clone(),
+            );
+            let metrics = metrics.clone();
+            Box::pin(async move {
+                if let Some(bytes) = tx.read(&wf_key).await? {
+                    let existing: WorkflowRecord = decode("workflow", &bytes)?;
+                    if existing.status.is_none_or(|s| !s.is_closed()) {
+                        return Ok(vec![tell_parent(Message::ChildStartFailed {
+                            seq,
+                            cause: format!(
+                                "workflow id {workflow_id} is already running as run {}",
+                                existing.run_id
+                            ),
+                        })]);
+                    }
+                }
+                metrics.record_started(&child.record.start.workflow_type);
+                let mut ops = child.writes(&keys, child_shard);
+                ops.push(tell_parent(Message::ChildStarted {
+                    seq,
+                    run_id: child.run_id,
+                }));
+                Ok(ops)
+            })
+        }))
+    }
+
+    /// The writes that put `message` in the mailbox of this run's child `workflow_id`, if the
+    /// workflow id's current run is still this run's child (`run_id`, when known) and open.
+    fn message_child(
+        &self,
+        namespace: &str,
+        workflow_id: &WorkflowId,
+        run_id: Option<RunId>,
+        message: Message,
+    ) -> Op {
+        let wf_key = self.keys.workflow(namespace, workflow_id.as_str());
+        let child_shard = crate::shared::shard_of(workflow_id.as_str(), self.shard_count);
+        let parent_run = self.run_id;
+        let item = encode(&InboxItem::Message(message));
+        Op::Derived(Derive::new(move |tx| {
+            let (wf_key, item) = (wf_key.clone(), item.clone());
+            Box::pin(async move {
+                let Some(bytes) = tx.read(&wf_key).await? else {
+                    return Ok(Vec::new());
+                };
+                let current: WorkflowRecord = decode("workflow", &bytes)?;
+                let ours = match run_id {
+                    Some(run_id) => current.run_id == run_id,
+                    None => current.parent_run_id == Some(parent_run),
+                };
+                if !ours || current.status.is_some_and(RunStatus::is_closed) {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![Op::Mail {
+                    shard: child_shard,
+                    run_id: current.run_id,
+                    item,
+                }])
+            })
+        }))
+    }
+}
+
+/// Clears the task and start mark of every attempt this transition ended (completed, failed,
+/// timed out, retried as the next attempt, canceled, or left behind by the run's close): a task
+/// in the store is an attempt that may still run, so an ended one must not stay there.
+fn ended_attempt_ops(
+    keys: &crate::keys::Keys,
+    shard: u32,
+    run_id: &RunId,
+    record: &RunRecord,
+    state: &RunState,
+) -> Vec<Op> {
+    let Some(before) = &record.state else {
+        return Vec::new();
+    };
+    let now = &state.activities;
+    before
+        .activities
+        .iter()
+        .filter(|(seq, old)| now.get(seq).is_none_or(|a| a.attempt != old.attempt))
+        .flat_map(|(seq, old)| {
+            [
+                Op::Clear(keys.task(shard, run_id, *seq, old.attempt)),
+                Op::Clear(keys.attempt(shard, run_id, *seq, old.attempt)),
+            ]
+        })
+        .collect()
+}
+
+#[derive(Default)]
+pub(crate) struct AfterCommit {
+    pub(crate) tasks: Vec<TaskRecord>,
+    pub(crate) timers: Vec<TimerEntry>,
+    pub(crate) cancels: Vec<u32>,
+    pub(crate) closed: Option<RunStatus>,
+    pub(crate) outcome: Option<Outcome>,
+    /// Chunks the new run record occupies once committed.
+    pub(crate) record_chunks: u32,
+}
+
+/// The outcome an event records, if it closes the run (a continue-as-new's outcome names the
+/// successor, which the transition's plan makes).
+fn outcome_of(kind: &EventKind) -> Option<Outcome> {
+    Some(match kind {
+        EventKind::WorkflowExecutionCompleted { result } => Outcome::Completed(result.clone()),
+        EventKind::WorkflowExecutionFailed { failure } => Outcome::Failed(failure.clone()),
+        EventKind::WorkflowExecutionCanceled => Outcome::Canceled,
+        EventKind::WorkflowExecutionTerminated { reason } => Outcome::Terminated(reason.clone()),
+        EventKind::WorkflowExecutionTimedOut => Outcome::TimedOut,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each rule of the planner, read off the writes it plans for a hand-built transition.
+
+    use super::*;
+    use cairn_core::{PendingActivity, RunStatus};
+    use cairn_types::{ActivityOptions, ActivityTimeouts, RetryPolicy, WorkflowTimeouts};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn options() -> ActivityOptions {
+        ActivityOptions {
+            task_queue: "default".into(),
+            timeouts: ActivityTimeouts::start_to_close(Duration::from_secs(5)),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    fn pending(attempt: u32) -> PendingActivity {
+        PendingActivity {
+            activity_type: "charge".into(),
+            input: Payload::encode(&1u32).unwrap(),
+            options: options(),
+            attempt,
+            scheduled_unix_ms: 1_000,
+            last_failure: None,
+        }
+    }
+
+    fn state(activities: &[(u32, u32)], status: RunStatus) -> RunState {
+        RunState {
+            workflow_type: "order".into(),
+            status,
+            next_event_id: 4,
+            started_unix_ms: 1_000,
+            closed_unix_ms: status.is_closed().then_some(2_000),
+            activities: activities
+                .iter()
+                .map(|(seq, attempt)| (*seq, pending(*attempt)))
+                .collect(),
+            timers: BTreeMap::new(),
+            cancel_requested: false,
+            children: BTreeMap::new(),
+            search_attributes: Default::default(),
+            history_size_bytes: 0,
+        }
+    }
+
+    /// A committed record whose snapshot has `before` pending (seq, attempt).
+    fn record(before: &[(u32, u32)]) -> RunRecord {
+        let new = NewRun::new(
+            "default",
+            WorkflowId::new("order-1").unwrap(),
+            "order",
+            Payload::encode(&()).unwrap(),
+            WorkflowTimeouts::default(),
+            1_000,
+        );
+        RunRecord {
+            state: Some(state(before, RunStatus::Running)),
+            ..new.record
+        }
+    }
+
+    fn plan(record: &RunRecord, after: &RunState, transition: &Transition) -> Vec<Op> {
+        let keys = Keys::new(b"t");
+        let registry = Registry::default();
+        let metrics = Arc::new(Metrics::default());
+        let planner = Planner {
+            keys: &keys,
+            registry: &registry,
+            metrics: &metrics,
+            shard_count: 4,
+            shard: 2,
+            run_id: record.run_id,
+            record_chunks: 0,
+        };
+        planner.plan(record, after, transition, &[], 2_000).0
+    }
+
+    fn clears(ops: &[Op]) -> Vec<Vec<u8>> {
+        ops.iter()
+            .filter_map(|op| match op {
+                Op::Clear(key) => Some(key.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sets(ops: &[Op]) -> Vec<Vec<u8>> {
+        ops.iter()
+            .filter_map(|op| match op {
+                Op::Set(key, _) => Some(key.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// An attempt retried as the next one has its task and start mark cleared; an attempt
+    /// still pending keeps both.
+    #[test]
+    fn a_retried_attempt_is_cleared_and_a_pending_one_kept() {
+        let keys = Keys::new(b"t");
+        let record = record(&[(1, 1), (3, 2)]);
+        let ops = plan(
+            &record,
+            &state(&[(1, 2), (3, 2)], RunStatus::Running),
+            &Transition::default(),
+        );
+        let cleared = clears(&ops);
+        let run = record.run_id;
+        assert!(cleared.contains(&keys.task(2, &run, 1, 1)));
+        assert!(cleared.contains(&keys.attempt(2, &run, 1, 1)));
+        assert!(!cleared.contains(&keys.task(2, &run, 3, 2)));
+        assert!(!cleared.contains(&keys.attempt(2, &run, 3, 2)));
+    }
+
+    /// A run that closes with activities pending clears every one of their tasks (none may be
+    /// dispatched again by a later holder) and writes its workflow record.
+    #[test]
+    fn closing_clears_every_pending_attempt() {
+        let keys = Keys::new(b"t");
+        let record = record(&[(1, 1), (2, 4)]);
+        let transition = Transition {
+            events: Vec::new(),
+            effects: vec![Effect::RunClosed {
+                status: RunStatus::Completed,
+            }],
+        };
+        let ops = plan(&record, &state(&[], RunStatus::Completed), &transition);
+        let cleared = clears(&ops);
+        let run = record.run_id;
+        for (seq, attempt) in [(1, 1), (2, 4)] {
+            assert!(cleared.contains(&keys.task(2, &run, seq, attempt)));
+            assert!(cleared.contains(&keys.attempt(2, &run, seq, attempt)));
+        }
+        assert!(sets(&ops).contains(&keys.workflow("default", "order-1")));
+    }
+
+    /// Enqueuing an attempt writes its task and nothing else for it: no start-to-close timer
+    /// until a worker's claim starts the attempt.
+    #[test]
+    fn an_enqueued_attempt_writes_its_task_and_no_timer() {
+        let keys = Keys::new(b"t");
+        let record = record(&[]);
+        let transition = Transition {
+            events: Vec::new(),
+            effects: vec![Effect::EnqueueActivityTask {
+                seq: 5,
+                attempt: 1,
+                activity_type: "charge".into(),
+                input: Payload::encode(&1u32).unwrap(),
+                options: options(),
+            }],
+        };
+        let ops = plan(&record, &state(&[(5, 1)], RunStatus::Running), &transition);
+        let written = sets(&ops);
+        assert!(written.contains(&keys.task(2, &record.run_id, 5, 1)));
+        let (timers_begin, timers_end) = keys.timers_of_shard(2);
+        assert!(
+            !written
+                .iter()
+                .any(|k| k.as_slice() >= timers_begin.as_slice()
+                    && k.as_slice() < timers_end.as_slice()),
+            "an unstarted attempt got a timer"
+        );
+    }
+}
