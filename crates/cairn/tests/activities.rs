@@ -638,6 +638,73 @@ async fn unverifiable_commit_is_not_written_twice<S: Store>(store: FaultStore<S>
     node.shutdown().await;
 }
 
+/// Fails attempt 1 after arming its hook (which stalls the store while the retry's transition
+/// commits); later attempts count their executions and succeed.
+async fn fails_first(ctx: ActivityContext, _: ()) -> Result<u32, Failure> {
+    let attempt = ctx.info().attempt;
+    if attempt == 1 {
+        run_hook(ctx.info().workflow_id.as_str());
+        return Err(Failure::new("Flaky", "attempt 1 fails"));
+    }
+    ATTEMPTS_SEEN.bump(&format!("{}#{attempt}", ctx.info().idempotency_key));
+    Ok(attempt)
+}
+
+async fn retried_once(ctx: Ctx, _: ()) -> Result<u32, WorkflowError> {
+    Ok(ctx
+        .activity(fails_first, ())
+        .start_to_close(Duration::from_secs(30))
+        .retry(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_millis(200))
+                .maximum_attempts(3)
+                .build()
+                .unwrap(),
+        )
+        .await?)
+}
+
+/// The store stalls for 2.3 s while the transition that enqueues attempt 2 commits, longer
+/// than the shard's timer re-delivery (2 s), so the retry timer is delivered again while that
+/// commit is in flight: attempt 2 still executes once.
+async fn redelivered_retry_timer_runs_the_attempt_once<S: Store>(store: FaultStore<S>, tag: &str) {
+    let node = Node::builder()
+        .workflow(retried_once)
+        .activity(fails_first)
+        .config(node_config(&format!("{tag}-node")))
+        .start(store.clone())
+        .await
+        .unwrap();
+    let id = format!("{tag}-redeliver");
+    let stalled = store.clone();
+    set_hook(&id, move || {
+        let stalled = stalled.clone();
+        tokio::spawn(async move {
+            // The retry timer fires 200 ms after attempt 1's failure is recorded.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stalled.pause();
+            tokio::time::sleep(Duration::from_millis(2_300)).await;
+            stalled.resume();
+        });
+    });
+    let handle = node
+        .client()
+        .start(retried_once, &id, ())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        within("retried workflow", handle.result()).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        ATTEMPTS_SEEN.get(&format!("{id}/1#2")),
+        1,
+        "attempt 2 executed more than once"
+    );
+    node.shutdown().await;
+}
+
 /// Runs each scenario on the embedded store and on `MemStore`, each behind a fault wrapper
 /// that injects nothing until the scenario arms it.
 macro_rules! on_both_stores_with_faults {
@@ -675,6 +742,7 @@ fn armed_config() -> FaultConfig {
 }
 
 on_both_stores_with_faults!(
+    redelivered_retry_timer_runs_the_attempt_once,
     transient_load_failure_is_retried,
     activity_result_survives_failed_commits,
     unverifiable_commit_is_not_written_twice,
