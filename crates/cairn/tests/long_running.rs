@@ -857,7 +857,9 @@ async fn a_chunked_record_survives_a_restart() {
     let node = start().await.unwrap();
     let parent = node
         .client()
-        .start(wide_parent, "wide-restart", (1_000u64, 1_500u64))
+        // The children sleep long enough that all are still open once all have started,
+        // even on a loaded machine.
+        .start(wide_parent, "wide-restart", (1_000u64, 5_000u64))
         .send()
         .await
         .unwrap();
