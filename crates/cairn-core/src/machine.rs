@@ -48,6 +48,10 @@ pub struct PendingActivity {
     pub attempt: u32,
     pub scheduled_unix_ms: u64,
     pub last_failure: Option<Failure>,
+    /// Whether `attempt` has been enqueued (a retry is enqueued when its backoff timer fires;
+    /// a timer delivered twice enqueues it once).
+    #[serde(default)]
+    pub enqueued: bool,
 }
 
 /// A child workflow the run started and has not heard the end of.
@@ -566,6 +570,7 @@ impl Run {
                 .is_none_or(|s2c| fire_at < activity.scheduled_unix_ms.saturating_add(ms(s2c)));
             if within_budget {
                 activity.attempt += 1;
+                activity.enqueued = false;
                 if let AttemptEnd::Failed(f) = &end {
                     activity.last_failure = Some(f.clone());
                 }
@@ -636,9 +641,11 @@ impl Run {
                 }
             }
             TimerId::ActivityRetry { seq, attempt } => {
-                if let Some(activity) = self.state.activities.get(&seq)
+                if let Some(activity) = self.state.activities.get_mut(&seq)
                     && activity.attempt == attempt
+                    && !activity.enqueued
                 {
+                    activity.enqueued = true;
                     effects.extend(enqueue_effects(seq, activity, now));
                 }
             }
@@ -907,6 +914,7 @@ fn apply_command(log: &mut EventLog<'_>, command: Command, now: u64, effects: &m
                 attempt: 1,
                 scheduled_unix_ms: now,
                 last_failure: None,
+                enqueued: true,
             };
             effects.extend(enqueue_effects(seq, &activity, now));
             if let Some(s2c) = activity.options.timeouts.schedule_to_close {

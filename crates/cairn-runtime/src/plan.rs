@@ -8,8 +8,8 @@ use crate::Metrics;
 use crate::committer::{Derive, Op};
 use crate::keys::Keys;
 use crate::records::{
-    InboxItem, NewRun, Outcome, ParentRef, RunRecord, TaskRecord, WorkflowRecord, chunks_for,
-    decode, encode, record_ops,
+    AttemptRecord, InboxItem, NewRun, Outcome, ParentRef, RunRecord, TaskRecord, WorkflowRecord,
+    chunks_for, decode, encode, record_ops,
 };
 use crate::registry::Registry;
 use crate::shard::TimerEntry;
@@ -27,6 +27,8 @@ pub(crate) struct Planner<'a> {
     pub run_id: RunId,
     /// Chunks the stored run record occupies now (0: stored whole).
     pub record_chunks: u32,
+    /// This node (named in the start marks of attempts handed to its workers).
+    pub node_id: &'a str,
 }
 
 impl Planner<'_> {
@@ -100,6 +102,18 @@ impl Planner<'_> {
                         keys.task(self.shard, &self.run_id, *seq, *attempt),
                         encode(&task),
                     ));
+                    // An attempt without heartbeat or schedule-to-start timeouts is handed to
+                    // this node's workers by this very commit: it is marked started here, with
+                    // a provisional start-to-close timer, so a worker that picks it up within
+                    // the grace needs no claim commit of its own (see `worker`).
+                    if let Some(timer) = crate::worker::provisional_start_to_close(keys, &task) {
+                        ops.push(Op::Set(
+                            keys.attempt(self.shard, &self.run_id, *seq, *attempt),
+                            encode(&AttemptRecord::handed_over(now, self.node_id)),
+                        ));
+                        ops.push(Op::Set(timer.key.clone(), encode(&timer.timer)));
+                        after.timers.push(timer);
+                    }
                     after.tasks.push(task);
                 }
                 Effect::ScheduleTimer {
@@ -450,6 +464,7 @@ mod tests {
             attempt,
             scheduled_unix_ms: 1_000,
             last_failure: None,
+            enqueued: true,
         }
     }
 
@@ -500,6 +515,7 @@ mod tests {
             shard: 2,
             run_id: record.run_id,
             record_chunks: 0,
+            node_id: "node-a",
         };
         planner.plan(record, after, transition, &[], 2_000).0
     }
@@ -563,32 +579,60 @@ mod tests {
         assert!(sets(&ops).contains(&keys.workflow("default", "order-1")));
     }
 
-    /// Enqueuing an attempt writes its task and nothing else for it: no start-to-close timer
-    /// until a worker's claim starts the attempt.
-    #[test]
-    fn an_enqueued_attempt_writes_its_task_and_no_timer() {
-        let keys = Keys::new(b"t");
-        let record = record(&[]);
-        let transition = Transition {
+    fn enqueue(options: ActivityOptions) -> Transition {
+        Transition {
             events: Vec::new(),
             effects: vec![Effect::EnqueueActivityTask {
                 seq: 5,
                 attempt: 1,
                 activity_type: "charge".into(),
                 input: Payload::encode(&1u32).unwrap(),
-                options: options(),
+                options,
             }],
-        };
-        let ops = plan(&record, &state(&[(5, 1)], RunStatus::Running), &transition);
+        }
+    }
+
+    fn timer_keys(keys: &Keys, written: &[Vec<u8>]) -> usize {
+        let (begin, end) = keys.timers_of_shard(2);
+        written
+            .iter()
+            .filter(|k| k.as_slice() >= begin.as_slice() && k.as_slice() < end.as_slice())
+            .count()
+    }
+
+    /// An attempt with only a start-to-close timeout is handed over by its enqueuing commit:
+    /// task, start mark and provisional start-to-close timer in one go.
+    #[test]
+    fn a_plain_attempt_is_handed_over_with_its_mark_and_timer() {
+        let keys = Keys::new(b"t");
+        let record = record(&[]);
+        let ops = plan(
+            &record,
+            &state(&[(5, 1)], RunStatus::Running),
+            &enqueue(options()),
+        );
         let written = sets(&ops);
         assert!(written.contains(&keys.task(2, &record.run_id, 5, 1)));
-        let (timers_begin, timers_end) = keys.timers_of_shard(2);
-        assert!(
-            !written
-                .iter()
-                .any(|k| k.as_slice() >= timers_begin.as_slice()
-                    && k.as_slice() < timers_end.as_slice()),
-            "an unstarted attempt got a timer"
+        assert!(written.contains(&keys.attempt(2, &record.run_id, 5, 1)));
+        assert_eq!(timer_keys(&keys, &written), 1);
+    }
+
+    /// An attempt with a heartbeat timeout waits for a worker's claim: its enqueuing commit
+    /// writes the task only (no mark, no timer).
+    #[test]
+    fn a_heartbeating_attempt_waits_for_its_claim() {
+        let keys = Keys::new(b"t");
+        let record = record(&[]);
+        let mut beating = options();
+        beating.timeouts = beating.timeouts.with_heartbeat(Duration::from_secs(1));
+        let ops = plan(
+            &record,
+            &state(&[(5, 1)], RunStatus::Running),
+            &enqueue(beating),
         );
+        let written = sets(&ops);
+        assert!(written.contains(&keys.task(2, &record.run_id, 5, 1)));
+        assert!(!written.contains(&keys.attempt(2, &record.run_id, 5, 1)));
+        assert_eq!(timer_keys(&keys, &written), 0);
     }
 }

@@ -185,8 +185,26 @@ pub struct TaskRecord {
 pub struct AttemptRecord {
     pub started_unix_ms: u64,
     pub node_id: String,
-    /// Unique per claim, so a claim retried after `MaybeCommitted` recognises its own mark.
+    /// Unique per claim, so a claim retried after `MaybeCommitted` recognises its own mark;
+    /// nil for an attempt marked by the transition that handed it to its node's workers.
     pub claim: uuid::Uuid,
+}
+
+impl AttemptRecord {
+    /// The mark of an attempt handed to `node_id`'s workers by the transition that enqueued
+    /// it at `now` (the attempt counts as started from then, as a task handed to a worker does).
+    pub fn handed_over(now: u64, node_id: &str) -> Self {
+        Self {
+            started_unix_ms: now,
+            node_id: node_id.to_string(),
+            claim: uuid::Uuid::nil(),
+        }
+    }
+
+    /// Whether this mark was written by the enqueuing transition rather than a claim.
+    pub fn is_handed_over(&self) -> bool {
+        self.claim.is_nil()
+    }
 }
 
 /// A node's claim on a shard. It has no expiry of its own: a held lease lapses with its

@@ -1,16 +1,23 @@
 //! Activity workers: run activity attempts on the node's async runtime, at most
 //! `activity_concurrency_max` at a time.
 //!
-//! An attempt runs only after its *claim* commits: one small fenced write (batched with
-//! everything else) that marks the attempt started (`AttemptRecord`), arms its start-to-close
-//! and heartbeat timers and clears its schedule-to-start timer. The claim checks, inside the
-//! batch transaction, that the attempt's task still exists (the run has not ended the attempt:
-//! timed out, canceled, closed) and that no other claim marked it, so one attempt runs at most
-//! once however often it is dispatched. A task whose attempt is marked is never dispatched
-//! again: if its worker dies, the attempt times out by start-to-close (or heartbeat) and the
-//! retry is the next attempt, counted against the retry policy. Executions are therefore
-//! bounded by `maximum_attempts`; within that bound an activity is at-least-once, and
-//! `ActivityInfo::attempt` tells it that it is a re-run.
+//! Every attempt is marked started (`AttemptRecord`) before it runs, and a task whose attempt is
+//! marked is never dispatched again: if its worker dies, the attempt times out by start-to-close
+//! (or heartbeat) and the retry is the next attempt, counted against the retry policy.
+//! Executions are therefore bounded by `maximum_attempts`; within that bound an activity is
+//! at-least-once, and `ActivityInfo::attempt` tells it that it is a re-run.
+//!
+//! Two ways to the mark. An attempt without heartbeat or schedule-to-start timeouts is *handed
+//! over* by the transition that enqueues it: that commit writes the mark and a provisional
+//! start-to-close timer (`start_to_close + CLAIM_GRACE_MS` after scheduling), as a task handed
+//! to a Temporal worker counts as started; a worker that starts it within the grace writes
+//! nothing more (the exact timer lives in memory, the durable one is the crash backstop).
+//! Every other attempt, and one that starts later than the grace, runs only after its *claim*
+//! commits: one small fenced write (batched with everything else) that marks it started, arms its
+//! start-to-close and heartbeat timers and clears its schedule-to-start and provisional timers.
+//! The claim checks, inside the batch transaction, that the attempt's task still exists (the
+//! run has not ended the attempt: timed out, canceled, closed) and that no other claim marked
+//! it, so one attempt runs at most once however often it is dispatched.
 //!
 //! Heartbeats are cheap and never block: `heartbeat()` keeps the latest details in memory and
 //! one recorder per attempt writes them (and moves the heartbeat timer) at most once per
@@ -50,6 +57,9 @@ pub const CLAIM_RETRY_FIRST_MS: u64 = 20;
 /// Longest wait between claim tries.
 pub const CLAIM_RETRY_MAX_MS: u64 = 2_000;
 
+/// How long after scheduling a handed-over attempt may start without a claim commit.
+pub const CLAIM_GRACE_MS: u64 = 1_000;
+
 const _: () = assert!(HEARTBEAT_THROTTLE_DEFAULT_MS <= HEARTBEAT_THROTTLE_MAX_MS);
 const _: () = assert!(CLAIM_RETRY_FIRST_MS <= CLAIM_RETRY_MAX_MS);
 
@@ -65,6 +75,33 @@ pub fn heartbeat_throttle(timeouts: &ActivityTimeouts) -> Duration {
         None => HEARTBEAT_THROTTLE_DEFAULT_MS,
     };
     Duration::from_millis(millis)
+}
+
+/// The provisional start-to-close timer of a task its enqueuing transition hands over (one
+/// with a start-to-close timeout and neither heartbeat nor schedule-to-start timeouts):
+/// `start_to_close + CLAIM_GRACE_MS` after scheduling. `None`: the task needs a claim.
+pub(crate) fn provisional_start_to_close(
+    keys: &crate::keys::Keys,
+    task: &TaskRecord,
+) -> Option<TimerEntry> {
+    let timeouts = task.options.timeouts;
+    if timeouts.heartbeat.is_some() || timeouts.schedule_to_start.is_some() {
+        return None;
+    }
+    let fire_at = task
+        .scheduled_unix_ms
+        .saturating_add(ms(timeouts.start_to_close?))
+        .saturating_add(CLAIM_GRACE_MS);
+    Some(TimerEntry::new(
+        keys,
+        task.shard,
+        fire_at,
+        task.run_id,
+        TimerId::ActivityStartToClose {
+            seq: task.seq,
+            attempt: task.attempt,
+        },
+    ))
 }
 
 /// The schedule-to-start timer the transition that enqueued `task` armed, if any.
@@ -316,13 +353,21 @@ async fn claim<S: Store>(
         let heartbeat = timeouts
             .heartbeat
             .map(|d| timer(TimerId::ActivityHeartbeat { seq, attempt }, d));
-        let schedule_to_start = schedule_to_start_timer(keys, task);
+        // Timers this claim replaces: the schedule-to-start timer, and the provisional
+        // start-to-close timer of a handed-over attempt that started late.
+        let replaced: Vec<Vec<u8>> = schedule_to_start_timer(keys, task)
+            .into_iter()
+            .chain(provisional_start_to_close(keys, task))
+            .map(|t| t.key)
+            .collect();
         let mut ops = vec![Op::Set(attempt_key.clone(), mark_bytes.clone())];
         for entry in start_to_close.iter().chain(&heartbeat) {
             ops.push(Op::Set(entry.key.clone(), encode(&entry.timer)));
         }
-        if let Some(entry) = &schedule_to_start {
-            ops.push(Op::Clear(entry.key.clone()));
+        for key in &replaced {
+            if start_to_close.as_ref().is_none_or(|t| &t.key != key) {
+                ops.push(Op::Clear(key.clone()));
+            }
         }
         let ours = mark_bytes.clone();
         let checks = vec![
@@ -339,6 +384,14 @@ async fn claim<S: Store>(
                     None => Ok(()),
                     // Our own mark: an earlier try of this claim landed after all.
                     Some(bytes) if bytes == ours.as_slice() => Ok(()),
+                    // Handed over to this tenure's workers by the enqueuing transition (only
+                    // that dispatch exists: a new holder never dispatches a marked task).
+                    Some(bytes)
+                        if decode::<AttemptRecord>("attempt", bytes)
+                            .is_ok_and(|mark| mark.is_handed_over()) =>
+                    {
+                        Ok(())
+                    }
                     Some(_) => Err(refused("the attempt was started by another claim")),
                 }),
             },
@@ -350,8 +403,12 @@ async fn claim<S: Store>(
         {
             Ok(()) => {
                 if let Some(shard_ref) = shared.shard_at(shard, epoch) {
-                    if let Some(entry) = schedule_to_start {
-                        let _ = shard_ref.cast(ShardMsg::RemoveTimers(vec![entry.key]));
+                    let stale: Vec<Vec<u8>> = replaced
+                        .into_iter()
+                        .filter(|key| start_to_close.as_ref().is_none_or(|t| &t.key != key))
+                        .collect();
+                    if !stale.is_empty() {
+                        let _ = shard_ref.cast(ShardMsg::RemoveTimers(stale));
                     }
                     let armed: Vec<TimerEntry> =
                         start_to_close.iter().chain(&heartbeat).cloned().collect();
@@ -391,8 +448,30 @@ async fn run_attempt<S: Store>(
 ) {
     let keys = &shared.keys;
     let shard = task.shard;
-    let Ok(claimed) = claim(shared, epoch, &task, &signals.abandon).await else {
-        return;
+    let now = now_ms();
+    let handed_over = provisional_start_to_close(keys, &task)
+        .filter(|_| now <= task.scheduled_unix_ms.saturating_add(CLAIM_GRACE_MS));
+    let claimed = match (handed_over, task.options.timeouts.start_to_close) {
+        (Some(provisional), Some(s2c)) => {
+            // Started within the grace of its hand-over: the durable provisional timer is the
+            // crash backstop; in memory the same timer moves to the exact start + timeout.
+            let exact = TimerEntry {
+                fire_at_unix_ms: now.saturating_add(ms(s2c)),
+                ..provisional
+            };
+            if let Some(shard_ref) = shared.shard_at(shard, epoch) {
+                let _ = shard_ref.cast(ShardMsg::AddTimers(vec![exact.clone()]));
+            }
+            Claimed {
+                started_unix_ms: now,
+                start_to_close: Some(exact),
+                heartbeat: None,
+            }
+        }
+        _ => match claim(shared, epoch, &task, &signals.abandon).await {
+            Ok(claimed) => claimed,
+            Err(ClaimError::Refused) => return,
+        },
     };
     shared
         .metrics
