@@ -28,6 +28,7 @@ use crate::committer::{LocalWakes, Op};
 use crate::records::{ClusterRecord, Lease, NodeRecord, ReadyItem, TaskRecord, decode, encode};
 use crate::shard::{ShardActor, ShardArgs, ShardMsg, TimerEntry};
 use crate::shared::Shared;
+use cairn_core::TimerId;
 use cairn_store::{RangeRequest, Store, StoreError, TransactOptions, Transaction, transact};
 use cairn_types::{RunId, Seq};
 use ractor::{Actor, ActorRef};
@@ -788,7 +789,7 @@ async fn rehydrate<S: Store>(
         .get_range(&RangeRequest::new(begin, end).snapshot())
         .await?;
     let (begin, end) = keys.attempts_of_shard(shard);
-    let started: HashSet<(RunId, Seq, u32)> = tx
+    let mut started: HashSet<(RunId, Seq, u32)> = tx
         .get_range(&RangeRequest::new(begin, end).snapshot())
         .await?
         .iter()
@@ -842,6 +843,12 @@ async fn rehydrate<S: Store>(
             })
         })
         .collect();
+    // A handed-over attempt has no start mark: its start-to-close timer is its mark.
+    started.extend(entries.iter().filter_map(|entry| match entry.timer {
+        TimerId::ActivityStartToClose { seq, attempt }
+        | TimerId::ActivityHeartbeat { seq, attempt } => Some((entry.run_id, seq, attempt)),
+        _ => None,
+    }));
     if !entries.is_empty() {
         let _ = shard_ref.cast(ShardMsg::AddTimers(entries));
     }

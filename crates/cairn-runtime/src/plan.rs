@@ -8,8 +8,8 @@ use crate::Metrics;
 use crate::committer::{Derive, Op};
 use crate::keys::Keys;
 use crate::records::{
-    AttemptRecord, InboxItem, NewRun, Outcome, ParentRef, RunRecord, TaskRecord, WorkflowRecord,
-    chunks_for, decode, encode, record_ops,
+    InboxItem, NewRun, Outcome, ParentRef, RunRecord, TaskRecord, WorkflowRecord, chunks_for,
+    decode, encode, record_ops,
 };
 use crate::registry::Registry;
 use crate::shard::TimerEntry;
@@ -27,8 +27,6 @@ pub(crate) struct Planner<'a> {
     pub run_id: RunId,
     /// Chunks the stored run record occupies now (0: stored whole).
     pub record_chunks: u32,
-    /// This node (named in the start marks of attempts handed to its workers).
-    pub node_id: &'a str,
 }
 
 impl Planner<'_> {
@@ -65,13 +63,12 @@ impl Planner<'_> {
         for key in consumed {
             ops.push(Op::Clear(key.clone()));
         }
-        ops.extend(ended_attempt_ops(
-            keys,
-            self.shard,
-            &self.run_id,
-            record,
-            state,
-        ));
+        ops.extend(
+            ended_attempt_ops(keys, self.shard, &self.run_id, record, state)
+                .into_iter()
+                // A worker's result already consumes its task and mark.
+                .filter(|op| !matches!(op, Op::Clear(key) if consumed.contains(key))),
+        );
         let mut new_record = record.next_version(state.clone());
         let first_transition = record.state.is_none();
         let mut summary_changed = first_transition;
@@ -103,14 +100,10 @@ impl Planner<'_> {
                         encode(&task),
                     ));
                     // An attempt without heartbeat or schedule-to-start timeouts is handed to
-                    // this node's workers by this very commit: it is marked started here, with
-                    // a provisional start-to-close timer, so a worker that picks it up within
-                    // the grace needs no claim commit of its own (see `worker`).
+                    // this node's workers by this very commit: its provisional start-to-close
+                    // timer, written here, marks it started, so a worker that picks it up
+                    // within the grace needs no claim commit of its own (see `worker`).
                     if let Some(timer) = crate::worker::provisional_start_to_close(keys, &task) {
-                        ops.push(Op::Set(
-                            keys.attempt(self.shard, &self.run_id, *seq, *attempt),
-                            encode(&AttemptRecord::handed_over(now, self.node_id)),
-                        ));
                         ops.push(Op::Set(timer.key.clone(), encode(&timer.timer)));
                         after.timers.push(timer);
                     }
@@ -406,10 +399,11 @@ fn ended_attempt_ops(
         .iter()
         .filter(|(seq, old)| now.get(seq).is_none_or(|a| a.attempt != old.attempt))
         .flat_map(|(seq, old)| {
-            [
-                Op::Clear(keys.task(shard, run_id, *seq, old.attempt)),
-                Op::Clear(keys.attempt(shard, run_id, *seq, old.attempt)),
-            ]
+            let task = Op::Clear(keys.task(shard, run_id, *seq, old.attempt));
+            // Handed-over attempts never have a start mark (their timer is their mark).
+            let mark = crate::worker::needs_claim(&old.options.timeouts)
+                .then(|| Op::Clear(keys.attempt(shard, run_id, *seq, old.attempt)));
+            std::iter::once(task).chain(mark)
         })
         .collect()
 }
@@ -515,7 +509,6 @@ mod tests {
             shard: 2,
             run_id: record.run_id,
             record_chunks: 0,
-            node_id: "node-a",
         };
         planner.plan(record, after, transition, &[], 2_000).0
     }
@@ -601,7 +594,7 @@ mod tests {
     }
 
     /// An attempt with only a start-to-close timeout is handed over by its enqueuing commit:
-    /// task, start mark and provisional start-to-close timer in one go.
+    /// its task and provisional start-to-close timer (which marks it started) in one go.
     #[test]
     fn a_plain_attempt_is_handed_over_with_its_mark_and_timer() {
         let keys = Keys::new(b"t");
@@ -613,7 +606,6 @@ mod tests {
         );
         let written = sets(&ops);
         assert!(written.contains(&keys.task(2, &record.run_id, 5, 1)));
-        assert!(written.contains(&keys.attempt(2, &record.run_id, 5, 1)));
         assert_eq!(timer_keys(&keys, &written), 1);
     }
 

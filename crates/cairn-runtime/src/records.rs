@@ -176,35 +176,18 @@ pub struct TaskRecord {
     pub scheduled_unix_ms: u64,
 }
 
-/// The start mark of an activity attempt: written (with the attempt's start-to-close and
-/// heartbeat timers) by the claim that starts it, before the activity runs, and cleared with
-/// the attempt's task when the attempt ends. A task whose attempt has a mark is never run again:
+/// The start mark of an activity attempt that starts by a claim (one with a heartbeat or
+/// schedule-to-start timeout): written (with the attempt's start-to-close and heartbeat timers)
+/// by that claim, before the activity runs, and cleared with the attempt's task when the
+/// attempt ends. A handed-over attempt has none: its start-to-close timer marks it. A task whose attempt has a mark is never run again:
 /// whoever holds the shard next lets the attempt time out and retries it as the next attempt,
 /// counted against the retry policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     pub started_unix_ms: u64,
     pub node_id: String,
-    /// Unique per claim, so a claim retried after `MaybeCommitted` recognises its own mark;
-    /// nil for an attempt marked by the transition that handed it to its node's workers.
+    /// Unique per claim, so a claim retried after `MaybeCommitted` recognises its own mark.
     pub claim: uuid::Uuid,
-}
-
-impl AttemptRecord {
-    /// The mark of an attempt handed to `node_id`'s workers by the transition that enqueued
-    /// it at `now` (the attempt counts as started from then, as a task handed to a worker does).
-    pub fn handed_over(now: u64, node_id: &str) -> Self {
-        Self {
-            started_unix_ms: now,
-            node_id: node_id.to_string(),
-            claim: uuid::Uuid::nil(),
-        }
-    }
-
-    /// Whether this mark was written by the enqueuing transition rather than a claim.
-    pub fn is_handed_over(&self) -> bool {
-        self.claim.is_nil()
-    }
 }
 
 /// A node's claim on a shard. It has no expiry of its own: a held lease lapses with its

@@ -77,6 +77,16 @@ pub fn heartbeat_throttle(timeouts: &ActivityTimeouts) -> Duration {
     Duration::from_millis(millis)
 }
 
+/// Whether attempts with these timeouts start by a claim that writes a start mark (those with
+/// a heartbeat or schedule-to-start timeout, or no start-to-close timeout), rather than being
+/// handed over by their enqueuing transition, whose provisional start-to-close timer marks
+/// them started.
+pub(crate) fn needs_claim(timeouts: &ActivityTimeouts) -> bool {
+    timeouts.heartbeat.is_some()
+        || timeouts.schedule_to_start.is_some()
+        || timeouts.start_to_close.is_none()
+}
+
 /// The provisional start-to-close timer of a task its enqueuing transition hands over (one
 /// with a start-to-close timeout and neither heartbeat nor schedule-to-start timeouts):
 /// `start_to_close + CLAIM_GRACE_MS` after scheduling. `None`: the task needs a claim.
@@ -85,7 +95,7 @@ pub(crate) fn provisional_start_to_close(
     task: &TaskRecord,
 ) -> Option<TimerEntry> {
     let timeouts = task.options.timeouts;
-    if timeouts.heartbeat.is_some() || timeouts.schedule_to_start.is_some() {
+    if needs_claim(&timeouts) {
         return None;
     }
     let fire_at = task
@@ -360,7 +370,13 @@ async fn claim<S: Store>(
             .chain(provisional_start_to_close(keys, task))
             .map(|t| t.key)
             .collect();
-        let mut ops = vec![Op::Set(attempt_key.clone(), mark_bytes.clone())];
+        // A handed-over attempt starting late moves its start-to-close timer (its mark);
+        // every other attempt writes a start mark, checked against every other claim.
+        let handed_over = !needs_claim(&timeouts);
+        let mut ops = Vec::new();
+        if !handed_over {
+            ops.push(Op::Set(attempt_key.clone(), mark_bytes.clone()));
+        }
         for entry in start_to_close.iter().chain(&heartbeat) {
             ops.push(Op::Set(entry.key.clone(), encode(&entry.timer)));
         }
@@ -370,33 +386,30 @@ async fn claim<S: Store>(
             }
         }
         let ours = mark_bytes.clone();
-        let checks = vec![
-            Check {
-                key: task_key.clone(),
-                accept: Box::new(|value| match value {
-                    Some(_) => Ok(()),
-                    None => Err(refused("the attempt is no longer scheduled")),
-                }),
-            },
-            Check {
+        let mut checks = vec![Check {
+            key: task_key.clone(),
+            accept: Box::new(|value| match value {
+                Some(_) => Ok(()),
+                None => Err(refused("the attempt is no longer scheduled")),
+            }),
+        }];
+        let verify = if handed_over {
+            // The new timer key (its fire time in ms) is written only by this claim.
+            start_to_close
+                .as_ref()
+                .map(|t| (t.key.clone(), Verify::Exists))
+        } else {
+            checks.push(Check {
                 key: attempt_key.clone(),
                 accept: Box::new(move |value| match value {
                     None => Ok(()),
                     // Our own mark: an earlier try of this claim landed after all.
                     Some(bytes) if bytes == ours.as_slice() => Ok(()),
-                    // Handed over to this tenure's workers by the enqueuing transition (only
-                    // that dispatch exists: a new holder never dispatches a marked task).
-                    Some(bytes)
-                        if decode::<AttemptRecord>("attempt", bytes)
-                            .is_ok_and(|mark| mark.is_handed_over()) =>
-                    {
-                        Ok(())
-                    }
                     Some(_) => Err(refused("the attempt was started by another claim")),
                 }),
-            },
-        ];
-        let verify = Some((attempt_key.clone(), Verify::Holds(mark_bytes.clone())));
+            });
+            Some((attempt_key.clone(), Verify::Holds(mark_bytes.clone())))
+        };
         match shared
             .commit(ops, checks, Some((shard, epoch)), verify)
             .await
@@ -491,18 +504,34 @@ async fn run_attempt<S: Store>(
         Err(_) => None,
     };
     let (stop_recorder, stop_rx) = watch::channel(false);
+    // The claim armed the heartbeat timer: it counts as the first write.
+    let claimed_at = Instant::now();
     let current_heartbeat_timer = Arc::new(Mutex::new(claimed.heartbeat.clone()));
-    let recorder = shared.runtime.spawn(record_heartbeats(
-        shared.clone(),
-        epoch,
-        task.clone(),
-        signals.beat.clone(),
-        current_heartbeat_timer.clone(),
-        stop_rx,
-    ));
+    // The recorder starts with the attempt's first heartbeat: most activities never beat.
+    let recorder: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>> = Arc::new(Mutex::new(None));
     let sink = {
         let beat = signals.beat.clone();
-        Arc::new(move |details: Payload| beat.call(details)) as crate::registry::HeartbeatSink
+        let (shared, task, current, recorder) = (
+            shared.clone(),
+            task.clone(),
+            current_heartbeat_timer.clone(),
+            recorder.clone(),
+        );
+        Arc::new(move |details: Payload| {
+            beat.call(details);
+            let mut recorder = recorder.lock().unwrap_or_else(|p| p.into_inner());
+            if recorder.is_none() && !*stop_rx.borrow() {
+                *recorder = Some(shared.runtime.spawn(record_heartbeats(
+                    shared.clone(),
+                    epoch,
+                    task.clone(),
+                    beat.clone(),
+                    current.clone(),
+                    stop_rx.clone(),
+                    claimed_at,
+                )));
+            }
+        }) as crate::registry::HeartbeatSink
     };
     let info = ActivityInfo {
         workflow_id: task.workflow_id.clone(),
@@ -546,7 +575,10 @@ async fn run_attempt<S: Store>(
     // The recorder stops (finishing a write in flight) before the result is handed over, so
     // no heartbeat write lands after the transition that consumes the attempt's timers.
     stop_recorder.send_replace(true);
-    let _ = recorder.await;
+    let running_recorder = recorder.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(recorder) = running_recorder {
+        let _ = recorder.await;
+    }
     let Some(outcome) = outcome else {
         return;
     };
@@ -589,10 +621,10 @@ async fn run_attempt<S: Store>(
             }
         }
     };
-    let mut consume = vec![
-        keys.task(shard, &task.run_id, task.seq, task.attempt),
-        keys.attempt(shard, &task.run_id, task.seq, task.attempt),
-    ];
+    let mut consume = vec![keys.task(shard, &task.run_id, task.seq, task.attempt)];
+    if needs_claim(&task.options.timeouts) {
+        consume.push(keys.attempt(shard, &task.run_id, task.seq, task.attempt));
+    }
     consume.extend(claimed.start_to_close.map(|t| t.key));
     if let Some(hb) = current_heartbeat_timer
         .lock()
@@ -624,10 +656,9 @@ async fn record_heartbeats<S: Store>(
     beat: Arc<Beat>,
     current: Arc<Mutex<Option<TimerEntry>>>,
     mut stop: watch::Receiver<bool>,
+    mut last_write: Instant,
 ) {
     let throttle = heartbeat_throttle(&task.options.timeouts);
-    // The claim armed the heartbeat timer: it counts as the first write.
-    let mut last_write = Instant::now();
     loop {
         tokio::select! {
             _ = beat.called.notified() => {}

@@ -488,7 +488,6 @@ impl<S: Store> WorkflowState<S> {
             shard: self.shard,
             run_id: self.run_id,
             record_chunks: self.record_chunks,
-            node_id: &self.shared.config.node_id,
         };
         let (mut ops, after, new_record) =
             planner.plan(&record, run.state(), &transition, &consumed, now);
