@@ -459,6 +459,8 @@ async fn run_attempt<S: Store>(
     task: TaskRecord,
     signals: Signals,
 ) {
+    // Shared with the heartbeat recorder, not copied.
+    let task = Arc::new(task);
     let keys = &shared.keys;
     let shard = task.shard;
     let now = now_ms();
@@ -652,7 +654,7 @@ async fn run_attempt<S: Store>(
 async fn record_heartbeats<S: Store>(
     shared: Arc<Shared<S>>,
     epoch: u64,
-    task: TaskRecord,
+    task: Arc<TaskRecord>,
     beat: Arc<Beat>,
     current: Arc<Mutex<Option<TimerEntry>>>,
     mut stop: watch::Receiver<bool>,
