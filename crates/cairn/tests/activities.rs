@@ -330,6 +330,74 @@ async fn maximum_attempts_bound_executions_across_a_crash<S: Store>(store: S, ta
 }
 
 // ---------------------------------------------------------------------------------------------
+// 6. A canceled attempt that waits for a worker slot never runs.
+
+/// Holds the node's only worker slot for a while.
+async fn holds_the_slot(ctx: Ctx, millis: u64) -> Result<u64, WorkflowError> {
+    Ok(ctx
+        .activity(slow, millis)
+        .start_to_close(Duration::from_secs(20))
+        .await?)
+}
+
+/// Schedules an activity (which must wait for the slot), then cancels it.
+async fn cancels_while_waiting(ctx: Ctx, _: ()) -> Result<String, WorkflowError> {
+    let mut waiting = ctx
+        .activity(slow, 10)
+        .start_to_close(Duration::from_secs(20))
+        .start();
+    ctx.sleep(Duration::from_millis(100)).await;
+    waiting.cancel();
+    Ok(outcome(waiting.await))
+}
+
+/// With one worker slot held by a long activity, an activity canceled while it waits for the
+/// slot resolves canceled and never executes, not even once the slot frees.
+async fn canceled_waiting_attempt_never_runs<S: Store>(store: S, tag: &str) {
+    let node = Node::builder()
+        .workflow(holds_the_slot)
+        .workflow(cancels_while_waiting)
+        .activity(slow)
+        .config(NodeConfig {
+            activity_concurrency_max: 1,
+            ..node_config(&format!("{tag}-node"))
+        })
+        .start(store)
+        .await
+        .unwrap();
+    let client = node.client();
+    let holder = client
+        .start(holds_the_slot, &format!("{tag}-holder"), 800)
+        .send()
+        .await
+        .unwrap();
+    within("slot taken", async {
+        while EXECUTIONS.get(&format!("{tag}-holder/1")) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let canceler = client
+        .start(cancels_while_waiting, &format!("{tag}-canceler"), ())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        within("canceler", canceler.result()).await.unwrap(),
+        "err activity canceled"
+    );
+    assert_eq!(within("holder", holder.result()).await.unwrap(), 800);
+    // The slot is free now: give a wrongly queued attempt time to run.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        EXECUTIONS.get(&format!("{tag}-canceler/1")),
+        0,
+        "the canceled attempt ran"
+    );
+    node.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // 9. The close event ends the history.
 
 async fn quick(_ctx: ActivityContext, n: u32) -> Result<u32, Failure> {
@@ -876,6 +944,7 @@ async fn library_restart_on_embedded_data_resumes_at_once() {
 
 on_both_stores!(seed: 41;
     started_attempt_outlives_schedule_to_start,
+    canceled_waiting_attempt_never_runs,
     many_heartbeating_activities_complete,
     silent_activity_times_out_by_heartbeat,
     last_heartbeat_details_reach_next_attempt,
