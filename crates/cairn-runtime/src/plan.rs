@@ -450,11 +450,15 @@ mod tests {
         }
     }
 
+    /// A pending attempt that starts by a claim (it has a heartbeat timeout), so it has a
+    /// start mark to clear.
     fn pending(attempt: u32) -> PendingActivity {
+        let mut options = options();
+        options.timeouts = options.timeouts.with_heartbeat(Duration::from_secs(1));
         PendingActivity {
             activity_type: "charge".into(),
             input: Payload::encode(&1u32).unwrap(),
-            options: options(),
+            options,
             attempt,
             scheduled_unix_ms: 1_000,
             last_failure: None,
