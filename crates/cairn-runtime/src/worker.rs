@@ -174,6 +174,8 @@ impl Beat {
 struct Running {
     attempt: u32,
     shard: u32,
+    /// The shard tenure that dispatched it.
+    epoch: u64,
     /// The workflow asked the activity to stop.
     cancel: watch::Sender<bool>,
     /// This node no longer holds the shard: the attempt is aborted.
@@ -264,8 +266,10 @@ impl Workers {
         let (abandon, abandon_rx) = watch::channel(false);
         {
             let mut running = self.running();
-            if running.get(&key).is_some_and(|r| r.attempt == task.attempt) {
-                // Already dispatched here; its claim decides, this copy adds nothing.
+            if running.get(&key).is_some_and(|r| {
+                r.attempt == task.attempt && r.epoch == epoch && !*r.abandon.borrow()
+            }) {
+                // Already dispatched by this tenure; its claim decides, this copy adds nothing.
                 return;
             }
             running.insert(
@@ -273,6 +277,7 @@ impl Workers {
                 Running {
                     attempt: task.attempt,
                     shard: task.shard,
+                    epoch,
                     cancel,
                     abandon,
                     beat: beat.clone(),
@@ -291,9 +296,13 @@ impl Workers {
                 };
                 run_attempt(&shared, epoch, task, signals).await;
             }
-            // Only this attempt's entry: a later attempt of the same activity may be here.
+            // Only this dispatch's entry: a later attempt, or a later tenure's dispatch of
+            // this one, may be here.
             let mut running = shared.workers.running();
-            if running.get(&key).is_some_and(|r| r.attempt == attempt) {
+            if running
+                .get(&key)
+                .is_some_and(|r| r.attempt == attempt && r.epoch == epoch)
+            {
                 running.remove(&key);
             }
         });
