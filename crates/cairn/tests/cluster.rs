@@ -558,15 +558,26 @@ async fn beat_job(ctx: Ctx, millis: u64) -> Result<u32, WorkflowError> {
 /// no activity ever has two attempts running, and every workflow completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_moves_never_run_an_activity_twice_at_once() {
-    let store = MemStore::new();
+    shard_moves_scenario(MemStore::new(), "moves").await;
+}
+
+/// The same on the durable embedded store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_moves_never_run_an_activity_twice_at_once_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+    shard_moves_scenario(store, "moves-e").await;
+}
+
+async fn shard_moves_scenario<S: Store>(store: S, tag: &str) {
     let peers = Arc::new(InProcessPeers::default());
     let builder = || Node::builder().workflow(beat_job).activity(long_beat);
     let a = builder()
-        .config(config("moves-a", &peers))
+        .config(config(&format!("{tag}-a"), &peers))
         .start(store.clone())
         .await
         .unwrap();
-    let ids: Vec<String> = (0..24).map(|i| format!("moves-{i}")).collect();
+    let ids: Vec<String> = (0..24).map(|i| format!("{tag}-{i}")).collect();
     for id in &ids {
         a.client().start(beat_job, id, 1_500).send().await.unwrap();
     }
@@ -580,7 +591,7 @@ async fn shard_moves_never_run_an_activity_twice_at_once() {
     })
     .await;
     let b = builder()
-        .config(config("moves-b", &peers))
+        .config(config(&format!("{tag}-b"), &peers))
         .start(store.clone())
         .await
         .unwrap();
