@@ -374,10 +374,12 @@ async fn claim<S: Store>(
             .map(|d| timer(TimerId::ActivityHeartbeat { seq, attempt }, d));
         // Timers this claim replaces: the schedule-to-start timer, and the provisional
         // start-to-close timer of a handed-over attempt that started late.
+        // (Unless the new timer has the same key, when the write itself replaces it.)
         let replaced: Vec<Vec<u8>> = schedule_to_start_timer(keys, task)
             .into_iter()
             .chain(provisional_start_to_close(keys, task))
             .map(|t| t.key)
+            .filter(|key| start_to_close.as_ref().is_none_or(|t| &t.key != key))
             .collect();
         // A handed-over attempt starting late moves its start-to-close timer (its mark);
         // every other attempt writes a start mark, checked against every other claim.
@@ -389,11 +391,7 @@ async fn claim<S: Store>(
         for entry in start_to_close.iter().chain(&heartbeat) {
             ops.push(Op::Set(entry.key.clone(), encode(&entry.timer)));
         }
-        for key in &replaced {
-            if start_to_close.as_ref().is_none_or(|t| &t.key != key) {
-                ops.push(Op::Clear(key.clone()));
-            }
-        }
+        ops.extend(replaced.iter().cloned().map(Op::Clear));
         let ours = mark_bytes.clone();
         let mut checks = vec![Check {
             key: task_key.clone(),
@@ -425,12 +423,8 @@ async fn claim<S: Store>(
         {
             Ok(()) => {
                 if let Some(shard_ref) = shared.shard_at(shard, epoch) {
-                    let stale: Vec<Vec<u8>> = replaced
-                        .into_iter()
-                        .filter(|key| start_to_close.as_ref().is_none_or(|t| &t.key != key))
-                        .collect();
-                    if !stale.is_empty() {
-                        let _ = shard_ref.cast(ShardMsg::RemoveTimers(stale));
+                    if !replaced.is_empty() {
+                        let _ = shard_ref.cast(ShardMsg::RemoveTimers(replaced));
                     }
                     let armed: Vec<TimerEntry> =
                         start_to_close.iter().chain(&heartbeat).cloned().collect();
