@@ -450,7 +450,9 @@ async fn claim<S: Store>(
     }
 }
 
-fn refused(reason: &str) -> crate::ClientError {
+/// The error a `Check` of an attempt's keys answers when the attempt may not go ahead (it
+/// reaches only the runtime, which stops the claim or transition it refused).
+pub(crate) fn refused(reason: &str) -> crate::ClientError {
     crate::ClientError::Store(StoreError::Backend {
         message: reason.to_string(),
     })

@@ -590,10 +590,8 @@ impl<S: Store> WorkflowState<S> {
                         key,
                         accept: Box::new(|value| match value {
                             None => Ok(()),
-                            Some(_) => Err(crate::ClientError::Store(
-                                cairn_store::StoreError::Backend {
-                                    message: "the attempt started before its schedule-to-start timeout landed".into(),
-                                },
+                            Some(_) => Err(crate::worker::refused(
+                                "the attempt started before its schedule-to-start timeout landed",
                             )),
                         }),
                     });
