@@ -39,9 +39,12 @@ pub const BATCH_ATTEMPTS_MAX: u32 = 20;
 const _: () = assert!(BATCH_BYTES_MAX < cairn_store::TRANSACTION_BYTES_MAX);
 
 /// One write of a request.
+#[derive(Clone)]
 pub enum Op {
     Set(Vec<u8>, Vec<u8>),
     Clear(Vec<u8>),
+    /// Adds to a little-endian i64 counter (FoundationDB's ADD; never conflicts).
+    Add(Vec<u8>, i64),
     /// Removes every key in `[begin, end)`.
     ClearRange(Vec<u8>, Vec<u8>),
     /// A new entry (an encoded `InboxItem`) in the mailbox of `run_id`, whose workflow lives
@@ -69,6 +72,7 @@ impl std::fmt::Debug for Op {
         match self {
             Op::Set(k, v) => write!(f, "Set({} key bytes, {} value bytes)", k.len(), v.len()),
             Op::Clear(k) => write!(f, "Clear({} key bytes)", k.len()),
+            Op::Add(k, d) => write!(f, "Add({} key bytes, {d})", k.len()),
             Op::ClearRange(b, e) => write!(f, "ClearRange({} and {} key bytes)", b.len(), e.len()),
             Op::Mail {
                 shard,
@@ -153,6 +157,7 @@ impl Op {
         match self {
             Op::Set(k, v) => k.len() + v.len(),
             Op::Clear(k) => k.len(),
+            Op::Add(k, _) => k.len() + 8,
             Op::ClearRange(b, e) => b.len() + e.len(),
             Op::Mail { item, .. } => item.len() + 64,
             Op::WakeSchedule { schedule_id, .. } => schedule_id.len() * 2 + 64,
@@ -453,6 +458,7 @@ fn apply_ops<'a, T: Transaction>(
             match op {
                 Op::Set(k, v) => tx.set(k, v)?,
                 Op::Clear(k) => tx.clear(k)?,
+                Op::Add(k, delta) => tx.atomic_add(k, *delta)?,
                 Op::ClearRange(b, e) => tx.clear_range(b, e)?,
                 Op::Mail {
                     shard,

@@ -65,6 +65,15 @@ pub enum ClientError {
     Query(#[from] QueryError),
     #[error("the node is shutting down")]
     NodeStopped,
+    /// The node has [`crate::CLIENT_COMMITS_IN_FLIGHT_MAX`] client writes waiting for the store
+    /// already; nothing was written. Retry after `retry_after_ms`.
+    #[error(
+        "the node is overloaded: {in_flight} client writes are waiting for the store; retry in {retry_after_ms} ms"
+    )]
+    Overloaded {
+        in_flight: usize,
+        retry_after_ms: u64,
+    },
     #[error("invalid schedule: {reason}")]
     InvalidSchedule { reason: String },
     #[error("no schedule with id {schedule_id}")]
@@ -73,6 +82,12 @@ pub enum ClientError {
     ScheduleExists { schedule_id: String },
     #[error("invalid query: {0}")]
     InvalidQuery(#[from] FilterError),
+    #[error("page_size {page_size} is out of range: 1 to {max}")]
+    InvalidPageSize { page_size: usize, max: usize },
+    #[error(
+        "the query matches more than {limit} workflows and orders them by something other than StartTime DESC; narrow it (WorkflowType, ExecutionStatus, a Keyword attribute) or drop the ORDER BY"
+    )]
+    QueryTooBroad { limit: usize },
     #[error("page token is not one this node issued (or the query changed since): {reason}")]
     InvalidPageToken { reason: String },
     /// No node answered for the run's shard in time (it is moving, or its holder is down or

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! ("wf", ns, workflow_id)                         -> WorkflowRecord (current run, status)
+//! ("vis", ns, index..., -start_ms, workflow_id)  -> () visibility index entries (`visibility`)
+//! ("viscount", ns, index...)                      -> i64 visibility counts (atomic add)
 //! ("run", run_id)                                 -> RunRecord (snapshot, version, outcome)
 //! ("hist", run_id, event_id)                      -> HistoryEvent
 //! ("inbox", shard, run_id, versionstamp)          -> InboxItem (mailbox, unconsumed)
@@ -70,6 +72,16 @@ impl Keys {
 
     pub fn workflows(&self, namespace: &str) -> (Vec<u8>, Vec<u8>) {
         self.root.subspace(&("wf", namespace)).range()
+    }
+
+    /// Visibility index entries of a namespace (see `visibility`).
+    pub fn visibility(&self, namespace: &str) -> Subspace {
+        self.root.subspace(&("vis", namespace))
+    }
+
+    /// Visibility counters of a namespace (see `visibility`).
+    pub fn visibility_counts(&self, namespace: &str) -> Subspace {
+        self.root.subspace(&("viscount", namespace))
     }
 
     pub fn run(&self, run: &RunId) -> Vec<u8> {

@@ -27,6 +27,7 @@ mod registry;
 mod schedules;
 mod shard;
 mod shared;
+mod visibility;
 mod worker;
 mod workflow;
 
@@ -39,10 +40,7 @@ pub use config::{CrashHook, CrashPoint, NodeConfig};
 pub use error::{ClientError, IdReusePolicy};
 pub use keys::Keys;
 pub use metrics::Metrics;
-pub use node::{
-    Description, INLINE_PAYLOAD_BYTES_MAX, LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, Node,
-    StartWorkflow, WorkflowPage, WorkflowSummary, status_name,
-};
+pub use node::{Description, INLINE_PAYLOAD_BYTES_MAX, Node, StartWorkflow};
 pub use peers::{
     InProcessPeers, PeerError, PeerFuture, PeerQuery, Peers, PeersHandle, QueryTarget,
 };
@@ -54,5 +52,9 @@ pub use schedules::{
     ActionKind, CreateSchedule, RecentAction, SCHEDULE_ID_BYTES_MAX, ScheduleAction,
     ScheduleDescription, ScheduleRecord, scheduled_workflow_id,
 };
-pub use shared::shard_of;
+pub use shared::{CLIENT_COMMITS_IN_FLIGHT_MAX, OVERLOADED_RETRY_AFTER_MS, shard_of};
+pub use visibility::{
+    LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, LIST_SCAN_ENTRIES_MAX, PAGE_TOKEN_BYTES_MAX,
+    SORTED_QUERY_WORKFLOWS_MAX, WorkflowPage, WorkflowSummary, status_name,
+};
 pub use workflow::{MAILBOX_BATCH_MAX, QueryError};

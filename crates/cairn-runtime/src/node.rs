@@ -18,9 +18,13 @@ use crate::records::{
 use crate::registry::Registry;
 use crate::schedules::{self, CreateSchedule, ScheduleDescription, ScheduleRecord, must_exist};
 use crate::shared::Shared;
+use crate::visibility::{
+    LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, Visibility, WorkflowPage, WorkflowSummary,
+    decode_page_token, status_name,
+};
 use crate::worker::Workers;
 use cairn_core::schedule::OverlapPolicy;
-use cairn_core::visibility::{Filter, Searchable};
+use cairn_core::visibility::{CompareOp, Condition, Filter};
 use cairn_core::{Message, PendingActivity, PendingChild, RunStatus};
 use cairn_store::{RangeRequest, Store, StoreError, Transaction};
 use cairn_types::{
@@ -46,85 +50,6 @@ pub struct StartWorkflow {
 /// Largest payload one record carries inline, leaving room for the record around it in a
 /// 100,000-byte store value. Larger payloads need chunking, which is not built yet.
 pub const INLINE_PAYLOAD_BYTES_MAX: usize = 90_000;
-
-/// A summary of a workflow, as listed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WorkflowSummary {
-    pub workflow_id: String,
-    pub run_id: RunId,
-    pub workflow_type: String,
-    pub status: Option<RunStatus>,
-    pub started_unix_ms: u64,
-    pub closed_unix_ms: Option<u64>,
-    pub parent_workflow_id: Option<String>,
-    pub search_attributes: SearchAttributes,
-    pub history_length: u64,
-}
-
-impl WorkflowSummary {
-    fn from_record(workflow_id: String, record: WorkflowRecord) -> Self {
-        Self {
-            workflow_id,
-            run_id: record.run_id,
-            workflow_type: record.workflow_type,
-            status: record.status,
-            started_unix_ms: record.started_unix_ms,
-            closed_unix_ms: record.closed_unix_ms,
-            parent_workflow_id: record.parent_workflow_id.map(|id| id.to_string()),
-            search_attributes: record.search_attributes,
-            history_length: record.history_length,
-        }
-    }
-}
-
-/// What visibility queries see of a workflow: its built-in attributes and custom ones.
-impl Searchable for WorkflowSummary {
-    fn field(&self, name: &str) -> Option<SearchValue> {
-        Some(match name {
-            "WorkflowId" => SearchValue::Keyword(self.workflow_id.clone()),
-            "RunId" => SearchValue::Keyword(self.run_id.to_string()),
-            "WorkflowType" => SearchValue::Keyword(self.workflow_type.clone()),
-            "ExecutionStatus" => SearchValue::Keyword(status_name(self.status).to_string()),
-            "StartTime" => SearchValue::Datetime(self.started_unix_ms),
-            "CloseTime" => SearchValue::Datetime(self.closed_unix_ms?),
-            "ExecutionDuration" => SearchValue::Int(
-                i64::try_from(self.closed_unix_ms?.saturating_sub(self.started_unix_ms))
-                    .unwrap_or(i64::MAX),
-            ),
-            "HistoryLength" => {
-                SearchValue::Int(i64::try_from(self.history_length).unwrap_or(i64::MAX))
-            }
-            "ParentWorkflowId" => SearchValue::Keyword(self.parent_workflow_id.clone()?),
-            custom => self.search_attributes.get(custom)?.clone(),
-        })
-    }
-}
-
-/// A status as visibility queries name it (Temporal's names; a run not yet started runs).
-pub fn status_name(status: Option<RunStatus>) -> &'static str {
-    match status {
-        None | Some(RunStatus::Running) => "Running",
-        Some(RunStatus::Completed) => "Completed",
-        Some(RunStatus::Failed) => "Failed",
-        Some(RunStatus::Canceled) => "Canceled",
-        Some(RunStatus::Terminated) => "Terminated",
-        Some(RunStatus::TimedOut) => "TimedOut",
-        Some(RunStatus::ContinuedAsNew) => "ContinuedAsNew",
-    }
-}
-
-/// One page of a visibility query.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WorkflowPage {
-    pub workflows: Vec<WorkflowSummary>,
-    /// Pass it back for the next page; `None` on the last one.
-    pub next_page_token: Option<String>,
-}
-
-/// Default page size of a visibility query.
-pub const LIST_PAGE_SIZE_DEFAULT: usize = 100;
-/// Largest page a visibility query returns.
-pub const LIST_PAGE_SIZE_MAX: usize = 1_000;
 
 /// A workflow's current run in detail.
 #[derive(Debug, Clone, PartialEq)]
@@ -208,6 +133,7 @@ impl<S: Store> Node<S> {
             cluster: Cluster::new(ownership),
             spawners,
             waiters: Mutex::new(HashMap::new()),
+            client_commits: std::sync::atomic::AtomicUsize::new(0),
         });
         let joined = async {
             cluster::check_cluster_record(&shared).await?;
@@ -336,6 +262,22 @@ impl<S: Store> Node<S> {
         checks: Vec<Check>,
         verify: Option<(Vec<u8>, Verify)>,
     ) -> Result<(), ClientError> {
+        use std::sync::atomic::Ordering;
+        /// Gives the slot back however the request ends (answered, or its caller gone).
+        struct Slot<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Slot<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let in_flight = self.shared.client_commits.fetch_add(1, Ordering::Relaxed);
+        let _slot = Slot(&self.shared.client_commits);
+        if in_flight >= crate::shared::CLIENT_COMMITS_IN_FLIGHT_MAX {
+            return Err(ClientError::Overloaded {
+                in_flight,
+                retry_after_ms: crate::shared::OVERLOADED_RETRY_AFTER_MS,
+            });
+        }
         match self.shared.commit(ops, checks, None, verify).await {
             Ok(()) => Ok(()),
             Err(CommitError::Rejected(error)) => Err(*error),
@@ -656,46 +598,41 @@ impl<S: Store> Node<S> {
             .collect::<Result<_, _>>()?)
     }
 
-    /// Workflows of this namespace, optionally of one type and/or status (all of them, newest
-    /// first; [`Self::list_workflows`] takes a query and pages).
+    /// Workflows of this namespace, optionally of one type and/or status, newest first, a
+    /// page at a time (see [`Self::list_workflows`]).
     pub async fn list(
         &self,
         workflow_type: Option<&str>,
         status: Option<RunStatus>,
-    ) -> Result<Vec<WorkflowSummary>, ClientError> {
-        let mut out: Vec<WorkflowSummary> = self
-            .records()
-            .await?
-            .into_iter()
-            .filter(|w| workflow_type.is_none_or(|t| t == w.workflow_type))
-            .filter(|w| status.is_none_or(|s| w.status == Some(s)))
-            .collect();
-        out.sort_by(|a, b| {
-            b.started_unix_ms
-                .cmp(&a.started_unix_ms)
-                .then_with(|| a.workflow_id.cmp(&b.workflow_id))
-        });
-        Ok(out)
-    }
-
-    /// Every workflow record of the namespace, read from one snapshot.
-    async fn records(&self) -> Result<Vec<WorkflowSummary>, ClientError> {
-        let (begin, end) = self.shared.keys.workflows(&self.shared.config.namespace);
-        let mut tx = self.shared.store.begin()?;
-        let rows = tx
-            .get_range(&RangeRequest::new(begin, end).snapshot())
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let record: WorkflowRecord = decode("workflow", &row.value)?;
-            let workflow_id = self
-                .shared
-                .keys
-                .workflow_id_of(&row.key)
-                .unwrap_or_default();
-            out.push(WorkflowSummary::from_record(workflow_id, record));
+        page_size: Option<usize>,
+        page_token: Option<&str>,
+    ) -> Result<WorkflowPage, ClientError> {
+        let mut condition = Condition::True;
+        let mut and = |c: Condition| {
+            condition = match std::mem::replace(&mut condition, Condition::True) {
+                Condition::True => c,
+                other => Condition::And(Box::new(other), Box::new(c)),
+            };
+        };
+        if let Some(t) = workflow_type {
+            and(Condition::Compare(
+                "WorkflowType".into(),
+                CompareOp::Eq,
+                SearchValue::Keyword(t.into()),
+            ));
         }
-        Ok(out)
+        if let Some(s) = status {
+            and(Condition::Compare(
+                "ExecutionStatus".into(),
+                CompareOp::Eq,
+                SearchValue::Keyword(status_name(Some(s)).into()),
+            ));
+        }
+        let filter = Filter {
+            condition,
+            order: Vec::new(),
+        };
+        self.list_filtered(&filter, page_size, page_token).await
     }
 
     /// Parses `query` in the visibility filter language against the built-in attributes and
@@ -709,8 +646,11 @@ impl<S: Store> Node<S> {
 
     /// The workflows matching `query` (see `cairn_core::visibility`), in its `ORDER BY` order
     /// (newest first without one), `page_size` at a time (default 100, at most 1,000).
-    /// Visibility records are written in the same transactions as the runs, so a page is never
-    /// stale; pages are keyset-paged, so a workflow started meanwhile does not shift them.
+    /// Visibility records and their indexes are written in the same transactions as the runs,
+    /// so a page is never stale; pages are keyset-paged, so a workflow started meanwhile does
+    /// not shift them. A page reads O(page) keys when the query names an indexed equality
+    /// (see `visibility`), and may come back short (even empty) with a token after examining
+    /// `LIST_SCAN_ENTRIES_MAX` entries.
     pub async fn list_workflows(
         &self,
         query: &str,
@@ -718,41 +658,41 @@ impl<S: Store> Node<S> {
         page_token: Option<&str>,
     ) -> Result<WorkflowPage, ClientError> {
         let filter = self.parse_query(query)?;
-        let page_size = page_size
-            .unwrap_or(LIST_PAGE_SIZE_DEFAULT)
-            .clamp(1, LIST_PAGE_SIZE_MAX);
-        let after = page_token.map(decode_page_token).transpose()?;
-        let mut matching: Vec<WorkflowSummary> = self
-            .records()
-            .await?
-            .into_iter()
-            .filter(|w| filter.matches(w))
-            .collect();
-        if let Some(after) = &after {
-            matching.retain(|w| filter.compare_keys(&filter.sort_key(w), after).is_gt());
-        }
-        matching.sort_by(|a, b| filter.compare(a, b));
-        let more = matching.len() > page_size;
-        matching.truncate(page_size);
-        let next_page_token = match matching.last() {
-            Some(last) if more => Some(encode_page_token(&filter.sort_key(last))),
-            _ => None,
-        };
-        Ok(WorkflowPage {
-            workflows: matching,
-            next_page_token,
-        })
+        self.list_filtered(&filter, page_size, page_token).await
     }
 
-    /// How many workflows match `query`.
+    async fn list_filtered(
+        &self,
+        filter: &Filter,
+        page_size: Option<usize>,
+        page_token: Option<&str>,
+    ) -> Result<WorkflowPage, ClientError> {
+        let page_size = page_size.unwrap_or(LIST_PAGE_SIZE_DEFAULT);
+        if !(1..=LIST_PAGE_SIZE_MAX).contains(&page_size) {
+            return Err(ClientError::InvalidPageSize {
+                page_size,
+                max: LIST_PAGE_SIZE_MAX,
+            });
+        }
+        let after = page_token.map(decode_page_token).transpose()?;
+        self.visibility().list(filter, page_size, after).await
+    }
+
+    /// How many workflows match `query`: one read of a maintained counter for no filter,
+    /// `ExecutionStatus = s`, `WorkflowType = t` and both; otherwise a walk of the narrowest
+    /// index, a chunk per transaction.
     pub async fn count_workflows(&self, query: &str) -> Result<u64, ClientError> {
         let filter = self.parse_query(query)?;
-        Ok(self
-            .records()
-            .await?
-            .iter()
-            .filter(|w| filter.matches(*w))
-            .count() as u64)
+        self.visibility().count(&filter).await
+    }
+
+    fn visibility(&self) -> Visibility<'_, S> {
+        Visibility {
+            store: &self.shared.store,
+            keys: &self.shared.keys,
+            namespace: &self.shared.config.namespace,
+            registry: &self.shared.registry,
+        }
     }
 
     /// Creates a schedule. Refused, writing nothing, if the id exists, the spec or policies
@@ -777,6 +717,15 @@ impl<S: Store> Node<S> {
                     other => other,
                 },
             )?;
+        // Checked after the spec, as start checks its input: a schedule whose every start
+        // would be refused is refused itself.
+        shared
+            .registry
+            .check_input(&record.action.workflow_type, &record.action.input)
+            .map_err(|reason| ClientError::InputDoesNotDecode {
+                workflow_type: record.action.workflow_type.clone(),
+                reason,
+            })?;
         let id = record.schedule_id.clone();
         let key = shared.keys.schedule(&record.namespace, &id);
         let exists = Check {
@@ -826,6 +775,7 @@ impl<S: Store> Node<S> {
         schedule_id: &str,
         count: usize,
     ) -> Result<ScheduleDescription, ClientError> {
+        schedules::check_schedule_id(schedule_id)?;
         let mut tx = self.shared.store.begin()?;
         let namespace = &self.shared.config.namespace;
         let (record, _) =
@@ -843,7 +793,7 @@ impl<S: Store> Node<S> {
                 let Some(next) = spec.next_after(at) else {
                     break;
                 };
-                next_times_unix_ms.push(next + spec.jitter(schedule_id, next));
+                next_times_unix_ms.push(next.saturating_add(spec.jitter(schedule_id, next)));
                 at = next;
             }
         }
@@ -873,6 +823,7 @@ impl<S: Store> Node<S> {
         schedule_id: &str,
         change: impl Fn(&mut ScheduleRecord, u64) + Send + Sync + 'static,
     ) -> Result<(), ClientError> {
+        schedules::check_schedule_id(schedule_id)?;
         let shared = &self.shared;
         let namespace = shared.config.namespace.clone();
         let key = shared.keys.schedule(&namespace, schedule_id);
@@ -889,6 +840,7 @@ impl<S: Store> Node<S> {
 
     /// Pauses a schedule (no starts until unpaused; times passing meanwhile are not made up).
     pub async fn pause_schedule(&self, schedule_id: &str, note: &str) -> Result<(), ClientError> {
+        schedules::check_note(note)?;
         let note = note.to_string();
         self.change_schedule(schedule_id, move |record, _| {
             record.paused = true;
@@ -899,6 +851,7 @@ impl<S: Store> Node<S> {
 
     /// Unpauses a schedule; it goes on from now.
     pub async fn unpause_schedule(&self, schedule_id: &str, note: &str) -> Result<(), ClientError> {
+        schedules::check_note(note)?;
         let note = note.to_string();
         self.change_schedule(schedule_id, move |record, now| {
             record.paused = false;
@@ -982,6 +935,7 @@ impl<S: Store> Node<S> {
 
     /// Deletes a schedule (the workflows it started run on).
     pub async fn delete_schedule(&self, schedule_id: &str) -> Result<(), ClientError> {
+        schedules::check_schedule_id(schedule_id)?;
         let shared = &self.shared;
         let namespace = shared.config.namespace.clone();
         let key = shared.keys.schedule(&namespace, schedule_id);
@@ -1031,28 +985,6 @@ impl<S: Store> Node<S> {
 }
 
 /// A page token: the sort key of the last workflow of the page, MessagePack in hex.
-fn encode_page_token(key: &[Option<SearchValue>]) -> String {
-    encode(&key.to_vec())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn decode_page_token(token: &str) -> Result<Vec<Option<SearchValue>>, ClientError> {
-    let bad = |reason: &str| ClientError::InvalidPageToken {
-        reason: reason.to_string(),
-    };
-    if !token.len().is_multiple_of(2) || token.len() > 4_096 {
-        return Err(bad("wrong length"));
-    }
-    let bytes: Vec<u8> = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| bad("not hexadecimal"))?;
-    rmp_serde::from_slice(&bytes).map_err(|_| bad("does not decode"))
-}
-
 fn missing_run(run_id: &RunId) -> ClientError {
     ClientError::Store(StoreError::Backend {
         message: format!("run {run_id} is listed but has no record"),

@@ -227,7 +227,6 @@ impl Planner<'_> {
             bytes,
             self.record_chunks,
         ));
-        let wf_key = keys.workflow(&record.namespace, record.workflow_id.as_str());
         match successor {
             Some(next) => ops.extend(next.writes(keys, self.shard)),
             None if summary_changed => {
@@ -246,7 +245,12 @@ impl Planner<'_> {
                         .execution_started_unix_ms
                         .unwrap_or(record.created_unix_ms),
                 };
-                ops.push(Op::Set(wf_key, encode(&summary)));
+                ops.push(crate::visibility::put_workflow(
+                    keys,
+                    &record.namespace,
+                    record.workflow_id.as_str(),
+                    summary,
+                ));
             }
             None => {}
         }
@@ -526,13 +530,25 @@ mod tests {
             .collect()
     }
 
+    /// The keys `ops` set, derived writes included (derived against an empty store).
     fn sets(ops: &[Op]) -> Vec<Vec<u8>> {
-        ops.iter()
-            .filter_map(|op| match op {
-                Op::Set(key, _) => Some(key.clone()),
-                _ => None,
-            })
-            .collect()
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let store = cairn_store::MemStore::new();
+        let mut tx = cairn_store::Store::begin(&store).unwrap();
+        let mut out = Vec::new();
+        let mut pending: Vec<Op> = ops.to_vec();
+        while let Some(op) = pending.pop() {
+            match op {
+                Op::Set(key, _) => out.push(key),
+                Op::Derived(derive) => {
+                    pending.extend(runtime.block_on((derive.0)(&mut tx)).unwrap());
+                }
+                _ => {}
+            }
+        }
+        out
     }
 
     /// An attempt retried as the next one has its task and start mark cleared; an attempt

@@ -335,9 +335,11 @@ impl NewRun {
     pub fn writes(&self, keys: &crate::keys::Keys, shard: u32) -> Vec<crate::committer::Op> {
         use crate::committer::Op;
         let record = &self.record;
-        let mut ops = vec![Op::Set(
-            keys.workflow(&record.namespace, record.workflow_id.as_str()),
-            encode(&self.summary),
+        let mut ops = vec![crate::visibility::put_workflow(
+            keys,
+            &record.namespace,
+            record.workflow_id.as_str(),
+            self.summary.clone(),
         )];
         ops.extend(record_ops(keys, &keys.run(&self.run_id), encode(record), 0));
         ops.push(Op::Mail {

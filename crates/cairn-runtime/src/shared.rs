@@ -39,7 +39,18 @@ pub struct Shared<S: Store> {
     /// Local result waiters by run, with the run's shard. A waiter gets `None` when the shard
     /// leaves this node: the run goes on elsewhere, and the waiter watches the store instead.
     pub(crate) waiters: Mutex<HashMap<RunId, Vec<ResultWaiter>>>,
+    /// Client writes (starts, signals, cancels…) submitted and not yet answered; bounded by
+    /// [`CLIENT_COMMITS_IN_FLIGHT_MAX`].
+    pub(crate) client_commits: std::sync::atomic::AtomicUsize,
 }
+
+/// Most client writes one node keeps waiting for the committer. Past it a client write is
+/// refused at once with `ClientError::Overloaded` (HTTP 429 with `Retry-After`): latency stays
+/// bounded and the client learns to back off, instead of every request queueing longer.
+pub const CLIENT_COMMITS_IN_FLIGHT_MAX: usize = 8_192;
+
+/// How long an overloaded node asks clients to wait before retrying.
+pub const OVERLOADED_RETRY_AFTER_MS: u64 = 1_000;
 
 /// A local `result` call: the run's shard, and where to send the outcome (`None`: the shard
 /// left this node).

@@ -3,7 +3,7 @@
 use crate::workflow::{Query, Signal, function_name};
 use cairn_core::WorkflowError;
 use cairn_runtime::{
-    ClientError, Description, IdReusePolicy, Outcome, StartWorkflow, WorkflowPage, WorkflowSummary,
+    ClientError, Description, IdReusePolicy, Outcome, StartWorkflow, WorkflowPage,
 };
 use cairn_store::Store;
 use cairn_types::{Failure, HistoryEvent, Payload, WorkflowId, WorkflowTimeouts};
@@ -90,13 +90,19 @@ impl<S: Store> Client<S> {
         })
     }
 
-    /// Workflows, optionally filtered by type name and status.
+    /// Workflows, optionally filtered by type name and status, newest first, `page_size` at a
+    /// time (default 100, at most 1,000): pass the page's `next_page_token` back for the next.
+    /// Each page reads O(page) keys from the store's visibility indexes.
     pub async fn list(
         &self,
         workflow_type: Option<&str>,
         status: Option<cairn_core::RunStatus>,
-    ) -> Result<Vec<WorkflowSummary>, ClientError> {
-        self.node.list(workflow_type, status).await
+        page_size: Option<usize>,
+        page_token: Option<&str>,
+    ) -> Result<WorkflowPage, ClientError> {
+        self.node
+            .list(workflow_type, status, page_size, page_token)
+            .await
     }
 
     /// Workflows matching a visibility query (`WorkflowType = 'Order' AND ExecutionStatus =

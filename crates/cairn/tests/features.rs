@@ -601,8 +601,10 @@ async fn listing_and_describe<S: Store>(store: S, tag: &str) {
     assert_eq!(description.pending_activities[0].1.activity_type, "sleepy");
     assert!(description.history_length >= 3);
 
-    let mine = |list: Vec<cairn::WorkflowSummary>| {
-        let mut ids: Vec<String> = list
+    let mine = |page: cairn::WorkflowPage| {
+        assert_eq!(page.next_page_token, None, "a few workflows fit one page");
+        let mut ids: Vec<String> = page
+            .workflows
             .into_iter()
             .map(|w| w.workflow_id)
             .filter(|id| id.starts_with(&format!("list-{tag}-")))
@@ -611,7 +613,7 @@ async fn listing_and_describe<S: Store>(store: S, tag: &str) {
         ids
     };
     let completed = client
-        .list(Some("quick"), Some(cairn::RunStatus::Completed))
+        .list(Some("quick"), Some(cairn::RunStatus::Completed), None, None)
         .await
         .unwrap();
     assert_eq!(
@@ -621,14 +623,19 @@ async fn listing_and_describe<S: Store>(store: S, tag: &str) {
             .collect::<Vec<_>>()
     );
     let failures = client
-        .list(None, Some(cairn::RunStatus::Failed))
+        .list(None, Some(cairn::RunStatus::Failed), None, None)
         .await
         .unwrap();
     assert_eq!(mine(failures), vec![format!("list-{tag}-f")]);
-    let all_quick = client.list(Some("quick"), None).await.unwrap();
+    let all_quick = client.list(Some("quick"), None, None, None).await.unwrap();
     assert_eq!(mine(all_quick).len(), 4);
     let running = client
-        .list(Some("heartbeats_pending"), Some(cairn::RunStatus::Running))
+        .list(
+            Some("heartbeats_pending"),
+            Some(cairn::RunStatus::Running),
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(mine(running), vec![format!("list-{tag}-w")]);

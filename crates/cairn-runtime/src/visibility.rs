@@ -1,0 +1,793 @@
+//! Visibility: the secondary indexes over workflow records, and the lists and counts that read
+//! them a page at a time.
+//!
+//! Every write of a workflow record goes through [`put_workflow`], an `Op::Derived` that reads
+//! the record it replaces inside the commit transaction and writes, in that same transaction,
+//! the index entries that changed and the counters they move. So indexes and counts can never
+//! disagree with the records, whatever crashes or `MaybeCommitted` outcomes happen: they are one
+//! commit.
+//!
+//! ```text
+//! ("vis", ns, "all", -start_ms, workflow_id)                   -> ()  every workflow
+//! ("vis", ns, "st", status, -start_ms, workflow_id)            -> ()  by ExecutionStatus
+//! ("vis", ns, "ty", type, -start_ms, workflow_id)              -> ()  by WorkflowType
+//! ("vis", ns, "ts", type, status, -start_ms, workflow_id)      -> ()  by both
+//! ("vis", ns, "kw", attribute, value, -start_ms, workflow_id)  -> ()  by a Keyword attribute
+//! ("viscount", ns, "all" | "st", s | "ty", t | "ts", t, s)     -> i64 (atomic add)
+//! ```
+//!
+//! The start time is negated so every index lists newest first, the order Temporal lists in.
+//!
+//! Invariants:
+//! - A list reads O(page) keys when the query's conjuncts name an indexed equality, and at most
+//!   [`LIST_SCAN_ENTRIES_MAX`] index entries whatever the query: past that it answers a shorter
+//!   page with a token to resume from. No transaction reads more than [`SCAN_CHUNK_ENTRIES`]
+//!   entries, so FoundationDB's 5 s / 10 MB limits are never approached.
+//! - `count` of no filter, of `ExecutionStatus = s`, of `WorkflowType = t` and of both is one
+//!   read of a maintained counter; any other count walks the best index a chunk per transaction.
+//! - A query with an `ORDER BY` other than the default sorts in memory at most
+//!   [`SORTED_QUERY_WORKFLOWS_MAX`] workflows and refuses broader ones with a clear error.
+
+use crate::committer::{Derive, Op};
+use crate::error::ClientError;
+use crate::keys::Keys;
+use crate::records::{WorkflowRecord, decode, encode};
+use crate::registry::Registry;
+use cairn_core::RunStatus;
+use cairn_core::visibility::{CompareOp, Condition, Filter, Searchable};
+use cairn_store::keyspace::{Subspace, key_after};
+use cairn_store::{RangeRequest, Store, StoreError, Transaction};
+use cairn_types::{RunId, SearchAttributes, SearchType, SearchValue};
+use std::collections::BTreeSet;
+
+/// Default page size of a list.
+pub const LIST_PAGE_SIZE_DEFAULT: usize = 100;
+/// Largest page a list returns.
+pub const LIST_PAGE_SIZE_MAX: usize = 1_000;
+/// Index entries one transaction of a list or count reads.
+pub const SCAN_CHUNK_ENTRIES: usize = 500;
+/// Index entries one list call examines; past this it returns what it found (perhaps nothing)
+/// with a token that resumes where it stopped.
+pub const LIST_SCAN_ENTRIES_MAX: usize = 10_000;
+/// Most workflows a query with a non-default `ORDER BY` may match (they are sorted in memory).
+pub const SORTED_QUERY_WORKFLOWS_MAX: usize = 10_000;
+
+const _: () = assert!(LIST_PAGE_SIZE_MAX < LIST_SCAN_ENTRIES_MAX);
+const _: () = assert!(SCAN_CHUNK_ENTRIES <= LIST_SCAN_ENTRIES_MAX);
+
+/// A summary of a workflow, as listed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowSummary {
+    pub workflow_id: String,
+    pub run_id: RunId,
+    pub workflow_type: String,
+    pub status: Option<RunStatus>,
+    pub started_unix_ms: u64,
+    pub closed_unix_ms: Option<u64>,
+    pub parent_workflow_id: Option<String>,
+    pub search_attributes: SearchAttributes,
+    pub history_length: u64,
+}
+
+impl WorkflowSummary {
+    pub(crate) fn from_record(workflow_id: String, record: WorkflowRecord) -> Self {
+        Self {
+            workflow_id,
+            run_id: record.run_id,
+            workflow_type: record.workflow_type,
+            status: record.status,
+            started_unix_ms: record.started_unix_ms,
+            closed_unix_ms: record.closed_unix_ms,
+            parent_workflow_id: record.parent_workflow_id.map(|id| id.to_string()),
+            search_attributes: record.search_attributes,
+            history_length: record.history_length,
+        }
+    }
+}
+
+/// What visibility queries see of a workflow: its built-in attributes and custom ones.
+impl Searchable for WorkflowSummary {
+    fn field(&self, name: &str) -> Option<SearchValue> {
+        Some(match name {
+            "WorkflowId" => SearchValue::Keyword(self.workflow_id.clone()),
+            "RunId" => SearchValue::Keyword(self.run_id.to_string()),
+            "WorkflowType" => SearchValue::Keyword(self.workflow_type.clone()),
+            "ExecutionStatus" => SearchValue::Keyword(status_name(self.status).to_string()),
+            "StartTime" => SearchValue::Datetime(self.started_unix_ms),
+            "CloseTime" => SearchValue::Datetime(self.closed_unix_ms?),
+            "ExecutionDuration" => SearchValue::Int(
+                i64::try_from(self.closed_unix_ms?.saturating_sub(self.started_unix_ms))
+                    .unwrap_or(i64::MAX),
+            ),
+            "HistoryLength" => {
+                SearchValue::Int(i64::try_from(self.history_length).unwrap_or(i64::MAX))
+            }
+            "ParentWorkflowId" => SearchValue::Keyword(self.parent_workflow_id.clone()?),
+            custom => self.search_attributes.get(custom)?.clone(),
+        })
+    }
+}
+
+/// A status as visibility queries name it (Temporal's names; a run not yet started runs).
+pub fn status_name(status: Option<RunStatus>) -> &'static str {
+    match status {
+        None | Some(RunStatus::Running) => "Running",
+        Some(RunStatus::Completed) => "Completed",
+        Some(RunStatus::Failed) => "Failed",
+        Some(RunStatus::Canceled) => "Canceled",
+        Some(RunStatus::Terminated) => "Terminated",
+        Some(RunStatus::TimedOut) => "TimedOut",
+        Some(RunStatus::ContinuedAsNew) => "ContinuedAsNew",
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowPage {
+    pub workflows: Vec<WorkflowSummary>,
+    /// Pass it back for the next page; `None` on the last one. A page may hold fewer
+    /// workflows than asked for (even none) and still have a token: the list stopped after
+    /// examining [`LIST_SCAN_ENTRIES_MAX`] entries.
+    pub next_page_token: Option<String>,
+}
+
+/// One secondary index: the workflows with one value of an attribute (or all of them), newest
+/// first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Index {
+    All,
+    Status(String),
+    Type(String),
+    TypeStatus(String, String),
+    /// A custom attribute of type Keyword, by value.
+    Keyword(String, String),
+}
+
+impl Index {
+    fn entries(&self, keys: &Keys, namespace: &str) -> Subspace {
+        let vis = keys.visibility(namespace);
+        match self {
+            Self::All => vis.subspace(&("all",)),
+            Self::Status(s) => vis.subspace(&("st", s.as_str())),
+            Self::Type(t) => vis.subspace(&("ty", t.as_str())),
+            Self::TypeStatus(t, s) => vis.subspace(&("ts", t.as_str(), s.as_str())),
+            Self::Keyword(name, value) => vis.subspace(&("kw", name.as_str(), value.as_str())),
+        }
+    }
+
+    /// The index's maintained count, for the indexes that have one.
+    fn counter(&self, keys: &Keys, namespace: &str) -> Option<Vec<u8>> {
+        let counts = keys.visibility_counts(namespace);
+        Some(match self {
+            Self::All => counts.pack(&("all",)),
+            Self::Status(s) => counts.pack(&("st", s.as_str())),
+            Self::Type(t) => counts.pack(&("ty", t.as_str())),
+            Self::TypeStatus(t, s) => counts.pack(&("ts", t.as_str(), s.as_str())),
+            Self::Keyword(..) => return None,
+        })
+    }
+
+    /// The indexes a workflow record appears in.
+    fn of(record: &WorkflowRecord) -> Vec<Self> {
+        let status = status_name(record.status).to_string();
+        let mut out = vec![
+            Self::All,
+            Self::Status(status.clone()),
+            Self::Type(record.workflow_type.clone()),
+            Self::TypeStatus(record.workflow_type.clone(), status),
+        ];
+        for (name, value) in &record.search_attributes {
+            if let SearchValue::Keyword(value) = value {
+                out.push(Self::Keyword(name.clone(), value.clone()));
+            }
+        }
+        out
+    }
+}
+
+fn entry_key(sub: &Subspace, started_unix_ms: u64, workflow_id: &str) -> Vec<u8> {
+    sub.pack(&(negated(started_unix_ms), workflow_id))
+}
+
+fn negated(unix_ms: u64) -> i64 {
+    -i64::try_from(unix_ms).unwrap_or(i64::MAX)
+}
+
+/// The index writes that turn `old` (the record being replaced, if any) into `new` for
+/// workflow `workflow_id`: entries cleared and set, counters moved. Entries and counters that
+/// both records share are not touched.
+pub fn index_ops(
+    keys: &Keys,
+    namespace: &str,
+    workflow_id: &str,
+    old: Option<&WorkflowRecord>,
+    new: Option<&WorkflowRecord>,
+) -> Vec<Op> {
+    let entries = |record: Option<&WorkflowRecord>| -> BTreeSet<Vec<u8>> {
+        record.map_or_else(BTreeSet::new, |r| {
+            Index::of(r)
+                .iter()
+                .map(|i| entry_key(&i.entries(keys, namespace), r.started_unix_ms, workflow_id))
+                .collect()
+        })
+    };
+    let counters = |record: Option<&WorkflowRecord>| -> BTreeSet<Vec<u8>> {
+        record.map_or_else(BTreeSet::new, |r| {
+            Index::of(r)
+                .iter()
+                .filter_map(|i| i.counter(keys, namespace))
+                .collect()
+        })
+    };
+    let (old_entries, new_entries) = (entries(old), entries(new));
+    let (old_counters, new_counters) = (counters(old), counters(new));
+    let mut ops = Vec::new();
+    ops.extend(
+        old_entries
+            .difference(&new_entries)
+            .map(|k| Op::Clear(k.clone())),
+    );
+    ops.extend(
+        new_entries
+            .difference(&old_entries)
+            .map(|k| Op::Set(k.clone(), Vec::new())),
+    );
+    ops.extend(
+        old_counters
+            .difference(&new_counters)
+            .map(|k| Op::Add(k.clone(), -1)),
+    );
+    ops.extend(
+        new_counters
+            .difference(&old_counters)
+            .map(|k| Op::Add(k.clone(), 1)),
+    );
+    ops
+}
+
+/// Writes `record` as workflow `workflow_id`'s record, with its index entries and counts, in
+/// the commit transaction: the record it replaces is read there (as of the batch).
+pub fn put_workflow(keys: &Keys, namespace: &str, workflow_id: &str, record: WorkflowRecord) -> Op {
+    let key = keys.workflow(namespace, workflow_id);
+    let bytes = encode(&record);
+    let (keys, namespace, workflow_id) =
+        (keys.clone(), namespace.to_string(), workflow_id.to_string());
+    Op::Derived(Derive::new(move |tx| {
+        let (key, bytes, record) = (key.clone(), bytes.clone(), record.clone());
+        let (keys, namespace, workflow_id) = (keys.clone(), namespace.clone(), workflow_id.clone());
+        Box::pin(async move {
+            let old: Option<WorkflowRecord> = match tx.read(&key).await? {
+                Some(old) => Some(decode("workflow", &old)?),
+                None => None,
+            };
+            let mut ops = index_ops(&keys, &namespace, &workflow_id, old.as_ref(), Some(&record));
+            ops.push(Op::Set(key, bytes));
+            Ok(ops)
+        })
+    }))
+}
+
+/// How a query reaches its candidates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// `WorkflowId = 'x'`: one record.
+    Point(String),
+    /// The entries of one index, newest first.
+    Scan(Index),
+}
+
+/// The top-level conjuncts of a condition (`a AND (b AND c)` is `[a, b, c]`).
+fn conjuncts(condition: &Condition) -> Vec<&Condition> {
+    let mut out = Vec::new();
+    let mut stack = vec![condition];
+    while let Some(c) = stack.pop() {
+        match c {
+            Condition::And(a, b) => {
+                stack.push(b);
+                stack.push(a);
+            }
+            Condition::True => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn equality<'a>(condition: &'a Condition, field: &str) -> Option<&'a str> {
+    match condition {
+        Condition::Compare(f, CompareOp::Eq, SearchValue::Keyword(v)) if f == field => Some(v),
+        _ => None,
+    }
+}
+
+/// How to read `filter`'s candidates: a point read for a workflow id, otherwise the narrowest
+/// index its conjuncts name (a custom Keyword attribute, then type and status, type, status),
+/// otherwise every workflow. `custom` gives a custom attribute's type.
+pub fn access(filter: &Filter, custom: &dyn Fn(&str) -> Option<SearchType>) -> Access {
+    let parts = conjuncts(&filter.condition);
+    let first = |field: &str| parts.iter().find_map(|c| equality(c, field));
+    if let Some(id) = first("WorkflowId") {
+        return Access::Point(id.to_string());
+    }
+    for part in &parts {
+        if let Condition::Compare(name, CompareOp::Eq, SearchValue::Keyword(value)) = part
+            && custom(name) == Some(SearchType::Keyword)
+        {
+            return Access::Scan(Index::Keyword(name.clone(), value.clone()));
+        }
+    }
+    let ty = first("WorkflowType");
+    let status = first("ExecutionStatus");
+    Access::Scan(match (ty, status) {
+        (Some(t), Some(s)) => Index::TypeStatus(t.into(), s.into()),
+        (Some(t), None) => Index::Type(t.into()),
+        (None, Some(s)) => Index::Status(s.into()),
+        (None, None) => Index::All,
+    })
+}
+
+/// The maintained counter that answers `filter` exactly, if its condition is nothing but (at
+/// most one each) `WorkflowType = t` and `ExecutionStatus = s`.
+pub fn counted(filter: &Filter) -> Option<Index> {
+    let parts = conjuncts(&filter.condition);
+    let (mut ty, mut status) = (None, None);
+    for part in parts {
+        if let Some(t) = equality(part, "WorkflowType")
+            && ty.is_none()
+        {
+            ty = Some(t.to_string());
+        } else if let Some(s) = equality(part, "ExecutionStatus")
+            && status.is_none()
+        {
+            status = Some(s.to_string());
+        } else {
+            return None;
+        }
+    }
+    Some(match (ty, status) {
+        (Some(t), Some(s)) => Index::TypeStatus(t, s),
+        (Some(t), None) => Index::Type(t),
+        (None, Some(s)) => Index::Status(s),
+        (None, None) => Index::All,
+    })
+}
+
+/// Whether the filter lists in index order (newest first, then by workflow id).
+fn default_order(filter: &Filter) -> bool {
+    match filter.order.as_slice() {
+        [] => true,
+        [only] => only.field == "StartTime" && only.descending,
+        _ => false,
+    }
+}
+
+/// Where a list resumes: after this sort key (see `Filter::sort_key`).
+pub type After = Vec<Option<SearchValue>>;
+
+/// Reads visibility for one namespace of one store.
+pub struct Visibility<'a, S: Store> {
+    pub store: &'a S,
+    pub keys: &'a Keys,
+    pub namespace: &'a str,
+    pub registry: &'a Registry,
+}
+
+impl<S: Store> Visibility<'_, S> {
+    fn access(&self, filter: &Filter) -> Access {
+        access(filter, &|name| self.registry.search_attribute_type(name))
+    }
+
+    async fn record(
+        &self,
+        tx: &mut S::Tx,
+        workflow_id: &str,
+    ) -> Result<Option<WorkflowSummary>, StoreError> {
+        let key = self.keys.workflow(self.namespace, workflow_id);
+        Ok(match tx.get_snapshot(&key).await? {
+            Some(bytes) => Some(WorkflowSummary::from_record(
+                workflow_id.to_string(),
+                decode("workflow", &bytes)?,
+            )),
+            None => None,
+        })
+    }
+
+    /// Walks `index` from after `after` (start time, workflow id), a chunk per transaction,
+    /// giving each record that still belongs there to `visit` until it returns false or
+    /// `budget` entries have been examined. Returns the position of the last entry examined
+    /// and whether entries remain.
+    async fn walk(
+        &self,
+        index: &Index,
+        after: Option<(u64, String)>,
+        mut budget: usize,
+        first_chunk: usize,
+        visit: &mut (dyn FnMut(WorkflowSummary) -> bool + Send),
+    ) -> Result<(Option<(u64, String)>, bool), ClientError> {
+        let sub = index.entries(self.keys, self.namespace);
+        let (mut begin, end) = sub.range();
+        if let Some((start, id)) = &after {
+            begin = key_after(&entry_key(&sub, *start, id));
+        }
+        let mut last = after;
+        let mut chunk = first_chunk.clamp(1, SCAN_CHUNK_ENTRIES);
+        loop {
+            let mut tx = self.store.begin()?;
+            let limit = chunk.min(budget);
+            let rows = tx
+                .get_range(
+                    &RangeRequest::new(begin.clone(), end.clone())
+                        .limit(limit)
+                        .snapshot(),
+                )
+                .await?;
+            let exhausted = rows.len() < limit;
+            for row in rows {
+                begin = key_after(&row.key);
+                budget -= 1;
+                let Ok((negated_start, id)) = sub.unpack::<(i64, String)>(&row.key) else {
+                    continue;
+                };
+                let start = u64::try_from(negated_start.saturating_neg()).unwrap_or(0);
+                last = Some((start, id.clone()));
+                // The entry and the record are written in one commit, so they agree; the
+                // check guards against a record read from a later snapshot than the entry.
+                if let Some(summary) = self.record(&mut tx, &id).await?
+                    && summary.started_unix_ms == start
+                    && !visit(summary)
+                {
+                    return Ok((last, true));
+                }
+            }
+            if exhausted {
+                return Ok((last, false));
+            }
+            if budget == 0 {
+                return Ok((last, true));
+            }
+            chunk = SCAN_CHUNK_ENTRIES;
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// One page of the workflows matching `filter`, after `after`.
+    pub async fn list(
+        &self,
+        filter: &Filter,
+        page_size: usize,
+        after: Option<After>,
+    ) -> Result<WorkflowPage, ClientError> {
+        let page_size = page_size.clamp(1, LIST_PAGE_SIZE_MAX);
+        if !default_order(filter) {
+            return self.list_sorted(filter, page_size, after).await;
+        }
+        let after = after.map(|key| index_position(&key)).transpose()?;
+        match self.access(filter) {
+            Access::Point(id) => {
+                let mut tx = self.store.begin()?;
+                let found = self.record(&mut tx, &id).await?;
+                let workflows = found
+                    .filter(|w| filter.matches(w))
+                    .filter(|w| {
+                        after.as_ref().is_none_or(|(start, after_id)| {
+                            (negated(w.started_unix_ms), w.workflow_id.as_str())
+                                > (negated(*start), after_id.as_str())
+                        })
+                    })
+                    .into_iter()
+                    .collect();
+                Ok(WorkflowPage {
+                    workflows,
+                    next_page_token: None,
+                })
+            }
+            Access::Scan(index) => {
+                let mut workflows = Vec::new();
+                let mut more = false;
+                let (last, remaining) = self
+                    .walk(
+                        &index,
+                        after,
+                        LIST_SCAN_ENTRIES_MAX,
+                        page_size + 1,
+                        &mut |w| {
+                            if !filter.matches(&w) {
+                                return true;
+                            }
+                            if workflows.len() == page_size {
+                                more = true;
+                                return false;
+                            }
+                            workflows.push(w);
+                            true
+                        },
+                    )
+                    .await?;
+                let next_page_token = if more {
+                    workflows.last().map(|w| page_token(&filter.sort_key(w)))
+                } else if remaining {
+                    last.map(|(start, id)| {
+                        page_token(&[
+                            Some(SearchValue::Datetime(start)),
+                            Some(SearchValue::Keyword(id)),
+                        ])
+                    })
+                } else {
+                    None
+                };
+                Ok(WorkflowPage {
+                    workflows,
+                    next_page_token,
+                })
+            }
+        }
+    }
+
+    /// A list in another order than the indexes': every match is read (at most
+    /// [`SORTED_QUERY_WORKFLOWS_MAX`]), sorted, and paged by sort key.
+    async fn list_sorted(
+        &self,
+        filter: &Filter,
+        page_size: usize,
+        after: Option<After>,
+    ) -> Result<WorkflowPage, ClientError> {
+        let mut matching = self.matching_all(filter).await?;
+        if let Some(after) = &after {
+            matching.retain(|w| filter.compare_keys(&filter.sort_key(w), after).is_gt());
+        }
+        matching.sort_by(|a, b| filter.compare(a, b));
+        let more = matching.len() > page_size;
+        matching.truncate(page_size);
+        let next_page_token = match matching.last() {
+            Some(last) if more => Some(page_token(&filter.sort_key(last))),
+            _ => None,
+        };
+        Ok(WorkflowPage {
+            workflows: matching,
+            next_page_token,
+        })
+    }
+
+    async fn matching_all(&self, filter: &Filter) -> Result<Vec<WorkflowSummary>, ClientError> {
+        let index = match self.access(filter) {
+            Access::Point(id) => {
+                let mut tx = self.store.begin()?;
+                let found = self.record(&mut tx, &id).await?;
+                return Ok(found.filter(|w| filter.matches(w)).into_iter().collect());
+            }
+            Access::Scan(index) => index,
+        };
+        let mut matching = Vec::new();
+        let mut too_many = false;
+        self.walk(&index, None, usize::MAX, SCAN_CHUNK_ENTRIES, &mut |w| {
+            if filter.matches(&w) {
+                if matching.len() == SORTED_QUERY_WORKFLOWS_MAX {
+                    too_many = true;
+                    return false;
+                }
+                matching.push(w);
+            }
+            true
+        })
+        .await?;
+        if too_many {
+            return Err(ClientError::QueryTooBroad {
+                limit: SORTED_QUERY_WORKFLOWS_MAX,
+            });
+        }
+        Ok(matching)
+    }
+
+    /// How many workflows match `filter`.
+    pub async fn count(&self, filter: &Filter) -> Result<u64, ClientError> {
+        if let Some(index) = counted(filter) {
+            let key = index
+                .counter(self.keys, self.namespace)
+                .expect("counted indexes have counters");
+            let mut tx = self.store.begin()?;
+            let value = tx.get_snapshot(&key).await?;
+            return Ok(u64::try_from(counter_value(value.as_deref())).unwrap_or(0));
+        }
+        let index = match self.access(filter) {
+            Access::Point(id) => {
+                let mut tx = self.store.begin()?;
+                let found = self.record(&mut tx, &id).await?;
+                return Ok(u64::from(found.is_some_and(|w| filter.matches(&w))));
+            }
+            Access::Scan(index) => index,
+        };
+        let mut count = 0u64;
+        self.walk(&index, None, usize::MAX, SCAN_CHUNK_ENTRIES, &mut |w| {
+            count += u64::from(filter.matches(&w));
+            true
+        })
+        .await?;
+        Ok(count)
+    }
+}
+
+/// An atomic-add counter's value (little-endian, as FoundationDB's ADD writes it).
+fn counter_value(bytes: Option<&[u8]>) -> i64 {
+    let mut le = [0u8; 8];
+    if let Some(bytes) = bytes {
+        let n = bytes.len().min(8);
+        le[..n].copy_from_slice(&bytes[..n]);
+    }
+    i64::from_le_bytes(le)
+}
+
+/// The index position a default-order sort key names: (start time, workflow id).
+fn index_position(key: &After) -> Result<(u64, String), ClientError> {
+    match key.as_slice() {
+        [
+            Some(SearchValue::Datetime(start)),
+            Some(SearchValue::Keyword(id)),
+        ] => Ok((*start, id.clone())),
+        _ => Err(ClientError::InvalidPageToken {
+            reason: "it was issued for another query".into(),
+        }),
+    }
+}
+
+/// Longest page token accepted, in bytes.
+pub const PAGE_TOKEN_BYTES_MAX: usize = 8_192;
+
+/// A sort key as a page token (hexadecimal MessagePack).
+pub fn page_token(key: &[Option<SearchValue>]) -> String {
+    encode(&key.to_vec())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The sort key in a token made by [`page_token`].
+pub fn decode_page_token(token: &str) -> Result<After, ClientError> {
+    let bad = |reason: &str| ClientError::InvalidPageToken {
+        reason: reason.to_string(),
+    };
+    let digits = token.as_bytes();
+    if digits.len() > PAGE_TOKEN_BYTES_MAX {
+        return Err(bad("too long"));
+    }
+    if !digits.len().is_multiple_of(2) {
+        return Err(bad("odd length"));
+    }
+    let nibble = |d: u8| (d as char).to_digit(16);
+    let bytes: Vec<u8> = digits
+        .chunks_exact(2)
+        .map(|pair| Some((nibble(pair[0])? << 4 | nibble(pair[1])?) as u8))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("not hexadecimal"))?;
+    rmp_serde::from_slice(&bytes).map_err(|_| bad("does not decode"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_core::visibility::Filter;
+
+    fn record(ty: &str, status: Option<RunStatus>, start: u64) -> WorkflowRecord {
+        WorkflowRecord {
+            run_id: RunId::from_parts(start, [7; 10]),
+            workflow_type: ty.into(),
+            status,
+            started_unix_ms: start,
+            closed_unix_ms: None,
+            parent_workflow_id: None,
+            parent_run_id: None,
+            search_attributes: SearchAttributes::new(),
+            history_length: 0,
+            execution_started_unix_ms: start,
+        }
+    }
+
+    fn adds(ops: &[Op]) -> Vec<i64> {
+        ops.iter()
+            .filter_map(|op| match op {
+                Op::Add(_, d) => Some(*d),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A new record sets four entries and adds one to four counters; a step that changes
+    /// nothing indexed writes nothing; a close moves the status entries and counters only.
+    #[test]
+    fn index_writes_follow_the_change() {
+        let keys = Keys::default();
+        let started = record("Order", None, 1_000);
+        let ops = index_ops(&keys, "default", "o-1", None, Some(&started));
+        assert_eq!(ops.iter().filter(|o| matches!(o, Op::Set(..))).count(), 4);
+        assert_eq!(adds(&ops), vec![1, 1, 1, 1]);
+
+        let running = record("Order", Some(RunStatus::Running), 1_000);
+        assert!(index_ops(&keys, "default", "o-1", Some(&started), Some(&running)).is_empty());
+
+        let closed = record("Order", Some(RunStatus::Completed), 1_000);
+        let ops = index_ops(&keys, "default", "o-1", Some(&running), Some(&closed));
+        assert_eq!(ops.iter().filter(|o| matches!(o, Op::Clear(..))).count(), 2);
+        assert_eq!(ops.iter().filter(|o| matches!(o, Op::Set(..))).count(), 2);
+        let mut moved = adds(&ops);
+        moved.sort_unstable();
+        assert_eq!(moved, vec![-1, -1, 1, 1]);
+
+        let gone = index_ops(&keys, "default", "o-1", Some(&closed), None);
+        assert_eq!(
+            gone.iter().filter(|o| matches!(o, Op::Clear(..))).count(),
+            4
+        );
+        assert_eq!(adds(&gone), vec![-1, -1, -1, -1]);
+    }
+
+    fn parse(query: &str) -> Filter {
+        Filter::parse(query, &|name| {
+            (name == "CustomerId").then_some(SearchType::Keyword)
+        })
+        .unwrap()
+    }
+
+    /// Queries go to the narrowest index their conjuncts name, and only the exact shapes are
+    /// answered from counters.
+    #[test]
+    fn queries_choose_indexes() {
+        let custom = |name: &str| (name == "CustomerId").then_some(SearchType::Keyword);
+        let cases = [
+            ("", Access::Scan(Index::All)),
+            (
+                "ExecutionStatus = 'Running'",
+                Access::Scan(Index::Status("Running".into())),
+            ),
+            (
+                "StartTime > '2026-01-01T00:00:00Z' AND WorkflowType = 'Order'",
+                Access::Scan(Index::Type("Order".into())),
+            ),
+            (
+                "ExecutionStatus = 'Failed' AND (WorkflowType = 'Order' AND HistoryLength > 3)",
+                Access::Scan(Index::TypeStatus("Order".into(), "Failed".into())),
+            ),
+            (
+                "WorkflowType = 'Order' AND CustomerId = 'c-1'",
+                Access::Scan(Index::Keyword("CustomerId".into(), "c-1".into())),
+            ),
+            (
+                "WorkflowType = 'Order' OR ExecutionStatus = 'Failed'",
+                Access::Scan(Index::All),
+            ),
+            ("WorkflowId = 'o-1'", Access::Point("o-1".into())),
+        ];
+        for (query, expected) in cases {
+            assert_eq!(access(&parse(query), &custom), expected, "{query}");
+        }
+        assert_eq!(counted(&parse("")), Some(Index::All));
+        assert_eq!(
+            counted(&parse(
+                "ExecutionStatus = 'Running' AND WorkflowType = 'Order'"
+            )),
+            Some(Index::TypeStatus("Order".into(), "Running".into()))
+        );
+        assert_eq!(
+            counted(&parse("WorkflowType = 'Order' AND HistoryLength > 3")),
+            None
+        );
+        assert_eq!(
+            counted(&parse("WorkflowType = 'A' AND WorkflowType = 'B'")),
+            None
+        );
+        assert_eq!(counted(&parse("NOT ExecutionStatus = 'Running'")), None);
+    }
+
+    /// Tokens round-trip; hostile tokens (odd, non-hex, multi-byte characters, oversized) are
+    /// refused with an error, never a panic.
+    #[test]
+    fn page_tokens_refuse_garbage() {
+        let key = vec![
+            Some(SearchValue::Datetime(5)),
+            Some(SearchValue::Keyword("x".into())),
+        ];
+        assert_eq!(decode_page_token(&page_token(&key)).unwrap(), key);
+        for bad in ["0", "zz", "a\u{1F600}b", "\u{1F600}\u{1F600}", "ff"] {
+            assert!(decode_page_token(bad).is_err(), "{bad:?}");
+        }
+        assert!(decode_page_token(&"0".repeat(PAGE_TOKEN_BYTES_MAX + 2)).is_err());
+    }
+}
