@@ -20,6 +20,12 @@ pub const CATCHUP_WINDOW_MS_DEFAULT: u64 = 365 * 24 * 3_600_000;
 /// Shortest catch-up window, ms. (Temporal's minimum is 10 s; a second keeps short-cadence
 /// schedules and their tests practical, and nothing below relies on more.)
 pub const CATCHUP_WINDOW_MS_MIN: u64 = 1_000;
+/// Longest catch-up window: ten years.
+pub const CATCHUP_WINDOW_MS_MAX: u64 = 10 * 366 * 24 * 3_600_000;
+/// Longest interval: a hundred years.
+pub const SCHEDULE_INTERVAL_MS_MAX: u64 = 100 * 366 * 24 * 3_600_000;
+/// Longest jitter: seven days. Times plus jitter stay far from `u64::MAX`.
+pub const SCHEDULE_JITTER_MS_MAX: u64 = 7 * 24 * 3_600_000;
 
 /// Every `every_ms`, at `offset_ms` past each multiple of it since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +147,12 @@ pub enum ScheduleError {
     BadCron { expression: String, reason: String },
     #[error("interval every_ms is {every_ms}; it must be at least {min}")]
     IntervalTooShort { every_ms: u64, min: u64 },
+    #[error("interval every_ms is {every_ms}; the limit is {max}")]
+    IntervalTooLong { every_ms: u64, max: u64 },
+    #[error("jitter_ms is {jitter_ms}; the limit is {max}")]
+    JitterTooLong { jitter_ms: u64, max: u64 },
+    #[error("catch-up window {given} ms is above the maximum of {max} ms")]
+    CatchupWindowTooLong { given: u64, max: u64 },
     #[error("interval offset_ms {offset_ms} must be less than every_ms {every_ms}")]
     OffsetNotBelowInterval { offset_ms: u64, every_ms: u64 },
     #[error("time zone {given:?} is not an IANA time zone name (such as Europe/Paris or UTC)")]
@@ -172,6 +184,12 @@ impl SchedulePolicies {
             return Err(ScheduleError::CatchupWindowTooShort {
                 given: self.catchup_window_ms,
                 min: CATCHUP_WINDOW_MS_MIN,
+            });
+        }
+        if self.catchup_window_ms > CATCHUP_WINDOW_MS_MAX {
+            return Err(ScheduleError::CatchupWindowTooLong {
+                given: self.catchup_window_ms,
+                max: CATCHUP_WINDOW_MS_MAX,
             });
         }
         Ok(self)
@@ -212,12 +230,24 @@ impl ScheduleSpec {
                     min: SCHEDULE_INTERVAL_MS_MIN,
                 });
             }
+            if interval.every_ms > SCHEDULE_INTERVAL_MS_MAX {
+                return Err(ScheduleError::IntervalTooLong {
+                    every_ms: interval.every_ms,
+                    max: SCHEDULE_INTERVAL_MS_MAX,
+                });
+            }
             if interval.offset_ms >= interval.every_ms {
                 return Err(ScheduleError::OffsetNotBelowInterval {
                     offset_ms: interval.offset_ms,
                     every_ms: interval.every_ms,
                 });
             }
+        }
+        if self.jitter_ms > SCHEDULE_JITTER_MS_MAX {
+            return Err(ScheduleError::JitterTooLong {
+                jitter_ms: self.jitter_ms,
+                max: SCHEDULE_JITTER_MS_MAX,
+            });
         }
         let time_zone = match &self.time_zone {
             None => chrono_tz::UTC,
@@ -305,7 +335,7 @@ impl CompiledSpec {
             hash ^= u64::from(*b);
             hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
         }
-        hash % (self.jitter_ms + 1)
+        hash % self.jitter_ms.saturating_add(1)
     }
 }
 

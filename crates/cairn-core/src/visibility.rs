@@ -30,6 +30,13 @@ pub struct FilterError {
     pub token: String,
 }
 
+/// Longest query accepted, in bytes.
+pub const QUERY_BYTES_MAX: usize = 4_096;
+/// Deepest nesting of parentheses and `NOT`s a query may have.
+pub const QUERY_DEPTH_MAX: usize = 32;
+/// Most comparisons (`=`, `IN`, `BETWEEN`, `STARTS_WITH`, `IS NULL`…) one query may make.
+pub const QUERY_CONDITIONS_MAX: usize = 100;
+
 /// Built-in attributes every workflow has, with their types.
 pub const BUILT_IN_FIELDS: &[(&str, SearchType)] = &[
     ("WorkflowId", SearchType::Keyword),
@@ -258,6 +265,10 @@ pub trait Searchable {
 struct Parser<'a> {
     tokens: Vec<Token>,
     at: usize,
+    /// Parentheses and `NOT`s open around the current token.
+    depth: usize,
+    /// Comparisons parsed so far.
+    conditions: usize,
     types: &'a dyn Fn(&str) -> Option<SearchType>,
 }
 
@@ -364,19 +375,45 @@ impl Parser<'_> {
     }
 
     fn factor(&mut self) -> Result<Condition, FilterError> {
+        let nests = keyword(self.peek(), "NOT") || matches!(self.peek().kind, TokenKind::LParen);
+        if nests {
+            // Parsing, evaluating and dropping a condition all recurse once per level: the
+            // bound keeps a hostile query from overflowing the stack.
+            if self.depth == QUERY_DEPTH_MAX {
+                return Err(error(
+                    format!(
+                        "the query nests parentheses and NOTs more than {QUERY_DEPTH_MAX} deep"
+                    ),
+                    self.peek(),
+                ));
+            }
+            self.depth += 1;
+            let inner = self.nested();
+            self.depth -= 1;
+            return inner;
+        }
+        if self.conditions == QUERY_CONDITIONS_MAX {
+            return Err(error(
+                format!("the query makes more than {QUERY_CONDITIONS_MAX} comparisons"),
+                self.peek(),
+            ));
+        }
+        self.conditions += 1;
+        self.comparison()
+    }
+
+    /// `NOT factor` or `( expr )`.
+    fn nested(&mut self) -> Result<Condition, FilterError> {
         if self.eat_keyword("NOT") {
             return Ok(Condition::Not(Box::new(self.factor()?)));
         }
-        if matches!(self.peek().kind, TokenKind::LParen) {
-            self.next();
-            let inner = self.or()?;
-            if !matches!(self.peek().kind, TokenKind::RParen) {
-                return Err(error("expected )", self.peek()));
-            }
-            self.next();
-            return Ok(inner);
+        self.next();
+        let inner = self.or()?;
+        if !matches!(self.peek().kind, TokenKind::RParen) {
+            return Err(error("expected )", self.peek()));
         }
-        self.comparison()
+        self.next();
+        Ok(inner)
     }
 
     /// A field name, checked against the known attributes.
@@ -584,9 +621,21 @@ impl Filter {
                 .map(|(_, t)| *t)
                 .or_else(|| custom(name))
         };
+        if query.len() > QUERY_BYTES_MAX {
+            return Err(FilterError {
+                message: format!(
+                    "the query is {} bytes; the limit is {QUERY_BYTES_MAX}",
+                    query.len()
+                ),
+                position: QUERY_BYTES_MAX,
+                token: query.chars().take(20).collect(),
+            });
+        }
         let mut parser = Parser {
             tokens: tokenize(query)?,
             at: 0,
+            depth: 0,
+            conditions: 0,
             types: &types,
         };
         parser.query()
@@ -898,5 +947,28 @@ mod tests {
         assert!(e.message.contains("Keyword"), "{e}");
         assert!(parse("Tags = 'vip'").is_ok());
         assert!(parse("Tags > 'vip'").is_err());
+    }
+
+    /// Proves hostile queries are refused with an error, never a stack overflow: nesting,
+    /// NOT chains, comparison counts and length each stop exactly past their limit.
+    #[test]
+    fn hostile_queries_hit_named_limits() {
+        let nested = |n: usize| format!("{}WorkflowId = 'x'{}", "(".repeat(n), ")".repeat(n));
+        assert!(parse(&nested(QUERY_DEPTH_MAX)).is_ok());
+        let e = parse(&nested(QUERY_DEPTH_MAX + 1)).unwrap_err();
+        assert!(e.message.contains("deep"), "{e}");
+        let nots = |n: usize| format!("{}WorkflowId = 'x'", "NOT ".repeat(n));
+        assert!(parse(&nots(QUERY_DEPTH_MAX)).is_ok());
+        assert!(parse(&nots(QUERY_DEPTH_MAX + 1)).is_err());
+        // The reproductions from the field: 1,800 parentheses, 10,000 NOTs.
+        assert!(parse(&nested(1_800)).is_err());
+        assert!(parse(&format!("{}WorkflowId = 'x'", "NOT ".repeat(10_000))).is_err());
+        let many = |n: usize| vec!["Priority = 1"; n].join(" OR ");
+        assert!(parse(&many(QUERY_CONDITIONS_MAX)).is_ok());
+        let e = parse(&many(QUERY_CONDITIONS_MAX + 1)).unwrap_err();
+        assert!(e.message.contains("comparisons"), "{e}");
+        let long = format!("WorkflowId = '{}'", "x".repeat(QUERY_BYTES_MAX));
+        let e = parse(&long).unwrap_err();
+        assert!(e.message.contains("bytes"), "{e}");
     }
 }
