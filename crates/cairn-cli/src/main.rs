@@ -11,6 +11,26 @@
 //! cairn cluster status
 //! ```
 
+/// `println!` that ends the process quietly when stdout is closed (`cairn workflow list |
+/// head -1`) instead of panicking, and with an error for any other write failure.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        write_line(format_args!($($arg)*))
+    };
+}
+
+fn write_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {error}");
+        std::process::exit(1);
+    }
+}
+
 mod demo;
 
 use anyhow::{Context, Result, bail};
@@ -19,6 +39,9 @@ use serde_json::Value;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// Largest page the API returns (`cairn_runtime::LIST_PAGE_SIZE_MAX`).
+const LIST_PAGE_SIZE_MAX: usize = 1_000;
 
 #[derive(Parser, Debug)]
 #[command(name = "cairn", about = "Cairn: durable workflows in Rust", version)]
@@ -53,6 +76,7 @@ enum ScheduleCommand {
     /// Create a schedule (give at least one --cron or --every-ms). Started workflows are named
     /// `<ID>-<scheduled time, RFC 3339>`.
     Create {
+        #[arg(value_parser = non_empty_id)]
         id: String,
         /// Workflow type to start.
         #[arg(long = "type")]
@@ -89,21 +113,27 @@ enum ScheduleCommand {
     /// Every schedule.
     List,
     /// A schedule: spec, next start times, recent actions.
-    Describe { id: String },
+    Describe {
+        #[arg(value_parser = non_empty_id)]
+        id: String,
+    },
     /// Pause (nothing starts until unpaused).
     Pause {
+        #[arg(value_parser = non_empty_id)]
         id: String,
         #[arg(long, default_value = "")]
         note: String,
     },
     /// Unpause (goes on from now).
     Unpause {
+        #[arg(value_parser = non_empty_id)]
         id: String,
         #[arg(long, default_value = "")]
         note: String,
     },
     /// Start the workflow now.
     Trigger {
+        #[arg(value_parser = non_empty_id)]
         id: String,
         /// Overlap policy for this start (default: the schedule's).
         #[arg(long)]
@@ -111,6 +141,7 @@ enum ScheduleCommand {
     },
     /// Start the workflows of every scheduled time in a range.
     Backfill {
+        #[arg(value_parser = non_empty_id)]
         id: String,
         /// RFC 3339.
         #[arg(long)]
@@ -284,7 +315,7 @@ enum WorkflowCommand {
         /// StartTime > '2026-01-01T00:00:00Z' ORDER BY StartTime DESC.
         #[arg(long)]
         query: Option<String>,
-        /// With --query: at most this many (a page).
+        /// At most this many (fetched a page at a time).
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
@@ -294,17 +325,25 @@ enum WorkflowCommand {
         query: String,
     },
     /// Status, pending activities, outcome.
-    Describe { id: String },
+    Describe {
+        #[arg(value_parser = non_empty_id)]
+        id: String,
+    },
     /// The history.
-    Show { id: String },
+    Show {
+        #[arg(value_parser = non_empty_id)]
+        id: String,
+    },
     /// The result (waits up to --wait-ms).
     Result {
+        #[arg(value_parser = non_empty_id)]
         id: String,
         #[arg(long, default_value_t = 30_000)]
         wait_ms: u64,
     },
     /// Send a signal.
     Signal {
+        #[arg(value_parser = non_empty_id)]
         id: String,
         name: String,
         #[arg(long, default_value = "null")]
@@ -312,6 +351,7 @@ enum WorkflowCommand {
     },
     /// Run a query.
     Query {
+        #[arg(value_parser = non_empty_id)]
         id: String,
         name: String,
         #[arg(long, default_value = "null")]
@@ -319,16 +359,26 @@ enum WorkflowCommand {
     },
     /// Request cancellation.
     Cancel {
+        #[arg(value_parser = non_empty_id)]
         id: String,
         #[arg(long, default_value = "")]
         reason: String,
     },
     /// End the run at once.
     Terminate {
+        #[arg(value_parser = non_empty_id)]
         id: String,
         #[arg(long, default_value = "")]
         reason: String,
     },
+}
+
+/// A workflow or schedule id argument: refused when empty, with a message saying so.
+fn non_empty_id(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("an id must not be empty".into());
+    }
+    Ok(text.to_string())
 }
 
 fn main() {
@@ -363,7 +413,7 @@ fn start_dev(args: StartDevArgs) -> Result<()> {
         let address = listener.local_addr()?;
         let config = node_config(&args.serve, "dev".to_string(), address)?;
         let node = demo::register(cairn::Node::builder()).config(config).start(store).await?;
-        println!("cairn dev server listening on http://{address} (data in {})", args.db.display());
+        say!("cairn dev server listening on http://{address} (data in {})", args.db.display());
         serve_until_ctrl_c(node, listener, args.serve.auth_token.clone()).await
     })
 }
@@ -478,9 +528,7 @@ fn serve_fdb(cluster_file: &str, options: &ServeOptions) -> Result<()> {
             .config(config)
             .start(store)
             .await?;
-        println!(
-            "cairn server {node_id} listening on http://{address} (FoundationDB {cluster_file})"
-        );
+        say!("cairn server {node_id} listening on http://{address} (FoundationDB {cluster_file})");
         serve_until_ctrl_c(node, listener, options.auth_token.clone()).await
     })
 }
@@ -574,7 +622,7 @@ impl Api {
 }
 
 fn print_json(value: &Value) {
-    println!(
+    say!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
@@ -596,15 +644,19 @@ fn cluster(args: ClusterArgs) -> Result<()> {
                 Some(at) => format!("{} ms ago", now - at),
                 None => "-".to_string(),
             };
-            println!(
+            say!(
                 "asked node {}; {} shards; lease timeout {} ms",
                 status["this_node"].as_str().unwrap_or("?"),
                 status["shard_count"],
                 status["lease_timeout_ms"]
             );
-            println!(
+            say!(
                 "{:<24} {:<7} {:<9} {:<18} {:<28} SHARDS",
-                "NODE", "STATE", "DRAINING", "LEASES EXPIRE", "ADDRESS"
+                "NODE",
+                "STATE",
+                "DRAINING",
+                "LEASES EXPIRE",
+                "ADDRESS"
             );
             for n in status["nodes"].as_array().into_iter().flatten() {
                 let shards: Vec<String> = n["shards"]
@@ -613,7 +665,7 @@ fn cluster(args: ClusterArgs) -> Result<()> {
                     .flatten()
                     .map(|s| s.to_string())
                     .collect();
-                println!(
+                say!(
                     "{:<24} {:<7} {:<9} {:<18} {:<28} {}",
                     n["node_id"].as_str().unwrap_or(""),
                     if n["alive"].as_bool() == Some(true) {
@@ -627,12 +679,16 @@ fn cluster(args: ClusterArgs) -> Result<()> {
                     shards.join(",")
                 );
             }
-            println!(
+            say!(
                 "{:<6} {:<24} {:<6} {:<7} {:<24}",
-                "SHARD", "HOLDER", "EPOCH", "LIVE", "PLACED ON"
+                "SHARD",
+                "HOLDER",
+                "EPOCH",
+                "LIVE",
+                "PLACED ON"
             );
             for s in status["shards"].as_array().into_iter().flatten() {
-                println!(
+                say!(
                     "{:<6} {:<24} {:<6} {:<7} {:<24}",
                     s["shard"].to_string(),
                     s["holder"].as_str().unwrap_or("-"),
@@ -682,7 +738,7 @@ fn schedule(args: ScheduleArgs) -> Result<()> {
             });
             api.call("POST", "/api/v1/schedules", Some(&body))?;
             if table {
-                println!("schedule {id} created");
+                say!("schedule {id} created");
             }
         }
         ScheduleCommand::List => {
@@ -691,9 +747,13 @@ fn schedule(args: ScheduleArgs) -> Result<()> {
                 print_json(&list);
                 return Ok(());
             }
-            println!(
+            say!(
                 "{:<28} {:<16} {:<7} {:<9} {:<9} SPEC",
-                "SCHEDULE ID", "TYPE", "PAUSED", "STARTED", "SKIPPED"
+                "SCHEDULE ID",
+                "TYPE",
+                "PAUSED",
+                "STARTED",
+                "SKIPPED"
             );
             for s in list.as_array().into_iter().flatten() {
                 let mut spec: Vec<String> = s["spec"]["cron"]
@@ -709,7 +769,7 @@ fn schedule(args: ScheduleArgs) -> Result<()> {
                         .flatten()
                         .map(|i| format!("every {} ms", i["every_ms"])),
                 );
-                println!(
+                say!(
                     "{:<28} {:<16} {:<7} {:<9} {:<9} {}",
                     s["schedule_id"].as_str().unwrap_or(""),
                     s["workflow_type"].as_str().unwrap_or(""),
@@ -727,7 +787,7 @@ fn schedule(args: ScheduleArgs) -> Result<()> {
                 print_json(&s);
                 return Ok(());
             }
-            println!(
+            say!(
                 "schedule {}  starts {}  overlap {}  paused {}{}",
                 s["schedule_id"].as_str().unwrap_or(""),
                 s["workflow_type"].as_str().unwrap_or(""),
@@ -738,15 +798,17 @@ fn schedule(args: ScheduleArgs) -> Result<()> {
                     _ => String::new(),
                 }
             );
-            println!(
+            say!(
                 "started {}, skipped {}, missed {}",
-                s["actions_started"], s["actions_skipped"], s["actions_missed"]
+                s["actions_started"],
+                s["actions_skipped"],
+                s["actions_missed"]
             );
             for t in s["next_times"].as_array().into_iter().flatten() {
-                println!("  next   {}", t.as_str().unwrap_or(""));
+                say!("  next   {}", t.as_str().unwrap_or(""));
             }
             for a in s["recent_actions"].as_array().into_iter().flatten() {
-                println!(
+                say!(
                     "  recent {} {} {}",
                     a["scheduled_time"].as_str().unwrap_or(""),
                     a["action"].as_str().unwrap_or(""),
@@ -761,7 +823,7 @@ fn schedule(args: ScheduleArgs) -> Result<()> {
                 Some(&serde_json::json!({"note": note})),
             )?;
             if table {
-                println!("schedule {id} paused");
+                say!("schedule {id} paused");
             }
         }
         ScheduleCommand::Unpause { id, note } => {
@@ -771,7 +833,7 @@ fn schedule(args: ScheduleArgs) -> Result<()> {
                 Some(&serde_json::json!({"note": note})),
             )?;
             if table {
-                println!("schedule {id} unpaused");
+                say!("schedule {id} unpaused");
             }
         }
         ScheduleCommand::Trigger { id, overlap } => {
@@ -781,7 +843,7 @@ fn schedule(args: ScheduleArgs) -> Result<()> {
                 Some(&serde_json::json!({"overlap_policy": overlap})),
             )?;
             if table {
-                println!("schedule {id} triggered");
+                say!("schedule {id} triggered");
             }
         }
         ScheduleCommand::Backfill {
@@ -796,13 +858,13 @@ fn schedule(args: ScheduleArgs) -> Result<()> {
                 Some(&serde_json::json!({"start": start, "end": end, "overlap_policy": overlap})),
             )?;
             if table {
-                println!("schedule {id}: backfill from {start} to {end} accepted");
+                say!("schedule {id}: backfill from {start} to {end} accepted");
             }
         }
         ScheduleCommand::Delete { id } => {
             api.call("DELETE", &path(&id, ""), None)?;
             if table {
-                println!("schedule {id} deleted");
+                say!("schedule {id} deleted");
             }
         }
     }
@@ -840,7 +902,7 @@ fn workflow(args: WorkflowArgs) -> Result<()> {
             }
             let (_, started) = api.call("POST", "/api/v1/workflows", Some(&body))?;
             if table {
-                println!(
+                say!(
                     "started {} (run {})",
                     started["workflow_id"].as_str().unwrap_or(""),
                     started["run_id"].as_str().unwrap_or("")
@@ -863,7 +925,7 @@ fn workflow(args: WorkflowArgs) -> Result<()> {
                     if table {
                         let (_, d) =
                             api.call("GET", &format!("/api/v1/workflows/{}", encode(&id)), None)?;
-                        println!(
+                        say!(
                             "  … {} ({} events, {} pending activities)",
                             d["status"].as_str().unwrap_or("?"),
                             d["history_length"],
@@ -880,7 +942,7 @@ fn workflow(args: WorkflowArgs) -> Result<()> {
                 None,
             )?;
             if table {
-                println!("{}", answer["count"]);
+                say!("{}", answer["count"]);
             } else {
                 print_json(&answer);
             }
@@ -891,41 +953,47 @@ fn workflow(args: WorkflowArgs) -> Result<()> {
             query: filter,
             limit,
         } => {
-            let list = match filter {
-                Some(filter) => {
-                    let (_, page) = api.call(
-                        "GET",
-                        &format!(
-                            "/api/v1/visibility/workflows?query={}&page_size={limit}",
-                            encode(&filter)
-                        ),
-                        None,
-                    )?;
-                    page["workflows"].clone()
-                }
+            // Pages through the cursor until `limit` workflows (or the last page): memory and
+            // each response stay bounded however many workflows the node has.
+            let base = match filter {
+                Some(filter) => format!("/api/v1/visibility/workflows?query={}", encode(&filter)),
                 None => {
-                    let mut query = Vec::new();
+                    let mut query: Vec<String> = Vec::new();
                     if let Some(t) = workflow_type {
                         query.push(format!("workflow_type={}", encode(&t)));
                     }
                     if let Some(s) = status {
                         query.push(format!("status={}", encode(&s)));
                     }
-                    api.call(
-                        "GET",
-                        &format!("/api/v1/workflows?{}", query.join("&")),
-                        None,
-                    )?
-                    .1
+                    format!("/api/v1/workflows?{}", query.join("&"))
                 }
             };
+            let mut workflows = Vec::new();
+            let mut token: Option<String> = None;
+            while workflows.len() < limit {
+                let size = (limit - workflows.len()).min(LIST_PAGE_SIZE_MAX);
+                let mut path = format!("{base}&page_size={size}");
+                if let Some(t) = &token {
+                    path.push_str(&format!("&page_token={}", encode(t)));
+                }
+                let (_, page) = api.call("GET", &path, None)?;
+                workflows.extend(page["workflows"].as_array().cloned().unwrap_or_default());
+                token = page["next_page_token"].as_str().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+            let list = Value::Array(workflows);
             if table {
-                println!(
+                say!(
                     "{:<28} {:<16} {:<11} {:<36}",
-                    "WORKFLOW ID", "TYPE", "STATUS", "RUN ID"
+                    "WORKFLOW ID",
+                    "TYPE",
+                    "STATUS",
+                    "RUN ID"
                 );
                 for w in list.as_array().into_iter().flatten() {
-                    println!(
+                    say!(
                         "{:<28} {:<16} {:<11} {:<36}",
                         w["workflow_id"].as_str().unwrap_or(""),
                         w["workflow_type"].as_str().unwrap_or(""),
@@ -940,19 +1008,19 @@ fn workflow(args: WorkflowArgs) -> Result<()> {
         WorkflowCommand::Describe { id } => {
             let (_, d) = api.call("GET", &format!("/api/v1/workflows/{}", encode(&id)), None)?;
             if table {
-                println!(
+                say!(
                     "workflow {}  type {}  status {}",
                     d["workflow_id"].as_str().unwrap_or(""),
                     d["workflow_type"].as_str().unwrap_or(""),
                     d["status"].as_str().unwrap_or("")
                 );
-                println!(
+                say!(
                     "run {}  history events {}",
                     d["run_id"].as_str().unwrap_or(""),
                     d["history_length"]
                 );
                 for a in d["pending_activities"].as_array().into_iter().flatten() {
-                    println!(
+                    say!(
                         "  pending activity {} {} (attempt {})",
                         a["activity_id"].as_str().unwrap_or(""),
                         a["activity_type"].as_str().unwrap_or(""),
@@ -973,12 +1041,14 @@ fn workflow(args: WorkflowArgs) -> Result<()> {
                 None,
             )?;
             if table {
-                println!(
+                say!(
                     "{:>4}  {:<15} {:<34} DETAILS",
-                    "ID", "TIME (unix ms)", "EVENT"
+                    "ID",
+                    "TIME (unix ms)",
+                    "EVENT"
                 );
                 for e in history.as_array().into_iter().flatten() {
-                    println!(
+                    say!(
                         "{:>4}  {:<15} {:<34} {}",
                         e["event_id"].to_string(),
                         e["time_unix_ms"].to_string(),
@@ -1016,7 +1086,7 @@ fn workflow(args: WorkflowArgs) -> Result<()> {
                 Some(&json_arg("--input", &input)?),
             )?;
             if table {
-                println!("signal {name} sent to {id}");
+                say!("signal {name} sent to {id}");
             }
         }
         WorkflowCommand::Query { id, name, args } => {
@@ -1038,7 +1108,7 @@ fn workflow(args: WorkflowArgs) -> Result<()> {
                 Some(&serde_json::json!({"reason": reason})),
             )?;
             if table {
-                println!("cancellation requested for {id}");
+                say!("cancellation requested for {id}");
             }
         }
         WorkflowCommand::Terminate { id, reason } => {
@@ -1048,7 +1118,7 @@ fn workflow(args: WorkflowArgs) -> Result<()> {
                 Some(&serde_json::json!({"reason": reason})),
             )?;
             if table {
-                println!("{id} terminated");
+                say!("{id} terminated");
             }
         }
     }
@@ -1057,14 +1127,14 @@ fn workflow(args: WorkflowArgs) -> Result<()> {
 
 fn print_outcome(outcome: &Value) {
     match outcome["status"].as_str() {
-        Some("completed") => println!("completed: {}", outcome["result"]),
-        Some("failed") => println!(
+        Some("completed") => say!("completed: {}", outcome["result"]),
+        Some("failed") => say!(
             "failed: {}: {}",
             outcome["failure"]["error_type"].as_str().unwrap_or(""),
             outcome["failure"]["message"].as_str().unwrap_or("")
         ),
-        Some("terminated") => println!("terminated: {}", outcome["reason"].as_str().unwrap_or("")),
-        Some(other) => println!("{other}"),
-        None => println!("{outcome}"),
+        Some("terminated") => say!("terminated: {}", outcome["reason"].as_str().unwrap_or("")),
+        Some(other) => say!("{other}"),
+        None => say!("{outcome}"),
     }
 }

@@ -31,6 +31,7 @@
 //! | `POST /api/v1/internal/query` | a query forwarded by another node (MessagePack; answered only by the shard's holder) |
 //! | `GET /metrics` | Prometheus text: runs, transitions, activities, commits, batch sizes, actor cache, shards |
 
+mod edge;
 mod json;
 mod peers;
 
@@ -77,7 +78,23 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"code": self.code, "message": self.message});
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"cairn\""),
+            );
+        }
+        response
     }
 }
 
@@ -99,6 +116,9 @@ impl From<ClientError> for ApiError {
             ClientError::ShardUnavailable { .. } => (S::SERVICE_UNAVAILABLE, "shard_unavailable"),
             ClientError::InvalidQuery(_) => (S::BAD_REQUEST, "invalid_query"),
             ClientError::InvalidPageToken { .. } => (S::BAD_REQUEST, "invalid_page_token"),
+            ClientError::InvalidPageSize { .. } => (S::BAD_REQUEST, "invalid_page_size"),
+            ClientError::QueryTooBroad { .. } => (S::BAD_REQUEST, "query_too_broad"),
+            ClientError::Overloaded { .. } => (S::TOO_MANY_REQUESTS, "overloaded"),
             ClientError::InvalidSchedule { .. } => (S::BAD_REQUEST, "invalid_schedule"),
             ClientError::ScheduleNotFound { .. } => (S::NOT_FOUND, "schedule_not_found"),
             ClientError::ScheduleExists { .. } => (S::CONFLICT, "schedule_exists"),
@@ -136,6 +156,90 @@ impl<T: serde::de::DeserializeOwned, St: Send + Sync> axum::extract::FromRequest
             .await
             .map_err(body_error)?;
         Ok(Self(value))
+    }
+}
+
+/// A request body as bytes; too large is a JSON `payload_too_large` error.
+struct RawBody(axum::body::Bytes);
+
+impl<St: Send + Sync> axum::extract::FromRequest<St> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &St) -> Result<Self, ApiError> {
+        axum::body::Bytes::from_request(request, state)
+            .await
+            .map(Self)
+            .map_err(|e| ApiError::new(e.status(), "payload_too_large", e.body_text()))
+    }
+}
+
+/// A request body that may be left out (or empty): then `T::default()`. JSON or MessagePack
+/// as [`Wire`].
+struct OptionalWire<T>(T);
+
+impl<T: serde::de::DeserializeOwned + Default, St: Send + Sync> axum::extract::FromRequest<St>
+    for OptionalWire<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &St) -> Result<Self, ApiError> {
+        let msgpack = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(MSGPACK.as_bytes()));
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), "payload_too_large", e.body_text()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        let value = if msgpack {
+            rmp_serde::from_slice(&bytes).map_err(|e| e.to_string())
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+        };
+        value
+            .map(Self)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", e))
+    }
+}
+
+/// Query-string parameters; a malformed one is a JSON `invalid_parameter` error.
+struct Params<T>(T);
+
+impl<T: serde::de::DeserializeOwned, St: Send + Sync> axum::extract::FromRequestParts<St>
+    for Params<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &St,
+    ) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| Self(value))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_parameter", e.body_text()))
+    }
+}
+
+/// Path segments; a malformed one (bad percent-encoding, not UTF-8) is a JSON
+/// `invalid_path` error.
+struct Segments<T>(T);
+
+impl<T: serde::de::DeserializeOwned + Send, St: Send + Sync> axum::extract::FromRequestParts<St>
+    for Segments<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &St,
+    ) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| Self(value))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", e.body_text()))
     }
 }
 
@@ -200,9 +304,59 @@ fn workflow_id(text: &str) -> Result<WorkflowId, ApiError> {
     })
 }
 
+/// Most requests the API serves at once; past it a request is answered 503 with
+/// `Retry-After` at once instead of queueing (the default of [`ApiOptions::requests_in_flight_max`]).
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 1_024;
+/// Longest a request may take before it is answered 503 (longer than [`RESULT_WAIT_MS_MAX`],
+/// so a result long-poll ends by itself first).
+pub const REQUEST_TIMEOUT_MS: u64 = RESULT_WAIT_MS_MAX + 15_000;
+
+/// How the API guards its edge.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ApiOptions {
+    /// With a token, every route but `/healthz` and the UI page requires
+    /// `Authorization: Bearer <token>`. Default none.
+    pub auth_token: Option<String>,
+    /// Host names (without port) accepted in the `Host` header when there is no token, besides
+    /// IP addresses, `localhost` and `*.localhost`: a page on another site that resolves its
+    /// own name to this machine (DNS rebinding) is refused. Default none.
+    pub allowed_hosts: Vec<String>,
+    /// Default [`REQUESTS_IN_FLIGHT_MAX`].
+    pub requests_in_flight_max: usize,
+    /// Default [`REQUEST_TIMEOUT_MS`].
+    pub request_timeout: Duration,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        Self {
+            auth_token: None,
+            allowed_hosts: Vec::new(),
+            requests_in_flight_max: REQUESTS_IN_FLIGHT_MAX,
+            request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS),
+        }
+    }
+}
+
+impl ApiOptions {
+    /// Defaults, with `auth_token`.
+    pub fn with_token(auth_token: Option<String>) -> Self {
+        Self {
+            auth_token,
+            ..Self::default()
+        }
+    }
+}
+
 /// The API over `node`. With `auth_token`, every route but `/healthz` requires
-/// `Authorization: Bearer <token>`.
+/// `Authorization: Bearer <token>`; see [`router_with`] for the other options.
 pub fn router<S: Store>(node: Arc<Node<S>>, auth_token: Option<String>) -> Router {
+    router_with(node, ApiOptions::with_token(auth_token))
+}
+
+/// The API over `node`, guarded as `options` say.
+pub fn router_with<S: Store>(node: Arc<Node<S>>, options: ApiOptions) -> Router {
     let api = Router::new()
         .route("/api/v1/workflows", post(start::<S>).get(list::<S>))
         .route("/api/v1/workflows/{id}", get(describe::<S>))
@@ -241,36 +395,35 @@ pub fn router<S: Store>(node: Arc<Node<S>>, auth_token: Option<String>) -> Route
         .route("/api/v1/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .with_state(node);
-    let api = match auth_token {
-        Some(token) => {
-            let expected: Arc<str> = format!("Bearer {token}").into();
-            api.layer(axum::middleware::from_fn(
-                move |request: axum::extract::Request, next: axum::middleware::Next| {
-                    let expected = expected.clone();
-                    async move {
-                        let given = request
-                            .headers()
-                            .get(axum::http::header::AUTHORIZATION)
-                            .and_then(|v| v.to_str().ok());
-                        if given != Some(&*expected) {
-                            return ApiError::new(
-                                StatusCode::UNAUTHORIZED,
-                                "unauthorized",
-                                "missing or wrong bearer token (Authorization: Bearer <token>)",
-                            )
-                            .into_response();
-                        }
-                        next.run(request).await
-                    }
-                },
-            ))
-        }
-        None => api,
+    let edge = Arc::new(edge::Edge::new(options));
+    let authorized = {
+        let edge = edge.clone();
+        axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let edge = edge.clone();
+                async move { edge.authorize(request, next).await }
+            },
+        )
     };
+    let guarded = axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let edge = edge.clone();
+            async move { edge.guard(request, next).await }
+        },
+    );
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .merge(api.layer(authorized))
         .route("/", get(ui))
-        .merge(api)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
+        .layer(guarded)
+        .route("/healthz", get(|| async { "ok" }))
 }
 
 #[derive(Deserialize)]
@@ -323,9 +476,12 @@ async fn start<S: Store>(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListParams {
     workflow_type: Option<String>,
     status: Option<String>,
+    page_size: Option<usize>,
+    page_token: Option<String>,
 }
 
 fn parse_status(text: &str) -> Result<RunStatus, ApiError> {
@@ -352,18 +508,31 @@ fn parse_status(text: &str) -> Result<RunStatus, ApiError> {
 async fn list<S: Store>(
     State(node): State<Arc<Node<S>>>,
     format: Format,
-    Query(params): Query<ListParams>,
+    Params(params): Params<ListParams>,
 ) -> Result<Response, ApiError> {
     let status = params.status.as_deref().map(parse_status).transpose()?;
-    let workflows = node.list(params.workflow_type.as_deref(), status).await?;
-    let list = Value::Array(workflows.iter().map(json::summary).collect());
-    Ok(format.reply(StatusCode::OK, &list))
+    let page = node
+        .list(
+            params.workflow_type.as_deref(),
+            status,
+            params.page_size,
+            params.page_token.as_deref(),
+        )
+        .await?;
+    Ok(format.reply(StatusCode::OK, &page_json(&page)))
+}
+
+fn page_json(page: &cairn_runtime::WorkflowPage) -> Value {
+    json!({
+        "workflows": page.workflows.iter().map(json::summary).collect::<Vec<_>>(),
+        "next_page_token": page.next_page_token,
+    })
 }
 
 async fn describe<S: Store>(
     State(node): State<Arc<Node<S>>>,
     format: Format,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
 ) -> Result<Response, ApiError> {
     let description = node.describe(&workflow_id(&id)?).await?;
     Ok(format.reply(StatusCode::OK, &json::description(&description)))
@@ -372,7 +541,7 @@ async fn describe<S: Store>(
 async fn history<S: Store>(
     State(node): State<Arc<Node<S>>>,
     format: Format,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
 ) -> Result<Response, ApiError> {
     let events = node.history(&workflow_id(&id)?).await?;
     let events = Value::Array(events.iter().map(json::event).collect());
@@ -387,8 +556,8 @@ struct ResultParams {
 async fn result<S: Store>(
     State(node): State<Arc<Node<S>>>,
     format: Format,
-    Path(id): Path<String>,
-    Query(params): Query<ResultParams>,
+    Segments(id): Segments<String>,
+    Params(params): Params<ResultParams>,
 ) -> Result<Response, ApiError> {
     let id = workflow_id(&id)?;
     let wait = Duration::from_millis(params.wait_ms.unwrap_or(0).min(RESULT_WAIT_MS_MAX));
@@ -400,8 +569,8 @@ async fn result<S: Store>(
 
 async fn signal<S: Store>(
     State(node): State<Arc<Node<S>>>,
-    Path((id, name)): Path<(String, String)>,
-    Wire(input): Wire<Value>,
+    Segments((id, name)): Segments<(String, String)>,
+    OptionalWire(input): OptionalWire<Value>,
 ) -> Result<StatusCode, ApiError> {
     node.signal(&workflow_id(&id)?, &name, json::payload_of(&input)?)
         .await?;
@@ -411,8 +580,8 @@ async fn signal<S: Store>(
 async fn query<S: Store>(
     State(node): State<Arc<Node<S>>>,
     format: Format,
-    Path((id, name)): Path<(String, String)>,
-    Wire(args): Wire<Value>,
+    Segments((id, name)): Segments<(String, String)>,
+    OptionalWire(args): OptionalWire<Value>,
 ) -> Result<Response, ApiError> {
     let answer = node
         .query(&workflow_id(&id)?, &name, json::payload_of(&args)?)
@@ -429,8 +598,8 @@ struct ReasonBody {
 
 async fn cancel<S: Store>(
     State(node): State<Arc<Node<S>>>,
-    Path(id): Path<String>,
-    Wire(body): Wire<ReasonBody>,
+    Segments(id): Segments<String>,
+    OptionalWire(body): OptionalWire<ReasonBody>,
 ) -> Result<StatusCode, ApiError> {
     node.cancel(&workflow_id(&id)?, &body.reason).await?;
     Ok(StatusCode::ACCEPTED)
@@ -438,8 +607,8 @@ async fn cancel<S: Store>(
 
 async fn terminate<S: Store>(
     State(node): State<Arc<Node<S>>>,
-    Path(id): Path<String>,
-    Wire(body): Wire<ReasonBody>,
+    Segments(id): Segments<String>,
+    OptionalWire(body): OptionalWire<ReasonBody>,
 ) -> Result<StatusCode, ApiError> {
     node.terminate(&workflow_id(&id)?, &body.reason).await?;
     Ok(StatusCode::ACCEPTED)
@@ -457,7 +626,7 @@ struct VisibilityParams {
 async fn visibility_list<S: Store>(
     State(node): State<Arc<Node<S>>>,
     format: Format,
-    Query(params): Query<VisibilityParams>,
+    Params(params): Params<VisibilityParams>,
 ) -> Result<Response, ApiError> {
     let page = node
         .list_workflows(
@@ -466,17 +635,13 @@ async fn visibility_list<S: Store>(
             params.page_token.as_deref(),
         )
         .await?;
-    let body = json!({
-        "workflows": page.workflows.iter().map(json::summary).collect::<Vec<_>>(),
-        "next_page_token": page.next_page_token,
-    });
-    Ok(format.reply(StatusCode::OK, &body))
+    Ok(format.reply(StatusCode::OK, &page_json(&page)))
 }
 
 async fn visibility_count<S: Store>(
     State(node): State<Arc<Node<S>>>,
     format: Format,
-    Query(params): Query<VisibilityParams>,
+    Params(params): Params<VisibilityParams>,
 ) -> Result<Response, ApiError> {
     let count = node.count_workflows(&params.query).await?;
     Ok(format.reply(StatusCode::OK, &json!({"count": count})))
@@ -614,7 +779,7 @@ async fn schedule_list<S: Store>(
 async fn schedule_describe<S: Store>(
     State(node): State<Arc<Node<S>>>,
     format: Format,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
 ) -> Result<Response, ApiError> {
     let described = node.describe_schedule(&id, 5).await?;
     Ok(format.reply(StatusCode::OK, &json::schedule(&described)))
@@ -622,7 +787,7 @@ async fn schedule_describe<S: Store>(
 
 async fn schedule_delete<S: Store>(
     State(node): State<Arc<Node<S>>>,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
 ) -> Result<StatusCode, ApiError> {
     node.delete_schedule(&id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -637,8 +802,8 @@ struct NoteBody {
 
 async fn schedule_pause<S: Store>(
     State(node): State<Arc<Node<S>>>,
-    Path(id): Path<String>,
-    Wire(body): Wire<NoteBody>,
+    Segments(id): Segments<String>,
+    OptionalWire(body): OptionalWire<NoteBody>,
 ) -> Result<StatusCode, ApiError> {
     node.pause_schedule(&id, &body.note).await?;
     Ok(StatusCode::ACCEPTED)
@@ -646,8 +811,8 @@ async fn schedule_pause<S: Store>(
 
 async fn schedule_unpause<S: Store>(
     State(node): State<Arc<Node<S>>>,
-    Path(id): Path<String>,
-    Wire(body): Wire<NoteBody>,
+    Segments(id): Segments<String>,
+    OptionalWire(body): OptionalWire<NoteBody>,
 ) -> Result<StatusCode, ApiError> {
     node.unpause_schedule(&id, &body.note).await?;
     Ok(StatusCode::ACCEPTED)
@@ -673,16 +838,9 @@ fn overlap_param(
 
 async fn schedule_trigger<S: Store>(
     State(node): State<Arc<Node<S>>>,
-    Path(id): Path<String>,
-    raw: axum::body::Bytes,
+    Segments(id): Segments<String>,
+    OptionalWire(body): OptionalWire<TriggerBody>,
 ) -> Result<StatusCode, ApiError> {
-    // The body is optional: none means the schedule's own overlap policy.
-    let body: TriggerBody = if raw.iter().all(u8::is_ascii_whitespace) {
-        TriggerBody::default()
-    } else {
-        serde_json::from_slice(&raw)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string()))?
-    };
     let overlap = overlap_param(body.overlap_policy.as_deref())?;
     node.trigger_schedule(&id, overlap).await?;
     Ok(StatusCode::ACCEPTED)
@@ -701,7 +859,7 @@ struct BackfillBody {
 
 async fn schedule_backfill<S: Store>(
     State(node): State<Arc<Node<S>>>,
-    Path(id): Path<String>,
+    Segments(id): Segments<String>,
     Wire(body): Wire<BackfillBody>,
 ) -> Result<StatusCode, ApiError> {
     let start = time_param("start", &body.start)?;
@@ -722,9 +880,9 @@ async fn cluster<S: Store>(
 /// A query forwarded by another node. MessagePack only; never forwarded again.
 async fn internal_query<S: Store>(
     State(node): State<Arc<Node<S>>>,
-    body: axum::body::Bytes,
+    body: RawBody,
 ) -> Result<Response, ApiError> {
-    let query: peers::ForwardedQuery = rmp_serde::from_slice(&body)
+    let query: peers::ForwardedQuery = rmp_serde::from_slice(&body.0)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string()))?;
     match node.answer_forwarded_query(query.into()).await {
         Ok(answer) => {

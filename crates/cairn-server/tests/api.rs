@@ -109,9 +109,10 @@ async fn start_result_describe_history_list() {
         None,
     )
     .await;
-    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed["workflows"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["next_page_token"], Value::Null);
     let (_, none) = call(&api, "GET", "/api/v1/workflows?status=running", None).await;
-    assert!(none.as_array().unwrap().is_empty());
+    assert!(none["workflows"].as_array().unwrap().is_empty());
     let (status, metrics) = call(&api, "GET", "/metrics", None).await;
     assert_eq!(status, StatusCode::OK);
     let metrics = metrics.as_str().unwrap().to_string();
@@ -306,7 +307,7 @@ async fn bad_requests_get_clear_errors_and_write_nothing() {
     }
     let (_, listed) = call(&api, "GET", "/api/v1/workflows", None).await;
     assert!(
-        listed.as_array().unwrap().is_empty(),
+        listed["workflows"].as_array().unwrap().is_empty(),
         "a refused request wrote something: {listed}"
     );
 
@@ -536,7 +537,7 @@ async fn schedules_over_http() {
             "unknown_workflow_type",
         ),
         (
-            r#"{"schedule_id": "nightly", "workflow_type": "doubler", "intervals": [{"every_ms": 1000}]}"#,
+            r#"{"schedule_id": "nightly", "workflow_type": "doubler", "input": 1, "intervals": [{"every_ms": 1000}]}"#,
             "schedule_exists",
         ),
         (
@@ -546,6 +547,18 @@ async fn schedules_over_http() {
         (
             r#"{"schedule_id": "x", "workflow_type": "doubler", "every": 5}"#,
             "malformed_body",
+        ),
+        (
+            r#"{"schedule_id": "x", "workflow_type": "doubler", "input": 1, "intervals": [{"every_ms": 1000}], "jitter_ms": 18446744073709551615, "paused": true}"#,
+            "invalid_schedule",
+        ),
+        (
+            r#"{"schedule_id": "x", "workflow_type": "doubler", "input": "not a number", "intervals": [{"every_ms": 1000}]}"#,
+            "input_does_not_decode",
+        ),
+        (
+            r#"{"schedule_id": "x", "workflow_type": "doubler", "input": 1, "intervals": [{"every_ms": 18446744073709551615}]}"#,
+            "invalid_schedule",
         ),
     ] {
         let (status, error) = call(&api, "POST", "/api/v1/schedules", Some(body)).await;

@@ -1,0 +1,233 @@
+//! The API's edge guard: what every request passes before a handler sees it.
+//!
+//! - **Bound**: at most `requests_in_flight_max` requests are served at once; the next one is
+//!   answered `503 overloaded` with `Retry-After` at once, so a flood gets fast refusals rather
+//!   than a queue whose latency grows without limit.
+//! - **Time**: a request running past `request_timeout` is answered `503 timeout`.
+//! - **Panics**: a handler that panics is answered `500 internal_error`; the process, and every
+//!   commit batch, goes on (a panic never reaches the committer: handlers only submit requests).
+//! - **Tokens**: with a token, `Authorization: Bearer <token>` (scheme in any case), compared in
+//!   constant time; a refusal carries `WWW-Authenticate`.
+//! - **Without a token** the API trusts whoever can reach it, so it refuses what a web page
+//!   elsewhere could make a browser send: a `Host` that is not an IP address, `localhost` or an
+//!   allowed name (DNS rebinding), and a state-changing request from another origin (a form
+//!   posted cross-site).
+
+use crate::{ApiError, ApiOptions};
+use axum::extract::Request;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures::FutureExt as _;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// The guard's state, one per router.
+#[derive(Debug)]
+pub(crate) struct Edge {
+    token: Option<Vec<u8>>,
+    allowed_hosts: Vec<String>,
+    permits: Arc<Semaphore>,
+    timeout: std::time::Duration,
+}
+
+impl Edge {
+    pub(crate) fn new(options: ApiOptions) -> Self {
+        Self {
+            token: options.auth_token.map(String::into_bytes),
+            allowed_hosts: options
+                .allowed_hosts
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            permits: Arc::new(Semaphore::new(options.requests_in_flight_max.max(1))),
+            timeout: options.request_timeout,
+        }
+    }
+
+    /// Every route but `/healthz`: host check, in-flight bound, timeout, panic catch.
+    pub(crate) async fn guard(&self, request: Request, next: Next) -> Response {
+        if self.token.is_none()
+            && let Err(refusal) = self.check_host(request.headers())
+        {
+            return refusal.into_response();
+        }
+        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the server is serving as many requests as it may; retry after a second",
+            )
+            .into_response();
+        };
+        let path = request.uri().path().to_string();
+        let served = AssertUnwindSafe(next.run(request)).catch_unwind();
+        match tokio::time::timeout(self.timeout, served).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(panic)) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(%path, panic = %what, "a request handler panicked");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the server failed on this request (a bug: it is logged); nothing else was affected",
+                )
+                .into_response()
+            }
+            Err(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!(
+                    "the request took longer than {} ms",
+                    self.timeout.as_millis()
+                ),
+            )
+            .into_response(),
+        }
+    }
+
+    /// The API routes: the token when there is one, the origin check when there is none.
+    pub(crate) async fn authorize(&self, request: Request, next: Next) -> Response {
+        match &self.token {
+            Some(token) => {
+                let given = request
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .map(|v| v.as_bytes())
+                    .and_then(bearer_credentials);
+                if !given.is_some_and(|given| constant_time_eq(given, token)) {
+                    return ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "missing or wrong bearer token (Authorization: Bearer <token>)",
+                    )
+                    .into_response();
+                }
+            }
+            None => {
+                if let Err(refusal) = check_origin(request.method(), request.headers()) {
+                    return refusal.into_response();
+                }
+            }
+        }
+        next.run(request).await
+    }
+
+    fn check_host(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        // HTTP/1.1 requires Host; a request without one did not come from a browser.
+        let Some(host) = headers.get(header::HOST) else {
+            return Ok(());
+        };
+        let name = host
+            .to_str()
+            .ok()
+            .map(host_name)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let trusted = name.parse::<std::net::IpAddr>().is_ok()
+            || name == "localhost"
+            || name.ends_with(".localhost")
+            || self.allowed_hosts.iter().any(|h| *h == name);
+        if trusted {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "host_not_allowed",
+                format!(
+                    "Host {name:?} is not allowed: without an auth token the server answers only IP addresses, localhost and --allow-host names (this guards against DNS rebinding)"
+                ),
+            ))
+        }
+    }
+}
+
+/// The name in a `Host` header value: without its port, and without brackets for IPv6.
+fn host_name(value: &str) -> &str {
+    if let Some(rest) = value.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default();
+    }
+    value.rsplit_once(':').map_or(value, |(name, _)| name)
+}
+
+/// The credentials of an `Authorization: Bearer <credentials>` value (scheme in any case).
+fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
+    let scheme = value.get(..6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || value.get(6) != Some(&b' ') {
+        return None;
+    }
+    let credentials = value[7..].trim_ascii();
+    (!credentials.is_empty()).then_some(credentials)
+}
+
+/// Equality whose time depends only on the lengths, not on where the bytes differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(difference) == 0
+}
+
+/// Refuses a state-changing request that a browser sent for another origin.
+fn check_origin(method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let refuse = |why: String| {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_site_request",
+            format!(
+                "{why}: without an auth token the server takes changes only from its own pages and from programs (set --auth-token to call it from other sites)"
+            ),
+        ))
+    };
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && !matches!(site, "same-origin" | "none")
+    {
+        return refuse(format!("the browser reports this request as {site}"));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let same = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|authority| authority.eq_ignore_ascii_case(host));
+        if !same {
+            return refuse(format!("Origin {origin:?} is not this server ({host:?})"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pieces of the guard that parse headers: schemes in any case, hosts with ports and
+    /// IPv6 brackets, and equality of unequal lengths.
+    #[test]
+    fn headers_parse() {
+        assert_eq!(bearer_credentials(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_credentials(b"bEaReR abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer_credentials(b"Basic abc"), None);
+        assert_eq!(bearer_credentials(b"Bearer "), None);
+        assert_eq!(bearer_credentials(b"Bearerabc"), None);
+        assert_eq!(host_name("localhost:7280"), "localhost");
+        assert_eq!(host_name("[::1]:7280"), "::1");
+        assert_eq!(host_name("example.com"), "example.com");
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}
