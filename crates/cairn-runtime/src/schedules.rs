@@ -147,6 +147,30 @@ fn invalid(reason: impl Into<String>) -> ClientError {
     }
 }
 
+/// Longest note a schedule keeps, in bytes.
+pub const SCHEDULE_NOTE_BYTES_MAX: usize = 1_000;
+
+/// Refuses a schedule id no schedule can have, before any key is built from it.
+pub fn check_schedule_id(id: &str) -> Result<(), ClientError> {
+    if id.is_empty() || id.len() > SCHEDULE_ID_BYTES_MAX || id.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "schedule id must be 1 to {SCHEDULE_ID_BYTES_MAX} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a note longer than [`SCHEDULE_NOTE_BYTES_MAX`].
+pub fn check_note(note: &str) -> Result<(), ClientError> {
+    if note.len() > SCHEDULE_NOTE_BYTES_MAX {
+        return Err(invalid(format!(
+            "note is {} bytes; the limit is {SCHEDULE_NOTE_BYTES_MAX}",
+            note.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Checks what a client sent and builds the stored record.
 pub(crate) fn new_record(
     request: CreateSchedule,
@@ -155,11 +179,8 @@ pub(crate) fn new_record(
     now: u64,
 ) -> Result<(ScheduleRecord, CompiledSpec), ClientError> {
     let id = &request.schedule_id;
-    if id.is_empty() || id.len() > SCHEDULE_ID_BYTES_MAX || id.chars().any(char::is_control) {
-        return Err(invalid(format!(
-            "schedule id must be 1 to {SCHEDULE_ID_BYTES_MAX} bytes without control characters"
-        )));
-    }
+    check_schedule_id(id)?;
+    check_note(&request.note)?;
     // The ids it will start must be valid workflow ids.
     WorkflowId::new(scheduled_workflow_id(id, now))?;
     if !registered {
@@ -216,7 +237,7 @@ pub(crate) fn next_wake(record: &ScheduleRecord, spec: &CompiledSpec, now: u64) 
         return Some(now);
     }
     let next = spec.next_after(record.processed_until_unix_ms)?;
-    Some(next + spec.jitter(&record.schedule_id, next))
+    Some(next.saturating_add(spec.jitter(&record.schedule_id, next)))
 }
 
 /// Writes `record` with its wake-up moved to `wake` (clearing the old index entry);
@@ -392,7 +413,7 @@ async fn pass(
             .saturating_sub(times.len())
             .max(1);
         for nominal in spec.times_between(record.processed_until_unix_ms, now, room) {
-            if nominal + spec.jitter(&record.schedule_id, nominal) > now {
+            if nominal.saturating_add(spec.jitter(&record.schedule_id, nominal)) > now {
                 break;
             }
             record.processed_until_unix_ms = nominal;
@@ -400,7 +421,8 @@ async fn pass(
         }
     }
     for (nominal, catchup_applies, overlap) in times {
-        let late_by = now.saturating_sub(nominal + spec.jitter(&record.schedule_id, nominal));
+        let late_by =
+            now.saturating_sub(nominal.saturating_add(spec.jitter(&record.schedule_id, nominal)));
         if catchup_applies && late_by > record.policies.catchup_window_ms {
             record.actions_missed += 1;
             remember(&mut record, nominal, now, ActionKind::Missed, None);
