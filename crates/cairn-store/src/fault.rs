@@ -88,6 +88,9 @@ pub struct FaultStats {
     pub reads_failed: AtomicU64,
     /// Commits failed by [`FaultStore::fail_commits`].
     pub commits_failed: AtomicU64,
+    /// Keys read: one per point read, one per pair a range read returned. Lets a test prove
+    /// how much a query reads.
+    pub keys_read: AtomicU64,
 }
 
 impl FaultStats {
@@ -347,6 +350,7 @@ impl<T: Transaction> Transaction for FaultTransaction<T> {
         if self.state.read_fails(key) {
             return Err(injected("read"));
         }
+        self.state.stats.keys_read.fetch_add(1, Ordering::Relaxed);
         self.inner.get(key).await
     }
 
@@ -355,6 +359,7 @@ impl<T: Transaction> Transaction for FaultTransaction<T> {
         if self.state.read_fails(key) {
             return Err(injected("read"));
         }
+        self.state.stats.keys_read.fetch_add(1, Ordering::Relaxed);
         self.inner.get_snapshot(key).await
     }
 
@@ -363,7 +368,12 @@ impl<T: Transaction> Transaction for FaultTransaction<T> {
         if self.state.read_fails(&range.begin) {
             return Err(injected("read"));
         }
-        self.inner.get_range(range).await
+        let rows = self.inner.get_range(range).await?;
+        self.state
+            .stats
+            .keys_read
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        Ok(rows)
     }
 
     fn set(&mut self, key: &[u8], value: &[u8]) -> StoreResult<()> {

@@ -46,8 +46,10 @@ pub use cairn_core::visibility::{FilterError, format_time, parse_time};
 pub use cairn_core::{ActivityError, ChildError, RunStatus, WorkflowError};
 pub use cairn_runtime::{
     ActionKind, ActivityContext, ActivityInfo, ClientError, ClusterStatus, CrashHook, CrashPoint,
-    IdReusePolicy, InProcessPeers, NodeConfig, NodeStatus, Outcome, Peers, PeersHandle, QueryError,
-    RecentAction, ScheduleDescription, ScheduleRecord, ShardStatus, WorkflowPage, WorkflowSummary,
+    IdReusePolicy, InProcessPeers, LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX,
+    LIST_SCAN_ENTRIES_MAX, NodeConfig, NodeStatus, Outcome, Peers, PeersHandle, QueryError,
+    RecentAction, SORTED_QUERY_WORKFLOWS_MAX, ScheduleDescription, ScheduleRecord, ShardStatus,
+    WorkflowPage, WorkflowSummary,
 };
 pub use cairn_store::{MemStore, StoreError};
 pub use cairn_types::{
@@ -73,3 +75,8 @@ pub use futures;
 pub fn fail(error_type: &str, message: impl Into<String>) -> WorkflowError {
     WorkflowError::Failed(Failure::new(error_type, message))
 }
+
+/// The README's Rust snippets, compiled and run as doctests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
