@@ -94,10 +94,15 @@ pub struct RunState {
     /// Encoded bytes of the history so far (what `history_size_bytes` reports).
     #[serde(default)]
     pub history_size_bytes: u64,
+    /// When the execution (or run) timeout fires, if the run has one: the fire time of its
+    /// `TimerId::WorkflowExecution` timer, so the timer can be cleared when the run closes.
+    #[serde(default)]
+    pub deadline_unix_ms: Option<u64>,
 }
 
 /// Durable timers a run arms. A timer that fires after it stopped mattering (the attempt it
-/// guarded finished, the user timer was canceled) is ignored, so timers are never deleted.
+/// guarded finished) is ignored; the runtime clears a run's user timers when they are
+/// canceled, and its user and deadline timers when it closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum TimerId {
     User {
@@ -365,6 +370,7 @@ impl Run {
             children: BTreeMap::new(),
             search_attributes: SearchAttributes::new(),
             history_size_bytes: 0,
+            deadline_unix_ms: None,
         };
         let executor = Executor::new(
             workflow,
@@ -387,9 +393,11 @@ impl Run {
         .flatten()
         .min();
         if let Some(fire_at_unix_ms) = deadline {
+            let fire_at_unix_ms = fire_at_unix_ms.max(now);
+            run.state.deadline_unix_ms = Some(fire_at_unix_ms);
             effects.push(Effect::ScheduleTimer {
                 timer: TimerId::WorkflowExecution,
-                fire_at_unix_ms: fire_at_unix_ms.max(now),
+                fire_at_unix_ms,
             });
         }
         let started = EventKind::WorkflowExecutionStarted {

@@ -13,7 +13,7 @@ use crate::records::{
 };
 use crate::registry::Registry;
 use crate::shard::TimerEntry;
-use cairn_core::{Effect, Message, RunState, RunStatus, Transition};
+use cairn_core::{Effect, Message, RunState, RunStatus, TimerId, Transition};
 use cairn_types::{EventKind, ParentClosePolicy, Payload, RunId, WorkflowId};
 use std::sync::Arc;
 
@@ -190,6 +190,12 @@ impl Planner<'_> {
                     successor = Some(next);
                 }
                 Effect::SearchAttributesChanged => summary_changed = true,
+            }
+        }
+        for key in dropped_timer_keys(keys, self.shard, &self.run_id, record, state, after.closed) {
+            if !consumed.contains(&key) {
+                ops.push(Op::Clear(key.clone()));
+                after.cleared_timers.push(key);
             }
         }
         if after.outcome.is_some() {
@@ -419,8 +425,41 @@ pub(crate) struct AfterCommit {
     pub(crate) cancels: Vec<u32>,
     pub(crate) closed: Option<RunStatus>,
     pub(crate) outcome: Option<Outcome>,
+    /// Timer keys this transition cleared (canceled timers, and a closed run's timers): the
+    /// shard forgets them.
+    pub(crate) cleared_timers: Vec<Vec<u8>>,
     /// Chunks the new run record occupies once committed.
     pub(crate) record_chunks: u32,
+}
+
+/// The keys of the run's timers that stopped mattering in this transition: user timers the
+/// code canceled and, when the run closes, its remaining user timers and its deadline timer.
+/// Left in place they would wait (in the store, and in memory once near) until they fired into
+/// a closed run, or into one retention already deleted.
+fn dropped_timer_keys(
+    keys: &Keys,
+    shard: u32,
+    run_id: &cairn_types::RunId,
+    record: &RunRecord,
+    state: &RunState,
+    closed: Option<RunStatus>,
+) -> Vec<Vec<u8>> {
+    let user = |seq: u32, fire_at: u64| keys.timer(shard, fire_at, run_id, &TimerId::User { seq });
+    let mut out = Vec::new();
+    if let Some(before) = &record.state {
+        for (seq, fire_at) in &before.timers {
+            if state.timers.get(seq) != Some(fire_at) {
+                out.push(user(*seq, *fire_at));
+            }
+        }
+    }
+    if closed.is_some() {
+        out.extend(state.timers.iter().map(|(seq, at)| user(*seq, *at)));
+        if let Some(deadline) = state.deadline_unix_ms {
+            out.push(keys.timer(shard, deadline, run_id, &TimerId::WorkflowExecution));
+        }
+    }
+    out
 }
 
 /// The outcome an event records, if it closes the run (a continue-as-new's outcome names the
@@ -486,6 +525,7 @@ mod tests {
             children: BTreeMap::new(),
             search_attributes: Default::default(),
             history_size_bytes: 0,
+            deadline_unix_ms: None,
         }
     }
 

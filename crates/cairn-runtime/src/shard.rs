@@ -5,6 +5,14 @@
 //! A timer entry stays in memory after it fires until the transition that consumed it commits
 //! (`RemoveTimers`); an entry delivered but not removed is delivered again after
 //! `TIMER_REDELIVERY_MS`, so a delivery lost with a stopped actor is not lost for good.
+//!
+//! Timers are paged in by time window: memory holds exactly the shard's timers whose keys sort
+//! below `loaded_through` (those due within `timer_window_ms`, at most
+//! `timers_in_memory_max_per_shard` of them); later ones stay in the store and are read a page
+//! at a time when half the window has passed. A timer added beyond the horizon is not held:
+//! the store has it (timers are added after their commit), and a later page brings it in. So a
+//! million workflows sleeping for a week cost the shard no memory until their week is nearly
+//! up.
 
 use crate::clock::now_ms;
 use crate::records::{InboxItem, ReadyItem};
@@ -12,7 +20,7 @@ use crate::schedules::{self, FireOutcome, Placement};
 use crate::shared::Shared;
 use crate::workflow::{Delivery, QueryError, WorkflowActor, WorkflowArgs, WorkflowMsg};
 use cairn_core::{Message, TimerId};
-use cairn_store::Store;
+use cairn_store::{Store, Transaction};
 use cairn_types::{Payload, RunId};
 use ractor::thread_local::ThreadLocalActor;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -27,6 +35,9 @@ pub const PASSIVATIONS_PER_SWEEP_MAX: usize = 512;
 
 /// A fired timer not consumed within this long is delivered again.
 pub const TIMER_REDELIVERY_MS: u64 = 2_000;
+
+/// Timers one page-in reads from the store.
+pub const TIMER_PAGE_KEYS: usize = 1_024;
 
 /// A schedule whose fire pass did not commit is looked at again after this long.
 pub const SCHEDULE_RETRY_MS: u64 = 100;
@@ -134,6 +145,10 @@ pub struct ShardState<S: Store> {
     /// (fire time, key) → entry, and when it was last delivered.
     timers: BTreeMap<(u64, Vec<u8>), (TimerEntry, Option<Instant>)>,
     timer_fire_at: HashMap<Vec<u8>, u64>,
+    /// Every timer of the shard whose key sorts below this is in `timers` (or consumed).
+    loaded_through: Vec<u8>,
+    /// Timers due before this time are all in memory (or consumed).
+    loaded_until_ms: u64,
     /// Schedule wake-ups: (time, schedule id).
     schedule_wakes: BTreeSet<(u64, String)>,
     /// Schedules with a fire pass in flight.
@@ -152,6 +167,7 @@ impl<S: Store> Actor for ShardActor<S> {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(Duration::from_millis(TICK_MS), || ShardMsg::Tick);
+        let loaded_through = args.shared.keys.timers_of_shard(args.shard).0;
         Ok(ShardState {
             shared: args.shared,
             shard: args.shard,
@@ -160,6 +176,8 @@ impl<S: Store> Actor for ShardActor<S> {
             by_actor: HashMap::new(),
             timers: BTreeMap::new(),
             timer_fire_at: HashMap::new(),
+            loaded_through,
+            loaded_until_ms: 0,
             schedule_wakes: BTreeSet::new(),
             schedules_firing: HashSet::new(),
             last_sweep: Instant::now(),
@@ -193,24 +211,13 @@ impl<S: Store> Actor for ShardActor<S> {
             }
             ShardMsg::AddTimers(entries) => {
                 for entry in entries {
-                    // A timer re-added under the same key moves (see the worker's exact
-                    // start-to-close timer).
-                    if let Some(previous) = state
-                        .timer_fire_at
-                        .insert(entry.key.clone(), entry.fire_at_unix_ms)
-                    {
-                        state.timers.remove(&(previous, entry.key.clone()));
-                    }
-                    state
-                        .timers
-                        .insert((entry.fire_at_unix_ms, entry.key.clone()), (entry, None));
+                    state.hold_timer(entry);
                 }
+                state.shed_timers();
             }
             ShardMsg::RemoveTimers(keys) => {
                 for key in keys {
-                    if let Some(at) = state.timer_fire_at.remove(&key) {
-                        state.timers.remove(&(at, key));
-                    }
+                    state.forget_timer(&key);
                 }
             }
             ShardMsg::ScheduleWake {
@@ -237,6 +244,7 @@ impl<S: Store> Actor for ShardActor<S> {
             }
             ShardMsg::Tick => {
                 state.fire_due_schedules(&myself);
+                state.page_in_timers().await;
                 state.fire_due_timers(&myself).await;
                 if state.last_sweep.elapsed() >= Duration::from_millis(250) {
                     state.last_sweep = Instant::now();
@@ -244,6 +252,21 @@ impl<S: Store> Actor for ShardActor<S> {
                 }
             }
         }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // The shard leaves this node: its timers leave memory with it.
+        state.shared.metrics.timers_in_memory.fetch_sub(
+            state.timers.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        state.timers.clear();
+        state.timer_fire_at.clear();
         Ok(())
     }
 
@@ -395,6 +418,109 @@ impl<S: Store> ShardState<S> {
                 .collect();
             let _ = myself.cast(ShardMsg::SchedulesFired(report));
         });
+    }
+
+    /// Holds `entry` in memory if it sorts below the horizon (otherwise the store has it and
+    /// a later page brings it in). A timer re-added under the same key moves (see the worker's
+    /// exact start-to-close timer).
+    fn hold_timer(&mut self, entry: TimerEntry) {
+        self.forget_timer(&entry.key);
+        if entry.key >= self.loaded_through {
+            return;
+        }
+        self.timer_fire_at
+            .insert(entry.key.clone(), entry.fire_at_unix_ms);
+        self.timers
+            .insert((entry.fire_at_unix_ms, entry.key.clone()), (entry, None));
+        self.shared
+            .metrics
+            .timers_in_memory
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn forget_timer(&mut self, key: &[u8]) {
+        if let Some(at) = self.timer_fire_at.remove(key) {
+            self.timers.remove(&(at, key.to_vec()));
+            self.shared
+                .metrics
+                .timers_in_memory
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Past the bound, lets go of the latest timers and pulls the horizon in to the first of
+    /// them: they are in the store, and come back when there is room.
+    fn shed_timers(&mut self) {
+        let max = self.shared.config.timers_in_memory_max_per_shard.max(1);
+        while self.timers.len() > max {
+            let Some(((at, key), _)) = self.timers.pop_last() else {
+                break;
+            };
+            self.timer_fire_at.remove(&key);
+            self.shared
+                .metrics
+                .timers_in_memory
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.loaded_until_ms = self.loaded_until_ms.min(at);
+            self.loaded_through = key;
+        }
+    }
+
+    /// Reads the next page of timers from the store when half the window has passed since the
+    /// horizon (or the last page was cut short by the page size) and there is room.
+    async fn page_in_timers(&mut self) {
+        let config = &self.shared.config;
+        let window = config.timer_window_ms.max(1);
+        let max = config.timers_in_memory_max_per_shard.max(1);
+        let now = now_ms();
+        if self.loaded_until_ms > now.saturating_add(window / 2) || self.timers.len() >= max {
+            return;
+        }
+        let until = now.saturating_add(window);
+        let shared = self.shared.clone();
+        let keys = &shared.keys;
+        let end = keys.timers_due_before(self.shard, until);
+        if self.loaded_through >= end {
+            self.loaded_until_ms = until;
+            return;
+        }
+        let limit = TIMER_PAGE_KEYS.min(max - self.timers.len());
+        let read = async {
+            let mut tx = self.shared.store.begin()?;
+            tx.get_range(
+                &cairn_store::RangeRequest::new(self.loaded_through.clone(), end.clone())
+                    .limit(limit)
+                    .snapshot(),
+            )
+            .await
+        };
+        let rows = match read.await {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::warn!(shard = self.shard, %error, "reading timers failed; retrying");
+                return;
+            }
+        };
+        let full = rows.len() == limit;
+        let (through, until_ms) = match rows.last() {
+            Some(last) if full => (
+                cairn_store::keyspace::key_after(&last.key),
+                keys.parse_timer(&last.key).map_or(now, |(at, _, _)| at),
+            ),
+            _ => (end, until),
+        };
+        self.loaded_through = through;
+        self.loaded_until_ms = until_ms;
+        for row in rows {
+            if let Some((fire_at_unix_ms, run_id, timer)) = keys.parse_timer(&row.key) {
+                self.hold_timer(TimerEntry {
+                    fire_at_unix_ms,
+                    run_id,
+                    timer,
+                    key: row.key,
+                });
+            }
+        }
     }
 
     async fn fire_due_timers(&mut self, myself: &ActorRef<ShardMsg>) {

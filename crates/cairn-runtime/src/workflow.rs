@@ -621,7 +621,13 @@ impl<S: Store> WorkflowState<S> {
     }
 
     /// Side effects of a committed transition.
-    fn release(&self, _myself: &ActorRef<WorkflowMsg>, after: AfterCommit, consumed: Vec<Vec<u8>>) {
+    fn release(
+        &self,
+        _myself: &ActorRef<WorkflowMsg>,
+        mut after: AfterCommit,
+        mut consumed: Vec<Vec<u8>>,
+    ) {
+        consumed.append(&mut after.cleared_timers);
         if !consumed.is_empty() {
             let _ = self.shard_ref.cast(ShardMsg::RemoveTimers(consumed));
         }

@@ -132,7 +132,7 @@ impl Edge {
         let trusted = name.parse::<std::net::IpAddr>().is_ok()
             || name == "localhost"
             || name.ends_with(".localhost")
-            || self.allowed_hosts.iter().any(|h| *h == name);
+            || self.allowed_hosts.contains(&name);
         if trusted {
             Ok(())
         } else {

@@ -112,7 +112,12 @@ async fn hostile_requests_get_json_errors_and_the_server_stays_up() {
         ),
     )
     .await;
-    assert_json_error(&sent, StatusCode::BAD_REQUEST, "invalid_page_token", "token");
+    assert_json_error(
+        &sent,
+        StatusCode::BAD_REQUEST,
+        "invalid_page_token",
+        "token",
+    );
     let long_id = "s".repeat(10_000);
     for (method, action, body) in [
         ("GET", "", None),
@@ -128,7 +133,12 @@ async fn hostile_requests_get_json_errors_and_the_server_stays_up() {
     ] {
         let uri = format!("/api/v1/schedules/{long_id}{action}");
         let sent = send(&api, request(method, &uri, body)).await;
-        assert_json_error(&sent, StatusCode::BAD_REQUEST, "invalid_schedule", &uri[..40]);
+        assert_json_error(
+            &sent,
+            StatusCode::BAD_REQUEST,
+            "invalid_schedule",
+            &uri[..40],
+        );
     }
     let cases = [
         (
@@ -263,7 +273,12 @@ async fn tokens_origins_and_hosts_are_checked() {
         .headers_mut()
         .insert("authorization", "Bearer s3cre".parse().unwrap());
     let sent = send(&guarded, wrong).await;
-    assert_json_error(&sent, StatusCode::UNAUTHORIZED, "unauthorized", "wrong token");
+    assert_json_error(
+        &sent,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "wrong token",
+    );
     assert!(
         sent.headers
             .get("www-authenticate")
@@ -302,7 +317,12 @@ async fn tokens_origins_and_hosts_are_checked() {
         .body(Body::empty())
         .unwrap();
     let sent = send(&open, rebound).await;
-    assert_json_error(&sent, StatusCode::FORBIDDEN, "host_not_allowed", "rebinding");
+    assert_json_error(
+        &sent,
+        StatusCode::FORBIDDEN,
+        "host_not_allowed",
+        "rebinding",
+    );
     // The same page's own requests, and programs, pass.
     let own = Request::builder()
         .method("POST")
@@ -355,7 +375,11 @@ async fn requests_past_the_in_flight_bound_are_refused_at_once() {
         "overloaded",
         "third request",
     );
-    assert!(sent.headers.contains_key("retry-after"), "{:?}", sent.headers);
+    assert!(
+        sent.headers.contains_key("retry-after"),
+        "{:?}",
+        sent.headers
+    );
     assert!(
         polls.iter().all(|p| !p.is_finished()),
         "refused while the long-polls still held their slots, not after"

@@ -620,3 +620,68 @@ async fn shard_moves_scenario<S: Store>(store: S, tag: &str) {
     assert!(retried > 0, "no attempt was caught by a move");
     b.shutdown().await;
 }
+
+/// Proves the membership heartbeat never waits behind the node's async workers: with every
+/// worker blocked for 2.5 lease timeouts (as blocking store reads of API calls once blocked
+/// them), the node's membership record stays unexpired throughout, and afterwards it has lost
+/// no shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_workers_do_not_stop_the_heartbeat() {
+    let peers = Arc::new(InProcessPeers::default());
+    let store = MemStore::new();
+    let node = start_node(&store, config("blocked", &peers)).await;
+    converged(&[&node], 8).await;
+    let claims = node
+        .metrics()
+        .shard_claims
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let blockers: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(async {
+                std::thread::sleep(Duration::from_millis(LEASE_MS * 5 / 2));
+            })
+        })
+        .collect();
+    // The test body runs on its own thread, not on a worker, so it can watch meanwhile.
+    let deadline = Instant::now() + Duration::from_millis(LEASE_MS * 2);
+    let mut checks = 0;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(LEASE_MS / 4));
+        let status = node.runtime().cluster_status().await.unwrap();
+        let me = status
+            .nodes
+            .iter()
+            .find(|n| n.node_id == "blocked")
+            .expect("the node's membership record");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(
+            me.expires_unix_ms > now,
+            "the membership record expired while the workers were blocked"
+        );
+        checks += 1;
+    }
+    assert!(checks >= 4);
+    for blocker in blockers {
+        blocker.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(LEASE_MS)).await;
+    let metrics = node.metrics();
+    assert_eq!(
+        metrics
+            .shard_losses
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        metrics
+            .shard_claims
+            .load(std::sync::atomic::Ordering::Relaxed),
+        claims,
+        "no shard was lost and claimed again"
+    );
+    assert_eq!(node.held_shards().len(), 8);
+    node.shutdown().await;
+}

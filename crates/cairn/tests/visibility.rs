@@ -140,7 +140,7 @@ async fn counts_and_lists_stay_exact<S: Store>(store: S, tag: &str) {
         ),
     ] {
         let scan = if query.is_empty() {
-            format!("WorkflowType = 'quick' OR WorkflowType = 'waits'")
+            "WorkflowType = 'quick' OR WorkflowType = 'waits'".to_string()
         } else {
             query.to_string()
         };

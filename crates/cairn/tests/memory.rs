@@ -1,0 +1,151 @@
+//! Bounded memory through the public SDK: durable timers are held in memory only within the
+//! shard's time window and under its bound, every timer still fires on time, and the timers of
+//! a closed run leave the store with it.
+
+mod common;
+
+use cairn::{Ctx, Node, NodeConfig, WorkflowError};
+use cairn_store::{MemStore, RangeRequest, Store, Transaction};
+use common::within;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+async fn sleeper(ctx: Ctx, millis: u64) -> Result<(), WorkflowError> {
+    ctx.sleep(Duration::from_millis(millis)).await;
+    Ok(())
+}
+
+async fn node(store: MemStore, config: NodeConfig) -> Node<MemStore> {
+    Node::builder()
+        .workflow(sleeper)
+        .config(config)
+        .start(store)
+        .await
+        .unwrap()
+}
+
+/// Durable timer keys in the store, over every shard.
+async fn stored_timers(store: &MemStore, shards: u32) -> usize {
+    let keys = cairn_runtime::Keys::default();
+    let mut tx = store.begin().unwrap();
+    let mut n = 0;
+    for shard in 0..shards {
+        let (begin, end) = keys.timers_of_shard(shard);
+        n += tx
+            .get_range(&RangeRequest::new(begin, end).snapshot())
+            .await
+            .unwrap()
+            .len();
+    }
+    n
+}
+
+/// Proves timers beyond the window cost no memory: 200 workflows sleeping an hour and 40
+/// sleeping 1.5 s (beyond a 500 ms window when they start) hold at most the near ones in
+/// memory; the near ones are paged in and fire; terminating the far ones clears their timers
+/// (and their execution-timeout timers) from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_timers_stay_in_the_store_until_near() {
+    let store = MemStore::new();
+    let config = NodeConfig {
+        shard_count: 4,
+        timer_window_ms: 500,
+        ..NodeConfig::default()
+    };
+    let node = node(store.clone(), config).await;
+    let client = node.client();
+    let mut far = Vec::new();
+    for i in 0..200 {
+        let handle = client
+            .start(sleeper, &format!("far-{i}"), 3_600_000)
+            .execution_timeout(Duration::from_secs(7 * 24 * 3_600))
+            .send()
+            .await
+            .unwrap();
+        far.push(handle);
+    }
+    let mut near = Vec::new();
+    for i in 0..40 {
+        near.push(
+            client
+                .start(sleeper, &format!("near-{i}"), 1_500)
+                .send()
+                .await
+                .unwrap(),
+        );
+    }
+    within("every far timer stored", async {
+        // 200 sleeps and 200 execution timeouts, plus the near sleeps until they fire.
+        while stored_timers(&store, 4).await < 400 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let held = node.metrics().timers_in_memory.load(Ordering::Relaxed);
+    assert!(
+        held <= 40,
+        "{held} timers in memory; only the 40 near ones may be"
+    );
+    for handle in near {
+        within("a near timer fires", handle.result()).await.unwrap();
+    }
+    for handle in &far {
+        handle.terminate("done").await.unwrap();
+    }
+    within("far timers cleared with their runs", async {
+        while stored_timers(&store, 4).await > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(node.metrics().timers_in_memory.load(Ordering::Relaxed), 0);
+    node.shutdown().await;
+}
+
+/// Proves the in-memory bound: with room for 3 timers per shard, 120 timers due within the
+/// window never occupy more than 3 per shard, and every one of them fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_memory_bound_holds_and_every_timer_fires() {
+    let store = MemStore::new();
+    let config = NodeConfig {
+        shard_count: 2,
+        timers_in_memory_max_per_shard: 3,
+        ..NodeConfig::default()
+    };
+    let node = node(store.clone(), config).await;
+    let client = node.client();
+    let mut handles = Vec::new();
+    for i in 0..120 {
+        handles.push(
+            client
+                .start(sleeper, &format!("b-{i}"), 200 + (i % 7) * 50)
+                .send()
+                .await
+                .unwrap(),
+        );
+    }
+    let metrics = node.metrics();
+    let watch = async {
+        let mut most = 0;
+        for handle in handles {
+            loop {
+                most = most.max(metrics.timers_in_memory.load(Ordering::Relaxed));
+                match tokio::time::timeout(Duration::from_millis(5), handle.result()).await {
+                    Ok(result) => {
+                        result.unwrap();
+                        break;
+                    }
+                    Err(_) => continue,
+                }
+            }
+        }
+        most
+    };
+    let most = within("every bounded timer fires", watch).await;
+    assert!(
+        most <= 6,
+        "{most} timers in memory; the bound is 3 per shard"
+    );
+    assert!(most > 0, "timers went through memory");
+    node.shutdown().await;
+}
