@@ -225,6 +225,17 @@ struct ServeOptions {
     /// Require `Authorization: Bearer <token>` on every route but /healthz.
     #[arg(long, env = "CAIRN_AUTH_TOKEN")]
     auth_token: Option<String>,
+    /// How long closed workflows (records, histories, visibility entries) are kept after they
+    /// close: a number with a unit, ms, s, m, h or d (`36h`, `7d`).
+    #[arg(long, default_value = "7d", value_parser = parse_duration_ms)]
+    retention: u64,
+    /// Without --auth-token, host names accepted in the Host header besides IP addresses and
+    /// localhost (guards against DNS rebinding). Repeatable.
+    #[arg(long = "allow-host")]
+    allowed_hosts: Vec<String>,
+    /// Most API requests served at once; past it requests get 503 with Retry-After.
+    #[arg(long, default_value_t = cairn_server::REQUESTS_IN_FLIGHT_MAX)]
+    requests_in_flight_max: usize,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -373,6 +384,25 @@ enum WorkflowCommand {
     },
 }
 
+/// A duration with a unit (`500ms`, `30s`, `15m`, `36h`, `7d`) in milliseconds.
+fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[digits.len()..];
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number with a unit (ms, s, m, h, d)"))?;
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?} needs a unit: ms, s, m, h or d")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
 /// A workflow or schedule id argument: refused when empty, with a message saying so.
 fn non_empty_id(text: &str) -> Result<String, String> {
     if text.is_empty() {
@@ -414,7 +444,7 @@ fn start_dev(args: StartDevArgs) -> Result<()> {
         let config = node_config(&args.serve, "dev".to_string(), address)?;
         let node = demo::register(cairn::Node::builder()).config(config).start(store).await?;
         say!("cairn dev server listening on http://{address} (data in {})", args.db.display());
-        serve_until_ctrl_c(node, listener, args.serve.auth_token.clone()).await
+        serve_until_ctrl_c(node, listener, &args.serve).await
     })
 }
 
@@ -460,6 +490,7 @@ fn node_config(
         node_id: options.node_id.clone().unwrap_or(default_node_id),
         shard_count: options.shard_count,
         lease_timeout_ms: options.lease_timeout_ms,
+        retention_ms: options.retention,
         advertise_address: Some(advertise),
         peers: Some(cairn::PeersHandle(std::sync::Arc::new(
             cairn_server::HttpPeers::new(options.auth_token.clone()),
@@ -489,9 +520,12 @@ async fn stop_requested() {
 async fn serve_until_ctrl_c<S: cairn_store::Store>(
     node: cairn::Node<S>,
     listener: tokio::net::TcpListener,
-    auth_token: Option<String>,
+    options: &ServeOptions,
 ) -> Result<()> {
-    axum::serve(listener, cairn_server::router(node.runtime(), auth_token))
+    let mut api = cairn_server::ApiOptions::with_token(options.auth_token.clone());
+    api.allowed_hosts = options.allowed_hosts.clone();
+    api.requests_in_flight_max = options.requests_in_flight_max;
+    axum::serve(listener, cairn_server::router_with(node.runtime(), api))
         .with_graceful_shutdown(stop_requested())
         .await?;
     // stdout may be gone (a closed pipe) by now; stopping must not depend on it.
@@ -529,7 +563,7 @@ fn serve_fdb(cluster_file: &str, options: &ServeOptions) -> Result<()> {
             .start(store)
             .await?;
         say!("cairn server {node_id} listening on http://{address} (FoundationDB {cluster_file})");
-        serve_until_ctrl_c(node, listener, options.auth_token.clone()).await
+        serve_until_ctrl_c(node, listener, options).await
     })
 }
 

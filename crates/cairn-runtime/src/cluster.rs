@@ -26,7 +26,7 @@
 use crate::clock::now_ms;
 use crate::committer::{LocalWakes, Op};
 use crate::records::{ClusterRecord, Lease, NodeRecord, ReadyItem, TaskRecord, decode, encode};
-use crate::shard::{ShardActor, ShardArgs, ShardMsg, TimerEntry};
+use crate::shard::{ShardActor, ShardArgs, ShardMsg};
 use crate::shared::Shared;
 use cairn_core::TimerId;
 use cairn_store::{RangeRequest, Store, StoreError, TransactOptions, Transaction, transact};
@@ -39,6 +39,9 @@ use std::time::{Duration, Instant};
 
 /// Longest pause between placement rounds.
 pub const PLACEMENT_INTERVAL_MS_MAX: u64 = 250;
+/// Timers one transaction of a shard's rehydration reads (looking for start marks).
+const REHYDRATE_TIMERS_PAGE: usize = 10_000;
+
 /// Shortest lease timeout a node accepts: placement and heartbeats must fit several times.
 pub const LEASE_TIMEOUT_MS_MIN: u64 = 100;
 
@@ -163,6 +166,8 @@ pub struct Cluster {
     last_heartbeat: Mutex<Option<Instant>>,
     draining: AtomicBool,
     stopped: AtomicBool,
+    /// Wakes the heartbeat thread when the loops stop.
+    stopping: Arc<tokio::sync::Notify>,
     loops: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// One placement round (or drain) at a time.
     placement: tokio::sync::Mutex<()>,
@@ -186,6 +191,7 @@ impl Cluster {
             last_heartbeat: Mutex::new(None),
             draining: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            stopping: Arc::new(tokio::sync::Notify::new()),
             loops: Mutex::new(Vec::new()),
             placement: tokio::sync::Mutex::new(()),
         }
@@ -198,9 +204,15 @@ impl Cluster {
             .is_some_and(|at| at.elapsed() < lease_timeout)
     }
 
+    /// Whether the loops were stopped (crash or shutdown).
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
     /// Stops the heartbeat and placement loops (crash or shutdown).
     fn stop_loops(&self) {
         self.stopped.store(true, Ordering::SeqCst);
+        self.stopping.notify_waiters();
         for task in self
             .loops
             .lock()
@@ -228,6 +240,8 @@ pub enum ClusterError {
         "lease_timeout_ms is {value}; it must be at least {min} (heartbeats and placement rounds fit several times into it)"
     )]
     LeaseTimeoutTooShort { value: u64, min: u64 },
+    #[error("retention_ms is {value}; it must be at least {min}")]
+    RetentionTooShort { value: u64, min: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -322,18 +336,61 @@ pub(crate) async fn heartbeat<S: Store>(shared: &Shared<S>) -> Result<(), StoreE
 /// Starts the heartbeat and placement loops.
 pub(crate) fn spawn_loops<S: Store>(shared: &Arc<Shared<S>>) {
     let lease_ms = shared.config.lease_timeout_ms;
-    let beat = {
-        let shared = shared.clone();
-        shared.runtime.clone().spawn(async move {
-            let every = Duration::from_millis(lease_ms / 3);
-            loop {
-                tokio::time::sleep(every).await;
-                if let Err(error) = heartbeat(&shared).await {
-                    tracing::warn!(%error, "membership heartbeat failed");
-                }
-            }
-        })
-    };
+    // The heartbeat renews every lease of the node, so it runs on a thread and runtime of its
+    // own: however busy the node's async workers are (API reads, replays, blocking store
+    // calls), the beat is never queued behind them.
+    // It holds the node weakly: once everything else of the node is gone (its runtime
+    // dropped), the thread ends instead of keeping a dead node's leases alive.
+    {
+        let weak = Arc::downgrade(shared);
+        let node_id = shared.config.node_id.clone();
+        let stopping = shared.cluster.stopping.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("cairn-heartbeat-{node_id}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot start the heartbeat runtime");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let every = Duration::from_millis(lease_ms / 3);
+                    loop {
+                        let notified = stopping.notified();
+                        tokio::pin!(notified);
+                        // Registered before the flag is read, so a stop in between still wakes it.
+                        notified.as_mut().enable();
+                        let stopped = weak
+                            .upgrade()
+                            .is_none_or(|shared| shared.cluster.stopped.load(Ordering::SeqCst));
+                        if stopped {
+                            return;
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep(every) => {}
+                            () = &mut notified => return,
+                        }
+                        let Some(shared) = weak.upgrade() else {
+                            return;
+                        };
+                        if shared.cluster.stopped.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        if let Err(error) = heartbeat(&shared).await {
+                            tracing::warn!(%error, "membership heartbeat failed");
+                        }
+                    }
+                });
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start the heartbeat thread");
+        }
+    }
     let place = {
         let shared = shared.clone();
         shared.runtime.clone().spawn(async move {
@@ -351,7 +408,6 @@ pub(crate) fn spawn_loops<S: Store>(shared: &Arc<Shared<S>>) {
         .loops
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    loops.push(beat);
     loops.push(place);
 }
 
@@ -780,10 +836,6 @@ async fn rehydrate<S: Store>(
         .iter()
         .filter_map(|kv| keys.inbox_run(&kv.key))
         .collect();
-    let (begin, end) = keys.timers_of_shard(shard);
-    let timers = tx
-        .get_range(&RangeRequest::new(begin, end).snapshot())
-        .await?;
     let (begin, end) = keys.tasks_of_shard(shard);
     let tasks = tx
         .get_range(&RangeRequest::new(begin, end).snapshot())
@@ -831,26 +883,33 @@ async fn rehydrate<S: Store>(
             });
         }
     }
-    let entries: Vec<TimerEntry> = timers
-        .iter()
-        .filter_map(|kv| {
-            let (fire_at, run_id, timer) = keys.parse_timer(&kv.key)?;
-            Some(TimerEntry {
-                fire_at_unix_ms: fire_at,
-                run_id,
-                timer,
-                key: kv.key.clone(),
-            })
-        })
-        .collect();
-    // A handed-over attempt has no start mark: its start-to-close timer is its mark.
-    started.extend(entries.iter().filter_map(|entry| match entry.timer {
-        TimerId::ActivityStartToClose { seq, attempt }
-        | TimerId::ActivityHeartbeat { seq, attempt } => Some((entry.run_id, seq, attempt)),
-        _ => None,
-    }));
-    if !entries.is_empty() {
-        let _ = shard_ref.cast(ShardMsg::AddTimers(entries));
+    // A handed-over attempt has no start mark: its start-to-close timer is its mark. The
+    // timers are read a page per transaction, after the tasks (a later snapshot only finds
+    // more marks); the shard actor pages its own window of them into memory.
+    let (mut begin, end) = keys.timers_of_shard(shard);
+    loop {
+        let mut tx = shared.store.begin()?;
+        let page = tx
+            .get_range(
+                &RangeRequest::new(begin.clone(), end.clone())
+                    .limit(REHYDRATE_TIMERS_PAGE)
+                    .snapshot(),
+            )
+            .await?;
+        started.extend(page.iter().filter_map(|kv| {
+            let (_, run_id, timer) = keys.parse_timer(&kv.key)?;
+            match timer {
+                TimerId::ActivityStartToClose { seq, attempt }
+                | TimerId::ActivityHeartbeat { seq, attempt } => Some((run_id, seq, attempt)),
+                _ => None,
+            }
+        }));
+        match page.last() {
+            Some(last) if page.len() == REHYDRATE_TIMERS_PAGE => {
+                begin = cairn_store::keyspace::key_after(&last.key);
+            }
+            _ => break,
+        }
     }
     for kv in tasks {
         let task: TaskRecord = decode("task", &kv.value)?;

@@ -33,6 +33,15 @@ pub struct NodeConfig {
     pub advertise_address: Option<String>,
     /// The transport to other nodes. Default none.
     pub peers: Option<PeersHandle>,
+    /// How far ahead a shard keeps its durable timers in memory; later ones stay in the store
+    /// and are paged in as their time comes near. Default 60,000 ms.
+    pub timer_window_ms: u64,
+    /// Most durable timers one shard keeps in memory; past it the latest wait in the store.
+    /// Default 16,384.
+    pub timers_in_memory_max_per_shard: usize,
+    /// Closed workflows (their records, histories and visibility entries) are deleted this
+    /// long after they close, in bounded background batches. Default 7 days.
+    pub retention_ms: u64,
     /// Test hook: asked at each crash point; answering true stops the node right there, as a
     /// crash would. Default none.
     pub crash_hook: Option<CrashHook>,
@@ -73,6 +82,9 @@ impl Default for NodeConfig {
             lease_timeout_ms: 10_000,
             advertise_address: None,
             peers: None,
+            timer_window_ms: 60_000,
+            timers_in_memory_max_per_shard: 16_384,
+            retention_ms: 7 * 24 * 3_600_000,
             crash_hook: None,
         }
     }

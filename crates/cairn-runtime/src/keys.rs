@@ -4,6 +4,8 @@
 //! ("wf", ns, workflow_id)                         -> WorkflowRecord (current run, status)
 //! ("vis", ns, index..., -start_ms, workflow_id)  -> () visibility index entries (`visibility`)
 //! ("viscount", ns, index...)                      -> i64 visibility counts (atomic add)
+//! ("vis", ns, "ct", close_ms, workflow_id)        -> () closed workflows by close time
+//! ("retire", ns, close_ms, run_id)                -> workflow id: replaced runs (`retention`)
 //! ("run", run_id)                                 -> RunRecord (snapshot, version, outcome)
 //! ("hist", run_id, event_id)                      -> HistoryEvent
 //! ("inbox", shard, run_id, versionstamp)          -> InboxItem (mailbox, unconsumed)
@@ -142,6 +144,12 @@ impl Keys {
         ))
     }
 
+    /// A position in the shard's timers: every timer due before `fire_at_ms` sorts below it.
+    pub fn timers_due_before(&self, shard: u32, fire_at_ms: u64) -> Vec<u8> {
+        self.root
+            .pack(&("timer", i64::from(shard), fire_at_ms as i64))
+    }
+
     pub fn timers_of_shard(&self, shard: u32) -> (Vec<u8>, Vec<u8>) {
         self.root.subspace(&("timer", i64::from(shard))).range()
     }
@@ -196,6 +204,63 @@ impl Keys {
             Seq::try_from(seq).ok()?,
             u32::try_from(attempt).ok()?,
         ))
+    }
+
+    /// Every request guard of a run.
+    pub fn request_guards(&self, run: &RunId) -> (Vec<u8>, Vec<u8>) {
+        self.root.subspace(&("req", uuid(run))).range()
+    }
+
+    /// Every heartbeat record of a run.
+    pub fn heartbeats(&self, run: &RunId) -> (Vec<u8>, Vec<u8>) {
+        self.root.subspace(&("hb", uuid(run))).range()
+    }
+
+    /// A closed workflow's entry in the close-time index (what retention deletes, oldest first).
+    pub fn closed_entry(&self, namespace: &str, closed_ms: u64, workflow_id: &str) -> Vec<u8> {
+        self.visibility(namespace)
+            .pack(&("ct", closed_ms as i64, workflow_id))
+    }
+
+    pub fn closed_entries(&self, namespace: &str) -> (Vec<u8>, Vec<u8>) {
+        self.visibility(namespace).subspace(&("ct",)).range()
+    }
+
+    /// Every close-time entry of workflows closed before `closed_ms` sorts below this.
+    pub fn closed_before(&self, namespace: &str, closed_ms: u64) -> Vec<u8> {
+        self.visibility(namespace).pack(&("ct", closed_ms as i64))
+    }
+
+    /// (close time, workflow id) of a key made by [`Self::closed_entry`].
+    pub fn parse_closed_entry(&self, key: &[u8]) -> Option<(u64, String)> {
+        let (vis, _, kind, at, id): (String, String, String, i64, String) =
+            self.root.unpack(key).ok()?;
+        (vis == "vis").then_some(())?;
+        (kind == "ct").then_some(())?;
+        Some((u64::try_from(at).ok()?, id))
+    }
+
+    /// An earlier run of a workflow id (replaced by a new start or a continue-as-new), by when
+    /// it closed; the value is its workflow id.
+    pub fn retired_run(&self, namespace: &str, closed_ms: u64, run: &RunId) -> Vec<u8> {
+        self.root
+            .pack(&("retire", namespace, closed_ms as i64, uuid(run)))
+    }
+
+    pub fn retired_runs(&self, namespace: &str) -> (Vec<u8>, Vec<u8>) {
+        self.root.subspace(&("retire", namespace)).range()
+    }
+
+    /// Every retired run that closed before `closed_ms` sorts below this.
+    pub fn retired_before(&self, namespace: &str, closed_ms: u64) -> Vec<u8> {
+        self.root.pack(&("retire", namespace, closed_ms as i64))
+    }
+
+    /// The run of a key made by [`Self::retired_run`].
+    pub fn parse_retired_run(&self, key: &[u8]) -> Option<RunId> {
+        let (kind, _, _, run): (String, String, i64, Uuid) = self.root.unpack(key).ok()?;
+        (kind == "retire").then_some(())?;
+        RunId::from_uuid(run).ok()
     }
 
     pub fn heartbeat(&self, run: &RunId, seq: Seq) -> Vec<u8> {

@@ -24,6 +24,7 @@ mod peers;
 mod plan;
 mod records;
 mod registry;
+mod retention;
 mod schedules;
 mod shard;
 mod shared;
@@ -48,6 +49,7 @@ pub use records::{Lease, NodeRecord, Outcome};
 pub use registry::{
     ActivityContext, ActivityDef, ActivityFuture, ActivityInfo, Registry, WorkflowDef,
 };
+pub use retention::{RETENTION_BATCH_MAX, RETENTION_MS_MIN};
 pub use schedules::{
     ActionKind, CreateSchedule, RecentAction, SCHEDULE_ID_BYTES_MAX, ScheduleAction,
     ScheduleDescription, ScheduleRecord, scheduled_workflow_id,

@@ -99,6 +99,10 @@ pub struct Metrics {
     pub shard_handoffs: AtomicU64,
     /// Shards this node found it had lost (taken over while it was paused or cut off).
     pub shard_losses: AtomicU64,
+    /// Durable timers held in memory, over all shards of this node.
+    pub timers_in_memory: AtomicU64,
+    /// Closed workflows and replaced runs deleted by retention.
+    pub retention_deleted: AtomicU64,
     /// Runs with mail found when a shard was claimed, and woken.
     pub runs_rehydrated: AtomicU64,
     /// Queries sent to the node holding the run.
@@ -128,6 +132,8 @@ impl Default for Metrics {
             shard_takeovers: AtomicU64::new(0),
             shard_handoffs: AtomicU64::new(0),
             shard_losses: AtomicU64::new(0),
+            timers_in_memory: AtomicU64::new(0),
+            retention_deleted: AtomicU64::new(0),
             runs_rehydrated: AtomicU64::new(0),
             queries_forwarded: AtomicU64::new(0),
             lease_renew_latency: Histogram::new(LATENCY_BUCKETS),

@@ -103,6 +103,13 @@ impl<S: Store> Node<S> {
             }
             .into());
         }
+        if config.retention_ms < crate::retention::RETENTION_MS_MIN {
+            return Err(ClusterError::RetentionTooShort {
+                value: config.retention_ms,
+                min: crate::retention::RETENTION_MS_MIN,
+            }
+            .into());
+        }
         let keys = Keys::default();
         let metrics = Arc::new(Metrics::default());
         let ownership = Arc::new(Ownership::default());
@@ -153,6 +160,7 @@ impl<S: Store> Node<S> {
             peers.0.attach(address, Arc::downgrade(&target));
         }
         cluster::spawn_loops(&shared);
+        crate::retention::spawn(&shared);
         Ok(Self { shared })
     }
 
@@ -984,7 +992,6 @@ impl<S: Store> Node<S> {
     }
 }
 
-/// A page token: the sort key of the last workflow of the page, MessagePack in hex.
 fn missing_run(run_id: &RunId) -> ClientError {
     ClientError::Store(StoreError::Backend {
         message: format!("run {run_id} is listed but has no record"),

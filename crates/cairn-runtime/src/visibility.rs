@@ -13,6 +13,7 @@
 //! ("vis", ns, "ty", type, -start_ms, workflow_id)              -> ()  by WorkflowType
 //! ("vis", ns, "ts", type, status, -start_ms, workflow_id)      -> ()  by both
 //! ("vis", ns, "kw", attribute, value, -start_ms, workflow_id)  -> ()  by a Keyword attribute
+//! ("vis", ns, "ct", close_ms, workflow_id)                    -> ()  closed, by close time
 //! ("viscount", ns, "all" | "st", s | "ty", t | "ts", t, s)     -> i64 (atomic add)
 //! ```
 //!
@@ -205,10 +206,17 @@ pub fn index_ops(
 ) -> Vec<Op> {
     let entries = |record: Option<&WorkflowRecord>| -> BTreeSet<Vec<u8>> {
         record.map_or_else(BTreeSet::new, |r| {
-            Index::of(r)
+            let mut entries: BTreeSet<Vec<u8>> = Index::of(r)
                 .iter()
                 .map(|i| entry_key(&i.entries(keys, namespace), r.started_unix_ms, workflow_id))
-                .collect()
+                .collect();
+            // Closed workflows are also listed by close time, for retention.
+            if let Some(closed) = r.closed_unix_ms
+                && r.status.is_some_and(RunStatus::is_closed)
+            {
+                entries.insert(keys.closed_entry(namespace, closed, workflow_id));
+            }
+            entries
         })
     };
     let counters = |record: Option<&WorkflowRecord>| -> BTreeSet<Vec<u8>> {
@@ -261,6 +269,17 @@ pub fn put_workflow(keys: &Keys, namespace: &str, workflow_id: &str, record: Wor
                 None => None,
             };
             let mut ops = index_ops(&keys, &namespace, &workflow_id, old.as_ref(), Some(&record));
+            // The run this record replaces (a new start of a closed id, or a continue-as-new)
+            // is no longer reachable from its workflow id: retention deletes it by time.
+            if let Some(old) = &old
+                && old.run_id != record.run_id
+            {
+                let closed = old.closed_unix_ms.unwrap_or(record.started_unix_ms);
+                ops.push(Op::Set(
+                    keys.retired_run(&namespace, closed, &old.run_id),
+                    encode(&workflow_id),
+                ));
+            }
             ops.push(Op::Set(key, bytes));
             Ok(ops)
         })
