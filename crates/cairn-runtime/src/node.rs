@@ -490,6 +490,12 @@ impl<S: Store> Node<S> {
         let shard = self.shared.shard_of(workflow_id);
         loop {
             if self.shared.shard(shard).is_some() {
+                // Declared before the receiver, so it drops after it: a waiter that gives up
+                // (its caller timed out) leaves no entry behind.
+                let _slot = WaiterSlot {
+                    shared: &self.shared,
+                    run_id,
+                };
                 let (tx, rx) = oneshot::channel();
                 self.shared
                     .waiters
@@ -984,11 +990,45 @@ impl<S: Store> Node<S> {
     /// so other nodes take over at once rather than after the lease timeout), then stops the
     /// committer and the workers. Attempts still running are abandoned; their tasks are
     /// dispatched again by the shards' new holders.
+    /// Local result waiters (callers of `result` for runs this node holds) waiting now.
+    pub fn result_waiters(&self) -> usize {
+        self.shared
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
     pub async fn shutdown(&self) {
         cluster::drain(&self.shared).await;
         self.shared.notify_stopping();
         self.shared.committer.stop(None);
         self.shared.workers.close();
+    }
+}
+
+/// A local result waiter's place in `Shared::waiters`: on drop, the run's waiters whose callers
+/// are gone are removed (and the run's entry with them when none is left).
+struct WaiterSlot<'a, S: Store> {
+    shared: &'a Shared<S>,
+    run_id: RunId,
+}
+
+impl<S: Store> Drop for WaiterSlot<'_, S> {
+    fn drop(&mut self) {
+        let mut waiters = self
+            .shared
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = waiters.get_mut(&self.run_id) {
+            list.retain(|(_, waiter)| !waiter.is_closed());
+            if list.is_empty() {
+                waiters.remove(&self.run_id);
+            }
+        }
     }
 }
 

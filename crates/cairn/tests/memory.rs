@@ -149,3 +149,32 @@ async fn the_in_memory_bound_holds_and_every_timer_fires() {
     assert!(most > 0, "timers went through memory");
     node.shutdown().await;
 }
+
+/// Proves result waiters that give up leave nothing behind: 200 callers each wait 20 ms for a
+/// workflow that sleeps an hour, time out, and the node holds no waiter afterwards; one still
+/// waiting is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_waiters_that_give_up_are_forgotten() {
+    let node = node(MemStore::new(), NodeConfig::default()).await;
+    let client = node.client();
+    let handle = client.start(sleeper, "w-1", 3_600_000).send().await.unwrap();
+    for _ in 0..200 {
+        let waited = tokio::time::timeout(Duration::from_millis(20), handle.result()).await;
+        assert!(waited.is_err(), "the workflow sleeps for an hour");
+    }
+    assert_eq!(node.runtime().result_waiters(), 0);
+    let patient = {
+        let handle = client.handle::<()>("w-1").unwrap();
+        tokio::spawn(async move { handle.result().await })
+    };
+    within("the patient waiter registers", async {
+        while node.runtime().result_waiters() != 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    handle.terminate("done").await.unwrap();
+    assert!(within("the patient waiter hears", patient).await.unwrap().is_err());
+    assert_eq!(node.runtime().result_waiters(), 0);
+    node.shutdown().await;
+}
