@@ -136,8 +136,15 @@ async fn child_fan_out(ctx: Ctx, width: u64) -> Result<u64, WorkflowError> {
     Ok(done)
 }
 
+/// W4: waits for a signal, with a durable 7-day timeout pending meanwhile.
 async fn idle(ctx: Ctx, _input: ()) -> Result<(), WorkflowError> {
-    ctx.signal_receiver(&WAKE).recv().await;
+    let woken = std::rc::Rc::new(std::cell::Cell::new(false));
+    let seen = woken.clone();
+    ctx.on_signal(&WAKE, move |()| seen.set(true));
+    let week = Duration::from_secs(7 * 24 * 3_600);
+    if !ctx.wait_condition_timeout(move || woken.get(), week).await {
+        return Err(cairn::fail("TimedOut", "no signal within a week"));
+    }
     Ok(())
 }
 
@@ -745,6 +752,46 @@ async fn w4<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Result<Rep
     .await?;
     let drain_seconds = drain_started.elapsed().as_secs_f64();
     let per_workflow = rss_open.saturating_sub(rss_before) as f64 / args.workflows as f64;
+    // Visibility over the closed workflows: the first page of a filtered list, and counts
+    // (a maintained one, and one that walks an index), 50 of each, one after another.
+    let mut list_ms = Vec::new();
+    let mut count_ms = Vec::new();
+    let mut count_walk_ms = Vec::new();
+    for _ in 0..50 {
+        let at = Instant::now();
+        let page = client
+            .list_workflows(
+                "WorkflowType = 'idle' AND ExecutionStatus = 'Completed'",
+                Some(100),
+                None,
+            )
+            .await?;
+        list_ms.push(at.elapsed());
+        ensure!(
+            page.workflows.len() == 100.min(args.workflows),
+            "a full first page"
+        );
+        let at = Instant::now();
+        let count = client
+            .count_workflows("WorkflowType = 'idle' AND ExecutionStatus = 'Completed'")
+            .await?;
+        count_ms.push(at.elapsed());
+        ensure!(
+            count == args.workflows as u64,
+            "every workflow counted: {count}"
+        );
+    }
+    for _ in 0..3 {
+        let at = Instant::now();
+        client
+            .count_workflows("WorkflowType = 'idle' AND HistoryLength > 0")
+            .await?;
+        count_walk_ms.push(at.elapsed());
+    }
+    let quantiles = |mut v: Vec<Duration>| {
+        v.sort_unstable();
+        serde_json::json!({"p50_ms": percentile(&v, 0.5), "p99_ms": percentile(&v, 0.99)})
+    };
     Ok(Report {
         scenario: "w4",
         workflows: args.workflows,
@@ -766,6 +813,9 @@ async fn w4<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Result<Rep
                 serde_json::json!(per_workflow),
             ),
             ("rss_settled_bytes", serde_json::json!(rss_open_trimmed)),
+            ("list_first_page", quantiles(list_ms)),
+            ("count_maintained", quantiles(count_ms)),
+            ("count_index_walk", quantiles(count_walk_ms)),
             (
                 "rss_growth_per_open_workflow_settled_bytes",
                 serde_json::json!(

@@ -23,7 +23,7 @@ use crate::records::{Lease, ReadyItem, decode, encode};
 use cairn_store::{KeyValue, RangeRequest, Store, StoreError, StoreResult, Transaction};
 use cairn_types::RunId;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -428,6 +428,9 @@ struct Mailings {
     next_user_version: u32,
     shards: BTreeSet<u32>,
     notices: Vec<(u32, ReadyItem)>,
+    /// Counter additions of the batch, summed per key and written once at its end: a batch
+    /// of 500 closes moves a visibility counter with one atomic add, not 500.
+    adds: BTreeMap<Vec<u8>, i64>,
 }
 
 /// Most versionstamped keys (mailbox and ready-queue entries) one batch can write: the
@@ -458,7 +461,10 @@ fn apply_ops<'a, T: Transaction>(
             match op {
                 Op::Set(k, v) => tx.set(k, v)?,
                 Op::Clear(k) => tx.clear(k)?,
-                Op::Add(k, delta) => tx.atomic_add(k, *delta)?,
+                Op::Add(k, delta) => {
+                    let sum = mailings.adds.entry(k.clone()).or_insert(0);
+                    *sum = sum.wrapping_add(*delta);
+                }
                 Op::ClearRange(b, e) => tx.clear_range(b, e)?,
                 Op::Mail {
                     shard,
@@ -526,6 +532,7 @@ async fn try_commit_inner<S: Store>(
         next_user_version: 0,
         shards: BTreeSet::new(),
         notices: Vec::new(),
+        adds: BTreeMap::new(),
     };
     for (index, request) in live.iter().enumerate() {
         let mut verdict = Ok(());
@@ -541,6 +548,11 @@ async fn try_commit_inner<S: Store>(
             continue;
         }
         apply_ops(&mut tx, keys, &request.ops, &mut mailings).await?;
+    }
+    for (key, delta) in std::mem::take(&mut mailings.adds) {
+        if delta != 0 {
+            tx.atomic_add(&key, delta)?;
+        }
     }
     // Wake each shard that got mail: directly if this node holds it at the epoch read here;
     // otherwise through its ready queue (which runs) and its doorbell (look now).

@@ -256,7 +256,8 @@ impl<S: Store> Node<S> {
                 check_reuse(&workflow_id, &existing, policy)
             }),
         };
-        let ops = run.writes(&keys, shard);
+        // Most starts are of new ids; a reused id is re-planned inside the commit.
+        let ops = run.writes(&keys, shard, crate::visibility::Replacing::Nothing);
         let verify = Some((keys.run(&run_id), Verify::RunVersionAtLeast(0)));
         self.submit(ops, vec![check], verify).await?;
         shared.metrics.record_started(&workflow_type);

@@ -234,13 +234,15 @@ impl Planner<'_> {
             self.record_chunks,
         ));
         match successor {
-            Some(next) => ops.extend(next.writes(keys, self.shard)),
+            Some(next) => ops.extend(next.writes(keys, self.shard, previous_summary(record))),
             None if summary_changed => {
                 let summary = WorkflowRecord {
                     run_id: self.run_id,
                     workflow_type: record.start.workflow_type.clone(),
                     status: Some(state.status),
-                    started_unix_ms: state.started_unix_ms,
+                    // When the start was accepted (as the start wrote it), not when the run first
+                    // ran: the visibility entries, keyed by it, stay where they are.
+                    started_unix_ms: record.created_unix_ms,
                     closed_unix_ms: state.closed_unix_ms,
                     parent_workflow_id: record.parent.as_ref().map(|p| p.workflow_id.clone()),
                     parent_run_id: record.parent.as_ref().map(|p| p.run_id),
@@ -256,6 +258,7 @@ impl Planner<'_> {
                     &record.namespace,
                     record.workflow_id.as_str(),
                     summary,
+                    previous_summary(record),
                 ));
             }
             None => {}
@@ -343,7 +346,8 @@ impl Planner<'_> {
                     }
                 }
                 metrics.record_started(&child.record.start.workflow_type);
-                let mut ops = child.writes(&keys, child_shard);
+                let mut ops =
+                    child.writes(&keys, child_shard, crate::visibility::Replacing::Unknown);
                 ops.push(tell_parent(Message::ChildStarted {
                     seq,
                     run_id: child.run_id,
@@ -430,6 +434,27 @@ pub(crate) struct AfterCommit {
     pub(crate) cleared_timers: Vec<Vec<u8>>,
     /// Chunks the new run record occupies once committed.
     pub(crate) record_chunks: u32,
+}
+
+/// The workflow record as this run's last write left it, as far as its index entries go: the
+/// start's (not yet run) before the first transition, then the committed snapshot's status,
+/// close time and search attributes.
+fn previous_summary(record: &RunRecord) -> crate::visibility::Replacing {
+    let state = record.state.as_ref();
+    crate::visibility::Replacing::Record(WorkflowRecord {
+        run_id: record.run_id,
+        workflow_type: record.start.workflow_type.clone(),
+        status: state.map(|s| s.status),
+        started_unix_ms: record.created_unix_ms,
+        closed_unix_ms: state.and_then(|s| s.closed_unix_ms),
+        parent_workflow_id: None,
+        parent_run_id: None,
+        search_attributes: state
+            .map(|s| s.search_attributes.clone())
+            .unwrap_or_default(),
+        history_length: 0,
+        execution_started_unix_ms: 0,
+    })
 }
 
 /// The keys of the run's timers that stopped mattering in this transition: user timers the

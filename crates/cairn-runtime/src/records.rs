@@ -332,7 +332,14 @@ impl NewRun {
 
     /// The writes that start the run: its workflow record (making it the workflow id's current
     /// run), its run record, and its start mail to `shard` (the workflow id's shard).
-    pub fn writes(&self, keys: &crate::keys::Keys, shard: u32) -> Vec<crate::committer::Op> {
+    /// `replacing` is what the caller expects the workflow record to be now (see
+    /// `visibility::Replacing`).
+    pub fn writes(
+        &self,
+        keys: &crate::keys::Keys,
+        shard: u32,
+        replacing: crate::visibility::Replacing,
+    ) -> Vec<crate::committer::Op> {
         use crate::committer::Op;
         let record = &self.record;
         let mut ops = vec![crate::visibility::put_workflow(
@@ -340,6 +347,7 @@ impl NewRun {
             &record.namespace,
             record.workflow_id.as_str(),
             self.summary.clone(),
+            replacing,
         )];
         ops.extend(record_ops(keys, &keys.run(&self.run_id), encode(record), 0));
         ops.push(Op::Mail {

@@ -549,7 +549,12 @@ async fn start(
         now,
     )
     .scheduled_by(&record.schedule_id);
-    ops.extend(run.writes(&placement.keys, placement.shard_of(&id)));
+    // The workflow id was just read and found free.
+    ops.extend(run.writes(
+        &placement.keys,
+        placement.shard_of(&id),
+        crate::visibility::Replacing::Nothing,
+    ));
     record.running.push((id.clone(), run.run_id));
     if record.running.len() > SCHEDULE_RUNNING_MAX {
         record.running.remove(0);

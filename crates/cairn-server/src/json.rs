@@ -30,9 +30,11 @@ pub fn value_of(payload: &Payload) -> Value {
         .unwrap_or_else(|_| json!({"undecodable_payload_bytes": payload.len()}))
 }
 
+/// A status as the API names it. A run whose first step has not run yet is running, as
+/// visibility queries see it (and as `status=running` lists it).
 pub fn status(status: Option<RunStatus>) -> Value {
     Value::from(match status {
-        None => "pending",
+        None => "running",
         Some(RunStatus::Running) => "running",
         Some(RunStatus::Completed) => "completed",
         Some(RunStatus::Failed) => "failed",

@@ -157,7 +157,11 @@ async fn the_in_memory_bound_holds_and_every_timer_fires() {
 async fn result_waiters_that_give_up_are_forgotten() {
     let node = node(MemStore::new(), NodeConfig::default()).await;
     let client = node.client();
-    let handle = client.start(sleeper, "w-1", 3_600_000).send().await.unwrap();
+    let handle = client
+        .start(sleeper, "w-1", 3_600_000)
+        .send()
+        .await
+        .unwrap();
     for _ in 0..200 {
         let waited = tokio::time::timeout(Duration::from_millis(20), handle.result()).await;
         assert!(waited.is_err(), "the workflow sleeps for an hour");
@@ -174,7 +178,12 @@ async fn result_waiters_that_give_up_are_forgotten() {
     })
     .await;
     handle.terminate("done").await.unwrap();
-    assert!(within("the patient waiter hears", patient).await.unwrap().is_err());
+    assert!(
+        within("the patient waiter hears", patient)
+            .await
+            .unwrap()
+            .is_err()
+    );
     assert_eq!(node.runtime().result_waiters(), 0);
     node.shutdown().await;
 }
