@@ -511,6 +511,19 @@ async fn list<S: Store>(
     Params(params): Params<ListParams>,
 ) -> Result<Response, ApiError> {
     let status = params.status.as_deref().map(parse_status).transpose()?;
+    if let Some(t) = &params.workflow_type
+        && t.len() > cairn_types::limits::TYPE_NAME_BYTES_MAX
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            format!(
+                "workflow_type is {} bytes; type names are at most {}",
+                t.len(),
+                cairn_types::limits::TYPE_NAME_BYTES_MAX
+            ),
+        ));
+    }
     let page = node
         .list(
             params.workflow_type.as_deref(),
