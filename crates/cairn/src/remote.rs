@@ -11,6 +11,11 @@ use std::time::Duration;
 
 const MSGPACK: &str = "application/msgpack";
 
+/// Most times a call refused as `overloaded` is tried again.
+pub const REMOTE_OVERLOAD_RETRIES_MAX: u32 = 5;
+/// Longest wait between two tries of an overloaded call.
+pub const REMOTE_OVERLOAD_WAIT_MS_MAX: u64 = 8_000;
+
 /// Why a remote call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RemoteError {
@@ -103,12 +108,40 @@ impl RemoteClient {
     }
 
     /// One request with a MessagePack body (if any) and answer; runs on a blocking thread.
+    /// One API call, retried with back-off while the node answers `overloaded` (429 or 503
+    /// before the request reached a handler or wrote anything), at most
+    /// [`REMOTE_OVERLOAD_RETRIES_MAX`] times, waiting the node's `Retry-After` (doubling).
     async fn call<R: DeserializeOwned + Send + 'static>(
         &self,
         post: bool,
         path: String,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Option<R>), RemoteError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.call_once(post, path.clone(), body.clone()).await {
+                Err((RemoteError::Api { code, .. }, Some(after)))
+                    if code == "overloaded" && attempt < REMOTE_OVERLOAD_RETRIES_MAX =>
+                {
+                    let wait = after
+                        .saturating_mul(1 << attempt.min(3))
+                        .min(Duration::from_millis(REMOTE_OVERLOAD_WAIT_MS_MAX));
+                    attempt += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                Err((error, _)) => return Err(error),
+                Ok(answer) => return Ok(answer),
+            }
+        }
+    }
+
+    /// One try: the answer, or the error and the node's `Retry-After` if it sent one.
+    async fn call_once<R: DeserializeOwned + Send + 'static>(
+        &self,
+        post: bool,
+        path: String,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Option<R>), (RemoteError, Option<Duration>)> {
         let client = self.clone();
         tokio::task::spawn_blocking(move || {
             let url = format!("{}{path}", client.address);
@@ -130,35 +163,41 @@ impl RemoteClient {
                 }
                 request.call()
             };
-            let mut response = response.map_err(|e| RemoteError::Transport(e.to_string()))?;
+            let transport = |e: ureq::Error| (RemoteError::Transport(e.to_string()), None);
+            let mut response = response.map_err(transport)?;
             let status = response.status().as_u16();
-            let bytes = response
-                .body_mut()
-                .read_to_vec()
-                .map_err(|e| RemoteError::Transport(e.to_string()))?;
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let bytes = response.body_mut().read_to_vec().map_err(transport)?;
             if status >= 400 {
                 // Errors are always JSON.
-                let error: ErrorBody =
-                    serde_json::from_slice(&bytes).map_err(|_| RemoteError::Api {
+                let error = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                    Ok(error) => RemoteError::Api {
+                        status,
+                        code: error.code,
+                        message: error.message,
+                    },
+                    Err(_) => RemoteError::Api {
                         status,
                         code: "unknown".into(),
                         message: String::from_utf8_lossy(&bytes).into_owned(),
-                    })?;
-                return Err(RemoteError::Api {
-                    status,
-                    code: error.code,
-                    message: error.message,
-                });
+                    },
+                };
+                return Err((error, retry_after));
             }
             if bytes.is_empty() {
                 return Ok((status, None));
             }
-            let value =
-                rmp_serde::from_slice(&bytes).map_err(|e| RemoteError::Decode(e.to_string()))?;
+            let value = rmp_serde::from_slice(&bytes)
+                .map_err(|e| (RemoteError::Decode(e.to_string()), None))?;
             Ok((status, Some(value)))
         })
         .await
-        .map_err(|e| RemoteError::Transport(e.to_string()))?
+        .map_err(|e| (RemoteError::Transport(e.to_string()), None))?
     }
 
     /// Prepares to start workflow function `f` as `workflow_id` with `input`.

@@ -163,3 +163,56 @@ async fn bearer_token() {
     let handle = client.start(checkout, "t-1", order).send().await.unwrap();
     handle.terminate("done").await.unwrap();
 }
+
+/// Proves the remote client backs off when the node is overloaded: with room for one request
+/// in flight, held by a long-poll, a start is refused `overloaded`, waits the node's
+/// `Retry-After` and is tried again, and succeeds once the slot is free, writing the workflow
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_node_is_retried_after_its_retry_after() {
+    let node = Node::builder()
+        .workflow(checkout)
+        .activity(price)
+        .start(cairn::MemStore::new())
+        .await
+        .unwrap();
+    let mut options = cairn_server::ApiOptions::default();
+    options.requests_in_flight_max = 1;
+    let router = cairn_server::router_with(node.runtime(), options);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let runtime = node.runtime();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let client = RemoteClient::new(&address);
+    let order = Order {
+        id: "o".into(),
+        items: vec!["x".into()],
+        cents: 5,
+    };
+    let first = client
+        .start(checkout, "busy-0", order.clone())
+        .send()
+        .await
+        .unwrap();
+    // Hold the only slot for 1.5 s with a result long-poll.
+    let holder = {
+        let url = format!("{address}/api/v1/workflows/busy-0/result?wait_ms=1500");
+        tokio::task::spawn_blocking(move || {
+            let _ = ureq::get(&url).call();
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = client.start(checkout, "busy-1", order).send().await;
+    assert!(second.is_ok(), "{second:?}");
+    assert!(
+        holder.is_finished(),
+        "the start got through only after the slot was free"
+    );
+    let page = runtime
+        .list_workflows("WorkflowId = 'busy-1'", None, None)
+        .await
+        .unwrap();
+    assert_eq!(page.workflows.len(), 1);
+    first.terminate("done").await.unwrap();
+    second.unwrap().terminate("done").await.unwrap();
+}
