@@ -271,10 +271,12 @@ fn over_http(args: &RunArgs, address: &str) -> Result<Report> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let next = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let threads: Vec<_> = (0..concurrency)
         .map(|_| {
             let (agent, address, next) = (agent.clone(), address.clone(), next.clone());
+            let refusals = refused.clone();
             let total = args.workflows;
             std::thread::spawn(move || -> Result<Vec<Duration>> {
                 let mut latencies = Vec::new();
@@ -285,16 +287,55 @@ fn over_http(args: &RunArgs, address: &str) -> Result<Report> {
                     }
                     let id = format!("{name}-http-{run_tag}-{i}");
                     let t = Instant::now();
-                    let body = serde_json::json!({"workflow_id": id, "workflow_type": workflow_type, "input": i});
-                    let mut response = agent
-                        .post(&format!("{address}/api/v1/workflows"))
-                        .header("Content-Type", "application/json")
-                        .send(body.to_string())?;
+                    // `noop` takes `()` (JSON null); the others a number.
+                    let input = if activities_each == 0 {
+                        serde_json::Value::Null
+                    } else {
+                        serde_json::json!(i)
+                    };
+                    let body = serde_json::json!({"workflow_id": id, "workflow_type": workflow_type, "input": input});
+                    // A node at its bound answers 429/503 `overloaded` with Retry-After (nothing
+                    // written): count it, wait as told, and try again, as the SDK does.
+                    let refused_wait = |response: &ureq::http::Response<ureq::Body>| {
+                        matches!(response.status().as_u16(), 429 | 503).then(|| {
+                            let secs = response
+                                .headers()
+                                .get("retry-after")
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.parse::<u64>().ok())
+                                .unwrap_or(1);
+                            Duration::from_secs(secs)
+                        })
+                    };
+                    let mut response = loop {
+                        let mut response = agent
+                            .post(&format!("{address}/api/v1/workflows"))
+                            .header("Content-Type", "application/json")
+                            .send(body.to_string())?;
+                        match refused_wait(&response) {
+                            Some(wait) => {
+                                let _ = response.body_mut().read_to_string();
+                                refusals.fetch_add(1, Ordering::Relaxed);
+                                std::thread::sleep(wait);
+                            }
+                            None => break response,
+                        }
+                    };
                     ensure!(response.status() == 201, "start: {}", response.body_mut().read_to_string()?);
                     let _ = response.body_mut().read_to_string()?;
-                    let mut response = agent
-                        .get(&format!("{address}/api/v1/workflows/{id}/result?wait_ms=60000"))
-                        .call()?;
+                    let mut response = loop {
+                        let mut response = agent
+                            .get(&format!("{address}/api/v1/workflows/{id}/result?wait_ms=60000"))
+                            .call()?;
+                        match refused_wait(&response) {
+                            Some(wait) => {
+                                let _ = response.body_mut().read_to_string();
+                                refusals.fetch_add(1, Ordering::Relaxed);
+                                std::thread::sleep(wait);
+                            }
+                            None => break response,
+                        }
+                    };
                     let text = response.body_mut().read_to_string()?;
                     ensure!(text.contains("\"completed\""), "result of {id}: {text}");
                     latencies.push(t.elapsed());
@@ -318,7 +359,13 @@ fn over_http(args: &RunArgs, address: &str) -> Result<Report> {
         activities: Some(args.workflows * activities_each),
         latencies,
         rss_bytes: rss_bytes(),
-        extra: vec![("over_http", serde_json::json!(address))],
+        extra: vec![
+            ("over_http", serde_json::json!(address)),
+            (
+                "overloaded_refusals",
+                serde_json::json!(refused.load(Ordering::Relaxed)),
+            ),
+        ],
     })
 }
 
