@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 
 /// How often the shard checks for due timers and idle actors.
 pub const TICK_MS: u64 = 5;
+/// How long a passivation sweep waits for the actors' answers.
+pub const PASSIVATE_ANSWER_MS: u64 = 100;
 /// Most actors one passivation sweep asks to stop.
 pub const PASSIVATIONS_PER_SWEEP_MAX: usize = 512;
 
@@ -558,19 +560,30 @@ impl<S: Store> ShardState<S> {
             .actors
             .len()
             .saturating_sub(config.actor_cache_max_per_shard);
+        let mut asked = Vec::new();
         for (index, (last_used, run_id)) in candidates.into_iter().enumerate() {
-            // Each passivation waits for the actor's answer; bound how long one sweep can keep
-            // the shard from routing (the next sweep continues).
+            // Bound how many one sweep asks (the next sweep continues).
             if index >= PASSIVATIONS_PER_SWEEP_MAX
                 || (index >= over && last_used.elapsed() < idle_after)
             {
                 break;
             }
-            let Some(active) = self.actors.get(&run_id) else {
-                continue;
-            };
-            let stopped =
-                ractor::call_t!(active.actor, WorkflowMsg::Passivate, 100).unwrap_or(false);
+            if let Some(active) = self.actors.get(&run_id) {
+                asked.push((run_id, active.actor.clone()));
+            }
+        }
+        // Asked all at once: the sweep keeps the shard from routing for at most one answer's
+        // timeout, not one per actor (512 actors busy on loaded executor threads once held the
+        // shard for tens of seconds).
+        let answers = futures::future::join_all(asked.iter().map(|(_, actor)| {
+            actor.call(
+                WorkflowMsg::Passivate,
+                Some(Duration::from_millis(PASSIVATE_ANSWER_MS)),
+            )
+        }))
+        .await;
+        for ((run_id, _), answer) in asked.into_iter().zip(answers) {
+            let stopped = matches!(answer, Ok(ractor::rpc::CallResult::Success(true)));
             if stopped {
                 self.actors.remove(&run_id);
             }
