@@ -384,6 +384,19 @@ enum WorkflowCommand {
     },
 }
 
+/// The host name of an advertised `http://host:port` address.
+fn advertised_host(address: &str) -> Option<String> {
+    let rest = address
+        .strip_prefix("http://")
+        .or_else(|| address.strip_prefix("https://"))?;
+    let authority = rest.split('/').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then(|| host.to_string())
+}
+
 /// A duration with a unit (`500ms`, `30s`, `15m`, `36h`, `7d`) in milliseconds.
 fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
@@ -442,9 +455,10 @@ fn start_dev(args: StartDevArgs) -> Result<()> {
         let listener = bind(&args.serve).await?;
         let address = listener.local_addr()?;
         let config = node_config(&args.serve, "dev".to_string(), address)?;
+        let advertised = config.advertise_address.clone();
         let node = demo::register(cairn::Node::builder()).config(config).start(store).await?;
         say!("cairn dev server listening on http://{address} (data in {})", args.db.display());
-        serve_until_ctrl_c(node, listener, &args.serve).await
+        serve_until_ctrl_c(node, listener, &args.serve, advertised).await
     })
 }
 
@@ -521,9 +535,14 @@ async fn serve_until_ctrl_c<S: cairn_store::Store>(
     node: cairn::Node<S>,
     listener: tokio::net::TcpListener,
     options: &ServeOptions,
+    advertised: Option<String>,
 ) -> Result<()> {
     let mut api = cairn_server::ApiOptions::with_token(options.auth_token.clone());
     api.allowed_hosts = options.allowed_hosts.clone();
+    // Other nodes reach this one by its advertised name: that Host is this server's own.
+    if let Some(host) = advertised.as_deref().and_then(advertised_host) {
+        api.allowed_hosts.push(host);
+    }
     api.requests_in_flight_max = options.requests_in_flight_max;
     axum::serve(listener, cairn_server::router_with(node.runtime(), api))
         .with_graceful_shutdown(stop_requested())
@@ -558,12 +577,13 @@ fn serve_fdb(cluster_file: &str, options: &ServeOptions) -> Result<()> {
         let default_id = host_name().unwrap_or_else(|| "node".to_string());
         let config = node_config(options, default_id, address)?;
         let node_id = config.node_id.clone();
+        let advertised = config.advertise_address.clone();
         let node = demo::register(cairn::Node::builder())
             .config(config)
             .start(store)
             .await?;
         say!("cairn server {node_id} listening on http://{address} (FoundationDB {cluster_file})");
-        serve_until_ctrl_c(node, listener, options).await
+        serve_until_ctrl_c(node, listener, options, advertised).await
     })
 }
 
@@ -1170,5 +1190,34 @@ fn print_outcome(outcome: &Value) {
         Some("terminated") => say!("terminated: {}", outcome["reason"].as_str().unwrap_or("")),
         Some(other) => say!("{other}"),
         None => say!("{outcome}"),
+    }
+}
+
+#[cfg(test)]
+mod edge_tests {
+    use super::{advertised_host, parse_duration_ms};
+
+    /// The advertised name a node allows as Host (peers reach it by that name), and the
+    /// retention durations the flag takes.
+    #[test]
+    fn advertised_hosts_and_durations_parse() {
+        assert_eq!(
+            advertised_host("http://cairn-2:7280").as_deref(),
+            Some("cairn-2")
+        );
+        assert_eq!(
+            advertised_host("https://[::1]:7280/").as_deref(),
+            Some("::1")
+        );
+        assert_eq!(
+            advertised_host("http://node.internal").as_deref(),
+            Some("node.internal")
+        );
+        assert_eq!(advertised_host("cairn-2:7280"), None);
+        assert_eq!(parse_duration_ms("36h"), Ok(36 * 3_600_000));
+        assert_eq!(parse_duration_ms("7d"), Ok(7 * 86_400_000));
+        assert!(parse_duration_ms("7").is_err());
+        assert!(parse_duration_ms("d").is_err());
+        assert!(parse_duration_ms("99999999999999999d").is_err());
     }
 }
