@@ -294,48 +294,19 @@ fn over_http(args: &RunArgs, address: &str) -> Result<Report> {
                         serde_json::json!(i)
                     };
                     let body = serde_json::json!({"workflow_id": id, "workflow_type": workflow_type, "input": input});
-                    // A node at its bound answers 429/503 `overloaded` with Retry-After (nothing
-                    // written): count it, wait as told, and try again, as the SDK does.
-                    let refused_wait = |response: &ureq::http::Response<ureq::Body>| {
-                        matches!(response.status().as_u16(), 429 | 503).then(|| {
-                            let secs = response
-                                .headers()
-                                .get("retry-after")
-                                .and_then(|v| v.to_str().ok())
-                                .and_then(|v| v.parse::<u64>().ok())
-                                .unwrap_or(1);
-                            Duration::from_secs(secs)
-                        })
-                    };
-                    let mut response = loop {
-                        let mut response = agent
+                    let mut response = until_accepted(&refusals, || {
+                        agent
                             .post(&format!("{address}/api/v1/workflows"))
                             .header("Content-Type", "application/json")
-                            .send(body.to_string())?;
-                        match refused_wait(&response) {
-                            Some(wait) => {
-                                let _ = response.body_mut().read_to_string();
-                                refusals.fetch_add(1, Ordering::Relaxed);
-                                std::thread::sleep(wait);
-                            }
-                            None => break response,
-                        }
-                    };
+                            .send(body.to_string())
+                    })?;
                     ensure!(response.status() == 201, "start: {}", response.body_mut().read_to_string()?);
                     let _ = response.body_mut().read_to_string()?;
-                    let mut response = loop {
-                        let mut response = agent
+                    let mut response = until_accepted(&refusals, || {
+                        agent
                             .get(&format!("{address}/api/v1/workflows/{id}/result?wait_ms=60000"))
-                            .call()?;
-                        match refused_wait(&response) {
-                            Some(wait) => {
-                                let _ = response.body_mut().read_to_string();
-                                refusals.fetch_add(1, Ordering::Relaxed);
-                                std::thread::sleep(wait);
-                            }
-                            None => break response,
-                        }
-                    };
+                            .call()
+                    })?;
                     let text = response.body_mut().read_to_string()?;
                     ensure!(text.contains("\"completed\""), "result of {id}: {text}");
                     latencies.push(t.elapsed());
@@ -367,6 +338,30 @@ fn over_http(args: &RunArgs, address: &str) -> Result<Report> {
             ),
         ],
     })
+}
+
+/// Sends a request until the node takes it: a node at its bound answers 429/503 `overloaded`
+/// with `Retry-After` (nothing written), so each such answer is counted in `refusals`, waited
+/// out as told, and sent again, as the SDK does.
+fn until_accepted(
+    refusals: &AtomicUsize,
+    send: impl Fn() -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<ureq::http::Response<ureq::Body>> {
+    loop {
+        let mut response = send()?;
+        if !matches!(response.status().as_u16(), 429 | 503) {
+            return Ok(response);
+        }
+        let secs = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(1);
+        let _ = response.body_mut().read_to_string();
+        refusals.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_secs(secs));
+    }
 }
 
 async fn scenario(args: &RunArgs) -> Result<Report> {

@@ -124,28 +124,26 @@ pub(crate) async fn sweep<S: Store>(shared: &Shared<S>) -> Result<usize, StoreEr
     let cutoff = now_ms().saturating_sub(config.retention_ms);
     let mut deleted = 0;
     for _ in 0..RETENTION_BATCHES_PER_PASS_MAX {
-        let closed = {
-            let (begin, _) = keys.closed_entries(namespace);
-            let end = keys.closed_before(namespace, cutoff);
+        // The first batch of each index, from its start up to the cutoff.
+        let due = |begin: Vec<u8>, end: Vec<u8>| async move {
             let mut tx = shared.store.begin()?;
             tx.get_range(
                 &RangeRequest::new(begin, end)
                     .limit(RETENTION_BATCH_MAX)
                     .snapshot(),
             )
-            .await?
+            .await
         };
-        let retired = {
-            let (begin, _) = keys.retired_runs(namespace);
-            let end = keys.retired_before(namespace, cutoff);
-            let mut tx = shared.store.begin()?;
-            tx.get_range(
-                &RangeRequest::new(begin, end)
-                    .limit(RETENTION_BATCH_MAX)
-                    .snapshot(),
-            )
-            .await?
-        };
+        let closed = due(
+            keys.closed_entries(namespace).0,
+            keys.closed_before(namespace, cutoff),
+        )
+        .await?;
+        let retired = due(
+            keys.retired_runs(namespace).0,
+            keys.retired_before(namespace, cutoff),
+        )
+        .await?;
         if closed.is_empty() && retired.is_empty() {
             break;
         }

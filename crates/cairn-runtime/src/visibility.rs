@@ -598,6 +598,19 @@ impl<S: Store> Visibility<'_, S> {
         })
     }
 
+    /// `WorkflowId = 'id'` (and the rest of `filter`): one read.
+    async fn point(
+        &self,
+        id: &str,
+        filter: &Filter,
+    ) -> Result<Option<WorkflowSummary>, ClientError> {
+        let mut tx = self.store.begin()?;
+        Ok(self
+            .record(&mut tx, id)
+            .await?
+            .filter(|w| filter.matches(w)))
+    }
+
     /// The workflow types seen in the namespace (at most [`TYPES_MAX`]).
     async fn types(&self) -> Result<Vec<String>, ClientError> {
         let (begin, end) = self
@@ -708,10 +721,9 @@ impl<S: Store> Visibility<'_, S> {
         let after = after.map(|key| index_position(&key)).transpose()?;
         match self.access(filter) {
             Access::Point(id) => {
-                let mut tx = self.store.begin()?;
-                let found = self.record(&mut tx, &id).await?;
-                let workflows = found
-                    .filter(|w| filter.matches(w))
+                let workflows = self
+                    .point(&id, filter)
+                    .await?
                     .filter(|w| {
                         after.as_ref().is_none_or(|(start, after_id)| {
                             (negated(w.started_unix_ms), w.workflow_id.as_str())
@@ -795,9 +807,7 @@ impl<S: Store> Visibility<'_, S> {
     async fn matching_all(&self, filter: &Filter) -> Result<Vec<WorkflowSummary>, ClientError> {
         let index = match self.access(filter) {
             Access::Point(id) => {
-                let mut tx = self.store.begin()?;
-                let found = self.record(&mut tx, &id).await?;
-                return Ok(found.filter(|w| filter.matches(w)).into_iter().collect());
+                return Ok(self.point(&id, filter).await?.into_iter().collect());
             }
             Access::Scan(index) => index,
         };
@@ -837,9 +847,7 @@ impl<S: Store> Visibility<'_, S> {
         }
         let index = match self.access(filter) {
             Access::Point(id) => {
-                let mut tx = self.store.begin()?;
-                let found = self.record(&mut tx, &id).await?;
-                return Ok(u64::from(found.is_some_and(|w| filter.matches(&w))));
+                return Ok(u64::from(self.point(&id, filter).await?.is_some()));
             }
             Access::Scan(index) => index,
         };

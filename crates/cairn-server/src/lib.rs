@@ -139,14 +139,8 @@ impl<T: serde::de::DeserializeOwned, St: Send + Sync> axum::extract::FromRequest
     type Rejection = ApiError;
 
     async fn from_request(request: axum::extract::Request, state: &St) -> Result<Self, ApiError> {
-        let msgpack = request
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(MSGPACK.as_bytes()));
-        if msgpack {
-            let bytes = axum::body::Bytes::from_request(request, state)
-                .await
-                .map_err(|e| ApiError::new(e.status(), "payload_too_large", e.body_text()))?;
+        if is_msgpack(&request) {
+            let RawBody(bytes) = RawBody::from_request(request, state).await?;
             let value = rmp_serde::from_slice(&bytes).map_err(|e| {
                 ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string())
             })?;
@@ -157,6 +151,14 @@ impl<T: serde::de::DeserializeOwned, St: Send + Sync> axum::extract::FromRequest
             .map_err(body_error)?;
         Ok(Self(value))
     }
+}
+
+/// Whether the request's body is MessagePack (by its `Content-Type`).
+fn is_msgpack(request: &axum::extract::Request) -> bool {
+    request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(MSGPACK.as_bytes()))
 }
 
 /// A request body as bytes; too large is a JSON `payload_too_large` error.
@@ -183,13 +185,8 @@ impl<T: serde::de::DeserializeOwned + Default, St: Send + Sync> axum::extract::F
     type Rejection = ApiError;
 
     async fn from_request(request: axum::extract::Request, state: &St) -> Result<Self, ApiError> {
-        let msgpack = request
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(MSGPACK.as_bytes()));
-        let bytes = axum::body::Bytes::from_request(request, state)
-            .await
-            .map_err(|e| ApiError::new(e.status(), "payload_too_large", e.body_text()))?;
+        let msgpack = is_msgpack(&request);
+        let RawBody(bytes) = RawBody::from_request(request, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
