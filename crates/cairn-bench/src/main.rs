@@ -11,6 +11,10 @@ mod workflows;
 
 use clap::{Parser, Subcommand};
 
+/// The same allocator as the `cairn` server binary, so figures are the product's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "cairn-bench", about = "Cairn's load generator")]
 struct Cli {

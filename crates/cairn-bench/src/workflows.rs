@@ -166,13 +166,24 @@ fn rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Returns freed heap pages to the OS (glibc's `malloc_trim`).
+/// Returns freed heap pages to the OS (jemalloc's `arena.<i>.purge` for every arena).
 #[allow(unsafe_code)]
 fn trim_allocator() {
-    // SAFETY: `malloc_trim` only releases free memory of the allocator and may be called at
-    // any time from any thread; it takes no pointers.
-    unsafe {
-        libc::malloc_trim(0);
+    // 4096 is MALLCTL_ARENAS_ALL.
+    let name = c"arena.4096.purge";
+    // SAFETY: `purge` takes and returns nothing (all four pointers null, lengths 0) and only
+    // releases unused pages; the name is a NUL-terminated string.
+    let code = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            name.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if code != 0 {
+        eprintln!("could not purge jemalloc's arenas (error {code})");
     }
 }
 

@@ -11,6 +11,12 @@
 //! cairn cluster status
 //! ```
 
+/// mimalloc rather than glibc's malloc: the runtime allocates many small, short-lived buffers
+/// (keys, encoded records, messages) across threads, where glibc's arenas spend a third of
+/// the CPU of a busy node (docs/BENCHMARKS.md, "Allocator").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// `println!` that ends the process quietly when stdout is closed (`cairn workflow list |
 /// head -1`) instead of panicking, and with an error for any other write failure.
 macro_rules! say {
