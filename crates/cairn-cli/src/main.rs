@@ -11,7 +11,7 @@
 //! cairn cluster status
 //! ```
 
-/// mimalloc rather than glibc's malloc: the runtime allocates many small, short-lived buffers
+/// jemalloc rather than glibc's malloc: the runtime allocates many small, short-lived buffers
 /// (keys, encoded records, messages) across threads, where glibc's arenas spend a third of
 /// the CPU of a busy node (docs/BENCHMARKS.md, "Allocator").
 #[global_allocator]
