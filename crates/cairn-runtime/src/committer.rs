@@ -35,6 +35,14 @@ pub const BATCH_REQUESTS_MAX: usize = 512;
 pub const BATCH_BYTES_MAX: usize = 4_000_000;
 /// Attempts of one batch on conflicts before its requests fail.
 pub const BATCH_ATTEMPTS_MAX: u32 = 20;
+/// Most commit requests one node has submitted and not yet answered (queued, or in the batch
+/// in flight): the committer's queue bound (`NodeConfig::commit_requests_queued_max`). Past
+/// it, a client write is refused at once (`ClientError::Overloaded`), the node's own
+/// transitions, claims and timer writes wait for a slot, and detached housekeeping is
+/// skipped (it is repeated later).
+pub const COMMIT_REQUESTS_QUEUED_MAX: usize = 16_384;
+
+const _: () = assert!(COMMIT_REQUESTS_QUEUED_MAX > crate::shared::CLIENT_COMMITS_IN_FLIGHT_MAX);
 
 const _: () = assert!(BATCH_BYTES_MAX < cairn_store::TRANSACTION_BYTES_MAX);
 
@@ -207,6 +215,9 @@ pub struct CommitRequest {
     /// `MaybeCommitted`. Requests without one must be idempotent.
     pub verify: Option<(Vec<u8>, Verify)>,
     pub reply: oneshot::Sender<Result<(), CommitError>>,
+    /// This request's place in the queue bound ([`COMMIT_REQUESTS_QUEUED_MAX`]), given back
+    /// when the request is dropped (answered, or its batch gone).
+    pub _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl CommitRequest {

@@ -42,6 +42,9 @@ pub struct NodeConfig {
     /// Closed workflows (their records, histories and visibility entries) are deleted this
     /// long after they close, in bounded background batches. Default 7 days.
     pub retention_ms: u64,
+    /// Most commit requests submitted and not yet answered (the committer's queue). Default
+    /// [`crate::COMMIT_REQUESTS_QUEUED_MAX`] (16,384); 0 counts as 1.
+    pub commit_requests_queued_max: usize,
     /// Test hook: asked at each crash point; answering true stops the node right there, as a
     /// crash would. Default none.
     pub crash_hook: Option<CrashHook>,
@@ -85,6 +88,7 @@ impl Default for NodeConfig {
             timer_window_ms: 60_000,
             timers_in_memory_max_per_shard: 16_384,
             retention_ms: 7 * 24 * 3_600_000,
+            commit_requests_queued_max: crate::committer::COMMIT_REQUESTS_QUEUED_MAX,
             crash_hook: None,
         }
     }

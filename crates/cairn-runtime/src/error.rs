@@ -66,7 +66,9 @@ pub enum ClientError {
     #[error("the node is shutting down")]
     NodeStopped,
     /// The node has [`crate::CLIENT_COMMITS_IN_FLIGHT_MAX`] client writes waiting for the store
-    /// already; nothing was written. Retry after `retry_after_ms`.
+    /// already, or its committer queue holds [`crate::COMMIT_REQUESTS_QUEUED_MAX`] requests
+    /// (`NodeConfig::commit_requests_queued_max`); nothing was written. Retry after
+    /// `retry_after_ms`.
     #[error(
         "the node is overloaded: {in_flight} client writes are waiting for the store; retry in {retry_after_ms} ms"
     )]

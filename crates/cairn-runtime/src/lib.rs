@@ -36,7 +36,7 @@ pub use cluster::{
     ClusterError, ClusterStatus, LEASE_TIMEOUT_MS_MIN, NodeStatus, PLACEMENT_INTERVAL_MS_MAX,
     ShardStatus, rendezvous,
 };
-pub use committer::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX};
+pub use committer::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, COMMIT_REQUESTS_QUEUED_MAX};
 pub use config::{CrashHook, CrashPoint, NodeConfig};
 pub use error::{ClientError, IdReusePolicy};
 pub use keys::Keys;

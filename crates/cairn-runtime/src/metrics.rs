@@ -105,6 +105,10 @@ pub struct Metrics {
     pub retention_deleted: AtomicU64,
     /// Runs with mail found when a shard was claimed, and woken.
     pub runs_rehydrated: AtomicU64,
+    /// Commits of the node's own work that waited for a place in the full committer queue.
+    pub commit_slot_waits: AtomicU64,
+    /// Detached housekeeping writes skipped because the committer queue was full.
+    pub commits_skipped: AtomicU64,
     /// Queries sent to the node holding the run.
     pub queries_forwarded: AtomicU64,
     /// Membership heartbeat commit latency (one heartbeat renews every lease of the node).
@@ -135,6 +139,8 @@ impl Default for Metrics {
             timers_in_memory: AtomicU64::new(0),
             retention_deleted: AtomicU64::new(0),
             runs_rehydrated: AtomicU64::new(0),
+            commit_slot_waits: AtomicU64::new(0),
+            commits_skipped: AtomicU64::new(0),
             queries_forwarded: AtomicU64::new(0),
             lease_renew_latency: Histogram::new(LATENCY_BUCKETS),
             commit_latency: Histogram::new(LATENCY_BUCKETS),

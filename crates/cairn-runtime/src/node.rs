@@ -128,6 +128,7 @@ impl<S: Store> Node<S> {
         let spawners = (0..config.executor_threads)
             .map(|_| ThreadLocalActorSpawner::new())
             .collect();
+        let commit_slots = config.commit_requests_queued_max.max(1);
         let shared = Arc::new(Shared {
             store,
             keys,
@@ -141,6 +142,7 @@ impl<S: Store> Node<S> {
             spawners,
             waiters: Mutex::new(HashMap::new()),
             client_commits: std::sync::atomic::AtomicUsize::new(0),
+            commit_slots: Arc::new(tokio::sync::Semaphore::new(commit_slots)),
         });
         let joined = async {
             cluster::check_cluster_record(&shared).await?;
@@ -287,7 +289,13 @@ impl<S: Store> Node<S> {
                 retry_after_ms: crate::shared::OVERLOADED_RETRY_AFTER_MS,
             });
         }
-        match self.shared.commit(ops, checks, None, verify).await {
+        let Some(slot) = self.shared.try_commit_slot() else {
+            return Err(ClientError::Overloaded {
+                in_flight,
+                retry_after_ms: crate::shared::OVERLOADED_RETRY_AFTER_MS,
+            });
+        };
+        match self.shared.commit_in(slot, ops, checks, None, verify).await {
             Ok(()) => Ok(()),
             Err(CommitError::Rejected(error)) => Err(*error),
             Err(CommitError::Store(error)) => Err(ClientError::Store(error)),

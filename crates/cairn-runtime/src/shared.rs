@@ -22,7 +22,8 @@ use ractor::thread_local::ThreadLocalActorSpawner;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use std::sync::atomic::Ordering;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 /// What every actor of a node shares.
 pub struct Shared<S: Store> {
@@ -42,6 +43,8 @@ pub struct Shared<S: Store> {
     /// Client writes (starts, signals, cancels…) submitted and not yet answered; bounded by
     /// [`CLIENT_COMMITS_IN_FLIGHT_MAX`].
     pub(crate) client_commits: std::sync::atomic::AtomicUsize,
+    /// Places in the committer's queue: `NodeConfig::commit_requests_queued_max` permits.
+    pub(crate) commit_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Most client writes one node keeps waiting for the committer. Past it a client write is
@@ -117,9 +120,38 @@ impl<S: Store> Shared<S> {
     }
 
     /// Submits writes (with their checks, shard fence and `MaybeCommitted` verification) to the
-    /// committer and waits for the batch that carries them.
+    /// committer and waits for the batch that carries them; waits first for a place in the
+    /// committer's queue when it is full.
     pub(crate) async fn commit(
         &self,
+        ops: Vec<Op>,
+        checks: Vec<Check>,
+        fence: Option<(u32, u64)>,
+        verify: Option<(Vec<u8>, Verify)>,
+    ) -> Result<(), CommitError> {
+        let slot = match self.commit_slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                self.metrics.commit_slot_waits.fetch_add(1, Ordering::Relaxed);
+                self.commit_slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| CommitError::Stopped)?
+            }
+        };
+        self.commit_in(slot, ops, checks, fence, verify).await
+    }
+
+    /// A place in the committer's queue if one is free now (see [`Self::commit_in`]).
+    pub(crate) fn try_commit_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.commit_slots.clone().try_acquire_owned().ok()
+    }
+
+    /// [`Self::commit`] in a place already taken.
+    pub(crate) async fn commit_in(
+        &self,
+        slot: OwnedSemaphorePermit,
         ops: Vec<Op>,
         checks: Vec<Check>,
         fence: Option<(u32, u64)>,
@@ -132,6 +164,7 @@ impl<S: Store> Shared<S> {
             fence,
             verify,
             reply,
+            _slot: slot,
         };
         self.committer
             .cast(CommitterMsg::Submit(request))
@@ -140,8 +173,13 @@ impl<S: Store> Shared<S> {
     }
 
     /// Hands writes to the committer without waiting for the outcome: housekeeping (clearing
-    /// a consumed queue) whose loss only costs a repeat.
+    /// a consumed queue) whose loss only costs a repeat. Skipped when the committer's queue is
+    /// full.
     pub(crate) fn submit_detached(&self, ops: Vec<Op>, fence: (u32, u64)) {
+        let Some(slot) = self.try_commit_slot() else {
+            self.metrics.commits_skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         let (reply, _) = oneshot::channel();
         let request = CommitRequest {
             ops,
@@ -149,6 +187,7 @@ impl<S: Store> Shared<S> {
             fence: Some(fence),
             verify: None,
             reply,
+            _slot: slot,
         };
         let _ = self.committer.cast(CommitterMsg::Submit(request));
     }

@@ -187,3 +187,62 @@ async fn result_waiters_that_give_up_are_forgotten() {
     assert_eq!(node.runtime().result_waiters(), 0);
     node.shutdown().await;
 }
+
+/// Proves the committer's queue has a bound: with the store paused, 20 client starts meet a
+/// queue of 8, so at most 8 are queued and the rest are refused at once with `Overloaded`
+/// (nothing written); once the store resumes, every queued start lands and its workflow runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_committer_queue_bound_refuses_client_writes_past_it() {
+    use cairn_store::{FaultConfig, FaultStore};
+    let store = FaultStore::new(MemStore::new(), FaultConfig::none(11));
+    let node = Node::builder()
+        .workflow(sleeper)
+        .config(NodeConfig {
+            commit_requests_queued_max: 8,
+            ..NodeConfig::default()
+        })
+        .start(store.clone())
+        .await
+        .unwrap();
+    let client = node.client();
+    store.pause();
+    let starts: Vec<_> = (0..20)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.start(sleeper, &format!("q-{i}"), 0).send().await })
+        })
+        .collect();
+    // The refusals come at once, while the store is still paused.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = starts.iter().filter(|s| s.is_finished()).count();
+    assert!(refused >= 12, "only {refused} of 20 starts were answered while paused");
+    store.resume();
+    let (mut accepted, mut refused_ids) = (Vec::new(), Vec::new());
+    for (i, start) in starts.into_iter().enumerate() {
+        match within("a start is answered", start).await.unwrap() {
+            Ok(handle) => accepted.push(handle),
+            Err(cairn::ClientError::Overloaded { .. }) => refused_ids.push(format!("q-{i}")),
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert!(
+        (1..=8).contains(&accepted.len()),
+        "{} starts were queued past a bound of 8",
+        accepted.len()
+    );
+    assert_eq!(accepted.len() + refused_ids.len(), 20);
+    for handle in accepted {
+        within("a queued start's workflow completes", handle.result())
+            .await
+            .unwrap();
+    }
+    // A refused start wrote nothing: its id is free.
+    for id in refused_ids {
+        let described = client.handle::<()>(&id).unwrap().describe().await;
+        assert!(
+            matches!(described, Err(cairn::ClientError::NotFound { .. })),
+            "{id} was refused but is stored: {described:?}"
+        );
+    }
+    node.shutdown().await;
+}
