@@ -253,11 +253,12 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             .await?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
         println!("cairn-bench serving on http://{}", listener.local_addr()?);
-        axum::serve(listener, cairn_server::router(node.runtime(), None))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+        let options = cairn_server::ApiOptions::default();
+        let router = cairn_server::router_with(node.runtime(), options.clone());
+        cairn_server::serve(listener, router, &options, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
         node.shutdown().await;
         Ok(())
     })

@@ -550,9 +550,8 @@ async fn serve_until_ctrl_c<S: cairn_store::Store>(
         api.allowed_hosts.push(host);
     }
     api.requests_in_flight_max = options.requests_in_flight_max;
-    axum::serve(listener, cairn_server::router_with(node.runtime(), api))
-        .with_graceful_shutdown(stop_requested())
-        .await?;
+    let router = cairn_server::router_with(node.runtime(), api.clone());
+    cairn_server::serve(listener, router, &api, stop_requested()).await?;
     // stdout may be gone (a closed pipe) by now; stopping must not depend on it.
     let _ = writeln!(std::io::stdout(), "shutting down");
     node.shutdown().await;

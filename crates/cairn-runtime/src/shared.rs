@@ -20,9 +20,9 @@ use cairn_types::{Payload, RunId, WorkflowId};
 use ractor::ActorRef;
 use ractor::thread_local::ThreadLocalActorSpawner;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use std::sync::atomic::Ordering;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 /// What every actor of a node shares.
@@ -132,7 +132,9 @@ impl<S: Store> Shared<S> {
         let slot = match self.commit_slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
-                self.metrics.commit_slot_waits.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .commit_slot_waits
+                    .fetch_add(1, Ordering::Relaxed);
                 self.commit_slots
                     .clone()
                     .acquire_owned()

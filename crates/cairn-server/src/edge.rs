@@ -12,6 +12,11 @@
 //!   elsewhere could make a browser send: a `Host` that is not an IP address, `localhost` or an
 //!   allowed name (DNS rebinding), and a state-changing request from another origin (a form
 //!   posted cross-site).
+//! - **Heads**: a request target over [`URI_BYTES_MAX`] is answered `414`, headers over
+//!   [`HEADER_BYTES_MAX`] `431`, both as JSON errors. [`serve`] reads a head into a buffer of
+//!   [`HEAD_BUFFER_BYTES`] (hyper answers a head larger than that itself, with an empty `431`)
+//!   and closes a connection whose head takes longer than `header_read_timeout` to arrive
+//!   (a slow-loris client holds no connection for long).
 
 use crate::{ApiError, ApiOptions};
 use axum::extract::Request;
@@ -21,7 +26,22 @@ use axum::response::{IntoResponse, Response};
 use futures::FutureExt as _;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Semaphore;
+
+/// Longest request target (path and query) served; a longer one is answered 414.
+pub const URI_BYTES_MAX: usize = 8 * 1024;
+/// Most bytes of request headers (names and values) served; more are answered 431.
+pub const HEADER_BYTES_MAX: usize = 16 * 1024;
+/// [`serve`]'s read buffer for a request head; a head larger than this never reaches the
+/// router, and hyper answers it with an empty 431.
+pub const HEAD_BUFFER_BYTES: usize = 64 * 1024;
+/// Default of [`ApiOptions::header_read_timeout`].
+pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// How long [`serve`] lets requests in progress finish once asked to stop.
+pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
+
+const _: () = assert!(URI_BYTES_MAX + HEADER_BYTES_MAX < HEAD_BUFFER_BYTES);
 
 /// The guard's state, one per router.
 #[derive(Debug)]
@@ -48,6 +68,9 @@ impl Edge {
 
     /// Every route but `/healthz`: host check, in-flight bound, timeout, panic catch.
     pub(crate) async fn guard(&self, request: Request, next: Next) -> Response {
+        if let Err(refusal) = check_head(&request) {
+            return refusal.into_response();
+        }
         if self.token.is_none()
             && let Err(refusal) = self.check_host(request.headers())
         {
@@ -148,6 +171,87 @@ impl Edge {
 }
 
 /// The name in a `Host` header value: without its port, and without brackets for IPv6.
+/// The request target and headers within [`URI_BYTES_MAX`] and [`HEADER_BYTES_MAX`].
+fn check_head(request: &Request) -> Result<(), ApiError> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target > URI_BYTES_MAX {
+        return Err(ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is {target} bytes; at most {URI_BYTES_MAX} are served"),
+        ));
+    }
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers > HEADER_BYTES_MAX {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "the request headers are {headers} bytes; at most {HEADER_BYTES_MAX} are served"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Serves `router` on `listener` (HTTP/1.1) until `shutdown` resolves, then lets requests in
+/// progress finish for at most [`SHUTDOWN_GRACE_MS`]. Unlike `axum::serve`, it bounds the
+/// time a client may take to send a request head (`options.header_read_timeout`) and the
+/// head's size ([`HEAD_BUFFER_BYTES`]).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    options: &ApiOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .max_buf_size(HEAD_BUFFER_BYTES);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, or a connection reset before it was accepted:
+                    // the listener itself is fine; wait a moment rather than spin.
+                    tracing::warn!(%error, "could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let grace = Duration::from_millis(SHUTDOWN_GRACE_MS);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in progress after {SHUTDOWN_GRACE_MS} ms; stopping anyway");
+    }
+    Ok(())
+}
+
 fn host_name(value: &str) -> &str {
     if let Some(rest) = value.strip_prefix('[') {
         return rest.split(']').next().unwrap_or_default();

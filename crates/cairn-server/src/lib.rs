@@ -35,6 +35,10 @@ mod edge;
 mod json;
 mod peers;
 
+pub use edge::{
+    HEAD_BUFFER_BYTES, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT_MS, SHUTDOWN_GRACE_MS, URI_BYTES_MAX,
+    serve,
+};
 pub use peers::{HttpPeers, PEER_CALL_TIMEOUT};
 
 use axum::Router;
@@ -323,6 +327,10 @@ pub struct ApiOptions {
     pub requests_in_flight_max: usize,
     /// Default [`REQUEST_TIMEOUT_MS`].
     pub request_timeout: Duration,
+    /// Longest a client may take to send a request's head (request line and headers) on a
+    /// connection served by [`serve`]; past it the connection is closed. Default
+    /// [`HEADER_READ_TIMEOUT_MS`].
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ApiOptions {
@@ -332,6 +340,7 @@ impl Default for ApiOptions {
             allowed_hosts: Vec::new(),
             requests_in_flight_max: REQUESTS_IN_FLIGHT_MAX,
             request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS),
+            header_read_timeout: Duration::from_millis(HEADER_READ_TIMEOUT_MS),
         }
     }
 }
@@ -1030,6 +1039,18 @@ async fn metrics<S: Store>(State(node): State<Arc<Node<S>>>) -> Response {
         "counter",
         "Runs with waiting mail woken when this node claimed their shard.",
         load(&m.runs_rehydrated).to_string(),
+    );
+    counter(
+        "cairn_commit_slot_waits_total",
+        "counter",
+        "Commits of the node's own work that waited for a place in the full committer queue.",
+        load(&m.commit_slot_waits).to_string(),
+    );
+    counter(
+        "cairn_commits_skipped_total",
+        "counter",
+        "Housekeeping writes skipped (repeated later) because the committer queue was full.",
+        load(&m.commits_skipped).to_string(),
     );
     counter(
         "cairn_queries_forwarded_total",

@@ -391,3 +391,95 @@ async fn requests_past_the_in_flight_bound_are_refused_at_once() {
     assert_eq!(sent.status, StatusCode::OK);
     node.shutdown().await;
 }
+
+/// One raw HTTP/1.1 exchange with a server on loopback: writes `head`, then reads until the
+/// server closes the connection (every request here asks it to) or 5 s pass.
+async fn exchange(address: std::net::SocketAddr, head: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(head).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer));
+    read.await.expect("the server answers and closes").unwrap();
+    answer
+}
+
+/// The status code and JSON body of a raw HTTP/1.1 answer.
+fn parse_answer(answer: &[u8]) -> (u16, Value) {
+    let text = String::from_utf8_lossy(answer);
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// Proves the served edge (`cairn_server::serve`, real TCP): an over-long request target is
+/// answered 414 and over-large headers 431, both as JSON; a client that sends half a head and
+/// stalls is disconnected after the header-read timeout; the server keeps serving throughout
+/// and stops when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_heads_are_bounded_in_size_and_time() {
+    let node = node().await;
+    let mut options = cairn_server::ApiOptions::default();
+    options.header_read_timeout = Duration::from_millis(300);
+    let router = cairn_server::router_with(node.runtime(), options.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        cairn_server::serve(listener, router, &options, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+
+    let long = format!(
+        "GET /api/v1/workflows?query={} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        "a".repeat(cairn_server::URI_BYTES_MAX)
+    );
+    let (status, body) = parse_answer(&exchange(address, long.as_bytes()).await);
+    assert_eq!(status, 414, "{body}");
+    assert_eq!(body["code"], "uri_too_long", "{body}");
+
+    let big = format!(
+        "GET /api/v1/visibility/count HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: {}\r\nConnection: close\r\n\r\n",
+        "b".repeat(cairn_server::HEADER_BYTES_MAX)
+    );
+    let (status, body) = parse_answer(&exchange(address, big.as_bytes()).await);
+    assert_eq!(status, 431, "{body}");
+    assert_eq!(body["code"], "headers_too_large", "{body}");
+
+    let started = std::time::Instant::now();
+    let stalled = exchange(
+        address,
+        b"GET /api/v1/visibility/count HTTP/1.1\r\nHost: 12",
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a stalled head held its connection for {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !String::from_utf8_lossy(&stalled).contains(" 200 "),
+        "a half-sent request was served"
+    );
+
+    let fine =
+        b"GET /api/v1/visibility/count HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let (status, body) = parse_answer(&exchange(address, fine).await);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["count"], 0, "{body}");
+
+    stop.send(()).unwrap();
+    within_secs(5, server).await.unwrap().unwrap();
+    node.shutdown().await;
+}
+
+async fn within_secs<T>(
+    secs: u64,
+    task: tokio::task::JoinHandle<T>,
+) -> Result<T, tokio::task::JoinError> {
+    tokio::time::timeout(Duration::from_secs(secs), task)
+        .await
+        .expect("the server stopped when asked")
+}

@@ -215,7 +215,10 @@ async fn the_committer_queue_bound_refuses_client_writes_past_it() {
     // The refusals come at once, while the store is still paused.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let refused = starts.iter().filter(|s| s.is_finished()).count();
-    assert!(refused >= 12, "only {refused} of 20 starts were answered while paused");
+    assert!(
+        refused >= 12,
+        "only {refused} of 20 starts were answered while paused"
+    );
     store.resume();
     let (mut accepted, mut refused_ids) = (Vec::new(), Vec::new());
     for (i, start) in starts.into_iter().enumerate() {
