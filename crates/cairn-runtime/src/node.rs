@@ -283,13 +283,13 @@ impl<S: Store> Node<S> {
         }
         let in_flight = self.shared.client_commits.fetch_add(1, Ordering::Relaxed);
         let _slot = Slot(&self.shared.client_commits);
-        if in_flight >= crate::shared::CLIENT_COMMITS_IN_FLIGHT_MAX {
-            return Err(ClientError::Overloaded {
-                in_flight,
-                retry_after_ms: crate::shared::OVERLOADED_RETRY_AFTER_MS,
-            });
-        }
-        let Some(slot) = self.shared.try_commit_slot() else {
+        // Refused at either bound: this node's client writes, or its committer's queue.
+        let slot = if in_flight < crate::shared::CLIENT_COMMITS_IN_FLIGHT_MAX {
+            self.shared.try_commit_slot()
+        } else {
+            None
+        };
+        let Some(slot) = slot else {
             return Err(ClientError::Overloaded {
                 in_flight,
                 retry_after_ms: crate::shared::OVERLOADED_RETRY_AFTER_MS,

@@ -12,7 +12,7 @@
 //!   elsewhere could make a browser send: a `Host` that is not an IP address, `localhost` or an
 //!   allowed name (DNS rebinding), and a state-changing request from another origin (a form
 //!   posted cross-site).
-//! - **Heads**: a request target over [`URI_BYTES_MAX`] is answered `414`, headers over
+//! - **Heads**: a request path over [`PATH_BYTES_MAX`] is answered `414`, headers over
 //!   [`HEADER_BYTES_MAX`] `431`, both as JSON errors. [`serve`] reads a head into a buffer of
 //!   [`HEAD_BUFFER_BYTES`] (hyper answers a head larger than that itself, with an empty `431`)
 //!   and closes a connection whose head takes longer than `header_read_timeout` to arrive
@@ -29,8 +29,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
-/// Longest request target (path and query) served; a longer one is answered 414.
-pub const URI_BYTES_MAX: usize = 8 * 1024;
+/// Longest request path served (ids in it have their own, smaller bounds); a longer one is
+/// answered 414. The query string is judged parameter by parameter, each with its own bound,
+/// so a too-long filter gets its own 400.
+pub const PATH_BYTES_MAX: usize = 16 * 1024;
 /// Most bytes of request headers (names and values) served; more are answered 431.
 pub const HEADER_BYTES_MAX: usize = 16 * 1024;
 /// [`serve`]'s read buffer for a request head; a head larger than this never reaches the
@@ -41,7 +43,7 @@ pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 /// How long [`serve`] lets requests in progress finish once asked to stop.
 pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
 
-const _: () = assert!(URI_BYTES_MAX + HEADER_BYTES_MAX < HEAD_BUFFER_BYTES);
+const _: () = assert!(PATH_BYTES_MAX + HEADER_BYTES_MAX < HEAD_BUFFER_BYTES);
 
 /// The guard's state, one per router.
 #[derive(Debug)]
@@ -170,18 +172,14 @@ impl Edge {
     }
 }
 
-/// The name in a `Host` header value: without its port, and without brackets for IPv6.
-/// The request target and headers within [`URI_BYTES_MAX`] and [`HEADER_BYTES_MAX`].
+/// The request path and headers within [`PATH_BYTES_MAX`] and [`HEADER_BYTES_MAX`].
 fn check_head(request: &Request) -> Result<(), ApiError> {
-    let target = request
-        .uri()
-        .path_and_query()
-        .map_or(0, |target| target.as_str().len());
-    if target > URI_BYTES_MAX {
+    let path = request.uri().path().len();
+    if path > PATH_BYTES_MAX {
         return Err(ApiError::new(
             StatusCode::URI_TOO_LONG,
             "uri_too_long",
-            format!("the request target is {target} bytes; at most {URI_BYTES_MAX} are served"),
+            format!("the request path is {path} bytes; at most {PATH_BYTES_MAX} are served"),
         ));
     }
     let headers: usize = request
@@ -252,6 +250,7 @@ pub async fn serve(
     Ok(())
 }
 
+/// The name in a `Host` header value: without its port, and without brackets for IPv6.
 fn host_name(value: &str) -> &str {
     if let Some(rest) = value.strip_prefix('[') {
         return rest.split(']').next().unwrap_or_default();

@@ -404,15 +404,27 @@ async fn exchange(address: std::net::SocketAddr, head: &[u8]) -> Vec<u8> {
     answer
 }
 
-/// The status code and JSON body of a raw HTTP/1.1 answer.
-fn parse_answer(answer: &[u8]) -> (u16, Value) {
+/// A raw HTTP/1.1 answer read as [`send`] reads a router's: status, headers, JSON body.
+fn parse_answer(answer: &[u8]) -> Sent {
     let text = String::from_utf8_lossy(answer);
     let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
+    let mut headers = axum::http::HeaderMap::new();
+    for (name, value) in lines.filter_map(|line| line.split_once(": ")) {
+        headers.append(
+            axum::http::HeaderName::try_from(name).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    Sent {
+        status: StatusCode::from_bytes(status.as_bytes()).unwrap(),
+        headers,
+        body: serde_json::from_str(body).unwrap_or(Value::Null),
+    }
 }
 
-/// Proves the served edge (`cairn_server::serve`, real TCP): an over-long request target is
+/// Proves the served edge (`cairn_server::serve`, real TCP): an over-long request path is
 /// answered 414 and over-large headers 431, both as JSON; a client that sends half a head and
 /// stalls is disconnected after the header-read timeout; the server keeps serving throughout
 /// and stops when asked.
@@ -433,20 +445,23 @@ async fn served_heads_are_bounded_in_size_and_time() {
     });
 
     let long = format!(
-        "GET /api/v1/workflows?query={} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-        "a".repeat(cairn_server::URI_BYTES_MAX)
+        "GET /api/v1/workflows/{} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        "a".repeat(cairn_server::PATH_BYTES_MAX)
     );
-    let (status, body) = parse_answer(&exchange(address, long.as_bytes()).await);
-    assert_eq!(status, 414, "{body}");
-    assert_eq!(body["code"], "uri_too_long", "{body}");
+    let sent = parse_answer(&exchange(address, long.as_bytes()).await);
+    assert_json_error(&sent, StatusCode::URI_TOO_LONG, "uri_too_long", "long path");
 
     let big = format!(
         "GET /api/v1/visibility/count HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: {}\r\nConnection: close\r\n\r\n",
         "b".repeat(cairn_server::HEADER_BYTES_MAX)
     );
-    let (status, body) = parse_answer(&exchange(address, big.as_bytes()).await);
-    assert_eq!(status, 431, "{body}");
-    assert_eq!(body["code"], "headers_too_large", "{body}");
+    let sent = parse_answer(&exchange(address, big.as_bytes()).await);
+    assert_json_error(
+        &sent,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers_too_large",
+        "large headers",
+    );
 
     let started = std::time::Instant::now();
     let stalled = exchange(
@@ -466,20 +481,15 @@ async fn served_heads_are_bounded_in_size_and_time() {
 
     let fine =
         b"GET /api/v1/visibility/count HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    let (status, body) = parse_answer(&exchange(address, fine).await);
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["count"], 0, "{body}");
+    let sent = parse_answer(&exchange(address, fine).await);
+    assert_eq!(sent.status, StatusCode::OK, "{}", sent.body);
+    assert_eq!(sent.body["count"], 0, "{}", sent.body);
 
     stop.send(()).unwrap();
-    within_secs(5, server).await.unwrap().unwrap();
-    node.shutdown().await;
-}
-
-async fn within_secs<T>(
-    secs: u64,
-    task: tokio::task::JoinHandle<T>,
-) -> Result<T, tokio::task::JoinError> {
-    tokio::time::timeout(Duration::from_secs(secs), task)
+    tokio::time::timeout(Duration::from_secs(5), server)
         .await
         .expect("the server stopped when asked")
+        .unwrap()
+        .unwrap();
+    node.shutdown().await;
 }
