@@ -24,8 +24,9 @@
 //!   drops every shard at once: others may already have claimed them.
 
 use crate::clock::now_ms;
-use crate::committer::{LocalWakes, Op};
-use crate::records::{ClusterRecord, Lease, NodeRecord, ReadyItem, TaskRecord, decode, encode};
+use crate::committer::{CommitError, LocalWakes, Op};
+use crate::dispatch::DEFERRED_PAGE_MAX;
+use crate::records::{ClusterRecord, Lease, NodeRecord, ReadyItem, decode, encode};
 use crate::shard::{ShardActor, ShardArgs, ShardMsg};
 use crate::shared::Shared;
 use cairn_core::TimerId;
@@ -836,10 +837,6 @@ async fn rehydrate<S: Store>(
         .iter()
         .filter_map(|kv| keys.inbox_run(&kv.key))
         .collect();
-    let (begin, end) = keys.tasks_of_shard(shard);
-    let tasks = tx
-        .get_range(&RangeRequest::new(begin, end).snapshot())
-        .await?;
     let (begin, end) = keys.attempts_of_shard(shard);
     let mut started: HashSet<(RunId, Seq, u32)> = tx
         .get_range(&RangeRequest::new(begin, end).snapshot())
@@ -911,15 +908,56 @@ async fn rehydrate<S: Store>(
             _ => break,
         }
     }
-    for kv in tasks {
-        let task: TaskRecord = decode("task", &kv.value)?;
-        // A started attempt is not run again: it may still be running on a node that lost
-        // the shard, or have died with one. Its start-to-close (or heartbeat) timer, armed by
-        // its claim and loaded above, times it out, and the retry is the next attempt.
-        if started.contains(&(task.run_id, task.seq, task.attempt)) {
-            continue;
+    // Tasks a page per transaction, after the marks and timers (a later snapshot only finds
+    // more marks). A started attempt is not run again: it may still be running on a node that
+    // lost the shard, or have died with one; its start-to-close (or heartbeat) timer, loaded
+    // above, times it out, and the retry is the next attempt. Every other task is marked
+    // deferred, for the pull dispatcher to hand out within the dispatch bound.
+    let (mut begin, end) = keys.tasks_of_shard(shard);
+    let mut deferred = false;
+    loop {
+        let mut tx = shared.store.begin()?;
+        let page = tx
+            .get_range(
+                &RangeRequest::new(begin.clone(), end.clone())
+                    .limit(DEFERRED_PAGE_MAX)
+                    .snapshot(),
+            )
+            .await?;
+        drop(tx);
+        let ops: Vec<Op> = page
+            .iter()
+            .filter_map(|kv| keys.parse_attempt(&kv.key))
+            .filter(|attempt| !started.contains(attempt))
+            .map(|(run_id, seq, attempt)| {
+                Op::Set(keys.deferred(shard, &run_id, seq, attempt), Vec::new())
+            })
+            .collect();
+        if !ops.is_empty() {
+            deferred = true;
+            shared
+                .metrics
+                .activity_tasks_deferred
+                .fetch_add(ops.len() as u64, Ordering::Relaxed);
+            shared
+                .commit(ops, Vec::new(), Some((shard, epoch)), None)
+                .await
+                .map_err(|e| match e {
+                    CommitError::Store(e) => e,
+                    other => StoreError::Backend {
+                        message: format!("deferring the shard's tasks: {other}"),
+                    },
+                })?;
         }
-        shared.workers.dispatch(shared.clone(), epoch, task);
+        match page.last() {
+            Some(last) if page.len() == DEFERRED_PAGE_MAX => {
+                begin = cairn_store::keyspace::key_after(&last.key);
+            }
+            _ => break,
+        }
+    }
+    if deferred {
+        shared.workers.capacity.deferred(shard, epoch);
     }
     Ok(cursor)
 }

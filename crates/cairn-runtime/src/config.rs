@@ -23,6 +23,11 @@ pub struct NodeConfig {
     pub actor_idle_ms: u64,
     /// Most activity attempts running at once. Default 1,000.
     pub activity_concurrency_max: usize,
+    /// Most activity attempts dispatched to this node's workers at once (running, claiming or
+    /// waiting for one of `activity_concurrency_max` slots). Tasks written past it wait in the
+    /// store, marked deferred, and are pulled as attempts end. At least 1. Default
+    /// [`crate::dispatch::ACTIVITY_ATTEMPTS_DISPATCHED_MAX`].
+    pub activity_attempts_dispatched_max: usize,
     /// How long a node's leases outlive its last membership heartbeat: the time a dead node's
     /// shards wait before others take them over. Heartbeats come every third of it, placement
     /// rounds every fifth (at most 250 ms). At least 100. Default 10,000 ms.
@@ -82,6 +87,7 @@ impl Default for NodeConfig {
             actor_cache_max_per_shard: 4_096,
             actor_idle_ms: 30_000,
             activity_concurrency_max: 1_000,
+            activity_attempts_dispatched_max: crate::dispatch::ACTIVITY_ATTEMPTS_DISPATCHED_MAX,
             lease_timeout_ms: 10_000,
             advertise_address: None,
             peers: None,

@@ -11,6 +11,8 @@
 //! ("inbox", shard, run_id, versionstamp)          -> InboxItem (mailbox, unconsumed)
 //! ("timer", shard, fire_at_ms, run_id, timer_id)  -> TimerId (durable timers)
 //! ("task", shard, run_id, seq, attempt)           -> TaskRecord (activity tasks not yet done)
+//! ("defer", shard, run_id, seq, attempt)          -> () a task left for the pull dispatcher
+//!                                                    (written when the workers were full)
 //! ("hb", run_id, seq)                             -> last heartbeat details
 //! ("lease", shard)                                -> Lease
 //! ("ready", shard, versionstamp)                  -> run id with mail, or a schedule to look at,
@@ -191,11 +193,28 @@ impl Keys {
         ))
     }
 
+    /// A task the node's workers had no room for when it was written: the pull dispatcher
+    /// (`worker::refill`) hands it out later; its claim clears this key.
+    pub fn deferred(&self, shard: u32, run: &RunId, seq: Seq, attempt: u32) -> Vec<u8> {
+        self.root.pack(&(
+            "defer",
+            i64::from(shard),
+            uuid(run),
+            i64::from(seq),
+            i64::from(attempt),
+        ))
+    }
+
+    pub fn deferred_of_shard(&self, shard: u32) -> (Vec<u8>, Vec<u8>) {
+        self.root.subspace(&("defer", i64::from(shard))).range()
+    }
+
     pub fn attempts_of_shard(&self, shard: u32) -> (Vec<u8>, Vec<u8>) {
         self.root.subspace(&("attempt", i64::from(shard))).range()
     }
 
-    /// Decodes an attempt key into (run, activity, attempt).
+    /// Decodes an attempt key (or a task or deferred-task key: the same shape) into (run,
+    /// activity, attempt).
     pub fn parse_attempt(&self, key: &[u8]) -> Option<(RunId, Seq, u32)> {
         let (_, _, run, seq, attempt): (String, i64, Uuid, i64, i64) =
             self.root.unpack(key).ok()?;

@@ -16,6 +16,7 @@ mod clock;
 mod cluster;
 mod committer;
 mod config;
+mod dispatch;
 mod error;
 mod keys;
 mod metrics;
@@ -38,6 +39,7 @@ pub use cluster::{
 };
 pub use committer::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, COMMIT_REQUESTS_QUEUED_MAX};
 pub use config::{CrashHook, CrashPoint, NodeConfig};
+pub use dispatch::{ACTIVITY_ATTEMPTS_DISPATCHED_MAX, DEFERRED_PAGE_MAX};
 pub use error::{ClientError, IdReusePolicy};
 pub use keys::Keys;
 pub use metrics::Metrics;

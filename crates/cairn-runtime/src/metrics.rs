@@ -109,6 +109,13 @@ pub struct Metrics {
     pub commit_slot_waits: AtomicU64,
     /// Detached housekeeping writes skipped because the committer queue was full.
     pub commits_skipped: AtomicU64,
+    /// Activity attempts dispatched to this node's workers now (running, claiming, or waiting
+    /// for a slot); at most `activity_attempts_dispatched_max`.
+    pub activity_attempts_dispatched: AtomicU64,
+    /// The most that were ever dispatched at once.
+    pub activity_attempts_dispatched_peak: AtomicU64,
+    /// Tasks written deferred (no room in the workers), then pulled as attempts ended.
+    pub activity_tasks_deferred: AtomicU64,
     /// Queries sent to the node holding the run.
     pub queries_forwarded: AtomicU64,
     /// Membership heartbeat commit latency (one heartbeat renews every lease of the node).
@@ -141,6 +148,9 @@ impl Default for Metrics {
             runs_rehydrated: AtomicU64::new(0),
             commit_slot_waits: AtomicU64::new(0),
             commits_skipped: AtomicU64::new(0),
+            activity_attempts_dispatched: AtomicU64::new(0),
+            activity_attempts_dispatched_peak: AtomicU64::new(0),
+            activity_tasks_deferred: AtomicU64::new(0),
             queries_forwarded: AtomicU64::new(0),
             lease_renew_latency: Histogram::new(LATENCY_BUCKETS),
             commit_latency: Histogram::new(LATENCY_BUCKETS),

@@ -132,7 +132,11 @@ impl<S: Store> Node<S> {
         let shared = Arc::new(Shared {
             store,
             keys,
-            workers: Workers::new(config.activity_concurrency_max),
+            workers: Workers::new(
+                config.activity_concurrency_max,
+                config.activity_attempts_dispatched_max.max(1),
+                metrics.clone(),
+            ),
             config,
             registry,
             metrics,
@@ -163,6 +167,7 @@ impl<S: Store> Node<S> {
         }
         cluster::spawn_loops(&shared);
         crate::retention::spawn(&shared);
+        crate::dispatch::spawn_refill(&shared);
         Ok(Self { shared })
     }
 

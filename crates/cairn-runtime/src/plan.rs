@@ -27,6 +27,10 @@ pub(crate) struct Planner<'a> {
     pub run_id: RunId,
     /// Chunks the stored run record occupies now (0: stored whole).
     pub record_chunks: u32,
+    /// How many of this transition's new tasks the node's workers have room for (units
+    /// reserved from the dispatch bound): those are handed over after the commit, the rest are
+    /// written deferred, for the pull dispatcher (`dispatch`).
+    pub room: usize,
 }
 
 impl Planner<'_> {
@@ -74,6 +78,7 @@ impl Planner<'_> {
         let mut summary_changed = first_transition;
         // The successor's records, written last: its workflow record supersedes this run's.
         let mut successor = None;
+        let mut room = self.room;
         for effect in &transition.effects {
             match effect {
                 Effect::EnqueueActivityTask {
@@ -99,6 +104,19 @@ impl Planner<'_> {
                         keys.task(self.shard, &self.run_id, *seq, *attempt),
                         encode(&task),
                     ));
+                    if room == 0 {
+                        // No room: the task waits in the store, unstarted, for the puller.
+                        ops.push(Op::Set(
+                            keys.deferred(self.shard, &self.run_id, *seq, *attempt),
+                            Vec::new(),
+                        ));
+                        after.deferred = true;
+                        self.metrics
+                            .activity_tasks_deferred
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    }
+                    room -= 1;
                     // An attempt without heartbeat or schedule-to-start timeouts is handed to
                     // this node's workers by this very commit: its provisional start-to-close
                     // timer, written here, marks it started, so a worker that picks it up
@@ -424,7 +442,10 @@ fn ended_attempt_ops(
 
 #[derive(Default)]
 pub(crate) struct AfterCommit {
+    /// New tasks to hand to the workers (as many as the planner's `room`).
     pub(crate) tasks: Vec<TaskRecord>,
+    /// Some new tasks were written deferred.
+    pub(crate) deferred: bool,
     pub(crate) timers: Vec<TimerEntry>,
     pub(crate) cancels: Vec<u32>,
     pub(crate) closed: Option<RunStatus>,
@@ -571,6 +592,15 @@ mod tests {
     }
 
     fn plan(record: &RunRecord, after: &RunState, transition: &Transition) -> Vec<Op> {
+        plan_with_room(record, after, transition, usize::MAX).0
+    }
+
+    fn plan_with_room(
+        record: &RunRecord,
+        after: &RunState,
+        transition: &Transition,
+        room: usize,
+    ) -> (Vec<Op>, AfterCommit) {
         let keys = Keys::new(b"t");
         let registry = Registry::default();
         let metrics = Arc::new(Metrics::default());
@@ -582,8 +612,10 @@ mod tests {
             shard: 2,
             run_id: record.run_id,
             record_chunks: 0,
+            room,
         };
-        planner.plan(record, after, transition, &[], 2_000).0
+        let (ops, after, _) = planner.plan(record, after, transition, &[], 2_000);
+        (ops, after)
     }
 
     fn clears(ops: &[Op]) -> Vec<Vec<u8>> {
@@ -711,5 +743,55 @@ mod tests {
         assert!(written.contains(&keys.task(2, &record.run_id, 5, 1)));
         assert!(!written.contains(&keys.attempt(2, &record.run_id, 5, 1)));
         assert_eq!(timer_keys(&keys, &written), 0);
+    }
+
+    /// With room for one of three new tasks (the workers are near their dispatch bound), the
+    /// first is handed over as usual; the other two are written with a deferred marker and no
+    /// provisional timer (they have not started), and are not handed to the workers.
+    #[test]
+    fn tasks_past_the_room_are_written_deferred() {
+        let keys = Keys::new(b"t");
+        let record = record(&[]);
+        let mut transition = enqueue(options());
+        let Effect::EnqueueActivityTask { input, options, .. } = transition.effects[0].clone()
+        else {
+            unreachable!()
+        };
+        for seq in [6, 7] {
+            transition.effects.push(Effect::EnqueueActivityTask {
+                seq,
+                attempt: 1,
+                activity_type: "charge".into(),
+                input: input.clone(),
+                options: options.clone(),
+            });
+        }
+        let after_state = state(&[(5, 1), (6, 1), (7, 1)], RunStatus::Running);
+        let (ops, after) = plan_with_room(&record, &after_state, &transition, 1);
+        let written = sets(&ops);
+        let run = record.run_id;
+        for seq in [5, 6, 7] {
+            assert!(written.contains(&keys.task(2, &run, seq, 1)), "task {seq}");
+        }
+        assert!(!written.contains(&keys.deferred(2, &run, 5, 1)));
+        assert!(written.contains(&keys.deferred(2, &run, 6, 1)));
+        assert!(written.contains(&keys.deferred(2, &run, 7, 1)));
+        assert_eq!(
+            timer_keys(&keys, &written),
+            1,
+            "only the handed-over task's timer"
+        );
+        assert_eq!(after.tasks.len(), 1);
+        assert_eq!(after.tasks[0].seq, 5);
+        assert!(after.deferred);
+        // With room for all, nothing is deferred.
+        let (ops, after) = plan_with_room(&record, &after_state, &transition, 3);
+        assert!(
+            !sets(&ops)
+                .iter()
+                .any(|k| *k == keys.deferred(2, &run, 6, 1))
+        );
+        assert_eq!(after.tasks.len(), 3);
+        assert!(!after.deferred);
     }
 }

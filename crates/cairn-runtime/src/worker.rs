@@ -28,9 +28,15 @@
 //!
 //! The result goes to the run's actor in memory, only if this node still holds the shard at the
 //! epoch that dispatched the attempt; attempts of a shard this node loses are aborted.
+//!
+//! Dispatched attempts (running, claiming, or waiting for a slot) are bounded by
+//! `activity_attempts_dispatched_max`: each holds a `dispatch::Unit`, and tasks past the bound
+//! wait in the store, deferred, until the puller (`dispatch`) hands them out; a deferred
+//! attempt always starts by a claim, which also clears its deferred marker.
 
 use crate::clock::now_ms;
 use crate::committer::{Check, CommitError, Op, Verify};
+use crate::dispatch::{Capacity, Unit};
 use crate::records::{AttemptRecord, InboxItem, TaskRecord, decode, encode};
 use crate::registry::{ActivityContext, ActivityInfo, AttemptKey};
 use crate::shard::{ShardMsg, TimerEntry};
@@ -172,6 +178,8 @@ impl Beat {
 /// A dispatched attempt (waiting for a slot, claiming, or running).
 #[derive(Debug)]
 struct Running {
+    /// Its share of `activity_attempts_dispatched_max`, returned when the entry goes.
+    _unit: Unit,
     attempt: u32,
     shard: u32,
     /// The shard tenure that dispatched it.
@@ -187,6 +195,8 @@ struct Running {
 #[derive(Debug)]
 pub struct Workers {
     slots: Arc<Semaphore>,
+    /// The bound on dispatched attempts, and the shards with deferred tasks.
+    pub(crate) capacity: Capacity,
     /// Set when the node stops: attempts in flight are abandoned, as a crash would.
     halted: watch::Sender<bool>,
     /// Dispatched attempts by (run, activity).
@@ -194,13 +204,18 @@ pub struct Workers {
 }
 
 impl Workers {
-    pub fn new(concurrency_max: usize) -> Self {
+    pub fn new(
+        concurrency_max: usize,
+        dispatched_max: usize,
+        metrics: Arc<crate::Metrics>,
+    ) -> Self {
         assert!(
             concurrency_max > 0,
             "activity_concurrency_max must be positive"
         );
         Self {
             slots: Arc::new(Semaphore::new(concurrency_max)),
+            capacity: Capacity::new(dispatched_max, metrics),
             halted: watch::channel(false).0,
             running: Mutex::new(HashMap::new()),
         }
@@ -216,6 +231,13 @@ impl Workers {
         self.slots.close();
         // `send_replace` stores the value even when no attempt is subscribed right now.
         self.halted.send_replace(true);
+    }
+
+    /// Whether this tenure (`epoch`) has dispatched attempt `attempt` of activity `seq`.
+    pub(crate) fn is_dispatched(&self, run_id: &RunId, seq: Seq, attempt: u32, epoch: u64) -> bool {
+        self.running()
+            .get(&(*run_id, seq))
+            .is_some_and(|r| r.attempt == attempt && r.epoch == epoch && !*r.abandon.borrow())
     }
 
     /// Asks the attempt of activity `seq` of `run_id` to stop (best effort); one still waiting
@@ -258,8 +280,17 @@ impl Workers {
         recent
     }
 
-    /// Runs `task` on the node's runtime, once a slot is free and its claim commits.
-    pub fn dispatch<S: Store>(&self, shared: Arc<Shared<S>>, epoch: u64, task: TaskRecord) {
+    /// Runs `task` on the node's runtime, once a slot is free and its claim commits; `unit` is
+    /// its share of the dispatch bound. A `deferred` task (pulled from the store, see
+    /// `dispatch`) always starts by a claim, which also clears its deferred marker.
+    pub(crate) fn dispatch<S: Store>(
+        &self,
+        shared: Arc<Shared<S>>,
+        epoch: u64,
+        task: TaskRecord,
+        unit: Unit,
+        deferred: bool,
+    ) {
         let key = (task.run_id, task.seq);
         let beat = Arc::new(Beat::default());
         let (cancel, cancel_rx) = watch::channel(false);
@@ -275,6 +306,7 @@ impl Workers {
             running.insert(
                 key,
                 Running {
+                    _unit: unit,
                     attempt: task.attempt,
                     shard: task.shard,
                     epoch,
@@ -294,7 +326,7 @@ impl Workers {
                     abandon: abandon_rx,
                     beat,
                 };
-                run_attempt(&shared, epoch, task, signals).await;
+                run_attempt(&shared, epoch, task, signals, deferred).await;
             }
             // Only this dispatch's entry: a later attempt, or a later tenure's dispatch of
             // this one, may be here.
@@ -338,9 +370,11 @@ async fn claim<S: Store>(
     epoch: u64,
     task: &TaskRecord,
     abandon: &watch::Receiver<bool>,
+    deferred: bool,
 ) -> Result<Claimed, ClaimError> {
     let keys = &shared.keys;
     let shard = task.shard;
+    let deferred_key = keys.deferred(shard, &task.run_id, task.seq, task.attempt);
     let attempt_key = keys.attempt(shard, &task.run_id, task.seq, task.attempt);
     let task_key = keys.task(shard, &task.run_id, task.seq, task.attempt);
     let mark = AttemptRecord {
@@ -400,6 +434,17 @@ async fn claim<S: Store>(
                 None => Err(refused("the attempt is no longer scheduled")),
             }),
         }];
+        if deferred {
+            // Whoever clears the marker starts the attempt; a second pull of it is refused.
+            ops.push(Op::Clear(deferred_key.clone()));
+            checks.push(Check {
+                key: deferred_key.clone(),
+                accept: Box::new(|value| match value {
+                    Some(_) => Ok(()),
+                    None => Err(refused("the deferred attempt was already pulled")),
+                }),
+            });
+        }
         let verify = if handed_over {
             // The new timer key (its fire time in ms) is written only by this claim.
             start_to_close
@@ -463,14 +508,16 @@ async fn run_attempt<S: Store>(
     epoch: u64,
     task: TaskRecord,
     signals: Signals,
+    deferred: bool,
 ) {
     // Shared with the heartbeat recorder, not copied.
     let task = Arc::new(task);
     let keys = &shared.keys;
     let shard = task.shard;
     let now = now_ms();
+    // A deferred task was written without a provisional timer: it always claims.
     let handed_over = provisional_start_to_close(keys, &task)
-        .filter(|_| now <= task.scheduled_unix_ms.saturating_add(CLAIM_GRACE_MS));
+        .filter(|_| !deferred && now <= task.scheduled_unix_ms.saturating_add(CLAIM_GRACE_MS));
     let claimed = match (handed_over, task.options.timeouts.start_to_close) {
         (Some(provisional), Some(s2c)) => {
             // Started within the grace of its hand-over: the durable provisional timer is the
@@ -488,7 +535,7 @@ async fn run_attempt<S: Store>(
                 heartbeat: None,
             }
         }
-        _ => match claim(shared, epoch, &task, &signals.abandon).await {
+        _ => match claim(shared, epoch, &task, &signals.abandon, deferred).await {
             Ok(claimed) => claimed,
             Err(ClaimError::Refused) => return,
         },

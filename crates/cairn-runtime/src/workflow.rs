@@ -14,7 +14,7 @@ use crate::plan::{AfterCommit, Planner};
 use crate::records::{InboxItem, Outcome, RunRecord, decode, encode, load_record};
 use crate::shard::ShardMsg;
 use crate::shared::Shared;
-use cairn_core::{Message, Run, RunStatus, StartArgs, TimerId, Transition, WorkflowFn};
+use cairn_core::{Effect, Message, Run, RunStatus, StartArgs, TimerId, Transition, WorkflowFn};
 use cairn_store::{RangeRequest, Store, Transaction};
 use cairn_types::{Failure, HistoryEvent, Payload, RunId};
 use ractor::thread_local::ThreadLocalActor;
@@ -480,7 +480,15 @@ impl<S: Store> WorkflowState<S> {
             .iter()
             .flat_map(|d| d.consume.iter().cloned())
             .collect();
+        let new_tasks = transition
+            .effects
+            .iter()
+            .filter(|e| matches!(e, Effect::EnqueueActivityTask { .. }))
+            .count();
+        // Units for the new tasks; returned if the transition does not commit.
+        let room = self.shared.workers.capacity.reserve(new_tasks);
         let planner = Planner {
+            room: room.held(),
             keys: &self.shared.keys,
             registry: &self.shared.registry,
             metrics: &self.shared.metrics,
@@ -555,7 +563,7 @@ impl<S: Store> WorkflowState<S> {
         {
             return false;
         }
-        self.release(myself, after, consumed);
+        self.release(myself, after, consumed, room);
         true
     }
 
@@ -626,6 +634,7 @@ impl<S: Store> WorkflowState<S> {
         _myself: &ActorRef<WorkflowMsg>,
         mut after: AfterCommit,
         mut consumed: Vec<Vec<u8>>,
+        mut room: crate::dispatch::Room,
     ) {
         consumed.append(&mut after.cleared_timers);
         if !consumed.is_empty() {
@@ -638,9 +647,19 @@ impl<S: Store> WorkflowState<S> {
             self.shared.workers.cancel(self.run_id, seq);
         }
         for task in after.tasks {
+            // The planner handed over exactly as many tasks as the room holds units.
+            let Some(unit) = room.unit() else {
+                break;
+            };
             self.shared
                 .workers
-                .dispatch(self.shared.clone(), self.epoch, task);
+                .dispatch(self.shared.clone(), self.epoch, task, unit, false);
+        }
+        if after.deferred {
+            self.shared
+                .workers
+                .capacity
+                .deferred(self.shard, self.epoch);
         }
         if let Some(status) = after.closed {
             if let Some(record) = &self.record {

@@ -1053,6 +1053,24 @@ async fn metrics<S: Store>(State(node): State<Arc<Node<S>>>) -> Response {
         load(&m.commits_skipped).to_string(),
     );
     counter(
+        "cairn_activity_attempts_dispatched",
+        "gauge",
+        "Activity attempts dispatched to this node's workers now (running or waiting for a slot).",
+        load(&m.activity_attempts_dispatched).to_string(),
+    );
+    counter(
+        "cairn_activity_attempts_dispatched_peak",
+        "gauge",
+        "The most activity attempts ever dispatched at once (bounded by activity_attempts_dispatched_max).",
+        load(&m.activity_attempts_dispatched_peak).to_string(),
+    );
+    counter(
+        "cairn_activity_tasks_deferred_total",
+        "counter",
+        "Activity tasks written deferred because the workers were full, pulled as attempts ended.",
+        load(&m.activity_tasks_deferred).to_string(),
+    );
+    counter(
         "cairn_queries_forwarded_total",
         "counter",
         "Queries sent to the node holding the run.",

@@ -15,7 +15,7 @@ use cairn::{
     ActivityContext, Ctx, Failure, Node, NodeConfig, Payload, Query, RetryPolicy, Signal,
     WorkflowError,
 };
-use cairn_store::{FaultConfig, FaultStore, Store};
+use cairn_store::{FaultConfig, FaultStore, Store, Transaction};
 use common::{Counts, on_both_stores, within};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -942,6 +942,206 @@ async fn library_restart_on_embedded_data_resumes_at_once() {
     node.shutdown().await;
 }
 
+// ---------------------------------------------------------------------------------------------
+// 9. Dispatched attempts have a bound; the tasks past it wait in the store and each runs once.
+
+/// Counts its executions and runs a few milliseconds.
+async fn counted(ctx: ActivityContext, n: u32) -> Result<u32, Failure> {
+    EXECUTIONS.bump(&ctx.info().idempotency_key);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    Ok(n)
+}
+
+/// Runs `n` activities at once and sums them: even `n` handed over (start-to-close only), odd
+/// `n` claimed (with a heartbeat timeout); at most two attempts each.
+async fn fans_out(ctx: Ctx, n: u32) -> Result<u32, WorkflowError> {
+    let calls = (0..n).map(|i| {
+        // A second attempt only for one lost in a crash (it times out by start-to-close).
+        let policy = RetryPolicy::builder()
+            .initial_interval(Duration::from_millis(10))
+            .maximum_attempts(2)
+            .build()
+            .unwrap();
+        let call = ctx
+            .activity(counted, i)
+            .start_to_close(Duration::from_secs(3))
+            .retry(policy);
+        if n.is_multiple_of(2) {
+            call
+        } else {
+            call.heartbeat_timeout(Duration::from_secs(2))
+        }
+    });
+    let mut sum = 0;
+    for result in futures::future::join_all(calls).await {
+        sum += result?;
+    }
+    Ok(sum)
+}
+
+const DISPATCH_BOUND: usize = 3;
+
+fn bounded_config(tag: &str) -> NodeConfig {
+    NodeConfig {
+        activity_concurrency_max: 2,
+        activity_attempts_dispatched_max: DISPATCH_BOUND,
+        ..node_config(&format!("{tag}-node"))
+    }
+}
+
+/// Deferred markers left in the store (every shard).
+async fn deferred_left<S: Store>(store: &S, shards: u32) -> usize {
+    let keys = cairn_runtime::Keys::default();
+    let mut tx = store.begin().unwrap();
+    let mut left = 0;
+    for shard in 0..shards {
+        let (begin, end) = keys.deferred_of_shard(shard);
+        left += tx
+            .get_range(&cairn_store::RangeRequest::new(begin, end))
+            .await
+            .unwrap()
+            .len();
+    }
+    left
+}
+
+/// Eight workflows schedule 9 to 12 activities each at once (84 tasks) on a node whose workers
+/// take at most 3 dispatched attempts: never more than 3 are dispatched, the rest are
+/// deferred in the store and pulled as attempts end, every activity runs exactly once, every
+/// workflow gets its sum, and no deferred marker is left behind.
+async fn dispatched_attempts_are_bounded<S: Store>(store: S, tag: &str) {
+    let node = Node::builder()
+        .workflow(fans_out)
+        .activity(counted)
+        .config(bounded_config(tag))
+        .start(store.clone())
+        .await
+        .unwrap();
+    let client = node.client();
+    let widths: Vec<u32> = (0..8).map(|i| 9 + i % 4).collect();
+    let mut handles = Vec::new();
+    for (i, n) in widths.iter().enumerate() {
+        handles.push(
+            client
+                .start(fans_out, &format!("{tag}-{i}"), *n)
+                .send()
+                .await
+                .unwrap(),
+        );
+    }
+    for (i, (handle, n)) in handles.into_iter().zip(&widths).enumerate() {
+        let sum = within("a fanned-out workflow", handle.result())
+            .await
+            .unwrap();
+        assert_eq!(sum, n * (n - 1) / 2, "{tag}-{i}");
+        for seq in 1..=*n {
+            let key = format!("{tag}-{i}/{seq}");
+            assert_eq!(
+                EXECUTIONS.get(&key),
+                1,
+                "{key} ran {} times",
+                EXECUTIONS.get(&key)
+            );
+        }
+    }
+    let metrics = node.metrics();
+    let peak = metrics
+        .activity_attempts_dispatched_peak
+        .load(Ordering::Relaxed);
+    assert!(
+        (1..=DISPATCH_BOUND as u64).contains(&peak),
+        "{peak} attempts dispatched at once past a bound of {DISPATCH_BOUND}"
+    );
+    assert!(
+        metrics.activity_tasks_deferred.load(Ordering::Relaxed) > 0,
+        "nothing was deferred"
+    );
+    assert_eq!(
+        metrics.activity_attempts_dispatched.load(Ordering::Relaxed),
+        0
+    );
+    node.shutdown().await;
+    assert_eq!(deferred_left(&store, 4).await, 0, "deferred markers left");
+}
+
+/// The same fan-out (72 tasks), with the node crashing while most are still deferred: after a
+/// restart on the same store every workflow gets its sum, the new tenure keeps the bound too
+/// (its rehydration defers what it finds instead of dispatching it all), no activity runs
+/// more than twice (once lost in the crash, once again), and at most the attempts dispatched
+/// at the crash ran twice.
+async fn deferred_tasks_survive_a_crash<S: Store>(store: S, tag: &str) {
+    let start = |store: S| {
+        Node::builder()
+            .workflow(fans_out)
+            .activity(counted)
+            .config(bounded_config(tag))
+            .start(store)
+    };
+    let node = start(store.clone()).await.unwrap();
+    let client = node.client();
+    let width = 12;
+    for i in 0..6 {
+        client
+            .start(fans_out, &format!("{tag}-{i}"), width)
+            .send()
+            .await
+            .unwrap();
+    }
+    let executed = || -> usize {
+        (0..6)
+            .flat_map(|i| (1..=width).map(move |seq| format!("{tag}-{i}/{seq}")))
+            .map(|key| EXECUTIONS.get(&key) as usize)
+            .sum()
+    };
+    within("some activities ran", async {
+        while executed() < 5 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    let deferred = node
+        .metrics()
+        .activity_tasks_deferred
+        .load(Ordering::Relaxed);
+    node.crash();
+    let before = executed();
+    assert!(before < 72, "everything ran before the crash");
+    assert!(deferred > 0, "nothing was deferred before the crash");
+    let node = start(store.clone()).await.unwrap();
+    let client = node.client();
+    for i in 0..6 {
+        let handle = client.handle::<u32>(&format!("{tag}-{i}")).unwrap();
+        // An attempt lost in the crash times out and runs again.
+        let sum = within("a workflow after the crash", handle.result())
+            .await
+            .unwrap();
+        assert_eq!(sum, width * (width - 1) / 2, "{tag}-{i}");
+    }
+    let mut twice = 0;
+    for i in 0..6 {
+        for seq in 1..=width {
+            let key = format!("{tag}-{i}/{seq}");
+            let runs = EXECUTIONS.get(&key);
+            assert!(runs <= 2, "{key} ran {runs} times");
+            twice += usize::from(runs == 2);
+        }
+    }
+    assert!(
+        twice <= DISPATCH_BOUND,
+        "{twice} activities ran twice; at most {DISPATCH_BOUND} were dispatched at the crash"
+    );
+    let peak = node
+        .metrics()
+        .activity_attempts_dispatched_peak
+        .load(Ordering::Relaxed);
+    assert!(
+        peak <= DISPATCH_BOUND as u64,
+        "{peak} dispatched after the restart"
+    );
+    node.shutdown().await;
+    assert_eq!(deferred_left(&store, 4).await, 0, "deferred markers left");
+}
+
 on_both_stores!(seed: 41;
     started_attempt_outlives_schedule_to_start,
     canceled_waiting_attempt_never_runs,
@@ -951,4 +1151,6 @@ on_both_stores!(seed: 41;
     maximum_attempts_bound_executions_across_a_crash,
     close_event_is_last,
     query_handlers_cannot_change_the_run,
+    dispatched_attempts_are_bounded,
+    deferred_tasks_survive_a_crash,
 );
