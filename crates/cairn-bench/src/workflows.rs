@@ -55,6 +55,16 @@ pub struct RunArgs {
     /// Heartbeats: how long each activity works, heartbeating every 5 ms.
     #[arg(long, default_value_t = 3_000)]
     work_ms: u64,
+    /// Over HTTP: this many more connections call `count` in a loop, kept alive, for as long
+    /// as the starts run (API reads beside writes).
+    #[arg(long, default_value_t = 0)]
+    count_loops: usize,
+    /// The visibility query the count loops send.
+    #[arg(
+        long,
+        default_value = "WorkflowType = 'noop' AND ExecutionStatus = 'Completed'"
+    )]
+    count_query: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -275,7 +285,10 @@ fn over_http(args: &RunArgs, address: &str) -> Result<Report> {
     };
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .max_idle_connections_per_host(concurrency.max(1))
+        // Every client thread keeps its connection (ureq's pool keeps 10 overall by default,
+        // which had most of 100 threads connecting anew per request).
+        .max_idle_connections(concurrency + args.count_loops)
+        .max_idle_connections_per_host(concurrency + args.count_loops)
         .build()
         .into();
     let address = address.trim_end_matches('/').to_string();
@@ -284,6 +297,28 @@ fn over_http(args: &RunArgs, address: &str) -> Result<Report> {
         .map_or(0, |d| d.as_millis());
     let next = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
+    let membership_before = membership(&agent, &address)?;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counters: Vec<_> = (0..args.count_loops)
+        .map(|_| {
+            let (agent, done, refusals) = (agent.clone(), done.clone(), refused.clone());
+            let url = format!("{address}/api/v1/visibility/count");
+            let query = args.count_query.clone();
+            std::thread::spawn(move || -> Result<Vec<Duration>> {
+                let mut latencies = Vec::new();
+                while !done.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let mut response = until_accepted(&refusals, || {
+                        agent.get(&url).query("query", &query).call()
+                    })?;
+                    let text = response.body_mut().read_to_string()?;
+                    ensure!(response.status() == 200, "count: {text}");
+                    latencies.push(t.elapsed());
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
     let started = Instant::now();
     let threads: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -334,22 +369,67 @@ fn over_http(args: &RunArgs, address: &str) -> Result<Report> {
                 .map_err(|_| anyhow::anyhow!("client thread panicked"))??,
         );
     }
+    let seconds = started.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    let mut counts = Vec::new();
+    for thread in counters {
+        counts.extend(
+            thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("count thread panicked"))??,
+        );
+    }
+    counts.sort();
+    let membership_after = membership(&agent, &address)?;
+    let mut extra = vec![
+        ("over_http", serde_json::json!(address)),
+        (
+            "overloaded_refusals",
+            serde_json::json!(refused.load(Ordering::Relaxed)),
+        ),
+        ("membership_before", serde_json::json!(membership_before)),
+        ("membership_after", serde_json::json!(membership_after)),
+    ];
+    if args.count_loops > 0 {
+        extra.push((
+            "counts",
+            serde_json::json!({
+                "loops": args.count_loops,
+                "query": args.count_query,
+                "calls": counts.len(),
+                "per_second": counts.len() as f64 / seconds,
+                "p50_ms": percentile(&counts, 0.50),
+                "p99_ms": percentile(&counts, 0.99),
+            }),
+        ));
+    }
     Ok(Report {
         scenario: name,
         workflows: args.workflows,
         concurrency: Some(concurrency),
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
         activities: Some(args.workflows * activities_each),
         latencies,
         rss_bytes: rss_bytes(),
-        extra: vec![
-            ("over_http", serde_json::json!(address)),
-            (
-                "overloaded_refusals",
-                serde_json::json!(refused.load(Ordering::Relaxed)),
-            ),
-        ],
+        extra,
     })
+}
+
+/// The node's shard claims, takeovers and losses, read from its `/metrics`: a node whose
+/// heartbeats wait behind API work loses its leases and claims them again.
+fn membership(agent: &ureq::Agent, address: &str) -> Result<serde_json::Value> {
+    let mut response = agent.get(&format!("{address}/metrics")).call()?;
+    let text = response.body_mut().read_to_string()?;
+    ensure!(response.status() == 200, "metrics: {text}");
+    let read = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<u64>().ok())
+    };
+    Ok(serde_json::json!({
+        "claims": read("cairn_shard_claims_total"),
+        "takeovers": read("cairn_shard_takeovers_total"),
+        "losses": read("cairn_shard_losses_total"),
+    }))
 }
 
 /// Sends a request until the node takes it: a node at its bound answers 429/503 `overloaded`
