@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// Heartbeats: how long each activity works, heartbeating every 5 ms.
     #[arg(long, default_value_t = 3_000)]
     work_ms: u64,
+    /// In process: most activity attempts dispatched at once (past it, tasks are deferred in
+    /// the store and pulled as attempts end).
+    #[arg(long, default_value_t = cairn::ACTIVITY_ATTEMPTS_DISPATCHED_MAX)]
+    activity_attempts_dispatched_max: usize,
     /// Over HTTP: this many more connections call `count` in a loop, kept alive, for as long
     /// as the starts run (API reads beside writes).
     #[arg(long, default_value_t = 0)]
@@ -485,6 +489,7 @@ async fn scenario(args: &RunArgs) -> Result<Report> {
                     node_id: name.clone(),
                     actor_idle_ms: idle_ms,
                     actor_cache_max_per_shard: args.actor_cache_max_per_shard,
+                    activity_attempts_dispatched_max: args.activity_attempts_dispatched_max,
                     advertise_address: Some(format!("inproc://{name}")),
                     peers: Some(cairn::PeersHandle(peers.clone())),
                     ..NodeConfig::default()

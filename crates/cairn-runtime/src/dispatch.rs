@@ -7,7 +7,9 @@
 //! - A transition reserves a [`Room`] before it is planned: its first `room` new tasks are
 //!   handed to the workers after the commit, as before; the rest are written with a *deferred*
 //!   marker `("defer", shard, run, seq, attempt)` in the same commit, and no provisional
-//!   start-to-close timer (they are not started).
+//!   start-to-close timer (they are not started). While any shard has deferred tasks, a
+//!   transition gets no room: new tasks queue behind the deferred ones instead of taking the
+//!   units the puller waits for.
 //! - A shard's new holder writes a deferred marker for every task it finds runnable (a page of
 //!   tasks per transaction), instead of dispatching them all at once.
 //! - [`spawn_refill`]'s loop pulls deferred tasks, a page per transaction, as units free up.
@@ -17,8 +19,10 @@
 //!   timed out, the run closed) is cleared when the puller finds it.
 //!
 //! Invariants: dispatched attempts never exceed the bound (units are taken by compare-and-swap);
-//! a deferred task is pulled within one refill pass of a unit freeing; every deferred marker
-//! is either claimed, or cleared with its task.
+//! while tasks are deferred, freed units go to the puller, shared evenly among the shards with
+//! deferred tasks (each pass starts at the next shard), and within a shard in key order (run
+//! ids are UUIDv7: oldest runs first); every deferred marker is either claimed, or cleared
+//! once its task is gone.
 
 use crate::Metrics;
 use crate::committer::Op;
@@ -26,13 +30,18 @@ use crate::records::{TaskRecord, decode};
 use crate::shared::Shared;
 use cairn_store::{RangeRequest, Store, StoreError, Transaction};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Default of `NodeConfig::activity_attempts_dispatched_max`.
-pub const ACTIVITY_ATTEMPTS_DISPATCHED_MAX: usize = 4_096;
+///
+/// An attempt waiting for a worker slot holds its task (input included) and a small task on the
+/// runtime, about a kilobyte with a small input: 16 MiB at the bound. Tasks past it cost two more
+/// writes each (the deferred marker and a claim), so the bound sits well above the default
+/// `activity_concurrency_max` (1,000) to keep ordinary bursts on the direct path.
+pub const ACTIVITY_ATTEMPTS_DISPATCHED_MAX: usize = 16_384;
 /// Most deferred markers (or tasks, on a shard's rehydration) read in one transaction.
 pub const DEFERRED_PAGE_MAX: usize = 256;
 /// How often the puller looks even when nothing woke it (a backstop: units and deferrals wake
@@ -45,6 +54,10 @@ pub struct Capacity {
     inner: Arc<Inner>,
     /// Per shard: (epoch, where the puller reads next, deferrals since it last found none).
     pending: Mutex<HashMap<u32, Pending>>,
+    /// Shards in `pending` (read without the lock by every transition).
+    backlogged: AtomicUsize,
+    /// Passes of the puller so far: each starts at the next shard, so none waits behind another.
+    passes: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -87,7 +100,28 @@ impl Capacity {
                 wake: Notify::new(),
             }),
             pending: Mutex::new(HashMap::new()),
+            backlogged: AtomicUsize::new(0),
+            passes: AtomicUsize::new(0),
         }
+    }
+
+    /// Units for a transition's new tasks: none while older tasks wait deferred, so a task
+    /// never passes one deferred before it (the freed units go to the puller, in order).
+    pub fn reserve_for_transition(&self, wanted: usize) -> Room {
+        if self.backlogged.load(Ordering::Acquire) > 0 {
+            return self.reserve(0);
+        }
+        self.reserve(wanted)
+    }
+
+    /// Units free now.
+    fn free(&self) -> usize {
+        let used = self
+            .inner
+            .metrics
+            .activity_attempts_dispatched
+            .load(Ordering::Acquire);
+        usize::try_from(self.inner.max.saturating_sub(used)).unwrap_or(usize::MAX)
     }
 
     /// Takes up to `wanted` units (fewer when the bound is near, none at it).
@@ -120,10 +154,13 @@ impl Capacity {
     pub fn deferred(&self, shard: u32, epoch: u64) {
         {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = pending.entry(shard).or_insert(Pending {
-                epoch,
-                cursor: None,
-                generation: 0,
+            let entry = pending.entry(shard).or_insert_with(|| {
+                self.backlogged.fetch_add(1, Ordering::AcqRel);
+                Pending {
+                    epoch,
+                    cursor: None,
+                    generation: 0,
+                }
             });
             if entry.epoch != epoch {
                 *entry = Pending {
@@ -137,10 +174,16 @@ impl Capacity {
         self.inner.wake.notify_one();
     }
 
+    /// The shards with deferred tasks, starting at a different one each pass.
     fn pending(&self) -> Vec<(u32, Pending)> {
         let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<_> = pending.iter().map(|(s, p)| (*s, p.clone())).collect();
+        drop(pending);
         out.sort_unstable_by_key(|(s, _)| *s);
+        if !out.is_empty() {
+            let first = self.passes.fetch_add(1, Ordering::Relaxed) % out.len();
+            out.rotate_left(first);
+        }
         out
     }
 
@@ -156,16 +199,21 @@ impl Capacity {
         }
         if exhausted && entry.generation == seen.generation {
             pending.remove(&shard);
+            self.backlogged.fetch_sub(1, Ordering::AcqRel);
         } else {
             entry.cursor = cursor;
         }
     }
 
     fn forget(&self, shard: u32) {
-        self.pending
+        let removed = self
+            .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&shard);
+        if removed.is_some() {
+            self.backlogged.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -237,12 +285,16 @@ pub(crate) fn spawn_refill<S: Store>(shared: &Arc<Shared<S>>) {
 /// One pass: for each shard with deferred tasks, pulls as many as there are free units.
 pub(crate) async fn refill<S: Store>(shared: &Arc<Shared<S>>) -> Result<(), StoreError> {
     let capacity = &shared.workers.capacity;
-    for (shard, seen) in capacity.pending() {
+    let pending = capacity.pending();
+    let count = pending.len();
+    for (i, (shard, seen)) in pending.into_iter().enumerate() {
         if shared.shard_at(shard, seen.epoch).is_none() {
             capacity.forget(shard);
             continue;
         }
-        let room = capacity.reserve(DEFERRED_PAGE_MAX);
+        // An even share of the free units for each shard still to be served this pass.
+        let share = capacity.free().div_ceil(count - i).min(DEFERRED_PAGE_MAX);
+        let room = capacity.reserve(share);
         if room.held() == 0 {
             return Ok(());
         }
@@ -317,4 +369,62 @@ async fn pull_page<S: Store>(
         _ => capacity.advance(shard, seen, None, markers.is_empty() && from == begin),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dispatched(capacity: &Capacity) -> u64 {
+        capacity
+            .inner
+            .metrics
+            .activity_attempts_dispatched
+            .load(Ordering::Relaxed)
+    }
+
+    /// Units never exceed the bound, come back when rooms and units drop, and the peak is kept.
+    #[test]
+    fn units_are_bounded_and_return() {
+        let capacity = Capacity::new(4, Arc::new(Metrics::default()));
+        let mut first = capacity.reserve(3);
+        assert_eq!(first.held(), 3);
+        let second = capacity.reserve(3);
+        assert_eq!(second.held(), 1, "only one unit was left");
+        assert_eq!(capacity.reserve(1).held(), 0, "at the bound");
+        let unit = first.unit().unwrap();
+        drop(first);
+        drop(second);
+        assert_eq!(dispatched(&capacity), 1, "the unit in use stays taken");
+        drop(unit);
+        assert_eq!(dispatched(&capacity), 0);
+        let peak = capacity
+            .inner
+            .metrics
+            .activity_attempts_dispatched_peak
+            .load(Ordering::Relaxed);
+        assert_eq!(peak, 4);
+    }
+
+    /// While a shard has deferred tasks, transitions get no units (the puller does); once the
+    /// puller finds the shard's range empty, and nothing was deferred meanwhile, they do again.
+    #[test]
+    fn deferred_tasks_go_first() {
+        let capacity = Capacity::new(8, Arc::new(Metrics::default()));
+        capacity.deferred(3, 7);
+        assert_eq!(capacity.reserve_for_transition(2).held(), 0);
+        assert_eq!(capacity.reserve(2).held(), 2, "the puller still gets units");
+        let seen = capacity.pending()[0].1.clone();
+        // A deferral after the puller's read keeps the shard backlogged.
+        capacity.deferred(3, 7);
+        capacity.advance(3, &seen, None, true);
+        assert_eq!(capacity.reserve_for_transition(2).held(), 0);
+        let seen = capacity.pending()[0].1.clone();
+        capacity.advance(3, &seen, None, true);
+        assert_eq!(capacity.reserve_for_transition(2).held(), 2);
+        // A shard this node no longer holds is forgotten.
+        capacity.deferred(5, 1);
+        capacity.forget(5);
+        assert_eq!(capacity.reserve_for_transition(1).held(), 1);
+    }
 }

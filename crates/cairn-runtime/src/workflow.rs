@@ -486,7 +486,11 @@ impl<S: Store> WorkflowState<S> {
             .filter(|e| matches!(e, Effect::EnqueueActivityTask { .. }))
             .count();
         // Units for the new tasks; returned if the transition does not commit.
-        let room = self.shared.workers.capacity.reserve(new_tasks);
+        let room = self
+            .shared
+            .workers
+            .capacity
+            .reserve_for_transition(new_tasks);
         let planner = Planner {
             room: room.held(),
             keys: &self.shared.keys,

@@ -45,11 +45,11 @@ pub use cairn_core::schedule::{OverlapPolicy, ScheduleSpec};
 pub use cairn_core::visibility::{FilterError, format_time, parse_time};
 pub use cairn_core::{ActivityError, ChildError, RunStatus, WorkflowError};
 pub use cairn_runtime::{
-    ActionKind, ActivityContext, ActivityInfo, ClientError, ClusterStatus, CrashHook, CrashPoint,
-    IdReusePolicy, InProcessPeers, LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX,
-    LIST_SCAN_ENTRIES_MAX, NodeConfig, NodeStatus, Outcome, Peers, PeersHandle, QueryError,
-    RecentAction, SORTED_QUERY_WORKFLOWS_MAX, ScheduleDescription, ScheduleRecord, ShardStatus,
-    WorkflowPage, WorkflowSummary,
+    ACTIVITY_ATTEMPTS_DISPATCHED_MAX, ActionKind, ActivityContext, ActivityInfo, ClientError,
+    ClusterStatus, CrashHook, CrashPoint, IdReusePolicy, InProcessPeers, LIST_PAGE_SIZE_DEFAULT,
+    LIST_PAGE_SIZE_MAX, LIST_SCAN_ENTRIES_MAX, NodeConfig, NodeStatus, Outcome, Peers, PeersHandle,
+    QueryError, RecentAction, SORTED_QUERY_WORKFLOWS_MAX, ScheduleDescription, ScheduleRecord,
+    ShardStatus, WorkflowPage, WorkflowSummary,
 };
 pub use cairn_store::{MemStore, StoreError};
 pub use cairn_types::{
