@@ -265,7 +265,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             .activity(noop_activity)
             .start(store)
             .await?;
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
+        let listener = cairn_server::bind("127.0.0.1", args.port).await?;
         println!("cairn-bench serving on http://{}", listener.local_addr()?);
         let options = cairn_server::ApiOptions::default();
         let router = cairn_server::router_with(node.runtime(), options.clone());

@@ -469,7 +469,7 @@ fn start_dev(args: StartDevArgs) -> Result<()> {
 }
 
 async fn bind(options: &ServeOptions) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind((options.host.as_str(), options.port))
+    cairn_server::bind(&options.host, options.port)
         .await
         .with_context(|| format!("binding {}:{}", options.host, options.port))
 }

@@ -42,6 +42,9 @@ pub const HEAD_BUFFER_BYTES: usize = 64 * 1024;
 pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 /// How long [`serve`] lets requests in progress finish once asked to stop.
 pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// The listen backlog [`bind`] asks for (the kernel caps it at `net.core.somaxconn`): room for
+/// a burst of thousands of new connections, which tokio's default of 1,024 refused with resets.
+pub const LISTEN_BACKLOG: u32 = 4_096;
 
 const _: () = assert!(PATH_BYTES_MAX + HEADER_BYTES_MAX < HEAD_BUFFER_BYTES);
 
@@ -197,6 +200,31 @@ fn check_head(request: &Request) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// Binds a listener on `host:port` (the first address `host` resolves to) with a backlog of
+/// [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (a restarted server binds while old connections
+/// linger in `TIME_WAIT`).
+pub async fn bind(host: &str, port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for address in tokio::net::lookup_host((host, port)).await? {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(address) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("{host} resolves to no address"),
+        )
+    }))
 }
 
 /// Serves `router` on `listener` (HTTP/1.1) until `shutdown` resolves, then lets requests in

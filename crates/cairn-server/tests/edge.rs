@@ -493,3 +493,36 @@ async fn served_heads_are_bounded_in_size_and_time() {
         .unwrap();
     node.shutdown().await;
 }
+
+/// Proves `cairn_server::bind` listens with a deep backlog: a burst of connections far past
+/// tokio's default backlog of 1,024, made while the server accepts none, is queued by the
+/// kernel (each connect completes at once) instead of being dropped or reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_connections_is_queued_not_refused() {
+    let listener = cairn_server::bind("127.0.0.1", 0).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    let burst = somaxconn.min(cairn_server::LISTEN_BACKLOG as usize).min(2_000) - 16;
+    assert!(
+        burst > 1_100,
+        "net.core.somaxconn is {somaxconn}: this machine cannot queue more than tokio's default, so the test proves nothing"
+    );
+    let connects: Vec<_> = (0..burst)
+        .map(|_| tokio::spawn(tokio::net::TcpStream::connect(address)))
+        .collect();
+    let mut streams = Vec::with_capacity(burst);
+    for connect in connects {
+        // A dropped SYN is retried by the kernel after a second: a short bound catches it.
+        let stream = tokio::time::timeout(Duration::from_millis(900), connect)
+            .await
+            .expect("a connect waited: the backlog dropped it")
+            .unwrap()
+            .expect("a connect failed");
+        streams.push(stream);
+    }
+    assert_eq!(streams.len(), burst);
+    drop(listener);
+}
