@@ -53,8 +53,8 @@ pub use registry::{
 };
 pub use retention::{RETENTION_BATCH_MAX, RETENTION_MS_MIN};
 pub use schedules::{
-    ActionKind, CreateSchedule, RecentAction, SCHEDULE_ID_BYTES_MAX, ScheduleAction,
-    ScheduleDescription, ScheduleRecord, scheduled_workflow_id,
+    ActionKind, CreateSchedule, RecentAction, SCHEDULE_ID_BYTES_MAX, SCHEDULE_NOTE_BYTES_MAX,
+    ScheduleAction, ScheduleDescription, ScheduleRecord, scheduled_workflow_id,
 };
 pub use shared::{CLIENT_COMMITS_IN_FLIGHT_MAX, OVERLOADED_RETRY_AFTER_MS, shard_of};
 pub use visibility::{

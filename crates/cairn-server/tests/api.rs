@@ -640,3 +640,199 @@ async fn visibility_over_http() {
         "{error}"
     );
 }
+
+/// Every schema under `node`: each object property and each parameter, by name (`$ref`s to
+/// shared parameters followed).
+fn named_schemas<'a>(document: &'a Value, node: &'a Value, out: &mut Vec<(String, &'a Value)>) {
+    match node {
+        Value::Object(map) => {
+            if let Some(Value::Object(properties)) = map.get("properties") {
+                for (name, schema) in properties {
+                    out.push((name.clone(), schema));
+                }
+            }
+            if let (Some(Value::String(name)), Some(schema)) = (map.get("name"), map.get("schema"))
+            {
+                out.push((name.clone(), schema));
+            }
+            if let Some(Value::String(reference)) = map.get("$ref")
+                && let Some(pointer) = reference.strip_prefix('#')
+                && reference.starts_with("#/components/parameters/")
+                && let Some(target) = document.pointer(pointer)
+            {
+                named_schemas(document, target, out);
+            }
+            for value in map.values() {
+                named_schemas(document, value, out);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                named_schemas(document, item, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Proves the OpenAPI document's bounds are the code's: every length, count and range the
+/// document publishes for a field or parameter equals the named constant the server enforces,
+/// so changing one without the other fails here (Schemathesis, in CI, checks the server
+/// against the document request by request).
+#[test]
+fn openapi_bounds_are_the_named_constants() {
+    use cairn_core::schedule as sched;
+    let document: Value = serde_json::from_str(cairn_server::OPENAPI_JSON).unwrap();
+    // What a client sends: request bodies and parameters (responses may echo longer values).
+    let mut schemas = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        let mut here = Vec::new();
+        named_schemas(&document, &item["parameters"], &mut here);
+        for operation in item.as_object().unwrap().values() {
+            named_schemas(&document, &operation["requestBody"], &mut here);
+            named_schemas(&document, &operation["parameters"], &mut here);
+        }
+        // `{id}` names a schedule under /schedules, a workflow elsewhere.
+        let schedule = path.starts_with("/api/v1/schedules/");
+        schemas.extend(here.into_iter().map(|(name, schema)| match name.as_str() {
+            "id" if schedule => ("schedule_id".to_string(), schema),
+            _ => (name, schema),
+        }));
+    }
+    let resolve = |schema: &Value| -> Value {
+        match schema.get("$ref").and_then(Value::as_str) {
+            Some(r) => document
+                .pointer(r.strip_prefix('#').unwrap())
+                .unwrap()
+                .clone(),
+            None => schema.clone(),
+        }
+    };
+    let as_u64 = |n: usize| n as u64;
+    let expected: Vec<(&str, &str, u64)> = vec![
+        (
+            "workflow_id",
+            "maxLength",
+            as_u64(cairn_types::limits::WORKFLOW_ID_BYTES_MAX),
+        ),
+        (
+            "id",
+            "maxLength",
+            as_u64(cairn_types::limits::WORKFLOW_ID_BYTES_MAX),
+        ),
+        (
+            "workflow_type",
+            "maxLength",
+            as_u64(cairn_types::limits::TYPE_NAME_BYTES_MAX),
+        ),
+        (
+            "schedule_id",
+            "maxLength",
+            as_u64(cairn_runtime::SCHEDULE_ID_BYTES_MAX),
+        ),
+        (
+            "note",
+            "maxLength",
+            as_u64(cairn_runtime::SCHEDULE_NOTE_BYTES_MAX),
+        ),
+        ("cron", "maxItems", as_u64(sched::SCHEDULE_SPEC_ENTRIES_MAX)),
+        (
+            "intervals",
+            "maxItems",
+            as_u64(sched::SCHEDULE_SPEC_ENTRIES_MAX),
+        ),
+        (
+            "query",
+            "maxLength",
+            as_u64(cairn_core::visibility::QUERY_BYTES_MAX),
+        ),
+        (
+            "page_token",
+            "maxLength",
+            as_u64(cairn_runtime::PAGE_TOKEN_BYTES_MAX),
+        ),
+        (
+            "page_size",
+            "maximum",
+            as_u64(cairn_runtime::LIST_PAGE_SIZE_MAX),
+        ),
+        (
+            "execution_timeout_ms",
+            "maximum",
+            cairn_types::limits::TIMEOUT_MS_MAX,
+        ),
+        ("catchup_window_ms", "minimum", sched::CATCHUP_WINDOW_MS_MIN),
+        ("catchup_window_ms", "maximum", sched::CATCHUP_WINDOW_MS_MAX),
+        ("every_ms", "minimum", sched::SCHEDULE_INTERVAL_MS_MIN),
+        ("every_ms", "maximum", sched::SCHEDULE_INTERVAL_MS_MAX),
+        ("jitter_ms", "maximum", sched::SCHEDULE_JITTER_MS_MAX),
+    ];
+    for (name, keyword, value) in expected {
+        let found: Vec<Value> = schemas
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, s)| resolve(s))
+            .collect();
+        assert!(!found.is_empty(), "{name} is not in the document");
+        for schema in found {
+            assert_eq!(
+                schema.get(keyword).and_then(Value::as_u64),
+                Some(value),
+                "{name}.{keyword} in the document: {schema}"
+            );
+        }
+    }
+    // Cron expressions: each item's length.
+    for (_, schema) in schemas.iter().filter(|(n, _)| n == "cron") {
+        assert_eq!(
+            schema["items"]["maxLength"].as_u64(),
+            Some(as_u64(sched::CRON_EXPRESSION_BYTES_MAX)),
+            "cron items: {schema}"
+        );
+    }
+}
+
+/// Proves the published timeout bound is enforced: an execution timeout one millisecond past
+/// `TIMEOUT_MS_MAX` is refused (400 `invalid_timeouts`, nothing started) for a start and for a
+/// schedule's action, and one at the bound is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_past_the_bound_are_refused() {
+    let api = router().await;
+    let max = cairn_types::limits::TIMEOUT_MS_MAX;
+    let start = |id: &str, ms: u64| {
+        format!(
+            r#"{{"workflow_id":"{id}","workflow_type":"doubler","input":1,"execution_timeout_ms":{ms}}}"#
+        )
+    };
+    let (status, body) = call(
+        &api,
+        "POST",
+        "/api/v1/workflows",
+        Some(&start("t-long", max + 1)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "invalid_timeouts", "{body}");
+    let (status, _) = call(&api, "GET", "/api/v1/workflows/t-long", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a refused start was stored");
+    let (status, body) = call(
+        &api,
+        "POST",
+        "/api/v1/workflows",
+        Some(&start("t-max", max)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let schedule = format!(
+        r#"{{"schedule_id":"s-long","workflow_type":"doubler","input":1,"cron":["0 3 * * *"],"execution_timeout_ms":{}}}"#,
+        max + 1
+    );
+    let (status, body) = call(&api, "POST", "/api/v1/schedules", Some(&schedule)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = call(&api, "GET", "/api/v1/schedules/s-long", None).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a refused schedule was stored"
+    );
+}

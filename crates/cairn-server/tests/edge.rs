@@ -505,7 +505,10 @@ async fn a_burst_of_connections_is_queued_not_refused() {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(4096);
-    let burst = somaxconn.min(cairn_server::LISTEN_BACKLOG as usize).min(2_000) - 16;
+    let burst = somaxconn
+        .min(cairn_server::LISTEN_BACKLOG as usize)
+        .min(2_000)
+        - 16;
     assert!(
         burst > 1_100,
         "net.core.somaxconn is {somaxconn}: this machine cannot queue more than tokio's default, so the test proves nothing"

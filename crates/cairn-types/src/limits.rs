@@ -7,6 +7,11 @@
 /// store's 10,000-byte key limit even after tuple encoding and a subspace prefix.
 pub const WORKFLOW_ID_BYTES_MAX: usize = 1_000;
 
+/// Longest timeout of any kind (a workflow's execution or run, an activity's), in
+/// milliseconds: a hundred years. Longer is a mistake (`u64::MAX` ms), and would overflow the
+/// time arithmetic of the timers it arms.
+pub const TIMEOUT_MS_MAX: u64 = 100 * 365 * 24 * 3_600_000;
+
 /// Longest activity id, in UTF-8 bytes.
 pub const ACTIVITY_ID_BYTES_MAX: usize = 1_000;
 

@@ -31,6 +31,12 @@ pub enum PolicyError {
         longer: &'static str,
         longer_ms: u128,
     },
+    #[error("{field} is {value_ms} ms; the longest timeout is {max_ms} ms (a hundred years)")]
+    TooLong {
+        field: &'static str,
+        value_ms: u128,
+        max_ms: u64,
+    },
     #[error(
         "an activity needs start_to_close or schedule_to_close; neither was given, so a lost worker would hang it forever"
     )]
@@ -54,9 +60,17 @@ pub(crate) fn millis_to_wire(value: Duration) -> i64 {
     i64::try_from(value.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Checks a timeout is positive and at most [`crate::limits::TIMEOUT_MS_MAX`].
 fn positive(field: &'static str, value: Option<Duration>) -> Result<(), PolicyError> {
     match value {
         Some(d) if d.is_zero() => Err(PolicyError::ZeroInterval { field }),
+        Some(d) if d.as_millis() > u128::from(crate::limits::TIMEOUT_MS_MAX) => {
+            Err(PolicyError::TooLong {
+                field,
+                value_ms: d.as_millis(),
+                max_ms: crate::limits::TIMEOUT_MS_MAX,
+            })
+        }
         _ => Ok(()),
     }
 }
