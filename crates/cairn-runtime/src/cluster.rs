@@ -243,11 +243,16 @@ pub enum ClusterError {
     LeaseTimeoutTooShort { value: u64, min: u64 },
     #[error("retention_ms is {value}; it must be at least {min}")]
     RetentionTooShort { value: u64, min: u64 },
+    #[error(
+        "namespace {namespace:?} in this store holds workflows written by a Cairn from before visibility indexes (2026-12), which this version cannot list or count; start it on a new data directory (this one is left untouched)"
+    )]
+    StoreWithoutIndexes { namespace: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Records the shard count on first use and refuses a node configured with another.
+/// Records the shard count on first use and refuses a node configured with another, and
+/// refuses a store whose workflows predate the visibility indexes.
 pub(crate) async fn check_cluster_record<S: Store>(shared: &Shared<S>) -> Result<(), ClusterError> {
     let key = shared.keys.cluster();
     let configured = shared.config.shard_count;
@@ -271,6 +276,29 @@ pub(crate) async fn check_cluster_record<S: Store>(shared: &Shared<S>) -> Result
     .await?;
     if stored != configured {
         return Err(ClusterError::ShardCountMismatch { stored, configured });
+    }
+    // Every workflow record since the indexes came is written with its type's registry entry:
+    // records without any registry entry are from before, and would be invisible to lists.
+    let namespace = shared.config.namespace.as_str();
+    let mut tx = shared.store.begin()?;
+    let (begin, end) = shared.keys.workflows(namespace);
+    let has_workflows = !tx
+        .get_range(&RangeRequest::new(begin, end).limit(1).snapshot())
+        .await?
+        .is_empty();
+    let (begin, end) = shared
+        .keys
+        .visibility(namespace)
+        .subspace(&("types",))
+        .range();
+    let has_types = !tx
+        .get_range(&RangeRequest::new(begin, end).limit(1).snapshot())
+        .await?
+        .is_empty();
+    if has_workflows && !has_types {
+        return Err(ClusterError::StoreWithoutIndexes {
+            namespace: namespace.to_string(),
+        });
     }
     Ok(())
 }

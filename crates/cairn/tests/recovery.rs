@@ -438,3 +438,61 @@ async fn code_change_scenario<S: Store>(store: S) {
     assert_eq!(new, "a then A");
     node.shutdown().await;
 }
+
+async fn same_number(_ctx: Ctx, n: u32) -> Result<u32, WorkflowError> {
+    Ok(n)
+}
+
+/// Proves a store whose workflows were written before the visibility indexes (a workflow
+/// record and no type registry) is refused at start with an error that says so, and is left
+/// as it was; an empty store and a store written by this version start normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_from_before_the_indexes_is_refused_untouched() {
+    use cairn_store::Transaction;
+    let store = cairn::MemStore::new();
+    let keys = cairn_runtime::Keys::default();
+    let old_key = keys.workflow("default", "from-an-old-version");
+    let mut tx = store.begin().unwrap();
+    tx.set(&old_key, b"an old workflow record").unwrap();
+    tx.commit().await.unwrap();
+    let refused = Node::builder().start(store.clone()).await;
+    let error = refused.err().expect("the old store was opened").to_string();
+    assert!(
+        error.contains("before visibility indexes") && error.contains("new data directory"),
+        "{error}"
+    );
+    let mut tx = store.begin().unwrap();
+    assert_eq!(
+        tx.get(&old_key).await.unwrap().as_deref(),
+        Some(&b"an old workflow record"[..]),
+        "the refused store was changed"
+    );
+    // A store this version wrote (a workflow and its index entries) starts again.
+    let fresh = cairn::MemStore::new();
+    let node = Node::builder()
+        .workflow(same_number)
+        .start(fresh.clone())
+        .await
+        .unwrap();
+    let handle = node
+        .client()
+        .start(same_number, "echo-1", 7)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(handle.result().await.unwrap(), 7);
+    node.shutdown().await;
+    let node = Node::builder()
+        .workflow(same_number)
+        .start(fresh)
+        .await
+        .unwrap();
+    let summary = node
+        .client()
+        .handle::<u32>("echo-1")
+        .unwrap()
+        .describe()
+        .await;
+    assert!(summary.is_ok(), "{summary:?}");
+    node.shutdown().await;
+}
