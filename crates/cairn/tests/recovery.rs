@@ -456,7 +456,10 @@ async fn a_store_from_before_the_indexes_is_refused_untouched() {
     tx.set(&old_key, b"an old workflow record").unwrap();
     tx.commit().await.unwrap();
     let refused = Node::builder().start(store.clone()).await;
-    let error = refused.err().expect("the old store was opened").to_string();
+    let error = match refused {
+        Ok(_) => panic!("the old store was opened"),
+        Err(error) => error.to_string(),
+    };
     assert!(
         error.contains("before visibility indexes") && error.contains("new data directory"),
         "{error}"
