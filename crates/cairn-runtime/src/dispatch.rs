@@ -54,8 +54,6 @@ pub struct Capacity {
     inner: Arc<Inner>,
     /// Per shard: (epoch, where the puller reads next, deferrals since it last found none).
     pending: Mutex<HashMap<u32, Pending>>,
-    /// Shards in `pending` (read without the lock by every transition).
-    backlogged: AtomicUsize,
     /// Passes of the puller so far: each starts at the next shard, so none waits behind another.
     passes: AtomicUsize,
 }
@@ -65,8 +63,11 @@ struct Inner {
     /// `activity_attempts_dispatched` (and its peak) in the node's metrics.
     metrics: Arc<Metrics>,
     max: u64,
-    /// A unit came back, or a task was deferred.
+    /// A unit came back while tasks wait deferred, or a task was deferred.
     wake: Notify,
+    /// Shards with deferred tasks (`Capacity::pending`'s size, read without its lock by every
+    /// transition and every returned unit).
+    backlogged: AtomicUsize,
 }
 
 #[derive(Debug, Clone)]
@@ -98,9 +99,9 @@ impl Capacity {
                 metrics,
                 max: max as u64,
                 wake: Notify::new(),
+                backlogged: AtomicUsize::new(0),
             }),
             pending: Mutex::new(HashMap::new()),
-            backlogged: AtomicUsize::new(0),
             passes: AtomicUsize::new(0),
         }
     }
@@ -108,7 +109,7 @@ impl Capacity {
     /// Units for a transition's new tasks: none while older tasks wait deferred, so a task
     /// never passes one deferred before it (the freed units go to the puller, in order).
     pub fn reserve_for_transition(&self, wanted: usize) -> Room {
-        if self.backlogged.load(Ordering::Acquire) > 0 {
+        if self.inner.backlogged.load(Ordering::Acquire) > 0 {
             return self.reserve(0);
         }
         self.reserve(wanted)
@@ -155,7 +156,7 @@ impl Capacity {
         {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             let entry = pending.entry(shard).or_insert_with(|| {
-                self.backlogged.fetch_add(1, Ordering::AcqRel);
+                self.inner.backlogged.fetch_add(1, Ordering::AcqRel);
                 Pending {
                     epoch,
                     cursor: None,
@@ -199,7 +200,7 @@ impl Capacity {
         }
         if exhausted && entry.generation == seen.generation {
             pending.remove(&shard);
-            self.backlogged.fetch_sub(1, Ordering::AcqRel);
+            self.inner.backlogged.fetch_sub(1, Ordering::AcqRel);
         } else {
             entry.cursor = cursor;
         }
@@ -212,7 +213,7 @@ impl Capacity {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&shard);
         if removed.is_some() {
-            self.backlogged.fetch_sub(1, Ordering::AcqRel);
+            self.inner.backlogged.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -249,12 +250,15 @@ impl Drop for Room {
 }
 
 impl Drop for Unit {
+    /// Wakes the puller only if tasks wait for the unit (most attempts end with none waiting).
     fn drop(&mut self) {
         self.inner
             .metrics
             .activity_attempts_dispatched
             .fetch_sub(1, Ordering::AcqRel);
-        self.inner.wake.notify_one();
+        if self.inner.backlogged.load(Ordering::Acquire) > 0 {
+            self.inner.wake.notify_one();
+        }
     }
 }
 
