@@ -206,13 +206,11 @@ impl Capacity {
         }
     }
 
-    fn forget(&self, shard: u32) {
-        let removed = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&shard);
-        if removed.is_some() {
+    /// Forgets `shard`'s backlog of tenure `epoch` (a newer tenure's backlog stays).
+    fn forget(&self, shard: u32, epoch: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.get(&shard).is_some_and(|p| p.epoch == epoch) {
+            pending.remove(&shard);
             self.inner.backlogged.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -293,7 +291,7 @@ pub(crate) async fn refill<S: Store>(shared: &Arc<Shared<S>>) -> Result<(), Stor
     let count = pending.len();
     for (i, (shard, seen)) in pending.into_iter().enumerate() {
         if shared.shard_at(shard, seen.epoch).is_none() {
-            capacity.forget(shard);
+            capacity.forget(shard, seen.epoch);
             continue;
         }
         // An even share of the free units for each shard still to be served this pass.
@@ -428,7 +426,11 @@ mod tests {
         assert_eq!(capacity.reserve_for_transition(2).held(), 2);
         // A shard this node no longer holds is forgotten.
         capacity.deferred(5, 1);
-        capacity.forget(5);
+        // A newer tenure's backlog survives the forgetting of the older one.
+        capacity.deferred(5, 2);
+        capacity.forget(5, 1);
+        assert_eq!(capacity.reserve_for_transition(1).held(), 0);
+        capacity.forget(5, 2);
         assert_eq!(capacity.reserve_for_transition(1).held(), 1);
     }
 }
