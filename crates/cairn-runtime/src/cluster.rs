@@ -26,7 +26,7 @@
 use crate::clock::now_ms;
 use crate::committer::{CommitError, LocalWakes, Op};
 use crate::dispatch::DEFERRED_PAGE_MAX;
-use crate::records::{ClusterRecord, Lease, NodeRecord, ReadyItem, decode, encode};
+use crate::records::{ClusterRecord, Lease, NodeRecord, ReadyItem, TaskRecord, decode, encode};
 use crate::shard::{ShardActor, ShardArgs, ShardMsg};
 use crate::shared::Shared;
 use cairn_core::TimerId;
@@ -909,8 +909,8 @@ async fn rehydrate<S: Store>(
         }
     }
     // A handed-over attempt has no start mark: its start-to-close timer is its mark. The
-    // timers are read a page per transaction, after the tasks (a later snapshot only finds
-    // more marks); the shard actor pages its own window of them into memory.
+    // timers are read a page per transaction (the shard actor pages its own window of them
+    // into memory). Earlier tenures, fenced out now, add no marks or timers meanwhile.
     let (mut begin, end) = keys.timers_of_shard(shard);
     loop {
         let mut tx = shared.store.begin()?;
@@ -936,13 +936,11 @@ async fn rehydrate<S: Store>(
             _ => break,
         }
     }
-    // Tasks a page per transaction, after the marks and timers (a later snapshot only finds
-    // more marks). A started attempt is not run again: it may still be running on a node that
+    // Tasks a page per transaction, after the marks and timers. A started attempt is not run again: it may still be running on a node that
     // lost the shard, or have died with one; its start-to-close (or heartbeat) timer, loaded
     // above, times it out, and the retry is the next attempt. Every other task is marked
     // deferred, for the pull dispatcher to hand out within the dispatch bound.
     let (mut begin, end) = keys.tasks_of_shard(shard);
-    let mut deferred = false;
     loop {
         let mut tx = shared.store.begin()?;
         let page = tx
@@ -953,16 +951,20 @@ async fn rehydrate<S: Store>(
             )
             .await?;
         drop(tx);
-        let ops: Vec<Op> = page
-            .iter()
-            .filter_map(|kv| keys.parse_attempt(&kv.key))
-            .filter(|attempt| !started.contains(attempt))
-            .map(|(run_id, seq, attempt)| {
-                Op::Set(keys.deferred(shard, &run_id, seq, attempt), Vec::new())
-            })
-            .collect();
+        let mut ops = Vec::new();
+        for kv in &page {
+            let task: TaskRecord = decode("task", &kv.value)?;
+            // This tenure's own tasks were handed over or deferred by their transitions (one
+            // may be running now, its timer written after the scan above).
+            if task.epoch == epoch || started.contains(&(task.run_id, task.seq, task.attempt)) {
+                continue;
+            }
+            ops.push(Op::Set(
+                keys.deferred(shard, &task.run_id, task.seq, task.attempt),
+                Vec::new(),
+            ));
+        }
         if !ops.is_empty() {
-            deferred = true;
             shared
                 .metrics
                 .activity_tasks_deferred
@@ -984,9 +986,8 @@ async fn rehydrate<S: Store>(
             _ => break,
         }
     }
-    if deferred {
-        shared.workers.capacity.deferred(shard, epoch);
-    }
+    // Always: transitions of this tenure may have deferred tasks meanwhile.
+    shared.workers.capacity.rehydrated(shard, epoch);
     Ok(cursor)
 }
 

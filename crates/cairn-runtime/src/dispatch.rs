@@ -54,6 +54,9 @@ pub struct Capacity {
     inner: Arc<Inner>,
     /// Per shard: (epoch, where the puller reads next, deferrals since it last found none).
     pending: Mutex<HashMap<u32, Pending>>,
+    /// Per shard, the tenure whose rehydration has finished: the puller leaves a shard alone
+    /// until then, so it never claims a task that rehydration, reading on, would defer again.
+    rehydrated: Mutex<HashMap<u32, u64>>,
     /// Passes of the puller so far: each starts at the next shard, so none waits behind another.
     passes: AtomicUsize,
 }
@@ -102,6 +105,7 @@ impl Capacity {
                 backlogged: AtomicUsize::new(0),
             }),
             pending: Mutex::new(HashMap::new()),
+            rehydrated: Mutex::new(HashMap::new()),
             passes: AtomicUsize::new(0),
         }
     }
@@ -175,12 +179,30 @@ impl Capacity {
         self.inner.wake.notify_one();
     }
 
-    /// The shards with deferred tasks, starting at a different one each pass.
-    fn pending(&self) -> Vec<(u32, Pending)> {
+    /// Shard `shard`'s new tenure `epoch` has deferred what it found: the puller may start.
+    pub fn rehydrated(&self, shard: u32, epoch: u64) {
+        self.rehydrated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(shard, epoch);
+        self.deferred(shard, epoch);
+    }
+
+    /// The shards with deferred tasks, starting at a different one each pass, each with
+    /// whether its tenure's rehydration has finished.
+    fn pending(&self) -> Vec<(u32, Pending, bool)> {
         let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<_> = pending.iter().map(|(s, p)| (*s, p.clone())).collect();
+        let mut out: Vec<_> = pending
+            .iter()
+            .map(|(s, p)| (*s, p.clone(), false))
+            .collect();
         drop(pending);
-        out.sort_unstable_by_key(|(s, _)| *s);
+        let rehydrated = self.rehydrated.lock().unwrap_or_else(|p| p.into_inner());
+        for (shard, p, ready) in &mut out {
+            *ready = rehydrated.get(shard) == Some(&p.epoch);
+        }
+        drop(rehydrated);
+        out.sort_unstable_by_key(|(s, _, _)| *s);
         if !out.is_empty() {
             let first = self.passes.fetch_add(1, Ordering::Relaxed) % out.len();
             out.rotate_left(first);
@@ -287,13 +309,18 @@ pub(crate) fn spawn_refill<S: Store>(shared: &Arc<Shared<S>>) {
 /// One pass: for each shard with deferred tasks, pulls as many as there are free units.
 pub(crate) async fn refill<S: Store>(shared: &Arc<Shared<S>>) -> Result<(), StoreError> {
     let capacity = &shared.workers.capacity;
-    let pending = capacity.pending();
-    let count = pending.len();
-    for (i, (shard, seen)) in pending.into_iter().enumerate() {
-        if shared.shard_at(shard, seen.epoch).is_none() {
-            capacity.forget(shard, seen.epoch);
-            continue;
+    let mut pending = capacity.pending();
+    // A lost tenure's backlog is forgotten, rehydrated or not.
+    pending.retain(|(shard, seen, _)| {
+        let held = shared.shard_at(*shard, seen.epoch).is_some();
+        if !held {
+            capacity.forget(*shard, seen.epoch);
         }
+        held
+    });
+    pending.retain(|(_, _, ready)| *ready);
+    let count = pending.len();
+    for (i, (shard, seen, _)) in pending.into_iter().enumerate() {
         // An even share of the free units for each shard still to be served this pass.
         let share = capacity.free().div_ceil(count - i).min(DEFERRED_PAGE_MAX);
         let room = capacity.reserve(share);
@@ -414,6 +441,11 @@ mod tests {
     fn deferred_tasks_go_first() {
         let capacity = Capacity::new(8, Arc::new(Metrics::default()));
         capacity.deferred(3, 7);
+        assert!(
+            !capacity.pending()[0].2,
+            "pullable before its rehydration finished"
+        );
+        capacity.rehydrated(3, 7);
         assert_eq!(capacity.reserve_for_transition(2).held(), 0);
         assert_eq!(capacity.reserve(2).held(), 2, "the puller still gets units");
         let seen = capacity.pending()[0].1.clone();

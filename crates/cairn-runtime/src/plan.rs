@@ -31,6 +31,8 @@ pub(crate) struct Planner<'a> {
     /// reserved from the dispatch bound): those are handed over after the commit, the rest are
     /// written deferred, for the pull dispatcher (`dispatch`).
     pub room: usize,
+    /// The shard tenure planning (recorded in new tasks).
+    pub epoch: u64,
 }
 
 impl Planner<'_> {
@@ -99,6 +101,7 @@ impl Planner<'_> {
                         input: input.clone(),
                         options: options.clone(),
                         scheduled_unix_ms: now,
+                        epoch: self.epoch,
                     };
                     ops.push(Op::Set(
                         keys.task(self.shard, &self.run_id, *seq, *attempt),
@@ -613,6 +616,7 @@ mod tests {
             run_id: record.run_id,
             record_chunks: 0,
             room,
+            epoch: 1,
         };
         let (ops, after, _) = planner.plan(record, after, transition, &[], 2_000);
         (ops, after)

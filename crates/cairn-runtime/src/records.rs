@@ -174,6 +174,11 @@ pub struct TaskRecord {
     pub input: Payload,
     pub options: ActivityOptions,
     pub scheduled_unix_ms: u64,
+    /// The shard tenure (lease epoch) that wrote the task. A new holder's rehydration defers
+    /// only tasks of earlier tenures: its own are handed over or deferred by the transitions
+    /// that wrote them (0: written before this field).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// The start mark of an activity attempt that starts by a claim (one with a heartbeat or

@@ -493,6 +493,7 @@ impl<S: Store> WorkflowState<S> {
             .reserve_for_transition(new_tasks);
         let planner = Planner {
             room: room.held(),
+            epoch: self.epoch,
             keys: &self.shared.keys,
             registry: &self.shared.registry,
             metrics: &self.shared.metrics,
