@@ -98,6 +98,13 @@ pub enum ShardMsg {
     /// A fire pass over these schedules finished: each with its next wake-up (`None` inside:
     /// none; outer `None`: the pass did not commit, try again shortly).
     SchedulesFired(Vec<(String, Option<Option<u64>>)>),
+    /// The run's actor committed the run's close: it only answers queries and forwards late
+    /// mail from now on, so the next sweep passivates it ahead of idle ones. (The shard does
+    /// it, not the actor itself: an actor that stopped on its own could drop a wake-up cast to
+    /// it before the shard saw it stop.)
+    Closed {
+        run_id: RunId,
+    },
     Tick,
 }
 
@@ -135,6 +142,8 @@ pub struct ShardArgs<S: Store> {
 struct Active {
     actor: ActorRef<WorkflowMsg>,
     last_used: Instant,
+    /// The run closed: the next sweep passivates it whatever its idle time.
+    closed: bool,
 }
 
 /// The shard's state.
@@ -244,6 +253,11 @@ impl<S: Store> Actor for ShardActor<S> {
                     }
                 }
             }
+            ShardMsg::Closed { run_id } => {
+                if let Some(active) = state.actors.get_mut(&run_id) {
+                    active.closed = true;
+                }
+            }
             ShardMsg::Tick => {
                 state.fire_due_schedules(&myself);
                 state.page_in_timers().await;
@@ -343,6 +357,7 @@ impl<S: Store> ShardState<S> {
                     Active {
                         actor: actor.clone(),
                         last_used: Instant::now(),
+                        closed: false,
                     },
                 );
                 Some(actor)
@@ -550,10 +565,11 @@ impl<S: Store> ShardState<S> {
     async fn passivate_idle(&mut self) {
         let config = &self.shared.config;
         let idle_after = Duration::from_millis(config.actor_idle_ms);
-        let mut candidates: Vec<(Instant, RunId)> = self
+        // Closed runs first, then the least recently used.
+        let mut candidates: Vec<(bool, Instant, RunId)> = self
             .actors
             .iter()
-            .map(|(run, a)| (a.last_used, *run))
+            .map(|(run, a)| (!a.closed, a.last_used, *run))
             .collect();
         candidates.sort();
         let over = self
@@ -561,10 +577,10 @@ impl<S: Store> ShardState<S> {
             .len()
             .saturating_sub(config.actor_cache_max_per_shard);
         let mut asked = Vec::new();
-        for (index, (last_used, run_id)) in candidates.into_iter().enumerate() {
+        for (index, (open, last_used, run_id)) in candidates.into_iter().enumerate() {
             // Bound how many one sweep asks (the next sweep continues).
             if index >= PASSIVATIONS_PER_SWEEP_MAX
-                || (index >= over && last_used.elapsed() < idle_after)
+                || (open && index >= over && last_used.elapsed() < idle_after)
             {
                 break;
             }

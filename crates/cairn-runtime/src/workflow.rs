@@ -120,6 +120,8 @@ pub struct WorkflowState<S: Store> {
     inbox_seen: Option<Vec<u8>>,
     /// Loads that failed on a store error in a row (the next waits longer).
     load_failures: u32,
+    /// The shard was told the run is closed (`ShardMsg::Closed`).
+    told_closed: bool,
 }
 
 /// Why a run could not be loaded.
@@ -175,6 +177,7 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
             flush_scheduled: false,
             inbox_seen: None,
             load_failures: 0,
+            told_closed: false,
         })
     }
 
@@ -202,6 +205,7 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                 Ok(()) => {
                     state.load_failures = 0;
                     state.schedule_flush(&myself);
+                    state.tell_if_closed();
                 }
                 Err(LoadError::Held(reason)) => {
                     tracing::error!(run_id = %state.run_id, %reason, "run held");
@@ -244,6 +248,7 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                     return Ok(());
                 }
                 state.schedule_flush(&myself);
+                state.tell_if_closed();
             }
             WorkflowMsg::Query { name, args, reply } => {
                 // A query that arrives before the first transition runs it first, so a run
@@ -298,6 +303,24 @@ impl<S: Store> WorkflowState<S> {
         }
         self.taken.extend(delivery.consume.iter().cloned());
         self.pending.push(delivery);
+    }
+
+    /// Once the run is closed (in the store), tells the shard, which passivates the actor at
+    /// its next sweep: a closed run's memory is not kept for `actor_idle_ms`.
+    fn tell_if_closed(&mut self) {
+        if self.told_closed
+            || !self
+                .record
+                .as_ref()
+                .and_then(|r| r.state.as_ref())
+                .is_some_and(|s| s.status.is_closed())
+        {
+            return;
+        }
+        self.told_closed = true;
+        let _ = self.shard_ref.cast(ShardMsg::Closed {
+            run_id: self.run_id,
+        });
     }
 
     fn schedule_flush(&mut self, myself: &ActorRef<WorkflowMsg>) {
