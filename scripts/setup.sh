@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs the system packages Cairn's tests and CI need, if they are missing: libclang-dev
-# (bindgen, for the FoundationDB compile check) and Debian's chromium and chromium-driver (the
-# web UI test). Needs apt-get, as root or through sudo; says what to do otherwise.
+# Installs the system packages Cairn's build, tests and CI need, if they are missing:
+# protobuf-compiler (protoc: the temporalio-protos crate compiles Temporal's protos with it),
+# libclang-dev (bindgen, for the FoundationDB compile check) and Debian's chromium and
+# chromium-driver (the web UI test). Needs apt-get, as root or through sudo; says what to do otherwise.
 set -euo pipefail
 
 missing=""
-for package in libclang-dev chromium chromium-driver; do
+for package in protobuf-compiler libclang-dev chromium chromium-driver; do
     dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
 done
 [ -z "$missing" ] && exit 0

@@ -242,6 +242,12 @@ struct ServeOptions {
     /// Most API requests served at once; past it requests get 503 with Retry-After.
     #[arg(long, default_value_t = cairn_server::REQUESTS_IN_FLIGHT_MAX)]
     requests_in_flight_max: usize,
+    /// Port of Temporal's gRPC API (WorkflowService), on --host (0 picks a free one).
+    #[arg(long, default_value_t = cairn_temporal::DEFAULT_PORT)]
+    temporal_port: u16,
+    /// Do not serve Temporal's gRPC API.
+    #[arg(long)]
+    no_temporal: bool,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -459,12 +465,14 @@ fn start_dev(args: StartDevArgs) -> Result<()> {
             Err(e) => return Err(e).context("opening the data directory"),
         };
         let listener = bind(&args.serve).await?;
+        let temporal = bind_temporal(&args.serve).await?;
         let address = listener.local_addr()?;
         let config = node_config(&args.serve, "dev".to_string(), address)?;
         let advertised = config.advertise_address.clone();
         let node = demo::register(cairn::Node::builder()).config(config).start(store).await?;
         say!("cairn dev server listening on http://{address} (data in {})", args.db.display());
-        serve_until_ctrl_c(node, listener, &args.serve, advertised).await
+        say_temporal(temporal.as_ref())?;
+        serve_until_ctrl_c(node, listener, temporal, &args.serve, advertised).await
     })
 }
 
@@ -472,6 +480,32 @@ async fn bind(options: &ServeOptions) -> Result<tokio::net::TcpListener> {
     cairn_server::bind(&options.host, options.port)
         .await
         .with_context(|| format!("binding {}:{}", options.host, options.port))
+}
+
+/// The listener of Temporal's gRPC API, unless `--no-temporal`.
+async fn bind_temporal(options: &ServeOptions) -> Result<Option<tokio::net::TcpListener>> {
+    if options.no_temporal {
+        return Ok(None);
+    }
+    cairn_server::bind(&options.host, options.temporal_port)
+        .await
+        .map(Some)
+        .with_context(|| {
+            format!(
+                "binding Temporal's gRPC port {}:{} (another Temporal server? pass --temporal-port or --no-temporal)",
+                options.host, options.temporal_port
+            )
+        })
+}
+
+fn say_temporal(listener: Option<&tokio::net::TcpListener>) -> Result<()> {
+    if let Some(listener) = listener {
+        say!(
+            "Temporal gRPC API (WorkflowService) on {}",
+            listener.local_addr()?
+        );
+    }
+    Ok(())
 }
 
 /// The host name, for a default node id and advertise address.
@@ -540,6 +574,7 @@ async fn stop_requested() {
 async fn serve_until_ctrl_c<S: cairn_store::Store>(
     node: cairn::Node<S>,
     listener: tokio::net::TcpListener,
+    temporal: Option<tokio::net::TcpListener>,
     options: &ServeOptions,
     advertised: Option<String>,
 ) -> Result<()> {
@@ -551,7 +586,27 @@ async fn serve_until_ctrl_c<S: cairn_store::Store>(
     }
     api.requests_in_flight_max = options.requests_in_flight_max;
     let router = cairn_server::router_with(node.runtime(), api.clone());
-    cairn_server::serve(listener, router, &api, stop_requested()).await?;
+    // One stop request ends both servers.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        stop_requested().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let grpc = temporal.map(|listener| {
+        let node = node.runtime();
+        let token = options.auth_token.clone();
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move { cairn_temporal::serve(listener, node, token, stop).await })
+    });
+    cairn_server::serve(listener, router, &api, stopped(stop_rx)).await?;
+    if let Some(grpc) = grpc {
+        grpc.await
+            .context("Temporal's gRPC server task")?
+            .context("Temporal's gRPC server")?;
+    }
     // stdout may be gone (a closed pipe) by now; stopping must not depend on it.
     let _ = writeln!(std::io::stdout(), "shutting down");
     node.shutdown().await;
@@ -578,6 +633,7 @@ fn serve_fdb(cluster_file: &str, options: &ServeOptions) -> Result<()> {
         let store = cairn_store_fdb::FdbStore::connect(Some(cluster_file))
             .context("connecting to FoundationDB")?;
         let listener = bind(options).await?;
+        let temporal = bind_temporal(options).await?;
         let address = listener.local_addr()?;
         let default_id = host_name().unwrap_or_else(|| "node".to_string());
         let config = node_config(options, default_id, address)?;
@@ -588,7 +644,8 @@ fn serve_fdb(cluster_file: &str, options: &ServeOptions) -> Result<()> {
             .start(store)
             .await?;
         say!("cairn server {node_id} listening on http://{address} (FoundationDB {cluster_file})");
-        serve_until_ctrl_c(node, listener, options, advertised).await
+        say_temporal(temporal.as_ref())?;
+        serve_until_ctrl_c(node, listener, temporal, options, advertised).await
     })
 }
 

@@ -43,7 +43,7 @@ pub use dispatch::{ACTIVITY_ATTEMPTS_DISPATCHED_MAX, DEFERRED_PAGE_MAX};
 pub use error::{ClientError, IdReusePolicy};
 pub use keys::Keys;
 pub use metrics::Metrics;
-pub use node::{Description, INLINE_PAYLOAD_BYTES_MAX, Node, StartWorkflow};
+pub use node::{Description, INLINE_PAYLOAD_BYTES_MAX, Node, RunHistory, StartWorkflow};
 pub use peers::{
     InProcessPeers, PeerError, PeerFuture, PeerQuery, Peers, PeersHandle, QueryTarget,
 };

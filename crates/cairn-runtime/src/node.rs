@@ -67,6 +67,16 @@ pub struct Description {
     pub search_attributes: SearchAttributes,
 }
 
+/// One run's history as [`Node::run_history`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunHistory {
+    pub run_id: RunId,
+    pub events: Vec<HistoryEvent>,
+    /// How the run ended, once it has.
+    pub outcome: Option<Outcome>,
+    pub started_unix_ms: u64,
+}
+
 /// A running Cairn node.
 pub struct Node<S: Store> {
     shared: Arc<Shared<S>>,
@@ -175,6 +185,11 @@ impl<S: Store> Node<S> {
     /// holds the run's shard (it never forwards again).
     pub async fn answer_forwarded_query(&self, query: PeerQuery) -> Result<Payload, PeerError> {
         self.shared.answer_query(query).await
+    }
+
+    /// The settings this node was started with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.shared.config
     }
 
     /// This node's id.
@@ -493,6 +508,55 @@ impl<S: Store> Node<S> {
                 outcome => return Ok(outcome),
             }
         }
+    }
+
+    /// Waits for run `run_id` of `workflow_id` to close and returns how it ended (a run that
+    /// continued as new answers [`Outcome::ContinuedAsNew`]; nothing is followed).
+    pub async fn run_outcome(
+        &self,
+        workflow_id: &WorkflowId,
+        run_id: RunId,
+    ) -> Result<Outcome, ClientError> {
+        self.run_history(workflow_id, Some(run_id)).await?;
+        self.run_result(workflow_id, run_id).await
+    }
+
+    /// One run's history and outcome so far: run `run_id` of `workflow_id`, or its current
+    /// run. [`ClientError::NotFound`] if the run is not one of that workflow id.
+    pub async fn run_history(
+        &self,
+        workflow_id: &WorkflowId,
+        run_id: Option<RunId>,
+    ) -> Result<RunHistory, ClientError> {
+        let mut tx = self.shared.store.begin()?;
+        let run_id = match run_id {
+            Some(run_id) => run_id,
+            None => self.current_in(&mut tx, workflow_id).await?.run_id,
+        };
+        let key = self.shared.keys.run(&run_id);
+        let record = match load_record::<RunRecord>(&mut tx, &self.shared.keys, &key, "run").await?
+        {
+            Some((record, _)) if &record.workflow_id == workflow_id => record,
+            _ => {
+                return Err(ClientError::NotFound {
+                    workflow_id: format!("{workflow_id} (run {run_id})"),
+                });
+            }
+        };
+        let (begin, end) = self.shared.keys.history(&run_id);
+        let rows = tx
+            .get_range(&RangeRequest::new(begin, end).snapshot())
+            .await?;
+        let events = rows
+            .iter()
+            .map(|kv| decode("history event", &kv.value))
+            .collect::<Result<_, _>>()?;
+        Ok(RunHistory {
+            run_id,
+            events,
+            outcome: record.outcome,
+            started_unix_ms: record.created_unix_ms,
+        })
     }
 
     /// How run `run_id` of `workflow_id` ended, once it has.

@@ -126,9 +126,8 @@ impl Edge {
                 let given = request
                     .headers()
                     .get(header::AUTHORIZATION)
-                    .map(|v| v.as_bytes())
-                    .and_then(bearer_credentials);
-                if !given.is_some_and(|given| constant_time_eq(given, token)) {
+                    .map(|v| v.as_bytes());
+                if !bearer_matches(given, token) {
                     return ApiError::new(
                         StatusCode::UNAUTHORIZED,
                         "unauthorized",
@@ -294,6 +293,14 @@ fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
     }
     let credentials = value[7..].trim_ascii();
     (!credentials.is_empty()).then_some(credentials)
+}
+
+/// Whether an `Authorization` header value carries `token` as its bearer credentials
+/// (compared in constant time). The HTTP API and Temporal's gRPC API check tokens alike.
+pub fn bearer_matches(authorization: Option<&[u8]>, token: &[u8]) -> bool {
+    authorization
+        .and_then(bearer_credentials)
+        .is_some_and(|given| constant_time_eq(given, token))
 }
 
 /// Equality whose time depends only on the lengths, not on where the bytes differ.

@@ -1,0 +1,794 @@
+//! Cairn's history in Temporal's shape.
+//!
+//! A Cairn transition is its inputs, the command events the code produced, and a
+//! `WorkflowTaskCompleted` marker. Temporal writes the same transition as the inputs, a
+//! workflow task (`WorkflowTaskScheduled`, `Started`, `Completed`), then the commands, each
+//! pointing at the task that completed it. Event ids are renumbered accordingly; events that
+//! refer to others (an activity's result to its scheduling, a timer's firing to its start, a
+//! child's events to its initiation) carry the new ids. An activity's `ActivityTaskStarted` is
+//! written just before its result, as Temporal itself writes it when the attempt closes.
+
+use crate::payloads::{json_payload, payloads};
+use cairn_types::{EventKind, Failure, HistoryEvent, RunId, SearchValue, Seq};
+use std::collections::HashMap;
+use temporalio_protos::temporal::api::common::v1::{
+    ActivityType, SearchAttributes, WorkflowExecution, WorkflowType,
+};
+use temporalio_protos::temporal::api::enums::v1::{EventType, RetryState, TimeoutType};
+use temporalio_protos::temporal::api::failure::v1 as failure;
+use temporalio_protos::temporal::api::history::v1 as h;
+use temporalio_protos::temporal::api::history::v1::history_event::Attributes;
+use temporalio_protos::temporal::api::taskqueue::v1::TaskQueue;
+
+/// What the conversion needs besides the events.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    pub namespace: String,
+    pub task_queue: String,
+    pub run_id: RunId,
+    /// The run that continued this one, if it continued as new.
+    pub new_run_id: Option<RunId>,
+}
+
+/// A Unix-millisecond time as a protobuf timestamp.
+pub fn timestamp(unix_ms: u64) -> prost_wkt_types::Timestamp {
+    prost_wkt_types::Timestamp {
+        seconds: (unix_ms / 1000) as i64,
+        nanos: ((unix_ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+/// A duration as a protobuf duration.
+pub fn duration(d: std::time::Duration) -> prost_wkt_types::Duration {
+    prost_wkt_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// A Cairn failure as Temporal's application failure.
+pub fn failure(f: &Failure) -> failure::Failure {
+    failure::Failure {
+        message: f.message.clone(),
+        source: "Cairn".into(),
+        failure_info: Some(failure::failure::FailureInfo::ApplicationFailureInfo(
+            failure::ApplicationFailureInfo {
+                r#type: f.error_type.clone(),
+                non_retryable: f.non_retryable,
+                details: f.details.as_ref().map(payloads),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+fn timeout_failure(kind: cairn_types::TimeoutKind) -> failure::Failure {
+    let timeout_type = match kind {
+        cairn_types::TimeoutKind::ScheduleToStart => TimeoutType::ScheduleToStart,
+        cairn_types::TimeoutKind::StartToClose => TimeoutType::StartToClose,
+        cairn_types::TimeoutKind::ScheduleToClose => TimeoutType::ScheduleToClose,
+        cairn_types::TimeoutKind::Heartbeat => TimeoutType::Heartbeat,
+    };
+    failure::Failure {
+        message: format!("activity {kind} timeout"),
+        source: "Cairn".into(),
+        failure_info: Some(failure::failure::FailureInfo::TimeoutFailureInfo(
+            failure::TimeoutFailureInfo {
+                timeout_type: timeout_type as i32,
+                last_heartbeat_details: None,
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+/// Search attributes as Temporal's indexed fields (JSON payloads with their type).
+pub fn search_attributes(attributes: &cairn_types::SearchAttributes) -> SearchAttributes {
+    let indexed_fields = attributes
+        .iter()
+        .map(|(name, value)| {
+            let (kind, json) = match value {
+                SearchValue::Keyword(s) => ("Keyword", serde_json::json!(s)),
+                SearchValue::Text(s) => ("Text", serde_json::json!(s)),
+                SearchValue::Int(n) => ("Int", serde_json::json!(n)),
+                SearchValue::Double(d) => ("Double", serde_json::json!(d)),
+                SearchValue::Bool(b) => ("Bool", serde_json::json!(b)),
+                SearchValue::Datetime(ms) => (
+                    "Datetime",
+                    serde_json::json!(cairn_core::visibility::format_time(*ms)),
+                ),
+                SearchValue::KeywordList(list) => ("KeywordList", serde_json::json!(list)),
+            };
+            let mut payload = json_payload(&json);
+            payload
+                .metadata
+                .insert("type".into(), kind.as_bytes().to_vec());
+            (name.clone(), payload)
+        })
+        .collect();
+    SearchAttributes { indexed_fields }
+}
+
+/// The converter's state: ids handed out and what refers to what.
+struct Builder<'a> {
+    context: &'a RunContext,
+    out: Vec<h::HistoryEvent>,
+    activities: HashMap<Seq, (i64, String)>,
+    timers: HashMap<Seq, i64>,
+    children: HashMap<Seq, (i64, String, String)>,
+    child_started: HashMap<Seq, (i64, RunId)>,
+    cancel_requested: HashMap<Seq, i64>,
+}
+
+impl Builder<'_> {
+    fn next_id(&self) -> i64 {
+        self.out.len() as i64 + 1
+    }
+
+    fn push(&mut self, time_unix_ms: u64, event_type: EventType, attributes: Attributes) -> i64 {
+        let event_id = self.next_id();
+        self.out.push(h::HistoryEvent {
+            event_id,
+            event_time: Some(timestamp(time_unix_ms)),
+            event_type: event_type as i32,
+            task_id: event_id,
+            attributes: Some(attributes),
+            ..Default::default()
+        });
+        event_id
+    }
+
+    fn task_queue(&self) -> Option<TaskQueue> {
+        Some(TaskQueue {
+            name: self.context.task_queue.clone(),
+            kind: 1,
+            ..Default::default()
+        })
+    }
+
+    /// A workflow task around the transition that `time` closed; returns its completed id.
+    fn workflow_task(&mut self, time: u64) -> i64 {
+        let scheduled = self.push(
+            time,
+            EventType::WorkflowTaskScheduled,
+            Attributes::WorkflowTaskScheduledEventAttributes(
+                h::WorkflowTaskScheduledEventAttributes {
+                    task_queue: self.task_queue(),
+                    start_to_close_timeout: Some(duration(std::time::Duration::from_secs(10))),
+                    attempt: 1,
+                },
+            ),
+        );
+        let started = self.push(
+            time,
+            EventType::WorkflowTaskStarted,
+            Attributes::WorkflowTaskStartedEventAttributes(h::WorkflowTaskStartedEventAttributes {
+                scheduled_event_id: scheduled,
+                identity: "cairn".into(),
+                ..Default::default()
+            }),
+        );
+        self.push(
+            time,
+            EventType::WorkflowTaskCompleted,
+            Attributes::WorkflowTaskCompletedEventAttributes(
+                h::WorkflowTaskCompletedEventAttributes {
+                    scheduled_event_id: scheduled,
+                    started_event_id: started,
+                    identity: "cairn".into(),
+                    ..Default::default()
+                },
+            ),
+        )
+    }
+
+    /// An activity's started event, written when its attempt closes.
+    fn activity_started(&mut self, time: u64, seq: Seq, attempt: u32) -> (i64, i64) {
+        let scheduled = self.activities.get(&seq).map_or(0, |(id, _)| *id);
+        let started = self.push(
+            time,
+            EventType::ActivityTaskStarted,
+            Attributes::ActivityTaskStartedEventAttributes(h::ActivityTaskStartedEventAttributes {
+                scheduled_event_id: scheduled,
+                identity: "cairn".into(),
+                attempt: attempt as i32,
+                ..Default::default()
+            }),
+        );
+        (scheduled, started)
+    }
+
+    fn child_execution(&self, seq: Seq) -> (i64, Option<WorkflowExecution>, Option<WorkflowType>) {
+        let (initiated, workflow_id, workflow_type) =
+            self.children
+                .get(&seq)
+                .cloned()
+                .unwrap_or((0, String::new(), String::new()));
+        let run_id = self
+            .child_started
+            .get(&seq)
+            .map(|(_, r)| r.to_string())
+            .unwrap_or_default();
+        (
+            initiated,
+            Some(WorkflowExecution {
+                workflow_id,
+                run_id,
+            }),
+            Some(WorkflowType {
+                name: workflow_type,
+            }),
+        )
+    }
+
+    /// One Cairn event; `task` is the completed workflow task of a command.
+    fn event(&mut self, event: &HistoryEvent, task: i64) {
+        let t = event.time_unix_ms;
+        let ns = self.context.namespace.clone();
+        match &event.kind {
+            EventKind::WorkflowExecutionStarted {
+                workflow_type,
+                input,
+                timeouts,
+                ..
+            } => {
+                let attributes = h::WorkflowExecutionStartedEventAttributes {
+                    workflow_type: Some(WorkflowType {
+                        name: workflow_type.clone(),
+                    }),
+                    task_queue: self.task_queue(),
+                    input: Some(payloads(input)),
+                    workflow_execution_timeout: timeouts.execution.map(duration),
+                    workflow_run_timeout: timeouts.run.map(duration),
+                    workflow_task_timeout: Some(duration(std::time::Duration::from_secs(10))),
+                    original_execution_run_id: self.context.run_id.to_string(),
+                    first_execution_run_id: self.context.run_id.to_string(),
+                    attempt: 1,
+                    identity: "cairn".into(),
+                    ..Default::default()
+                };
+                self.push(
+                    t,
+                    EventType::WorkflowExecutionStarted,
+                    Attributes::WorkflowExecutionStartedEventAttributes(attributes),
+                );
+            }
+            EventKind::WorkflowTaskCompleted => {}
+            EventKind::ActivityTaskScheduled {
+                seq,
+                activity_type,
+                input,
+                options,
+            } => {
+                let attributes = h::ActivityTaskScheduledEventAttributes {
+                    activity_id: seq.to_string(),
+                    activity_type: Some(ActivityType {
+                        name: activity_type.clone(),
+                    }),
+                    task_queue: Some(TaskQueue {
+                        name: options.task_queue.clone(),
+                        kind: 1,
+                        ..Default::default()
+                    }),
+                    input: Some(payloads(input)),
+                    schedule_to_close_timeout: options.timeouts.schedule_to_close.map(duration),
+                    schedule_to_start_timeout: options.timeouts.schedule_to_start.map(duration),
+                    start_to_close_timeout: options.timeouts.start_to_close.map(duration),
+                    heartbeat_timeout: options.timeouts.heartbeat.map(duration),
+                    workflow_task_completed_event_id: task,
+                    ..Default::default()
+                };
+                let id = self.push(
+                    t,
+                    EventType::ActivityTaskScheduled,
+                    Attributes::ActivityTaskScheduledEventAttributes(attributes),
+                );
+                self.activities.insert(*seq, (id, activity_type.clone()));
+            }
+            EventKind::ActivityTaskCompleted {
+                seq,
+                attempt,
+                result,
+            } => {
+                let (scheduled, started) = self.activity_started(t, *seq, *attempt);
+                self.push(
+                    t,
+                    EventType::ActivityTaskCompleted,
+                    Attributes::ActivityTaskCompletedEventAttributes(
+                        h::ActivityTaskCompletedEventAttributes {
+                            result: Some(payloads(result)),
+                            scheduled_event_id: scheduled,
+                            started_event_id: started,
+                            identity: "cairn".into(),
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::ActivityTaskFailed {
+                seq,
+                attempt,
+                failure: f,
+            } => {
+                let (scheduled, started) = self.activity_started(t, *seq, *attempt);
+                self.push(
+                    t,
+                    EventType::ActivityTaskFailed,
+                    Attributes::ActivityTaskFailedEventAttributes(
+                        h::ActivityTaskFailedEventAttributes {
+                            failure: Some(failure(f)),
+                            scheduled_event_id: scheduled,
+                            started_event_id: started,
+                            identity: "cairn".into(),
+                            retry_state: if f.non_retryable {
+                                RetryState::NonRetryableFailure
+                            } else {
+                                RetryState::MaximumAttemptsReached
+                            } as i32,
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::ActivityTaskTimedOut {
+                seq,
+                attempt,
+                timeout,
+            } => {
+                let (scheduled, started) = self.activity_started(t, *seq, *attempt);
+                self.push(
+                    t,
+                    EventType::ActivityTaskTimedOut,
+                    Attributes::ActivityTaskTimedOutEventAttributes(
+                        h::ActivityTaskTimedOutEventAttributes {
+                            failure: Some(timeout_failure(*timeout)),
+                            scheduled_event_id: scheduled,
+                            started_event_id: started,
+                            retry_state: RetryState::Timeout as i32,
+                        },
+                    ),
+                );
+            }
+            EventKind::ActivityTaskCancelRequested { seq } => {
+                let scheduled = self.activities.get(seq).map_or(0, |(id, _)| *id);
+                let id = self.push(
+                    t,
+                    EventType::ActivityTaskCancelRequested,
+                    Attributes::ActivityTaskCancelRequestedEventAttributes(
+                        h::ActivityTaskCancelRequestedEventAttributes {
+                            scheduled_event_id: scheduled,
+                            workflow_task_completed_event_id: task,
+                        },
+                    ),
+                );
+                self.cancel_requested.insert(*seq, id);
+            }
+            EventKind::ActivityTaskCanceled { seq } => {
+                let scheduled = self.activities.get(seq).map_or(0, |(id, _)| *id);
+                let requested = self.cancel_requested.get(seq).copied().unwrap_or(0);
+                self.push(
+                    t,
+                    EventType::ActivityTaskCanceled,
+                    Attributes::ActivityTaskCanceledEventAttributes(
+                        h::ActivityTaskCanceledEventAttributes {
+                            latest_cancel_requested_event_id: requested,
+                            scheduled_event_id: scheduled,
+                            identity: "cairn".into(),
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::TimerStarted { seq, duration_ms } => {
+                let id = self.push(
+                    t,
+                    EventType::TimerStarted,
+                    Attributes::TimerStartedEventAttributes(h::TimerStartedEventAttributes {
+                        timer_id: seq.to_string(),
+                        start_to_fire_timeout: Some(duration(std::time::Duration::from_millis(
+                            *duration_ms,
+                        ))),
+                        workflow_task_completed_event_id: task,
+                    }),
+                );
+                self.timers.insert(*seq, id);
+            }
+            EventKind::TimerFired { seq } => {
+                let started = self.timers.get(seq).copied().unwrap_or(0);
+                self.push(
+                    t,
+                    EventType::TimerFired,
+                    Attributes::TimerFiredEventAttributes(h::TimerFiredEventAttributes {
+                        timer_id: seq.to_string(),
+                        started_event_id: started,
+                    }),
+                );
+            }
+            EventKind::TimerCanceled { seq } => {
+                let started = self.timers.get(seq).copied().unwrap_or(0);
+                self.push(
+                    t,
+                    EventType::TimerCanceled,
+                    Attributes::TimerCanceledEventAttributes(h::TimerCanceledEventAttributes {
+                        timer_id: seq.to_string(),
+                        started_event_id: started,
+                        workflow_task_completed_event_id: task,
+                        identity: "cairn".into(),
+                    }),
+                );
+            }
+            EventKind::WorkflowExecutionSignaled { signal_name, input } => {
+                self.push(
+                    t,
+                    EventType::WorkflowExecutionSignaled,
+                    Attributes::WorkflowExecutionSignaledEventAttributes(
+                        h::WorkflowExecutionSignaledEventAttributes {
+                            signal_name: signal_name.clone(),
+                            input: Some(payloads(input)),
+                            identity: "cairn".into(),
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::MarkerRecorded {
+                marker_name,
+                details,
+                ..
+            } => {
+                self.push(
+                    t,
+                    EventType::MarkerRecorded,
+                    Attributes::MarkerRecordedEventAttributes(h::MarkerRecordedEventAttributes {
+                        marker_name: marker_name.clone(),
+                        details: HashMap::from([("data".to_string(), payloads(details))]),
+                        workflow_task_completed_event_id: task,
+                        ..Default::default()
+                    }),
+                );
+            }
+            EventKind::WorkflowExecutionCancelRequested { reason } => {
+                self.push(
+                    t,
+                    EventType::WorkflowExecutionCancelRequested,
+                    Attributes::WorkflowExecutionCancelRequestedEventAttributes(
+                        h::WorkflowExecutionCancelRequestedEventAttributes {
+                            cause: reason.clone(),
+                            identity: "cairn".into(),
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::WorkflowExecutionCompleted { result } => {
+                self.push(
+                    t,
+                    EventType::WorkflowExecutionCompleted,
+                    Attributes::WorkflowExecutionCompletedEventAttributes(
+                        h::WorkflowExecutionCompletedEventAttributes {
+                            result: Some(payloads(result)),
+                            workflow_task_completed_event_id: task,
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::WorkflowExecutionFailed { failure: f } => {
+                self.push(
+                    t,
+                    EventType::WorkflowExecutionFailed,
+                    Attributes::WorkflowExecutionFailedEventAttributes(
+                        h::WorkflowExecutionFailedEventAttributes {
+                            failure: Some(failure(f)),
+                            retry_state: RetryState::RetryPolicyNotSet as i32,
+                            workflow_task_completed_event_id: task,
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::WorkflowExecutionCanceled => {
+                self.push(
+                    t,
+                    EventType::WorkflowExecutionCanceled,
+                    Attributes::WorkflowExecutionCanceledEventAttributes(
+                        h::WorkflowExecutionCanceledEventAttributes {
+                            workflow_task_completed_event_id: task,
+                            details: None,
+                        },
+                    ),
+                );
+            }
+            EventKind::WorkflowExecutionTerminated { reason } => {
+                self.push(
+                    t,
+                    EventType::WorkflowExecutionTerminated,
+                    Attributes::WorkflowExecutionTerminatedEventAttributes(
+                        h::WorkflowExecutionTerminatedEventAttributes {
+                            reason: reason.clone(),
+                            identity: "cairn".into(),
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::WorkflowExecutionTimedOut => {
+                self.push(
+                    t,
+                    EventType::WorkflowExecutionTimedOut,
+                    Attributes::WorkflowExecutionTimedOutEventAttributes(
+                        h::WorkflowExecutionTimedOutEventAttributes {
+                            retry_state: RetryState::Timeout as i32,
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::StartChildWorkflowExecutionInitiated {
+                seq,
+                workflow_type,
+                workflow_id,
+                input,
+                options,
+            } => {
+                let id = self.push(
+                    t,
+                    EventType::StartChildWorkflowExecutionInitiated,
+                    Attributes::StartChildWorkflowExecutionInitiatedEventAttributes(
+                        h::StartChildWorkflowExecutionInitiatedEventAttributes {
+                            namespace: ns,
+                            workflow_id: workflow_id.to_string(),
+                            workflow_type: Some(WorkflowType {
+                                name: workflow_type.clone(),
+                            }),
+                            task_queue: self.task_queue(),
+                            input: Some(payloads(input)),
+                            workflow_execution_timeout: options.timeouts.execution.map(duration),
+                            workflow_run_timeout: options.timeouts.run.map(duration),
+                            parent_close_policy: match options.parent_close_policy {
+                                cairn_types::ParentClosePolicy::Terminate => 1,
+                                cairn_types::ParentClosePolicy::Abandon => 2,
+                                cairn_types::ParentClosePolicy::RequestCancel => 3,
+                            },
+                            workflow_task_completed_event_id: task,
+                            ..Default::default()
+                        },
+                    ),
+                );
+                self.children
+                    .insert(*seq, (id, workflow_id.to_string(), workflow_type.clone()));
+            }
+            EventKind::StartChildWorkflowExecutionFailed {
+                seq, workflow_id, ..
+            } => {
+                let (initiated, _, workflow_type) = self.child_execution(*seq);
+                self.push(
+                    t,
+                    EventType::StartChildWorkflowExecutionFailed,
+                    Attributes::StartChildWorkflowExecutionFailedEventAttributes(
+                        h::StartChildWorkflowExecutionFailedEventAttributes {
+                            namespace: ns,
+                            workflow_id: workflow_id.to_string(),
+                            workflow_type,
+                            cause: 1, // WORKFLOW_ALREADY_EXISTS
+                            initiated_event_id: initiated,
+                            workflow_task_completed_event_id: task,
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::ChildWorkflowExecutionStarted { seq, run_id, .. } => {
+                let (initiated, mut execution, workflow_type) = self.child_execution(*seq);
+                if let Some(e) = execution.as_mut() {
+                    e.run_id = run_id.to_string();
+                }
+                let id = self.push(
+                    t,
+                    EventType::ChildWorkflowExecutionStarted,
+                    Attributes::ChildWorkflowExecutionStartedEventAttributes(
+                        h::ChildWorkflowExecutionStartedEventAttributes {
+                            namespace: ns,
+                            initiated_event_id: initiated,
+                            workflow_execution: execution,
+                            workflow_type,
+                            ..Default::default()
+                        },
+                    ),
+                );
+                self.child_started.insert(*seq, (id, *run_id));
+            }
+            EventKind::ChildWorkflowExecutionCompleted { seq, result } => {
+                let (initiated, execution, workflow_type) = self.child_execution(*seq);
+                let started = self.child_started.get(seq).map_or(0, |(id, _)| *id);
+                self.push(
+                    t,
+                    EventType::ChildWorkflowExecutionCompleted,
+                    Attributes::ChildWorkflowExecutionCompletedEventAttributes(
+                        h::ChildWorkflowExecutionCompletedEventAttributes {
+                            result: Some(payloads(result)),
+                            namespace: ns,
+                            workflow_execution: execution,
+                            workflow_type,
+                            initiated_event_id: initiated,
+                            started_event_id: started,
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::ChildWorkflowExecutionFailed { seq, failure: f } => {
+                let (initiated, execution, workflow_type) = self.child_execution(*seq);
+                let started = self.child_started.get(seq).map_or(0, |(id, _)| *id);
+                self.push(
+                    t,
+                    EventType::ChildWorkflowExecutionFailed,
+                    Attributes::ChildWorkflowExecutionFailedEventAttributes(
+                        h::ChildWorkflowExecutionFailedEventAttributes {
+                            failure: Some(failure(f)),
+                            namespace: ns,
+                            workflow_execution: execution,
+                            workflow_type,
+                            initiated_event_id: initiated,
+                            started_event_id: started,
+                            retry_state: RetryState::RetryPolicyNotSet as i32,
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::ChildWorkflowExecutionCanceled { seq } => {
+                let (initiated, execution, workflow_type) = self.child_execution(*seq);
+                let started = self.child_started.get(seq).map_or(0, |(id, _)| *id);
+                self.push(
+                    t,
+                    EventType::ChildWorkflowExecutionCanceled,
+                    Attributes::ChildWorkflowExecutionCanceledEventAttributes(
+                        h::ChildWorkflowExecutionCanceledEventAttributes {
+                            namespace: ns,
+                            workflow_execution: execution,
+                            workflow_type,
+                            initiated_event_id: initiated,
+                            started_event_id: started,
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::ChildWorkflowExecutionTerminated { seq, .. } => {
+                let (initiated, execution, workflow_type) = self.child_execution(*seq);
+                let started = self.child_started.get(seq).map_or(0, |(id, _)| *id);
+                self.push(
+                    t,
+                    EventType::ChildWorkflowExecutionTerminated,
+                    Attributes::ChildWorkflowExecutionTerminatedEventAttributes(
+                        h::ChildWorkflowExecutionTerminatedEventAttributes {
+                            namespace: ns,
+                            workflow_execution: execution,
+                            workflow_type,
+                            initiated_event_id: initiated,
+                            started_event_id: started,
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::ChildWorkflowExecutionTimedOut { seq } => {
+                let (initiated, execution, workflow_type) = self.child_execution(*seq);
+                let started = self.child_started.get(seq).map_or(0, |(id, _)| *id);
+                self.push(
+                    t,
+                    EventType::ChildWorkflowExecutionTimedOut,
+                    Attributes::ChildWorkflowExecutionTimedOutEventAttributes(
+                        h::ChildWorkflowExecutionTimedOutEventAttributes {
+                            namespace: ns,
+                            workflow_execution: execution,
+                            workflow_type,
+                            initiated_event_id: initiated,
+                            started_event_id: started,
+                            retry_state: RetryState::Timeout as i32,
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::RequestCancelExternalWorkflowExecutionInitiated { seq } => {
+                let (_, execution, _) = self.child_execution(*seq);
+                self.push(
+                    t,
+                    EventType::RequestCancelExternalWorkflowExecutionInitiated,
+                    Attributes::RequestCancelExternalWorkflowExecutionInitiatedEventAttributes(
+                        h::RequestCancelExternalWorkflowExecutionInitiatedEventAttributes {
+                            workflow_task_completed_event_id: task,
+                            namespace: ns,
+                            workflow_execution: execution,
+                            child_workflow_only: true,
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::WorkflowExecutionContinuedAsNew {
+                workflow_type,
+                input,
+            } => {
+                let attributes = h::WorkflowExecutionContinuedAsNewEventAttributes {
+                    new_execution_run_id: self
+                        .context
+                        .new_run_id
+                        .map(|r| r.to_string())
+                        .unwrap_or_default(),
+                    workflow_type: Some(WorkflowType {
+                        name: workflow_type.clone(),
+                    }),
+                    task_queue: self.task_queue(),
+                    input: Some(payloads(input)),
+                    workflow_task_completed_event_id: task,
+                    ..Default::default()
+                };
+                self.push(
+                    t,
+                    EventType::WorkflowExecutionContinuedAsNew,
+                    Attributes::WorkflowExecutionContinuedAsNewEventAttributes(attributes),
+                );
+            }
+            EventKind::UpsertWorkflowSearchAttributes { attributes } => {
+                self.push(
+                    t,
+                    EventType::UpsertWorkflowSearchAttributes,
+                    Attributes::UpsertWorkflowSearchAttributesEventAttributes(
+                        h::UpsertWorkflowSearchAttributesEventAttributes {
+                            workflow_task_completed_event_id: task,
+                            search_attributes: Some(search_attributes(attributes)),
+                        },
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A run's Cairn history as Temporal's events.
+pub fn convert(events: &[HistoryEvent], context: &RunContext) -> Vec<h::HistoryEvent> {
+    let mut builder = Builder {
+        context,
+        out: Vec::with_capacity(events.len() * 2),
+        activities: HashMap::new(),
+        timers: HashMap::new(),
+        children: HashMap::new(),
+        child_started: HashMap::new(),
+        cancel_requested: HashMap::new(),
+    };
+    let mut commands: Vec<&HistoryEvent> = Vec::new();
+    for event in events {
+        if event.kind.is_command_event() {
+            commands.push(event);
+        } else if matches!(event.kind, EventKind::WorkflowTaskCompleted) {
+            let task = builder.workflow_task(event.time_unix_ms);
+            for command in commands.drain(..) {
+                builder.event(command, task);
+            }
+        } else {
+            builder.event(event, 0);
+        }
+    }
+    for command in commands {
+        builder.event(command, 0);
+    }
+    builder.out
+}
+
+/// The close event of a converted history, if the run closed.
+pub fn is_close_event(event: &h::HistoryEvent) -> bool {
+    matches!(
+        EventType::try_from(event.event_type),
+        Ok(EventType::WorkflowExecutionCompleted
+            | EventType::WorkflowExecutionFailed
+            | EventType::WorkflowExecutionCanceled
+            | EventType::WorkflowExecutionTerminated
+            | EventType::WorkflowExecutionTimedOut
+            | EventType::WorkflowExecutionContinuedAsNew)
+    )
+}

@@ -1,0 +1,98 @@
+//! Temporal's gRPC `WorkflowService` in front of a Cairn node.
+
+pub mod proto {
+    //! The generated server of `temporal.api.workflowservice.v1.WorkflowService`.
+    #![allow(
+        missing_docs,
+        clippy::all,
+        missing_debug_implementations,
+        rust_2018_idioms
+    )]
+    tonic::include_proto!("temporal.api.workflowservice.v1");
+}
+
+pub mod history;
+pub mod payloads;
+pub mod service;
+pub mod status;
+
+pub use service::Frontend;
+
+use cairn_runtime::Node;
+use cairn_store::Store;
+use std::future::Future;
+use std::sync::Arc;
+use tonic::service::interceptor::InterceptedService;
+
+/// Temporal's default frontend port, where `cairn server start-dev` serves by default.
+pub const DEFAULT_PORT: u16 = 7233;
+/// Most concurrent requests on one connection (long polls included).
+pub const REQUESTS_PER_CONNECTION_MAX: usize = 1_024;
+/// Largest request accepted, as Temporal's frontend (4 MiB, gRPC's default).
+pub const REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// The `WorkflowService` over `node`, as a tonic service. With `token`, every call must
+/// carry `authorization: Bearer <token>` metadata (what Temporal's clients send for an API
+/// key), or it is refused with `UNAUTHENTICATED`.
+pub fn service<S: Store>(
+    node: Arc<Node<S>>,
+    token: Option<String>,
+) -> InterceptedService<proto::workflow_service_server::WorkflowServiceServer<Frontend<S>>, Authorize>
+{
+    let server = proto::workflow_service_server::WorkflowServiceServer::new(Frontend::new(node))
+        .max_decoding_message_size(REQUEST_BYTES_MAX)
+        // Temporal's clients compress requests with gzip.
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    InterceptedService::new(server, Authorize { token })
+}
+
+/// Checks the bearer token of each call, when the node has one.
+#[derive(Clone)]
+pub struct Authorize {
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Authorize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorize")
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+impl tonic::service::Interceptor for Authorize {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let Some(token) = &self.token else {
+            return Ok(request);
+        };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes());
+        if cairn_server::bearer_matches(given, token.as_bytes()) {
+            Ok(request)
+        } else {
+            Err(tonic::Status::unauthenticated(
+                "missing or wrong bearer token (authorization: Bearer <token>; Temporal's clients send it as api_key)",
+            ))
+        }
+    }
+}
+
+/// Serves Temporal's gRPC API for `node` on `listener` until `shutdown` resolves.
+pub async fn serve<S: Store>(
+    listener: tokio::net::TcpListener,
+    node: Arc<Node<S>>,
+    token: Option<String>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(REQUESTS_PER_CONNECTION_MAX)
+        .add_service(service(node, token))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+}

@@ -1,0 +1,720 @@
+//! The `WorkflowService` RPCs Cairn serves, over one node.
+//!
+//! Workflows run as the node's registered Rust functions; a workflow type not registered
+//! here is refused at start (remote workers, which would poll for workflow tasks, are not
+//! served yet). Everything a request asks that Cairn cannot honour is refused with a message
+//! naming it, never silently dropped.
+
+use crate::history::{self, RunContext, duration, failure, search_attributes, timestamp};
+use crate::payloads::{payloads, to_cairn};
+use crate::proto::workflow_service_server::WorkflowService;
+use crate::status;
+use cairn_core::RunStatus;
+use cairn_runtime::{ClientError, IdReusePolicy, Node, Outcome, StartWorkflow, WorkflowSummary};
+use cairn_store::Store;
+use cairn_types::{RunId, WorkflowId, WorkflowTimeouts};
+use std::sync::Arc;
+use std::time::Duration;
+use temporalio_protos::temporal::api::common::v1::{WorkflowExecution, WorkflowType};
+use temporalio_protos::temporal::api::enums::v1::{
+    HistoryEventFilterType, WorkflowExecutionStatus, WorkflowIdConflictPolicy,
+    WorkflowIdReusePolicy,
+};
+use temporalio_protos::temporal::api::history::v1::History;
+use temporalio_protos::temporal::api::namespace::v1::{NamespaceConfig, NamespaceInfo};
+use temporalio_protos::temporal::api::replication::v1::{
+    ClusterReplicationConfig, NamespaceReplicationConfig,
+};
+use temporalio_protos::temporal::api::taskqueue::v1::TaskQueue;
+use temporalio_protos::temporal::api::workflow::v1 as wf;
+use temporalio_protos::temporal::api::workflowservice::v1 as ws;
+use tonic::{Request, Response, Status};
+
+/// The task queue Cairn reports for in-process workflows (it keeps none of its own).
+pub const IN_PROCESS_TASK_QUEUE: &str = "cairn-in-process";
+/// Longest a `GetWorkflowExecutionHistory` long poll waits before answering with nothing
+/// (and a token to poll again), under the 60 s deadline Temporal's clients give it.
+pub const HISTORY_LONG_POLL_MS: u64 = 20_000;
+/// Most events of one history page.
+pub const HISTORY_PAGE_EVENTS_MAX: usize = 1_000;
+
+/// Temporal's `WorkflowService` over a Cairn node.
+#[derive(Debug)]
+pub struct Frontend<S: Store> {
+    node: Arc<Node<S>>,
+    namespace: String,
+}
+
+impl<S: Store> Frontend<S> {
+    /// Serves `node`'s namespace (the node's `NodeConfig::namespace`).
+    pub fn new(node: Arc<Node<S>>) -> Self {
+        let namespace = node.config().namespace.clone();
+        Self { node, namespace }
+    }
+
+    fn check_namespace(&self, namespace: &str) -> Result<(), Status> {
+        if namespace == self.namespace {
+            Ok(())
+        } else {
+            Err(status::namespace_not_found(namespace, &self.namespace))
+        }
+    }
+
+    fn namespace_info(&self) -> ws::DescribeNamespaceResponse {
+        ws::DescribeNamespaceResponse {
+            namespace_info: Some(NamespaceInfo {
+                name: self.namespace.clone(),
+                state: 1, // REGISTERED
+                description: "Cairn".into(),
+                id: self.namespace.clone(),
+                ..Default::default()
+            }),
+            config: Some(NamespaceConfig {
+                workflow_execution_retention_ttl: Some(duration(Duration::from_millis(
+                    self.node.config().retention_ms,
+                ))),
+                ..Default::default()
+            }),
+            // Temporal's CLI reads the replication config unconditionally.
+            replication_config: Some(NamespaceReplicationConfig {
+                active_cluster_name: "cairn".into(),
+                clusters: vec![ClusterReplicationConfig {
+                    cluster_name: "cairn".into(),
+                }],
+                state: 1, // NORMAL
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+fn workflow_id(id: &str) -> Result<WorkflowId, Status> {
+    WorkflowId::new(id).map_err(|e| Status::invalid_argument(format!("workflow_id: {e}")))
+}
+
+fn run_id(id: &str) -> Result<Option<RunId>, Status> {
+    if id.is_empty() {
+        return Ok(None);
+    }
+    id.parse::<RunId>()
+        .map(Some)
+        .map_err(|e| Status::invalid_argument(format!("run_id {id:?}: {e}")))
+}
+
+fn std_duration(
+    d: Option<&prost_wkt_types::Duration>,
+    what: &str,
+) -> Result<Option<Duration>, Status> {
+    match d {
+        None => Ok(None),
+        Some(d) if d.seconds == 0 && d.nanos == 0 => Ok(None),
+        Some(d) if d.seconds < 0 || d.nanos < 0 => {
+            Err(Status::invalid_argument(format!("{what} is negative")))
+        }
+        Some(d) => Ok(Some(Duration::new(d.seconds as u64, d.nanos as u32))),
+    }
+}
+
+fn execution_status(status: Option<RunStatus>) -> WorkflowExecutionStatus {
+    match status {
+        None | Some(RunStatus::Running) => WorkflowExecutionStatus::Running,
+        Some(RunStatus::Completed) => WorkflowExecutionStatus::Completed,
+        Some(RunStatus::Failed) => WorkflowExecutionStatus::Failed,
+        Some(RunStatus::Canceled) => WorkflowExecutionStatus::Canceled,
+        Some(RunStatus::Terminated) => WorkflowExecutionStatus::Terminated,
+        Some(RunStatus::TimedOut) => WorkflowExecutionStatus::TimedOut,
+        Some(RunStatus::ContinuedAsNew) => WorkflowExecutionStatus::ContinuedAsNew,
+    }
+}
+
+/// A visibility summary as Temporal's execution info.
+fn execution_info(summary: &WorkflowSummary) -> wf::WorkflowExecutionInfo {
+    wf::WorkflowExecutionInfo {
+        execution: Some(WorkflowExecution {
+            workflow_id: summary.workflow_id.clone(),
+            run_id: summary.run_id.to_string(),
+        }),
+        r#type: Some(WorkflowType {
+            name: summary.workflow_type.clone(),
+        }),
+        start_time: Some(timestamp(summary.started_unix_ms)),
+        execution_time: Some(timestamp(summary.started_unix_ms)),
+        close_time: summary.closed_unix_ms.map(timestamp),
+        status: execution_status(summary.status) as i32,
+        history_length: summary.history_length as i64,
+        search_attributes: Some(search_attributes(&summary.search_attributes)),
+        task_queue: IN_PROCESS_TASK_QUEUE.into(),
+        parent_execution: summary
+            .parent_workflow_id
+            .as_ref()
+            .map(|id| WorkflowExecution {
+                workflow_id: id.clone(),
+                run_id: String::new(),
+            }),
+        ..Default::default()
+    }
+}
+
+/// Refuses start options Cairn cannot honour, by name.
+fn refuse_unsupported_start(
+    cron_schedule: &str,
+    memo: Option<&temporalio_protos::temporal::api::common::v1::Memo>,
+    search: Option<&temporalio_protos::temporal::api::common::v1::SearchAttributes>,
+    start_delay: Option<&prost_wkt_types::Duration>,
+) -> Result<(), Status> {
+    if !cron_schedule.is_empty() {
+        return Err(status::unsupported(
+            "cron_schedule on a workflow start (create a schedule instead)",
+        ));
+    }
+    if memo.is_some_and(|m| !m.fields.is_empty()) {
+        return Err(status::unsupported("a memo"));
+    }
+    if search.is_some_and(|s| !s.indexed_fields.is_empty()) {
+        return Err(status::unsupported(
+            "search attributes at start (the workflow can upsert them)",
+        ));
+    }
+    if std_duration(start_delay, "workflow_start_delay")?.is_some() {
+        return Err(status::unsupported("workflow_start_delay"));
+    }
+    Ok(())
+}
+
+impl<S: Store> Frontend<S> {
+    /// Starts a run as `StartWorkflowExecution` asks; answers the run id and whether it is new.
+    #[allow(clippy::too_many_arguments)]
+    async fn start(
+        &self,
+        workflow_id: &str,
+        workflow_type: Option<&WorkflowType>,
+        task_queue: Option<&TaskQueue>,
+        input: Option<&temporalio_protos::temporal::api::common::v1::Payloads>,
+        execution_timeout: Option<&prost_wkt_types::Duration>,
+        run_timeout: Option<&prost_wkt_types::Duration>,
+        reuse: i32,
+        conflict: i32,
+    ) -> Result<(RunId, bool), Status> {
+        let id = workflow_id_of(workflow_id)?;
+        let workflow_type = workflow_type
+            .map(|t| t.name.clone())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| Status::invalid_argument("workflow_type is required"))?;
+        if task_queue.is_none_or(|q| q.name.is_empty()) {
+            return Err(Status::invalid_argument("task_queue is required"));
+        }
+        let input = to_cairn(input, "input").map_err(|e| Status::invalid_argument(e.0))?;
+        let timeouts = WorkflowTimeouts {
+            execution: std_duration(execution_timeout, "workflow_execution_timeout")?,
+            run: std_duration(run_timeout, "workflow_run_timeout")?,
+        };
+        let (id_reuse_policy, terminate_running) =
+            match WorkflowIdReusePolicy::try_from(reuse).unwrap_or_default() {
+                WorkflowIdReusePolicy::Unspecified | WorkflowIdReusePolicy::AllowDuplicate => {
+                    (IdReusePolicy::AllowDuplicate, false)
+                }
+                WorkflowIdReusePolicy::AllowDuplicateFailedOnly => {
+                    (IdReusePolicy::AllowDuplicateFailedOnly, false)
+                }
+                WorkflowIdReusePolicy::RejectDuplicate => (IdReusePolicy::RejectDuplicate, false),
+                #[allow(deprecated)]
+                WorkflowIdReusePolicy::TerminateIfRunning => (IdReusePolicy::AllowDuplicate, true),
+            };
+        let conflict = WorkflowIdConflictPolicy::try_from(conflict).unwrap_or_default();
+        let request = StartWorkflow {
+            workflow_id: id.clone(),
+            workflow_type,
+            input,
+            id_reuse_policy,
+            timeouts,
+        };
+        match self.node.start_workflow(request.clone()).await {
+            Ok(run_id) => Ok((run_id, true)),
+            Err(ClientError::AlreadyRunning { run_id, .. })
+                if conflict == WorkflowIdConflictPolicy::UseExisting =>
+            {
+                Ok((run_id, false))
+            }
+            Err(ClientError::AlreadyRunning { .. })
+                if terminate_running || conflict == WorkflowIdConflictPolicy::TerminateExisting =>
+            {
+                match self
+                    .node
+                    .terminate(
+                        &id,
+                        "terminated by a start with the TerminateExisting policy",
+                    )
+                    .await
+                {
+                    Ok(()) | Err(ClientError::NotRunning { .. }) => {}
+                    Err(e) => return Err(status::of(e)),
+                }
+                // The running run closes with its next transition; the start waits for it.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    match self.node.start_workflow(request.clone()).await {
+                        Ok(run_id) => return Ok((run_id, true)),
+                        Err(ClientError::AlreadyRunning { .. })
+                            if tokio::time::Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(e) => return Err(status::of(e)),
+                    }
+                }
+            }
+            Err(e) => Err(status::of(e)),
+        }
+    }
+
+    /// The execution a request names: its workflow id, and its run id if one is given (which
+    /// must then be the current run for operations that act on the current run).
+    async fn current_run(
+        &self,
+        execution: Option<&WorkflowExecution>,
+    ) -> Result<WorkflowId, Status> {
+        let execution =
+            execution.ok_or_else(|| Status::invalid_argument("workflow_execution is required"))?;
+        let id = workflow_id_of(&execution.workflow_id)?;
+        if let Some(run) = run_id(&execution.run_id)? {
+            let current = self
+                .node
+                .run_history(&id, None)
+                .await
+                .map_err(status::of)?
+                .run_id;
+            if current != run {
+                return Err(status::of(ClientError::NotRunning {
+                    workflow_id: format!("{id} (run {run})"),
+                    status: None,
+                }));
+            }
+        }
+        Ok(id)
+    }
+}
+
+fn workflow_id_of(id: &str) -> Result<WorkflowId, Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument("workflow_id is required"));
+    }
+    workflow_id(id)
+}
+
+/// A history page token: the index of the next event.
+fn page_offset(token: &[u8]) -> Result<usize, Status> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    std::str::from_utf8(token)
+        .ok()
+        .and_then(|s| s.strip_prefix("cairn-history:"))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Status::invalid_argument("next_page_token is not one this server issued"))
+}
+
+fn page_token(offset: usize) -> Vec<u8> {
+    format!("cairn-history:{offset}").into_bytes()
+}
+
+#[tonic::async_trait]
+impl<S: Store> WorkflowService for Frontend<S> {
+    async fn get_system_info(
+        &self,
+        _request: Request<ws::GetSystemInfoRequest>,
+    ) -> Result<Response<ws::GetSystemInfoResponse>, Status> {
+        Ok(Response::new(ws::GetSystemInfoResponse {
+            server_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+            capabilities: Some(ws::get_system_info_response::Capabilities {
+                signal_and_query_header: true,
+                internal_error_differentiation: true,
+                supports_schedules: false,
+                encoded_failure_attributes: true,
+                ..Default::default()
+            }),
+        }))
+    }
+
+    async fn describe_namespace(
+        &self,
+        request: Request<ws::DescribeNamespaceRequest>,
+    ) -> Result<Response<ws::DescribeNamespaceResponse>, Status> {
+        let request = request.into_inner();
+        if !request.id.is_empty() && request.id != self.namespace {
+            return Err(status::namespace_not_found(&request.id, &self.namespace));
+        }
+        if !request.namespace.is_empty() {
+            self.check_namespace(&request.namespace)?;
+        }
+        Ok(Response::new(self.namespace_info()))
+    }
+
+    async fn list_namespaces(
+        &self,
+        _request: Request<ws::ListNamespacesRequest>,
+    ) -> Result<Response<ws::ListNamespacesResponse>, Status> {
+        Ok(Response::new(ws::ListNamespacesResponse {
+            namespaces: vec![self.namespace_info()],
+            next_page_token: Vec::new(),
+        }))
+    }
+
+    async fn start_workflow_execution(
+        &self,
+        request: Request<ws::StartWorkflowExecutionRequest>,
+    ) -> Result<Response<ws::StartWorkflowExecutionResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        refuse_unsupported_start(
+            &r.cron_schedule,
+            r.memo.as_ref(),
+            r.search_attributes.as_ref(),
+            r.workflow_start_delay.as_ref(),
+        )?;
+        let (run_id, started) = self
+            .start(
+                &r.workflow_id,
+                r.workflow_type.as_ref(),
+                r.task_queue.as_ref(),
+                r.input.as_ref(),
+                r.workflow_execution_timeout.as_ref(),
+                r.workflow_run_timeout.as_ref(),
+                r.workflow_id_reuse_policy,
+                r.workflow_id_conflict_policy,
+            )
+            .await?;
+        Ok(Response::new(ws::StartWorkflowExecutionResponse {
+            run_id: run_id.to_string(),
+            started,
+            ..Default::default()
+        }))
+    }
+
+    async fn signal_workflow_execution(
+        &self,
+        request: Request<ws::SignalWorkflowExecutionRequest>,
+    ) -> Result<Response<ws::SignalWorkflowExecutionResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        if r.signal_name.is_empty() {
+            return Err(Status::invalid_argument("signal_name is required"));
+        }
+        let id = self.current_run(r.workflow_execution.as_ref()).await?;
+        let input = to_cairn(r.input.as_ref(), "signal input")
+            .map_err(|e| Status::invalid_argument(e.0))?;
+        self.node
+            .signal(&id, &r.signal_name, input)
+            .await
+            .map_err(status::of)?;
+        Ok(Response::new(ws::SignalWorkflowExecutionResponse::default()))
+    }
+
+    async fn signal_with_start_workflow_execution(
+        &self,
+        request: Request<ws::SignalWithStartWorkflowExecutionRequest>,
+    ) -> Result<Response<ws::SignalWithStartWorkflowExecutionResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        refuse_unsupported_start(
+            &r.cron_schedule,
+            r.memo.as_ref(),
+            r.search_attributes.as_ref(),
+            r.workflow_start_delay.as_ref(),
+        )?;
+        if r.signal_name.is_empty() {
+            return Err(Status::invalid_argument("signal_name is required"));
+        }
+        let signal_input = to_cairn(r.signal_input.as_ref(), "signal input")
+            .map_err(|e| Status::invalid_argument(e.0))?;
+        // Start unless running (the conflict policy of signal-with-start is "use existing"),
+        // then signal: a run started here takes the signal as its first mail after the start.
+        let (run_id, started) = self
+            .start(
+                &r.workflow_id,
+                r.workflow_type.as_ref(),
+                r.task_queue.as_ref(),
+                r.input.as_ref(),
+                r.workflow_execution_timeout.as_ref(),
+                r.workflow_run_timeout.as_ref(),
+                r.workflow_id_reuse_policy,
+                WorkflowIdConflictPolicy::UseExisting as i32,
+            )
+            .await?;
+        let id = workflow_id_of(&r.workflow_id)?;
+        self.node
+            .signal(&id, &r.signal_name, signal_input)
+            .await
+            .map_err(status::of)?;
+        Ok(Response::new(
+            ws::SignalWithStartWorkflowExecutionResponse {
+                run_id: run_id.to_string(),
+                started,
+                ..Default::default()
+            },
+        ))
+    }
+
+    async fn query_workflow(
+        &self,
+        request: Request<ws::QueryWorkflowRequest>,
+    ) -> Result<Response<ws::QueryWorkflowResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let query = r
+            .query
+            .ok_or_else(|| Status::invalid_argument("query is required"))?;
+        if query.query_type.is_empty() {
+            return Err(Status::invalid_argument("query.query_type is required"));
+        }
+        let execution = r
+            .execution
+            .ok_or_else(|| Status::invalid_argument("execution is required"))?;
+        let id = workflow_id_of(&execution.workflow_id)?;
+        let args = to_cairn(query.query_args.as_ref(), "query args")
+            .map_err(|e| Status::invalid_argument(e.0))?;
+        let answer = self
+            .node
+            .query(&id, &query.query_type, args)
+            .await
+            .map_err(status::of)?;
+        Ok(Response::new(ws::QueryWorkflowResponse {
+            query_result: Some(payloads(&answer)),
+            ..Default::default()
+        }))
+    }
+
+    async fn request_cancel_workflow_execution(
+        &self,
+        request: Request<ws::RequestCancelWorkflowExecutionRequest>,
+    ) -> Result<Response<ws::RequestCancelWorkflowExecutionResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let id = self.current_run(r.workflow_execution.as_ref()).await?;
+        let reason = if r.reason.is_empty() {
+            "cancel requested".to_string()
+        } else {
+            r.reason
+        };
+        self.node.cancel(&id, &reason).await.map_err(status::of)?;
+        Ok(Response::new(
+            ws::RequestCancelWorkflowExecutionResponse::default(),
+        ))
+    }
+
+    async fn terminate_workflow_execution(
+        &self,
+        request: Request<ws::TerminateWorkflowExecutionRequest>,
+    ) -> Result<Response<ws::TerminateWorkflowExecutionResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let id = self.current_run(r.workflow_execution.as_ref()).await?;
+        let reason = if r.reason.is_empty() {
+            "terminated".to_string()
+        } else {
+            r.reason
+        };
+        self.node
+            .terminate(&id, &reason)
+            .await
+            .map_err(status::of)?;
+        Ok(Response::new(
+            ws::TerminateWorkflowExecutionResponse::default(),
+        ))
+    }
+
+    async fn describe_workflow_execution(
+        &self,
+        request: Request<ws::DescribeWorkflowExecutionRequest>,
+    ) -> Result<Response<ws::DescribeWorkflowExecutionResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let id = self.current_run(r.execution.as_ref()).await?;
+        let description = self.node.describe(&id).await.map_err(status::of)?;
+        let mut info = execution_info(&description.summary);
+        info.history_length = description.history_length as i64;
+        if let Some(previous) = description.previous_run {
+            info.first_run_id = previous.to_string();
+        }
+        let pending_activities = description
+            .pending_activities
+            .iter()
+            .map(|(seq, activity)| wf::PendingActivityInfo {
+                activity_id: seq.to_string(),
+                activity_type: Some(temporalio_protos::temporal::api::common::v1::ActivityType {
+                    name: activity.activity_type.clone(),
+                }),
+                state: 1, // SCHEDULED
+                attempt: activity.attempt as i32,
+                scheduled_time: Some(timestamp(activity.scheduled_unix_ms)),
+                last_failure: activity.last_failure.as_ref().map(failure),
+                ..Default::default()
+            })
+            .collect();
+        Ok(Response::new(ws::DescribeWorkflowExecutionResponse {
+            execution_config: Some(wf::WorkflowExecutionConfig {
+                task_queue: Some(TaskQueue {
+                    name: IN_PROCESS_TASK_QUEUE.into(),
+                    kind: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            workflow_execution_info: Some(info),
+            pending_activities,
+            ..Default::default()
+        }))
+    }
+
+    async fn get_workflow_execution_history(
+        &self,
+        request: Request<ws::GetWorkflowExecutionHistoryRequest>,
+    ) -> Result<Response<ws::GetWorkflowExecutionHistoryResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let execution = r
+            .execution
+            .ok_or_else(|| Status::invalid_argument("execution is required"))?;
+        let id = workflow_id_of(&execution.workflow_id)?;
+        let run = run_id(&execution.run_id)?;
+        let close_only = r.history_event_filter_type == HistoryEventFilterType::CloseEvent as i32;
+        let offset = page_offset(&r.next_page_token)?;
+        let page_max = match r.maximum_page_size {
+            n if n <= 0 => HISTORY_PAGE_EVENTS_MAX,
+            n => (n as usize).min(HISTORY_PAGE_EVENTS_MAX),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(HISTORY_LONG_POLL_MS);
+        loop {
+            let read = self.node.run_history(&id, run).await.map_err(status::of)?;
+            let context = RunContext {
+                namespace: self.namespace.clone(),
+                task_queue: IN_PROCESS_TASK_QUEUE.into(),
+                run_id: read.run_id,
+                new_run_id: match read.outcome {
+                    Some(Outcome::ContinuedAsNew { new_run_id }) => Some(new_run_id),
+                    _ => None,
+                },
+            };
+            let events = history::convert(&read.events, &context);
+            let closed = read.outcome.is_some();
+            if close_only {
+                if closed {
+                    let close: Vec<_> = events
+                        .into_iter()
+                        .rev()
+                        .find(history::is_close_event)
+                        .into_iter()
+                        .collect();
+                    return Ok(Response::new(ws::GetWorkflowExecutionHistoryResponse {
+                        history: Some(History { events: close }),
+                        ..Default::default()
+                    }));
+                }
+            } else if events.len() > offset || closed || !r.wait_new_event {
+                let end = events.len().min(offset + page_max);
+                let page: Vec<_> = events.get(offset..end).unwrap_or_default().to_vec();
+                let more = end < events.len() || (r.wait_new_event && !closed);
+                return Ok(Response::new(ws::GetWorkflowExecutionHistoryResponse {
+                    history: Some(History { events: page }),
+                    next_page_token: if more { page_token(end) } else { Vec::new() },
+                    ..Default::default()
+                }));
+            }
+            // Long poll: wait for the run to close (or, for all events, for news).
+            let now = tokio::time::Instant::now();
+            if !r.wait_new_event || now >= deadline {
+                return Ok(Response::new(ws::GetWorkflowExecutionHistoryResponse {
+                    history: Some(History::default()),
+                    next_page_token: page_token(offset),
+                    ..Default::default()
+                }));
+            }
+            let wait = if close_only {
+                deadline - now
+            } else {
+                (deadline - now).min(Duration::from_millis(200))
+            };
+            let _ = tokio::time::timeout(wait, self.node.run_outcome(&id, read.run_id)).await;
+        }
+    }
+
+    async fn list_workflow_executions(
+        &self,
+        request: Request<ws::ListWorkflowExecutionsRequest>,
+    ) -> Result<Response<ws::ListWorkflowExecutionsResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let (executions, next_page_token) =
+            self.list(&r.query, r.page_size, &r.next_page_token).await?;
+        Ok(Response::new(ws::ListWorkflowExecutionsResponse {
+            executions,
+            next_page_token,
+        }))
+    }
+
+    async fn scan_workflow_executions(
+        &self,
+        request: Request<ws::ScanWorkflowExecutionsRequest>,
+    ) -> Result<Response<ws::ScanWorkflowExecutionsResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let (executions, next_page_token) =
+            self.list(&r.query, r.page_size, &r.next_page_token).await?;
+        Ok(Response::new(ws::ScanWorkflowExecutionsResponse {
+            executions,
+            next_page_token,
+        }))
+    }
+
+    async fn count_workflow_executions(
+        &self,
+        request: Request<ws::CountWorkflowExecutionsRequest>,
+    ) -> Result<Response<ws::CountWorkflowExecutionsResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let count = self
+            .node
+            .count_workflows(&r.query)
+            .await
+            .map_err(status::of)?;
+        Ok(Response::new(ws::CountWorkflowExecutionsResponse {
+            count: count as i64,
+            groups: Vec::new(),
+        }))
+    }
+}
+
+impl<S: Store> Frontend<S> {
+    async fn list(
+        &self,
+        query: &str,
+        page_size: i32,
+        token: &[u8],
+    ) -> Result<(Vec<wf::WorkflowExecutionInfo>, Vec<u8>), Status> {
+        let page_size = match page_size {
+            n if n <= 0 => None,
+            n => Some((n as usize).min(cairn_runtime::LIST_PAGE_SIZE_MAX)),
+        };
+        let token = if token.is_empty() {
+            None
+        } else {
+            Some(
+                std::str::from_utf8(token)
+                    .map_err(|_| {
+                        Status::invalid_argument("next_page_token is not one this server issued")
+                    })?
+                    .to_string(),
+            )
+        };
+        let page = self
+            .node
+            .list_workflows(query, page_size, token.as_deref())
+            .await
+            .map_err(status::of)?;
+        Ok((
+            page.workflows.iter().map(execution_info).collect(),
+            page.next_page_token
+                .map(String::into_bytes)
+                .unwrap_or_default(),
+        ))
+    }
+}
