@@ -762,11 +762,16 @@ pub fn convert(events: &[HistoryEvent], context: &RunContext) -> Vec<h::HistoryE
         cancel_requested: HashMap::new(),
     };
     let mut commands: Vec<&HistoryEvent> = Vec::new();
+    let mut last_task = 0;
     for event in events {
-        if event.kind.is_command_event() {
+        if event.kind.is_close_command_event() && commands.is_empty() {
+            // Cairn writes a closing command after the marker of the task that made it.
+            builder.event(event, last_task);
+        } else if event.kind.is_command_event() {
             commands.push(event);
         } else if matches!(event.kind, EventKind::WorkflowTaskCompleted) {
             let task = builder.workflow_task(event.time_unix_ms);
+            last_task = task;
             for command in commands.drain(..) {
                 builder.event(command, task);
             }
