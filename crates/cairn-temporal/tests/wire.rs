@@ -262,7 +262,6 @@ async fn a_temporal_client_runs_a_rust_workflow() {
         .describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
             namespace: "default".into(),
             execution: execution("round-trip"),
-            ..Default::default()
         })
         .await
         .unwrap()
@@ -442,7 +441,6 @@ async fn starts_follow_id_reuse_and_conflict_policies() {
                 workflow_id: "reuse".into(),
                 run_id: first.run_id.clone(),
             }),
-            ..Default::default()
         })
         .await
         .unwrap_err();
