@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs Schemathesis (from PyPI, in a venv this script creates under target/) against a dev
 # server on a free loopback port, with every check, and fails on any failure. Usage:
-#   scripts/schemathesis.sh [path/to/cairn]   (default: target/debug/cairn, built if missing)
+#   scripts/schemathesis.sh [path/to/cairn]   (default: target/debug/cairn, built first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cairn="${1:-target/debug/cairn}"
-[ -x "$cairn" ] || cargo build -q -p cairn-cli
+# Built every time (a no-op when current), so a stale binary is never what gets tested.
+[ -n "${1:-}" ] || cargo build -q -p cairn-cli
 venv=target/schemathesis-venv
 if [ ! -x "$venv/bin/schemathesis" ]; then
     python3 -m venv "$venv"

