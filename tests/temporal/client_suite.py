@@ -10,7 +10,10 @@ and awaits them.
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
+import tempfile
 import uuid
 from datetime import timedelta
 
@@ -82,6 +85,37 @@ class Approval:
         self.decision = approved
 
 
+# Activities of task queue `greetings`, called by the `remote_hello` workflow (on Cairn, a Rust
+# workflow of the dev server; on Temporal, its Python twin below).
+GREETINGS = "greetings"
+
+
+@activity.defn(name="compose_greeting")
+async def compose_greeting(name: str) -> str:
+    info = activity.info()
+    if name.startswith("slow:") and info.attempt == 1:
+        # Tell the suite the attempt runs, then beat until this worker is killed.
+        with open(name[len("slow:"):], "w") as marker:
+            marker.write("started")
+        while True:
+            activity.heartbeat("still here")
+            await asyncio.sleep(0.2)
+    return f"greetings, {name}, from Python (attempt {info.attempt})"
+
+
+@workflow.defn(name="remote_hello")
+class RemoteHello:
+    @workflow.run
+    async def run(self, name: str) -> str:
+        return await workflow.execute_activity(
+            "compose_greeting",
+            name,
+            task_queue=GREETINGS,
+            start_to_close_timeout=timedelta(seconds=60),
+            heartbeat_timeout=timedelta(seconds=2),
+        )
+
+
 checks = 0
 
 
@@ -104,6 +138,42 @@ async def expect_failure(coro, kind, what: str):
         check(False, f"{what} (raised {type(e).__name__}: {e})")
     else:
         check(False, f"{what} (no error)")
+
+
+def spawn_activity_worker(address: str):
+    return asyncio.create_subprocess_exec(
+        sys.executable, os.path.abspath(__file__), "--address", address, "--activity-worker"
+    )
+
+
+async def remote_activities(client: Client, address: str, run: str) -> None:
+    async with Worker(client, task_queue=GREETINGS, activities=[compose_greeting]):
+        result = await client.execute_workflow(
+            "remote_hello", "Ada", id=f"remote-{run}", task_queue=TASK_QUEUE
+        )
+    check(result == "greetings, Ada, from Python (attempt 1)", f"a Python activity: {result!r}")
+
+    # A worker killed mid-activity: the attempt times out by heartbeat and the next attempt
+    # runs on the worker started after it.
+    marker = os.path.join(tempfile.mkdtemp(), "started")
+    worker = await spawn_activity_worker(address)
+    handle = await client.start_workflow(
+        "remote_hello", f"slow:{marker}", id=f"killed-{run}", task_queue=TASK_QUEUE
+    )
+    for _ in range(300):
+        if os.path.exists(marker):
+            break
+        await asyncio.sleep(0.1)
+    check(os.path.exists(marker), "the first attempt started on the first worker")
+    worker.send_signal(signal.SIGKILL)
+    await worker.wait()
+    worker = await spawn_activity_worker(address)
+    try:
+        result = await asyncio.wait_for(handle.result(), timeout=60)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        await worker.wait()
+    check(result.endswith("(attempt 2)"), f"retried on the restarted worker: {result!r}")
 
 
 async def everything(client: Client, run: str) -> None:
@@ -230,11 +300,17 @@ async def main() -> None:
     parser.add_argument("--worker", action="store_true")
     parser.add_argument("--phase", default="all", choices=["all", "start", "finish"])
     parser.add_argument("--run", default=uuid.uuid4().hex[:8])
+    parser.add_argument("--activity-worker", action="store_true")
     args = parser.parse_args()
     client = await Client.connect(args.address)
+    if args.activity_worker:
+        # Runs until killed.
+        async with Worker(client, task_queue=GREETINGS, activities=[compose_greeting]):
+            await asyncio.Event().wait()
     async def phases() -> None:
         if args.phase == "all":
             await everything(client, args.run)
+            await remote_activities(client, args.address, args.run)
         elif args.phase == "start":
             await start_phase(client, args.run)
         else:
@@ -244,7 +320,7 @@ async def main() -> None:
         async with Worker(
             client,
             task_queue=TASK_QUEUE,
-            workflows=[Hello, Countdown, Approval],
+            workflows=[Hello, Countdown, Approval, RemoteHello],
             activities=[greet],
         ):
             await phases()

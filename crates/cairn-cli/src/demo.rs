@@ -47,11 +47,23 @@ pub async fn approval(ctx: Ctx, amount_cents: u64) -> Result<String, WorkflowErr
     })
 }
 
+/// Asks a worker of task queue `greetings` (any language: a Temporal SDK worker polling this
+/// node) to compose a greeting with activity `compose_greeting`, retried if the worker dies.
+pub async fn remote_hello(ctx: Ctx, name: String) -> Result<String, WorkflowError> {
+    Ok(ctx
+        .activity_named::<_, String>("compose_greeting", name)
+        .task_queue("greetings")
+        .start_to_close(Duration::from_secs(60))
+        .heartbeat_timeout(Duration::from_secs(2))
+        .await?)
+}
+
 /// Registers the demo workflows and activities.
 pub fn register(builder: cairn::NodeBuilder) -> cairn::NodeBuilder {
     builder
         .workflow(hello)
         .workflow(countdown)
         .workflow(approval)
+        .workflow(remote_hello)
         .activity(greet)
 }

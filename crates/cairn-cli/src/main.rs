@@ -183,7 +183,7 @@ enum ServerCommand {
     /// demo workflows.
     Start(StartArgs),
     /// One node on the embedded store with the HTTP API and the demo workflows (hello,
-    /// countdown, approval). Stops cleanly on Ctrl-C.
+    /// countdown, approval, remote_hello) and Temporal's gRPC API. Stops cleanly on Ctrl-C.
     StartDev(StartDevArgs),
 }
 
@@ -546,6 +546,8 @@ fn node_config(
         lease_timeout_ms: options.lease_timeout_ms,
         retention_ms: options.retention,
         advertise_address: Some(advertise),
+        // Activity types the binary does not host wait for Temporal SDK workers.
+        remote_activities: !options.no_temporal,
         peers: Some(cairn::PeersHandle(std::sync::Arc::new(
             cairn_server::HttpPeers::new(options.auth_token.clone()),
         ))),

@@ -28,6 +28,10 @@ pub struct NodeConfig {
     /// store, marked deferred, and are pulled as attempts end. At least 1. Default
     /// [`crate::dispatch::ACTIVITY_ATTEMPTS_DISPATCHED_MAX`].
     pub activity_attempts_dispatched_max: usize,
+    /// Attempts of activity types not registered on this node wait for a remote worker (a
+    /// Temporal SDK worker polling the node's gRPC API) instead of failing with
+    /// `ActivityTypeNotRegistered`. Default false.
+    pub remote_activities: bool,
     /// How long a node's leases outlive its last membership heartbeat: the time a dead node's
     /// shards wait before others take them over. Heartbeats come every third of it, placement
     /// rounds every fifth (at most 250 ms). At least 100. Default 10,000 ms.
@@ -88,6 +92,7 @@ impl Default for NodeConfig {
             actor_idle_ms: 30_000,
             activity_concurrency_max: 1_000,
             activity_attempts_dispatched_max: crate::dispatch::ACTIVITY_ATTEMPTS_DISPATCHED_MAX,
+            remote_activities: false,
             lease_timeout_ms: 10_000,
             advertise_address: None,
             peers: None,

@@ -19,6 +19,7 @@ mod config;
 mod dispatch;
 mod error;
 mod keys;
+mod matching;
 mod metrics;
 mod node;
 mod peers;
@@ -42,6 +43,10 @@ pub use config::{CrashHook, CrashPoint, NodeConfig};
 pub use dispatch::{ACTIVITY_ATTEMPTS_DISPATCHED_MAX, DEFERRED_PAGE_MAX};
 pub use error::{ClientError, IdReusePolicy};
 pub use keys::Keys;
+pub use matching::{
+    ACTIVITY_POLL_WAIT_MAX_MS, ACTIVITY_POLLS_WAITING_MAX, MatchingError, RemoteActivityTask,
+    RemoteOutcome,
+};
 pub use metrics::Metrics;
 pub use node::{Description, INLINE_PAYLOAD_BYTES_MAX, Node, RunHistory, StartWorkflow};
 pub use peers::{

@@ -147,6 +147,7 @@ impl<S: Store> Node<S> {
                 config.activity_attempts_dispatched_max.max(1),
                 metrics.clone(),
             ),
+            matching: crate::matching::Matching::new(&config.node_id),
             config,
             registry,
             metrics,
@@ -185,6 +186,60 @@ impl<S: Store> Node<S> {
     /// holds the run's shard (it never forwards again).
     pub async fn answer_forwarded_query(&self, query: PeerQuery) -> Result<Payload, PeerError> {
         self.shared.answer_query(query).await
+    }
+
+    /// The oldest activity attempt waiting for a remote worker in `task_queue`, waiting up to
+    /// `wait` (at most [`crate::ACTIVITY_POLL_WAIT_MAX_MS`]) for one; `None` if none came.
+    /// Attempts wait here only with `NodeConfig::remote_activities`.
+    pub async fn poll_activity_task(
+        &self,
+        task_queue: &str,
+        wait: Duration,
+    ) -> Result<Option<crate::RemoteActivityTask>, crate::MatchingError> {
+        self.shared.matching.poll(task_queue, wait).await
+    }
+
+    /// Activity attempts waiting for a remote worker or held by one.
+    pub fn remote_activity_tasks(&self) -> usize {
+        self.shared.matching.tasks()
+    }
+
+    /// A remote worker's answer to the attempt it polled (`token`).
+    pub fn answer_activity_task(
+        &self,
+        token: &str,
+        outcome: crate::RemoteOutcome,
+    ) -> Result<(), crate::MatchingError> {
+        self.shared.matching.answer(token, outcome)
+    }
+
+    /// A remote worker's heartbeat; answers whether the workflow asked the activity to stop.
+    pub fn heartbeat_activity_task(
+        &self,
+        token: &str,
+        details: Payload,
+    ) -> Result<bool, crate::MatchingError> {
+        self.shared.matching.heartbeat(token, details)
+    }
+
+    /// The token of the attempt of activity `seq` of the workflow's current run (or `run_id`)
+    /// that a remote worker holds, for answers by id.
+    pub async fn activity_task_token(
+        &self,
+        workflow_id: &WorkflowId,
+        run_id: Option<RunId>,
+        seq: Seq,
+    ) -> Result<String, ClientError> {
+        let run_id = match run_id {
+            Some(run_id) => run_id,
+            None => self.current(workflow_id).await?.run_id,
+        };
+        self.shared
+            .matching
+            .token_of(&run_id, seq)
+            .map_err(|_| ClientError::NotFound {
+                workflow_id: format!("{workflow_id} (activity {seq} held by a remote worker)"),
+            })
     }
 
     /// The settings this node was started with.

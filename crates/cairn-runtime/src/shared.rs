@@ -34,6 +34,8 @@ pub struct Shared<S: Store> {
     pub metrics: Arc<Metrics>,
     pub committer: ActorRef<CommitterMsg>,
     pub workers: Workers,
+    /// Attempts of activity types not registered here, for remote workers to poll.
+    pub matching: crate::matching::Matching,
     pub runtime: tokio::runtime::Handle,
     pub cluster: Cluster,
     pub(crate) spawners: Vec<ThreadLocalActorSpawner>,

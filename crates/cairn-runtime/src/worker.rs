@@ -617,6 +617,9 @@ async fn run_attempt<S: Store>(
                 None
             })
         }
+        None if shared.config.remote_activities => {
+            remote_attempt(shared, &task, &claimed, last_heartbeat, sink, &signals).await
+        }
         None => Some(Err(Failure::new(
             "ActivityTypeNotRegistered",
             format!(
@@ -699,6 +702,57 @@ async fn run_attempt<S: Store>(
             deliveries: vec![delivery],
         });
     }
+}
+
+/// Hands the attempt to a remote worker through matching and waits for its answer. `None`
+/// (no result delivered) if the node stops, the shard leaves, or the attempt's own timeouts
+/// pass first: its timer then ends the attempt in the run, and a late answer is refused.
+async fn remote_attempt<S: Store>(
+    shared: &Arc<Shared<S>>,
+    task: &TaskRecord,
+    claimed: &Claimed,
+    heartbeat_details: Option<Payload>,
+    sink: crate::registry::HeartbeatSink,
+    signals: &Signals,
+) -> Option<Result<Payload, Failure>> {
+    let remote = crate::matching::RemoteActivityTask {
+        token: String::new(),
+        workflow_id: task.workflow_id.clone(),
+        run_id: task.run_id,
+        seq: task.seq,
+        activity_type: task.activity_type.clone(),
+        task_queue: task.options.task_queue.clone(),
+        input: task.input.clone(),
+        attempt: task.attempt,
+        scheduled_unix_ms: task.scheduled_unix_ms,
+        started_unix_ms: claimed.started_unix_ms,
+        timeouts: task.options.timeouts,
+        retry: task.options.retry.clone(),
+        heartbeat_details,
+    };
+    let mut offered = shared.matching.offer(remote, sink, signals.cancel.clone());
+    // The attempt's own bound in time: past it the run's timer has ended the attempt.
+    let timeouts = task.options.timeouts;
+    let limit = timeouts
+        .start_to_close
+        .into_iter()
+        .chain(timeouts.schedule_to_close)
+        .min()
+        .unwrap_or(Duration::from_secs(3_600))
+        .saturating_add(Duration::from_millis(CLAIM_GRACE_MS));
+    let mut halted = shared.workers.halted.subscribe();
+    let mut abandon = signals.abandon.clone();
+    let outcome = tokio::select! {
+        answer = &mut offered.outcome => answer.ok(),
+        _ = tokio::time::sleep(limit) => None,
+        _ = halted.wait_for(|h| *h) => None,
+        _ = abandon.wait_for(|a| *a) => None,
+    };
+    drop(offered);
+    outcome.map(|o| match o {
+        crate::matching::RemoteOutcome::Completed(result) => Ok(result),
+        crate::matching::RemoteOutcome::Failed(failure) => Err(failure),
+    })
 }
 
 /// One attempt's heartbeat recorder: writes the latest details (and moves the heartbeat

@@ -11,6 +11,7 @@ pub mod proto {
     tonic::include_proto!("temporal.api.workflowservice.v1");
 }
 
+pub mod activities;
 pub mod history;
 pub mod payloads;
 pub mod service;

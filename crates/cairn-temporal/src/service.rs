@@ -5,12 +5,15 @@
 //! served yet). Everything a request asks that Cairn cannot honour is refused with a message
 //! naming it, never silently dropped.
 
+use crate::activities;
 use crate::history::{self, RunContext, duration, failure, search_attributes, timestamp};
 use crate::payloads::{payloads, to_cairn};
 use crate::proto::workflow_service_server::WorkflowService;
 use crate::status;
 use cairn_core::RunStatus;
-use cairn_runtime::{ClientError, IdReusePolicy, Node, Outcome, StartWorkflow, WorkflowSummary};
+use cairn_runtime::{
+    ClientError, IdReusePolicy, Node, Outcome, RemoteOutcome, StartWorkflow, WorkflowSummary,
+};
 use cairn_store::Store;
 use cairn_types::{RunId, WorkflowId, WorkflowTimeouts};
 use std::sync::Arc;
@@ -35,6 +38,9 @@ pub const IN_PROCESS_TASK_QUEUE: &str = "cairn-in-process";
 /// Longest a `GetWorkflowExecutionHistory` long poll waits before answering with nothing
 /// (and a token to poll again), under the 60 s deadline Temporal's clients give it.
 pub const HISTORY_LONG_POLL_MS: u64 = 20_000;
+/// Longest an activity poll waits before answering with no task (Temporal's clients give it
+/// about 70 s).
+pub const ACTIVITY_POLL_MS: u64 = 55_000;
 /// Most events of one history page.
 pub const HISTORY_PAGE_EVENTS_MAX: usize = 1_000;
 
@@ -327,6 +333,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
             server_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
             capabilities: Some(ws::get_system_info_response::Capabilities {
                 signal_and_query_header: true,
+                activity_failure_include_heartbeat: true,
                 internal_error_differentiation: true,
                 supports_schedules: false,
                 encoded_failure_attributes: true,
@@ -637,6 +644,171 @@ impl<S: Store> WorkflowService for Frontend<S> {
         }
     }
 
+    async fn poll_activity_task_queue(
+        &self,
+        request: Request<ws::PollActivityTaskQueueRequest>,
+    ) -> Result<Response<ws::PollActivityTaskQueueResponse>, Status> {
+        let wait = Duration::from_millis(ACTIVITY_POLL_MS);
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let queue = r
+            .task_queue
+            .map(|q| q.name)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| Status::invalid_argument("task_queue is required"))?;
+        let task = self
+            .node
+            .poll_activity_task(&queue, wait)
+            .await
+            .map_err(activities::status)?;
+        Ok(Response::new(match task {
+            Some(task) => activities::poll_response(&self.namespace, task),
+            None => ws::PollActivityTaskQueueResponse::default(),
+        }))
+    }
+
+    async fn respond_activity_task_completed(
+        &self,
+        request: Request<ws::RespondActivityTaskCompletedRequest>,
+    ) -> Result<Response<ws::RespondActivityTaskCompletedResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let result = activities::result(r.result.as_ref())?;
+        self.node
+            .answer_activity_task(token(&r.task_token)?, RemoteOutcome::Completed(result))
+            .map_err(activities::status)?;
+        Ok(Response::new(
+            ws::RespondActivityTaskCompletedResponse::default(),
+        ))
+    }
+
+    async fn respond_activity_task_completed_by_id(
+        &self,
+        request: Request<ws::RespondActivityTaskCompletedByIdRequest>,
+    ) -> Result<Response<ws::RespondActivityTaskCompletedByIdResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let token = self
+            .token_by_id(&r.workflow_id, &r.run_id, &r.activity_id)
+            .await?;
+        let result = activities::result(r.result.as_ref())?;
+        self.node
+            .answer_activity_task(&token, RemoteOutcome::Completed(result))
+            .map_err(activities::status)?;
+        Ok(Response::new(
+            ws::RespondActivityTaskCompletedByIdResponse::default(),
+        ))
+    }
+
+    async fn respond_activity_task_failed(
+        &self,
+        request: Request<ws::RespondActivityTaskFailedRequest>,
+    ) -> Result<Response<ws::RespondActivityTaskFailedResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let token = token(&r.task_token)?;
+        if let Some(details) = r.last_heartbeat_details.as_ref() {
+            let details = activities::result(Some(details))?;
+            let _ = self.node.heartbeat_activity_task(token, details);
+        }
+        let failure = activities::failure_of(r.failure.as_ref());
+        self.node
+            .answer_activity_task(token, RemoteOutcome::Failed(failure))
+            .map_err(activities::status)?;
+        Ok(Response::new(
+            ws::RespondActivityTaskFailedResponse::default(),
+        ))
+    }
+
+    async fn respond_activity_task_failed_by_id(
+        &self,
+        request: Request<ws::RespondActivityTaskFailedByIdRequest>,
+    ) -> Result<Response<ws::RespondActivityTaskFailedByIdResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let token = self
+            .token_by_id(&r.workflow_id, &r.run_id, &r.activity_id)
+            .await?;
+        let failure = activities::failure_of(r.failure.as_ref());
+        self.node
+            .answer_activity_task(&token, RemoteOutcome::Failed(failure))
+            .map_err(activities::status)?;
+        Ok(Response::new(
+            ws::RespondActivityTaskFailedByIdResponse::default(),
+        ))
+    }
+
+    async fn respond_activity_task_canceled(
+        &self,
+        request: Request<ws::RespondActivityTaskCanceledRequest>,
+    ) -> Result<Response<ws::RespondActivityTaskCanceledResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        self.node
+            .answer_activity_task(
+                token(&r.task_token)?,
+                RemoteOutcome::Failed(activities::canceled()),
+            )
+            .map_err(activities::status)?;
+        Ok(Response::new(
+            ws::RespondActivityTaskCanceledResponse::default(),
+        ))
+    }
+
+    async fn respond_activity_task_canceled_by_id(
+        &self,
+        request: Request<ws::RespondActivityTaskCanceledByIdRequest>,
+    ) -> Result<Response<ws::RespondActivityTaskCanceledByIdResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let token = self
+            .token_by_id(&r.workflow_id, &r.run_id, &r.activity_id)
+            .await?;
+        self.node
+            .answer_activity_task(&token, RemoteOutcome::Failed(activities::canceled()))
+            .map_err(activities::status)?;
+        Ok(Response::new(
+            ws::RespondActivityTaskCanceledByIdResponse::default(),
+        ))
+    }
+
+    async fn record_activity_task_heartbeat(
+        &self,
+        request: Request<ws::RecordActivityTaskHeartbeatRequest>,
+    ) -> Result<Response<ws::RecordActivityTaskHeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let details = activities::result(r.details.as_ref())?;
+        let cancel_requested = self
+            .node
+            .heartbeat_activity_task(token(&r.task_token)?, details)
+            .map_err(activities::status)?;
+        Ok(Response::new(ws::RecordActivityTaskHeartbeatResponse {
+            cancel_requested,
+            ..Default::default()
+        }))
+    }
+
+    async fn record_activity_task_heartbeat_by_id(
+        &self,
+        request: Request<ws::RecordActivityTaskHeartbeatByIdRequest>,
+    ) -> Result<Response<ws::RecordActivityTaskHeartbeatByIdResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let token = self
+            .token_by_id(&r.workflow_id, &r.run_id, &r.activity_id)
+            .await?;
+        let details = activities::result(r.details.as_ref())?;
+        let cancel_requested = self
+            .node
+            .heartbeat_activity_task(&token, details)
+            .map_err(activities::status)?;
+        Ok(Response::new(ws::RecordActivityTaskHeartbeatByIdResponse {
+            cancel_requested,
+            ..Default::default()
+        }))
+    }
+
     async fn list_workflow_executions(
         &self,
         request: Request<ws::ListWorkflowExecutionsRequest>,
@@ -683,7 +855,34 @@ impl<S: Store> WorkflowService for Frontend<S> {
     }
 }
 
+/// A task token as this server issued it.
+fn token(bytes: &[u8]) -> Result<&str, Status> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .filter(|t| t.starts_with("cairn/"))
+        .ok_or_else(|| Status::invalid_argument("task_token is not one this server issued"))
+}
+
 impl<S: Store> Frontend<S> {
+    /// The token of the attempt a remote worker holds, named by workflow, run and activity id.
+    async fn token_by_id(
+        &self,
+        workflow_id: &str,
+        run: &str,
+        activity_id: &str,
+    ) -> Result<String, Status> {
+        let id = workflow_id_of(workflow_id)?;
+        let seq = activity_id.parse().map_err(|_| {
+            Status::invalid_argument(format!(
+                "activity_id {activity_id:?} is not one of Cairn's (they are the activity's sequence number)"
+            ))
+        })?;
+        self.node
+            .activity_task_token(&id, run_id(run)?, seq)
+            .await
+            .map_err(status::of)
+    }
+
     async fn list(
         &self,
         query: &str,

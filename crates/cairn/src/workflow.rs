@@ -177,7 +177,31 @@ impl Ctx {
         let _ = f;
         ActivityCall {
             ctx: self.inner.clone(),
-            activity_type: function_name::<F>(),
+            activity_type: std::borrow::Cow::Borrowed(function_name::<F>()),
+            input: encode(&input, "activity input"),
+            options: ActivityOptions {
+                task_queue: "default".into(),
+                timeouts: ActivityTimeouts::default(),
+                retry: RetryPolicy::default(),
+            },
+            started: None,
+            _output: PhantomData,
+        }
+    }
+
+    /// Calls the activity type `name`, which this node need not host: with
+    /// `NodeConfig::remote_activities`, an attempt of a type not registered here waits in its
+    /// task queue (set it with `.task_queue(...)`) for a remote worker, such as a Temporal SDK
+    /// worker polling the node's gRPC API. The input is one value (a worker in another
+    /// language receives it as one JSON argument); the result decodes as `O`.
+    pub fn activity_named<I, O>(&self, name: &str, input: I) -> ActivityCall<O>
+    where
+        I: Serialize,
+        O: DeserializeOwned,
+    {
+        ActivityCall {
+            ctx: self.inner.clone(),
+            activity_type: std::borrow::Cow::Owned(name.to_string()),
             input: encode(&input, "activity input"),
             options: ActivityOptions {
                 task_queue: "default".into(),
@@ -317,7 +341,7 @@ impl<T: DeserializeOwned> SignalReceiver<T> {
 /// A configured activity call; `.await` it for the typed result.
 pub struct ActivityCall<O> {
     ctx: WorkflowContext,
-    activity_type: &'static str,
+    activity_type: std::borrow::Cow<'static, str>,
     input: Result<Payload, Failure>,
     options: ActivityOptions,
     started: Option<ActivityHandle<O>>,
@@ -384,7 +408,7 @@ impl<O: DeserializeOwned> ActivityCall<O> {
             (None, Ok(input)) => {
                 Ok(self
                     .ctx
-                    .schedule_activity(self.activity_type, input, self.options))
+                    .schedule_activity(&self.activity_type, input, self.options))
             }
             (Some(failure), _) | (None, Err(failure)) => Err(Some(failure)),
         };
@@ -408,7 +432,7 @@ impl<O: DeserializeOwned> Future for ActivityCall<O> {
         if this.started.is_none() {
             let call = ActivityCall {
                 ctx: this.ctx.clone(),
-                activity_type: this.activity_type,
+                activity_type: this.activity_type.clone(),
                 input: std::mem::replace(&mut this.input, Err(Failure::new("Internal", "moved"))),
                 options: this.options.clone(),
                 started: None,

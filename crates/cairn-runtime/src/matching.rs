@@ -1,0 +1,261 @@
+//! Matching for remote activity workers.
+//!
+//! With `NodeConfig::remote_activities`, an attempt of an activity type not registered on this
+//! node is not failed: after its claim (as any attempt) it waits here, in its task queue, for a
+//! poller — a Temporal SDK worker through the gRPC frontend. A poll takes the oldest waiting
+//! attempt of its queue, or waits for one (a long poll, at most the caller's wait). The
+//! attempt is then in flight under an opaque token until the worker answers (completed,
+//! failed, canceled), and its heartbeats go to the attempt's recorder, as an in-process
+//! activity's do. Everything else — timeouts, retries, the dispatch bound, at-most-once starts
+//! — is the attempt's own, in `worker`: matching only carries the attempt to the worker and
+//! the answer back. An attempt whose worker never answers ends by its start-to-close (or
+//! heartbeat) timer, and its entry leaves with it.
+//!
+//! Matching is in memory and per node: a poller receives attempts of the shards the node it
+//! polls holds. Tokens name the node; an answer to another node's token is refused.
+
+use crate::registry::HeartbeatSink;
+use cairn_types::{ActivityTimeouts, Failure, Payload, RetryPolicy, RunId, Seq, WorkflowId};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, oneshot, watch};
+
+/// Most polls waiting on one node at once; past it a poll is refused (`Overloaded`).
+pub const ACTIVITY_POLLS_WAITING_MAX: usize = 4_096;
+/// Longest wait of one poll (Temporal's frontend answers an empty poll after about a minute).
+pub const ACTIVITY_POLL_WAIT_MAX_MS: u64 = 60_000;
+
+/// An activity attempt as a remote worker receives it.
+#[derive(Debug, Clone)]
+pub struct RemoteActivityTask {
+    /// Opaque; names the node and the hand-out.
+    pub token: String,
+    pub workflow_id: WorkflowId,
+    pub run_id: RunId,
+    pub seq: Seq,
+    pub activity_type: String,
+    pub task_queue: String,
+    pub input: Payload,
+    pub attempt: u32,
+    pub scheduled_unix_ms: u64,
+    pub started_unix_ms: u64,
+    pub timeouts: ActivityTimeouts,
+    pub retry: RetryPolicy,
+    /// The last heartbeat details of an earlier attempt.
+    pub heartbeat_details: Option<Payload>,
+}
+
+/// How a remote worker ended an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RemoteOutcome {
+    Completed(Payload),
+    Failed(Failure),
+}
+
+/// Why an answer to a task was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatchingError {
+    #[error(
+        "activity task not found: it already ended (completed, timed out, canceled) or was handed out by another node"
+    )]
+    NotFound,
+    #[error("{0} polls are waiting on this node already; poll again shortly")]
+    TooManyPolls(usize),
+}
+
+/// An attempt waiting for, or held by, a remote worker.
+struct Entry {
+    task: RemoteActivityTask,
+    reply: oneshot::Sender<RemoteOutcome>,
+    heartbeat: HeartbeatSink,
+    cancel: watch::Receiver<bool>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<String>,
+    notify: std::sync::Arc<Notify>,
+}
+
+/// The node's remote-activity matching.
+pub struct Matching {
+    node_id: String,
+    next: AtomicU64,
+    queues: Mutex<HashMap<String, Queue>>,
+    /// Every entry, waiting or in flight, by token.
+    entries: Mutex<HashMap<String, Entry>>,
+    in_flight: Mutex<std::collections::HashSet<String>>,
+    polls: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Debug for Matching {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Matching")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Removes its entry when the attempt stops waiting, however it stops.
+pub(crate) struct Offered<'a> {
+    matching: &'a Matching,
+    token: String,
+    pub(crate) outcome: oneshot::Receiver<RemoteOutcome>,
+}
+
+impl Drop for Offered<'_> {
+    fn drop(&mut self) {
+        self.matching.forget(&self.token);
+    }
+}
+
+impl Matching {
+    pub fn new(node_id: &str) -> Self {
+        Self {
+            node_id: node_id.to_string(),
+            next: AtomicU64::new(1),
+            queues: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(std::collections::HashSet::new()),
+            polls: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Puts an attempt in its task queue; the answer comes on `Offered::outcome`.
+    pub(crate) fn offer(
+        &self,
+        mut task: RemoteActivityTask,
+        heartbeat: HeartbeatSink,
+        cancel: watch::Receiver<bool>,
+    ) -> Offered<'_> {
+        let token = format!(
+            "cairn/{}/{}",
+            self.node_id,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        );
+        task.token = token.clone();
+        let (reply, outcome) = oneshot::channel();
+        let queue_name = task.task_queue.clone();
+        lock(&self.entries).insert(
+            token.clone(),
+            Entry {
+                task,
+                reply,
+                heartbeat,
+                cancel,
+            },
+        );
+        let mut queues = lock(&self.queues);
+        let queue = queues.entry(queue_name).or_default();
+        queue.waiting.push_back(token.clone());
+        queue.notify.notify_one();
+        Offered {
+            matching: self,
+            token,
+            outcome,
+        }
+    }
+
+    fn forget(&self, token: &str) {
+        let entry = lock(&self.entries).remove(token);
+        lock(&self.in_flight).remove(token);
+        if let Some(entry) = entry {
+            let mut queues = lock(&self.queues);
+            if let Some(queue) = queues.get_mut(&entry.task.task_queue) {
+                queue.waiting.retain(|t| t != token);
+                if queue.waiting.is_empty() && std::sync::Arc::strong_count(&queue.notify) == 1 {
+                    queues.remove(&entry.task.task_queue);
+                }
+            }
+        }
+    }
+
+    /// The oldest attempt waiting in `task_queue`, waiting up to `wait` for one.
+    pub async fn poll(
+        &self,
+        task_queue: &str,
+        wait: Duration,
+    ) -> Result<Option<RemoteActivityTask>, MatchingError> {
+        let polls = self.polls.fetch_add(1, Ordering::AcqRel);
+        struct Polling<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Polling<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _polling = Polling(&self.polls);
+        if polls >= ACTIVITY_POLLS_WAITING_MAX {
+            return Err(MatchingError::TooManyPolls(polls));
+        }
+        let wait = wait.min(Duration::from_millis(ACTIVITY_POLL_WAIT_MAX_MS));
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notify = {
+                let mut queues = lock(&self.queues);
+                let queue = queues.entry(task_queue.to_string()).or_default();
+                let entries = lock(&self.entries);
+                while let Some(token) = queue.waiting.pop_front() {
+                    if let Some(entry) = entries.get(&token) {
+                        lock(&self.in_flight).insert(token);
+                        return Ok(Some(entry.task.clone()));
+                    }
+                }
+                queue.notify.clone()
+            };
+            let notified = notify.notified();
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Hands a worker's answer to the attempt. Refused if the token is not a task in flight.
+    pub fn answer(&self, token: &str, outcome: RemoteOutcome) -> Result<(), MatchingError> {
+        if !lock(&self.in_flight).remove(token) {
+            return Err(MatchingError::NotFound);
+        }
+        let entry = lock(&self.entries)
+            .remove(token)
+            .ok_or(MatchingError::NotFound)?;
+        entry
+            .reply
+            .send(outcome)
+            .map_err(|_| MatchingError::NotFound)
+    }
+
+    /// Records a heartbeat of a task in flight; answers whether cancellation was requested.
+    pub fn heartbeat(&self, token: &str, details: Payload) -> Result<bool, MatchingError> {
+        if !lock(&self.in_flight).contains(token) {
+            return Err(MatchingError::NotFound);
+        }
+        let entries = lock(&self.entries);
+        let entry = entries.get(token).ok_or(MatchingError::NotFound)?;
+        (entry.heartbeat)(details);
+        Ok(*entry.cancel.borrow())
+    }
+
+    /// The token of the task in flight for activity `seq` of `run_id` (the `ById` calls).
+    pub fn token_of(&self, run_id: &RunId, seq: Seq) -> Result<String, MatchingError> {
+        // Locks in the order `poll` takes them: entries, then in-flight tokens.
+        let entries = lock(&self.entries);
+        let in_flight = lock(&self.in_flight);
+        entries
+            .iter()
+            .find(|(token, e)| {
+                e.task.run_id == *run_id && e.task.seq == seq && in_flight.contains(*token)
+            })
+            .map(|(token, _)| token.clone())
+            .ok_or(MatchingError::NotFound)
+    }
+
+    /// Attempts waiting for a poller or held by one.
+    pub fn tasks(&self) -> usize {
+        lock(&self.entries).len()
+    }
+}
