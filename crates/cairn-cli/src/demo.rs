@@ -58,6 +58,23 @@ pub async fn remote_hello(ctx: Ctx, name: String) -> Result<String, WorkflowErro
         .await?)
 }
 
+/// Returns at once (benchmark W1 through Temporal's clients).
+pub async fn noop(_ctx: Ctx, _input: ()) -> Result<(), WorkflowError> {
+    Ok(())
+}
+
+/// Three sequential no-op activities `step` on task queue `steps`, run by remote workers
+/// (benchmark W2 through Temporal's clients and workers).
+pub async fn three_step(ctx: Ctx, _input: ()) -> Result<(), WorkflowError> {
+    for i in 0..3u32 {
+        ctx.activity_named::<_, serde_json::Value>("step", i)
+            .task_queue("steps")
+            .start_to_close(Duration::from_secs(30))
+            .await?;
+    }
+    Ok(())
+}
+
 /// Registers the demo workflows and activities.
 pub fn register(builder: cairn::NodeBuilder) -> cairn::NodeBuilder {
     builder
@@ -65,5 +82,7 @@ pub fn register(builder: cairn::NodeBuilder) -> cairn::NodeBuilder {
         .workflow(countdown)
         .workflow(approval)
         .workflow(remote_hello)
+        .workflow(noop)
+        .workflow(three_step)
         .activity(greet)
 }

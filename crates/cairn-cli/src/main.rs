@@ -183,7 +183,8 @@ enum ServerCommand {
     /// demo workflows.
     Start(StartArgs),
     /// One node on the embedded store with the HTTP API and the demo workflows (hello,
-    /// countdown, approval, remote_hello) and Temporal's gRPC API. Stops cleanly on Ctrl-C.
+    /// countdown, approval, remote_hello, noop, three_step) and Temporal's gRPC API. Stops
+    /// cleanly on Ctrl-C.
     StartDev(StartDevArgs),
 }
 

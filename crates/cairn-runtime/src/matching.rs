@@ -259,3 +259,124 @@ impl Matching {
         lock(&self.entries).len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn task(queue: &str, seq: Seq) -> RemoteActivityTask {
+        RemoteActivityTask {
+            token: String::new(),
+            workflow_id: WorkflowId::new("w").unwrap(),
+            run_id: RunId::from_parts(1, [0; 10]),
+            seq,
+            activity_type: "a".into(),
+            task_queue: queue.into(),
+            input: Payload::encode(&seq).unwrap(),
+            attempt: 1,
+            scheduled_unix_ms: 0,
+            started_unix_ms: 0,
+            timeouts: ActivityTimeouts::default(),
+            retry: RetryPolicy::default(),
+            heartbeat_details: None,
+        }
+    }
+
+    fn sink() -> HeartbeatSink {
+        Arc::new(|_| {})
+    }
+
+    /// Polls take the oldest waiting attempt of their own queue; an attempt that stops waiting
+    /// leaves its queue; answers reach the attempt once, and only for tokens in flight.
+    #[tokio::test]
+    async fn polls_take_the_oldest_of_their_queue_and_answers_land_once() {
+        let matching = Matching::new("n1");
+        let (_cancel, cancel_rx) = watch::channel(false);
+        let mut first = matching.offer(task("q", 1), sink(), cancel_rx.clone());
+        let second = matching.offer(task("q", 2), sink(), cancel_rx.clone());
+        let other = matching.offer(task("other", 3), sink(), cancel_rx.clone());
+        let gone = matching.offer(task("q", 4), sink(), cancel_rx.clone());
+        drop(gone);
+        let polled = matching.poll("q", Duration::ZERO).await.unwrap().unwrap();
+        assert_eq!(polled.seq, 1);
+        assert!(polled.token.starts_with("cairn/n1/"));
+        assert_eq!(
+            matching.answer(
+                &second.token,
+                RemoteOutcome::Completed(Payload::encode(&0).unwrap())
+            ),
+            Err(MatchingError::NotFound),
+            "not handed out yet"
+        );
+        matching
+            .answer(
+                &polled.token,
+                RemoteOutcome::Completed(Payload::encode(&7).unwrap()),
+            )
+            .unwrap();
+        assert_eq!(
+            matching.answer(
+                &polled.token,
+                RemoteOutcome::Completed(Payload::encode(&8).unwrap())
+            ),
+            Err(MatchingError::NotFound),
+            "answered once"
+        );
+        assert_eq!(
+            (&mut first.outcome).await.unwrap(),
+            RemoteOutcome::Completed(Payload::encode(&7).unwrap())
+        );
+        assert_eq!(
+            matching
+                .poll("q", Duration::ZERO)
+                .await
+                .unwrap()
+                .unwrap()
+                .seq,
+            2
+        );
+        assert!(
+            matching.poll("q", Duration::ZERO).await.unwrap().is_none(),
+            "the dropped attempt left its queue"
+        );
+        drop(second);
+        drop(other);
+        assert_eq!(matching.tasks(), 0);
+    }
+
+    /// A poll waiting when an attempt arrives takes it; past `ACTIVITY_POLLS_WAITING_MAX`
+    /// waiting polls, the next is refused at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_polls_are_bounded() {
+        let matching = Arc::new(Matching::new("n1"));
+        let waiting: Vec<_> = (0..ACTIVITY_POLLS_WAITING_MAX)
+            .map(|_| {
+                let m = matching.clone();
+                tokio::spawn(async move { m.poll("q", Duration::from_secs(20)).await })
+            })
+            .collect();
+        while matching.polls.load(Ordering::Acquire) < ACTIVITY_POLLS_WAITING_MAX {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            matching
+                .poll("q", Duration::from_secs(1))
+                .await
+                .unwrap_err(),
+            MatchingError::TooManyPolls(ACTIVITY_POLLS_WAITING_MAX)
+        );
+        let (_cancel, cancel_rx) = watch::channel(false);
+        let offered = matching.offer(task("q", 9), sink(), cancel_rx);
+        let mut got = 0;
+        for poll in waiting {
+            poll.abort();
+            if let Ok(Ok(Some(t))) = poll.await {
+                assert_eq!(t.seq, 9);
+                got += 1;
+            }
+        }
+        assert!(got <= 1, "one attempt, one poller");
+        drop(offered);
+    }
+}

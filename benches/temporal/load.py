@@ -1,0 +1,119 @@
+"""Temporal's Python client (and worker) as a load generator, the same against any server.
+
+    python load.py --address 127.0.0.1:7233 --scenario w1|w2|w2-latency \\
+        --workflows N --concurrency C [--host-workflows]
+
+W1: `noop` workflows, start to completion, no activities. W2: `three_step` workflows, three
+sequential no-op activities `step` on task queue `steps`, run by the Python worker this script
+starts. W2-latency: W2 one at a time. On Cairn the workflow code is the dev server's Rust
+(`noop`, `three_step`); with --host-workflows (Temporal's server) this script's worker also
+hosts Python twins of them. Prints one JSON line: workflows/s, activities/s, p50/p99 ms.
+"""
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from datetime import timedelta
+
+from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+WORKFLOW_QUEUE = "bench-workflows"
+
+
+@activity.defn(name="step")
+async def step(i: int) -> int:
+    return i
+
+
+@workflow.defn(name="noop")
+class Noop:
+    @workflow.run
+    async def run(self) -> None:
+        return None
+
+
+@workflow.defn(name="three_step")
+class ThreeStep:
+    @workflow.run
+    async def run(self) -> None:
+        for i in range(3):
+            await workflow.execute_activity(
+                "step", i, task_queue="steps", start_to_close_timeout=timedelta(seconds=30)
+            )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--scenario", choices=["w1", "w2", "w2-latency"], required=True)
+    parser.add_argument("--workflows", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--host-workflows", action="store_true")
+    args = parser.parse_args()
+    if args.scenario == "w2-latency":
+        args.concurrency = 1
+    client = await Client.connect(args.address)
+    workflow_type = "noop" if args.scenario == "w1" else "three_step"
+    run = uuid.uuid4().hex[:8]
+    latencies = []
+    gate = asyncio.Semaphore(args.concurrency)
+
+    async def one(i: int) -> None:
+        async with gate:
+            began = time.perf_counter()
+            await client.execute_workflow(
+                workflow_type, id=f"bench-{run}-{i}", task_queue=WORKFLOW_QUEUE
+            )
+            latencies.append(time.perf_counter() - began)
+
+    workers = [
+        Worker(
+            client,
+            task_queue="steps",
+            activities=[step],
+            max_concurrent_activities=max(100, args.concurrency),
+        )
+    ]
+    if args.host_workflows:
+        workers.append(
+            Worker(
+                client,
+                task_queue=WORKFLOW_QUEUE,
+                workflows=[Noop, ThreeStep],
+                max_concurrent_workflow_tasks=max(100, args.concurrency),
+            )
+        )
+    for w in workers:
+        await w.__aenter__()
+    try:
+        began = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(args.workflows)))
+        elapsed = time.perf_counter() - began
+    finally:
+        for w in workers:
+            await w.__aexit__(None, None, None)
+    latencies.sort()
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+    activities = 0 if args.scenario == "w1" else 3 * args.workflows
+    print(
+        json.dumps(
+            {
+                "scenario": args.scenario,
+                "workflows": args.workflows,
+                "concurrency": args.concurrency,
+                "seconds": round(elapsed, 3),
+                "workflows_per_sec": round(args.workflows / elapsed, 1),
+                "activities_per_sec": round(activities / elapsed, 1),
+                "p50_ms": round(pick(0.50), 2),
+                "p99_ms": round(pick(0.99), 2),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
