@@ -14,7 +14,7 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
 fi
 data=$(mktemp -d)
 log="$data/server.log"
-"$cairn" server start-dev --db "$data/db" --port 0 --retention 7d >"$log" 2>&1 &
+"$cairn" server start-dev --db "$data/db" --port 0 --temporal-port 0 --retention 7d >"$log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
 address=""

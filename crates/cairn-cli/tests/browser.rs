@@ -135,7 +135,15 @@ fn web_ui_in_headless_chromium() {
         );
     let dir = tempfile::tempdir().unwrap();
     let mut server = Command::new(CAIRN)
-        .args(["server", "start-dev", "--port", "0", "--db"])
+        .args([
+            "server",
+            "start-dev",
+            "--port",
+            "0",
+            "--temporal-port",
+            "0",
+            "--db",
+        ])
         .arg(dir.path().join("data"))
         .stdout(Stdio::piped())
         .spawn()

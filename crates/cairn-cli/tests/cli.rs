@@ -24,7 +24,15 @@ impl Drop for Server {
 
 fn start_server(db: &std::path::Path) -> Server {
     let mut child = Command::new(CAIRN)
-        .args(["server", "start-dev", "--port", "0", "--db"])
+        .args([
+            "server",
+            "start-dev",
+            "--port",
+            "0",
+            "--temporal-port",
+            "0",
+            "--db",
+        ])
         .arg(db)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -252,7 +260,15 @@ fn one_server_per_directory_and_clean_ctrl_c() {
     let db = dir.path().join("data");
     let mut server = start_server(&db);
     let second = Command::new(CAIRN)
-        .args(["server", "start-dev", "--port", "0", "--db"])
+        .args([
+            "server",
+            "start-dev",
+            "--port",
+            "0",
+            "--temporal-port",
+            "0",
+            "--db",
+        ])
         .arg(&db)
         .output()
         .unwrap();
@@ -286,6 +302,8 @@ fn json_logs() {
             "server",
             "start-dev",
             "--port",
+            "0",
+            "--temporal-port",
             "0",
             "--log-format",
             "json",
@@ -335,4 +353,90 @@ fn production_server_explains_what_it_needs() {
         stderr.contains("--features fdb") || stderr.contains("FoundationDB"),
         "{stderr}"
     );
+}
+
+/// Proves the dev server serves Temporal's gRPC port and says where, that a port already taken
+/// is a clear error naming the flags that avoid it (nothing half-started), and that
+/// `--no-temporal` serves none.
+#[test]
+fn temporal_port_is_served_and_a_clash_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let clash = Command::new(CAIRN)
+        .args([
+            "server",
+            "start-dev",
+            "--port",
+            "0",
+            "--temporal-port",
+            &port,
+            "--db",
+        ])
+        .arg(dir.path().join("a"))
+        .output()
+        .unwrap();
+    assert!(!clash.status.success());
+    let stderr = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        stderr.contains("binding Temporal's gRPC port") && stderr.contains("--no-temporal"),
+        "{stderr}"
+    );
+    drop(taken);
+
+    let mut child = Command::new(CAIRN)
+        .args([
+            "server",
+            "start-dev",
+            "--port",
+            "0",
+            "--temporal-port",
+            "0",
+            "--db",
+        ])
+        .arg(dir.path().join("b"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (mut first, mut second) = (String::new(), String::new());
+    out.read_line(&mut first).unwrap();
+    out.read_line(&mut second).unwrap();
+    let grpc = second
+        .split_whitespace()
+        .last()
+        .unwrap_or_else(|| panic!("no Temporal address in {second:?}"))
+        .to_string();
+    assert!(second.contains("Temporal gRPC API"), "{second:?}");
+    assert!(
+        std::net::TcpStream::connect(&grpc).is_ok(),
+        "{grpc} accepts connections"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let mut child = Command::new(CAIRN)
+        .args([
+            "server",
+            "start-dev",
+            "--port",
+            "0",
+            "--no-temporal",
+            "--db",
+        ])
+        .arg(dir.path().join("c"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("listening on http://"), "{line:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+    assert!(!rest.contains("Temporal gRPC API"), "{rest:?}");
 }

@@ -45,7 +45,13 @@ pub struct StartWorkflow {
     pub input: Payload,
     pub id_reuse_policy: IdReusePolicy,
     pub timeouts: WorkflowTimeouts,
+    /// The client's id for this request: a start repeated with the same id (a retry after a
+    /// lost answer) answers the run the first one started instead of `AlreadyRunning`.
+    pub request_id: Option<String>,
 }
+
+/// Most bytes of a start's `request_id`.
+pub const REQUEST_ID_BYTES_MAX: usize = 256;
 
 /// Largest payload one record carries inline, leaving room for the record around it in a
 /// 100,000-byte store value. Larger payloads need chunking, which is not built yet.
@@ -301,10 +307,19 @@ impl<S: Store> Node<S> {
                 reason,
             })?;
         let timeouts = request.timeouts.validate()?;
+        if let Some(id) = &request.request_id
+            && id.len() > REQUEST_ID_BYTES_MAX
+        {
+            return Err(ClientError::PayloadTooLarge {
+                what: "request_id",
+                len: id.len(),
+                max: REQUEST_ID_BYTES_MAX,
+            });
+        }
         let shard = shared.shard_of(&request.workflow_id);
         let namespace = shared.config.namespace.clone();
         let now = now_ms();
-        let run = NewRun::new(
+        let mut run = NewRun::new(
             &namespace,
             request.workflow_id.clone(),
             &request.workflow_type,
@@ -312,6 +327,7 @@ impl<S: Store> Node<S> {
             timeouts,
             now,
         );
+        run.record.start.request_id = request.request_id.clone();
         let run_id = run.run_id;
         let keys = shared.keys.clone();
         let wf_key = keys.workflow(&namespace, request.workflow_id.as_str());
@@ -336,9 +352,26 @@ impl<S: Store> Node<S> {
         // Most starts are of new ids; a reused id is re-planned inside the commit.
         let ops = run.writes(&keys, shard, crate::visibility::Replacing::Nothing);
         let verify = Some((keys.run(&run_id), Verify::RunVersionAtLeast(0)));
-        self.submit(ops, vec![check], verify).await?;
+        match self.submit(ops, vec![check], verify).await {
+            Ok(()) => {}
+            Err(ClientError::AlreadyRunning {
+                run_id: running, ..
+            }) if request.request_id.is_some()
+                && self.start_request_id(&running).await.ok().flatten() == request.request_id =>
+            {
+                // The same request again: its run, not a conflict.
+                return Ok(running);
+            }
+            Err(e) => return Err(e),
+        }
         shared.metrics.record_started(&workflow_type);
         Ok(run_id)
+    }
+
+    /// The request id a run was started with.
+    async fn start_request_id(&self, run_id: &RunId) -> Result<Option<String>, ClientError> {
+        let mut tx = self.shared.store.begin()?;
+        Ok(self.run_in(&mut tx, run_id).await?.start.request_id)
     }
 
     /// A client request's writes, unfenced, through the committer.
@@ -565,6 +598,11 @@ impl<S: Store> Node<S> {
         }
     }
 
+    /// The id of the workflow id's current run (one read).
+    pub async fn current_run_id(&self, workflow_id: &WorkflowId) -> Result<RunId, ClientError> {
+        Ok(self.current(workflow_id).await?.run_id)
+    }
+
     /// Waits for run `run_id` of `workflow_id` to close and returns how it ended (a run that
     /// continued as new answers [`Outcome::ContinuedAsNew`]; nothing is followed).
     pub async fn run_outcome(
@@ -572,7 +610,16 @@ impl<S: Store> Node<S> {
         workflow_id: &WorkflowId,
         run_id: RunId,
     ) -> Result<Outcome, ClientError> {
-        self.run_history(workflow_id, Some(run_id)).await?;
+        let mut tx = self.shared.store.begin()?;
+        let key = self.shared.keys.run(&run_id);
+        match load_record::<RunRecord>(&mut tx, &self.shared.keys, &key, "run").await? {
+            Some((record, _)) if &record.workflow_id == workflow_id => {}
+            _ => {
+                return Err(ClientError::NotFound {
+                    workflow_id: format!("{workflow_id} (run {run_id})"),
+                });
+            }
+        }
         self.run_result(workflow_id, run_id).await
     }
 

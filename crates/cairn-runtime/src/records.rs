@@ -58,6 +58,9 @@ pub struct StartRecord {
     /// When the first run of a continue-as-new chain started (`None` for a first run).
     #[serde(default)]
     pub execution_started_unix_ms: Option<u64>,
+    /// The client's request id of the start (see `StartWorkflow::request_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// The parent of a child workflow's run, where its end is reported.
@@ -297,6 +300,7 @@ impl NewRun {
                     random_seed: seed,
                     timeouts,
                     execution_started_unix_ms: None,
+                    request_id: None,
                 },
                 state: None,
                 version: 0,

@@ -48,6 +48,7 @@ async fn activity_then_timer_completes() {
         input: Payload::encode("cairn").unwrap(),
         id_reuse_policy: Default::default(),
         timeouts: Default::default(),
+        request_id: None,
     })
     .await
     .unwrap();

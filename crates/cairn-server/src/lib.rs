@@ -475,6 +475,7 @@ async fn start<S: Store>(
             input: json::payload_of(&body.input)?,
             id_reuse_policy,
             timeouts,
+            request_id: None,
         })
         .await?;
     let answer = json!({"workflow_id": body.workflow_id, "run_id": run_id.to_string()});

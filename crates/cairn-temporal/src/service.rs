@@ -200,6 +200,7 @@ impl<S: Store> Frontend<S> {
         run_timeout: Option<&prost_wkt_types::Duration>,
         reuse: i32,
         conflict: i32,
+        request_id: &str,
     ) -> Result<(RunId, bool), Status> {
         let id = workflow_id_of(workflow_id)?;
         let workflow_type = workflow_type
@@ -233,6 +234,7 @@ impl<S: Store> Frontend<S> {
             input,
             id_reuse_policy,
             timeouts,
+            request_id: (!request_id.is_empty()).then(|| request_id.to_string()),
         };
         match self.node.start_workflow(request.clone()).await {
             Ok(run_id) => Ok((run_id, true)),
@@ -283,12 +285,7 @@ impl<S: Store> Frontend<S> {
             execution.ok_or_else(|| Status::invalid_argument("workflow_execution is required"))?;
         let id = workflow_id_of(&execution.workflow_id)?;
         if let Some(run) = run_id(&execution.run_id)? {
-            let current = self
-                .node
-                .run_history(&id, None)
-                .await
-                .map_err(status::of)?
-                .run_id;
+            let current = self.node.current_run_id(&id).await.map_err(status::of)?;
             if current != run {
                 return Err(status::of(ClientError::NotRunning {
                     workflow_id: format!("{id} (run {run})"),
@@ -388,6 +385,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
                 r.workflow_run_timeout.as_ref(),
                 r.workflow_id_reuse_policy,
                 r.workflow_id_conflict_policy,
+                &r.request_id,
             )
             .await?;
         Ok(Response::new(ws::StartWorkflowExecutionResponse {
@@ -445,6 +443,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
                 r.workflow_run_timeout.as_ref(),
                 r.workflow_id_reuse_policy,
                 WorkflowIdConflictPolicy::UseExisting as i32,
+                &r.request_id,
             )
             .await?;
         let id = workflow_id_of(&r.workflow_id)?;

@@ -395,8 +395,8 @@ fn already_started_run(status: &tonic::Status) -> String {
         .run_id
 }
 
-/// Proves id reuse and conflict policies as Temporal's clients send them: a second start of
-/// a running id is refused with the detail the SDKs turn into `WorkflowAlreadyStartedError`,
+/// Proves id reuse and conflict policies as Temporal's clients send them: a start repeated
+/// with its request id answers the same run; another start of a running id is refused with the detail the SDKs turn into `WorkflowAlreadyStartedError`,
 /// USE_EXISTING answers the running run, TERMINATE_EXISTING replaces it, REJECT_DUPLICATE
 /// refuses after the close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,14 +409,25 @@ async fn starts_follow_id_reuse_and_conflict_policies() {
         .await
         .unwrap()
         .into_inner();
-    let refused = client
+    // The same request again (a client's retry after a lost answer): the same run.
+    let retried = client
         .start_workflow_execution(start_request("reuse", "", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retried.run_id, first.run_id);
+    let refused = client
+        .start_workflow_execution(ws::StartWorkflowExecutionRequest {
+            request_id: "another request".into(),
+            ..start_request("reuse", "", 1)
+        })
         .await
         .unwrap_err();
     assert_eq!(already_started_run(&refused), first.run_id);
     let existing = client
         .start_workflow_execution(ws::StartWorkflowExecutionRequest {
             workflow_id_conflict_policy: WorkflowIdConflictPolicy::UseExisting as i32,
+            request_id: "third request".into(),
             ..start_request("reuse", "", 1)
         })
         .await
@@ -427,6 +438,7 @@ async fn starts_follow_id_reuse_and_conflict_policies() {
     let replaced = client
         .start_workflow_execution(ws::StartWorkflowExecutionRequest {
             workflow_id_conflict_policy: WorkflowIdConflictPolicy::TerminateExisting as i32,
+            request_id: "fourth request".into(),
             ..start_request("reuse", "second:", 1)
         })
         .await
@@ -457,6 +469,7 @@ async fn starts_follow_id_reuse_and_conflict_policies() {
     let rejected = client
         .start_workflow_execution(ws::StartWorkflowExecutionRequest {
             workflow_id_reuse_policy: WorkflowIdReusePolicy::RejectDuplicate as i32,
+            request_id: "fifth request".into(),
             ..start_request("reuse", "", 1)
         })
         .await

@@ -198,6 +198,7 @@ impl<S: Store, O> StartCall<S, O> {
                 input,
                 id_reuse_policy: self.id_reuse_policy,
                 timeouts: self.timeouts,
+                request_id: None,
             })
             .await?;
         Ok(WorkflowHandle {
