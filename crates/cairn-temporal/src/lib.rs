@@ -81,6 +81,20 @@ impl tonic::service::Interceptor for Authorize {
     }
 }
 
+/// Accepted connections with Nagle's algorithm off: small request/answer exchanges (a poll
+/// answer, an activity result) otherwise wait on the peer's delayed ACK, about 40 ms each.
+fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        if let Ok(stream) = &accepted {
+            let _ = stream.set_nodelay(true);
+        }
+        accepted
+    })
+}
+
 /// Serves Temporal's gRPC API for `node` on `listener` until `shutdown` resolves.
 pub async fn serve<S: Store>(
     listener: tokio::net::TcpListener,
@@ -91,9 +105,6 @@ pub async fn serve<S: Store>(
     tonic::transport::Server::builder()
         .concurrency_limit_per_connection(REQUESTS_PER_CONNECTION_MAX)
         .add_service(service(node, token))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
 }
