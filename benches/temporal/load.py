@@ -13,6 +13,7 @@ hosts Python twins of them. Prints one JSON line: workflows/s, activities/s, p50
 import argparse
 import asyncio
 import json
+import sys
 import time
 import uuid
 from datetime import timedelta
@@ -115,5 +116,24 @@ async def main() -> None:
     )
 
 
+def run_and_exit() -> None:
+    """Runs `main`, then leaves without interpreter finalization: the SDK's native threads can
+    abort the process there ("PyGILState_Release ... finalizing") after everything passed."""
+    import os
+    import traceback
+
+    try:
+        asyncio.run(main())
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:  # noqa: BLE001 - reported, then a failing exit status
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_and_exit()

@@ -329,5 +329,24 @@ async def main() -> None:
     print(f"{checks} checks passed against {args.address}")
 
 
+def run_and_exit() -> None:
+    """Runs `main`, then leaves without interpreter finalization: the SDK's native threads can
+    abort the process there ("PyGILState_Release ... finalizing") after everything passed."""
+    import os
+    import traceback
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), timeout=300))
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:  # noqa: BLE001 - reported, then a failing exit status
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    asyncio.run(asyncio.wait_for(main(), timeout=300))
+    run_and_exit()
