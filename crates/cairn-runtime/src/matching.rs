@@ -12,7 +12,9 @@
 //! heartbeat) timer, and its entry leaves with it.
 //!
 //! Matching is in memory and per node: a poller receives attempts of the shards the node it
-//! polls holds. Tokens name the node; an answer to another node's token is refused.
+//! polls holds. Tokens name the node and its incarnation (a fresh id per process), so an
+//! answer to another node's token, or to a token handed out before a restart, is refused
+//! rather than landing on whichever attempt reuses the number.
 
 use crate::registry::HeartbeatSink;
 use cairn_types::{ActivityTimeouts, Failure, Payload, RetryPolicy, RunId, Seq, WorkflowId};
@@ -82,6 +84,8 @@ struct Queue {
 /// The node's remote-activity matching.
 pub struct Matching {
     node_id: String,
+    /// Fresh per process: tokens of an earlier incarnation never match.
+    incarnation: String,
     next: AtomicU64,
     queues: Mutex<HashMap<String, Queue>>,
     /// Every entry, waiting or in flight, by token.
@@ -119,6 +123,7 @@ impl Matching {
     pub fn new(node_id: &str) -> Self {
         Self {
             node_id: node_id.to_string(),
+            incarnation: uuid::Uuid::now_v7().simple().to_string(),
             next: AtomicU64::new(1),
             queues: Mutex::new(HashMap::new()),
             entries: Mutex::new(HashMap::new()),
@@ -135,8 +140,9 @@ impl Matching {
         cancel: watch::Receiver<bool>,
     ) -> Offered<'_> {
         let token = format!(
-            "cairn/{}/{}",
+            "cairn/{}/{}/{}",
             self.node_id,
+            self.incarnation,
             self.next.fetch_add(1, Ordering::Relaxed)
         );
         task.token = token.clone();
@@ -343,6 +349,29 @@ mod tests {
         drop(second);
         drop(other);
         assert_eq!(matching.tasks(), 0);
+    }
+
+    /// Tokens of an earlier incarnation of the same node (a restart) never match a new one's.
+    #[tokio::test]
+    async fn tokens_of_an_earlier_incarnation_are_refused() {
+        let (_cancel, cancel_rx) = watch::channel(false);
+        let before = Matching::new("n1");
+        let _held = before.offer(task("q", 1), sink(), cancel_rx.clone());
+        let old = before.poll("q", Duration::ZERO).await.unwrap().unwrap();
+        let after = Matching::new("n1");
+        let _new = after.offer(task("q", 1), sink(), cancel_rx);
+        let new = after.poll("q", Duration::ZERO).await.unwrap().unwrap();
+        assert_ne!(
+            old.token, new.token,
+            "same node, same number, different process"
+        );
+        assert_eq!(
+            after.answer(
+                &old.token,
+                RemoteOutcome::Completed(Payload::encode(&1).unwrap())
+            ),
+            Err(MatchingError::NotFound)
+        );
     }
 
     /// A poll waiting when an attempt arrives takes it; past `ACTIVITY_POLLS_WAITING_MAX`
