@@ -21,6 +21,6 @@ pub use executor::{
     TimerFuture, WorkflowContext, WorkflowError, WorkflowFn, WorkflowFuture,
 };
 pub use machine::{
-    ChildOutcome, Effect, Message, PendingActivity, PendingChild, Run, RunError, RunState,
-    RunStatus, StartArgs, TimerId, Transition, event_size_bytes,
+    ChildOutcome, Effect, Message, PendingActivity, PendingChild, RemoteCode, Run, RunError,
+    RunState, RunStatus, StartArgs, TimerId, Transition, event_size_bytes,
 };

@@ -74,6 +74,46 @@ pub enum ChildOutcome {
     TimedOut,
 }
 
+/// A run whose code runs in a remote worker (a Temporal SDK worker polling workflow tasks),
+/// not in this process. The machine keeps Temporal's rule: at most one workflow task at a
+/// time; inputs that arrive while it is out are buffered and recorded after its commands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoteCode {
+    /// The task queue its workers poll.
+    pub task_queue: String,
+    /// How long a worker may hold a workflow task (Temporal's workflow task timeout).
+    pub task_timeout_ms: u64,
+    /// A workflow task is owed: the code has not seen the history's latest inputs.
+    pub task_due: bool,
+    /// Counts the run's workflow tasks; names the current one.
+    pub task: u32,
+    /// Attempt of the current task, from 1 (a task a worker failed or dropped is retried).
+    pub attempt: u32,
+    /// Fire time of the current task's check timer (`TimerId::WorkflowTask`).
+    pub task_timer_at: Option<u64>,
+    /// Inputs that arrived while the task was out, recorded when it ends.
+    pub buffered: Vec<EventKind>,
+    /// A worker holds the current task. In memory only: a run loaded from the store has no
+    /// task out (its worker's token named the node's previous life), so it hands it out again.
+    #[serde(skip)]
+    pub task_out: bool,
+}
+
+impl RemoteCode {
+    pub fn new(task_queue: String, task_timeout_ms: u64) -> Self {
+        Self {
+            task_queue,
+            task_timeout_ms,
+            task_due: false,
+            task: 0,
+            attempt: 0,
+            task_timer_at: None,
+            buffered: Vec::new(),
+            task_out: false,
+        }
+    }
+}
+
 /// The run's snapshot: everything needed to continue besides history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
@@ -98,6 +138,9 @@ pub struct RunState {
     /// `TimerId::WorkflowExecution` timer, so the timer can be cleared when the run closes.
     #[serde(default)]
     pub deadline_unix_ms: Option<u64>,
+    /// Set when the code runs in remote workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteCode>,
 }
 
 /// Durable timers a run arms. A timer that fires after it stopped mattering (the attempt it
@@ -131,6 +174,11 @@ pub enum TimerId {
         attempt: u32,
     },
     WorkflowExecution,
+    /// Re-offers workflow task `task` of a remote run while it is owed (after a restart, its
+    /// run is activated by this timer).
+    WorkflowTask {
+        task: u32,
+    },
 }
 
 /// A mailbox message: why a run wakes up.
@@ -173,6 +221,20 @@ pub enum Message {
     ChildClosed {
         seq: Seq,
         outcome: ChildOutcome,
+    },
+    /// A remote worker completed workflow task `task` (attempt `attempt`) with `commands`.
+    /// Delivered in memory, never stored: a task's answer is only good for the life it was
+    /// handed out in.
+    WorkflowTaskCompleted {
+        task: u32,
+        attempt: u32,
+        commands: Vec<Command>,
+    },
+    /// A remote worker failed workflow task `task`, or held it past its timeout: it is
+    /// handed out again (attempt + 1).
+    WorkflowTaskFailed {
+        task: u32,
+        attempt: u32,
     },
 }
 
@@ -268,7 +330,8 @@ pub enum RunError {
 /// A live run: its snapshot plus its workflow instance.
 pub struct Run {
     state: RunState,
-    executor: Executor,
+    /// The code, when it runs in this process; `None` for a remote run.
+    executor: Option<Executor>,
 }
 
 impl std::fmt::Debug for Run {
@@ -358,8 +421,54 @@ impl Run {
         args: StartArgs,
         now: u64,
     ) -> Result<(Run, Transition), RunError> {
-        let state = RunState {
-            workflow_type: args.workflow_type.clone(),
+        let state = Self::fresh_state(&args.workflow_type, now);
+        let executor = Executor::new(
+            workflow,
+            &args.workflow_type,
+            args.input.clone(),
+            args.random_seed,
+            now,
+        );
+        let run = Run {
+            state,
+            executor: Some(executor),
+        };
+        run.started(args, now)
+    }
+
+    /// Starts a run whose code runs in remote workers: the `WorkflowExecutionStarted` event
+    /// and its first workflow task, owed.
+    pub fn start_remote(
+        args: StartArgs,
+        remote: RemoteCode,
+        now: u64,
+    ) -> Result<(Run, Transition), RunError> {
+        let run = Run {
+            state: RunState {
+                remote: Some(remote),
+                ..Self::fresh_state(&args.workflow_type, now)
+            },
+            executor: None,
+        };
+        run.started(args, now)
+    }
+
+    /// A remote run from its snapshot (nothing to replay: its code is elsewhere).
+    pub fn resume_remote(state: RunState) -> Result<Run, RunError> {
+        if state.remote.is_none() {
+            return Err(RunError::MalformedHistory {
+                reason: "the run's code is not remote".into(),
+            });
+        }
+        Ok(Run {
+            state,
+            executor: None,
+        })
+    }
+
+    fn fresh_state(workflow_type: &str, now: u64) -> RunState {
+        RunState {
+            workflow_type: workflow_type.to_string(),
             status: RunStatus::Running,
             next_event_id: 1,
             started_unix_ms: now,
@@ -371,15 +480,13 @@ impl Run {
             search_attributes: SearchAttributes::new(),
             history_size_bytes: 0,
             deadline_unix_ms: None,
-        };
-        let executor = Executor::new(
-            workflow,
-            &args.workflow_type,
-            args.input.clone(),
-            args.random_seed,
-            now,
-        );
-        let mut run = Run { state, executor };
+            remote: None,
+        }
+    }
+
+    /// The start's deadline timer and first transition.
+    fn started(mut self, args: StartArgs, now: u64) -> Result<(Run, Transition), RunError> {
+        let run = &mut self;
         let mut effects = Vec::new();
         // The execution timeout counts from the chain's first run, the run timeout from now.
         let execution_started = args.execution_started_unix_ms.unwrap_or(now);
@@ -406,10 +513,10 @@ impl Run {
             random_seed: args.random_seed,
             timeouts: args.timeouts,
         };
-        let mut transition = run.transition(vec![started], None, now)?;
+        let mut transition = run.transition(vec![started], None, None, now)?;
         effects.append(&mut transition.effects);
         transition.effects = effects;
-        Ok((run, transition))
+        Ok((self, transition))
     }
 
     /// The snapshot.
@@ -419,7 +526,48 @@ impl Run {
 
     /// Runs a query handler of the workflow.
     pub fn query(&self, name: &str, args: Payload) -> Result<Payload, ExecutorError> {
-        self.executor.query(name, args)
+        match &self.executor {
+            Some(executor) => executor.query(name, args),
+            None => Err(ExecutorError::UnknownQuery {
+                name: format!("{name} (the workflow's code runs in a remote worker)"),
+                known: Vec::new(),
+            }),
+        }
+    }
+
+    /// The remote code's bookkeeping, for a remote run.
+    pub fn remote(&self) -> Option<&RemoteCode> {
+        self.state.remote.as_ref()
+    }
+
+    /// Hands the owed workflow task to a worker: its `(task, attempt)`, or `None` if no task
+    /// is owed or one is out already. In memory: nothing to commit.
+    pub fn take_workflow_task(&mut self) -> Option<(u32, u32)> {
+        if self.state.status.is_closed() {
+            return None;
+        }
+        let remote = self.state.remote.as_mut()?;
+        if !remote.task_due || remote.task_out || !remote.buffered.is_empty() {
+            return None;
+        }
+        remote.task_out = true;
+        Some((remote.task, remote.attempt))
+    }
+
+    /// Whether `(task, attempt)` is the task a worker holds now.
+    pub fn holds_workflow_task(&self, task: u32, attempt: u32) -> bool {
+        self.state
+            .remote
+            .as_ref()
+            .is_some_and(|r| r.task_out && r.task == task && r.attempt == attempt)
+    }
+
+    /// Whether completing the task out with `commands` would be refused (Temporal's rule): it
+    /// closes the run while inputs the code has not seen (a signal, an activity result) wait.
+    pub fn completion_is_stale(&self, commands: &[Command]) -> bool {
+        self.state.remote.as_ref().is_some_and(|r| {
+            commands.iter().any(Command::closes_run) && r.buffered.iter().any(is_code_input)
+        })
     }
 
     /// One transition: applies `messages` (in order) at time `now`.
@@ -433,6 +581,7 @@ impl Run {
         let mut inputs = Vec::new();
         let mut effects = Vec::new();
         let mut terminal = None;
+        let mut completion: Option<Vec<Command>> = None;
         for message in messages {
             if terminal.is_some() {
                 break;
@@ -509,6 +658,31 @@ impl Run {
                         });
                     }
                 }
+                Message::WorkflowTaskCompleted {
+                    task,
+                    attempt,
+                    commands,
+                } => {
+                    if completion.is_none() && self.holds_workflow_task(task, attempt) {
+                        completion = Some(commands);
+                    }
+                }
+                Message::WorkflowTaskFailed { task, attempt } => {
+                    if completion.is_none()
+                        && self.holds_workflow_task(task, attempt)
+                        && let Some(remote) = self.state.remote.as_mut()
+                    {
+                        remote.task_out = false;
+                        remote.attempt += 1;
+                        remote.task_due = true;
+                        let fire_at = now.saturating_add(remote.task_timeout_ms);
+                        remote.task_timer_at = Some(fire_at);
+                        effects.push(Effect::ScheduleTimer {
+                            timer: TimerId::WorkflowTask { task },
+                            fire_at_unix_ms: fire_at,
+                        });
+                    }
+                }
                 Message::ChildClosed { seq, outcome } => {
                     if self.state.children.remove(&seq).is_some() {
                         inputs.push(match outcome {
@@ -532,7 +706,7 @@ impl Run {
                 }
             }
         }
-        let mut transition = self.transition(inputs, terminal, now)?;
+        let mut transition = self.transition(inputs, terminal, completion, now)?;
         effects.append(&mut transition.effects);
         transition.effects = effects;
         Ok(transition)
@@ -657,6 +831,21 @@ impl Run {
                     effects.extend(enqueue_effects(seq, activity, now));
                 }
             }
+            TimerId::WorkflowTask { task } => {
+                if let Some(remote) = self.state.remote.as_mut()
+                    && remote.task == task
+                    && remote.task_due
+                {
+                    // Still owed: check again later (the timer's firing activated the run,
+                    // which offers the task to its workers again).
+                    let fire_at = now.saturating_add(remote.task_timeout_ms);
+                    remote.task_timer_at = Some(fire_at);
+                    effects.push(Effect::ScheduleTimer {
+                        timer,
+                        fire_at_unix_ms: fire_at,
+                    });
+                }
+            }
             TimerId::WorkflowExecution => {
                 if terminal.is_none() {
                     *terminal = Some((EventKind::WorkflowExecutionTimedOut, RunStatus::TimedOut));
@@ -671,8 +860,17 @@ impl Run {
         &mut self,
         inputs: Vec<EventKind>,
         terminal: Option<(EventKind, RunStatus)>,
+        completion: Option<Vec<Command>>,
         now: u64,
     ) -> Result<Transition, RunError> {
+        let mut inputs = inputs;
+        if terminal.is_none()
+            && let Some(remote) = self.state.remote.as_mut()
+            && remote.task_out
+        {
+            // The worker holding the task has not seen these: they follow its commands.
+            remote.buffered.append(&mut inputs);
+        }
         let activate = terminal.is_none() && inputs.iter().any(is_code_input);
         let mut log = EventLog {
             state: &mut self.state,
@@ -683,10 +881,15 @@ impl Run {
             log.push(kind);
         }
         let mut effects = Vec::new();
-        if activate {
-            self.executor
-                .set_history(log.length(), log.state.history_size_bytes);
-            let commands = self.executor.activate(&log.events, HashMap::new())?;
+        if let Some(commands) = completion
+            && terminal.is_none()
+        {
+            remote_task_completed(&mut log, commands, now, &mut effects);
+        } else if activate && log.state.remote.is_some() {
+            owe_workflow_task(log.state, now, &mut effects);
+        } else if activate && let Some(executor) = self.executor.as_mut() {
+            executor.set_history(log.length(), log.state.history_size_bytes);
+            let commands = executor.activate(&log.events, HashMap::new())?;
             let mut task_completed = false;
             for command in commands {
                 // The close event is the run's last event (Temporal's order): the workflow
@@ -843,7 +1046,77 @@ impl Run {
         let mut state = state;
         // Snapshots written before history sizes were kept say 0.
         state.history_size_bytes = prefix_bytes[history.len()];
-        Ok(Run { state, executor })
+        Ok(Run {
+            state,
+            executor: Some(executor),
+        })
+    }
+}
+
+/// A workflow task is owed to the remote code (unless one is already): a new task, attempt 1,
+/// with its check timer.
+fn owe_workflow_task(state: &mut RunState, now: u64, effects: &mut Vec<Effect>) {
+    let Some(remote) = state.remote.as_mut() else {
+        return;
+    };
+    if remote.task_due {
+        return;
+    }
+    remote.task_due = true;
+    remote.task += 1;
+    remote.attempt = 1;
+    let fire_at = now.saturating_add(remote.task_timeout_ms);
+    remote.task_timer_at = Some(fire_at);
+    effects.push(Effect::ScheduleTimer {
+        timer: TimerId::WorkflowTask { task: remote.task },
+        fire_at_unix_ms: fire_at,
+    });
+}
+
+/// The worker's answer to the task out: its commands, as the executor's would be, then the
+/// inputs that arrived meanwhile (which owe the next task). A completion that would close the
+/// run past inputs it has not seen is dropped (`Run::completion_is_stale`): those inputs owe a
+/// new task instead.
+fn remote_task_completed(
+    log: &mut EventLog<'_>,
+    commands: Vec<Command>,
+    now: u64,
+    effects: &mut Vec<Effect>,
+) {
+    let Some(remote) = log.state.remote.as_mut() else {
+        return;
+    };
+    let stale =
+        commands.iter().any(Command::closes_run) && remote.buffered.iter().any(is_code_input);
+    remote.task_out = false;
+    remote.task_due = false;
+    remote.task_timer_at = None;
+    let buffered = std::mem::take(&mut remote.buffered);
+    if !stale {
+        let mut task_completed = false;
+        for command in commands {
+            if log.state.status.is_closed() {
+                break;
+            }
+            if command.closes_run() && !task_completed {
+                log.push(EventKind::WorkflowTaskCompleted);
+                task_completed = true;
+            }
+            apply_command(log, command, now, effects);
+        }
+        if !task_completed {
+            log.push(EventKind::WorkflowTaskCompleted);
+        }
+    }
+    if log.state.status.is_closed() {
+        return;
+    }
+    let owed = buffered.iter().any(is_code_input);
+    for kind in buffered {
+        log.push(kind);
+    }
+    if owed {
+        owe_workflow_task(log.state, now, effects);
     }
 }
 

@@ -45,14 +45,17 @@ pub use error::{ClientError, IdReusePolicy};
 pub use keys::Keys;
 pub use matching::{
     ACTIVITY_POLL_WAIT_MAX_MS, ACTIVITY_POLLS_WAITING_MAX, MatchingError, RemoteActivityTask,
-    RemoteOutcome,
+    RemoteOutcome, WorkflowTaskRef,
 };
 pub use metrics::Metrics;
 pub use node::{Description, INLINE_PAYLOAD_BYTES_MAX, Node, RunHistory, StartWorkflow};
 pub use peers::{
     InProcessPeers, PeerError, PeerFuture, PeerQuery, Peers, PeersHandle, QueryTarget,
 };
-pub use records::{Lease, NodeRecord, Outcome};
+pub use records::{
+    Lease, NodeRecord, Outcome, RemoteStart, WORKFLOW_TASK_TIMEOUT_DEFAULT_MS,
+    WORKFLOW_TASK_TIMEOUT_MAX_MS,
+};
 pub use registry::{
     ActivityContext, ActivityDef, ActivityFuture, ActivityInfo, Registry, WorkflowDef,
 };
@@ -66,4 +69,4 @@ pub use visibility::{
     LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, LIST_SCAN_ENTRIES_MAX, PAGE_TOKEN_BYTES_MAX,
     SORTED_QUERY_WORKFLOWS_MAX, WorkflowPage, WorkflowSummary, status_name,
 };
-pub use workflow::{MAILBOX_BATCH_MAX, QueryError};
+pub use workflow::{MAILBOX_BATCH_MAX, QueryError, WorkflowTask};

@@ -1,4 +1,4 @@
-//! Matching for remote activity workers.
+//! Matching for remote workers: activity attempts and workflow tasks.
 //!
 //! With `NodeConfig::remote_activities`, an attempt of an activity type not registered on this
 //! node is not failed: after its claim (as any attempt) it waits here, in its task queue, for a
@@ -15,6 +15,13 @@
 //! polls holds. Tokens name the node and its incarnation (a fresh id per process), so an
 //! answer to another node's token, or to a token handed out before a restart, is refused
 //! rather than landing on whichever attempt reuses the number.
+
+//! Workflow tasks of remote runs (`StartRecord::remote`) are matched by reference: a run
+//! with a task owed offers `(shard, run id)` in its task queue (once: a run is queued at most
+//! once); a poll takes the oldest reference and asks the run's actor for the task, which the
+//! actor builds then (history as committed) or refuses if it is no longer owed. The queue
+//! holds no task contents, so it is bounded by the number of runs, and a lost reference
+//! costs nothing: the run's check timer (`TimerId::WorkflowTask`) offers it again.
 
 use crate::registry::HeartbeatSink;
 use cairn_types::{ActivityTimeouts, Failure, Payload, RetryPolicy, RunId, Seq, WorkflowId};
@@ -63,6 +70,16 @@ pub enum MatchingError {
         "activity task not found: it already ended (completed, timed out, canceled) or was handed out by another node"
     )]
     NotFound,
+    #[error(
+        "workflow task not found: it was completed, failed or timed out, or it was handed out by another node or before a restart"
+    )]
+    WorkflowTaskNotFound,
+    #[error(
+        "the workflow task's completion closes the workflow, but new events (a signal, an activity result) arrived while it was out: it was not applied, and a new workflow task carries them"
+    )]
+    WorkflowTaskStale,
+    #[error("the workflow's actor stopped before answering; retry")]
+    WorkflowTaskUnavailable,
     #[error("{0} polls are waiting on this node already; poll again shortly")]
     TooManyPolls(usize),
 }
@@ -73,6 +90,20 @@ struct Entry {
     reply: oneshot::Sender<RemoteOutcome>,
     heartbeat: HeartbeatSink,
     cancel: watch::Receiver<bool>,
+}
+
+/// A remote run with a workflow task owed, as matching queues it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WorkflowTaskRef {
+    pub shard: u32,
+    pub run_id: RunId,
+}
+
+#[derive(Default)]
+struct WorkflowQueue {
+    ready: VecDeque<WorkflowTaskRef>,
+    queued: std::collections::HashSet<RunId>,
+    notify: std::sync::Arc<Notify>,
 }
 
 #[derive(Default)]
@@ -92,6 +123,7 @@ pub struct Matching {
     entries: Mutex<HashMap<String, Entry>>,
     in_flight: Mutex<std::collections::HashSet<String>>,
     polls: std::sync::atomic::AtomicUsize,
+    workflow_queues: Mutex<HashMap<String, WorkflowQueue>>,
 }
 
 impl std::fmt::Debug for Matching {
@@ -104,6 +136,15 @@ impl std::fmt::Debug for Matching {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Gives a waiting poll's place back however the poll ends.
+struct Polling<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Polling<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Removes its entry when the attempt stops waiting, however it stops.
@@ -129,7 +170,102 @@ impl Matching {
             entries: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(std::collections::HashSet::new()),
             polls: std::sync::atomic::AtomicUsize::new(0),
+            workflow_queues: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Queues a run's owed workflow task in `task_queue` (a run already queued stays once).
+    pub(crate) fn offer_workflow_task(&self, task_queue: &str, task: WorkflowTaskRef) {
+        let mut queues = lock(&self.workflow_queues);
+        let queue = queues.entry(task_queue.to_string()).or_default();
+        if queue.queued.insert(task.run_id) {
+            queue.ready.push_back(task);
+            queue.notify.notify_one();
+        }
+    }
+
+    /// The oldest run with a workflow task owed in `task_queue`, waiting up to `wait` (at most
+    /// [`ACTIVITY_POLL_WAIT_MAX_MS`]); `None` if none came. Counts against the node's bound
+    /// of waiting polls with activity polls.
+    pub async fn poll_workflow_task(
+        &self,
+        task_queue: &str,
+        wait: Duration,
+    ) -> Result<Option<WorkflowTaskRef>, MatchingError> {
+        let polls = self.polls.fetch_add(1, Ordering::AcqRel);
+        let _polling = Polling(&self.polls);
+        if polls >= ACTIVITY_POLLS_WAITING_MAX {
+            return Err(MatchingError::TooManyPolls(polls));
+        }
+        let wait = wait.min(Duration::from_millis(ACTIVITY_POLL_WAIT_MAX_MS));
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notify = {
+                let mut queues = lock(&self.workflow_queues);
+                let queue = queues.entry(task_queue.to_string()).or_default();
+                if let Some(task) = queue.ready.pop_front() {
+                    queue.queued.remove(&task.run_id);
+                    return Ok(Some(task));
+                }
+                queue.notify.clone()
+            };
+            let notified = notify.notified();
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Runs queued for workflow tasks, over all queues.
+    pub fn workflow_tasks_queued(&self) -> usize {
+        lock(&self.workflow_queues)
+            .values()
+            .map(|q| q.ready.len())
+            .sum()
+    }
+
+    /// The opaque token of a handed-out workflow task.
+    pub(crate) fn workflow_token(
+        &self,
+        shard: u32,
+        run_id: RunId,
+        task: u32,
+        attempt: u32,
+    ) -> String {
+        format!(
+            "cairn-wft/{}/{}/{shard}/{run_id}/{task}/{attempt}",
+            self.node_id, self.incarnation
+        )
+    }
+
+    /// The task a workflow task token names, if this node's current life handed it out.
+    pub(crate) fn parse_workflow_token(
+        &self,
+        token: &str,
+    ) -> Result<(WorkflowTaskRef, u32, u32), MatchingError> {
+        let mut parts = token.split('/');
+        let (Some("cairn-wft"), Some(node), Some(incarnation)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(MatchingError::WorkflowTaskNotFound);
+        };
+        if node != self.node_id || incarnation != self.incarnation {
+            return Err(MatchingError::WorkflowTaskNotFound);
+        }
+        let mut field = || parts.next().ok_or(MatchingError::WorkflowTaskNotFound);
+        let shard = field()?
+            .parse()
+            .map_err(|_| MatchingError::WorkflowTaskNotFound)?;
+        let run_id: RunId = field()?
+            .parse()
+            .map_err(|_| MatchingError::WorkflowTaskNotFound)?;
+        let task = field()?
+            .parse()
+            .map_err(|_| MatchingError::WorkflowTaskNotFound)?;
+        let attempt = field()?
+            .parse()
+            .map_err(|_| MatchingError::WorkflowTaskNotFound)?;
+        Ok((WorkflowTaskRef { shard, run_id }, task, attempt))
     }
 
     /// Puts an attempt in its task queue; the answer comes on `Offered::outcome`.
@@ -189,12 +325,6 @@ impl Matching {
         wait: Duration,
     ) -> Result<Option<RemoteActivityTask>, MatchingError> {
         let polls = self.polls.fetch_add(1, Ordering::AcqRel);
-        struct Polling<'a>(&'a std::sync::atomic::AtomicUsize);
-        impl Drop for Polling<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
         let _polling = Polling(&self.polls);
         if polls >= ACTIVITY_POLLS_WAITING_MAX {
             return Err(MatchingError::TooManyPolls(polls));

@@ -17,12 +17,14 @@ use crate::records::{
 };
 use crate::registry::Registry;
 use crate::schedules::{self, CreateSchedule, ScheduleDescription, ScheduleRecord, must_exist};
+use crate::shard::ShardMsg;
 use crate::shared::Shared;
 use crate::visibility::{
     LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, Visibility, WorkflowPage, WorkflowSummary,
     decode_page_token, status_name,
 };
 use crate::worker::Workers;
+use crate::workflow::WorkflowMsg;
 use cairn_core::schedule::OverlapPolicy;
 use cairn_core::visibility::{CompareOp, Condition, Filter};
 use cairn_core::{Message, PendingActivity, PendingChild, RunStatus};
@@ -48,6 +50,9 @@ pub struct StartWorkflow {
     /// The client's id for this request: a start repeated with the same id (a retry after a
     /// lost answer) answers the run the first one started instead of `AlreadyRunning`.
     pub request_id: Option<String>,
+    /// Run the workflow's code in remote workers polling this task queue (Temporal SDK
+    /// workers through the gRPC frontend) instead of this node's registered code.
+    pub remote: Option<crate::RemoteStart>,
 }
 
 /// Most bytes of a start's `request_id`.
@@ -81,6 +86,8 @@ pub struct RunHistory {
     /// How the run ended, once it has.
     pub outcome: Option<Outcome>,
     pub started_unix_ms: u64,
+    /// Where the run's workflow tasks go, if its code runs in remote workers.
+    pub remote: Option<crate::RemoteStart>,
 }
 
 /// A running Cairn node.
@@ -205,6 +212,122 @@ impl<S: Store> Node<S> {
         self.shared.matching.poll(task_queue, wait).await
     }
 
+    /// The oldest owed workflow task of a remote run in `task_queue`, waiting up to `wait` (at
+    /// most [`crate::ACTIVITY_POLL_WAIT_MAX_MS`]) for one; `None` if none came. The task is
+    /// then held by the caller until it completes or fails it, or its timeout passes.
+    pub async fn poll_workflow_task(
+        &self,
+        task_queue: &str,
+        wait: Duration,
+    ) -> Result<Option<crate::WorkflowTask>, crate::MatchingError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(owed) = self
+                .shared
+                .matching
+                .poll_workflow_task(task_queue, left)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let Some(shard) = self.shared.shard(owed.shard) else {
+                // The shard moved: its new holder offers the task there.
+                continue;
+            };
+            let taken = shard
+                .call(
+                    |reply| ShardMsg::ToRun {
+                        run_id: owed.run_id,
+                        message: WorkflowMsg::TakeWorkflowTask(reply),
+                    },
+                    Some(crate::shared::QUERY_CALL_TIMEOUT),
+                )
+                .await;
+            if let Ok(ractor::rpc::CallResult::Success(Some(task))) = taken {
+                return Ok(Some(task));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// A worker's completion of the workflow task `token` names, with its commands (their
+    /// sequence numbers as the worker's SDK assigned them); answers once it committed.
+    pub async fn complete_workflow_task(
+        &self,
+        token: &str,
+        commands: Vec<cairn_types::Command>,
+    ) -> Result<(), crate::MatchingError> {
+        let (owed, task, attempt) = self.shared.matching.parse_workflow_token(token)?;
+        let shard = self
+            .shared
+            .shard(owed.shard)
+            .ok_or(crate::MatchingError::WorkflowTaskNotFound)?;
+        match shard
+            .call(
+                |reply| ShardMsg::ToRun {
+                    run_id: owed.run_id,
+                    message: WorkflowMsg::CompleteWorkflowTask {
+                        task,
+                        attempt,
+                        commands,
+                        reply,
+                    },
+                },
+                Some(crate::shared::QUERY_CALL_TIMEOUT),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(answer)) => answer,
+            _ => Err(crate::MatchingError::WorkflowTaskUnavailable),
+        }
+    }
+
+    /// The committed history of the run whose workflow task `token` names (what a completion's
+    /// commands refer to by event).
+    pub async fn workflow_task_history(
+        &self,
+        token: &str,
+    ) -> Result<(RunId, Vec<HistoryEvent>), crate::MatchingError> {
+        let (owed, _, _) = self.shared.matching.parse_workflow_token(token)?;
+        let (begin, end) = self.shared.keys.history(&owed.run_id);
+        let read = async {
+            let mut tx = self.shared.store.begin()?;
+            let rows = tx
+                .get_range(&RangeRequest::new(begin, end).snapshot())
+                .await?;
+            rows.iter()
+                .map(|kv| decode::<HistoryEvent>("history event", &kv.value))
+                .collect::<Result<Vec<_>, StoreError>>()
+        };
+        let history = read
+            .await
+            .map_err(|_| crate::MatchingError::WorkflowTaskUnavailable)?;
+        Ok((owed.run_id, history))
+    }
+
+    /// A worker failed the workflow task `token` names: it is handed out again.
+    pub fn fail_workflow_task(&self, token: &str) -> Result<(), crate::MatchingError> {
+        let (owed, task, attempt) = self.shared.matching.parse_workflow_token(token)?;
+        let shard = self
+            .shared
+            .shard(owed.shard)
+            .ok_or(crate::MatchingError::WorkflowTaskNotFound)?;
+        shard
+            .cast(ShardMsg::ToRun {
+                run_id: owed.run_id,
+                message: WorkflowMsg::FailWorkflowTask { task, attempt },
+            })
+            .map_err(|_| crate::MatchingError::WorkflowTaskUnavailable)
+    }
+
+    /// Remote runs queued for a workflow task on this node.
+    pub fn workflow_tasks_queued(&self) -> usize {
+        self.shared.matching.workflow_tasks_queued()
+    }
+
     /// Activity attempts waiting for a remote worker or held by one.
     pub fn remote_activity_tasks(&self) -> usize {
         self.shared.matching.tasks()
@@ -287,25 +410,27 @@ impl<S: Store> Node<S> {
     /// large, the timeouts are inconsistent, or the id-reuse policy forbids a new run.
     pub async fn start_workflow(&self, request: StartWorkflow) -> Result<RunId, ClientError> {
         let shared = &self.shared;
-        if shared
-            .registry
-            .workflow_def(&request.workflow_type)
-            .is_none()
-        {
-            return Err(ClientError::UnknownWorkflowType {
-                workflow_type: request.workflow_type,
-                registered: shared.registry.workflow_names(),
-            });
+        if request.remote.is_none() {
+            if shared
+                .registry
+                .workflow_def(&request.workflow_type)
+                .is_none()
+            {
+                return Err(ClientError::UnknownWorkflowType {
+                    workflow_type: request.workflow_type,
+                    registered: shared.registry.workflow_names(),
+                });
+            }
+            shared
+                .registry
+                .check_input(&request.workflow_type, &request.input)
+                .map_err(|reason| ClientError::InputDoesNotDecode {
+                    workflow_type: request.workflow_type.clone(),
+                    reason,
+                })?;
         }
         check_payload("workflow input", &request.input)?;
         let workflow_type = request.workflow_type.clone();
-        shared
-            .registry
-            .check_input(&request.workflow_type, &request.input)
-            .map_err(|reason| ClientError::InputDoesNotDecode {
-                workflow_type: request.workflow_type.clone(),
-                reason,
-            })?;
         let timeouts = request.timeouts.validate()?;
         if let Some(id) = &request.request_id
             && id.len() > REQUEST_ID_BYTES_MAX
@@ -328,6 +453,7 @@ impl<S: Store> Node<S> {
             now,
         );
         run.record.start.request_id = request.request_id.clone();
+        run.record.start.remote = request.remote.clone();
         let run_id = run.run_id;
         let keys = shared.keys.clone();
         let wf_key = keys.workflow(&namespace, request.workflow_id.as_str());
@@ -658,6 +784,7 @@ impl<S: Store> Node<S> {
             events,
             outcome: record.outcome,
             started_unix_ms: record.created_unix_ms,
+            remote: record.start.remote,
         })
     }
 

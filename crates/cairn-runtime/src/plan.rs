@@ -310,7 +310,14 @@ impl Planner<'_> {
             item: encode(&InboxItem::Message(message)),
         };
         // Refusals known before any read: they need no transaction-time decision.
-        let refused = if self.registry.workflow_def(workflow_type).is_none() {
+        // A remote run's children run remotely too, on its task queue, unless their type is
+        // registered here.
+        let remote = record
+            .start
+            .remote
+            .clone()
+            .filter(|_| self.registry.workflow_def(workflow_type).is_none());
+        let refused = if self.registry.workflow_def(workflow_type).is_none() && remote.is_none() {
             Some(format!(
                 "workflow type {workflow_type:?} is not registered on this node"
             ))
@@ -341,6 +348,8 @@ impl Planner<'_> {
             shard: self.shard,
             seq,
         });
+        let mut child = child;
+        child.record.start.remote = remote;
         let child_shard = crate::shared::shard_of(workflow_id.as_str(), self.shard_count);
         let wf_key = keys.workflow(&record.namespace, workflow_id.as_str());
         let workflow_id = workflow_id.clone();
@@ -501,6 +510,17 @@ fn dropped_timer_keys(
                 out.push(user(*seq, *fire_at));
             }
         }
+    }
+    // A remote run's workflow task check timer, once its task changed or ended.
+    let task_timer = |s: &RunState| {
+        s.remote
+            .as_ref()
+            .and_then(|r| r.task_timer_at.map(|at| (r.task, at)))
+    };
+    if let Some((task, at)) = record.state.as_ref().and_then(task_timer)
+        && (closed.is_some() || task_timer(state) != Some((task, at)))
+    {
+        out.push(keys.timer(shard, at, run_id, &TimerId::WorkflowTask { task }));
     }
     if closed.is_some() {
         out.extend(state.timers.iter().map(|(seq, at)| user(*seq, *at)));

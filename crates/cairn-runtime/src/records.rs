@@ -61,7 +61,24 @@ pub struct StartRecord {
     /// The client's request id of the start (see `StartWorkflow::request_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Set when the workflow's code runs in remote workers (Temporal SDK workers polling
+    /// workflow tasks), not in this process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteStart>,
 }
+
+/// Where a remote run's workflow tasks go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteStart {
+    pub task_queue: String,
+    /// How long a worker may hold one workflow task.
+    pub task_timeout_ms: u64,
+}
+
+/// Default workflow task timeout (Temporal's).
+pub const WORKFLOW_TASK_TIMEOUT_DEFAULT_MS: u64 = 10_000;
+/// Longest workflow task timeout (Temporal's cap).
+pub const WORKFLOW_TASK_TIMEOUT_MAX_MS: u64 = 120_000;
 
 /// The parent of a child workflow's run, where its end is reported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -301,6 +318,7 @@ impl NewRun {
                     timeouts,
                     execution_started_unix_ms: None,
                     request_id: None,
+                    remote: None,
                 },
                 state: None,
                 version: 0,
@@ -377,6 +395,7 @@ impl NewRun {
         self.summary.execution_started_unix_ms = execution_started;
         self.record.previous_run = Some(previous.run_id);
         self.record.scheduled_by = previous.scheduled_by.clone();
+        self.record.start.remote = previous.start.remote.clone();
         if let Some(parent) = previous.parent.clone() {
             self = self.parent(parent);
         }

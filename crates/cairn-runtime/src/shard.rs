@@ -87,6 +87,11 @@ pub enum ShardMsg {
         args: Payload,
         reply: RpcReplyPort<Result<Payload, QueryError>>,
     },
+    /// Any message for the run's actor (activated if it is not in memory).
+    ToRun {
+        run_id: RunId,
+        message: WorkflowMsg,
+    },
     AddTimers(Vec<TimerEntry>),
     /// Keys consumed by a committed transition (timers among them are forgotten).
     RemoveTimers(Vec<Vec<u8>>),
@@ -219,6 +224,9 @@ impl<S: Store> Actor for ShardActor<S> {
                 state
                     .send(&myself, run_id, WorkflowMsg::Query { name, args, reply })
                     .await;
+            }
+            ShardMsg::ToRun { run_id, message } => {
+                state.send(&myself, run_id, message).await;
             }
             ShardMsg::AddTimers(entries) => {
                 for entry in entries {

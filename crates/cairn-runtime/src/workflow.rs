@@ -14,7 +14,9 @@ use crate::plan::{AfterCommit, Planner};
 use crate::records::{InboxItem, Outcome, RunRecord, decode, encode, load_record};
 use crate::shard::ShardMsg;
 use crate::shared::Shared;
-use cairn_core::{Effect, Message, Run, RunStatus, StartArgs, TimerId, Transition, WorkflowFn};
+use cairn_core::{
+    Effect, Message, RemoteCode, Run, RunStatus, StartArgs, TimerId, Transition, WorkflowFn,
+};
 use cairn_store::{RangeRequest, Store, Transaction};
 use cairn_types::{Failure, HistoryEvent, Payload, RunId};
 use ractor::thread_local::ThreadLocalActor;
@@ -52,8 +54,43 @@ pub enum QueryError {
     Unavailable,
 }
 
+/// A workflow task as a remote worker receives it.
+#[derive(Debug, Clone)]
+pub struct WorkflowTask {
+    /// Opaque; names the node's life, the run, the task and its attempt.
+    pub token: String,
+    pub namespace: String,
+    pub workflow_id: cairn_types::WorkflowId,
+    pub run_id: RunId,
+    pub workflow_type: String,
+    pub task_queue: String,
+    pub attempt: u32,
+    /// The run's history as committed (Cairn's events); the task's inputs are its tail.
+    pub history: Vec<HistoryEvent>,
+    /// The run this one continues (continue-as-new), if any.
+    pub previous_run: Option<RunId>,
+    pub scheduled_unix_ms: u64,
+}
+
+/// The answer to a workflow task's completion.
+pub type TaskReply = RpcReplyPort<Result<(), crate::MatchingError>>;
+
 /// The workflow actor's inputs.
 pub enum WorkflowMsg {
+    /// Hand the owed workflow task of a remote run to a worker (`None`: none is owed).
+    TakeWorkflowTask(RpcReplyPort<Option<WorkflowTask>>),
+    /// A worker's completion of workflow task `task`, answered once it committed.
+    CompleteWorkflowTask {
+        task: u32,
+        attempt: u32,
+        commands: Vec<cairn_types::Command>,
+        reply: TaskReply,
+    },
+    /// A worker failed workflow task `task`, or held it past its timeout.
+    FailWorkflowTask {
+        task: u32,
+        attempt: u32,
+    },
     Load,
     Deliver(Vec<Delivery>),
     /// Read the run's mailbox from the store.
@@ -77,6 +114,9 @@ impl std::fmt::Debug for WorkflowMsg {
             Self::Flush => "Flush",
             Self::Query { .. } => "Query",
             Self::Passivate(_) => "Passivate",
+            Self::TakeWorkflowTask(_) => "TakeWorkflowTask",
+            Self::CompleteWorkflowTask { .. } => "CompleteWorkflowTask",
+            Self::FailWorkflowTask { .. } => "FailWorkflowTask",
         })
     }
 }
@@ -122,6 +162,9 @@ pub struct WorkflowState<S: Store> {
     load_failures: u32,
     /// The shard was told the run is closed (`ShardMsg::Closed`).
     told_closed: bool,
+    /// Completions of workflow tasks taken into the pending transition, answered after it
+    /// commits.
+    task_replies: Vec<TaskReply>,
 }
 
 /// Why a run could not be loaded.
@@ -178,6 +221,7 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
             inbox_seen: None,
             load_failures: 0,
             told_closed: false,
+            task_replies: Vec::new(),
         })
     }
 
@@ -206,6 +250,7 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                     state.load_failures = 0;
                     state.schedule_flush(&myself);
                     state.tell_if_closed();
+                    state.offer_workflow_task();
                 }
                 Err(LoadError::Held(reason)) => {
                     tracing::error!(run_id = %state.run_id, %reason, "run held");
@@ -249,6 +294,53 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                 }
                 state.schedule_flush(&myself);
                 state.tell_if_closed();
+                state.offer_workflow_task();
+            }
+            WorkflowMsg::TakeWorkflowTask(reply) => {
+                let task = state.take_workflow_task(&myself).await;
+                let _ = reply.send(task);
+            }
+            WorkflowMsg::CompleteWorkflowTask {
+                task,
+                attempt,
+                commands,
+                reply,
+            } => {
+                let Some(run) = state
+                    .run
+                    .as_ref()
+                    .filter(|r| r.holds_workflow_task(task, attempt))
+                else {
+                    let _ = reply.send(Err(crate::MatchingError::WorkflowTaskNotFound));
+                    return Ok(());
+                };
+                if run.completion_is_stale(&commands) {
+                    let _ = reply.send(Err(crate::MatchingError::WorkflowTaskStale));
+                } else {
+                    state.task_replies.push(reply);
+                }
+                state.accept(Delivery {
+                    item: InboxItem::Message(Message::WorkflowTaskCompleted {
+                        task,
+                        attempt,
+                        commands,
+                    }),
+                    consume: Vec::new(),
+                });
+                state.schedule_flush(&myself);
+            }
+            WorkflowMsg::FailWorkflowTask { task, attempt } => {
+                if state
+                    .run
+                    .as_ref()
+                    .is_some_and(|r| r.holds_workflow_task(task, attempt))
+                {
+                    state.accept(Delivery {
+                        item: InboxItem::Message(Message::WorkflowTaskFailed { task, attempt }),
+                        consume: Vec::new(),
+                    });
+                    state.schedule_flush(&myself);
+                }
             }
             WorkflowMsg::Query { name, args, reply } => {
                 // A query that arrives before the first transition runs it first, so a run
@@ -280,7 +372,13 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                 let _ = reply.send(answer);
             }
             WorkflowMsg::Passivate(reply) => {
-                let idle = state.pending.is_empty() && !state.flush_scheduled;
+                // A remote run whose worker holds a task stays: the task lives only here.
+                let task_out = state
+                    .run
+                    .as_ref()
+                    .and_then(Run::remote)
+                    .is_some_and(|r| r.task_out);
+                let idle = state.pending.is_empty() && !state.flush_scheduled && !task_out;
                 let _ = reply.send(idle);
                 if idle {
                     state
@@ -297,6 +395,87 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
 }
 
 impl<S: Store> WorkflowState<S> {
+    /// Queues the run's owed workflow task for its workers, if it is a remote run with one.
+    fn offer_workflow_task(&self) {
+        let Some(run) = &self.run else {
+            return;
+        };
+        let Some(remote) = run.remote() else {
+            return;
+        };
+        if self.held.is_none()
+            && !run.state().status.is_closed()
+            && remote.task_due
+            && !remote.task_out
+            && remote.buffered.is_empty()
+        {
+            self.shared.matching.offer_workflow_task(
+                &remote.task_queue,
+                crate::matching::WorkflowTaskRef {
+                    shard: self.shard,
+                    run_id: self.run_id,
+                },
+            );
+        }
+    }
+
+    /// Hands the owed workflow task out: the history as committed, a token, and a timer that
+    /// takes the task back if the worker holds it past its timeout.
+    async fn take_workflow_task(&mut self, myself: &ActorRef<WorkflowMsg>) -> Option<WorkflowTask> {
+        if self.held.is_some() {
+            return None;
+        }
+        let record = self.record.clone()?;
+        let run = self.run.as_mut()?;
+        let (task, attempt) = run.take_workflow_task()?;
+        let remote = run.remote()?.clone();
+        let history = match self.read_history().await {
+            Ok(history) => history,
+            Err(error) => {
+                tracing::warn!(run_id = %self.run_id, %error, "reading history for a workflow task failed");
+                // Not handed out: owed again, and offered again by its check timer.
+                myself.send_after(RETRY_AFTER_FAILED_COMMIT, move || {
+                    WorkflowMsg::FailWorkflowTask { task, attempt }
+                });
+                return None;
+            }
+        };
+        let timeout = Duration::from_millis(remote.task_timeout_ms);
+        myself.send_after(timeout, move || WorkflowMsg::FailWorkflowTask {
+            task,
+            attempt,
+        });
+        Some(WorkflowTask {
+            token: self
+                .shared
+                .matching
+                .workflow_token(self.shard, self.run_id, task, attempt),
+            namespace: record.namespace.clone(),
+            workflow_id: record.workflow_id.clone(),
+            run_id: self.run_id,
+            workflow_type: record.start.workflow_type.clone(),
+            task_queue: remote.task_queue,
+            attempt,
+            history,
+            previous_run: record.previous_run,
+            scheduled_unix_ms: remote
+                .task_timer_at
+                .map_or(0, |at| at.saturating_sub(remote.task_timeout_ms)),
+        })
+    }
+
+    /// The run's history as committed.
+    async fn read_history(&self) -> Result<Vec<HistoryEvent>, cairn_store::StoreError> {
+        let (begin, end) = self.shared.keys.history(&self.run_id);
+        let mut tx = self.shared.store.begin()?;
+        let rows = tx
+            .get_range(&RangeRequest::new(begin, end).snapshot())
+            .await?;
+        rows.iter()
+            .map(|kv| decode("history event", &kv.value))
+            .collect()
+    }
+
     fn accept(&mut self, delivery: Delivery) {
         if delivery.consume.iter().any(|k| self.taken.contains(k)) {
             return;
@@ -365,12 +544,15 @@ impl<S: Store> WorkflowState<S> {
                 .map(|kv| decode("history event", &kv.value))
                 .collect::<Result<_, _>>()
                 .map_err(|e| LoadError::Held(e.to_string()))?;
-            let workflow = self
-                .workflow_fn(&record.start.workflow_type)
-                .map_err(LoadError::Held)?;
-            let run = Run::replay(&workflow, state.clone(), &history)
-                .map_err(|e| LoadError::Held(e.to_string()))?;
-            self.run = Some(run);
+            let run = if record.start.remote.is_some() {
+                Run::resume_remote(state.clone())
+            } else {
+                let workflow = self
+                    .workflow_fn(&record.start.workflow_type)
+                    .map_err(LoadError::Held)?;
+                Run::replay(&workflow, state.clone(), &history)
+            };
+            self.run = Some(run.map_err(|e| LoadError::Held(e.to_string()))?);
         }
         self.shared
             .metrics
@@ -434,13 +616,6 @@ impl<S: Store> WorkflowState<S> {
                 return false;
             }
             if record.state.is_none() {
-                let workflow = match self.workflow_fn(&record.start.workflow_type) {
-                    Ok(w) => w,
-                    Err(reason) => {
-                        self.held = Some(reason);
-                        return true;
-                    }
-                };
                 let args = StartArgs {
                     workflow_type: record.start.workflow_type.clone(),
                     input: record.start.input.clone(),
@@ -448,7 +623,21 @@ impl<S: Store> WorkflowState<S> {
                     timeouts: record.start.timeouts,
                     execution_started_unix_ms: record.start.execution_started_unix_ms,
                 };
-                match Run::start(&workflow, args, now) {
+                let started = match &record.start.remote {
+                    Some(remote) => Run::start_remote(
+                        args,
+                        RemoteCode::new(remote.task_queue.clone(), remote.task_timeout_ms),
+                        now,
+                    ),
+                    None => match self.workflow_fn(&record.start.workflow_type) {
+                        Ok(workflow) => Run::start(&workflow, args, now),
+                        Err(reason) => {
+                            self.held = Some(reason);
+                            return true;
+                        }
+                    },
+                };
+                match started {
                     Ok((run, t)) => {
                         self.run = Some(run);
                         transition = t;
@@ -581,6 +770,19 @@ impl<S: Store> WorkflowState<S> {
             .fetch_add(1, Ordering::Relaxed);
         for key in &consumed {
             self.taken.remove(key);
+        }
+        // A completion took effect iff its task's `WorkflowTaskCompleted` was written (one
+        // whose run closed meanwhile, or that turned stale in the batch, did not).
+        let applied = transition
+            .events
+            .iter()
+            .any(|e| e.kind == cairn_types::EventKind::WorkflowTaskCompleted);
+        for reply in self.task_replies.drain(..) {
+            let _ = reply.send(if applied {
+                Ok(())
+            } else {
+                Err(crate::MatchingError::WorkflowTaskStale)
+            });
         }
         warn_if_history_grew_past_suggestion(&record, &new_record);
         self.record = Some(Arc::new(new_record));

@@ -49,6 +49,7 @@ async fn activity_then_timer_completes() {
         id_reuse_policy: Default::default(),
         timeouts: Default::default(),
         request_id: None,
+        remote: None,
     })
     .await
     .unwrap();

@@ -476,6 +476,7 @@ async fn start<S: Store>(
             id_reuse_policy,
             timeouts,
             request_id: None,
+            remote: None,
         })
         .await?;
     let answer = json!({"workflow_id": body.workflow_id, "run_id": run_id.to_string()});

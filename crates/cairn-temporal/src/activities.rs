@@ -15,7 +15,11 @@ use tonic::Status;
 /// A matching refusal as Temporal's server answers the same case.
 pub fn status(error: MatchingError) -> Status {
     match error {
-        MatchingError::NotFound => Status::not_found(error.to_string()),
+        MatchingError::NotFound | MatchingError::WorkflowTaskNotFound => {
+            Status::not_found(error.to_string())
+        }
+        MatchingError::WorkflowTaskStale => Status::invalid_argument(error.to_string()),
+        MatchingError::WorkflowTaskUnavailable => Status::unavailable(error.to_string()),
         MatchingError::TooManyPolls(_) => Status::resource_exhausted(error.to_string()),
     }
 }

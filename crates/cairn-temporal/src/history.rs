@@ -28,6 +28,9 @@ pub struct RunContext {
     pub run_id: RunId,
     /// The run that continued this one, if it continued as new.
     pub new_run_id: Option<RunId>,
+    /// The run's code is a remote worker's: its sequence numbers carry the SDK's activity and
+    /// timer ids (`workflow_tasks::sdk_id`).
+    pub remote: bool,
 }
 
 /// A Unix-millisecond time as a protobuf timestamp.
@@ -137,6 +140,15 @@ impl Builder<'_> {
             ..Default::default()
         });
         event_id
+    }
+
+    /// The id Temporal shows for the activity or timer `seq`.
+    fn id(&self, seq: Seq) -> String {
+        if self.context.remote {
+            crate::workflow_tasks::sdk_id(seq)
+        } else {
+            seq.to_string()
+        }
     }
 
     fn task_queue(&self) -> Option<TaskQueue> {
@@ -262,7 +274,7 @@ impl Builder<'_> {
                 options,
             } => {
                 let attributes = h::ActivityTaskScheduledEventAttributes {
-                    activity_id: seq.to_string(),
+                    activity_id: self.id(*seq),
                     activity_type: Some(ActivityType {
                         name: activity_type.clone(),
                     }),
@@ -385,7 +397,7 @@ impl Builder<'_> {
                     t,
                     EventType::TimerStarted,
                     Attributes::TimerStartedEventAttributes(h::TimerStartedEventAttributes {
-                        timer_id: seq.to_string(),
+                        timer_id: self.id(*seq),
                         start_to_fire_timeout: Some(duration(std::time::Duration::from_millis(
                             *duration_ms,
                         ))),
@@ -400,7 +412,7 @@ impl Builder<'_> {
                     t,
                     EventType::TimerFired,
                     Attributes::TimerFiredEventAttributes(h::TimerFiredEventAttributes {
-                        timer_id: seq.to_string(),
+                        timer_id: self.id(*seq),
                         started_event_id: started,
                     }),
                 );
@@ -411,7 +423,7 @@ impl Builder<'_> {
                     t,
                     EventType::TimerCanceled,
                     Attributes::TimerCanceledEventAttributes(h::TimerCanceledEventAttributes {
-                        timer_id: seq.to_string(),
+                        timer_id: self.id(*seq),
                         started_event_id: started,
                         workflow_task_completed_event_id: task,
                         identity: "cairn".into(),
@@ -767,7 +779,11 @@ pub fn convert(events: &[HistoryEvent], context: &RunContext) -> Vec<h::HistoryE
         if event.kind.is_close_command_event() && commands.is_empty() {
             // Cairn writes a closing command after the marker of the task that made it.
             builder.event(event, last_task);
-        } else if event.kind.is_command_event() {
+        } else if event.kind.is_command_event()
+            || (matches!(event.kind, EventKind::ActivityTaskCanceled { .. })
+                && !commands.is_empty())
+        {
+            // A cancel's `ActivityTaskCanceled`, recorded with the command, follows it.
             commands.push(event);
         } else if matches!(event.kind, EventKind::WorkflowTaskCompleted) {
             let task = builder.workflow_task(event.time_unix_ms);

@@ -16,6 +16,7 @@ pub mod history;
 pub mod payloads;
 pub mod service;
 pub mod status;
+pub mod workflow_tasks;
 
 pub use service::Frontend;
 

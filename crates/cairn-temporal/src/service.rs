@@ -10,15 +10,18 @@ use crate::history::{self, RunContext, duration, failure, search_attributes, tim
 use crate::payloads::{payloads, to_cairn};
 use crate::proto::workflow_service_server::WorkflowService;
 use crate::status;
+use crate::workflow_tasks;
 use cairn_core::RunStatus;
 use cairn_runtime::{
-    ClientError, IdReusePolicy, Node, Outcome, RemoteOutcome, StartWorkflow, WorkflowSummary,
+    ClientError, IdReusePolicy, Node, Outcome, RemoteOutcome, RemoteStart, StartWorkflow,
+    WORKFLOW_TASK_TIMEOUT_DEFAULT_MS, WORKFLOW_TASK_TIMEOUT_MAX_MS, WorkflowSummary,
 };
 use cairn_store::Store;
 use cairn_types::{RunId, WorkflowId, WorkflowTimeouts};
 use std::sync::Arc;
 use std::time::Duration;
 use temporalio_protos::temporal::api::common::v1::{WorkflowExecution, WorkflowType};
+use temporalio_protos::temporal::api::enums::v1::TaskQueueKind;
 use temporalio_protos::temporal::api::enums::v1::{
     HistoryEventFilterType, WorkflowExecutionStatus, WorkflowIdConflictPolicy,
     WorkflowIdReusePolicy,
@@ -198,6 +201,7 @@ impl<S: Store> Frontend<S> {
         input: Option<&temporalio_protos::temporal::api::common::v1::Payloads>,
         execution_timeout: Option<&prost_wkt_types::Duration>,
         run_timeout: Option<&prost_wkt_types::Duration>,
+        task_timeout: Option<&prost_wkt_types::Duration>,
         reuse: i32,
         conflict: i32,
         request_id: &str,
@@ -207,9 +211,15 @@ impl<S: Store> Frontend<S> {
             .map(|t| t.name.clone())
             .filter(|n| !n.is_empty())
             .ok_or_else(|| Status::invalid_argument("workflow_type is required"))?;
-        if task_queue.is_none_or(|q| q.name.is_empty()) {
-            return Err(Status::invalid_argument("task_queue is required"));
-        }
+        let task_queue_name = match task_queue {
+            Some(q) if !q.name.is_empty() => q.name.clone(),
+            _ => return Err(Status::invalid_argument("task_queue is required")),
+        };
+        let workflow_type_name = workflow_type.clone();
+        let task_timeout_ms = match std_duration(task_timeout, "workflow_task_timeout")? {
+            None => WORKFLOW_TASK_TIMEOUT_DEFAULT_MS,
+            Some(d) => (d.as_millis() as u64).clamp(1_000, WORKFLOW_TASK_TIMEOUT_MAX_MS),
+        };
         let input = to_cairn(input, "input").map_err(|e| Status::invalid_argument(e.0))?;
         let timeouts = WorkflowTimeouts {
             execution: std_duration(execution_timeout, "workflow_execution_timeout")?,
@@ -235,6 +245,16 @@ impl<S: Store> Frontend<S> {
             id_reuse_policy,
             timeouts,
             request_id: (!request_id.is_empty()).then(|| request_id.to_string()),
+            // A type this node has no code for runs in the workers polling its task queue.
+            remote: self
+                .node
+                .registry()
+                .workflow_def(&workflow_type_name)
+                .is_none()
+                .then(|| RemoteStart {
+                    task_queue: task_queue_name.clone(),
+                    task_timeout_ms,
+                }),
         };
         match self.node.start_workflow(request.clone()).await {
             Ok(run_id) => Ok((run_id, true)),
@@ -383,6 +403,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
                 r.input.as_ref(),
                 r.workflow_execution_timeout.as_ref(),
                 r.workflow_run_timeout.as_ref(),
+                r.workflow_task_timeout.as_ref(),
                 r.workflow_id_reuse_policy,
                 r.workflow_id_conflict_policy,
                 &r.request_id,
@@ -441,6 +462,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
                 r.input.as_ref(),
                 r.workflow_execution_timeout.as_ref(),
                 r.workflow_run_timeout.as_ref(),
+                r.workflow_task_timeout.as_ref(),
                 r.workflow_id_reuse_policy,
                 WorkflowIdConflictPolicy::UseExisting as i32,
                 &r.request_id,
@@ -593,7 +615,11 @@ impl<S: Store> WorkflowService for Frontend<S> {
             let read = self.node.run_history(&id, run).await.map_err(status::of)?;
             let context = RunContext {
                 namespace: self.namespace.clone(),
-                task_queue: IN_PROCESS_TASK_QUEUE.into(),
+                task_queue: read
+                    .remote
+                    .as_ref()
+                    .map_or(IN_PROCESS_TASK_QUEUE.into(), |r| r.task_queue.clone()),
+                remote: read.remote.is_some(),
                 run_id: read.run_id,
                 new_run_id: match read.outcome {
                     Some(Outcome::ContinuedAsNew { new_run_id }) => Some(new_run_id),
@@ -641,6 +667,100 @@ impl<S: Store> WorkflowService for Frontend<S> {
             };
             let _ = tokio::time::timeout(wait, self.node.run_outcome(&id, read.run_id)).await;
         }
+    }
+
+    async fn poll_workflow_task_queue(
+        &self,
+        request: Request<ws::PollWorkflowTaskQueueRequest>,
+    ) -> Result<Response<ws::PollWorkflowTaskQueueResponse>, Status> {
+        let wait = Duration::from_millis(ACTIVITY_POLL_MS);
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let queue = r
+            .task_queue
+            .filter(|q| !q.name.is_empty())
+            .ok_or_else(|| Status::invalid_argument("task_queue is required"))?;
+        if queue.kind == TaskQueueKind::Sticky as i32 {
+            // Cairn hands every workflow task out on the normal queue, with the whole
+            // history; a worker's sticky queue stays empty (the SDK replays from its cache
+            // or from the history, as after a sticky timeout on Temporal).
+            tokio::time::sleep(wait).await;
+            return Ok(Response::new(ws::PollWorkflowTaskQueueResponse::default()));
+        }
+        let task = self
+            .node
+            .poll_workflow_task(&queue.name, wait)
+            .await
+            .map_err(activities::status)?;
+        Ok(Response::new(match task {
+            Some(task) => workflow_tasks::poll_response(task, now_ms()),
+            None => ws::PollWorkflowTaskQueueResponse::default(),
+        }))
+    }
+
+    async fn respond_workflow_task_completed(
+        &self,
+        request: Request<ws::RespondWorkflowTaskCompletedRequest>,
+    ) -> Result<Response<ws::RespondWorkflowTaskCompletedResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let token = workflow_token(&r.task_token)?;
+        if !r.messages.is_empty() {
+            return Err(status::unsupported("workflow updates (protocol messages)"));
+        }
+        let scheduled = if workflow_tasks::needs_history(&r.commands) {
+            let (run_id, history) = self
+                .node
+                .workflow_task_history(token)
+                .await
+                .map_err(activities::status)?;
+            let context = RunContext {
+                namespace: self.namespace.clone(),
+                task_queue: String::new(),
+                run_id,
+                new_run_id: None,
+                remote: true,
+            };
+            workflow_tasks::scheduled_activities(&history, &context)
+        } else {
+            Default::default()
+        };
+        let commands = match workflow_tasks::commands(&r.commands, "", &scheduled) {
+            Ok(commands) => commands,
+            Err(refused) => {
+                // The task is failed, so it is handed out again once the worker's code (or
+                // Cairn) changes; the worker sees why.
+                let _ = self.node.fail_workflow_task(token);
+                return Err(refused);
+            }
+        };
+        self.node
+            .complete_workflow_task(token, commands)
+            .await
+            .map_err(activities::status)?;
+        Ok(Response::new(
+            ws::RespondWorkflowTaskCompletedResponse::default(),
+        ))
+    }
+
+    async fn respond_workflow_task_failed(
+        &self,
+        request: Request<ws::RespondWorkflowTaskFailedRequest>,
+    ) -> Result<Response<ws::RespondWorkflowTaskFailedResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let token = workflow_token(&r.task_token)?;
+        tracing::warn!(
+            cause = r.cause,
+            failure = r.failure.as_ref().map_or("", |f| f.message.as_str()),
+            "a worker failed a workflow task; it is handed out again"
+        );
+        self.node
+            .fail_workflow_task(token)
+            .map_err(activities::status)?;
+        Ok(Response::new(
+            ws::RespondWorkflowTaskFailedResponse::default(),
+        ))
     }
 
     async fn poll_activity_task_queue(
@@ -855,6 +975,21 @@ impl<S: Store> WorkflowService for Frontend<S> {
 }
 
 /// A task token as this server issued it.
+fn workflow_token(bytes: &[u8]) -> Result<&str, Status> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .filter(|t| t.starts_with("cairn-wft/"))
+        .ok_or_else(|| {
+            Status::invalid_argument("task_token is not a workflow task token this server issued")
+        })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn token(bytes: &[u8]) -> Result<&str, Status> {
     std::str::from_utf8(bytes)
         .ok()

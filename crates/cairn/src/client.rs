@@ -199,6 +199,7 @@ impl<S: Store, O> StartCall<S, O> {
                 id_reuse_policy: self.id_reuse_policy,
                 timeouts: self.timeouts,
                 request_id: None,
+                remote: None,
             })
             .await?;
         Ok(WorkflowHandle {

@@ -1,0 +1,326 @@
+//! Workflow tasks for Temporal SDK workers: a remote run's history as the poll response a
+//! worker replays, and the commands of its completion as Cairn's.
+//!
+//! Temporal's SDKs number activities and timers with separate counters (`activity_id` "1",
+//! "2", …; `timer_id` "1", …), where Cairn's runs have one sequence of commands. A remote
+//! run's sequence number therefore encodes both: `id × 4 + kind` (activity 0, timer 1), so
+//! the history converts back to the very ids the worker chose, and replay matches.
+
+use crate::history::{self, RunContext, duration, timestamp};
+use crate::payloads::to_cairn;
+use cairn_runtime::WorkflowTask;
+use cairn_types::{
+    ActivityOptions, ActivityTimeouts, Command, EventKind, Failure, HistoryEvent, RetryPolicy, Seq,
+};
+use std::collections::HashMap;
+use temporalio_protos::temporal::api::command::v1 as cmd;
+use temporalio_protos::temporal::api::command::v1::command::Attributes as A;
+use temporalio_protos::temporal::api::common::v1::{WorkflowExecution, WorkflowType};
+use temporalio_protos::temporal::api::enums::v1::EventType;
+use temporalio_protos::temporal::api::history::v1 as h;
+use temporalio_protos::temporal::api::history::v1::history_event::Attributes;
+use temporalio_protos::temporal::api::taskqueue::v1::TaskQueue;
+use temporalio_protos::temporal::api::workflowservice::v1 as ws;
+use tonic::Status;
+
+/// What a remote run's sequence number names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqKind {
+    Activity = 0,
+    Timer = 1,
+}
+
+/// Largest SDK id a sequence number can carry.
+pub const SDK_ID_MAX: u32 = (u32::MAX - 3) / 4;
+
+/// The sequence number of the SDK's `id` of `kind`.
+pub fn seq_of(id: &str, kind: SeqKind) -> Result<Seq, Status> {
+    let n: u32 = id.parse().ok().filter(|n| *n <= SDK_ID_MAX).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "{} id {id:?}: Cairn takes the SDK's own numbering (a decimal number up to {SDK_ID_MAX}); \
+             ids chosen by workflow code are not supported yet",
+            match kind {
+                SeqKind::Activity => "activity",
+                SeqKind::Timer => "timer",
+            }
+        ))
+    })?;
+    Ok(n * 4 + kind as u32)
+}
+
+/// The SDK's id a remote run's sequence number carries.
+pub fn sdk_id(seq: Seq) -> String {
+    (seq / 4).to_string()
+}
+
+/// The poll response for `task`: the run's history in Temporal's shape, ending with the
+/// task's `WorkflowTaskScheduled` and `WorkflowTaskStarted`.
+pub fn poll_response(task: WorkflowTask, now_ms: u64) -> ws::PollWorkflowTaskQueueResponse {
+    let context = RunContext {
+        namespace: task.namespace.clone(),
+        task_queue: task.task_queue.clone(),
+        run_id: task.run_id,
+        new_run_id: None,
+        remote: true,
+    };
+    let mut events = history::convert(&task.history, &context);
+    let previous_started = events
+        .iter()
+        .rev()
+        .find(|e| e.event_type == EventType::WorkflowTaskStarted as i32)
+        .map_or(0, |e| e.event_id);
+    let scheduled_ms = task.scheduled_unix_ms.min(now_ms);
+    let scheduled = events.len() as i64 + 1;
+    events.push(h::HistoryEvent {
+        event_id: scheduled,
+        event_time: Some(timestamp(scheduled_ms)),
+        event_type: EventType::WorkflowTaskScheduled as i32,
+        task_id: scheduled,
+        attributes: Some(Attributes::WorkflowTaskScheduledEventAttributes(
+            h::WorkflowTaskScheduledEventAttributes {
+                task_queue: Some(TaskQueue {
+                    name: task.task_queue.clone(),
+                    kind: 1,
+                    ..Default::default()
+                }),
+                start_to_close_timeout: Some(duration(std::time::Duration::from_secs(10))),
+                attempt: task.attempt as i32,
+            },
+        )),
+        ..Default::default()
+    });
+    let started = scheduled + 1;
+    events.push(h::HistoryEvent {
+        event_id: started,
+        event_time: Some(timestamp(now_ms)),
+        event_type: EventType::WorkflowTaskStarted as i32,
+        task_id: started,
+        attributes: Some(Attributes::WorkflowTaskStartedEventAttributes(
+            h::WorkflowTaskStartedEventAttributes {
+                scheduled_event_id: scheduled,
+                identity: "cairn".into(),
+                request_id: task.token.clone(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    });
+    ws::PollWorkflowTaskQueueResponse {
+        task_token: task.token.into_bytes(),
+        workflow_execution: Some(WorkflowExecution {
+            workflow_id: task.workflow_id.to_string(),
+            run_id: task.run_id.to_string(),
+        }),
+        workflow_type: Some(WorkflowType {
+            name: task.workflow_type,
+        }),
+        previous_started_event_id: previous_started,
+        started_event_id: started,
+        attempt: task.attempt as i32,
+        history: Some(h::History { events }),
+        workflow_execution_task_queue: Some(TaskQueue {
+            name: task.task_queue,
+            kind: 1,
+            ..Default::default()
+        }),
+        scheduled_time: Some(timestamp(scheduled_ms)),
+        started_time: Some(timestamp(now_ms)),
+        ..Default::default()
+    }
+}
+
+fn std_duration(d: Option<&prost_wkt_types::Duration>) -> Option<std::time::Duration> {
+    d.filter(|d| d.seconds > 0 || (d.seconds == 0 && d.nanos > 0))
+        .map(|d| std::time::Duration::new(d.seconds as u64, d.nanos.max(0) as u32))
+}
+
+fn bad(what: &str, reason: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{what}: {reason}"))
+}
+
+fn retry_policy(
+    p: Option<&temporalio_protos::temporal::api::common::v1::RetryPolicy>,
+) -> Result<RetryPolicy, Status> {
+    let Some(p) = p else {
+        return Ok(RetryPolicy::default());
+    };
+    let mut builder = RetryPolicy::builder();
+    let initial = std_duration(p.initial_interval.as_ref());
+    if let Some(initial) = initial {
+        builder = builder.initial_interval(initial);
+    }
+    if p.backoff_coefficient > 0.0 {
+        builder = builder.backoff_coefficient(p.backoff_coefficient);
+    }
+    match std_duration(p.maximum_interval.as_ref()) {
+        Some(max) => builder = builder.maximum_interval(max),
+        None => {
+            // Temporal's default: 100 × the initial interval.
+            if let Some(initial) = initial {
+                builder = builder.maximum_interval(initial * 100);
+            }
+        }
+    }
+    if p.maximum_attempts > 0 {
+        builder = builder.maximum_attempts(p.maximum_attempts as u32);
+    }
+    for name in &p.non_retryable_error_types {
+        builder = builder.non_retryable_error_type(name.clone());
+    }
+    builder.build().map_err(|e| bad("retry_policy", e))
+}
+
+/// Where the run's activities were scheduled in the history the worker saw: Temporal event
+/// id of each `ActivityTaskScheduled` → its sequence number (a cancel names the event).
+pub fn scheduled_activities(history: &[HistoryEvent], context: &RunContext) -> HashMap<i64, Seq> {
+    let converted = history::convert(history, context);
+    let seqs = history.iter().filter_map(|e| match &e.kind {
+        EventKind::ActivityTaskScheduled { seq, .. } => Some(*seq),
+        _ => None,
+    });
+    converted
+        .iter()
+        .filter(|e| e.event_type == EventType::ActivityTaskScheduled as i32)
+        .map(|e| e.event_id)
+        .zip(seqs)
+        .collect()
+}
+
+/// Whether a completion's commands need the run's history to translate (a cancel of an
+/// activity names its scheduled event).
+pub fn needs_history(commands: &[cmd::Command]) -> bool {
+    commands.iter().any(|c| {
+        matches!(
+            c.attributes,
+            Some(A::RequestCancelActivityTaskCommandAttributes(_))
+        )
+    })
+}
+
+/// A worker's commands as Cairn's. `scheduled` maps activities' scheduled event ids to
+/// their sequence numbers (see [`scheduled_activities`]).
+pub fn commands(
+    commands: &[cmd::Command],
+    workflow_type: &str,
+    scheduled: &HashMap<i64, Seq>,
+) -> Result<Vec<Command>, Status> {
+    let mut out = Vec::with_capacity(commands.len());
+    for command in commands {
+        let Some(attributes) = &command.attributes else {
+            return Err(bad("command", "a command without attributes"));
+        };
+        out.push(match attributes {
+            A::ScheduleActivityTaskCommandAttributes(a) => {
+                let seq = seq_of(&a.activity_id, SeqKind::Activity)?;
+                let activity_type = a
+                    .activity_type
+                    .as_ref()
+                    .map(|t| t.name.clone())
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(|| bad("ScheduleActivityTask", "activity_type is required"))?;
+                let task_queue = a
+                    .task_queue
+                    .as_ref()
+                    .map(|q| q.name.clone())
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(|| bad("ScheduleActivityTask", "task_queue is required"))?;
+                let mut timeouts = ActivityTimeouts {
+                    schedule_to_close: std_duration(a.schedule_to_close_timeout.as_ref()),
+                    schedule_to_start: std_duration(a.schedule_to_start_timeout.as_ref()),
+                    start_to_close: std_duration(a.start_to_close_timeout.as_ref()),
+                    heartbeat: std_duration(a.heartbeat_timeout.as_ref()),
+                };
+                // Temporal's server fills start-to-close from schedule-to-close.
+                if timeouts.start_to_close.is_none() {
+                    timeouts.start_to_close = timeouts.schedule_to_close;
+                }
+                let timeouts = timeouts
+                    .validate()
+                    .map_err(|e| bad("ScheduleActivityTask timeouts", e))?;
+                Command::ScheduleActivity {
+                    seq,
+                    activity_type,
+                    input: to_cairn(a.input.as_ref(), "activity input")
+                        .map_err(|e| Status::invalid_argument(e.0))?,
+                    options: ActivityOptions {
+                        task_queue,
+                        timeouts,
+                        retry: retry_policy(a.retry_policy.as_ref())?,
+                    },
+                }
+            }
+            A::RequestCancelActivityTaskCommandAttributes(a) => {
+                let seq = scheduled
+                    .get(&a.scheduled_event_id)
+                    .copied()
+                    .ok_or_else(|| {
+                        bad(
+                            "RequestCancelActivityTask",
+                            format!(
+                                "no activity was scheduled at event {}",
+                                a.scheduled_event_id
+                            ),
+                        )
+                    })?;
+                Command::RequestCancelActivity { seq }
+            }
+            A::StartTimerCommandAttributes(a) => Command::StartTimer {
+                seq: seq_of(&a.timer_id, SeqKind::Timer)?,
+                duration_ms: std_duration(a.start_to_fire_timeout.as_ref())
+                    .map_or(0, |d| d.as_millis() as u64),
+            },
+            A::CancelTimerCommandAttributes(a) => Command::CancelTimer {
+                seq: seq_of(&a.timer_id, SeqKind::Timer)?,
+            },
+            A::CompleteWorkflowExecutionCommandAttributes(a) => Command::CompleteWorkflow {
+                result: to_cairn(a.result.as_ref(), "workflow result")
+                    .map_err(|e| Status::invalid_argument(e.0))?,
+            },
+            A::FailWorkflowExecutionCommandAttributes(a) => Command::FailWorkflow {
+                failure: workflow_failure(a.failure.as_ref()),
+            },
+            A::CancelWorkflowExecutionCommandAttributes(_) => Command::CancelWorkflow,
+            A::ContinueAsNewWorkflowExecutionCommandAttributes(a) => Command::ContinueAsNew {
+                workflow_type: a
+                    .workflow_type
+                    .as_ref()
+                    .map(|t| t.name.clone())
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| workflow_type.to_string()),
+                input: to_cairn(a.input.as_ref(), "continue-as-new input")
+                    .map_err(|e| Status::invalid_argument(e.0))?,
+            },
+            other => {
+                return Err(crate::status::unsupported(&format!(
+                    "workflow command {} from a remote workflow",
+                    command_name(other)
+                )));
+            }
+        });
+    }
+    Ok(out)
+}
+
+fn command_name(a: &A) -> &'static str {
+    match a {
+        A::RequestCancelExternalWorkflowExecutionCommandAttributes(_) => {
+            "RequestCancelExternalWorkflowExecution"
+        }
+        A::RecordMarkerCommandAttributes(_) => "RecordMarker (patches)",
+        A::StartChildWorkflowExecutionCommandAttributes(_) => "StartChildWorkflowExecution",
+        A::SignalExternalWorkflowExecutionCommandAttributes(_) => "SignalExternalWorkflowExecution",
+        A::UpsertWorkflowSearchAttributesCommandAttributes(_) => "UpsertWorkflowSearchAttributes",
+        A::ProtocolMessageCommandAttributes(_) => "ProtocolMessage (updates)",
+        A::ModifyWorkflowPropertiesCommandAttributes(_) => "ModifyWorkflowProperties (memo)",
+        _ => "of this kind",
+    }
+}
+
+/// A workflow's failure as Cairn's (the application failure's type, message and details).
+fn workflow_failure(f: Option<&temporalio_protos::temporal::api::failure::v1::Failure>) -> Failure {
+    let mut failure = crate::activities::failure_of(f);
+    if f.is_none() {
+        failure.message = "the workflow failed without details".into();
+    }
+    failure
+}
