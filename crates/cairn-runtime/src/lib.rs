@@ -26,6 +26,7 @@ mod peers;
 mod plan;
 mod records;
 mod registry;
+mod remote_queries;
 mod retention;
 mod schedules;
 mod shard;
@@ -59,6 +60,7 @@ pub use records::{
 pub use registry::{
     ActivityContext, ActivityDef, ActivityFuture, ActivityInfo, Registry, WorkflowDef,
 };
+pub use remote_queries::{REMOTE_QUERIES_WAITING_MAX, REMOTE_QUERY_WAIT_MS, RemoteQuery};
 pub use retention::{RETENTION_BATCH_MAX, RETENTION_MS_MIN};
 pub use schedules::{
     ActionKind, CreateSchedule, RecentAction, SCHEDULE_ID_BYTES_MAX, SCHEDULE_NOTE_BYTES_MAX,

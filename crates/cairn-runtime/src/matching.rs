@@ -238,6 +238,41 @@ impl Matching {
         )
     }
 
+    /// The opaque token of a query handed out on its own.
+    pub(crate) fn query_token(&self, shard: u32, run_id: RunId, query: u64) -> String {
+        format!(
+            "cairn-wfq/{}/{}/{shard}/{run_id}/{query}",
+            self.node_id, self.incarnation
+        )
+    }
+
+    /// The query a query token names, if this node's current life handed it out.
+    pub(crate) fn parse_query_token(
+        &self,
+        token: &str,
+    ) -> Result<(WorkflowTaskRef, u64), MatchingError> {
+        let mut parts = token.split('/');
+        let (Some("cairn-wfq"), Some(node), Some(incarnation)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(MatchingError::WorkflowTaskNotFound);
+        };
+        if node != self.node_id || incarnation != self.incarnation {
+            return Err(MatchingError::WorkflowTaskNotFound);
+        }
+        let mut field = || parts.next().ok_or(MatchingError::WorkflowTaskNotFound);
+        let shard = field()?
+            .parse()
+            .map_err(|_| MatchingError::WorkflowTaskNotFound)?;
+        let run_id: RunId = field()?
+            .parse()
+            .map_err(|_| MatchingError::WorkflowTaskNotFound)?;
+        let query = field()?
+            .parse()
+            .map_err(|_| MatchingError::WorkflowTaskNotFound)?;
+        Ok((WorkflowTaskRef { shard, run_id }, query))
+    }
+
     /// The task a workflow task token names, if this node's current life handed it out.
     pub(crate) fn parse_workflow_token(
         &self,

@@ -259,6 +259,7 @@ impl<S: Store> Node<S> {
         &self,
         token: &str,
         commands: Vec<cairn_types::Command>,
+        query_results: Vec<(u64, Result<Payload, String>)>,
     ) -> Result<(), crate::MatchingError> {
         let (owed, task, attempt) = self.shared.matching.parse_workflow_token(token)?;
         let shard = self
@@ -273,6 +274,7 @@ impl<S: Store> Node<S> {
                         task,
                         attempt,
                         commands,
+                        query_results,
                         reply,
                     },
                 },
@@ -306,6 +308,28 @@ impl<S: Store> Node<S> {
             .await
             .map_err(|_| crate::MatchingError::WorkflowTaskUnavailable)?;
         Ok((owed.run_id, history))
+    }
+
+    /// A worker's answer to the query task `token` names (`Err`: the query failed, with why).
+    pub fn answer_query_task(
+        &self,
+        token: &str,
+        answer: Result<Payload, String>,
+    ) -> Result<(), crate::MatchingError> {
+        let (owed, id) = self.shared.matching.parse_query_token(token)?;
+        let shard = self
+            .shared
+            .shard(owed.shard)
+            .ok_or(crate::MatchingError::WorkflowTaskNotFound)?;
+        shard
+            .cast(ShardMsg::ToRun {
+                run_id: owed.run_id,
+                message: WorkflowMsg::AnswerQuery {
+                    id,
+                    answer: Some(answer),
+                },
+            })
+            .map_err(|_| crate::MatchingError::WorkflowTaskUnavailable)
     }
 
     /// A worker failed the workflow task `token` names: it is handed out again.

@@ -70,6 +70,11 @@ pub struct WorkflowTask {
     /// The run this one continues (continue-as-new), if any.
     pub previous_run: Option<RunId>,
     pub scheduled_unix_ms: u64,
+    /// Queries to answer with this task's completion.
+    pub queries: Vec<crate::RemoteQuery>,
+    /// Set for a query task: only this query to answer (`Node::answer_query_task`), no
+    /// workflow task (the history is the run's, up to its last completed task).
+    pub query: Option<crate::RemoteQuery>,
 }
 
 /// The answer to a workflow task's completion.
@@ -84,7 +89,14 @@ pub enum WorkflowMsg {
         task: u32,
         attempt: u32,
         commands: Vec<cairn_types::Command>,
+        /// Answers to the queries attached to the task, by query id.
+        query_results: Vec<(u64, Result<Payload, String>)>,
         reply: TaskReply,
+    },
+    /// A worker's answer to query `id` (handed out alone), or its wait ended (`None`).
+    AnswerQuery {
+        id: u64,
+        answer: Option<Result<Payload, String>>,
     },
     /// A worker failed workflow task `task`, or held it past its timeout.
     FailWorkflowTask {
@@ -117,6 +129,7 @@ impl std::fmt::Debug for WorkflowMsg {
             Self::TakeWorkflowTask(_) => "TakeWorkflowTask",
             Self::CompleteWorkflowTask { .. } => "CompleteWorkflowTask",
             Self::FailWorkflowTask { .. } => "FailWorkflowTask",
+            Self::AnswerQuery { .. } => "AnswerQuery",
         })
     }
 }
@@ -165,6 +178,8 @@ pub struct WorkflowState<S: Store> {
     /// Completions of workflow tasks taken into the pending transition, answered after it
     /// commits.
     task_replies: Vec<TaskReply>,
+    /// Queries of a remote run waiting for a worker.
+    queries: crate::remote_queries::RemoteQueries,
 }
 
 /// Why a run could not be loaded.
@@ -222,6 +237,7 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
             load_failures: 0,
             told_closed: false,
             task_replies: Vec::new(),
+            queries: Default::default(),
         })
     }
 
@@ -304,8 +320,14 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                 task,
                 attempt,
                 commands,
+                query_results,
                 reply,
             } => {
+                for (id, answer) in query_results {
+                    state.queries.answer(id, answer);
+                }
+                // Queries the worker left unanswered wait for the next task.
+                state.queries.detach(task, attempt);
                 let Some(run) = state
                     .run
                     .as_ref()
@@ -329,7 +351,17 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                 });
                 state.schedule_flush(&myself);
             }
+            WorkflowMsg::AnswerQuery { id, answer } => {
+                match answer {
+                    Some(answer) => {
+                        state.queries.answer(id, answer);
+                    }
+                    None => state.queries.expire(id),
+                }
+                state.offer_workflow_task();
+            }
             WorkflowMsg::FailWorkflowTask { task, attempt } => {
+                state.queries.detach(task, attempt);
                 if state
                     .run
                     .as_ref()
@@ -362,6 +394,18 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                     myself.stop(None);
                     return Ok(());
                 }
+                if state.held.is_none() && state.run.as_ref().is_some_and(|r| r.remote().is_some())
+                {
+                    // The code is a worker's: the query waits for one.
+                    if let Some(id) = state.queries.add(name, args, reply) {
+                        myself.send_after(
+                            Duration::from_millis(crate::remote_queries::REMOTE_QUERY_WAIT_MS),
+                            move || WorkflowMsg::AnswerQuery { id, answer: None },
+                        );
+                        state.offer_workflow_task();
+                    }
+                    return Ok(());
+                }
                 let answer = match (&state.run, &state.held) {
                     (_, Some(reason)) => Err(QueryError::Held(reason.clone())),
                     (Some(run), None) => run
@@ -378,7 +422,10 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                     .as_ref()
                     .and_then(Run::remote)
                     .is_some_and(|r| r.task_out);
-                let idle = state.pending.is_empty() && !state.flush_scheduled && !task_out;
+                let idle = state.pending.is_empty()
+                    && !state.flush_scheduled
+                    && !task_out
+                    && state.queries.is_empty();
                 let _ = reply.send(idle);
                 if idle {
                     state
@@ -403,12 +450,12 @@ impl<S: Store> WorkflowState<S> {
         let Some(remote) = run.remote() else {
             return;
         };
-        if self.held.is_none()
-            && !run.state().status.is_closed()
+        let task_owed = !run.state().status.is_closed()
             && remote.task_due
             && !remote.task_out
-            && remote.buffered.is_empty()
-        {
+            && remote.buffered.is_empty();
+        let query_alone = !remote.task_due && !remote.task_out && self.queries.any_waiting();
+        if self.held.is_none() && (task_owed || query_alone) {
             self.shared.matching.offer_workflow_task(
                 &remote.task_queue,
                 crate::matching::WorkflowTaskRef {
@@ -427,8 +474,11 @@ impl<S: Store> WorkflowState<S> {
         }
         let record = self.record.clone()?;
         let run = self.run.as_mut()?;
-        let (task, attempt) = run.take_workflow_task()?;
+        let Some((task, attempt)) = run.take_workflow_task() else {
+            return self.take_query_task(&record).await;
+        };
         let remote = run.remote()?.clone();
+        let queries = self.queries.attach(task, attempt);
         let history = match self.read_history().await {
             Ok(history) => history,
             Err(error) => {
@@ -461,6 +511,46 @@ impl<S: Store> WorkflowState<S> {
             scheduled_unix_ms: remote
                 .task_timer_at
                 .map_or(0, |at| at.saturating_sub(remote.task_timeout_ms)),
+            queries,
+            query: None,
+        })
+    }
+
+    /// Hands a waiting query out on its own, when the run has no workflow task owed or out
+    /// (the worker replays the history to its last completed task and answers).
+    async fn take_query_task(&mut self, record: &RunRecord) -> Option<WorkflowTask> {
+        let remote = self.run.as_ref()?.remote()?.clone();
+        if remote.task_due || remote.task_out {
+            return None;
+        }
+        let query = self.queries.take_alone()?;
+        let history = match self.read_history().await {
+            Ok(history) => history,
+            Err(error) => {
+                tracing::warn!(run_id = %self.run_id, %error, "reading history for a query task failed");
+                self.queries.answer(
+                    query.id,
+                    Err(format!("reading the workflow's history failed: {error}")),
+                );
+                return None;
+            }
+        };
+        Some(WorkflowTask {
+            token: self
+                .shared
+                .matching
+                .query_token(self.shard, self.run_id, query.id),
+            namespace: record.namespace.clone(),
+            workflow_id: record.workflow_id.clone(),
+            run_id: self.run_id,
+            workflow_type: record.start.workflow_type.clone(),
+            task_queue: remote.task_queue,
+            attempt: 1,
+            history,
+            previous_run: record.previous_run,
+            scheduled_unix_ms: now_ms(),
+            queries: Vec::new(),
+            query: Some(query),
         })
     }
 

@@ -735,11 +735,40 @@ impl<S: Store> WorkflowService for Frontend<S> {
             }
         };
         self.node
-            .complete_workflow_task(token, commands)
+            .complete_workflow_task(
+                token,
+                commands,
+                workflow_tasks::query_results(&r.query_results),
+            )
             .await
             .map_err(activities::status)?;
         Ok(Response::new(
             ws::RespondWorkflowTaskCompletedResponse::default(),
+        ))
+    }
+
+    async fn respond_query_task_completed(
+        &self,
+        request: Request<ws::RespondQueryTaskCompletedRequest>,
+    ) -> Result<Response<ws::RespondQueryTaskCompletedResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let token = std::str::from_utf8(&r.task_token)
+            .ok()
+            .filter(|t| t.starts_with("cairn-wfq/"))
+            .ok_or_else(|| {
+                Status::invalid_argument("task_token is not a query task token this server issued")
+            })?;
+        let answer = workflow_tasks::query_answer(
+            r.completed_type,
+            r.query_result.as_ref(),
+            &r.error_message,
+        );
+        self.node
+            .answer_query_task(token, answer)
+            .map_err(activities::status)?;
+        Ok(Response::new(
+            ws::RespondQueryTaskCompletedResponse::default(),
         ))
     }
 

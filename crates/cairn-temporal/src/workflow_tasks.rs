@@ -8,7 +8,7 @@
 
 use crate::history::{self, RunContext, duration, timestamp};
 use crate::payloads::to_cairn;
-use cairn_runtime::WorkflowTask;
+use cairn_runtime::{RemoteQuery, WorkflowTask};
 use cairn_types::{
     ActivityOptions, ActivityTimeouts, Command, EventKind, Failure, HistoryEvent, RetryPolicy, Seq,
 };
@@ -16,9 +16,10 @@ use std::collections::HashMap;
 use temporalio_protos::temporal::api::command::v1 as cmd;
 use temporalio_protos::temporal::api::command::v1::command::Attributes as A;
 use temporalio_protos::temporal::api::common::v1::{WorkflowExecution, WorkflowType};
-use temporalio_protos::temporal::api::enums::v1::EventType;
+use temporalio_protos::temporal::api::enums::v1::{EventType, QueryResultType};
 use temporalio_protos::temporal::api::history::v1 as h;
 use temporalio_protos::temporal::api::history::v1::history_event::Attributes;
+use temporalio_protos::temporal::api::query::v1::{WorkflowQuery, WorkflowQueryResult};
 use temporalio_protos::temporal::api::taskqueue::v1::TaskQueue;
 use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 use tonic::Status;
@@ -69,6 +70,37 @@ pub fn poll_response(task: WorkflowTask, now_ms: u64) -> ws::PollWorkflowTaskQue
         .rev()
         .find(|e| e.event_type == EventType::WorkflowTaskStarted as i32)
         .map_or(0, |e| e.event_id);
+    if let Some(query) = task.query {
+        // A query task: the history up to the last completed workflow task, and the query.
+        return ws::PollWorkflowTaskQueueResponse {
+            task_token: task.token.into_bytes(),
+            workflow_execution: Some(WorkflowExecution {
+                workflow_id: task.workflow_id.to_string(),
+                run_id: task.run_id.to_string(),
+            }),
+            workflow_type: Some(WorkflowType {
+                name: task.workflow_type,
+            }),
+            previous_started_event_id: previous_started,
+            started_event_id: previous_started,
+            attempt: 1,
+            history: Some(h::History { events }),
+            query: Some(workflow_query(&query)),
+            workflow_execution_task_queue: Some(TaskQueue {
+                name: task.task_queue,
+                kind: 1,
+                ..Default::default()
+            }),
+            scheduled_time: Some(timestamp(now_ms)),
+            started_time: Some(timestamp(now_ms)),
+            ..Default::default()
+        };
+    }
+    let queries = task
+        .queries
+        .iter()
+        .map(|q| (q.id.to_string(), workflow_query(q)))
+        .collect();
     let scheduled_ms = task.scheduled_unix_ms.min(now_ms);
     let scheduled = events.len() as i64 + 1;
     events.push(h::HistoryEvent {
@@ -125,7 +157,51 @@ pub fn poll_response(task: WorkflowTask, now_ms: u64) -> ws::PollWorkflowTaskQue
         }),
         scheduled_time: Some(timestamp(scheduled_ms)),
         started_time: Some(timestamp(now_ms)),
+        queries,
         ..Default::default()
+    }
+}
+
+fn workflow_query(query: &RemoteQuery) -> WorkflowQuery {
+    WorkflowQuery {
+        query_type: query.name.clone(),
+        query_args: match query.args.decode::<()>() {
+            // No arguments: none on the wire either.
+            Ok(()) => None,
+            Err(_) => Some(crate::payloads::payloads(&query.args)),
+        },
+        header: None,
+    }
+}
+
+/// A worker's answers to the queries attached to its task, by query id.
+pub fn query_results(
+    results: &HashMap<String, WorkflowQueryResult>,
+) -> Vec<(u64, Result<cairn_types::Payload, String>)> {
+    results
+        .iter()
+        .filter_map(|(id, r)| {
+            let id = id.parse().ok()?;
+            Some((
+                id,
+                query_answer(r.result_type, r.answer.as_ref(), &r.error_message),
+            ))
+        })
+        .collect()
+}
+
+/// One query's answer: its result, or why it failed.
+pub fn query_answer(
+    result_type: i32,
+    answer: Option<&temporalio_protos::temporal::api::common::v1::Payloads>,
+    error_message: &str,
+) -> Result<cairn_types::Payload, String> {
+    if result_type == QueryResultType::Answered as i32 {
+        to_cairn(answer, "query result").map_err(|e| e.0)
+    } else if error_message.is_empty() {
+        Err("the query failed in the worker".into())
+    } else {
+        Err(error_message.to_string())
     }
 }
 
