@@ -708,7 +708,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
         if !r.messages.is_empty() {
             return Err(status::unsupported("workflow updates (protocol messages)"));
         }
-        let scheduled = if workflow_tasks::needs_history(&r.commands) {
+        let refs = if workflow_tasks::needs_history(&r.commands) {
             let (run_id, history) = self
                 .node
                 .workflow_task_history(token)
@@ -721,11 +721,11 @@ impl<S: Store> WorkflowService for Frontend<S> {
                 new_run_id: None,
                 remote: true,
             };
-            workflow_tasks::scheduled_activities(&history, &context)
+            workflow_tasks::Refs::of(&history, &context)
         } else {
             Default::default()
         };
-        let commands = match workflow_tasks::commands(&r.commands, "", &scheduled) {
+        let commands = match workflow_tasks::commands(&r.commands, "", &refs) {
             Ok(commands) => commands,
             Err(refused) => {
                 // The task is failed, so it is handed out again once the worker's code (or

@@ -3,20 +3,22 @@
 //!
 //! Temporal's SDKs number activities and timers with separate counters (`activity_id` "1",
 //! "2", …; `timer_id` "1", …), where Cairn's runs have one sequence of commands. A remote
-//! run's sequence number therefore encodes both: `id × 4 + kind` (activity 0, timer 1), so
+//! run's sequence number therefore encodes both: `id × 4 + kind` (activity 0, timer 1; child 2,
+//! numbered by Cairn in start order, as the SDK names children by workflow id), so
 //! the history converts back to the very ids the worker chose, and replay matches.
 
 use crate::history::{self, RunContext, duration, timestamp};
 use crate::payloads::to_cairn;
 use cairn_runtime::{RemoteQuery, WorkflowTask};
 use cairn_types::{
-    ActivityOptions, ActivityTimeouts, Command, EventKind, Failure, HistoryEvent, RetryPolicy, Seq,
+    ActivityOptions, ActivityTimeouts, ChildOptions, Command, EventKind, Failure, HistoryEvent,
+    RetryPolicy, Seq, WorkflowId, WorkflowTimeouts,
 };
 use std::collections::HashMap;
 use temporalio_protos::temporal::api::command::v1 as cmd;
 use temporalio_protos::temporal::api::command::v1::command::Attributes as A;
 use temporalio_protos::temporal::api::common::v1::{WorkflowExecution, WorkflowType};
-use temporalio_protos::temporal::api::enums::v1::{EventType, QueryResultType};
+use temporalio_protos::temporal::api::enums::v1::{EventType, ParentClosePolicy, QueryResultType};
 use temporalio_protos::temporal::api::history::v1 as h;
 use temporalio_protos::temporal::api::history::v1::history_event::Attributes;
 use temporalio_protos::temporal::api::query::v1::{WorkflowQuery, WorkflowQueryResult};
@@ -29,6 +31,8 @@ use tonic::Status;
 pub enum SeqKind {
     Activity = 0,
     Timer = 1,
+    /// Children are numbered by Cairn: the SDK names them by workflow id.
+    Child = 2,
 }
 
 /// Largest SDK id a sequence number can carry.
@@ -43,6 +47,7 @@ pub fn seq_of(id: &str, kind: SeqKind) -> Result<Seq, Status> {
             match kind {
                 SeqKind::Activity => "activity",
                 SeqKind::Timer => "timer",
+                SeqKind::Child => "child",
             }
         ))
     })?;
@@ -246,41 +251,70 @@ fn retry_policy(
     builder.build().map_err(|e| bad("retry_policy", e))
 }
 
-/// Where the run's activities were scheduled in the history the worker saw: Temporal event
-/// id of each `ActivityTaskScheduled` → its sequence number (a cancel names the event).
-pub fn scheduled_activities(history: &[HistoryEvent], context: &RunContext) -> HashMap<i64, Seq> {
-    let converted = history::convert(history, context);
-    let seqs = history.iter().filter_map(|e| match &e.kind {
-        EventKind::ActivityTaskScheduled { seq, .. } => Some(*seq),
-        _ => None,
-    });
-    converted
-        .iter()
-        .filter(|e| e.event_type == EventType::ActivityTaskScheduled as i32)
-        .map(|e| e.event_id)
-        .zip(seqs)
-        .collect()
+/// What a completion's commands refer to in the run's history.
+#[derive(Debug, Clone, Default)]
+pub struct Refs {
+    /// Temporal event id of each `ActivityTaskScheduled` → its sequence number (a cancel names
+    /// the event).
+    pub activities: HashMap<i64, Seq>,
+    /// Children started so far, by workflow id → sequence number.
+    pub children: HashMap<String, Seq>,
 }
 
-/// Whether a completion's commands need the run's history to translate (a cancel of an
-/// activity names its scheduled event).
+impl Refs {
+    /// Reads the references off the run's history.
+    pub fn of(history: &[HistoryEvent], context: &RunContext) -> Self {
+        let converted = history::convert(history, context);
+        let seqs = history.iter().filter_map(|e| match &e.kind {
+            EventKind::ActivityTaskScheduled { seq, .. } => Some(*seq),
+            _ => None,
+        });
+        let activities = converted
+            .iter()
+            .filter(|e| e.event_type == EventType::ActivityTaskScheduled as i32)
+            .map(|e| e.event_id)
+            .zip(seqs)
+            .collect();
+        let children = history
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::StartChildWorkflowExecutionInitiated {
+                    seq, workflow_id, ..
+                } => Some((workflow_id.to_string(), *seq)),
+                _ => None,
+            })
+            .collect();
+        Self {
+            activities,
+            children,
+        }
+    }
+}
+
+/// Whether a completion's commands need the run's history to translate (a cancel names an
+/// event, a child's number follows the children before it).
 pub fn needs_history(commands: &[cmd::Command]) -> bool {
     commands.iter().any(|c| {
         matches!(
             c.attributes,
-            Some(A::RequestCancelActivityTaskCommandAttributes(_))
+            Some(
+                A::RequestCancelActivityTaskCommandAttributes(_)
+                    | A::StartChildWorkflowExecutionCommandAttributes(_)
+                    | A::RequestCancelExternalWorkflowExecutionCommandAttributes(_)
+            )
         )
     })
 }
 
-/// A worker's commands as Cairn's. `scheduled` maps activities' scheduled event ids to
-/// their sequence numbers (see [`scheduled_activities`]).
+/// A worker's commands as Cairn's; `refs` resolves what they name in the history (see
+/// [`Refs::of`]).
 pub fn commands(
     commands: &[cmd::Command],
     workflow_type: &str,
-    scheduled: &HashMap<i64, Seq>,
+    refs: &Refs,
 ) -> Result<Vec<Command>, Status> {
     let mut out = Vec::with_capacity(commands.len());
+    let mut children = refs.children.clone();
     for command in commands {
         let Some(attributes) = &command.attributes else {
             return Err(bad("command", "a command without attributes"));
@@ -326,7 +360,8 @@ pub fn commands(
                 }
             }
             A::RequestCancelActivityTaskCommandAttributes(a) => {
-                let seq = scheduled
+                let seq = refs
+                    .activities
                     .get(&a.scheduled_event_id)
                     .copied()
                     .ok_or_else(|| {
@@ -366,6 +401,58 @@ pub fn commands(
                 input: to_cairn(a.input.as_ref(), "continue-as-new input")
                     .map_err(|e| Status::invalid_argument(e.0))?,
             },
+            A::StartChildWorkflowExecutionCommandAttributes(a) => {
+                let workflow_id = WorkflowId::new(a.workflow_id.clone())
+                    .map_err(|e| bad("StartChildWorkflowExecution workflow_id", e))?;
+                let workflow_type = a
+                    .workflow_type
+                    .as_ref()
+                    .map(|t| t.name.clone())
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(|| {
+                        bad("StartChildWorkflowExecution", "workflow_type is required")
+                    })?;
+                let n = children.len() as u32 + 1;
+                if n > SDK_ID_MAX {
+                    return Err(bad("StartChildWorkflowExecution", "too many children"));
+                }
+                let seq = n * 4 + SeqKind::Child as u32;
+                children.insert(a.workflow_id.clone(), seq);
+                let timeouts = WorkflowTimeouts {
+                    execution: std_duration(a.workflow_execution_timeout.as_ref()),
+                    run: std_duration(a.workflow_run_timeout.as_ref()),
+                }
+                .validate()
+                .map_err(|e| bad("StartChildWorkflowExecution timeouts", e))?;
+                Command::StartChildWorkflow {
+                    seq,
+                    workflow_type,
+                    workflow_id,
+                    input: to_cairn(a.input.as_ref(), "child input")
+                        .map_err(|e| Status::invalid_argument(e.0))?,
+                    options: ChildOptions {
+                        parent_close_policy: match ParentClosePolicy::try_from(
+                            a.parent_close_policy,
+                        ) {
+                            Ok(ParentClosePolicy::Abandon) => {
+                                cairn_types::ParentClosePolicy::Abandon
+                            }
+                            Ok(ParentClosePolicy::RequestCancel) => {
+                                cairn_types::ParentClosePolicy::RequestCancel
+                            }
+                            _ => cairn_types::ParentClosePolicy::Terminate,
+                        },
+                        timeouts,
+                    },
+                }
+            }
+            A::RequestCancelExternalWorkflowExecutionCommandAttributes(a)
+                if children.contains_key(&a.workflow_id) =>
+            {
+                Command::RequestCancelChild {
+                    seq: children[&a.workflow_id],
+                }
+            }
             other => {
                 return Err(crate::status::unsupported(&format!(
                     "workflow command {} from a remote workflow",
@@ -380,10 +467,9 @@ pub fn commands(
 fn command_name(a: &A) -> &'static str {
     match a {
         A::RequestCancelExternalWorkflowExecutionCommandAttributes(_) => {
-            "RequestCancelExternalWorkflowExecution"
+            "RequestCancelExternalWorkflowExecution (of a workflow other than its child)"
         }
         A::RecordMarkerCommandAttributes(_) => "RecordMarker (patches)",
-        A::StartChildWorkflowExecutionCommandAttributes(_) => "StartChildWorkflowExecution",
         A::SignalExternalWorkflowExecutionCommandAttributes(_) => "SignalExternalWorkflowExecution",
         A::UpsertWorkflowSearchAttributesCommandAttributes(_) => "UpsertWorkflowSearchAttributes",
         A::ProtocolMessageCommandAttributes(_) => "ProtocolMessage (updates)",
