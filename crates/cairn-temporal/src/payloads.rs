@@ -5,6 +5,11 @@
 //! (none: nil, one: itself, several: an array, as a Rust tuple decodes them); results go back
 //! as one `json/plain` payload (`binary/null` for nil), which every Temporal SDK's default
 //! converter reads.
+//!
+//! Payloads made by remote (SDK-hosted) workflows for remote consumers — several
+//! arguments, no argument, an encoding Cairn does not read, codec metadata — are kept
+//! exactly instead ([`to_cairn_exact`]): wrapped in one MessagePack value that converts
+//! back to the very payloads, so they pass through Cairn untouched.
 
 use cairn_types::Payload as CairnPayload;
 use serde_json::Value;
@@ -65,6 +70,87 @@ pub fn to_cairn(payloads: Option<&Payloads>, what: &str) -> Result<CairnPayload,
     CairnPayload::from_bytes(bytes).map_err(|e| PayloadError(format!("{what}: {e}")))
 }
 
+/// Temporal payloads kept exactly, as one Cairn value.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Exact {
+    #[serde(rename = "$temporal_payloads")]
+    payloads: Vec<ExactPayload>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExactPayload {
+    metadata: std::collections::BTreeMap<String, Vec<u8>>,
+    data: Vec<u8>,
+}
+
+/// Temporal payloads as one Cairn payload, kept exactly unless they are one plain JSON (or
+/// null) value, which converts as [`to_cairn`] does (so Rust code reads it).
+pub fn to_cairn_exact(
+    payloads: Option<&Payloads>,
+    what: &str,
+) -> Result<CairnPayload, PayloadError> {
+    let list = payloads.map(|p| p.payloads.as_slice()).unwrap_or_default();
+    let plain = |p: &Payload| {
+        p.metadata.len() == 1
+            && matches!(
+                p.metadata.get(ENCODING).map(Vec::as_slice),
+                Some(b"json/plain" | b"binary/null")
+            )
+    };
+    if let [one] = list
+        && plain(one)
+    {
+        return to_cairn(payloads, what);
+    }
+    let exact = Exact {
+        payloads: list
+            .iter()
+            .map(|p| ExactPayload {
+                metadata: p.metadata.clone().into_iter().collect(),
+                data: p.data.clone(),
+            })
+            .collect(),
+    };
+    let bytes =
+        rmp_serde::to_vec_named(&exact).map_err(|e| PayloadError(format!("{what}: {e}")))?;
+    CairnPayload::from_bytes(bytes).map_err(|e| PayloadError(format!("{what}: {e}")))
+}
+
+/// Encoding of a payload that carries a Temporal failure exactly.
+const FAILURE_ENCODING: &[u8] = b"cairn/temporal-failure";
+
+/// A Temporal failure, exactly, as a Cairn payload (a failure's details).
+pub fn exact_failure(
+    failure: &temporalio_protos::temporal::api::failure::v1::Failure,
+) -> CairnPayload {
+    use prost::Message;
+    let exact = Exact {
+        payloads: vec![ExactPayload {
+            metadata: [(ENCODING.to_string(), FAILURE_ENCODING.to_vec())].into(),
+            data: failure.encode_to_vec(),
+        }],
+    };
+    let bytes = rmp_serde::to_vec_named(&exact).unwrap_or_default();
+    CairnPayload::from_bytes(bytes).unwrap_or_else(|_| CairnPayload::encode(&()).expect("nil"))
+}
+
+/// The Temporal failure a payload made by [`exact_failure`] carries.
+pub fn failure_of_exact(
+    payload: &CairnPayload,
+) -> Option<temporalio_protos::temporal::api::failure::v1::Failure> {
+    use prost::Message;
+    let exact = rmp_serde::from_slice::<Exact>(payload.as_bytes()).ok()?;
+    let [one] = exact.payloads.as_slice() else {
+        return None;
+    };
+    if one.metadata.get(ENCODING).map(Vec::as_slice) != Some(FAILURE_ENCODING) {
+        return None;
+    }
+    temporalio_protos::temporal::api::failure::v1::Failure::decode(one.data.as_slice()).ok()
+}
+
 /// A Cairn payload as one Temporal payload.
 pub fn to_temporal(payload: &CairnPayload) -> Payload {
     let value = rmp_serde::from_slice::<Value>(payload.as_bytes()).unwrap_or_else(
@@ -91,6 +177,19 @@ pub fn json_payload(value: &Value) -> Payload {
 
 /// A Cairn payload as Temporal's payload list.
 pub fn payloads(payload: &CairnPayload) -> Payloads {
+    if let Ok(exact) = rmp_serde::from_slice::<Exact>(payload.as_bytes()) {
+        return Payloads {
+            payloads: exact
+                .payloads
+                .into_iter()
+                .map(|p| Payload {
+                    metadata: p.metadata.into_iter().collect(),
+                    data: p.data,
+                    ..Default::default()
+                })
+                .collect(),
+        };
+    }
     Payloads {
         payloads: vec![to_temporal(payload)],
     }
@@ -127,6 +226,35 @@ mod tests {
         assert_eq!(back.metadata[ENCODING], b"json/plain");
         let null = to_temporal(&CairnPayload::encode(&()).unwrap());
         assert_eq!(null.metadata[ENCODING], b"binary/null");
+    }
+
+    #[test]
+    fn payloads_of_remote_workflows_pass_through_exactly() {
+        let proto = Payload {
+            metadata: HashMap::from([
+                (ENCODING.to_string(), b"binary/protobuf".to_vec()),
+                ("messageType".to_string(), b"x.Y".to_vec()),
+            ]),
+            data: vec![0, 1, 2, 255],
+            ..Default::default()
+        };
+        for list in [
+            vec![json("\"a\""), json("[1,2]")],
+            vec![],
+            vec![proto.clone()],
+            vec![proto, json("3")],
+        ] {
+            let original = Payloads { payloads: list };
+            let kept = to_cairn_exact(Some(&original), "input").unwrap();
+            assert_eq!(payloads(&kept), original);
+        }
+        // One plain JSON value converts, so Rust code reads it.
+        let one = Payloads {
+            payloads: vec![json("\"world\"")],
+        };
+        let p = to_cairn_exact(Some(&one), "input").unwrap();
+        assert_eq!(p.decode::<String>().unwrap(), "world");
+        assert_eq!(payloads(&p), one);
     }
 
     #[test]

@@ -220,7 +220,23 @@ impl<S: Store> Frontend<S> {
             None => WORKFLOW_TASK_TIMEOUT_DEFAULT_MS,
             Some(d) => (d.as_millis() as u64).clamp(1_000, WORKFLOW_TASK_TIMEOUT_MAX_MS),
         };
-        let input = to_cairn(input, "input").map_err(|e| Status::invalid_argument(e.0))?;
+        // A type this node has no code for runs in the workers polling its task queue; its
+        // input passes to them exactly.
+        let remote = self
+            .node
+            .registry()
+            .workflow_def(&workflow_type_name)
+            .is_none()
+            .then(|| RemoteStart {
+                task_queue: task_queue_name.clone(),
+                task_timeout_ms,
+            });
+        let input = if remote.is_some() {
+            crate::payloads::to_cairn_exact(input, "input")
+        } else {
+            to_cairn(input, "input")
+        }
+        .map_err(|e| Status::invalid_argument(e.0))?;
         let timeouts = WorkflowTimeouts {
             execution: std_duration(execution_timeout, "workflow_execution_timeout")?,
             run: std_duration(run_timeout, "workflow_run_timeout")?,
@@ -245,16 +261,7 @@ impl<S: Store> Frontend<S> {
             id_reuse_policy,
             timeouts,
             request_id: (!request_id.is_empty()).then(|| request_id.to_string()),
-            // A type this node has no code for runs in the workers polling its task queue.
-            remote: self
-                .node
-                .registry()
-                .workflow_def(&workflow_type_name)
-                .is_none()
-                .then(|| RemoteStart {
-                    task_queue: task_queue_name.clone(),
-                    task_timeout_ms,
-                }),
+            remote,
         };
         match self.node.start_workflow(request.clone()).await {
             Ok(run_id) => Ok((run_id, true)),

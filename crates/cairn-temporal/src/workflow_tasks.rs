@@ -8,7 +8,7 @@
 //! the history converts back to the very ids the worker chose, and replay matches.
 
 use crate::history::{self, RunContext, duration, timestamp};
-use crate::payloads::to_cairn;
+use crate::payloads::{to_cairn, to_cairn_exact};
 use cairn_runtime::{RemoteQuery, WorkflowTask};
 use cairn_types::{
     ActivityOptions, ActivityTimeouts, ChildOptions, Command, EventKind, Failure, HistoryEvent,
@@ -350,7 +350,7 @@ pub fn commands(
                 Command::ScheduleActivity {
                     seq,
                     activity_type,
-                    input: to_cairn(a.input.as_ref(), "activity input")
+                    input: to_cairn_exact(a.input.as_ref(), "activity input")
                         .map_err(|e| Status::invalid_argument(e.0))?,
                     options: ActivityOptions {
                         task_queue,
@@ -384,7 +384,7 @@ pub fn commands(
                 seq: seq_of(&a.timer_id, SeqKind::Timer)?,
             },
             A::CompleteWorkflowExecutionCommandAttributes(a) => Command::CompleteWorkflow {
-                result: to_cairn(a.result.as_ref(), "workflow result")
+                result: to_cairn_exact(a.result.as_ref(), "workflow result")
                     .map_err(|e| Status::invalid_argument(e.0))?,
             },
             A::FailWorkflowExecutionCommandAttributes(a) => Command::FailWorkflow {
@@ -398,7 +398,7 @@ pub fn commands(
                     .map(|t| t.name.clone())
                     .filter(|n| !n.is_empty())
                     .unwrap_or_else(|| workflow_type.to_string()),
-                input: to_cairn(a.input.as_ref(), "continue-as-new input")
+                input: to_cairn_exact(a.input.as_ref(), "continue-as-new input")
                     .map_err(|e| Status::invalid_argument(e.0))?,
             },
             A::StartChildWorkflowExecutionCommandAttributes(a) => {
@@ -428,7 +428,7 @@ pub fn commands(
                     seq,
                     workflow_type,
                     workflow_id,
-                    input: to_cairn(a.input.as_ref(), "child input")
+                    input: to_cairn_exact(a.input.as_ref(), "child input")
                         .map_err(|e| Status::invalid_argument(e.0))?,
                     options: ChildOptions {
                         parent_close_policy: match ParentClosePolicy::try_from(
@@ -478,11 +478,29 @@ fn command_name(a: &A) -> &'static str {
     }
 }
 
-/// A workflow's failure as Cairn's (the application failure's type, message and details).
-fn workflow_failure(f: Option<&temporalio_protos::temporal::api::failure::v1::Failure>) -> Failure {
-    let mut failure = crate::activities::failure_of(f);
-    if f.is_none() {
-        failure.message = "the workflow failed without details".into();
+/// A workflow's failure as Cairn's (the application failure's type and message, what Rust
+/// code reads), carrying the SDK's failure exactly (its cause chain, stack trace and details)
+/// so Temporal's clients get it back as it was raised ([`crate::history::failure`]).
+fn workflow_failure(
+    f: Option<&temporalio_protos::temporal::api::failure::v1::Failure>,
+) -> Failure {
+    let Some(f) = f else {
+        return Failure::new("Error", "the workflow failed without details");
+    };
+    // The type and message Rust code sees: the innermost application failure's, if the
+    // workflow failed because of one (an activity's, a child's).
+    let mut innermost = f;
+    let mut application = None;
+    loop {
+        if let Some(temporalio_protos::temporal::api::failure::v1::failure::FailureInfo::ApplicationFailureInfo(_)) = &innermost.failure_info {
+            application = Some(innermost);
+        }
+        match innermost.cause.as_deref() {
+            Some(cause) => innermost = cause,
+            None => break,
+        }
     }
+    let mut failure = crate::activities::failure_of(Some(application.unwrap_or(f)));
+    failure.details = Some(crate::payloads::exact_failure(f));
     failure
 }

@@ -1,0 +1,677 @@
+"""The guide's Python programs (../shared/seed-temporal-guide.txt), as the guide writes them,
+run by Temporal's Python SDK against a server: Cairn (the workflows run in this process's
+worker, through Cairn's workflow tasks) or Temporal's own dev server (which proves the suite).
+Exits non-zero on the first failed check.
+
+    python guide_suite.py --address 127.0.0.1:7233 [--phase all|start|finish] [--run ID]
+
+The services the guide's activities call over HTTP (orders, payments, inventory, mail) are
+replaced by in-memory fakes with the same outcomes: a declined card raises InvalidCardError, a
+slow processor PaymentTimeoutError, an out-of-stock reservation fails. Waits the guide sets in
+days are the expense's field (seven days unless the test shortens it). Phases split a run
+around a server restart: `start` leaves workflows mid-way, `finish` completes and checks them.
+"""
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from temporalio import activity, workflow
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.worker import Worker
+
+ORDERS = "order-processing"
+
+# --- the services the activities call, faked -----------------------------------------------
+
+# Per process: what the fakes saw (the worker runs in this process, except the killed one).
+calls: dict[str, list] = {}
+
+
+def saw(what: str, value) -> None:
+    calls.setdefault(what, []).append(value)
+
+
+def order_of(order_id: str) -> dict:
+    card = order_id.split(":")[1] if ":" in order_id else "ok"
+    return {
+        "total_cents": 4_200,
+        "currency": "EUR",
+        "payment_method_id": card,
+        "customer_email": f"{order_id}@example.com",
+        "items": [{"sku": "cairn-1", "qty": 1 if "no-stock" not in order_id else 999}],
+    }
+
+
+# --- activities.py -------------------------------------------------------------------------
+
+
+@dataclass
+class ChargeRequest:
+    order_id: str
+    amount: int  # cents
+    currency: str
+    payment_method_id: str
+
+
+@dataclass
+class ChargeResult:
+    charge_id: str
+    status: str
+
+
+class InvalidCardError(Exception):
+    """Non-retryable: card declined or invalid"""
+
+
+class PaymentTimeoutError(Exception):
+    """Retryable: payment processor is slow"""
+
+
+@activity.defn
+async def validate_order(order_id: str) -> dict:
+    """Validate order exists and can be processed"""
+    activity.logger.info(f"Validating order: {order_id}")
+    if order_id.startswith("missing"):
+        raise ValueError(f"Order {order_id} not found")
+    return order_of(order_id)
+
+
+@activity.defn
+async def charge_card(request: ChargeRequest) -> ChargeResult:
+    """Charge the customer's card"""
+    activity.heartbeat("Starting charge")
+    attempt = activity.info().attempt
+    saw("charge", (request.order_id, attempt))
+    card = request.payment_method_id
+    if card == "declined":
+        raise InvalidCardError("Card declined: insufficient funds")
+    if card == "slow" and attempt < 3:
+        raise PaymentTimeoutError(f"Payment failed: 504 (attempt {attempt})")
+    if card.startswith("hang") and attempt == 1:
+        # The processor hangs: no more heartbeats; the heartbeat timeout (10 s) ends the
+        # attempt, and the retry goes through. A marker file tells the suite it started.
+        marker = card.split("=", 1)[1] if "=" in card else None
+        if marker:
+            open(marker, "w").close()
+        await asyncio.sleep(60)
+    activity.heartbeat("Charge completed")
+    return ChargeResult(charge_id=f"ch-{request.order_id}-{attempt}", status="succeeded")
+
+
+@activity.defn
+async def reserve_inventory(order_id: str, items: list[dict]) -> bool:
+    """Reserve inventory for the order"""
+    activity.logger.info(f"Reserving inventory for order: {order_id}")
+    if any(item["qty"] > 100 for item in items):
+        raise ApplicationError("409: not enough stock", non_retryable=True)
+    return True
+
+
+@activity.defn
+async def rollback_charge(charge_id: str, reason: str) -> None:
+    """Compensation: refund the charge if workflow fails"""
+    saw("rollback", (charge_id, reason))
+
+
+@activity.defn
+async def send_confirmation_email(email: str) -> None:
+    # The mail service is down: notifications are non-critical.
+    raise ApplicationError("mail service unavailable", non_retryable=True)
+
+
+@activity.defn
+async def notify_fulfillment(order_id: str) -> None:
+    saw("fulfillment", order_id)
+
+
+# --- workflows.py --------------------------------------------------------------------------
+
+
+@workflow.defn
+class OrderFulfillmentWorkflow:
+    def __init__(self):
+        self._status = "pending"
+        self._charge_id: str | None = None
+
+    @workflow.run
+    async def run(self, order_id: str) -> dict:
+        self._status = "validating"
+        # Step 1: Validate order
+        order = await workflow.execute_activity(
+            validate_order,
+            order_id,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=3),
+        )
+        self._status = "charging"
+        # Step 2: Charge card (with compensation on failure)
+        try:
+            charge_request = ChargeRequest(
+                order_id=order_id,
+                amount=order["total_cents"],
+                currency=order["currency"],
+                payment_method_id=order["payment_method_id"],
+            )
+            charge_result = await workflow.execute_activity(
+                charge_card,
+                charge_request,
+                start_to_close_timeout=timedelta(seconds=60),
+                heartbeat_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    maximum_interval=timedelta(seconds=30),
+                    maximum_attempts=5,
+                    non_retryable_error_types=["InvalidCardError"],
+                ),
+            )
+            self._charge_id = charge_result.charge_id
+        except Exception:
+            self._status = "failed"
+            # No charge was made (or it was rejected), just fail
+            raise
+        self._status = "reserving_inventory"
+        # Step 3: Reserve inventory (with compensation on failure)
+        try:
+            await workflow.execute_activity(
+                reserve_inventory,
+                args=[order_id, order["items"]],
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=RetryPolicy(maximum_attempts=5),
+            )
+        except Exception as e:
+            self._status = "failed"
+            # Compensate: refund the charge
+            await workflow.execute_activity(
+                rollback_charge,
+                args=[self._charge_id, f"Inventory reservation failed: {str(e)}"],
+                start_to_close_timeout=timedelta(seconds=30),
+            )
+            raise
+        self._status = "completing"
+        # Step 4: Send notifications (parallel, non-critical)
+        await asyncio.gather(
+            workflow.execute_activity(
+                send_confirmation_email,
+                order["customer_email"],
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=RetryPolicy(maximum_attempts=10),
+            ),
+            workflow.execute_activity(
+                notify_fulfillment,
+                order_id,
+                start_to_close_timeout=timedelta(minutes=1),
+            ),
+            return_exceptions=True,  # Don't fail if notifications fail
+        )
+        self._status = "completed"
+        return {"order_id": order_id, "charge_id": self._charge_id, "status": "completed"}
+
+    @workflow.query
+    def get_status(self) -> str:
+        """Query current workflow status without interrupting it"""
+        return self._status
+
+    @workflow.signal
+    async def cancel_order(self) -> None:
+        """Signal to cancel the order"""
+        workflow.logger.info("Order cancellation requested")
+
+
+@workflow.defn
+class OrderBatchWorkflow:
+    @workflow.run
+    async def run(self, order_ids: list[str]) -> list[dict]:
+        # Process orders in parallel, max 10 concurrent
+        semaphore = asyncio.Semaphore(10)
+
+        async def process_one(order_id: str) -> dict:
+            async with semaphore:
+                return await workflow.execute_child_workflow(
+                    OrderFulfillmentWorkflow.run,
+                    order_id,
+                    id=f"order-{order_id}-fulfillment",
+                )
+
+        results = await asyncio.gather(
+            *[process_one(order_id) for order_id in order_ids], return_exceptions=True
+        )
+        successful = [r for r in results if not isinstance(r, Exception)]
+        return successful
+
+
+@dataclass
+class Expense:
+    id: str
+    amount_cents: int
+    # The guide waits seven days; a test shortens it.
+    wait_seconds: float = field(default=7 * 24 * 3600)
+
+
+@activity.defn
+async def send_approval_request(expense: Expense) -> None:
+    saw("approval_request", expense.id)
+
+
+@activity.defn
+async def send_timeout_notification(expense_id: str) -> None:
+    saw("timeout_notification", expense_id)
+
+
+@activity.defn
+async def process_expense_payment(expense: Expense) -> None:
+    saw("expense_paid", expense.id)
+
+
+@workflow.defn
+class ExpenseApprovalWorkflow:
+    def __init__(self):
+        self._approved: bool | None = None
+
+    @workflow.run
+    async def run(self, expense: Expense) -> str:
+        # Notify approver
+        await workflow.execute_activity(
+            send_approval_request, expense, start_to_close_timeout=timedelta(seconds=30)
+        )
+        # Wait for human to approve/reject (up to 7 days!)
+        try:
+            await workflow.wait_condition(
+                lambda: self._approved is not None,
+                timeout=timedelta(seconds=expense.wait_seconds),
+            )
+        except asyncio.TimeoutError:
+            await workflow.execute_activity(
+                send_timeout_notification,
+                expense.id,
+                start_to_close_timeout=timedelta(seconds=30),
+            )
+            return "timed_out"
+        if self._approved:
+            await workflow.execute_activity(
+                process_expense_payment, expense, start_to_close_timeout=timedelta(seconds=30)
+            )
+            return "approved"
+        else:
+            return "rejected"
+
+    @workflow.signal
+    async def approve(self) -> None:
+        self._approved = True
+
+    @workflow.signal
+    async def reject(self) -> None:
+        self._approved = False
+
+    @workflow.query
+    def decided(self) -> str:
+        return "pending" if self._approved is None else str(self._approved)
+
+
+WORKFLOWS = [OrderFulfillmentWorkflow, OrderBatchWorkflow, ExpenseApprovalWorkflow]
+ACTIVITIES = [
+    validate_order,
+    charge_card,
+    reserve_inventory,
+    rollback_charge,
+    send_confirmation_email,
+    notify_fulfillment,
+    send_approval_request,
+    send_timeout_notification,
+    process_expense_payment,
+]
+
+
+def worker(client: Client) -> Worker:
+    return Worker(client, task_queue=ORDERS, workflows=WORKFLOWS, activities=ACTIVITIES)
+
+
+# --- the checks ----------------------------------------------------------------------------
+
+checks = 0
+
+
+def check(condition: bool, what: str) -> None:
+    global checks
+    if not condition:
+        print(f"FAILED: {what}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(1)
+    checks += 1
+    print(f"ok: {what}", flush=True)
+
+
+async def failure_of(handle) -> BaseException:
+    try:
+        result = await asyncio.wait_for(handle.result(), 60)
+    except WorkflowFailureError as e:
+        return e.cause
+    check(False, f"{handle.id} failed (it returned {result!r})")
+
+
+def cause_chain(e: BaseException) -> list[BaseException]:
+    out = []
+    while e is not None:
+        out.append(e)
+        e = e.__cause__
+    return out
+
+
+async def order_fulfillment(client: Client, run: str) -> None:
+    # The guide's client.py: start, query, wait.
+    handle = await client.start_workflow(
+        OrderFulfillmentWorkflow.run,
+        f"order-12345-{run}",
+        id=f"order-12345-{run}-fulfillment",
+        task_queue=ORDERS,
+        execution_timeout=timedelta(hours=24),
+    )
+    status = await handle.query(OrderFulfillmentWorkflow.get_status)
+    check(
+        status
+        in ("pending", "validating", "charging", "reserving_inventory", "completing", "completed"),
+        f"get_status answers while it runs: {status!r}",
+    )
+    await handle.signal(OrderFulfillmentWorkflow.cancel_order)
+    result = await asyncio.wait_for(handle.result(), 60)
+    check(
+        result
+        == {
+            "order_id": f"order-12345-{run}",
+            "charge_id": f"ch-order-12345-{run}-1",
+            "status": "completed",
+        },
+        f"the order completes: {result}",
+    )
+    check(
+        await handle.query(OrderFulfillmentWorkflow.get_status) == "completed",
+        "get_status of the completed order",
+    )
+    check(
+        f"order-12345-{run}" in calls.get("fulfillment", []),
+        "notifications in gather(return_exceptions=True): the email failed, fulfillment ran",
+    )
+    history = await handle.fetch_history()
+    signaled = [e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")]
+    check(
+        len(signaled) == 1
+        and signaled[0].workflow_execution_signaled_event_attributes.signal_name == "cancel_order",
+        "the cancel_order signal is in the history",
+    )
+
+    # A declined card: InvalidCardError is non-retryable by the policy, one attempt.
+    handle = await client.start_workflow(
+        OrderFulfillmentWorkflow.run, f"o-{run}:declined", id=f"declined-{run}", task_queue=ORDERS
+    )
+    cause = await failure_of(handle)
+    app = [e for e in cause_chain(cause) if isinstance(e, ApplicationError)]
+    check(
+        isinstance(cause, ActivityError) and app and app[0].type == "InvalidCardError",
+        f"a declined card fails the order with InvalidCardError: {cause_chain(cause)}",
+    )
+    attempts = [a for (o, a) in calls.get("charge", []) if o == f"o-{run}:declined"]
+    check(attempts == [1], f"InvalidCardError is not retried: attempts {attempts}")
+    check(
+        await handle.query(OrderFulfillmentWorkflow.get_status) == "failed",
+        "get_status of the failed order",
+    )
+
+    # A slow processor: PaymentTimeoutError twice, the third attempt charges.
+    result = await asyncio.wait_for(
+        client.execute_workflow(
+            OrderFulfillmentWorkflow.run, f"o-{run}:slow", id=f"slow-{run}", task_queue=ORDERS
+        ),
+        60,
+    )
+    attempts = [a for (o, a) in calls.get("charge", []) if o == f"o-{run}:slow"]
+    check(
+        result["charge_id"] == f"ch-o-{run}:slow-3" and attempts == [1, 2, 3],
+        f"PaymentTimeoutError is retried by the policy: attempts {attempts}",
+    )
+
+    # Out of stock: the reservation fails and the charge is rolled back (the saga).
+    handle = await client.start_workflow(
+        OrderFulfillmentWorkflow.run,
+        f"o-{run}-no-stock",
+        id=f"no-stock-{run}",
+        task_queue=ORDERS,
+    )
+    cause = await failure_of(handle)
+    rollbacks = [r for r in calls.get("rollback", []) if r[0] == f"ch-o-{run}-no-stock-1"]
+    check(
+        len(rollbacks) == 1 and "Inventory reservation failed" in rollbacks[0][1],
+        f"rollback_charge compensates the charge: {rollbacks}",
+    )
+    check(isinstance(cause, ActivityError), f"and the order fails: {cause!r}")
+
+
+async def heartbeat_timeout(client: Client, run: str) -> None:
+    # The processor hangs after the first heartbeat: the heartbeat timeout (10 s) ends the
+    # attempt and the retry charges.
+    result = await asyncio.wait_for(
+        client.execute_workflow(
+            OrderFulfillmentWorkflow.run, f"o-{run}:hang", id=f"hang-{run}", task_queue=ORDERS
+        ),
+        60,
+    )
+    attempts = [a for (o, a) in calls.get("charge", []) if o == f"o-{run}:hang"]
+    check(
+        result["charge_id"] == f"ch-o-{run}:hang-2" and attempts == [1, 2],
+        f"a hung charge times out by heartbeat and is retried: attempts {attempts}",
+    )
+
+
+async def expense_approval(client: Client, run: str) -> None:
+    for decision, expected in (("approve", "approved"), ("reject", "rejected")):
+        handle = await client.start_workflow(
+            ExpenseApprovalWorkflow.run,
+            Expense(id=f"exp-{decision}-{run}", amount_cents=1_250),
+            id=f"expense-{decision}-{run}",
+            task_queue=ORDERS,
+        )
+        check(
+            await handle.query(ExpenseApprovalWorkflow.decided) == "pending",
+            f"the expense waits for a human ({decision})",
+        )
+        await handle.signal(decision)
+        result = await asyncio.wait_for(handle.result(), 30)
+        check(result == expected, f"{decision} signal: {result!r}")
+    check(f"exp-approve-{run}" in calls.get("expense_paid", []), "the approved expense is paid")
+    check(f"exp-reject-{run}" not in calls.get("expense_paid", []), "the rejected one is not")
+    result = await asyncio.wait_for(
+        client.execute_workflow(
+            ExpenseApprovalWorkflow.run,
+            Expense(id=f"exp-late-{run}", amount_cents=99, wait_seconds=1.5),
+            id=f"expense-late-{run}",
+            task_queue=ORDERS,
+        ),
+        30,
+    )
+    check(
+        result == "timed_out" and f"exp-late-{run}" in calls.get("timeout_notification", []),
+        f"no decision: wait_condition times out and the approver is told: {result!r}",
+    )
+
+
+async def order_batch(client: Client, run: str) -> None:
+    orders = [f"b{i}-{run}" for i in range(24)] + [f"b-bad{i}-{run}:declined" for i in range(3)]
+    result = await asyncio.wait_for(
+        client.execute_workflow(
+            OrderBatchWorkflow.run, orders, id=f"batch-{run}", task_queue=ORDERS
+        ),
+        120,
+    )
+    check(
+        sorted(r["order_id"] for r in result) == sorted(orders[:24]),
+        f"the batch returns the 24 orders that succeeded (3 declined): {len(result)}",
+    )
+    child = client.get_workflow_handle(f"order-b0-{run}-fulfillment")
+    check(
+        (await child.describe()).status.name == "COMPLETED",
+        "each order ran as a child workflow",
+    )
+
+
+async def id_reuse_and_visibility(client: Client, run: str) -> None:
+    wid = f"expense-reuse-{run}"
+    expense = Expense(id=wid, amount_cents=1)
+    handle = await client.start_workflow(
+        ExpenseApprovalWorkflow.run, expense, id=wid, task_queue=ORDERS
+    )
+    try:
+        await client.start_workflow(ExpenseApprovalWorkflow.run, expense, id=wid, task_queue=ORDERS)
+        check(False, "a second start of a running id is refused")
+    except WorkflowAlreadyStartedError:
+        check(True, "a second start of a running id is refused")
+    await handle.signal(ExpenseApprovalWorkflow.reject)
+    await handle.result()
+    try:
+        await client.start_workflow(
+            ExpenseApprovalWorkflow.run,
+            expense,
+            id=wid,
+            task_queue=ORDERS,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        check(False, "REJECT_DUPLICATE refuses a closed id")
+    except WorkflowAlreadyStartedError:
+        check(True, "REJECT_DUPLICATE refuses a closed id")
+    again = await client.start_workflow(
+        ExpenseApprovalWorkflow.run, expense, id=wid, task_queue=ORDERS
+    )
+    check(again.result_run_id != handle.result_run_id, "ALLOW_DUPLICATE starts a new run")
+    await again.signal(ExpenseApprovalWorkflow.approve)
+    check(await again.result() == "approved", "and the new run runs")
+
+    # Visibility: the runs of this suite, listed by type.
+    found = set()
+    for _ in range(50):
+        found = {
+            w.id
+            async for w in client.list_workflows("WorkflowType = 'ExpenseApprovalWorkflow'")
+        }
+        if {f"expense-approve-{run}", f"expense-reject-{run}", wid} <= found:
+            break
+        await asyncio.sleep(0.2)
+    check(
+        {f"expense-approve-{run}", f"expense-reject-{run}", wid} <= found,
+        f"list_workflows finds the expenses by type ({len(found)} listed)",
+    )
+
+
+def spawn_worker(address: str):
+    return asyncio.create_subprocess_exec(
+        sys.executable, os.path.abspath(__file__), "--address", address, "--worker-only"
+    )
+
+
+async def worker_killed(client: Client, address: str, run: str) -> None:
+    # A worker killed mid-activity (and holding the workflow): the charge times out by
+    # heartbeat and is retried on the worker started after it, which also replays the workflow.
+    marker = os.path.join(tempfile.mkdtemp(), "charging")
+    proc = await spawn_worker(address)
+    handle = await client.start_workflow(
+        OrderFulfillmentWorkflow.run,
+        f"o-{run}:hang={marker}",
+        id=f"killed-{run}",
+        task_queue=ORDERS,
+    )
+    for _ in range(300):
+        if os.path.exists(marker):
+            break
+        await asyncio.sleep(0.1)
+    check(os.path.exists(marker), "the charge started on the first worker")
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+    proc = await spawn_worker(address)
+    try:
+        result = await asyncio.wait_for(handle.result(), 60)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    check(
+        result["charge_id"] == f"ch-o-{run}:hang={marker}-2",
+        f"the order completes on the restarted worker, charge attempt 2: {result['charge_id']}",
+    )
+
+
+async def start_phase(client: Client, run: str) -> None:
+    # Left mid-way for a server restart: an expense waiting for its decision, an order
+    # whose charge retries (its backoff timers and attempts span the restart).
+    for name in ("approve", "reject"):
+        await client.start_workflow(
+            ExpenseApprovalWorkflow.run,
+            Expense(id=f"exp-restart-{name}-{run}", amount_cents=5),
+            id=f"restart-{name}-{run}",
+            task_queue=ORDERS,
+        )
+    await client.start_workflow(
+        OrderFulfillmentWorkflow.run, f"o-{run}:slow", id=f"restart-slow-{run}", task_queue=ORDERS
+    )
+    await asyncio.sleep(1.5)
+    handle = client.get_workflow_handle(f"restart-approve-{run}")
+    check(
+        await handle.query(ExpenseApprovalWorkflow.decided) == "pending",
+        "before the restart: the expenses wait",
+    )
+
+
+async def finish_phase(client: Client, run: str) -> None:
+    for name, expected in (("approve", "approved"), ("reject", "rejected")):
+        handle = client.get_workflow_handle(f"restart-{name}-{run}")
+        check(
+            await handle.query(ExpenseApprovalWorkflow.decided) == "pending",
+            f"after the restart: the expense still waits ({name})",
+        )
+        await handle.signal(name)
+        result = await asyncio.wait_for(handle.result(), 30)
+        check(result == expected, f"after the restart: {name} -> {result!r}")
+    result = await asyncio.wait_for(
+        client.get_workflow_handle(f"restart-slow-{run}").result(), 60
+    )
+    check(
+        result["charge_id"] == f"ch-o-{run}:slow-3",
+        f"after the restart: the retried charge completes: {result['charge_id']}",
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--run", default=uuid.uuid4().hex[:8])
+    parser.add_argument("--phase", default="all", choices=["all", "start", "finish"])
+    parser.add_argument("--worker-only", action="store_true")
+    args = parser.parse_args()
+    client = await Client.connect(args.address)
+    if args.worker_only:
+        await worker(client).run()
+        return
+    async with worker(client):
+        if args.phase == "all":
+            await order_fulfillment(client, args.run)
+            await expense_approval(client, args.run)
+            await order_batch(client, args.run)
+            await id_reuse_and_visibility(client, args.run)
+            await heartbeat_timeout(client, args.run)
+        elif args.phase == "start":
+            await start_phase(client, args.run)
+        else:
+            await finish_phase(client, args.run)
+    if args.phase == "all":
+        await worker_killed(client, args.address, args.run)
+    print(f"guide suite ({args.phase}): {checks} checks passed", flush=True)
+    # The SDK's native threads can abort the interpreter's finalization; the checks are done.
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
