@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Temporal's own Python SDK and CLI (from PyPI, in a venv this script creates under target/)
-# against `cairn server start-dev`'s gRPC API: tests/temporal/client_suite.py, a kill -9 of the
-# node between two phases of it, and the `temporal` CLI listing, describing, showing,
-# signalling, querying and terminating workflows. Then the same suite against Temporal's own
-# dev server, with a Python worker hosting twins of the demo workflows, which proves the suite.
+# against `cairn server start-dev`'s gRPC API: tests/temporal/client_suite.py (Temporal's
+# client against Cairn's Rust demo workflows, Python activities), tests/temporal/guide_suite.py
+# (the guide's Python workflows, run by a Python worker through Cairn's workflow tasks), a
+# kill -9 of the node between two phases of both, and the `temporal` CLI listing, describing,
+# showing, signalling, querying and terminating Rust and Python workflows. Then both suites
+# against Temporal's own dev server (a Python worker hosting twins of the demo workflows),
+# which proves the suites.
 # Usage: scripts/temporal-suite.sh [path/to/cairn]   (default: target/debug/cairn, built first)
 #        scripts/temporal-suite.sh --venv-only       (only make the venv)
 set -euo pipefail
@@ -47,12 +50,15 @@ start_cairn() {
 echo "--- the suite against Cairn"
 start_cairn 1
 "$py" tests/temporal/client_suite.py --address "$grpc"
+"$py" tests/temporal/guide_suite.py --address "$grpc"
 "$py" tests/temporal/client_suite.py --address "$grpc" --phase start --run restart
+"$py" tests/temporal/guide_suite.py --address "$grpc" --phase start --run restart
 echo "--- kill -9 of the node, restart on the same data"
 kill -9 "$server"
 wait "$server" 2>/dev/null || true
 start_cairn 2
 "$py" tests/temporal/client_suite.py --address "$grpc" --phase finish --run restart
+"$py" tests/temporal/guide_suite.py --address "$grpc" --phase finish --run restart
 
 echo "--- the temporal CLI against Cairn"
 cli() { "$temporal" "$@" --address "$grpc"; }
@@ -76,6 +82,23 @@ expect "workflow terminate" "terminated" cli workflow terminate -w cli-countdown
 expect "terminated in the list" "Terminated" cli workflow list --query "WorkflowId = 'cli-countdown'"
 expect "workflow count" "Total" cli workflow count
 expect "namespace describe" "Registered" "$temporal" operator namespace describe -n default --address "$grpc"
+# The guide's Python workflows, hosted by a Python worker, through the CLI.
+"$py" tests/temporal/guide_suite.py --address "$grpc" --worker-only &
+guide_worker=$!
+cli workflow start --type ExpenseApprovalWorkflow -w cli-expense --task-queue order-processing \
+    --input '{"id": "cli-expense", "amount_cents": 300}' >/dev/null
+cli workflow start --type ExpenseApprovalWorkflow -w cli-expense-2 --task-queue order-processing \
+    --input '{"id": "cli-expense-2", "amount_cents": 1}' >/dev/null
+expect "python workflow query" "pending" cli workflow query -w cli-expense --type decided
+expect "python workflow describe" "ExpenseApprovalWorkflow" cli workflow describe -w cli-expense
+expect "python workflow signal" "succeeded" cli workflow signal -w cli-expense --name approve
+expect "python workflow result" "approved" cli workflow result -w cli-expense
+expect "python workflow show" "ActivityTaskCompleted" cli workflow show -w cli-expense
+expect "python workflow list" "cli-expense-2" cli workflow list --query "WorkflowType = 'ExpenseApprovalWorkflow'"
+expect "python workflow terminate" "terminated" cli workflow terminate -w cli-expense-2 --reason cli
+expect "python workflow terminated" "Terminated" cli workflow list --query "WorkflowId = 'cli-expense-2'"
+kill "$guide_worker"
+wait "$guide_worker" 2>/dev/null || true
 kill "$server"
 wait "$server" 2>/dev/null || true
 server=""
@@ -90,4 +113,5 @@ for _ in $(seq 1 200); do
     sleep 0.1
 done
 "$py" tests/temporal/client_suite.py --address "127.0.0.1:$port" --worker
+"$py" tests/temporal/guide_suite.py --address "127.0.0.1:$port"
 echo "temporal suite: passed against Cairn and against Temporal's dev server"
