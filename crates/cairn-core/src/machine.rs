@@ -866,10 +866,16 @@ impl Run {
         let mut inputs = inputs;
         if terminal.is_none()
             && let Some(remote) = self.state.remote.as_mut()
-            && remote.task_out
         {
-            // The worker holding the task has not seen these: they follow its commands.
-            remote.buffered.append(&mut inputs);
+            if remote.task_out {
+                // The worker holding the task has not seen these: they follow its commands.
+                remote.buffered.append(&mut inputs);
+            } else if !remote.buffered.is_empty() {
+                // Buffered for a task that was lost with the node's life: recorded now.
+                let mut buffered = std::mem::take(&mut remote.buffered);
+                buffered.append(&mut inputs);
+                inputs = buffered;
+            }
         }
         let activate = terminal.is_none() && inputs.iter().any(is_code_input);
         let mut log = EventLog {

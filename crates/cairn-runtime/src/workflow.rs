@@ -266,6 +266,7 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                     state.load_failures = 0;
                     state.schedule_flush(&myself);
                     state.tell_if_closed();
+                    state.record_buffered_inputs(&myself);
                     state.offer_workflow_task();
                 }
                 Err(LoadError::Held(reason)) => {
@@ -442,6 +443,25 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
 }
 
 impl<S: Store> WorkflowState<S> {
+    /// A remote run loaded with inputs buffered for a task lost with the node's previous life
+    /// records them now (its check timer would, later), so its next task carries them.
+    fn record_buffered_inputs(&mut self, myself: &ActorRef<WorkflowMsg>) {
+        let Some(remote) = self.run.as_ref().and_then(Run::remote) else {
+            return;
+        };
+        if remote.task_out || remote.buffered.is_empty() {
+            return;
+        }
+        let task = remote.task;
+        self.accept(Delivery {
+            item: InboxItem::Message(Message::TimerFired {
+                timer: TimerId::WorkflowTask { task },
+            }),
+            consume: Vec::new(),
+        });
+        self.schedule_flush(myself);
+    }
+
     /// Queues the run's owed workflow task for its workers, if it is a remote run with one.
     fn offer_workflow_task(&self) {
         let Some(run) = &self.run else {

@@ -51,7 +51,11 @@ pub fn duration(d: std::time::Duration) -> prost_wkt_types::Duration {
 
 /// A Cairn failure as Temporal's application failure.
 pub fn failure(f: &Failure) -> failure::Failure {
-    if let Some(exact) = f.details.as_ref().and_then(crate::payloads::failure_of_exact) {
+    if let Some(exact) = f
+        .details
+        .as_ref()
+        .and_then(crate::payloads::failure_of_exact)
+    {
         // Raised by a Temporal SDK's workflow: returned as it was.
         return exact;
     }

@@ -481,9 +481,7 @@ fn command_name(a: &A) -> &'static str {
 /// A workflow's failure as Cairn's (the application failure's type and message, what Rust
 /// code reads), carrying the SDK's failure exactly (its cause chain, stack trace and details)
 /// so Temporal's clients get it back as it was raised ([`crate::history::failure`]).
-fn workflow_failure(
-    f: Option<&temporalio_protos::temporal::api::failure::v1::Failure>,
-) -> Failure {
+fn workflow_failure(f: Option<&temporalio_protos::temporal::api::failure::v1::Failure>) -> Failure {
     let Some(f) = f else {
         return Failure::new("Error", "the workflow failed without details");
     };

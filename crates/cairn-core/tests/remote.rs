@@ -1,0 +1,271 @@
+//! The state machine of a remote run (code in a Temporal SDK worker): one workflow task at a
+//! time, inputs buffered while it is out, completions applied as the executor's commands
+//! are, stale and lost tasks handed out again.
+
+use cairn_core::{Effect, Message, RemoteCode, Run, RunStatus, StartArgs, TimerId};
+use cairn_types::{
+    ActivityOptions, ActivityTimeouts, Command, Payload, RetryPolicy, WorkflowTimeouts,
+};
+use std::time::Duration;
+
+fn p<T: serde::Serialize>(value: T) -> Payload {
+    Payload::encode(&value).unwrap()
+}
+
+fn start() -> Run {
+    let args = StartArgs {
+        workflow_type: "Remote".into(),
+        input: p("in"),
+        random_seed: 1,
+        timeouts: WorkflowTimeouts::default(),
+        execution_started_unix_ms: None,
+    };
+    let (run, t) = Run::start_remote(args, RemoteCode::new("q".into(), 10_000), 1_000).unwrap();
+    let kinds: Vec<&str> = t.events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(kinds, ["WorkflowExecutionStarted"], "no task completed yet");
+    assert!(
+        t.effects.contains(&Effect::ScheduleTimer {
+            timer: TimerId::WorkflowTask { task: 1 },
+            fire_at_unix_ms: 11_000
+        }),
+        "the owed task's check timer: {:?}",
+        t.effects
+    );
+    run
+}
+
+fn names(t: &cairn_core::Transition) -> Vec<&'static str> {
+    t.events.iter().map(|e| e.kind.name()).collect()
+}
+
+fn signal(name: &str) -> Message {
+    Message::Signal {
+        name: name.into(),
+        input: p(()),
+    }
+}
+
+fn activity(seq: u32) -> Command {
+    Command::ScheduleActivity {
+        seq,
+        activity_type: "charge".into(),
+        input: p(1),
+        options: ActivityOptions {
+            task_queue: "q".into(),
+            timeouts: ActivityTimeouts::start_to_close(Duration::from_secs(5)),
+            retry: RetryPolicy::default(),
+        },
+    }
+}
+
+#[test]
+fn one_task_at_a_time_and_its_commands_apply_like_the_executors() {
+    let mut run = start();
+    assert_eq!(run.take_workflow_task(), Some((1, 1)));
+    assert_eq!(run.take_workflow_task(), None, "one task out at a time");
+    let t = run
+        .handle(
+            vec![Message::WorkflowTaskCompleted {
+                task: 1,
+                attempt: 1,
+                commands: vec![activity(4)],
+            }],
+            2_000,
+        )
+        .unwrap();
+    // Cairn's order: a task's command events, then its marker (a closing command's event
+    // follows the marker).
+    assert_eq!(
+        names(&t),
+        ["ActivityTaskScheduled", "WorkflowTaskCompleted"]
+    );
+    assert!(
+        t.effects
+            .iter()
+            .any(|e| matches!(e, Effect::EnqueueActivityTask { seq: 4, .. })),
+        "the activity is enqueued: {:?}",
+        t.effects
+    );
+    assert_eq!(
+        run.take_workflow_task(),
+        None,
+        "nothing owed until a result"
+    );
+    let t = run
+        .handle(
+            vec![Message::ActivityCompleted {
+                seq: 4,
+                attempt: 1,
+                result: p(2),
+            }],
+            3_000,
+        )
+        .unwrap();
+    assert_eq!(names(&t), ["ActivityTaskCompleted"]);
+    assert_eq!(
+        run.take_workflow_task(),
+        Some((2, 1)),
+        "the result owes task 2"
+    );
+    let t = run
+        .handle(
+            vec![Message::WorkflowTaskCompleted {
+                task: 2,
+                attempt: 1,
+                commands: vec![Command::CompleteWorkflow { result: p("done") }],
+            }],
+            4_000,
+        )
+        .unwrap();
+    assert_eq!(
+        names(&t),
+        ["WorkflowTaskCompleted", "WorkflowExecutionCompleted"]
+    );
+    assert_eq!(run.state().status, RunStatus::Completed);
+    assert_eq!(run.take_workflow_task(), None, "a closed run owes nothing");
+}
+
+#[test]
+fn inputs_arriving_while_a_task_is_out_follow_its_commands_and_owe_the_next() {
+    let mut run = start();
+    assert_eq!(run.take_workflow_task(), Some((1, 1)));
+    let t = run.handle(vec![signal("a")], 1_500).unwrap();
+    assert!(
+        t.events.is_empty(),
+        "buffered, not recorded: {:?}",
+        names(&t)
+    );
+    assert_eq!(run.remote().unwrap().buffered.len(), 1);
+    let t = run
+        .handle(
+            vec![Message::WorkflowTaskCompleted {
+                task: 1,
+                attempt: 1,
+                commands: vec![Command::StartTimer {
+                    seq: 5,
+                    duration_ms: 60_000,
+                }],
+            }],
+            2_000,
+        )
+        .unwrap();
+    assert_eq!(
+        names(&t),
+        [
+            "TimerStarted",
+            "WorkflowTaskCompleted",
+            "WorkflowExecutionSignaled"
+        ],
+        "the worker's commands, then what it has not seen"
+    );
+    assert_eq!(
+        run.take_workflow_task(),
+        Some((2, 1)),
+        "and the signal owes task 2"
+    );
+}
+
+#[test]
+fn a_completion_that_closes_the_run_past_unseen_inputs_is_stale() {
+    let mut run = start();
+    assert_eq!(run.take_workflow_task(), Some((1, 1)));
+    run.handle(vec![signal("late")], 1_500).unwrap();
+    let close = vec![Command::CompleteWorkflow { result: p(0) }];
+    assert!(run.completion_is_stale(&close));
+    let t = run
+        .handle(
+            vec![Message::WorkflowTaskCompleted {
+                task: 1,
+                attempt: 1,
+                commands: close,
+            }],
+            2_000,
+        )
+        .unwrap();
+    assert_eq!(
+        names(&t),
+        ["WorkflowExecutionSignaled"],
+        "the close is dropped, the signal recorded"
+    );
+    assert_eq!(run.state().status, RunStatus::Running);
+    assert_eq!(run.take_workflow_task(), Some((2, 1)));
+}
+
+#[test]
+fn a_failed_or_timed_out_task_is_handed_out_again_and_stale_answers_are_ignored() {
+    let mut run = start();
+    assert_eq!(run.take_workflow_task(), Some((1, 1)));
+    let t = run
+        .handle(
+            vec![Message::WorkflowTaskFailed {
+                task: 1,
+                attempt: 1,
+            }],
+            5_000,
+        )
+        .unwrap();
+    assert!(t.events.is_empty(), "a failed attempt leaves no event");
+    assert!(
+        t.effects.contains(&Effect::ScheduleTimer {
+            timer: TimerId::WorkflowTask { task: 1 },
+            fire_at_unix_ms: 15_000
+        }),
+        "the check timer moves: {:?}",
+        t.effects
+    );
+    assert_eq!(run.take_workflow_task(), Some((1, 2)), "attempt 2");
+    // The first attempt's worker answers late: not the task out.
+    let t = run
+        .handle(
+            vec![Message::WorkflowTaskCompleted {
+                task: 1,
+                attempt: 1,
+                commands: vec![Command::CompleteWorkflow { result: p(0) }],
+            }],
+            6_000,
+        )
+        .unwrap();
+    assert!(t.events.is_empty(), "ignored: {:?}", names(&t));
+    assert_eq!(run.state().status, RunStatus::Running);
+    assert!(run.holds_workflow_task(1, 2));
+}
+
+#[test]
+fn a_run_resumed_from_its_snapshot_has_no_task_out() {
+    let mut run = start();
+    assert_eq!(run.take_workflow_task(), Some((1, 1)));
+    run.handle(vec![signal("s")], 1_500).unwrap();
+    // What the store holds: the snapshot after the signal's transition.
+    let stored: cairn_core::RunState =
+        rmp_serde::from_slice(&rmp_serde::to_vec_named(run.state()).unwrap()).unwrap();
+    let mut resumed = Run::resume_remote(stored).unwrap();
+    let remote = resumed.remote().unwrap();
+    assert!(
+        !remote.task_out,
+        "the worker's task died with the node's life"
+    );
+    assert_eq!(remote.buffered.len(), 1, "the buffered signal is kept");
+    assert_eq!(
+        resumed.take_workflow_task(),
+        None,
+        "buffered inputs are recorded before a task is handed out"
+    );
+    // The check timer's firing records them and hands the task out again.
+    let t = resumed
+        .handle(
+            vec![Message::TimerFired {
+                timer: TimerId::WorkflowTask { task: 1 },
+            }],
+            11_000,
+        )
+        .unwrap();
+    assert_eq!(names(&t), ["WorkflowExecutionSignaled"]);
+    assert_eq!(resumed.take_workflow_task(), Some((1, 1)));
+    assert!(
+        resumed
+            .state()
+            .remote
+            .as_ref()
+            .is_some_and(|r| r.buffered.is_empty())
+    );
+}
