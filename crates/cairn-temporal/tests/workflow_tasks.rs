@@ -1,0 +1,502 @@
+//! Workflow tasks of remote workflows through the gRPC frontend, driven with Temporal's
+//! generated client as an SDK worker drives it: many workflows over several pollers at once,
+//! a task held past its timeout, late and forged answers, a signal racing a closing
+//! completion, queries, and a node killed while a worker holds a task.
+
+use cairn_store_embedded::{EmbeddedConfig, EmbeddedStore};
+use std::collections::HashMap;
+use std::time::Duration;
+use temporalio_protos::temporal::api::command::v1::{self as cmd, command::Attributes as A};
+use temporalio_protos::temporal::api::common::v1::{
+    Payload, Payloads, WorkflowExecution, WorkflowType,
+};
+use temporalio_protos::temporal::api::enums::v1::{
+    CommandType, EventType, HistoryEventFilterType, QueryResultType,
+};
+use temporalio_protos::temporal::api::history::v1::history_event::Attributes;
+use temporalio_protos::temporal::api::query::v1::{WorkflowQuery, WorkflowQueryResult};
+use temporalio_protos::temporal::api::taskqueue::v1::TaskQueue;
+use temporalio_protos::temporal::api::workflowservice::v1 as ws;
+use temporalio_protos::temporal::api::workflowservice::v1::workflow_service_client::WorkflowServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const QUEUE: &str = "py-workflows";
+
+struct Server {
+    node: cairn::Node<EmbeddedStore>,
+    address: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+async fn serve(dir: &std::path::Path) -> Server {
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir)).unwrap();
+    let node = cairn::Node::builder()
+        .config(cairn::NodeConfig {
+            node_id: "wft".into(),
+            shard_count: 4,
+            remote_activities: true,
+            ..cairn::NodeConfig::default()
+        })
+        .start(store)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(cairn_temporal::serve(
+        listener,
+        node.runtime(),
+        None,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Server {
+        node,
+        address,
+        stop,
+        served,
+    }
+}
+
+impl Server {
+    async fn client(&self) -> WorkflowServiceClient<Channel> {
+        WorkflowServiceClient::connect(format!("http://{}", self.address))
+            .await
+            .unwrap()
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.served.await.unwrap().unwrap();
+        self.node.shutdown().await;
+    }
+}
+
+fn json(value: serde_json::Value) -> Payloads {
+    Payloads {
+        payloads: vec![Payload {
+            metadata: HashMap::from([("encoding".to_string(), b"json/plain".to_vec())]),
+            data: serde_json::to_vec(&value).unwrap(),
+            ..Default::default()
+        }],
+    }
+}
+
+async fn start(client: &mut WorkflowServiceClient<Channel>, id: &str, task_timeout_s: i64) {
+    client
+        .start_workflow_execution(ws::StartWorkflowExecutionRequest {
+            namespace: "default".into(),
+            workflow_id: id.into(),
+            workflow_type: Some(WorkflowType {
+                name: "PythonWorkflow".into(),
+            }),
+            task_queue: Some(TaskQueue {
+                name: QUEUE.into(),
+                ..Default::default()
+            }),
+            input: Some(json(serde_json::json!(id))),
+            workflow_task_timeout: Some(prost_wkt_types::Duration {
+                seconds: task_timeout_s,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+async fn poll(client: &mut WorkflowServiceClient<Channel>) -> ws::PollWorkflowTaskQueueResponse {
+    client
+        .poll_workflow_task_queue(ws::PollWorkflowTaskQueueRequest {
+            namespace: "default".into(),
+            task_queue: Some(TaskQueue {
+                name: QUEUE.into(),
+                kind: 1,
+                ..Default::default()
+            }),
+            identity: "test-worker".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn command(attributes: A) -> cmd::Command {
+    let command_type = match &attributes {
+        A::StartTimerCommandAttributes(_) => CommandType::StartTimer,
+        A::CompleteWorkflowExecutionCommandAttributes(_) => CommandType::CompleteWorkflowExecution,
+        _ => CommandType::Unspecified,
+    };
+    cmd::Command {
+        command_type: command_type as i32,
+        attributes: Some(attributes),
+        ..Default::default()
+    }
+}
+
+fn timer(id: &str) -> cmd::Command {
+    command(A::StartTimerCommandAttributes(
+        cmd::StartTimerCommandAttributes {
+            timer_id: id.into(),
+            start_to_fire_timeout: Some(prost_wkt_types::Duration {
+                seconds: 0,
+                nanos: 20_000_000,
+            }),
+        },
+    ))
+}
+
+fn finish(result: serde_json::Value) -> cmd::Command {
+    command(A::CompleteWorkflowExecutionCommandAttributes(
+        cmd::CompleteWorkflowExecutionCommandAttributes {
+            result: Some(json(result)),
+        },
+    ))
+}
+
+async fn complete(
+    client: &mut WorkflowServiceClient<Channel>,
+    token: Vec<u8>,
+    commands: Vec<cmd::Command>,
+    query_results: HashMap<String, WorkflowQueryResult>,
+) -> Result<(), tonic::Status> {
+    client
+        .respond_workflow_task_completed(ws::RespondWorkflowTaskCompletedRequest {
+            namespace: "default".into(),
+            task_token: token,
+            commands,
+            query_results,
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+}
+
+fn types(task: &ws::PollWorkflowTaskQueueResponse) -> Vec<EventType> {
+    task.history
+        .as_ref()
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| EventType::try_from(e.event_type).unwrap())
+        .collect()
+}
+
+fn input_of(task: &ws::PollWorkflowTaskQueueResponse) -> String {
+    let first = &task.history.as_ref().unwrap().events[0];
+    let Some(Attributes::WorkflowExecutionStartedEventAttributes(a)) = &first.attributes else {
+        panic!("first event is not the start: {first:?}");
+    };
+    serde_json::from_slice(&a.input.as_ref().unwrap().payloads[0].data).unwrap()
+}
+
+async fn closed_result(client: &mut WorkflowServiceClient<Channel>, id: &str) -> serde_json::Value {
+    let answer = client
+        .get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
+            namespace: "default".into(),
+            execution: Some(WorkflowExecution {
+                workflow_id: id.into(),
+                run_id: String::new(),
+            }),
+            wait_new_event: true,
+            history_event_filter_type: HistoryEventFilterType::CloseEvent as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let events = answer.history.unwrap_or_default().events;
+    match events.first().and_then(|e| e.attributes.as_ref()) {
+        Some(Attributes::WorkflowExecutionCompletedEventAttributes(done)) => {
+            serde_json::from_slice(&done.result.as_ref().unwrap().payloads[0].data).unwrap()
+        }
+        other => panic!("{id} did not complete: {other:?}"),
+    }
+}
+
+/// A worker: each workflow starts a timer ("1"), then completes with its input.
+async fn worker(mut client: WorkflowServiceClient<Channel>, done: usize) -> usize {
+    let mut completed = 0;
+    let mut tasks = 0;
+    while completed < done {
+        let task = poll(&mut client).await;
+        if task.task_token.is_empty() {
+            continue;
+        }
+        tasks += 1;
+        let seen = types(&task);
+        assert_eq!(
+            &seen[seen.len() - 2..],
+            [
+                EventType::WorkflowTaskScheduled,
+                EventType::WorkflowTaskStarted
+            ],
+            "a task's history ends with its own task"
+        );
+        let commands = if seen.contains(&EventType::TimerFired) {
+            completed += 1;
+            vec![finish(serde_json::json!(format!(
+                "done {}",
+                input_of(&task)
+            )))]
+        } else {
+            vec![timer("1")]
+        };
+        complete(&mut client, task.task_token, commands, HashMap::new())
+            .await
+            .unwrap();
+    }
+    tasks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_remote_workflows_over_several_pollers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path()).await;
+    let mut client = server.client().await;
+    const N: usize = 60;
+    const POLLERS: usize = 4;
+    for i in 0..N {
+        start(&mut client, &format!("many-{i}"), 10).await;
+    }
+    let mut workers = Vec::new();
+    for _ in 0..POLLERS {
+        workers.push(tokio::spawn(worker(server.client().await, N / POLLERS)));
+    }
+    let mut tasks = 0;
+    for w in workers {
+        tasks += tokio::time::timeout(Duration::from_secs(60), w)
+            .await
+            .expect("the workers finish")
+            .unwrap();
+    }
+    assert_eq!(tasks, 2 * N, "two tasks per workflow, each handed out once");
+    for i in 0..N {
+        assert_eq!(
+            closed_result(&mut client, &format!("many-{i}")).await,
+            serde_json::json!(format!("done many-{i}"))
+        );
+    }
+    assert_eq!(server.node.runtime().workflow_tasks_queued(), 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_held_past_its_timeout_is_handed_out_again_and_late_or_forged_answers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path()).await;
+    let mut client = server.client().await;
+    start(&mut client, "held", 1).await;
+    let first = poll(&mut client).await;
+    assert_eq!(first.attempt, 1);
+    // Not answered: after the 1 s task timeout the task is owed again, attempt 2.
+    let second = poll(&mut client).await;
+    assert_eq!(second.attempt, 2, "handed out again after its timeout");
+    assert_eq!(
+        second.workflow_execution, first.workflow_execution,
+        "the same workflow's task"
+    );
+    let late = complete(
+        &mut client,
+        first.task_token,
+        vec![finish(serde_json::json!(1))],
+        HashMap::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(late.code(), Code::NotFound, "{late:?}");
+    let forged = complete(
+        &mut client,
+        b"cairn-wft/wft/not-this-life/0/x/1/1".to_vec(),
+        vec![],
+        HashMap::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(forged.code(), Code::NotFound, "{forged:?}");
+    let garbage = complete(&mut client, b"garbage".to_vec(), vec![], HashMap::new())
+        .await
+        .unwrap_err();
+    assert_eq!(garbage.code(), Code::InvalidArgument, "{garbage:?}");
+    // A command Cairn does not take fails the task with a clear error.
+    let refused = complete(
+        &mut client,
+        second.task_token.clone(),
+        vec![command(A::UpsertWorkflowSearchAttributesCommandAttributes(
+            Default::default(),
+        ))],
+        HashMap::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), Code::Unimplemented, "{refused:?}");
+    assert!(
+        refused.message().contains("UpsertWorkflowSearchAttributes"),
+        "{refused:?}"
+    );
+    let third = poll(&mut client).await;
+    assert_eq!(third.attempt, 3, "the refused task is handed out again");
+    complete(
+        &mut client,
+        third.task_token,
+        vec![finish(serde_json::json!("ok"))],
+        HashMap::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        closed_result(&mut client, "held").await,
+        serde_json::json!("ok")
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_racing_a_closing_completion_and_queries_reach_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path()).await;
+    let mut client = server.client().await;
+    start(&mut client, "race", 10).await;
+    let task = poll(&mut client).await;
+    client
+        .signal_workflow_execution(ws::SignalWorkflowExecutionRequest {
+            namespace: "default".into(),
+            workflow_execution: Some(WorkflowExecution {
+                workflow_id: "race".into(),
+                run_id: String::new(),
+            }),
+            signal_name: "late".into(),
+            input: Some(json(serde_json::json!(7))),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let stale = complete(
+        &mut client,
+        task.task_token,
+        vec![finish(serde_json::json!("early"))],
+        HashMap::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(stale.code(), Code::InvalidArgument, "{stale:?}");
+    // A query waits for the next task, attached to it.
+    let mut querier = server.client().await;
+    let query = tokio::spawn(async move {
+        querier
+            .query_workflow(ws::QueryWorkflowRequest {
+                namespace: "default".into(),
+                execution: Some(WorkflowExecution {
+                    workflow_id: "race".into(),
+                    run_id: String::new(),
+                }),
+                query: Some(WorkflowQuery {
+                    query_type: "status".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let next = poll(&mut client).await;
+    assert!(
+        types(&next).contains(&EventType::WorkflowExecutionSignaled),
+        "the signal is in the next task: {:?}",
+        types(&next)
+    );
+    assert_eq!(next.queries.len(), 1, "the query rides on the task");
+    let (id, q) = next.queries.iter().next().unwrap();
+    assert_eq!(q.query_type, "status");
+    let answer = HashMap::from([(
+        id.clone(),
+        WorkflowQueryResult {
+            result_type: QueryResultType::Answered as i32,
+            answer: Some(json(serde_json::json!("signalled"))),
+            ..Default::default()
+        },
+    )]);
+    complete(
+        &mut client,
+        next.task_token,
+        vec![finish(serde_json::json!("late"))],
+        answer,
+    )
+    .await
+    .unwrap();
+    let answered = query.await.unwrap().unwrap().into_inner();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(
+            &answered.query_result.unwrap().payloads[0].data
+        )
+        .unwrap(),
+        serde_json::json!("signalled")
+    );
+    assert_eq!(
+        closed_result(&mut client, "race").await,
+        serde_json::json!("late")
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_while_a_worker_holds_a_task_hands_it_out_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path()).await;
+    let mut client = server.client().await;
+    start(&mut client, "killed", 1).await;
+    let task = poll(&mut client).await;
+    complete(
+        &mut client,
+        task.task_token,
+        vec![timer("1")],
+        HashMap::new(),
+    )
+    .await
+    .unwrap();
+    let held = poll(&mut client).await;
+    assert!(types(&held).contains(&EventType::TimerFired));
+    let _ = server.stop.send(());
+    let _ = server.served.await;
+    server.node.crash();
+    let server = serve(dir.path()).await;
+    let mut client = server.client().await;
+    let refused = complete(
+        &mut client,
+        held.task_token.clone(),
+        vec![finish(serde_json::json!(0))],
+        HashMap::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::NotFound,
+        "a token of the node's previous life"
+    );
+    let again = tokio::time::timeout(Duration::from_secs(30), poll(&mut client))
+        .await
+        .unwrap();
+    assert_eq!(
+        types(&again),
+        types(&held),
+        "the same task, from the store, after the restart"
+    );
+    complete(
+        &mut client,
+        again.task_token,
+        vec![finish(serde_json::json!("after"))],
+        HashMap::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        closed_result(&mut client, "killed").await,
+        serde_json::json!("after")
+    );
+    server.stop().await;
+}
