@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio import activity, workflow
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleIntervalSpec,
+    ScheduleSpec,
+    ScheduleUpdate,
+    WorkflowFailureError,
+)
 from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.worker import Worker
@@ -316,6 +324,21 @@ class ExpenseApprovalWorkflow:
         return "pending" if self._approved is None else str(self._approved)
 
 
+@activity.defn
+async def build_report() -> str:
+    saw("report", activity.info().workflow_id)
+    return "report sent"
+
+
+@workflow.defn
+class DailyReportWorkflow:
+    @workflow.run
+    async def run(self) -> str:
+        return await workflow.execute_activity(
+            build_report, start_to_close_timeout=timedelta(seconds=30)
+        )
+
+
 WORKFLOWS = [OrderFulfillmentWorkflow, OrderBatchWorkflow, ExpenseApprovalWorkflow]
 ACTIVITIES = [
     validate_order,
@@ -332,6 +355,12 @@ ACTIVITIES = [
 
 def worker(client: Client) -> Worker:
     return Worker(client, task_queue=ORDERS, workflows=WORKFLOWS, activities=ACTIVITIES)
+
+
+def report_worker(client: Client) -> Worker:
+    return Worker(
+        client, task_queue="reports", workflows=[DailyReportWorkflow], activities=[build_report]
+    )
 
 
 # --- the checks ----------------------------------------------------------------------------
@@ -567,6 +596,115 @@ async def id_reuse_and_visibility(client: Client, run: str) -> None:
     )
 
 
+async def daily_report(client: Client, run: str) -> None:
+    # The guide's schedule: every day at 9 AM UTC.
+    handle = await client.create_schedule(
+        f"daily-report-schedule-{run}",
+        Schedule(
+            action=ScheduleActionStartWorkflow(
+                DailyReportWorkflow.run,
+                id=f"daily-report-{run}",
+                task_queue="reports",
+            ),
+            spec=ScheduleSpec(
+                cron_expressions=["0 9 * * *"],  # Daily at 9 AM UTC
+            ),
+        ),
+    )
+    described = await handle.describe()
+    upcoming = described.info.next_action_times
+    check(
+        len(upcoming) >= 2
+        and all((t.hour, t.minute, t.second) == (9, 0, 0) for t in upcoming)
+        and (upcoming[1] - upcoming[0]) == timedelta(days=1),
+        f"the cron schedule fires daily at 09:00 UTC: {[t.isoformat() for t in upcoming[:2]]}",
+    )
+    spec = described.schedule.spec
+    # Cairn returns the cron string; Temporal its calendar form.
+    check(
+        spec.cron_expressions == ["0 9 * * *"]
+        or (
+            len(spec.calendars) == 1
+            and [r.start for r in spec.calendars[0].hour] == [9]
+            and [r.start for r in spec.calendars[0].minute] == [0]
+        ),
+        f"describe returns the 09:00 spec: {spec}",
+    )
+    await handle.trigger()
+    started = None
+    for _ in range(100):
+        recent = (await handle.describe()).info.recent_actions
+        if recent:
+            started = recent[0].action
+            break
+        await asyncio.sleep(0.1)
+    check(started is not None, "a trigger starts the report now")
+    report = client.get_workflow_handle(started.workflow_id, run_id=started.first_execution_run_id)
+    check(
+        await asyncio.wait_for(report.result(), 30) == "report sent"
+        and started.workflow_id.startswith(f"daily-report-{run}"),
+        f"the triggered report ran: {started.workflow_id}",
+    )
+
+    # A short interval: it fires by itself, and pausing stops it.
+    every = await client.create_schedule(
+        f"report-every-second-{run}",
+        Schedule(
+            action=ScheduleActionStartWorkflow(
+                DailyReportWorkflow.run, id=f"frequent-report-{run}", task_queue="reports"
+            ),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=1))]),
+        ),
+    )
+    count = 0
+    for _ in range(100):
+        count = (await every.describe()).info.num_actions
+        if count >= 2:
+            break
+        await asyncio.sleep(0.1)
+    check(count >= 2, f"the interval schedule fired by itself ({count} runs)")
+    await every.pause(note="enough")
+    described = await every.describe()
+    check(
+        described.schedule.state.paused and described.schedule.state.note == "enough",
+        "paused, with its note",
+    )
+    await every.unpause()
+
+    async def later(update_input):
+        schedule = update_input.description.schedule
+        schedule.spec = ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(hours=1))])
+        return ScheduleUpdate(schedule=schedule)
+
+    await every.update(later)
+    described = await every.describe()
+    check(
+        described.schedule.spec.intervals[0].every == timedelta(hours=1),
+        "update changes the spec",
+    )
+    ours = {f"daily-report-schedule-{run}", f"report-every-second-{run}"}
+
+    async def listed() -> set:
+        return {entry.id async for entry in await client.list_schedules()}
+
+    # (Temporal's list is eventually consistent: it is read until it agrees, a few seconds.)
+    ids = set()
+    for _ in range(50):
+        ids = await listed()
+        if ours <= ids:
+            break
+        await asyncio.sleep(0.1)
+    check(ours <= ids, f"list_schedules lists both ({len(ids)} listed)")
+    await every.delete()
+    await handle.delete()
+    for _ in range(50):
+        ids = await listed()
+        if not (ours & ids):
+            break
+        await asyncio.sleep(0.1)
+    check(not (ours & ids), "deleted schedules are gone")
+
+
 def spawn_worker(address: str):
     return asyncio.create_subprocess_exec(
         sys.executable, os.path.abspath(__file__), "--address", address, "--worker-only"
@@ -654,8 +792,9 @@ async def main() -> None:
     if args.worker_only:
         await worker(client).run()
         return
-    async with worker(client):
+    async with worker(client), report_worker(client):
         if args.phase == "all":
+            await daily_report(client, args.run)
             await order_fulfillment(client, args.run)
             await expense_approval(client, args.run)
             await order_batch(client, args.run)

@@ -76,6 +76,8 @@ pub struct Description {
     /// The run this one continues (continue-as-new).
     pub previous_run: Option<RunId>,
     pub search_attributes: SearchAttributes,
+    /// Where the run's workflow tasks go, if its code runs in remote workers.
+    pub remote: Option<crate::RemoteStart>,
 }
 
 /// One run's history as [`Node::run_history`] reads it.
@@ -923,6 +925,7 @@ impl<S: Store> Node<S> {
             search_attributes: state
                 .map(|s| s.search_attributes.clone())
                 .unwrap_or_default(),
+            remote: record.start.remote,
         })
     }
 
@@ -1044,10 +1047,12 @@ impl<S: Store> Node<S> {
     /// are invalid, or the workflow type is not registered here.
     pub async fn create_schedule(&self, request: CreateSchedule) -> Result<(), ClientError> {
         let shared = &self.shared;
-        let registered = shared
-            .registry
-            .workflow_def(&request.action.workflow_type)
-            .is_some();
+        let remote = request.action.remote.is_some();
+        let registered = remote
+            || shared
+                .registry
+                .workflow_def(&request.action.workflow_type)
+                .is_some();
         check_payload("schedule input", &request.action.input)?;
         let now = now_ms();
         let (record, spec) =
@@ -1064,13 +1069,15 @@ impl<S: Store> Node<S> {
             )?;
         // Checked after the spec, as start checks its input: a schedule whose every start
         // would be refused is refused itself.
-        shared
-            .registry
-            .check_input(&record.action.workflow_type, &record.action.input)
-            .map_err(|reason| ClientError::InputDoesNotDecode {
-                workflow_type: record.action.workflow_type.clone(),
-                reason,
-            })?;
+        if !remote {
+            shared
+                .registry
+                .check_input(&record.action.workflow_type, &record.action.input)
+                .map_err(|reason| ClientError::InputDoesNotDecode {
+                    workflow_type: record.action.workflow_type.clone(),
+                    reason,
+                })?;
+        }
         let id = record.schedule_id.clone();
         let key = shared.keys.schedule(&record.namespace, &id);
         let exists = Check {

@@ -47,6 +47,13 @@ pub struct ScheduleAction {
     pub workflow_type: String,
     pub input: Payload,
     pub timeouts: WorkflowTimeouts,
+    /// The workflow id its runs are named after (`{workflow_id}-{nominal time}`, as Temporal
+    /// names them); `None`: the schedule id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<String>,
+    /// Set when the workflows it starts run in remote workers (see `StartRecord::remote`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<crate::RemoteStart>,
 }
 
 /// How one nominal time was handled.
@@ -136,9 +143,10 @@ pub struct ScheduleDescription {
     pub next_times_unix_ms: Vec<u64>,
 }
 
-/// The workflow id a schedule gives the run of nominal time `nominal`.
-pub fn scheduled_workflow_id(schedule_id: &str, nominal: u64) -> String {
-    format!("{schedule_id}-{}", format_time(nominal))
+/// The workflow id a schedule gives the run of nominal time `nominal`: its action's
+/// workflow id (or the schedule id) and the time.
+pub fn scheduled_workflow_id(base: &str, nominal: u64) -> String {
+    format!("{base}-{}", format_time(nominal))
 }
 
 fn invalid(reason: impl Into<String>) -> ClientError {
@@ -182,7 +190,10 @@ pub(crate) fn new_record(
     check_schedule_id(id)?;
     check_note(&request.note)?;
     // The ids it will start must be valid workflow ids.
-    WorkflowId::new(scheduled_workflow_id(id, now))?;
+    WorkflowId::new(scheduled_workflow_id(
+        request.action.workflow_id.as_deref().unwrap_or(id),
+        now,
+    ))?;
     if !registered {
         return Err(ClientError::UnknownWorkflowType {
             workflow_type: request.action.workflow_type.clone(),
@@ -523,7 +534,14 @@ async fn start(
     now: u64,
     ops: &mut Vec<Op>,
 ) -> StoreResult<()> {
-    let id = scheduled_workflow_id(&record.schedule_id, nominal);
+    let id = scheduled_workflow_id(
+        record
+            .action
+            .workflow_id
+            .as_deref()
+            .unwrap_or(&record.schedule_id),
+        nominal,
+    );
     let key = placement.keys.workflow(&record.namespace, &id);
     if let Some(bytes) = tx.read(&key).await? {
         let existing: WorkflowRecord = decode("workflow", &bytes)?;
@@ -549,6 +567,8 @@ async fn start(
         now,
     )
     .scheduled_by(&record.schedule_id);
+    let mut run = run;
+    run.record.start.remote = record.action.remote.clone();
     // The workflow id was just read and found free.
     ops.extend(run.writes(
         &placement.keys,

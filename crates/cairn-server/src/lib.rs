@@ -771,6 +771,8 @@ async fn schedule_create<S: Store>(
                 execution: body.execution_timeout_ms.map(Duration::from_millis),
                 run: None,
             },
+            workflow_id: None,
+            remote: None,
         },
         policies,
         paused: body.paused,

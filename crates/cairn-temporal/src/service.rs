@@ -9,6 +9,7 @@ use crate::activities;
 use crate::history::{self, RunContext, duration, failure, search_attributes, timestamp};
 use crate::payloads::{payloads, to_cairn};
 use crate::proto::workflow_service_server::WorkflowService;
+use crate::schedules;
 use crate::status;
 use crate::workflow_tasks;
 use cairn_core::RunStatus;
@@ -567,6 +568,12 @@ impl<S: Store> WorkflowService for Frontend<S> {
         let description = self.node.describe(&id).await.map_err(status::of)?;
         let mut info = execution_info(&description.summary);
         info.history_length = description.history_length as i64;
+        let task_queue = description
+            .remote
+            .as_ref()
+            .map_or(IN_PROCESS_TASK_QUEUE.to_string(), |r| r.task_queue.clone());
+        info.task_queue = task_queue.clone();
+        let remote = description.remote.is_some();
         if let Some(previous) = description.previous_run {
             info.first_run_id = previous.to_string();
         }
@@ -574,7 +581,11 @@ impl<S: Store> WorkflowService for Frontend<S> {
             .pending_activities
             .iter()
             .map(|(seq, activity)| wf::PendingActivityInfo {
-                activity_id: seq.to_string(),
+                activity_id: if remote {
+                    workflow_tasks::sdk_id(*seq)
+                } else {
+                    seq.to_string()
+                },
                 activity_type: Some(temporalio_protos::temporal::api::common::v1::ActivityType {
                     name: activity.activity_type.clone(),
                 }),
@@ -588,7 +599,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
         Ok(Response::new(ws::DescribeWorkflowExecutionResponse {
             execution_config: Some(wf::WorkflowExecutionConfig {
                 task_queue: Some(TaskQueue {
-                    name: IN_PROCESS_TASK_QUEUE.into(),
+                    name: task_queue.clone(),
                     kind: 1,
                     ..Default::default()
                 }),
@@ -674,6 +685,142 @@ impl<S: Store> WorkflowService for Frontend<S> {
             };
             let _ = tokio::time::timeout(wait, self.node.run_outcome(&id, read.run_id)).await;
         }
+    }
+
+    async fn create_schedule(
+        &self,
+        request: Request<ws::CreateScheduleRequest>,
+    ) -> Result<Response<ws::CreateScheduleResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        if r.memo.is_some() {
+            return Err(status::unsupported("a memo on a schedule"));
+        }
+        let create = schedules::create_request(&r.schedule_id, r.schedule.as_ref(), |t| {
+            self.node.registry().workflow_def(t).is_some()
+        })?;
+        self.node
+            .create_schedule(create)
+            .await
+            .map_err(status::of)?;
+        if let Some(patch) = &r.initial_patch {
+            self.patch(&r.schedule_id, patch).await?;
+        }
+        Ok(Response::new(ws::CreateScheduleResponse::default()))
+    }
+
+    async fn describe_schedule(
+        &self,
+        request: Request<ws::DescribeScheduleRequest>,
+    ) -> Result<Response<ws::DescribeScheduleResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let description = self
+            .node
+            .describe_schedule(&r.schedule_id, 10)
+            .await
+            .map_err(status::of)?;
+        Ok(Response::new(ws::DescribeScheduleResponse {
+            schedule: Some(schedules::schedule_of(&description.record)),
+            info: Some(schedules::info_of(&description)),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_schedules(
+        &self,
+        request: Request<ws::ListSchedulesRequest>,
+    ) -> Result<Response<ws::ListSchedulesResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        if !r.query.is_empty() {
+            return Err(status::unsupported("a query on ListSchedules"));
+        }
+        let after = String::from_utf8(r.next_page_token)
+            .map_err(|_| Status::invalid_argument("next_page_token is not one Cairn issued"))?;
+        let page = usize::try_from(r.maximum_page_size)
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or(HISTORY_PAGE_EVENTS_MAX)
+            .min(HISTORY_PAGE_EVENTS_MAX);
+        let mut all = self.node.list_schedules().await.map_err(status::of)?;
+        all.sort_by(|a, b| a.schedule_id.cmp(&b.schedule_id));
+        let rest: Vec<_> = all
+            .into_iter()
+            .filter(|s| after.is_empty() || s.schedule_id > after)
+            .collect();
+        let next_page_token = if rest.len() > page {
+            rest[page - 1].schedule_id.clone().into_bytes()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(ws::ListSchedulesResponse {
+            schedules: rest.iter().take(page).map(schedules::list_entry).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn patch_schedule(
+        &self,
+        request: Request<ws::PatchScheduleRequest>,
+    ) -> Result<Response<ws::PatchScheduleResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let patch = r
+            .patch
+            .ok_or_else(|| Status::invalid_argument("patch is required"))?;
+        self.patch(&r.schedule_id, &patch).await?;
+        Ok(Response::new(ws::PatchScheduleResponse::default()))
+    }
+
+    async fn update_schedule(
+        &self,
+        request: Request<ws::UpdateScheduleRequest>,
+    ) -> Result<Response<ws::UpdateScheduleResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        if r.memo.is_some() {
+            return Err(status::unsupported("a memo on a schedule"));
+        }
+        let create = schedules::create_request(&r.schedule_id, r.schedule.as_ref(), |t| {
+            self.node.registry().workflow_def(t).is_some()
+        })?;
+        // Checked before anything changes: a bad update leaves the schedule as it was.
+        create
+            .spec
+            .compile()
+            .map_err(|e| Status::invalid_argument(format!("schedule.spec: {e}")))?;
+        create
+            .policies
+            .validate()
+            .map_err(|e| Status::invalid_argument(format!("schedule.policies: {e}")))?;
+        self.node
+            .describe_schedule(&r.schedule_id, 0)
+            .await
+            .map_err(status::of)?;
+        // Cairn replaces the schedule: its action counts and recent actions start over.
+        self.node
+            .delete_schedule(&r.schedule_id)
+            .await
+            .map_err(status::of)?;
+        self.node
+            .create_schedule(create)
+            .await
+            .map_err(status::of)?;
+        Ok(Response::new(ws::UpdateScheduleResponse::default()))
+    }
+
+    async fn delete_schedule(
+        &self,
+        request: Request<ws::DeleteScheduleRequest>,
+    ) -> Result<Response<ws::DeleteScheduleResponse>, Status> {
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        self.node
+            .delete_schedule(&r.schedule_id)
+            .await
+            .map_err(status::of)?;
+        Ok(Response::new(ws::DeleteScheduleResponse::default()))
     }
 
     async fn poll_workflow_task_queue(
@@ -1034,6 +1181,49 @@ fn token(bytes: &[u8]) -> Result<&str, Status> {
 }
 
 impl<S: Store> Frontend<S> {
+    /// Applies a schedule patch: pause or unpause (with its note), trigger now, backfills.
+    async fn patch(
+        &self,
+        schedule_id: &str,
+        patch: &temporalio_protos::temporal::api::schedule::v1::SchedulePatch,
+    ) -> Result<(), Status> {
+        if !patch.pause.is_empty() {
+            self.node
+                .pause_schedule(schedule_id, &patch.pause)
+                .await
+                .map_err(status::of)?;
+        }
+        if !patch.unpause.is_empty() {
+            self.node
+                .unpause_schedule(schedule_id, &patch.unpause)
+                .await
+                .map_err(status::of)?;
+        }
+        if let Some(trigger) = &patch.trigger_immediately {
+            self.node
+                .trigger_schedule(schedule_id, schedules::overlap(trigger.overlap_policy))
+                .await
+                .map_err(status::of)?;
+        }
+        for backfill in &patch.backfill_request {
+            let at = |t: &Option<prost_wkt_types::Timestamp>, what: &str| {
+                t.as_ref()
+                    .map(|t| (t.seconds.max(0) as u64) * 1000 + (t.nanos.max(0) as u64) / 1_000_000)
+                    .ok_or_else(|| Status::invalid_argument(format!("backfill {what} is required")))
+            };
+            self.node
+                .backfill_schedule(
+                    schedule_id,
+                    at(&backfill.start_time, "start_time")?,
+                    at(&backfill.end_time, "end_time")?,
+                    schedules::overlap(backfill.overlap_policy),
+                )
+                .await
+                .map_err(status::of)?;
+        }
+        Ok(())
+    }
+
     /// The token of the attempt a remote worker holds, named by workflow, run and activity id.
     async fn token_by_id(
         &self,

@@ -77,6 +77,8 @@ impl<S: Store> Client<S> {
                     workflow_type: function_name::<F>().to_string(),
                     input,
                     timeouts: WorkflowTimeouts::default(),
+                    workflow_id: None,
+                    remote: None,
                 },
                 policies: SchedulePolicies::default(),
                 paused: false,
