@@ -595,6 +595,7 @@ mod tests {
             search_attributes: Default::default(),
             history_size_bytes: 0,
             deadline_unix_ms: None,
+            remote: None,
         }
     }
 
@@ -711,6 +712,42 @@ mod tests {
             assert!(cleared.contains(&keys.attempt(2, &run, seq, attempt)));
         }
         assert!(sets(&ops).contains(&keys.workflow("default", "order-1")));
+    }
+
+    /// A remote run's workflow task check timer is cleared once its task completed (or the
+    /// task's timer moved), and kept while the task is still owed.
+    #[test]
+    fn a_remote_runs_task_timer_is_cleared_when_its_task_ends() {
+        let keys = Keys::new(b"t");
+        let remote = |task_timer_at: Option<u64>| {
+            let mut code = cairn_core::RemoteCode::new("q".into(), 10_000);
+            code.task = 1;
+            code.task_due = task_timer_at.is_some();
+            code.task_timer_at = task_timer_at;
+            Some(code)
+        };
+        let mut record = record(&[]);
+        if let Some(state) = record.state.as_mut() {
+            state.remote = remote(Some(11_000));
+        }
+        let timer = keys.timer(
+            2,
+            11_000,
+            &record.run_id,
+            &TimerId::WorkflowTask { task: 1 },
+        );
+        let mut owed = state(&[], RunStatus::Running);
+        owed.remote = remote(Some(11_000));
+        let kept = plan(&record, &owed, &Transition::default());
+        assert!(!clears(&kept).contains(&timer), "still owed: kept");
+        let mut done = state(&[], RunStatus::Running);
+        done.remote = remote(None);
+        let ops = plan(&record, &done, &Transition::default());
+        assert!(clears(&ops).contains(&timer), "completed: cleared");
+        let mut moved = state(&[], RunStatus::Running);
+        moved.remote = remote(Some(15_000));
+        let ops = plan(&record, &moved, &Transition::default());
+        assert!(clears(&ops).contains(&timer), "moved: the old one cleared");
     }
 
     fn enqueue(options: ActivityOptions) -> Transition {

@@ -135,7 +135,7 @@ pub fn create_request(
         to_cairn(start.input.as_ref(), "schedule input")
     }
     .map_err(|e| Status::invalid_argument(e.0))?;
-    let policies = schedule.policies.clone().unwrap_or_default();
+    let policies = schedule.policies.unwrap_or_default();
     if policies.pause_on_failure {
         return Err(unsupported("pause_on_failure"));
     }
