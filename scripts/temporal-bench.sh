@@ -3,6 +3,8 @@
 # `cairn server start-dev` and against `temporal server start-dev` (SQLite file), alternated
 # ROUNDS times per scenario on fresh data each run. Prints one JSON line per run.
 # Usage: scripts/temporal-bench.sh [ROUNDS] [W1_WORKFLOWS] [W2_WORKFLOWS] [CONCURRENCY]
+# With PYTHON_WORKFLOWS=1 both servers run the same Python workflows in the script's worker
+# (like for like); otherwise Cairn runs its Rust twins in process.
 # Build the server first: cargo build --release -p cairn-cli (this uses target/release/cairn).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,10 +26,12 @@ start() { # start cairn|temporal; sets $address and $host_flag
     if [ "$1" = cairn ]; then
         "$cairn" server start-dev --db "$data/run/db" --port 0 --temporal-port "$port" >"$data/run/log" 2>&1 &
         host_flag=""
+        [ -n "${PYTHON_WORKFLOWS:-}" ] && host_flag="--python-workflows"
     else
         "$temporal" server start-dev --headless --ip 127.0.0.1 --port "$port" --http-port 0 \
             --metrics-port 0 --db-filename "$data/run/temporal.sqlite" --log-level error >"$data/run/log" 2>&1 &
         host_flag="--host-workflows"
+        [ -n "${PYTHON_WORKFLOWS:-}" ] && host_flag="--python-workflows"
     fi
     server=$!
     for _ in $(seq 1 300); do

@@ -1,13 +1,16 @@
 """Temporal's Python client (and worker) as a load generator, the same against any server.
 
     python load.py --address 127.0.0.1:7233 --scenario w1|w2|w2-latency \\
-        --workflows N --concurrency C [--host-workflows]
+        --workflows N --concurrency C [--host-workflows | --python-workflows]
 
 W1: `noop` workflows, start to completion, no activities. W2: `three_step` workflows, three
 sequential no-op activities `step` on task queue `steps`, run by the Python worker this script
 starts. W2-latency: W2 one at a time. On Cairn the workflow code is the dev server's Rust
 (`noop`, `three_step`); with --host-workflows (Temporal's server) this script's worker also
-hosts Python twins of them. Prints one JSON line: workflows/s, activities/s, p50/p99 ms.
+hosts Python twins of them. With --python-workflows (either server: like for like) the
+workflows are Python ones no server registers (`py_noop`, `py_three_step`), hosted by this
+script's worker, so both servers hand workflow tasks to it. Prints one JSON line:
+workflows/s, activities/s, p50/p99 ms.
 """
 
 import argparse
@@ -47,6 +50,23 @@ class ThreeStep:
             )
 
 
+@workflow.defn(name="py_noop")
+class PyNoop:
+    @workflow.run
+    async def run(self) -> None:
+        return None
+
+
+@workflow.defn(name="py_three_step")
+class PyThreeStep:
+    @workflow.run
+    async def run(self) -> None:
+        for i in range(3):
+            await workflow.execute_activity(
+                "step", i, task_queue="steps", start_to_close_timeout=timedelta(seconds=30)
+            )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--address", required=True)
@@ -54,11 +74,14 @@ async def main() -> None:
     parser.add_argument("--workflows", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--host-workflows", action="store_true")
+    parser.add_argument("--python-workflows", action="store_true")
     args = parser.parse_args()
     if args.scenario == "w2-latency":
         args.concurrency = 1
     client = await Client.connect(args.address)
     workflow_type = "noop" if args.scenario == "w1" else "three_step"
+    if args.python_workflows:
+        workflow_type = "py_" + workflow_type
     run = uuid.uuid4().hex[:8]
     latencies = []
     gate = asyncio.Semaphore(args.concurrency)
@@ -79,12 +102,12 @@ async def main() -> None:
             max_concurrent_activities=max(100, args.concurrency),
         )
     ]
-    if args.host_workflows:
+    if args.host_workflows or args.python_workflows:
         workers.append(
             Worker(
                 client,
                 task_queue=WORKFLOW_QUEUE,
-                workflows=[Noop, ThreeStep],
+                workflows=[PyNoop, PyThreeStep] if args.python_workflows else [Noop, ThreeStep],
                 max_concurrent_workflow_tasks=max(100, args.concurrency),
             )
         )

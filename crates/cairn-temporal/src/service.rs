@@ -834,16 +834,21 @@ impl<S: Store> WorkflowService for Frontend<S> {
             .task_queue
             .filter(|q| !q.name.is_empty())
             .ok_or_else(|| Status::invalid_argument("task_queue is required"))?;
-        if queue.kind == TaskQueueKind::Sticky as i32 {
-            // Cairn hands every workflow task out on the normal queue, with the whole
-            // history; a worker's sticky queue stays empty (the SDK replays from its cache
-            // or from the history, as after a sticky timeout on Temporal).
-            tokio::time::sleep(wait).await;
-            return Ok(Response::new(ws::PollWorkflowTaskQueueResponse::default()));
-        }
+        // Cairn has no sticky queues: every workflow task carries the whole history, and a
+        // worker's poll of its sticky queue takes tasks of the normal queue it stands for
+        // (the SDK's pollers are split between the two; none waits idle).
+        let name = if queue.kind == TaskQueueKind::Sticky as i32 {
+            if queue.normal_name.is_empty() {
+                tokio::time::sleep(wait).await;
+                return Ok(Response::new(ws::PollWorkflowTaskQueueResponse::default()));
+            }
+            queue.normal_name
+        } else {
+            queue.name
+        };
         let task = self
             .node
-            .poll_workflow_task(&queue.name, wait)
+            .poll_workflow_task(&name, wait)
             .await
             .map_err(activities::status)?;
         Ok(Response::new(match task {
