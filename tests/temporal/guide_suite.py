@@ -339,7 +339,24 @@ class DailyReportWorkflow:
         )
 
 
-WORKFLOWS = [OrderFulfillmentWorkflow, OrderBatchWorkflow, ExpenseApprovalWorkflow]
+@workflow.defn
+class ReportChainWorkflow:
+    """Continues as new until it has run `until` times (a long-lived report loop's shape)."""
+
+    @workflow.run
+    async def run(self, runs: list[int]) -> list[int]:
+        await asyncio.sleep(0.05)
+        if len(runs) < 3:
+            workflow.continue_as_new(runs + [len(runs)])
+        return runs
+
+
+WORKFLOWS = [
+    OrderFulfillmentWorkflow,
+    OrderBatchWorkflow,
+    ExpenseApprovalWorkflow,
+    ReportChainWorkflow,
+]
 ACTIVITIES = [
     validate_order,
     charge_card,
@@ -705,6 +722,38 @@ async def daily_report(client: Client, run: str) -> None:
     check(not (ours & ids), "deleted schedules are gone")
 
 
+async def cancel_and_continue_as_new(client: Client, run: str) -> None:
+    handle = await client.start_workflow(
+        ExpenseApprovalWorkflow.run,
+        Expense(id=f"exp-cancel-{run}", amount_cents=3),
+        id=f"expense-cancel-{run}",
+        task_queue=ORDERS,
+    )
+    check(
+        await handle.query(ExpenseApprovalWorkflow.decided) == "pending",
+        "an expense to cancel waits",
+    )
+    await handle.cancel()
+    cause = await failure_of(handle)
+    check(
+        type(cause).__name__ == "CancelledError",
+        f"a canceled expense ends canceled: {cause!r}",
+    )
+    check(
+        (await handle.describe()).status.name == "CANCELED",
+        "and describe says CANCELED",
+    )
+    chain = await client.start_workflow(
+        ReportChainWorkflow.run, [], id=f"chain-{run}", task_queue=ORDERS
+    )
+    result = await asyncio.wait_for(chain.result(), 30)
+    check(result == [0, 1, 2], f"continue-as-new twice, then the last run returns: {result}")
+    check(
+        (await chain.describe()).run_id != chain.result_run_id,
+        "the result came from a later run of the chain",
+    )
+
+
 def spawn_worker(address: str):
     return asyncio.create_subprocess_exec(
         sys.executable, os.path.abspath(__file__), "--address", address, "--worker-only"
@@ -799,6 +848,7 @@ async def main() -> None:
             await expense_approval(client, args.run)
             await order_batch(client, args.run)
             await id_reuse_and_visibility(client, args.run)
+            await cancel_and_continue_as_new(client, args.run)
             await heartbeat_timeout(client, args.run)
         elif args.phase == "start":
             await start_phase(client, args.run)

@@ -556,10 +556,12 @@ impl Run {
 
     /// Whether `(task, attempt)` is the task a worker holds now.
     pub fn holds_workflow_task(&self, task: u32, attempt: u32) -> bool {
-        self.state
-            .remote
-            .as_ref()
-            .is_some_and(|r| r.task_out && r.task == task && r.attempt == attempt)
+        !self.state.status.is_closed()
+            && self
+                .state
+                .remote
+                .as_ref()
+                .is_some_and(|r| r.task_out && r.task == task && r.attempt == attempt)
     }
 
     /// Whether completing the task out with `commands` would be refused (Temporal's rule): it
@@ -1100,9 +1102,15 @@ fn remote_task_completed(
     let buffered = std::mem::take(&mut remote.buffered);
     if !stale {
         let mut task_completed = false;
-        for command in commands {
+        for mut command in commands {
             if log.state.status.is_closed() {
                 break;
+            }
+            if let Command::ContinueAsNew { workflow_type, .. } = &mut command
+                && workflow_type.is_empty()
+            {
+                // The SDK names no type: the same workflow carries on.
+                workflow_type.clone_from(&log.state.workflow_type);
             }
             if command.closes_run() && !task_completed {
                 log.push(EventKind::WorkflowTaskCompleted);
@@ -1172,6 +1180,13 @@ fn close(state: &mut RunState, status: RunStatus, now: u64, effects: &mut Vec<Ef
     state.closed_unix_ms = Some(now);
     state.activities.clear();
     state.timers.clear();
+    if let Some(remote) = state.remote.as_mut() {
+        // No task is owed any more; one out is answered "not found".
+        remote.task_due = false;
+        remote.task_out = false;
+        remote.task_timer_at = None;
+        remote.buffered.clear();
+    }
     for (_, child) in std::mem::take(&mut state.children) {
         if child.parent_close_policy != ParentClosePolicy::Abandon {
             effects.push(Effect::ApplyParentClosePolicy {

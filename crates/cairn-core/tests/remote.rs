@@ -269,3 +269,53 @@ fn a_run_resumed_from_its_snapshot_has_no_task_out() {
             .is_some_and(|r| r.buffered.is_empty())
     );
 }
+
+#[test]
+fn a_run_closed_while_its_task_is_out_owes_nothing_and_refuses_the_answer() {
+    let mut run = start();
+    assert_eq!(run.take_workflow_task(), Some((1, 1)));
+    let t = run
+        .handle(
+            vec![Message::Terminate {
+                reason: "by hand".into(),
+            }],
+            2_000,
+        )
+        .unwrap();
+    assert_eq!(names(&t), ["WorkflowExecutionTerminated"]);
+    assert!(
+        !run.holds_workflow_task(1, 1),
+        "the worker's answer is refused"
+    );
+    let remote = run.remote().unwrap();
+    assert!(!remote.task_out && !remote.task_due && remote.task_timer_at.is_none());
+    assert_eq!(run.take_workflow_task(), None);
+}
+
+#[test]
+fn continue_as_new_without_a_type_continues_the_same_workflow() {
+    let mut run = start();
+    assert_eq!(run.take_workflow_task(), Some((1, 1)));
+    let t = run
+        .handle(
+            vec![Message::WorkflowTaskCompleted {
+                task: 1,
+                attempt: 1,
+                commands: vec![Command::ContinueAsNew {
+                    workflow_type: String::new(),
+                    input: p(2),
+                }],
+            }],
+            2_000,
+        )
+        .unwrap();
+    assert!(
+        t.effects.iter().any(|e| matches!(
+            e,
+            Effect::ContinueAsNew { workflow_type, .. } if workflow_type == "Remote"
+        )),
+        "{:?}",
+        t.effects
+    );
+    assert_eq!(run.state().status, RunStatus::ContinuedAsNew);
+}

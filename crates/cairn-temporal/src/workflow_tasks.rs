@@ -397,6 +397,7 @@ pub fn commands(
                     .as_ref()
                     .map(|t| t.name.clone())
                     .filter(|n| !n.is_empty())
+                    // Empty: the run's own type (the state machine fills it in).
                     .unwrap_or_else(|| workflow_type.to_string()),
                 input: to_cairn_exact(a.input.as_ref(), "continue-as-new input")
                     .map_err(|e| Status::invalid_argument(e.0))?,
