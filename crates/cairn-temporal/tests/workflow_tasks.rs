@@ -500,3 +500,41 @@ async fn a_node_killed_while_a_worker_holds_a_task_hands_it_out_again() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_client_starts_and_awaits_a_workflow_an_sdk_worker_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path()).await;
+    let mut client = server.client().await;
+    let handle = server
+        .node
+        .client()
+        .start_remote::<_, String>("PythonWorkflow", QUEUE, "from-rust", ("Ada", 36))
+        .send()
+        .await
+        .unwrap();
+    let task = poll(&mut client).await;
+    assert_eq!(task.workflow_type.as_ref().unwrap().name, "PythonWorkflow");
+    let first = &task.history.as_ref().unwrap().events[0];
+    let Some(Attributes::WorkflowExecutionStartedEventAttributes(started)) = &first.attributes
+    else {
+        panic!("{first:?}");
+    };
+    let input = &started.input.as_ref().unwrap().payloads[0];
+    assert_eq!(input.metadata["encoding"], b"json/plain");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&input.data).unwrap(),
+        serde_json::json!(["Ada", 36]),
+        "Rust's MessagePack input reaches the worker as JSON"
+    );
+    complete(
+        &mut client,
+        task.task_token,
+        vec![finish(serde_json::json!("hello Ada"))],
+        HashMap::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(handle.result().await.unwrap(), "hello Ada");
+    server.stop().await;
+}

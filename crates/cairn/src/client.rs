@@ -71,11 +71,41 @@ impl<S: Store> Client<S> {
         let _ = f;
         StartCall {
             client: self.clone(),
-            workflow_type: function_name::<F>(),
+            workflow_type: function_name::<F>().to_string(),
             workflow_id: workflow_id.to_string(),
             input: Payload::encode(&input).map_err(|e| e.to_string()),
             id_reuse_policy: IdReusePolicy::default(),
             timeouts: WorkflowTimeouts::default(),
+            remote: None,
+            _output: PhantomData,
+        }
+    }
+
+    /// Prepares to start a workflow whose code this node does not have: type `workflow_type`,
+    /// run by the Temporal SDK workers (Python, Go, TypeScript, Java) polling `task_queue`
+    /// through the node's Temporal gRPC API. `input` reaches them as one JSON argument, and
+    /// their JSON result decodes as `O`.
+    pub fn start_remote<I, O>(
+        &self,
+        workflow_type: &str,
+        task_queue: &str,
+        workflow_id: &str,
+        input: I,
+    ) -> StartCall<S, O>
+    where
+        I: Serialize,
+    {
+        StartCall {
+            client: self.clone(),
+            workflow_type: workflow_type.to_string(),
+            workflow_id: workflow_id.to_string(),
+            input: Payload::encode(&input).map_err(|e| e.to_string()),
+            id_reuse_policy: IdReusePolicy::default(),
+            timeouts: WorkflowTimeouts::default(),
+            remote: Some(cairn_runtime::RemoteStart {
+                task_queue: task_queue.to_string(),
+                task_timeout_ms: cairn_runtime::WORKFLOW_TASK_TIMEOUT_DEFAULT_MS,
+            }),
             _output: PhantomData,
         }
     }
@@ -145,11 +175,12 @@ impl<S: Store> Client<S> {
 /// A workflow start being configured.
 pub struct StartCall<S: Store, O> {
     client: Client<S>,
-    workflow_type: &'static str,
+    workflow_type: String,
     workflow_id: String,
     input: Result<Payload, String>,
     id_reuse_policy: IdReusePolicy,
     timeouts: WorkflowTimeouts,
+    remote: Option<cairn_runtime::RemoteStart>,
     _output: PhantomData<fn() -> O>,
 }
 
@@ -194,12 +225,12 @@ impl<S: Store, O> StartCall<S, O> {
             .node
             .start_workflow(StartWorkflow {
                 workflow_id: workflow_id.clone(),
-                workflow_type: self.workflow_type.to_string(),
+                workflow_type: self.workflow_type.clone(),
                 input,
                 id_reuse_policy: self.id_reuse_policy,
                 timeouts: self.timeouts,
                 request_id: None,
-                remote: None,
+                remote: self.remote,
             })
             .await?;
         Ok(WorkflowHandle {
