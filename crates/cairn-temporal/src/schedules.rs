@@ -17,12 +17,19 @@ use temporalio_protos::temporal::api::workflow::v1::NewWorkflowExecutionInfo;
 use tonic::Status;
 
 fn ms(d: Option<&prost_wkt_types::Duration>) -> Option<u64> {
-    d.filter(|d| d.seconds > 0 || d.nanos > 0)
-        .map(|d| (d.seconds.max(0) as u64) * 1000 + (d.nanos.max(0) as u64) / 1_000_000)
+    d.filter(|d| d.seconds > 0 || d.nanos > 0).map(|d| {
+        (d.seconds.max(0) as u64)
+            .saturating_mul(1000)
+            .saturating_add((d.nanos.max(0) as u64) / 1_000_000)
+    })
 }
 
 fn unix_ms(t: Option<&prost_wkt_types::Timestamp>) -> Option<u64> {
-    t.map(|t| (t.seconds.max(0) as u64) * 1000 + (t.nanos.max(0) as u64) / 1_000_000)
+    t.map(|t| {
+        (t.seconds.max(0) as u64)
+            .saturating_mul(1000)
+            .saturating_add((t.nanos.max(0) as u64) / 1_000_000)
+    })
 }
 
 fn unsupported(what: &str) -> Status {

@@ -1213,7 +1213,11 @@ impl<S: Store> Frontend<S> {
         for backfill in &patch.backfill_request {
             let at = |t: &Option<prost_wkt_types::Timestamp>, what: &str| {
                 t.as_ref()
-                    .map(|t| (t.seconds.max(0) as u64) * 1000 + (t.nanos.max(0) as u64) / 1_000_000)
+                    .map(|t| {
+                        (t.seconds.max(0) as u64)
+                            .saturating_mul(1000)
+                            .saturating_add((t.nanos.max(0) as u64) / 1_000_000)
+                    })
                     .ok_or_else(|| Status::invalid_argument(format!("backfill {what} is required")))
             };
             self.node

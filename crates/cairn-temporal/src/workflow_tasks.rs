@@ -378,7 +378,7 @@ pub fn commands(
             A::StartTimerCommandAttributes(a) => Command::StartTimer {
                 seq: seq_of(&a.timer_id, SeqKind::Timer)?,
                 duration_ms: std_duration(a.start_to_fire_timeout.as_ref())
-                    .map_or(0, |d| d.as_millis() as u64),
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             },
             A::CancelTimerCommandAttributes(a) => Command::CancelTimer {
                 seq: seq_of(&a.timer_id, SeqKind::Timer)?,
