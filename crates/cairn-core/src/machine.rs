@@ -93,6 +93,11 @@ pub struct RemoteCode {
     pub task_timer_at: Option<u64>,
     /// Inputs that arrived while the task was out, recorded when it ends.
     pub buffered: Vec<EventKind>,
+    /// Period of the check timer: the task timeout at first, doubling (up to
+    /// [`WORKFLOW_TASK_CHECK_MAX_MS`]) each time it finds the task still owed, so a run whose
+    /// workers are away costs a commit a minute, not one per task timeout.
+    #[serde(default)]
+    pub check_ms: u64,
     /// A worker holds the current task. In memory only: a run loaded from the store has no
     /// task out (its worker's token named the node's previous life), so it hands it out again.
     #[serde(skip)]
@@ -109,10 +114,14 @@ impl RemoteCode {
             attempt: 0,
             task_timer_at: None,
             buffered: Vec::new(),
+            check_ms: 0,
             task_out: false,
         }
     }
 }
+
+/// Longest period of a remote run's workflow task check timer.
+pub const WORKFLOW_TASK_CHECK_MAX_MS: u64 = 60_000;
 
 /// The run's snapshot: everything needed to continue besides history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -677,6 +686,7 @@ impl Run {
                         remote.task_out = false;
                         remote.attempt += 1;
                         remote.task_due = true;
+                        remote.check_ms = remote.task_timeout_ms;
                         let fire_at = now.saturating_add(remote.task_timeout_ms);
                         remote.task_timer_at = Some(fire_at);
                         effects.push(Effect::ScheduleTimer {
@@ -838,9 +848,14 @@ impl Run {
                     && remote.task == task
                     && remote.task_due
                 {
-                    // Still owed: check again later (the timer's firing activated the run,
-                    // which offers the task to its workers again).
-                    let fire_at = now.saturating_add(remote.task_timeout_ms);
+                    // Still owed: check again later, less often each time (the timer's firing
+                    // activated the run, which offers the task to its workers again).
+                    remote.check_ms = remote
+                        .check_ms
+                        .max(remote.task_timeout_ms)
+                        .saturating_mul(2)
+                        .min(WORKFLOW_TASK_CHECK_MAX_MS.max(remote.task_timeout_ms));
+                    let fire_at = now.saturating_add(remote.check_ms);
                     remote.task_timer_at = Some(fire_at);
                     effects.push(Effect::ScheduleTimer {
                         timer,
@@ -1073,6 +1088,7 @@ fn owe_workflow_task(state: &mut RunState, now: u64, effects: &mut Vec<Effect>) 
     remote.task_due = true;
     remote.task += 1;
     remote.attempt = 1;
+    remote.check_ms = remote.task_timeout_ms;
     let fire_at = now.saturating_add(remote.task_timeout_ms);
     remote.task_timer_at = Some(fire_at);
     effects.push(Effect::ScheduleTimer {

@@ -319,3 +319,50 @@ fn continue_as_new_without_a_type_continues_the_same_workflow() {
     );
     assert_eq!(run.state().status, RunStatus::ContinuedAsNew);
 }
+
+#[test]
+fn the_check_timer_of_a_task_nobody_takes_backs_off_to_a_minute() {
+    let mut run = start();
+    let mut at = 11_000;
+    let mut periods = Vec::new();
+    for _ in 0..5 {
+        let t = run
+            .handle(
+                vec![Message::TimerFired {
+                    timer: TimerId::WorkflowTask { task: 1 },
+                }],
+                at,
+            )
+            .unwrap();
+        let next = t
+            .effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::ScheduleTimer {
+                    timer: TimerId::WorkflowTask { task: 1 },
+                    fire_at_unix_ms,
+                } => Some(*fire_at_unix_ms),
+                _ => None,
+            })
+            .expect("re-armed while owed");
+        periods.push(next - at);
+        at = next;
+    }
+    assert_eq!(periods, [20_000, 40_000, 60_000, 60_000, 60_000]);
+    // A worker takes it at last; the next task checks at the task timeout again.
+    assert_eq!(run.take_workflow_task(), Some((1, 1)));
+    run.handle(
+        vec![Message::WorkflowTaskCompleted {
+            task: 1,
+            attempt: 1,
+            commands: vec![],
+        }],
+        at,
+    )
+    .unwrap();
+    let t = run.handle(vec![signal("s")], at + 1).unwrap();
+    assert!(t.effects.contains(&Effect::ScheduleTimer {
+        timer: TimerId::WorkflowTask { task: 2 },
+        fire_at_unix_ms: at + 1 + 10_000
+    }));
+}

@@ -138,6 +138,36 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Offers a workflow task reference again when dropped armed (a poll that took it ended
+/// before the run answered).
+pub(crate) struct Reoffer<'a> {
+    matching: &'a Matching,
+    task_queue: &'a str,
+    task: Option<WorkflowTaskRef>,
+}
+
+impl<'a> Reoffer<'a> {
+    pub(crate) fn new(matching: &'a Matching, task_queue: &'a str, task: WorkflowTaskRef) -> Self {
+        Self {
+            matching,
+            task_queue,
+            task: Some(task),
+        }
+    }
+
+    pub(crate) fn disarm(&mut self) {
+        self.task = None;
+    }
+}
+
+impl Drop for Reoffer<'_> {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            self.matching.offer_workflow_task(self.task_queue, task);
+        }
+    }
+}
+
 /// Gives a waiting poll's place back however the poll ends.
 struct Polling<'a>(&'a std::sync::atomic::AtomicUsize);
 
@@ -460,6 +490,69 @@ mod tests {
 
     /// Polls take the oldest waiting attempt of their own queue; an attempt that stops waiting
     /// leaves its queue; answers reach the attempt once, and only for tokens in flight.
+    #[tokio::test]
+    async fn workflow_tasks_are_queued_once_and_a_dropped_take_offers_again() {
+        let matching = Matching::new("n1");
+        let run = |n: u64| WorkflowTaskRef {
+            shard: 0,
+            run_id: RunId::from_parts(n, [0; 10]),
+        };
+        matching.offer_workflow_task("q", run(1));
+        matching.offer_workflow_task("q", run(1));
+        matching.offer_workflow_task("q", run(2));
+        assert_eq!(matching.workflow_tasks_queued(), 2, "a run is queued once");
+        let first = matching
+            .poll_workflow_task("q", Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first, run(1), "oldest first");
+        drop(Reoffer::new(&matching, "q", first));
+        let second = matching
+            .poll_workflow_task("q", Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(second, run(2));
+        let mut taken = Reoffer::new(&matching, "q", second);
+        taken.disarm();
+        drop(taken);
+        assert_eq!(
+            matching
+                .poll_workflow_task("q", Duration::ZERO)
+                .await
+                .unwrap(),
+            Some(run(1)),
+            "the dropped take offered run 1 again; the disarmed one did not"
+        );
+        assert!(
+            matching
+                .poll_workflow_task("q", Duration::ZERO)
+                .await
+                .unwrap()
+                .is_none(),
+            "run 2 was not offered again"
+        );
+        let token = matching.workflow_token(3, run(9).run_id, 4, 2);
+        assert_eq!(
+            matching.parse_workflow_token(&token).unwrap(),
+            (
+                WorkflowTaskRef {
+                    shard: 3,
+                    run_id: run(9).run_id
+                },
+                4,
+                2
+            )
+        );
+        let other_life = Matching::new("n1");
+        assert_eq!(
+            other_life.parse_workflow_token(&token),
+            Err(MatchingError::WorkflowTaskNotFound),
+            "a token of another life is refused"
+        );
+    }
+
     #[tokio::test]
     async fn polls_take_the_oldest_of_their_queue_and_answers_land_once() {
         let matching = Matching::new("n1");

@@ -233,8 +233,13 @@ impl<S: Store> Node<S> {
             else {
                 return Ok(None);
             };
+            // Offered again unless the run answered: a poll dropped while asking (its caller
+            // went away) must not lose the reference.
+            let mut reoffer =
+                crate::matching::Reoffer::new(&self.shared.matching, task_queue, owed);
             let Some(shard) = self.shared.shard(owed.shard) else {
                 // The shard moved: its new holder offers the task there.
+                reoffer.disarm();
                 continue;
             };
             let taken = shard
@@ -246,8 +251,12 @@ impl<S: Store> Node<S> {
                     Some(crate::shared::QUERY_CALL_TIMEOUT),
                 )
                 .await;
-            if let Ok(ractor::rpc::CallResult::Success(Some(task))) = taken {
-                return Ok(Some(task));
+            if let Ok(ractor::rpc::CallResult::Success(answer)) = taken {
+                // Handed out, or not owed: either way the run has what it needs.
+                reoffer.disarm();
+                if let Some(task) = answer {
+                    return Ok(Some(task));
+                }
             }
             if tokio::time::Instant::now() >= deadline {
                 return Ok(None);
