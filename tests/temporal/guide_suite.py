@@ -344,11 +344,11 @@ class ReportChainWorkflow:
     """Continues as new until it has run `until` times (a long-lived report loop's shape)."""
 
     @workflow.run
-    async def run(self, runs: list[int]) -> list[int]:
+    async def run(self, runs: list[int]) -> dict:
         await asyncio.sleep(0.05)
         if len(runs) < 3:
             workflow.continue_as_new(runs + [len(runs)])
-        return runs
+        return {"runs": runs, "continued_from": workflow.info().continued_run_id}
 
 
 WORKFLOWS = [
@@ -747,7 +747,14 @@ async def cancel_and_continue_as_new(client: Client, run: str) -> None:
         ReportChainWorkflow.run, [], id=f"chain-{run}", task_queue=ORDERS
     )
     result = await asyncio.wait_for(chain.result(), 30)
-    check(result == [0, 1, 2], f"continue-as-new twice, then the last run returns: {result}")
+    check(
+        result["runs"] == [0, 1, 2],
+        f"continue-as-new twice, then the last run returns: {result['runs']}",
+    )
+    check(
+        result["continued_from"] not in (None, "", chain.result_run_id),
+        f"the last run knows the run it continues: {result['continued_from']}",
+    )
     check(
         (await chain.describe()).run_id != chain.result_run_id,
         "the result came from a later run of the chain",

@@ -90,6 +90,10 @@ pub struct RunHistory {
     pub started_unix_ms: u64,
     /// Where the run's workflow tasks go, if its code runs in remote workers.
     pub remote: Option<crate::RemoteStart>,
+    /// The run this one continues (continue-as-new), if any.
+    pub previous_run: Option<RunId>,
+    /// The parent, for a child workflow's run.
+    pub parent: Option<(WorkflowId, RunId)>,
 }
 
 /// A running Cairn node.
@@ -820,6 +824,8 @@ impl<S: Store> Node<S> {
             outcome: record.outcome,
             started_unix_ms: record.created_unix_ms,
             remote: record.start.remote,
+            previous_run: record.previous_run,
+            parent: record.parent.map(|p| (p.workflow_id, p.run_id)),
         })
     }
 

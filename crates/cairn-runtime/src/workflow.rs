@@ -69,6 +69,10 @@ pub struct WorkflowTask {
     pub history: Vec<HistoryEvent>,
     /// The run this one continues (continue-as-new), if any.
     pub previous_run: Option<RunId>,
+    /// The parent, for a child workflow's run.
+    pub parent: Option<(cairn_types::WorkflowId, RunId)>,
+    /// The workflow task timeout.
+    pub task_timeout_ms: u64,
     pub scheduled_unix_ms: u64,
     /// Queries to answer with this task's completion.
     pub queries: Vec<crate::RemoteQuery>,
@@ -528,6 +532,11 @@ impl<S: Store> WorkflowState<S> {
             attempt,
             history,
             previous_run: record.previous_run,
+            parent: record
+                .parent
+                .as_ref()
+                .map(|p| (p.workflow_id.clone(), p.run_id)),
+            task_timeout_ms: remote.task_timeout_ms,
             scheduled_unix_ms: remote
                 .task_timer_at
                 .map_or(0, |at| at.saturating_sub(remote.task_timeout_ms)),
@@ -568,6 +577,11 @@ impl<S: Store> WorkflowState<S> {
             attempt: 1,
             history,
             previous_run: record.previous_run,
+            parent: record
+                .parent
+                .as_ref()
+                .map(|p| (p.workflow_id.clone(), p.run_id)),
+            task_timeout_ms: remote.task_timeout_ms,
             scheduled_unix_ms: now_ms(),
             queries: Vec::new(),
             query: Some(query),

@@ -31,6 +31,28 @@ pub struct RunContext {
     /// The run's code is a remote worker's: its sequence numbers carry the SDK's activity and
     /// timer ids (`workflow_tasks::sdk_id`).
     pub remote: bool,
+    /// The run this one continues (continue-as-new), if any.
+    pub previous_run: Option<RunId>,
+    /// The parent, for a child workflow's run.
+    pub parent: Option<(String, RunId)>,
+    /// The workflow task timeout the history reports.
+    pub task_timeout_ms: u64,
+}
+
+impl RunContext {
+    /// A context with nothing but the run named.
+    pub fn new(namespace: &str, task_queue: &str, run_id: RunId, remote: bool) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            task_queue: task_queue.to_string(),
+            run_id,
+            new_run_id: None,
+            remote,
+            previous_run: None,
+            parent: None,
+            task_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// A Unix-millisecond time as a protobuf timestamp.
@@ -175,7 +197,9 @@ impl Builder<'_> {
             Attributes::WorkflowTaskScheduledEventAttributes(
                 h::WorkflowTaskScheduledEventAttributes {
                     task_queue: self.task_queue(),
-                    start_to_close_timeout: Some(duration(std::time::Duration::from_secs(10))),
+                    start_to_close_timeout: Some(duration(std::time::Duration::from_millis(
+                        self.context.task_timeout_ms,
+                    ))),
                     attempt: 1,
                 },
             ),
@@ -261,9 +285,27 @@ impl Builder<'_> {
                     input: Some(payloads(input)),
                     workflow_execution_timeout: timeouts.execution.map(duration),
                     workflow_run_timeout: timeouts.run.map(duration),
-                    workflow_task_timeout: Some(duration(std::time::Duration::from_secs(10))),
+                    workflow_task_timeout: Some(duration(std::time::Duration::from_millis(
+                        self.context.task_timeout_ms,
+                    ))),
                     original_execution_run_id: self.context.run_id.to_string(),
                     first_execution_run_id: self.context.run_id.to_string(),
+                    continued_execution_run_id: self
+                        .context
+                        .previous_run
+                        .map(|r| r.to_string())
+                        .unwrap_or_default(),
+                    parent_workflow_namespace: if self.context.parent.is_some() {
+                        self.context.namespace.clone()
+                    } else {
+                        String::new()
+                    },
+                    parent_workflow_execution: self.context.parent.as_ref().map(
+                        |(workflow_id, run_id)| WorkflowExecution {
+                            workflow_id: workflow_id.clone(),
+                            run_id: run_id.to_string(),
+                        },
+                    ),
                     attempt: 1,
                     identity: "cairn".into(),
                     ..Default::default()

@@ -632,17 +632,21 @@ impl<S: Store> WorkflowService for Frontend<S> {
         loop {
             let read = self.node.run_history(&id, run).await.map_err(status::of)?;
             let context = RunContext {
-                namespace: self.namespace.clone(),
                 task_queue: read
                     .remote
                     .as_ref()
                     .map_or(IN_PROCESS_TASK_QUEUE.into(), |r| r.task_queue.clone()),
-                remote: read.remote.is_some(),
-                run_id: read.run_id,
                 new_run_id: match read.outcome {
                     Some(Outcome::ContinuedAsNew { new_run_id }) => Some(new_run_id),
                     _ => None,
                 },
+                previous_run: read.previous_run,
+                parent: read.parent.as_ref().map(|(w, r)| (w.to_string(), *r)),
+                task_timeout_ms: read
+                    .remote
+                    .as_ref()
+                    .map_or(WORKFLOW_TASK_TIMEOUT_DEFAULT_MS, |r| r.task_timeout_ms),
+                ..RunContext::new(&self.namespace, "", read.run_id, read.remote.is_some())
             };
             let events = history::convert(&read.events, &context);
             let closed = read.outcome.is_some();
@@ -873,13 +877,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
                 .workflow_task_history(token)
                 .await
                 .map_err(activities::status)?;
-            let context = RunContext {
-                namespace: self.namespace.clone(),
-                task_queue: String::new(),
-                run_id,
-                new_run_id: None,
-                remote: true,
-            };
+            let context = RunContext::new(&self.namespace, "", run_id, true);
             workflow_tasks::Refs::of(&history, &context)
         } else {
             Default::default()

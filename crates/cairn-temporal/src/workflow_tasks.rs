@@ -63,11 +63,10 @@ pub fn sdk_id(seq: Seq) -> String {
 /// task's `WorkflowTaskScheduled` and `WorkflowTaskStarted`.
 pub fn poll_response(task: WorkflowTask, now_ms: u64) -> ws::PollWorkflowTaskQueueResponse {
     let context = RunContext {
-        namespace: task.namespace.clone(),
-        task_queue: task.task_queue.clone(),
-        run_id: task.run_id,
-        new_run_id: None,
-        remote: true,
+        previous_run: task.previous_run,
+        parent: task.parent.as_ref().map(|(w, r)| (w.to_string(), *r)),
+        task_timeout_ms: task.task_timeout_ms,
+        ..RunContext::new(&task.namespace, &task.task_queue, task.run_id, true)
     };
     let mut events = history::convert(&task.history, &context);
     let previous_started = events
@@ -120,7 +119,9 @@ pub fn poll_response(task: WorkflowTask, now_ms: u64) -> ws::PollWorkflowTaskQue
                     kind: 1,
                     ..Default::default()
                 }),
-                start_to_close_timeout: Some(duration(std::time::Duration::from_secs(10))),
+                start_to_close_timeout: Some(duration(std::time::Duration::from_millis(
+                    task.task_timeout_ms,
+                ))),
                 attempt: task.attempt as i32,
             },
         )),
