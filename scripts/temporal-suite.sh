@@ -26,6 +26,8 @@ data=$(mktemp -d)
 server=""
 reference=""
 cleanup() {
+    [ -n "${lasting_worker:-}" ] && kill "$lasting_worker" 2>/dev/null || true
+    [ -n "${guide_worker:-}" ] && kill "$guide_worker" 2>/dev/null || true
     [ -n "$server" ] && kill "$server" 2>/dev/null || true
     [ -n "$reference" ] && kill "$reference" 2>/dev/null || true
     wait 2>/dev/null || true
@@ -34,9 +36,9 @@ cleanup() {
 trap cleanup EXIT
 
 # Starts the dev server on free ports and sets $grpc to its Temporal address.
-start_cairn() {
+start_cairn() { # start_cairn <n> [temporal port: default any free one]
     local log="$data/cairn-$1.log"
-    "$cairn" server start-dev --db "$data/db" --port 0 --temporal-port 0 >"$log" 2>&1 &
+    "$cairn" server start-dev --db "$data/db" --port 0 --temporal-port "${2:-0}" >"$log" 2>&1 &
     server=$!
     grpc=""
     for _ in $(seq 1 100); do
@@ -52,13 +54,21 @@ start_cairn 1
 "$py" tests/temporal/client_suite.py --address "$grpc"
 "$py" tests/temporal/guide_suite.py --address "$grpc"
 "$py" tests/temporal/client_suite.py --address "$grpc" --phase start --run restart
+# A worker that stays up across the node's kill -9 (its polls fail until the node is back,
+# then it carries on with the runs it has cached), beside the phases' own.
+"$py" tests/temporal/guide_suite.py --address "$grpc" --worker-only &
+lasting_worker=$!
 "$py" tests/temporal/guide_suite.py --address "$grpc" --phase start --run restart
 echo "--- kill -9 of the node, restart on the same data"
 kill -9 "$server"
 wait "$server" 2>/dev/null || true
-start_cairn 2
+port=${grpc##*:}
+start_cairn 2 "$port"
 "$py" tests/temporal/client_suite.py --address "$grpc" --phase finish --run restart
 "$py" tests/temporal/guide_suite.py --address "$grpc" --phase finish --run restart
+kill "$lasting_worker"
+wait "$lasting_worker" 2>/dev/null || true
+lasting_worker=""
 
 echo "--- the temporal CLI against Cairn"
 cli() { "$temporal" "$@" --address "$grpc"; }
@@ -99,6 +109,7 @@ expect "python workflow terminate" "terminated" cli workflow terminate -w cli-ex
 expect "python workflow terminated" "Terminated" cli workflow list --query "WorkflowId = 'cli-expense-2'"
 kill "$guide_worker"
 wait "$guide_worker" 2>/dev/null || true
+guide_worker=""
 kill "$server"
 wait "$server" 2>/dev/null || true
 server=""
