@@ -27,6 +27,7 @@ mod plan;
 mod records;
 mod registry;
 mod remote_queries;
+mod remote_tasks;
 mod retention;
 mod schedules;
 mod shard;
@@ -61,6 +62,7 @@ pub use registry::{
     ActivityContext, ActivityDef, ActivityFuture, ActivityInfo, Registry, WorkflowDef,
 };
 pub use remote_queries::{REMOTE_QUERIES_WAITING_MAX, REMOTE_QUERY_WAIT_MS, RemoteQuery};
+pub use remote_tasks::{PEER_POLL_SLICE_MS, PeerTaskAnswer, PeerTaskCall};
 pub use retention::{RETENTION_BATCH_MAX, RETENTION_MS_MIN};
 pub use schedules::{
     ActionKind, CreateSchedule, RecentAction, SCHEDULE_ID_BYTES_MAX, SCHEDULE_NOTE_BYTES_MAX,

@@ -37,7 +37,7 @@ pub const ACTIVITY_POLLS_WAITING_MAX: usize = 4_096;
 pub const ACTIVITY_POLL_WAIT_MAX_MS: u64 = 60_000;
 
 /// An activity attempt as a remote worker receives it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RemoteActivityTask {
     /// Opaque; names the node and the hand-out.
     pub token: String,
@@ -57,14 +57,14 @@ pub struct RemoteActivityTask {
 }
 
 /// How a remote worker ended an attempt.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum RemoteOutcome {
     Completed(Payload),
     Failed(Failure),
 }
 
 /// Why an answer to a task was not taken.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum MatchingError {
     #[error(
         "activity task not found: it already ended (completed, timed out, canceled) or was handed out by another node"
@@ -136,6 +136,20 @@ impl std::fmt::Debug for Matching {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The run a workflow or query task token names, whichever node's life handed it out (the
+/// run's history is in the store for any node to read).
+pub(crate) fn token_run(token: &str) -> Result<RunId, MatchingError> {
+    let mut parts = token.split('/');
+    match parts.next() {
+        Some("cairn-wft" | "cairn-wfq") => {}
+        _ => return Err(MatchingError::WorkflowTaskNotFound),
+    }
+    parts
+        .nth(3)
+        .and_then(|r| r.parse().ok())
+        .ok_or(MatchingError::WorkflowTaskNotFound)
 }
 
 /// Offers a workflow task reference again when dropped armed (a poll that took it ended

@@ -17,14 +17,12 @@ use crate::records::{
 };
 use crate::registry::Registry;
 use crate::schedules::{self, CreateSchedule, ScheduleDescription, ScheduleRecord, must_exist};
-use crate::shard::ShardMsg;
 use crate::shared::Shared;
 use crate::visibility::{
     LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, Visibility, WorkflowPage, WorkflowSummary,
     decode_page_token, status_name,
 };
 use crate::worker::Workers;
-use crate::workflow::WorkflowMsg;
 use cairn_core::schedule::OverlapPolicy;
 use cairn_core::visibility::{CompareOp, Condition, Filter};
 use cairn_core::{Message, PendingActivity, PendingChild, RunStatus};
@@ -207,64 +205,137 @@ impl<S: Store> Node<S> {
         self.shared.answer_query(query).await
     }
 
+    /// Serves a remote worker's task call that another node forwarded (a take of a task
+    /// waiting here, or an answer to one this node handed out); never forwards again.
+    pub async fn serve_forwarded_task(&self, call: crate::PeerTaskCall) -> crate::PeerTaskAnswer {
+        self.shared.serve_task_call(call).await
+    }
+
     /// The oldest activity attempt waiting for a remote worker in `task_queue`, waiting up to
     /// `wait` (at most [`crate::ACTIVITY_POLL_WAIT_MAX_MS`]) for one; `None` if none came.
-    /// Attempts wait here only with `NodeConfig::remote_activities`.
+    /// Attempts wait here only with `NodeConfig::remote_activities`. With peers configured,
+    /// attempts waiting at the other nodes are taken too (see [`crate::PEER_POLL_SLICE_MS`]).
     pub async fn poll_activity_task(
         &self,
         task_queue: &str,
         wait: Duration,
     ) -> Result<Option<crate::RemoteActivityTask>, crate::MatchingError> {
-        self.shared.matching.poll(task_queue, wait).await
+        let Some(peers) = self.shared.config.peers.clone() else {
+            return self.shared.matching.poll(task_queue, wait).await;
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Home first, then what waits at the other nodes, then a slice of waiting at home.
+            if let Some(task) = self
+                .shared
+                .matching
+                .poll(task_queue, Duration::ZERO)
+                .await?
+            {
+                return Ok(Some(task));
+            }
+            for address in self.shared.peer_addresses().await {
+                let call = crate::PeerTaskCall::TakeActivityTask {
+                    task_queue: task_queue.to_string(),
+                };
+                if let Ok(crate::PeerTaskAnswer::ActivityTask(Some(task))) =
+                    peers.0.task(&address, call).await
+                {
+                    return Ok(Some(task));
+                }
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let slice = left.min(Duration::from_millis(crate::PEER_POLL_SLICE_MS));
+            if let Some(task) = self.shared.matching.poll(task_queue, slice).await? {
+                return Ok(Some(task));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
     }
 
     /// The oldest owed workflow task of a remote run in `task_queue`, waiting up to `wait` (at
     /// most [`crate::ACTIVITY_POLL_WAIT_MAX_MS`]) for one; `None` if none came. The task is
-    /// then held by the caller until it completes or fails it, or its timeout passes.
+    /// then held by the caller until it completes or fails it, or its timeout passes. With
+    /// peers configured, tasks owed at the other nodes are taken too.
     pub async fn poll_workflow_task(
         &self,
         task_queue: &str,
         wait: Duration,
     ) -> Result<Option<crate::WorkflowTask>, crate::MatchingError> {
+        let Some(peers) = self.shared.config.peers.clone() else {
+            return self.shared.take_local_workflow_task(task_queue, wait).await;
+        };
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let Some(owed) = self
+            // Home first, then what waits at the other nodes, then a slice of waiting at home.
+            if let Some(task) = self
                 .shared
-                .matching
-                .poll_workflow_task(task_queue, left)
+                .take_local_workflow_task(task_queue, Duration::ZERO)
                 .await?
-            else {
-                return Ok(None);
-            };
-            // Offered again unless the run answered: a poll dropped while asking (its caller
-            // went away) must not lose the reference.
-            let mut reoffer =
-                crate::matching::Reoffer::new(&self.shared.matching, task_queue, owed);
-            let Some(shard) = self.shared.shard(owed.shard) else {
-                // The shard moved: its new holder offers the task there.
-                reoffer.disarm();
-                continue;
-            };
-            let taken = shard
-                .call(
-                    |reply| ShardMsg::ToRun {
-                        run_id: owed.run_id,
-                        message: WorkflowMsg::TakeWorkflowTask(reply),
-                    },
-                    Some(crate::shared::QUERY_CALL_TIMEOUT),
-                )
-                .await;
-            if let Ok(ractor::rpc::CallResult::Success(answer)) = taken {
-                // Handed out, or not owed: either way the run has what it needs.
-                reoffer.disarm();
-                if let Some(task) = answer {
+            {
+                return Ok(Some(task));
+            }
+            for address in self.shared.peer_addresses().await {
+                let call = crate::PeerTaskCall::TakeWorkflowTask {
+                    task_queue: task_queue.to_string(),
+                };
+                if let Ok(crate::PeerTaskAnswer::WorkflowTask(Some(task))) =
+                    peers.0.task(&address, call).await
+                {
                     return Ok(Some(task));
                 }
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let slice = left.min(Duration::from_millis(crate::PEER_POLL_SLICE_MS));
+            if let Some(task) = self
+                .shared
+                .take_local_workflow_task(task_queue, slice)
+                .await?
+            {
+                return Ok(Some(task));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Ok(None);
             }
+        }
+    }
+
+    /// Where an answer to the task `token` names goes: `None` here, or the address of the
+    /// live node that handed it out.
+    async fn task_holder(
+        &self,
+        token: &str,
+    ) -> Result<Option<(String, crate::PeersHandle)>, crate::MatchingError> {
+        let node = crate::remote_tasks::token_node(token).ok_or(crate::MatchingError::NotFound)?;
+        if node == self.shared.config.node_id {
+            return Ok(None);
+        }
+        let peers = self
+            .shared
+            .config
+            .peers
+            .clone()
+            .ok_or(crate::MatchingError::NotFound)?;
+        let address = self
+            .shared
+            .node_address(node)
+            .await
+            .ok_or(crate::MatchingError::NotFound)?;
+        Ok(Some((address, peers)))
+    }
+
+    /// Forwards `call` to the node at `address`.
+    async fn forward_task(
+        &self,
+        (address, peers): (String, crate::PeersHandle),
+        call: crate::PeerTaskCall,
+    ) -> Result<crate::PeerTaskAnswer, crate::MatchingError> {
+        match peers.0.task(&address, call).await {
+            Ok(crate::PeerTaskAnswer::Refused(e)) => Err(e),
+            Ok(answer) => Ok(answer),
+            Err(_) => Err(crate::MatchingError::WorkflowTaskUnavailable),
         }
     }
 
@@ -276,29 +347,20 @@ impl<S: Store> Node<S> {
         commands: Vec<cairn_types::Command>,
         query_results: Vec<(u64, Result<Payload, String>)>,
     ) -> Result<(), crate::MatchingError> {
-        let (owed, task, attempt) = self.shared.matching.parse_workflow_token(token)?;
-        let shard = self
-            .shared
-            .shard(owed.shard)
-            .ok_or(crate::MatchingError::WorkflowTaskNotFound)?;
-        match shard
-            .call(
-                |reply| ShardMsg::ToRun {
-                    run_id: owed.run_id,
-                    message: WorkflowMsg::CompleteWorkflowTask {
-                        task,
-                        attempt,
-                        commands,
-                        query_results,
-                        reply,
-                    },
-                },
-                Some(crate::shared::QUERY_CALL_TIMEOUT),
-            )
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(answer)) => answer,
-            _ => Err(crate::MatchingError::WorkflowTaskUnavailable),
+        match self.task_holder(token).await? {
+            None => {
+                self.shared
+                    .complete_local_workflow_task(token, commands, query_results)
+                    .await
+            }
+            Some(holder) => {
+                let call = crate::PeerTaskCall::CompleteWorkflowTask {
+                    token: token.to_string(),
+                    commands,
+                    query_results,
+                };
+                self.forward_task(holder, call).await.map(|_| ())
+            }
         }
     }
 
@@ -308,8 +370,8 @@ impl<S: Store> Node<S> {
         &self,
         token: &str,
     ) -> Result<(RunId, Vec<HistoryEvent>), crate::MatchingError> {
-        let (owed, _, _) = self.shared.matching.parse_workflow_token(token)?;
-        let (begin, end) = self.shared.keys.history(&owed.run_id);
+        let run_id = crate::matching::token_run(token)?;
+        let (begin, end) = self.shared.keys.history(&run_id);
         let read = async {
             let mut tx = self.shared.store.begin()?;
             let rows = tx
@@ -322,44 +384,38 @@ impl<S: Store> Node<S> {
         let history = read
             .await
             .map_err(|_| crate::MatchingError::WorkflowTaskUnavailable)?;
-        Ok((owed.run_id, history))
+        Ok((run_id, history))
     }
 
     /// A worker's answer to the query task `token` names (`Err`: the query failed, with why).
-    pub fn answer_query_task(
+    pub async fn answer_query_task(
         &self,
         token: &str,
         answer: Result<Payload, String>,
     ) -> Result<(), crate::MatchingError> {
-        let (owed, id) = self.shared.matching.parse_query_token(token)?;
-        let shard = self
-            .shared
-            .shard(owed.shard)
-            .ok_or(crate::MatchingError::WorkflowTaskNotFound)?;
-        shard
-            .cast(ShardMsg::ToRun {
-                run_id: owed.run_id,
-                message: WorkflowMsg::AnswerQuery {
-                    id,
-                    answer: Some(answer),
-                },
-            })
-            .map_err(|_| crate::MatchingError::WorkflowTaskUnavailable)
+        match self.task_holder(token).await? {
+            None => self.shared.answer_local_query_task(token, answer),
+            Some(holder) => {
+                let call = crate::PeerTaskCall::AnswerQueryTask {
+                    token: token.to_string(),
+                    answer,
+                };
+                self.forward_task(holder, call).await.map(|_| ())
+            }
+        }
     }
 
     /// A worker failed the workflow task `token` names: it is handed out again.
-    pub fn fail_workflow_task(&self, token: &str) -> Result<(), crate::MatchingError> {
-        let (owed, task, attempt) = self.shared.matching.parse_workflow_token(token)?;
-        let shard = self
-            .shared
-            .shard(owed.shard)
-            .ok_or(crate::MatchingError::WorkflowTaskNotFound)?;
-        shard
-            .cast(ShardMsg::ToRun {
-                run_id: owed.run_id,
-                message: WorkflowMsg::FailWorkflowTask { task, attempt },
-            })
-            .map_err(|_| crate::MatchingError::WorkflowTaskUnavailable)
+    pub async fn fail_workflow_task(&self, token: &str) -> Result<(), crate::MatchingError> {
+        match self.task_holder(token).await? {
+            None => self.shared.fail_local_workflow_task(token),
+            Some(holder) => {
+                let call = crate::PeerTaskCall::FailWorkflowTask {
+                    token: token.to_string(),
+                };
+                self.forward_task(holder, call).await.map(|_| ())
+            }
+        }
     }
 
     /// Remote runs queued for a workflow task on this node.
@@ -373,21 +429,42 @@ impl<S: Store> Node<S> {
     }
 
     /// A remote worker's answer to the attempt it polled (`token`).
-    pub fn answer_activity_task(
+    pub async fn answer_activity_task(
         &self,
         token: &str,
         outcome: crate::RemoteOutcome,
     ) -> Result<(), crate::MatchingError> {
-        self.shared.matching.answer(token, outcome)
+        match self.task_holder(token).await? {
+            None => self.shared.matching.answer(token, outcome),
+            Some(holder) => {
+                let call = crate::PeerTaskCall::AnswerActivityTask {
+                    token: token.to_string(),
+                    outcome,
+                };
+                self.forward_task(holder, call).await.map(|_| ())
+            }
+        }
     }
 
     /// A remote worker's heartbeat; answers whether the workflow asked the activity to stop.
-    pub fn heartbeat_activity_task(
+    pub async fn heartbeat_activity_task(
         &self,
         token: &str,
         details: Payload,
     ) -> Result<bool, crate::MatchingError> {
-        self.shared.matching.heartbeat(token, details)
+        match self.task_holder(token).await? {
+            None => self.shared.matching.heartbeat(token, details),
+            Some(holder) => {
+                let call = crate::PeerTaskCall::HeartbeatActivityTask {
+                    token: token.to_string(),
+                    details,
+                };
+                match self.forward_task(holder, call).await? {
+                    crate::PeerTaskAnswer::Heartbeat { cancel_requested } => Ok(cancel_requested),
+                    _ => Err(crate::MatchingError::NotFound),
+                }
+            }
+        }
     }
 
     /// The token of the attempt of activity `seq` of the workflow's current run (or `run_id`)

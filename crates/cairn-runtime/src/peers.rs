@@ -1,6 +1,7 @@
 //! How a node reaches the live actors of another node: the seam between the runtime and a
 //! transport. Starts, signals and cancellations never need it (they go through the store and
-//! ring the owner's doorbell); only what needs the run's in-memory state does — queries.
+//! ring the owner's doorbell); only what needs another node's memory does — queries, and the
+//! tasks of remote workers that wait in its matching (`remote_tasks`).
 //!
 //! The runtime knows no transport. `cairn-server` provides HTTP between nodes' own APIs;
 //! [`InProcessPeers`] connects nodes that share one process (tests, the simulator).
@@ -45,6 +46,22 @@ pub trait Peers: Send + Sync + 'static {
     /// Runs `query` on the node at `address`, which must hold the run's shard.
     fn query(&self, address: &str, query: PeerQuery) -> PeerFuture<Payload>;
 
+    /// Takes a task waiting at the node at `address`, or gives it an answer to one it handed
+    /// out. Default: unreachable (a transport that carries only queries).
+    fn task(
+        &self,
+        address: &str,
+        call: crate::remote_tasks::PeerTaskCall,
+    ) -> PeerFuture<crate::remote_tasks::PeerTaskAnswer> {
+        let _ = call;
+        let address = address.to_string();
+        Box::pin(async move {
+            Err(PeerError::Unreachable(format!(
+                "this transport does not carry remote workers' tasks (to {address})"
+            )))
+        })
+    }
+
     /// Called by `Node::start` with the node's own address and a handle on it; transports that
     /// deliver in-process keep it. Default: nothing.
     fn attach(&self, address: &str, node: Weak<dyn QueryTarget>) {
@@ -57,6 +74,15 @@ pub trait QueryTarget: Send + Sync + 'static {
     /// Answers `query` if this node holds the run's shard; [`PeerError::NotOwner`] otherwise.
     /// Never forwards again.
     fn query_held(self: Arc<Self>, query: PeerQuery) -> PeerFuture<Payload>;
+
+    /// Serves a remote worker's task call another node forwarded. Never forwards again.
+    fn task_held(
+        self: Arc<Self>,
+        call: crate::remote_tasks::PeerTaskCall,
+    ) -> PeerFuture<crate::remote_tasks::PeerTaskAnswer> {
+        let _ = call;
+        Box::pin(async { Err(PeerError::NotOwner) })
+    }
 }
 
 /// Nodes of one process, by address (`inproc://<name>` by convention).
@@ -99,6 +125,28 @@ impl Peers for InProcessPeers {
             .and_then(Weak::upgrade);
         match target {
             Some(node) => node.query_held(query),
+            None => {
+                let address = address.to_string();
+                Box::pin(async move {
+                    Err(PeerError::Unreachable(format!("no live node at {address}")))
+                })
+            }
+        }
+    }
+
+    fn task(
+        &self,
+        address: &str,
+        call: crate::remote_tasks::PeerTaskCall,
+    ) -> PeerFuture<crate::remote_tasks::PeerTaskAnswer> {
+        let target = self
+            .nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(address)
+            .and_then(Weak::upgrade);
+        match target {
+            Some(node) => node.task_held(call),
             None => {
                 let address = address.to_string();
                 Box::pin(async move {

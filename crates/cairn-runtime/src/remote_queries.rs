@@ -14,7 +14,7 @@ pub const REMOTE_QUERIES_WAITING_MAX: usize = 64;
 pub const REMOTE_QUERY_WAIT_MS: u64 = 20_000;
 
 /// A query of a remote run as a worker receives it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RemoteQuery {
     /// Names the query within its run.
     pub id: u64,

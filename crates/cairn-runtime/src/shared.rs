@@ -257,6 +257,13 @@ impl<S: Store> QueryTarget for Shared<S> {
     fn query_held(self: Arc<Self>, query: PeerQuery) -> PeerFuture<Payload> {
         Box::pin(async move { self.answer_query(query).await })
     }
+
+    fn task_held(
+        self: Arc<Self>,
+        call: crate::remote_tasks::PeerTaskCall,
+    ) -> PeerFuture<crate::remote_tasks::PeerTaskAnswer> {
+        Box::pin(async move { Ok(self.serve_task_call(call).await) })
+    }
 }
 
 impl<S: Store> Shared<S> {

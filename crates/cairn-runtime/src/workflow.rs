@@ -55,7 +55,7 @@ pub enum QueryError {
 }
 
 /// A workflow task as a remote worker receives it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct WorkflowTask {
     /// Opaque; names the node's life, the run, the task and its attempt.
     pub token: String,

@@ -29,6 +29,7 @@
 //! | `POST /api/v1/schedules/{id}/pause`, `/unpause` (`note`), `/trigger`, `/backfill` (`start`, `end`) | steer a schedule |
 //! | `GET /api/v1/cluster` | membership, shard leases (holder, epoch, expiry, placement), what this node holds |
 //! | `POST /api/v1/internal/query` | a query forwarded by another node (MessagePack; answered only by the shard's holder) |
+//! | `POST /api/v1/internal/tasks` | a remote worker's task call forwarded by another node (MessagePack) |
 //! | `GET /metrics` | Prometheus text: runs, transitions, activities, commits, batch sizes, actor cache, shards |
 
 mod edge;
@@ -397,6 +398,7 @@ pub fn router_with<S: Store>(node: Arc<Node<S>>, options: ApiOptions) -> Router 
         )
         .route("/api/v1/cluster", get(cluster::<S>))
         .route("/api/v1/internal/query", post(internal_query::<S>))
+        .route("/api/v1/internal/tasks", post(internal_tasks::<S>))
         .route("/metrics", get(metrics::<S>))
         .route("/api/v1/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
@@ -898,6 +900,30 @@ async fn cluster<S: Store>(
 ) -> Result<Response, ApiError> {
     let status = node.cluster_status().await?;
     Ok(format.reply(StatusCode::OK, &json::cluster(&status)))
+}
+
+/// A remote worker's task call forwarded by another node. MessagePack only; never forwarded
+/// again.
+async fn internal_tasks<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    let call: cairn_runtime::PeerTaskCall = rmp_serde::from_slice(&body.0)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", e.to_string()))?;
+    let answer = node.serve_forwarded_task(call).await;
+    let bytes = rmp_serde::to_vec_named(&answer).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            e.to_string(),
+        )
+    })?;
+    Ok((
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, MSGPACK)],
+        bytes,
+    )
+        .into_response())
 }
 
 /// A query forwarded by another node. MessagePack only; never forwarded again.

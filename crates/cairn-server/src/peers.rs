@@ -1,14 +1,17 @@
 //! Node-to-node calls over the nodes' own HTTP APIs: a forwarded query goes to
-//! `POST /api/v1/internal/query` of the node holding the run, with MessagePack bodies and the
-//! cluster's bearer token.
+//! `POST /api/v1/internal/query` of the node holding the run, and a remote worker's task call
+//! (a take of a task waiting there, an answer to one it handed out) to
+//! `POST /api/v1/internal/tasks`, with MessagePack bodies and the cluster's bearer token.
 //!
 //! Why the HTTP API and not `ractor_cluster`: the API is already there on every node, already
 //! authenticated and observable, and node discovery comes free from the membership records in
 //! the store; ractor_cluster's own documentation calls it not production-ready, wants nodes
-//! wired up by hand, and would make every message type serializable. Only queries travel this
-//! way; starts, signals and cancellations go through the store.
+//! wired up by hand, and would make every message type serializable. Only queries and remote
+//! workers' tasks travel this way; starts, signals and cancellations go through the store.
 
-use cairn_runtime::{PeerError, PeerFuture, PeerQuery, Peers, QueryError};
+use cairn_runtime::{
+    PeerError, PeerFuture, PeerQuery, PeerTaskAnswer, PeerTaskCall, Peers, QueryError,
+};
 use cairn_types::{Payload, RunId, WorkflowId};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -133,7 +136,49 @@ impl HttpPeers {
     }
 }
 
+impl HttpPeers {
+    fn call_task(&self, address: &str, call: PeerTaskCall) -> Result<PeerTaskAnswer, PeerError> {
+        let url = format!("{}/api/v1/internal/tasks", address.trim_end_matches('/'));
+        let body = rmp_serde::to_vec_named(&call)
+            .map_err(|e| PeerError::Unreachable(format!("task call does not encode: {e}")))?;
+        let mut request = self
+            .agent
+            .post(&url)
+            .header("Content-Type", crate::MSGPACK)
+            .header("Accept", crate::MSGPACK);
+        if let Some(auth) = &self.auth {
+            request = request.header("Authorization", auth);
+        }
+        let mut response = request
+            .send(&body[..])
+            .map_err(|e| PeerError::Unreachable(format!("{url}: {e}")))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .body_mut()
+            .read_to_vec()
+            .map_err(|e| PeerError::Unreachable(format!("{url}: reading the answer: {e}")))?;
+        if status != 200 {
+            return Err(PeerError::Unreachable(format!(
+                "{url}: HTTP {status} {}",
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
+        rmp_serde::from_slice(&bytes)
+            .map_err(|e| PeerError::Unreachable(format!("{url}: answer does not decode: {e}")))
+    }
+}
+
 impl Peers for HttpPeers {
+    fn task(&self, address: &str, call: PeerTaskCall) -> PeerFuture<PeerTaskAnswer> {
+        let peers = self.clone();
+        let address = address.to_string();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || peers.call_task(&address, call))
+                .await
+                .map_err(|e| PeerError::Unreachable(format!("peer call task failed: {e}")))?
+        })
+    }
+
     fn query(&self, address: &str, query: PeerQuery) -> PeerFuture<Payload> {
         let peers = self.clone();
         let address = address.to_string();

@@ -887,7 +887,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
             Err(refused) => {
                 // The task is failed, so it is handed out again once the worker's code (or
                 // Cairn) changes; the worker sees why.
-                let _ = self.node.fail_workflow_task(token);
+                let _ = self.node.fail_workflow_task(token).await;
                 return Err(refused);
             }
         };
@@ -923,6 +923,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
         );
         self.node
             .answer_query_task(token, answer)
+            .await
             .map_err(activities::status)?;
         Ok(Response::new(
             ws::RespondQueryTaskCompletedResponse::default(),
@@ -943,6 +944,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
         );
         self.node
             .fail_workflow_task(token)
+            .await
             .map_err(activities::status)?;
         Ok(Response::new(
             ws::RespondWorkflowTaskFailedResponse::default(),
@@ -981,6 +983,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
         let result = activities::result(r.result.as_ref())?;
         self.node
             .answer_activity_task(token(&r.task_token)?, RemoteOutcome::Completed(result))
+            .await
             .map_err(activities::status)?;
         Ok(Response::new(
             ws::RespondActivityTaskCompletedResponse::default(),
@@ -999,6 +1002,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
         let result = activities::result(r.result.as_ref())?;
         self.node
             .answer_activity_task(&token, RemoteOutcome::Completed(result))
+            .await
             .map_err(activities::status)?;
         Ok(Response::new(
             ws::RespondActivityTaskCompletedByIdResponse::default(),
@@ -1014,11 +1018,12 @@ impl<S: Store> WorkflowService for Frontend<S> {
         let token = token(&r.task_token)?;
         if let Some(details) = r.last_heartbeat_details.as_ref() {
             let details = activities::result(Some(details))?;
-            let _ = self.node.heartbeat_activity_task(token, details);
+            let _ = self.node.heartbeat_activity_task(token, details).await;
         }
         let failure = activities::failure_of(r.failure.as_ref());
         self.node
             .answer_activity_task(token, RemoteOutcome::Failed(failure))
+            .await
             .map_err(activities::status)?;
         Ok(Response::new(
             ws::RespondActivityTaskFailedResponse::default(),
@@ -1037,6 +1042,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
         let failure = activities::failure_of(r.failure.as_ref());
         self.node
             .answer_activity_task(&token, RemoteOutcome::Failed(failure))
+            .await
             .map_err(activities::status)?;
         Ok(Response::new(
             ws::RespondActivityTaskFailedByIdResponse::default(),
@@ -1054,6 +1060,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
                 token(&r.task_token)?,
                 RemoteOutcome::Failed(activities::canceled()),
             )
+            .await
             .map_err(activities::status)?;
         Ok(Response::new(
             ws::RespondActivityTaskCanceledResponse::default(),
@@ -1071,6 +1078,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
             .await?;
         self.node
             .answer_activity_task(&token, RemoteOutcome::Failed(activities::canceled()))
+            .await
             .map_err(activities::status)?;
         Ok(Response::new(
             ws::RespondActivityTaskCanceledByIdResponse::default(),
@@ -1087,6 +1095,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
         let cancel_requested = self
             .node
             .heartbeat_activity_task(token(&r.task_token)?, details)
+            .await
             .map_err(activities::status)?;
         Ok(Response::new(ws::RecordActivityTaskHeartbeatResponse {
             cancel_requested,
@@ -1107,6 +1116,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
         let cancel_requested = self
             .node
             .heartbeat_activity_task(&token, details)
+            .await
             .map_err(activities::status)?;
         Ok(Response::new(ws::RecordActivityTaskHeartbeatByIdResponse {
             cancel_requested,

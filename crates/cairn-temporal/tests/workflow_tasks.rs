@@ -538,3 +538,189 @@ async fn a_rust_client_starts_and_awaits_a_workflow_an_sdk_worker_hosts() {
     assert_eq!(handle.result().await.unwrap(), "hello Ada");
     server.stop().await;
 }
+
+fn schedule_activity(id: &str, input: serde_json::Value) -> cmd::Command {
+    cmd::Command {
+        command_type: CommandType::ScheduleActivityTask as i32,
+        attributes: Some(A::ScheduleActivityTaskCommandAttributes(
+            cmd::ScheduleActivityTaskCommandAttributes {
+                activity_id: id.into(),
+                activity_type: Some(temporalio_protos::temporal::api::common::v1::ActivityType {
+                    name: "double".into(),
+                }),
+                task_queue: Some(TaskQueue {
+                    name: "acts".into(),
+                    ..Default::default()
+                }),
+                input: Some(json(input)),
+                start_to_close_timeout: Some(prost_wkt_types::Duration {
+                    seconds: 30,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+/// Two nodes over one store; a worker talks to node A only. The runs whose shards node B holds
+/// reach it too: their workflow tasks and activity attempts are taken from B through the peer
+/// transport, and the worker's answers, sent to A, go on to B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_polling_one_node_gets_the_tasks_of_every_shard() {
+    let store = cairn::MemStore::new();
+    let peers = std::sync::Arc::new(cairn::InProcessPeers::default());
+    let config = |name: &str| cairn::NodeConfig {
+        node_id: name.into(),
+        shard_count: 8,
+        lease_timeout_ms: 1_000,
+        remote_activities: true,
+        advertise_address: Some(format!("inproc://{name}")),
+        peers: Some(cairn::PeersHandle(peers.clone())),
+        ..cairn::NodeConfig::default()
+    };
+    let a = cairn::Node::builder()
+        .config(config("wa"))
+        .start(store.clone())
+        .await
+        .unwrap();
+    let b = cairn::Node::builder()
+        .config(config("wb"))
+        .start(store.clone())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while a.held_shards().is_empty()
+        || b.held_shards().is_empty()
+        || a.held_shards().len() + b.held_shards().len() != 8
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nodes did not share the shards"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(cairn_temporal::serve(
+        listener,
+        a.runtime(),
+        None,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut client = WorkflowServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    // Workflows on both nodes' shards.
+    let mut ids = Vec::new();
+    let mut on_b = 0;
+    for i in 0.. {
+        let id = format!("spread-{i}");
+        let shard = a
+            .runtime()
+            .shard_of(&cairn::WorkflowId::new(id.clone()).unwrap());
+        let b_holds = b.held_shards().iter().any(|(s, _)| *s == shard);
+        if b_holds && on_b >= 4 || !b_holds && ids.len() - on_b >= 4 {
+            continue;
+        }
+        on_b += usize::from(b_holds);
+        start(&mut client, &id, 10).await;
+        ids.push(id);
+        if ids.len() == 8 {
+            break;
+        }
+    }
+    assert_eq!(on_b, 4, "half of them on node B's shards");
+    // The worker, on node A only: each workflow doubles its index through an activity.
+    let mut done = 0;
+    while done < ids.len() {
+        let task = tokio::time::timeout(Duration::from_secs(20), poll(&mut client))
+            .await
+            .expect("a workflow task comes");
+        if task.task_token.is_empty() {
+            continue;
+        }
+        let events = types(&task);
+        let commands = if let Some(result) =
+            task.history
+                .as_ref()
+                .unwrap()
+                .events
+                .iter()
+                .find_map(|e| match &e.attributes {
+                    Some(Attributes::ActivityTaskCompletedEventAttributes(c)) => c.result.clone(),
+                    _ => None,
+                }) {
+            done += 1;
+            vec![command(A::CompleteWorkflowExecutionCommandAttributes(
+                cmd::CompleteWorkflowExecutionCommandAttributes {
+                    result: Some(result),
+                },
+            ))]
+        } else {
+            assert!(!events.contains(&EventType::ActivityTaskScheduled));
+            let n: u64 = input_of(&task)
+                .trim_start_matches("spread-")
+                .parse()
+                .unwrap();
+            vec![schedule_activity("1", serde_json::json!(n))]
+        };
+        complete(&mut client, task.task_token, commands, HashMap::new())
+            .await
+            .unwrap();
+        // Run the activity the command scheduled, polled from node A as well.
+        if done < ids.len() && !events.contains(&EventType::ActivityTaskCompleted) {
+            let attempt = tokio::time::timeout(
+                Duration::from_secs(20),
+                client.poll_activity_task_queue(ws::PollActivityTaskQueueRequest {
+                    namespace: "default".into(),
+                    task_queue: Some(TaskQueue {
+                        name: "acts".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .expect("the activity comes")
+            .unwrap()
+            .into_inner();
+            assert!(!attempt.task_token.is_empty());
+            let n: u64 =
+                serde_json::from_slice(&attempt.input.as_ref().unwrap().payloads[0].data).unwrap();
+            client
+                .record_activity_task_heartbeat(ws::RecordActivityTaskHeartbeatRequest {
+                    namespace: "default".into(),
+                    task_token: attempt.task_token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .expect("a heartbeat reaches the attempt's node");
+            client
+                .respond_activity_task_completed(ws::RespondActivityTaskCompletedRequest {
+                    namespace: "default".into(),
+                    task_token: attempt.task_token,
+                    result: Some(json(serde_json::json!(n * 2))),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+    }
+    for id in &ids {
+        let n: u64 = id.trim_start_matches("spread-").parse().unwrap();
+        assert_eq!(
+            closed_result(&mut client, id).await,
+            serde_json::json!(n * 2),
+            "{id}"
+        );
+    }
+    let _ = stop.send(());
+    served.await.unwrap().unwrap();
+    a.shutdown().await;
+    b.shutdown().await;
+}

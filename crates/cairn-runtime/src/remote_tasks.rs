@@ -1,0 +1,259 @@
+//! Remote workers' tasks across the cluster. Matching is per node — an owed workflow task or a
+//! waiting activity attempt sits in the matching of the node holding its run's shard — but a
+//! worker may poll any node: a poll that finds nothing at home takes, without waiting, a task
+//! waiting at each other live node (through [`crate::Peers`]), a slice of
+//! [`PEER_POLL_SLICE_MS`] at a time, and answers go to the node the task's token names.
+
+use crate::matching::{MatchingError, RemoteActivityTask, RemoteOutcome};
+use crate::records::{NodeRecord, decode};
+use crate::shard::ShardMsg;
+use crate::shared::Shared;
+use crate::workflow::{WorkflowMsg, WorkflowTask};
+use cairn_store::{RangeRequest, Store, Transaction};
+use cairn_types::{Command, Payload};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Longest a poll waits at home before asking the other nodes again.
+pub const PEER_POLL_SLICE_MS: u64 = 1_000;
+
+/// Work for remote workers that another node holds: a take of a waiting task (never waits), or
+/// an answer to a task that node handed out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerTaskCall {
+    TakeWorkflowTask {
+        task_queue: String,
+    },
+    TakeActivityTask {
+        task_queue: String,
+    },
+    CompleteWorkflowTask {
+        token: String,
+        commands: Vec<Command>,
+        query_results: Vec<(u64, Result<Payload, String>)>,
+    },
+    FailWorkflowTask {
+        token: String,
+    },
+    AnswerQueryTask {
+        token: String,
+        answer: Result<Payload, String>,
+    },
+    AnswerActivityTask {
+        token: String,
+        outcome: RemoteOutcome,
+    },
+    HeartbeatActivityTask {
+        token: String,
+        details: Payload,
+    },
+}
+
+/// The holder's answer to a [`PeerTaskCall`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerTaskAnswer {
+    WorkflowTask(Option<WorkflowTask>),
+    ActivityTask(Option<RemoteActivityTask>),
+    Done,
+    Heartbeat { cancel_requested: bool },
+    Refused(MatchingError),
+}
+
+/// The node id a task token names (`cairn…/<node>/<incarnation>/…`).
+pub(crate) fn token_node(token: &str) -> Option<&str> {
+    token.split('/').nth(1).filter(|n| !n.is_empty())
+}
+
+impl<S: Store> Shared<S> {
+    /// This node's oldest owed workflow task of `task_queue`, waiting up to `wait`.
+    pub(crate) async fn take_local_workflow_task(
+        &self,
+        task_queue: &str,
+        wait: Duration,
+    ) -> Result<Option<WorkflowTask>, MatchingError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(owed) = self.matching.poll_workflow_task(task_queue, left).await? else {
+                return Ok(None);
+            };
+            // Offered again unless the run answered: a poll dropped while asking (its caller
+            // went away) must not lose the reference.
+            let mut reoffer = crate::matching::Reoffer::new(&self.matching, task_queue, owed);
+            let Some(shard) = self.shard(owed.shard) else {
+                // The shard moved: its new holder offers the task there.
+                reoffer.disarm();
+                continue;
+            };
+            let taken = shard
+                .call(
+                    |reply| ShardMsg::ToRun {
+                        run_id: owed.run_id,
+                        message: WorkflowMsg::TakeWorkflowTask(reply),
+                    },
+                    Some(crate::shared::QUERY_CALL_TIMEOUT),
+                )
+                .await;
+            if let Ok(ractor::rpc::CallResult::Success(answer)) = taken {
+                // Handed out, or not owed: either way the run has what it needs.
+                reoffer.disarm();
+                if let Some(task) = answer {
+                    return Ok(Some(task));
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
+    pub(crate) async fn complete_local_workflow_task(
+        &self,
+        token: &str,
+        commands: Vec<Command>,
+        query_results: Vec<(u64, Result<Payload, String>)>,
+    ) -> Result<(), MatchingError> {
+        let (owed, task, attempt) = self.matching.parse_workflow_token(token)?;
+        let shard = self
+            .shard(owed.shard)
+            .ok_or(MatchingError::WorkflowTaskNotFound)?;
+        match shard
+            .call(
+                |reply| ShardMsg::ToRun {
+                    run_id: owed.run_id,
+                    message: WorkflowMsg::CompleteWorkflowTask {
+                        task,
+                        attempt,
+                        commands,
+                        query_results,
+                        reply,
+                    },
+                },
+                Some(crate::shared::QUERY_CALL_TIMEOUT),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(answer)) => answer,
+            _ => Err(MatchingError::WorkflowTaskUnavailable),
+        }
+    }
+
+    pub(crate) fn tell_local_run(
+        &self,
+        token: &str,
+        message: WorkflowMsg,
+    ) -> Result<(), MatchingError> {
+        let owed = match self.matching.parse_workflow_token(token) {
+            Ok((owed, _, _)) => owed,
+            Err(_) => self.matching.parse_query_token(token)?.0,
+        };
+        let shard = self
+            .shard(owed.shard)
+            .ok_or(MatchingError::WorkflowTaskNotFound)?;
+        shard
+            .cast(ShardMsg::ToRun {
+                run_id: owed.run_id,
+                message,
+            })
+            .map_err(|_| MatchingError::WorkflowTaskUnavailable)
+    }
+
+    pub(crate) fn fail_local_workflow_task(&self, token: &str) -> Result<(), MatchingError> {
+        let (_, task, attempt) = self.matching.parse_workflow_token(token)?;
+        self.tell_local_run(token, WorkflowMsg::FailWorkflowTask { task, attempt })
+    }
+
+    pub(crate) fn answer_local_query_task(
+        &self,
+        token: &str,
+        answer: Result<Payload, String>,
+    ) -> Result<(), MatchingError> {
+        let (_, id) = self.matching.parse_query_token(token)?;
+        self.tell_local_run(
+            token,
+            WorkflowMsg::AnswerQuery {
+                id,
+                answer: Some(answer),
+            },
+        )
+    }
+
+    /// Serves a call another node forwarded (never forwards again).
+    pub(crate) async fn serve_task_call(&self, call: PeerTaskCall) -> PeerTaskAnswer {
+        let done = |r: Result<(), MatchingError>| match r {
+            Ok(()) => PeerTaskAnswer::Done,
+            Err(e) => PeerTaskAnswer::Refused(e),
+        };
+        match call {
+            PeerTaskCall::TakeWorkflowTask { task_queue } => {
+                match self
+                    .take_local_workflow_task(&task_queue, Duration::ZERO)
+                    .await
+                {
+                    Ok(task) => PeerTaskAnswer::WorkflowTask(task),
+                    Err(e) => PeerTaskAnswer::Refused(e),
+                }
+            }
+            PeerTaskCall::TakeActivityTask { task_queue } => {
+                match self.matching.poll(&task_queue, Duration::ZERO).await {
+                    Ok(task) => PeerTaskAnswer::ActivityTask(task),
+                    Err(e) => PeerTaskAnswer::Refused(e),
+                }
+            }
+            PeerTaskCall::CompleteWorkflowTask {
+                token,
+                commands,
+                query_results,
+            } => done(
+                self.complete_local_workflow_task(&token, commands, query_results)
+                    .await,
+            ),
+            PeerTaskCall::FailWorkflowTask { token } => done(self.fail_local_workflow_task(&token)),
+            PeerTaskCall::AnswerQueryTask { token, answer } => {
+                done(self.answer_local_query_task(&token, answer))
+            }
+            PeerTaskCall::AnswerActivityTask { token, outcome } => {
+                done(self.matching.answer(&token, outcome))
+            }
+            PeerTaskCall::HeartbeatActivityTask { token, details } => {
+                match self.matching.heartbeat(&token, details) {
+                    Ok(cancel_requested) => PeerTaskAnswer::Heartbeat { cancel_requested },
+                    Err(e) => PeerTaskAnswer::Refused(e),
+                }
+            }
+        }
+    }
+
+    /// The addresses of the other live nodes that advertise one.
+    pub(crate) async fn peer_addresses(&self) -> Vec<String> {
+        let read = async {
+            let (begin, end) = self.keys.nodes();
+            let mut tx = self.store.begin()?;
+            let rows = tx
+                .get_range(&RangeRequest::new(begin, end).snapshot())
+                .await?;
+            Ok::<_, cairn_store::StoreError>(rows)
+        };
+        let Ok(rows) = read.await else {
+            return Vec::new();
+        };
+        let now = crate::clock::now_ms();
+        let opening = self.store.exclusive_opening();
+        rows.iter()
+            .filter_map(|kv| decode::<NodeRecord>("node record", &kv.value).ok())
+            .filter(|n| n.node_id != self.config.node_id && n.is_alive(now, opening.as_deref()))
+            .filter_map(|n| n.address)
+            .collect()
+    }
+
+    /// The address of live node `node_id`.
+    pub(crate) async fn node_address(&self, node_id: &str) -> Option<String> {
+        let mut tx = self.store.begin().ok()?;
+        let bytes = tx.get_snapshot(&self.keys.node(node_id)).await.ok()??;
+        let node: NodeRecord = decode("node record", &bytes).ok()?;
+        let opening = self.store.exclusive_opening();
+        node.is_alive(crate::clock::now_ms(), opening.as_deref())
+            .then_some(node.address)
+            .flatten()
+    }
+}
