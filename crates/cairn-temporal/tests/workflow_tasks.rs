@@ -569,17 +569,13 @@ fn schedule_activity(id: &str, input: serde_json::Value) -> cmd::Command {
 /// transport, and the worker's answers, sent to A, go on to B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_polling_one_node_gets_the_tasks_of_every_shard() {
-    let store = cairn::MemStore::new();
     let peers = std::sync::Arc::new(cairn::InProcessPeers::default());
     let config = |name: &str| cairn::NodeConfig {
-        node_id: name.into(),
-        shard_count: 8,
-        lease_timeout_ms: 1_000,
-        remote_activities: true,
         advertise_address: Some(format!("inproc://{name}")),
         peers: Some(cairn::PeersHandle(peers.clone())),
-        ..cairn::NodeConfig::default()
+        ..two_node_config(name)
     };
+    let store = cairn::MemStore::new();
     let a = cairn::Node::builder()
         .config(config("wa"))
         .start(store.clone())
@@ -590,6 +586,59 @@ async fn a_worker_polling_one_node_gets_the_tasks_of_every_shard() {
         .start(store.clone())
         .await
         .unwrap();
+    worker_on_one_of_two_nodes(a, b).await;
+}
+
+/// The same over HTTP between the nodes' own APIs (the transport `cairn server start` uses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_polling_one_node_gets_the_tasks_of_every_shard_over_http() {
+    let store = cairn::MemStore::new();
+    let mut nodes = Vec::new();
+    for name in ["ha", "hb"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = cairn::NodeConfig {
+            advertise_address: Some(format!("http://{}", listener.local_addr().unwrap())),
+            peers: Some(cairn::PeersHandle(std::sync::Arc::new(
+                cairn_server::HttpPeers::new(None),
+            ))),
+            ..two_node_config(name)
+        };
+        let node = cairn::Node::builder()
+            .config(config)
+            .start(store.clone())
+            .await
+            .unwrap();
+        let router = cairn_server::router(node.runtime(), None);
+        tokio::spawn(async move {
+            cairn_server::serve(
+                listener,
+                router,
+                &cairn_server::ApiOptions::default(),
+                std::future::pending(),
+            )
+            .await
+        });
+        nodes.push(node);
+    }
+    let b = nodes.pop().unwrap();
+    let a = nodes.pop().unwrap();
+    worker_on_one_of_two_nodes(a, b).await;
+}
+
+fn two_node_config(name: &str) -> cairn::NodeConfig {
+    cairn::NodeConfig {
+        node_id: name.into(),
+        shard_count: 8,
+        lease_timeout_ms: 1_000,
+        remote_activities: true,
+        ..cairn::NodeConfig::default()
+    }
+}
+
+async fn worker_on_one_of_two_nodes(
+    a: cairn::Node<cairn::MemStore>,
+    b: cairn::Node<cairn::MemStore>,
+) {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while a.held_shards().is_empty()
         || b.held_shards().is_empty()
