@@ -244,6 +244,10 @@ pub enum ClusterError {
     #[error("retention_ms is {value}; it must be at least {min}")]
     RetentionTooShort { value: u64, min: u64 },
     #[error(
+        "node id {node_id:?} is not usable: it must be non-empty, without '/' or control characters"
+    )]
+    BadNodeId { node_id: String },
+    #[error(
         "namespace {namespace:?} in this store holds workflows written by a Cairn from before visibility indexes (2026-12), which this version cannot list or count; start it on a new data directory (this one is left untouched)"
     )]
     StoreWithoutIndexes { namespace: String },

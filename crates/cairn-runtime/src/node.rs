@@ -123,6 +123,16 @@ impl<S: Store> Node<S> {
             config.executor_threads > 0,
             "executor_threads must be positive"
         );
+        if config.node_id.is_empty()
+            || config.node_id.contains('/')
+            || config.node_id.chars().any(char::is_control)
+        {
+            // Task tokens and membership keys carry the id between '/'s.
+            return Err(ClusterError::BadNodeId {
+                node_id: config.node_id.clone(),
+            }
+            .into());
+        }
         if config.lease_timeout_ms < cluster::LEASE_TIMEOUT_MS_MIN {
             return Err(ClusterError::LeaseTimeoutTooShort {
                 value: config.lease_timeout_ms,
@@ -308,10 +318,15 @@ impl<S: Store> Node<S> {
         &self,
         token: &str,
     ) -> Result<Option<(String, crate::PeersHandle)>, crate::MatchingError> {
-        let node = crate::remote_tasks::token_node(token).ok_or(crate::MatchingError::NotFound)?;
-        if node == self.shared.config.node_id {
+        // This node's own tokens are recognised whole (a node id may contain '/').
+        let own = token.split_once('/').is_some_and(|(_, rest)| {
+            rest.strip_prefix(self.shared.config.node_id.as_str())
+                .is_some_and(|r| r.starts_with('/'))
+        });
+        if own {
             return Ok(None);
         }
+        let node = crate::remote_tasks::token_node(token).ok_or(crate::MatchingError::NotFound)?;
         let peers = self
             .shared
             .config

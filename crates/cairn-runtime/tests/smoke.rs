@@ -67,3 +67,19 @@ async fn activity_then_timer_completes() {
     assert!(names.contains(&"TimerFired"));
     node.shutdown().await;
 }
+
+/// Proves a node id that task tokens and keys could not carry is refused at start, by name.
+#[tokio::test]
+async fn unusable_node_ids_are_refused_at_start() {
+    for bad in ["", "rack/node-1", "tab\tnode"] {
+        let config = NodeConfig {
+            node_id: bad.to_string(),
+            ..NodeConfig::default()
+        };
+        let error = Node::start(MemStore::new(), Registry::default(), config)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{bad:?} was accepted"));
+        assert!(error.to_string().contains("node id"), "{bad:?}: {error}");
+    }
+}
