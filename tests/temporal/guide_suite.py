@@ -32,7 +32,7 @@ from temporalio.client import (
     ScheduleUpdate,
     WorkflowFailureError,
 )
-from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.common import RetryPolicy, SearchAttributeKey, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.worker import Worker
 
@@ -351,7 +351,29 @@ class ReportChainWorkflow:
         return {"runs": runs, "continued_from": workflow.info().continued_run_id}
 
 
+TAG = SearchAttributeKey.for_keyword("CustomKeywordField")
+
+
+@workflow.defn
+class TaggedWorkflow:
+    """Upserts a search attribute (one Temporal's dev server predefines), then waits."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.done = True
+
+    @workflow.run
+    async def run(self, tag: str) -> str:
+        workflow.upsert_search_attributes([TAG.value_set(tag)])
+        await workflow.wait_condition(lambda: self.done)
+        return tag
+
+
 WORKFLOWS = [
+    TaggedWorkflow,
     OrderFulfillmentWorkflow,
     OrderBatchWorkflow,
     ExpenseApprovalWorkflow,
@@ -761,6 +783,27 @@ async def cancel_and_continue_as_new(client: Client, run: str) -> None:
     )
 
 
+async def search_attributes(client: Client, run: str) -> None:
+    tag = f"tag-{run}"
+    handle = await client.start_workflow(
+        TaggedWorkflow.run, tag, id=f"tagged-{run}", task_queue=ORDERS
+    )
+    found = []
+    for _ in range(100):
+        found = [w.id async for w in client.list_workflows(f"CustomKeywordField = '{tag}'")]
+        if found:
+            break
+        await asyncio.sleep(0.1)
+    check(found == [f"tagged-{run}"], f"a workflow's upserted search attribute finds it: {found}")
+    described = await handle.describe()
+    check(
+        described.typed_search_attributes.get(TAG) == tag,
+        "describe shows the upserted attribute",
+    )
+    await handle.signal(TaggedWorkflow.finish)
+    check(await handle.result() == tag, "and the tagged workflow completes")
+
+
 def spawn_worker(address: str):
     return asyncio.create_subprocess_exec(
         sys.executable, os.path.abspath(__file__), "--address", address, "--worker-only"
@@ -856,6 +899,7 @@ async def main() -> None:
             await order_batch(client, args.run)
             await id_reuse_and_visibility(client, args.run)
             await cancel_and_continue_as_new(client, args.run)
+            await search_attributes(client, args.run)
             await heartbeat_timeout(client, args.run)
         elif args.phase == "start":
             await start_phase(client, args.run)

@@ -77,7 +77,27 @@ pub async fn three_step(ctx: Ctx, _input: ()) -> Result<(), WorkflowError> {
 
 /// Registers the demo workflows and activities.
 pub fn register(builder: cairn::NodeBuilder) -> cairn::NodeBuilder {
+    // The custom search attributes Temporal's dev server predefines, so the same programs
+    // (Temporal SDK workflows upserting them, clients listing by them) run here.
+    const KEYWORD: cairn::SearchAttribute<String> =
+        cairn::SearchAttribute::new("CustomKeywordField");
+    const STRING: cairn::SearchAttribute<cairn::Text> =
+        cairn::SearchAttribute::new("CustomStringField");
+    const TEXT: cairn::SearchAttribute<cairn::Text> =
+        cairn::SearchAttribute::new("CustomTextField");
+    const INT: cairn::SearchAttribute<i64> = cairn::SearchAttribute::new("CustomIntField");
+    const DOUBLE: cairn::SearchAttribute<f64> = cairn::SearchAttribute::new("CustomDoubleField");
+    const BOOL: cairn::SearchAttribute<bool> = cairn::SearchAttribute::new("CustomBoolField");
+    const DATETIME: cairn::SearchAttribute<cairn::UnixMillis> =
+        cairn::SearchAttribute::new("CustomDatetimeField");
     builder
+        .search_attribute(&KEYWORD)
+        .search_attribute(&STRING)
+        .search_attribute(&TEXT)
+        .search_attribute(&INT)
+        .search_attribute(&DOUBLE)
+        .search_attribute(&BOOL)
+        .search_attribute(&DATETIME)
         .workflow(hello)
         .workflow(countdown)
         .workflow(approval)

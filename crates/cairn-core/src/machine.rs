@@ -573,6 +573,25 @@ impl Run {
                 .is_some_and(|r| r.task_out && r.task == task && r.attempt == attempt)
     }
 
+    /// Why `commands` cannot be applied at all, if they cannot: the search attributes they
+    /// upsert, merged with the run's, break a bound.
+    pub fn refusal(&self, commands: &[Command]) -> Option<String> {
+        let mut merged = self.state.search_attributes.clone();
+        let mut upserts = false;
+        for command in commands {
+            if let Command::UpsertSearchAttributes { attributes } = command {
+                merged.extend(attributes.clone());
+                upserts = true;
+            }
+        }
+        if !upserts {
+            return None;
+        }
+        cairn_types::search::validate_search_attributes(&merged)
+            .err()
+            .map(|e| e.to_string())
+    }
+
     /// Whether completing the task out with `commands` would be refused (Temporal's rule): it
     /// closes the run while inputs the code has not seen (a signal, an activity result) wait.
     pub fn completion_is_stale(&self, commands: &[Command]) -> bool {

@@ -366,3 +366,25 @@ fn the_check_timer_of_a_task_nobody_takes_backs_off_to_a_minute() {
         fire_at_unix_ms: at + 1 + 10_000
     }));
 }
+
+#[test]
+fn upserts_past_the_search_attribute_bounds_are_refused_whole() {
+    let run = start();
+    let many: cairn_types::SearchAttributes = (0..cairn_types::limits::SEARCH_ATTRIBUTES_MAX + 1)
+        .map(|i| (format!("A{i}"), cairn_types::SearchValue::Int(i as i64)))
+        .collect();
+    let too_many = vec![Command::UpsertSearchAttributes { attributes: many }];
+    assert!(run.refusal(&too_many).is_some_and(|r| r.contains("limit")));
+    let fine = vec![Command::UpsertSearchAttributes {
+        attributes: [(
+            "Tag".to_string(),
+            cairn_types::SearchValue::Keyword("x".into()),
+        )]
+        .into(),
+    }];
+    assert_eq!(run.refusal(&fine), None);
+    assert_eq!(
+        run.refusal(&[Command::CompleteWorkflow { result: p(0) }]),
+        None
+    );
+}

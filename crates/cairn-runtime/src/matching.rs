@@ -78,6 +78,8 @@ pub enum MatchingError {
         "the workflow task's completion closes the workflow, but new events (a signal, an activity result) arrived while it was out: it was not applied, and a new workflow task carries them"
     )]
     WorkflowTaskStale,
+    #[error("the workflow task's commands were refused: {0}")]
+    WorkflowTaskRefused(String),
     #[error("the workflow's actor stopped before answering; retry")]
     WorkflowTaskUnavailable,
     #[error("{0} polls are waiting on this node already; poll again shortly")]

@@ -341,6 +341,16 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                     let _ = reply.send(Err(crate::MatchingError::WorkflowTaskNotFound));
                     return Ok(());
                 };
+                if let Some(reason) = run.refusal(&commands) {
+                    // Not applied; the task is handed out again (the worker sees why).
+                    let _ = reply.send(Err(crate::MatchingError::WorkflowTaskRefused(reason)));
+                    state.accept(Delivery {
+                        item: InboxItem::Message(Message::WorkflowTaskFailed { task, attempt }),
+                        consume: Vec::new(),
+                    });
+                    state.schedule_flush(&myself);
+                    return Ok(());
+                }
                 if run.completion_is_stale(&commands) {
                     let _ = reply.send(Err(crate::MatchingError::WorkflowTaskStale));
                 } else {

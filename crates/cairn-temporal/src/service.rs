@@ -882,7 +882,27 @@ impl<S: Store> WorkflowService for Frontend<S> {
         } else {
             Default::default()
         };
-        let commands = match workflow_tasks::commands(&r.commands, "", &refs) {
+        let registry = self.node.registry();
+        let typed = |commands: Vec<cairn_types::Command>| {
+            // An attribute the node declares takes only its declared type.
+            for command in &commands {
+                if let cairn_types::Command::UpsertSearchAttributes { attributes } = command {
+                    for (name, value) in attributes {
+                        if let Some(declared) = registry.search_attribute_type(name)
+                            && declared != value.search_type()
+                        {
+                            return Err(Status::invalid_argument(format!(
+                                "search attribute {name:?} is declared {} on this node; the workflow upserts a {}",
+                                declared.name(),
+                                value.search_type().name()
+                            )));
+                        }
+                    }
+                }
+            }
+            Ok(commands)
+        };
+        let commands = match workflow_tasks::commands(&r.commands, "", &refs).and_then(typed) {
             Ok(commands) => commands,
             Err(refused) => {
                 // The task is failed, so it is handed out again once the worker's code (or

@@ -448,6 +448,18 @@ pub fn commands(
                     },
                 }
             }
+            A::UpsertWorkflowSearchAttributesCommandAttributes(a) => {
+                let fields = a
+                    .search_attributes
+                    .as_ref()
+                    .map(|s| &s.indexed_fields)
+                    .ok_or_else(|| bad("UpsertWorkflowSearchAttributes", "no attributes"))?;
+                let mut attributes = cairn_types::SearchAttributes::new();
+                for (name, payload) in fields {
+                    attributes.insert(name.clone(), search_value(name, payload)?);
+                }
+                Command::UpsertSearchAttributes { attributes }
+            }
             A::RequestCancelExternalWorkflowExecutionCommandAttributes(a)
                 if children.contains_key(&a.workflow_id) =>
             {
@@ -466,6 +478,59 @@ pub fn commands(
     Ok(out)
 }
 
+/// A typed search attribute value as Temporal's SDKs send it (JSON, its type in metadata).
+pub fn search_value(
+    name: &str,
+    payload: &temporalio_protos::temporal::api::common::v1::Payload,
+) -> Result<cairn_types::SearchValue, Status> {
+    use cairn_types::SearchValue as V;
+    let what = format!("search attribute {name:?}");
+    let ty = payload
+        .metadata
+        .get("type")
+        .map(|t| String::from_utf8_lossy(t).into_owned())
+        .ok_or_else(|| {
+            bad(
+                &what,
+                "no \"type\" metadata (use the SDK's typed search attributes)",
+            )
+        })?;
+    let json: serde_json::Value = serde_json::from_slice(&payload.data)
+        .map_err(|e| bad(&what, format!("its value is not JSON: {e}")))?;
+    // A keyword may come as a list of one.
+    let json = match (ty.as_str(), json) {
+        ("Keyword" | "Text", serde_json::Value::Array(mut one)) if one.len() == 1 => one.remove(0),
+        (_, json) => json,
+    };
+    let wrong = || bad(&what, format!("the value does not fit its type {ty}"));
+    let value = match ty.as_str() {
+        _ if json.is_null() => {
+            return Err(crate::status::unsupported(&format!(
+                "removing {what} (an upsert with no value)"
+            )));
+        }
+        "Keyword" => V::Keyword(json.as_str().ok_or_else(wrong)?.to_string()),
+        "Text" => V::Text(json.as_str().ok_or_else(wrong)?.to_string()),
+        "Int" => V::Int(json.as_i64().ok_or_else(wrong)?),
+        "Double" => V::Double(json.as_f64().ok_or_else(wrong)?),
+        "Bool" => V::Bool(json.as_bool().ok_or_else(wrong)?),
+        "Datetime" => V::Datetime(
+            cairn_core::visibility::parse_time(json.as_str().ok_or_else(wrong)?)
+                .ok_or_else(|| bad(&what, "not an RFC 3339 time"))?,
+        ),
+        "KeywordList" => V::KeywordList(
+            json.as_array()
+                .ok_or_else(wrong)?
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(wrong))
+                .collect::<Result<_, _>>()?,
+        ),
+        other => return Err(bad(&what, format!("unknown type {other:?}"))),
+    };
+    cairn_types::search::validate_search_attribute(name, &value).map_err(|e| bad(&what, e))?;
+    Ok(value)
+}
+
 fn command_name(a: &A) -> &'static str {
     match a {
         A::RequestCancelExternalWorkflowExecutionCommandAttributes(_) => {
@@ -473,7 +538,6 @@ fn command_name(a: &A) -> &'static str {
         }
         A::RecordMarkerCommandAttributes(_) => "RecordMarker (patches)",
         A::SignalExternalWorkflowExecutionCommandAttributes(_) => "SignalExternalWorkflowExecution",
-        A::UpsertWorkflowSearchAttributesCommandAttributes(_) => "UpsertWorkflowSearchAttributes",
         A::ProtocolMessageCommandAttributes(_) => "ProtocolMessage (updates)",
         A::ModifyWorkflowPropertiesCommandAttributes(_) => "ModifyWorkflowProperties (memo)",
         _ => "of this kind",

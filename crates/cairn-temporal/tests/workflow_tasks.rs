@@ -326,18 +326,15 @@ async fn a_task_held_past_its_timeout_is_handed_out_again_and_late_or_forged_ans
     let refused = complete(
         &mut client,
         second.task_token.clone(),
-        vec![command(A::UpsertWorkflowSearchAttributesCommandAttributes(
-            Default::default(),
-        ))],
+        vec![command(
+            A::RecordMarkerCommandAttributes(Default::default()),
+        )],
         HashMap::new(),
     )
     .await
     .unwrap_err();
     assert_eq!(refused.code(), Code::Unimplemented, "{refused:?}");
-    assert!(
-        refused.message().contains("UpsertWorkflowSearchAttributes"),
-        "{refused:?}"
-    );
+    assert!(refused.message().contains("RecordMarker"), "{refused:?}");
     let third = poll(&mut client).await;
     assert_eq!(third.attempt, 3, "the refused task is handed out again");
     complete(
