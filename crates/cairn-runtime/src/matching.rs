@@ -140,18 +140,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The next field of a task token, parsed.
+fn token_field<T: std::str::FromStr>(
+    fields: &mut std::str::Split<'_, char>,
+) -> Result<T, MatchingError> {
+    fields
+        .next()
+        .and_then(|f| f.parse().ok())
+        .ok_or(MatchingError::WorkflowTaskNotFound)
+}
+
 /// The run a workflow or query task token names, whichever node's life handed it out (the
 /// run's history is in the store for any node to read).
 pub(crate) fn token_run(token: &str) -> Result<RunId, MatchingError> {
-    let mut parts = token.split('/');
-    match parts.next() {
+    let mut fields = token.split('/');
+    match fields.next() {
         Some("cairn-wft" | "cairn-wfq") => {}
         _ => return Err(MatchingError::WorkflowTaskNotFound),
     }
-    parts
-        .nth(3)
-        .and_then(|r| r.parse().ok())
-        .ok_or(MatchingError::WorkflowTaskNotFound)
+    // Node, incarnation, shard, then the run.
+    fields.nth(2);
+    token_field(&mut fields)
 }
 
 /// Offers a workflow task reference again when dropped armed (a poll that took it ended
@@ -292,31 +301,36 @@ impl Matching {
         )
     }
 
+    /// The fields after node and incarnation of a `kind` token (`cairn-wft`, `cairn-wfq`), if
+    /// this node's current life issued it.
+    fn own_token_fields<'t>(
+        &self,
+        token: &'t str,
+        kind: &str,
+    ) -> Result<std::str::Split<'t, char>, MatchingError> {
+        let mut parts = token.split('/');
+        let (Some(prefix), Some(node), Some(incarnation)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(MatchingError::WorkflowTaskNotFound);
+        };
+        if prefix != kind || node != self.node_id || incarnation != self.incarnation {
+            return Err(MatchingError::WorkflowTaskNotFound);
+        }
+        Ok(parts)
+    }
+
     /// The query a query token names, if this node's current life handed it out.
     pub(crate) fn parse_query_token(
         &self,
         token: &str,
     ) -> Result<(WorkflowTaskRef, u64), MatchingError> {
-        let mut parts = token.split('/');
-        let (Some("cairn-wfq"), Some(node), Some(incarnation)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(MatchingError::WorkflowTaskNotFound);
+        let mut fields = self.own_token_fields(token, "cairn-wfq")?;
+        let owed = WorkflowTaskRef {
+            shard: token_field(&mut fields)?,
+            run_id: token_field(&mut fields)?,
         };
-        if node != self.node_id || incarnation != self.incarnation {
-            return Err(MatchingError::WorkflowTaskNotFound);
-        }
-        let mut field = || parts.next().ok_or(MatchingError::WorkflowTaskNotFound);
-        let shard = field()?
-            .parse()
-            .map_err(|_| MatchingError::WorkflowTaskNotFound)?;
-        let run_id: RunId = field()?
-            .parse()
-            .map_err(|_| MatchingError::WorkflowTaskNotFound)?;
-        let query = field()?
-            .parse()
-            .map_err(|_| MatchingError::WorkflowTaskNotFound)?;
-        Ok((WorkflowTaskRef { shard, run_id }, query))
+        Ok((owed, token_field(&mut fields)?))
     }
 
     /// The task a workflow task token names, if this node's current life handed it out.
@@ -324,29 +338,13 @@ impl Matching {
         &self,
         token: &str,
     ) -> Result<(WorkflowTaskRef, u32, u32), MatchingError> {
-        let mut parts = token.split('/');
-        let (Some("cairn-wft"), Some(node), Some(incarnation)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(MatchingError::WorkflowTaskNotFound);
+        let mut fields = self.own_token_fields(token, "cairn-wft")?;
+        let owed = WorkflowTaskRef {
+            shard: token_field(&mut fields)?,
+            run_id: token_field(&mut fields)?,
         };
-        if node != self.node_id || incarnation != self.incarnation {
-            return Err(MatchingError::WorkflowTaskNotFound);
-        }
-        let mut field = || parts.next().ok_or(MatchingError::WorkflowTaskNotFound);
-        let shard = field()?
-            .parse()
-            .map_err(|_| MatchingError::WorkflowTaskNotFound)?;
-        let run_id: RunId = field()?
-            .parse()
-            .map_err(|_| MatchingError::WorkflowTaskNotFound)?;
-        let task = field()?
-            .parse()
-            .map_err(|_| MatchingError::WorkflowTaskNotFound)?;
-        let attempt = field()?
-            .parse()
-            .map_err(|_| MatchingError::WorkflowTaskNotFound)?;
-        Ok((WorkflowTaskRef { shard, run_id }, task, attempt))
+        let task = token_field(&mut fields)?;
+        Ok((owed, task, token_field(&mut fields)?))
     }
 
     /// Puts an attempt in its task queue; the answer comes on `Offered::outcome`.

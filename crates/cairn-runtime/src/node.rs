@@ -230,39 +230,21 @@ impl<S: Store> Node<S> {
         task_queue: &str,
         wait: Duration,
     ) -> Result<Option<crate::RemoteActivityTask>, crate::MatchingError> {
-        let Some(peers) = self.shared.config.peers.clone() else {
-            return self.shared.matching.poll(task_queue, wait).await;
+        let call = crate::PeerTaskCall::TakeActivityTask {
+            task_queue: task_queue.to_string(),
         };
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            // Home first, then what waits at the other nodes, then a slice of waiting at home.
-            if let Some(task) = self
-                .shared
-                .matching
-                .poll(task_queue, Duration::ZERO)
-                .await?
-            {
-                return Ok(Some(task));
-            }
-            for address in self.shared.peer_addresses().await {
-                let call = crate::PeerTaskCall::TakeActivityTask {
-                    task_queue: task_queue.to_string(),
-                };
-                if let Ok(crate::PeerTaskAnswer::ActivityTask(Some(task))) =
-                    peers.0.task(&address, call).await
-                {
-                    return Ok(Some(task));
-                }
-            }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let slice = left.min(Duration::from_millis(crate::PEER_POLL_SLICE_MS));
-            if let Some(task) = self.shared.matching.poll(task_queue, slice).await? {
-                return Ok(Some(task));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(None);
-            }
-        }
+        let pick = |answer| match answer {
+            crate::PeerTaskAnswer::ActivityTask(task) => task,
+            _ => None,
+        };
+        self.shared
+            .poll_cluster(
+                wait,
+                |w| self.shared.matching.poll(task_queue, w),
+                call,
+                pick,
+            )
+            .await
     }
 
     /// The oldest owed workflow task of a remote run in `task_queue`, waiting up to `wait` (at
@@ -274,42 +256,21 @@ impl<S: Store> Node<S> {
         task_queue: &str,
         wait: Duration,
     ) -> Result<Option<crate::WorkflowTask>, crate::MatchingError> {
-        let Some(peers) = self.shared.config.peers.clone() else {
-            return self.shared.take_local_workflow_task(task_queue, wait).await;
+        let call = crate::PeerTaskCall::TakeWorkflowTask {
+            task_queue: task_queue.to_string(),
         };
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            // Home first, then what waits at the other nodes, then a slice of waiting at home.
-            if let Some(task) = self
-                .shared
-                .take_local_workflow_task(task_queue, Duration::ZERO)
-                .await?
-            {
-                return Ok(Some(task));
-            }
-            for address in self.shared.peer_addresses().await {
-                let call = crate::PeerTaskCall::TakeWorkflowTask {
-                    task_queue: task_queue.to_string(),
-                };
-                if let Ok(crate::PeerTaskAnswer::WorkflowTask(Some(task))) =
-                    peers.0.task(&address, call).await
-                {
-                    return Ok(Some(task));
-                }
-            }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let slice = left.min(Duration::from_millis(crate::PEER_POLL_SLICE_MS));
-            if let Some(task) = self
-                .shared
-                .take_local_workflow_task(task_queue, slice)
-                .await?
-            {
-                return Ok(Some(task));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(None);
-            }
-        }
+        let pick = |answer| match answer {
+            crate::PeerTaskAnswer::WorkflowTask(task) => task,
+            _ => None,
+        };
+        self.shared
+            .poll_cluster(
+                wait,
+                |w| self.shared.take_local_workflow_task(task_queue, w),
+                call,
+                pick,
+            )
+            .await
     }
 
     /// Where an answer to the task `token` names goes: `None` here, or the address of the

@@ -115,22 +115,28 @@ impl std::fmt::Debug for InProcessPeers {
     }
 }
 
-impl Peers for InProcessPeers {
-    fn query(&self, address: &str, query: PeerQuery) -> PeerFuture<Payload> {
-        let target = self
-            .nodes
+impl InProcessPeers {
+    /// The live node attached at `address`.
+    fn target(&self, address: &str) -> Option<Arc<dyn QueryTarget>> {
+        self.nodes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(address)
-            .and_then(Weak::upgrade);
-        match target {
+            .and_then(Weak::upgrade)
+    }
+}
+
+/// The answer of a call to an address where no node is attached.
+fn unreachable_at<T: Send + 'static>(address: &str) -> PeerFuture<T> {
+    let address = address.to_string();
+    Box::pin(async move { Err(PeerError::Unreachable(format!("no live node at {address}"))) })
+}
+
+impl Peers for InProcessPeers {
+    fn query(&self, address: &str, query: PeerQuery) -> PeerFuture<Payload> {
+        match self.target(address) {
             Some(node) => node.query_held(query),
-            None => {
-                let address = address.to_string();
-                Box::pin(async move {
-                    Err(PeerError::Unreachable(format!("no live node at {address}")))
-                })
-            }
+            None => unreachable_at(address),
         }
     }
 
@@ -139,20 +145,9 @@ impl Peers for InProcessPeers {
         address: &str,
         call: crate::remote_tasks::PeerTaskCall,
     ) -> PeerFuture<crate::remote_tasks::PeerTaskAnswer> {
-        let target = self
-            .nodes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(address)
-            .and_then(Weak::upgrade);
-        match target {
+        match self.target(address) {
             Some(node) => node.task_held(call),
-            None => {
-                let address = address.to_string();
-                Box::pin(async move {
-                    Err(PeerError::Unreachable(format!("no live node at {address}")))
-                })
-            }
+            None => unreachable_at(address),
         }
     }
 

@@ -65,6 +65,45 @@ pub(crate) fn token_node(token: &str) -> Option<&str> {
 }
 
 impl<S: Store> Shared<S> {
+    /// A poll of the cluster, up to `wait`: `local(wait)` takes at home; with peers, what waits
+    /// at home is taken first, then (without waiting) what waits at each other live node
+    /// (`call`, its answer read by `pick`), then home is waited on for a slice, round again.
+    pub(crate) async fn poll_cluster<T, F, Fut>(
+        &self,
+        wait: Duration,
+        local: F,
+        call: PeerTaskCall,
+        pick: fn(PeerTaskAnswer) -> Option<T>,
+    ) -> Result<Option<T>, MatchingError>
+    where
+        F: Fn(Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>, MatchingError>>,
+    {
+        let Some(peers) = self.config.peers.clone() else {
+            return local(wait).await;
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(task) = local(Duration::ZERO).await? {
+                return Ok(Some(task));
+            }
+            for address in self.peer_addresses().await {
+                if let Ok(answer) = peers.0.task(&address, call.clone()).await
+                    && let Some(task) = pick(answer)
+                {
+                    return Ok(Some(task));
+                }
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Some(task) = local(left.min(Duration::from_millis(PEER_POLL_SLICE_MS))).await? {
+                return Ok(Some(task));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
     /// This node's oldest owed workflow task of `task_queue`, waiting up to `wait`.
     pub(crate) async fn take_local_workflow_task(
         &self,

@@ -534,12 +534,31 @@ impl<S: Store> WorkflowState<S> {
                 .shared
                 .matching
                 .workflow_token(self.shard, self.run_id, task, attempt),
+            attempt,
+            scheduled_unix_ms: remote
+                .task_timer_at
+                .map_or(0, |at| at.saturating_sub(remote.task_timeout_ms)),
+            queries,
+            ..self.task_of(&record, remote, history)
+        })
+    }
+
+    /// A task of this run with `history`: the run's fields, attempt 1, no queries (the caller
+    /// sets what differs).
+    fn task_of(
+        &self,
+        record: &RunRecord,
+        remote: RemoteCode,
+        history: Vec<HistoryEvent>,
+    ) -> WorkflowTask {
+        WorkflowTask {
+            token: String::new(),
             namespace: record.namespace.clone(),
             workflow_id: record.workflow_id.clone(),
             run_id: self.run_id,
             workflow_type: record.start.workflow_type.clone(),
             task_queue: remote.task_queue,
-            attempt,
+            attempt: 1,
             history,
             previous_run: record.previous_run,
             parent: record
@@ -547,12 +566,10 @@ impl<S: Store> WorkflowState<S> {
                 .as_ref()
                 .map(|p| (p.workflow_id.clone(), p.run_id)),
             task_timeout_ms: remote.task_timeout_ms,
-            scheduled_unix_ms: remote
-                .task_timer_at
-                .map_or(0, |at| at.saturating_sub(remote.task_timeout_ms)),
-            queries,
+            scheduled_unix_ms: now_ms(),
+            queries: Vec::new(),
             query: None,
-        })
+        }
     }
 
     /// Hands a waiting query out on its own, when the run has no workflow task owed or out
@@ -579,22 +596,8 @@ impl<S: Store> WorkflowState<S> {
                 .shared
                 .matching
                 .query_token(self.shard, self.run_id, query.id),
-            namespace: record.namespace.clone(),
-            workflow_id: record.workflow_id.clone(),
-            run_id: self.run_id,
-            workflow_type: record.start.workflow_type.clone(),
-            task_queue: remote.task_queue,
-            attempt: 1,
-            history,
-            previous_run: record.previous_run,
-            parent: record
-                .parent
-                .as_ref()
-                .map(|p| (p.workflow_id.clone(), p.run_id)),
-            task_timeout_ms: remote.task_timeout_ms,
-            scheduled_unix_ms: now_ms(),
-            queries: Vec::new(),
             query: Some(query),
+            ..self.task_of(record, remote, history)
         })
     }
 

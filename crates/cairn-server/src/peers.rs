@@ -103,22 +103,7 @@ impl HttpPeers {
         let url = format!("{}/api/v1/internal/query", address.trim_end_matches('/'));
         let body = rmp_serde::to_vec_named(&ForwardedQuery::from(query))
             .map_err(|e| PeerError::Unreachable(format!("query does not encode: {e}")))?;
-        let mut request = self
-            .agent
-            .post(&url)
-            .header("Content-Type", crate::MSGPACK)
-            .header("Accept", crate::MSGPACK);
-        if let Some(auth) = &self.auth {
-            request = request.header("Authorization", auth);
-        }
-        let mut response = request
-            .send(&body[..])
-            .map_err(|e| PeerError::Unreachable(format!("{url}: {e}")))?;
-        let status = response.status().as_u16();
-        let bytes = response
-            .body_mut()
-            .read_to_vec()
-            .map_err(|e| PeerError::Unreachable(format!("{url}: reading the answer: {e}")))?;
+        let (status, bytes) = self.post(&url, &body)?;
         if status == 200 {
             let answer: ForwardedAnswer = rmp_serde::from_slice(&bytes).map_err(|e| {
                 PeerError::Unreachable(format!("{url}: answer does not decode: {e}"))
@@ -137,26 +122,32 @@ impl HttpPeers {
 }
 
 impl HttpPeers {
-    fn call_task(&self, address: &str, call: PeerTaskCall) -> Result<PeerTaskAnswer, PeerError> {
-        let url = format!("{}/api/v1/internal/tasks", address.trim_end_matches('/'));
-        let body = rmp_serde::to_vec_named(&call)
-            .map_err(|e| PeerError::Unreachable(format!("task call does not encode: {e}")))?;
+    /// Posts a MessagePack `body` to `url` with the cluster's token: the status and the answer.
+    fn post(&self, url: &str, body: &[u8]) -> Result<(u16, Vec<u8>), PeerError> {
         let mut request = self
             .agent
-            .post(&url)
+            .post(url)
             .header("Content-Type", crate::MSGPACK)
             .header("Accept", crate::MSGPACK);
         if let Some(auth) = &self.auth {
             request = request.header("Authorization", auth);
         }
         let mut response = request
-            .send(&body[..])
+            .send(body)
             .map_err(|e| PeerError::Unreachable(format!("{url}: {e}")))?;
         let status = response.status().as_u16();
         let bytes = response
             .body_mut()
             .read_to_vec()
             .map_err(|e| PeerError::Unreachable(format!("{url}: reading the answer: {e}")))?;
+        Ok((status, bytes))
+    }
+
+    fn call_task(&self, address: &str, call: PeerTaskCall) -> Result<PeerTaskAnswer, PeerError> {
+        let url = format!("{}/api/v1/internal/tasks", address.trim_end_matches('/'));
+        let body = rmp_serde::to_vec_named(&call)
+            .map_err(|e| PeerError::Unreachable(format!("task call does not encode: {e}")))?;
+        let (status, bytes) = self.post(&url, &body)?;
         if status != 200 {
             return Err(PeerError::Unreachable(format!(
                 "{url}: HTTP {status} {}",
