@@ -116,10 +116,10 @@ server=""
 
 echo "--- the same suite against Temporal's dev server (proves the suite)"
 port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-# CustomKeywordField: the attribute the guide suite's tagged workflow upserts (Cairn's dev server
+# CustomKeywordField, CustomIntField: the attributes the guide suite's workflows set (Cairn's dev server
 # declares Temporal's Custom*Field attributes; this dev server declares none by default).
 "$temporal" server start-dev --headless --ip 127.0.0.1 --port "$port" --http-port 0 --metrics-port 0 \
-    --search-attribute CustomKeywordField=Keyword \
+    --search-attribute CustomKeywordField=Keyword --search-attribute CustomIntField=Int \
     --db-filename "$data/temporal.sqlite" --log-level error >"$data/temporal.log" 2>&1 &
 reference=$!
 for _ in $(seq 1 200); do

@@ -32,7 +32,13 @@ from temporalio.client import (
     ScheduleUpdate,
     WorkflowFailureError,
 )
-from temporalio.common import RetryPolicy, SearchAttributeKey, WorkflowIDReusePolicy
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.worker import Worker
 
@@ -352,6 +358,7 @@ class ReportChainWorkflow:
 
 
 TAG = SearchAttributeKey.for_keyword("CustomKeywordField")
+PRIORITY = SearchAttributeKey.for_int("CustomIntField")
 
 
 @workflow.defn
@@ -372,8 +379,38 @@ class TaggedWorkflow:
         return tag
 
 
+@workflow.defn
+class NotedWorkflow:
+    """Reads the memo and search attributes it started with, changes both, and carries them
+    into a continued run."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.done = True
+
+    @workflow.run
+    async def run(self, continued: bool) -> dict:
+        seen = {
+            "owner": workflow.memo_value("owner", default=None),
+            "ticket": workflow.memo_value("ticket", default=None),
+            "tag": workflow.info().typed_search_attributes.get(TAG),
+            "priority": workflow.info().typed_search_attributes.get(PRIORITY),
+            "memo_keys": sorted(workflow.memo()),
+        }
+        if continued:
+            return seen
+        workflow.upsert_memo({"stage": "working", "owner": None})
+        workflow.upsert_search_attributes([TAG.value_unset(), PRIORITY.value_set(9)])
+        await workflow.wait_condition(lambda: self.done)
+        workflow.continue_as_new(True)
+
+
 WORKFLOWS = [
     TaggedWorkflow,
+    NotedWorkflow,
     OrderFulfillmentWorkflow,
     OrderBatchWorkflow,
     ExpenseApprovalWorkflow,
@@ -804,6 +841,73 @@ async def search_attributes(client: Client, run: str) -> None:
     check(await handle.result() == tag, "and the tagged workflow completes")
 
 
+async def memo_and_start_attributes(client: Client, run: str) -> None:
+    tag = f"noted-{run}"
+    handle = await client.start_workflow(
+        NotedWorkflow.run,
+        False,
+        id=f"noted-{run}",
+        task_queue=ORDERS,
+        memo={"owner": "ops", "ticket": {"id": 7, "urgent": True}},
+        search_attributes=TypedSearchAttributes(
+            [SearchAttributePair(TAG, tag), SearchAttributePair(PRIORITY, 3)]
+        ),
+    )
+    listed = [w async for w in client.list_workflows(f"CustomKeywordField = '{tag}'")]
+    check(
+        [w.id for w in listed] == [f"noted-{run}"],
+        f"search attributes given at start find the workflow at once: {[w.id for w in listed]}",
+    )
+    check(
+        (await listed[0].memo()).get("owner") == "ops",
+        "the list shows the memo given at start",
+    )
+    changed = None
+    for _ in range(100):
+        described = await handle.describe()
+        memo = await described.memo()
+        if memo.get("stage") == "working":
+            changed = (memo, described.typed_search_attributes)
+            break
+        await asyncio.sleep(0.1)
+    check(changed is not None, "the workflow's upsert_memo shows in describe")
+    memo, attributes = changed
+    check(
+        memo == {"stage": "working", "ticket": {"id": 7, "urgent": True}},
+        f"upsert_memo set one key and removed another: {memo}",
+    )
+    check(
+        attributes.get(TAG) is None and attributes.get(PRIORITY) == 9,
+        f"an upsert removed one attribute and changed another: {attributes}",
+    )
+    gone = [w.id async for w in client.list_workflows(f"CustomKeywordField = '{tag}'")]
+    check(gone == [], f"a removed attribute no longer finds the workflow: {gone}")
+    await handle.signal(NotedWorkflow.finish)
+    seen = await asyncio.wait_for(handle.result(), 30)
+    # As Temporal runs it: the SDK gives the continued run the memo its first run started with,
+    # and the search attributes as the run left them.
+    check(
+        seen
+        == {
+            "owner": "ops",
+            "ticket": {"id": 7, "urgent": True},
+            "memo_keys": ["owner", "ticket"],
+            "tag": None,
+            "priority": 9,
+        },
+        f"the continued run's memo and search attributes: {seen}",
+    )
+    first = await client.get_workflow_handle(
+        f"noted-{run}", run_id=handle.first_execution_run_id
+    ).fetch_history()
+    started = first.events[0].workflow_execution_started_event_attributes
+    check(
+        set(started.memo.fields) == {"owner", "ticket"}
+        and set(started.search_attributes.indexed_fields) == {"CustomKeywordField", "CustomIntField"},
+        "the first run's started event carries its memo and search attributes",
+    )
+
+
 def spawn_worker(address: str):
     return asyncio.create_subprocess_exec(
         sys.executable, os.path.abspath(__file__), "--address", address, "--worker-only"
@@ -900,6 +1004,7 @@ async def main() -> None:
             await id_reuse_and_visibility(client, args.run)
             await cancel_and_continue_as_new(client, args.run)
             await search_attributes(client, args.run)
+            await memo_and_start_attributes(client, args.run)
             await heartbeat_timeout(client, args.run)
         elif args.phase == "start":
             await start_phase(client, args.run)

@@ -13,8 +13,8 @@
 
 use cairn_types::limits::{HISTORY_BYTES_SUGGEST_CONTINUE, HISTORY_EVENTS_SUGGEST_CONTINUE};
 use cairn_types::{
-    ChildOptions, Command, EventKind, Failure, HistoryEvent, Payload, RunId, SearchAttributes, Seq,
-    WorkflowId,
+    ChildOptions, Command, EventKind, Failure, HistoryEvent, Memo, Payload, RunId,
+    SearchAttributes, Seq, WorkflowId,
 };
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -146,6 +146,8 @@ struct RunCore {
     history_length: u64,
     history_size_bytes: u64,
     search_attributes: SearchAttributes,
+    /// The memo the run started with.
+    memo: Memo,
     now_unix_ms: u64,
     rng: SplitMix64,
     cancel_requested: bool,
@@ -386,12 +388,20 @@ impl WorkflowContext {
         for (name, value) in &attributes {
             core.search_attributes.insert(name.clone(), value.clone());
         }
-        core.push(Command::UpsertSearchAttributes { attributes });
+        core.push(Command::UpsertSearchAttributes {
+            attributes,
+            removed: Vec::new(),
+        });
     }
 
-    /// The workflow's search attributes, as its code has set them.
+    /// The workflow's search attributes: those it started with, as its code has changed them.
     pub fn search_attributes(&self) -> SearchAttributes {
         self.core.borrow().search_attributes.clone()
+    }
+
+    /// The memo the run started with.
+    pub fn memo(&self) -> Memo {
+        self.core.borrow().memo.clone()
     }
 
     /// Tells the executor that workflow state changed outside any history event (a semaphore
@@ -794,6 +804,7 @@ impl Executor {
             history_length: 0,
             history_size_bytes: 0,
             search_attributes: SearchAttributes::new(),
+            memo: Memo::new(),
             now_unix_ms: start_unix_ms,
             rng: SplitMix64(random_seed),
             cancel_requested: false,
@@ -808,6 +819,14 @@ impl Executor {
             root: Some(root),
             outcome_reported: false,
         }
+    }
+
+    /// What the run started with besides its input: its memo and search attributes (set
+    /// before the first activation).
+    pub fn set_start(&mut self, memo: Memo, search_attributes: SearchAttributes) {
+        let mut core = self.core.borrow_mut();
+        core.memo = memo;
+        core.search_attributes = search_attributes;
     }
 
     /// Marks the following activations as replay of recorded history (`patched` then answers
@@ -929,6 +948,8 @@ impl Executor {
                     Err(WorkflowError::ContinueAsNew { input }) => Command::ContinueAsNew {
                         workflow_type: self.core.borrow().workflow_type.clone(),
                         input,
+                        memo: None,
+                        search_attributes: None,
                     },
                 };
                 if !self.outcome_reported {

@@ -11,7 +11,7 @@
 use crate::executor::{Executor, ExecutorError, PATCH_MARKER, SIDE_EFFECT_MARKER, WorkflowFn};
 use cairn_types::limits::{HISTORY_BYTES_MAX, HISTORY_EVENTS_MAX};
 use cairn_types::{
-    ActivityOptions, ChildOptions, Command, EventId, EventKind, Failure, HistoryEvent,
+    ActivityOptions, ChildOptions, Command, EventId, EventKind, Failure, HistoryEvent, Memo,
     ParentClosePolicy, Payload, RetryDecision, RunId, SearchAttributes, Seq, TimeoutKind,
     WorkflowId, WorkflowTimeouts,
 };
@@ -140,6 +140,9 @@ pub struct RunState {
     pub children: BTreeMap<Seq, PendingChild>,
     #[serde(default)]
     pub search_attributes: SearchAttributes,
+    /// The memo (shown by describe and list; never queried).
+    #[serde(default, skip_serializing_if = "Memo::is_empty")]
+    pub memo: Memo,
     /// Encoded bytes of the history so far (what `history_size_bytes` reports).
     #[serde(default)]
     pub history_size_bytes: u64,
@@ -289,14 +292,18 @@ pub enum Effect {
         run_id: Option<RunId>,
         policy: ParentClosePolicy,
     },
-    /// Start the next run of this workflow id with `input` (this run closed as
-    /// `ContinuedAsNew` in the same transition).
+    /// Start the next run of this workflow id with `input`, `memo` and `search_attributes`
+    /// (this run closed as `ContinuedAsNew` in the same transition).
     ContinueAsNew {
         workflow_type: String,
         input: Payload,
+        memo: Memo,
+        search_attributes: SearchAttributes,
     },
     /// The search attributes changed (they are in the snapshot).
     SearchAttributesChanged,
+    /// The memo changed (it is in the snapshot).
+    MemoChanged,
 }
 
 /// One transition's output.
@@ -316,6 +323,10 @@ pub struct StartArgs {
     /// When the workflow's first run started, if this run continues a chain (the execution
     /// timeout spans the chain; the run timeout is this run's). `None`: this run is the first.
     pub execution_started_unix_ms: Option<u64>,
+    /// The memo the run starts with (validated by the caller).
+    pub memo: Memo,
+    /// The search attributes the run starts with (validated by the caller).
+    pub search_attributes: SearchAttributes,
 }
 
 /// Why a transition or a replay could not proceed. The run is then held as it was: nothing of
@@ -430,14 +441,15 @@ impl Run {
         args: StartArgs,
         now: u64,
     ) -> Result<(Run, Transition), RunError> {
-        let state = Self::fresh_state(&args.workflow_type, now);
-        let executor = Executor::new(
+        let state = Self::fresh_state(&args, now);
+        let mut executor = Executor::new(
             workflow,
             &args.workflow_type,
             args.input.clone(),
             args.random_seed,
             now,
         );
+        executor.set_start(args.memo.clone(), args.search_attributes.clone());
         let run = Run {
             state,
             executor: Some(executor),
@@ -455,7 +467,7 @@ impl Run {
         let run = Run {
             state: RunState {
                 remote: Some(remote),
-                ..Self::fresh_state(&args.workflow_type, now)
+                ..Self::fresh_state(&args, now)
             },
             executor: None,
         };
@@ -475,9 +487,9 @@ impl Run {
         })
     }
 
-    fn fresh_state(workflow_type: &str, now: u64) -> RunState {
+    fn fresh_state(args: &StartArgs, now: u64) -> RunState {
         RunState {
-            workflow_type: workflow_type.to_string(),
+            workflow_type: args.workflow_type.clone(),
             status: RunStatus::Running,
             next_event_id: 1,
             started_unix_ms: now,
@@ -486,7 +498,8 @@ impl Run {
             timers: BTreeMap::new(),
             cancel_requested: false,
             children: BTreeMap::new(),
-            search_attributes: SearchAttributes::new(),
+            search_attributes: args.search_attributes.clone(),
+            memo: args.memo.clone(),
             history_size_bytes: 0,
             deadline_unix_ms: None,
             remote: None,
@@ -521,6 +534,8 @@ impl Run {
             input: args.input,
             random_seed: args.random_seed,
             timeouts: args.timeouts,
+            memo: args.memo,
+            search_attributes: args.search_attributes,
         };
         let mut transition = run.transition(vec![started], None, None, now)?;
         effects.append(&mut transition.effects);
@@ -573,23 +588,73 @@ impl Run {
                 .is_some_and(|r| r.task_out && r.task == task && r.attempt == attempt)
     }
 
-    /// Why `commands` cannot be applied at all, if they cannot: the search attributes they
-    /// upsert, merged with the run's, break a bound.
+    /// Why `commands` cannot be applied at all, if they cannot: the search attributes or memo
+    /// they set, merged with the run's, break a bound (so do those a continue-as-new gives).
     pub fn refusal(&self, commands: &[Command]) -> Option<String> {
-        let mut merged = self.state.search_attributes.clone();
-        let mut upserts = false;
+        let mut attributes = self.state.search_attributes.clone();
+        let mut memo = self.state.memo.clone();
+        let (mut attributes_changed, mut memo_changed) = (false, false);
         for command in commands {
-            if let Command::UpsertSearchAttributes { attributes } = command {
-                merged.extend(attributes.clone());
-                upserts = true;
+            match command {
+                Command::UpsertSearchAttributes {
+                    attributes: upserted,
+                    removed,
+                } => {
+                    attributes.extend(upserted.clone());
+                    for name in removed {
+                        attributes.remove(name);
+                    }
+                    attributes_changed = true;
+                }
+                Command::UpsertMemo { memo: update } => {
+                    match cairn_types::memo::updated(&memo, update) {
+                        Ok(next) => memo = next,
+                        Err(e) => return Some(e.to_string()),
+                    }
+                    memo_changed = true;
+                }
+                Command::ContinueAsNew {
+                    memo: next_memo,
+                    search_attributes: next_attributes,
+                    ..
+                } => {
+                    if let Some(next) = next_memo
+                        && let Err(e) = cairn_types::memo::validate_memo(next)
+                    {
+                        return Some(format!("continue-as-new: {e}"));
+                    }
+                    if let Some(next) = next_attributes
+                        && let Err(e) = cairn_types::search::validate_search_attributes(next)
+                    {
+                        return Some(format!("continue-as-new: {e}"));
+                    }
+                }
+                Command::StartChildWorkflow {
+                    workflow_id,
+                    options,
+                    ..
+                } => {
+                    if let Err(e) = cairn_types::memo::validate_memo(&options.memo) {
+                        return Some(format!("child {workflow_id}: {e}"));
+                    }
+                    if let Err(e) =
+                        cairn_types::search::validate_search_attributes(&options.search_attributes)
+                    {
+                        return Some(format!("child {workflow_id}: {e}"));
+                    }
+                }
+                _ => {}
             }
         }
-        if !upserts {
-            return None;
+        if attributes_changed
+            && let Err(e) = cairn_types::search::validate_search_attributes(&attributes)
+        {
+            return Some(e.to_string());
         }
-        cairn_types::search::validate_search_attributes(&merged)
-            .err()
-            .map(|e| e.to_string())
+        if memo_changed && let Err(e) = cairn_types::memo::validate_memo(&memo) {
+            return Some(e.to_string());
+        }
+        None
     }
 
     /// Whether completing the task out with `commands` would be refused (Temporal's rule): it
@@ -988,7 +1053,11 @@ impl Run {
             });
         };
         let EventKind::WorkflowExecutionStarted {
-            input, random_seed, ..
+            input,
+            random_seed,
+            memo,
+            search_attributes,
+            ..
         } = &first.kind
         else {
             return Err(RunError::MalformedHistory {
@@ -1012,6 +1081,7 @@ impl Run {
             *random_seed,
             first.time_unix_ms,
         );
+        executor.set_start(memo.clone(), search_attributes.clone());
         let patches: HashSet<String> = history
             .iter()
             .filter_map(|e| match &e.kind {
@@ -1319,16 +1389,34 @@ fn apply_command(log: &mut EventLog<'_>, command: Command, now: u64, effects: &m
         Command::ContinueAsNew {
             workflow_type,
             input,
+            memo,
+            search_attributes,
         } => {
+            // The next run keeps what this one has unless the command says otherwise.
+            let memo = memo.unwrap_or_else(|| log.state.memo.clone());
+            let search_attributes =
+                search_attributes.unwrap_or_else(|| log.state.search_attributes.clone());
             close(log.state, RunStatus::ContinuedAsNew, now, effects);
             effects.push(Effect::ContinueAsNew {
                 workflow_type,
                 input,
+                memo,
+                search_attributes,
             });
         }
-        Command::UpsertSearchAttributes { attributes } => {
+        Command::UpsertSearchAttributes {
+            attributes,
+            removed,
+        } => {
             log.state.search_attributes.extend(attributes);
+            for name in removed {
+                log.state.search_attributes.remove(&name);
+            }
             effects.push(Effect::SearchAttributesChanged);
+        }
+        Command::UpsertMemo { memo } => {
+            cairn_types::memo::apply(&mut log.state.memo, &memo);
+            effects.push(Effect::MemoChanged);
         }
         _ => {}
     }

@@ -19,6 +19,8 @@ fn start() -> Run {
         random_seed: 1,
         timeouts: WorkflowTimeouts::default(),
         execution_started_unix_ms: None,
+        memo: Default::default(),
+        search_attributes: Default::default(),
     };
     let (run, t) = Run::start_remote(args, RemoteCode::new("q".into(), 10_000), 1_000).unwrap();
     let kinds: Vec<&str> = t.events.iter().map(|e| e.kind.name()).collect();
@@ -304,6 +306,8 @@ fn continue_as_new_without_a_type_continues_the_same_workflow() {
                 commands: vec![Command::ContinueAsNew {
                     workflow_type: String::new(),
                     input: p(2),
+                    memo: None,
+                    search_attributes: None,
                 }],
             }],
             2_000,
@@ -373,7 +377,10 @@ fn upserts_past_the_search_attribute_bounds_are_refused_whole() {
     let many: cairn_types::SearchAttributes = (0..cairn_types::limits::SEARCH_ATTRIBUTES_MAX + 1)
         .map(|i| (format!("A{i}"), cairn_types::SearchValue::Int(i as i64)))
         .collect();
-    let too_many = vec![Command::UpsertSearchAttributes { attributes: many }];
+    let too_many = vec![Command::UpsertSearchAttributes {
+        attributes: many,
+        removed: Vec::new(),
+    }];
     assert!(run.refusal(&too_many).is_some_and(|r| r.contains("limit")));
     let fine = vec![Command::UpsertSearchAttributes {
         attributes: [(
@@ -381,6 +388,7 @@ fn upserts_past_the_search_attribute_bounds_are_refused_whole() {
             cairn_types::SearchValue::Keyword("x".into()),
         )]
         .into(),
+        removed: Vec::new(),
     }];
     assert_eq!(run.refusal(&fine), None);
     assert_eq!(

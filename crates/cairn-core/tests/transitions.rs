@@ -129,7 +129,7 @@ fn render_event(e: &HistoryEvent) -> String {
         EventKind::WorkflowExecutionContinuedAsNew { input, .. } => {
             format!("input={}", text(input))
         }
-        EventKind::UpsertWorkflowSearchAttributes { attributes } => {
+        EventKind::UpsertWorkflowSearchAttributes { attributes, .. } => {
             format!("attributes={attributes:?}")
         }
         _ => String::new(),
@@ -178,6 +178,7 @@ fn render_effect(e: &Effect) -> String {
             format!("  -> continue as new input={}", text(input))
         }
         Effect::SearchAttributesChanged => "  -> search attributes changed".to_string(),
+        Effect::MemoChanged => "  -> memo changed".to_string(),
     }
 }
 
@@ -196,6 +197,8 @@ impl Script {
             random_seed: 42,
             timeouts,
             execution_started_unix_ms: None,
+            memo: Default::default(),
+            search_attributes: Default::default(),
         };
         let (run, transition) = Run::start(workflow, args, 1_000).unwrap();
         let mut script = Script {
@@ -858,6 +861,8 @@ fn livelock_is_detected() {
         random_seed: 1,
         timeouts: WorkflowTimeouts::default(),
         execution_started_unix_ms: None,
+        memo: Default::default(),
+        search_attributes: Default::default(),
     };
     let err = Run::start(&wf, args, 0).unwrap_err();
     assert!(err.to_string().contains("looping"), "{err}");
@@ -880,6 +885,8 @@ fn join_all_over_many_activities_completes() {
         random_seed: 3,
         timeouts: WorkflowTimeouts::default(),
         execution_started_unix_ms: None,
+        memo: Default::default(),
+        search_attributes: Default::default(),
     };
     let (mut run, _) = Run::start(&wf, args, 0).unwrap();
     let first: Vec<Message> = (1..=20).map(|seq| completed(seq, 1, "x")).collect();
@@ -896,7 +903,7 @@ fn join_all_over_many_activities_completes() {
 fn child_options(policy: ParentClosePolicy) -> ChildOptions {
     ChildOptions {
         parent_close_policy: policy,
-        timeouts: WorkflowTimeouts::default(),
+        ..ChildOptions::default()
     }
 }
 
@@ -1176,6 +1183,8 @@ fn execution_timeout_spans_a_continue_as_new_chain() {
             run: Some(Duration::from_secs(50)),
         },
         execution_started_unix_ms: Some(100_000),
+        memo: Default::default(),
+        search_attributes: Default::default(),
     };
     let (_, transition) = Run::start(&wf, args, 130_000).unwrap();
     let deadline = transition.effects.iter().find_map(|e| match e {
@@ -1219,6 +1228,8 @@ fn history_limits_suggest_then_terminate() {
         random_seed: 9,
         timeouts: WorkflowTimeouts::default(),
         execution_started_unix_ms: None,
+        memo: Default::default(),
+        search_attributes: Default::default(),
     };
     let (mut run, _) = Run::start(&wf, args, 0).unwrap();
     let mut next_seq = 1;

@@ -78,6 +78,10 @@ pub enum ClientError {
     },
     #[error("invalid schedule: {reason}")]
     InvalidSchedule { reason: String },
+    #[error("invalid search attributes: {reason}")]
+    InvalidSearchAttributes { reason: String },
+    #[error("invalid memo: {0}")]
+    InvalidMemo(#[from] cairn_types::MemoError),
     #[error("no schedule with id {schedule_id}")]
     ScheduleNotFound { schedule_id: String },
     #[error("a schedule with id {schedule_id} exists already")]

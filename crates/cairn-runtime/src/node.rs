@@ -51,6 +51,11 @@ pub struct StartWorkflow {
     /// Run the workflow's code in remote workers polling this task queue (Temporal SDK
     /// workers through the gRPC frontend) instead of this node's registered code.
     pub remote: Option<crate::RemoteStart>,
+    /// The run's memo: notes shown by describe and list, never queried.
+    pub memo: cairn_types::Memo,
+    /// The run's search attributes from its start (indexed and listable at once). An
+    /// attribute declared on this node must have its declared type.
+    pub search_attributes: SearchAttributes,
 }
 
 /// Most bytes of a start's `request_id`.
@@ -522,6 +527,8 @@ impl<S: Store> Node<S> {
                 })?;
         }
         check_payload("workflow input", &request.input)?;
+        cairn_types::memo::validate_memo(&request.memo)?;
+        self.check_search_attributes(&request.search_attributes)?;
         let workflow_type = request.workflow_type.clone();
         let timeouts = request.timeouts.validate()?;
         if let Some(id) = &request.request_id
@@ -536,7 +543,7 @@ impl<S: Store> Node<S> {
         let shard = shared.shard_of(&request.workflow_id);
         let namespace = shared.config.namespace.clone();
         let now = now_ms();
-        let mut run = NewRun::new(
+        let run = NewRun::new(
             &namespace,
             request.workflow_id.clone(),
             &request.workflow_type,
@@ -544,6 +551,7 @@ impl<S: Store> Node<S> {
             timeouts,
             now,
         );
+        let mut run = run.with(request.memo.clone(), request.search_attributes.clone());
         run.record.start.request_id = request.request_id.clone();
         run.record.start.remote = request.remote.clone();
         let run_id = run.run_id;
@@ -584,6 +592,29 @@ impl<S: Store> Node<S> {
         }
         shared.metrics.record_started(&workflow_type);
         Ok(run_id)
+    }
+
+    /// Checks search attributes a client gives: bounds, and the declared type of each
+    /// attribute this node declares.
+    pub fn check_search_attributes(
+        &self,
+        attributes: &SearchAttributes,
+    ) -> Result<(), ClientError> {
+        let bad = |reason: String| ClientError::InvalidSearchAttributes { reason };
+        cairn_types::search::validate_search_attributes(attributes)
+            .map_err(|e| bad(e.to_string()))?;
+        for (name, value) in attributes {
+            if let Some(declared) = self.shared.registry.search_attribute_type(name)
+                && declared != value.search_type()
+            {
+                return Err(bad(format!(
+                    "{name:?} is declared {} on this node, not {}",
+                    declared.name(),
+                    value.search_type().name()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The request id a run was started with.
@@ -977,6 +1008,7 @@ impl<S: Store> Node<S> {
             .or(summary.closed_unix_ms);
         if let Some(state) = state {
             summary.history_length = state.next_event_id - 1;
+            summary.memo.clone_from(&state.memo);
         }
         Ok(Description {
             summary,
@@ -990,9 +1022,10 @@ impl<S: Store> Node<S> {
             outcome: record.outcome,
             parent: record.parent.map(|p| (p.workflow_id, p.run_id)),
             previous_run: record.previous_run,
-            search_attributes: state
-                .map(|s| s.search_attributes.clone())
-                .unwrap_or_default(),
+            search_attributes: state.map_or_else(
+                || record.start.search_attributes.clone(),
+                |s| s.search_attributes.clone(),
+            ),
             remote: record.start.remote,
         })
     }
@@ -1122,6 +1155,8 @@ impl<S: Store> Node<S> {
                 .workflow_def(&request.action.workflow_type)
                 .is_some();
         check_payload("schedule input", &request.action.input)?;
+        cairn_types::memo::validate_memo(&request.action.memo)?;
+        self.check_search_attributes(&request.action.search_attributes)?;
         let now = now_ms();
         let (record, spec) =
             schedules::new_record(request, &shared.config.namespace, registered, now).map_err(

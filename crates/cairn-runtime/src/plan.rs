@@ -195,6 +195,8 @@ impl Planner<'_> {
                 Effect::ContinueAsNew {
                     workflow_type,
                     input,
+                    memo,
+                    search_attributes,
                 } => {
                     let next = NewRun::new(
                         &record.namespace,
@@ -204,13 +206,14 @@ impl Planner<'_> {
                         record.start.timeouts,
                         now,
                     )
+                    .with(memo.clone(), search_attributes.clone())
                     .continuing(record);
                     after.outcome = Some(Outcome::ContinuedAsNew {
                         new_run_id: next.run_id,
                     });
                     successor = Some(next);
                 }
-                Effect::SearchAttributesChanged => summary_changed = true,
+                Effect::SearchAttributesChanged | Effect::MemoChanged => summary_changed = true,
             }
         }
         for key in dropped_timer_keys(keys, self.shard, &self.run_id, record, state, after.closed) {
@@ -268,6 +271,7 @@ impl Planner<'_> {
                     parent_workflow_id: record.parent.as_ref().map(|p| p.workflow_id.clone()),
                     parent_run_id: record.parent.as_ref().map(|p| p.run_id),
                     search_attributes: state.search_attributes.clone(),
+                    memo: state.memo.clone(),
                     history_length: state.next_event_id - 1,
                     execution_started_unix_ms: record
                         .start
@@ -341,6 +345,7 @@ impl Planner<'_> {
             options.timeouts,
             now,
         )
+        .with(options.memo.clone(), options.search_attributes.clone())
         .parent(ParentRef {
             namespace: record.namespace.clone(),
             workflow_id: record.workflow_id.clone(),
@@ -482,11 +487,13 @@ fn previous_summary(record: &RunRecord) -> crate::visibility::Replacing {
         closed_unix_ms: state.and_then(|s| s.closed_unix_ms),
         parent_workflow_id: None,
         parent_run_id: None,
-        search_attributes: state
-            .map(|s| s.search_attributes.clone())
-            .unwrap_or_default(),
+        search_attributes: state.map_or_else(
+            || record.start.search_attributes.clone(),
+            |s| s.search_attributes.clone(),
+        ),
         history_length: 0,
         execution_started_unix_ms: 0,
+        memo: Default::default(),
     })
 }
 
@@ -593,6 +600,7 @@ mod tests {
             cancel_requested: false,
             children: BTreeMap::new(),
             search_attributes: Default::default(),
+            memo: Default::default(),
             history_size_bytes: 0,
             deadline_unix_ms: None,
             remote: None,

@@ -3,7 +3,8 @@
 use cairn_core::{ChildOutcome, Message, RunState, RunStatus};
 use cairn_store::StoreError;
 use cairn_types::{
-    ActivityOptions, Failure, Payload, RunId, SearchAttributes, Seq, WorkflowId, WorkflowTimeouts,
+    ActivityOptions, Failure, Memo, Payload, RunId, SearchAttributes, Seq, WorkflowId,
+    WorkflowTimeouts,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -65,6 +66,12 @@ pub struct StartRecord {
     /// workflow tasks), not in this process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<RemoteStart>,
+    /// The memo the run starts with.
+    #[serde(default, skip_serializing_if = "Memo::is_empty")]
+    pub memo: Memo,
+    /// The search attributes the run starts with.
+    #[serde(default, skip_serializing_if = "SearchAttributes::is_empty")]
+    pub search_attributes: SearchAttributes,
 }
 
 /// Where a remote run's workflow tasks go.
@@ -158,6 +165,9 @@ pub struct WorkflowRecord {
     /// continue-as-new).
     #[serde(default)]
     pub execution_started_unix_ms: u64,
+    /// The run's memo (shown, never indexed).
+    #[serde(default, skip_serializing_if = "Memo::is_empty")]
+    pub memo: Memo,
 }
 
 /// What a shard's ready queue (and a local wake) names: something of the shard that needs
@@ -319,6 +329,8 @@ impl NewRun {
                     execution_started_unix_ms: None,
                     request_id: None,
                     remote: None,
+                    memo: Memo::new(),
+                    search_attributes: SearchAttributes::new(),
                 },
                 state: None,
                 version: 0,
@@ -339,8 +351,21 @@ impl NewRun {
                 search_attributes: SearchAttributes::new(),
                 history_length: 0,
                 execution_started_unix_ms: now,
+                memo: Memo::new(),
             },
         }
+    }
+
+    /// Starts with `memo` and `search_attributes` (validated by the caller): in the run's
+    /// start, and in its visibility record from the start on.
+    pub fn with(mut self, memo: Memo, search_attributes: SearchAttributes) -> Self {
+        self.summary.memo.clone_from(&memo);
+        self.summary
+            .search_attributes
+            .clone_from(&search_attributes);
+        self.record.start.memo = memo;
+        self.record.start.search_attributes = search_attributes;
+        self
     }
 
     /// A child of `parent`.

@@ -54,6 +54,15 @@ pub struct ScheduleAction {
     /// Set when the workflows it starts run in remote workers (see `StartRecord::remote`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<crate::RemoteStart>,
+    /// The memo each started run gets.
+    #[serde(default, skip_serializing_if = "cairn_types::Memo::is_empty")]
+    pub memo: cairn_types::Memo,
+    /// The search attributes each started run gets.
+    #[serde(
+        default,
+        skip_serializing_if = "cairn_types::SearchAttributes::is_empty"
+    )]
+    pub search_attributes: cairn_types::SearchAttributes,
 }
 
 /// How one nominal time was handled.
@@ -565,6 +574,10 @@ async fn start(
         record.action.input.clone(),
         record.action.timeouts,
         now,
+    )
+    .with(
+        record.action.memo.clone(),
+        record.action.search_attributes.clone(),
     )
     .scheduled_by(&record.schedule_id);
     let mut run = run;

@@ -69,6 +69,7 @@ pub struct WorkflowSummary {
     pub closed_unix_ms: Option<u64>,
     pub parent_workflow_id: Option<String>,
     pub search_attributes: SearchAttributes,
+    pub memo: cairn_types::Memo,
     pub history_length: u64,
 }
 
@@ -83,6 +84,7 @@ impl WorkflowSummary {
             closed_unix_ms: record.closed_unix_ms,
             parent_workflow_id: record.parent_workflow_id.map(|id| id.to_string()),
             search_attributes: record.search_attributes,
+            memo: record.memo,
             history_length: record.history_length,
         }
     }
@@ -933,6 +935,7 @@ mod tests {
             search_attributes: SearchAttributes::new(),
             history_length: 0,
             execution_started_unix_ms: start,
+            memo: Default::default(),
         }
     }
 

@@ -759,6 +759,8 @@ impl<S: Store> WorkflowState<S> {
                     random_seed: record.start.random_seed,
                     timeouts: record.start.timeouts,
                     execution_started_unix_ms: record.start.execution_started_unix_ms,
+                    memo: record.start.memo.clone(),
+                    search_attributes: record.start.search_attributes.clone(),
                 };
                 let started = match &record.start.remote {
                     Some(remote) => Run::start_remote(

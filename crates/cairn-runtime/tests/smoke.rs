@@ -50,6 +50,8 @@ async fn activity_then_timer_completes() {
         timeouts: Default::default(),
         request_id: None,
         remote: None,
+        memo: Default::default(),
+        search_attributes: Default::default(),
     })
     .await
     .unwrap();

@@ -8,7 +8,7 @@ use cairn_core::visibility::format_time;
 use cairn_runtime::{
     ClusterStatus, Description, Outcome, RecentAction, ScheduleDescription, WorkflowSummary,
 };
-use cairn_types::{EventKind, Failure, HistoryEvent, Payload, SearchAttributes, SearchValue};
+use cairn_types::{EventKind, Failure, HistoryEvent, Memo, Payload, SearchAttributes, SearchValue};
 use serde_json::{Value, json};
 
 /// A JSON value as a payload (MessagePack with named fields, as the SDK writes them).
@@ -60,6 +60,74 @@ pub fn search_value(v: &SearchValue) -> Value {
     }
 }
 
+/// A memo given as a JSON object: each value a payload.
+pub fn memo_of(memo: &serde_json::Map<String, Value>) -> Result<Memo, ApiError> {
+    memo.iter()
+        .map(|(key, value)| Ok((key.clone(), payload_of(value)?)))
+        .collect()
+}
+
+/// A memo as a JSON object.
+pub fn memo(memo: &Memo) -> Value {
+    Value::Object(
+        memo.iter()
+            .map(|(key, value)| (key.clone(), value_of(value)))
+            .collect(),
+    )
+}
+
+/// Search attributes given as the API shows them: `{"Name": {"type": "Keyword", "value": …}}`.
+pub fn search_attributes_of(
+    attributes: &serde_json::Map<String, Value>,
+) -> Result<SearchAttributes, ApiError> {
+    let bad = |name: &str, reason: &str| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_search_attributes",
+            format!("search attribute {name:?}: {reason}"),
+        )
+    };
+    let mut out = SearchAttributes::new();
+    for (name, typed) in attributes {
+        let (Some(ty), Some(value)) = (
+            typed.get("type").and_then(Value::as_str),
+            typed.get("value"),
+        ) else {
+            return Err(bad(name, "expected {\"type\": …, \"value\": …}"));
+        };
+        let wrong = || bad(name, &format!("the value does not fit its type {ty}"));
+        let value = match ty {
+            "Keyword" => SearchValue::Keyword(value.as_str().ok_or_else(wrong)?.to_string()),
+            "Text" => SearchValue::Text(value.as_str().ok_or_else(wrong)?.to_string()),
+            "Int" => SearchValue::Int(value.as_i64().ok_or_else(wrong)?),
+            "Double" => SearchValue::Double(value.as_f64().ok_or_else(wrong)?),
+            "Bool" => SearchValue::Bool(value.as_bool().ok_or_else(wrong)?),
+            "Datetime" => SearchValue::Datetime(
+                cairn_core::visibility::parse_time(value.as_str().ok_or_else(wrong)?)
+                    .ok_or_else(|| bad(name, "not an RFC 3339 time"))?,
+            ),
+            "KeywordList" => SearchValue::KeywordList(
+                value
+                    .as_array()
+                    .ok_or_else(wrong)?
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string).ok_or_else(wrong))
+                    .collect::<Result<_, _>>()?,
+            ),
+            other => {
+                return Err(bad(
+                    name,
+                    &format!(
+                        "unknown type {other:?} (Keyword, Text, Int, Double, Bool, Datetime, KeywordList)"
+                    ),
+                ));
+            }
+        };
+        out.insert(name.clone(), value);
+    }
+    Ok(out)
+}
+
 pub fn search_attributes(attributes: &SearchAttributes) -> Value {
     Value::Object(
         attributes
@@ -89,6 +157,7 @@ pub fn summary(s: &WorkflowSummary) -> Value {
         "parent_workflow_id": s.parent_workflow_id,
         "history_length": s.history_length,
         "search_attributes": search_attributes(&s.search_attributes),
+        "memo": memo(&s.memo),
     })
 }
 
@@ -151,8 +220,15 @@ pub fn event(e: &HistoryEvent) -> Value {
         EventKind::WorkflowExecutionStarted {
             workflow_type,
             input,
+            memo: start_memo,
+            search_attributes: start_attributes,
             ..
-        } => json!({"workflow_type": workflow_type, "input": value_of(input)}),
+        } => json!({
+            "workflow_type": workflow_type,
+            "input": value_of(input),
+            "memo": memo(start_memo),
+            "search_attributes": search_attributes(start_attributes),
+        }),
         EventKind::ActivityTaskScheduled {
             seq,
             activity_type,
@@ -254,9 +330,19 @@ pub fn event(e: &HistoryEvent) -> Value {
             workflow_type,
             input,
         } => json!({"workflow_type": workflow_type, "input": value_of(input)}),
-        EventKind::UpsertWorkflowSearchAttributes { attributes } => {
-            json!({"search_attributes": search_attributes(attributes)})
+        EventKind::UpsertWorkflowSearchAttributes {
+            attributes,
+            removed,
+        } => {
+            json!({"search_attributes": search_attributes(attributes), "removed": removed})
         }
+        EventKind::WorkflowPropertiesModified { memo } => json!({
+            "memo": Value::Object(
+                memo.iter()
+                    .map(|(key, value)| (key.clone(), value.as_ref().map_or(Value::Null, value_of)))
+                    .collect(),
+            ),
+        }),
         _ => json!({}),
     };
     json!({

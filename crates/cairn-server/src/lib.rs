@@ -125,6 +125,10 @@ impl From<ClientError> for ApiError {
             ClientError::QueryTooBroad { .. } => (S::BAD_REQUEST, "query_too_broad"),
             ClientError::Overloaded { .. } => (S::TOO_MANY_REQUESTS, "overloaded"),
             ClientError::InvalidSchedule { .. } => (S::BAD_REQUEST, "invalid_schedule"),
+            ClientError::InvalidSearchAttributes { .. } => {
+                (S::BAD_REQUEST, "invalid_search_attributes")
+            }
+            ClientError::InvalidMemo(_) => (S::BAD_REQUEST, "invalid_memo"),
             ClientError::ScheduleNotFound { .. } => (S::NOT_FOUND, "schedule_not_found"),
             ClientError::ScheduleExists { .. } => (S::CONFLICT, "schedule_exists"),
             _ => (S::INTERNAL_SERVER_ERROR, "store_error"),
@@ -445,6 +449,10 @@ struct StartBody {
     id_reuse_policy: Option<String>,
     #[serde(default)]
     execution_timeout_ms: Option<u64>,
+    #[serde(default)]
+    memo: serde_json::Map<String, Value>,
+    #[serde(default)]
+    search_attributes: serde_json::Map<String, Value>,
 }
 
 async fn start<S: Store>(
@@ -479,6 +487,8 @@ async fn start<S: Store>(
             timeouts,
             request_id: None,
             remote: None,
+            memo: json::memo_of(&body.memo)?,
+            search_attributes: json::search_attributes_of(&body.search_attributes)?,
         })
         .await?;
     let answer = json!({"workflow_id": body.workflow_id, "run_id": run_id.to_string()});
@@ -775,6 +785,8 @@ async fn schedule_create<S: Store>(
             },
             workflow_id: None,
             remote: None,
+            memo: Default::default(),
+            search_attributes: Default::default(),
         },
         policies,
         paused: body.paused,

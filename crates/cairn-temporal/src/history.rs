@@ -8,8 +8,8 @@
 //! child's events to its initiation) carry the new ids. An activity's `ActivityTaskStarted` is
 //! written just before its result, as Temporal itself writes it when the attempt closes.
 
-use crate::payloads::{json_payload, payloads};
-use cairn_types::{EventKind, Failure, HistoryEvent, RunId, SearchValue, Seq};
+use crate::payloads::payloads;
+use cairn_types::{EventKind, Failure, HistoryEvent, RunId, Seq};
 use std::collections::HashMap;
 use temporalio_protos::temporal::api::common::v1::{
     ActivityType, SearchAttributes, WorkflowExecution, WorkflowType,
@@ -118,29 +118,7 @@ fn timeout_failure(kind: cairn_types::TimeoutKind) -> failure::Failure {
 
 /// Search attributes as Temporal's indexed fields (JSON payloads with their type).
 pub fn search_attributes(attributes: &cairn_types::SearchAttributes) -> SearchAttributes {
-    let indexed_fields = attributes
-        .iter()
-        .map(|(name, value)| {
-            let (kind, json) = match value {
-                SearchValue::Keyword(s) => ("Keyword", serde_json::json!(s)),
-                SearchValue::Text(s) => ("Text", serde_json::json!(s)),
-                SearchValue::Int(n) => ("Int", serde_json::json!(n)),
-                SearchValue::Double(d) => ("Double", serde_json::json!(d)),
-                SearchValue::Bool(b) => ("Bool", serde_json::json!(b)),
-                SearchValue::Datetime(ms) => (
-                    "Datetime",
-                    serde_json::json!(cairn_core::visibility::format_time(*ms)),
-                ),
-                SearchValue::KeywordList(list) => ("KeywordList", serde_json::json!(list)),
-            };
-            let mut payload = json_payload(&json);
-            payload
-                .metadata
-                .insert("type".into(), kind.as_bytes().to_vec());
-            (name.clone(), payload)
-        })
-        .collect();
-    SearchAttributes { indexed_fields }
+    crate::properties::search_out(attributes, &[])
 }
 
 /// The converter's state: ids handed out and what refers to what.
@@ -275,6 +253,8 @@ impl Builder<'_> {
                 workflow_type,
                 input,
                 timeouts,
+                memo,
+                search_attributes: attributes,
                 ..
             } => {
                 let attributes = h::WorkflowExecutionStartedEventAttributes {
@@ -308,6 +288,9 @@ impl Builder<'_> {
                     ),
                     attempt: 1,
                     identity: "cairn".into(),
+                    memo: (!memo.is_empty()).then(|| crate::properties::memo_out(memo)),
+                    search_attributes: (!attributes.is_empty())
+                        .then(|| search_attributes(attributes)),
                     ..Default::default()
                 };
                 self.push(
@@ -614,6 +597,10 @@ impl Builder<'_> {
                                 cairn_types::ParentClosePolicy::RequestCancel => 3,
                             },
                             workflow_task_completed_event_id: task,
+                            memo: (!options.memo.is_empty())
+                                .then(|| crate::properties::memo_out(&options.memo)),
+                            search_attributes: (!options.search_attributes.is_empty())
+                                .then(|| search_attributes(&options.search_attributes)),
                             ..Default::default()
                         },
                     ),
@@ -795,14 +782,31 @@ impl Builder<'_> {
                     Attributes::WorkflowExecutionContinuedAsNewEventAttributes(attributes),
                 );
             }
-            EventKind::UpsertWorkflowSearchAttributes { attributes } => {
+            EventKind::UpsertWorkflowSearchAttributes {
+                attributes,
+                removed,
+            } => {
                 self.push(
                     t,
                     EventType::UpsertWorkflowSearchAttributes,
                     Attributes::UpsertWorkflowSearchAttributesEventAttributes(
                         h::UpsertWorkflowSearchAttributesEventAttributes {
                             workflow_task_completed_event_id: task,
-                            search_attributes: Some(search_attributes(attributes)),
+                            search_attributes: Some(crate::properties::search_out(
+                                attributes, removed,
+                            )),
+                        },
+                    ),
+                );
+            }
+            EventKind::WorkflowPropertiesModified { memo } => {
+                self.push(
+                    t,
+                    EventType::WorkflowPropertiesModified,
+                    Attributes::WorkflowPropertiesModifiedEventAttributes(
+                        h::WorkflowPropertiesModifiedEventAttributes {
+                            workflow_task_completed_event_id: task,
+                            upserted_memo: Some(crate::properties::memo_update_out(memo)),
                         },
                     ),
                 );

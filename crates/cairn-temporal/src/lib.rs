@@ -14,6 +14,7 @@ pub mod proto {
 pub mod activities;
 pub mod history;
 pub mod payloads;
+pub mod properties;
 pub mod schedules;
 pub mod service;
 pub mod status;

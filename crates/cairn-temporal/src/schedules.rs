@@ -65,8 +65,10 @@ fn overlap_of(policy: OverlapPolicy) -> ScheduleOverlapPolicy {
 pub fn create_request(
     schedule_id: &str,
     schedule: Option<&s::Schedule>,
-    registered: impl Fn(&str) -> bool,
+    registry: &cairn_runtime::Registry,
 ) -> Result<CreateSchedule, Status> {
+    let registered = |t: &str| registry.workflow_def(t).is_some();
+    let declared = &|name: &str| registry.search_attribute_type(name);
     let schedule = schedule.ok_or_else(|| Status::invalid_argument("schedule is required"))?;
     let spec = schedule
         .spec
@@ -107,16 +109,6 @@ pub fn create_request(
             "schedule.action.start_workflow is required",
         ));
     };
-    if start.memo.is_some() {
-        return Err(unsupported("a memo"));
-    }
-    if start
-        .search_attributes
-        .as_ref()
-        .is_some_and(|a| !a.indexed_fields.is_empty())
-    {
-        return Err(unsupported("search attributes"));
-    }
     let workflow_type = start
         .workflow_type
         .as_ref()
@@ -163,6 +155,11 @@ pub fn create_request(
             },
             workflow_id: (!start.workflow_id.is_empty()).then(|| start.workflow_id.clone()),
             remote,
+            memo: crate::properties::memo_in(start.memo.as_ref(), "start_workflow.memo")?,
+            search_attributes: crate::properties::start_search_in(
+                start.search_attributes.as_ref(),
+                declared,
+            )?,
         },
         policies: SchedulePolicies {
             overlap: overlap(policies.overlap_policy).unwrap_or_default(),
@@ -241,6 +238,10 @@ pub fn schedule_of(record: &ScheduleRecord) -> s::Schedule {
                     input: Some(crate::payloads::payloads(&action.input)),
                     workflow_execution_timeout: action.timeouts.execution.map(duration),
                     workflow_run_timeout: action.timeouts.run.map(duration),
+                    memo: (!action.memo.is_empty())
+                        .then(|| crate::properties::memo_out(&action.memo)),
+                    search_attributes: (!action.search_attributes.is_empty())
+                        .then(|| crate::history::search_attributes(&action.search_attributes)),
                     ..Default::default()
                 },
             )),

@@ -21,7 +21,9 @@ use cairn_store::Store;
 use cairn_types::{RunId, WorkflowId, WorkflowTimeouts};
 use std::sync::Arc;
 use std::time::Duration;
-use temporalio_protos::temporal::api::common::v1::{WorkflowExecution, WorkflowType};
+use temporalio_protos::temporal::api::common::v1::{
+    self as common, WorkflowExecution, WorkflowType,
+};
 use temporalio_protos::temporal::api::enums::v1::TaskQueueKind;
 use temporalio_protos::temporal::api::enums::v1::{
     HistoryEventFilterType, WorkflowExecutionStatus, WorkflowIdConflictPolicy,
@@ -153,6 +155,7 @@ fn execution_info(summary: &WorkflowSummary) -> wf::WorkflowExecutionInfo {
         status: execution_status(summary.status) as i32,
         history_length: summary.history_length as i64,
         search_attributes: Some(search_attributes(&summary.search_attributes)),
+        memo: Some(crate::properties::memo_out(&summary.memo)),
         task_queue: IN_PROCESS_TASK_QUEUE.into(),
         parent_execution: summary
             .parent_workflow_id
@@ -168,21 +171,11 @@ fn execution_info(summary: &WorkflowSummary) -> wf::WorkflowExecutionInfo {
 /// Refuses start options Cairn cannot honour, by name.
 fn refuse_unsupported_start(
     cron_schedule: &str,
-    memo: Option<&temporalio_protos::temporal::api::common::v1::Memo>,
-    search: Option<&temporalio_protos::temporal::api::common::v1::SearchAttributes>,
     start_delay: Option<&prost_wkt_types::Duration>,
 ) -> Result<(), Status> {
     if !cron_schedule.is_empty() {
         return Err(status::unsupported(
             "cron_schedule on a workflow start (create a schedule instead)",
-        ));
-    }
-    if memo.is_some_and(|m| !m.fields.is_empty()) {
-        return Err(status::unsupported("a memo"));
-    }
-    if search.is_some_and(|s| !s.indexed_fields.is_empty()) {
-        return Err(status::unsupported(
-            "search attributes at start (the workflow can upsert them)",
         ));
     }
     if std_duration(start_delay, "workflow_start_delay")?.is_some() {
@@ -191,22 +184,39 @@ fn refuse_unsupported_start(
     Ok(())
 }
 
+/// What a start request (`StartWorkflowExecution`, `SignalWithStart…`) asks for.
+struct StartParams<'a> {
+    workflow_id: &'a str,
+    workflow_type: Option<&'a WorkflowType>,
+    task_queue: Option<&'a TaskQueue>,
+    input: Option<&'a common::Payloads>,
+    execution_timeout: Option<&'a prost_wkt_types::Duration>,
+    run_timeout: Option<&'a prost_wkt_types::Duration>,
+    task_timeout: Option<&'a prost_wkt_types::Duration>,
+    reuse: i32,
+    conflict: i32,
+    request_id: &'a str,
+    memo: Option<&'a common::Memo>,
+    search_attributes: Option<&'a common::SearchAttributes>,
+}
+
 impl<S: Store> Frontend<S> {
     /// Starts a run as `StartWorkflowExecution` asks; answers the run id and whether it is new.
-    #[allow(clippy::too_many_arguments)]
-    async fn start(
-        &self,
-        workflow_id: &str,
-        workflow_type: Option<&WorkflowType>,
-        task_queue: Option<&TaskQueue>,
-        input: Option<&temporalio_protos::temporal::api::common::v1::Payloads>,
-        execution_timeout: Option<&prost_wkt_types::Duration>,
-        run_timeout: Option<&prost_wkt_types::Duration>,
-        task_timeout: Option<&prost_wkt_types::Duration>,
-        reuse: i32,
-        conflict: i32,
-        request_id: &str,
-    ) -> Result<(RunId, bool), Status> {
+    async fn start(&self, params: StartParams<'_>) -> Result<(RunId, bool), Status> {
+        let StartParams {
+            workflow_id,
+            workflow_type,
+            task_queue,
+            input,
+            execution_timeout,
+            run_timeout,
+            task_timeout,
+            reuse,
+            conflict,
+            request_id,
+            memo,
+            search_attributes,
+        } = params;
         let id = workflow_id_of(workflow_id)?;
         let workflow_type = workflow_type
             .map(|t| t.name.clone())
@@ -255,6 +265,11 @@ impl<S: Store> Frontend<S> {
                 WorkflowIdReusePolicy::TerminateIfRunning => (IdReusePolicy::AllowDuplicate, true),
             };
         let conflict = WorkflowIdConflictPolicy::try_from(conflict).unwrap_or_default();
+        let registry = self.node.registry();
+        let memo = crate::properties::memo_in(memo, "memo")?;
+        let search_attributes = crate::properties::start_search_in(search_attributes, &|name| {
+            registry.search_attribute_type(name)
+        })?;
         let request = StartWorkflow {
             workflow_id: id.clone(),
             workflow_type,
@@ -263,6 +278,8 @@ impl<S: Store> Frontend<S> {
             timeouts,
             request_id: (!request_id.is_empty()).then(|| request_id.to_string()),
             remote,
+            memo,
+            search_attributes,
         };
         match self.node.start_workflow(request.clone()).await {
             Ok(run_id) => Ok((run_id, true)),
@@ -397,25 +414,22 @@ impl<S: Store> WorkflowService for Frontend<S> {
     ) -> Result<Response<ws::StartWorkflowExecutionResponse>, Status> {
         let r = request.into_inner();
         self.check_namespace(&r.namespace)?;
-        refuse_unsupported_start(
-            &r.cron_schedule,
-            r.memo.as_ref(),
-            r.search_attributes.as_ref(),
-            r.workflow_start_delay.as_ref(),
-        )?;
+        refuse_unsupported_start(&r.cron_schedule, r.workflow_start_delay.as_ref())?;
         let (run_id, started) = self
-            .start(
-                &r.workflow_id,
-                r.workflow_type.as_ref(),
-                r.task_queue.as_ref(),
-                r.input.as_ref(),
-                r.workflow_execution_timeout.as_ref(),
-                r.workflow_run_timeout.as_ref(),
-                r.workflow_task_timeout.as_ref(),
-                r.workflow_id_reuse_policy,
-                r.workflow_id_conflict_policy,
-                &r.request_id,
-            )
+            .start(StartParams {
+                workflow_id: &r.workflow_id,
+                workflow_type: r.workflow_type.as_ref(),
+                task_queue: r.task_queue.as_ref(),
+                input: r.input.as_ref(),
+                execution_timeout: r.workflow_execution_timeout.as_ref(),
+                run_timeout: r.workflow_run_timeout.as_ref(),
+                task_timeout: r.workflow_task_timeout.as_ref(),
+                reuse: r.workflow_id_reuse_policy,
+                conflict: r.workflow_id_conflict_policy,
+                request_id: &r.request_id,
+                memo: r.memo.as_ref(),
+                search_attributes: r.search_attributes.as_ref(),
+            })
             .await?;
         Ok(Response::new(ws::StartWorkflowExecutionResponse {
             run_id: run_id.to_string(),
@@ -449,12 +463,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
     ) -> Result<Response<ws::SignalWithStartWorkflowExecutionResponse>, Status> {
         let r = request.into_inner();
         self.check_namespace(&r.namespace)?;
-        refuse_unsupported_start(
-            &r.cron_schedule,
-            r.memo.as_ref(),
-            r.search_attributes.as_ref(),
-            r.workflow_start_delay.as_ref(),
-        )?;
+        refuse_unsupported_start(&r.cron_schedule, r.workflow_start_delay.as_ref())?;
         if r.signal_name.is_empty() {
             return Err(Status::invalid_argument("signal_name is required"));
         }
@@ -463,18 +472,20 @@ impl<S: Store> WorkflowService for Frontend<S> {
         // Start unless running (the conflict policy of signal-with-start is "use existing"),
         // then signal: a run started here takes the signal as its first mail after the start.
         let (run_id, started) = self
-            .start(
-                &r.workflow_id,
-                r.workflow_type.as_ref(),
-                r.task_queue.as_ref(),
-                r.input.as_ref(),
-                r.workflow_execution_timeout.as_ref(),
-                r.workflow_run_timeout.as_ref(),
-                r.workflow_task_timeout.as_ref(),
-                r.workflow_id_reuse_policy,
-                WorkflowIdConflictPolicy::UseExisting as i32,
-                &r.request_id,
-            )
+            .start(StartParams {
+                workflow_id: &r.workflow_id,
+                workflow_type: r.workflow_type.as_ref(),
+                task_queue: r.task_queue.as_ref(),
+                input: r.input.as_ref(),
+                execution_timeout: r.workflow_execution_timeout.as_ref(),
+                run_timeout: r.workflow_run_timeout.as_ref(),
+                task_timeout: r.workflow_task_timeout.as_ref(),
+                reuse: r.workflow_id_reuse_policy,
+                conflict: WorkflowIdConflictPolicy::UseExisting as i32,
+                request_id: &r.request_id,
+                memo: r.memo.as_ref(),
+                search_attributes: r.search_attributes.as_ref(),
+            })
             .await?;
         let id = workflow_id_of(&r.workflow_id)?;
         self.node
@@ -700,9 +711,8 @@ impl<S: Store> WorkflowService for Frontend<S> {
         if r.memo.is_some() {
             return Err(status::unsupported("a memo on a schedule"));
         }
-        let create = schedules::create_request(&r.schedule_id, r.schedule.as_ref(), |t| {
-            self.node.registry().workflow_def(t).is_some()
-        })?;
+        let create =
+            schedules::create_request(&r.schedule_id, r.schedule.as_ref(), self.node.registry())?;
         self.node
             .create_schedule(create)
             .await
@@ -786,9 +796,8 @@ impl<S: Store> WorkflowService for Frontend<S> {
         if r.memo.is_some() {
             return Err(status::unsupported("a memo on a schedule"));
         }
-        let create = schedules::create_request(&r.schedule_id, r.schedule.as_ref(), |t| {
-            self.node.registry().workflow_def(t).is_some()
-        })?;
+        let create =
+            schedules::create_request(&r.schedule_id, r.schedule.as_ref(), self.node.registry())?;
         // Checked before anything changes: a bad update leaves the schedule as it was.
         create
             .spec
@@ -883,26 +892,8 @@ impl<S: Store> WorkflowService for Frontend<S> {
             Default::default()
         };
         let registry = self.node.registry();
-        let typed = |commands: Vec<cairn_types::Command>| {
-            // An attribute the node declares takes only its declared type.
-            for command in &commands {
-                if let cairn_types::Command::UpsertSearchAttributes { attributes } = command {
-                    for (name, value) in attributes {
-                        if let Some(declared) = registry.search_attribute_type(name)
-                            && declared != value.search_type()
-                        {
-                            return Err(Status::invalid_argument(format!(
-                                "search attribute {name:?} is declared {} on this node; the workflow upserts a {}",
-                                declared.name(),
-                                value.search_type().name()
-                            )));
-                        }
-                    }
-                }
-            }
-            Ok(commands)
-        };
-        let commands = match workflow_tasks::commands(&r.commands, "", &refs).and_then(typed) {
+        let declared = |name: &str| registry.search_attribute_type(name);
+        let commands = match workflow_tasks::commands(&r.commands, "", &refs, &declared) {
             Ok(commands) => commands,
             Err(refused) => {
                 // The task is failed, so it is handed out again once the worker's code (or

@@ -85,6 +85,8 @@ pub fn of(error: ClientError) -> Status {
         | ClientError::PayloadTooLarge { .. }
         | ClientError::InvalidTimeouts(_)
         | ClientError::InvalidSchedule { .. }
+        | ClientError::InvalidSearchAttributes { .. }
+        | ClientError::InvalidMemo(_)
         | ClientError::InvalidQuery(_)
         | ClientError::InvalidPageSize { .. }
         | ClientError::QueryTooBroad { .. }

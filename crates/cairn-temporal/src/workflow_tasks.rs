@@ -9,6 +9,7 @@
 
 use crate::history::{self, RunContext, duration, timestamp};
 use crate::payloads::{to_cairn, to_cairn_exact};
+use crate::properties;
 use cairn_runtime::{RemoteQuery, WorkflowTask};
 use cairn_types::{
     ActivityOptions, ActivityTimeouts, ChildOptions, Command, EventKind, Failure, HistoryEvent,
@@ -308,11 +309,12 @@ pub fn needs_history(commands: &[cmd::Command]) -> bool {
 }
 
 /// A worker's commands as Cairn's; `refs` resolves what they name in the history (see
-/// [`Refs::of`]).
+/// [`Refs::of`]); `declared` is the node's type of a search attribute.
 pub fn commands(
     commands: &[cmd::Command],
     workflow_type: &str,
     refs: &Refs,
+    declared: &dyn Fn(&str) -> Option<cairn_types::SearchType>,
 ) -> Result<Vec<Command>, Status> {
     let mut out = Vec::with_capacity(commands.len());
     let mut children = refs.children.clone();
@@ -402,6 +404,17 @@ pub fn commands(
                     .unwrap_or_else(|| workflow_type.to_string()),
                 input: to_cairn_exact(a.input.as_ref(), "continue-as-new input")
                     .map_err(|e| Status::invalid_argument(e.0))?,
+                // Unset: the next run keeps this run's (as Temporal's server does).
+                memo: a
+                    .memo
+                    .as_ref()
+                    .map(|m| properties::memo_in(Some(m), "continue-as-new memo"))
+                    .transpose()?,
+                search_attributes: a
+                    .search_attributes
+                    .as_ref()
+                    .map(|s| properties::start_search_in(Some(s), declared))
+                    .transpose()?,
             },
             A::StartChildWorkflowExecutionCommandAttributes(a) => {
                 let workflow_id = WorkflowId::new(a.workflow_id.clone())
@@ -445,21 +458,25 @@ pub fn commands(
                             _ => cairn_types::ParentClosePolicy::Terminate,
                         },
                         timeouts,
+                        memo: properties::memo_in(a.memo.as_ref(), "child memo")?,
+                        search_attributes: properties::start_search_in(
+                            a.search_attributes.as_ref(),
+                            declared,
+                        )?,
                     },
                 }
             }
             A::UpsertWorkflowSearchAttributesCommandAttributes(a) => {
-                let fields = a
-                    .search_attributes
-                    .as_ref()
-                    .map(|s| &s.indexed_fields)
-                    .ok_or_else(|| bad("UpsertWorkflowSearchAttributes", "no attributes"))?;
-                let mut attributes = cairn_types::SearchAttributes::new();
-                for (name, payload) in fields {
-                    attributes.insert(name.clone(), search_value(name, payload)?);
+                let (attributes, removed) =
+                    properties::search_in(a.search_attributes.as_ref(), declared)?;
+                Command::UpsertSearchAttributes {
+                    attributes,
+                    removed,
                 }
-                Command::UpsertSearchAttributes { attributes }
             }
+            A::ModifyWorkflowPropertiesCommandAttributes(a) => Command::UpsertMemo {
+                memo: properties::memo_update_in(a.upserted_memo.as_ref())?,
+            },
             A::RequestCancelExternalWorkflowExecutionCommandAttributes(a)
                 if children.contains_key(&a.workflow_id) =>
             {
@@ -476,59 +493,6 @@ pub fn commands(
         });
     }
     Ok(out)
-}
-
-/// A typed search attribute value as Temporal's SDKs send it (JSON, its type in metadata).
-pub fn search_value(
-    name: &str,
-    payload: &temporalio_protos::temporal::api::common::v1::Payload,
-) -> Result<cairn_types::SearchValue, Status> {
-    use cairn_types::SearchValue as V;
-    let what = format!("search attribute {name:?}");
-    let ty = payload
-        .metadata
-        .get("type")
-        .map(|t| String::from_utf8_lossy(t).into_owned())
-        .ok_or_else(|| {
-            bad(
-                &what,
-                "no \"type\" metadata (use the SDK's typed search attributes)",
-            )
-        })?;
-    let json: serde_json::Value = serde_json::from_slice(&payload.data)
-        .map_err(|e| bad(&what, format!("its value is not JSON: {e}")))?;
-    // A keyword may come as a list of one.
-    let json = match (ty.as_str(), json) {
-        ("Keyword" | "Text", serde_json::Value::Array(mut one)) if one.len() == 1 => one.remove(0),
-        (_, json) => json,
-    };
-    let wrong = || bad(&what, format!("the value does not fit its type {ty}"));
-    let value = match ty.as_str() {
-        _ if json.is_null() => {
-            return Err(crate::status::unsupported(&format!(
-                "removing {what} (an upsert with no value)"
-            )));
-        }
-        "Keyword" => V::Keyword(json.as_str().ok_or_else(wrong)?.to_string()),
-        "Text" => V::Text(json.as_str().ok_or_else(wrong)?.to_string()),
-        "Int" => V::Int(json.as_i64().ok_or_else(wrong)?),
-        "Double" => V::Double(json.as_f64().ok_or_else(wrong)?),
-        "Bool" => V::Bool(json.as_bool().ok_or_else(wrong)?),
-        "Datetime" => V::Datetime(
-            cairn_core::visibility::parse_time(json.as_str().ok_or_else(wrong)?)
-                .ok_or_else(|| bad(&what, "not an RFC 3339 time"))?,
-        ),
-        "KeywordList" => V::KeywordList(
-            json.as_array()
-                .ok_or_else(wrong)?
-                .iter()
-                .map(|v| v.as_str().map(str::to_string).ok_or_else(wrong))
-                .collect::<Result<_, _>>()?,
-        ),
-        other => return Err(bad(&what, format!("unknown type {other:?}"))),
-    };
-    cairn_types::search::validate_search_attribute(name, &value).map_err(|e| bad(&what, e))?;
-    Ok(value)
 }
 
 fn command_name(a: &A) -> &'static str {

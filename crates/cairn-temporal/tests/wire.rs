@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use temporalio_protos::google::rpc::Status as RpcStatus;
 use temporalio_protos::temporal::api::common::v1::{
-    Memo, Payload, Payloads, WorkflowExecution, WorkflowType,
+    Memo, Payload, Payloads, SearchAttributes, WorkflowExecution, WorkflowType,
 };
 use temporalio_protos::temporal::api::enums::v1::{
     EventType, HistoryEventFilterType, WorkflowExecutionStatus, WorkflowIdConflictPolicy,
@@ -63,10 +63,13 @@ struct Server {
     served: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
+const CUSTOMER: cairn::SearchAttribute<String> = cairn::SearchAttribute::new("CustomerId");
+
 async fn serve(store: EmbeddedStore, token: Option<&str>) -> Server {
     let node = cairn::Node::builder()
         .workflow(collector)
         .activity(shout)
+        .search_attribute(&CUSTOMER)
         .config(cairn::NodeConfig {
             node_id: "wire".into(),
             shard_count: 4,
@@ -113,6 +116,15 @@ fn json(value: serde_json::Value) -> Payload {
         data: serde_json::to_vec(&value).unwrap(),
         ..Default::default()
     }
+}
+
+/// A search attribute value as Temporal's SDKs send it: JSON with its type in metadata.
+fn typed(value: serde_json::Value, ty: &str) -> Payload {
+    let mut payload = json(value);
+    payload
+        .metadata
+        .insert("type".to_string(), ty.as_bytes().to_vec());
+    payload
 }
 
 fn args(values: Vec<serde_json::Value>) -> Option<Payloads> {
@@ -543,16 +555,81 @@ async fn bad_requests_get_clear_errors_and_write_nothing() {
         .await
         .unwrap_err();
     check(e, Code::InvalidArgument, "does not decode");
+    let memo = |fields: Vec<(String, Payload)>| Memo {
+        fields: fields.into_iter().collect(),
+    };
     let e = client
         .start_workflow_execution(ws::StartWorkflowExecutionRequest {
-            memo: Some(Memo {
-                fields: HashMap::from([("k".to_string(), json(serde_json::json!(1)))]),
-            }),
+            memo: Some(memo(vec![(
+                "big".into(),
+                json(serde_json::json!("x".repeat(40_000))),
+            )])),
             ..start_request("bad", "", 1)
         })
         .await
         .unwrap_err();
-    check(e, Code::Unimplemented, "memo");
+    check(e, Code::InvalidArgument, "the limit is 32000");
+    let e = client
+        .start_workflow_execution(ws::StartWorkflowExecutionRequest {
+            memo: Some(memo(
+                (0..65)
+                    .map(|i| (format!("k{i}"), json(serde_json::json!(i))))
+                    .collect(),
+            )),
+            ..start_request("bad", "", 1)
+        })
+        .await
+        .unwrap_err();
+    check(e, Code::InvalidArgument, "65 fields");
+    let e = client
+        .start_workflow_execution(ws::StartWorkflowExecutionRequest {
+            memo: Some(memo(vec![("".into(), json(serde_json::json!(1)))])),
+            ..start_request("bad", "", 1)
+        })
+        .await
+        .unwrap_err();
+    check(e, Code::InvalidArgument, "memo key");
+    let attributes = |name: &str, payload: Payload| SearchAttributes {
+        indexed_fields: HashMap::from([(name.to_string(), payload)]),
+    };
+    let e = client
+        .start_workflow_execution(ws::StartWorkflowExecutionRequest {
+            search_attributes: Some(attributes("Undeclared", json(serde_json::json!("x")))),
+            ..start_request("bad", "", 1)
+        })
+        .await
+        .unwrap_err();
+    check(e, Code::InvalidArgument, "not declared on this node");
+    let e = client
+        .start_workflow_execution(ws::StartWorkflowExecutionRequest {
+            search_attributes: Some(attributes("CustomerId", typed(serde_json::json!(7), "Int"))),
+            ..start_request("bad", "", 1)
+        })
+        .await
+        .unwrap_err();
+    check(e, Code::InvalidArgument, "declared Keyword on this node");
+    let e = client
+        .start_workflow_execution(ws::StartWorkflowExecutionRequest {
+            search_attributes: Some(attributes(
+                "WorkflowType",
+                typed(serde_json::json!("x"), "Keyword"),
+            )),
+            ..start_request("bad", "", 1)
+        })
+        .await
+        .unwrap_err();
+    check(e, Code::InvalidArgument, "built-in");
+    let e = client
+        .start_workflow_execution(ws::StartWorkflowExecutionRequest {
+            search_attributes: Some(attributes(
+                "CustomerId",
+                typed(serde_json::json!("y".repeat(3_000)), "Keyword"),
+            )),
+            ..start_request("bad", "", 1)
+        })
+        .await
+        .unwrap_err();
+    check(e, Code::InvalidArgument, "limit is 2048");
     let e = client
         .start_workflow_execution(ws::StartWorkflowExecutionRequest {
             cron_schedule: "0 9 * * *".into(),
@@ -627,6 +704,146 @@ async fn bad_requests_get_clear_errors_and_write_nothing() {
         .unwrap()
         .into_inner();
     assert_eq!(count.count, 0, "nothing was written");
+    server.stop().await.shutdown().await;
+}
+
+/// Proves a start's memo and search attributes: the workflow is found by them at once (before
+/// its first step), describe and list show the memo exactly as written (a codec's payload
+/// too), an untyped value takes the declared type, the first event carries both, and a
+/// signal-with-start sets them as a start does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memo_and_search_attributes_at_start() {
+    let (store, _dir) = store();
+    let mut server = serve(store, None).await;
+    let client = &mut server.client;
+    let opaque = Payload {
+        metadata: HashMap::from([
+            ("encoding".to_string(), b"binary/encrypted".to_vec()),
+            ("encryption-key-id".to_string(), b"k1".to_vec()),
+        ]),
+        data: vec![0, 159, 146, 150],
+        ..Default::default()
+    };
+    let memo = Memo {
+        fields: HashMap::from([
+            (
+                "owner".to_string(),
+                json(serde_json::json!({"team": "ops"})),
+            ),
+            ("secret".to_string(), opaque.clone()),
+        ]),
+    };
+    let started = client
+        .start_workflow_execution(ws::StartWorkflowExecutionRequest {
+            memo: Some(memo.clone()),
+            // Untyped, as the Go SDK and the CLI send it: the declared type applies.
+            search_attributes: Some(SearchAttributes {
+                indexed_fields: HashMap::from([(
+                    "CustomerId".to_string(),
+                    json(serde_json::json!(["c-42"])),
+                )]),
+            }),
+            ..start_request("noted", "", 1)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = client
+        .list_workflow_executions(ws::ListWorkflowExecutionsRequest {
+            namespace: "default".into(),
+            query: "CustomerId = 'c-42'".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .executions;
+    assert_eq!(listed.len(), 1, "found by its start's attribute at once");
+    let info = &listed[0];
+    assert_eq!(info.execution.as_ref().unwrap().run_id, started.run_id);
+    let shown = info.memo.as_ref().unwrap();
+    assert_eq!(
+        shown.fields["secret"], opaque,
+        "an opaque memo value comes back exactly"
+    );
+    let owner: serde_json::Value = serde_json::from_slice(&shown.fields["owner"].data).unwrap();
+    assert_eq!(owner, serde_json::json!({"team": "ops"}));
+    let described = client
+        .describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
+            namespace: "default".into(),
+            execution: execution("noted"),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .workflow_execution_info
+        .unwrap();
+    assert_eq!(described.memo.unwrap().fields["secret"], opaque);
+    let attribute = &described.search_attributes.unwrap().indexed_fields["CustomerId"];
+    assert_eq!(attribute.metadata["type"], b"Keyword");
+    assert_eq!(attribute.data, b"\"c-42\"");
+    let history = client
+        .get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
+            namespace: "default".into(),
+            execution: execution("noted"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .history
+        .unwrap();
+    let Some(Attributes::WorkflowExecutionStartedEventAttributes(first)) =
+        &history.events[0].attributes
+    else {
+        panic!("the first event is the start");
+    };
+    assert_eq!(first.memo.as_ref().unwrap().fields["secret"], opaque);
+    assert!(
+        first
+            .search_attributes
+            .as_ref()
+            .unwrap()
+            .indexed_fields
+            .contains_key("CustomerId")
+    );
+    client
+        .signal_with_start_workflow_execution(ws::SignalWithStartWorkflowExecutionRequest {
+            namespace: "default".into(),
+            workflow_id: "noted-by-signal".into(),
+            workflow_type: Some(WorkflowType {
+                name: "collector".into(),
+            }),
+            task_queue: Some(TaskQueue {
+                name: "anything".into(),
+                ..Default::default()
+            }),
+            input: args(vec![serde_json::json!(""), serde_json::json!(5)]),
+            signal_name: "word".into(),
+            signal_input: args(vec![serde_json::json!("hello")]),
+            memo: Some(memo),
+            search_attributes: Some(SearchAttributes {
+                indexed_fields: HashMap::from([(
+                    "CustomerId".to_string(),
+                    typed(serde_json::json!("c-43"), "Keyword"),
+                )]),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let count = client
+        .count_workflow_executions(ws::CountWorkflowExecutionsRequest {
+            namespace: "default".into(),
+            query: "CustomerId = 'c-43'".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        count.count, 1,
+        "signal-with-start sets attributes as a start does"
+    );
     server.stop().await.shutdown().await;
 }
 

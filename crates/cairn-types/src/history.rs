@@ -6,7 +6,8 @@
 //! transition that produced it commits; replay compares the two.
 
 use crate::{
-    ActivityTimeouts, Payload, RetryPolicy, RunId, SearchAttributes, WorkflowId, WorkflowTimeouts,
+    ActivityTimeouts, Memo, MemoUpdate, Payload, RetryPolicy, RunId, SearchAttributes, WorkflowId,
+    WorkflowTimeouts,
 };
 use serde::{Deserialize, Serialize};
 
@@ -74,10 +75,16 @@ pub enum ParentClosePolicy {
 }
 
 /// How a child workflow is started.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChildOptions {
     pub parent_close_policy: ParentClosePolicy,
     pub timeouts: WorkflowTimeouts,
+    /// The child's memo at start.
+    #[serde(default, skip_serializing_if = "Memo::is_empty")]
+    pub memo: Memo,
+    /// The child's search attributes at start.
+    #[serde(default, skip_serializing_if = "SearchAttributes::is_empty")]
+    pub search_attributes: SearchAttributes,
 }
 
 /// Which timeout expired.
@@ -120,6 +127,12 @@ pub enum EventKind {
         /// Seeds `ctx.random()` and `ctx.uuid()`.
         random_seed: u64,
         timeouts: WorkflowTimeouts,
+        /// The memo the run started with.
+        #[serde(default, skip_serializing_if = "Memo::is_empty")]
+        memo: Memo,
+        /// The search attributes the run started with.
+        #[serde(default, skip_serializing_if = "SearchAttributes::is_empty")]
+        search_attributes: SearchAttributes,
     },
     /// Closes one transition: the events before it (since the previous one) were applied
     /// together, and the command events just before it are what the code produced. Replay
@@ -233,6 +246,13 @@ pub enum EventKind {
     },
     UpsertWorkflowSearchAttributes {
         attributes: SearchAttributes,
+        /// Attributes the upsert removed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removed: Vec<String>,
+    },
+    /// The code changed its memo (Temporal's `ModifyWorkflowProperties`).
+    WorkflowPropertiesModified {
+        memo: MemoUpdate,
     },
 }
 
@@ -274,6 +294,7 @@ impl EventKind {
             }
             Self::WorkflowExecutionContinuedAsNew { .. } => "WorkflowExecutionContinuedAsNew",
             Self::UpsertWorkflowSearchAttributes { .. } => "UpsertWorkflowSearchAttributes",
+            Self::WorkflowPropertiesModified { .. } => "WorkflowPropertiesModified",
         }
     }
 
@@ -306,6 +327,7 @@ impl EventKind {
                 | Self::RequestCancelExternalWorkflowExecutionInitiated { .. }
                 | Self::WorkflowExecutionContinuedAsNew { .. }
                 | Self::UpsertWorkflowSearchAttributes { .. }
+                | Self::WorkflowPropertiesModified { .. }
         )
     }
 }
@@ -353,14 +375,25 @@ pub enum Command {
     RequestCancelChild {
         seq: Seq,
     },
-    /// Close this run and start a new run of the same workflow id with `input`.
+    /// Close this run and start a new run of the same workflow id with `input`. The new run
+    /// keeps this run's memo and search attributes unless these are given.
     ContinueAsNew {
         workflow_type: String,
         input: Payload,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memo: Option<Memo>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        search_attributes: Option<SearchAttributes>,
     },
-    /// Merge `attributes` into the workflow's search attributes.
+    /// Merge `attributes` into the workflow's search attributes, then drop those `removed`.
     UpsertSearchAttributes {
         attributes: SearchAttributes,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removed: Vec<String>,
+    },
+    /// Change the workflow's memo.
+    UpsertMemo {
+        memo: MemoUpdate,
     },
 }
 
@@ -424,13 +457,19 @@ impl Command {
             Self::ContinueAsNew {
                 workflow_type,
                 input,
+                ..
             } => EventKind::WorkflowExecutionContinuedAsNew {
                 workflow_type,
                 input,
             },
-            Self::UpsertSearchAttributes { attributes } => {
-                EventKind::UpsertWorkflowSearchAttributes { attributes }
-            }
+            Self::UpsertSearchAttributes {
+                attributes,
+                removed,
+            } => EventKind::UpsertWorkflowSearchAttributes {
+                attributes,
+                removed,
+            },
+            Self::UpsertMemo { memo } => EventKind::WorkflowPropertiesModified { memo },
         }
     }
 
@@ -486,7 +525,8 @@ impl Command {
             | (
                 Self::UpsertSearchAttributes { .. },
                 EventKind::UpsertWorkflowSearchAttributes { .. },
-            ) => true,
+            )
+            | (Self::UpsertMemo { .. }, EventKind::WorkflowPropertiesModified { .. }) => true,
             _ => false,
         }
     }
@@ -517,6 +557,7 @@ impl Command {
             Self::RequestCancelChild { seq } => format!("RequestCancelChild(seq {seq})"),
             Self::ContinueAsNew { .. } => "ContinueAsNew".into(),
             Self::UpsertSearchAttributes { .. } => "UpsertSearchAttributes".into(),
+            Self::UpsertMemo { .. } => "UpsertMemo".into(),
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod history;
 pub mod ids;
 pub mod limits;
+pub mod memo;
 pub mod payload;
 pub mod retry;
 pub mod search;
@@ -19,6 +20,7 @@ pub use history::{
     ParentClosePolicy, Seq, TimeoutKind,
 };
 pub use ids::{ActivityId, IdError, RunId, WorkflowId};
+pub use memo::{Memo, MemoError, MemoUpdate};
 pub use payload::{Payload, PayloadError};
 pub use retry::{RetryDecision, RetryPolicy};
 pub use search::{SearchAttributeError, SearchAttributes, SearchType, SearchValue};

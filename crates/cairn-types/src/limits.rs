@@ -53,3 +53,13 @@ const _: () = assert!(HISTORY_EVENTS_SUGGEST_CONTINUE < HISTORY_EVENTS_MAX);
 const _: () = assert!(HISTORY_BYTES_SUGGEST_CONTINUE < HISTORY_BYTES_MAX);
 const _: () = assert!(SEARCH_ATTRIBUTES_BYTES_MAX < 100_000);
 const _: () = assert!(ACTIVITY_ID_BYTES_MAX < 10_000);
+
+/// Most fields in one workflow's memo.
+pub const MEMO_FIELDS_MAX: usize = 64;
+/// Longest memo key, in bytes.
+pub const MEMO_KEY_BYTES_MAX: usize = 256;
+/// Largest memo of one workflow, keys and encoded values included, in bytes. It lives in the
+/// workflow's visibility record next to its search attributes.
+pub const MEMO_BYTES_MAX: usize = 32_000;
+
+const _: () = assert!(SEARCH_ATTRIBUTES_BYTES_MAX + MEMO_BYTES_MAX < 90_000);

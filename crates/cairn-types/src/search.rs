@@ -117,11 +117,8 @@ pub enum SearchAttributeError {
     TooLarge { len: usize, max: usize },
 }
 
-/// Checks one attribute's name and value.
-pub fn validate_search_attribute(
-    name: &str,
-    value: &SearchValue,
-) -> Result<(), SearchAttributeError> {
+/// Checks a custom attribute's name.
+pub fn validate_search_attribute_name(name: &str) -> Result<(), SearchAttributeError> {
     let valid_name = !name.is_empty()
         && name.len() <= SEARCH_ATTRIBUTE_NAME_BYTES_MAX
         && name.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -137,6 +134,15 @@ pub fn validate_search_attribute(
             name: name.to_string(),
         });
     }
+    Ok(())
+}
+
+/// Checks one attribute's name and value.
+pub fn validate_search_attribute(
+    name: &str,
+    value: &SearchValue,
+) -> Result<(), SearchAttributeError> {
+    validate_search_attribute_name(name)?;
     if value.bytes() > SEARCH_ATTRIBUTE_VALUE_BYTES_MAX {
         return Err(SearchAttributeError::ValueTooLarge {
             name: name.to_string(),

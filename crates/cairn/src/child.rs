@@ -3,9 +3,7 @@
 
 use crate::workflow::{Ctx, function_name};
 use cairn_core::{ChildError, ChildFuture, WorkflowContext, WorkflowError};
-use cairn_types::{
-    ChildOptions, Failure, ParentClosePolicy, Payload, RunId, WorkflowId, WorkflowTimeouts,
-};
+use cairn_types::{ChildOptions, Failure, ParentClosePolicy, Payload, RunId, WorkflowId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::{Future, IntoFuture};
@@ -41,6 +39,8 @@ pub struct ChildCall<O> {
     workflow_id: Option<String>,
     input: Result<Payload, Failure>,
     options: ChildOptions,
+    /// Why a memo value did not encode, if one did not.
+    memo_error: Option<String>,
     _output: PhantomData<fn() -> O>,
 }
 
@@ -70,10 +70,8 @@ impl Ctx {
             input: Payload::encode(&input).map_err(|e| {
                 Failure::new("PayloadEncode", format!("child input: {e}")).non_retryable()
             }),
-            options: ChildOptions {
-                parent_close_policy: ParentClosePolicy::default(),
-                timeouts: WorkflowTimeouts::default(),
-            },
+            options: ChildOptions::default(),
+            memo_error: None,
             _output: PhantomData,
         }
     }
@@ -102,6 +100,29 @@ impl<O> ChildCall<O> {
     /// Limit on one run of the child. Default none.
     pub fn run_timeout(mut self, timeout: Duration) -> Self {
         self.options.timeouts.run = Some(timeout);
+        self
+    }
+
+    /// Adds `key` to the child's memo.
+    pub fn memo<T: Serialize>(mut self, key: &str, value: &T) -> Self {
+        match Payload::encode(value) {
+            Ok(value) => {
+                self.options.memo.insert(key.to_string(), value);
+            }
+            Err(e) => self.memo_error = Some(format!("memo {key:?}: {e}")),
+        }
+        self
+    }
+
+    /// Starts the child with search attribute `attribute` set to `value`.
+    pub fn search_attribute<T: crate::SearchAttributeType>(
+        mut self,
+        attribute: &crate::SearchAttribute<T>,
+        value: T,
+    ) -> Self {
+        self.options
+            .search_attributes
+            .insert(attribute.name().to_string(), value.into_value());
         self
     }
 }
@@ -135,6 +156,17 @@ impl<O: DeserializeOwned> ChildCall<O> {
         };
         if let Err(e) = self.options.timeouts.validate() {
             return refused(format!("invalid child timeouts: {e}"));
+        }
+        if let Some(e) = self.memo_error {
+            return refused(e);
+        }
+        if let Err(e) = cairn_types::memo::validate_memo(&self.options.memo) {
+            return refused(format!("invalid child memo: {e}"));
+        }
+        if let Err(e) =
+            cairn_types::search::validate_search_attributes(&self.options.search_attributes)
+        {
+            return refused(format!("invalid child search attributes: {e}"));
         }
         let id = match self.workflow_id {
             Some(id) => id,

@@ -6,7 +6,9 @@ use cairn_runtime::{
     ClientError, Description, IdReusePolicy, Outcome, StartWorkflow, WorkflowPage,
 };
 use cairn_store::Store;
-use cairn_types::{Failure, HistoryEvent, Payload, WorkflowId, WorkflowTimeouts};
+use cairn_types::{
+    Failure, HistoryEvent, Memo, Payload, SearchAttributes, WorkflowId, WorkflowTimeouts,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::{Future, IntoFuture};
@@ -77,6 +79,8 @@ impl<S: Store> Client<S> {
             id_reuse_policy: IdReusePolicy::default(),
             timeouts: WorkflowTimeouts::default(),
             remote: None,
+            memo: Ok(Memo::new()),
+            search_attributes: SearchAttributes::new(),
             _output: PhantomData,
         }
     }
@@ -106,6 +110,8 @@ impl<S: Store> Client<S> {
                 task_queue: task_queue.to_string(),
                 task_timeout_ms: cairn_runtime::WORKFLOW_TASK_TIMEOUT_DEFAULT_MS,
             }),
+            memo: Ok(Memo::new()),
+            search_attributes: SearchAttributes::new(),
             _output: PhantomData,
         }
     }
@@ -181,6 +187,8 @@ pub struct StartCall<S: Store, O> {
     id_reuse_policy: IdReusePolicy,
     timeouts: WorkflowTimeouts,
     remote: Option<cairn_runtime::RemoteStart>,
+    memo: Result<Memo, String>,
+    search_attributes: SearchAttributes,
     _output: PhantomData<fn() -> O>,
 }
 
@@ -212,6 +220,29 @@ impl<S: Store, O> StartCall<S, O> {
         self
     }
 
+    /// Adds `key` to the run's memo: a note shown by describe and list (and to the workflow,
+    /// `ctx.memo`), never queried. Bounded by `cairn_types::limits::MEMO_BYTES_MAX`.
+    pub fn memo<T: Serialize>(mut self, key: &str, value: &T) -> Self {
+        self.memo = self.memo.and_then(|mut memo| {
+            let value = Payload::encode(value).map_err(|e| format!("memo {key:?}: {e}"))?;
+            memo.insert(key.to_string(), value);
+            Ok(memo)
+        });
+        self
+    }
+
+    /// Starts the run with search attribute `attribute` set to `value`: visibility queries
+    /// find it from the start.
+    pub fn search_attribute<T: crate::SearchAttributeType>(
+        mut self,
+        attribute: &crate::SearchAttribute<T>,
+        value: T,
+    ) -> Self {
+        self.search_attributes
+            .insert(attribute.name().to_string(), value.into_value());
+        self
+    }
+
     /// Starts the workflow.
     pub async fn send(self) -> Result<WorkflowHandle<S, O>, ClientError> {
         let workflow_id = WorkflowId::new(self.workflow_id.clone())?;
@@ -231,6 +262,13 @@ impl<S: Store, O> StartCall<S, O> {
                 timeouts: self.timeouts,
                 request_id: None,
                 remote: self.remote,
+                memo: self
+                    .memo
+                    .map_err(|reason| ClientError::InputDoesNotDecode {
+                        workflow_type: self.workflow_type.clone(),
+                        reason,
+                    })?,
+                search_attributes: self.search_attributes,
             })
             .await?;
         Ok(WorkflowHandle {

@@ -79,6 +79,8 @@ impl<S: Store> Client<S> {
                     timeouts: WorkflowTimeouts::default(),
                     workflow_id: None,
                     remote: None,
+                    memo: Default::default(),
+                    search_attributes: Default::default(),
                 },
                 policies: SchedulePolicies::default(),
                 paused: false,

@@ -3,7 +3,7 @@
 
 use crate::workflow::Ctx;
 use cairn_types::search::validate_search_attributes;
-use cairn_types::{SearchAttributeError, SearchAttributes, SearchType, SearchValue};
+use cairn_types::{Payload, SearchAttributeError, SearchAttributes, SearchType, SearchValue};
 use std::marker::PhantomData;
 
 /// A Rust type a search attribute can hold.
@@ -127,8 +127,16 @@ impl Ctx {
         Ok(())
     }
 
-    /// This workflow's search attributes as its code has set them.
+    /// This workflow's search attributes: those it started with, as its code has set them.
     pub fn search_attributes(&self) -> SearchAttributes {
         self.inner().search_attributes()
+    }
+
+    /// The value of `key` in the memo this run started with (`None`: no such key).
+    pub fn memo<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Option<Result<T, cairn_types::PayloadError>> {
+        self.inner().memo().get(key).map(Payload::decode)
     }
 }

@@ -270,3 +270,126 @@ async fn list_bounds_answer_with_tokens_or_errors() {
     assert_eq!(ids, ["b-00009", "b-00008", "b-00007"]);
     node.shutdown().await;
 }
+
+const REGION: cairn::SearchAttribute<String> = cairn::SearchAttribute::new("Region");
+const RANK: cairn::SearchAttribute<i64> = cairn::SearchAttribute::new("Rank");
+
+/// Reads the memo and search attributes it started with; the first run waits for `GO`, upserts
+/// `Rank` and continues as new; the second returns what it sees.
+async fn noted(ctx: Ctx, round: u32) -> Result<(Option<String>, String, i64), WorkflowError> {
+    let owner = ctx
+        .memo::<String>("owner")
+        .transpose()
+        .map_err(|e| fail("Memo", e.to_string()))?;
+    let attributes = ctx.search_attributes();
+    let region = match attributes.get("Region") {
+        Some(cairn::SearchValue::Keyword(region)) => region.clone(),
+        other => return Err(fail("Region", format!("{other:?}"))),
+    };
+    if round == 0 {
+        let go = std::rc::Rc::new(std::cell::Cell::new(false));
+        let seen = go.clone();
+        ctx.on_signal(&GO, move |()| seen.set(true));
+        ctx.wait_condition(move || go.get()).await;
+        ctx.upsert_search_attribute(&RANK, 5)
+            .map_err(|e| fail("Rank", e.to_string()))?;
+        return Err(ctx.continue_as_new(&1u32));
+    }
+    let rank = match attributes.get("Rank") {
+        Some(cairn::SearchValue::Int(rank)) => *rank,
+        _ => -1,
+    };
+    Ok((owner, region, rank))
+}
+
+async fn noted_node<S: Store>(store: S) -> Node<S> {
+    Node::builder()
+        .workflow(noted)
+        .search_attribute(&REGION)
+        .search_attribute(&RANK)
+        .start(store)
+        .await
+        .unwrap()
+}
+
+/// Proves a start's memo and search attributes: listed by them before the run's first step,
+/// shown by describe, seen by the workflow code, kept across a node restart and into the run
+/// a continue-as-new starts; a memo past its bound or an attribute of the wrong type is
+/// refused with its own error and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memo_and_start_attributes_last_across_a_restart_and_continue_as_new() {
+    let store = MemStore::new();
+    let node = noted_node(store.clone()).await;
+    let client = node.client();
+    client
+        .start(noted, "noted-1", 0u32)
+        .memo("owner", &"ops")
+        .search_attribute(&REGION, "eu".to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(client.count_workflows("Region = 'eu'").await.unwrap(), 1);
+    let described = client
+        .handle::<(Option<String>, String, i64)>("noted-1")
+        .unwrap()
+        .describe()
+        .await
+        .unwrap();
+    assert_eq!(
+        described.summary.memo["owner"].decode::<String>().unwrap(),
+        "ops"
+    );
+    let e = client
+        .start(noted, "noted-big", 0u32)
+        .memo("blob", &"x".repeat(cairn_types::limits::MEMO_BYTES_MAX))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::InvalidMemo(_)), "{e}");
+    let e = node
+        .runtime()
+        .start_workflow(cairn_runtime::StartWorkflow {
+            workflow_id: cairn_types::WorkflowId::new("noted-typed").unwrap(),
+            workflow_type: "noted".into(),
+            input: cairn_types::Payload::encode(&0u32).unwrap(),
+            id_reuse_policy: Default::default(),
+            timeouts: Default::default(),
+            request_id: None,
+            remote: None,
+            memo: Default::default(),
+            search_attributes: [("Region".to_string(), cairn::SearchValue::Int(1))].into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ClientError::InvalidSearchAttributes { reason } if reason.contains("declared Keyword")),
+        "{e}"
+    );
+    assert_eq!(
+        client
+            .count_workflows("WorkflowType = 'noted'")
+            .await
+            .unwrap(),
+        1,
+        "refused starts wrote nothing"
+    );
+    // A restart in the middle: the waiting run's attributes come back from the store.
+    node.shutdown().await;
+    let node = noted_node(store).await;
+    let client = node.client();
+    let handle = client
+        .handle::<(Option<String>, String, i64)>("noted-1")
+        .unwrap();
+    handle.signal(&GO, ()).await.unwrap();
+    let seen = within("the continued run", handle.result()).await.unwrap();
+    assert_eq!(seen, (Some("ops".to_string()), "eu".to_string(), 5));
+    assert_eq!(
+        client
+            .count_workflows("Region = 'eu' AND Rank = 5")
+            .await
+            .unwrap(),
+        1,
+        "the continued run is listed by what it kept"
+    );
+    node.shutdown().await;
+}
