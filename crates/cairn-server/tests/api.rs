@@ -836,3 +836,97 @@ async fn timeouts_past_the_bound_are_refused() {
         "a refused schedule was stored"
     );
 }
+
+/// Proves a start's memo and search attributes over HTTP: describe and the list show them, a
+/// list query finds the workflow by them, and a value that does not fit its type is refused
+/// with its own error code and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memo_and_search_attributes_at_start_over_http() {
+    const REGION: cairn::SearchAttribute<String> = cairn::SearchAttribute::new("Region");
+    let node = Node::builder()
+        .workflow(counter)
+        .search_attribute(&REGION)
+        .start(cairn::MemStore::new())
+        .await
+        .unwrap();
+    let api = cairn_server::router(node.runtime(), None);
+    let body = json!({
+        "workflow_id": "noted",
+        "workflow_type": "counter",
+        "input": 1_000,
+        "memo": {"owner": {"team": "ops"}},
+        "search_attributes": {"Region": {"type": "Keyword", "value": "eu"}},
+    });
+    let (status, started) = call(&api, "POST", "/api/v1/workflows", Some(&body.to_string())).await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let (_, described) = call(&api, "GET", "/api/v1/workflows/noted", None).await;
+    assert_eq!(described["memo"]["owner"]["team"], "ops", "{described}");
+    assert_eq!(described["search_attributes"]["Region"]["value"], "eu");
+    let (_, listed) = call(
+        &api,
+        "GET",
+        "/api/v1/visibility/workflows?query=Region%20%3D%20%27eu%27",
+        None,
+    )
+    .await;
+    assert_eq!(listed["workflows"][0]["workflow_id"], "noted", "{listed}");
+    assert_eq!(listed["workflows"][0]["memo"]["owner"]["team"], "ops");
+    for (attributes, says) in [
+        (
+            json!({"Rank": {"type": "Int", "value": "high"}}),
+            "does not fit its type Int",
+        ),
+        (json!({"Rank": 3}), "expected {\"type\""),
+        (
+            json!({"Rank": {"type": "Float", "value": 3}}),
+            "unknown type",
+        ),
+        (
+            json!({"WorkflowId": {"type": "Keyword", "value": "x"}}),
+            "built-in",
+        ),
+    ] {
+        let body = json!({
+            "workflow_id": "refused",
+            "workflow_type": "counter",
+            "input": 1,
+            "search_attributes": attributes,
+        });
+        let (status, error) =
+            call(&api, "POST", "/api/v1/workflows", Some(&body.to_string())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+        assert_eq!(error["code"], "invalid_search_attributes");
+        assert!(error["message"].as_str().unwrap().contains(says), "{error}");
+    }
+    let body = json!({
+        "workflow_id": "refused",
+        "workflow_type": "counter",
+        "input": 1,
+        "memo": {"blob": "x".repeat(40_000)},
+    });
+    let (status, error) = call(&api, "POST", "/api/v1/workflows", Some(&body.to_string())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(error["code"], "invalid_memo");
+    let (status, _) = call(&api, "GET", "/api/v1/workflows/refused", None).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "refused starts wrote nothing"
+    );
+    let body = json!({
+        "workflow_id": "refused",
+        "workflow_type": "counter",
+        "input": 1,
+        "search_attributes": {"Region": {"type": "Int", "value": 3}},
+    });
+    let (status, error) = call(&api, "POST", "/api/v1/workflows", Some(&body.to_string())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("declared Keyword"),
+        "{error}"
+    );
+    node.shutdown().await;
+}
