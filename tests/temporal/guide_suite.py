@@ -408,7 +408,35 @@ class NotedWorkflow:
         workflow.continue_as_new(True)
 
 
+@activity.defn
+async def lookup_rate(currency: str) -> float:
+    if currency == "SLOW":
+        await asyncio.sleep(2.5)
+    return {"EUR": 1.5, "SLOW": 2.0}.get(currency, 1.0)
+
+
+@workflow.defn
+class PricingWorkflow:
+    """Versioned with a patch; prices through local activities, one of them outlasting the
+    workflow task timeout (the worker heartbeats its task meanwhile)."""
+
+    @workflow.run
+    async def run(self, amount: int) -> dict:
+        rate = await workflow.execute_local_activity(
+            lookup_rate, "EUR", start_to_close_timeout=timedelta(seconds=5)
+        )
+        v2 = workflow.patched("fee-v2")
+        await workflow.sleep(0.05)  # a later task replays the patch's marker
+        again = workflow.patched("fee-v2")
+        slow = await workflow.execute_local_activity(
+            lookup_rate, "SLOW", start_to_close_timeout=timedelta(seconds=10)
+        )
+        fee = 2 if v2 else 1
+        return {"total": amount * rate + fee, "patched": [v2, again], "slow": slow}
+
+
 WORKFLOWS = [
+    PricingWorkflow,
     TaggedWorkflow,
     NotedWorkflow,
     OrderFulfillmentWorkflow,
@@ -417,6 +445,7 @@ WORKFLOWS = [
     ReportChainWorkflow,
 ]
 ACTIVITIES = [
+    lookup_rate,
     validate_order,
     charge_card,
     reserve_inventory,
@@ -908,6 +937,35 @@ async def memo_and_start_attributes(client: Client, run: str) -> None:
     )
 
 
+async def patches_and_local_activities(client: Client, run: str) -> None:
+    handle = await client.start_workflow(
+        PricingWorkflow.run,
+        10,
+        id=f"pricing-{run}",
+        task_queue=ORDERS,
+        task_timeout=timedelta(seconds=1),
+    )
+    result = await asyncio.wait_for(handle.result(), 60)
+    check(
+        result == {"total": 17.0, "patched": [True, True], "slow": 2.0},
+        f"a patched workflow with local activities completes: {result}",
+    )
+    history = await handle.fetch_history()
+    markers = [
+        e.marker_recorded_event_attributes.marker_name
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+    ]
+    check(
+        markers.count("core_patch") == 1 and markers.count("core_local_activity") == 2,
+        f"its history records the patch and both local activities as markers: {markers}",
+    )
+    timed_out = [
+        e for e in history.events if e.HasField("workflow_task_timed_out_event_attributes")
+    ]
+    check(timed_out == [], "the slow local activity kept its workflow task alive")
+
+
 def spawn_worker(address: str):
     return asyncio.create_subprocess_exec(
         sys.executable, os.path.abspath(__file__), "--address", address, "--worker-only"
@@ -1005,6 +1063,7 @@ async def main() -> None:
             await cancel_and_continue_as_new(client, args.run)
             await search_attributes(client, args.run)
             await memo_and_start_attributes(client, args.run)
+            await patches_and_local_activities(client, args.run)
             await heartbeat_timeout(client, args.run)
         elif args.phase == "start":
             await start_phase(client, args.run)

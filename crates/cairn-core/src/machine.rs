@@ -241,6 +241,10 @@ pub enum Message {
         task: u32,
         attempt: u32,
         commands: Vec<Command>,
+        /// The worker asks for the next task at once, whatever arrives (it is running local
+        /// activities past the task timeout and heartbeats this way).
+        #[serde(default)]
+        new_task: bool,
     },
     /// A remote worker failed workflow task `task`, or held it past its timeout: it is
     /// handed out again (attempt + 1).
@@ -676,7 +680,7 @@ impl Run {
         let mut inputs = Vec::new();
         let mut effects = Vec::new();
         let mut terminal = None;
-        let mut completion: Option<Vec<Command>> = None;
+        let mut completion: Option<(Vec<Command>, bool)> = None;
         for message in messages {
             if terminal.is_some() {
                 break;
@@ -757,9 +761,10 @@ impl Run {
                     task,
                     attempt,
                     commands,
+                    new_task,
                 } => {
                     if completion.is_none() && self.holds_workflow_task(task, attempt) {
-                        completion = Some(commands);
+                        completion = Some((commands, new_task));
                     }
                 }
                 Message::WorkflowTaskFailed { task, attempt } => {
@@ -961,7 +966,7 @@ impl Run {
         &mut self,
         inputs: Vec<EventKind>,
         terminal: Option<(EventKind, RunStatus)>,
-        completion: Option<Vec<Command>>,
+        completion: Option<(Vec<Command>, bool)>,
         now: u64,
     ) -> Result<Transition, RunError> {
         let mut inputs = inputs;
@@ -988,10 +993,10 @@ impl Run {
             log.push(kind);
         }
         let mut effects = Vec::new();
-        if let Some(commands) = completion
+        if let Some((commands, new_task)) = completion
             && terminal.is_none()
         {
-            remote_task_completed(&mut log, commands, now, &mut effects);
+            remote_task_completed(&mut log, commands, new_task, now, &mut effects);
         } else if activate && log.state.remote.is_some() {
             owe_workflow_task(log.state, now, &mut effects);
         } else if activate && let Some(executor) = self.executor.as_mut() {
@@ -1193,6 +1198,7 @@ fn owe_workflow_task(state: &mut RunState, now: u64, effects: &mut Vec<Effect>) 
 fn remote_task_completed(
     log: &mut EventLog<'_>,
     commands: Vec<Command>,
+    new_task: bool,
     now: u64,
     effects: &mut Vec<Effect>,
 ) {
@@ -1230,7 +1236,7 @@ fn remote_task_completed(
     if log.state.status.is_closed() {
         return;
     }
-    let owed = buffered.iter().any(is_code_input);
+    let owed = new_task || buffered.iter().any(is_code_input);
     for kind in buffered {
         log.push(kind);
     }

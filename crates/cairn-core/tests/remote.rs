@@ -71,6 +71,7 @@ fn one_task_at_a_time_and_its_commands_apply_like_the_executors() {
                 task: 1,
                 attempt: 1,
                 commands: vec![activity(4)],
+                new_task: false,
             }],
             2_000,
         )
@@ -115,6 +116,7 @@ fn one_task_at_a_time_and_its_commands_apply_like_the_executors() {
                 task: 2,
                 attempt: 1,
                 commands: vec![Command::CompleteWorkflow { result: p("done") }],
+                new_task: false,
             }],
             4_000,
         )
@@ -147,6 +149,7 @@ fn inputs_arriving_while_a_task_is_out_follow_its_commands_and_owe_the_next() {
                     seq: 5,
                     duration_ms: 60_000,
                 }],
+                new_task: false,
             }],
             2_000,
         )
@@ -180,6 +183,7 @@ fn a_completion_that_closes_the_run_past_unseen_inputs_is_stale() {
                 task: 1,
                 attempt: 1,
                 commands: close,
+                new_task: false,
             }],
             2_000,
         )
@@ -223,6 +227,7 @@ fn a_failed_or_timed_out_task_is_handed_out_again_and_stale_answers_are_ignored(
                 task: 1,
                 attempt: 1,
                 commands: vec![Command::CompleteWorkflow { result: p(0) }],
+                new_task: false,
             }],
             6_000,
         )
@@ -309,6 +314,7 @@ fn continue_as_new_without_a_type_continues_the_same_workflow() {
                     memo: None,
                     search_attributes: None,
                 }],
+                new_task: false,
             }],
             2_000,
         )
@@ -360,6 +366,7 @@ fn the_check_timer_of_a_task_nobody_takes_backs_off_to_a_minute() {
             task: 1,
             attempt: 1,
             commands: vec![],
+            new_task: false,
         }],
         at,
     )
@@ -394,5 +401,51 @@ fn upserts_past_the_search_attribute_bounds_are_refused_whole() {
     assert_eq!(
         run.refusal(&[Command::CompleteWorkflow { result: p(0) }]),
         None
+    );
+}
+
+/// Proves a completion asking for a new task (a worker heartbeating long local activities)
+/// owes the next task at once with nothing else arriving, records its markers, and one that
+/// does not ask owes nothing.
+#[test]
+fn a_completion_can_ask_for_the_next_task_at_once() {
+    let mut run = start();
+    assert_eq!(run.take_workflow_task(), Some((1, 1)));
+    let marker = Command::RecordMarker {
+        seq: 3,
+        marker_name: "core_local_activity".into(),
+        details: p("result"),
+    };
+    let t = run
+        .handle(
+            vec![Message::WorkflowTaskCompleted {
+                task: 1,
+                attempt: 1,
+                commands: vec![marker],
+                new_task: true,
+            }],
+            2_000,
+        )
+        .unwrap();
+    assert_eq!(names(&t), ["MarkerRecorded", "WorkflowTaskCompleted"]);
+    assert_eq!(
+        run.take_workflow_task(),
+        Some((2, 1)),
+        "the next task, at once"
+    );
+    run.handle(
+        vec![Message::WorkflowTaskCompleted {
+            task: 2,
+            attempt: 1,
+            commands: Vec::new(),
+            new_task: false,
+        }],
+        3_000,
+    )
+    .unwrap();
+    assert_eq!(
+        run.take_workflow_task(),
+        None,
+        "nothing is owed without asking"
     );
 }

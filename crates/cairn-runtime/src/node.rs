@@ -321,17 +321,19 @@ impl<S: Store> Node<S> {
     }
 
     /// A worker's completion of the workflow task `token` names, with its commands (their
-    /// sequence numbers as the worker's SDK assigned them); answers once it committed.
+    /// sequence numbers as the worker's SDK assigned them); answers once it committed. With
+    /// `new_task`, the next task is owed at once.
     pub async fn complete_workflow_task(
         &self,
         token: &str,
         commands: Vec<cairn_types::Command>,
         query_results: Vec<(u64, Result<Payload, String>)>,
+        new_task: bool,
     ) -> Result<(), crate::MatchingError> {
         match self.task_holder(token).await? {
             None => {
                 self.shared
-                    .complete_local_workflow_task(token, commands, query_results)
+                    .complete_local_workflow_task(token, commands, query_results, new_task)
                     .await
             }
             Some(holder) => {
@@ -339,6 +341,7 @@ impl<S: Store> Node<S> {
                     token: token.to_string(),
                     commands,
                     query_results,
+                    new_task,
                 };
                 self.forward_task(holder, call).await.map(|_| ())
             }

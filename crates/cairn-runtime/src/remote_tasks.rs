@@ -31,6 +31,8 @@ pub enum PeerTaskCall {
         token: String,
         commands: Vec<Command>,
         query_results: Vec<(u64, Result<Payload, String>)>,
+        #[serde(default)]
+        new_task: bool,
     },
     FailWorkflowTask {
         token: String,
@@ -151,6 +153,7 @@ impl<S: Store> Shared<S> {
         token: &str,
         commands: Vec<Command>,
         query_results: Vec<(u64, Result<Payload, String>)>,
+        new_task: bool,
     ) -> Result<(), MatchingError> {
         let (owed, task, attempt) = self.matching.parse_workflow_token(token)?;
         let shard = self
@@ -165,6 +168,7 @@ impl<S: Store> Shared<S> {
                         attempt,
                         commands,
                         query_results,
+                        new_task,
                         reply,
                     },
                 },
@@ -243,8 +247,9 @@ impl<S: Store> Shared<S> {
                 token,
                 commands,
                 query_results,
+                new_task,
             } => done(
-                self.complete_local_workflow_task(&token, commands, query_results)
+                self.complete_local_workflow_task(&token, commands, query_results, new_task)
                     .await,
             ),
             PeerTaskCall::FailWorkflowTask { token } => done(self.fail_local_workflow_task(&token)),

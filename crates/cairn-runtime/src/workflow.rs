@@ -95,6 +95,8 @@ pub enum WorkflowMsg {
         commands: Vec<cairn_types::Command>,
         /// Answers to the queries attached to the task, by query id.
         query_results: Vec<(u64, Result<Payload, String>)>,
+        /// The worker wants the next task at once (`Message::WorkflowTaskCompleted`).
+        new_task: bool,
         reply: TaskReply,
     },
     /// A worker's answer to query `id` (handed out alone), or its wait ended (`None`).
@@ -326,6 +328,7 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                 attempt,
                 commands,
                 query_results,
+                new_task,
                 reply,
             } => {
                 for (id, answer) in query_results {
@@ -341,7 +344,19 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                     let _ = reply.send(Err(crate::MatchingError::WorkflowTaskNotFound));
                     return Ok(());
                 };
-                if let Some(reason) = run.refusal(&commands) {
+                let oversized = commands
+                    .iter()
+                    .find(|c| c.largest_payload_bytes() > crate::node::INLINE_PAYLOAD_BYTES_MAX);
+                let refusal = match oversized {
+                    Some(command) => Some(format!(
+                        "{} carries {} bytes; the limit is {} bytes",
+                        command.describe(),
+                        command.largest_payload_bytes(),
+                        crate::node::INLINE_PAYLOAD_BYTES_MAX
+                    )),
+                    None => run.refusal(&commands),
+                };
+                if let Some(reason) = refusal {
                     // Not applied; the task is handed out again (the worker sees why).
                     let _ = reply.send(Err(crate::MatchingError::WorkflowTaskRefused(reason)));
                     state.accept(Delivery {
@@ -361,6 +376,7 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                         task,
                         attempt,
                         commands,
+                        new_task,
                     }),
                     consume: Vec::new(),
                 });

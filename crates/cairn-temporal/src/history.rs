@@ -482,6 +482,23 @@ impl Builder<'_> {
                 details,
                 ..
             } => {
+                if let Some(marker) = crate::payloads::marker_of_exact(details) {
+                    // A remote workflow's marker, as its worker wrote it.
+                    self.push(
+                        t,
+                        EventType::MarkerRecorded,
+                        Attributes::MarkerRecordedEventAttributes(
+                            h::MarkerRecordedEventAttributes {
+                                marker_name: marker.marker_name,
+                                details: marker.details,
+                                header: marker.header,
+                                failure: marker.failure,
+                                workflow_task_completed_event_id: task,
+                            },
+                        ),
+                    );
+                    return;
+                }
                 self.push(
                     t,
                     EventType::MarkerRecorded,

@@ -151,6 +151,45 @@ pub fn failure_of_exact(
     temporalio_protos::temporal::api::failure::v1::Failure::decode(one.data.as_slice()).ok()
 }
 
+/// Encoding of a payload that carries a remote workflow's marker exactly.
+const MARKER_ENCODING: &[u8] = b"cairn/temporal-marker";
+
+/// A remote workflow's `RecordMarker` (a patch, a local activity's result, a side effect)
+/// exactly, as a Cairn payload (the marker event's details): its details map, header and
+/// failure come back as the worker wrote them.
+pub fn exact_marker(
+    marker: &temporalio_protos::temporal::api::command::v1::RecordMarkerCommandAttributes,
+) -> Result<CairnPayload, PayloadError> {
+    use prost::Message;
+    let exact = Exact {
+        payloads: vec![ExactPayload {
+            metadata: [(ENCODING.to_string(), MARKER_ENCODING.to_vec())].into(),
+            data: marker.encode_to_vec(),
+        }],
+    };
+    let bytes =
+        rmp_serde::to_vec_named(&exact).map_err(|e| PayloadError(format!("marker: {e}")))?;
+    CairnPayload::from_bytes(bytes).map_err(|e| PayloadError(format!("marker: {e}")))
+}
+
+/// The marker a payload made by [`exact_marker`] carries.
+pub fn marker_of_exact(
+    payload: &CairnPayload,
+) -> Option<temporalio_protos::temporal::api::command::v1::RecordMarkerCommandAttributes> {
+    use prost::Message;
+    let exact = rmp_serde::from_slice::<Exact>(payload.as_bytes()).ok()?;
+    let [one] = exact.payloads.as_slice() else {
+        return None;
+    };
+    if one.metadata.get(ENCODING).map(Vec::as_slice) != Some(MARKER_ENCODING) {
+        return None;
+    }
+    temporalio_protos::temporal::api::command::v1::RecordMarkerCommandAttributes::decode(
+        one.data.as_slice(),
+    )
+    .ok()
+}
+
 /// A Cairn payload as one Temporal payload.
 pub fn to_temporal(payload: &CairnPayload) -> Payload {
     let value = rmp_serde::from_slice::<Value>(payload.as_bytes()).unwrap_or_else(

@@ -907,6 +907,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
                 token,
                 commands,
                 workflow_tasks::query_results(&r.query_results),
+                r.force_create_new_workflow_task,
             )
             .await
             .map_err(activities::status)?;

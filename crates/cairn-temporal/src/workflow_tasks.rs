@@ -34,6 +34,9 @@ pub enum SeqKind {
     Timer = 1,
     /// Children are numbered by Cairn: the SDK names them by workflow id.
     Child = 2,
+    /// Markers (patches, local activities, side effects): the SDK matches them by order and
+    /// name, so they all take the one sequence number of this kind.
+    Marker = 3,
 }
 
 /// Largest SDK id a sequence number can carry.
@@ -49,6 +52,7 @@ pub fn seq_of(id: &str, kind: SeqKind) -> Result<Seq, Status> {
                 SeqKind::Activity => "activity",
                 SeqKind::Timer => "timer",
                 SeqKind::Child => "child",
+                SeqKind::Marker => "marker",
             }
         ))
     })?;
@@ -474,6 +478,17 @@ pub fn commands(
                     removed,
                 }
             }
+            A::RecordMarkerCommandAttributes(a) => {
+                if a.marker_name.is_empty() {
+                    return Err(bad("RecordMarker", "marker_name is required"));
+                }
+                Command::RecordMarker {
+                    seq: SeqKind::Marker as u32,
+                    marker_name: a.marker_name.clone(),
+                    details: crate::payloads::exact_marker(a)
+                        .map_err(|e| Status::invalid_argument(e.0))?,
+                }
+            }
             A::ModifyWorkflowPropertiesCommandAttributes(a) => Command::UpsertMemo {
                 memo: properties::memo_update_in(a.upserted_memo.as_ref())?,
             },
@@ -500,10 +515,10 @@ fn command_name(a: &A) -> &'static str {
         A::RequestCancelExternalWorkflowExecutionCommandAttributes(_) => {
             "RequestCancelExternalWorkflowExecution (of a workflow other than its child)"
         }
-        A::RecordMarkerCommandAttributes(_) => "RecordMarker (patches)",
         A::SignalExternalWorkflowExecutionCommandAttributes(_) => "SignalExternalWorkflowExecution",
         A::ProtocolMessageCommandAttributes(_) => "ProtocolMessage (updates)",
-        A::ModifyWorkflowPropertiesCommandAttributes(_) => "ModifyWorkflowProperties (memo)",
+        A::ScheduleNexusOperationCommandAttributes(_) => "ScheduleNexusOperation",
+        A::RequestCancelNexusOperationCommandAttributes(_) => "RequestCancelNexusOperation",
         _ => "of this kind",
     }
 }

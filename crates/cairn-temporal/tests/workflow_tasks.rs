@@ -326,20 +326,41 @@ async fn a_task_held_past_its_timeout_is_handed_out_again_and_late_or_forged_ans
     let refused = complete(
         &mut client,
         second.task_token.clone(),
-        vec![command(
-            A::RecordMarkerCommandAttributes(Default::default()),
-        )],
+        vec![command(A::ScheduleNexusOperationCommandAttributes(
+            Default::default(),
+        ))],
         HashMap::new(),
     )
     .await
     .unwrap_err();
     assert_eq!(refused.code(), Code::Unimplemented, "{refused:?}");
-    assert!(refused.message().contains("RecordMarker"), "{refused:?}");
+    assert!(
+        refused.message().contains("ScheduleNexusOperation"),
+        "{refused:?}"
+    );
     let third = poll(&mut client).await;
     assert_eq!(third.attempt, 3, "the refused task is handed out again");
+    // A result too large for one stored event is refused whole; the run stays open.
+    let oversized = complete(
+        &mut client,
+        third.task_token.clone(),
+        vec![finish(serde_json::json!("x".repeat(100_000)))],
+        HashMap::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        oversized.message().contains("the limit is 90000 bytes"),
+        "{oversized:?}"
+    );
+    let fourth = poll(&mut client).await;
+    assert_eq!(
+        fourth.attempt, 4,
+        "the oversized completion's task is handed out again"
+    );
     complete(
         &mut client,
-        third.task_token,
+        fourth.task_token,
         vec![finish(serde_json::json!("ok"))],
         HashMap::new(),
     )

@@ -398,6 +398,24 @@ pub enum Command {
 }
 
 impl Command {
+    /// Encoded bytes of the largest payload the command carries (its event must fit in one
+    /// store value).
+    pub fn largest_payload_bytes(&self) -> usize {
+        let failure = |f: &Failure| {
+            f.details.as_ref().map_or(0, Payload::len) + f.message.len() + f.error_type.len()
+        };
+        match self {
+            Self::ScheduleActivity { input, .. }
+            | Self::StartChildWorkflow { input, .. }
+            | Self::ContinueAsNew { input, .. } => input.len(),
+            Self::RecordMarker { details, .. } => details.len(),
+            Self::CompleteWorkflow { result } => result.len(),
+            Self::FailWorkflow { failure: f } => failure(f),
+            Self::UpsertMemo { memo } => memo.values().flatten().map(Payload::len).sum(),
+            _ => 0,
+        }
+    }
+
     /// Whether this command closes the run.
     pub fn closes_run(&self) -> bool {
         matches!(
