@@ -435,7 +435,47 @@ class PricingWorkflow:
         return {"total": amount * rate + fee, "patched": [v2, again], "slow": slow}
 
 
+@workflow.defn
+class ListenerWorkflow:
+    """Waits for one signal of two arguments."""
+
+    def __init__(self) -> None:
+        self.heard: list | None = None
+
+    @workflow.signal
+    def hear(self, greeting: str, name: str) -> None:
+        self.heard = [greeting, name]
+
+    @workflow.run
+    async def run(self) -> list:
+        await workflow.wait_condition(lambda: self.heard is not None)
+        return self.heard
+
+
+@workflow.defn
+class RelayWorkflow:
+    """Signals one workflow (two arguments), cancels another, and signals one that does not
+    exist."""
+
+    @workflow.run
+    async def run(self, listener: str, victim: str) -> dict:
+        await workflow.get_external_workflow_handle(listener).signal(
+            ListenerWorkflow.hear, args=["hello", "relay"]
+        )
+        await workflow.get_external_workflow_handle(victim).cancel()
+        try:
+            await workflow.get_external_workflow_handle(f"nobody-{listener}").signal(
+                ListenerWorkflow.hear, args=["x", "y"]
+            )
+            missing = "delivered"
+        except ApplicationError as e:
+            missing = e.type or str(e)
+        return {"missing": missing}
+
+
 WORKFLOWS = [
+    ListenerWorkflow,
+    RelayWorkflow,
     PricingWorkflow,
     TaggedWorkflow,
     NotedWorkflow,
@@ -966,6 +1006,32 @@ async def patches_and_local_activities(client: Client, run: str) -> None:
     check(timed_out == [], "the slow local activity kept its workflow task alive")
 
 
+async def signals_between_workflows(client: Client, run: str) -> None:
+    listener = await client.start_workflow(
+        ListenerWorkflow.run, id=f"listener-{run}", task_queue=ORDERS
+    )
+    victim = await client.start_workflow(ListenerWorkflow.run, id=f"victim-{run}", task_queue=ORDERS)
+    relay = await client.start_workflow(
+        RelayWorkflow.run, args=[f"listener-{run}", f"victim-{run}"], id=f"relay-{run}", task_queue=ORDERS
+    )
+    result = await asyncio.wait_for(relay.result(), 30)
+    check(
+        result == {"missing": "ExternalWorkflowExecutionNotFound"},
+        f"a signal to a workflow that does not exist fails in the sender: {result}",
+    )
+    heard = await asyncio.wait_for(listener.result(), 30)
+    check(heard == ["hello", "relay"], f"a workflow's signal of two arguments arrives: {heard}")
+    cause = await failure_of(victim)
+    check(
+        type(cause).__name__ == "CancelledError",
+        f"a workflow canceled by another ends canceled: {cause!r}",
+    )
+    direct = await client.start_workflow(ListenerWorkflow.run, id=f"direct-{run}", task_queue=ORDERS)
+    await direct.signal(ListenerWorkflow.hear, args=["hi", "client"])
+    heard = await asyncio.wait_for(direct.result(), 30)
+    check(heard == ["hi", "client"], f"a client's signal of two arguments arrives: {heard}")
+
+
 def spawn_worker(address: str):
     return asyncio.create_subprocess_exec(
         sys.executable, os.path.abspath(__file__), "--address", address, "--worker-only"
@@ -1064,6 +1130,7 @@ async def main() -> None:
             await search_attributes(client, args.run)
             await memo_and_start_attributes(client, args.run)
             await patches_and_local_activities(client, args.run)
+            await signals_between_workflows(client, args.run)
             await heartbeat_timeout(client, args.run)
         elif args.phase == "start":
             await start_phase(client, args.run)

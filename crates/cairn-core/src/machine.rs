@@ -224,6 +224,17 @@ pub enum Message {
         seq: Seq,
         run_id: RunId,
     },
+    /// The signal this run sent (`seq`) reached its workflow's mailbox, or why it did not
+    /// (written in the same transaction as the delivery).
+    ExternalSignaled {
+        seq: Seq,
+        result: Result<(), String>,
+    },
+    /// The cancel request this run sent (`seq`) reached its workflow, or why it did not.
+    ExternalCancelRequested {
+        seq: Seq,
+        result: Result<(), String>,
+    },
     /// The child could not start (its workflow id is in use).
     ChildStartFailed {
         seq: Seq,
@@ -303,6 +314,21 @@ pub enum Effect {
         input: Payload,
         memo: Memo,
         search_attributes: SearchAttributes,
+    },
+    /// Deliver signal `signal_name` to workflow `workflow_id` (its run `run_id`, if given)
+    /// and tell this run `Message::ExternalSignaled`.
+    SignalExternal {
+        seq: Seq,
+        workflow_id: WorkflowId,
+        run_id: Option<RunId>,
+        signal_name: String,
+        input: Payload,
+    },
+    /// Ask workflow `workflow_id` to cancel and tell this run `Message::ExternalCancelRequested`.
+    CancelExternal {
+        seq: Seq,
+        workflow_id: WorkflowId,
+        run_id: Option<RunId>,
     },
     /// The search attributes changed (they are in the snapshot).
     SearchAttributesChanged,
@@ -388,6 +414,10 @@ fn is_code_input(kind: &EventKind) -> bool {
             | EventKind::ChildWorkflowExecutionCanceled { .. }
             | EventKind::ChildWorkflowExecutionTerminated { .. }
             | EventKind::ChildWorkflowExecutionTimedOut { .. }
+            | EventKind::ExternalWorkflowExecutionSignaled { .. }
+            | EventKind::SignalExternalWorkflowExecutionFailed { .. }
+            | EventKind::ExternalWorkflowExecutionCancelRequested { .. }
+            | EventKind::RequestCancelExternalWorkflowExecutionFailed { .. }
     )
 }
 
@@ -748,6 +778,16 @@ impl Run {
                         });
                     }
                 }
+                Message::ExternalSignaled { seq, result } => inputs.push(match result {
+                    Ok(()) => EventKind::ExternalWorkflowExecutionSignaled { seq },
+                    Err(cause) => EventKind::SignalExternalWorkflowExecutionFailed { seq, cause },
+                }),
+                Message::ExternalCancelRequested { seq, result } => inputs.push(match result {
+                    Ok(()) => EventKind::ExternalWorkflowExecutionCancelRequested { seq },
+                    Err(cause) => {
+                        EventKind::RequestCancelExternalWorkflowExecutionFailed { seq, cause }
+                    }
+                }),
                 Message::ChildStartFailed { seq, cause } => {
                     if let Some(child) = self.state.children.remove(&seq) {
                         inputs.push(EventKind::StartChildWorkflowExecutionFailed {
@@ -1424,6 +1464,28 @@ fn apply_command(log: &mut EventLog<'_>, command: Command, now: u64, effects: &m
             cairn_types::memo::apply(&mut log.state.memo, &memo);
             effects.push(Effect::MemoChanged);
         }
+        Command::SignalExternal {
+            seq,
+            workflow_id,
+            run_id,
+            signal_name,
+            input,
+        } => effects.push(Effect::SignalExternal {
+            seq,
+            workflow_id,
+            run_id,
+            signal_name,
+            input,
+        }),
+        Command::RequestCancelExternal {
+            seq,
+            workflow_id,
+            run_id,
+        } => effects.push(Effect::CancelExternal {
+            seq,
+            workflow_id,
+            run_id,
+        }),
         _ => {}
     }
 }

@@ -123,7 +123,7 @@ fn render_event(e: &HistoryEvent) -> String {
         }
         EventKind::ChildWorkflowExecutionCanceled { seq }
         | EventKind::ChildWorkflowExecutionTimedOut { seq }
-        | EventKind::RequestCancelExternalWorkflowExecutionInitiated { seq } => {
+        | EventKind::RequestCancelExternalWorkflowExecutionInitiated { seq, .. } => {
             format!("seq={seq}")
         }
         EventKind::WorkflowExecutionContinuedAsNew { input, .. } => {
@@ -179,6 +179,15 @@ fn render_effect(e: &Effect) -> String {
         }
         Effect::SearchAttributesChanged => "  -> search attributes changed".to_string(),
         Effect::MemoChanged => "  -> memo changed".to_string(),
+        Effect::SignalExternal {
+            seq,
+            workflow_id,
+            signal_name,
+            ..
+        } => format!("  -> signal {signal_name} to {workflow_id} seq={seq}"),
+        Effect::CancelExternal {
+            seq, workflow_id, ..
+        } => format!("  -> cancel {workflow_id} seq={seq}"),
     }
 }
 

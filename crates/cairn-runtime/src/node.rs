@@ -850,6 +850,14 @@ impl<S: Store> Node<S> {
         }
     }
 
+    /// The workflow type of the workflow id's current run (one read).
+    pub async fn current_workflow_type(
+        &self,
+        workflow_id: &WorkflowId,
+    ) -> Result<String, ClientError> {
+        Ok(self.current(workflow_id).await?.workflow_type)
+    }
+
     /// The id of the workflow id's current run (one read).
     pub async fn current_run_id(&self, workflow_id: &WorkflowId) -> Result<RunId, ClientError> {
         Ok(self.current(workflow_id).await?.run_id)

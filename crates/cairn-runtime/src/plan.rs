@@ -213,6 +213,41 @@ impl Planner<'_> {
                     });
                     successor = Some(next);
                 }
+                Effect::SignalExternal {
+                    seq,
+                    workflow_id,
+                    run_id,
+                    signal_name,
+                    input,
+                } => ops.push(self.message_external(
+                    &record.namespace,
+                    workflow_id,
+                    *run_id,
+                    Message::Signal {
+                        name: signal_name.clone(),
+                        input: input.clone(),
+                    },
+                    {
+                        let seq = *seq;
+                        move |result| Message::ExternalSignaled { seq, result }
+                    },
+                )),
+                Effect::CancelExternal {
+                    seq,
+                    workflow_id,
+                    run_id,
+                } => ops.push(self.message_external(
+                    &record.namespace,
+                    workflow_id,
+                    *run_id,
+                    Message::CancelRequested {
+                        reason: format!("canceled by workflow {}", record.workflow_id),
+                    },
+                    {
+                        let seq = *seq;
+                        move |result| Message::ExternalCancelRequested { seq, result }
+                    },
+                )),
                 Effect::SearchAttributesChanged | Effect::MemoChanged => summary_changed = true,
             }
         }
@@ -388,6 +423,62 @@ impl Planner<'_> {
                     run_id: child.run_id,
                 }));
                 Ok(ops)
+            })
+        }))
+    }
+
+    /// The writes that put `message` in the mailbox of workflow `workflow_id`'s current run
+    /// (which must be `run_id`, when given) if it is open, and tell this run how it went
+    /// (`answer`), all inside the batch transaction.
+    fn message_external(
+        &self,
+        namespace: &str,
+        workflow_id: &WorkflowId,
+        run_id: Option<RunId>,
+        message: Message,
+        answer: impl Fn(Result<(), String>) -> Message + Send + Sync + 'static,
+    ) -> Op {
+        let wf_key = self.keys.workflow(namespace, workflow_id.as_str());
+        let target_shard = crate::shared::shard_of(workflow_id.as_str(), self.shard_count);
+        let (own_shard, own_run) = (self.shard, self.run_id);
+        let item = encode(&InboxItem::Message(message));
+        let workflow_id = workflow_id.clone();
+        let answer = std::sync::Arc::new(answer);
+        Op::Derived(Derive::new(move |tx| {
+            let (wf_key, item, workflow_id, answer) = (
+                wf_key.clone(),
+                item.clone(),
+                workflow_id.clone(),
+                answer.clone(),
+            );
+            Box::pin(async move {
+                let tell = |result| Op::Mail {
+                    shard: own_shard,
+                    run_id: own_run,
+                    item: encode(&InboxItem::Message(answer(result))),
+                };
+                let current = match tx.read(&wf_key).await? {
+                    Some(bytes) => Some(decode::<WorkflowRecord>("workflow", &bytes)?),
+                    None => None,
+                };
+                let open = current.filter(|c| {
+                    !c.status.is_some_and(RunStatus::is_closed)
+                        && run_id.is_none_or(|r| r == c.run_id)
+                });
+                let Some(current) = open else {
+                    let run = run_id.map(|r| format!(" (run {r})")).unwrap_or_default();
+                    return Ok(vec![tell(Err(format!(
+                        "workflow {workflow_id}{run} is not open (or does not exist)"
+                    )))]);
+                };
+                Ok(vec![
+                    Op::Mail {
+                        shard: target_shard,
+                        run_id: current.run_id,
+                        item,
+                    },
+                    tell(Ok(())),
+                ])
             })
         }))
     }

@@ -323,8 +323,40 @@ pub fn event(e: &HistoryEvent) -> Value {
         }
         EventKind::ChildWorkflowExecutionCanceled { seq }
         | EventKind::ChildWorkflowExecutionTimedOut { seq }
-        | EventKind::RequestCancelExternalWorkflowExecutionInitiated { seq } => {
+        | EventKind::RequestCancelExternalWorkflowExecutionInitiated {
+            seq,
+            workflow_id: None,
+            ..
+        } => {
             json!({"child_id": seq.to_string()})
+        }
+        EventKind::RequestCancelExternalWorkflowExecutionInitiated {
+            seq,
+            workflow_id: Some(workflow_id),
+            run_id,
+        } => json!({
+            "seq": seq,
+            "workflow_id": workflow_id.to_string(),
+            "run_id": run_id.map(|r| r.to_string()),
+        }),
+        EventKind::SignalExternalWorkflowExecutionInitiated {
+            seq,
+            workflow_id,
+            run_id,
+            signal_name,
+            input,
+        } => json!({
+            "seq": seq,
+            "workflow_id": workflow_id.to_string(),
+            "run_id": run_id.map(|r| r.to_string()),
+            "signal_name": signal_name,
+            "input": value_of(input),
+        }),
+        EventKind::ExternalWorkflowExecutionSignaled { seq }
+        | EventKind::ExternalWorkflowExecutionCancelRequested { seq } => json!({"seq": seq}),
+        EventKind::SignalExternalWorkflowExecutionFailed { seq, cause }
+        | EventKind::RequestCancelExternalWorkflowExecutionFailed { seq, cause } => {
+            json!({"seq": seq, "cause": cause})
         }
         EventKind::WorkflowExecutionContinuedAsNew {
             workflow_type,

@@ -14,7 +14,10 @@ use std::collections::HashMap;
 use temporalio_protos::temporal::api::common::v1::{
     ActivityType, SearchAttributes, WorkflowExecution, WorkflowType,
 };
-use temporalio_protos::temporal::api::enums::v1::{EventType, RetryState, TimeoutType};
+use temporalio_protos::temporal::api::enums::v1::{
+    CancelExternalWorkflowExecutionFailedCause as CancelExternalFailedCause, EventType, RetryState,
+    SignalExternalWorkflowExecutionFailedCause as SignalExternalFailedCause, TimeoutType,
+};
 use temporalio_protos::temporal::api::failure::v1 as failure;
 use temporalio_protos::temporal::api::history::v1 as h;
 use temporalio_protos::temporal::api::history::v1::history_event::Attributes;
@@ -130,6 +133,9 @@ struct Builder<'a> {
     children: HashMap<Seq, (i64, String, String)>,
     child_started: HashMap<Seq, (i64, RunId)>,
     cancel_requested: HashMap<Seq, i64>,
+    /// Signals and cancel requests to other workflows: their initiated event, the workflow
+    /// task that made them, and their target.
+    externals: HashMap<Seq, (i64, i64, WorkflowExecution)>,
 }
 
 impl Builder<'_> {
@@ -219,6 +225,12 @@ impl Builder<'_> {
             }),
         );
         (scheduled, started)
+    }
+
+    /// What a signal or cancel request to another workflow was: its initiated event, the
+    /// workflow task that made it, its target.
+    fn external(&self, seq: Seq) -> (i64, i64, WorkflowExecution) {
+        self.externals.get(&seq).cloned().unwrap_or_default()
     }
 
     fn child_execution(&self, seq: Seq) -> (i64, Option<WorkflowExecution>, Option<WorkflowType>) {
@@ -759,7 +771,30 @@ impl Builder<'_> {
                     ),
                 );
             }
-            EventKind::RequestCancelExternalWorkflowExecutionInitiated { seq } => {
+            EventKind::RequestCancelExternalWorkflowExecutionInitiated {
+                seq,
+                workflow_id: Some(workflow_id),
+                run_id,
+            } => {
+                let execution = WorkflowExecution {
+                    workflow_id: workflow_id.to_string(),
+                    run_id: run_id.map(|r| r.to_string()).unwrap_or_default(),
+                };
+                let id = self.push(
+                    t,
+                    EventType::RequestCancelExternalWorkflowExecutionInitiated,
+                    Attributes::RequestCancelExternalWorkflowExecutionInitiatedEventAttributes(
+                        h::RequestCancelExternalWorkflowExecutionInitiatedEventAttributes {
+                            workflow_task_completed_event_id: task,
+                            namespace: ns,
+                            workflow_execution: Some(execution.clone()),
+                            ..Default::default()
+                        },
+                    ),
+                );
+                self.externals.insert(*seq, (id, task, execution));
+            }
+            EventKind::RequestCancelExternalWorkflowExecutionInitiated { seq, .. } => {
                 let (_, execution, _) = self.child_execution(*seq);
                 self.push(
                     t,
@@ -770,6 +805,99 @@ impl Builder<'_> {
                             namespace: ns,
                             workflow_execution: execution,
                             child_workflow_only: true,
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::ExternalWorkflowExecutionCancelRequested { seq } => {
+                let (initiated, _, execution) = self.external(*seq);
+                self.push(
+                    t,
+                    EventType::ExternalWorkflowExecutionCancelRequested,
+                    Attributes::ExternalWorkflowExecutionCancelRequestedEventAttributes(
+                        h::ExternalWorkflowExecutionCancelRequestedEventAttributes {
+                            initiated_event_id: initiated,
+                            namespace: ns,
+                            workflow_execution: Some(execution),
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::RequestCancelExternalWorkflowExecutionFailed { seq, .. } => {
+                let (initiated, made_by, execution) = self.external(*seq);
+                self.push(
+                    t,
+                    EventType::RequestCancelExternalWorkflowExecutionFailed,
+                    Attributes::RequestCancelExternalWorkflowExecutionFailedEventAttributes(
+                        h::RequestCancelExternalWorkflowExecutionFailedEventAttributes {
+                            cause: CancelExternalFailedCause::ExternalWorkflowExecutionNotFound
+                                as i32,
+                            workflow_task_completed_event_id: made_by,
+                            namespace: ns,
+                            workflow_execution: Some(execution),
+                            initiated_event_id: initiated,
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::SignalExternalWorkflowExecutionInitiated {
+                seq,
+                workflow_id,
+                run_id,
+                signal_name,
+                input,
+            } => {
+                let execution = WorkflowExecution {
+                    workflow_id: workflow_id.to_string(),
+                    run_id: run_id.map(|r| r.to_string()).unwrap_or_default(),
+                };
+                let id = self.push(
+                    t,
+                    EventType::SignalExternalWorkflowExecutionInitiated,
+                    Attributes::SignalExternalWorkflowExecutionInitiatedEventAttributes(
+                        h::SignalExternalWorkflowExecutionInitiatedEventAttributes {
+                            workflow_task_completed_event_id: task,
+                            namespace: ns,
+                            workflow_execution: Some(execution.clone()),
+                            signal_name: signal_name.clone(),
+                            input: Some(payloads(input)),
+                            ..Default::default()
+                        },
+                    ),
+                );
+                self.externals.insert(*seq, (id, task, execution));
+            }
+            EventKind::ExternalWorkflowExecutionSignaled { seq } => {
+                let (initiated, _, execution) = self.external(*seq);
+                self.push(
+                    t,
+                    EventType::ExternalWorkflowExecutionSignaled,
+                    Attributes::ExternalWorkflowExecutionSignaledEventAttributes(
+                        h::ExternalWorkflowExecutionSignaledEventAttributes {
+                            initiated_event_id: initiated,
+                            namespace: ns,
+                            workflow_execution: Some(execution),
+                            ..Default::default()
+                        },
+                    ),
+                );
+            }
+            EventKind::SignalExternalWorkflowExecutionFailed { seq, .. } => {
+                let (initiated, made_by, execution) = self.external(*seq);
+                self.push(
+                    t,
+                    EventType::SignalExternalWorkflowExecutionFailed,
+                    Attributes::SignalExternalWorkflowExecutionFailedEventAttributes(
+                        h::SignalExternalWorkflowExecutionFailedEventAttributes {
+                            cause: SignalExternalFailedCause::ExternalWorkflowExecutionNotFound
+                                as i32,
+                            workflow_task_completed_event_id: made_by,
+                            namespace: ns,
+                            workflow_execution: Some(execution),
+                            initiated_event_id: initiated,
                             ..Default::default()
                         },
                     ),
@@ -843,6 +971,7 @@ pub fn convert(events: &[HistoryEvent], context: &RunContext) -> Vec<h::HistoryE
         children: HashMap::new(),
         child_started: HashMap::new(),
         cancel_requested: HashMap::new(),
+        externals: HashMap::new(),
     };
     let mut commands: Vec<&HistoryEvent> = Vec::new();
     let mut last_task = 0;

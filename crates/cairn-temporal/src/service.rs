@@ -201,6 +201,38 @@ struct StartParams<'a> {
 }
 
 impl<S: Store> Frontend<S> {
+    /// A signal's arguments for workflow `id`: for a workflow the node's Rust code runs, one
+    /// value (several arguments as a tuple); for one an SDK worker runs, exactly as sent
+    /// (several arguments stay several). One plain JSON argument reads the same either way,
+    /// so only other shapes look the workflow's type up.
+    async fn signal_input(
+        &self,
+        id: &WorkflowId,
+        input: Option<&common::Payloads>,
+    ) -> Result<cairn_types::Payload, Status> {
+        let plain_one = match input.map(|p| p.payloads.as_slice()).unwrap_or_default() {
+            [one] => {
+                one.metadata.len() == 1
+                    && one.metadata.get("encoding").map(Vec::as_slice) == Some(b"json/plain")
+            }
+            _ => false,
+        };
+        let remote = !plain_one && {
+            let workflow_type = self
+                .node
+                .current_workflow_type(id)
+                .await
+                .map_err(status::of)?;
+            self.node.registry().workflow_def(&workflow_type).is_none()
+        };
+        if remote {
+            crate::payloads::to_cairn_exact(input, "signal input")
+        } else {
+            to_cairn(input, "signal input")
+        }
+        .map_err(|e| Status::invalid_argument(e.0))
+    }
+
     /// Starts a run as `StartWorkflowExecution` asks; answers the run id and whether it is new.
     async fn start(&self, params: StartParams<'_>) -> Result<(RunId, bool), Status> {
         let StartParams {
@@ -448,8 +480,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
             return Err(Status::invalid_argument("signal_name is required"));
         }
         let id = self.current_run(r.workflow_execution.as_ref()).await?;
-        let input = to_cairn(r.input.as_ref(), "signal input")
-            .map_err(|e| Status::invalid_argument(e.0))?;
+        let input = self.signal_input(&id, r.input.as_ref()).await?;
         self.node
             .signal(&id, &r.signal_name, input)
             .await
@@ -467,8 +498,18 @@ impl<S: Store> WorkflowService for Frontend<S> {
         if r.signal_name.is_empty() {
             return Err(Status::invalid_argument("signal_name is required"));
         }
-        let signal_input = to_cairn(r.signal_input.as_ref(), "signal input")
-            .map_err(|e| Status::invalid_argument(e.0))?;
+        // The request names the type: its code decides the arguments' shape (see
+        // `signal_input`).
+        let remote = r
+            .workflow_type
+            .as_ref()
+            .is_some_and(|t| self.node.registry().workflow_def(&t.name).is_none());
+        let signal_input = if remote {
+            crate::payloads::to_cairn_exact(r.signal_input.as_ref(), "signal input")
+        } else {
+            to_cairn(r.signal_input.as_ref(), "signal input")
+        }
+        .map_err(|e| Status::invalid_argument(e.0))?;
         // Start unless running (the conflict policy of signal-with-start is "use existing"),
         // then signal: a run started here takes the signal as its first mail after the start.
         let (run_id, started) = self

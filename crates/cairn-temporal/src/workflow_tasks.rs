@@ -265,6 +265,9 @@ pub struct Refs {
     pub activities: HashMap<i64, Seq>,
     /// Children started so far, by workflow id → sequence number.
     pub children: HashMap<String, Seq>,
+    /// Operations Cairn numbers (children, signals and cancel requests to other workflows)
+    /// recorded so far: the next one takes the next number.
+    pub numbered: u32,
 }
 
 impl Refs {
@@ -290,9 +293,24 @@ impl Refs {
                 _ => None,
             })
             .collect();
+        let numbered = history
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::StartChildWorkflowExecutionInitiated { .. }
+                        | EventKind::SignalExternalWorkflowExecutionInitiated { .. }
+                        | EventKind::RequestCancelExternalWorkflowExecutionInitiated {
+                            workflow_id: Some(_),
+                            ..
+                        }
+                )
+            })
+            .count() as u32;
         Self {
             activities,
             children,
+            numbered,
         }
     }
 }
@@ -307,6 +325,7 @@ pub fn needs_history(commands: &[cmd::Command]) -> bool {
                 A::RequestCancelActivityTaskCommandAttributes(_)
                     | A::StartChildWorkflowExecutionCommandAttributes(_)
                     | A::RequestCancelExternalWorkflowExecutionCommandAttributes(_)
+                    | A::SignalExternalWorkflowExecutionCommandAttributes(_)
             )
         )
     })
@@ -322,6 +341,15 @@ pub fn commands(
 ) -> Result<Vec<Command>, Status> {
     let mut out = Vec::with_capacity(commands.len());
     let mut children = refs.children.clone();
+    let mut numbered = refs.numbered;
+    // The sequence number of the next operation Cairn numbers.
+    let mut next_numbered = |what: &str| {
+        numbered += 1;
+        if numbered > SDK_ID_MAX {
+            return Err(bad(what, "too many children, signals and cancel requests"));
+        }
+        Ok(numbered * 4 + SeqKind::Child as u32)
+    };
     for command in commands {
         let Some(attributes) = &command.attributes else {
             return Err(bad("command", "a command without attributes"));
@@ -431,11 +459,7 @@ pub fn commands(
                     .ok_or_else(|| {
                         bad("StartChildWorkflowExecution", "workflow_type is required")
                     })?;
-                let n = children.len() as u32 + 1;
-                if n > SDK_ID_MAX {
-                    return Err(bad("StartChildWorkflowExecution", "too many children"));
-                }
-                let seq = n * 4 + SeqKind::Child as u32;
+                let seq = next_numbered("StartChildWorkflowExecution")?;
                 children.insert(a.workflow_id.clone(), seq);
                 let timeouts = WorkflowTimeouts {
                     execution: std_duration(a.workflow_execution_timeout.as_ref()),
@@ -499,6 +523,38 @@ pub fn commands(
                     seq: children[&a.workflow_id],
                 }
             }
+            A::RequestCancelExternalWorkflowExecutionCommandAttributes(a) => {
+                let (workflow_id, run_id) = external_target(
+                    "RequestCancelExternalWorkflowExecution",
+                    &a.workflow_id,
+                    &a.run_id,
+                )?;
+                Command::RequestCancelExternal {
+                    seq: next_numbered("RequestCancelExternalWorkflowExecution")?,
+                    workflow_id,
+                    run_id,
+                }
+            }
+            A::SignalExternalWorkflowExecutionCommandAttributes(a) => {
+                let what = "SignalExternalWorkflowExecution";
+                let execution = a
+                    .execution
+                    .as_ref()
+                    .ok_or_else(|| bad(what, "execution is required"))?;
+                if a.signal_name.is_empty() {
+                    return Err(bad(what, "signal_name is required"));
+                }
+                let (workflow_id, run_id) =
+                    external_target(what, &execution.workflow_id, &execution.run_id)?;
+                Command::SignalExternal {
+                    seq: next_numbered(what)?,
+                    workflow_id,
+                    run_id,
+                    signal_name: a.signal_name.clone(),
+                    input: to_cairn_exact(a.input.as_ref(), "signal input")
+                        .map_err(|e| Status::invalid_argument(e.0))?,
+                }
+            }
             other => {
                 return Err(crate::status::unsupported(&format!(
                     "workflow command {} from a remote workflow",
@@ -510,12 +566,28 @@ pub fn commands(
     Ok(out)
 }
 
+/// The workflow (and run, if named) a signal or cancel request goes to.
+fn external_target(
+    what: &str,
+    workflow_id: &str,
+    run_id: &str,
+) -> Result<(WorkflowId, Option<cairn_types::RunId>), Status> {
+    let workflow_id = WorkflowId::new(workflow_id.to_string())
+        .map_err(|e| bad(&format!("{what} workflow_id"), e))?;
+    let run_id = if run_id.is_empty() {
+        None
+    } else {
+        Some(
+            run_id
+                .parse::<cairn_types::RunId>()
+                .map_err(|e| bad(&format!("{what} run_id"), e))?,
+        )
+    };
+    Ok((workflow_id, run_id))
+}
+
 fn command_name(a: &A) -> &'static str {
     match a {
-        A::RequestCancelExternalWorkflowExecutionCommandAttributes(_) => {
-            "RequestCancelExternalWorkflowExecution (of a workflow other than its child)"
-        }
-        A::SignalExternalWorkflowExecutionCommandAttributes(_) => "SignalExternalWorkflowExecution",
         A::ProtocolMessageCommandAttributes(_) => "ProtocolMessage (updates)",
         A::ScheduleNexusOperationCommandAttributes(_) => "ScheduleNexusOperation",
         A::RequestCancelNexusOperationCommandAttributes(_) => "RequestCancelNexusOperation",

@@ -235,9 +235,41 @@ pub enum EventKind {
     ChildWorkflowExecutionTimedOut {
         seq: Seq,
     },
-    /// The code asked a child to cancel.
+    /// The code asked a child to cancel (`workflow_id` unset: the child `seq` names), or
+    /// another workflow (`workflow_id`, and `run_id` if the code named one).
     RequestCancelExternalWorkflowExecutionInitiated {
         seq: Seq,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workflow_id: Option<WorkflowId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_id: Option<RunId>,
+    },
+    /// The workflow the code asked to cancel was told.
+    ExternalWorkflowExecutionCancelRequested {
+        seq: Seq,
+    },
+    /// The workflow the code asked to cancel is not open (or does not exist).
+    RequestCancelExternalWorkflowExecutionFailed {
+        seq: Seq,
+        cause: String,
+    },
+    /// The code sent signal `signal_name` to another workflow.
+    SignalExternalWorkflowExecutionInitiated {
+        seq: Seq,
+        workflow_id: WorkflowId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_id: Option<RunId>,
+        signal_name: String,
+        input: Payload,
+    },
+    /// The signal reached the workflow's mailbox.
+    ExternalWorkflowExecutionSignaled {
+        seq: Seq,
+    },
+    /// The signal could not be delivered: the workflow is not open (or does not exist).
+    SignalExternalWorkflowExecutionFailed {
+        seq: Seq,
+        cause: String,
     },
     /// The run closed and a new run of the same workflow id started with `input`.
     WorkflowExecutionContinuedAsNew {
@@ -292,6 +324,19 @@ impl EventKind {
             Self::RequestCancelExternalWorkflowExecutionInitiated { .. } => {
                 "RequestCancelExternalWorkflowExecutionInitiated"
             }
+            Self::ExternalWorkflowExecutionCancelRequested { .. } => {
+                "ExternalWorkflowExecutionCancelRequested"
+            }
+            Self::RequestCancelExternalWorkflowExecutionFailed { .. } => {
+                "RequestCancelExternalWorkflowExecutionFailed"
+            }
+            Self::SignalExternalWorkflowExecutionInitiated { .. } => {
+                "SignalExternalWorkflowExecutionInitiated"
+            }
+            Self::ExternalWorkflowExecutionSignaled { .. } => "ExternalWorkflowExecutionSignaled",
+            Self::SignalExternalWorkflowExecutionFailed { .. } => {
+                "SignalExternalWorkflowExecutionFailed"
+            }
             Self::WorkflowExecutionContinuedAsNew { .. } => "WorkflowExecutionContinuedAsNew",
             Self::UpsertWorkflowSearchAttributes { .. } => "UpsertWorkflowSearchAttributes",
             Self::WorkflowPropertiesModified { .. } => "WorkflowPropertiesModified",
@@ -325,6 +370,7 @@ impl EventKind {
                 | Self::WorkflowExecutionCanceled
                 | Self::StartChildWorkflowExecutionInitiated { .. }
                 | Self::RequestCancelExternalWorkflowExecutionInitiated { .. }
+                | Self::SignalExternalWorkflowExecutionInitiated { .. }
                 | Self::WorkflowExecutionContinuedAsNew { .. }
                 | Self::UpsertWorkflowSearchAttributes { .. }
                 | Self::WorkflowPropertiesModified { .. }
@@ -375,6 +421,22 @@ pub enum Command {
     RequestCancelChild {
         seq: Seq,
     },
+    /// Send signal `signal_name` to workflow `workflow_id` (its run `run_id` if given); the
+    /// run hears back `ExternalWorkflowExecutionSignaled` or `…Failed`.
+    SignalExternal {
+        seq: Seq,
+        workflow_id: WorkflowId,
+        run_id: Option<RunId>,
+        signal_name: String,
+        input: Payload,
+    },
+    /// Ask workflow `workflow_id` (its run `run_id` if given) to cancel; the run hears back
+    /// `ExternalWorkflowExecutionCancelRequested` or `…Failed`.
+    RequestCancelExternal {
+        seq: Seq,
+        workflow_id: WorkflowId,
+        run_id: Option<RunId>,
+    },
     /// Close this run and start a new run of the same workflow id with `input`. The new run
     /// keeps this run's memo and search attributes unless these are given.
     ContinueAsNew {
@@ -409,6 +471,7 @@ impl Command {
             | Self::StartChildWorkflow { input, .. }
             | Self::ContinueAsNew { input, .. } => input.len(),
             Self::RecordMarker { details, .. } => details.len(),
+            Self::SignalExternal { input, .. } => input.len(),
             Self::CompleteWorkflow { result } => result.len(),
             Self::FailWorkflow { failure: f } => failure(f),
             Self::UpsertMemo { memo } => memo.values().flatten().map(Payload::len).sum(),
@@ -470,8 +533,34 @@ impl Command {
                 options,
             },
             Self::RequestCancelChild { seq } => {
-                EventKind::RequestCancelExternalWorkflowExecutionInitiated { seq }
+                EventKind::RequestCancelExternalWorkflowExecutionInitiated {
+                    seq,
+                    workflow_id: None,
+                    run_id: None,
+                }
             }
+            Self::RequestCancelExternal {
+                seq,
+                workflow_id,
+                run_id,
+            } => EventKind::RequestCancelExternalWorkflowExecutionInitiated {
+                seq,
+                workflow_id: Some(workflow_id),
+                run_id,
+            },
+            Self::SignalExternal {
+                seq,
+                workflow_id,
+                run_id,
+                signal_name,
+                input,
+            } => EventKind::SignalExternalWorkflowExecutionInitiated {
+                seq,
+                workflow_id,
+                run_id,
+                signal_name,
+                input,
+            },
             Self::ContinueAsNew {
                 workflow_type,
                 input,
@@ -533,8 +622,12 @@ impl Command {
                 },
             ) => seq == s && workflow_type == t,
             (
-                Self::RequestCancelChild { seq },
-                EventKind::RequestCancelExternalWorkflowExecutionInitiated { seq: s },
+                Self::RequestCancelChild { seq } | Self::RequestCancelExternal { seq, .. },
+                EventKind::RequestCancelExternalWorkflowExecutionInitiated { seq: s, .. },
+            )
+            | (
+                Self::SignalExternal { seq, .. },
+                EventKind::SignalExternalWorkflowExecutionInitiated { seq: s, .. },
             ) => seq == s,
             (Self::CompleteWorkflow { .. }, EventKind::WorkflowExecutionCompleted { .. })
             | (Self::FailWorkflow { .. }, EventKind::WorkflowExecutionFailed { .. })
@@ -573,6 +666,15 @@ impl Command {
                 ..
             } => format!("StartChildWorkflow(seq {seq}, {workflow_type:?}, id {workflow_id})"),
             Self::RequestCancelChild { seq } => format!("RequestCancelChild(seq {seq})"),
+            Self::SignalExternal {
+                seq,
+                workflow_id,
+                signal_name,
+                ..
+            } => format!("SignalExternal(seq {seq}, {signal_name:?} to {workflow_id})"),
+            Self::RequestCancelExternal {
+                seq, workflow_id, ..
+            } => format!("RequestCancelExternal(seq {seq}, {workflow_id})"),
             Self::ContinueAsNew { .. } => "ContinueAsNew".into(),
             Self::UpsertSearchAttributes { .. } => "UpsertSearchAttributes".into(),
             Self::UpsertMemo { .. } => "UpsertMemo".into(),
