@@ -910,6 +910,17 @@ async def search_attributes(client: Client, run: str) -> None:
     check(await handle.result() == tag, "and the tagged workflow completes")
 
 
+async def listed_until(client: Client, query: str, want: list, tries: int = 100) -> list:
+    """The workflows `query` lists, polled (0.1 s apart) until their ids are `want`."""
+    listed = []
+    for _ in range(tries):
+        listed = [w async for w in client.list_workflows(query)]
+        if [w.id for w in listed] == want:
+            break
+        await asyncio.sleep(0.1)
+    return listed
+
+
 async def memo_and_start_attributes(client: Client, run: str) -> None:
     tag = f"noted-{run}"
     handle = await client.start_workflow(
@@ -922,10 +933,11 @@ async def memo_and_start_attributes(client: Client, run: str) -> None:
             [SearchAttributePair(TAG, tag), SearchAttributePair(PRIORITY, 3)]
         ),
     )
-    listed = [w async for w in client.list_workflows(f"CustomKeywordField = '{tag}'")]
+    # Cairn lists a start at once; Temporal's visibility may lag a moment.
+    listed = await listed_until(client, f"CustomKeywordField = '{tag}'", [f"noted-{run}"])
     check(
         [w.id for w in listed] == [f"noted-{run}"],
-        f"search attributes given at start find the workflow at once: {[w.id for w in listed]}",
+        f"search attributes given at start find the workflow: {[w.id for w in listed]}",
     )
     check(
         (await listed[0].memo()).get("owner") == "ops",
@@ -949,7 +961,7 @@ async def memo_and_start_attributes(client: Client, run: str) -> None:
         attributes.get(TAG) is None and attributes.get(PRIORITY) == 9,
         f"an upsert removed one attribute and changed another: {attributes}",
     )
-    gone = [w.id async for w in client.list_workflows(f"CustomKeywordField = '{tag}'")]
+    gone = [w.id for w in await listed_until(client, f"CustomKeywordField = '{tag}'", [])]
     check(gone == [], f"a removed attribute no longer finds the workflow: {gone}")
     await handle.signal(NotedWorkflow.finish)
     seen = await asyncio.wait_for(handle.result(), 30)
