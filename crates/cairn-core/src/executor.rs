@@ -11,7 +11,9 @@
 //! The context and every future share one `Rc<RefCell<RunCore>>`: the executor is
 //! single-threaded by design (`!Send`), and whoever hosts it keeps it on one thread.
 
-use cairn_types::limits::{HISTORY_BYTES_SUGGEST_CONTINUE, HISTORY_EVENTS_SUGGEST_CONTINUE};
+use cairn_types::limits::{
+    HISTORY_BYTES_SUGGEST_CONTINUE, HISTORY_EVENTS_SUGGEST_CONTINUE, INLINE_PAYLOAD_BYTES_MAX,
+};
 use cairn_types::{
     ChildOptions, Command, EventKind, Failure, HistoryEvent, Memo, Payload, RunId,
     SearchAttributes, Seq, WorkflowId,
@@ -161,6 +163,9 @@ struct RunCore {
     parked: Vec<Waker>,
     /// While a query handler runs: the first call it made that only workflow code may make.
     query: Option<QueryCalls>,
+    /// The first command whose payload would not fit one stored event: the commands before
+    /// it stand, it and everything after are dropped, and the run fails with this failure.
+    payload_fault: Option<(usize, Failure)>,
 }
 
 /// What a running query handler has done (see [`Executor::query`]).
@@ -191,6 +196,19 @@ impl RunCore {
     }
 
     fn push(&mut self, command: Command) {
+        // A child's input is refused by the start (the child's future fails); every other
+        // payload past the bound fails the run, since its event could not be stored.
+        let bytes = command.largest_payload_bytes();
+        if bytes > INLINE_PAYLOAD_BYTES_MAX
+            && !matches!(command, Command::StartChildWorkflow { .. })
+            && self.payload_fault.is_none()
+        {
+            let what = format!("the payload of {}", command.describe());
+            self.payload_fault = Some((
+                self.commands.len(),
+                Failure::payload_too_large(&what, bytes),
+            ));
+        }
         self.commands.push(command);
         self.progress += 1;
     }
@@ -812,6 +830,7 @@ impl Executor {
             progress: 0,
             parked: Vec::new(),
             query: None,
+            payload_fault: None,
         }));
         let root = workflow(WorkflowContext { core: core.clone() }, input);
         Self {
@@ -927,6 +946,13 @@ impl Executor {
         Ok(std::mem::take(&mut self.core.borrow_mut().commands))
     }
 
+    /// Bytes of user data the successor of a continue-as-new with `input` starts with (it
+    /// inherits the memo and search attributes).
+    fn successor_bytes(&self, input: &Payload) -> usize {
+        let core = self.core.borrow();
+        cairn_types::start_bytes(input, &core.memo, &core.search_attributes)
+    }
+
     fn poll_until_waiting(&mut self) -> Result<(), ExecutorError> {
         let mut cx = Context::from_waker(Waker::noop());
         for _ in 0..POLLS_PER_ACTIVATION_MAX {
@@ -939,12 +965,44 @@ impl Executor {
             for waker in parked {
                 waker.wake();
             }
-            if let Poll::Ready(outcome) = root.as_mut().poll(&mut cx) {
+            let polled = root.as_mut().poll(&mut cx);
+            let fault = self.core.borrow_mut().payload_fault.take();
+            if let Some((at, failure)) = fault {
+                self.root = None;
+                let mut core = self.core.borrow_mut();
+                core.commands.truncate(at);
+                if !self.outcome_reported {
+                    self.outcome_reported = true;
+                    core.push(Command::FailWorkflow { failure });
+                }
+                return Ok(());
+            }
+            if let Poll::Ready(outcome) = polled {
                 self.root = None;
                 let command = match outcome {
+                    Ok(result) if result.len() > INLINE_PAYLOAD_BYTES_MAX => {
+                        Command::FailWorkflow {
+                            failure: Failure::payload_too_large(
+                                "the workflow's result",
+                                result.len(),
+                            ),
+                        }
+                    }
                     Ok(result) => Command::CompleteWorkflow { result },
-                    Err(WorkflowError::Failed(failure)) => Command::FailWorkflow { failure },
+                    Err(WorkflowError::Failed(failure)) => Command::FailWorkflow {
+                        failure: failure.bounded(INLINE_PAYLOAD_BYTES_MAX),
+                    },
                     Err(WorkflowError::Canceled) => Command::CancelWorkflow,
+                    Err(WorkflowError::ContinueAsNew { input })
+                        if self.successor_bytes(&input) > INLINE_PAYLOAD_BYTES_MAX =>
+                    {
+                        Command::FailWorkflow {
+                            failure: Failure::payload_too_large(
+                                "the continue-as-new input with the memo and search attributes it carries",
+                                self.successor_bytes(&input),
+                            ),
+                        }
+                    }
                     Err(WorkflowError::ContinueAsNew { input }) => Command::ContinueAsNew {
                         workflow_type: self.core.borrow().workflow_type.clone(),
                         input,

@@ -387,6 +387,22 @@ async fn commit_batch<S: Store>(context: &BatchContext<S>, batch: Vec<CommitRequ
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     context.ownership.wake_local(maybe_wakes);
+    // A write past a store limit is one request's fault: the others commit on their own, and
+    // only the faulty one is answered with the error.
+    if live.len() > 1
+        && matches!(
+            last_error,
+            StoreError::KeyTooLarge { .. }
+                | StoreError::ValueTooLarge { .. }
+                | StoreError::TransactionTooLarge { .. }
+        )
+    {
+        tracing::warn!(error = %last_error, requests = live.len(), "commit batch refused by a store limit; committing its requests one by one");
+        for request in live {
+            Box::pin(commit_batch(context, vec![request])).await;
+        }
+        return;
+    }
     tracing::warn!(error = %last_error, requests = live.len(), "commit batch failed");
     for request in live {
         let _ = request

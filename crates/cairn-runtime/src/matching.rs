@@ -84,6 +84,10 @@ pub enum MatchingError {
     WorkflowTaskUnavailable,
     #[error("{0} polls are waiting on this node already; poll again shortly")]
     TooManyPolls(usize),
+    #[error(
+        "the heartbeat details are {len} bytes; the limit is {max} bytes: the attempt failed as PayloadTooLarge"
+    )]
+    HeartbeatTooLarge { len: usize, max: usize },
 }
 
 /// An attempt waiting for, or held by, a remote worker.
@@ -451,7 +455,15 @@ impl Matching {
         }
         let entries = lock(&self.entries);
         let entry = entries.get(token).ok_or(MatchingError::NotFound)?;
+        let len = details.len();
+        // The sink fails an attempt whose details would not fit one stored value.
         (entry.heartbeat)(details);
+        if len > crate::node::INLINE_PAYLOAD_BYTES_MAX {
+            return Err(MatchingError::HeartbeatTooLarge {
+                len,
+                max: crate::node::INLINE_PAYLOAD_BYTES_MAX,
+            });
+        }
         Ok(*entry.cancel.borrow())
     }
 

@@ -61,9 +61,7 @@ pub struct StartWorkflow {
 /// Most bytes of a start's `request_id`.
 pub const REQUEST_ID_BYTES_MAX: usize = 256;
 
-/// Largest payload one record carries inline, leaving room for the record around it in a
-/// 100,000-byte store value. Larger payloads need chunking, which is not built yet.
-pub const INLINE_PAYLOAD_BYTES_MAX: usize = 90_000;
+pub use cairn_types::limits::INLINE_PAYLOAD_BYTES_MAX;
 
 /// A workflow's current run in detail.
 #[derive(Debug, Clone, PartialEq)]
@@ -532,6 +530,7 @@ impl<S: Store> Node<S> {
         check_payload("workflow input", &request.input)?;
         cairn_types::memo::validate_memo(&request.memo)?;
         self.check_search_attributes(&request.search_attributes)?;
+        check_start_bytes(&request.input, &request.memo, &request.search_attributes)?;
         let workflow_type = request.workflow_type.clone();
         let timeouts = request.timeouts.validate()?;
         if let Some(id) = &request.request_id
@@ -1168,6 +1167,11 @@ impl<S: Store> Node<S> {
         check_payload("schedule input", &request.action.input)?;
         cairn_types::memo::validate_memo(&request.action.memo)?;
         self.check_search_attributes(&request.action.search_attributes)?;
+        check_start_bytes(
+            &request.action.input,
+            &request.action.memo,
+            &request.action.search_attributes,
+        )?;
         let now = now_ms();
         let (record, spec) =
             schedules::new_record(request, &shared.config.namespace, registered, now).map_err(
@@ -1488,6 +1492,23 @@ fn missing_run(run_id: &RunId) -> ClientError {
     ClientError::Store(StoreError::Backend {
         message: format!("run {run_id} is listed but has no record"),
     })
+}
+
+/// A start's input, memo and search attributes must fit one started event together.
+fn check_start_bytes(
+    input: &Payload,
+    memo: &cairn_types::Memo,
+    search_attributes: &SearchAttributes,
+) -> Result<(), ClientError> {
+    let len = cairn_types::start_bytes(input, memo, search_attributes);
+    if len > INLINE_PAYLOAD_BYTES_MAX {
+        return Err(ClientError::PayloadTooLarge {
+            what: "the workflow input, memo and search attributes together",
+            len,
+            max: INLINE_PAYLOAD_BYTES_MAX,
+        });
+    }
+    Ok(())
 }
 
 fn check_payload(what: &'static str, payload: &Payload) -> Result<(), ClientError> {

@@ -360,10 +360,12 @@ impl Planner<'_> {
             Some(format!(
                 "workflow type {workflow_type:?} is not registered on this node"
             ))
-        } else if input.len() > crate::node::INLINE_PAYLOAD_BYTES_MAX {
+        } else if cairn_types::start_bytes(input, &options.memo, &options.search_attributes)
+            > crate::node::INLINE_PAYLOAD_BYTES_MAX
+        {
             Some(format!(
-                "child input is {} bytes; the limit is {} bytes",
-                input.len(),
+                "the child's input, memo and search attributes are {} bytes together; the limit is {} bytes",
+                cairn_types::start_bytes(input, &options.memo, &options.search_attributes),
                 crate::node::INLINE_PAYLOAD_BYTES_MAX
             ))
         } else {

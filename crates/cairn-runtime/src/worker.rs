@@ -44,6 +44,7 @@ use crate::shared::Shared;
 use crate::workflow::Delivery;
 use cairn_core::{Message, TimerId};
 use cairn_store::{Store, StoreError, Transaction};
+use cairn_types::limits::INLINE_PAYLOAD_BYTES_MAX;
 use cairn_types::{ActivityTimeouts, Failure, Payload, RunId, Seq};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -136,6 +137,15 @@ pub(crate) fn schedule_to_start_timer(
             attempt: task.attempt,
         },
     ))
+}
+
+/// A spawned task aborted when its handle drops (an attempt given up mid-way).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The latest heartbeat of an attempt, shared by its `ActivityContext` and its recorder.
@@ -563,6 +573,9 @@ async fn run_attempt<S: Store>(
     let current_heartbeat_timer = Arc::new(Mutex::new(claimed.heartbeat.clone()));
     // The recorder starts with the attempt's first heartbeat: most activities never beat.
     let recorder: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>> = Arc::new(Mutex::new(None));
+    // Details too large to store fail the attempt (as Temporal's server does): set here by
+    // the sink, watched while the attempt runs.
+    let (oversized_tx, mut oversized) = watch::channel(None::<usize>);
     let sink = {
         let beat = signals.beat.clone();
         let (shared, task, current, recorder) = (
@@ -572,6 +585,10 @@ async fn run_attempt<S: Store>(
             recorder.clone(),
         );
         Arc::new(move |details: Payload| {
+            if details.len() > INLINE_PAYLOAD_BYTES_MAX {
+                oversized_tx.send_replace(Some(details.len()));
+                return;
+            }
             beat.call(details);
             let mut recorder = recorder.lock().unwrap_or_else(|p| p.into_inner());
             if recorder.is_none() && !*stop_rx.borrow() {
@@ -596,39 +613,63 @@ async fn run_attempt<S: Store>(
         idempotency_key: format!("{}/{}", task.workflow_id, task.seq),
         task_queue: task.options.task_queue.clone(),
     };
-    let outcome = match shared.registry.activity_def(&task.activity_type) {
-        Some(def) => {
-            let ctx = ActivityContext::new(info, last_heartbeat, sink, signals.cancel.clone());
-            let future = def(ctx, task.input.clone());
-            let mut running = shared.runtime.spawn(future);
-            let mut halted = shared.workers.halted.subscribe();
-            let mut abandon = signals.abandon.clone();
-            tokio::select! {
-                joined = &mut running => match joined {
-                    Ok(result) => Some(result),
-                    Err(e) => Some(Err(Failure::new("ActivityPanicked", format!("activity panicked: {e}")))),
-                },
-                _ = halted.wait_for(|h| *h) => None,
-                _ = abandon.wait_for(|a| *a) => None,
+    let attempt = async {
+        match shared.registry.activity_def(&task.activity_type) {
+            Some(def) => {
+                let ctx = ActivityContext::new(info, last_heartbeat, sink, signals.cancel.clone());
+                let future = def(ctx, task.input.clone());
+                let mut running = AbortOnDrop(shared.runtime.spawn(future));
+                let mut halted = shared.workers.halted.subscribe();
+                let mut abandon = signals.abandon.clone();
+                tokio::select! {
+                    joined = &mut running.0 => match joined {
+                        Ok(result) => Some(result),
+                        Err(e) => Some(Err(Failure::new("ActivityPanicked", format!("activity panicked: {e}")))),
+                    },
+                    _ = halted.wait_for(|h| *h) => None,
+                    _ = abandon.wait_for(|a| *a) => None,
+                }
+                // Otherwise the node stopped or lost the shard: the attempt is abandoned (aborted
+                // as `running` drops), as a crash would.
             }
-            .or_else(|| {
-                // The node stopped or lost the shard: abandon the attempt, as a crash would.
-                running.abort();
-                None
-            })
+            None if shared.config.remote_activities => {
+                remote_attempt(shared, &task, &claimed, last_heartbeat, sink, &signals).await
+            }
+            None => Some(Err(Failure::new(
+                "ActivityTypeNotRegistered",
+                format!(
+                    "activity type {:?} is not registered on this node",
+                    task.activity_type
+                ),
+            )
+            .non_retryable())),
         }
-        None if shared.config.remote_activities => {
-            remote_attempt(shared, &task, &claimed, last_heartbeat, sink, &signals).await
-        }
-        None => Some(Err(Failure::new(
-            "ActivityTypeNotRegistered",
-            format!(
-                "activity type {:?} is not registered on this node",
-                task.activity_type
-            ),
-        )
-        .non_retryable())),
     };
+    let too_large = async {
+        let seen = oversized
+            .wait_for(Option::is_some)
+            .await
+            .map(|len| (*len).unwrap_or(0));
+        match seen {
+            Ok(len) => len,
+            // The attempt's context is gone: no heartbeat can come.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = attempt => outcome,
+        len = too_large => Some(Err(Failure::payload_too_large("the heartbeat details", len))),
+    };
+    // What the attempt made is stored in one event: a result too large fails the attempt, a
+    // failure too large is cut to fit.
+    let outcome = outcome.map(|outcome| match outcome {
+        Ok(result) if result.len() > INLINE_PAYLOAD_BYTES_MAX => Err(Failure::payload_too_large(
+            "the activity's result",
+            result.len(),
+        )),
+        Ok(result) => Ok(result),
+        Err(failure) => Err(failure.bounded(INLINE_PAYLOAD_BYTES_MAX)),
+    });
     // The recorder stops (finishing a write in flight) before the result is handed over, so
     // no heartbeat write lands after the transition that consumes the attempt's timers.
     stop_recorder.send_replace(true);

@@ -18,9 +18,9 @@ pub fn status(error: MatchingError) -> Status {
         MatchingError::NotFound | MatchingError::WorkflowTaskNotFound => {
             Status::not_found(error.to_string())
         }
-        MatchingError::WorkflowTaskStale | MatchingError::WorkflowTaskRefused(_) => {
-            Status::invalid_argument(error.to_string())
-        }
+        MatchingError::WorkflowTaskStale
+        | MatchingError::WorkflowTaskRefused(_)
+        | MatchingError::HeartbeatTooLarge { .. } => Status::invalid_argument(error.to_string()),
         MatchingError::WorkflowTaskUnavailable => Status::unavailable(error.to_string()),
         MatchingError::TooManyPolls(_) => Status::resource_exhausted(error.to_string()),
     }

@@ -412,3 +412,43 @@ async fn failures_follow_the_retry_policy_and_answers_by_id_work() {
     );
     server.stop().await;
 }
+
+/// Proves a worker's result or heartbeat details too large for one stored event fail the
+/// attempt as `PayloadTooLarge`, not retried (as Temporal's server does): the completion is
+/// taken, the heartbeat refused with the limit in its message, and the run goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_past_the_bound_fail_the_attempt() {
+    let server = serve().await;
+    let mut client = server.client().await;
+    start(&mut client, "oversized", 2).await;
+    let big = serde_json::json!("x".repeat(cairn_runtime::INLINE_PAYLOAD_BYTES_MAX));
+    let first = poll(&mut client).await;
+    let second = poll(&mut client).await;
+    complete(&mut client, first.task_token, big.clone())
+        .await
+        .unwrap();
+    let refused = client
+        .record_activity_task_heartbeat(ws::RecordActivityTaskHeartbeatRequest {
+            namespace: "default".into(),
+            task_token: second.task_token.clone(),
+            details: Some(json(big)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("the limit is 90000 bytes"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(
+        within("result", result(&mut client, "oversized")).await,
+        serde_json::json!(["failed: PayloadTooLarge", "failed: PayloadTooLarge"])
+    );
+    let late = complete(&mut client, second.task_token, serde_json::json!(1))
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), Code::NotFound);
+    server.stop().await;
+}

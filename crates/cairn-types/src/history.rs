@@ -18,6 +18,18 @@ pub type EventId = u64;
 /// counter). Assigned by the workflow code's calls in program order, so replay reproduces it.
 pub type Seq = u32;
 
+/// Bytes a run's start carries in user data: its input, memo and search attributes, which
+/// its started event and start mail hold together, bounded by
+/// [`INLINE_PAYLOAD_BYTES_MAX`](crate::limits::INLINE_PAYLOAD_BYTES_MAX).
+pub fn start_bytes(input: &Payload, memo: &Memo, search_attributes: &SearchAttributes) -> usize {
+    input.len()
+        + crate::memo::memo_bytes(memo)
+        + crate::search::search_attributes_bytes(search_attributes)
+}
+
+/// The error type of a failure made because a payload exceeded the inline bound.
+pub const PAYLOAD_TOO_LARGE: &str = "PayloadTooLarge";
+
 /// An error as workflow and activity code see it: a message, a type name for retry policies
 /// to match, and whether retrying can help.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +58,70 @@ impl Failure {
         self.non_retryable = true;
         self
     }
+
+    /// The non-retryable `PayloadTooLarge` failure of `what` (say "the activity's result"),
+    /// `len` bytes against [`INLINE_PAYLOAD_BYTES_MAX`]. Retrying makes the same payload.
+    ///
+    /// [`INLINE_PAYLOAD_BYTES_MAX`]: crate::limits::INLINE_PAYLOAD_BYTES_MAX
+    pub fn payload_too_large(what: &str, len: usize) -> Self {
+        Self::new(
+            PAYLOAD_TOO_LARGE,
+            format!(
+                "{what} is {len} bytes; the limit is {} bytes",
+                crate::limits::INLINE_PAYLOAD_BYTES_MAX
+            ),
+        )
+        .non_retryable()
+    }
+
+    /// Bytes of text and details the failure carries.
+    pub fn size_bytes(&self) -> usize {
+        self.message.len() + self.error_type.len() + self.details.as_ref().map_or(0, Payload::len)
+    }
+
+    /// The failure cut to carry at most `max` bytes (`size_bytes`), so it fits one stored
+    /// event: the error type is cut to [`ERROR_TYPE_BYTES_MAX`], then the details are dropped,
+    /// then the message is cut, each cut said in the message. A failure that fits is
+    /// returned unchanged.
+    ///
+    /// [`ERROR_TYPE_BYTES_MAX`]: crate::limits::ERROR_TYPE_BYTES_MAX
+    pub fn bounded(mut self, max: usize) -> Self {
+        if self.size_bytes() <= max {
+            return self;
+        }
+        let type_max = crate::limits::ERROR_TYPE_BYTES_MAX.min(max / 4);
+        if self.error_type.len() > type_max {
+            let kept = floor_char_boundary(&self.error_type, type_max);
+            self.error_type.truncate(kept);
+        }
+        if let Some(details) = self.details.take() {
+            if self.size_bytes() + details.len() <= max {
+                self.details = Some(details);
+                return self;
+            }
+            self.message
+                .push_str(&format!(" (details of {} bytes dropped)", details.len()));
+        }
+        if self.size_bytes() > max {
+            let total = self.message.len();
+            // Room for the note, which is at most 60 bytes.
+            let room = max.saturating_sub(self.error_type.len() + 60);
+            let kept = floor_char_boundary(&self.message, room);
+            self.message.truncate(kept);
+            self.message
+                .push_str(&format!(" … (cut to {kept} of {total} bytes)"));
+        }
+        self
+    }
+}
+
+/// The largest index at most `at` that is a char boundary of `s`.
+fn floor_char_boundary(s: &str, at: usize) -> usize {
+    let mut at = at.min(s.len());
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
 }
 
 impl std::fmt::Display for Failure {
@@ -463,9 +539,6 @@ impl Command {
     /// Encoded bytes of the largest payload the command carries (its event must fit in one
     /// store value).
     pub fn largest_payload_bytes(&self) -> usize {
-        let failure = |f: &Failure| {
-            f.details.as_ref().map_or(0, Payload::len) + f.message.len() + f.error_type.len()
-        };
         match self {
             Self::ScheduleActivity { input, .. }
             | Self::StartChildWorkflow { input, .. }
@@ -473,7 +546,7 @@ impl Command {
             Self::RecordMarker { details, .. } => details.len(),
             Self::SignalExternal { input, .. } => input.len(),
             Self::CompleteWorkflow { result } => result.len(),
-            Self::FailWorkflow { failure: f } => failure(f),
+            Self::FailWorkflow { failure } => failure.size_bytes(),
             Self::UpsertMemo { memo } => memo.values().flatten().map(Payload::len).sum(),
             _ => 0,
         }
@@ -679,5 +752,59 @@ impl Command {
             Self::UpsertSearchAttributes { .. } => "UpsertSearchAttributes".into(),
             Self::UpsertMemo { .. } => "UpsertMemo".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_that_fits_is_unchanged() {
+        let failure = Failure::new("Declined", "card declined").non_retryable();
+        assert_eq!(failure.clone().bounded(1_000), failure);
+        let exact = Failure::new("T", "x".repeat(99));
+        assert_eq!(exact.size_bytes(), 100);
+        assert_eq!(exact.clone().bounded(100), exact);
+    }
+
+    #[test]
+    fn a_large_failure_is_cut_to_its_bound_and_says_so() {
+        // Multi-byte characters across the cut: the cut lands on a char boundary.
+        let failure = Failure {
+            details: Some(Payload::from_bytes(vec![0xc0; 5_000]).unwrap()),
+            ..Failure::new("E".repeat(1_000), "é".repeat(50_000))
+        }
+        .non_retryable();
+        let cut = failure.clone().bounded(10_000);
+        assert!(cut.size_bytes() <= 10_000, "{}", cut.size_bytes());
+        assert_eq!(cut.error_type.len(), crate::limits::ERROR_TYPE_BYTES_MAX);
+        assert_eq!(cut.details, None);
+        assert!(cut.non_retryable);
+        assert!(cut.message.starts_with("éé"));
+        let total = "é".len() * 50_000 + " (details of 5000 bytes dropped)".len();
+        assert!(
+            cut.message.ends_with(&format!("of {total} bytes)")),
+            "{}",
+            &cut.message[cut.message.len() - 80..]
+        );
+
+        // Details that fit beside a cut type are kept.
+        let small = Failure {
+            details: Some(Payload::from_bytes(vec![0xc0; 100]).unwrap()),
+            ..Failure::new("E".repeat(1_000), "boom")
+        };
+        let kept = small.bounded(1_000);
+        assert_eq!(kept.details.map(|d| d.len()), Some(100));
+        assert_eq!(kept.message, "boom");
+
+        // Details too large alone are dropped, and the message says how large they were.
+        let big_details = Failure {
+            details: Some(Payload::from_bytes(vec![0xc0; 2_000]).unwrap()),
+            ..Failure::new("E", "boom")
+        };
+        let dropped = big_details.bounded(1_000);
+        assert_eq!(dropped.details, None);
+        assert_eq!(dropped.message, "boom (details of 2000 bytes dropped)");
     }
 }

@@ -19,8 +19,16 @@ pub const ACTIVITY_ID_BYTES_MAX: usize = 1_000;
 pub const TYPE_NAME_BYTES_MAX: usize = 256;
 
 /// Largest encoded payload (workflow input, activity result, signal argument), in bytes.
-/// Larger than one store value (100,000 bytes): the engine chunks payloads across keys.
+/// Larger than one store value (100,000 bytes): what the engine stores in a history event is
+/// bounded by [`INLINE_PAYLOAD_BYTES_MAX`] instead.
 pub const PAYLOAD_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+/// Largest payload the engine stores inline, in one history event or mailbox entry: workflow
+/// and child inputs, results, activity inputs and results, signal arguments, heartbeat
+/// details, and the whole of a failure. It leaves room for the event around it in a
+/// 100,000-byte store value. Larger payloads are refused at their source with this limit in
+/// the error (an activity's or a workflow's result fails it, as `PayloadTooLarge`).
+pub const INLINE_PAYLOAD_BYTES_MAX: usize = 90_000;
 
 /// Longest error-type name in a retry policy's non-retryable list, in UTF-8 bytes.
 pub const ERROR_TYPE_BYTES_MAX: usize = 256;
@@ -49,6 +57,8 @@ pub const SEARCH_ATTRIBUTES_MAX: usize = 64;
 pub const SEARCH_ATTRIBUTES_BYTES_MAX: usize = 40_000;
 
 const _: () = assert!(WORKFLOW_ID_BYTES_MAX < 10_000);
+const _: () = assert!(INLINE_PAYLOAD_BYTES_MAX < 100_000);
+const _: () = assert!(INLINE_PAYLOAD_BYTES_MAX < PAYLOAD_BYTES_MAX);
 const _: () = assert!(HISTORY_EVENTS_SUGGEST_CONTINUE < HISTORY_EVENTS_MAX);
 const _: () = assert!(HISTORY_BYTES_SUGGEST_CONTINUE < HISTORY_BYTES_MAX);
 const _: () = assert!(SEARCH_ATTRIBUTES_BYTES_MAX < 100_000);

@@ -24,6 +24,13 @@ pub enum MemoError {
     TooLarge { len: usize, max: usize },
 }
 
+/// Bytes of a memo's keys and values, as [`MEMO_BYTES_MAX`] counts them.
+pub fn memo_bytes(memo: &Memo) -> usize {
+    memo.iter()
+        .map(|(key, value)| key.len() + value.len())
+        .sum()
+}
+
 /// Checks a whole memo (as it will be stored).
 pub fn validate_memo(memo: &Memo) -> Result<(), MemoError> {
     if memo.len() > MEMO_FIELDS_MAX {
@@ -32,11 +39,10 @@ pub fn validate_memo(memo: &Memo) -> Result<(), MemoError> {
             max: MEMO_FIELDS_MAX,
         });
     }
-    let mut total = 0;
-    for (key, value) in memo {
+    for key in memo.keys() {
         check_key(key)?;
-        total += key.len() + value.len();
     }
+    let total = memo_bytes(memo);
     if total > MEMO_BYTES_MAX {
         return Err(MemoError::TooLarge {
             len: total,

@@ -160,6 +160,13 @@ pub fn validate_search_attribute(
     Ok(())
 }
 
+/// Bytes of a set's names and values, as [`SEARCH_ATTRIBUTES_BYTES_MAX`] counts them.
+pub fn search_attributes_bytes(all: &SearchAttributes) -> usize {
+    all.iter()
+        .map(|(name, value)| name.len() + value.bytes())
+        .sum()
+}
+
 /// Checks a whole set (as it will be stored after an upsert).
 pub fn validate_search_attributes(all: &SearchAttributes) -> Result<(), SearchAttributeError> {
     if all.len() > SEARCH_ATTRIBUTES_MAX {
@@ -168,11 +175,10 @@ pub fn validate_search_attributes(all: &SearchAttributes) -> Result<(), SearchAt
             max: SEARCH_ATTRIBUTES_MAX,
         });
     }
-    let mut total = 0;
     for (name, value) in all {
         validate_search_attribute(name, value)?;
-        total += name.len() + value.bytes();
     }
+    let total = search_attributes_bytes(all);
     if total > SEARCH_ATTRIBUTES_BYTES_MAX {
         return Err(SearchAttributeError::TooLarge {
             len: total,

@@ -114,6 +114,15 @@ fn encode<T: Serialize>(value: &T, what: &str) -> Result<Payload, Failure> {
         .map_err(|e| Failure::new("PayloadEncode", format!("{what}: {e}")).non_retryable())
 }
 
+/// `encode`, refusing a payload too large for one stored event (`PayloadTooLarge`).
+fn encode_stored<T: Serialize>(value: &T, what: &str) -> Result<Payload, Failure> {
+    let payload = encode(value, what)?;
+    if payload.len() > cairn_types::limits::INLINE_PAYLOAD_BYTES_MAX {
+        return Err(Failure::payload_too_large(what, payload.len()));
+    }
+    Ok(payload)
+}
+
 fn decode<T: DeserializeOwned>(payload: &Payload, what: &str) -> Result<T, Failure> {
     payload
         .decode()
@@ -178,7 +187,7 @@ impl Ctx {
         ActivityCall {
             ctx: self.inner.clone(),
             activity_type: std::borrow::Cow::Borrowed(function_name::<F>()),
-            input: encode(&input, "activity input"),
+            input: encode_stored(&input, "the activity input"),
             options: ActivityOptions {
                 task_queue: "default".into(),
                 timeouts: ActivityTimeouts::default(),
@@ -202,7 +211,7 @@ impl Ctx {
         ActivityCall {
             ctx: self.inner.clone(),
             activity_type: std::borrow::Cow::Owned(name.to_string()),
-            input: encode(&input, "activity input"),
+            input: encode_stored(&input, "the activity input"),
             options: ActivityOptions {
                 task_queue: "default".into(),
                 timeouts: ActivityTimeouts::default(),

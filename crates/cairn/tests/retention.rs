@@ -52,14 +52,16 @@ async fn stored_keys<S: Store>(store: &S) -> usize {
 
 /// Proves retention on both stores: 300 closed workflows (60 of them started twice, so their
 /// first runs are retired) are deleted with their histories and visibility entries after a
-/// 1 s retention, counts fall to the open workflows, and the open ones (one of them closed by a
+/// 3 s retention, counts fall to the open workflows, and the open ones (one of them closed by a
 /// signal later) are kept until their own time comes.
 async fn closed_workflows_are_deleted_after_retention<S: Store>(store: S, tag: &str) {
     let node = Node::builder()
         .workflow(quick)
         .workflow(waits)
         .config(NodeConfig {
-            retention_ms: 1_000,
+            // Long enough that all 360 runs close, and the store is counted full, before the
+            // first of them is due (300 sequential starts take ~1 s on a loaded 2-core box).
+            retention_ms: 3_000,
             ..NodeConfig::default()
         })
         .start(store.clone())
