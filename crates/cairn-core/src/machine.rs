@@ -102,6 +102,11 @@ pub struct RemoteCode {
     /// task out (its worker's token named the node's previous life), so it hands it out again.
     #[serde(skip)]
     pub task_out: bool,
+    /// The current task failed more than once in a row: it is owed again when its check
+    /// timer fires ([`workflow_task_retry_pause_ms`]), or superseded by a new task when a new
+    /// input arrives.
+    #[serde(default)]
+    pub backing_off: bool,
 }
 
 impl RemoteCode {
@@ -116,12 +121,32 @@ impl RemoteCode {
             buffered: Vec::new(),
             check_ms: 0,
             task_out: false,
+            backing_off: false,
         }
     }
 }
 
 /// Longest period of a remote run's workflow task check timer.
 pub const WORKFLOW_TASK_CHECK_MAX_MS: u64 = 60_000;
+
+/// Pause before handing out a workflow task that failed twice in a row (the first retry is
+/// at once, as on Temporal); it doubles with each further failure.
+pub const WORKFLOW_TASK_RETRY_PAUSE_MS: u64 = 1_000;
+/// Longest pause between attempts of a failing workflow task: a worker whose code fails
+/// every time (or sends commands Cairn refuses) costs a task a minute, not a hot loop.
+pub const WORKFLOW_TASK_RETRY_PAUSE_MAX_MS: u64 = 60_000;
+
+/// How long attempt `attempt` of a workflow task waits before it is handed out: nothing for
+/// the first two, then [`WORKFLOW_TASK_RETRY_PAUSE_MS`] doubling up to
+/// [`WORKFLOW_TASK_RETRY_PAUSE_MAX_MS`].
+pub fn workflow_task_retry_pause_ms(attempt: u32) -> u64 {
+    match attempt {
+        0..=2 => 0,
+        n => WORKFLOW_TASK_RETRY_PAUSE_MS
+            .saturating_mul(1u64 << (n - 3).min(32))
+            .min(WORKFLOW_TASK_RETRY_PAUSE_MAX_MS),
+    }
+}
 
 /// The run's snapshot: everything needed to continue besides history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -814,9 +839,16 @@ impl Run {
                     {
                         remote.task_out = false;
                         remote.attempt += 1;
-                        remote.task_due = true;
                         remote.check_ms = remote.task_timeout_ms;
-                        let fire_at = now.saturating_add(remote.task_timeout_ms);
+                        let pause = workflow_task_retry_pause_ms(remote.attempt);
+                        // Owed at once, or (failing again and again) when the timer fires.
+                        remote.task_due = pause == 0;
+                        remote.backing_off = pause > 0;
+                        let fire_at = now.saturating_add(if pause > 0 {
+                            pause
+                        } else {
+                            remote.task_timeout_ms
+                        });
                         remote.task_timer_at = Some(fire_at);
                         effects.push(Effect::ScheduleTimer {
                             timer: TimerId::WorkflowTask { task },
@@ -974,6 +1006,21 @@ impl Run {
             }
             TimerId::WorkflowTask { task } => {
                 if let Some(remote) = self.state.remote.as_mut()
+                    && remote.task == task
+                    && remote.backing_off
+                {
+                    // The pause after repeated failures is over: owed again (the timer's
+                    // firing activated the run, which offers it), checked as a fresh one.
+                    remote.backing_off = false;
+                    remote.task_due = true;
+                    remote.check_ms = remote.task_timeout_ms;
+                    let fire_at = now.saturating_add(remote.task_timeout_ms);
+                    remote.task_timer_at = Some(fire_at);
+                    effects.push(Effect::ScheduleTimer {
+                        timer,
+                        fire_at_unix_ms: fire_at,
+                    });
+                } else if let Some(remote) = self.state.remote.as_mut()
                     && remote.task == task
                     && remote.task_due
                 {
@@ -1219,6 +1266,8 @@ fn owe_workflow_task(state: &mut RunState, now: u64, effects: &mut Vec<Effect>) 
     if remote.task_due {
         return;
     }
+    // A task backing off after failures is superseded: new input, a new task, attempt 1.
+    remote.backing_off = false;
     remote.task_due = true;
     remote.task += 1;
     remote.attempt = 1;
@@ -1335,6 +1384,7 @@ fn close(state: &mut RunState, status: RunStatus, now: u64, effects: &mut Vec<Ef
         // No task is owed any more; one out is answered "not found".
         remote.task_due = false;
         remote.task_out = false;
+        remote.backing_off = false;
         remote.task_timer_at = None;
         remote.buffered.clear();
     }

@@ -2,7 +2,10 @@
 //! time, inputs buffered while it is out, completions applied as the executor's commands
 //! are, stale and lost tasks handed out again.
 
-use cairn_core::{Effect, Message, RemoteCode, Run, RunStatus, StartArgs, TimerId};
+use cairn_core::{
+    Effect, Message, RemoteCode, Run, RunStatus, StartArgs, TimerId,
+    WORKFLOW_TASK_RETRY_PAUSE_MAX_MS, workflow_task_retry_pause_ms,
+};
 use cairn_types::{
     ActivityOptions, ActivityTimeouts, Command, Payload, RetryPolicy, WorkflowTimeouts,
 };
@@ -328,6 +331,91 @@ fn continue_as_new_without_a_type_continues_the_same_workflow() {
         t.effects
     );
     assert_eq!(run.state().status, RunStatus::ContinuedAsNew);
+}
+
+/// The fire time of the check timer of task `task` these effects arm.
+fn check_timer(effects: &[Effect], task: u32) -> Option<u64> {
+    effects.iter().find_map(|e| match e {
+        Effect::ScheduleTimer {
+            timer: TimerId::WorkflowTask { task: t },
+            fire_at_unix_ms,
+        } if *t == task => Some(*fire_at_unix_ms),
+        _ => None,
+    })
+}
+
+fn fail(run: &mut Run, task: u32, attempt: u32, now: u64) -> cairn_core::Transition {
+    run.handle(vec![Message::WorkflowTaskFailed { task, attempt }], now)
+        .unwrap()
+}
+
+#[test]
+fn a_task_failing_again_and_again_is_handed_out_after_a_growing_pause() {
+    assert_eq!(
+        (1..=12)
+            .map(workflow_task_retry_pause_ms)
+            .collect::<Vec<_>>(),
+        [
+            0, 0, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000, 60_000
+        ]
+    );
+    assert_eq!(
+        workflow_task_retry_pause_ms(u32::MAX),
+        WORKFLOW_TASK_RETRY_PAUSE_MAX_MS
+    );
+    let mut run = start();
+    assert_eq!(run.take_workflow_task(), Some((1, 1)));
+    fail(&mut run, 1, 1, 2_000);
+    assert_eq!(
+        run.take_workflow_task(),
+        Some((1, 2)),
+        "the first retry is at once"
+    );
+    let t = fail(&mut run, 1, 2, 3_000);
+    assert!(t.events.is_empty());
+    assert_eq!(check_timer(&t.effects, 1), Some(4_000), "a 1 s pause");
+    assert_eq!(run.take_workflow_task(), None, "not during the pause");
+    assert!(!run.remote().unwrap().task_due);
+    // The pause survives a restart: it is in the snapshot, and its timer is durable.
+    let snapshot: RemoteCode =
+        rmp_serde::from_slice(&rmp_serde::to_vec_named(run.remote().unwrap()).unwrap()).unwrap();
+    assert!(snapshot.backing_off && !snapshot.task_due);
+    assert_eq!(snapshot.task_timer_at, Some(4_000));
+
+    let t = run
+        .handle(
+            vec![Message::TimerFired {
+                timer: TimerId::WorkflowTask { task: 1 },
+            }],
+            4_000,
+        )
+        .unwrap();
+    assert!(t.events.is_empty());
+    assert_eq!(
+        check_timer(&t.effects, 1),
+        Some(14_000),
+        "owed again, checked at the task timeout"
+    );
+    assert_eq!(run.take_workflow_task(), Some((1, 3)));
+    let t = fail(&mut run, 1, 3, 5_000);
+    assert_eq!(check_timer(&t.effects, 1), Some(7_000), "then 2 s");
+    assert_eq!(run.take_workflow_task(), None);
+
+    // New input during the pause: a new task, attempt 1, owed at once; the old timer is
+    // ignored when it fires.
+    let t = run.handle(vec![signal("retry")], 6_000).unwrap();
+    assert_eq!(names(&t), ["WorkflowExecutionSignaled"]);
+    assert_eq!(run.take_workflow_task(), Some((2, 1)));
+    let t = run
+        .handle(
+            vec![Message::TimerFired {
+                timer: TimerId::WorkflowTask { task: 1 },
+            }],
+            7_000,
+        )
+        .unwrap();
+    assert!(t.effects.is_empty() && t.events.is_empty(), "{t:?}");
+    assert!(run.holds_workflow_task(2, 1));
 }
 
 #[test]

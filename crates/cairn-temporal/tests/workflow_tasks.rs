@@ -338,8 +338,15 @@ async fn a_task_held_past_its_timeout_is_handed_out_again_and_late_or_forged_ans
         refused.message().contains("ScheduleNexusOperation"),
         "{refused:?}"
     );
+    let refused_at = std::time::Instant::now();
     let third = poll(&mut client).await;
     assert_eq!(third.attempt, 3, "the refused task is handed out again");
+    // Failing twice in a row: handed out after a pause (1 s, then 2 s), not in a hot loop.
+    assert!(
+        refused_at.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        refused_at.elapsed()
+    );
     // A result too large for one stored event is refused whole; the run stays open.
     let oversized = complete(
         &mut client,
@@ -353,10 +360,16 @@ async fn a_task_held_past_its_timeout_is_handed_out_again_and_late_or_forged_ans
         oversized.message().contains("the limit is 90000 bytes"),
         "{oversized:?}"
     );
+    let oversized_at = std::time::Instant::now();
     let fourth = poll(&mut client).await;
     assert_eq!(
         fourth.attempt, 4,
         "the oversized completion's task is handed out again"
+    );
+    assert!(
+        oversized_at.elapsed() >= Duration::from_millis(1_900),
+        "{:?}",
+        oversized_at.elapsed()
     );
     complete(
         &mut client,
