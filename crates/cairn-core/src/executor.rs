@@ -778,6 +778,20 @@ pub enum ExecutorError {
         "query handler {name:?} called {call}, which only workflow code may call: a query reads the run and must not change it"
     )]
     QueryNotReadOnly { name: String, call: &'static str },
+    /// The workflow's code (its body, a signal handler, a condition) panicked. The instance
+    /// is unusable; the run is held until its code is fixed, as a failing workflow task is
+    /// retried on Temporal.
+    #[error("workflow code panicked: {message}")]
+    Panicked { message: String },
+}
+
+/// The message a panic carried (`panic!("...")` gives a `&str` or a `String`).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 /// One run's workflow instance: the root future and the core it shares with its context.
@@ -938,11 +952,23 @@ impl Executor {
                 core.progress += 1;
             }
         }
-        // Handlers run with no borrow held: they may call the context.
-        for (handler, input) in handler_calls {
-            (handler.borrow_mut())(input);
+        // Handlers run with no borrow held: they may call the context. A panic in the code is
+        // an error of this activation, not of the thread running it.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for (handler, input) in handler_calls {
+                (handler.borrow_mut())(input);
+            }
+            self.poll_until_waiting()
+        }));
+        match ran {
+            Ok(polled) => polled?,
+            Err(panic) => {
+                self.root = None;
+                return Err(ExecutorError::Panicked {
+                    message: panic_message(panic.as_ref()),
+                });
+            }
         }
-        self.poll_until_waiting()?;
         Ok(std::mem::take(&mut self.core.borrow_mut().commands))
     }
 
@@ -1060,8 +1086,14 @@ impl Executor {
                 core.recorded_markers.clone(),
             )
         };
-        // No borrow is held while user code runs.
-        let answer = handler(args);
+        // No borrow is held while user code runs; a panic in it is the query's failure.
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(args)))
+            .unwrap_or_else(|panic| {
+                Err(Failure::new(
+                    "QueryPanicked",
+                    format!("query handler panicked: {}", panic_message(panic.as_ref())),
+                ))
+            });
         let forbidden = {
             let mut core = self.core.borrow_mut();
             let (next_seq, commands, rng, patches, attributes, markers) = saved;
