@@ -889,27 +889,6 @@ async def cancel_and_continue_as_new(client: Client, run: str) -> None:
     )
 
 
-async def search_attributes(client: Client, run: str) -> None:
-    tag = f"tag-{run}"
-    handle = await client.start_workflow(
-        TaggedWorkflow.run, tag, id=f"tagged-{run}", task_queue=ORDERS
-    )
-    found = []
-    for _ in range(100):
-        found = [w.id async for w in client.list_workflows(f"CustomKeywordField = '{tag}'")]
-        if found:
-            break
-        await asyncio.sleep(0.1)
-    check(found == [f"tagged-{run}"], f"a workflow's upserted search attribute finds it: {found}")
-    described = await handle.describe()
-    check(
-        described.typed_search_attributes.get(TAG) == tag,
-        "describe shows the upserted attribute",
-    )
-    await handle.signal(TaggedWorkflow.finish)
-    check(await handle.result() == tag, "and the tagged workflow completes")
-
-
 async def listed_until(client: Client, query: str, want: list, tries: int = 100) -> list:
     """The workflows `query` lists, polled (0.1 s apart) until their ids are `want`."""
     listed = []
@@ -919,6 +898,23 @@ async def listed_until(client: Client, query: str, want: list, tries: int = 100)
             break
         await asyncio.sleep(0.1)
     return listed
+
+
+async def search_attributes(client: Client, run: str) -> None:
+    tag = f"tag-{run}"
+    handle = await client.start_workflow(
+        TaggedWorkflow.run, tag, id=f"tagged-{run}", task_queue=ORDERS
+    )
+    query = f"CustomKeywordField = '{tag}'"
+    found = [w.id for w in await listed_until(client, query, [f"tagged-{run}"])]
+    check(found == [f"tagged-{run}"], f"a workflow's upserted search attribute finds it: {found}")
+    described = await handle.describe()
+    check(
+        described.typed_search_attributes.get(TAG) == tag,
+        "describe shows the upserted attribute",
+    )
+    await handle.signal(TaggedWorkflow.finish)
+    check(await handle.result() == tag, "and the tagged workflow completes")
 
 
 async def memo_and_start_attributes(client: Client, run: str) -> None:

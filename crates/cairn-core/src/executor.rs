@@ -1019,22 +1019,24 @@ impl Executor {
                         failure: failure.bounded(INLINE_PAYLOAD_BYTES_MAX),
                     },
                     Err(WorkflowError::Canceled) => Command::CancelWorkflow,
-                    Err(WorkflowError::ContinueAsNew { input })
-                        if self.successor_bytes(&input) > INLINE_PAYLOAD_BYTES_MAX =>
-                    {
-                        Command::FailWorkflow {
-                            failure: Failure::payload_too_large(
-                                "the continue-as-new input with the memo and search attributes it carries",
-                                self.successor_bytes(&input),
-                            ),
+                    Err(WorkflowError::ContinueAsNew { input }) => {
+                        let carried = self.successor_bytes(&input);
+                        if carried > INLINE_PAYLOAD_BYTES_MAX {
+                            Command::FailWorkflow {
+                                failure: Failure::payload_too_large(
+                                    "the continue-as-new input with the memo and search attributes it carries",
+                                    carried,
+                                ),
+                            }
+                        } else {
+                            Command::ContinueAsNew {
+                                workflow_type: self.core.borrow().workflow_type.clone(),
+                                input,
+                                memo: None,
+                                search_attributes: None,
+                            }
                         }
                     }
-                    Err(WorkflowError::ContinueAsNew { input }) => Command::ContinueAsNew {
-                        workflow_type: self.core.borrow().workflow_type.clone(),
-                        input,
-                        memo: None,
-                        search_attributes: None,
-                    },
                 };
                 if !self.outcome_reported {
                     self.outcome_reported = true;

@@ -356,16 +356,14 @@ impl Planner<'_> {
             .remote
             .clone()
             .filter(|_| self.registry.workflow_def(workflow_type).is_none());
+        let carried = cairn_types::start_bytes(input, &options.memo, &options.search_attributes);
         let refused = if self.registry.workflow_def(workflow_type).is_none() && remote.is_none() {
             Some(format!(
                 "workflow type {workflow_type:?} is not registered on this node"
             ))
-        } else if cairn_types::start_bytes(input, &options.memo, &options.search_attributes)
-            > crate::node::INLINE_PAYLOAD_BYTES_MAX
-        {
+        } else if carried > crate::node::INLINE_PAYLOAD_BYTES_MAX {
             Some(format!(
-                "the child's input, memo and search attributes are {} bytes together; the limit is {} bytes",
-                cairn_types::start_bytes(input, &options.memo, &options.search_attributes),
+                "the child's input, memo and search attributes are {carried} bytes together; the limit is {} bytes",
                 crate::node::INLINE_PAYLOAD_BYTES_MAX
             ))
         } else {
