@@ -736,9 +736,36 @@ impl Run {
         let mut effects = Vec::new();
         let mut terminal = None;
         let mut completion: Option<(Vec<Command>, bool)> = None;
+        let mut messages = messages;
+        // An attempt never picked up whose schedule-to-start and schedule-to-close deadlines
+        // fall together timed out as schedule-to-start (Temporal's verdict): its
+        // schedule-to-close timers go after everything else of the batch.
+        messages.sort_by_key(|m| {
+            matches!(
+                m,
+                Message::TimerFired {
+                    timer: TimerId::ActivityScheduleToClose { .. }
+                }
+            )
+        });
         for message in messages {
             if terminal.is_some() {
-                break;
+                // The run is closing, but a signal or cancel request accepted before the close
+                // is part of its history (Temporal's rule): it was acknowledged to its sender.
+                match message {
+                    Message::Signal { name, input } => {
+                        inputs.push(EventKind::WorkflowExecutionSignaled {
+                            signal_name: name,
+                            input,
+                        })
+                    }
+                    Message::CancelRequested { reason } if !self.state.cancel_requested => {
+                        self.state.cancel_requested = true;
+                        inputs.push(EventKind::WorkflowExecutionCancelRequested { reason });
+                    }
+                    _ => {}
+                }
+                continue;
             }
             match message {
                 Message::Signal { name, input } => {
@@ -1057,10 +1084,14 @@ impl Run {
         now: u64,
     ) -> Result<Transition, RunError> {
         let mut inputs = inputs;
-        if terminal.is_none()
-            && let Some(remote) = self.state.remote.as_mut()
-        {
-            if remote.task_out {
+        if let Some(remote) = self.state.remote.as_mut() {
+            if terminal.is_some() {
+                // What a worker's task had not seen yet happened before the close: recorded
+                // now, ahead of it, rather than dropped with the buffer.
+                let mut buffered = std::mem::take(&mut remote.buffered);
+                buffered.append(&mut inputs);
+                inputs = buffered;
+            } else if remote.task_out {
                 // The worker holding the task has not seen these: they follow its commands.
                 remote.buffered.append(&mut inputs);
             } else if !remote.buffered.is_empty() {

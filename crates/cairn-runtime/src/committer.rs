@@ -145,8 +145,13 @@ pub type CheckFn = Box<dyn Fn(Option<&[u8]>) -> Result<(), crate::ClientError> +
 /// A condition a request needs inside the batch transaction: the value of `key` (as of the
 /// batch, including earlier requests of the same batch) must satisfy the function, or the
 /// request is rejected with its error and writes nothing. The read is conflict-tracked.
+///
+/// With `range_end`, the value checked is that of the first key in `[key, range_end)` (none
+/// if the range is empty), and the whole range is conflict-tracked while it is empty: a write
+/// into it by a commit after the batch's read version fails the batch, which is retried.
 pub struct Check {
     pub key: Vec<u8>,
+    pub range_end: Option<Vec<u8>>,
     pub accept: CheckFn,
 }
 
@@ -564,7 +569,15 @@ async fn try_commit_inner<S: Store>(
     for (index, request) in live.iter().enumerate() {
         let mut verdict = Ok(());
         for check in &request.checks {
-            let value = tx.get(&check.key).await?;
+            let value = match &check.range_end {
+                None => tx.get(&check.key).await?,
+                Some(end) => tx
+                    .get_range(&RangeRequest::new(check.key.clone(), end.clone()).limit(1))
+                    .await?
+                    .into_iter()
+                    .next()
+                    .map(|row| row.value),
+            };
             verdict = (check.accept)(value.as_deref());
             if verdict.is_err() {
                 break;

@@ -100,6 +100,11 @@ pub enum ClientError {
     /// unreachable). Retrying later may succeed.
     #[error("shard {shard} is unavailable: {reason}")]
     ShardUnavailable { shard: u32, reason: String },
+    /// A run's closing transition found mail in its mailbox that it had not read: the close
+    /// is redone with it, so a message acknowledged before the close is in the history.
+    /// Internal to the runtime; clients never see it.
+    #[error("run {run_id} has mail it did not read; its closing transition is redone with it")]
+    MailUnread { run_id: RunId },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error(transparent)]

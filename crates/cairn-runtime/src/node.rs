@@ -37,6 +37,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+/// Times a message to a workflow is sent on to the id's next run when the run it was
+/// addressed to closed (or continued as new) before the message committed.
+pub const MESSAGE_RETARGETS_MAX: u32 = 3;
+
 /// A request to start a workflow.
 #[derive(Debug, Clone)]
 pub struct StartWorkflow {
@@ -565,6 +569,7 @@ impl<S: Store> Node<S> {
         // batch transaction, after earlier requests of the same batch.
         let check = Check {
             key: wf_key.clone(),
+            range_end: None,
             accept: Box::new(move |existing: Option<&[u8]>| {
                 let Some(bytes) = existing else {
                     return Ok(());
@@ -708,32 +713,65 @@ impl<S: Store> Node<S> {
         message: Message,
     ) -> Result<RunId, ClientError> {
         let shared = &self.shared;
-        let current = self.current(workflow_id).await?;
-        if current.status.is_some_and(RunStatus::is_closed) {
-            return Err(ClientError::NotRunning {
-                workflow_id: workflow_id.to_string(),
-                status: current.status,
-            });
-        }
-        let run_id = current.run_id;
         let shard = shared.shard_of(workflow_id);
         let keys = shared.keys.clone();
-        let request_id = uuid::Uuid::now_v7();
-        let guard = keys.request_guard(&run_id, &request_id);
+        let wf_key = keys.workflow(&shared.config.namespace, workflow_id.as_str());
         let item = encode(&InboxItem::Message(message));
-        // Batched like everything else. The guard key, written only by this request, tells a
-        // retry after `MaybeCommitted` whether the message is already in the mailbox.
-        let ops = vec![
-            Op::Set(guard.clone(), Vec::new()),
-            Op::Mail {
-                shard,
-                run_id,
-                item,
-            },
-        ];
-        self.submit(ops, Vec::new(), Some((guard, Verify::Exists)))
-            .await?;
-        Ok(run_id)
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let current = self.current(workflow_id).await?;
+            if current.status.is_some_and(RunStatus::is_closed) {
+                return Err(ClientError::NotRunning {
+                    workflow_id: workflow_id.to_string(),
+                    status: current.status,
+                });
+            }
+            let run_id = current.run_id;
+            let request_id = uuid::Uuid::now_v7();
+            let guard = keys.request_guard(&run_id, &request_id);
+            // Batched like everything else. The guard key, written only by this request, tells
+            // a retry after `MaybeCommitted` whether the message is already in the mailbox.
+            let ops = vec![
+                Op::Set(guard.clone(), Vec::new()),
+                Op::Mail {
+                    shard,
+                    run_id,
+                    item: item.clone(),
+                },
+            ];
+            // The run must still be open inside the commit: mail acknowledged to a run that
+            // closed first would never reach its history. A close committed after this read
+            // conflicts with it (and the run's closing commit checks its mailbox in turn).
+            let id = workflow_id.to_string();
+            let open = Check {
+                key: wf_key.clone(),
+                range_end: None,
+                accept: Box::new(move |bytes: Option<&[u8]>| {
+                    let record: Option<WorkflowRecord> =
+                        bytes.map(|b| decode("workflow", b)).transpose()?;
+                    match record {
+                        Some(r) if r.run_id == run_id && !r.status.is_some_and(RunStatus::is_closed) => {
+                            Ok(())
+                        }
+                        other => Err(ClientError::NotRunning {
+                            workflow_id: id.clone(),
+                            status: other.and_then(|r| r.status),
+                        }),
+                    }
+                }),
+            };
+            match self
+                .submit(ops, vec![open], Some((guard, Verify::Exists)))
+                .await
+            {
+                // The run closed, or continued as new, after it was read: the id's new
+                // current run (if open) takes the message.
+                Err(ClientError::NotRunning { .. }) if tries < MESSAGE_RETARGETS_MAX => continue,
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(run_id),
+            }
+        }
     }
 
     /// Sends signal `name` to the workflow's current run.
@@ -1200,6 +1238,7 @@ impl<S: Store> Node<S> {
         let key = shared.keys.schedule(&record.namespace, &id);
         let exists = Check {
             key,
+            range_end: None,
             accept: Box::new({
                 let id = id.clone();
                 move |value: Option<&[u8]>| match value {

@@ -631,6 +631,7 @@ pub(crate) fn must_exist(key: Vec<u8>, schedule_id: &str) -> Check {
     let id = schedule_id.to_string();
     Check {
         key,
+        range_end: None,
         accept: Box::new(move |value: Option<&[u8]>| match value {
             Some(_) => Ok(()),
             None => Err(ClientError::ScheduleNotFound {

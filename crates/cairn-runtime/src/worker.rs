@@ -155,6 +155,9 @@ struct Beat {
     pending: Mutex<Option<Payload>>,
     /// When `heartbeat()` was last called.
     last_call: Mutex<Option<Instant>>,
+    /// The same, in Unix milliseconds: the heartbeat deadline runs from it (Temporal's rule),
+    /// not from when the throttled write happens to land.
+    last_call_unix_ms: std::sync::atomic::AtomicU64,
     /// Rung by every `heartbeat()`.
     called: Notify,
     /// Rung to write the pending details now, whatever the throttle.
@@ -166,6 +169,7 @@ impl Beat {
     fn call(&self, details: Payload) {
         *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(details);
         *self.last_call.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        self.last_call_unix_ms.store(now_ms(), Ordering::Relaxed);
         self.called.notify_one();
     }
 
@@ -439,6 +443,7 @@ async fn claim<S: Store>(
         let ours = mark_bytes.clone();
         let mut checks = vec![Check {
             key: task_key.clone(),
+            range_end: None,
             accept: Box::new(|value| match value {
                 Some(_) => Ok(()),
                 None => Err(refused("the attempt is no longer scheduled")),
@@ -449,6 +454,7 @@ async fn claim<S: Store>(
             ops.push(Op::Clear(deferred_key.clone()));
             checks.push(Check {
                 key: deferred_key.clone(),
+                range_end: None,
                 accept: Box::new(|value| match value {
                     Some(_) => Ok(()),
                     None => Err(refused("the deferred attempt was already pulled")),
@@ -463,6 +469,7 @@ async fn claim<S: Store>(
         } else {
             checks.push(Check {
                 key: attempt_key.clone(),
+                range_end: None,
                 accept: Box::new(move |value| match value {
                     None => Ok(()),
                     // Our own mark: an earlier try of this claim landed after all.
@@ -826,19 +833,21 @@ async fn record_heartbeats<S: Store>(
             continue;
         };
         last_write = Instant::now();
-        if !write_heartbeat(&shared, epoch, &task, &details, &current).await {
+        let called_unix_ms = beat.last_call_unix_ms.load(Ordering::Relaxed);
+        if !write_heartbeat(&shared, epoch, &task, &details, called_unix_ms, &current).await {
             beat.restore(details);
         }
     }
 }
 
-/// Writes one heartbeat: its details and, with a heartbeat timeout, the timer moved to now +
-/// timeout. Returns whether it committed.
+/// Writes one heartbeat: its details and, with a heartbeat timeout, the timer moved to the
+/// last heartbeat call (`called_unix_ms`) + timeout. Returns whether it committed.
 async fn write_heartbeat<S: Store>(
     shared: &Arc<Shared<S>>,
     epoch: u64,
     task: &TaskRecord,
     details: &Payload,
+    called_unix_ms: u64,
     current: &Mutex<Option<TimerEntry>>,
 ) -> bool {
     let keys = &shared.keys;
@@ -846,7 +855,7 @@ async fn write_heartbeat<S: Store>(
     let mut ops = vec![Op::Set(keys.heartbeat(&run_id, seq), encode(details))];
     let old = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let armed = task.options.timeouts.heartbeat.map(|after| {
-        let fire_at = now_ms().saturating_add(ms(after));
+        let fire_at = called_unix_ms.saturating_add(ms(after));
         let timer = TimerId::ActivityHeartbeat { seq, attempt };
         TimerEntry::new(keys, shard, fire_at, run_id, timer)
     });

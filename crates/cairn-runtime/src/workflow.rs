@@ -41,6 +41,16 @@ pub struct Delivery {
     pub consume: Vec<Vec<u8>>,
 }
 
+impl Delivery {
+    /// A signal or cancel request: a client's message, acknowledged once in the mailbox.
+    fn is_client_message(&self) -> bool {
+        matches!(
+            self.item,
+            InboxItem::Message(Message::Signal { .. } | Message::CancelRequested { .. })
+        )
+    }
+}
+
 /// Why a query could not be answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
@@ -741,6 +751,29 @@ impl<S: Store> WorkflowState<S> {
         Ok(())
     }
 
+    /// The check a closing transition makes inside its commit: no mail reached the run's
+    /// mailbox since this actor last read it. Mail committed before the close is therefore
+    /// either in this transition or fails it (the range read is conflict-tracked, so mail that
+    /// commits between the batch's read and its commit fails the batch, which re-checks); the
+    /// actor then starts over from the store and reads it. Mail after the close is refused
+    /// by its sender's own check of the workflow record.
+    fn no_unread_mail(&self) -> Check {
+        let (mut begin, end) = self.shared.keys.inbox_of_run(self.shard, &self.run_id);
+        if let Some(seen) = &self.inbox_seen {
+            begin = seen.clone();
+            begin.push(0);
+        }
+        let run_id = self.run_id;
+        Check {
+            key: begin,
+            range_end: Some(end),
+            accept: Box::new(move |first: Option<&[u8]>| match first {
+                None => Ok(()),
+                Some(_) => Err(crate::ClientError::MailUnread { run_id }),
+            }),
+        }
+    }
+
     /// One transition over the pending deliveries. Returns false if the actor must stop (its
     /// in-memory run may now be ahead of the store).
     async fn flush(&mut self, myself: &ActorRef<WorkflowMsg>) -> bool {
@@ -752,7 +785,18 @@ impl<S: Store> WorkflowState<S> {
             return true;
         };
         let take = self.pending.len().min(MAILBOX_BATCH_MAX);
-        let batch: Vec<Delivery> = self.pending.drain(..take).collect();
+        let mut batch: Vec<Delivery> = self.pending.drain(..take).collect();
+        // Signals and cancel requests further back join the batch whatever its bound: should
+        // this transition close the run, every acknowledged message it has read belongs in the
+        // history before the close. (Mail is read only once committed, so these are few
+        // unless a flood is arriving; each is bounded by `INLINE_PAYLOAD_BYTES_MAX`.)
+        if self.pending.iter().any(Delivery::is_client_message) {
+            let (messages, rest): (Vec<Delivery>, Vec<Delivery>) = std::mem::take(&mut self.pending)
+                .into_iter()
+                .partition(Delivery::is_client_message);
+            batch.extend(messages);
+            self.pending = rest;
+        }
         let now = now_ms().max(record.created_unix_ms);
         let mut transition = Transition::default();
         let mut messages: Vec<Message> = Vec::new();
@@ -828,7 +872,7 @@ impl<S: Store> WorkflowState<S> {
                 .collect(),
             _ => Vec::new(),
         };
-        let checks = self.screen_attempt_timers(&run, &mut messages).await;
+        let mut checks = self.screen_attempt_timers(&run, &mut messages).await;
         if !messages.is_empty() {
             match run.handle(messages, now) {
                 Ok(mut t) => {
@@ -842,6 +886,13 @@ impl<S: Store> WorkflowState<S> {
                     return true;
                 }
             }
+        }
+        let was_closed = record
+            .state
+            .as_ref()
+            .is_some_and(|state| state.status.is_closed());
+        if !was_closed && run.state().status.is_closed() {
+            checks.push(self.no_unread_mail());
         }
         let consumed: Vec<Vec<u8>> = batch
             .iter()
@@ -981,6 +1032,7 @@ impl<S: Store> WorkflowState<S> {
                     }
                     checks.push(Check {
                         key,
+                        range_end: None,
                         accept: Box::new(|value| match value {
                             None => Ok(()),
                             Some(_) => Err(crate::worker::refused(

@@ -1,7 +1,7 @@
 //! Activity tasks for remote workers: what `PollActivityTaskQueue` hands out and how a
 //! worker's answers (completed, failed, canceled, heartbeats, and their `ById` forms) go back.
 
-use crate::history::{duration, timestamp};
+use crate::history::{duration, duration_or_zero, timestamp};
 use crate::payloads::{payloads, to_cairn};
 use cairn_runtime::{MatchingError, RemoteActivityTask};
 use cairn_types::{Failure, Payload};
@@ -49,9 +49,11 @@ pub fn poll_response(
         current_attempt_scheduled_time: Some(timestamp(task.scheduled_unix_ms)),
         started_time: Some(timestamp(task.started_unix_ms)),
         attempt: task.attempt as i32,
-        schedule_to_close_timeout: task.timeouts.schedule_to_close.map(duration),
-        start_to_close_timeout: task.timeouts.start_to_close.map(duration),
-        heartbeat_timeout: task.timeouts.heartbeat.map(duration),
+        // Always present, zero for "none", as Temporal's server sends them: its workers
+        // (TypeScript's among them) refuse a task whose timeouts are missing.
+        schedule_to_close_timeout: Some(duration_or_zero(task.timeouts.schedule_to_close)),
+        start_to_close_timeout: Some(duration_or_zero(task.timeouts.start_to_close)),
+        heartbeat_timeout: Some(duration_or_zero(task.timeouts.heartbeat)),
         retry_policy: Some(RetryPolicy {
             initial_interval: Some(duration(retry.initial_interval())),
             backoff_coefficient: retry.backoff_coefficient(),

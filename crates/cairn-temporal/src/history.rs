@@ -74,6 +74,25 @@ pub fn duration(d: std::time::Duration) -> prost_wkt_types::Duration {
     }
 }
 
+/// Why the final failure of an activity was not retried, as Temporal says it: a failure
+/// flagged non-retryable or of a type the policy names, the attempts used up, or else (the
+/// policy would have retried) the schedule-to-close budget spent.
+fn failed_retry_state(policy: &cairn_types::RetryPolicy, attempt: u32, f: &Failure) -> RetryState {
+    if f.non_retryable {
+        return RetryState::NonRetryableFailure;
+    }
+    match policy.decide(attempt.max(1), &f.error_type) {
+        cairn_types::RetryDecision::GiveUpNonRetryable => RetryState::NonRetryableFailure,
+        cairn_types::RetryDecision::GiveUpAttemptsExhausted => RetryState::MaximumAttemptsReached,
+        _ => RetryState::Timeout,
+    }
+}
+
+/// An optional duration as Temporal's server writes it: present, zero for "none".
+pub fn duration_or_zero(d: Option<std::time::Duration>) -> prost_wkt_types::Duration {
+    duration(d.unwrap_or_default())
+}
+
 /// A Cairn failure as Temporal's application failure.
 pub fn failure(f: &Failure) -> failure::Failure {
     if let Some(exact) = f
@@ -128,7 +147,9 @@ pub fn search_attributes(attributes: &cairn_types::SearchAttributes) -> SearchAt
 struct Builder<'a> {
     context: &'a RunContext,
     out: Vec<h::HistoryEvent>,
-    activities: HashMap<Seq, (i64, String)>,
+    /// Each activity's scheduled event id, type and retry policy (what its failure's retry
+    /// state is read from).
+    activities: HashMap<Seq, (i64, String, cairn_types::RetryPolicy)>,
     timers: HashMap<Seq, i64>,
     children: HashMap<Seq, (i64, String, String)>,
     child_started: HashMap<Seq, (i64, RunId)>,
@@ -213,7 +234,7 @@ impl Builder<'_> {
 
     /// An activity's started event, written when its attempt closes.
     fn activity_started(&mut self, time: u64, seq: Seq, attempt: u32) -> (i64, i64) {
-        let scheduled = self.activities.get(&seq).map_or(0, |(id, _)| *id);
+        let scheduled = self.activities.get(&seq).map_or(0, |(id, ..)| *id);
         let started = self.push(
             time,
             EventType::ActivityTaskStarted,
@@ -329,10 +350,14 @@ impl Builder<'_> {
                         ..Default::default()
                     }),
                     input: Some(payloads(input)),
-                    schedule_to_close_timeout: options.timeouts.schedule_to_close.map(duration),
-                    schedule_to_start_timeout: options.timeouts.schedule_to_start.map(duration),
-                    start_to_close_timeout: options.timeouts.start_to_close.map(duration),
-                    heartbeat_timeout: options.timeouts.heartbeat.map(duration),
+                    schedule_to_close_timeout: Some(duration_or_zero(
+                        options.timeouts.schedule_to_close,
+                    )),
+                    schedule_to_start_timeout: Some(duration_or_zero(
+                        options.timeouts.schedule_to_start,
+                    )),
+                    start_to_close_timeout: Some(duration_or_zero(options.timeouts.start_to_close)),
+                    heartbeat_timeout: Some(duration_or_zero(options.timeouts.heartbeat)),
                     workflow_task_completed_event_id: task,
                     ..Default::default()
                 };
@@ -341,7 +366,10 @@ impl Builder<'_> {
                     EventType::ActivityTaskScheduled,
                     Attributes::ActivityTaskScheduledEventAttributes(attributes),
                 );
-                self.activities.insert(*seq, (id, activity_type.clone()));
+                self.activities.insert(
+                    *seq,
+                    (id, activity_type.clone(), options.retry.clone()),
+                );
             }
             EventKind::ActivityTaskCompleted {
                 seq,
@@ -369,6 +397,12 @@ impl Builder<'_> {
                 failure: f,
             } => {
                 let (scheduled, started) = self.activity_started(t, *seq, *attempt);
+                let retry_state = self
+                    .activities
+                    .get(seq)
+                    .map_or(RetryState::MaximumAttemptsReached, |(.., policy)| {
+                        failed_retry_state(policy, *attempt, f)
+                    });
                 self.push(
                     t,
                     EventType::ActivityTaskFailed,
@@ -378,11 +412,7 @@ impl Builder<'_> {
                             scheduled_event_id: scheduled,
                             started_event_id: started,
                             identity: "cairn".into(),
-                            retry_state: if f.non_retryable {
-                                RetryState::NonRetryableFailure
-                            } else {
-                                RetryState::MaximumAttemptsReached
-                            } as i32,
+                            retry_state: retry_state as i32,
                             ..Default::default()
                         },
                     ),
@@ -408,7 +438,7 @@ impl Builder<'_> {
                 );
             }
             EventKind::ActivityTaskCancelRequested { seq } => {
-                let scheduled = self.activities.get(seq).map_or(0, |(id, _)| *id);
+                let scheduled = self.activities.get(seq).map_or(0, |(id, ..)| *id);
                 let id = self.push(
                     t,
                     EventType::ActivityTaskCancelRequested,
@@ -422,7 +452,7 @@ impl Builder<'_> {
                 self.cancel_requested.insert(*seq, id);
             }
             EventKind::ActivityTaskCanceled { seq } => {
-                let scheduled = self.activities.get(seq).map_or(0, |(id, _)| *id);
+                let scheduled = self.activities.get(seq).map_or(0, |(id, ..)| *id);
                 let requested = self.cancel_requested.get(seq).copied().unwrap_or(0);
                 self.push(
                     t,

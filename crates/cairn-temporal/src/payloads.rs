@@ -74,7 +74,7 @@ pub fn to_cairn(payloads: Option<&Payloads>, what: &str) -> Result<CairnPayload,
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Exact {
-    #[serde(rename = "$temporal_payloads")]
+    #[serde(rename = "$temporal_payloads")] // cairn_types::EXACT_PAYLOADS_KEY
     payloads: Vec<ExactPayload>,
 }
 
@@ -99,10 +99,17 @@ pub fn to_cairn_exact(
                 Some(b"json/plain" | b"binary/null")
             )
     };
+    // A plain value is converted (Rust code reads it) only if it converts back to the very
+    // bytes the worker sent; otherwise (escapes, number spellings, spacing) it is kept
+    // exactly, and `Payload::decode` still reads it for Rust code.
     if let [one] = list
         && plain(one)
     {
-        return to_cairn(payloads, what);
+        let converted = to_cairn(payloads, what)?;
+        let back = to_temporal(&converted);
+        if back.data == one.data && back.metadata == one.metadata {
+            return Ok(converted);
+        }
     }
     let exact = Exact {
         payloads: list

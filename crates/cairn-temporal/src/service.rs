@@ -79,6 +79,9 @@ impl<S: Store> Frontend<S> {
                 state: 1, // REGISTERED
                 description: "Cairn".into(),
                 id: self.namespace.clone(),
+                // What this node does, said explicitly: SDKs pick their code paths by these.
+                // Updates, eager workflow start, worker heartbeats and the rest are not served.
+                capabilities: Some(namespace_capabilities()),
                 ..Default::default()
             }),
             config: Some(NamespaceConfig {
@@ -100,6 +103,17 @@ impl<S: Store> Frontend<S> {
     }
 }
 
+/// The namespace capabilities a Cairn node has: none of the optional ones yet.
+fn namespace_capabilities() -> temporalio_protos::temporal::api::namespace::v1::namespace_info::Capabilities {
+    temporalio_protos::temporal::api::namespace::v1::namespace_info::Capabilities {
+        eager_workflow_start: false,
+        sync_update: false,
+        async_update: false,
+        worker_heartbeats: false,
+        ..Default::default()
+    }
+}
+
 fn workflow_id(id: &str) -> Result<WorkflowId, Status> {
     WorkflowId::new(id).map_err(|e| Status::invalid_argument(format!("workflow_id: {e}")))
 }
@@ -108,9 +122,10 @@ fn run_id(id: &str) -> Result<Option<RunId>, Status> {
     if id.is_empty() {
         return Ok(None);
     }
+    // Temporal's wording, which clients match (the feature suite's readiness check does).
     id.parse::<RunId>()
         .map(Some)
-        .map_err(|e| Status::invalid_argument(format!("run_id {id:?}: {e}")))
+        .map_err(|e| Status::invalid_argument(format!("Invalid RunId {id:?}: {e}")))
 }
 
 fn std_duration(
@@ -354,14 +369,37 @@ impl<S: Store> Frontend<S> {
 
     /// The execution a request names: its workflow id, and its run id if one is given (which
     /// must then be the current run for operations that act on the current run).
+    /// What converting `read` to Temporal's events needs beside the events.
+    fn run_context(&self, read: &cairn_runtime::RunHistory) -> RunContext {
+        RunContext {
+            task_queue: read
+                .remote
+                .as_ref()
+                .map_or(IN_PROCESS_TASK_QUEUE.into(), |r| r.task_queue.clone()),
+            new_run_id: match read.outcome {
+                Some(Outcome::ContinuedAsNew { new_run_id }) => Some(new_run_id),
+                _ => None,
+            },
+            previous_run: read.previous_run,
+            parent: read.parent.as_ref().map(|(w, r)| (w.to_string(), *r)),
+            task_timeout_ms: read
+                .remote
+                .as_ref()
+                .map_or(WORKFLOW_TASK_TIMEOUT_DEFAULT_MS, |r| r.task_timeout_ms),
+            ..RunContext::new(&self.namespace, "", read.run_id, read.remote.is_some())
+        }
+    }
+
     async fn current_run(
         &self,
         execution: Option<&WorkflowExecution>,
     ) -> Result<WorkflowId, Status> {
         let execution =
             execution.ok_or_else(|| Status::invalid_argument("workflow_execution is required"))?;
+        // The run id is checked first, as Temporal's server does.
+        let run = run_id(&execution.run_id)?;
         let id = workflow_id_of(&execution.workflow_id)?;
-        if let Some(run) = run_id(&execution.run_id)? {
+        if let Some(run) = run {
             let current = self.node.current_run_id(&id).await.map_err(status::of)?;
             if current != run {
                 return Err(status::of(ClientError::NotRunning {
@@ -409,7 +447,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
                 signal_and_query_header: true,
                 activity_failure_include_heartbeat: true,
                 internal_error_differentiation: true,
-                supports_schedules: false,
+                supports_schedules: true,
                 encoded_failure_attributes: true,
                 ..Default::default()
             }),
@@ -619,7 +657,14 @@ impl<S: Store> WorkflowService for Frontend<S> {
         let id = self.current_run(r.execution.as_ref()).await?;
         let description = self.node.describe(&id).await.map_err(status::of)?;
         let mut info = execution_info(&description.summary);
-        info.history_length = description.history_length as i64;
+        // Temporal's count: the events `GetWorkflowExecutionHistory` returns, which has more
+        // kinds than Cairn's own history (workflow task and activity start events).
+        let read = self
+            .node
+            .run_history(&id, Some(description.summary.run_id))
+            .await
+            .map_err(status::of)?;
+        info.history_length = history::convert(&read.events, &self.run_context(&read)).len() as i64;
         let task_queue = description
             .remote
             .as_ref()
@@ -683,24 +728,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(HISTORY_LONG_POLL_MS);
         loop {
             let read = self.node.run_history(&id, run).await.map_err(status::of)?;
-            let context = RunContext {
-                task_queue: read
-                    .remote
-                    .as_ref()
-                    .map_or(IN_PROCESS_TASK_QUEUE.into(), |r| r.task_queue.clone()),
-                new_run_id: match read.outcome {
-                    Some(Outcome::ContinuedAsNew { new_run_id }) => Some(new_run_id),
-                    _ => None,
-                },
-                previous_run: read.previous_run,
-                parent: read.parent.as_ref().map(|(w, r)| (w.to_string(), *r)),
-                task_timeout_ms: read
-                    .remote
-                    .as_ref()
-                    .map_or(WORKFLOW_TASK_TIMEOUT_DEFAULT_MS, |r| r.task_timeout_ms),
-                ..RunContext::new(&self.namespace, "", read.run_id, read.remote.is_some())
-            };
-            let events = history::convert(&read.events, &context);
+            let events = history::convert(&read.events, &self.run_context(&read));
             let closed = read.outcome.is_some();
             if close_only {
                 if closed {

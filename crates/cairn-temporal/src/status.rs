@@ -78,7 +78,9 @@ pub fn of(error: ClientError) -> Status {
             },
         ),
         ClientError::ScheduleNotFound { .. } => Status::not_found(message),
-        ClientError::ScheduleExists { .. } => Status::already_exists(message),
+        // Temporal's server answers with the detail of a running workflow (a schedule runs
+        // as one); its SDKs raise their "schedule already running" error on that detail.
+        ClientError::ScheduleExists { .. } => already_started(message, String::new()),
         ClientError::UnknownWorkflowType { .. }
         | ClientError::InputDoesNotDecode { .. }
         | ClientError::InvalidWorkflowId(_)

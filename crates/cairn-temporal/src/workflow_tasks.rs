@@ -369,17 +369,16 @@ pub fn commands(
                     .map(|q| q.name.clone())
                     .filter(|n| !n.is_empty())
                     .ok_or_else(|| bad("ScheduleActivityTask", "task_queue is required"))?;
-                let mut timeouts = ActivityTimeouts {
+                let timeouts = ActivityTimeouts {
                     schedule_to_close: std_duration(a.schedule_to_close_timeout.as_ref()),
                     schedule_to_start: std_duration(a.schedule_to_start_timeout.as_ref()),
                     start_to_close: std_duration(a.start_to_close_timeout.as_ref()),
                     heartbeat: std_duration(a.heartbeat_timeout.as_ref()),
                 };
-                // Temporal's server fills start-to-close from schedule-to-close.
-                if timeouts.start_to_close.is_none() {
-                    timeouts.start_to_close = timeouts.schedule_to_close;
-                }
+                // Filled and capped as Temporal's server does, so the worker and the history
+                // read what they would read there.
                 let timeouts = timeouts
+                    .filled_as_temporal()
                     .validate()
                     .map_err(|e| bad("ScheduleActivityTask timeouts", e))?;
                 Command::ScheduleActivity {

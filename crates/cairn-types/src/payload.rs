@@ -25,6 +25,11 @@ pub enum PayloadError {
     TooLarge { len: usize, max: usize },
 }
 
+/// The one key of a MessagePack map that holds Temporal payloads kept exactly, as a Temporal
+/// worker made them (`[{metadata, data}]`): what Cairn stores when converting them would not
+/// give back the same bytes.
+pub const EXACT_PAYLOADS_KEY: &str = "$temporal_payloads";
+
 /// Encoded user data.
 ///
 /// # Examples
@@ -72,11 +77,37 @@ impl Payload {
     }
 
     /// Decodes into `T`; a mismatch names the type it was asked for.
+    ///
+    /// A payload a Temporal worker made that Cairn keeps exactly (one `json/plain` payload
+    /// whose bytes MessagePack could not reproduce, see [`EXACT_PAYLOADS_KEY`]) decodes from
+    /// its JSON.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
-        rmp_serde::from_slice(&self.bytes).map_err(|source| PayloadError::Decode {
-            type_name: std::any::type_name::<T>(),
-            source,
+        rmp_serde::from_slice(&self.bytes).or_else(|source| {
+            self.exact_json()
+                .and_then(|json| serde_json::from_slice(&json).ok())
+                .ok_or(PayloadError::Decode {
+                    type_name: std::any::type_name::<T>(),
+                    source,
+                })
         })
+    }
+
+    /// The JSON of a payload kept exactly that holds one `json/plain` Temporal payload.
+    fn exact_json(&self) -> Option<Vec<u8>> {
+        #[derive(Deserialize)]
+        struct Kept {
+            #[serde(rename = "$temporal_payloads")]
+            payloads: Vec<KeptPayload>,
+        }
+        #[derive(Deserialize)]
+        struct KeptPayload {
+            metadata: std::collections::BTreeMap<String, Vec<u8>>,
+            data: Vec<u8>,
+        }
+        let kept: Kept = rmp_serde::from_slice(&self.bytes).ok()?;
+        let [one] = <[KeptPayload; 1]>::try_from(kept.payloads).ok()?;
+        (one.metadata.get("encoding").map(Vec::as_slice) == Some(b"json/plain".as_slice()))
+            .then_some(one.data)
     }
 
     /// The encoded bytes.

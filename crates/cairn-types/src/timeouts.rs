@@ -134,6 +134,44 @@ impl ActivityTimeouts {
         self
     }
 
+    /// The timeouts as Temporal's server fills in what a workflow left out, capping rather
+    /// than refusing: schedule-to-start and start-to-close default to schedule-to-close and
+    /// never exceed it, and the heartbeat timeout never exceeds start-to-close. A Temporal
+    /// worker reads the filled values (its SDK refuses a task without them), and an activity
+    /// never picked up then times out as schedule-to-start, as on Temporal.
+    ///
+    /// # Examples
+    /// ```
+    /// use cairn_types::ActivityTimeouts;
+    /// use std::time::Duration;
+    /// let given = ActivityTimeouts {
+    ///     schedule_to_close: Some(Duration::from_secs(3)),
+    ///     heartbeat: Some(Duration::from_secs(10)),
+    ///     ..ActivityTimeouts::default()
+    /// };
+    /// let filled = given.filled_as_temporal();
+    /// assert_eq!(filled.schedule_to_start, Some(Duration::from_secs(3)));
+    /// assert_eq!(filled.start_to_close, Some(Duration::from_secs(3)));
+    /// assert_eq!(filled.heartbeat, Some(Duration::from_secs(3)));
+    /// ```
+    pub fn filled_as_temporal(self) -> Self {
+        let capped = |value: Option<Duration>, cap: Option<Duration>| match (value, cap) {
+            (Some(v), Some(c)) => Some(v.min(c)),
+            (None, cap) => cap,
+            (value, None) => value,
+        };
+        let start_to_close = capped(self.start_to_close, self.schedule_to_close);
+        Self {
+            schedule_to_close: self.schedule_to_close,
+            schedule_to_start: capped(self.schedule_to_start, self.schedule_to_close),
+            start_to_close,
+            heartbeat: match (self.heartbeat, start_to_close) {
+                (Some(h), Some(s)) => Some(h.min(s)),
+                (heartbeat, _) => heartbeat,
+            },
+        }
+    }
+
     /// Checks the settings make sense together.
     pub fn validate(self) -> Result<Self, PolicyError> {
         positive("schedule_to_close", self.schedule_to_close)?;
