@@ -751,7 +751,10 @@ impl<S: Store> Node<S> {
                     let record: Option<WorkflowRecord> =
                         bytes.map(|b| decode("workflow", b)).transpose()?;
                     match record {
-                        Some(r) if r.run_id == run_id && !r.status.is_some_and(RunStatus::is_closed) => {
+                        Some(r)
+                            if r.run_id == run_id
+                                && !r.status.is_some_and(RunStatus::is_closed) =>
+                        {
                             Ok(())
                         }
                         other => Err(ClientError::NotRunning {

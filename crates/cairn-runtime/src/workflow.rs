@@ -791,9 +791,10 @@ impl<S: Store> WorkflowState<S> {
         // history before the close. (Mail is read only once committed, so these are few
         // unless a flood is arriving; each is bounded by `INLINE_PAYLOAD_BYTES_MAX`.)
         if self.pending.iter().any(Delivery::is_client_message) {
-            let (messages, rest): (Vec<Delivery>, Vec<Delivery>) = std::mem::take(&mut self.pending)
-                .into_iter()
-                .partition(Delivery::is_client_message);
+            let (messages, rest): (Vec<Delivery>, Vec<Delivery>) =
+                std::mem::take(&mut self.pending)
+                    .into_iter()
+                    .partition(Delivery::is_client_message);
             batch.extend(messages);
             self.pending = rest;
         }

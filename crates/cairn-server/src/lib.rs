@@ -196,7 +196,14 @@ impl<T: serde::de::DeserializeOwned + Default, St: Send + Sync> axum::extract::F
     async fn from_request(request: axum::extract::Request, state: &St) -> Result<Self, ApiError> {
         let msgpack = is_msgpack(&request);
         let RawBody(bytes) = RawBody::from_request(request, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        // An empty body is "no input". Blank JSON is too, but never blank MessagePack: the
+        // one byte 0x09, 0x0a, 0x0c, 0x0d or 0x20 is the integer 9, 10, 12, 13 or 32.
+        let blank = if msgpack {
+            bytes.is_empty()
+        } else {
+            bytes.iter().all(u8::is_ascii_whitespace)
+        };
+        if blank {
             return Ok(Self(T::default()));
         }
         let value = if msgpack {

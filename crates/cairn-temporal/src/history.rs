@@ -366,10 +366,8 @@ impl Builder<'_> {
                     EventType::ActivityTaskScheduled,
                     Attributes::ActivityTaskScheduledEventAttributes(attributes),
                 );
-                self.activities.insert(
-                    *seq,
-                    (id, activity_type.clone(), options.retry.clone()),
-                );
+                self.activities
+                    .insert(*seq, (id, activity_type.clone(), options.retry.clone()));
             }
             EventKind::ActivityTaskCompleted {
                 seq,

@@ -104,7 +104,8 @@ impl<S: Store> Frontend<S> {
 }
 
 /// The namespace capabilities a Cairn node has: none of the optional ones yet.
-fn namespace_capabilities() -> temporalio_protos::temporal::api::namespace::v1::namespace_info::Capabilities {
+fn namespace_capabilities()
+-> temporalio_protos::temporal::api::namespace::v1::namespace_info::Capabilities {
     temporalio_protos::temporal::api::namespace::v1::namespace_info::Capabilities {
         eager_workflow_start: false,
         sync_update: false,

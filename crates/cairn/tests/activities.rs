@@ -182,6 +182,45 @@ async fn silent_activity_times_out_by_heartbeat<S: Store>(store: S, tag: &str) {
     node.shutdown().await;
 }
 
+/// Heartbeats at once, then goes quiet for 3 s before returning.
+async fn beats_once_then_quiet(ctx: ActivityContext, _: ()) -> Result<(), Failure> {
+    ctx.heartbeat(Payload::encode(&1u32).unwrap());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Ok(())
+}
+
+async fn quiet_after_a_beat(ctx: Ctx, _: ()) -> Result<String, WorkflowError> {
+    let result = ctx
+        .activity(beats_once_then_quiet, ())
+        .heartbeat_timeout(Duration::from_secs(2))
+        .start_to_close(Duration::from_secs(60))
+        .retry(RetryPolicy::no_retries())
+        .await;
+    Ok(outcome(result))
+}
+
+/// The heartbeat deadline runs from the last heartbeat (Temporal's rule), not from when the
+/// throttled heartbeat write landed: an attempt that beats once and is then quiet for 3 s
+/// under a 2 s heartbeat timeout times out (at about 2 s) before it can return.
+async fn heartbeat_deadline_runs_from_the_last_beat<S: Store>(store: S, tag: &str) {
+    let node = Node::builder()
+        .workflow(quiet_after_a_beat)
+        .activity(beats_once_then_quiet)
+        .config(node_config(&format!("{tag}-node")))
+        .start(store)
+        .await
+        .unwrap();
+    let handle = node
+        .client()
+        .start(quiet_after_a_beat, &format!("{tag}-quiet"), ())
+        .send()
+        .await
+        .unwrap();
+    let result = within("quiet activity", handle.result()).await.unwrap();
+    assert_eq!(result, "err activity timed out (heartbeat)");
+    node.shutdown().await;
+}
+
 /// Heartbeats 40 times quickly (the SDK throttles what it records), then fails on attempt 1;
 /// attempt 2 returns the details it was handed.
 async fn beats_then_fails(ctx: ActivityContext, _: ()) -> Result<u64, Failure> {
@@ -1147,6 +1186,7 @@ on_both_stores!(seed: 41;
     canceled_waiting_attempt_never_runs,
     many_heartbeating_activities_complete,
     silent_activity_times_out_by_heartbeat,
+    heartbeat_deadline_runs_from_the_last_beat,
     last_heartbeat_details_reach_next_attempt,
     maximum_attempts_bound_executions_across_a_crash,
     close_event_is_last,

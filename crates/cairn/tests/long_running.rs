@@ -468,7 +468,10 @@ async fn continue_as_new_chain<S: Store>(store: S, tag: &str) {
     }
     let (total, runs) = within("tally", handle.result()).await.unwrap();
     assert_eq!(total, (1..=23).sum::<u64>(), "every signal counted once");
-    assert!(runs >= 3, "{runs} runs");
+    // Each run continues after 5 signals it saw; how many it sees depends on how they were
+    // batched (a continue-as-new that finds mail it has not read is redone with it), so the
+    // chain has at least two runs, not a fixed number.
+    assert!(runs >= 2, "{runs} runs");
     let last = handle.describe().await.unwrap();
     assert_ne!(last.summary.run_id, first_run);
     assert!(last.previous_run.is_some());
