@@ -27,6 +27,7 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
     ScheduleIntervalSpec,
     ScheduleSpec,
     ScheduleUpdate,
@@ -39,7 +40,13 @@ from temporalio.common import (
     TypedSearchAttributes,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    RetryState,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 ORDERS = "order-processing"
@@ -573,7 +580,17 @@ async def order_fulfillment(client: Client, run: str) -> None:
         f"order-12345-{run}" in calls.get("fulfillment", []),
         "notifications in gather(return_exceptions=True): the email failed, fulfillment ran",
     )
+    check(
+        list(result.keys()) == ["order_id", "charge_id", "status"],
+        f"the workflow's JSON result comes back byte for byte (its key order): {list(result)}",
+    )
     history = await handle.fetch_history()
+    described = await handle.describe()
+    check(
+        described.history_length == len(history.events),
+        f"describe's history length counts the history's events: "
+        f"{described.history_length} vs {len(history.events)}",
+    )
     signaled = [e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")]
     check(
         len(signaled) == 1
@@ -593,6 +610,10 @@ async def order_fulfillment(client: Client, run: str) -> None:
     )
     attempts = [a for (o, a) in calls.get("charge", []) if o == f"o-{run}:declined"]
     check(attempts == [1], f"InvalidCardError is not retried: attempts {attempts}")
+    check(
+        isinstance(cause, ActivityError) and cause.retry_state == RetryState.NON_RETRYABLE_FAILURE,
+        f"its retry state says non-retryable: {getattr(cause, 'retry_state', None)!r}",
+    )
     check(
         await handle.query(OrderFulfillmentWorkflow.get_status) == "failed",
         "get_status of the failed order",
@@ -625,6 +646,15 @@ async def order_fulfillment(client: Client, run: str) -> None:
         f"rollback_charge compensates the charge: {rollbacks}",
     )
     check(isinstance(cause, ActivityError), f"and the order fails: {cause!r}")
+
+
+async def malformed_run_id(client: Client, run: str) -> None:
+    # What Temporal's feature suite waits for before it starts: Temporal's wording.
+    try:
+        await client.get_workflow_handle("!sonotreal", run_id="superneverexistwf!").describe()
+        check(False, "a malformed run id is refused")
+    except RPCError as e:
+        check("Invalid RunId" in e.message, f"a malformed run id is refused as Invalid RunId: {e.message}")
 
 
 async def heartbeat_timeout(client: Client, run: str) -> None:
@@ -756,6 +786,19 @@ async def daily_report(client: Client, run: str) -> None:
             ),
         ),
     )
+    try:
+        await client.create_schedule(
+            f"daily-report-schedule-{run}",
+            Schedule(
+                action=ScheduleActionStartWorkflow(
+                    DailyReportWorkflow.run, id=f"daily-report-{run}", task_queue="reports"
+                ),
+                spec=ScheduleSpec(cron_expressions=["0 9 * * *"]),
+            ),
+        )
+        check(False, "a second schedule of the same id is refused")
+    except ScheduleAlreadyRunningError:
+        check(True, "a second schedule of the same id is refused as already running")
     described = await handle.describe()
     upcoming = described.info.next_action_times
     check(
@@ -1129,6 +1172,7 @@ async def main() -> None:
         return
     async with worker(client), report_worker(client):
         if args.phase == "all":
+            await malformed_run_id(client, args.run)
             await daily_report(client, args.run)
             await order_fulfillment(client, args.run)
             await expense_approval(client, args.run)

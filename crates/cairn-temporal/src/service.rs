@@ -731,6 +731,9 @@ impl<S: Store> WorkflowService for Frontend<S> {
             let read = self.node.run_history(&id, run).await.map_err(status::of)?;
             let events = history::convert(&read.events, &self.run_context(&read));
             let closed = read.outcome.is_some();
+            // Accepted, but its first transition (which writes the started event) has not
+            // committed yet: Temporal's history is never empty, so this waits for it.
+            let starting = events.is_empty() && !closed;
             if close_only {
                 if closed {
                     let close: Vec<_> = events
@@ -744,7 +747,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
                         ..Default::default()
                     }));
                 }
-            } else if events.len() > offset || closed || !r.wait_new_event {
+            } else if !starting && (events.len() > offset || closed || !r.wait_new_event) {
                 let end = events.len().min(offset + page_max);
                 let page: Vec<_> = events.get(offset..end).unwrap_or_default().to_vec();
                 let more = end < events.len() || (r.wait_new_event && !closed);
@@ -756,14 +759,16 @@ impl<S: Store> WorkflowService for Frontend<S> {
             }
             // Long poll: wait for the run to close (or, for all events, for news).
             let now = tokio::time::Instant::now();
-            if !r.wait_new_event || now >= deadline {
+            if (!r.wait_new_event && !starting) || now >= deadline {
                 return Ok(Response::new(ws::GetWorkflowExecutionHistoryResponse {
                     history: Some(History::default()),
                     next_page_token: page_token(offset),
                     ..Default::default()
                 }));
             }
-            let wait = if close_only {
+            let wait = if starting {
+                Duration::from_millis(10)
+            } else if close_only {
                 deadline - now
             } else {
                 (deadline - now).min(Duration::from_millis(200))
