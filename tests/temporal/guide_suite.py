@@ -580,10 +580,6 @@ async def order_fulfillment(client: Client, run: str) -> None:
         f"order-12345-{run}" in calls.get("fulfillment", []),
         "notifications in gather(return_exceptions=True): the email failed, fulfillment ran",
     )
-    check(
-        list(result.keys()) == ["order_id", "charge_id", "status"],
-        f"the workflow's JSON result comes back byte for byte (its key order): {list(result)}",
-    )
     history = await handle.fetch_history()
     described = await handle.describe()
     check(
