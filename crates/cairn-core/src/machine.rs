@@ -740,31 +740,26 @@ impl Run {
         // An attempt never picked up whose schedule-to-start and schedule-to-close deadlines
         // fall together timed out as schedule-to-start (Temporal's verdict): its
         // schedule-to-close timers go after everything else of the batch.
-        messages.sort_by_key(|m| {
+        let schedule_to_close = |m: &Message| {
             matches!(
                 m,
                 Message::TimerFired {
                     timer: TimerId::ActivityScheduleToClose { .. }
                 }
             )
-        });
+        };
+        if messages.iter().any(schedule_to_close) {
+            messages.sort_by_key(schedule_to_close);
+        }
         for message in messages {
-            if terminal.is_some() {
-                // The run is closing, but a signal or cancel request accepted before the close
-                // is part of its history (Temporal's rule): it was acknowledged to its sender.
-                match message {
-                    Message::Signal { name, input } => {
-                        inputs.push(EventKind::WorkflowExecutionSignaled {
-                            signal_name: name,
-                            input,
-                        })
-                    }
-                    Message::CancelRequested { reason } if !self.state.cancel_requested => {
-                        self.state.cancel_requested = true;
-                        inputs.push(EventKind::WorkflowExecutionCancelRequested { reason });
-                    }
-                    _ => {}
-                }
+            // Once the run is closing, only a signal or cancel request is still recorded: it
+            // was accepted before the close, so it is part of the history (Temporal's rule).
+            if terminal.is_some()
+                && !matches!(
+                    message,
+                    Message::Signal { .. } | Message::CancelRequested { .. }
+                )
+            {
                 continue;
             }
             match message {

@@ -155,6 +155,33 @@ pub struct Check {
     pub accept: CheckFn,
 }
 
+impl Check {
+    /// A check of the value of `key`.
+    pub fn key(
+        key: Vec<u8>,
+        accept: impl Fn(Option<&[u8]>) -> Result<(), crate::ClientError> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            key,
+            range_end: None,
+            accept: Box::new(accept),
+        }
+    }
+
+    /// A check of the value of the first key in `[begin, end)` (none if the range is empty).
+    pub fn first_in(
+        begin: Vec<u8>,
+        end: Vec<u8>,
+        accept: impl Fn(Option<&[u8]>) -> Result<(), crate::ClientError> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            key: begin,
+            range_end: Some(end),
+            accept: Box::new(accept),
+        }
+    }
+}
+
 impl std::fmt::Debug for Check {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Check")

@@ -567,21 +567,17 @@ impl<S: Store> Node<S> {
         let workflow_id = request.workflow_id.clone();
         // One commit request, batched with everything else; the id-reuse check runs inside the
         // batch transaction, after earlier requests of the same batch.
-        let check = Check {
-            key: wf_key.clone(),
-            range_end: None,
-            accept: Box::new(move |existing: Option<&[u8]>| {
-                let Some(bytes) = existing else {
-                    return Ok(());
-                };
-                let existing: WorkflowRecord = decode("workflow", bytes)?;
-                if existing.run_id == run_id {
-                    // This very start, committed by an attempt that reported MaybeCommitted.
-                    return Ok(());
-                }
-                check_reuse(&workflow_id, &existing, policy)
-            }),
-        };
+        let check = Check::key(wf_key.clone(), move |existing: Option<&[u8]>| {
+            let Some(bytes) = existing else {
+                return Ok(());
+            };
+            let existing: WorkflowRecord = decode("workflow", bytes)?;
+            if existing.run_id == run_id {
+                // This very start, committed by an attempt that reported MaybeCommitted.
+                return Ok(());
+            }
+            check_reuse(&workflow_id, &existing, policy)
+        });
         // Most starts are of new ids; a reused id is re-planned inside the commit.
         let ops = run.writes(&keys, shard, crate::visibility::Replacing::Nothing);
         let verify = Some((keys.run(&run_id), Verify::RunVersionAtLeast(0)));
@@ -721,7 +717,7 @@ impl<S: Store> Node<S> {
         loop {
             tries += 1;
             let current = self.current(workflow_id).await?;
-            if current.status.is_some_and(RunStatus::is_closed) {
+            if current.is_closed() {
                 return Err(ClientError::NotRunning {
                     workflow_id: workflow_id.to_string(),
                     status: current.status,
@@ -744,26 +740,17 @@ impl<S: Store> Node<S> {
             // closed first would never reach its history. A close committed after this read
             // conflicts with it (and the run's closing commit checks its mailbox in turn).
             let id = workflow_id.to_string();
-            let open = Check {
-                key: wf_key.clone(),
-                range_end: None,
-                accept: Box::new(move |bytes: Option<&[u8]>| {
-                    let record: Option<WorkflowRecord> =
-                        bytes.map(|b| decode("workflow", b)).transpose()?;
-                    match record {
-                        Some(r)
-                            if r.run_id == run_id
-                                && !r.status.is_some_and(RunStatus::is_closed) =>
-                        {
-                            Ok(())
-                        }
-                        other => Err(ClientError::NotRunning {
-                            workflow_id: id.clone(),
-                            status: other.and_then(|r| r.status),
-                        }),
-                    }
-                }),
-            };
+            let open = Check::key(wf_key.clone(), move |bytes: Option<&[u8]>| {
+                let record: Option<WorkflowRecord> =
+                    bytes.map(|b| decode("workflow", b)).transpose()?;
+                match record {
+                    Some(r) if r.run_id == run_id && !r.is_closed() => Ok(()),
+                    other => Err(ClientError::NotRunning {
+                        workflow_id: id.clone(),
+                        status: other.and_then(|r| r.status),
+                    }),
+                }
+            });
             match self
                 .submit(ops, vec![open], Some((guard, Verify::Exists)))
                 .await
@@ -1239,19 +1226,15 @@ impl<S: Store> Node<S> {
         }
         let id = record.schedule_id.clone();
         let key = shared.keys.schedule(&record.namespace, &id);
-        let exists = Check {
-            key,
-            range_end: None,
-            accept: Box::new({
-                let id = id.clone();
-                move |value: Option<&[u8]>| match value {
-                    None => Ok(()),
-                    Some(_) => Err(ClientError::ScheduleExists {
-                        schedule_id: id.clone(),
-                    }),
-                }
-            }),
-        };
+        let exists = Check::key(key, {
+            let id = id.clone();
+            move |value: Option<&[u8]>| match value {
+                None => Ok(()),
+                Some(_) => Err(ClientError::ScheduleExists {
+                    schedule_id: id.clone(),
+                }),
+            }
+        });
         let request_id = record.request_id.clone();
         let wake = schedules::next_wake(&record, &spec, now);
         let ops = schedules::store_record(

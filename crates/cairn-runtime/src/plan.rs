@@ -461,10 +461,8 @@ impl Planner<'_> {
                     Some(bytes) => Some(decode::<WorkflowRecord>("workflow", &bytes)?),
                     None => None,
                 };
-                let open = current.filter(|c| {
-                    !c.status.is_some_and(RunStatus::is_closed)
-                        && run_id.is_none_or(|r| r == c.run_id)
-                });
+                let open =
+                    current.filter(|c| !c.is_closed() && run_id.is_none_or(|r| r == c.run_id));
                 let Some(current) = open else {
                     let run = run_id.map(|r| format!(" (run {r})")).unwrap_or_default();
                     return Ok(vec![tell(Err(format!(
@@ -507,7 +505,7 @@ impl Planner<'_> {
                     Some(run_id) => current.run_id == run_id,
                     None => current.parent_run_id == Some(parent_run),
                 };
-                if !ours || current.status.is_some_and(RunStatus::is_closed) {
+                if !ours || current.is_closed() {
                     return Ok(Vec::new());
                 }
                 Ok(vec![Op::Mail {

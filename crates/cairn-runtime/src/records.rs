@@ -170,6 +170,13 @@ pub struct WorkflowRecord {
     pub memo: Memo,
 }
 
+impl WorkflowRecord {
+    /// Whether the current run has closed (a run not yet started is open).
+    pub fn is_closed(&self) -> bool {
+        self.status.is_some_and(RunStatus::is_closed)
+    }
+}
+
 /// What a shard's ready queue (and a local wake) names: something of the shard that needs
 /// looking at.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -629,16 +629,12 @@ fn remember(
 /// A check that schedule `key` exists (refusing with `ScheduleNotFound` otherwise).
 pub(crate) fn must_exist(key: Vec<u8>, schedule_id: &str) -> Check {
     let id = schedule_id.to_string();
-    Check {
-        key,
-        range_end: None,
-        accept: Box::new(move |value: Option<&[u8]>| match value {
-            Some(_) => Ok(()),
-            None => Err(ClientError::ScheduleNotFound {
-                schedule_id: id.clone(),
-            }),
+    Check::key(key, move |value: Option<&[u8]>| match value {
+        Some(_) => Ok(()),
+        None => Err(ClientError::ScheduleNotFound {
+            schedule_id: id.clone(),
         }),
-    }
+    })
 }
 
 /// A change to a schedule record at a time (pause, trigger, …).

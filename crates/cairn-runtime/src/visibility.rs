@@ -262,10 +262,8 @@ pub fn index_ops(
         }
     }
     // Closed workflows are also listed by close time, for retention.
-    let closed = |r: Option<&WorkflowRecord>| {
-        r.filter(|r| r.status.is_some_and(RunStatus::is_closed))
-            .and_then(|r| r.closed_unix_ms)
-    };
+    let closed =
+        |r: Option<&WorkflowRecord>| r.filter(|r| r.is_closed()).and_then(|r| r.closed_unix_ms);
     let (old_closed, new_closed) = (closed(old), closed(new));
     if old_closed != new_closed {
         if let Some(at) = old_closed {

@@ -153,10 +153,9 @@ impl<T> Drop for AbortOnDrop<T> {
 struct Beat {
     /// Details given to `heartbeat()` and not yet written.
     pending: Mutex<Option<Payload>>,
-    /// When `heartbeat()` was last called.
-    last_call: Mutex<Option<Instant>>,
-    /// The same, in Unix milliseconds: the heartbeat deadline runs from it (Temporal's rule),
-    /// not from when the throttled write happens to land.
+    /// When `heartbeat()` was last called, in Unix milliseconds (0: never). The heartbeat
+    /// deadline runs from it (Temporal's rule), not from when the throttled write lands; it
+    /// is on the clock the heartbeat timers fire by.
     last_call_unix_ms: std::sync::atomic::AtomicU64,
     /// Rung by every `heartbeat()`.
     called: Notify,
@@ -168,7 +167,6 @@ struct Beat {
 impl Beat {
     fn call(&self, details: Payload) {
         *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(details);
-        *self.last_call.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         self.last_call_unix_ms.store(now_ms(), Ordering::Relaxed);
         self.called.notify_one();
     }
@@ -281,12 +279,8 @@ impl Workers {
         if running.attempt != attempt {
             return false;
         }
-        let recent = running
-            .beat
-            .last_call
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|at| at.elapsed() < within);
+        let called = running.beat.last_call_unix_ms.load(Ordering::Relaxed);
+        let recent = called > 0 && u128::from(now_ms().saturating_sub(called)) < within.as_millis();
         if recent {
             running.beat.force.store(true, Ordering::Relaxed);
             running.beat.forced.notify_one();
@@ -441,25 +435,17 @@ async fn claim<S: Store>(
         }
         ops.extend(replaced.iter().cloned().map(Op::Clear));
         let ours = mark_bytes.clone();
-        let mut checks = vec![Check {
-            key: task_key.clone(),
-            range_end: None,
-            accept: Box::new(|value| match value {
-                Some(_) => Ok(()),
-                None => Err(refused("the attempt is no longer scheduled")),
-            }),
-        }];
+        let mut checks = vec![Check::key(task_key.clone(), |value| match value {
+            Some(_) => Ok(()),
+            None => Err(refused("the attempt is no longer scheduled")),
+        })];
         if deferred {
             // Whoever clears the marker starts the attempt; a second pull of it is refused.
             ops.push(Op::Clear(deferred_key.clone()));
-            checks.push(Check {
-                key: deferred_key.clone(),
-                range_end: None,
-                accept: Box::new(|value| match value {
-                    Some(_) => Ok(()),
-                    None => Err(refused("the deferred attempt was already pulled")),
-                }),
-            });
+            checks.push(Check::key(deferred_key.clone(), |value| match value {
+                Some(_) => Ok(()),
+                None => Err(refused("the deferred attempt was already pulled")),
+            }));
         }
         let verify = if handed_over {
             // The new timer key (its fire time in ms) is written only by this claim.
@@ -467,16 +453,12 @@ async fn claim<S: Store>(
                 .as_ref()
                 .map(|t| (t.key.clone(), Verify::Exists))
         } else {
-            checks.push(Check {
-                key: attempt_key.clone(),
-                range_end: None,
-                accept: Box::new(move |value| match value {
-                    None => Ok(()),
-                    // Our own mark: an earlier try of this claim landed after all.
-                    Some(bytes) if bytes == ours.as_slice() => Ok(()),
-                    Some(_) => Err(refused("the attempt was started by another claim")),
-                }),
-            });
+            checks.push(Check::key(attempt_key.clone(), move |value| match value {
+                None => Ok(()),
+                // Our own mark: an earlier try of this claim landed after all.
+                Some(bytes) if bytes == ours.as_slice() => Ok(()),
+                Some(_) => Err(refused("the attempt was started by another claim")),
+            }));
             Some((attempt_key.clone(), Verify::Holds(mark_bytes.clone())))
         };
         match shared

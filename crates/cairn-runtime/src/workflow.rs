@@ -764,14 +764,10 @@ impl<S: Store> WorkflowState<S> {
             begin.push(0);
         }
         let run_id = self.run_id;
-        Check {
-            key: begin,
-            range_end: Some(end),
-            accept: Box::new(move |first: Option<&[u8]>| match first {
-                None => Ok(()),
-                Some(_) => Err(crate::ClientError::MailUnread { run_id }),
-            }),
-        }
+        Check::first_in(begin, end, move |first: Option<&[u8]>| match first {
+            None => Ok(()),
+            Some(_) => Err(crate::ClientError::MailUnread { run_id }),
+        })
     }
 
     /// One transition over the pending deliveries. Returns false if the actor must stop (its
@@ -1031,16 +1027,12 @@ impl<S: Store> WorkflowState<S> {
                     if started {
                         continue;
                     }
-                    checks.push(Check {
-                        key,
-                        range_end: None,
-                        accept: Box::new(|value| match value {
-                            None => Ok(()),
-                            Some(_) => Err(crate::worker::refused(
-                                "the attempt started before its schedule-to-start timeout landed",
-                            )),
-                        }),
-                    });
+                    checks.push(Check::key(key, |value| match value {
+                        None => Ok(()),
+                        Some(_) => Err(crate::worker::refused(
+                            "the attempt started before its schedule-to-start timeout landed",
+                        )),
+                    }));
                     kept.push(message);
                 }
                 TimerId::ActivityHeartbeat { seq, attempt } => {

@@ -11,7 +11,9 @@
 //! exactly instead ([`to_cairn_exact`]): wrapped in one MessagePack value that converts
 //! back to the very payloads, so they pass through Cairn untouched.
 
-use cairn_types::Payload as CairnPayload;
+// Temporal payloads kept exactly, as one Cairn value: the form is `cairn_types`', whose
+// `Payload::decode` reads one kept JSON payload for Rust code.
+use cairn_types::{ExactPayload, ExactPayloads as Exact, Payload as CairnPayload};
 use serde_json::Value;
 use std::collections::HashMap;
 use temporalio_protos::temporal::api::common::v1::{Payload, Payloads};
@@ -68,21 +70,6 @@ pub fn to_cairn(payloads: Option<&Payloads>, what: &str) -> Result<CairnPayload,
     let bytes =
         rmp_serde::to_vec_named(&value).map_err(|e| PayloadError(format!("{what}: {e}")))?;
     CairnPayload::from_bytes(bytes).map_err(|e| PayloadError(format!("{what}: {e}")))
-}
-
-/// Temporal payloads kept exactly, as one Cairn value.
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Exact {
-    #[serde(rename = "$temporal_payloads")] // cairn_types::EXACT_PAYLOADS_KEY
-    payloads: Vec<ExactPayload>,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExactPayload {
-    metadata: std::collections::BTreeMap<String, Vec<u8>>,
-    data: Vec<u8>,
 }
 
 /// Temporal payloads as one Cairn payload, kept exactly unless they are one plain JSON (or

@@ -368,8 +368,6 @@ impl<S: Store> Frontend<S> {
         }
     }
 
-    /// The execution a request names: its workflow id, and its run id if one is given (which
-    /// must then be the current run for operations that act on the current run).
     /// What converting `read` to Temporal's events needs beside the events.
     fn run_context(&self, read: &cairn_runtime::RunHistory) -> RunContext {
         RunContext {
@@ -391,6 +389,8 @@ impl<S: Store> Frontend<S> {
         }
     }
 
+    /// The execution a request names: its workflow id, and its run id if one is given (which
+    /// must then be the current run for operations that act on the current run).
     async fn current_run(
         &self,
         execution: Option<&WorkflowExecution>,

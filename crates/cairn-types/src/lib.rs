@@ -21,7 +21,7 @@ pub use history::{
 };
 pub use ids::{ActivityId, IdError, RunId, WorkflowId};
 pub use memo::{Memo, MemoError, MemoUpdate};
-pub use payload::{EXACT_PAYLOADS_KEY, Payload, PayloadError};
+pub use payload::{ExactPayload, ExactPayloads, Payload, PayloadError};
 pub use retry::{RetryDecision, RetryPolicy};
 pub use search::{SearchAttributeError, SearchAttributes, SearchType, SearchValue};
 pub use timeouts::{ActivityTimeouts, PolicyError, WorkflowTimeouts};

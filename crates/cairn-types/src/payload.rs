@@ -25,10 +25,24 @@ pub enum PayloadError {
     TooLarge { len: usize, max: usize },
 }
 
-/// The one key of a MessagePack map that holds Temporal payloads kept exactly, as a Temporal
-/// worker made them (`[{metadata, data}]`): what Cairn stores when converting them would not
-/// give back the same bytes.
-pub const EXACT_PAYLOADS_KEY: &str = "$temporal_payloads";
+/// Temporal payloads kept exactly as a Temporal worker made them: what Cairn stores (as a
+/// MessagePack map with the one key `$temporal_payloads`) when converting them to one value
+/// would not give back the same bytes. [`Payload::decode`] reads one kept `json/plain`
+/// payload from its JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExactPayloads {
+    #[serde(rename = "$temporal_payloads")]
+    pub payloads: Vec<ExactPayload>,
+}
+
+/// One Temporal payload of [`ExactPayloads`]: its metadata and data, byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExactPayload {
+    pub metadata: std::collections::BTreeMap<String, Vec<u8>>,
+    pub data: Vec<u8>,
+}
 
 /// Encoded user data.
 ///
@@ -79,8 +93,8 @@ impl Payload {
     /// Decodes into `T`; a mismatch names the type it was asked for.
     ///
     /// A payload a Temporal worker made that Cairn keeps exactly (one `json/plain` payload
-    /// whose bytes MessagePack could not reproduce, see [`EXACT_PAYLOADS_KEY`]) decodes from
-    /// its JSON.
+    /// whose bytes MessagePack could not reproduce, see [`ExactPayloads`]) decodes from its
+    /// JSON.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
         rmp_serde::from_slice(&self.bytes).or_else(|source| {
             self.exact_json()
@@ -94,18 +108,8 @@ impl Payload {
 
     /// The JSON of a payload kept exactly that holds one `json/plain` Temporal payload.
     fn exact_json(&self) -> Option<Vec<u8>> {
-        #[derive(Deserialize)]
-        struct Kept {
-            #[serde(rename = "$temporal_payloads")]
-            payloads: Vec<KeptPayload>,
-        }
-        #[derive(Deserialize)]
-        struct KeptPayload {
-            metadata: std::collections::BTreeMap<String, Vec<u8>>,
-            data: Vec<u8>,
-        }
-        let kept: Kept = rmp_serde::from_slice(&self.bytes).ok()?;
-        let [one] = <[KeptPayload; 1]>::try_from(kept.payloads).ok()?;
+        let kept: ExactPayloads = rmp_serde::from_slice(&self.bytes).ok()?;
+        let [one] = <[ExactPayload; 1]>::try_from(kept.payloads).ok()?;
         (one.metadata.get("encoding").map(Vec::as_slice) == Some(b"json/plain".as_slice()))
             .then_some(one.data)
     }

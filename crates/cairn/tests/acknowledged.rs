@@ -103,10 +103,7 @@ async fn recorded<S: Store>(node: &Node<S>, workflow_id: &str) -> BTreeSet<u32> 
 }
 
 /// Checks every acknowledged tick of every run is in its history.
-async fn every_acknowledged_is_recorded<S: Store>(
-    node: &Node<S>,
-    runs: Vec<(String, Vec<tokio::task::JoinHandle<Vec<u32>>>)>,
-) -> usize {
+async fn every_acknowledged_is_recorded<S: Store>(node: &Node<S>, runs: Flooded) -> usize {
     let mut total = 0;
     for (workflow_id, senders) in runs {
         let mut acknowledged = BTreeSet::new();
@@ -130,19 +127,6 @@ async fn every_acknowledged_is_recorded<S: Store>(
     total
 }
 
-fn senders_for<S: Store>(
-    node_client: cairn::Client<S>,
-    http: Option<RemoteClient>,
-    run: usize,
-) -> Vec<Sender<S>> {
-    (0..SENDERS_PER_RUN as usize)
-        .map(|i| match (&http, (run + i) % 2) {
-            (Some(http), 1) => Sender::Http(http.clone()),
-            _ => Sender::Rust(node_client.clone()),
-        })
-        .collect()
-}
-
 async fn serve_http<S: Store>(node: &Node<S>) -> RemoteClient {
     let router = cairn_server::router(node.runtime(), None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -153,27 +137,46 @@ async fn serve_http<S: Store>(node: &Node<S>) -> RemoteClient {
     RemoteClient::new(&address)
 }
 
-/// Runs are terminated while ticks pour in from several senders at once.
-async fn signals_racing_a_terminate<S: Store>(store: S, tag: &str) {
-    let node = node(store).await;
-    let http = serve_http(&node).await;
+/// A run's workflow id and its senders, each answering with the ticks it got acknowledged.
+type Flooded = Vec<(String, Vec<tokio::task::JoinHandle<Vec<u32>>>)>;
+
+/// Starts `RUNS` runs of `counts_to`, run `i` waiting for `needed(i)` ticks, and floods each
+/// from `SENDERS_PER_RUN` senders at once, alternating the Rust client and HTTP.
+async fn start_flooded<S: Store>(
+    node: &Node<S>,
+    prefix: &str,
+    needed: impl Fn(usize) -> usize,
+) -> Flooded {
+    let http = serve_http(node).await;
     let client = node.client();
     let mut runs = Vec::new();
     for run in 0..RUNS {
-        let workflow_id = format!("terminated-{tag}-{run}");
-        // Never satisfied: only the terminate closes it.
+        let workflow_id = format!("{prefix}-{run}");
         client
-            .start(counts_to, &workflow_id, usize::MAX)
+            .start(counts_to, &workflow_id, needed(run))
             .send()
             .await
             .unwrap();
-        let senders = senders_for(client.clone(), Some(http.clone()), run)
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| tokio::spawn(flood(s, workflow_id.clone(), i as u32 * 100_000)))
+        let senders = (0..SENDERS_PER_RUN as usize)
+            .map(|i| {
+                let sender = match (run + i) % 2 {
+                    0 => Sender::Rust(client.clone()),
+                    _ => Sender::Http(http.clone()),
+                };
+                tokio::spawn(flood(sender, workflow_id.clone(), i as u32 * 100_000))
+            })
             .collect();
         runs.push((workflow_id, senders));
     }
+    runs
+}
+
+/// Runs are terminated while ticks pour in from several senders at once.
+async fn signals_racing_a_terminate<S: Store>(store: S, tag: &str) {
+    let node = node(store).await;
+    let client = node.client();
+    // Never satisfied: only the terminate closes them.
+    let runs = start_flooded(&node, &format!("terminated-{tag}"), |_| usize::MAX).await;
     for (i, (workflow_id, _)) in runs.iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(20 + 15 * i as u64)).await;
         client
@@ -191,23 +194,8 @@ async fn signals_racing_a_terminate<S: Store>(store: S, tag: &str) {
 /// Runs complete on their own (their code saw enough ticks) while more ticks arrive.
 async fn signals_racing_a_completion<S: Store>(store: S, tag: &str) {
     let node = node(store).await;
-    let http = serve_http(&node).await;
     let client = node.client();
-    let mut runs = Vec::new();
-    for run in 0..RUNS {
-        let workflow_id = format!("completed-{tag}-{run}");
-        client
-            .start(counts_to, &workflow_id, 40 + 10 * run)
-            .send()
-            .await
-            .unwrap();
-        let senders = senders_for(client.clone(), Some(http.clone()), run)
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| tokio::spawn(flood(s, workflow_id.clone(), i as u32 * 100_000)))
-            .collect();
-        runs.push((workflow_id, senders));
-    }
+    let runs = start_flooded(&node, &format!("completed-{tag}"), |run| 40 + 10 * run).await;
     let ids: Vec<String> = runs.iter().map(|(id, _)| id.clone()).collect();
     let total = every_acknowledged_is_recorded(&node, runs).await;
     for workflow_id in ids {
