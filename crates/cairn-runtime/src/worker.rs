@@ -22,7 +22,10 @@
 //! Heartbeats are cheap and never block: `heartbeat()` keeps the latest details in memory and
 //! one recorder per attempt writes them (and moves the heartbeat timer) at most once per
 //! throttle interval (0.8 × the heartbeat timeout, capped at `HEARTBEAT_THROTTLE_MAX_MS`;
-//! `HEARTBEAT_THROTTLE_DEFAULT_MS` without a heartbeat timeout), one write at a time. The
+//! `HEARTBEAT_THROTTLE_DEFAULT_MS` without a heartbeat timeout), one write at a time. A write
+//! moves the heartbeat timer to the last heartbeat call + timeout (Temporal's deadline), and
+//! one that does not commit is tried again every `HEARTBEAT_WRITE_RETRY` until it does (or
+//! the attempt ends): the timer it moves may be the attempt's only deadline. The
 //! recorder stops before the attempt's result is handed over, and the details of a failed
 //! attempt are written before its result, so the next attempt sees the last details.
 //!
@@ -55,6 +58,8 @@ use tokio::sync::{Notify, Semaphore, watch};
 /// Throttle of heartbeat writes for an attempt without a heartbeat timeout (Temporal's SDKs'
 /// default).
 pub const HEARTBEAT_THROTTLE_DEFAULT_MS: u64 = 30_000;
+/// Pause before a heartbeat write that did not commit is tried again.
+pub const HEARTBEAT_WRITE_RETRY: Duration = Duration::from_millis(50);
 /// Longest throttle of heartbeat writes, whatever the heartbeat timeout.
 pub const HEARTBEAT_THROTTLE_MAX_MS: u64 = 60_000;
 /// Shortest throttle: a 1 ms heartbeat timeout still writes at most once per this.
@@ -797,26 +802,39 @@ async fn record_heartbeats<S: Store>(
     mut last_write: Instant,
 ) {
     let throttle = heartbeat_throttle(&task.options.timeouts);
+    let mut write_failed = false;
     loop {
-        tokio::select! {
-            _ = beat.called.notified() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let due = last_write + throttle;
-        if Instant::now() < due && !beat.force.load(Ordering::Relaxed) {
+        if write_failed {
+            // Written again without waiting for another heartbeat: the timer this write
+            // moves may be the attempt's only deadline (a forced write replaces a fired one).
             tokio::select! {
-                _ = tokio::time::sleep_until(due.into()) => {}
-                _ = beat.forced.notified() => {}
+                _ = tokio::time::sleep(HEARTBEAT_WRITE_RETRY) => {}
                 _ = stop.wait_for(|s| *s) => return,
+            }
+        } else {
+            tokio::select! {
+                _ = beat.called.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let due = last_write + throttle;
+            if Instant::now() < due && !beat.force.load(Ordering::Relaxed) {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                    _ = beat.forced.notified() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
             }
         }
         beat.force.store(false, Ordering::Relaxed);
         let Some(details) = beat.take() else {
+            write_failed = false;
             continue;
         };
         last_write = Instant::now();
         let called_unix_ms = beat.last_call_unix_ms.load(Ordering::Relaxed);
-        if !write_heartbeat(&shared, epoch, &task, &details, called_unix_ms, &current).await {
+        write_failed =
+            !write_heartbeat(&shared, epoch, &task, &details, called_unix_ms, &current).await;
+        if write_failed {
             beat.restore(details);
         }
     }
