@@ -1031,6 +1031,25 @@ fn bounded_config(tag: &str) -> NodeConfig {
 }
 
 /// Deferred markers left in the store (every shard).
+/// `ActivityTaskCompleted` events in the stored histories of `runs`.
+async fn completions_recorded<S: Store>(store: &S, runs: &[cairn::RunId]) -> u64 {
+    let keys = cairn_runtime::Keys::default();
+    let mut tx = store.begin().unwrap();
+    let mut completed = 0;
+    for run in runs {
+        let (begin, end) = keys.history(run);
+        for row in tx
+            .get_range(&cairn_store::RangeRequest::new(begin, end))
+            .await
+            .unwrap()
+        {
+            let event: cairn_types::HistoryEvent = rmp_serde::from_slice(&row.value).unwrap();
+            completed += u64::from(event.kind.name() == "ActivityTaskCompleted");
+        }
+    }
+    completed
+}
+
 async fn deferred_left<S: Store>(store: &S, shards: u32) -> usize {
     let keys = cairn_runtime::Keys::default();
     let mut tx = store.begin().unwrap();
@@ -1108,8 +1127,8 @@ async fn dispatched_attempts_are_bounded<S: Store>(store: S, tag: &str) {
 /// The same fan-out (72 tasks), with the node crashing while most are still deferred: after a
 /// restart on the same store every workflow gets its sum, the new tenure keeps the bound too
 /// (its rehydration defers what it finds instead of dispatching it all), no activity runs
-/// more than twice (once lost in the crash, once again), and at most the attempts dispatched
-/// at the crash ran twice.
+/// more than twice (once lost in the crash, once again), and only what the crash lost ran
+/// twice: the attempts dispatched at the crash and the results not yet recorded by a transition.
 async fn deferred_tasks_survive_a_crash<S: Store>(store: S, tag: &str) {
     let start = |store: S| {
         Node::builder()
@@ -1144,7 +1163,23 @@ async fn deferred_tasks_survive_a_crash<S: Store>(store: S, tag: &str) {
         .metrics()
         .activity_tasks_deferred
         .load(Ordering::Relaxed);
+    let mut runs = Vec::new();
+    for i in 0..6 {
+        let handle = client.handle::<u32>(&format!("{tag}-{i}")).unwrap();
+        runs.push(handle.describe().await.unwrap().summary.run_id);
+    }
+    let first_life = node.runtime();
     node.crash();
+    // Results made but not yet recorded by a transition are lost with the node too (they
+    // travel to the run in memory; start-to-close recovers them): counted once the crash has
+    // settled, as results made minus results in the histories.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let made = first_life
+        .metrics()
+        .activities_succeeded
+        .load(Ordering::Relaxed);
+    drop(first_life);
+    let unrecorded = made.saturating_sub(completions_recorded(&store, &runs).await) as usize;
     let before = executed();
     assert!(before < 72, "everything ran before the crash");
     assert!(deferred > 0, "nothing was deferred before the crash");
@@ -1168,8 +1203,9 @@ async fn deferred_tasks_survive_a_crash<S: Store>(store: S, tag: &str) {
         }
     }
     assert!(
-        twice <= DISPATCH_BOUND,
-        "{twice} activities ran twice; at most {DISPATCH_BOUND} were dispatched at the crash"
+        twice <= DISPATCH_BOUND + unrecorded,
+        "{twice} activities ran twice; at most {DISPATCH_BOUND} were dispatched at the crash \
+         and {unrecorded} results were not yet recorded"
     );
     let peak = node
         .metrics()
