@@ -737,19 +737,19 @@ impl Run {
         let mut terminal = None;
         let mut completion: Option<(Vec<Command>, bool)> = None;
         let mut messages = messages;
-        // An attempt never picked up whose schedule-to-start and schedule-to-close deadlines
-        // fall together timed out as schedule-to-start (Temporal's verdict): its
-        // schedule-to-close timers go after everything else of the batch.
-        let schedule_to_close = |m: &Message| {
+        // An attempt never picked up whose schedule-to-start deadline falls together with
+        // another of its deadlines timed out as schedule-to-start (Temporal's verdict): its
+        // schedule-to-start timers go first in the batch.
+        let schedule_to_start = |m: &Message| {
             matches!(
                 m,
                 Message::TimerFired {
-                    timer: TimerId::ActivityScheduleToClose { .. }
+                    timer: TimerId::ActivityScheduleToStart { .. }
                 }
             )
         };
-        if messages.iter().any(schedule_to_close) {
-            messages.sort_by_key(schedule_to_close);
+        if messages.iter().any(schedule_to_start) {
+            messages.sort_by_key(|m| !schedule_to_start(m));
         }
         for message in messages {
             // Once the run is closing, only a signal or cancel request is still recorded: it

@@ -484,6 +484,50 @@ fn activity_timeouts() {
     "#]]);
 }
 
+/// Proves an attempt never picked up whose schedule-to-start and schedule-to-close deadlines
+/// fall together (Temporal fills one from the other) times out as schedule-to-start, in
+/// whatever order the batch brings the two timers.
+#[test]
+fn schedule_to_start_wins_a_tie_with_schedule_to_close() {
+    let wf = workflow(|ctx: WorkflowContext, _input: Payload| async move {
+        let mut o = options(RetryPolicy::no_retries());
+        o.timeouts = ActivityTimeouts {
+            schedule_to_close: Some(Duration::from_secs(3)),
+            ..ActivityTimeouts::default()
+        }
+        .filled_as_temporal();
+        let a = ctx.schedule_activity("never-picked-up", p(1), o).await;
+        Ok(p(format!("{:?}", a.unwrap_err())))
+    });
+    let mut s = Script::start(&wf, p(()), WorkflowTimeouts::default());
+    s.step(
+        4_000,
+        vec![
+            Message::TimerFired {
+                timer: TimerId::ActivityScheduleToClose { seq: 1 },
+            },
+            Message::TimerFired {
+                timer: TimerId::ActivityScheduleToStart { seq: 1, attempt: 1 },
+            },
+        ],
+    );
+    s.check(expect![[r#"
+        start
+           1 @1000 WorkflowExecutionStarted input=<1 bytes>
+           2 @1000 ActivityTaskScheduled seq=1 type=never-picked-up input=1
+           3 @1000 WorkflowTaskCompleted
+          -> enqueue never-picked-up seq=1 attempt=1
+          -> timer ActivityScheduleToStart { seq: 1, attempt: 1 } at 4000
+          -> timer ActivityScheduleToClose { seq: 1 } at 4000
+        @4000 [TimerFired { timer: ActivityScheduleToClose { seq: 1 } }, TimerFired { timer: ActivitySch
+           4 @4000 ActivityTaskTimedOut seq=1 attempt=1 timeout=schedule-to-start
+           5 @4000 WorkflowTaskCompleted
+           6 @4000 WorkflowExecutionCompleted result="TimedOut(ScheduleToStart)"
+          -> closed Completed
+        status=Completed next_event_id=7 pending_activities=[] timers={}
+    "#]]);
+}
+
 /// Proves signals delivered before the code waits are buffered, signals after wake it, a
 /// handler sees them, and a query reads the state they built.
 #[test]
