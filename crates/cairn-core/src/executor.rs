@@ -16,8 +16,11 @@ use cairn_types::limits::{
 };
 use cairn_types::{
     ChildOptions, Command, EventKind, Failure, HistoryEvent, Memo, Payload, RunId,
-    SearchAttributes, Seq, WorkflowId,
+    SearchAttributes, Seq, UpdateOutcome, WorkflowId,
 };
+
+/// The error type of the rejection of an update no handler is registered for.
+pub const UPDATE_HANDLER_NOT_FOUND: &str = "UpdateHandlerNotFound";
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -32,6 +35,9 @@ pub type WorkflowFuture = Pin<Box<dyn Future<Output = Result<Payload, WorkflowEr
 
 /// Creates a run's workflow future from its context and input.
 pub type WorkflowFn = Rc<dyn Fn(WorkflowContext, Payload) -> WorkflowFuture>;
+
+/// The future an update handler returns: the update's result, or the failure it raised.
+pub type UpdateFuture = Pin<Box<dyn Future<Output = Result<Payload, Failure>>>>;
 
 /// Most polls of the root future in one activation before the executor gives up: a workflow
 /// that keeps making progress without waiting on history is looping.
@@ -125,6 +131,15 @@ impl ActivityError {
 
 type QueryHandler = Rc<dyn Fn(Payload) -> Result<Payload, Failure>>;
 type SignalHandler = Rc<RefCell<dyn FnMut(Payload)>>;
+type UpdateValidator = Rc<dyn Fn(&Payload) -> Result<(), Failure>>;
+type UpdateHandler = Rc<dyn Fn(Payload) -> UpdateFuture>;
+
+/// An update handler and its optional validator.
+#[derive(Clone)]
+struct UpdateDef {
+    validator: Option<UpdateValidator>,
+    handler: UpdateHandler,
+}
 
 /// Everything a run's futures share.
 struct RunCore {
@@ -140,6 +155,12 @@ struct RunCore {
     signal_queues: HashMap<String, VecDeque<Payload>>,
     signal_handlers: HashMap<String, SignalHandler>,
     query_handlers: HashMap<String, QueryHandler>,
+    update_handlers: HashMap<String, UpdateDef>,
+    /// Accepted updates whose handler is not registered yet, in acceptance order: each starts
+    /// when its handler is registered (as a signal waits in its queue).
+    updates_waiting: Vec<(String, String, Payload)>,
+    /// Update handlers started and not yet taken over by the executor.
+    updates_started: Vec<(String, UpdateFuture)>,
     child_started: HashMap<Seq, Result<RunId, ChildError>>,
     child_results: HashMap<Seq, Result<Payload, ChildError>>,
     /// The run's type (a continue-as-new starts the same type).
@@ -504,6 +525,62 @@ impl WorkflowContext {
             .insert(name.to_string(), Rc::new(handler));
     }
 
+    /// Handles updates named `name` with `handler`, which may wait on activities, timers and
+    /// conditions like the workflow itself; its result (or failure) is the update's outcome.
+    /// Updates accepted before this call (on replay, or before the code registered it) start
+    /// now.
+    pub fn on_update<F, Fut>(&self, name: &str, handler: F)
+    where
+        F: Fn(Payload) -> Fut + 'static,
+        Fut: Future<Output = Result<Payload, Failure>> + 'static,
+    {
+        self.register_update(name, None, handler);
+    }
+
+    /// Like [`on_update`](Self::on_update), with a validator that runs first: a failure it
+    /// returns rejects the update, and nothing of it is written to history. It reads the
+    /// workflow's state and must not change it (as a query handler).
+    pub fn on_update_validated<V, F, Fut>(&self, name: &str, validator: V, handler: F)
+    where
+        V: Fn(&Payload) -> Result<(), Failure> + 'static,
+        F: Fn(Payload) -> Fut + 'static,
+        Fut: Future<Output = Result<Payload, Failure>> + 'static,
+    {
+        self.register_update(name, Some(Rc::new(validator)), handler);
+    }
+
+    fn register_update<F, Fut>(&self, name: &str, validator: Option<UpdateValidator>, handler: F)
+    where
+        F: Fn(Payload) -> Fut + 'static,
+        Fut: Future<Output = Result<Payload, Failure>> + 'static,
+    {
+        let handler: UpdateHandler = Rc::new(move |input| Box::pin(handler(input)));
+        let waiting: Vec<(String, Payload)> = {
+            let mut core = self.core.borrow_mut();
+            core.update_handlers.insert(
+                name.to_string(),
+                UpdateDef {
+                    validator,
+                    handler: handler.clone(),
+                },
+            );
+            core.progress += 1;
+            let (now, later) = std::mem::take(&mut core.updates_waiting)
+                .into_iter()
+                .partition(|(_, n, _)| n == name);
+            core.updates_waiting = later;
+            now.into_iter().map(|(id, _, input)| (id, input)).collect()
+        };
+        // Started with no borrow held: the handler may call the context.
+        for (update_id, input) in waiting {
+            let future = handler(input);
+            self.core
+                .borrow_mut()
+                .updates_started
+                .push((update_id, future));
+        }
+    }
+
     /// Whether cancellation of this run has been requested.
     pub fn is_cancel_requested(&self) -> bool {
         self.core.borrow().cancel_requested
@@ -798,6 +875,8 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 pub struct Executor {
     core: Rc<RefCell<RunCore>>,
     root: Option<WorkflowFuture>,
+    /// Update handlers running, in acceptance order.
+    updates: Vec<(String, UpdateFuture)>,
     outcome_reported: bool,
 }
 
@@ -830,6 +909,9 @@ impl Executor {
             signal_queues: HashMap::new(),
             signal_handlers: HashMap::new(),
             query_handlers: HashMap::new(),
+            update_handlers: HashMap::new(),
+            updates_waiting: Vec::new(),
+            updates_started: Vec::new(),
             child_started: HashMap::new(),
             child_results: HashMap::new(),
             workflow_type: workflow_type.to_string(),
@@ -850,6 +932,7 @@ impl Executor {
         Self {
             core,
             root: Some(root),
+            updates: Vec::new(),
             outcome_reported: false,
         }
     }
@@ -887,6 +970,7 @@ impl Executor {
         recorded_markers: HashMap<Seq, Payload>,
     ) -> Result<Vec<Command>, ExecutorError> {
         let mut handler_calls = Vec::new();
+        let mut update_calls: Vec<(String, UpdateHandler, Payload)> = Vec::new();
         {
             let mut core = self.core.borrow_mut();
             core.recorded_markers = recorded_markers;
@@ -920,6 +1004,23 @@ impl Executor {
                     EventKind::WorkflowExecutionCancelRequested { .. } => {
                         core.cancel_requested = true;
                     }
+                    EventKind::WorkflowExecutionUpdateAccepted {
+                        update_id,
+                        name,
+                        input,
+                        ..
+                    } => match core.update_handlers.get(name) {
+                        Some(def) => update_calls.push((
+                            update_id.clone(),
+                            def.handler.clone(),
+                            input.clone(),
+                        )),
+                        None => core.updates_waiting.push((
+                            update_id.clone(),
+                            name.clone(),
+                            input.clone(),
+                        )),
+                    },
                     EventKind::ChildWorkflowExecutionStarted { seq, run_id, .. } => {
                         core.child_started.insert(*seq, Ok(*run_id));
                     }
@@ -958,6 +1059,10 @@ impl Executor {
             for (handler, input) in handler_calls {
                 (handler.borrow_mut())(input);
             }
+            for (update_id, handler, input) in update_calls {
+                let future = handler(input);
+                self.updates.push((update_id, future));
+            }
             self.poll_until_waiting()
         }));
         match ran {
@@ -992,6 +1097,9 @@ impl Executor {
                 waker.wake();
             }
             let polled = root.as_mut().poll(&mut cx);
+            if polled.is_pending() {
+                self.poll_updates(&mut cx);
+            }
             let fault = self.core.borrow_mut().payload_fault.take();
             if let Some((at, failure)) = fault {
                 self.root = None;
@@ -1053,6 +1161,113 @@ impl Executor {
         })
     }
 
+    /// Polls every running update handler once (started ones first join the list); a
+    /// handler that finished records its update's completion.
+    fn poll_updates(&mut self, cx: &mut Context<'_>) {
+        let started = std::mem::take(&mut self.core.borrow_mut().updates_started);
+        self.updates.extend(started);
+        let mut index = 0;
+        while index < self.updates.len() {
+            let Poll::Ready(outcome) = self.updates[index].1.as_mut().poll(cx) else {
+                index += 1;
+                continue;
+            };
+            let (update_id, _) = self.updates.remove(index);
+            let outcome = match outcome {
+                Ok(result) if result.len() > INLINE_PAYLOAD_BYTES_MAX => UpdateOutcome::Failure(
+                    Failure::payload_too_large("the update's result", result.len()),
+                ),
+                Ok(result) => UpdateOutcome::Success(result),
+                Err(failure) => UpdateOutcome::Failure(failure.bounded(INLINE_PAYLOAD_BYTES_MAX)),
+            };
+            self.core
+                .borrow_mut()
+                .push(Command::CompleteUpdate { update_id, outcome });
+            // Handlers started by this one's calls join on the next round.
+            let started = std::mem::take(&mut self.core.borrow_mut().updates_started);
+            self.updates.extend(started);
+        }
+    }
+
+    /// Whether update `name` with `input` would be accepted: its handler is registered and its
+    /// validator (if any) passes. Runs the validator read-only, as a query.
+    pub fn validate_update(&self, name: &str, input: &Payload) -> Result<(), Failure> {
+        let def = {
+            let core = self.core.borrow();
+            match core.update_handlers.get(name) {
+                Some(def) => def.clone(),
+                None => {
+                    let mut known: Vec<&String> = core.update_handlers.keys().collect();
+                    known.sort();
+                    return Err(Failure::new(
+                        UPDATE_HANDLER_NOT_FOUND,
+                        format!("no update handler named {name:?} (known: {known:?})"),
+                    )
+                    .non_retryable());
+                }
+            }
+        };
+        let Some(validator) = def.validator else {
+            return Ok(());
+        };
+        match self.read_only("update validator", "ValidatorPanicked", || validator(input)) {
+            Ok(verdict) => verdict,
+            Err(call) => Err(Failure::new(
+                "ValidatorNotReadOnly",
+                format!(
+                    "the validator of update {name:?} called {call}, which only workflow code may call: a validator reads the run and must not change it"
+                ),
+            )
+            .non_retryable()),
+        }
+    }
+
+    /// Runs `f` (user code that must only read the run: a query handler, an update
+    /// validator) and restores whatever it touched; a panic in it becomes a failure.
+    /// `Err(call)`: it called `call`, which only workflow code may call.
+    fn read_only<T>(
+        &self,
+        what: &str,
+        panicked_type: &str,
+        f: impl FnOnce() -> Result<T, Failure>,
+    ) -> Result<Result<T, Failure>, &'static str> {
+        let saved = {
+            let mut core = self.core.borrow_mut();
+            core.query = Some(QueryCalls::default());
+            (
+                core.next_seq,
+                core.commands.len(),
+                core.rng.clone(),
+                core.patch_answers.clone(),
+                core.search_attributes.clone(),
+                core.recorded_markers.clone(),
+            )
+        };
+        // No borrow is held while user code runs; a panic in it is its failure.
+        let answer =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+                Err(Failure::new(
+                    panicked_type,
+                    format!("{what} panicked: {}", panic_message(panic.as_ref())),
+                ))
+            });
+        let forbidden = {
+            let mut core = self.core.borrow_mut();
+            let (next_seq, commands, rng, patches, attributes, markers) = saved;
+            core.next_seq = next_seq;
+            core.commands.truncate(commands);
+            core.rng = rng;
+            core.patch_answers = patches;
+            core.search_attributes = attributes;
+            core.recorded_markers = markers;
+            core.query.take().and_then(|q| q.forbidden)
+        };
+        match forbidden {
+            Some(call) => Err(call),
+            None => Ok(answer),
+        }
+    }
+
     /// True once the workflow future has returned.
     pub fn is_finished(&self) -> bool {
         self.root.is_none()
@@ -1074,45 +1289,14 @@ impl Executor {
                 }
             }
         };
-        // What a handler could touch, restored afterwards: a query never changes the run,
+        // What a handler could touch is restored afterwards: a query never changes the run,
         // whatever its handler calls (a forbidden call is reported as the query's error).
-        let saved = {
-            let mut core = self.core.borrow_mut();
-            core.query = Some(QueryCalls::default());
-            (
-                core.next_seq,
-                core.commands.len(),
-                core.rng.clone(),
-                core.patch_answers.clone(),
-                core.search_attributes.clone(),
-                core.recorded_markers.clone(),
-            )
-        };
-        // No borrow is held while user code runs; a panic in it is the query's failure.
-        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(args)))
-            .unwrap_or_else(|panic| {
-                Err(Failure::new(
-                    "QueryPanicked",
-                    format!("query handler panicked: {}", panic_message(panic.as_ref())),
-                ))
-            });
-        let forbidden = {
-            let mut core = self.core.borrow_mut();
-            let (next_seq, commands, rng, patches, attributes, markers) = saved;
-            core.next_seq = next_seq;
-            core.commands.truncate(commands);
-            core.rng = rng;
-            core.patch_answers = patches;
-            core.search_attributes = attributes;
-            core.recorded_markers = markers;
-            core.query.take().and_then(|q| q.forbidden)
-        };
-        if let Some(call) = forbidden {
-            return Err(ExecutorError::QueryNotReadOnly {
+        let answer = self
+            .read_only("query handler", "QueryPanicked", || handler(args))
+            .map_err(|call| ExecutorError::QueryNotReadOnly {
                 name: name.to_string(),
                 call,
-            });
-        }
+            })?;
         answer.map_err(|failure| ExecutorError::QueryFailed {
             name: name.to_string(),
             failure,

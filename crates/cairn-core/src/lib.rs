@@ -18,10 +18,12 @@ pub mod visibility;
 
 pub use executor::{
     ActivityError, ActivityFuture, ChildError, ChildFuture, Executor, ExecutorError, SignalChannel,
-    TimerFuture, WorkflowContext, WorkflowError, WorkflowFn, WorkflowFuture,
+    TimerFuture, UPDATE_HANDLER_NOT_FOUND, UpdateFuture, WorkflowContext, WorkflowError,
+    WorkflowFn, WorkflowFuture,
 };
 pub use machine::{
     ChildOutcome, Effect, Message, PendingActivity, PendingChild, RemoteCode, Run, RunError,
-    RunState, RunStatus, StartArgs, TimerId, Transition, WORKFLOW_TASK_RETRY_PAUSE_MAX_MS,
-    WORKFLOW_TASK_RETRY_PAUSE_MS, event_size_bytes, workflow_task_retry_pause_ms,
+    RunState, RunStatus, StartArgs, TimerId, Transition, UpdateEntry,
+    WORKFLOW_TASK_RETRY_PAUSE_MAX_MS, WORKFLOW_TASK_RETRY_PAUSE_MS, event_size_bytes,
+    workflow_task_retry_pause_ms,
 };

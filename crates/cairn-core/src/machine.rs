@@ -178,6 +178,30 @@ pub struct RunState {
     /// Set when the code runs in remote workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<RemoteCode>,
+    /// Every update the run accepted, by update id (at most
+    /// [`UPDATES_TOTAL_MAX`](cairn_types::limits::UPDATES_TOTAL_MAX)): what deduplicates a
+    /// request sent again, and where its outcome is in the history.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub updates: BTreeMap<String, UpdateEntry>,
+}
+
+/// An update the run accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateEntry {
+    /// Its `WorkflowExecutionUpdateAccepted` event.
+    pub accepted_event_id: EventId,
+    /// Its `WorkflowExecutionUpdateCompleted` event, once its handler finished.
+    pub completed_event_id: Option<EventId>,
+}
+
+impl RunState {
+    /// Updates accepted whose handlers have not finished.
+    pub fn updates_in_flight(&self) -> usize {
+        self.updates
+            .values()
+            .filter(|u| u.completed_event_id.is_none())
+            .count()
+    }
 }
 
 /// Durable timers a run arms. A timer that fires after it stopped mattering (the attempt it
@@ -288,6 +312,15 @@ pub enum Message {
         task: u32,
         attempt: u32,
     },
+    /// A client asks for update `update_id`. Delivered in memory, never stored: an update is
+    /// durable once accepted. Code in this process validates it now (accepted: recorded as an
+    /// input; rejected: `Effect::UpdateRejected`, nothing written); a remote run owes its
+    /// workers a workflow task, which carries the request.
+    Update {
+        update_id: String,
+        name: String,
+        input: Payload,
+    },
 }
 
 /// What the runtime must do once the transition has committed.
@@ -359,6 +392,12 @@ pub enum Effect {
     SearchAttributesChanged,
     /// The memo changed (it is in the snapshot).
     MemoChanged,
+    /// Update `update_id`'s validator refused it: nothing of it is in the history; tell its
+    /// callers.
+    UpdateRejected {
+        update_id: String,
+        failure: Failure,
+    },
 }
 
 /// One transition's output.
@@ -443,6 +482,7 @@ fn is_code_input(kind: &EventKind) -> bool {
             | EventKind::SignalExternalWorkflowExecutionFailed { .. }
             | EventKind::ExternalWorkflowExecutionCancelRequested { .. }
             | EventKind::RequestCancelExternalWorkflowExecutionFailed { .. }
+            | EventKind::WorkflowExecutionUpdateAccepted { .. }
     )
 }
 
@@ -475,9 +515,31 @@ struct EventLog<'a> {
 }
 
 impl EventLog<'_> {
-    fn push(&mut self, kind: EventKind) {
+    fn push(&mut self, mut kind: EventKind) {
         let event_id = self.state.next_event_id;
         self.state.next_event_id += 1;
+        match &mut kind {
+            EventKind::WorkflowExecutionUpdateAccepted { update_id, .. } => {
+                self.state.updates.insert(
+                    update_id.clone(),
+                    UpdateEntry {
+                        accepted_event_id: event_id,
+                        completed_event_id: None,
+                    },
+                );
+            }
+            EventKind::WorkflowExecutionUpdateCompleted {
+                update_id,
+                accepted_event_id,
+                ..
+            } => {
+                if let Some(entry) = self.state.updates.get_mut(update_id.as_str()) {
+                    *accepted_event_id = entry.accepted_event_id;
+                    entry.completed_event_id = Some(event_id);
+                }
+            }
+            _ => {}
+        }
         let event = HistoryEvent {
             event_id,
             time_unix_ms: self.now,
@@ -562,6 +624,7 @@ impl Run {
             history_size_bytes: 0,
             deadline_unix_ms: None,
             remote: None,
+            updates: BTreeMap::new(),
         }
     }
 
@@ -736,6 +799,7 @@ impl Run {
         let mut effects = Vec::new();
         let mut terminal = None;
         let mut completion: Option<(Vec<Command>, bool)> = None;
+        let mut update_owed = false;
         let mut messages = messages;
         // An attempt never picked up whose schedule-to-start deadline falls together with
         // another of its deadlines timed out as schedule-to-start (Temporal's verdict): its
@@ -768,6 +832,40 @@ impl Run {
                         signal_name: name,
                         input,
                     })
+                }
+                Message::Update {
+                    update_id,
+                    name,
+                    input,
+                } => {
+                    let accepted_before = self.state.updates.contains_key(&update_id)
+                        || inputs.iter().any(|i| {
+                            matches!(i, EventKind::WorkflowExecutionUpdateAccepted { update_id: u, .. } if *u == update_id)
+                        });
+                    if accepted_before {
+                        continue;
+                    }
+                    if self.state.remote.is_some() {
+                        update_owed = true;
+                        continue;
+                    }
+                    // The validator sees the state as of the last activation.
+                    let verdict = match &self.executor {
+                        Some(executor) => executor.validate_update(&name, &input),
+                        None => {
+                            Err(Failure::new("Unavailable", "the run has no code").non_retryable())
+                        }
+                    };
+                    match verdict {
+                        Ok(()) => inputs.push(EventKind::WorkflowExecutionUpdateAccepted {
+                            update_id,
+                            name,
+                            input,
+                            request_message_id: String::new(),
+                            sequencing_event_id: 0,
+                        }),
+                        Err(failure) => effects.push(Effect::UpdateRejected { update_id, failure }),
+                    }
                 }
                 Message::ActivityCompleted {
                     seq,
@@ -902,6 +1000,10 @@ impl Run {
             }
         }
         let mut transition = self.transition(inputs, terminal, completion, now)?;
+        if update_owed && !self.state.status.is_closed() {
+            // The next workflow task carries the request (the runtime holds it).
+            owe_workflow_task(&mut self.state, now, &mut transition.effects);
+        }
         effects.append(&mut transition.effects);
         transition.effects = effects;
         Ok(transition)
@@ -1331,6 +1433,17 @@ fn remote_task_completed(
         for mut command in commands {
             if log.state.status.is_closed() {
                 break;
+            }
+            let known = |id: &str| log.state.updates.get(id).copied();
+            match &command {
+                // Accepted once only; completed once, after its acceptance.
+                Command::AcceptUpdate { update_id, .. } if known(update_id).is_some() => continue,
+                Command::CompleteUpdate { update_id, .. }
+                    if known(update_id).is_none_or(|u| u.completed_event_id.is_some()) =>
+                {
+                    continue;
+                }
+                _ => {}
             }
             if let Command::ContinueAsNew { workflow_type, .. } = &mut command
                 && workflow_type.is_empty()

@@ -9,7 +9,8 @@ use cairn_core::{
 };
 use cairn_types::{
     ActivityOptions, ActivityTimeouts, ChildOptions, EventKind, Failure, HistoryEvent,
-    ParentClosePolicy, Payload, RetryPolicy, RunId, SearchValue, WorkflowId, WorkflowTimeouts,
+    ParentClosePolicy, Payload, RetryPolicy, RunId, SearchValue, UpdateOutcome, WorkflowId,
+    WorkflowTimeouts,
 };
 use expect_test::{Expect, expect};
 use std::cell::RefCell;
@@ -132,6 +133,23 @@ fn render_event(e: &HistoryEvent) -> String {
         EventKind::UpsertWorkflowSearchAttributes { attributes, .. } => {
             format!("attributes={attributes:?}")
         }
+        EventKind::WorkflowExecutionUpdateAccepted {
+            update_id,
+            name,
+            input,
+            ..
+        } => format!("id={update_id} name={name} input={}", text(input)),
+        EventKind::WorkflowExecutionUpdateCompleted {
+            update_id,
+            accepted_event_id,
+            outcome,
+        } => format!(
+            "id={update_id} accepted={accepted_event_id} outcome={}",
+            match outcome {
+                UpdateOutcome::Success(result) => text(result),
+                UpdateOutcome::Failure(failure) => failure.to_string(),
+            }
+        ),
         _ => String::new(),
     };
     format!(
@@ -188,6 +206,9 @@ fn render_effect(e: &Effect) -> String {
         Effect::CancelExternal {
             seq, workflow_id, ..
         } => format!("  -> cancel {workflow_id} seq={seq}"),
+        Effect::UpdateRejected { update_id, failure } => {
+            format!("  -> update {update_id} rejected: {failure}")
+        }
     }
 }
 
@@ -829,6 +850,107 @@ fn replay_rebuilds_without_rerunning_side_effects() {
            7 @1100 WorkflowExecutionCompleted result=-4767286540954276203
           -> closed Completed
         status=Completed next_event_id=8 pending_activities=[] timers={}
+    "#]]);
+}
+
+fn update(id: &str, name: &str, input: i64) -> Message {
+    Message::Update {
+        update_id: id.into(),
+        name: name.into(),
+        input: p(input),
+    }
+}
+
+/// A counter the workflow returns once it reaches 3; `add` updates it (refusing negatives in
+/// its validator, and waiting for an activity when asked to add 100), `peek` reads it.
+fn counter_workflow() -> WorkflowFn {
+    workflow(|ctx: WorkflowContext, _input: Payload| async move {
+        let total = Rc::new(RefCell::new(0i64));
+        let (seen, added) = (total.clone(), total.clone());
+        let handler_ctx = ctx.clone();
+        ctx.on_update_validated(
+            "add",
+            |input: &Payload| match input.decode::<i64>() {
+                Ok(n) if n >= 0 => Ok(()),
+                _ => Err(Failure::new("Negative", "only non-negative amounts")),
+            },
+            move |input: Payload| {
+                let (ctx, added) = (handler_ctx.clone(), added.clone());
+                async move {
+                    let n = input.decode::<i64>().unwrap();
+                    if n == 100 {
+                        ctx.schedule_activity("audit", p(n), options(RetryPolicy::default()))
+                            .await
+                            .map_err(|e| Failure::new("AuditFailed", e.to_string()))?;
+                        return Err(Failure::new("TooMuch", "audited and refused"));
+                    }
+                    *added.borrow_mut() += n;
+                    let now = *added.borrow();
+                    Ok(p(now))
+                }
+            },
+        );
+        ctx.on_query("peek", move |_| Ok(p(*seen.borrow())));
+        let done = total.clone();
+        ctx.wait_condition(move || *done.borrow() >= 3).await;
+        let total = *total.borrow();
+        Ok(p(total))
+    })
+}
+
+/// Proves an update's life in a local run: the validator rejects without writing history,
+/// an accepted update's acceptance is an input and its completion a command; a handler may
+/// wait on an activity; a repeated update id is not accepted twice; replay rebuilds the run
+/// with its updates (the accepted-but-unfinished one runs on) without running validators.
+#[test]
+fn updates_validate_accept_and_complete() {
+    let wf = counter_workflow();
+    let mut s = Script::start(&wf, p(()), WorkflowTimeouts::default());
+    s.step(
+        1_100,
+        vec![update("u1", "add", -5), update("u2", "nope", 1)],
+    )
+    .step(1_200, vec![update("u3", "add", 100)])
+    .step(1_300, vec![update("u4", "add", 1), update("u4", "add", 1)])
+    .step(1_400, vec![update("u4", "add", 1)]);
+    let replayed = Run::replay(&wf, s.run.state().clone(), &s.history).unwrap();
+    assert_eq!(replayed.query("peek", p(())).unwrap(), p(1i64));
+    s.step(1_500, vec![completed(1, 1, "ok"), update("u5", "add", 2)]);
+    let mut replayed = Run::replay(&wf, s.run.state().clone(), &s.history).unwrap();
+    assert!(replayed.state().status.is_closed());
+    assert_eq!(
+        replayed
+            .handle(vec![update("u6", "add", 1)], 1_600)
+            .unwrap()
+            .events,
+        vec![]
+    );
+    s.check(expect![[r#"
+        start
+           1 @1000 WorkflowExecutionStarted input=<1 bytes>
+           2 @1000 WorkflowTaskCompleted
+        @1100 [Update { update_id: "u1", name: "add", input: Payload(1 bytes) }, Update { update_id: "u2
+          -> update u1 rejected: Negative: only non-negative amounts
+          -> update u2 rejected: UpdateHandlerNotFound: no update handler named "nope" (known: ["add"])
+        @1200 [Update { update_id: "u3", name: "add", input: Payload(1 bytes) }]
+           3 @1200 WorkflowExecutionUpdateAccepted id=u3 name=add input=100
+           4 @1200 ActivityTaskScheduled seq=1 type=audit input=100
+           5 @1200 WorkflowTaskCompleted
+          -> enqueue audit seq=1 attempt=1
+        @1300 [Update { update_id: "u4", name: "add", input: Payload(1 bytes) }, Update { update_id: "u4
+           6 @1300 WorkflowExecutionUpdateAccepted id=u4 name=add input=1
+           7 @1300 WorkflowExecutionUpdateCompleted id=u4 accepted=6 outcome=1
+           8 @1300 WorkflowTaskCompleted
+        @1400 [Update { update_id: "u4", name: "add", input: Payload(1 bytes) }]
+        @1500 [ActivityCompleted { seq: 1, attempt: 1, result: Payload(3 bytes) }, Update { update_id: "
+           9 @1500 ActivityTaskCompleted seq=1 attempt=1 result="ok"
+          10 @1500 WorkflowExecutionUpdateAccepted id=u5 name=add input=2
+          11 @1500 WorkflowExecutionUpdateCompleted id=u3 accepted=3 outcome=TooMuch: audited and refused
+          12 @1500 WorkflowExecutionUpdateCompleted id=u5 accepted=10 outcome=3
+          13 @1500 WorkflowTaskCompleted
+          14 @1500 WorkflowExecutionCompleted result=3
+          -> closed Completed
+        status=Completed next_event_id=15 pending_activities=[] timers={}
     "#]]);
 }
 

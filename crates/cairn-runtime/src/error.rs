@@ -63,6 +63,10 @@ pub enum ClientError {
     InvalidTimeouts(#[from] PolicyError),
     #[error("query failed: {0}")]
     Query(#[from] QueryError),
+    #[error("update refused: {0}")]
+    Update(#[from] crate::UpdateError),
+    #[error("invalid update: {reason}")]
+    InvalidUpdate { reason: String },
     #[error("the node is shutting down")]
     NodeStopped,
     /// The node has [`crate::CLIENT_COMMITS_IN_FLIGHT_MAX`] client writes waiting for the store

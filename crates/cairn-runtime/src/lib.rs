@@ -32,6 +32,8 @@ mod retention;
 mod schedules;
 mod shard;
 mod shared;
+mod update_calls;
+mod updates;
 mod visibility;
 mod worker;
 mod workflow;
@@ -69,6 +71,11 @@ pub use schedules::{
     ScheduleAction, ScheduleDescription, ScheduleRecord, scheduled_workflow_id,
 };
 pub use shared::{CLIENT_COMMITS_IN_FLIGHT_MAX, OVERLOADED_RETRY_AFTER_MS, shard_of};
+pub use update_calls::{PeerUpdate, UPDATE_WAIT_MS_MAX, UpdateAnswer, UpdateCall, UpdateWorkflow};
+pub use updates::{
+    ACCEPTED_UPDATE_COMPLETED_WORKFLOW, UNPROCESSED_UPDATE, UpdateError, UpdateRequest,
+    UpdateStage, UpdateState,
+};
 pub use visibility::{
     LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, LIST_SCAN_ENTRIES_MAX, PAGE_TOKEN_BYTES_MAX,
     SORTED_QUERY_WORKFLOWS_MAX, WorkflowPage, WorkflowSummary, status_name,

@@ -103,7 +103,7 @@ pub struct RunHistory {
 
 /// A running Cairn node.
 pub struct Node<S: Store> {
-    shared: Arc<Shared<S>>,
+    pub(crate) shared: Arc<Shared<S>>,
 }
 
 impl<S: Store> std::fmt::Debug for Node<S> {
@@ -331,11 +331,18 @@ impl<S: Store> Node<S> {
         commands: Vec<cairn_types::Command>,
         query_results: Vec<(u64, Result<Payload, String>)>,
         new_task: bool,
+        rejections: Vec<(String, cairn_types::Failure)>,
     ) -> Result<(), crate::MatchingError> {
         match self.task_holder(token).await? {
             None => {
                 self.shared
-                    .complete_local_workflow_task(token, commands, query_results, new_task)
+                    .complete_local_workflow_task(
+                        token,
+                        commands,
+                        query_results,
+                        new_task,
+                        rejections,
+                    )
                     .await
             }
             Some(holder) => {
@@ -344,6 +351,7 @@ impl<S: Store> Node<S> {
                     commands,
                     query_results,
                     new_task,
+                    rejections,
                 };
                 self.forward_task(holder, call).await.map(|_| ())
             }

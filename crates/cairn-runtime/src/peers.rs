@@ -35,6 +35,9 @@ pub enum PeerError {
     /// The query ran and failed; final.
     #[error(transparent)]
     Query(#[from] QueryError),
+    /// The update was refused; final.
+    #[error(transparent)]
+    Update(#[from] crate::UpdateError),
 }
 
 /// The future a peer call returns.

@@ -249,6 +249,8 @@ impl Planner<'_> {
                     },
                 )),
                 Effect::SearchAttributesChanged | Effect::MemoChanged => summary_changed = true,
+                // Told to the update's callers by the actor; nothing to write.
+                Effect::UpdateRejected { .. } => {}
             }
         }
         for key in dropped_timer_keys(keys, self.shard, &self.run_id, record, state, after.closed) {
@@ -693,6 +695,7 @@ mod tests {
             history_size_bytes: 0,
             deadline_unix_ms: None,
             remote: None,
+            updates: BTreeMap::new(),
         }
     }
 

@@ -33,6 +33,9 @@ pub enum PeerTaskCall {
         query_results: Vec<(u64, Result<Payload, String>)>,
         #[serde(default)]
         new_task: bool,
+        /// Updates the worker rejected, by update id.
+        #[serde(default)]
+        rejections: Vec<(String, cairn_types::Failure)>,
     },
     FailWorkflowTask {
         token: String,
@@ -49,6 +52,8 @@ pub enum PeerTaskCall {
         token: String,
         details: Payload,
     },
+    /// An update call for a run this node holds: admit (or find) and wait.
+    Update(crate::update_calls::PeerUpdate),
 }
 
 /// The holder's answer to a [`PeerTaskCall`].
@@ -59,6 +64,7 @@ pub enum PeerTaskAnswer {
     Done,
     Heartbeat { cancel_requested: bool },
     Refused(MatchingError),
+    Update(Result<crate::UpdateState, crate::UpdateError>),
 }
 
 /// The node id a task token names (`cairn…/<node>/<incarnation>/…`).
@@ -154,6 +160,7 @@ impl<S: Store> Shared<S> {
         commands: Vec<Command>,
         query_results: Vec<(u64, Result<Payload, String>)>,
         new_task: bool,
+        rejections: Vec<(String, cairn_types::Failure)>,
     ) -> Result<(), MatchingError> {
         let (owed, task, attempt) = self.matching.parse_workflow_token(token)?;
         let shard = self
@@ -169,6 +176,7 @@ impl<S: Store> Shared<S> {
                         commands,
                         query_results,
                         new_task,
+                        rejections,
                         reply,
                     },
                 },
@@ -248,9 +256,16 @@ impl<S: Store> Shared<S> {
                 commands,
                 query_results,
                 new_task,
+                rejections,
             } => done(
-                self.complete_local_workflow_task(&token, commands, query_results, new_task)
-                    .await,
+                self.complete_local_workflow_task(
+                    &token,
+                    commands,
+                    query_results,
+                    new_task,
+                    rejections,
+                )
+                .await,
             ),
             PeerTaskCall::FailWorkflowTask { token } => done(self.fail_local_workflow_task(&token)),
             PeerTaskCall::AnswerQueryTask { token, answer } => {
@@ -264,6 +279,13 @@ impl<S: Store> Shared<S> {
                     Ok(cancel_requested) => PeerTaskAnswer::Heartbeat { cancel_requested },
                     Err(e) => PeerTaskAnswer::Refused(e),
                 }
+            }
+            PeerTaskCall::Update(call) => {
+                PeerTaskAnswer::Update(match self.serve_update(call).await {
+                    Ok(state) => Ok(state),
+                    Err(crate::PeerError::Update(e)) => Err(e),
+                    Err(_) => Err(crate::UpdateError::Unavailable),
+                })
             }
         }
     }

@@ -14,6 +14,7 @@ use crate::plan::{AfterCommit, Planner};
 use crate::records::{InboxItem, Outcome, RunRecord, decode, encode, load_record};
 use crate::shard::ShardMsg;
 use crate::shared::Shared;
+use crate::updates::{UpdateError, UpdateRequest, UpdateState, Updates};
 use cairn_core::{
     Effect, Message, RemoteCode, Run, RunStatus, StartArgs, TimerId, Transition, WorkflowFn,
 };
@@ -26,6 +27,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// How long after a transition failed to commit the run is woken again.
 pub const RETRY_AFTER_FAILED_COMMIT: std::time::Duration = std::time::Duration::from_millis(100);
@@ -89,7 +91,13 @@ pub struct WorkflowTask {
     /// Set for a query task: only this query to answer (`Node::answer_query_task`), no
     /// workflow task (the history is the run's, up to its last completed task).
     pub query: Option<crate::RemoteQuery>,
+    /// Update requests for the worker to accept or reject with this task's completion.
+    #[serde(default)]
+    pub updates: Vec<UpdateRequest>,
 }
+
+/// The answer to an update call: the channel that follows it.
+pub type UpdateReply = RpcReplyPort<Result<watch::Receiver<UpdateState>, UpdateError>>;
 
 /// The answer to a workflow task's completion.
 pub type TaskReply = RpcReplyPort<Result<(), crate::MatchingError>>;
@@ -107,6 +115,8 @@ pub enum WorkflowMsg {
         query_results: Vec<(u64, Result<Payload, String>)>,
         /// The worker wants the next task at once (`Message::WorkflowTaskCompleted`).
         new_task: bool,
+        /// Updates the worker rejected (its validator failed), by update id.
+        rejections: Vec<(String, Failure)>,
         reply: TaskReply,
     },
     /// A worker's answer to query `id` (handed out alone), or its wait ended (`None`).
@@ -129,6 +139,17 @@ pub enum WorkflowMsg {
         args: Payload,
         reply: RpcReplyPort<Result<Payload, QueryError>>,
     },
+    /// Admit an update (or find the one with its id): answers with the channel that follows
+    /// it.
+    Update {
+        request: UpdateRequest,
+        reply: UpdateReply,
+    },
+    /// Find update `update_id` of this run, admitted or accepted.
+    PollUpdate {
+        update_id: String,
+        reply: UpdateReply,
+    },
     /// Stop if idle; answers whether it stopped.
     Passivate(RpcReplyPort<bool>),
 }
@@ -141,6 +162,8 @@ impl std::fmt::Debug for WorkflowMsg {
             Self::Wake => "Wake",
             Self::Flush => "Flush",
             Self::Query { .. } => "Query",
+            Self::Update { .. } => "Update",
+            Self::PollUpdate { .. } => "PollUpdate",
             Self::Passivate(_) => "Passivate",
             Self::TakeWorkflowTask(_) => "TakeWorkflowTask",
             Self::CompleteWorkflowTask { .. } => "CompleteWorkflowTask",
@@ -196,6 +219,11 @@ pub struct WorkflowState<S: Store> {
     task_replies: Vec<TaskReply>,
     /// Queries of a remote run waiting for a worker.
     queries: crate::remote_queries::RemoteQueries,
+    /// Updates admitted or accepted, followed by callers.
+    updates: Updates,
+    /// Workflow tasks whose completions are in the pending transition: their updates are
+    /// settled once it commits.
+    completed_tasks: Vec<(u32, u32)>,
 }
 
 /// Why a run could not be loaded.
@@ -254,6 +282,8 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
             told_closed: false,
             task_replies: Vec::new(),
             queries: Default::default(),
+            updates: Updates::default(),
+            completed_tasks: Vec::new(),
         })
     }
 
@@ -327,6 +357,7 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                 }
                 state.schedule_flush(&myself);
                 state.tell_if_closed();
+                state.owe_task_for_updates(&myself);
                 state.offer_workflow_task();
             }
             WorkflowMsg::TakeWorkflowTask(reply) => {
@@ -339,10 +370,31 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                 commands,
                 query_results,
                 new_task,
+                rejections,
                 reply,
             } => {
                 for (id, answer) in query_results {
                     state.queries.answer(id, answer);
+                }
+                for (update_id, failure) in rejections {
+                    state.updates.reject(&update_id, failure);
+                }
+                let mut commands = commands;
+                for command in &mut commands {
+                    // An acceptance that does not repeat its request: the one admitted here.
+                    if let cairn_types::Command::AcceptUpdate {
+                        update_id,
+                        name,
+                        input,
+                        ..
+                    } = command
+                        && name.is_empty()
+                        && let Some(request) =
+                            state.updates.requests().find(|r| r.update_id == *update_id)
+                    {
+                        name.clone_from(&request.name);
+                        input.clone_from(&request.input);
+                    }
                 }
                 // Queries the worker left unanswered wait for the next task.
                 state.queries.detach(task, attempt);
@@ -369,6 +421,7 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                 if let Some(reason) = refusal {
                     // Not applied; the task is handed out again (the worker sees why).
                     let _ = reply.send(Err(crate::MatchingError::WorkflowTaskRefused(reason)));
+                    state.updates.detach(task, attempt);
                     state.accept(Delivery {
                         item: InboxItem::Message(Message::WorkflowTaskFailed { task, attempt }),
                         consume: Vec::new(),
@@ -381,6 +434,7 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                 } else {
                     state.task_replies.push(reply);
                 }
+                state.completed_tasks.push((task, attempt));
                 state.accept(Delivery {
                     item: InboxItem::Message(Message::WorkflowTaskCompleted {
                         task,
@@ -403,6 +457,7 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
             }
             WorkflowMsg::FailWorkflowTask { task, attempt } => {
                 state.queries.detach(task, attempt);
+                state.updates.detach(task, attempt);
                 if state
                     .run
                     .as_ref()
@@ -416,21 +471,7 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                 }
             }
             WorkflowMsg::Query { name, args, reply } => {
-                // A query that arrives before the first transition runs it first, so a run
-                // that was just started can answer (its start may still be only in the store,
-                // if it was accepted by another node).
-                if state.run.is_none()
-                    && state.held.is_none()
-                    && state.pending.is_empty()
-                    && let Err(e) = state.read_inbox().await
-                {
-                    tracing::warn!(run_id = %state.run_id, error = %e, "mailbox read failed");
-                }
-                if state.run.is_none()
-                    && state.held.is_none()
-                    && !state.pending.is_empty()
-                    && !state.flush(&myself).await
-                {
+                if !state.ensure_started(&myself).await {
                     let _ = reply.send(Err(QueryError::Unavailable));
                     myself.stop(None);
                     return Ok(());
@@ -456,6 +497,27 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                 };
                 let _ = reply.send(answer);
             }
+            WorkflowMsg::Update { request, reply } => {
+                if !state.ensure_started(&myself).await {
+                    let _ = reply.send(Err(UpdateError::Unavailable));
+                    myself.stop(None);
+                    return Ok(());
+                }
+                let answer = state.admit_update(&myself, request).await;
+                let _ = reply.send(answer);
+            }
+            WorkflowMsg::PollUpdate { update_id, reply } => {
+                if !state.ensure_started(&myself).await {
+                    let _ = reply.send(Err(UpdateError::Unavailable));
+                    myself.stop(None);
+                    return Ok(());
+                }
+                let answer = match state.find_update(&update_id).await {
+                    Some(found) => found,
+                    None => Err(UpdateError::NotFound { update_id }),
+                };
+                let _ = reply.send(answer);
+            }
             WorkflowMsg::Passivate(reply) => {
                 // A remote run whose worker holds a task stays: the task lives only here.
                 let task_out = state
@@ -466,7 +528,8 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                 let idle = state.pending.is_empty()
                     && !state.flush_scheduled
                     && !task_out
-                    && state.queries.is_empty();
+                    && state.queries.is_empty()
+                    && state.updates.is_empty();
                 let _ = reply.send(idle);
                 if idle {
                     state
@@ -483,6 +546,176 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
 }
 
 impl<S: Store> WorkflowState<S> {
+    /// Runs the first transition now if the run has not started in this actor, so a call
+    /// that arrives right after its start (accepted perhaps by another node, and only in the
+    /// store yet) finds it. False if the actor must stop.
+    async fn ensure_started(&mut self, myself: &ActorRef<WorkflowMsg>) -> bool {
+        if self.run.is_none()
+            && self.held.is_none()
+            && self.pending.is_empty()
+            && let Err(e) = self.read_inbox().await
+        {
+            tracing::warn!(run_id = %self.run_id, error = %e, "mailbox read failed");
+        }
+        self.run.is_some()
+            || self.held.is_some()
+            || self.pending.is_empty()
+            || self.flush(myself).await
+    }
+
+    /// Update `update_id` if this run knows it: accepted (in its snapshot: completed, or
+    /// in flight) or admitted here.
+    async fn find_update(
+        &mut self,
+        update_id: &str,
+    ) -> Option<Result<watch::Receiver<UpdateState>, UpdateError>> {
+        let state = self.run.as_ref()?.state();
+        if let Some(entry) = state.updates.get(update_id).copied() {
+            let closed = state.status.is_closed();
+            return Some(match entry.completed_event_id {
+                Some(event_id) => self
+                    .read_update_outcome(event_id)
+                    .await
+                    .map(|outcome| settled(UpdateState::Completed(outcome))),
+                None if closed => Ok(settled(UpdateState::Completed(
+                    cairn_types::UpdateOutcome::Failure(crate::updates::closed_before_completion()),
+                ))),
+                None => Ok(self.updates.watch_accepted(update_id)),
+            });
+        }
+        self.updates.watch(update_id).map(Ok)
+    }
+
+    /// The outcome recorded by the `WorkflowExecutionUpdateCompleted` event `event_id`.
+    async fn read_update_outcome(
+        &self,
+        event_id: cairn_types::EventId,
+    ) -> Result<cairn_types::UpdateOutcome, UpdateError> {
+        let key = self.shared.keys.history_event(&self.run_id, event_id);
+        let read = async {
+            let mut tx = self.shared.store.begin()?;
+            tx.get(&key).await
+        };
+        let value = read
+            .await
+            .map_err(|e| UpdateError::Store(e.to_string()))?
+            .ok_or_else(|| UpdateError::Store(format!("history event {event_id} is missing")))?;
+        let event: HistoryEvent =
+            decode("history event", &value).map_err(|e| UpdateError::Store(e.to_string()))?;
+        match event.kind {
+            cairn_types::EventKind::WorkflowExecutionUpdateCompleted { outcome, .. } => Ok(outcome),
+            other => Err(UpdateError::Store(format!(
+                "history event {event_id} is {}, not an update's completion",
+                other.name()
+            ))),
+        }
+    }
+
+    /// Admits `request`, or finds the update of its id: the channel that follows it.
+    async fn admit_update(
+        &mut self,
+        myself: &ActorRef<WorkflowMsg>,
+        request: UpdateRequest,
+    ) -> Result<watch::Receiver<UpdateState>, UpdateError> {
+        if let Some(reason) = &self.held {
+            return Err(UpdateError::Held(reason.clone()));
+        }
+        if let Some(found) = self.find_update(&request.update_id).await {
+            return found;
+        }
+        let Some(run) = &self.run else {
+            return Err(UpdateError::NotStarted);
+        };
+        let state = run.state();
+        if state.status.is_closed() {
+            return Err(UpdateError::Closed);
+        }
+        let admitted = self.updates.admitted();
+        if state.updates_in_flight() + admitted >= cairn_types::limits::UPDATES_IN_FLIGHT_MAX {
+            return Err(UpdateError::TooManyInFlight);
+        }
+        if state.updates.len() + admitted >= cairn_types::limits::UPDATES_TOTAL_MAX {
+            return Err(UpdateError::TooMany);
+        }
+        // A remote run with a task owed hands the request out with it; one whose task is
+        // out is owed the next (`owe_task_for_updates`, after that task's completion).
+        let deliver = match run.remote() {
+            None => true,
+            Some(remote) => !remote.task_due && !remote.backing_off,
+        };
+        let message = Message::Update {
+            update_id: request.update_id.clone(),
+            name: request.name.clone(),
+            input: request.input.clone(),
+        };
+        let receiver = self.updates.admit(request);
+        if deliver {
+            self.accept(Delivery {
+                item: InboxItem::Message(message),
+                consume: Vec::new(),
+            });
+            self.schedule_flush(myself);
+        }
+        Ok(receiver)
+    }
+
+    /// A remote run with admitted updates no task carries owes its workers one.
+    fn owe_task_for_updates(&mut self, myself: &ActorRef<WorkflowMsg>) {
+        let Some(remote) = self.run.as_ref().and_then(Run::remote) else {
+            return;
+        };
+        if remote.task_due || remote.backing_off || !self.updates.unsent() {
+            return;
+        }
+        let Some(request) = self.updates.requests().next().cloned() else {
+            return;
+        };
+        self.accept(Delivery {
+            item: InboxItem::Message(Message::Update {
+                update_id: request.update_id,
+                name: request.name,
+                input: request.input,
+            }),
+            consume: Vec::new(),
+        });
+        self.schedule_flush(myself);
+    }
+
+    /// Tells callers what a committed transition did to their updates.
+    fn settle_updates(&mut self, transition: &Transition, tasks_applied: bool) {
+        for event in &transition.events {
+            match &event.kind {
+                cairn_types::EventKind::WorkflowExecutionUpdateAccepted { update_id, .. } => {
+                    self.updates.accepted(update_id);
+                }
+                cairn_types::EventKind::WorkflowExecutionUpdateCompleted {
+                    update_id,
+                    outcome,
+                    ..
+                } => self.updates.completed(update_id, outcome.clone()),
+                _ => {}
+            }
+        }
+        for effect in &transition.effects {
+            match effect {
+                Effect::UpdateRejected { update_id, failure } => {
+                    self.updates.reject(update_id, failure.clone());
+                }
+                Effect::RunClosed { status } => {
+                    self.updates.closed(*status == RunStatus::ContinuedAsNew);
+                }
+                _ => {}
+            }
+        }
+        for (task, attempt) in std::mem::take(&mut self.completed_tasks) {
+            if tasks_applied {
+                self.updates.unprocessed(task, attempt);
+            } else {
+                self.updates.detach(task, attempt);
+            }
+        }
+    }
+
     /// A remote run loaded with inputs buffered for a task lost with the node's previous life
     /// records them now (its check timer would, later), so its next task carries them.
     fn record_buffered_inputs(&mut self, myself: &ActorRef<WorkflowMsg>) {
@@ -565,6 +798,7 @@ impl<S: Store> WorkflowState<S> {
                 .task_timer_at
                 .map_or(0, |at| at.saturating_sub(remote.task_timeout_ms)),
             queries,
+            updates: self.updates.attach(task, attempt),
             ..self.task_of(&record, remote, history)
         })
     }
@@ -595,6 +829,7 @@ impl<S: Store> WorkflowState<S> {
             scheduled_unix_ms: now_ms(),
             queries: Vec::new(),
             query: None,
+            updates: Vec::new(),
         }
     }
 
@@ -987,6 +1222,7 @@ impl<S: Store> WorkflowState<S> {
                 Err(crate::MatchingError::WorkflowTaskStale)
             });
         }
+        self.settle_updates(&transition, applied);
         warn_if_history_grew_past_suggestion(&record, &new_record);
         self.record = Some(Arc::new(new_record));
         self.record_chunks = after.record_chunks;
@@ -1109,6 +1345,11 @@ impl<S: Store> WorkflowState<S> {
             self.shared.notify_closed(self.run_id, outcome);
         }
     }
+}
+
+/// A channel that holds `state` and nothing more will come.
+fn settled(state: UpdateState) -> watch::Receiver<UpdateState> {
+    watch::channel(state).1
 }
 
 /// Logs a warning once, at the transition whose history crosses the continue-as-new

@@ -157,6 +157,8 @@ struct Builder<'a> {
     /// Signals and cancel requests to other workflows: their initiated event, the workflow
     /// task that made them, and their target.
     externals: HashMap<Seq, (i64, i64, WorkflowExecution)>,
+    /// Each accepted update's accepted event id, by update id.
+    updates: HashMap<String, i64>,
 }
 
 impl Builder<'_> {
@@ -984,6 +986,58 @@ impl Builder<'_> {
                     ),
                 );
             }
+            EventKind::WorkflowExecutionUpdateAccepted {
+                update_id,
+                name,
+                input,
+                request_message_id,
+                sequencing_event_id,
+            } => {
+                // Code in this process: the request came with the task that accepted it.
+                let sequencing = match *sequencing_event_id {
+                    0 => task.saturating_sub(2),
+                    id => i64::try_from(id).unwrap_or(0),
+                };
+                let message_id = if request_message_id.is_empty() {
+                    format!("{update_id}/request")
+                } else {
+                    request_message_id.clone()
+                };
+                let id = self.push(
+                    t,
+                    EventType::WorkflowExecutionUpdateAccepted,
+                    Attributes::WorkflowExecutionUpdateAcceptedEventAttributes(
+                        h::WorkflowExecutionUpdateAcceptedEventAttributes {
+                            protocol_instance_id: update_id.clone(),
+                            accepted_request_message_id: message_id,
+                            accepted_request_sequencing_event_id: sequencing,
+                            accepted_request: Some(crate::updates::request_out(
+                                update_id, name, input,
+                            )),
+                        },
+                    ),
+                );
+                self.updates.insert(update_id.clone(), id);
+            }
+            EventKind::WorkflowExecutionUpdateCompleted {
+                update_id, outcome, ..
+            } => {
+                let accepted = self.updates.get(update_id).copied().unwrap_or(0);
+                self.push(
+                    t,
+                    EventType::WorkflowExecutionUpdateCompleted,
+                    Attributes::WorkflowExecutionUpdateCompletedEventAttributes(
+                        h::WorkflowExecutionUpdateCompletedEventAttributes {
+                            meta: Some(temporalio_protos::temporal::api::update::v1::Meta {
+                                update_id: update_id.clone(),
+                                identity: String::new(),
+                            }),
+                            accepted_event_id: accepted,
+                            outcome: Some(crate::updates::outcome_out(outcome)),
+                        },
+                    ),
+                );
+            }
             _ => {}
         }
     }
@@ -1000,6 +1054,7 @@ pub fn convert(events: &[HistoryEvent], context: &RunContext) -> Vec<h::HistoryE
         child_started: HashMap::new(),
         cancel_requested: HashMap::new(),
         externals: HashMap::new(),
+        updates: HashMap::new(),
     };
     let mut commands: Vec<&HistoryEvent> = Vec::new();
     let mut last_task = 0;
@@ -1008,6 +1063,8 @@ pub fn convert(events: &[HistoryEvent], context: &RunContext) -> Vec<h::HistoryE
             // Cairn writes a closing command after the marker of the task that made it.
             builder.event(event, last_task);
         } else if event.kind.is_command_event()
+            // An update's acceptance follows the workflow task that accepted it.
+            || matches!(event.kind, EventKind::WorkflowExecutionUpdateAccepted { .. })
             || (matches!(event.kind, EventKind::ActivityTaskCanceled { .. })
                 && !commands.is_empty())
         {

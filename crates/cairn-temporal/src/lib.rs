@@ -18,6 +18,7 @@ pub mod properties;
 pub mod schedules;
 pub mod service;
 pub mod status;
+pub mod updates;
 pub mod workflow_tasks;
 
 pub use service::Frontend;

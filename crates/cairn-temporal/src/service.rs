@@ -15,7 +15,8 @@ use crate::workflow_tasks;
 use cairn_core::RunStatus;
 use cairn_runtime::{
     ClientError, IdReusePolicy, Node, Outcome, RemoteOutcome, RemoteStart, StartWorkflow,
-    WORKFLOW_TASK_TIMEOUT_DEFAULT_MS, WORKFLOW_TASK_TIMEOUT_MAX_MS, WorkflowSummary,
+    UPDATE_WAIT_MS_MAX, UpdateStage, UpdateWorkflow, WORKFLOW_TASK_TIMEOUT_DEFAULT_MS,
+    WORKFLOW_TASK_TIMEOUT_MAX_MS, WorkflowSummary,
 };
 use cairn_store::Store;
 use cairn_types::{RunId, WorkflowId, WorkflowTimeouts};
@@ -103,13 +104,13 @@ impl<S: Store> Frontend<S> {
     }
 }
 
-/// The namespace capabilities a Cairn node has: none of the optional ones yet.
+/// The namespace capabilities a Cairn node has.
 fn namespace_capabilities()
 -> temporalio_protos::temporal::api::namespace::v1::namespace_info::Capabilities {
     temporalio_protos::temporal::api::namespace::v1::namespace_info::Capabilities {
         eager_workflow_start: false,
-        sync_update: false,
-        async_update: false,
+        sync_update: true,
+        async_update: true,
         worker_heartbeats: false,
         ..Default::default()
     }
@@ -952,9 +953,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
         let r = request.into_inner();
         self.check_namespace(&r.namespace)?;
         let token = workflow_token(&r.task_token)?;
-        if !r.messages.is_empty() {
-            return Err(status::unsupported("workflow updates (protocol messages)"));
-        }
+        let answers = crate::updates::answers(&r.messages)?;
         let refs = if workflow_tasks::needs_history(&r.commands) {
             let (run_id, history) = self
                 .node
@@ -968,27 +967,120 @@ impl<S: Store> WorkflowService for Frontend<S> {
         };
         let registry = self.node.registry();
         let declared = |name: &str| registry.search_attribute_type(name);
-        let commands = match workflow_tasks::commands(&r.commands, "", &refs, &declared) {
-            Ok(commands) => commands,
-            Err(refused) => {
-                // The task is failed, so it is handed out again once the worker's code (or
-                // Cairn) changes; the worker sees why.
-                let _ = self.node.fail_workflow_task(token).await;
-                return Err(refused);
-            }
-        };
+        let (commands, rejections) =
+            match workflow_tasks::commands(&r.commands, answers, "", &refs, &declared) {
+                Ok(converted) => converted,
+                Err(refused) => {
+                    // The task is failed, so it is handed out again once the worker's code (or
+                    // Cairn) changes; the worker sees why.
+                    let _ = self.node.fail_workflow_task(token).await;
+                    return Err(refused);
+                }
+            };
         self.node
             .complete_workflow_task(
                 token,
                 commands,
                 workflow_tasks::query_results(&r.query_results),
                 r.force_create_new_workflow_task,
+                rejections,
             )
             .await
             .map_err(activities::status)?;
         Ok(Response::new(
             ws::RespondWorkflowTaskCompletedResponse::default(),
         ))
+    }
+
+    async fn update_workflow_execution(
+        &self,
+        request: Request<ws::UpdateWorkflowExecutionRequest>,
+    ) -> Result<Response<ws::UpdateWorkflowExecutionResponse>, Status> {
+        let wait_ms = crate::updates::wait_ms(request.metadata(), UPDATE_WAIT_MS_MAX);
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let execution = r
+            .workflow_execution
+            .ok_or_else(|| Status::invalid_argument("workflow_execution is required"))?;
+        let id = workflow_id_of(&execution.workflow_id)?;
+        let run = run_id(&execution.run_id)?;
+        let update = r
+            .request
+            .ok_or_else(|| Status::invalid_argument("request is required"))?;
+        let input = update
+            .input
+            .ok_or_else(|| Status::invalid_argument("request.input is required"))?;
+        if input.name.is_empty() {
+            return Err(Status::invalid_argument("request.input.name is required"));
+        }
+        let update_id = match update.meta.map(|m| m.update_id).filter(|u| !u.is_empty()) {
+            Some(update_id) => update_id,
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        let wanted = crate::updates::stage_in(r.wait_policy.as_ref(), UpdateStage::Accepted);
+        if wanted == UpdateStage::Admitted {
+            return Err(status::unsupported(
+                "waiting for an update's ADMITTED stage in UpdateWorkflowExecution",
+            ));
+        }
+        let answer = self
+            .node
+            .update(UpdateWorkflow {
+                workflow_id: id.clone(),
+                run_id: run,
+                update_id,
+                name: input.name,
+                input: crate::updates::update_input(input.args.as_ref())?,
+                wait_for: wanted,
+                wait_ms,
+            })
+            .await
+            .map_err(status::of)?;
+        let (stage, outcome) = crate::updates::stage_out(&answer, wanted);
+        Ok(Response::new(ws::UpdateWorkflowExecutionResponse {
+            update_ref: Some(crate::updates::update_ref(id.as_str(), &answer)),
+            outcome,
+            stage: stage as i32,
+            ..Default::default()
+        }))
+    }
+
+    async fn poll_workflow_execution_update(
+        &self,
+        request: Request<ws::PollWorkflowExecutionUpdateRequest>,
+    ) -> Result<Response<ws::PollWorkflowExecutionUpdateResponse>, Status> {
+        let wait_ms = crate::updates::wait_ms(request.metadata(), UPDATE_WAIT_MS_MAX);
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let update_ref = r
+            .update_ref
+            .ok_or_else(|| Status::invalid_argument("update_ref is required"))?;
+        let execution = update_ref
+            .workflow_execution
+            .ok_or_else(|| Status::invalid_argument("update_ref.workflow_execution is required"))?;
+        if update_ref.update_id.is_empty() {
+            return Err(Status::invalid_argument("update_ref.update_id is required"));
+        }
+        let id = workflow_id_of(&execution.workflow_id)?;
+        let run = run_id(&execution.run_id)?;
+        // No wait policy: answer at once with the stage the update reached.
+        let wanted = crate::updates::stage_in(r.wait_policy.as_ref(), UpdateStage::Admitted);
+        let wait_ms = if wanted == UpdateStage::Admitted {
+            0
+        } else {
+            wait_ms
+        };
+        let answer = self
+            .node
+            .poll_update(&id, run, &update_ref.update_id, wanted, wait_ms)
+            .await
+            .map_err(status::of)?;
+        let (stage, outcome) = crate::updates::stage_out(&answer, wanted);
+        Ok(Response::new(ws::PollWorkflowExecutionUpdateResponse {
+            outcome,
+            stage: stage as i32,
+            update_ref: Some(crate::updates::update_ref(id.as_str(), &answer)),
+        }))
     }
 
     async fn respond_query_task_completed(

@@ -1,6 +1,6 @@
 //! Cairn's errors as gRPC statuses, with the error details Temporal's SDKs look for.
 
-use cairn_runtime::{ClientError, QueryError};
+use cairn_runtime::{ClientError, QueryError, UpdateError};
 use prost::{Message, Name};
 use temporalio_protos::google::rpc::Status as RpcStatus;
 use temporalio_protos::temporal::api::errordetails::v1 as details;
@@ -77,6 +77,28 @@ pub fn of(error: ClientError) -> Status {
                 ..Default::default()
             },
         ),
+        ClientError::Update(update) => match update {
+            UpdateError::TooManyInFlight => with_detail(
+                Code::ResourceExhausted,
+                message,
+                &details::ResourceExhaustedFailure {
+                    cause: 2, // RESOURCE_EXHAUSTED_CAUSE_CONCURRENT_LIMIT
+                    ..Default::default()
+                },
+            ),
+            UpdateError::TooMany => Status::failed_precondition(message),
+            UpdateError::NotFound { .. } | UpdateError::Closed => with_detail(
+                Code::NotFound,
+                message,
+                &details::NotFoundFailure::default(),
+            ),
+            UpdateError::Invalid(_) => Status::invalid_argument(message),
+            UpdateError::Held(_)
+            | UpdateError::NotStarted
+            | UpdateError::Unavailable
+            | UpdateError::Store(_) => Status::unavailable(message),
+        },
+        ClientError::InvalidUpdate { .. } => Status::invalid_argument(message),
         ClientError::ScheduleNotFound { .. } => Status::not_found(message),
         // Temporal's server answers with the detail of a running workflow (a schedule runs
         // as one); its SDKs raise their "schedule already running" error on that detail.

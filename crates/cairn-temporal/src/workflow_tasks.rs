@@ -169,6 +169,11 @@ pub fn poll_response(task: WorkflowTask, now_ms: u64) -> ws::PollWorkflowTaskQue
         scheduled_time: Some(timestamp(scheduled_ms)),
         started_time: Some(timestamp(now_ms)),
         queries,
+        messages: task
+            .updates
+            .iter()
+            .map(|u| crate::updates::request_message(u, scheduled))
+            .collect(),
         ..Default::default()
     }
 }
@@ -331,15 +336,32 @@ pub fn needs_history(commands: &[cmd::Command]) -> bool {
     })
 }
 
+/// Updates a worker's validators rejected, by update id.
+pub type Rejections = Vec<(String, Failure)>;
+
 /// A worker's commands as Cairn's; `refs` resolves what they name in the history (see
 /// [`Refs::of`]); `declared` is the node's type of a search attribute.
+///
+/// The worker's update protocol messages (`answers`) take the places its `ProtocolMessage`
+/// commands give them, the rest follow its commands; rejections are returned apart (they
+/// write nothing).
 pub fn commands(
     commands: &[cmd::Command],
+    answers: Vec<(String, crate::updates::Answer)>,
     workflow_type: &str,
     refs: &Refs,
     declared: &dyn Fn(&str) -> Option<cairn_types::SearchType>,
-) -> Result<Vec<Command>, Status> {
-    let mut out = Vec::with_capacity(commands.len());
+) -> Result<(Vec<Command>, Rejections), Status> {
+    let mut out = Vec::with_capacity(commands.len() + answers.len());
+    let mut answers: Vec<Option<(String, crate::updates::Answer)>> =
+        answers.into_iter().map(Some).collect();
+    let mut rejections = Vec::new();
+    let mut place = |answer: crate::updates::Answer, out: &mut Vec<Command>| match answer {
+        crate::updates::Answer::Command(command) => out.push(command),
+        crate::updates::Answer::Rejection(update_id, failure) => {
+            rejections.push((update_id, failure))
+        }
+    };
     let mut children = refs.children.clone();
     let mut numbered = refs.numbered;
     // The sequence number of the next operation Cairn numbers.
@@ -354,6 +376,20 @@ pub fn commands(
         let Some(attributes) = &command.attributes else {
             return Err(bad("command", "a command without attributes"));
         };
+        if let A::ProtocolMessageCommandAttributes(a) = attributes {
+            let answer = answers
+                .iter_mut()
+                .find(|m| m.as_ref().is_some_and(|(id, _)| *id == a.message_id))
+                .and_then(Option::take)
+                .ok_or_else(|| {
+                    bad(
+                        "ProtocolMessage",
+                        format!("no protocol message {:?} came with it", a.message_id),
+                    )
+                })?;
+            place(answer.1, &mut out);
+            continue;
+        }
         out.push(match attributes {
             A::ScheduleActivityTaskCommandAttributes(a) => {
                 let seq = seq_of(&a.activity_id, SeqKind::Activity)?;
@@ -562,7 +598,10 @@ pub fn commands(
             }
         });
     }
-    Ok(out)
+    for (_, answer) in answers.into_iter().flatten() {
+        place(answer, &mut out);
+    }
+    Ok((out, rejections))
 }
 
 /// The workflow (and run, if named) a signal or cancel request goes to.
@@ -587,7 +626,6 @@ fn external_target(
 
 fn command_name(a: &A) -> &'static str {
     match a {
-        A::ProtocolMessageCommandAttributes(_) => "ProtocolMessage (updates)",
         A::ScheduleNexusOperationCommandAttributes(_) => "ScheduleNexusOperation",
         A::RequestCancelNexusOperationCommandAttributes(_) => "RequestCancelNexusOperation",
         _ => "of this kind",
@@ -597,7 +635,9 @@ fn command_name(a: &A) -> &'static str {
 /// A workflow's failure as Cairn's (the application failure's type and message, what Rust
 /// code reads), carrying the SDK's failure exactly (its cause chain, stack trace and details)
 /// so Temporal's clients get it back as it was raised ([`crate::history::failure`]).
-fn workflow_failure(f: Option<&temporalio_protos::temporal::api::failure::v1::Failure>) -> Failure {
+pub fn workflow_failure(
+    f: Option<&temporalio_protos::temporal::api::failure::v1::Failure>,
+) -> Failure {
     let Some(f) = f else {
         return Failure::new("Error", "the workflow failed without details");
     };

@@ -183,6 +183,27 @@ impl std::fmt::Display for TimeoutKind {
     }
 }
 
+/// How an update's handler ended: its result, or the failure it raised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UpdateOutcome {
+    Success(Payload),
+    Failure(Failure),
+}
+
+impl UpdateOutcome {
+    /// Bytes of user data the outcome carries.
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            Self::Success(result) => result.len(),
+            Self::Failure(failure) => failure.size_bytes(),
+        }
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// One entry of a run's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEvent {
@@ -362,6 +383,28 @@ pub enum EventKind {
     WorkflowPropertiesModified {
         memo: MemoUpdate,
     },
+    /// Update `update_id` passed its validator and its handler runs. Durable from here: the
+    /// handler runs to completion whatever restarts (replay starts it again from this event).
+    WorkflowExecutionUpdateAccepted {
+        update_id: String,
+        name: String,
+        input: Payload,
+        /// The protocol message that carried the request to a remote worker (none for code
+        /// running in this process).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        request_message_id: String,
+        /// The event, in the worker's (Temporal's) numbering, after which it handled the
+        /// request (0 for code running in this process).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        sequencing_event_id: u64,
+    },
+    /// Update `update_id`'s handler finished.
+    WorkflowExecutionUpdateCompleted {
+        update_id: String,
+        /// The update's `WorkflowExecutionUpdateAccepted` event.
+        accepted_event_id: EventId,
+        outcome: UpdateOutcome,
+    },
 }
 
 impl EventKind {
@@ -416,6 +459,8 @@ impl EventKind {
             Self::WorkflowExecutionContinuedAsNew { .. } => "WorkflowExecutionContinuedAsNew",
             Self::UpsertWorkflowSearchAttributes { .. } => "UpsertWorkflowSearchAttributes",
             Self::WorkflowPropertiesModified { .. } => "WorkflowPropertiesModified",
+            Self::WorkflowExecutionUpdateAccepted { .. } => "WorkflowExecutionUpdateAccepted",
+            Self::WorkflowExecutionUpdateCompleted { .. } => "WorkflowExecutionUpdateCompleted",
         }
     }
 
@@ -450,6 +495,7 @@ impl EventKind {
                 | Self::WorkflowExecutionContinuedAsNew { .. }
                 | Self::UpsertWorkflowSearchAttributes { .. }
                 | Self::WorkflowPropertiesModified { .. }
+                | Self::WorkflowExecutionUpdateCompleted { .. }
         )
     }
 }
@@ -533,6 +579,21 @@ pub enum Command {
     UpsertMemo {
         memo: MemoUpdate,
     },
+    /// A remote worker accepted update `update_id` (its validator passed): recorded as
+    /// `WorkflowExecutionUpdateAccepted` where the worker placed it among its commands. (Code
+    /// running in this process never sends it: its acceptances are inputs.)
+    AcceptUpdate {
+        update_id: String,
+        name: String,
+        input: Payload,
+        request_message_id: String,
+        sequencing_event_id: u64,
+    },
+    /// Update `update_id`'s handler finished with `outcome`.
+    CompleteUpdate {
+        update_id: String,
+        outcome: UpdateOutcome,
+    },
 }
 
 impl Command {
@@ -548,6 +609,8 @@ impl Command {
             Self::CompleteWorkflow { result } => result.len(),
             Self::FailWorkflow { failure } => failure.size_bytes(),
             Self::UpsertMemo { memo } => memo.values().flatten().map(Payload::len).sum(),
+            Self::AcceptUpdate { input, .. } => input.len(),
+            Self::CompleteUpdate { outcome, .. } => outcome.size_bytes(),
             _ => 0,
         }
     }
@@ -650,6 +713,27 @@ impl Command {
                 removed,
             },
             Self::UpsertMemo { memo } => EventKind::WorkflowPropertiesModified { memo },
+            Self::AcceptUpdate {
+                update_id,
+                name,
+                input,
+                request_message_id,
+                sequencing_event_id,
+            } => EventKind::WorkflowExecutionUpdateAccepted {
+                update_id,
+                name,
+                input,
+                request_message_id,
+                sequencing_event_id,
+            },
+            // The run's state knows the accepted event (`Run` fills it in).
+            Self::CompleteUpdate { update_id, outcome } => {
+                EventKind::WorkflowExecutionUpdateCompleted {
+                    update_id,
+                    accepted_event_id: 0,
+                    outcome,
+                }
+            }
         }
     }
 
@@ -711,6 +795,14 @@ impl Command {
                 EventKind::UpsertWorkflowSearchAttributes { .. },
             )
             | (Self::UpsertMemo { .. }, EventKind::WorkflowPropertiesModified { .. }) => true,
+            (
+                Self::CompleteUpdate { update_id, .. },
+                EventKind::WorkflowExecutionUpdateCompleted { update_id: u, .. },
+            )
+            | (
+                Self::AcceptUpdate { update_id, .. },
+                EventKind::WorkflowExecutionUpdateAccepted { update_id: u, .. },
+            ) => update_id == u,
             _ => false,
         }
     }
@@ -751,6 +843,10 @@ impl Command {
             Self::ContinueAsNew { .. } => "ContinueAsNew".into(),
             Self::UpsertSearchAttributes { .. } => "UpsertSearchAttributes".into(),
             Self::UpsertMemo { .. } => "UpsertMemo".into(),
+            Self::AcceptUpdate {
+                update_id, name, ..
+            } => format!("AcceptUpdate({update_id:?}, {name:?})"),
+            Self::CompleteUpdate { update_id, .. } => format!("CompleteUpdate({update_id:?})"),
         }
     }
 }

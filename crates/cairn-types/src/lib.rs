@@ -17,7 +17,7 @@ pub mod timeouts;
 
 pub use history::{
     ActivityOptions, ChildOptions, Command, EventId, EventKind, Failure, HistoryEvent,
-    PAYLOAD_TOO_LARGE, ParentClosePolicy, Seq, TimeoutKind, start_bytes,
+    PAYLOAD_TOO_LARGE, ParentClosePolicy, Seq, TimeoutKind, UpdateOutcome, start_bytes,
 };
 pub use ids::{ActivityId, IdError, RunId, WorkflowId};
 pub use memo::{Memo, MemoError, MemoUpdate};

@@ -56,6 +56,18 @@ pub const SEARCH_ATTRIBUTES_MAX: usize = 64;
 /// live in the workflow's visibility record, which must stay well under one store value.
 pub const SEARCH_ATTRIBUTES_BYTES_MAX: usize = 40_000;
 
+/// Longest update id, in UTF-8 bytes (Temporal's id limit). Every update a run accepted is
+/// kept in its snapshot by id, for deduplication.
+pub const UPDATE_ID_BYTES_MAX: usize = 1_000;
+/// Longest update name, in UTF-8 bytes.
+pub const UPDATE_NAME_BYTES_MAX: usize = 256;
+/// Most updates of one run admitted or accepted but not completed (Temporal's
+/// `history.maxInFlightUpdates`): one more is refused until one completes.
+pub const UPDATES_IN_FLIGHT_MAX: usize = 10;
+/// Most distinct updates one run takes in its life (Temporal's `history.maxTotalUpdates`):
+/// past it, new update ids are refused; the workflow should continue as new.
+pub const UPDATES_TOTAL_MAX: usize = 2_000;
+
 const _: () = assert!(WORKFLOW_ID_BYTES_MAX < 10_000);
 const _: () = assert!(INLINE_PAYLOAD_BYTES_MAX < 100_000);
 const _: () = assert!(INLINE_PAYLOAD_BYTES_MAX < PAYLOAD_BYTES_MAX);
