@@ -1,13 +1,15 @@
 //! The client: start workflows and talk to them, typed by the workflow function.
 
-use crate::workflow::{Query, Signal, function_name};
+use crate::workflow::{Query, Signal, Update, function_name};
 use cairn_core::WorkflowError;
 use cairn_runtime::{
-    ClientError, Description, IdReusePolicy, Outcome, StartWorkflow, WorkflowPage,
+    ClientError, Description, IdReusePolicy, Outcome, StartWorkflow, UpdateStage, UpdateState,
+    WorkflowPage,
 };
 use cairn_store::Store;
 use cairn_types::{
-    Failure, HistoryEvent, Memo, Payload, SearchAttributes, WorkflowId, WorkflowTimeouts,
+    Failure, HistoryEvent, Memo, Payload, RunId, SearchAttributes, UpdateOutcome, WorkflowId,
+    WorkflowTimeouts,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -29,6 +31,19 @@ pub enum WorkflowOutcomeError {
     #[error("workflow timed out")]
     TimedOut,
     #[error("workflow result does not decode as the expected type: {0}")]
+    ResultDoesNotDecode(String),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// Why an update did not give its result.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UpdateCallError {
+    /// Its validator rejected it (nothing of it is in the history), or its handler failed,
+    /// or the workflow closed before its handler finished.
+    #[error("update failed: {0}")]
+    Failed(Failure),
+    #[error("update result does not decode as the expected type: {0}")]
     ResultDoesNotDecode(String),
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -287,6 +302,65 @@ impl<S: Store, O: 'static> IntoFuture for StartCall<S, O> {
     }
 }
 
+/// An update a workflow accepted (or rejected), as its caller follows it.
+pub struct UpdateHandle<S: Store, R> {
+    client: Client<S>,
+    workflow_id: WorkflowId,
+    run_id: RunId,
+    update_id: String,
+    known: Option<UpdateOutcome>,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<S: Store, R> std::fmt::Debug for UpdateHandle<S, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateHandle")
+            .field("workflow_id", &self.workflow_id)
+            .field("update_id", &self.update_id)
+            .finish()
+    }
+}
+
+impl<S: Store, R: DeserializeOwned> UpdateHandle<S, R> {
+    pub fn update_id(&self) -> &str {
+        &self.update_id
+    }
+
+    /// The run that accepted the update.
+    pub fn run_id(&self) -> RunId {
+        self.run_id
+    }
+
+    /// Waits for the update's handler to finish: its result, or its failure.
+    pub async fn result(&self) -> Result<R, UpdateCallError> {
+        let outcome = match &self.known {
+            Some(outcome) => outcome.clone(),
+            None => loop {
+                let answer = self
+                    .client
+                    .node
+                    .poll_update(
+                        &self.workflow_id,
+                        Some(self.run_id),
+                        &self.update_id,
+                        UpdateStage::Completed,
+                        cairn_runtime::UPDATE_WAIT_MS_MAX,
+                    )
+                    .await?;
+                if let UpdateState::Completed(outcome) = answer.state {
+                    break outcome;
+                }
+            },
+        };
+        match outcome {
+            UpdateOutcome::Success(result) => result
+                .decode()
+                .map_err(|e| UpdateCallError::ResultDoesNotDecode(e.to_string())),
+            UpdateOutcome::Failure(failure) => Err(UpdateCallError::Failed(failure)),
+        }
+    }
+}
+
 /// A workflow, as a client sees it.
 pub struct WorkflowHandle<S: Store, O> {
     client: Client<S>,
@@ -362,6 +436,65 @@ impl<S: Store, O: DeserializeOwned> WorkflowHandle<S, O> {
                 "answer does not decode: {e}"
             )))
         })
+    }
+
+    /// Sends `update` with `args` and waits for its result. A new update id is made for it;
+    /// use [`start_update`](Self::start_update) to name one (a retry with the same id joins
+    /// the first, never runs it twice).
+    pub async fn update<A: Serialize, R: DeserializeOwned>(
+        &self,
+        update: &Update<A, R>,
+        args: A,
+    ) -> Result<R, UpdateCallError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        self.start_update(update, &id, args).await?.result().await
+    }
+
+    /// Sends `update` with `args` as update `update_id`, and returns once the workflow
+    /// accepted it (its validator passed; the update is in the history and its handler runs
+    /// to completion whatever restarts) or rejected it.
+    pub async fn start_update<A: Serialize, R: DeserializeOwned>(
+        &self,
+        update: &Update<A, R>,
+        update_id: &str,
+        args: A,
+    ) -> Result<UpdateHandle<S, R>, UpdateCallError> {
+        let input = Payload::encode(&args).map_err(|e| ClientError::InvalidUpdate {
+            reason: format!(
+                "the arguments of update {:?} do not encode: {e}",
+                update.name()
+            ),
+        })?;
+        let request = cairn_runtime::UpdateWorkflow {
+            workflow_id: self.workflow_id.clone(),
+            run_id: None,
+            update_id: update_id.to_string(),
+            name: update.name().to_string(),
+            input,
+            wait_for: UpdateStage::Accepted,
+            wait_ms: cairn_runtime::UPDATE_WAIT_MS_MAX,
+        };
+        loop {
+            let answer = self.client.node.update(request.clone()).await?;
+            let handle = UpdateHandle {
+                client: self.client.clone(),
+                workflow_id: self.workflow_id.clone(),
+                run_id: answer.run_id,
+                update_id: update_id.to_string(),
+                known: None,
+                _result: PhantomData,
+            };
+            match answer.state {
+                UpdateState::Admitted => continue,
+                UpdateState::Completed(outcome) => {
+                    return Ok(UpdateHandle {
+                        known: Some(outcome),
+                        ..handle
+                    });
+                }
+                _ => return Ok(handle),
+            }
+        }
     }
 
     /// Requests cancellation.

@@ -41,15 +41,17 @@ mod schedule;
 mod search;
 mod workflow;
 
+pub use cairn_core::UPDATE_HANDLER_NOT_FOUND;
 pub use cairn_core::schedule::{OverlapPolicy, ScheduleSpec};
 pub use cairn_core::visibility::{FilterError, format_time, parse_time};
 pub use cairn_core::{ActivityError, ChildError, RunStatus, WorkflowError};
+pub use cairn_runtime::{ACCEPTED_UPDATE_COMPLETED_WORKFLOW, UNPROCESSED_UPDATE};
 pub use cairn_runtime::{
     ACTIVITY_ATTEMPTS_DISPATCHED_MAX, ActionKind, ActivityContext, ActivityInfo, ClientError,
     ClusterStatus, CrashHook, CrashPoint, IdReusePolicy, InProcessPeers, LIST_PAGE_SIZE_DEFAULT,
     LIST_PAGE_SIZE_MAX, LIST_SCAN_ENTRIES_MAX, NodeConfig, NodeStatus, Outcome, Peers, PeersHandle,
     QueryError, RecentAction, SORTED_QUERY_WORKFLOWS_MAX, ScheduleDescription, ScheduleRecord,
-    ShardStatus, WorkflowPage, WorkflowSummary,
+    ShardStatus, UpdateError, UpdateStage, WorkflowPage, WorkflowSummary,
 };
 pub use cairn_store::{MemStore, StoreError};
 pub use cairn_types::{
@@ -57,14 +59,17 @@ pub use cairn_types::{
     SearchAttributes, SearchType, SearchValue, WorkflowId, WorkflowTimeouts,
 };
 pub use child::{ChildCall, ChildHandle};
-pub use client::{Client, StartCall, WorkflowHandle, WorkflowOutcomeError};
+pub use client::{
+    Client, StartCall, UpdateCallError, UpdateHandle, WorkflowHandle, WorkflowOutcomeError,
+};
 pub use node::{Node, NodeBuilder};
 pub use remote::{RemoteClient, RemoteError, RemoteHandle, RemoteStart};
 pub use saga::{Permit, Saga, Semaphore};
 pub use schedule::{ScheduleBuilder, ScheduleHandle};
 pub use search::{SearchAttribute, SearchAttributeType, Text, UnixMillis};
 pub use workflow::{
-    ActivityCall, ActivityHandle, Ctx, Query, Signal, SignalReceiver, activity_name, workflow_name,
+    ActivityCall, ActivityHandle, Ctx, Query, Signal, SignalReceiver, Update, activity_name,
+    workflow_name,
 };
 
 /// The `futures` crate, for `join!`, `select!` and `join_all` inside workflows (they poll in

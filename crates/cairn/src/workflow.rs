@@ -109,6 +109,27 @@ impl<A, R> Query<A, R> {
     }
 }
 
+/// A typed update: its name, argument type and result type, shared by the workflow (its
+/// handler) and its clients.
+#[derive(Debug)]
+pub struct Update<A, R> {
+    name: &'static str,
+    _type: PhantomData<fn(A) -> R>,
+}
+
+impl<A, R> Update<A, R> {
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            _type: PhantomData,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
 fn encode<T: Serialize>(value: &T, what: &str) -> Result<Payload, Failure> {
     Payload::encode(value)
         .map_err(|e| Failure::new("PayloadEncode", format!("{what}: {e}")).non_retryable())
@@ -305,6 +326,44 @@ impl Ctx {
         });
     }
 
+    /// Handles update `update` with `handler`: its result is the update's result, its
+    /// failure the update's failure (the workflow runs on either way). The handler may wait
+    /// on activities, timers and conditions like the workflow itself; once the update is
+    /// accepted it runs to completion whatever restarts (replay starts it again).
+    pub fn on_update<A, R, Fut>(&self, update: &Update<A, R>, handler: impl Fn(A) -> Fut + 'static)
+    where
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+        Fut: Future<Output = Result<R, Failure>> + 'static,
+    {
+        self.inner
+            .on_update(update.name, typed_update_handler(update.name, handler));
+    }
+
+    /// Like [`on_update`](Self::on_update), with a validator that runs first and reads (never
+    /// changes) the workflow's state: its failure rejects the update, and nothing of the
+    /// update is written to history. An argument that does not decode is rejected too.
+    pub fn on_update_validated<A, R, Fut>(
+        &self,
+        update: &Update<A, R>,
+        validator: impl Fn(&A) -> Result<(), Failure> + 'static,
+        handler: impl Fn(A) -> Fut + 'static,
+    ) where
+        A: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+        Fut: Future<Output = Result<R, Failure>> + 'static,
+    {
+        let name = update.name;
+        self.inner.on_update_validated(
+            name,
+            move |input: &Payload| {
+                let args: A = decode(input, &format!("the arguments of update {name:?}"))?;
+                validator(&args)
+            },
+            typed_update_handler(name, handler),
+        );
+    }
+
     /// Whether cancellation of this workflow was requested.
     pub fn is_cancel_requested(&self) -> bool {
         self.inner.is_cancel_requested()
@@ -313,6 +372,27 @@ impl Ctx {
     /// Resolves when cancellation is requested.
     pub async fn cancelled(&self) {
         self.inner.cancelled().await;
+    }
+}
+
+/// A typed update handler as the executor's: decodes the arguments, encodes the result.
+fn typed_update_handler<A, R, Fut>(
+    name: &'static str,
+    handler: impl Fn(A) -> Fut + 'static,
+) -> impl Fn(Payload) -> Pin<Box<dyn Future<Output = Result<Payload, Failure>>>> + 'static
+where
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+    Fut: Future<Output = Result<R, Failure>> + 'static,
+{
+    let handler = std::rc::Rc::new(handler);
+    move |input: Payload| {
+        let handler = handler.clone();
+        Box::pin(async move {
+            let args: A = decode(&input, &format!("the arguments of update {name:?}"))?;
+            let result = handler(args).await?;
+            encode_stored(&result, &format!("the result of update {name:?}"))
+        })
     }
 }
 

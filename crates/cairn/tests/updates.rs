@@ -1,0 +1,334 @@
+//! Updates through the Rust SDK, end to end: a validator rejects without writing history; an
+//! accepted update's handler runs to its result, waiting on an activity if it must; an
+//! update id sent again joins the first update (on a closed run too); an accepted update
+//! survives a crash of its node between acceptance and completion; a run bounds the updates
+//! in flight and in total; an update still running when its run is terminated fails, and
+//! one sent after answers that the run closed.
+
+mod common;
+
+use cairn::{
+    ActivityContext, ClientError, Ctx, Failure, Node, NodeConfig, Signal, Update, UpdateCallError,
+    UpdateError, WorkflowError,
+};
+use cairn_store::Store;
+use cairn_types::EventKind;
+use cairn_types::limits::{UPDATES_IN_FLIGHT_MAX, UPDATES_TOTAL_MAX};
+use common::within;
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Adds its amount to the balance and answers the new balance; amounts of 1,000 or more
+/// wait for the `approve` activity first. Zero is rejected by the validator.
+const DEPOSIT: Update<u64, u64> = Update::new("deposit");
+/// Waits until `RELEASE` is signalled, then answers the balance.
+const PARK: Update<(), u64> = Update::new("park");
+const RELEASE: Signal<()> = Signal::new("release");
+const CLOSE: Signal<()> = Signal::new("close");
+
+/// While set, `approve` never returns (the node running it is about to crash).
+static APPROVALS_HANG: AtomicBool = AtomicBool::new(false);
+
+async fn approve(_ctx: ActivityContext, amount: u64) -> Result<u64, Failure> {
+    while APPROVALS_HANG.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(amount)
+}
+
+async fn ledger(ctx: Ctx, _input: ()) -> Result<u64, WorkflowError> {
+    let balance = Rc::new(Cell::new(0u64));
+    let released = Rc::new(Cell::new(false));
+    let closed = Rc::new(Cell::new(false));
+    let (b, handler_ctx) = (balance.clone(), ctx.clone());
+    ctx.on_update_validated(
+        &DEPOSIT,
+        |amount: &u64| match amount {
+            0 => Err(Failure::new("Invalid", "a deposit must be positive")),
+            _ => Ok(()),
+        },
+        move |amount: u64| {
+            let (b, ctx) = (b.clone(), handler_ctx.clone());
+            async move {
+                let amount = if amount >= 1_000 {
+                    ctx.activity(approve, amount)
+                        .start_to_close(Duration::from_secs(2))
+                        .await
+                        .map_err(|e| Failure::new("NotApproved", e.to_string()))?
+                } else {
+                    amount
+                };
+                b.set(b.get() + amount);
+                Ok(b.get())
+            }
+        },
+    );
+    let (b, r, parked_ctx) = (balance.clone(), released.clone(), ctx.clone());
+    ctx.on_update(&PARK, move |()| {
+        let (b, r, ctx) = (b.clone(), r.clone(), parked_ctx.clone());
+        async move {
+            ctx.wait_condition(move || r.get()).await;
+            Ok(b.get())
+        }
+    });
+    let r = released.clone();
+    ctx.on_signal(&RELEASE, move |()| r.set(true));
+    let c = closed.clone();
+    ctx.on_signal(&CLOSE, move |()| c.set(true));
+    ctx.wait_condition(move || closed.get()).await;
+    Ok(balance.get())
+}
+
+async fn node<S: Store>(store: S, config: NodeConfig) -> Node<S> {
+    Node::builder()
+        .workflow(ledger)
+        .activity(approve)
+        .config(config)
+        .start(store)
+        .await
+        .expect("node starts")
+}
+
+/// The update ids of the run's accepted and completed events.
+async fn update_events<S: Store>(node: &Node<S>, id: &str) -> (Vec<String>, Vec<String>) {
+    let history = node
+        .client()
+        .handle::<u64>(id)
+        .unwrap()
+        .history()
+        .await
+        .unwrap();
+    let (mut accepted, mut completed) = (Vec::new(), Vec::new());
+    for event in history {
+        match event.kind {
+            EventKind::WorkflowExecutionUpdateAccepted { update_id, .. } => {
+                accepted.push(update_id)
+            }
+            EventKind::WorkflowExecutionUpdateCompleted { update_id, .. } => {
+                completed.push(update_id)
+            }
+            _ => {}
+        }
+    }
+    (accepted, completed)
+}
+
+fn failed_with(result: Result<u64, UpdateCallError>, error_type: &str) -> bool {
+    matches!(&result, Err(UpdateCallError::Failed(f)) if f.error_type == error_type)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_validate_deduplicate_and_complete() {
+    let node = node(cairn::MemStore::new(), NodeConfig::default()).await;
+    let client = node.client();
+    let handle = client.start(ledger, "ledger-1", ()).send().await.unwrap();
+
+    let rejected = within("rejected update", handle.update(&DEPOSIT, 0)).await;
+    assert!(
+        failed_with(rejected, "Invalid"),
+        "a zero deposit is rejected"
+    );
+    assert_eq!(
+        update_events(&node, "ledger-1").await,
+        (vec![], vec![]),
+        "a rejection writes nothing"
+    );
+
+    assert_eq!(within("deposit", handle.update(&DEPOSIT, 5)).await, Ok(5));
+    let first = within("dup", handle.start_update(&DEPOSIT, "dup", 7))
+        .await
+        .unwrap();
+    assert_eq!(within("dup result", first.result()).await, Ok(12));
+    let again = within("dup again", handle.start_update(&DEPOSIT, "dup", 7))
+        .await
+        .unwrap();
+    assert_eq!(
+        within("dup again result", again.result()).await,
+        Ok(12),
+        "the same update id answers the first update's result, not a second deposit"
+    );
+    let big = within("big", handle.update(&DEPOSIT, 1_000)).await;
+    assert_eq!(big, Ok(1_012), "a handler waits for an activity");
+
+    let unknown: Update<u64, u64> = Update::new("withdraw");
+    assert!(failed_with(
+        within("unknown", handle.update(&unknown, 1)).await,
+        cairn::UPDATE_HANDLER_NOT_FOUND
+    ));
+
+    let (accepted, completed) = update_events(&node, "ledger-1").await;
+    assert_eq!(accepted.len(), 3, "{accepted:?}");
+    assert_eq!(accepted.iter().filter(|u| *u == "dup").count(), 1);
+    assert_eq!(completed.len(), 3);
+
+    handle.signal(&CLOSE, ()).await.unwrap();
+    assert_eq!(within("result", handle.result()).await.unwrap(), 1_012);
+    let after = within("after close", handle.update(&DEPOSIT, 1)).await;
+    assert!(
+        matches!(
+            after,
+            Err(UpdateCallError::Client(ClientError::Update(
+                UpdateError::Closed
+            )))
+        ),
+        "{after:?}"
+    );
+    let known = within("dup after close", handle.start_update(&DEPOSIT, "dup", 7)).await;
+    assert_eq!(
+        within("dup after close result", known.unwrap().result()).await,
+        Ok(12),
+        "a closed run still answers an update it completed"
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_update_survives_a_crash_before_it_completes() {
+    use cairn_store_embedded::{EmbeddedConfig, EmbeddedStore};
+    let dir = tempfile::tempdir().unwrap();
+    let config = || NodeConfig {
+        lease_timeout_ms: 60_000,
+        ..NodeConfig::default()
+    };
+    APPROVALS_HANG.store(true, Ordering::SeqCst);
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+    let first = node(store, config()).await;
+    let handle = first
+        .client()
+        .start(ledger, "ledger-crash", ())
+        .send()
+        .await
+        .unwrap();
+    within("deposit 3", handle.update(&DEPOSIT, 3))
+        .await
+        .unwrap();
+    // Accepted (in the history), its handler waiting on an approval that never comes here.
+    let accepted = within("accept big", handle.start_update(&DEPOSIT, "big", 5_000))
+        .await
+        .unwrap();
+    assert_eq!(accepted.update_id(), "big");
+    // The process dies: nothing of it may hold the store open.
+    drop((accepted, handle));
+    first.crash();
+    APPROVALS_HANG.store(false, Ordering::SeqCst);
+    let store = within("reopen", async {
+        loop {
+            match EmbeddedStore::open(EmbeddedConfig::new(dir.path())) {
+                Ok(store) => break store,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await;
+    let second = node(store, config()).await;
+    let handle = second.client().handle::<u64>("ledger-crash").unwrap();
+    // Asked again by id: the same update, replayed from its acceptance, not a second one.
+    let resumed = within("big again", handle.start_update(&DEPOSIT, "big", 5_000))
+        .await
+        .unwrap();
+    assert_eq!(within("big result", resumed.result()).await, Ok(5_003));
+    let (accepted, completed) = update_events(&second, "ledger-crash").await;
+    assert_eq!(
+        accepted.iter().filter(|u| *u == "big").count(),
+        1,
+        "{accepted:?}"
+    );
+    assert_eq!(
+        completed.iter().filter(|u| *u == "big").count(),
+        1,
+        "{completed:?}"
+    );
+    handle.signal(&CLOSE, ()).await.unwrap();
+    assert_eq!(within("result", handle.result()).await.unwrap(), 5_003);
+    second.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_in_flight_and_in_total_are_bounded() {
+    let node = node(cairn::MemStore::new(), NodeConfig::default()).await;
+    let handle = node
+        .client()
+        .start(ledger, "ledger-bounds", ())
+        .send()
+        .await
+        .unwrap();
+    let mut parked = Vec::new();
+    for n in 0..UPDATES_IN_FLIGHT_MAX {
+        let id = format!("park-{n}");
+        parked.push(
+            within("park", handle.start_update(&PARK, &id, ()))
+                .await
+                .unwrap(),
+        );
+    }
+    let refused = within("one too many", handle.start_update(&PARK, "park-extra", ())).await;
+    assert!(
+        matches!(
+            refused,
+            Err(UpdateCallError::Client(ClientError::Update(
+                UpdateError::TooManyInFlight
+            )))
+        ),
+        "{refused:?}"
+    );
+    handle.signal(&RELEASE, ()).await.unwrap();
+    for update in &parked {
+        assert_eq!(within("parked result", update.result()).await, Ok(0));
+    }
+    // Up to the total bound, one update at a time; the next distinct id is refused.
+    for n in UPDATES_IN_FLIGHT_MAX..UPDATES_TOTAL_MAX {
+        within(
+            "deposit",
+            handle.start_update(&DEPOSIT, &format!("d-{n}"), 1),
+        )
+        .await
+        .unwrap();
+    }
+    let refused = within(
+        "past the total",
+        handle.start_update(&DEPOSIT, "d-extra", 1),
+    )
+    .await;
+    assert!(
+        matches!(
+            refused,
+            Err(UpdateCallError::Client(ClientError::Update(
+                UpdateError::TooMany
+            )))
+        ),
+        "{refused:?}"
+    );
+    // A known id is still answered at the bound.
+    let known = within(
+        "known at the bound",
+        handle.start_update(&DEPOSIT, "d-10", 1),
+    )
+    .await;
+    assert!(known.is_ok(), "{known:?}");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_running_when_its_run_is_terminated_fails() {
+    let node = node(cairn::MemStore::new(), NodeConfig::default()).await;
+    let handle = node
+        .client()
+        .start(ledger, "ledger-term", ())
+        .send()
+        .await
+        .unwrap();
+    let parked = within("park", handle.start_update(&PARK, "p", ()))
+        .await
+        .unwrap();
+    handle.terminate("enough").await.unwrap();
+    let result = within("parked result", parked.result()).await;
+    assert!(
+        failed_with(result, cairn::ACCEPTED_UPDATE_COMPLETED_WORKFLOW),
+        "an accepted update whose run closed fails"
+    );
+    let (accepted, completed) = update_events(&node, "ledger-term").await;
+    assert_eq!((accepted.len(), completed.len()), (1, 0));
+    node.shutdown().await;
+}
