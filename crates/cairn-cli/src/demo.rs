@@ -1,6 +1,6 @@
 //! Workflows the dev server registers, so there is something to run from a fresh clone.
 
-use cairn::{ActivityContext, Ctx, Failure, Query, Signal, WorkflowError};
+use cairn::{ActivityContext, Ctx, Failure, Query, Signal, Update, WorkflowError};
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -30,18 +30,38 @@ pub async fn countdown(ctx: Ctx, seconds: u64) -> Result<String, WorkflowError> 
 }
 
 const DECIDE: Signal<bool> = Signal::new("decide");
+const AMEND: Update<u64, String> = Update::new("amend");
 
-/// Waits up to an hour for a `decide` signal (true approves), then reports.
+/// Waits up to an hour for a `decide` signal (true approves), then reports. Update `amend`
+/// changes the amount while undecided (a zero amount, or one after the decision, is
+/// rejected by its validator).
 pub async fn approval(ctx: Ctx, amount_cents: u64) -> Result<String, WorkflowError> {
     let decision = Rc::new(Cell::new(None::<bool>));
+    let amount = Rc::new(Cell::new(amount_cents));
     let d = decision.clone();
     ctx.on_signal(&DECIDE, move |approved| d.set(Some(approved)));
+    let (d, a) = (decision.clone(), amount.clone());
+    ctx.on_update_validated(
+        &AMEND,
+        move |cents: &u64| match (*cents, d.get()) {
+            (0, _) => Err(Failure::new("InvalidAmount", "the amount must be positive")),
+            (_, Some(_)) => Err(Failure::new("AlreadyDecided", "the request is decided")),
+            _ => Ok(()),
+        },
+        move |cents: u64| {
+            let a = a.clone();
+            async move {
+                a.set(cents);
+                Ok(format!("amount is now {cents} cents"))
+            }
+        },
+    );
     let d = decision.clone();
     let decided = ctx
         .wait_condition_timeout(move || d.get().is_some(), Duration::from_secs(3600))
         .await;
     Ok(match (decided, decision.get()) {
-        (true, Some(true)) => format!("approved {amount_cents} cents"),
+        (true, Some(true)) => format!("approved {} cents", amount.get()),
         (true, _) => "rejected".to_string(),
         (false, _) => "timed out".to_string(),
     })

@@ -4,6 +4,7 @@
 //! cairn server start-dev [--db ./cairn-data] [--port 7280]
 //! cairn workflow start --type hello --input '"Ada"' --wait
 //! cairn workflow list | describe ID | show ID | result ID | signal ID NAME | query ID NAME
+//! cairn workflow update ID NAME --args JSON [--update-id U] [--wait accepted]
 //! cairn workflow cancel ID | terminate ID
 //! cairn workflow list --query "WorkflowType = 'hello' AND ExecutionStatus = 'Running'" | count
 //! cairn schedule create ID --type hello --cron '0 9 * * *' | list | describe ID | pause ID
@@ -380,6 +381,19 @@ enum WorkflowCommand {
         name: String,
         #[arg(long, default_value = "null")]
         args: String,
+    },
+    /// Send an update and wait for its result (or, with `--wait accepted`, its acceptance).
+    Update {
+        #[arg(value_parser = non_empty_id)]
+        id: String,
+        name: String,
+        #[arg(long, default_value = "null")]
+        args: String,
+        /// Names the update: sending it again joins the first (default: a new id).
+        #[arg(long)]
+        update_id: Option<String>,
+        #[arg(long, default_value = "completed", value_parser = ["accepted", "completed"])]
+        wait: String,
     },
     /// Request cancellation.
     Cancel {
@@ -1219,6 +1233,46 @@ fn workflow(args: WorkflowArgs) -> Result<()> {
                 Some(&json_arg("--args", &args)?),
             )?;
             print_json(&answer);
+        }
+        WorkflowCommand::Update {
+            id,
+            name,
+            args,
+            update_id,
+            wait,
+        } => {
+            let args = json_arg("--args", &args)?;
+            // One id for every try, so asking again joins the update rather than repeating it.
+            let update_id = update_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+            let path = format!(
+                "/api/v1/workflows/{}/updates/{}?update_id={}&wait={wait}",
+                encode(&id),
+                encode(&name),
+                encode(&update_id)
+            );
+            let answer = loop {
+                let (status, answer) = api.call("POST", &path, Some(&args))?;
+                if status != 202 {
+                    break answer;
+                }
+            };
+            if let Some(failure) = answer.get("failure") {
+                bail!(
+                    "update {update_id} failed: {}: {}",
+                    failure["error_type"].as_str().unwrap_or("Error"),
+                    failure["message"].as_str().unwrap_or("")
+                );
+            }
+            match answer.get("result") {
+                Some(result) => print_json(result),
+                None if table => {
+                    say!(
+                        "update {update_id} {}",
+                        answer["stage"].as_str().unwrap_or("")
+                    );
+                }
+                None => print_json(&answer),
+            }
         }
         WorkflowCommand::Cancel { id, reason } => {
             api.call(

@@ -97,11 +97,39 @@ fn dev_server_and_workflow_commands() {
             "start", "--type", "approval", "--id", "a-1", "--input", "1250",
         ],
     );
+    let amended = cairn(&server, &["update", "a-1", "amend", "--args", "2000"]);
+    assert!(amended.status.success(), "{amended:?}");
+    assert!(
+        stdout(&amended).contains("amount is now 2000 cents"),
+        "{}",
+        stdout(&amended)
+    );
+    let refused = cairn(&server, &["update", "a-1", "amend", "--args", "0"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("InvalidAmount"),
+        "{refused:?}"
+    );
+    let accepted = cairn(
+        &server,
+        &[
+            "update",
+            "a-1",
+            "amend",
+            "--args",
+            "3000",
+            "--wait",
+            "accepted",
+            "--update-id",
+            "u-3",
+        ],
+    );
+    assert!(accepted.status.success(), "{accepted:?}");
     let signaled = cairn(&server, &["signal", "a-1", "decide", "--input", "true"]);
     assert!(signaled.status.success(), "{signaled:?}");
     let result = cairn(&server, &["result", "a-1", "--wait-ms", "10000"]);
     assert!(
-        stdout(&result).contains("approved 1250 cents"),
+        stdout(&result).contains("approved 3000 cents"),
         "{}",
         stdout(&result)
     );

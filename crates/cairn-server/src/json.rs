@@ -8,7 +8,9 @@ use cairn_core::visibility::format_time;
 use cairn_runtime::{
     ClusterStatus, Description, Outcome, RecentAction, ScheduleDescription, WorkflowSummary,
 };
-use cairn_types::{EventKind, Failure, HistoryEvent, Memo, Payload, SearchAttributes, SearchValue};
+use cairn_types::{
+    EventKind, Failure, HistoryEvent, Memo, Payload, SearchAttributes, SearchValue, UpdateOutcome,
+};
 use serde_json::{Value, json};
 
 /// A JSON value as a payload (MessagePack with named fields, as the SDK writes them).
@@ -215,6 +217,27 @@ pub fn outcome(o: &Outcome) -> Value {
     }
 }
 
+/// An update's answer: where it got, and its result or failure once completed.
+pub fn update_answer(answer: &cairn_runtime::UpdateAnswer) -> Value {
+    let mut body = json!({
+        "update_id": answer.update_id,
+        "run_id": answer.run_id.to_string(),
+    });
+    let stage = match &answer.state {
+        cairn_runtime::UpdateState::Completed(outcome) => {
+            match outcome {
+                UpdateOutcome::Success(result) => body["result"] = value_of(result),
+                UpdateOutcome::Failure(f) => body["failure"] = failure(f),
+            }
+            "completed"
+        }
+        cairn_runtime::UpdateState::Accepted => "accepted",
+        _ => "admitted",
+    };
+    body["stage"] = json!(stage);
+    body
+}
+
 pub fn event(e: &HistoryEvent) -> Value {
     let details = match &e.kind {
         EventKind::WorkflowExecutionStarted {
@@ -368,6 +391,28 @@ pub fn event(e: &HistoryEvent) -> Value {
         } => {
             json!({"search_attributes": search_attributes(attributes), "removed": removed})
         }
+        EventKind::WorkflowExecutionUpdateAccepted {
+            update_id,
+            name,
+            input,
+            ..
+        } => json!({"update_id": update_id, "name": name, "input": value_of(input)}),
+        EventKind::WorkflowExecutionUpdateCompleted {
+            update_id,
+            accepted_event_id,
+            outcome,
+        } => match outcome {
+            UpdateOutcome::Success(result) => json!({
+                "update_id": update_id,
+                "accepted_event_id": accepted_event_id,
+                "result": value_of(result),
+            }),
+            UpdateOutcome::Failure(f) => json!({
+                "update_id": update_id,
+                "accepted_event_id": accepted_event_id,
+                "failure": failure(f),
+            }),
+        },
         EventKind::WorkflowPropertiesModified { memo } => json!({
             "memo": Value::Object(
                 memo.iter()

@@ -19,6 +19,8 @@
 //! | `GET /api/v1/workflows/{id}/result?wait_ms=` | result, waiting up to `wait_ms` (long-poll) |
 //! | `POST /api/v1/workflows/{id}/signals/{name}` | signal (body: the input) |
 //! | `POST /api/v1/workflows/{id}/queries/{name}` | query (body: the arguments) |
+//! | `POST /api/v1/workflows/{id}/updates/{name}?update_id=&wait=&wait_ms=` | update (body: the arguments); waits until it is `accepted` or `completed` (default) |
+//! | `GET /api/v1/workflows/{id}/updates/{update_id}?wait=&wait_ms=` | where an update got; waits for `wait` (default: answers at once) |
 //! | `POST /api/v1/workflows/{id}/cancel` | request cancellation (`reason`) |
 //! | `POST /api/v1/workflows/{id}/terminate` | terminate (`reason`) |
 //! | `GET /api/v1/visibility/workflows?query=&page_size=&page_token=` | workflows matching a filter (`WorkflowType = 'Order' AND ExecutionStatus = 'Running'`), a page at a time |
@@ -49,7 +51,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cairn_core::RunStatus;
-use cairn_runtime::{ClientError, IdReusePolicy, Node, Outcome, StartWorkflow};
+use cairn_runtime::{
+    ClientError, IdReusePolicy, Node, Outcome, StartWorkflow, UpdateAnswer, UpdateError,
+    UpdateStage, UpdateWorkflow,
+};
 use cairn_store::Store;
 use cairn_types::{WorkflowId, WorkflowTimeouts};
 use serde::Deserialize;
@@ -131,6 +136,15 @@ impl From<ClientError> for ApiError {
             ClientError::InvalidMemo(_) => (S::BAD_REQUEST, "invalid_memo"),
             ClientError::ScheduleNotFound { .. } => (S::NOT_FOUND, "schedule_not_found"),
             ClientError::ScheduleExists { .. } => (S::CONFLICT, "schedule_exists"),
+            ClientError::InvalidUpdate { .. } => (S::BAD_REQUEST, "invalid_update"),
+            ClientError::Update(e) => match e {
+                UpdateError::TooManyInFlight => (S::TOO_MANY_REQUESTS, "updates_in_flight"),
+                UpdateError::TooMany => (S::CONFLICT, "too_many_updates"),
+                UpdateError::NotFound { .. } => (S::NOT_FOUND, "update_not_found"),
+                UpdateError::Closed => (S::CONFLICT, "not_running"),
+                UpdateError::Invalid(_) => (S::BAD_REQUEST, "invalid_update"),
+                _ => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            },
             _ => (S::INTERNAL_SERVER_ERROR, "store_error"),
         };
         Self::new(status, code, error.to_string())
@@ -382,6 +396,10 @@ pub fn router_with<S: Store>(node: Arc<Node<S>>, options: ApiOptions) -> Router 
         .route("/api/v1/workflows/{id}/result", get(result::<S>))
         .route("/api/v1/workflows/{id}/signals/{name}", post(signal::<S>))
         .route("/api/v1/workflows/{id}/queries/{name}", post(query::<S>))
+        .route(
+            "/api/v1/workflows/{id}/updates/{name}",
+            post(update::<S>).get(poll_update::<S>),
+        )
         .route("/api/v1/workflows/{id}/cancel", post(cancel::<S>))
         .route("/api/v1/workflows/{id}/terminate", post(terminate::<S>))
         .route("/api/v1/visibility/workflows", get(visibility_list::<S>))
@@ -627,6 +645,108 @@ async fn query<S: Store>(
         .query(&workflow_id(&id)?, &name, json::payload_of(&args)?)
         .await?;
     Ok(format.reply(StatusCode::OK, &json::value_of(&answer)))
+}
+
+/// How long an update call waits by default.
+pub const UPDATE_WAIT_MS_DEFAULT: u64 = 20_000;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct UpdateParams {
+    /// Names the update (a repeat joins it); made up when absent.
+    update_id: Option<String>,
+    /// `accepted` or `completed`.
+    wait: Option<String>,
+    wait_ms: Option<u64>,
+}
+
+impl UpdateParams {
+    fn stage(&self, default: UpdateStage) -> Result<UpdateStage, ApiError> {
+        match self.wait.as_deref() {
+            None => Ok(default),
+            Some("admitted") => Ok(UpdateStage::Admitted),
+            Some("accepted") => Ok(UpdateStage::Accepted),
+            Some("completed") => Ok(UpdateStage::Completed),
+            Some(other) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                format!("wait is {other:?}; it must be admitted, accepted or completed"),
+            )),
+        }
+    }
+
+    fn wait_ms(&self) -> u64 {
+        self.wait_ms
+            .unwrap_or(UPDATE_WAIT_MS_DEFAULT)
+            .min(cairn_runtime::UPDATE_WAIT_MS_MAX)
+    }
+}
+
+/// An update's answer: 200 once it reached the stage waited for, 202 (ask again) before.
+fn update_reply(format: Format, answer: &UpdateAnswer, wanted: UpdateStage) -> Response {
+    let status = if answer.state.reached(wanted) {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    format.reply(status, &json::update_answer(answer))
+}
+
+async fn update<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    format: Format,
+    Segments((id, name)): Segments<(String, String)>,
+    Params(params): Params<UpdateParams>,
+    OptionalWire(args): OptionalWire<Value>,
+) -> Result<Response, ApiError> {
+    let wanted = params.stage(UpdateStage::Completed)?;
+    if wanted == UpdateStage::Admitted {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "an update call waits until the update is accepted or completed",
+        ));
+    }
+    let answer = node
+        .update(UpdateWorkflow {
+            workflow_id: workflow_id(&id)?,
+            run_id: None,
+            update_id: params
+                .update_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            name,
+            input: json::payload_of(&args)?,
+            wait_for: wanted,
+            wait_ms: params.wait_ms(),
+        })
+        .await?;
+    Ok(update_reply(format, &answer, wanted))
+}
+
+async fn poll_update<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    format: Format,
+    Segments((id, update_id)): Segments<(String, String)>,
+    Params(params): Params<UpdateParams>,
+) -> Result<Response, ApiError> {
+    if params.update_id.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "the update id is in the path",
+        ));
+    }
+    let wanted = params.stage(UpdateStage::Admitted)?;
+    let wait_ms = if wanted == UpdateStage::Admitted {
+        0
+    } else {
+        params.wait_ms()
+    };
+    let answer = node
+        .poll_update(&workflow_id(&id)?, None, &update_id, wanted, wait_ms)
+        .await?;
+    Ok(update_reply(format, &answer, wanted))
 }
 
 #[derive(Deserialize, Default)]

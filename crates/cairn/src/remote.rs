@@ -1,7 +1,7 @@
 //! A client of a remote node, over its HTTP API with MessagePack bodies — the same typed calls
 //! as the in-process [`crate::Client`], for services that do not host the workflows themselves.
 
-use crate::workflow::{Query, Signal, function_name};
+use crate::workflow::{Query, Signal, Update, function_name};
 use cairn_core::WorkflowError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,13 @@ pub enum RemoteError {
     Terminated(String),
     #[error("workflow timed out")]
     TimedOut,
+    /// The update was rejected by its validator, or its handler failed.
+    #[error("update {update_id} failed: {error_type}: {message}")]
+    UpdateFailed {
+        update_id: String,
+        error_type: String,
+        message: String,
+    },
 }
 
 /// A client of a node's HTTP API.
@@ -78,6 +85,14 @@ struct OutcomeBody<O> {
     result: Option<O>,
     failure: Option<FailureBody>,
     reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UpdateBody<R> {
+    update_id: String,
+    stage: String,
+    result: Option<R>,
+    failure: Option<FailureBody>,
 }
 
 #[derive(Deserialize)]
@@ -360,6 +375,57 @@ impl<O: DeserializeOwned + Send + 'static> RemoteHandle<O> {
             .call::<serde::de::IgnoredAny>(true, path, Some(body))
             .await?;
         Ok(())
+    }
+
+    /// Sends `update` with `args` and waits for its result (a new update id each call; see
+    /// [`update_with_id`](Self::update_with_id)). Its validator's rejection or its handler's
+    /// failure is [`RemoteError::UpdateFailed`].
+    pub async fn update<A: Serialize, R: DeserializeOwned + Send + 'static>(
+        &self,
+        update: &Update<A, R>,
+        args: A,
+    ) -> Result<R, RemoteError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        self.update_with_id(update, &id, args).await
+    }
+
+    /// Sends `update` with `args` as update `update_id` and waits for its result; sending it
+    /// again (after a lost answer) joins the first, never runs it twice.
+    pub async fn update_with_id<A: Serialize, R: DeserializeOwned + Send + 'static>(
+        &self,
+        update: &Update<A, R>,
+        update_id: &str,
+        args: A,
+    ) -> Result<R, RemoteError> {
+        let body =
+            rmp_serde::to_vec_named(&args).map_err(|e| RemoteError::Decode(e.to_string()))?;
+        let path = format!(
+            "{}/updates/{}?update_id={}&wait=completed",
+            self.path,
+            encode_path(update.name()),
+            encode_path(update_id)
+        );
+        loop {
+            let (status, answer) = self
+                .client
+                .call::<UpdateBody<R>>(true, path.clone(), Some(body.clone()))
+                .await?;
+            let answer = answer.ok_or_else(|| RemoteError::Decode("empty answer".into()))?;
+            if status == 202 || answer.stage != "completed" {
+                // Not finished within the node's wait: ask again by id.
+                continue;
+            }
+            if let Some(f) = answer.failure {
+                return Err(RemoteError::UpdateFailed {
+                    update_id: answer.update_id,
+                    error_type: f.error_type,
+                    message: f.message,
+                });
+            }
+            return answer
+                .result
+                .ok_or_else(|| RemoteError::Decode("no update result".into()));
+        }
     }
 
     /// Runs `query` with `args`.

@@ -332,3 +332,119 @@ async fn an_update_running_when_its_run_is_terminated_fails() {
     assert_eq!((accepted.len(), completed.len()), (1, 0));
     node.shutdown().await;
 }
+
+async fn serve_http<S: Store>(node: &Node<S>) -> (cairn::RemoteClient, String) {
+    let router = cairn_server::router(node.runtime(), None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (cairn::RemoteClient::new(&address), address)
+}
+
+/// The same updates over the HTTP API: the typed remote client, and raw calls that wait for
+/// acceptance and then poll the update by id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_over_http() {
+    let node = node(cairn::MemStore::new(), NodeConfig::default()).await;
+    node.client()
+        .start(ledger, "ledger-http", ())
+        .send()
+        .await
+        .unwrap();
+    let (remote, address) = serve_http(&node).await;
+    let handle = remote.handle::<u64>("ledger-http");
+    assert_eq!(
+        within("deposit", handle.update(&DEPOSIT, 4)).await.unwrap(),
+        4
+    );
+    let rejected = within("rejected", handle.update(&DEPOSIT, 0)).await;
+    assert!(
+        matches!(&rejected, Err(cairn::RemoteError::UpdateFailed { error_type, .. }) if error_type == "Invalid"),
+        "{rejected:?}"
+    );
+    assert_eq!(
+        within("same id", handle.update_with_id(&DEPOSIT, "h1", 6))
+            .await
+            .unwrap(),
+        10
+    );
+    assert_eq!(
+        within("same id again", handle.update_with_id(&DEPOSIT, "h1", 6))
+            .await
+            .unwrap(),
+        10
+    );
+
+    // Raw: wait for acceptance only, then poll the update by id until it completes.
+    let url = format!("{address}/api/v1/workflows/ledger-http/updates");
+    let http = http_json(
+        format!("{url}/park?update_id=p1&wait=accepted"),
+        Some("null"),
+    );
+    let (status, body) = within("park accepted", http).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["stage"], "accepted", "{body}");
+    let (status, body) = within("poll at once", http_json(format!("{url}/p1"), None)).await;
+    assert_eq!(
+        (status, body["stage"].as_str()),
+        (200, Some("accepted")),
+        "{body}"
+    );
+    let waiting = http_json(format!("{url}/p1?wait=completed&wait_ms=300"), None);
+    let (status, body) = within("poll before release", waiting).await;
+    assert_eq!(
+        (status, body["stage"].as_str()),
+        (202, Some("accepted")),
+        "{body}"
+    );
+    handle.signal(&RELEASE, ()).await.unwrap();
+    let done = http_json(format!("{url}/p1?wait=completed"), None);
+    let (status, body) = within("poll after release", done).await;
+    assert_eq!(
+        (status, &body["result"]),
+        (200, &serde_json::json!(10)),
+        "{body}"
+    );
+    let (status, body) = within("unknown id", http_json(format!("{url}/nope"), None)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("update_not_found")),
+        "{body}"
+    );
+    let bad = http_json(format!("{url}/park?wait=later"), Some("null"));
+    let (status, body) = within("bad wait", bad).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_parameter")),
+        "{body}"
+    );
+    node.shutdown().await;
+}
+
+/// A JSON call with `ureq` (POST with `body`, else GET): the status and the JSON answer.
+async fn http_json(url: String, body: Option<&'static str>) -> (u16, serde_json::Value) {
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = match body {
+            Some(body) => agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(body)
+                .unwrap(),
+            None => agent.get(&url).call().unwrap(),
+        };
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    })
+    .await
+    .unwrap()
+}
