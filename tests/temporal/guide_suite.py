@@ -32,6 +32,8 @@ from temporalio.client import (
     ScheduleSpec,
     ScheduleUpdate,
     WorkflowFailureError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
 )
 from temporalio.common import (
     RetryPolicy,
@@ -46,7 +48,7 @@ from temporalio.exceptions import (
     RetryState,
     WorkflowAlreadyStartedError,
 )
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 ORDERS = "order-processing"
@@ -335,6 +337,29 @@ class ExpenseApprovalWorkflow:
     @workflow.query
     def decided(self) -> str:
         return "pending" if self._approved is None else str(self._approved)
+
+    # Updates (beyond the guide): change the amount while undecided, telling the approver
+    # again; wait for the decision.
+    @workflow.update
+    async def amend(self, amount_cents: int) -> int:
+        await workflow.execute_activity(
+            send_approval_request,
+            Expense(id=f"amended-{amount_cents}", amount_cents=amount_cents),
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        return amount_cents
+
+    @amend.validator
+    def check_amend(self, amount_cents: int) -> None:
+        if amount_cents <= 0:
+            raise ValueError("the amount must be positive")
+        if self._approved is not None:
+            raise ValueError("the expense is decided")
+
+    @workflow.update
+    async def decision(self) -> str:
+        await workflow.wait_condition(lambda: self._approved is not None)
+        return "approved" if self._approved else "rejected"
 
 
 @activity.defn
@@ -699,6 +724,74 @@ async def expense_approval(client: Client, run: str) -> None:
         result == "timed_out" and f"exp-late-{run}" in calls.get("timeout_notification", []),
         f"no decision: wait_condition times out and the approver is told: {result!r}",
     )
+
+
+async def update_events(handle) -> tuple[list[str], list[str], int]:
+    """The update ids of a run's accepted and completed events, and its rejected events."""
+    accepted, completed, rejected = [], [], 0
+    async for e in handle.fetch_history_events():
+        if e.HasField("workflow_execution_update_accepted_event_attributes"):
+            accepted.append(e.workflow_execution_update_accepted_event_attributes.protocol_instance_id)
+        elif e.HasField("workflow_execution_update_completed_event_attributes"):
+            completed.append(e.workflow_execution_update_completed_event_attributes.meta.update_id)
+        elif e.HasField("workflow_execution_update_rejected_event_attributes"):
+            rejected += 1
+    return accepted, completed, rejected
+
+
+async def expense_updates(client: Client, run: str) -> None:
+    handle = await client.start_workflow(
+        ExpenseApprovalWorkflow.run,
+        Expense(id=f"exp-update-{run}", amount_cents=1_000),
+        id=f"expense-update-{run}",
+        task_queue=ORDERS,
+    )
+    amended = await asyncio.wait_for(handle.execute_update(ExpenseApprovalWorkflow.amend, 2_000), 30)
+    check(
+        amended == 2_000 and "amended-2000" in calls.get("approval_request", []),
+        f"an update runs its handler, activity included: {amended!r}",
+    )
+    try:
+        await asyncio.wait_for(handle.execute_update(ExpenseApprovalWorkflow.amend, 0), 30)
+        check(False, "a zero amount is rejected")
+    except WorkflowUpdateFailedError as e:
+        check(
+            isinstance(e.cause, ApplicationError) and "must be positive" in e.cause.message,
+            f"the validator rejects a zero amount: {e.cause!r}",
+        )
+    first = await handle.start_update(
+        ExpenseApprovalWorkflow.amend,
+        3_000,
+        id=f"amend-3000-{run}",
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+    again = await handle.start_update(
+        ExpenseApprovalWorkflow.amend,
+        3_000,
+        id=f"amend-3000-{run}",
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+    results = await asyncio.wait_for(asyncio.gather(first.result(), again.result()), 30)
+    check(results == [3_000, 3_000], f"one update id, one update: {results!r}")
+    waiting = await handle.start_update(
+        ExpenseApprovalWorkflow.decision, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+    )
+    await handle.signal(ExpenseApprovalWorkflow.approve)
+    check(
+        await asyncio.wait_for(waiting.result(), 30) == "approved",
+        "an accepted update waits for the workflow's state",
+    )
+    check(await asyncio.wait_for(handle.result(), 30) == "approved", "the expense is approved")
+    accepted, completed, rejected = await update_events(handle)
+    check(
+        len(accepted) == 3 and sorted(accepted) == sorted(completed) and rejected == 0,
+        f"history: three updates accepted and completed, no rejection: {accepted}",
+    )
+    try:
+        await handle.execute_update(ExpenseApprovalWorkflow.amend, 4_000)
+        check(False, "an update after the close is refused")
+    except RPCError as e:
+        check(e.status == RPCStatusCode.NOT_FOUND, f"an update after the close: {e.status}")
 
 
 async def order_batch(client: Client, run: str) -> None:
@@ -1134,6 +1227,12 @@ async def start_phase(client: Client, run: str) -> None:
         await handle.query(ExpenseApprovalWorkflow.decided) == "pending",
         "before the restart: the expenses wait",
     )
+    await handle.start_update(
+        ExpenseApprovalWorkflow.decision,
+        id=f"decision-{run}",
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+    check(True, "before the restart: an update waits for the decision")
 
 
 async def finish_phase(client: Client, run: str) -> None:
@@ -1146,6 +1245,11 @@ async def finish_phase(client: Client, run: str) -> None:
         await handle.signal(name)
         result = await asyncio.wait_for(handle.result(), 30)
         check(result == expected, f"after the restart: {name} -> {result!r}")
+    update = client.get_workflow_handle(f"restart-approve-{run}").get_update_handle(
+        f"decision-{run}"
+    )
+    decided = await asyncio.wait_for(update.result(), 30)
+    check(decided == "approved", f"after the restart: the accepted update completes: {decided!r}")
     result = await asyncio.wait_for(
         client.get_workflow_handle(f"restart-slow-{run}").result(), 60
     )
@@ -1172,6 +1276,7 @@ async def main() -> None:
             await daily_report(client, args.run)
             await order_fulfillment(client, args.run)
             await expense_approval(client, args.run)
+            await expense_updates(client, args.run)
             await order_batch(client, args.run)
             await id_reuse_and_visibility(client, args.run)
             await cancel_and_continue_as_new(client, args.run)
