@@ -93,6 +93,8 @@ pub enum MatchingError {
 /// An attempt waiting for, or held by, a remote worker.
 struct Entry {
     task: RemoteActivityTask,
+    /// Told when a poll takes the task (the attempt then starts).
+    taken: Option<oneshot::Sender<()>>,
     reply: oneshot::Sender<RemoteOutcome>,
     heartbeat: HeartbeatSink,
     cancel: watch::Receiver<bool>,
@@ -210,6 +212,8 @@ impl Drop for Polling<'_> {
 pub(crate) struct Offered<'a> {
     matching: &'a Matching,
     token: String,
+    /// Resolves when a worker's poll takes the task.
+    pub(crate) taken: oneshot::Receiver<()>,
     pub(crate) outcome: oneshot::Receiver<RemoteOutcome>,
 }
 
@@ -366,11 +370,13 @@ impl Matching {
         );
         task.token = token.clone();
         let (reply, outcome) = oneshot::channel();
+        let (taken_tx, taken) = oneshot::channel();
         let queue_name = task.task_queue.clone();
         lock(&self.entries).insert(
             token.clone(),
             Entry {
                 task,
+                taken: Some(taken_tx),
                 reply,
                 heartbeat,
                 cancel,
@@ -383,6 +389,7 @@ impl Matching {
         Offered {
             matching: self,
             token,
+            taken,
             outcome,
         }
     }
@@ -418,10 +425,15 @@ impl Matching {
             let notify = {
                 let mut queues = lock(&self.queues);
                 let queue = queues.entry(task_queue.to_string()).or_default();
-                let entries = lock(&self.entries);
+                let mut entries = lock(&self.entries);
                 while let Some(token) = queue.waiting.pop_front() {
-                    if let Some(entry) = entries.get(&token) {
+                    if let Some(entry) = entries.get_mut(&token) {
                         lock(&self.in_flight).insert(token);
+                        // The attempt starts now, as the worker sees it.
+                        entry.task.started_unix_ms = crate::clock::now_ms();
+                        if let Some(taken) = entry.taken.take() {
+                            let _ = taken.send(());
+                        }
                         return Ok(Some(entry.task.clone()));
                     }
                 }

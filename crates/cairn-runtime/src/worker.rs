@@ -522,7 +522,18 @@ async fn run_attempt<S: Store>(
     // A deferred task was written without a provisional timer: it always claims.
     let handed_over = provisional_start_to_close(keys, &task)
         .filter(|_| !deferred && now <= task.scheduled_unix_ms.saturating_add(CLAIM_GRACE_MS));
+    // An attempt for a remote worker starts when a worker's poll takes it: it claims then
+    // (`remote_attempt`), so one never picked up times out schedule-to-start.
+    let remote_bound = shared.config.remote_activities
+        && shared.registry.activity_def(&task.activity_type).is_none();
+    let claim_on_take =
+        remote_bound && !(handed_over.is_some() && task.options.timeouts.start_to_close.is_some());
     let claimed = match (handed_over, task.options.timeouts.start_to_close) {
+        _ if claim_on_take => Claimed {
+            started_unix_ms: now,
+            start_to_close: None,
+            heartbeat: None,
+        },
         (Some(provisional), Some(s2c)) => {
             // Started within the grace of its hand-over: the durable provisional timer is the
             // crash backstop; in memory the same timer moves to the exact start + timeout.
@@ -544,14 +555,18 @@ async fn run_attempt<S: Store>(
             Err(ClaimError::Refused) => return,
         },
     };
-    shared
-        .metrics
-        .activity_schedule_to_start
-        .observe_duration(Duration::from_millis(
-            claimed
-                .started_unix_ms
-                .saturating_sub(task.scheduled_unix_ms),
-        ));
+    if !claim_on_take {
+        shared
+            .metrics
+            .activity_schedule_to_start
+            .observe_duration(Duration::from_millis(
+                claimed
+                    .started_unix_ms
+                    .saturating_sub(task.scheduled_unix_ms),
+            ));
+    }
+    // Set by a claim made when a remote worker takes the attempt.
+    let claimed_on_take: Arc<Mutex<Option<Claimed>>> = Arc::new(Mutex::new(None));
     let last_heartbeat = match shared.store.begin() {
         Ok(mut tx) => tx
             .get(&keys.heartbeat(&task.run_id, task.seq))
@@ -627,7 +642,22 @@ async fn run_attempt<S: Store>(
                 // as `running` drops), as a crash would.
             }
             None if shared.config.remote_activities => {
-                remote_attempt(shared, &task, &claimed, last_heartbeat, sink, &signals).await
+                let take = claim_on_take.then_some(RemoteClaim {
+                    epoch,
+                    deferred,
+                    claimed: &claimed_on_take,
+                    heartbeat_timer: &current_heartbeat_timer,
+                });
+                remote_attempt(
+                    shared,
+                    &task,
+                    &claimed,
+                    take,
+                    last_heartbeat,
+                    sink,
+                    &signals,
+                )
+                .await
             }
             None => Some(Err(Failure::new(
                 "ActivityTypeNotRegistered",
@@ -718,6 +748,11 @@ async fn run_attempt<S: Store>(
         consume.push(keys.attempt(shard, &task.run_id, task.seq, task.attempt));
     }
     consume.extend(claimed.start_to_close.map(|t| t.key));
+    let taken = claimed_on_take
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    consume.extend(taken.and_then(|c| c.start_to_close).map(|t| t.key));
     if let Some(hb) = current_heartbeat_timer
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -742,10 +777,21 @@ async fn run_attempt<S: Store>(
 /// Hands the attempt to a remote worker through matching and waits for its answer. `None`
 /// (no result delivered) if the node stops, the shard leaves, or the attempt's own timeouts
 /// pass first: its timer then ends the attempt in the run, and a late answer is refused.
+/// What a remote attempt needs to claim itself when a worker takes it.
+struct RemoteClaim<'a> {
+    epoch: u64,
+    deferred: bool,
+    /// Where the claim is kept (its start-to-close timer is consumed with the result).
+    claimed: &'a Mutex<Option<Claimed>>,
+    /// The attempt's heartbeat timer, armed by the claim.
+    heartbeat_timer: &'a Mutex<Option<TimerEntry>>,
+}
+
 async fn remote_attempt<S: Store>(
     shared: &Arc<Shared<S>>,
     task: &TaskRecord,
     claimed: &Claimed,
+    take: Option<RemoteClaim<'_>>,
     heartbeat_details: Option<Payload>,
     sink: crate::registry::HeartbeatSink,
     signals: &Signals,
@@ -766,8 +812,47 @@ async fn remote_attempt<S: Store>(
         heartbeat_details,
     };
     let mut offered = shared.matching.offer(remote, sink, signals.cancel.clone());
-    // The attempt's own bound in time: past it the run's timer has ended the attempt.
     let timeouts = task.options.timeouts;
+    let mut halted = shared.workers.halted.subscribe();
+    let mut abandon = signals.abandon.clone();
+    if let Some(take) = take {
+        // Waits for a worker to take it, within its schedule-to-start bound (past it the
+        // run's timer has ended the attempt); then claims it, as a local attempt claims
+        // when it starts. A claim refused (the timeout landed first) withdraws the task.
+        let waiting = timeouts
+            .schedule_to_start
+            .into_iter()
+            .chain(timeouts.schedule_to_close)
+            .min()
+            .unwrap_or(Duration::from_secs(3_600))
+            .saturating_add(Duration::from_millis(CLAIM_GRACE_MS));
+        let taken = tokio::select! {
+            taken = &mut offered.taken => taken.is_ok(),
+            _ = tokio::time::sleep(waiting) => false,
+            _ = halted.wait_for(|h| *h) => false,
+            _ = abandon.wait_for(|a| *a) => false,
+        };
+        if !taken {
+            return None;
+        }
+        let claimed = claim(shared, take.epoch, task, &signals.abandon, take.deferred)
+            .await
+            .ok()?;
+        shared
+            .metrics
+            .activity_schedule_to_start
+            .observe_duration(Duration::from_millis(
+                claimed
+                    .started_unix_ms
+                    .saturating_sub(task.scheduled_unix_ms),
+            ));
+        *take
+            .heartbeat_timer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = claimed.heartbeat.clone();
+        *take.claimed.lock().unwrap_or_else(|p| p.into_inner()) = Some(claimed);
+    }
+    // The attempt's own bound in time: past it the run's timer has ended the attempt.
     let limit = timeouts
         .start_to_close
         .into_iter()
@@ -775,8 +860,6 @@ async fn remote_attempt<S: Store>(
         .min()
         .unwrap_or(Duration::from_secs(3_600))
         .saturating_add(Duration::from_millis(CLAIM_GRACE_MS));
-    let mut halted = shared.workers.halted.subscribe();
-    let mut abandon = signals.abandon.clone();
     let outcome = tokio::select! {
         answer = &mut offered.outcome => answer.ok(),
         _ = tokio::time::sleep(limit) => None,

@@ -49,6 +49,21 @@ async fn fan_out(ctx: Ctx, n: u64) -> Result<Vec<String>, WorkflowError> {
         .collect())
 }
 
+/// Calls an activity on a queue no worker polls, its schedule-to-start and schedule-to-close
+/// timeouts equal (as Temporal fills them for an SDK that sets schedule-to-close only): how
+/// it timed out.
+async fn unpolled(ctx: Ctx, _input: ()) -> Result<String, WorkflowError> {
+    let call = ctx
+        .activity_named::<_, u64>("double", 1)
+        .task_queue("nobody-polls")
+        .schedule_to_start(Duration::from_millis(1_500))
+        .schedule_to_close(Duration::from_millis(1_500));
+    Ok(match call.await {
+        Err(cairn::ActivityError::TimedOut(kind)) => kind.to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
 struct Server {
     node: cairn::Node<EmbeddedStore>,
     address: std::net::SocketAddr,
@@ -62,6 +77,7 @@ async fn serve() -> Server {
     let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
     let node = cairn::Node::builder()
         .workflow(fan_out)
+        .workflow(unpolled)
         .config(cairn::NodeConfig {
             node_id: "remote".into(),
             shard_count: 4,
@@ -214,6 +230,35 @@ async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
 /// Proves 3 workflows × 12 remote activities run once each over 4 pollers on separate
 /// connections, each attempt heartbeating and completing; an answer to a token already
 /// answered, and a forged token, are refused.
+/// Proves an attempt for remote workers starts when a worker takes it, not when it is
+/// offered: one no worker picks up times out schedule-to-start (Temporal's verdict; it
+/// timed out schedule-to-close when the attempt was claimed on offer), and is withdrawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_no_worker_takes_times_out_schedule_to_start() {
+    let server = serve().await;
+    let handle = server
+        .node
+        .client()
+        .start(unpolled, "unpolled", ())
+        .send()
+        .await
+        .unwrap();
+    let verdict = tokio::time::timeout(Duration::from_secs(20), handle.result())
+        .await
+        .expect("the attempt times out")
+        .unwrap();
+    assert_eq!(verdict, "schedule-to-start");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.node.runtime().remote_activity_tasks() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the attempt is withdrawn"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_remote_attempts_over_several_pollers() {
     let server = serve().await;

@@ -680,10 +680,40 @@ async fn bad_requests_get_clear_errors_and_write_nothing() {
         })
         .await
         .unwrap_err();
+    check(e, Code::InvalidArgument, "workflow_execution is required");
+    let update = |workflow_id: &str, name: &str| ws::UpdateWorkflowExecutionRequest {
+        namespace: "default".into(),
+        workflow_execution: execution(workflow_id),
+        request: Some(temporalio_protos::temporal::api::update::v1::Request {
+            input: Some(temporalio_protos::temporal::api::update::v1::Input {
+                name: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let e = client
+        .update_workflow_execution(update("never-started", ""))
+        .await
+        .unwrap_err();
+    check(e, Code::InvalidArgument, "request.input.name is required");
+    let e = client
+        .update_workflow_execution(update("never-started", "set"))
+        .await
+        .unwrap_err();
+    check(e, Code::NotFound, "never-started");
+    let e = client
+        .reset_workflow_execution(ws::ResetWorkflowExecutionRequest {
+            namespace: "default".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     check(
         e,
         Code::Unimplemented,
-        "WorkflowService/UpdateWorkflowExecution",
+        "WorkflowService/ResetWorkflowExecution",
     );
     let e = client
         .signal_workflow_execution(ws::SignalWorkflowExecutionRequest {
