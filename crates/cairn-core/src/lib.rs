@@ -24,6 +24,6 @@ pub use executor::{
 pub use machine::{
     ChildOutcome, Effect, Message, PendingActivity, PendingChild, RemoteCode, Run, RunError,
     RunState, RunStatus, StartArgs, TimerId, Transition, UpdateEntry,
-    WORKFLOW_TASK_RETRY_PAUSE_MAX_MS, WORKFLOW_TASK_RETRY_PAUSE_MS, event_size_bytes,
-    workflow_task_retry_pause_ms,
+    WORKFLOW_TASK_RETRY_PAUSE_MAX_MS, WORKFLOW_TASK_RETRY_PAUSE_MS, WorkflowTaskFailure,
+    event_size_bytes, workflow_task_retry_pause_ms,
 };

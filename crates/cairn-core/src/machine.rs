@@ -307,10 +307,13 @@ pub enum Message {
         new_task: bool,
     },
     /// A remote worker failed workflow task `task`, or held it past its timeout: it is
-    /// handed out again (attempt + 1).
+    /// handed out again (attempt + 1). `why`, when known, is recorded for the task's first
+    /// attempt (`WorkflowTaskFailed` / `WorkflowTaskTimedOut`), as Temporal records it.
     WorkflowTaskFailed {
         task: u32,
         attempt: u32,
+        #[serde(default)]
+        why: Option<WorkflowTaskFailure>,
     },
     /// A client asks for update `update_id`. Delivered in memory, never stored: an update is
     /// durable once accepted. Code in this process validates it now (accepted: recorded as an
@@ -321,6 +324,15 @@ pub enum Message {
         name: String,
         input: Payload,
     },
+}
+
+/// Why a remote workflow task failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WorkflowTaskFailure {
+    /// The worker held it past its timeout.
+    TimedOut,
+    /// The worker failed it (its code raised, or it sent commands Cairn refused).
+    Failed(Failure),
 }
 
 /// What the runtime must do once the transition has committed.
@@ -952,11 +964,26 @@ impl Run {
                         completion = Some((commands, new_task));
                     }
                 }
-                Message::WorkflowTaskFailed { task, attempt } => {
+                Message::WorkflowTaskFailed { task, attempt, why } => {
                     if completion.is_none()
                         && self.holds_workflow_task(task, attempt)
                         && let Some(remote) = self.state.remote.as_mut()
                     {
+                        if attempt == 1
+                            && let Some(why) = why
+                        {
+                            // Recorded before what arrived while the task was out.
+                            inputs.push(match why {
+                                WorkflowTaskFailure::TimedOut => EventKind::WorkflowTaskTimedOut,
+                                WorkflowTaskFailure::Failed(failure) => {
+                                    EventKind::WorkflowTaskFailed {
+                                        failure: failure
+                                            .bounded(cairn_types::limits::INLINE_PAYLOAD_BYTES_MAX),
+                                    }
+                                }
+                            });
+                            inputs.append(&mut remote.buffered);
+                        }
                         remote.task_out = false;
                         remote.attempt += 1;
                         remote.check_ms = remote.task_timeout_ms;

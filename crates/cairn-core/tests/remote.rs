@@ -209,6 +209,7 @@ fn a_failed_or_timed_out_task_is_handed_out_again_and_stale_answers_are_ignored(
             vec![Message::WorkflowTaskFailed {
                 task: 1,
                 attempt: 1,
+                why: None,
             }],
             5_000,
         )
@@ -345,8 +346,15 @@ fn check_timer(effects: &[Effect], task: u32) -> Option<u64> {
 }
 
 fn fail(run: &mut Run, task: u32, attempt: u32, now: u64) -> cairn_core::Transition {
-    run.handle(vec![Message::WorkflowTaskFailed { task, attempt }], now)
-        .unwrap()
+    run.handle(
+        vec![Message::WorkflowTaskFailed {
+            task,
+            attempt,
+            why: None,
+        }],
+        now,
+    )
+    .unwrap()
 }
 
 #[test]

@@ -399,13 +399,19 @@ impl<S: Store> Node<S> {
         }
     }
 
-    /// A worker failed the workflow task `token` names: it is handed out again.
-    pub async fn fail_workflow_task(&self, token: &str) -> Result<(), crate::MatchingError> {
+    /// A worker failed the workflow task `token` names (with `failure`, recorded in the
+    /// history for the task's first attempt): it is handed out again.
+    pub async fn fail_workflow_task(
+        &self,
+        token: &str,
+        failure: Option<cairn_types::Failure>,
+    ) -> Result<(), crate::MatchingError> {
         match self.task_holder(token).await? {
-            None => self.shared.fail_local_workflow_task(token),
+            None => self.shared.fail_local_workflow_task(token, failure),
             Some(holder) => {
                 let call = crate::PeerTaskCall::FailWorkflowTask {
                     token: token.to_string(),
+                    failure,
                 };
                 self.forward_task(holder, call).await.map(|_| ())
             }

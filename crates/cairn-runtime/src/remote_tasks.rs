@@ -39,6 +39,9 @@ pub enum PeerTaskCall {
     },
     FailWorkflowTask {
         token: String,
+        /// What the worker reported.
+        #[serde(default)]
+        failure: Option<cairn_types::Failure>,
     },
     AnswerQueryTask {
         token: String,
@@ -209,9 +212,14 @@ impl<S: Store> Shared<S> {
             .map_err(|_| MatchingError::WorkflowTaskUnavailable)
     }
 
-    pub(crate) fn fail_local_workflow_task(&self, token: &str) -> Result<(), MatchingError> {
+    pub(crate) fn fail_local_workflow_task(
+        &self,
+        token: &str,
+        failure: Option<cairn_types::Failure>,
+    ) -> Result<(), MatchingError> {
         let (_, task, attempt) = self.matching.parse_workflow_token(token)?;
-        self.tell_local_run(token, WorkflowMsg::FailWorkflowTask { task, attempt })
+        let why = failure.map(cairn_core::WorkflowTaskFailure::Failed);
+        self.tell_local_run(token, WorkflowMsg::FailWorkflowTask { task, attempt, why })
     }
 
     pub(crate) fn answer_local_query_task(
@@ -267,7 +275,9 @@ impl<S: Store> Shared<S> {
                 )
                 .await,
             ),
-            PeerTaskCall::FailWorkflowTask { token } => done(self.fail_local_workflow_task(&token)),
+            PeerTaskCall::FailWorkflowTask { token, failure } => {
+                done(self.fail_local_workflow_task(&token, failure))
+            }
             PeerTaskCall::AnswerQueryTask { token, answer } => {
                 done(self.answer_local_query_task(&token, answer))
             }

@@ -124,10 +124,12 @@ pub enum WorkflowMsg {
         id: u64,
         answer: Option<Result<Payload, String>>,
     },
-    /// A worker failed workflow task `task`, or held it past its timeout.
+    /// A worker failed workflow task `task`, or held it past its timeout (`why`: recorded
+    /// in the history; `None`: not the worker's doing).
     FailWorkflowTask {
         task: u32,
         attempt: u32,
+        why: Option<cairn_core::WorkflowTaskFailure>,
     },
     Load,
     Deliver(Vec<Delivery>),
@@ -420,10 +422,17 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                 };
                 if let Some(reason) = refusal {
                     // Not applied; the task is handed out again (the worker sees why).
-                    let _ = reply.send(Err(crate::MatchingError::WorkflowTaskRefused(reason)));
+                    let _ = reply.send(Err(crate::MatchingError::WorkflowTaskRefused(
+                        reason.clone(),
+                    )));
                     state.updates.detach(task, attempt);
+                    let failure = Failure::new("CommandsRefused", reason).non_retryable();
                     state.accept(Delivery {
-                        item: InboxItem::Message(Message::WorkflowTaskFailed { task, attempt }),
+                        item: InboxItem::Message(Message::WorkflowTaskFailed {
+                            task,
+                            attempt,
+                            why: Some(cairn_core::WorkflowTaskFailure::Failed(failure)),
+                        }),
                         consume: Vec::new(),
                     });
                     state.schedule_flush(&myself);
@@ -455,7 +464,7 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                 }
                 state.offer_workflow_task();
             }
-            WorkflowMsg::FailWorkflowTask { task, attempt } => {
+            WorkflowMsg::FailWorkflowTask { task, attempt, why } => {
                 state.queries.detach(task, attempt);
                 state.updates.detach(task, attempt);
                 if state
@@ -464,7 +473,11 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                     .is_some_and(|r| r.holds_workflow_task(task, attempt))
                 {
                     state.accept(Delivery {
-                        item: InboxItem::Message(Message::WorkflowTaskFailed { task, attempt }),
+                        item: InboxItem::Message(Message::WorkflowTaskFailed {
+                            task,
+                            attempt,
+                            why,
+                        }),
                         consume: Vec::new(),
                     });
                     state.schedule_flush(&myself);
@@ -778,7 +791,11 @@ impl<S: Store> WorkflowState<S> {
                 tracing::warn!(run_id = %self.run_id, %error, "reading history for a workflow task failed");
                 // Not handed out: owed again, and offered again by its check timer.
                 myself.send_after(RETRY_AFTER_FAILED_COMMIT, move || {
-                    WorkflowMsg::FailWorkflowTask { task, attempt }
+                    WorkflowMsg::FailWorkflowTask {
+                        task,
+                        attempt,
+                        why: None,
+                    }
                 });
                 return None;
             }
@@ -787,6 +804,7 @@ impl<S: Store> WorkflowState<S> {
         myself.send_after(timeout, move || WorkflowMsg::FailWorkflowTask {
             task,
             attempt,
+            why: Some(cairn_core::WorkflowTaskFailure::TimedOut),
         });
         Some(WorkflowTask {
             token: self

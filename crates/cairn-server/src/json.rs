@@ -397,6 +397,7 @@ pub fn event(e: &HistoryEvent) -> Value {
             input,
             ..
         } => json!({"update_id": update_id, "name": name, "input": value_of(input)}),
+        EventKind::WorkflowTaskFailed { failure: f } => json!({"failure": failure(f)}),
         EventKind::WorkflowExecutionUpdateCompleted {
             update_id,
             accepted_event_id,

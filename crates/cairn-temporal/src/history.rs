@@ -17,6 +17,7 @@ use temporalio_protos::temporal::api::common::v1::{
 use temporalio_protos::temporal::api::enums::v1::{
     CancelExternalWorkflowExecutionFailedCause as CancelExternalFailedCause, EventType, RetryState,
     SignalExternalWorkflowExecutionFailedCause as SignalExternalFailedCause, TimeoutType,
+    WorkflowTaskFailedCause,
 };
 use temporalio_protos::temporal::api::failure::v1 as failure;
 use temporalio_protos::temporal::api::history::v1 as h;
@@ -232,6 +233,39 @@ impl Builder<'_> {
                 },
             ),
         )
+    }
+
+    /// A workflow task that failed or timed out: its scheduled and started events, then
+    /// `end` (built from the scheduled and started ids).
+    fn failed_workflow_task(
+        &mut self,
+        time: u64,
+        event_type: EventType,
+        end: impl FnOnce(i64, i64) -> Attributes,
+    ) {
+        let scheduled = self.push(
+            time,
+            EventType::WorkflowTaskScheduled,
+            Attributes::WorkflowTaskScheduledEventAttributes(
+                h::WorkflowTaskScheduledEventAttributes {
+                    task_queue: self.task_queue(),
+                    start_to_close_timeout: Some(duration(std::time::Duration::from_millis(
+                        self.context.task_timeout_ms,
+                    ))),
+                    attempt: 1,
+                },
+            ),
+        );
+        let started = self.push(
+            time,
+            EventType::WorkflowTaskStarted,
+            Attributes::WorkflowTaskStartedEventAttributes(h::WorkflowTaskStartedEventAttributes {
+                scheduled_event_id: scheduled,
+                identity: "cairn".into(),
+                ..Default::default()
+            }),
+        );
+        self.push(time, event_type, end(scheduled, started));
     }
 
     /// An activity's started event, written when its attempt closes.
@@ -984,6 +1018,41 @@ impl Builder<'_> {
                             upserted_memo: Some(crate::properties::memo_update_out(memo)),
                         },
                     ),
+                );
+            }
+            EventKind::WorkflowTaskFailed { failure: f } => {
+                let failure = failure(f);
+                self.failed_workflow_task(
+                    t,
+                    EventType::WorkflowTaskFailed,
+                    |scheduled, started| {
+                        Attributes::WorkflowTaskFailedEventAttributes(
+                            h::WorkflowTaskFailedEventAttributes {
+                                scheduled_event_id: scheduled,
+                                started_event_id: started,
+                                cause: WorkflowTaskFailedCause::WorkflowWorkerUnhandledFailure
+                                    as i32,
+                                failure: Some(failure),
+                                identity: "cairn".into(),
+                                ..Default::default()
+                            },
+                        )
+                    },
+                );
+            }
+            EventKind::WorkflowTaskTimedOut => {
+                self.failed_workflow_task(
+                    t,
+                    EventType::WorkflowTaskTimedOut,
+                    |scheduled, started| {
+                        Attributes::WorkflowTaskTimedOutEventAttributes(
+                            h::WorkflowTaskTimedOutEventAttributes {
+                                scheduled_event_id: scheduled,
+                                started_event_id: started,
+                                timeout_type: TimeoutType::StartToClose as i32,
+                            },
+                        )
+                    },
                 );
             }
             EventKind::WorkflowExecutionUpdateAccepted {

@@ -973,7 +973,10 @@ impl<S: Store> WorkflowService for Frontend<S> {
                 Err(refused) => {
                     // The task is failed, so it is handed out again once the worker's code (or
                     // Cairn) changes; the worker sees why.
-                    let _ = self.node.fail_workflow_task(token).await;
+                    let failure =
+                        cairn_types::Failure::new("CommandsRefused", refused.message().to_string())
+                            .non_retryable();
+                    let _ = self.node.fail_workflow_task(token, Some(failure)).await;
                     return Err(refused);
                 }
             };
@@ -1121,8 +1124,9 @@ impl<S: Store> WorkflowService for Frontend<S> {
             failure = r.failure.as_ref().map_or("", |f| f.message.as_str()),
             "a worker failed a workflow task; it is handed out again"
         );
+        let failure = workflow_tasks::workflow_failure(r.failure.as_ref());
         self.node
-            .fail_workflow_task(token)
+            .fail_workflow_task(token, Some(failure))
             .await
             .map_err(activities::status)?;
         Ok(Response::new(

@@ -74,11 +74,15 @@ pub fn poll_response(task: WorkflowTask, now_ms: u64) -> ws::PollWorkflowTaskQue
         ..RunContext::new(&task.namespace, &task.task_queue, task.run_id, true)
     };
     let mut events = history::convert(&task.history, &context);
+    // The started event of the last workflow task that completed (not of one that failed).
     let previous_started = events
         .iter()
         .rev()
-        .find(|e| e.event_type == EventType::WorkflowTaskStarted as i32)
-        .map_or(0, |e| e.event_id);
+        .find_map(|e| match &e.attributes {
+            Some(Attributes::WorkflowTaskCompletedEventAttributes(a)) => Some(a.started_event_id),
+            _ => None,
+        })
+        .unwrap_or(0);
     if let Some(query) = task.query {
         // A query task: the history up to the last completed workflow task, and the query.
         return ws::PollWorkflowTaskQueueResponse {

@@ -300,6 +300,20 @@ async fn a_task_held_past_its_timeout_is_handed_out_again_and_late_or_forged_ans
         second.workflow_execution, first.workflow_execution,
         "the same workflow's task"
     );
+    // The first attempt's timeout is in the history, as Temporal writes it; no task has
+    // completed yet.
+    assert_eq!(
+        types(&second),
+        vec![
+            EventType::WorkflowExecutionStarted,
+            EventType::WorkflowTaskScheduled,
+            EventType::WorkflowTaskStarted,
+            EventType::WorkflowTaskTimedOut,
+            EventType::WorkflowTaskScheduled,
+            EventType::WorkflowTaskStarted,
+        ]
+    );
+    assert_eq!(second.previous_started_event_id, 0);
     let late = complete(
         &mut client,
         first.task_token,
@@ -382,6 +396,97 @@ async fn a_task_held_past_its_timeout_is_handed_out_again_and_late_or_forged_ans
     assert_eq!(
         closed_result(&mut client, "held").await,
         serde_json::json!("ok")
+    );
+    // Only a streak's first failure is recorded (attempts 2 and 3 failed too).
+    let history = client
+        .get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
+            namespace: "default".into(),
+            execution: Some(WorkflowExecution {
+                workflow_id: "held".into(),
+                run_id: String::new(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let failures: Vec<i32> = history
+        .history
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.event_type)
+        .filter(|t| {
+            *t == EventType::WorkflowTaskTimedOut as i32
+                || *t == EventType::WorkflowTaskFailed as i32
+        })
+        .collect();
+    assert_eq!(failures, vec![EventType::WorkflowTaskTimedOut as i32]);
+    server.stop().await;
+}
+
+/// Proves a worker's failure of a workflow task is in the history (the first of a streak,
+/// with the worker's failure), and the next task's `previous_started_event_id` still names
+/// the last task that completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_task_is_recorded_with_the_workers_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path()).await;
+    let mut client = server.client().await;
+    start(&mut client, "fails-once", 10).await;
+    let first = poll(&mut client).await;
+    complete(
+        &mut client,
+        first.task_token,
+        vec![timer("1")],
+        HashMap::new(),
+    )
+    .await
+    .unwrap();
+    let second = poll(&mut client).await;
+    let completed_started = second.previous_started_event_id;
+    assert!(completed_started > 0);
+    client
+        .respond_workflow_task_failed(ws::RespondWorkflowTaskFailedRequest {
+            namespace: "default".into(),
+            task_token: second.task_token,
+            failure: Some(temporalio_protos::temporal::api::failure::v1::Failure {
+                message: "the code raised".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let third = poll(&mut client).await;
+    assert_eq!(third.attempt, 2);
+    assert_eq!(
+        third.previous_started_event_id, completed_started,
+        "the failed task is not the last completed one"
+    );
+    let events = &third.history.as_ref().unwrap().events;
+    let failed = events
+        .iter()
+        .find_map(|e| match &e.attributes {
+            Some(Attributes::WorkflowTaskFailedEventAttributes(a)) => Some(a),
+            _ => None,
+        })
+        .expect("a WorkflowTaskFailed event");
+    assert_eq!(
+        failed.failure.as_ref().map(|f| f.message.as_str()),
+        Some("the code raised")
+    );
+    complete(
+        &mut client,
+        third.task_token,
+        vec![finish(serde_json::json!("done"))],
+        HashMap::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        closed_result(&mut client, "fails-once").await,
+        serde_json::json!("done")
     );
     server.stop().await;
 }

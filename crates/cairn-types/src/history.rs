@@ -398,6 +398,13 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "is_zero")]
         sequencing_event_id: u64,
     },
+    /// A remote worker failed the run's workflow task (its first attempt: Temporal records
+    /// the first failure of a streak, not the retries).
+    WorkflowTaskFailed {
+        failure: Failure,
+    },
+    /// A remote worker held the run's workflow task past its timeout (first attempt).
+    WorkflowTaskTimedOut,
     /// Update `update_id`'s handler finished.
     WorkflowExecutionUpdateCompleted {
         update_id: String,
@@ -460,6 +467,8 @@ impl EventKind {
             Self::UpsertWorkflowSearchAttributes { .. } => "UpsertWorkflowSearchAttributes",
             Self::WorkflowPropertiesModified { .. } => "WorkflowPropertiesModified",
             Self::WorkflowExecutionUpdateAccepted { .. } => "WorkflowExecutionUpdateAccepted",
+            Self::WorkflowTaskFailed { .. } => "WorkflowTaskFailed",
+            Self::WorkflowTaskTimedOut => "WorkflowTaskTimedOut",
             Self::WorkflowExecutionUpdateCompleted { .. } => "WorkflowExecutionUpdateCompleted",
         }
     }
