@@ -3,6 +3,8 @@
 # `cairn server start-dev` and against `temporal server start-dev` (SQLite file), alternated
 # ROUNDS times per scenario on fresh data each run. Prints one JSON line per run.
 # Usage: scripts/temporal-bench.sh [ROUNDS] [W1_WORKFLOWS] [W2_WORKFLOWS] [CONCURRENCY]
+# SCENARIOS="updates updates-latency" (default "w1 w2 w2-latency") picks the scenarios; the
+# update scenarios send W2_WORKFLOWS updates (updates-latency: 200, one at a time).
 # With PYTHON_WORKFLOWS=1 both servers run the same Python workflows in the script's worker
 # (like for like); otherwise Cairn runs its Rust twins in process.
 # Build the server first: cargo build --release -p cairn-cli (this uses target/release/cairn).
@@ -45,9 +47,10 @@ stop() { kill "$server"; wait "$server" 2>/dev/null || true; server=""; }
 
 for round in $(seq 1 "$rounds"); do
     for name in cairn temporal; do
-        for scenario in w1 w2 w2-latency; do
+        for scenario in ${SCENARIOS:-w1 w2 w2-latency}; do
             case $scenario in
-                w1) n=$w1 ;; w2) n=$w2 ;; w2-latency) n=100 ;;
+                w1) n=$w1 ;; w2 | updates) n=$w2 ;; w2-latency) n=100 ;; updates-latency) n=200 ;;
+                *) echo "unknown scenario $scenario" >&2; exit 1 ;;
             esac
             start "$name"
             # shellcheck disable=SC2086

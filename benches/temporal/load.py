@@ -3,7 +3,10 @@
     python load.py --address 127.0.0.1:7233 --scenario w1|w2|w2-latency \\
         --workflows N --concurrency C [--host-workflows | --python-workflows]
 
-W1: `noop` workflows, start to completion, no activities. W2: `three_step` workflows, three
+W1: `noop` workflows, start to completion, no activities. Updates: N updates (`execute_update`,
+wait for completion) spread over running `py_counter` workflows this script's worker hosts
+(at most 5 in flight per workflow, below the servers' 10), C at once; updates-latency: one at
+a time to one workflow. W2: `three_step` workflows, three
 sequential no-op activities `step` on task queue `steps`, run by the Python worker this script
 starts. W2-latency: W2 one at a time. On Cairn the workflow code is the dev server's Rust
 (`noop`, `three_step`); with --host-workflows (Temporal's server) this script's worker also
@@ -67,10 +70,87 @@ class PyThreeStep:
             )
 
 
+@workflow.defn(name="py_counter")
+class PyCounter:
+    def __init__(self) -> None:
+        self.total = 0
+        self.done = False
+
+    @workflow.run
+    async def run(self) -> int:
+        await workflow.wait_condition(lambda: self.done)
+        return self.total
+
+    @workflow.update
+    async def add(self, n: int) -> int:
+        self.total += n
+        return self.total
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.done = True
+
+
+async def updates(client: Client, args, run: str) -> None:
+    """The update scenarios: prints one JSON line like the others."""
+    if args.scenario == "updates-latency":
+        args.concurrency = 1
+    counters = max(1, args.concurrency // 5)
+    latencies = []
+    gate = asyncio.Semaphore(args.concurrency)
+    async with Worker(
+        client,
+        task_queue=WORKFLOW_QUEUE,
+        workflows=[PyCounter],
+        max_concurrent_workflow_tasks=max(100, args.concurrency),
+    ):
+        handles = [
+            await client.start_workflow(
+                PyCounter.run, id=f"bench-{run}-counter-{i}", task_queue=WORKFLOW_QUEUE
+            )
+            for i in range(counters)
+        ]
+
+        async def one(i: int) -> None:
+            async with gate:
+                began = time.perf_counter()
+                await handles[i % counters].execute_update(PyCounter.add, 1)
+                latencies.append(time.perf_counter() - began)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(args.workflows)))
+        elapsed = time.perf_counter() - began
+        totals = 0
+        for handle in handles:
+            await handle.signal(PyCounter.finish)
+            totals += await handle.result()
+    if totals != args.workflows:
+        raise SystemExit(f"{totals} updates applied, {args.workflows} sent")
+    latencies.sort()
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+    print(
+        json.dumps(
+            {
+                "scenario": args.scenario,
+                "updates": args.workflows,
+                "concurrency": args.concurrency,
+                "seconds": round(elapsed, 3),
+                "updates_per_sec": round(args.workflows / elapsed, 1),
+                "p50_ms": round(pick(0.50), 2),
+                "p99_ms": round(pick(0.99), 2),
+            }
+        )
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--address", required=True)
-    parser.add_argument("--scenario", choices=["w1", "w2", "w2-latency"], required=True)
+    parser.add_argument(
+        "--scenario",
+        choices=["w1", "w2", "w2-latency", "updates", "updates-latency"],
+        required=True,
+    )
     parser.add_argument("--workflows", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--host-workflows", action="store_true")
@@ -79,6 +159,9 @@ async def main() -> None:
     if args.scenario == "w2-latency":
         args.concurrency = 1
     client = await Client.connect(args.address)
+    if args.scenario.startswith("updates"):
+        await updates(client, args, uuid.uuid4().hex[:8])
+        return
     workflow_type = "noop" if args.scenario == "w1" else "three_step"
     if args.python_workflows:
         workflow_type = "py_" + workflow_type

@@ -32,6 +32,7 @@ from temporalio.client import (
     ScheduleSpec,
     ScheduleUpdate,
     WorkflowFailureError,
+    WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
     WorkflowUpdateStage,
 )
@@ -40,6 +41,7 @@ from temporalio.common import (
     SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import (
@@ -792,6 +794,33 @@ async def expense_updates(client: Client, run: str) -> None:
         check(False, "an update after the close is refused")
     except RPCError as e:
         check(e.status == RPCStatusCode.NOT_FOUND, f"an update after the close: {e.status}")
+    # Update-with-start: starts the expense, then (the same call again) finds it running.
+    for attempt in ("start", "existing"):
+        start = WithStartWorkflowOperation(
+            ExpenseApprovalWorkflow.run,
+            Expense(id=f"exp-with-start-{run}", amount_cents=100),
+            id=f"expense-with-start-{run}",
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            task_queue=ORDERS,
+        )
+        amount = 500 if attempt == "start" else 600
+        result = await asyncio.wait_for(
+            client.execute_update_with_start_workflow(
+                ExpenseApprovalWorkflow.amend, amount, start_workflow_operation=start
+            ),
+            30,
+        )
+        check(result == amount, f"update-with-start ({attempt}): {result!r}")
+        with_start = await start.workflow_handle()
+        if attempt == "start":
+            first_run = with_start.result_run_id
+        else:
+            check(
+                with_start.result_run_id == first_run,
+                "update-with-start on a running workflow updates that run",
+            )
+    await with_start.signal(ExpenseApprovalWorkflow.reject)
+    check(await asyncio.wait_for(with_start.result(), 30) == "rejected", "and it runs on")
 
 
 async def order_batch(client: Client, run: str) -> None:

@@ -86,6 +86,33 @@ enum Scenario {
     /// `--workflows` workflows started at once, each one activity heartbeating every 5 ms for
     /// `--work-ms` (heartbeat timeout 1 s, no retries): time from start to result.
     Heartbeats,
+    /// `--workflows` updates (each waited for to completion) spread over running counter
+    /// workflows, at most 5 in flight per workflow, `--concurrency` at once.
+    Updates,
+    /// Updates one at a time to one workflow: the round trip.
+    #[value(name = "updates-latency")]
+    UpdatesLatency,
+}
+
+const ADD: cairn::Update<u64, u64> = cairn::Update::new("add");
+const FINISH: Signal<()> = Signal::new("finish");
+
+/// Adds each update's amount; returns the total once told to finish.
+pub(crate) async fn counter(ctx: Ctx, _input: ()) -> Result<u64, WorkflowError> {
+    let total = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let done = std::rc::Rc::new(std::cell::Cell::new(false));
+    let t = total.clone();
+    ctx.on_update(&ADD, move |n: u64| {
+        let t = t.clone();
+        async move {
+            t.set(t.get() + n);
+            Ok(t.get())
+        }
+    });
+    let d = done.clone();
+    ctx.on_signal(&FINISH, move |()| d.set(true));
+    ctx.wait_condition(move || done.get()).await;
+    Ok(total.get())
 }
 
 pub(crate) async fn noop_activity(_ctx: ActivityContext, n: u64) -> Result<u64, Failure> {
@@ -509,6 +536,8 @@ async fn scenario(args: &RunArgs) -> Result<Report> {
         Scenario::Children => children(node, args).await?,
         Scenario::Schedules => schedules(node, args).await?,
         Scenario::Heartbeats => heartbeats(node, args).await?,
+        Scenario::Updates => updates(node, args, args.concurrency).await?,
+        Scenario::UpdatesLatency => updates(node, args, 1).await?,
     };
     let batches: Vec<f64> = nodes
         .iter()
@@ -539,6 +568,7 @@ pub(crate) fn bench_builder() -> cairn::NodeBuilder {
         .workflow(child_fan_out)
         .workflow(idle)
         .workflow(heartbeating)
+        .workflow(counter)
         .activity(noop_activity)
         .activity(beating_activity)
 }
@@ -712,6 +742,66 @@ async fn heartbeats<S: cairn_store::Store>(node: &Node<S>, args: &RunArgs) -> Re
         latencies,
         rss_bytes: rss_bytes(),
         extra: vec![("work_ms", serde_json::json!(work_ms))],
+    })
+}
+
+/// Updates: `--workflows` updates over `concurrency / 5` counters (one at least), each
+/// waited for to completion, `concurrency` at once; checks every one was applied once.
+async fn updates<S: cairn_store::Store>(
+    node: &Node<S>,
+    args: &RunArgs,
+    concurrency: usize,
+) -> Result<Report> {
+    let client = node.client();
+    let counters = (concurrency / 5).max(1);
+    for i in 0..counters {
+        client
+            .start(counter, &format!("counter-{i}"), ())
+            .send()
+            .await?;
+    }
+    let started = Instant::now();
+    let calls = client.clone();
+    let latencies = for_each_index(concurrency, args.workflows, move |i| {
+        let client = calls.clone();
+        async move {
+            let handle = client.handle::<u64>(&format!("counter-{}", i % counters))?;
+            handle.update(&ADD, 1).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut applied = 0;
+    for i in 0..counters {
+        let handle = client.handle::<u64>(&format!("counter-{i}"))?;
+        handle.signal(&FINISH, ()).await?;
+        applied += handle.result().await?;
+    }
+    ensure!(
+        applied == args.workflows as u64,
+        "{applied} updates applied, {} sent",
+        args.workflows
+    );
+    Ok(Report {
+        scenario: if concurrency == 1 {
+            "updates-latency"
+        } else {
+            "updates"
+        },
+        workflows: args.workflows,
+        concurrency: Some(concurrency),
+        seconds,
+        activities: None,
+        latencies,
+        rss_bytes: rss_bytes(),
+        extra: vec![
+            (
+                "updates_per_sec",
+                serde_json::json!(args.workflows as f64 / seconds),
+            ),
+            ("counters", serde_json::json!(counters)),
+        ],
     })
 }
 

@@ -1048,6 +1048,77 @@ impl<S: Store> WorkflowService for Frontend<S> {
         }))
     }
 
+    /// Update-with-start: a start (or, with its conflict policy `USE_EXISTING`, the running
+    /// workflow) and an update of it. The two are not one transaction: an update lost
+    /// before acceptance is asked again by the caller with the same request ids, which find
+    /// the started run and the update.
+    async fn execute_multi_operation(
+        &self,
+        request: Request<ws::ExecuteMultiOperationRequest>,
+    ) -> Result<Response<ws::ExecuteMultiOperationResponse>, Status> {
+        use ws::execute_multi_operation_request::operation::Operation;
+        use ws::execute_multi_operation_response::{Response as OperationResponse, response};
+        let timeout = request.metadata().get("grpc-timeout").cloned();
+        let r = request.into_inner();
+        self.check_namespace(&r.namespace)?;
+        let [first, second] = <[_; 2]>::try_from(r.operations).map_err(|operations| {
+            Status::invalid_argument(format!(
+                "operations: {} given; Cairn takes a start and an update (update-with-start)",
+                operations.len()
+            ))
+        })?;
+        let (Some(Operation::StartWorkflow(start)), Some(Operation::UpdateWorkflow(update))) =
+            (first.operation, second.operation)
+        else {
+            return Err(Status::invalid_argument(
+                "operations: a start then an update (update-with-start) are taken",
+            ));
+        };
+        let update_target = update
+            .workflow_execution
+            .as_ref()
+            .map_or("", |e| e.workflow_id.as_str());
+        if update_target != start.workflow_id {
+            return Err(Status::invalid_argument(format!(
+                "the update names workflow {update_target:?}, the start {:?}",
+                start.workflow_id
+            )));
+        }
+        if update
+            .workflow_execution
+            .as_ref()
+            .is_some_and(|e| !e.run_id.is_empty())
+        {
+            return Err(Status::invalid_argument(
+                "the update of an update-with-start names no run id",
+            ));
+        }
+        let started = self
+            .start_workflow_execution(Request::new(start))
+            .await?
+            .into_inner();
+        let mut update_request = Request::new(update);
+        if let Some(timeout) = timeout {
+            update_request
+                .metadata_mut()
+                .insert("grpc-timeout", timeout);
+        }
+        let updated = self
+            .update_workflow_execution(update_request)
+            .await?
+            .into_inner();
+        Ok(Response::new(ws::ExecuteMultiOperationResponse {
+            responses: vec![
+                OperationResponse {
+                    response: Some(response::Response::StartWorkflow(started)),
+                },
+                OperationResponse {
+                    response: Some(response::Response::UpdateWorkflow(updated)),
+                },
+            ],
+        }))
+    }
+
     async fn poll_workflow_execution_update(
         &self,
         request: Request<ws::PollWorkflowExecutionUpdateRequest>,
