@@ -1026,6 +1026,11 @@ impl Run {
                 }
             }
         }
+        if terminal.is_some() {
+            // A closing transition runs no code, so it accepts no update: they stay admitted
+            // and are aborted with the run (their callers hear it closed).
+            inputs.retain(|i| !matches!(i, EventKind::WorkflowExecutionUpdateAccepted { .. }));
+        }
         let mut transition = self.transition(inputs, terminal, completion, now)?;
         if update_owed && !self.state.status.is_closed() {
             // The next workflow task carries the request (the runtime holds it).

@@ -1436,3 +1436,26 @@ fn history_limits_suggest_then_terminate() {
     assert_eq!(run.state().status, cairn_core::RunStatus::Terminated);
     assert!(run.state().next_event_id - 1 > cairn_types::limits::HISTORY_EVENTS_MAX);
 }
+
+/// Proves a transition that terminates the run accepts no update of its batch (its code will
+/// not run again, so no handler could): nothing of the update is recorded.
+#[test]
+fn a_terminating_transition_accepts_no_update() {
+    let wf = counter_workflow();
+    let mut s = Script::start(&wf, p(()), WorkflowTimeouts::default());
+    let t = s
+        .run
+        .handle(
+            vec![
+                update("u1", "add", 1),
+                Message::Terminate {
+                    reason: "enough".into(),
+                },
+            ],
+            1_100,
+        )
+        .unwrap();
+    let names: Vec<&str> = t.events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(names, vec!["WorkflowExecutionTerminated"]);
+    assert!(s.run.state().updates.is_empty());
+}

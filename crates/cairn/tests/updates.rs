@@ -448,3 +448,98 @@ async fn http_json(url: String, body: Option<&'static str>) -> (u16, serde_json:
     .await
     .unwrap()
 }
+
+/// Senders per run in the race below, and the most updates each sends.
+const RACERS: usize = 3;
+const RACE_UPDATES_MAX: usize = 300;
+
+/// Sends deposits of 1 to `workflow_id` until the run refuses them as closed; returns the ids
+/// acknowledged (accepted) with how each ended.
+async fn race_deposits<S: Store>(
+    node: &Node<S>,
+    workflow_id: String,
+    sender: usize,
+) -> Vec<(String, Result<u64, UpdateCallError>)> {
+    let handle = node.client().handle::<u64>(&workflow_id).unwrap();
+    let mut acknowledged = Vec::new();
+    for n in 0..RACE_UPDATES_MAX {
+        let id = format!("{sender}-{n}");
+        match handle.start_update(&DEPOSIT, &id, 1).await {
+            Ok(update) => acknowledged.push((id, update.result().await)),
+            Err(UpdateCallError::Client(ClientError::Update(UpdateError::Closed))) => break,
+            // Lost to a store fault and not answered in time: not acknowledged.
+            Err(_) => {}
+        }
+    }
+    acknowledged
+}
+
+/// Proves an acknowledged update is in the history, whatever closes its run at the same
+/// moment: updates pour into runs as they are terminated (on the durable store and on one
+/// injecting conflicts and `MaybeCommitted`); every update answered `Ok` (accepted) has its
+/// acceptance in the run's final history, once, and every one whose result came back its
+/// completion. A transition that terminates the run accepts none.
+async fn acknowledged_updates_survive_a_terminate<S: Store>(store: S) {
+    let node = node(store, NodeConfig::default()).await;
+    let mut races = Vec::new();
+    for run in 0..3 {
+        let id = format!("race-{run}");
+        node.client().start(ledger, &id, ()).send().await.unwrap();
+        let senders: Vec<_> = (0..RACERS)
+            .map(|sender| race_deposits(&node, id.clone(), sender))
+            .collect();
+        races.push((id, senders));
+    }
+    let mut checked = Vec::new();
+    for (id, senders) in races {
+        let handle = node.client().handle::<u64>(&id).unwrap();
+        let terminate = async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            while handle.terminate("enough").await.is_err() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let (sent, ()) = within("race", async {
+            tokio::join!(cairn::futures::future::join_all(senders), terminate)
+        })
+        .await;
+        checked.push((id, sent.concat()));
+    }
+    let mut acknowledged_in_all = 0;
+    for (id, acknowledged) in checked {
+        let (accepted, completed) = update_events(&node, &id).await;
+        for (update, result) in &acknowledged {
+            assert!(
+                accepted.contains(update),
+                "{id}: acknowledged update {update} is not in the history"
+            );
+            match result {
+                Ok(_) => assert!(
+                    completed.contains(update),
+                    "{id}: update {update} answered its result, which is not in the history"
+                ),
+                Err(e) => panic!("{id}: accepted update {update} did not complete: {e}"),
+            }
+        }
+        let unique: std::collections::BTreeSet<&String> = accepted.iter().collect();
+        assert_eq!(
+            unique.len(),
+            accepted.len(),
+            "{id}: an update accepted twice"
+        );
+        acknowledged_in_all += acknowledged.len();
+    }
+    assert!(acknowledged_in_all > 0, "no update raced the terminations");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_updates_survive_a_terminate_on_the_embedded_store() {
+    let (store, _dir) = common::embedded_store();
+    acknowledged_updates_survive_a_terminate(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_updates_survive_a_terminate_under_store_faults() {
+    acknowledged_updates_survive_a_terminate(common::faulty_store(21)).await;
+}
