@@ -960,3 +960,87 @@ async fn a_token_guards_the_grpc_api() {
     server.client.get_system_info(request).await.unwrap();
     server.stop().await.shutdown().await;
 }
+
+/// Proves a signal acknowledged over gRPC is in the run's history whatever closes the run at
+/// the same moment: three Temporal clients pour signals into runs as they are terminated, and
+/// every signal answered `Ok` is a `WorkflowExecutionSignaled` event of the final history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_acknowledged_over_grpc_survive_a_racing_terminate() {
+    let (store, _dir) = store();
+    let server = serve(store, None).await;
+    let mut checked = 0;
+    for run in 0..3 {
+        let id = format!("grpc-race-{run}");
+        let mut client = server.client.clone();
+        client
+            .start_workflow_execution(start_request(&id, "", 1_000_000))
+            .await
+            .unwrap();
+        let senders = (0..3).map(|sender| {
+            let (mut client, id) = (server.client.clone(), id.clone());
+            async move {
+                let mut acknowledged = Vec::new();
+                for n in 0..300 {
+                    let word = format!("w{sender}-{n}");
+                    let sent = client
+                        .signal_workflow_execution(ws::SignalWorkflowExecutionRequest {
+                            namespace: "default".into(),
+                            workflow_execution: execution(&id),
+                            signal_name: "word".into(),
+                            input: args(vec![serde_json::json!(word)]),
+                            ..Default::default()
+                        })
+                        .await;
+                    match sent {
+                        Ok(_) => acknowledged.push(word),
+                        Err(e) if e.code() == Code::NotFound => break,
+                        Err(_) => {}
+                    }
+                }
+                acknowledged
+            }
+        });
+        let terminate = async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            client
+                .terminate_workflow_execution(ws::TerminateWorkflowExecutionRequest {
+                    namespace: "default".into(),
+                    workflow_execution: execution(&id),
+                    reason: "enough".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        };
+        let (sent, ()) = within("race", async {
+            tokio::join!(futures::future::join_all(senders), terminate)
+        })
+        .await;
+        let history = server
+            .node
+            .client()
+            .handle::<String>(&id)
+            .unwrap()
+            .history()
+            .await
+            .unwrap();
+        let recorded: std::collections::BTreeSet<String> = history
+            .iter()
+            .filter_map(|e| match &e.kind {
+                cairn_types::EventKind::WorkflowExecutionSignaled { input, .. } => {
+                    input.decode::<String>().ok()
+                }
+                _ => None,
+            })
+            .collect();
+        for word in sent.concat() {
+            assert!(
+                recorded.contains(&word),
+                "{id}: acknowledged signal {word} is not in the history"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no signal raced the terminations");
+    server.stop().await;
+}
