@@ -953,7 +953,17 @@ impl<S: Store> WorkflowService for Frontend<S> {
         let r = request.into_inner();
         self.check_namespace(&r.namespace)?;
         let token = workflow_token(&r.task_token)?;
-        let answers = crate::updates::answers(&r.messages)?;
+        let answers = match crate::updates::answers(&r.messages) {
+            Ok(answers) => answers,
+            Err(refused) => {
+                // As for commands Cairn refuses: the task fails, and the worker sees why.
+                let failure =
+                    cairn_types::Failure::new("MessagesRefused", refused.message().to_string())
+                        .non_retryable();
+                let _ = self.node.fail_workflow_task(token, Some(failure)).await;
+                return Err(refused);
+            }
+        };
         let refs = if workflow_tasks::needs_history(&r.commands) {
             let (run_id, history) = self
                 .node
