@@ -441,6 +441,10 @@ async fn openapi_document_covers_every_route() {
         .collect();
     for code in [
         "malformed_body",
+        "invalid_update",
+        "update_not_found",
+        "updates_in_flight",
+        "too_many_updates",
         "unknown_workflow_type",
         "already_running",
         "not_found",
