@@ -832,29 +832,62 @@ impl<S: Store> Node<S> {
             name: name.to_string(),
             args,
         };
+        self.at_shard_holder(
+            shard,
+            || shared.answer_query(query.clone()),
+            |peers, address| {
+                shared
+                    .metrics
+                    .queries_forwarded
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let query = query.clone();
+                async move { peers.0.query(&address, query).await }
+            },
+        )
+        .await
+    }
+
+    /// Runs a call on the node holding `shard`: `here()` when this node holds it,
+    /// `there(peers, address)` forwarded to its holder otherwise. An answer, or the call's own
+    /// error (`PeerError::Query`, `PeerError::Update`), is final; anything else (the shard
+    /// moved, the holder is unreachable) is retried, backing off, until `lease_timeout_ms`
+    /// plus two seconds have passed: then [`ClientError::ShardUnavailable`].
+    pub(crate) async fn at_shard_holder<T, H, HF, R, RF>(
+        &self,
+        shard: u32,
+        here: H,
+        there: R,
+    ) -> Result<T, ClientError>
+    where
+        H: Fn() -> HF,
+        HF: std::future::Future<Output = Result<T, PeerError>>,
+        R: Fn(crate::PeersHandle, String) -> RF,
+        RF: std::future::Future<Output = Result<T, PeerError>>,
+    {
+        let shared = &self.shared;
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(shared.config.lease_timeout_ms)
             + Duration::from_secs(2);
         let mut pause = Duration::from_millis(20);
+        let end = |answer: Result<T, PeerError>| match answer {
+            Ok(answer) => Ok(Ok(answer)),
+            Err(PeerError::Query(e)) => Ok(Err(ClientError::Query(e))),
+            Err(PeerError::Update(e)) => Ok(Err(ClientError::Update(e))),
+            Err(e) => Err(e.to_string()),
+        };
         loop {
             let reason = if shared.shard(shard).is_some() {
-                match shared.answer_query(query.clone()).await {
-                    Ok(answer) => return Ok(answer),
-                    Err(PeerError::Query(e)) => return Err(ClientError::Query(e)),
-                    Err(e) => e.to_string(),
+                match end(here().await) {
+                    Ok(answer) => return answer,
+                    Err(reason) => reason,
                 }
             } else {
                 match cluster::route(shared, shard).await? {
                     Route::Node { node_id, address } => match (&shared.config.peers, address) {
                         (Some(peers), Some(address)) => {
-                            shared
-                                .metrics
-                                .queries_forwarded
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            match peers.0.query(&address, query.clone()).await {
-                                Ok(answer) => return Ok(answer),
-                                Err(PeerError::Query(e)) => return Err(ClientError::Query(e)),
-                                Err(e) => format!("node {node_id} at {address}: {e}"),
+                            match end(there(peers.clone(), address.clone()).await) {
+                                Ok(answer) => return answer,
+                                Err(reason) => format!("node {node_id} at {address}: {reason}"),
                             }
                         }
                         (None, _) => {

@@ -7,7 +7,6 @@
 //! with the same id until the caller's wait is over: acceptance is deduplicated by id, so
 //! asking again never runs an update twice.
 
-use crate::cluster::{self, Route};
 use crate::error::ClientError;
 use crate::node::Node;
 use crate::peers::PeerError;
@@ -201,60 +200,28 @@ impl<S: Store> Node<S> {
         }
     }
 
-    /// Runs `call` where the run's shard is held: here, or forwarded. While the shard moves
-    /// the call is retried, up to `lease_timeout_ms` plus two seconds.
+    /// Runs `call` where the run's shard is held: here, or forwarded (as a task call).
     async fn update_at_owner(&self, call: PeerUpdate) -> Result<UpdateState, ClientError> {
-        let shared = &self.shared;
-        let shard = shared.shard_of(&call.workflow_id);
-        let give_up = tokio::time::Instant::now()
-            + Duration::from_millis(shared.config.lease_timeout_ms)
-            + Duration::from_secs(2);
-        let mut pause = Duration::from_millis(20);
-        loop {
-            let reason = if shared.shard(shard).is_some() {
-                match shared.serve_update(call.clone()).await {
-                    Ok(state) => return Ok(state),
-                    Err(PeerError::Update(e)) => return Err(ClientError::Update(e)),
-                    Err(e) => e.to_string(),
-                }
-            } else {
-                match cluster::route(shared, shard).await? {
-                    Route::Node { node_id, address } => match (&shared.config.peers, address) {
-                        (Some(peers), Some(address)) => {
-                            let forwarded = crate::PeerTaskCall::Update(call.clone());
-                            match peers.0.task(&address, forwarded).await {
-                                Ok(crate::PeerTaskAnswer::Update(Ok(state))) => return Ok(state),
-                                Ok(crate::PeerTaskAnswer::Update(Err(
-                                    UpdateError::Unavailable,
-                                ))) => {
-                                    format!("node {node_id} at {address} does not hold the run")
-                                }
-                                Ok(crate::PeerTaskAnswer::Update(Err(e))) => {
-                                    return Err(ClientError::Update(e));
-                                }
-                                Ok(other) => format!("node {node_id} answered {other:?}"),
-                                Err(e) => format!("node {node_id} at {address}: {e}"),
-                            }
+        let shard = self.shared.shard_of(&call.workflow_id);
+        self.at_shard_holder(
+            shard,
+            || self.shared.serve_update(call.clone()),
+            |peers, address| {
+                let forwarded = crate::PeerTaskCall::Update(call.clone());
+                async move {
+                    match peers.0.task(&address, forwarded).await? {
+                        crate::PeerTaskAnswer::Update(Ok(state)) => Ok(state),
+                        // It does not hold the run (any more): ask where it is again.
+                        crate::PeerTaskAnswer::Update(Err(UpdateError::Unavailable)) => {
+                            Err(PeerError::NotOwner)
                         }
-                        (None, _) => {
-                            return Err(ClientError::ShardUnavailable {
-                                shard,
-                                reason: format!(
-                                    "node {node_id} holds it and this node has no transport to other nodes (NodeConfig::peers)"
-                                ),
-                            });
-                        }
-                        (_, None) => format!("node {node_id} holds it but advertises no address"),
-                    },
-                    Route::Nobody => "no live node holds it (it is moving)".to_string(),
+                        crate::PeerTaskAnswer::Update(Err(e)) => Err(PeerError::Update(e)),
+                        other => Err(PeerError::Unreachable(format!("it answered {other:?}"))),
+                    }
                 }
-            };
-            if tokio::time::Instant::now() + pause > give_up {
-                return Err(ClientError::ShardUnavailable { shard, reason });
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(250));
-        }
+            },
+        )
+        .await
     }
 }
 

@@ -556,14 +556,7 @@ async fn run_attempt<S: Store>(
         },
     };
     if !claim_on_take {
-        shared
-            .metrics
-            .activity_schedule_to_start
-            .observe_duration(Duration::from_millis(
-                claimed
-                    .started_unix_ms
-                    .saturating_sub(task.scheduled_unix_ms),
-            ));
+        observe_schedule_to_start(shared, &task, &claimed);
     }
     // Set by a claim made when a remote worker takes the attempt.
     let claimed_on_take: Arc<Mutex<Option<Claimed>>> = Arc::new(Mutex::new(None));
@@ -777,6 +770,18 @@ async fn run_attempt<S: Store>(
 /// Hands the attempt to a remote worker through matching and waits for its answer. `None`
 /// (no result delivered) if the node stops, the shard leaves, or the attempt's own timeouts
 /// pass first: its timer then ends the attempt in the run, and a late answer is refused.
+/// Records how long the attempt waited to start.
+fn observe_schedule_to_start<S: Store>(shared: &Shared<S>, task: &TaskRecord, claimed: &Claimed) {
+    shared
+        .metrics
+        .activity_schedule_to_start
+        .observe_duration(Duration::from_millis(
+            claimed
+                .started_unix_ms
+                .saturating_sub(task.scheduled_unix_ms),
+        ));
+}
+
 /// What a remote attempt needs to claim itself when a worker takes it.
 struct RemoteClaim<'a> {
     epoch: u64,
@@ -838,14 +843,7 @@ async fn remote_attempt<S: Store>(
         let claimed = claim(shared, take.epoch, task, &signals.abandon, take.deferred)
             .await
             .ok()?;
-        shared
-            .metrics
-            .activity_schedule_to_start
-            .observe_duration(Duration::from_millis(
-                claimed
-                    .started_unix_ms
-                    .saturating_sub(task.scheduled_unix_ms),
-            ));
+        observe_schedule_to_start(shared, task, &claimed);
         *take
             .heartbeat_timer
             .lock()

@@ -197,8 +197,8 @@ impl Builder<'_> {
         })
     }
 
-    /// A workflow task around the transition that `time` closed; returns its completed id.
-    fn workflow_task(&mut self, time: u64) -> i64 {
+    /// A workflow task's scheduled and started events (attempt 1); returns their ids.
+    fn task_scheduled_and_started(&mut self, time: u64) -> (i64, i64) {
         let scheduled = self.push(
             time,
             EventType::WorkflowTaskScheduled,
@@ -221,6 +221,12 @@ impl Builder<'_> {
                 ..Default::default()
             }),
         );
+        (scheduled, started)
+    }
+
+    /// A workflow task around the transition that `time` closed; returns its completed id.
+    fn workflow_task(&mut self, time: u64) -> i64 {
+        let (scheduled, started) = self.task_scheduled_and_started(time);
         self.push(
             time,
             EventType::WorkflowTaskCompleted,
@@ -243,28 +249,7 @@ impl Builder<'_> {
         event_type: EventType,
         end: impl FnOnce(i64, i64) -> Attributes,
     ) {
-        let scheduled = self.push(
-            time,
-            EventType::WorkflowTaskScheduled,
-            Attributes::WorkflowTaskScheduledEventAttributes(
-                h::WorkflowTaskScheduledEventAttributes {
-                    task_queue: self.task_queue(),
-                    start_to_close_timeout: Some(duration(std::time::Duration::from_millis(
-                        self.context.task_timeout_ms,
-                    ))),
-                    attempt: 1,
-                },
-            ),
-        );
-        let started = self.push(
-            time,
-            EventType::WorkflowTaskStarted,
-            Attributes::WorkflowTaskStartedEventAttributes(h::WorkflowTaskStartedEventAttributes {
-                scheduled_event_id: scheduled,
-                identity: "cairn".into(),
-                ..Default::default()
-            }),
-        );
+        let (scheduled, started) = self.task_scheduled_and_started(time);
         self.push(time, event_type, end(scheduled, started));
     }
 
