@@ -305,7 +305,7 @@ mod tests {
         assert_eq!(updates.attach(1, 1).len(), 1);
         assert!(updates.attach(1, 1).is_empty(), "handed out once");
         updates.accepted("a");
-        let later = Instant::far();
+        let later = far();
         assert_eq!(
             wait_for(watcher.clone(), UpdateStage::Accepted, later).await,
             UpdateState::Accepted
@@ -330,7 +330,7 @@ mod tests {
         assert_eq!(updates.attach(2, 1).len(), 2);
         updates.accepted("b");
         updates.unprocessed(2, 1);
-        let state = wait_for(a, UpdateStage::Completed, Instant::far()).await;
+        let state = wait_for(a, UpdateStage::Completed, far()).await;
         assert!(
             matches!(&state, UpdateState::Completed(UpdateOutcome::Failure(f)) if f.error_type == UNPROCESSED_UPDATE),
             "{state:?}"
@@ -345,7 +345,7 @@ mod tests {
         let admitted = updates.admit(request("a"));
         let accepted = updates.watch_accepted("b");
         updates.closed(false);
-        let far = Instant::far();
+        let far = far();
         assert_eq!(
             wait_for(admitted, UpdateStage::Completed, far).await,
             UpdateState::Aborted
@@ -374,10 +374,8 @@ mod tests {
         );
     }
 
-    struct Instant;
-    impl Instant {
-        fn far() -> tokio::time::Instant {
-            tokio::time::Instant::now() + std::time::Duration::from_secs(60)
-        }
+    /// A deadline no test reaches.
+    fn far() -> tokio::time::Instant {
+        tokio::time::Instant::now() + std::time::Duration::from_secs(60)
     }
 }
