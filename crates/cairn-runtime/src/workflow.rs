@@ -650,29 +650,22 @@ impl<S: Store> WorkflowState<S> {
         if state.updates.len() + admitted >= cairn_types::limits::UPDATES_TOTAL_MAX {
             return Err(UpdateError::TooMany);
         }
-        // A remote run with a task owed hands the request out with it; one whose task is
-        // out is owed the next (`owe_task_for_updates`, after that task's completion).
-        let deliver = match run.remote() {
-            None => true,
-            Some(remote) => !remote.task_due && !remote.backing_off,
-        };
-        let message = Message::Update {
-            update_id: request.update_id.clone(),
-            name: request.name.clone(),
-            input: request.input.clone(),
-        };
+        // Code in this process validates the request in the next transition; a remote run
+        // hands it out with its next workflow task.
+        let local = run.remote().is_none().then(|| update_delivery(&request));
         let receiver = self.updates.admit(request);
-        if deliver {
-            self.accept(Delivery {
-                item: InboxItem::Message(message),
-                consume: Vec::new(),
-            });
-            self.schedule_flush(myself);
+        match local {
+            Some(delivery) => {
+                self.accept(delivery);
+                self.schedule_flush(myself);
+            }
+            None => self.owe_task_for_updates(myself),
         }
         Ok(receiver)
     }
 
-    /// A remote run with admitted updates no task carries owes its workers one.
+    /// A remote run with admitted updates no task carries owes its workers one (a task owed
+    /// already carries them when taken; one out, or backing off, is followed by another).
     fn owe_task_for_updates(&mut self, myself: &ActorRef<WorkflowMsg>) {
         let Some(remote) = self.run.as_ref().and_then(Run::remote) else {
             return;
@@ -680,17 +673,10 @@ impl<S: Store> WorkflowState<S> {
         if remote.task_due || remote.backing_off || !self.updates.unsent() {
             return;
         }
-        let Some(request) = self.updates.requests().next().cloned() else {
+        let Some(delivery) = self.updates.requests().next().map(update_delivery) else {
             return;
         };
-        self.accept(Delivery {
-            item: InboxItem::Message(Message::Update {
-                update_id: request.update_id,
-                name: request.name,
-                input: request.input,
-            }),
-            consume: Vec::new(),
-        });
+        self.accept(delivery);
         self.schedule_flush(myself);
     }
 
@@ -1362,6 +1348,18 @@ impl<S: Store> WorkflowState<S> {
             });
             self.shared.notify_closed(self.run_id, outcome);
         }
+    }
+}
+
+/// The in-memory delivery of an update request to its run's state machine.
+fn update_delivery(request: &UpdateRequest) -> Delivery {
+    Delivery {
+        item: InboxItem::Message(Message::Update {
+            update_id: request.update_id.clone(),
+            name: request.name.clone(),
+            input: request.input.clone(),
+        }),
+        consume: Vec::new(),
     }
 }
 

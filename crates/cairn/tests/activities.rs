@@ -953,15 +953,7 @@ async fn library_restart_on_embedded_data_resumes_at_once() {
         .unwrap();
     node.crash();
     // The process is gone: reopen once its handles are released.
-    let store = within("reopen", async {
-        loop {
-            match EmbeddedStore::open(EmbeddedConfig::new(dir.path())) {
-                Ok(store) => break store,
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    })
-    .await;
+    let store = common::reopen_embedded(dir.path()).await;
     let node = Node::builder()
         .workflow(counts_pings)
         .config(config())

@@ -213,15 +213,7 @@ async fn an_accepted_update_survives_a_crash_before_it_completes() {
     drop((accepted, handle));
     first.crash();
     APPROVALS_HANG.store(false, Ordering::SeqCst);
-    let store = within("reopen", async {
-        loop {
-            match EmbeddedStore::open(EmbeddedConfig::new(dir.path())) {
-                Ok(store) => break store,
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    })
-    .await;
+    let store = common::reopen_embedded(dir.path()).await;
     let second = node(store, config()).await;
     let handle = second.client().handle::<u64>("ledger-crash").unwrap();
     // Asked again by id: the same update, replayed from its acceptance, not a second one.

@@ -71,6 +71,20 @@ pub fn embedded_store() -> (EmbeddedStore, tempfile::TempDir) {
     (store, dir)
 }
 
+/// The embedded store in `dir` opened again after its process crashed, once the crashed
+/// node's handles are released (within 30 s).
+pub async fn reopen_embedded(dir: &std::path::Path) -> EmbeddedStore {
+    within("reopen", async {
+        loop {
+            match EmbeddedStore::open(EmbeddedConfig::new(dir)) {
+                Ok(store) => break store,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+}
+
 /// Awaits `f`, failing the test after 30 s with `what`.
 pub async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), f)
