@@ -278,6 +278,75 @@ async def everything(client: Client, run: str) -> None:
     check(count == 1, "count finds one workflow by id")
 
 
+async def cron_runs(client: Client, run: str) -> None:
+    """A workflow started with a cron schedule: each run waits for its time, each one that
+    completes starts the next (named in its close event), every run is listed by its id, and a
+    terminate ends the chain."""
+    wid = f"cron-{run}"
+    handle = await client.start_workflow(
+        "hello", "cron", id=wid, task_queue=TASK_QUEUE, cron_schedule="@every 2s"
+    )
+    first_run = handle.first_execution_run_id or handle.result_run_id
+    runs = []
+    for _ in range(200):
+        runs = [w async for w in client.list_workflows(f"WorkflowId = '{wid}'")]
+        done = [w for w in runs if w.status == WorkflowExecutionStatus.COMPLETED]
+        if len(done) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    statuses = [w.status for w in runs]
+    check(
+        statuses.count(WorkflowExecutionStatus.COMPLETED) >= 2
+        and all(
+            s in (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.RUNNING)
+            for s in statuses
+        ),
+        f"cron: runs complete one after another, each listed by id: {statuses}",
+    )
+    check(
+        [w.start_time for w in runs] == sorted((w.start_time for w in runs), reverse=True),
+        "cron: runs list newest first",
+    )
+    events = [
+        e async for e in client.get_workflow_handle(wid, run_id=first_run).fetch_history_events()
+    ]
+    started = events[0].workflow_execution_started_event_attributes
+    check(started.cron_schedule == "@every 2s", "cron: the started event carries the schedule")
+    check(
+        started.first_workflow_task_backoff.ToMilliseconds() > 0,
+        "cron: the first run waits for the schedule's time",
+    )
+    completed = events[-1].workflow_execution_completed_event_attributes
+    second_run = completed.new_execution_run_id
+    check(
+        second_run in {w.run_id for w in runs},
+        "cron: a completed run names the run its schedule started",
+    )
+    events = [
+        e async for e in client.get_workflow_handle(wid, run_id=second_run).fetch_history_events()
+    ]
+    started = events[0].workflow_execution_started_event_attributes
+    check(
+        started.continued_execution_run_id == first_run
+        and started.initiator == 3  # CONTINUE_AS_NEW_INITIATOR_CRON_SCHEDULE
+        and started.HasField("last_completion_result"),
+        "cron: the next run continues the first, by its schedule, with its result",
+    )
+    count = (await client.count_workflows(f"WorkflowId = '{wid}'")).count
+    check(count >= len(runs), f"cron: a count by id counts runs ({count})")
+    await handle.terminate("enough")
+    described = await handle.describe()
+    for _ in range(100):
+        if described.status == WorkflowExecutionStatus.TERMINATED:
+            break
+        await asyncio.sleep(0.1)
+        described = await handle.describe()
+    check(
+        described.status == WorkflowExecutionStatus.TERMINATED,
+        "cron: a terminate ends the chain",
+    )
+
+
 async def start_phase(client: Client, run: str) -> None:
     for i in range(5):
         await client.start_workflow(
@@ -310,6 +379,7 @@ async def main() -> None:
     async def phases() -> None:
         if args.phase == "all":
             await everything(client, args.run)
+            await cron_runs(client, args.run)
             await remote_activities(client, args.address, args.run)
         elif args.phase == "start":
             await start_phase(client, args.run)

@@ -325,6 +325,10 @@ enum WorkflowCommand {
         reuse_policy: Option<String>,
         #[arg(long)]
         execution_timeout_ms: Option<u64>,
+        /// Run on a cron schedule (Temporal's cron_schedule): `0 9 * * *`, `@hourly`,
+        /// `@every 30s`, optionally after `CRON_TZ=<zone> `.
+        #[arg(long)]
+        cron: Option<String>,
         /// Wait for the result, printing progress.
         #[arg(long)]
         wait: bool,
@@ -1014,6 +1018,7 @@ fn workflow(args: WorkflowArgs) -> Result<()> {
             input,
             reuse_policy,
             execution_timeout_ms,
+            cron,
             wait,
         } => {
             let id = id.unwrap_or_else(|| {
@@ -1032,6 +1037,9 @@ fn workflow(args: WorkflowArgs) -> Result<()> {
             }
             if let Some(ms) = execution_timeout_ms {
                 body["execution_timeout_ms"] = Value::from(ms);
+            }
+            if let Some(cron) = cron {
+                body["cron_schedule"] = Value::from(cron);
             }
             let (_, started) = api.call("POST", "/api/v1/workflows", Some(&body))?;
             if table {

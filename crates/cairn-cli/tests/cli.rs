@@ -139,6 +139,38 @@ fn dev_server_and_workflow_commands() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("[unknown_workflow_type]"));
     let bad_json = cairn(&server, &["start", "--type", "hello", "--input", "{oops"]);
     assert!(String::from_utf8_lossy(&bad_json.stderr).contains("not valid JSON"));
+
+    // A cron workflow: its first run waits for the schedule's time; a terminate ends it.
+    let cron = cairn(
+        &server,
+        &[
+            "start",
+            "--type",
+            "hello",
+            "--id",
+            "c-1",
+            "--input",
+            "\"Bo\"",
+            "--cron",
+            "@every 1h",
+        ],
+    );
+    assert!(cron.status.success(), "{cron:?}");
+    let runs = cairn(&server, &["list", "--query", "WorkflowId = 'c-1'"]);
+    assert!(stdout(&runs).contains("c-1"), "{}", stdout(&runs));
+    let terminated = cairn(&server, &["terminate", "c-1", "--reason", "enough"]);
+    assert!(terminated.status.success(), "{terminated:?}");
+    let bad_cron = cairn(
+        &server,
+        &[
+            "start", "--type", "hello", "--id", "c-2", "--input", "\"Al\"", "--cron", "whenever",
+        ],
+    );
+    assert!(!bad_cron.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad_cron.stderr).contains("[invalid_cron_schedule]"),
+        "{bad_cron:?}"
+    );
 }
 
 fn cli(server: &Server, args: &[&str]) -> Output {

@@ -11,8 +11,8 @@
 use crate::executor::{Executor, ExecutorError, PATCH_MARKER, SIDE_EFFECT_MARKER, WorkflowFn};
 use cairn_types::limits::{HISTORY_BYTES_MAX, HISTORY_EVENTS_MAX};
 use cairn_types::{
-    ActivityOptions, ChildOptions, Command, EventId, EventKind, Failure, HistoryEvent, Memo,
-    ParentClosePolicy, Payload, RetryDecision, RunId, SearchAttributes, Seq, TimeoutKind,
+    ActivityOptions, ChildOptions, Command, CronRun, EventId, EventKind, Failure, HistoryEvent,
+    Memo, ParentClosePolicy, Payload, RetryDecision, RunId, SearchAttributes, Seq, TimeoutKind,
     WorkflowId, WorkflowTimeouts,
 };
 use serde::{Deserialize, Serialize};
@@ -183,6 +183,31 @@ pub struct RunState {
     /// request sent again, and where its outcome is in the history.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub updates: BTreeMap<String, UpdateEntry>,
+    /// Set for a run of a workflow started with a cron schedule: what its successor needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<CronState>,
+    /// While set, the run waits for its first workflow task (a cron run waiting for its
+    /// schedule's time): its code does not run before then, and inputs are recorded as they
+    /// come. Cleared by `TimerId::FirstWorkflowTask`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_task_at_unix_ms: Option<u64>,
+    /// The inputs recorded while the first task waited, which code running in this process
+    /// sees when it first runs (a remote worker's task carries the whole history anyway).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unseen_inputs: Vec<HistoryEvent>,
+}
+
+/// What a cron run keeps to start the next run of its chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CronState {
+    pub schedule: String,
+    /// When the run's first workflow task was due (its start plus its backoff): the time the
+    /// schedule's next time counts from, as Temporal counts it.
+    pub scheduled_unix_ms: u64,
+    /// When the chain's execution timeout ends it, if it has one: no run starts after it.
+    pub chain_deadline_unix_ms: Option<u64>,
+    /// The result of the chain's last run that completed.
+    pub last_completion_result: Option<Payload>,
 }
 
 /// An update the run accepted.
@@ -235,6 +260,8 @@ pub enum TimerId {
         attempt: u32,
     },
     WorkflowExecution,
+    /// The end of a run's wait for its first workflow task (`RunState::first_task_at_unix_ms`).
+    FirstWorkflowTask,
     /// Re-offers workflow task `task` of a remote run while it is owed (after a restart, its
     /// run is activated by this timer).
     WorkflowTask {
@@ -385,6 +412,11 @@ pub enum Effect {
         memo: Memo,
         search_attributes: SearchAttributes,
     },
+    /// Start the next run of this cron workflow (this run completed, failed or timed out in
+    /// the same transition): the chain's input, this run's memo and search attributes.
+    CronNext {
+        cron: CronRun,
+    },
     /// Deliver signal `signal_name` to workflow `workflow_id` (its run `run_id`, if given)
     /// and tell this run `Message::ExternalSignaled`.
     SignalExternal {
@@ -433,6 +465,8 @@ pub struct StartArgs {
     pub memo: Memo,
     /// The search attributes the run starts with (validated by the caller).
     pub search_attributes: SearchAttributes,
+    /// Set for a run of a workflow started with a cron schedule (validated by the caller).
+    pub cron: Option<CronRun>,
 }
 
 /// Why a transition or a replay could not proceed. The run is then held as it was: nothing of
@@ -637,6 +671,9 @@ impl Run {
             deadline_unix_ms: None,
             remote: None,
             updates: BTreeMap::new(),
+            cron: None,
+            first_task_at_unix_ms: None,
+            unseen_inputs: Vec::new(),
         }
     }
 
@@ -644,13 +681,35 @@ impl Run {
     fn started(mut self, args: StartArgs, now: u64) -> Result<(Run, Transition), RunError> {
         let run = &mut self;
         let mut effects = Vec::new();
-        // The execution timeout counts from the chain's first run, the run timeout from now.
+        // The execution timeout counts from the chain's first run, the run timeout from the
+        // run's first workflow task.
         let execution_started = args.execution_started_unix_ms.unwrap_or(now);
+        let chain_deadline = args
+            .timeouts
+            .execution
+            .map(|limit| execution_started.saturating_add(ms(limit)));
+        let backoff = args.cron.as_ref().map_or(0, |c| c.first_task_backoff_ms);
+        if let Some(cron) = &args.cron {
+            run.state.cron = Some(CronState {
+                schedule: cron.schedule.clone(),
+                scheduled_unix_ms: now.saturating_add(cron.first_task_backoff_ms),
+                chain_deadline_unix_ms: chain_deadline,
+                last_completion_result: cron.last_completion_result.clone(),
+            });
+        }
+        if backoff > 0 {
+            let fire_at_unix_ms = now.saturating_add(backoff);
+            run.state.first_task_at_unix_ms = Some(fire_at_unix_ms);
+            effects.push(Effect::ScheduleTimer {
+                timer: TimerId::FirstWorkflowTask,
+                fire_at_unix_ms,
+            });
+        }
         let deadline = [
+            chain_deadline,
             args.timeouts
-                .execution
-                .map(|limit| execution_started.saturating_add(ms(limit))),
-            args.timeouts.run.map(|limit| now.saturating_add(ms(limit))),
+                .run
+                .map(|limit| now.saturating_add(backoff).saturating_add(ms(limit))),
         ]
         .into_iter()
         .flatten()
@@ -670,8 +729,9 @@ impl Run {
             timeouts: args.timeouts,
             memo: args.memo,
             search_attributes: args.search_attributes,
+            cron: args.cron,
         };
-        let mut transition = run.transition(vec![started], None, None, now)?;
+        let mut transition = run.transition(vec![started], None, None, false, now)?;
         effects.append(&mut transition.effects);
         transition.effects = effects;
         Ok((self, transition))
@@ -827,6 +887,15 @@ impl Run {
         if messages.iter().any(schedule_to_start) {
             messages.sort_by_key(|m| !schedule_to_start(m));
         }
+        let wait_ended = self.state.first_task_at_unix_ms.is_some()
+            && messages.iter().any(|m| {
+                matches!(
+                    m,
+                    Message::TimerFired {
+                        timer: TimerId::FirstWorkflowTask
+                    }
+                )
+            });
         for message in messages {
             // Once the run is closing, only a signal or cancel request is still recorded: it
             // was accepted before the close, so it is part of the history (Temporal's rule).
@@ -1031,8 +1100,11 @@ impl Run {
             // and are aborted with the run (their callers hear it closed).
             inputs.retain(|i| !matches!(i, EventKind::WorkflowExecutionUpdateAccepted { .. }));
         }
-        let mut transition = self.transition(inputs, terminal, completion, now)?;
-        if update_owed && !self.state.status.is_closed() {
+        let mut transition = self.transition(inputs, terminal, completion, wait_ended, now)?;
+        if update_owed
+            && !self.state.status.is_closed()
+            && self.state.first_task_at_unix_ms.is_none()
+        {
             // The next workflow task carries the request (the runtime holds it).
             owe_workflow_task(&mut self.state, now, &mut transition.effects);
         }
@@ -1195,6 +1267,10 @@ impl Run {
                     });
                 }
             }
+            TimerId::FirstWorkflowTask => {
+                // The transition runs the code (or owes a remote run its first task) now.
+                self.state.first_task_at_unix_ms = None;
+            }
             TimerId::WorkflowExecution => {
                 if terminal.is_none() {
                     *terminal = Some((EventKind::WorkflowExecutionTimedOut, RunStatus::TimedOut));
@@ -1210,6 +1286,7 @@ impl Run {
         inputs: Vec<EventKind>,
         terminal: Option<(EventKind, RunStatus)>,
         completion: Option<(Vec<Command>, bool)>,
+        wait_ended: bool,
         now: u64,
     ) -> Result<Transition, RunError> {
         let mut inputs = inputs;
@@ -1230,7 +1307,11 @@ impl Run {
                 inputs = buffered;
             }
         }
-        let activate = terminal.is_none() && inputs.iter().any(is_code_input);
+        // A run whose first workflow task waits records its inputs; the code sees them (all of
+        // them, the start first) when the wait ends (`wait_ended`).
+        let waiting = self.state.first_task_at_unix_ms.is_some();
+        let activate =
+            terminal.is_none() && !waiting && (wait_ended || inputs.iter().any(is_code_input));
         let mut log = EventLog {
             state: &mut self.state,
             now,
@@ -1238,6 +1319,17 @@ impl Run {
         };
         for kind in inputs {
             log.push(kind);
+        }
+        let mut unseen = std::mem::take(&mut log.state.unseen_inputs);
+        if waiting && self.executor.is_some() {
+            unseen.extend(
+                log.events
+                    .iter()
+                    .filter(|e| is_code_input(&e.kind))
+                    .cloned(),
+            );
+            log.state.unseen_inputs = unseen;
+            unseen = Vec::new();
         }
         let mut effects = Vec::new();
         if let Some((commands, new_task)) = completion
@@ -1248,7 +1340,8 @@ impl Run {
             owe_workflow_task(log.state, now, &mut effects);
         } else if activate && let Some(executor) = self.executor.as_mut() {
             executor.set_history(log.length(), log.state.history_size_bytes);
-            let commands = executor.activate(&log.events, HashMap::new())?;
+            unseen.extend(log.events.iter().cloned());
+            let commands = executor.activate(&unseen, HashMap::new())?;
             let mut task_completed = false;
             for command in commands {
                 // The close event is the run's last event (Temporal's order): the workflow
@@ -1285,6 +1378,9 @@ impl Run {
         if let Some((kind, status)) = terminal {
             log.push(kind);
             close(log.state, status, now, &mut effects);
+            if status == RunStatus::TimedOut {
+                cron_next(log.state, now, None, None, &mut effects);
+            }
         }
         Ok(Transition {
             events: log.events,
@@ -1571,6 +1667,42 @@ fn close(state: &mut RunState, status: RunStatus, now: u64, effects: &mut Vec<Ef
     effects.push(Effect::RunClosed { status });
 }
 
+/// A cron run that just closed (completed, failed or timed out) starts the chain's next run,
+/// unless the chain's execution timeout ends it first.
+fn cron_next(
+    state: &RunState,
+    now: u64,
+    result: Option<Payload>,
+    failure: Option<Failure>,
+    effects: &mut Vec<Effect>,
+) {
+    let Some(cron) = &state.cron else {
+        return;
+    };
+    // Validated when the workflow started; an expression that no longer parses (or has no
+    // next time) ends the chain rather than failing the close.
+    let Some(backoff) = crate::schedule::CronSchedule::parse(&cron.schedule)
+        .ok()
+        .and_then(|schedule| schedule.backoff_ms(cron.scheduled_unix_ms, now))
+    else {
+        return;
+    };
+    if cron
+        .chain_deadline_unix_ms
+        .is_some_and(|deadline| now.saturating_add(backoff) >= deadline)
+    {
+        return;
+    }
+    effects.push(Effect::CronNext {
+        cron: CronRun {
+            schedule: cron.schedule.clone(),
+            first_task_backoff_ms: backoff,
+            last_completion_result: result.or_else(|| cron.last_completion_result.clone()),
+            continued_failure: failure,
+        },
+    });
+}
+
 /// Records one command of the code and derives its effects.
 fn apply_command(log: &mut EventLog<'_>, command: Command, now: u64, effects: &mut Vec<Effect>) {
     log.push(command.to_event());
@@ -1617,8 +1749,14 @@ fn apply_command(log: &mut EventLog<'_>, command: Command, now: u64, effects: &m
             log.state.timers.remove(&seq);
         }
         Command::RecordMarker { .. } => {}
-        Command::CompleteWorkflow { .. } => close(log.state, RunStatus::Completed, now, effects),
-        Command::FailWorkflow { .. } => close(log.state, RunStatus::Failed, now, effects),
+        Command::CompleteWorkflow { result } => {
+            close(log.state, RunStatus::Completed, now, effects);
+            cron_next(log.state, now, Some(result), None, effects);
+        }
+        Command::FailWorkflow { failure } => {
+            close(log.state, RunStatus::Failed, now, effects);
+            cron_next(log.state, now, None, Some(failure), effects);
+        }
         Command::CancelWorkflow => close(log.state, RunStatus::Canceled, now, effects),
         Command::StartChildWorkflow {
             seq,

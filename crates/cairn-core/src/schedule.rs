@@ -339,6 +339,131 @@ impl CompiledSpec {
     }
 }
 
+/// Shortest period of a workflow's `cron_schedule` `@every`: a second, as Temporal's.
+pub const CRON_EVERY_MS_MIN: u64 = 1_000;
+
+/// A workflow's `cron_schedule`, Temporal's older cron: a standard expression (5 fields, or 6
+/// with seconds first), a `@daily`-style nickname or `@every <duration>` (`90s`, `1h30m`),
+/// optionally after `CRON_TZ=<IANA zone> `. Each run of the workflow waits until the
+/// schedule's next time, counted from the run's start, that is not before its predecessor
+/// closed.
+#[derive(Debug, Clone)]
+pub struct CronSchedule {
+    times: CronTimes,
+    time_zone: chrono_tz::Tz,
+}
+
+#[derive(Debug, Clone)]
+enum CronTimes {
+    /// Every so many whole seconds after a run's start.
+    Every {
+        every_ms: u64,
+    },
+    Expression(Box<croner::Cron>),
+}
+
+impl CronSchedule {
+    /// Parses `expression`, naming what is wrong with it.
+    pub fn parse(expression: &str) -> Result<Self, ScheduleError> {
+        let bad = |reason: String| ScheduleError::BadCron {
+            expression: expression.chars().take(CRON_EXPRESSION_BYTES_MAX).collect(),
+            reason,
+        };
+        if expression.len() > CRON_EXPRESSION_BYTES_MAX {
+            return Err(bad(format!(
+                "longer than {CRON_EXPRESSION_BYTES_MAX} bytes"
+            )));
+        }
+        let mut rest = expression.trim();
+        let mut time_zone = chrono_tz::UTC;
+        if let Some(after) = rest.strip_prefix("CRON_TZ=").or(rest.strip_prefix("TZ=")) {
+            let (zone, tail) = after.split_once(' ').unwrap_or((after, ""));
+            time_zone = zone
+                .parse::<chrono_tz::Tz>()
+                .map_err(|_| ScheduleError::UnknownTimeZone { given: zone.into() })?;
+            rest = tail.trim();
+        }
+        let times = match rest.strip_prefix("@every") {
+            Some(duration) => {
+                let every_ms = parse_duration_ms(duration.trim()).map_err(bad)?;
+                // Whole seconds, at least one (how Temporal's cron library counts `@every`).
+                CronTimes::Every {
+                    every_ms: (every_ms / 1_000 * 1_000).max(CRON_EVERY_MS_MIN),
+                }
+            }
+            None => CronTimes::Expression(Box::new(
+                croner::Cron::from_str(rest).map_err(|e| bad(e.to_string()))?,
+            )),
+        };
+        Ok(Self { times, time_zone })
+    }
+
+    /// The schedule's first time after `after_unix_ms`, given the run's start `started_unix_ms`.
+    fn next(&self, started_unix_ms: u64, after_unix_ms: u64) -> Option<u64> {
+        match &self.times {
+            CronTimes::Every { every_ms } => {
+                let base = started_unix_ms / 1_000 * 1_000;
+                let periods = after_unix_ms.saturating_sub(base) / every_ms + 1;
+                base.checked_add(periods.checked_mul(*every_ms)?)
+            }
+            CronTimes::Expression(cron) => {
+                let whole_seconds = i64::try_from(after_unix_ms / 1_000).ok()?;
+                let from = chrono::DateTime::from_timestamp(whole_seconds, 0)?
+                    .with_timezone(&self.time_zone);
+                let next = cron.find_next_occurrence(&from, false).ok()?;
+                u64::try_from(next.timestamp()).ok()?.checked_mul(1_000)
+            }
+        }
+    }
+
+    /// How long the next run waits for its first workflow task when a run that started at
+    /// `started_unix_ms` closed at `closed_unix_ms` (for the first run, both are the start):
+    /// until the first schedule time after the start that is not before the close, rounded up
+    /// to whole seconds. `None` when the schedule has no such time.
+    pub fn backoff_ms(&self, started_unix_ms: u64, closed_unix_ms: u64) -> Option<u64> {
+        let mut next = self.next(started_unix_ms, started_unix_ms)?;
+        if next < closed_unix_ms {
+            next = self.next(started_unix_ms, closed_unix_ms.saturating_sub(1))?;
+        }
+        Some((next - closed_unix_ms).div_ceil(1_000) * 1_000)
+    }
+}
+
+/// A duration as Go writes one (`2s`, `1m30s`, `1.5h`, `500ms`), in milliseconds.
+fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let invalid = || format!("{text:?} is not a duration such as 30s, 5m or 1h30m");
+    if text.is_empty() {
+        return Err(invalid());
+    }
+    let mut total = 0f64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| invalid())?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit_ms = match &rest[..unit_len] {
+            "h" => 3_600_000.0,
+            "m" => 60_000.0,
+            "s" => 1_000.0,
+            "ms" => 1.0,
+            "us" | "µs" => 0.001,
+            "ns" => 0.000_001,
+            _ => return Err(invalid()),
+        };
+        rest = &rest[unit_len..];
+        total += number * unit_ms;
+    }
+    if total > SCHEDULE_INTERVAL_MS_MAX as f64 {
+        return Err(format!("{text:?} is longer than a hundred years"));
+    }
+    Ok(total as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,5 +608,53 @@ mod tests {
             .validate()
             .is_err()
         );
+    }
+
+    #[test]
+    fn cron_schedules_wait_for_the_next_time_after_the_close() {
+        let every = CronSchedule::parse("@every 2s").unwrap();
+        // A first run waits a whole period.
+        assert_eq!(every.backoff_ms(10_400, 10_400), Some(2_000));
+        // A run that started at 10.4 s and closed at 11.0 s: the next time is 12 s.
+        assert_eq!(every.backoff_ms(10_400, 11_000), Some(1_000));
+        // One that ran past two periods waits for the third (16 s), rounded up to seconds.
+        assert_eq!(every.backoff_ms(10_400, 15_500), Some(1_000));
+        assert_eq!(
+            CronSchedule::parse("@every 1m30s")
+                .unwrap()
+                .backoff_ms(0, 0),
+            Some(90_000)
+        );
+        // Below a second counts as a second.
+        assert_eq!(
+            CronSchedule::parse("@every 10ms").unwrap().backoff_ms(0, 0),
+            Some(1_000)
+        );
+        // Standard cron: every minute, from 00:00:30 to 00:01:00.
+        let minutely = CronSchedule::parse("* * * * *").unwrap();
+        assert_eq!(minutely.backoff_ms(30_000, 30_000), Some(30_000));
+        assert_eq!(minutely.backoff_ms(30_000, 75_000), Some(45_000));
+        // In a time zone: 09:00 in Paris is 08:00 UTC in January 1970.
+        let paris = CronSchedule::parse("CRON_TZ=Europe/Paris 0 9 * * *").unwrap();
+        assert_eq!(paris.backoff_ms(0, 0), Some(8 * 3_600_000));
+        assert!(CronSchedule::parse("@hourly").is_ok());
+    }
+
+    #[test]
+    fn malformed_cron_schedules_are_refused() {
+        for bad in [
+            "",
+            "not cron",
+            "61 * * * *",
+            "@every",
+            "@every soon",
+            "@every 5x",
+            "@every 1000000h",
+            "CRON_TZ=Mars/Olympus * * * * *",
+        ] {
+            assert!(CronSchedule::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        let long = format!("* * * * * {}", "x".repeat(CRON_EXPRESSION_BYTES_MAX));
+        assert!(CronSchedule::parse(&long).is_err());
     }
 }

@@ -24,6 +24,7 @@ fn start() -> Run {
         execution_started_unix_ms: None,
         memo: Default::default(),
         search_attributes: Default::default(),
+        cron: None,
     };
     let (run, t) = Run::start_remote(args, RemoteCode::new("q".into(), 10_000), 1_000).unwrap();
     let kinds: Vec<&str> = t.events.iter().map(|e| e.kind.name()).collect();

@@ -209,6 +209,12 @@ fn render_effect(e: &Effect) -> String {
         Effect::UpdateRejected { update_id, failure } => {
             format!("  -> update {update_id} rejected: {failure}")
         }
+        Effect::CronNext { cron } => format!(
+            "  -> cron next after {} ms, last result {:?}, failure {:?}",
+            cron.first_task_backoff_ms,
+            cron.last_completion_result.as_ref().map(text),
+            cron.continued_failure.as_ref().map(|f| f.message.clone()),
+        ),
     }
 }
 
@@ -229,8 +235,20 @@ impl Script {
             execution_started_unix_ms: None,
             memo: Default::default(),
             search_attributes: Default::default(),
+            cron: None,
         };
         let (run, transition) = Run::start(workflow, args, 1_000).unwrap();
+        let mut script = Script {
+            run,
+            history: Vec::new(),
+            out: String::new(),
+        };
+        script.record("start", transition);
+        script
+    }
+
+    fn start_with(workflow: &WorkflowFn, args: StartArgs, now: u64) -> Self {
+        let (run, transition) = Run::start(workflow, args, now).unwrap();
         let mut script = Script {
             run,
             history: Vec::new(),
@@ -1038,6 +1056,7 @@ fn livelock_is_detected() {
         execution_started_unix_ms: None,
         memo: Default::default(),
         search_attributes: Default::default(),
+        cron: None,
     };
     let err = Run::start(&wf, args, 0).unwrap_err();
     assert!(err.to_string().contains("looping"), "{err}");
@@ -1062,6 +1081,7 @@ fn join_all_over_many_activities_completes() {
         execution_started_unix_ms: None,
         memo: Default::default(),
         search_attributes: Default::default(),
+        cron: None,
     };
     let (mut run, _) = Run::start(&wf, args, 0).unwrap();
     let first: Vec<Message> = (1..=20).map(|seq| completed(seq, 1, "x")).collect();
@@ -1360,6 +1380,7 @@ fn execution_timeout_spans_a_continue_as_new_chain() {
         execution_started_unix_ms: Some(100_000),
         memo: Default::default(),
         search_attributes: Default::default(),
+        cron: None,
     };
     let (_, transition) = Run::start(&wf, args, 130_000).unwrap();
     let deadline = transition.effects.iter().find_map(|e| match e {
@@ -1405,6 +1426,7 @@ fn history_limits_suggest_then_terminate() {
         execution_started_unix_ms: None,
         memo: Default::default(),
         search_attributes: Default::default(),
+        cron: None,
     };
     let (mut run, _) = Run::start(&wf, args, 0).unwrap();
     let mut next_seq = 1;
@@ -1458,4 +1480,101 @@ fn a_terminating_transition_accepts_no_update() {
     let names: Vec<&str> = t.events.iter().map(|e| e.kind.name()).collect();
     assert_eq!(names, vec!["WorkflowExecutionTerminated"]);
     assert!(s.run.state().updates.is_empty());
+}
+
+fn cron_args(schedule: &str, backoff_ms: u64, last: Option<&str>) -> StartArgs {
+    StartArgs {
+        workflow_type: "Cron".into(),
+        input: p("tick"),
+        random_seed: 7,
+        timeouts: WorkflowTimeouts::default(),
+        execution_started_unix_ms: None,
+        memo: Default::default(),
+        search_attributes: Default::default(),
+        cron: Some(cairn_types::CronRun {
+            schedule: schedule.into(),
+            first_task_backoff_ms: backoff_ms,
+            last_completion_result: last.map(p),
+            continued_failure: None,
+        }),
+    }
+}
+
+/// Proves a cron run waits for its schedule's time before its code runs (inputs that arrive
+/// meanwhile are recorded, and seen when it runs), then starts the chain's next run when it
+/// completes or fails, carrying the last completed result; a terminated run starts none.
+#[test]
+fn cron_runs_wait_then_continue_the_chain() {
+    let wf = workflow(|ctx: WorkflowContext, input: Payload| async move {
+        let mut nudges = ctx.signal_channel("nudge");
+        let nudge = nudges.recv().await;
+        if nudge.decode::<String>().unwrap() == "fail" {
+            return Err(WorkflowError::Failed(Failure::new("Boom", "asked to fail")));
+        }
+        Ok(p(format!("{} {}", text(&input), text(&nudge))))
+    });
+    let nudge = |v: &str| Message::Signal {
+        name: "nudge".into(),
+        input: p(v),
+    };
+    let first_task = || Message::TimerFired {
+        timer: TimerId::FirstWorkflowTask,
+    };
+    // Started at 10.0 s on "@every 2s": waits until 12.0 s.
+    let mut s = Script::start_with(&wf, cron_args("@every 2s", 2_000, None), 10_000);
+    s.step(11_000, vec![nudge("early")])
+        .step(12_000, vec![first_task()]);
+    s.check(expect![[r#"
+        start
+           1 @10000 WorkflowExecutionStarted input="tick"
+          -> timer FirstWorkflowTask at 12000
+        @11000 [Signal { name: "nudge", input: Payload(6 bytes) }]
+           2 @11000 WorkflowExecutionSignaled name=nudge input="early"
+        @12000 [TimerFired { timer: FirstWorkflowTask }]
+           3 @12000 WorkflowTaskCompleted
+           4 @12000 WorkflowExecutionCompleted result="\"tick\" \"early\""
+          -> closed Completed
+          -> cron next after 2000 ms, last result Some("\"\\\"tick\\\" \\\"early\\\"\""), failure None
+        status=Completed next_event_id=5 pending_activities=[] timers={}
+    "#]]);
+    // Replay reaches the same state from the history.
+    let replayed = Run::replay(&wf, s.run.state().clone(), &s.history).unwrap();
+    assert_eq!(replayed.state(), s.run.state());
+
+    // A failing run continues the chain with the last completed result.
+    let mut s = Script::start_with(&wf, cron_args("@every 2s", 2_000, Some("before")), 20_000);
+    s.step(22_000, vec![first_task()])
+        .step(22_500, vec![nudge("fail")]);
+    s.check(expect![[r#"
+        start
+           1 @20000 WorkflowExecutionStarted input="tick"
+          -> timer FirstWorkflowTask at 22000
+        @22000 [TimerFired { timer: FirstWorkflowTask }]
+           2 @22000 WorkflowTaskCompleted
+        @22500 [Signal { name: "nudge", input: Payload(5 bytes) }]
+           3 @22500 WorkflowExecutionSignaled name=nudge input="fail"
+           4 @22500 WorkflowTaskCompleted
+           5 @22500 WorkflowExecutionFailed failure=Boom: asked to fail
+          -> closed Failed
+          -> cron next after 2000 ms, last result Some("\"before\""), failure Some("asked to fail")
+        status=Failed next_event_id=6 pending_activities=[] timers={}
+    "#]]);
+
+    // A terminated run ends the chain, even while it waits.
+    let mut s = Script::start_with(&wf, cron_args("@every 2s", 2_000, None), 30_000);
+    s.step(
+        31_000,
+        vec![Message::Terminate {
+            reason: "enough".into(),
+        }],
+    );
+    s.check(expect![[r#"
+        start
+           1 @30000 WorkflowExecutionStarted input="tick"
+          -> timer FirstWorkflowTask at 32000
+        @31000 [Terminate { reason: "enough" }]
+           2 @31000 WorkflowExecutionTerminated reason="enough"
+          -> closed Terminated
+        status=Terminated next_event_id=3 pending_activities=[] timers={}
+    "#]]);
 }

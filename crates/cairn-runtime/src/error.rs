@@ -82,6 +82,8 @@ pub enum ClientError {
     },
     #[error("invalid schedule: {reason}")]
     InvalidSchedule { reason: String },
+    #[error("invalid cron_schedule: {reason}")]
+    InvalidCronSchedule { reason: String },
     #[error("invalid search attributes: {reason}")]
     InvalidSearchAttributes { reason: String },
     #[error("invalid memo: {0}")]

@@ -259,8 +259,27 @@ impl Keys {
         Some((u64::try_from(at).ok()?, id))
     }
 
+    /// A past run of workflow id `workflow_id` (one a later run replaced as the id's current
+    /// run), newest first; the value is its visibility record as it closed. What
+    /// `WorkflowId = 'id'` lists besides the current run.
+    pub fn past_run(
+        &self,
+        namespace: &str,
+        workflow_id: &str,
+        started_ms: u64,
+        run: &RunId,
+    ) -> Vec<u8> {
+        self.past_runs(namespace, workflow_id)
+            .pack(&(-(started_ms as i64), uuid(run)))
+    }
+
+    pub fn past_runs(&self, namespace: &str, workflow_id: &str) -> Subspace {
+        self.visibility(namespace).subspace(&("runs", workflow_id))
+    }
+
     /// An earlier run of a workflow id (replaced by a new start or a continue-as-new), by when
-    /// it closed; the value is its workflow id.
+    /// it closed; the value is its workflow id and start time (`RetiredRun`), or (written
+    /// before past runs were listed) its workflow id alone.
     pub fn retired_run(&self, namespace: &str, closed_ms: u64, run: &RunId) -> Vec<u8> {
         self.root
             .pack(&("retire", namespace, closed_ms as i64, uuid(run)))

@@ -60,6 +60,10 @@ pub struct StartWorkflow {
     /// The run's search attributes from its start (indexed and listable at once). An
     /// attribute declared on this node must have its declared type.
     pub search_attributes: SearchAttributes,
+    /// Temporal's `cron_schedule`: each run waits for the expression's next time, and a
+    /// run that completes, fails or times out starts the next
+    /// (`cairn_core::schedule::CronSchedule` says what it accepts).
+    pub cron_schedule: Option<String>,
 }
 
 /// Most bytes of a start's `request_id`.
@@ -95,8 +99,10 @@ pub struct RunHistory {
     pub started_unix_ms: u64,
     /// Where the run's workflow tasks go, if its code runs in remote workers.
     pub remote: Option<crate::RemoteStart>,
-    /// The run this one continues (continue-as-new), if any.
+    /// The run this one continues (continue-as-new or a cron schedule), if any.
     pub previous_run: Option<RunId>,
+    /// The run its cron schedule started after this one, if any.
+    pub next_run: Option<RunId>,
     /// The parent, for a child workflow's run.
     pub parent: Option<(WorkflowId, RunId)>,
 }
@@ -572,6 +578,28 @@ impl<S: Store> Node<S> {
             now,
         );
         let mut run = run.with(request.memo.clone(), request.search_attributes.clone());
+        run.record.start.cron = match &request.cron_schedule {
+            Some(expression) => {
+                let schedule =
+                    cairn_core::schedule::CronSchedule::parse(expression).map_err(|e| {
+                        ClientError::InvalidCronSchedule {
+                            reason: e.to_string(),
+                        }
+                    })?;
+                let first_task_backoff_ms = schedule.backoff_ms(now, now).ok_or_else(|| {
+                    ClientError::InvalidCronSchedule {
+                        reason: format!("{expression:?} has no time after now"),
+                    }
+                })?;
+                Some(cairn_types::CronRun {
+                    schedule: expression.clone(),
+                    first_task_backoff_ms,
+                    last_completion_result: None,
+                    continued_failure: None,
+                })
+            }
+            None => None,
+        };
         run.record.start.request_id = request.request_id.clone();
         run.record.start.remote = request.remote.clone();
         let run_id = run.run_id;
@@ -994,6 +1022,7 @@ impl<S: Store> Node<S> {
             started_unix_ms: record.created_unix_ms,
             remote: record.start.remote,
             previous_run: record.previous_run,
+            next_run: record.next_run,
             parent: record.parent.map(|p| (p.workflow_id, p.run_id)),
         })
     }

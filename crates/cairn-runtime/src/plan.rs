@@ -213,6 +213,23 @@ impl Planner<'_> {
                     });
                     successor = Some(next);
                 }
+                Effect::CronNext { cron } => {
+                    // The chain's input each time, and what this run leaves of its memo and
+                    // search attributes; this run keeps its own outcome.
+                    let mut next = NewRun::new(
+                        &record.namespace,
+                        record.workflow_id.clone(),
+                        &record.start.workflow_type,
+                        record.start.input.clone(),
+                        record.start.timeouts,
+                        now,
+                    )
+                    .with(state.memo.clone(), state.search_attributes.clone())
+                    .continuing(record);
+                    next.record.start.cron = Some(cron.clone());
+                    new_record.next_run = Some(next.run_id);
+                    successor = Some(next);
+                }
                 Effect::SignalExternal {
                     seq,
                     workflow_id,
@@ -294,36 +311,42 @@ impl Planner<'_> {
             bytes,
             self.record_chunks,
         ));
-        match successor {
-            Some(next) => ops.extend(next.writes(keys, self.shard, previous_summary(record))),
-            None if summary_changed => {
-                let summary = WorkflowRecord {
-                    run_id: self.run_id,
-                    workflow_type: record.start.workflow_type.clone(),
-                    status: Some(state.status),
-                    // When the start was accepted (as the start wrote it), not when the run first
-                    // ran: the visibility entries, keyed by it, stay where they are.
-                    started_unix_ms: record.created_unix_ms,
-                    closed_unix_ms: state.closed_unix_ms,
-                    parent_workflow_id: record.parent.as_ref().map(|p| p.workflow_id.clone()),
-                    parent_run_id: record.parent.as_ref().map(|p| p.run_id),
-                    search_attributes: state.search_attributes.clone(),
-                    memo: state.memo.clone(),
-                    history_length: state.next_event_id - 1,
-                    execution_started_unix_ms: record
-                        .start
-                        .execution_started_unix_ms
-                        .unwrap_or(record.created_unix_ms),
-                };
-                ops.push(crate::visibility::put_workflow(
+        if summary_changed || successor.is_some() {
+            let summary = WorkflowRecord {
+                run_id: self.run_id,
+                workflow_type: record.start.workflow_type.clone(),
+                status: Some(state.status),
+                // When the start was accepted (as the start wrote it), not when the run first
+                // ran: the visibility entries, keyed by it, stay where they are.
+                started_unix_ms: record.created_unix_ms,
+                closed_unix_ms: state.closed_unix_ms,
+                parent_workflow_id: record.parent.as_ref().map(|p| p.workflow_id.clone()),
+                parent_run_id: record.parent.as_ref().map(|p| p.run_id),
+                search_attributes: state.search_attributes.clone(),
+                memo: state.memo.clone(),
+                history_length: state.next_event_id - 1,
+                execution_started_unix_ms: record
+                    .start
+                    .execution_started_unix_ms
+                    .unwrap_or(record.created_unix_ms),
+            };
+            // The closing run's own summary first, even when a successor replaces it in the
+            // same commit: the replacement keeps it, as the run's entry among the id's past
+            // runs (`visibility::replacement_ops`).
+            ops.push(crate::visibility::put_workflow(
+                keys,
+                &record.namespace,
+                record.workflow_id.as_str(),
+                summary.clone(),
+                previous_summary(record),
+            ));
+            if let Some(next) = successor {
+                ops.extend(next.writes(
                     keys,
-                    &record.namespace,
-                    record.workflow_id.as_str(),
-                    summary,
-                    previous_summary(record),
+                    self.shard,
+                    crate::visibility::Replacing::Record(summary),
                 ));
             }
-            None => {}
         }
         (ops, after, new_record)
     }
@@ -625,6 +648,9 @@ fn dropped_timer_keys(
         if let Some(deadline) = state.deadline_unix_ms {
             out.push(keys.timer(shard, deadline, run_id, &TimerId::WorkflowExecution));
         }
+        if let Some(at) = state.first_task_at_unix_ms {
+            out.push(keys.timer(shard, at, run_id, &TimerId::FirstWorkflowTask));
+        }
     }
     out
 }
@@ -696,6 +722,9 @@ mod tests {
             deadline_unix_ms: None,
             remote: None,
             updates: BTreeMap::new(),
+            cron: None,
+            first_task_at_unix_ms: None,
+            unseen_inputs: Vec::new(),
         }
     }
 

@@ -72,6 +72,9 @@ pub struct StartRecord {
     /// The search attributes the run starts with.
     #[serde(default, skip_serializing_if = "SearchAttributes::is_empty")]
     pub search_attributes: SearchAttributes,
+    /// Set for a run of a workflow started with a cron schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<cairn_types::CronRun>,
 }
 
 /// Where a remote run's workflow tasks go.
@@ -116,9 +119,14 @@ pub struct RunRecord {
     /// The schedule that started this run, if any (told when the run closes).
     #[serde(default)]
     pub scheduled_by: Option<String>,
-    /// The run this one continues, if it was started by continue-as-new.
+    /// The run this one continues, if it was started by continue-as-new or by its cron
+    /// schedule.
     #[serde(default)]
     pub previous_run: Option<RunId>,
+    /// The run that continues this one by its cron schedule (a run continued as new names
+    /// its successor in its outcome).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<RunId>,
 }
 
 impl RunRecord {
@@ -137,6 +145,7 @@ impl RunRecord {
             parent: self.parent.clone(),
             scheduled_by: self.scheduled_by.clone(),
             previous_run: self.previous_run,
+            next_run: self.next_run,
         }
     }
 }
@@ -338,6 +347,7 @@ impl NewRun {
                     remote: None,
                     memo: Memo::new(),
                     search_attributes: SearchAttributes::new(),
+                    cron: None,
                 },
                 state: None,
                 version: 0,
@@ -346,6 +356,7 @@ impl NewRun {
                 parent: None,
                 scheduled_by: None,
                 previous_run: None,
+                next_run: None,
             },
             summary: WorkflowRecord {
                 run_id,

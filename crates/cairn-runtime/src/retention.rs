@@ -5,8 +5,9 @@
 //!
 //! Two indexes name what to delete, both written in the commit that makes it deletable:
 //! `("vis", ns, "ct", close_ms, workflow_id)` (by `visibility::index_ops`, for every closed
-//! workflow record) and `("retire", ns, close_ms, run_id) -> workflow_id` (by
-//! `visibility::put_workflow`, when a record replaces one of another run).
+//! workflow record) and `("retire", ns, close_ms, run_id) -> (workflow_id, start)` (by
+//! `visibility::put_workflow`, when a record replaces one of another run, with the past-run
+//! record that lists it under its workflow id).
 //!
 //! Invariants:
 //! - One sweeper per cluster: the node holding shard 0. Deletes are idempotent, so a second
@@ -22,6 +23,7 @@ use crate::committer::{Derive, Op};
 use crate::keys::Keys;
 use crate::records::{WorkflowRecord, clear_record_ops, decode};
 use crate::shared::Shared;
+use crate::visibility::RetiredRun;
 use cairn_store::{RangeRequest, Store, StoreError, Transaction};
 use cairn_types::RunId;
 use std::sync::{Arc, Weak};
@@ -164,12 +166,20 @@ pub(crate) async fn sweep<S: Store>(shared: &Shared<S>) -> Result<usize, StoreEr
         }
         for row in &retired {
             if let Some(run_id) = keys.parse_retired_run(&row.key) {
-                let workflow_id: String = decode("retired run", &row.value)?;
+                let retired = RetiredRun::decode(&row.value)?;
                 ops.extend(run_deletion_ops(
                     keys,
-                    shared.shard_of_id(&workflow_id),
+                    shared.shard_of_id(&retired.workflow_id),
                     &run_id,
                 ));
+                if let Some(started) = retired.started_unix_ms {
+                    ops.push(Op::Clear(keys.past_run(
+                        namespace,
+                        &retired.workflow_id,
+                        started,
+                        &run_id,
+                    )));
+                }
             }
             ops.push(Op::Clear(row.key.clone()));
         }

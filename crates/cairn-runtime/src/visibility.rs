@@ -12,6 +12,7 @@
 //! ("vis", ns, "kw", attribute, value, -start_ms, workflow_id)  -> ()  by a Keyword attribute
 //! ("vis", ns, "ct", close_ms, workflow_id)                    -> ()  closed, by close time
 //! ("vis", ns, "types", type)                                   -> ()  the types seen
+//! ("vis", ns, "runs", workflow_id, -start_ms, run_id)          -> record  past runs
 //! ("viscount", ns, "ts", type, status)                         -> i64 (atomic add)
 //! ```
 //!
@@ -20,6 +21,12 @@
 //! everything merges its (type, status) parts (seven statuses, times the types seen), and a
 //! count sums their counters. So a start writes one entry and a close moves one, which is
 //! what keeps indexing cheap on the write path that every workflow takes.
+//!
+//! The indexes and counters hold each workflow id's current run. A run replaced by a later one
+//! (a new start of its closed id, a continue-as-new, its cron schedule's next run) keeps its
+//! record as it closed among the id's past runs, written by the replacing commit: a query
+//! naming `WorkflowId = 'id'` lists the current run and then those, newest first, as Temporal
+//! lists every run of an id. Retention deletes a past run with the rest of it.
 //!
 //! Invariants:
 //! - A list reads O(page) keys when the query's conjuncts name an indexed equality, and at most
@@ -358,10 +365,37 @@ fn replacement_ops(
         let closed = old.closed_unix_ms.unwrap_or(record.started_unix_ms);
         ops.push(Op::Set(
             keys.retired_run(namespace, closed, &old.run_id),
-            encode(&workflow_id),
+            encode(&RetiredRun {
+                workflow_id: workflow_id.to_string(),
+                started_unix_ms: Some(old.started_unix_ms),
+            }),
+        ));
+        ops.push(Op::Set(
+            keys.past_run(namespace, workflow_id, old.started_unix_ms, &old.run_id),
+            encode(old),
         ));
     }
     ops
+}
+
+/// A retired run's entry (`Keys::retired_run`): where its past-run record is.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RetiredRun {
+    pub workflow_id: String,
+    /// `None` in an entry written before past runs were listed (it has no past-run record).
+    pub started_unix_ms: Option<u64>,
+}
+
+impl RetiredRun {
+    /// The entry's value, also as written before past runs were listed (the id alone).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        decode::<Self>("retired run", bytes).or_else(|_| {
+            Ok(Self {
+                workflow_id: decode("retired run", bytes)?,
+                started_unix_ms: None,
+            })
+        })
+    }
 }
 
 /// Writes `record` as workflow `workflow_id`'s record, with its index entries and counts, in
@@ -417,7 +451,7 @@ pub fn put_workflow(
 /// How a query reaches its candidates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
-    /// `WorkflowId = 'x'`: one record.
+    /// `WorkflowId = 'x'`: its current run, then its past runs.
     Point(String),
     /// The entries of one index, newest first.
     Scan(Index),
@@ -598,17 +632,73 @@ impl<S: Store> Visibility<'_, S> {
         })
     }
 
-    /// `WorkflowId = 'id'` (and the rest of `filter`): one read.
-    async fn point(
+    /// Walks workflow `id`'s runs newest first, from after `after` (start time, run id): its
+    /// current run, then its past runs a chunk per transaction. Gives each to `visit` until it
+    /// returns false or `budget` runs have been examined; returns the position of the last run
+    /// examined and whether runs remain.
+    async fn runs(
         &self,
         id: &str,
-        filter: &Filter,
-    ) -> Result<Option<WorkflowSummary>, ClientError> {
+        after: Option<(u64, String)>,
+        mut budget: usize,
+        visit: &mut (dyn FnMut(WorkflowSummary) -> bool + Send),
+    ) -> Result<(Option<(u64, String)>, bool), ClientError> {
+        let after_run = match &after {
+            Some((start, run)) => Some((
+                *start,
+                run.parse::<RunId>()
+                    .map_err(|_| ClientError::InvalidPageToken {
+                        reason: format!("{run:?} is not a run id"),
+                    })?,
+            )),
+            None => None,
+        };
+        let position = |w: &WorkflowSummary| (w.started_unix_ms, w.run_id.to_string());
+        let mut last = after.clone();
         let mut tx = self.store.begin()?;
-        Ok(self
-            .record(&mut tx, id)
-            .await?
-            .filter(|w| filter.matches(w)))
+        if let Some(current) = self.record(&mut tx, id).await?
+            && after.as_ref().is_none_or(|(start, run)| {
+                (negated(current.started_unix_ms), current.run_id.to_string())
+                    > (negated(*start), run.clone())
+            })
+        {
+            last = Some(position(&current));
+            budget = budget.saturating_sub(1);
+            if !visit(current) {
+                return Ok((last, true));
+            }
+        }
+        let past = self.keys.past_runs(self.namespace, id);
+        let (mut begin, end) = past.range();
+        if let Some((start, run)) = after_run {
+            begin = key_after(&past.pack(&(negated(start), run.as_uuid())));
+        }
+        while budget > 0 {
+            let limit = budget.min(SCAN_CHUNK_ENTRIES);
+            let mut tx = self.store.begin()?;
+            let rows = tx
+                .get_range(
+                    &RangeRequest::new(begin.clone(), end.clone())
+                        .limit(limit)
+                        .snapshot(),
+                )
+                .await?;
+            for row in &rows {
+                let summary =
+                    WorkflowSummary::from_record(id.to_string(), decode("past run", &row.value)?);
+                last = Some(position(&summary));
+                budget -= 1;
+                if !visit(summary) {
+                    return Ok((last, true));
+                }
+            }
+            match rows.last() {
+                Some(row) if rows.len() == limit => begin = key_after(&row.key),
+                _ => return Ok((last, false)),
+            }
+            tokio::task::yield_now().await;
+        }
+        Ok((last, true))
     }
 
     /// The workflow types seen in the namespace (at most [`TYPES_MAX`]).
@@ -721,20 +811,39 @@ impl<S: Store> Visibility<'_, S> {
         let after = after.map(|key| index_position(&key)).transpose()?;
         match self.access(filter) {
             Access::Point(id) => {
-                let workflows = self
-                    .point(&id, filter)
-                    .await?
-                    .filter(|w| {
-                        after.as_ref().is_none_or(|(start, after_id)| {
-                            (negated(w.started_unix_ms), w.workflow_id.as_str())
-                                > (negated(*start), after_id.as_str())
-                        })
+                // A workflow id's runs, positioned by (start time, run id).
+                let mut workflows = Vec::new();
+                let mut more = false;
+                let (last, remaining) = self
+                    .runs(&id, after, LIST_SCAN_ENTRIES_MAX, &mut |w| {
+                        if !filter.matches(&w) {
+                            return true;
+                        }
+                        if workflows.len() == page_size {
+                            more = true;
+                            return false;
+                        }
+                        workflows.push(w);
+                        true
                     })
-                    .into_iter()
-                    .collect();
+                    .await?;
+                let position = if more {
+                    workflows
+                        .last()
+                        .map(|w| (w.started_unix_ms, w.run_id.to_string()))
+                } else if remaining {
+                    last
+                } else {
+                    None
+                };
                 Ok(WorkflowPage {
                     workflows,
-                    next_page_token: None,
+                    next_page_token: position.map(|(start, run)| {
+                        page_token(&[
+                            Some(SearchValue::Datetime(start)),
+                            Some(SearchValue::Keyword(run)),
+                        ])
+                    }),
                 })
             }
             Access::Scan(index) => {
@@ -805,15 +914,9 @@ impl<S: Store> Visibility<'_, S> {
     }
 
     async fn matching_all(&self, filter: &Filter) -> Result<Vec<WorkflowSummary>, ClientError> {
-        let index = match self.access(filter) {
-            Access::Point(id) => {
-                return Ok(self.point(&id, filter).await?.into_iter().collect());
-            }
-            Access::Scan(index) => index,
-        };
         let mut matching = Vec::new();
         let mut too_many = false;
-        self.walk(&index, None, usize::MAX, SCAN_CHUNK_ENTRIES, &mut |w| {
+        let mut visit = |w: WorkflowSummary| {
             if filter.matches(&w) {
                 if matching.len() == SORTED_QUERY_WORKFLOWS_MAX {
                     too_many = true;
@@ -822,8 +925,14 @@ impl<S: Store> Visibility<'_, S> {
                 matching.push(w);
             }
             true
-        })
-        .await?;
+        };
+        match self.access(filter) {
+            Access::Point(id) => self.runs(&id, None, usize::MAX, &mut visit).await?,
+            Access::Scan(index) => {
+                self.walk(&index, None, usize::MAX, SCAN_CHUNK_ENTRIES, &mut visit)
+                    .await?
+            }
+        };
         if too_many {
             return Err(ClientError::QueryTooBroad {
                 limit: SORTED_QUERY_WORKFLOWS_MAX,
@@ -845,18 +954,18 @@ impl<S: Store> Visibility<'_, S> {
             }
             return Ok(u64::try_from(total).unwrap_or(0));
         }
-        let index = match self.access(filter) {
-            Access::Point(id) => {
-                return Ok(u64::from(self.point(&id, filter).await?.is_some()));
-            }
-            Access::Scan(index) => index,
-        };
         let mut count = 0u64;
-        self.walk(&index, None, usize::MAX, SCAN_CHUNK_ENTRIES, &mut |w| {
+        let mut visit = |w: WorkflowSummary| {
             count += u64::from(filter.matches(&w));
             true
-        })
-        .await?;
+        };
+        match self.access(filter) {
+            Access::Point(id) => self.runs(&id, None, usize::MAX, &mut visit).await?,
+            Access::Scan(index) => {
+                self.walk(&index, None, usize::MAX, SCAN_CHUNK_ENTRIES, &mut visit)
+                    .await?
+            }
+        };
         Ok(count)
     }
 }

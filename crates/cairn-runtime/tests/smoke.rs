@@ -52,6 +52,7 @@ async fn activity_then_timer_completes() {
         remote: None,
         memo: Default::default(),
         search_attributes: Default::default(),
+        cron_schedule: None,
     })
     .await
     .unwrap();

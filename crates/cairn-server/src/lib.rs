@@ -130,6 +130,7 @@ impl From<ClientError> for ApiError {
             ClientError::QueryTooBroad { .. } => (S::BAD_REQUEST, "query_too_broad"),
             ClientError::Overloaded { .. } => (S::TOO_MANY_REQUESTS, "overloaded"),
             ClientError::InvalidSchedule { .. } => (S::BAD_REQUEST, "invalid_schedule"),
+            ClientError::InvalidCronSchedule { .. } => (S::BAD_REQUEST, "invalid_cron_schedule"),
             ClientError::InvalidSearchAttributes { .. } => {
                 (S::BAD_REQUEST, "invalid_search_attributes")
             }
@@ -478,6 +479,8 @@ struct StartBody {
     memo: serde_json::Map<String, Value>,
     #[serde(default)]
     search_attributes: serde_json::Map<String, Value>,
+    #[serde(default)]
+    cron_schedule: Option<String>,
 }
 
 async fn start<S: Store>(
@@ -514,6 +517,7 @@ async fn start<S: Store>(
             remote: None,
             memo: json::memo_of(&body.memo)?,
             search_attributes: json::search_attributes_of(&body.search_attributes)?,
+            cron_schedule: body.cron_schedule,
         })
         .await?;
     let answer = json!({"workflow_id": body.workflow_id, "run_id": run_id.to_string()});

@@ -294,6 +294,7 @@ async fn bad_requests_get_clear_errors_and_write_nothing() {
         ("POST", "/api/v1/workflows", Some(r#"{"workflow_id":"","workflow_type":"doubler","input":1}"#.into()), StatusCode::BAD_REQUEST, "invalid_workflow_id"),
         ("POST", "/api/v1/workflows", Some(r#"{"workflow_id":"x","workflow_type":"doubler","input":1,"id_reuse_policy":"sometimes"}"#.into()), StatusCode::BAD_REQUEST, "invalid_id_reuse_policy"),
         ("POST", "/api/v1/workflows", Some(r#"{"workflow_id":"x","workflow_type":"doubler","input":1,"execution_timeout_ms":0}"#.into()), StatusCode::BAD_REQUEST, "invalid_timeouts"),
+        ("POST", "/api/v1/workflows", Some(r#"{"workflow_id":"x","workflow_type":"doubler","input":1,"cron_schedule":"whenever"}"#.into()), StatusCode::BAD_REQUEST, "invalid_cron_schedule"),
         ("POST", "/api/v1/workflows", Some(format!(r#"{{"workflow_id":"x","workflow_type":"doubler","input":"{}"}}"#, "x".repeat(300_000))), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
         ("GET", "/api/v1/workflows?status=sleeping", None, StatusCode::BAD_REQUEST, "invalid_status"),
         ("GET", "/api/v1/workflows/missing", None, StatusCode::NOT_FOUND, "not_found"),

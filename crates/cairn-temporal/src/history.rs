@@ -30,7 +30,7 @@ pub struct RunContext {
     pub namespace: String,
     pub task_queue: String,
     pub run_id: RunId,
-    /// The run that continued this one, if it continued as new.
+    /// The run that continued this one, if it continued as new or by its cron schedule.
     pub new_run_id: Option<RunId>,
     /// The run's code is a remote worker's: its sequence numbers carry the SDK's activity and
     /// timer ids (`workflow_tasks::sdk_id`).
@@ -298,6 +298,14 @@ impl Builder<'_> {
         )
     }
 
+    /// The run that continues this one, as a close event names it ("" for none).
+    fn next_run(&self) -> String {
+        self.context
+            .new_run_id
+            .map(|r| r.to_string())
+            .unwrap_or_default()
+    }
+
     /// One Cairn event; `task` is the completed workflow task of a command.
     fn event(&mut self, event: &HistoryEvent, task: i64) {
         let t = event.time_unix_ms;
@@ -309,9 +317,26 @@ impl Builder<'_> {
                 timeouts,
                 memo,
                 search_attributes: attributes,
+                cron,
                 ..
             } => {
+                let cron = cron.as_ref();
+                let continued = cron.is_some() && self.context.previous_run.is_some();
                 let attributes = h::WorkflowExecutionStartedEventAttributes {
+                    cron_schedule: cron.map(|c| c.schedule.clone()).unwrap_or_default(),
+                    first_workflow_task_backoff: cron.filter(|c| c.first_task_backoff_ms > 0).map(
+                        |c| duration(std::time::Duration::from_millis(c.first_task_backoff_ms)),
+                    ),
+                    initiator: if continued {
+                        temporalio_protos::temporal::api::enums::v1::ContinueAsNewInitiator::CronSchedule
+                            as i32
+                    } else {
+                        0
+                    },
+                    last_completion_result: cron
+                        .and_then(|c| c.last_completion_result.as_ref())
+                        .map(payloads),
+                    continued_failure: cron.and_then(|c| c.continued_failure.as_ref()).map(failure),
                     workflow_type: Some(WorkflowType {
                         name: workflow_type.clone(),
                     }),
@@ -592,7 +617,7 @@ impl Builder<'_> {
                         h::WorkflowExecutionCompletedEventAttributes {
                             result: Some(payloads(result)),
                             workflow_task_completed_event_id: task,
-                            ..Default::default()
+                            new_execution_run_id: self.next_run(),
                         },
                     ),
                 );
@@ -606,7 +631,7 @@ impl Builder<'_> {
                             failure: Some(failure(f)),
                             retry_state: RetryState::RetryPolicyNotSet as i32,
                             workflow_task_completed_event_id: task,
-                            ..Default::default()
+                            new_execution_run_id: self.next_run(),
                         },
                     ),
                 );
@@ -643,7 +668,7 @@ impl Builder<'_> {
                     Attributes::WorkflowExecutionTimedOutEventAttributes(
                         h::WorkflowExecutionTimedOutEventAttributes {
                             retry_state: RetryState::Timeout as i32,
-                            ..Default::default()
+                            new_execution_run_id: self.next_run(),
                         },
                     ),
                 );

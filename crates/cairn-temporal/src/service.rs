@@ -185,20 +185,21 @@ fn execution_info(summary: &WorkflowSummary) -> wf::WorkflowExecutionInfo {
     }
 }
 
-/// Refuses start options Cairn cannot honour, by name.
-fn refuse_unsupported_start(
+/// A start's cron schedule, if it has one; refuses the start options Cairn cannot honour, by
+/// name.
+fn cron_of_start(
     cron_schedule: &str,
     start_delay: Option<&prost_wkt_types::Duration>,
-) -> Result<(), Status> {
-    if !cron_schedule.is_empty() {
-        return Err(status::unsupported(
-            "cron_schedule on a workflow start (create a schedule instead)",
-        ));
-    }
+) -> Result<Option<String>, Status> {
     if std_duration(start_delay, "workflow_start_delay")?.is_some() {
+        if !cron_schedule.is_empty() {
+            return Err(Status::invalid_argument(
+                "cron_schedule and workflow_start_delay may not be used together",
+            ));
+        }
         return Err(status::unsupported("workflow_start_delay"));
     }
-    Ok(())
+    Ok((!cron_schedule.is_empty()).then(|| cron_schedule.to_string()))
 }
 
 /// What a start request (`StartWorkflowExecution`, `SignalWithStart…`) asks for.
@@ -215,6 +216,7 @@ struct StartParams<'a> {
     request_id: &'a str,
     memo: Option<&'a common::Memo>,
     search_attributes: Option<&'a common::SearchAttributes>,
+    cron_schedule: Option<String>,
 }
 
 impl<S: Store> Frontend<S> {
@@ -265,6 +267,7 @@ impl<S: Store> Frontend<S> {
             request_id,
             memo,
             search_attributes,
+            cron_schedule,
         } = params;
         let id = workflow_id_of(workflow_id)?;
         let workflow_type = workflow_type
@@ -329,6 +332,7 @@ impl<S: Store> Frontend<S> {
             remote,
             memo,
             search_attributes,
+            cron_schedule,
         };
         match self.node.start_workflow(request.clone()).await {
             Ok(run_id) => Ok((run_id, true)),
@@ -378,7 +382,7 @@ impl<S: Store> Frontend<S> {
                 .map_or(IN_PROCESS_TASK_QUEUE.into(), |r| r.task_queue.clone()),
             new_run_id: match read.outcome {
                 Some(Outcome::ContinuedAsNew { new_run_id }) => Some(new_run_id),
-                _ => None,
+                _ => read.next_run,
             },
             previous_run: read.previous_run,
             parent: read.parent.as_ref().map(|(w, r)| (w.to_string(), *r)),
@@ -486,7 +490,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
     ) -> Result<Response<ws::StartWorkflowExecutionResponse>, Status> {
         let r = request.into_inner();
         self.check_namespace(&r.namespace)?;
-        refuse_unsupported_start(&r.cron_schedule, r.workflow_start_delay.as_ref())?;
+        let cron_schedule = cron_of_start(&r.cron_schedule, r.workflow_start_delay.as_ref())?;
         let (run_id, started) = self
             .start(StartParams {
                 workflow_id: &r.workflow_id,
@@ -501,6 +505,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
                 request_id: &r.request_id,
                 memo: r.memo.as_ref(),
                 search_attributes: r.search_attributes.as_ref(),
+                cron_schedule,
             })
             .await?;
         Ok(Response::new(ws::StartWorkflowExecutionResponse {
@@ -534,7 +539,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
     ) -> Result<Response<ws::SignalWithStartWorkflowExecutionResponse>, Status> {
         let r = request.into_inner();
         self.check_namespace(&r.namespace)?;
-        refuse_unsupported_start(&r.cron_schedule, r.workflow_start_delay.as_ref())?;
+        let cron_schedule = cron_of_start(&r.cron_schedule, r.workflow_start_delay.as_ref())?;
         if r.signal_name.is_empty() {
             return Err(Status::invalid_argument("signal_name is required"));
         }
@@ -566,6 +571,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
                 request_id: &r.request_id,
                 memo: r.memo.as_ref(),
                 search_attributes: r.search_attributes.as_ref(),
+                cron_schedule,
             })
             .await?;
         let id = workflow_id_of(&r.workflow_id)?;

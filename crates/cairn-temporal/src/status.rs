@@ -109,6 +109,7 @@ pub fn of(error: ClientError) -> Status {
         | ClientError::PayloadTooLarge { .. }
         | ClientError::InvalidTimeouts(_)
         | ClientError::InvalidSchedule { .. }
+        | ClientError::InvalidCronSchedule { .. }
         | ClientError::InvalidSearchAttributes { .. }
         | ClientError::InvalidMemo(_)
         | ClientError::InvalidQuery(_)

@@ -630,14 +630,47 @@ async fn bad_requests_get_clear_errors_and_write_nothing() {
         .await
         .unwrap_err();
     check(e, Code::InvalidArgument, "limit is 2048");
+    for (cron, says) in [
+        ("every morning", "invalid cron_schedule"),
+        ("@every 5 fortnights", "not a duration"),
+        ("CRON_TZ=Atlantis/Lost 0 9 * * *", "IANA time zone"),
+        (
+            &*format!("0 9 * * * {}", "1".repeat(300)),
+            "longer than 256 bytes",
+        ),
+    ] {
+        let e = client
+            .start_workflow_execution(ws::StartWorkflowExecutionRequest {
+                cron_schedule: cron.into(),
+                ..start_request("bad", "", 1)
+            })
+            .await
+            .unwrap_err();
+        check(e, Code::InvalidArgument, says);
+    }
     let e = client
         .start_workflow_execution(ws::StartWorkflowExecutionRequest {
             cron_schedule: "0 9 * * *".into(),
+            workflow_start_delay: Some(prost_wkt_types::Duration {
+                seconds: 5,
+                nanos: 0,
+            }),
             ..start_request("bad", "", 1)
         })
         .await
         .unwrap_err();
-    check(e, Code::Unimplemented, "cron_schedule");
+    check(e, Code::InvalidArgument, "may not be used together");
+    let e = client
+        .start_workflow_execution(ws::StartWorkflowExecutionRequest {
+            workflow_start_delay: Some(prost_wkt_types::Duration {
+                seconds: 5,
+                nanos: 0,
+            }),
+            ..start_request("bad", "", 1)
+        })
+        .await
+        .unwrap_err();
+    check(e, Code::Unimplemented, "workflow_start_delay");
     let e = client
         .start_workflow_execution(ws::StartWorkflowExecutionRequest {
             task_queue: None,
@@ -962,18 +995,22 @@ async fn a_token_guards_the_grpc_api() {
 }
 
 /// Proves a signal acknowledged over gRPC is in the run's history whatever closes the run at
-/// the same moment: three Temporal clients pour signals into runs as they are terminated, and
-/// every signal answered `Ok` is a `WorkflowExecutionSignaled` event of the final history.
+/// the same moment: three Temporal clients pour signals into runs as they are terminated, or
+/// as they complete on their own (having heard 150 words), and every signal answered `Ok` is a
+/// `WorkflowExecutionSignaled` event of the final history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signals_acknowledged_over_grpc_survive_a_racing_terminate() {
+async fn signals_acknowledged_over_grpc_survive_a_racing_close() {
     let (store, _dir) = store();
     let server = serve(store, None).await;
     let mut checked = 0;
-    for run in 0..3 {
+    for run in 0..6 {
+        // Even runs are terminated; odd ones complete by themselves mid-stream.
+        let terminated = run % 2 == 0;
         let id = format!("grpc-race-{run}");
         let mut client = server.client.clone();
+        let limit = if terminated { 1_000_000 } else { 150 };
         client
-            .start_workflow_execution(start_request(&id, "", 1_000_000))
+            .start_workflow_execution(start_request(&id, "", limit))
             .await
             .unwrap();
         let senders = (0..3).map(|sender| {
@@ -1001,6 +1038,9 @@ async fn signals_acknowledged_over_grpc_survive_a_racing_terminate() {
             }
         });
         let terminate = async {
+            if !terminated {
+                return;
+            }
             tokio::time::sleep(Duration::from_millis(30)).await;
             client
                 .terminate_workflow_execution(ws::TerminateWorkflowExecutionRequest {
@@ -1016,14 +1056,11 @@ async fn signals_acknowledged_over_grpc_survive_a_racing_terminate() {
             tokio::join!(futures::future::join_all(senders), terminate)
         })
         .await;
-        let history = server
-            .node
-            .client()
-            .handle::<String>(&id)
-            .unwrap()
-            .history()
-            .await
-            .unwrap();
+        let handle = server.node.client().handle::<String>(&id).unwrap();
+        // The final history: once the run has closed.
+        let outcome = within("closed", handle.result()).await;
+        assert_eq!(outcome.is_ok(), !terminated, "{id}: {outcome:?}");
+        let history = handle.history().await.unwrap();
         let recorded: std::collections::BTreeSet<String> = history
             .iter()
             .filter_map(|e| match &e.kind {

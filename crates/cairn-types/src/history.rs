@@ -27,6 +27,23 @@ pub fn start_bytes(input: &Payload, memo: &Memo, search_attributes: &SearchAttri
         + crate::search::search_attributes_bytes(search_attributes)
 }
 
+/// A run of a workflow started with a cron schedule (Temporal's `cron_schedule`): each run
+/// waits for the schedule's next time before its first workflow task, and the next run starts
+/// when this one completes, fails or reaches its run timeout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CronRun {
+    /// The expression, as the start gave it.
+    pub schedule: String,
+    /// How long the run waits for its first workflow task (until the schedule's next time).
+    pub first_task_backoff_ms: u64,
+    /// The result of the chain's last run that completed, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_completion_result: Option<Payload>,
+    /// The failure that closed the previous run, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continued_failure: Option<Failure>,
+}
+
 /// The error type of a failure made because a payload exceeded the inline bound.
 pub const PAYLOAD_TOO_LARGE: &str = "PayloadTooLarge";
 
@@ -230,6 +247,9 @@ pub enum EventKind {
         /// The search attributes the run started with.
         #[serde(default, skip_serializing_if = "SearchAttributes::is_empty")]
         search_attributes: SearchAttributes,
+        /// Set for a run of a workflow started with a cron schedule.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cron: Option<CronRun>,
     },
     /// Closes one transition: the events before it (since the previous one) were applied
     /// together, and the command events just before it are what the code produced. Replay

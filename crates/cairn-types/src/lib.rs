@@ -16,7 +16,7 @@ pub mod search;
 pub mod timeouts;
 
 pub use history::{
-    ActivityOptions, ChildOptions, Command, EventId, EventKind, Failure, HistoryEvent,
+    ActivityOptions, ChildOptions, Command, CronRun, EventId, EventKind, Failure, HistoryEvent,
     PAYLOAD_TOO_LARGE, ParentClosePolicy, Seq, TimeoutKind, UpdateOutcome, start_bytes,
 };
 pub use ids::{ActivityId, IdError, RunId, WorkflowId};

@@ -96,6 +96,7 @@ impl<S: Store> Client<S> {
             remote: None,
             memo: Ok(Memo::new()),
             search_attributes: SearchAttributes::new(),
+            cron_schedule: None,
             _output: PhantomData,
         }
     }
@@ -127,6 +128,7 @@ impl<S: Store> Client<S> {
             }),
             memo: Ok(Memo::new()),
             search_attributes: SearchAttributes::new(),
+            cron_schedule: None,
             _output: PhantomData,
         }
     }
@@ -204,6 +206,7 @@ pub struct StartCall<S: Store, O> {
     remote: Option<cairn_runtime::RemoteStart>,
     memo: Result<Memo, String>,
     search_attributes: SearchAttributes,
+    cron_schedule: Option<String>,
     _output: PhantomData<fn() -> O>,
 }
 
@@ -232,6 +235,17 @@ impl<S: Store, O> StartCall<S, O> {
     /// Limit on one run (each continue-as-new starts the clock again). Default none.
     pub fn run_timeout(mut self, timeout: Duration) -> Self {
         self.timeouts.run = Some(timeout);
+        self
+    }
+
+    /// Runs the workflow on a cron schedule (Temporal's `cron_schedule`: a standard
+    /// expression, a nickname such as `@hourly`, or `@every 30s`, optionally after
+    /// `CRON_TZ=<zone> `): each run waits for the schedule's next time, and each run that
+    /// completes, fails or times out starts the next, until the workflow is terminated or
+    /// canceled. `WorkflowId = '<id>'` lists every run. (A schedule, `Client::schedule`, is the
+    /// richer way.)
+    pub fn cron_schedule(mut self, expression: &str) -> Self {
+        self.cron_schedule = Some(expression.to_string());
         self
     }
 
@@ -284,6 +298,7 @@ impl<S: Store, O> StartCall<S, O> {
                         reason,
                     })?,
                 search_attributes: self.search_attributes,
+                cron_schedule: self.cron_schedule,
             })
             .await?;
         Ok(WorkflowHandle {
@@ -291,6 +306,37 @@ impl<S: Store, O> StartCall<S, O> {
             workflow_id,
             _output: PhantomData,
         })
+    }
+
+    /// Update-with-start: starts the workflow unless its id has a running run (that run is
+    /// used instead, Temporal's `USE_EXISTING` conflict policy), then sends `update` with
+    /// `args` as update `update_id`, returning once the run accepted or rejected it (a
+    /// rejection is the update handle's result; the run stays started, as on Temporal). The
+    /// start and the update are two steps, not one transaction: sent again with the same
+    /// update id after an error, it finds the run started and joins the update if it was
+    /// admitted (updates are deduplicated by id).
+    pub async fn send_with_update<A: Serialize, R: DeserializeOwned>(
+        self,
+        update: &Update<A, R>,
+        update_id: &str,
+        args: A,
+    ) -> Result<(WorkflowHandle<S, O>, UpdateHandle<S, R>), UpdateCallError>
+    where
+        O: DeserializeOwned,
+    {
+        let client = self.client.clone();
+        let workflow_id = WorkflowId::new(self.workflow_id.clone()).map_err(ClientError::from)?;
+        let handle = match self.send().await {
+            Ok(handle) => handle,
+            Err(ClientError::AlreadyRunning { .. }) => WorkflowHandle {
+                client,
+                workflow_id,
+                _output: PhantomData,
+            },
+            Err(e) => return Err(e.into()),
+        };
+        let accepted = handle.start_update(update, update_id, args).await?;
+        Ok((handle, accepted))
     }
 }
 

@@ -496,7 +496,24 @@ async fn continue_as_new_chain<S: Store>(store: S, tag: &str) {
         .count_workflows(&format!("WorkflowId = '{id}'"))
         .await
         .unwrap();
-    assert_eq!(chain, 1, "one visibility record per workflow id");
+    // Every run of the chain is listed by its id, as on Temporal: the last, then the runs it
+    // continued, newest first.
+    assert_eq!(chain, u64::from(runs), "each run of the chain is listed");
+    let listed = node
+        .client()
+        .list_workflows(&format!("WorkflowId = '{id}'"), None, None)
+        .await
+        .unwrap()
+        .workflows;
+    assert_eq!(listed[0].run_id, last.summary.run_id);
+    assert_eq!(listed[0].status, Some(cairn::RunStatus::Completed));
+    assert_eq!(listed.last().unwrap().run_id, first_run);
+    assert!(
+        listed[1..]
+            .iter()
+            .all(|w| w.status == Some(cairn::RunStatus::ContinuedAsNew)),
+        "{listed:?}"
+    );
     node.shutdown().await;
 }
 

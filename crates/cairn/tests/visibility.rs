@@ -358,6 +358,7 @@ async fn memo_and_start_attributes_last_across_a_restart_and_continue_as_new() {
             remote: None,
             memo: Default::default(),
             search_attributes: [("Region".to_string(), cairn::SearchValue::Int(1))].into(),
+            cron_schedule: None,
         })
         .await
         .unwrap_err();
