@@ -3,7 +3,8 @@
 //! update id sent again joins the first update (on a closed run too); an accepted update
 //! survives a crash of its node between acceptance and completion; a run bounds the updates
 //! in flight and in total; an update still running when its run is terminated fails, and
-//! one sent after answers that the run closed.
+//! one sent after answers that the run closed; update-with-start starts a run or uses the
+//! running one.
 
 mod common;
 
@@ -180,6 +181,73 @@ async fn updates_validate_deduplicate_and_complete() {
         within("dup after close result", known.unwrap().result()).await,
         Ok(12),
         "a closed run still answers an update it completed"
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_with_start_starts_or_uses_the_running_run() {
+    let node = node(cairn::MemStore::new(), NodeConfig::default()).await;
+    let client = node.client();
+    // A new id: started, then updated.
+    let (handle, first) = within(
+        "with start",
+        client
+            .start(ledger, "ledger-uws", ())
+            .send_with_update(&DEPOSIT, "first", 4),
+    )
+    .await
+    .unwrap();
+    assert_eq!(within("first", first.result()).await, Ok(4));
+    // Running: the same run takes the update.
+    let (_, second) = within(
+        "with running",
+        client
+            .start(ledger, "ledger-uws", ())
+            .send_with_update(&DEPOSIT, "second", 6),
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.run_id(), first.run_id(), "the running run was used");
+    assert_eq!(within("second", second.result()).await, Ok(10));
+    // Sent again with the same update id: the same update, not a second deposit.
+    let (_, again) = client
+        .start(ledger, "ledger-uws", ())
+        .send_with_update(&DEPOSIT, "second", 6)
+        .await
+        .unwrap();
+    assert_eq!(within("again", again.result()).await, Ok(10));
+    // A rejected update starts the run all the same (as on Temporal) and says why.
+    let (started, rejected) = client
+        .start(ledger, "ledger-uws-2", ())
+        .send_with_update(&DEPOSIT, "zero", 0)
+        .await
+        .unwrap();
+    let rejected = rejected.result().await;
+    assert_eq!(
+        started.describe().await.unwrap().summary.status,
+        Some(cairn::RunStatus::Running)
+    );
+    assert!(
+        matches!(&rejected, Err(UpdateCallError::Failed(f)) if f.message.contains("positive")),
+        "{rejected:?}"
+    );
+    // A closed id its reuse policy refuses: neither a start nor an update.
+    handle.signal(&CLOSE, ()).await.unwrap();
+    assert_eq!(within("closed", handle.result()).await, Ok(10));
+    let refused = client
+        .start(ledger, "ledger-uws", ())
+        .id_reuse_policy(cairn::IdReusePolicy::RejectDuplicate)
+        .send_with_update(&DEPOSIT, "third", 1)
+        .await;
+    assert!(
+        matches!(
+            &refused,
+            Err(UpdateCallError::Client(
+                ClientError::DuplicateRejected { .. }
+            ))
+        ),
+        "{refused:?}"
     );
     node.shutdown().await;
 }
