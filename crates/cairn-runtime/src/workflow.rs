@@ -1057,6 +1057,7 @@ impl<S: Store> WorkflowState<S> {
                     execution_started_unix_ms: record.start.execution_started_unix_ms,
                     memo: record.start.memo.clone(),
                     search_attributes: record.start.search_attributes.clone(),
+                    cron: record.start.cron.clone(),
                 };
                 let started = match &record.start.remote {
                     Some(remote) => Run::start_remote(
@@ -1247,9 +1248,12 @@ impl<S: Store> WorkflowState<S> {
     ///   no claim marked it meanwhile, so a start and its schedule-to-start timeout never both
     ///   land;
     /// - a heartbeat timer of an attempt that is beating on this node (its write was late) is
-    ///   not a timeout; the attempt's recorder is told to write at once, which re-arms it.
+    ///   not a timeout; the attempt's recorder is told to write at once, which re-arms it;
+    /// - a schedule-to-close timer of an activity whose first attempt is due to time out
+    ///   schedule-to-start (an attempt never picked up, its two deadlines the same) brings that
+    ///   timeout along: it wins the tie, as on Temporal, even when its own timer's mail comes in
+    ///   a later batch.
     async fn screen_attempt_timers(&self, run: &Run, messages: &mut Vec<Message>) -> Vec<Check> {
-        let keys = &self.shared.keys;
         let mut checks = Vec::new();
         let mut kept = Vec::with_capacity(messages.len());
         for message in messages.drain(..) {
@@ -1259,20 +1263,34 @@ impl<S: Store> WorkflowState<S> {
             };
             match *timer {
                 TimerId::ActivityScheduleToStart { seq, attempt } => {
-                    let key = keys.attempt(self.shard, &self.run_id, seq, attempt);
-                    let started = match self.shared.store.begin() {
-                        Ok(mut tx) => matches!(tx.get(&key).await, Ok(Some(_))),
-                        Err(_) => false,
-                    };
-                    if started {
-                        continue;
+                    if let Some(check) = self.unstarted(seq, attempt).await {
+                        checks.push(check);
+                        kept.push(message);
                     }
-                    checks.push(Check::key(key, |value| match value {
-                        None => Ok(()),
-                        Some(_) => Err(crate::worker::refused(
-                            "the attempt started before its schedule-to-start timeout landed",
-                        )),
-                    }));
+                }
+                TimerId::ActivityScheduleToClose { seq } => {
+                    // The first attempt's: it was enqueued when the activity was scheduled
+                    // (a retry's schedule-to-start runs from its own enqueue, later).
+                    let due = run.state().activities.get(&seq).filter(|a| {
+                        a.attempt == 1
+                            && a.enqueued
+                            && a.options.timeouts.schedule_to_start.is_some_and(|s2s| {
+                                a.scheduled_unix_ms.saturating_add(
+                                    u64::try_from(s2s.as_millis()).unwrap_or(u64::MAX),
+                                ) <= now_ms()
+                            })
+                    });
+                    if let Some(activity) = due
+                        && let Some(check) = self.unstarted(seq, activity.attempt).await
+                    {
+                        checks.push(check);
+                        kept.push(Message::TimerFired {
+                            timer: TimerId::ActivityScheduleToStart {
+                                seq,
+                                attempt: activity.attempt,
+                            },
+                        });
+                    }
                     kept.push(message);
                 }
                 TimerId::ActivityHeartbeat { seq, attempt } => {
@@ -1296,6 +1314,28 @@ impl<S: Store> WorkflowState<S> {
         }
         *messages = kept;
         checks
+    }
+
+    /// For attempt `attempt` of activity `seq` timing out schedule-to-start: `None` if it
+    /// started (its claim's mark is in the store), else the commit's check that no claim
+    /// marked it meanwhile, so a start and its schedule-to-start timeout never both land.
+    async fn unstarted(&self, seq: u32, attempt: u32) -> Option<Check> {
+        let key = self
+            .shared
+            .keys
+            .attempt(self.shard, &self.run_id, seq, attempt);
+        let started = match self.shared.store.begin() {
+            Ok(mut tx) => matches!(tx.get(&key).await, Ok(Some(_))),
+            Err(_) => false,
+        };
+        (!started).then(|| {
+            Check::key(key, |value| match value {
+                None => Ok(()),
+                Some(_) => Err(crate::worker::refused(
+                    "the attempt started before its schedule-to-start timeout landed",
+                )),
+            })
+        })
     }
 
     /// Side effects of a committed transition.
