@@ -51,8 +51,8 @@ async fn stored_keys<S: Store>(store: &S) -> usize {
 }
 
 /// Proves retention on both stores: 300 closed workflows (60 of them started twice, so their
-/// first runs are retired) are deleted with their histories and visibility entries after a
-/// 3 s retention, counts fall to the open workflows, and the open ones (one of them closed by a
+/// first runs are retired, and listed by their id until then) are deleted with their histories
+/// and visibility entries after a 3 s retention, counts fall to the open workflows, and the open ones (one of them closed by a
 /// signal later) are kept until their own time comes.
 async fn closed_workflows_are_deleted_after_retention<S: Store>(store: S, tag: &str) {
     let node = Node::builder()
@@ -89,6 +89,7 @@ async fn closed_workflows_are_deleted_after_retention<S: Store>(store: S, tag: &
     for handle in handles {
         within("quick closes", handle.result()).await.unwrap();
     }
+    let reused = format!("WorkflowId = '{tag}-q-0'");
     for i in 0..60u32 {
         let again = client
             .start(quick, &format!("{tag}-q-{i}"), i)
@@ -96,6 +97,12 @@ async fn closed_workflows_are_deleted_after_retention<S: Store>(store: S, tag: &
             .await
             .unwrap();
         within("second run closes", again.result()).await.unwrap();
+        if i == 0 {
+            // A workflow id started twice lists both runs, the second first.
+            let runs = client.list_workflows(&reused, None, None).await.unwrap();
+            assert_eq!(runs.workflows.len(), 2, "{runs:?}");
+            assert!(runs.workflows[0].started_unix_ms >= runs.workflows[1].started_unix_ms);
+        }
     }
     let full = stored_keys(&store).await;
     assert!(full > empty + 300 * 5, "{full} keys stored, {empty} before");
@@ -120,6 +127,11 @@ async fn closed_workflows_are_deleted_after_retention<S: Store>(store: S, tag: &
     })
     .await;
     assert!(settled < full / 10, "{settled} keys left of {full}");
+    let runs = client.list_workflows(&reused, None, None).await.unwrap();
+    assert!(
+        runs.workflows.is_empty(),
+        "past runs outlived retention: {runs:?}"
+    );
     assert_eq!(
         client
             .count_workflows("ExecutionStatus = 'Completed'")
