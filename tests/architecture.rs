@@ -59,6 +59,15 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         &["axum", "cairn-store-embedded", "cairn-store-fdb"],
     ),
     (
+        "cairn-temporal",
+        &[
+            "cairn-server",
+            "axum",
+            "cairn-store-embedded",
+            "cairn-store-fdb",
+        ],
+    ),
+    (
         "cairn-sim",
         &[
             "axum",

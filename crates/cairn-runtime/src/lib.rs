@@ -12,6 +12,7 @@
 //!   because it is single-threaded by design; everything else runs on the tokio runtime.
 //! - Knows the store only through the `cairn_store::Store` contract; no HTTP.
 
+pub mod auth;
 mod clock;
 mod cluster;
 mod committer;

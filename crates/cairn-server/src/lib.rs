@@ -40,7 +40,7 @@ mod peers;
 
 pub use edge::{
     HEAD_BUFFER_BYTES, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT_MS, LISTEN_BACKLOG, PATH_BYTES_MAX,
-    SHUTDOWN_GRACE_MS, bearer_matches, bind, serve,
+    SHUTDOWN_GRACE_MS, bind, serve,
 };
 pub use peers::{HttpPeers, PEER_CALL_TIMEOUT};
 

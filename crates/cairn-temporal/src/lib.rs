@@ -75,7 +75,7 @@ impl tonic::service::Interceptor for Authorize {
             .metadata()
             .get("authorization")
             .map(|v| v.as_bytes());
-        if cairn_server::bearer_matches(given, token.as_bytes()) {
+        if cairn_runtime::auth::bearer_matches(given, token.as_bytes()) {
             Ok(request)
         } else {
             Err(tonic::Status::unauthenticated(
