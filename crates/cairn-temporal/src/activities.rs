@@ -8,7 +8,6 @@ use cairn_types::{Failure, Payload};
 use temporalio_protos::temporal::api::common::v1::{
     ActivityType, Payloads, RetryPolicy, WorkflowExecution,
 };
-use temporalio_protos::temporal::api::failure::v1 as failure;
 use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 use tonic::Status;
 
@@ -68,42 +67,6 @@ pub fn poll_response(
 /// A worker's result payloads as Cairn's.
 pub fn result(payloads: Option<&Payloads>) -> Result<Payload, Status> {
     to_cairn(payloads, "activity result").map_err(|e| Status::invalid_argument(e.0))
-}
-
-/// A worker's failure as Cairn's: the application failure's type, message and
-/// non-retryable flag (what the retry policy reads); other kinds by their kind's name.
-pub fn failure_of(f: Option<&failure::Failure>) -> Failure {
-    let Some(f) = f else {
-        return Failure::new("Error", "the worker reported a failure without details");
-    };
-    let message = if f.message.is_empty() {
-        "activity failed".to_string()
-    } else {
-        f.message.clone()
-    };
-    match &f.failure_info {
-        Some(failure::failure::FailureInfo::ApplicationFailureInfo(info)) => {
-            let error_type = if info.r#type.is_empty() {
-                "Error".to_string()
-            } else {
-                info.r#type.clone()
-            };
-            let mut failure = Failure::new(error_type, message);
-            failure.non_retryable = info.non_retryable;
-            failure.details = info
-                .details
-                .as_ref()
-                .and_then(|d| to_cairn(Some(d), "failure details").ok());
-            failure
-        }
-        Some(failure::failure::FailureInfo::CanceledFailureInfo(_)) => {
-            Failure::new("ActivityCanceled", message).non_retryable()
-        }
-        Some(failure::failure::FailureInfo::TimeoutFailureInfo(_)) => {
-            Failure::new("TimeoutError", message)
-        }
-        _ => Failure::new("Error", message),
-    }
 }
 
 /// A worker's report that it stopped on the workflow's cancellation request.

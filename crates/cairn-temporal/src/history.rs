@@ -23,6 +23,7 @@ use temporalio_protos::temporal::api::failure::v1 as failure;
 use temporalio_protos::temporal::api::history::v1 as h;
 use temporalio_protos::temporal::api::history::v1::history_event::Attributes;
 use temporalio_protos::temporal::api::taskqueue::v1::TaskQueue;
+use temporalio_protos::temporal::api::update::v1 as update;
 
 /// What the conversion needs besides the events.
 #[derive(Debug, Clone)]
@@ -33,7 +34,7 @@ pub struct RunContext {
     /// The run that continued this one, if it continued as new or by its cron schedule.
     pub new_run_id: Option<RunId>,
     /// The run's code is a remote worker's: its sequence numbers carry the SDK's activity and
-    /// timer ids (`workflow_tasks::sdk_id`).
+    /// timer ids ([`sdk_id`]).
     pub remote: bool,
     /// The run this one continues (continue-as-new), if any.
     pub previous_run: Option<RunId>,
@@ -183,7 +184,7 @@ impl Builder<'_> {
     /// The id Temporal shows for the activity or timer `seq`.
     fn id(&self, seq: Seq) -> String {
         if self.context.remote {
-            crate::workflow_tasks::sdk_id(seq)
+            sdk_id(seq)
         } else {
             seq.to_string()
         }
@@ -1090,9 +1091,7 @@ impl Builder<'_> {
                             protocol_instance_id: update_id.clone(),
                             accepted_request_message_id: message_id,
                             accepted_request_sequencing_event_id: sequencing,
-                            accepted_request: Some(crate::updates::request_out(
-                                update_id, name, input,
-                            )),
+                            accepted_request: Some(request_out(update_id, name, input)),
                         },
                     ),
                 );
@@ -1112,7 +1111,7 @@ impl Builder<'_> {
                                 identity: String::new(),
                             }),
                             accepted_event_id: accepted,
-                            outcome: Some(crate::updates::outcome_out(outcome)),
+                            outcome: Some(outcome_out(outcome)),
                         },
                     ),
                 );
@@ -1176,4 +1175,36 @@ pub fn is_close_event(event: &h::HistoryEvent) -> bool {
             | EventType::WorkflowExecutionTimedOut
             | EventType::WorkflowExecutionContinuedAsNew)
     )
+}
+/// The SDK's id a remote run's sequence number carries.
+pub fn sdk_id(seq: Seq) -> String {
+    (seq / 4).to_string()
+}
+
+/// An update request as Temporal writes it (in a protocol message, in an accepted event).
+pub fn request_out(update_id: &str, name: &str, input: &cairn_types::Payload) -> update::Request {
+    update::Request {
+        meta: Some(update::Meta {
+            update_id: update_id.to_string(),
+            identity: String::new(),
+        }),
+        input: Some(update::Input {
+            header: None,
+            name: name.to_string(),
+            args: Some(payloads(input)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// An update's outcome as Temporal's.
+pub fn outcome_out(outcome: &cairn_types::UpdateOutcome) -> update::Outcome {
+    update::Outcome {
+        value: Some(match outcome {
+            cairn_types::UpdateOutcome::Success(result) => {
+                update::outcome::Value::Success(payloads(result))
+            }
+            cairn_types::UpdateOutcome::Failure(f) => update::outcome::Value::Failure(failure(f)),
+        }),
+    }
 }

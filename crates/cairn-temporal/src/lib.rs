@@ -23,6 +23,9 @@ pub mod workflow_tasks;
 
 pub use service::Frontend;
 
+/// The task queue Cairn reports for in-process workflows (it keeps none of its own).
+pub const IN_PROCESS_TASK_QUEUE: &str = "cairn-in-process";
+
 use cairn_runtime::Node;
 use cairn_store::Store;
 use std::future::Future;

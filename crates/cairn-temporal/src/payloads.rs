@@ -13,10 +13,11 @@
 
 // Temporal payloads kept exactly, as one Cairn value: the form is `cairn_types`', whose
 // `Payload::decode` reads one kept JSON payload for Rust code.
-use cairn_types::{ExactPayload, ExactPayloads as Exact, Payload as CairnPayload};
+use cairn_types::{ExactPayload, ExactPayloads as Exact, Failure, Payload as CairnPayload};
 use serde_json::Value;
 use std::collections::HashMap;
 use temporalio_protos::temporal::api::common::v1::{Payload, Payloads};
+use temporalio_protos::temporal::api::failure::v1 as failure;
 
 /// Metadata key of a payload's encoding.
 const ENCODING: &str = "encoding";
@@ -226,6 +227,69 @@ pub fn payloads(payload: &CairnPayload) -> Payloads {
     Payloads {
         payloads: vec![to_temporal(payload)],
     }
+}
+
+/// A worker's failure as Cairn's: the application failure's type, message and
+/// non-retryable flag (what the retry policy reads); other kinds by their kind's name.
+pub fn failure_of(f: Option<&failure::Failure>) -> Failure {
+    let Some(f) = f else {
+        return Failure::new("Error", "the worker reported a failure without details");
+    };
+    let message = if f.message.is_empty() {
+        "activity failed".to_string()
+    } else {
+        f.message.clone()
+    };
+    match &f.failure_info {
+        Some(failure::failure::FailureInfo::ApplicationFailureInfo(info)) => {
+            let error_type = if info.r#type.is_empty() {
+                "Error".to_string()
+            } else {
+                info.r#type.clone()
+            };
+            let mut failure = Failure::new(error_type, message);
+            failure.non_retryable = info.non_retryable;
+            failure.details = info
+                .details
+                .as_ref()
+                .and_then(|d| to_cairn(Some(d), "failure details").ok());
+            failure
+        }
+        Some(failure::failure::FailureInfo::CanceledFailureInfo(_)) => {
+            Failure::new("ActivityCanceled", message).non_retryable()
+        }
+        Some(failure::failure::FailureInfo::TimeoutFailureInfo(_)) => {
+            Failure::new("TimeoutError", message)
+        }
+        _ => Failure::new("Error", message),
+    }
+}
+
+/// A workflow's failure as Cairn's (the application failure's type and message, what Rust
+/// code reads), carrying the SDK's failure exactly (its cause chain, stack trace and details)
+/// so Temporal's clients get it back as it was raised (as `history::failure` writes it back).
+pub fn workflow_failure(
+    f: Option<&temporalio_protos::temporal::api::failure::v1::Failure>,
+) -> Failure {
+    let Some(f) = f else {
+        return Failure::new("Error", "the workflow failed without details");
+    };
+    // The type and message Rust code sees: the innermost application failure's, if the
+    // workflow failed because of one (an activity's, a child's).
+    let mut innermost = f;
+    let mut application = None;
+    loop {
+        if let Some(temporalio_protos::temporal::api::failure::v1::failure::FailureInfo::ApplicationFailureInfo(_)) = &innermost.failure_info {
+            application = Some(innermost);
+        }
+        match innermost.cause.as_deref() {
+            Some(cause) => innermost = cause,
+            None => break,
+        }
+    }
+    let mut failure = failure_of(Some(application.unwrap_or(f)));
+    failure.details = Some(exact_failure(f));
+    failure
 }
 
 #[cfg(test)]

@@ -229,7 +229,7 @@ pub fn schedule_of(record: &ScheduleRecord) -> s::Schedule {
                     }),
                     task_queue: Some(TaskQueue {
                         name: action.remote.as_ref().map_or_else(
-                            || crate::service::IN_PROCESS_TASK_QUEUE.to_string(),
+                            || crate::IN_PROCESS_TASK_QUEUE.to_string(),
                             |r| r.task_queue.clone(),
                         ),
                         kind: 1,

@@ -5,6 +5,7 @@
 //! served yet). Everything a request asks that Cairn cannot honour is refused with a message
 //! naming it, never silently dropped.
 
+use crate::IN_PROCESS_TASK_QUEUE;
 use crate::activities;
 use crate::history::{self, RunContext, duration, failure, search_attributes, timestamp};
 use crate::payloads::{payloads, to_cairn};
@@ -40,8 +41,6 @@ use temporalio_protos::temporal::api::workflow::v1 as wf;
 use temporalio_protos::temporal::api::workflowservice::v1 as ws;
 use tonic::{Request, Response, Status};
 
-/// The task queue Cairn reports for in-process workflows (it keeps none of its own).
-pub const IN_PROCESS_TASK_QUEUE: &str = "cairn-in-process";
 /// Longest a `GetWorkflowExecutionHistory` long poll waits before answering with nothing
 /// (and a token to poll again), under the 60 s deadline Temporal's clients give it.
 pub const HISTORY_LONG_POLL_MS: u64 = 20_000;
@@ -687,7 +686,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
             .iter()
             .map(|(seq, activity)| wf::PendingActivityInfo {
                 activity_id: if remote {
-                    workflow_tasks::sdk_id(*seq)
+                    crate::history::sdk_id(*seq)
                 } else {
                     seq.to_string()
                 },
@@ -1211,7 +1210,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
             failure = r.failure.as_ref().map_or("", |f| f.message.as_str()),
             "a worker failed a workflow task; it is handed out again"
         );
-        let failure = workflow_tasks::workflow_failure(r.failure.as_ref());
+        let failure = crate::payloads::workflow_failure(r.failure.as_ref());
         self.node
             .fail_workflow_task(token, Some(failure))
             .await
@@ -1290,7 +1289,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
             let details = activities::result(Some(details))?;
             let _ = self.node.heartbeat_activity_task(token, details).await;
         }
-        let failure = activities::failure_of(r.failure.as_ref());
+        let failure = crate::payloads::failure_of(r.failure.as_ref());
         self.node
             .answer_activity_task(token, RemoteOutcome::Failed(failure))
             .await
@@ -1309,7 +1308,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
         let token = self
             .token_by_id(&r.workflow_id, &r.run_id, &r.activity_id)
             .await?;
-        let failure = activities::failure_of(r.failure.as_ref());
+        let failure = crate::payloads::failure_of(r.failure.as_ref());
         self.node
             .answer_activity_task(&token, RemoteOutcome::Failed(failure))
             .await

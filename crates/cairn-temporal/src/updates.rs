@@ -3,7 +3,8 @@
 //! as Cairn commands; the lifecycle stages and outcomes of `UpdateWorkflowExecution` and
 //! `PollWorkflowExecutionUpdate`.
 
-use crate::payloads::{payloads, to_cairn_exact};
+use crate::history::{outcome_out, request_out};
+use crate::payloads::to_cairn_exact;
 use cairn_runtime::{UpdateAnswer, UpdateRequest, UpdateStage, UpdateState};
 use cairn_types::{Command, Failure, UpdateOutcome};
 use prost::{Message as _, Name};
@@ -35,34 +36,6 @@ fn any<M: prost::Message + Name>(message: &M) -> prost_wkt_types::Any {
     prost_wkt_types::Any {
         type_url: format!("type.googleapis.com/{}", M::full_name()),
         value: message.encode_to_vec(),
-    }
-}
-
-/// An update request as Temporal writes it (in a protocol message, in an accepted event).
-pub fn request_out(update_id: &str, name: &str, input: &cairn_types::Payload) -> update::Request {
-    update::Request {
-        meta: Some(update::Meta {
-            update_id: update_id.to_string(),
-            identity: String::new(),
-        }),
-        input: Some(update::Input {
-            header: None,
-            name: name.to_string(),
-            args: Some(payloads(input)),
-        }),
-        ..Default::default()
-    }
-}
-
-/// An update's outcome as Temporal's.
-pub fn outcome_out(outcome: &UpdateOutcome) -> update::Outcome {
-    update::Outcome {
-        value: Some(match outcome {
-            UpdateOutcome::Success(result) => update::outcome::Value::Success(payloads(result)),
-            UpdateOutcome::Failure(f) => {
-                update::outcome::Value::Failure(crate::history::failure(f))
-            }
-        }),
     }
 }
 
@@ -109,7 +82,7 @@ fn answer(message: &Message) -> Result<Answer, Status> {
         let rejection = update::Rejection::decode(body.value.as_slice()).map_err(decode_error)?;
         Ok(Answer::Rejection(
             message.protocol_instance_id.clone(),
-            crate::workflow_tasks::workflow_failure(rejection.failure.as_ref()),
+            crate::payloads::workflow_failure(rejection.failure.as_ref()),
         ))
     } else if kind == update::Response::full_name() {
         let response = update::Response::decode(body.value.as_slice()).map_err(decode_error)?;
@@ -119,7 +92,7 @@ fn answer(message: &Message) -> Result<Answer, Status> {
                     .map_err(|e| Status::invalid_argument(e.0))?,
             ),
             Some(update::outcome::Value::Failure(f)) => {
-                UpdateOutcome::Failure(crate::workflow_tasks::workflow_failure(Some(&f)))
+                UpdateOutcome::Failure(crate::payloads::workflow_failure(Some(&f)))
             }
             None => return Err(bad("the response has no outcome".into())),
         };

@@ -59,11 +59,6 @@ pub fn seq_of(id: &str, kind: SeqKind) -> Result<Seq, Status> {
     Ok(n * 4 + kind as u32)
 }
 
-/// The SDK's id a remote run's sequence number carries.
-pub fn sdk_id(seq: Seq) -> String {
-    (seq / 4).to_string()
-}
-
 /// The poll response for `task`: the run's history in Temporal's shape, ending with the
 /// task's `WorkflowTaskScheduled` and `WorkflowTaskStarted`.
 pub fn poll_response(task: WorkflowTask, now_ms: u64) -> ws::PollWorkflowTaskQueueResponse {
@@ -462,7 +457,7 @@ pub fn commands(
                     .map_err(|e| Status::invalid_argument(e.0))?,
             },
             A::FailWorkflowExecutionCommandAttributes(a) => Command::FailWorkflow {
-                failure: workflow_failure(a.failure.as_ref()),
+                failure: crate::payloads::workflow_failure(a.failure.as_ref()),
             },
             A::CancelWorkflowExecutionCommandAttributes(_) => Command::CancelWorkflow,
             A::ContinueAsNewWorkflowExecutionCommandAttributes(a) => Command::ContinueAsNew {
@@ -634,31 +629,4 @@ fn command_name(a: &A) -> &'static str {
         A::RequestCancelNexusOperationCommandAttributes(_) => "RequestCancelNexusOperation",
         _ => "of this kind",
     }
-}
-
-/// A workflow's failure as Cairn's (the application failure's type and message, what Rust
-/// code reads), carrying the SDK's failure exactly (its cause chain, stack trace and details)
-/// so Temporal's clients get it back as it was raised ([`crate::history::failure`]).
-pub fn workflow_failure(
-    f: Option<&temporalio_protos::temporal::api::failure::v1::Failure>,
-) -> Failure {
-    let Some(f) = f else {
-        return Failure::new("Error", "the workflow failed without details");
-    };
-    // The type and message Rust code sees: the innermost application failure's, if the
-    // workflow failed because of one (an activity's, a child's).
-    let mut innermost = f;
-    let mut application = None;
-    loop {
-        if let Some(temporalio_protos::temporal::api::failure::v1::failure::FailureInfo::ApplicationFailureInfo(_)) = &innermost.failure_info {
-            application = Some(innermost);
-        }
-        match innermost.cause.as_deref() {
-            Some(cause) => innermost = cause,
-            None => break,
-        }
-    }
-    let mut failure = crate::activities::failure_of(Some(application.unwrap_or(f)));
-    failure.details = Some(crate::payloads::exact_failure(f));
-    failure
 }
