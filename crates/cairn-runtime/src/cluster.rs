@@ -79,6 +79,8 @@ pub fn rendezvous<'a>(nodes: impl IntoIterator<Item = &'a str>, shard: u32) -> O
 #[derive(Default)]
 pub struct Ownership {
     shards: RwLock<HashMap<u32, Owned>>,
+    /// The latest epoch this process held each shard at: a later tenure's is always higher.
+    tenures: Mutex<HashMap<u32, u64>>,
 }
 
 struct Owned {
@@ -145,7 +147,16 @@ impl Ownership {
     }
 
     fn insert(&self, shard: u32, owned: Owned) {
+        // An epoch never goes back: each tenure of a shard is a claim that bumped its lease.
+        let mut tenures = self.tenures.lock().unwrap_or_else(|p| p.into_inner());
+        let last = tenures.insert(shard, owned.epoch);
+        assert!(
+            last.is_none_or(|last| owned.epoch > last),
+            "shard {shard} held again at epoch {} after epoch {last:?}",
+            owned.epoch
+        );
         let previous = self.write().insert(shard, owned);
+        // A shard, and so each of its runs, has one holder in this process.
         assert!(previous.is_none(), "shard {shard} started twice");
     }
 
@@ -619,6 +630,11 @@ async fn claim<S: Store>(shared: &Arc<Shared<S>>, plans: Vec<ClaimPlan>) -> Resu
                 {
                     tx.get(&keys.node(&previous.node_id)).await?;
                 }
+                assert!(
+                    current.as_ref().is_none_or(|l| next_epoch > l.epoch),
+                    "shard {}: a claim would move its epoch back",
+                    plan.shard
+                );
                 let lease = Lease {
                     node_id: me.clone(),
                     instance: instance.clone(),

@@ -46,6 +46,24 @@ impl Planner<'_> {
         now: u64,
     ) -> (Vec<Op>, AfterCommit, RunRecord) {
         let keys = self.keys;
+        // A history is linear: a transition's events continue the committed history, one id
+        // after another, and the snapshot's next id follows the last of them.
+        let first_id = record.state.as_ref().map_or(1, |s| s.next_event_id);
+        for (offset, event) in (0u64..).zip(&transition.events) {
+            assert_eq!(
+                event.event_id,
+                first_id + offset,
+                "run {}: event {} of a transition does not continue its history",
+                self.run_id,
+                event.kind.name()
+            );
+        }
+        assert_eq!(
+            state.next_event_id,
+            first_id + transition.events.len() as u64,
+            "run {}: the snapshot's next event id does not follow its transition",
+            self.run_id
+        );
         let mut ops = Vec::new();
         let mut after = AfterCommit::default();
         for event in &transition.events {
