@@ -26,6 +26,7 @@
 use crate::clock::now_ms;
 use crate::committer::{CommitError, LocalWakes, Op};
 use crate::dispatch::DEFERRED_PAGE_MAX;
+use crate::error::ClusterError;
 use crate::records::{ClusterRecord, Lease, NodeRecord, ReadyItem, TaskRecord, decode, encode};
 use crate::shard::{ShardActor, ShardArgs, ShardMsg};
 use crate::shared::Shared;
@@ -238,32 +239,6 @@ impl Cluster {
 
 fn placement_interval(lease_timeout_ms: u64) -> Duration {
     Duration::from_millis((lease_timeout_ms / 5).clamp(20, PLACEMENT_INTERVAL_MS_MAX))
-}
-
-/// Why a node could not join.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClusterError {
-    #[error(
-        "the store was set up with {stored} shards, this node is configured with {configured}; the shard count cannot change for a store"
-    )]
-    ShardCountMismatch { stored: u32, configured: u32 },
-    #[error(
-        "lease_timeout_ms is {value}; it must be at least {min} (heartbeats and placement rounds fit several times into it)"
-    )]
-    LeaseTimeoutTooShort { value: u64, min: u64 },
-    #[error("retention_ms is {value}; it must be at least {min}")]
-    RetentionTooShort { value: u64, min: u64 },
-    #[error(
-        "node id {node_id:?} is not usable: it must be non-empty, without '/' or control characters"
-    )]
-    BadNodeId { node_id: String },
-    #[error(
-        "namespace {namespace:?} in this store holds workflows written by a Cairn from before visibility indexes (2026-12), which this version cannot list or count; start it on a new data directory (this one is left untouched)"
-    )]
-    StoreWithoutIndexes { namespace: String },
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 /// Records the shard count on first use and refuses a node configured with another, and

@@ -1,11 +1,11 @@
-//! What a client of the node is told when a call fails (`ClientError`), and the id-reuse
-//! policy those errors name.
+//! What a client of the node is told when a call fails (`ClientError`, with the query,
+//! update and cluster errors it carries), and the id-reuse policy those errors name. Imports
+//! no module of the crate.
 
-use crate::cluster::ClusterError;
-use crate::workflow::QueryError;
 use cairn_core::RunStatus;
 use cairn_core::visibility::FilterError;
 use cairn_store::StoreError;
+use cairn_types::limits::{UPDATES_IN_FLIGHT_MAX, UPDATES_TOTAL_MAX};
 use cairn_types::{PolicyError, RunId};
 
 /// What to do when a workflow id is started again.
@@ -64,7 +64,7 @@ pub enum ClientError {
     #[error("query failed: {0}")]
     Query(#[from] QueryError),
     #[error("update refused: {0}")]
-    Update(#[from] crate::UpdateError),
+    Update(#[from] UpdateError),
     #[error("invalid update: {reason}")]
     InvalidUpdate { reason: String },
     #[error("the node is shutting down")]
@@ -124,4 +124,70 @@ impl cairn_store::RetryClass for ClientError {
     fn is_maybe_committed(&self) -> bool {
         matches!(self, Self::Store(e) if e.is_maybe_committed())
     }
+}
+
+/// Why a query could not be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Handler(String),
+    #[error("run is held and cannot run code: {0}")]
+    Held(String),
+    #[error("run has not started yet")]
+    NotStarted,
+    #[error("the run's actor stopped before answering; retry")]
+    Unavailable,
+}
+
+/// Why a node could not join.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    #[error(
+        "the store was set up with {stored} shards, this node is configured with {configured}; the shard count cannot change for a store"
+    )]
+    ShardCountMismatch { stored: u32, configured: u32 },
+    #[error(
+        "lease_timeout_ms is {value}; it must be at least {min} (heartbeats and placement rounds fit several times into it)"
+    )]
+    LeaseTimeoutTooShort { value: u64, min: u64 },
+    #[error("retention_ms is {value}; it must be at least {min}")]
+    RetentionTooShort { value: u64, min: u64 },
+    #[error(
+        "node id {node_id:?} is not usable: it must be non-empty, without '/' or control characters"
+    )]
+    BadNodeId { node_id: String },
+    #[error(
+        "namespace {namespace:?} in this store holds workflows written by a Cairn from before visibility indexes (2026-12), which this version cannot list or count; start it on a new data directory (this one is left untouched)"
+    )]
+    StoreWithoutIndexes { namespace: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why an update was refused before it was admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum UpdateError {
+    #[error(
+        "{UPDATES_IN_FLIGHT_MAX} updates of this workflow are already in flight (admitted or accepted and not completed); retry once one completes"
+    )]
+    TooManyInFlight,
+    #[error(
+        "this run has taken {UPDATES_TOTAL_MAX} distinct updates, the most one run takes; give duplicates the same update id, or continue as new"
+    )]
+    TooMany,
+    #[error("no update {update_id:?} in this run")]
+    NotFound { update_id: String },
+    #[error("the workflow execution already completed")]
+    Closed,
+    #[error("run is held and cannot run code: {0}")]
+    Held(String),
+    #[error("run has not started yet")]
+    NotStarted,
+    #[error("invalid update: {0}")]
+    Invalid(String),
+    #[error("the run's actor stopped before answering; retry")]
+    Unavailable,
+    #[error("reading the update's outcome failed: {0}")]
+    Store(String),
 }

@@ -40,13 +40,13 @@ mod worker;
 mod workflow;
 
 pub use cluster::{
-    ClusterError, ClusterStatus, LEASE_TIMEOUT_MS_MIN, NodeStatus, PLACEMENT_INTERVAL_MS_MAX,
-    ShardStatus, rendezvous,
+    ClusterStatus, LEASE_TIMEOUT_MS_MIN, NodeStatus, PLACEMENT_INTERVAL_MS_MAX, ShardStatus,
+    rendezvous,
 };
 pub use committer::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, COMMIT_REQUESTS_QUEUED_MAX};
 pub use config::{CrashHook, CrashPoint, NodeConfig};
 pub use dispatch::{ACTIVITY_ATTEMPTS_DISPATCHED_MAX, DEFERRED_PAGE_MAX};
-pub use error::{ClientError, IdReusePolicy};
+pub use error::{ClientError, ClusterError, IdReusePolicy, QueryError, UpdateError};
 pub use keys::Keys;
 pub use matching::{
     ACTIVITY_POLL_WAIT_MAX_MS, ACTIVITY_POLLS_WAITING_MAX, MatchingError, RemoteActivityTask,
@@ -74,11 +74,10 @@ pub use schedules::{
 pub use shared::{CLIENT_COMMITS_IN_FLIGHT_MAX, OVERLOADED_RETRY_AFTER_MS, shard_of};
 pub use update_calls::{PeerUpdate, UPDATE_WAIT_MS_MAX, UpdateAnswer, UpdateCall, UpdateWorkflow};
 pub use updates::{
-    ACCEPTED_UPDATE_COMPLETED_WORKFLOW, UNPROCESSED_UPDATE, UpdateError, UpdateRequest,
-    UpdateStage, UpdateState,
+    ACCEPTED_UPDATE_COMPLETED_WORKFLOW, UNPROCESSED_UPDATE, UpdateRequest, UpdateStage, UpdateState,
 };
 pub use visibility::{
     LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, LIST_SCAN_ENTRIES_MAX, PAGE_TOKEN_BYTES_MAX,
     SORTED_QUERY_WORKFLOWS_MAX, WorkflowPage, WorkflowSummary, status_name,
 };
-pub use workflow::{MAILBOX_BATCH_MAX, QueryError, WorkflowTask};
+pub use workflow::{MAILBOX_BATCH_MAX, WorkflowTask};

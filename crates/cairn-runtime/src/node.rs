@@ -5,9 +5,10 @@
 
 use crate::Metrics;
 use crate::clock::now_ms;
-use crate::cluster::{self, Cluster, ClusterError, ClusterStatus, Ownership, Route};
+use crate::cluster::{self, Cluster, ClusterStatus, Ownership, Route};
 use crate::committer::{Check, CommitError, Committer, CommitterArgs, Op, Verify};
 use crate::config::NodeConfig;
+use crate::error::ClusterError;
 use crate::error::{ClientError, IdReusePolicy};
 use crate::keys::Keys;
 use crate::peers::{PeerError, PeerQuery, QueryTarget};

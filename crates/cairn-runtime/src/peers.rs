@@ -6,7 +6,7 @@
 //! The runtime knows no transport. `cairn-server` provides HTTP between nodes' own APIs;
 //! [`InProcessPeers`] connects nodes that share one process (tests, the simulator).
 
-use crate::workflow::QueryError;
+use crate::error::QueryError;
 use cairn_types::{Payload, RunId, WorkflowId};
 use std::collections::HashMap;
 use std::future::Future;

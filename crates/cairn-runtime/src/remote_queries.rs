@@ -3,7 +3,7 @@
 //! worker answers with the task's completion), or, when the run has no task owed, as a query
 //! task of its own. Nothing here is stored: a query lives as long as its caller waits.
 
-use crate::workflow::QueryError;
+use crate::error::QueryError;
 use cairn_types::Payload;
 use ractor::RpcReplyPort;
 

@@ -15,10 +15,11 @@
 //! up.
 
 use crate::clock::now_ms;
+use crate::error::QueryError;
 use crate::records::{InboxItem, ReadyItem};
 use crate::schedules::{self, FireOutcome, Placement};
 use crate::shared::Shared;
-use crate::workflow::{Delivery, QueryError, WorkflowActor, WorkflowArgs, WorkflowMsg};
+use crate::workflow::{Delivery, WorkflowActor, WorkflowArgs, WorkflowMsg};
 use cairn_core::{Message, TimerId};
 use cairn_store::{Store, Transaction};
 use cairn_types::{Payload, RunId};

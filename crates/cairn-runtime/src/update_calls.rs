@@ -8,11 +8,12 @@
 //! asking again never runs an update twice.
 
 use crate::error::ClientError;
+use crate::error::UpdateError;
 use crate::node::Node;
 use crate::peers::PeerError;
 use crate::shard::ShardMsg;
 use crate::shared::Shared;
-use crate::updates::{UpdateError, UpdateRequest, UpdateStage, UpdateState, wait_for};
+use crate::updates::{UpdateRequest, UpdateStage, UpdateState, wait_for};
 use crate::workflow::WorkflowMsg;
 use cairn_store::Store;
 use cairn_types::limits::{INLINE_PAYLOAD_BYTES_MAX, UPDATE_ID_BYTES_MAX, UPDATE_NAME_BYTES_MAX};

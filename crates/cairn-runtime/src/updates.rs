@@ -8,7 +8,6 @@
 //! twice). An accepted update is in the history; callers that watch it after a restart get a
 //! fresh channel, completed when its handler's completion is committed.
 
-use cairn_types::limits::{UPDATES_IN_FLIGHT_MAX, UPDATES_TOTAL_MAX};
 use cairn_types::{Failure, Payload, UpdateOutcome};
 use std::collections::HashMap;
 use tokio::sync::watch;
@@ -62,33 +61,6 @@ impl UpdateState {
             Self::Completed(_) | Self::Aborted | Self::Lost => true,
         }
     }
-}
-
-/// Why an update was refused before it was admitted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum UpdateError {
-    #[error(
-        "{UPDATES_IN_FLIGHT_MAX} updates of this workflow are already in flight (admitted or accepted and not completed); retry once one completes"
-    )]
-    TooManyInFlight,
-    #[error(
-        "this run has taken {UPDATES_TOTAL_MAX} distinct updates, the most one run takes; give duplicates the same update id, or continue as new"
-    )]
-    TooMany,
-    #[error("no update {update_id:?} in this run")]
-    NotFound { update_id: String },
-    #[error("the workflow execution already completed")]
-    Closed,
-    #[error("run is held and cannot run code: {0}")]
-    Held(String),
-    #[error("run has not started yet")]
-    NotStarted,
-    #[error("invalid update: {0}")]
-    Invalid(String),
-    #[error("the run's actor stopped before answering; retry")]
-    Unavailable,
-    #[error("reading the update's outcome failed: {0}")]
-    Store(String),
 }
 
 struct Admitted {

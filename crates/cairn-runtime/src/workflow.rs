@@ -10,11 +10,12 @@
 
 use crate::clock::now_ms;
 use crate::committer::{Check, CommitError, Op, Verify};
+use crate::error::{QueryError, UpdateError};
 use crate::plan::{AfterCommit, Planner};
 use crate::records::{InboxItem, Outcome, RunRecord, decode, encode, load_record};
 use crate::shard::ShardMsg;
 use crate::shared::Shared;
-use crate::updates::{UpdateError, UpdateRequest, UpdateState, Updates};
+use crate::updates::{UpdateRequest, UpdateState, Updates};
 use cairn_core::{
     Effect, Message, RemoteCode, Run, RunStatus, StartArgs, TimerId, Transition, WorkflowFn,
 };
@@ -51,19 +52,6 @@ impl Delivery {
             InboxItem::Message(Message::Signal { .. } | Message::CancelRequested { .. })
         )
     }
-}
-
-/// Why a query could not be answered.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueryError {
-    #[error("{0}")]
-    Handler(String),
-    #[error("run is held and cannot run code: {0}")]
-    Held(String),
-    #[error("run has not started yet")]
-    NotStarted,
-    #[error("the run's actor stopped before answering; retry")]
-    Unavailable,
 }
 
 /// A workflow task as a remote worker receives it.
