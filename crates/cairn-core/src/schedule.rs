@@ -211,16 +211,9 @@ impl ScheduleSpec {
         }
         let mut crons = Vec::new();
         for expression in &self.cron {
-            let bad = |reason: String| ScheduleError::BadCron {
-                expression: expression.chars().take(CRON_EXPRESSION_BYTES_MAX).collect(),
-                reason,
-            };
-            if expression.len() > CRON_EXPRESSION_BYTES_MAX {
-                return Err(bad(format!(
-                    "longer than {CRON_EXPRESSION_BYTES_MAX} bytes"
-                )));
-            }
-            let cron = croner::Cron::from_str(expression).map_err(|e| bad(e.to_string()))?;
+            within_cron_bound(expression)?;
+            let cron = croner::Cron::from_str(expression)
+                .map_err(|e| bad_cron(expression, e.to_string()))?;
             crons.push(cron);
         }
         for interval in &self.intervals {
@@ -365,15 +358,8 @@ enum CronTimes {
 impl CronSchedule {
     /// Parses `expression`, naming what is wrong with it.
     pub fn parse(expression: &str) -> Result<Self, ScheduleError> {
-        let bad = |reason: String| ScheduleError::BadCron {
-            expression: expression.chars().take(CRON_EXPRESSION_BYTES_MAX).collect(),
-            reason,
-        };
-        if expression.len() > CRON_EXPRESSION_BYTES_MAX {
-            return Err(bad(format!(
-                "longer than {CRON_EXPRESSION_BYTES_MAX} bytes"
-            )));
-        }
+        let bad = |reason: String| bad_cron(expression, reason);
+        within_cron_bound(expression)?;
         let mut rest = expression.trim();
         let mut time_zone = chrono_tz::UTC;
         if let Some(after) = rest.strip_prefix("CRON_TZ=").or(rest.strip_prefix("TZ=")) {
@@ -427,6 +413,25 @@ impl CronSchedule {
         }
         Some((next - closed_unix_ms).div_ceil(1_000) * 1_000)
     }
+}
+
+/// The error naming `expression` (cut to the length bound) and what is wrong with it.
+fn bad_cron(expression: &str, reason: String) -> ScheduleError {
+    ScheduleError::BadCron {
+        expression: expression.chars().take(CRON_EXPRESSION_BYTES_MAX).collect(),
+        reason,
+    }
+}
+
+/// Refuses a cron expression longer than [`CRON_EXPRESSION_BYTES_MAX`].
+fn within_cron_bound(expression: &str) -> Result<(), ScheduleError> {
+    if expression.len() > CRON_EXPRESSION_BYTES_MAX {
+        return Err(bad_cron(
+            expression,
+            format!("longer than {CRON_EXPRESSION_BYTES_MAX} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 /// A duration as Go writes one (`2s`, `1m30s`, `1.5h`, `500ms`), in milliseconds.

@@ -237,14 +237,7 @@ impl Script {
             search_attributes: Default::default(),
             cron: None,
         };
-        let (run, transition) = Run::start(workflow, args, 1_000).unwrap();
-        let mut script = Script {
-            run,
-            history: Vec::new(),
-            out: String::new(),
-        };
-        script.record("start", transition);
-        script
+        Self::start_with(workflow, args, 1_000)
     }
 
     fn start_with(workflow: &WorkflowFn, args: StartArgs, now: u64) -> Self {

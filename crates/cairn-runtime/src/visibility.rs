@@ -448,6 +448,39 @@ pub fn put_workflow(
     }))
 }
 
+/// One page of a list being filled as its walk visits workflows.
+struct Page<'f> {
+    filter: &'f Filter,
+    size: usize,
+    workflows: Vec<WorkflowSummary>,
+    /// A match was left out: the page is full and more follow.
+    more: bool,
+}
+
+impl<'f> Page<'f> {
+    fn new(filter: &'f Filter, size: usize) -> Self {
+        Self {
+            filter,
+            size,
+            workflows: Vec::new(),
+            more: false,
+        }
+    }
+
+    /// Takes `w` if it matches; false (stop walking) once a match finds the page full.
+    fn take(&mut self, w: WorkflowSummary) -> bool {
+        if !self.filter.matches(&w) {
+            return true;
+        }
+        if self.workflows.len() == self.size {
+            self.more = true;
+            return false;
+        }
+        self.workflows.push(w);
+        true
+    }
+}
+
 /// How a query reaches its candidates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
@@ -812,23 +845,12 @@ impl<S: Store> Visibility<'_, S> {
         match self.access(filter) {
             Access::Point(id) => {
                 // A workflow id's runs, positioned by (start time, run id).
-                let mut workflows = Vec::new();
-                let mut more = false;
+                let mut page = Page::new(filter, page_size);
                 let (last, remaining) = self
-                    .runs(&id, after, LIST_SCAN_ENTRIES_MAX, &mut |w| {
-                        if !filter.matches(&w) {
-                            return true;
-                        }
-                        if workflows.len() == page_size {
-                            more = true;
-                            return false;
-                        }
-                        workflows.push(w);
-                        true
-                    })
+                    .runs(&id, after, LIST_SCAN_ENTRIES_MAX, &mut |w| page.take(w))
                     .await?;
-                let position = if more {
-                    workflows
+                let position = if page.more {
+                    page.workflows
                         .last()
                         .map(|w| (w.started_unix_ms, w.run_id.to_string()))
                 } else if remaining {
@@ -837,7 +859,7 @@ impl<S: Store> Visibility<'_, S> {
                     None
                 };
                 Ok(WorkflowPage {
-                    workflows,
+                    workflows: page.workflows,
                     next_page_token: position.map(|(start, run)| {
                         page_token(&[
                             Some(SearchValue::Datetime(start)),
@@ -847,27 +869,17 @@ impl<S: Store> Visibility<'_, S> {
                 })
             }
             Access::Scan(index) => {
-                let mut workflows = Vec::new();
-                let mut more = false;
+                let mut page = Page::new(filter, page_size);
                 let (last, remaining) = self
                     .walk(
                         &index,
                         after,
                         LIST_SCAN_ENTRIES_MAX,
                         page_size + 1,
-                        &mut |w| {
-                            if !filter.matches(&w) {
-                                return true;
-                            }
-                            if workflows.len() == page_size {
-                                more = true;
-                                return false;
-                            }
-                            workflows.push(w);
-                            true
-                        },
+                        &mut |w| page.take(w),
                     )
                     .await?;
+                let (workflows, more) = (page.workflows, page.more);
                 let next_page_token = if more {
                     workflows.last().map(|w| page_token(&filter.sort_key(w)))
                 } else if remaining {

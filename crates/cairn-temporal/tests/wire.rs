@@ -648,29 +648,28 @@ async fn bad_requests_get_clear_errors_and_write_nothing() {
             .unwrap_err();
         check(e, Code::InvalidArgument, says);
     }
-    let e = client
-        .start_workflow_execution(ws::StartWorkflowExecutionRequest {
-            cron_schedule: "0 9 * * *".into(),
-            workflow_start_delay: Some(prost_wkt_types::Duration {
-                seconds: 5,
-                nanos: 0,
-            }),
-            ..start_request("bad", "", 1)
-        })
-        .await
-        .unwrap_err();
-    check(e, Code::InvalidArgument, "may not be used together");
-    let e = client
-        .start_workflow_execution(ws::StartWorkflowExecutionRequest {
-            workflow_start_delay: Some(prost_wkt_types::Duration {
-                seconds: 5,
-                nanos: 0,
-            }),
-            ..start_request("bad", "", 1)
-        })
-        .await
-        .unwrap_err();
-    check(e, Code::Unimplemented, "workflow_start_delay");
+    // A start delay: not supported, and never with a cron schedule.
+    for (cron, code, says) in [
+        (
+            "0 9 * * *",
+            Code::InvalidArgument,
+            "may not be used together",
+        ),
+        ("", Code::Unimplemented, "workflow_start_delay"),
+    ] {
+        let e = client
+            .start_workflow_execution(ws::StartWorkflowExecutionRequest {
+                cron_schedule: cron.into(),
+                workflow_start_delay: Some(prost_wkt_types::Duration {
+                    seconds: 5,
+                    nanos: 0,
+                }),
+                ..start_request("bad", "", 1)
+            })
+            .await
+            .unwrap_err();
+        check(e, code, says);
+    }
     let e = client
         .start_workflow_execution(ws::StartWorkflowExecutionRequest {
             task_queue: None,
