@@ -448,6 +448,11 @@ pub fn put_workflow(
     }))
 }
 
+/// Where a run sits among its workflow id's runs (a `WorkflowId = 'id'` list's position).
+fn run_position(w: &WorkflowSummary) -> (u64, String) {
+    (w.started_unix_ms, w.run_id.to_string())
+}
+
 /// One page of a list being filled as its walk visits workflows.
 struct Page<'f> {
     filter: &'f Filter,
@@ -686,8 +691,9 @@ impl<S: Store> Visibility<'_, S> {
             )),
             None => None,
         };
-        let position = |w: &WorkflowSummary| (w.started_unix_ms, w.run_id.to_string());
         let mut last = after.clone();
+        // The current run and the first chunk of past runs are read in one transaction, so a
+        // replacement committing meanwhile cannot list a run twice or miss one there.
         let mut tx = self.store.begin()?;
         if let Some(current) = self.record(&mut tx, id).await?
             && after.as_ref().is_none_or(|(start, run)| {
@@ -695,7 +701,7 @@ impl<S: Store> Visibility<'_, S> {
                     > (negated(*start), run.clone())
             })
         {
-            last = Some(position(&current));
+            last = Some(run_position(&current));
             budget = budget.saturating_sub(1);
             if !visit(current) {
                 return Ok((last, true));
@@ -706,9 +712,12 @@ impl<S: Store> Visibility<'_, S> {
         if let Some((start, run)) = after_run {
             begin = key_after(&past.pack(&(negated(start), run.as_uuid())));
         }
+        let mut first_chunk = true;
         while budget > 0 {
             let limit = budget.min(SCAN_CHUNK_ENTRIES);
-            let mut tx = self.store.begin()?;
+            if !std::mem::take(&mut first_chunk) {
+                tx = self.store.begin()?;
+            }
             let rows = tx
                 .get_range(
                     &RangeRequest::new(begin.clone(), end.clone())
@@ -719,7 +728,7 @@ impl<S: Store> Visibility<'_, S> {
             for row in &rows {
                 let summary =
                     WorkflowSummary::from_record(id.to_string(), decode("past run", &row.value)?);
-                last = Some(position(&summary));
+                last = Some(run_position(&summary));
                 budget -= 1;
                 if !visit(summary) {
                     return Ok((last, true));
@@ -850,9 +859,7 @@ impl<S: Store> Visibility<'_, S> {
                     .runs(&id, after, LIST_SCAN_ENTRIES_MAX, &mut |w| page.take(w))
                     .await?;
                 let position = if page.more {
-                    page.workflows
-                        .last()
-                        .map(|w| (w.started_unix_ms, w.run_id.to_string()))
+                    page.workflows.last().map(run_position)
                 } else if remaining {
                     last
                 } else {
@@ -925,6 +932,23 @@ impl<S: Store> Visibility<'_, S> {
         })
     }
 
+    /// Gives every candidate of `filter` to `visit` (the runs of a `WorkflowId = 'id'`, or
+    /// the entries of its index), a chunk per transaction.
+    async fn visit_all(
+        &self,
+        filter: &Filter,
+        visit: &mut (dyn FnMut(WorkflowSummary) -> bool + Send),
+    ) -> Result<(), ClientError> {
+        match self.access(filter) {
+            Access::Point(id) => self.runs(&id, None, usize::MAX, visit).await?,
+            Access::Scan(index) => {
+                self.walk(&index, None, usize::MAX, SCAN_CHUNK_ENTRIES, visit)
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
     async fn matching_all(&self, filter: &Filter) -> Result<Vec<WorkflowSummary>, ClientError> {
         let mut matching = Vec::new();
         let mut too_many = false;
@@ -938,13 +962,7 @@ impl<S: Store> Visibility<'_, S> {
             }
             true
         };
-        match self.access(filter) {
-            Access::Point(id) => self.runs(&id, None, usize::MAX, &mut visit).await?,
-            Access::Scan(index) => {
-                self.walk(&index, None, usize::MAX, SCAN_CHUNK_ENTRIES, &mut visit)
-                    .await?
-            }
-        };
+        self.visit_all(filter, &mut visit).await?;
         if too_many {
             return Err(ClientError::QueryTooBroad {
                 limit: SORTED_QUERY_WORKFLOWS_MAX,
@@ -971,13 +989,7 @@ impl<S: Store> Visibility<'_, S> {
             count += u64::from(filter.matches(&w));
             true
         };
-        match self.access(filter) {
-            Access::Point(id) => self.runs(&id, None, usize::MAX, &mut visit).await?,
-            Access::Scan(index) => {
-                self.walk(&index, None, usize::MAX, SCAN_CHUNK_ENTRIES, &mut visit)
-                    .await?
-            }
-        };
+        self.visit_all(filter, &mut visit).await?;
         Ok(count)
     }
 }
