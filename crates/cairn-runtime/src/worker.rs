@@ -126,16 +126,24 @@ pub(crate) fn provisional_start_to_close(
     ))
 }
 
+/// When an attempt enqueued at `enqueued_unix_ms` times out schedule-to-start, if its
+/// options set that timeout.
+pub(crate) fn schedule_to_start_deadline(
+    timeouts: &cairn_types::ActivityTimeouts,
+    enqueued_unix_ms: u64,
+) -> Option<u64> {
+    Some(enqueued_unix_ms.saturating_add(ms(timeouts.schedule_to_start?)))
+}
+
 /// The schedule-to-start timer the transition that enqueued `task` armed, if any.
 pub(crate) fn schedule_to_start_timer(
     keys: &crate::keys::Keys,
     task: &TaskRecord,
 ) -> Option<TimerEntry> {
-    let s2s = task.options.timeouts.schedule_to_start?;
     Some(TimerEntry::new(
         keys,
         task.shard,
-        task.scheduled_unix_ms.saturating_add(ms(s2s)),
+        schedule_to_start_deadline(&task.options.timeouts, task.scheduled_unix_ms)?,
         task.run_id,
         TimerId::ActivityScheduleToStart {
             seq: task.seq,

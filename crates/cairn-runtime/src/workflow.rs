@@ -1262,11 +1262,11 @@ impl<S: Store> WorkflowState<S> {
                     let due = run.state().activities.get(&seq).filter(|a| {
                         a.attempt == 1
                             && a.enqueued
-                            && a.options.timeouts.schedule_to_start.is_some_and(|s2s| {
-                                a.scheduled_unix_ms.saturating_add(
-                                    u64::try_from(s2s.as_millis()).unwrap_or(u64::MAX),
-                                ) <= now_ms()
-                            })
+                            && crate::worker::schedule_to_start_deadline(
+                                &a.options.timeouts,
+                                a.scheduled_unix_ms,
+                            )
+                            .is_some_and(|deadline| deadline <= now_ms())
                     });
                     if let Some(activity) = due
                         && let Some(check) = self.unstarted(seq, activity.attempt).await
