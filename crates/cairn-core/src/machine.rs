@@ -1320,16 +1320,9 @@ impl Run {
         for kind in inputs {
             log.push(kind);
         }
-        let mut unseen = std::mem::take(&mut log.state.unseen_inputs);
         if waiting && self.executor.is_some() {
-            unseen.extend(
-                log.events
-                    .iter()
-                    .filter(|e| is_code_input(&e.kind))
-                    .cloned(),
-            );
-            log.state.unseen_inputs = unseen;
-            unseen = Vec::new();
+            let new_inputs = log.events.iter().filter(|e| is_code_input(&e.kind));
+            log.state.unseen_inputs.extend(new_inputs.cloned());
         }
         let mut effects = Vec::new();
         if let Some((commands, new_task)) = completion
@@ -1340,8 +1333,10 @@ impl Run {
             owe_workflow_task(log.state, now, &mut effects);
         } else if activate && let Some(executor) = self.executor.as_mut() {
             executor.set_history(log.length(), log.state.history_size_bytes);
-            unseen.extend(log.events.iter().cloned());
-            let commands = executor.activate(&unseen, HashMap::new())?;
+            // What arrived while the first task waited (none otherwise), then this transition's.
+            let mut inputs = std::mem::take(&mut log.state.unseen_inputs);
+            inputs.extend(log.events.iter().cloned());
+            let commands = executor.activate(&inputs, HashMap::new())?;
             let mut task_completed = false;
             for command in commands {
                 // The close event is the run's last event (Temporal's order): the workflow
@@ -1647,6 +1642,7 @@ fn close(state: &mut RunState, status: RunStatus, now: u64, effects: &mut Vec<Ef
     state.closed_unix_ms = Some(now);
     state.activities.clear();
     state.timers.clear();
+    state.unseen_inputs.clear();
     if let Some(remote) = state.remote.as_mut() {
         // No task is owed any more; one out is answered "not found".
         remote.task_due = false;
