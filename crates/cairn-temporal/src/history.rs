@@ -983,11 +983,7 @@ impl Builder<'_> {
                 input,
             } => {
                 let attributes = h::WorkflowExecutionContinuedAsNewEventAttributes {
-                    new_execution_run_id: self
-                        .context
-                        .new_run_id
-                        .map(|r| r.to_string())
-                        .unwrap_or_default(),
+                    new_execution_run_id: self.next_run(),
                     workflow_type: Some(WorkflowType {
                         name: workflow_type.clone(),
                     }),
@@ -1176,6 +1172,7 @@ pub fn is_close_event(event: &h::HistoryEvent) -> bool {
             | EventType::WorkflowExecutionContinuedAsNew)
     )
 }
+
 /// The SDK's id a remote run's sequence number carries.
 pub fn sdk_id(seq: Seq) -> String {
     (seq / 4).to_string()
