@@ -23,8 +23,8 @@
 //! - **Self-fencing.** A node whose own heartbeat has not landed for a whole lease timeout
 //!   drops every shard at once: others may already have claimed them.
 
-use crate::clock::now_ms;
 use crate::committer::{CommitError, LocalWakes, Op};
+use crate::config::NodeConfig;
 use crate::dispatch::DEFERRED_PAGE_MAX;
 use crate::error::ClusterError;
 use crate::records::{ClusterRecord, Lease, NodeRecord, ReadyItem, TaskRecord, decode, encode};
@@ -34,10 +34,11 @@ use cairn_core::TimerId;
 use cairn_store::{RangeRequest, Store, StoreError, TransactOptions, Transaction, transact};
 use cairn_types::{RunId, Seq};
 use ractor::{Actor, ActorRef};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Longest pause between placement rounds.
 pub const PLACEMENT_INTERVAL_MS_MAX: u64 = 250;
@@ -79,9 +80,9 @@ pub fn rendezvous<'a>(nodes: impl IntoIterator<Item = &'a str>, shard: u32) -> O
 /// and queries (answer locally or forward).
 #[derive(Default)]
 pub struct Ownership {
-    shards: RwLock<HashMap<u32, Owned>>,
+    shards: RwLock<BTreeMap<u32, Owned>>,
     /// The latest epoch this process held each shard at: a later tenure's is always higher.
-    tenures: Mutex<HashMap<u32, u64>>,
+    tenures: Mutex<BTreeMap<u32, u64>>,
 }
 
 struct Owned {
@@ -100,11 +101,11 @@ impl std::fmt::Debug for Ownership {
 }
 
 impl Ownership {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u32, Owned>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u32, Owned>> {
         self.shards.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u32, Owned>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u32, Owned>> {
         self.shards.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -196,11 +197,12 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    pub(crate) fn new(ownership: Arc<Ownership>) -> Self {
+    pub(crate) fn new(ownership: Arc<Ownership>, config: &NodeConfig) -> Self {
+        let started_unix_ms = config.clock.now_ms();
         Self {
-            instance: uuid::Uuid::now_v7().to_string(),
+            instance: config.entropy.uuid_v7(started_unix_ms).to_string(),
             ownership,
-            started_unix_ms: now_ms(),
+            started_unix_ms,
             last_heartbeat: Mutex::new(None),
             draining: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -246,7 +248,7 @@ fn placement_interval(lease_timeout_ms: u64) -> Duration {
 pub(crate) async fn check_cluster_record<S: Store>(shared: &Shared<S>) -> Result<(), ClusterError> {
     let key = shared.keys.cluster();
     let configured = shared.config.shard_count;
-    let stored = transact(&shared.store, &TransactOptions::default(), |tx, _| {
+    let stored = transact(&shared.store, &shared.transact_options(), |tx, _| {
         let key = key.clone();
         Box::pin(async move {
             match tx.get(&key).await? {
@@ -299,7 +301,7 @@ pub(crate) async fn heartbeat<S: Store>(shared: &Shared<S>) -> Result<(), StoreE
     let config = &shared.config;
     let key = shared.keys.node(&config.node_id);
     let started = Instant::now();
-    let now = now_ms();
+    let now = shared.now_ms();
     let record = NodeRecord {
         node_id: config.node_id.clone(),
         instance: cluster.instance.clone(),
@@ -313,7 +315,7 @@ pub(crate) async fn heartbeat<S: Store>(shared: &Shared<S>) -> Result<(), StoreE
     let value = encode(&record);
     let options = TransactOptions {
         timeout: Duration::from_millis(config.lease_timeout_ms),
-        ..TransactOptions::default()
+        ..shared.transact_options()
     };
     let other = transact(&shared.store, &options, |tx, _| {
         let (key, value) = (key.clone(), value.clone());
@@ -352,59 +354,67 @@ pub(crate) async fn heartbeat<S: Store>(shared: &Shared<S>) -> Result<(), StoreE
     Ok(())
 }
 
+/// Beats every `every` until the node stops or is gone.
+async fn beat_loop<S: Store>(
+    weak: std::sync::Weak<Shared<S>>,
+    stopping: Arc<tokio::sync::Notify>,
+    every: Duration,
+) {
+    loop {
+        let notified = stopping.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read, so a stop in between still wakes it.
+        notified.as_mut().enable();
+        let stopped = weak
+            .upgrade()
+            .is_none_or(|shared| shared.cluster.stopped.load(Ordering::SeqCst));
+        if stopped {
+            return;
+        }
+        tokio::select! {
+            biased;
+            () = &mut notified => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let Some(shared) = weak.upgrade() else {
+            return;
+        };
+        if shared.cluster.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(error) = heartbeat(&shared).await {
+            tracing::warn!(%error, "membership heartbeat failed");
+        }
+    }
+}
+
 /// Starts the heartbeat and placement loops.
 pub(crate) fn spawn_loops<S: Store>(shared: &Arc<Shared<S>>) {
     let lease_ms = shared.config.lease_timeout_ms;
     // The heartbeat renews every lease of the node, so it runs on a thread and runtime of its
     // own: however busy the node's async workers are (API reads, replays, blocking store
-    // calls), the beat is never queued behind them.
+    // calls), the beat is never queued behind them. A node on one thread (the simulator's)
+    // beats on its own runtime instead, so virtual time drives it too.
     // It holds the node weakly: once everything else of the node is gone (its runtime
-    // dropped), the thread ends instead of keeping a dead node's leases alive.
-    {
-        let weak = Arc::downgrade(shared);
-        let node_id = shared.config.node_id.clone();
-        let stopping = shared.cluster.stopping.clone();
+    // dropped), the loop ends instead of keeping a dead node's leases alive.
+    let beats = beat_loop(
+        Arc::downgrade(shared),
+        shared.cluster.stopping.clone(),
+        Duration::from_millis(lease_ms / 3),
+    );
+    if shared.config.is_single_threaded() {
+        shared.runtime.spawn(beats);
+    } else {
         let spawned = std::thread::Builder::new()
-            .name(format!("cairn-heartbeat-{node_id}"))
+            .name(format!("cairn-heartbeat-{}", shared.config.node_id))
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
+                match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        tracing::error!(%error, "cannot start the heartbeat runtime");
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let every = Duration::from_millis(lease_ms / 3);
-                    loop {
-                        let notified = stopping.notified();
-                        tokio::pin!(notified);
-                        // Registered before the flag is read, so a stop in between still wakes it.
-                        notified.as_mut().enable();
-                        let stopped = weak
-                            .upgrade()
-                            .is_none_or(|shared| shared.cluster.stopped.load(Ordering::SeqCst));
-                        if stopped {
-                            return;
-                        }
-                        tokio::select! {
-                            () = tokio::time::sleep(every) => {}
-                            () = &mut notified => return,
-                        }
-                        let Some(shared) = weak.upgrade() else {
-                            return;
-                        };
-                        if shared.cluster.stopped.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        if let Err(error) = heartbeat(&shared).await {
-                            tracing::warn!(%error, "membership heartbeat failed");
-                        }
-                    }
-                });
+                    Ok(runtime) => runtime.block_on(beats),
+                    Err(error) => tracing::error!(%error, "cannot start the heartbeat runtime"),
+                }
             });
         if let Err(error) = spawned {
             tracing::error!(%error, "cannot start the heartbeat thread");
@@ -463,7 +473,7 @@ impl View {
             }
         }
         Ok(Self {
-            now: now_ms(),
+            now: shared.now_ms(),
             opening: shared.store.exclusive_opening(),
             nodes,
             leases,
@@ -573,11 +583,12 @@ async fn claim<S: Store>(shared: &Arc<Shared<S>>, plans: Vec<ClaimPlan>) -> Resu
     let me = shared.config.node_id.clone();
     let instance = shared.cluster.instance.clone();
     let plans = Arc::new(plans);
-    let claimed = transact(&shared.store, &TransactOptions::default(), |tx, _| {
+    let clock = shared.config.clock.clone();
+    let claimed = transact(&shared.store, &shared.transact_options(), |tx, _| {
         let (keys, me, instance, plans) =
             (keys.clone(), me.clone(), instance.clone(), plans.clone());
+        let now = clock.now_ms();
         Box::pin(async move {
-            let now = now_ms();
             let mut claimed = Vec::new();
             let mut holder_keys = BTreeSet::new();
             for plan in plans.iter() {
@@ -663,9 +674,11 @@ async fn release<S: Store>(
     let me = shared.config.node_id.clone();
     let instance = shared.cluster.instance.clone();
     let wanted = shards.to_vec();
-    let released = transact(&shared.store, &TransactOptions::default(), |tx, _| {
+    let clock = shared.config.clock.clone();
+    let released = transact(&shared.store, &shared.transact_options(), |tx, _| {
         let (keys, me, instance, wanted) =
             (keys.clone(), me.clone(), instance.clone(), wanted.clone());
+        let now = clock.now_ms();
         Box::pin(async move {
             let mut released = Vec::new();
             for (shard, epoch) in wanted {
@@ -681,7 +694,7 @@ async fn release<S: Store>(
                 } else if ours && lease.held && lease.epoch == epoch {
                     lease.held = false;
                     lease.epoch += 1;
-                    lease.changed_unix_ms = now_ms();
+                    lease.changed_unix_ms = now;
                     tx.set(&key, &encode(&lease))?;
                     released.push((shard, epoch));
                 }
@@ -761,7 +774,7 @@ async fn start_shard<S: Store>(shared: &Arc<Shared<S>>, shard: u32, epoch: u64) 
             epoch,
             actor,
             watcher,
-            since_unix_ms: now_ms(),
+            since_unix_ms: shared.now_ms(),
         },
     );
 }
@@ -861,7 +874,7 @@ async fn rehydrate<S: Store>(
         .filter_map(|kv| keys.inbox_run(&kv.key))
         .collect();
     let (begin, end) = keys.attempts_of_shard(shard);
-    let mut started: HashSet<(RunId, Seq, u32)> = tx
+    let mut started: BTreeSet<(RunId, Seq, u32)> = tx
         .get_range(&RangeRequest::new(begin, end).snapshot())
         .await?
         .iter()
@@ -1002,7 +1015,7 @@ pub(crate) async fn drain<S: Store>(shared: &Arc<Shared<S>>) {
     }
     let key = shared.keys.node(&shared.config.node_id);
     let instance = cluster.instance.clone();
-    let removed = transact(&shared.store, &TransactOptions::default(), |tx, _| {
+    let removed = transact(&shared.store, &shared.transact_options(), |tx, _| {
         let (key, instance) = (key.clone(), instance.clone());
         Box::pin(async move {
             // Only our own instance's record: a successor may already have taken the id over.
@@ -1147,7 +1160,7 @@ pub(crate) async fn route<S: Store>(shared: &Shared<S>, shard: u32) -> Result<Ro
     };
     let node: NodeRecord = decode("node record", &bytes)?;
     let opening = shared.store.exclusive_opening();
-    if node.instance != lease.instance || !node.is_alive(now_ms(), opening.as_deref()) {
+    if node.instance != lease.instance || !node.is_alive(shared.now_ms(), opening.as_deref()) {
         return Ok(Route::Nobody);
     }
     Ok(Route::Node {
@@ -1167,7 +1180,7 @@ mod tests {
         let two = ["node-a", "node-b"];
         let three = ["node-a", "node-b", "node-c"];
         let mut moved = 0;
-        let mut per_node: HashMap<&str, u32> = HashMap::new();
+        let mut per_node: BTreeMap<&str, u32> = BTreeMap::new();
         for shard in 0..256 {
             let before = rendezvous(two, shard).unwrap();
             let after = rendezvous(three, shard).unwrap();

@@ -23,7 +23,7 @@ use crate::records::{Lease, ReadyItem, decode, encode};
 use cairn_store::{KeyValue, RangeRequest, Store, StoreError, StoreResult, Transaction};
 use cairn_types::RunId;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -369,7 +369,7 @@ impl Drop for BatchDoneOnDrop {
 }
 
 async fn commit_batch<S: Store>(context: &BatchContext<S>, batch: Vec<CommitRequest>) {
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let size = batch.len();
     let mut live: Vec<CommitRequest> = batch;
     let mut last_error = StoreError::Conflict;
@@ -460,7 +460,7 @@ async fn try_commit<S: Store>(
 type Rejections = Vec<(usize, crate::ClientError)>;
 
 /// The lease epochs one batch attempt has read (conflict-tracked), by shard.
-struct LeaseReads(HashMap<u32, Option<u64>>);
+struct LeaseReads(BTreeMap<u32, Option<u64>>);
 
 impl LeaseReads {
     async fn epoch<T: Transaction>(
@@ -566,7 +566,7 @@ async fn try_commit_inner<S: Store>(
 ) -> Result<(Result<(), StoreError>, Rejections, LocalWakes), StoreError> {
     let keys = &context.keys;
     let mut tx = context.store.begin()?;
-    let mut leases = LeaseReads(HashMap::new());
+    let mut leases = LeaseReads(BTreeMap::new());
     for request in live.iter() {
         if let Some((shard, _)) = request.fence {
             leases.epoch(&mut tx, keys, shard).await?;
@@ -654,7 +654,7 @@ async fn try_commit_inner<S: Store>(
 
 /// Replies to a committed batch: rejected requests get their error, the rest success.
 fn answer(live: Vec<CommitRequest>, rejected: Rejections) {
-    let mut errors: HashMap<usize, crate::ClientError> = rejected.into_iter().collect();
+    let mut errors: BTreeMap<usize, crate::ClientError> = rejected.into_iter().collect();
     for (index, request) in live.into_iter().enumerate() {
         let reply = match errors.remove(&index) {
             Some(error) => Err(CommitError::Rejected(Box::new(error))),

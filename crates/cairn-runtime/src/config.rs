@@ -1,5 +1,6 @@
 //! A node's settings (`NodeConfig`) and the crash points tests can stop it at.
 
+use crate::clock::{Clock, Entropy};
 use crate::peers::PeersHandle;
 use std::sync::Arc;
 
@@ -14,7 +15,9 @@ pub struct NodeConfig {
     pub namespace: String,
     /// Fixed number of shards. Default 16. Must not change for a given store.
     pub shard_count: u32,
-    /// Threads that run workflow code. Default 2.
+    /// Threads that run workflow code. Default 2. 0 runs workflow code on the node's own
+    /// runtime, which must then be a current-thread runtime (the simulator's: one thread, so a
+    /// seed replays exactly).
     pub executor_threads: usize,
     /// Most active (in-memory) runs per shard before the least recently used are passivated.
     /// Default 4,096.
@@ -54,9 +57,23 @@ pub struct NodeConfig {
     /// Most commit requests submitted and not yet answered (the committer's queue). Default
     /// [`crate::COMMIT_REQUESTS_QUEUED_MAX`] (16,384); 0 counts as 1.
     pub commit_requests_queued_max: usize,
+    /// Where the node reads the time. Default the system clock; the simulator passes virtual
+    /// time.
+    pub clock: Clock,
+    /// Where the node draws randomness (run ids, workflow seeds, instance and request ids,
+    /// retry jitter). Default the operating system's; the simulator passes a seeded stream.
+    pub entropy: Entropy,
     /// Test hook: asked at each crash point; answering true stops the node right there, as a
     /// crash would. Default none.
     pub crash_hook: Option<CrashHook>,
+}
+
+impl NodeConfig {
+    /// Whether the node runs every task on its caller's runtime (`executor_threads` 0): no
+    /// thread of its own, as the simulator needs.
+    pub fn is_single_threaded(&self) -> bool {
+        self.executor_threads == 0
+    }
 }
 
 /// Places in the runtime where a test can make the node crash.
@@ -100,6 +117,8 @@ impl Default for NodeConfig {
             timers_in_memory_max_per_shard: 16_384,
             retention_ms: 7 * 24 * 3_600_000,
             commit_requests_queued_max: crate::committer::COMMIT_REQUESTS_QUEUED_MAX,
+            clock: Clock::System,
+            entropy: Entropy::os(),
             crash_hook: None,
         }
     }

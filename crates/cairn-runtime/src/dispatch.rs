@@ -29,7 +29,7 @@ use crate::committer::Op;
 use crate::records::{TaskRecord, decode};
 use crate::shared::Shared;
 use cairn_store::{RangeRequest, Store, StoreError, Transaction};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -53,10 +53,10 @@ pub const REFILL_BACKSTOP_MS: u64 = 1_000;
 pub struct Capacity {
     inner: Arc<Inner>,
     /// Per shard: (epoch, where the puller reads next, deferrals since it last found none).
-    pending: Mutex<HashMap<u32, Pending>>,
+    pending: Mutex<BTreeMap<u32, Pending>>,
     /// Per shard, the tenure whose rehydration has finished: the puller leaves a shard alone
     /// until then, so it never claims a task that rehydration, reading on, would defer again.
-    rehydrated: Mutex<HashMap<u32, u64>>,
+    rehydrated: Mutex<BTreeMap<u32, u64>>,
     /// Passes of the puller so far: each starts at the next shard, so none waits behind another.
     passes: AtomicUsize,
 }
@@ -104,8 +104,8 @@ impl Capacity {
                 wake: Notify::new(),
                 backlogged: AtomicUsize::new(0),
             }),
-            pending: Mutex::new(HashMap::new()),
-            rehydrated: Mutex::new(HashMap::new()),
+            pending: Mutex::new(BTreeMap::new()),
+            rehydrated: Mutex::new(BTreeMap::new()),
             passes: AtomicUsize::new(0),
         }
     }

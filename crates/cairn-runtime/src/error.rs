@@ -161,6 +161,10 @@ pub enum ClusterError {
         "namespace {namespace:?} in this store holds workflows written by a Cairn from before visibility indexes (2026-12), which this version cannot list or count; start it on a new data directory (this one is left untouched)"
     )]
     StoreWithoutIndexes { namespace: String },
+    #[error(
+        "executor_threads is 0 (every task on the caller's runtime), which needs a current-thread tokio runtime; this one has several threads"
+    )]
+    SingleThreadedOnManyThreads,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

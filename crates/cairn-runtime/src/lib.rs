@@ -8,7 +8,7 @@
 //! - Every commit of a run is fenced by its shard's lease epoch, read inside the transaction;
 //!   a node that lost a shard (to a takeover, a handoff, or its own lapsed heartbeat) can no
 //!   longer commit for it, whatever it still has in memory.
-//! - Workflow code runs on `executor_threads` dedicated threads (ractor thread-local actors),
+//! - Workflow code runs on `executor_threads` dedicated threads (ractor thread-local actors; 0: on the caller's current-thread runtime, for the simulator),
 //!   because it is single-threaded by design; everything else runs on the tokio runtime.
 //! - Knows the store only through the `cairn_store::Store` contract; no HTTP.
 
@@ -39,6 +39,7 @@ mod visibility;
 mod worker;
 mod workflow;
 
+pub use clock::{Clock, Entropy};
 pub use cluster::{
     ClusterStatus, LEASE_TIMEOUT_MS_MIN, NodeStatus, PLACEMENT_INTERVAL_MS_MAX, ShardStatus,
     rendezvous,

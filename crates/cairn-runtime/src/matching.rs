@@ -25,7 +25,7 @@
 
 use crate::registry::HeartbeatSink;
 use cairn_types::{ActivityTimeouts, Failure, Payload, RetryPolicy, RunId, Seq, WorkflowId};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -110,7 +110,7 @@ pub struct WorkflowTaskRef {
 #[derive(Default)]
 struct WorkflowQueue {
     ready: VecDeque<WorkflowTaskRef>,
-    queued: std::collections::HashSet<RunId>,
+    queued: std::collections::BTreeSet<RunId>,
     notify: std::sync::Arc<Notify>,
 }
 
@@ -126,12 +126,14 @@ pub struct Matching {
     /// Fresh per process: tokens of an earlier incarnation never match.
     incarnation: String,
     next: AtomicU64,
-    queues: Mutex<HashMap<String, Queue>>,
+    queues: Mutex<BTreeMap<String, Queue>>,
     /// Every entry, waiting or in flight, by token.
-    entries: Mutex<HashMap<String, Entry>>,
-    in_flight: Mutex<std::collections::HashSet<String>>,
+    entries: Mutex<BTreeMap<String, Entry>>,
+    in_flight: Mutex<std::collections::BTreeSet<String>>,
     polls: std::sync::atomic::AtomicUsize,
-    workflow_queues: Mutex<HashMap<String, WorkflowQueue>>,
+    workflow_queues: Mutex<BTreeMap<String, WorkflowQueue>>,
+    /// The node's clock (an attempt taken by a poll starts then).
+    clock: crate::Clock,
 }
 
 impl std::fmt::Debug for Matching {
@@ -224,16 +226,17 @@ impl Drop for Offered<'_> {
 }
 
 impl Matching {
-    pub fn new(node_id: &str) -> Self {
+    pub fn new(node_id: &str, clock: crate::Clock, entropy: &crate::Entropy) -> Self {
         Self {
             node_id: node_id.to_string(),
-            incarnation: uuid::Uuid::now_v7().simple().to_string(),
+            incarnation: entropy.uuid_v7(clock.now_ms()).simple().to_string(),
+            clock,
             next: AtomicU64::new(1),
-            queues: Mutex::new(HashMap::new()),
-            entries: Mutex::new(HashMap::new()),
-            in_flight: Mutex::new(std::collections::HashSet::new()),
+            queues: Mutex::new(BTreeMap::new()),
+            entries: Mutex::new(BTreeMap::new()),
+            in_flight: Mutex::new(std::collections::BTreeSet::new()),
             polls: std::sync::atomic::AtomicUsize::new(0),
-            workflow_queues: Mutex::new(HashMap::new()),
+            workflow_queues: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -430,7 +433,7 @@ impl Matching {
                     if let Some(entry) = entries.get_mut(&token) {
                         lock(&self.in_flight).insert(token);
                         // The attempt starts now, as the worker sees it.
-                        entry.task.started_unix_ms = crate::clock::now_ms();
+                        entry.task.started_unix_ms = self.clock.now_ms();
                         if let Some(taken) = entry.taken.take() {
                             let _ = taken.send(());
                         }
@@ -530,7 +533,7 @@ mod tests {
     /// leaves its queue; answers reach the attempt once, and only for tokens in flight.
     #[tokio::test]
     async fn workflow_tasks_are_queued_once_and_a_dropped_take_offers_again() {
-        let matching = Matching::new("n1");
+        let matching = Matching::new("n1", crate::Clock::System, &crate::Entropy::os());
         let run = |n: u64| WorkflowTaskRef {
             shard: 0,
             run_id: RunId::from_parts(n, [0; 10]),
@@ -583,7 +586,7 @@ mod tests {
                 2
             )
         );
-        let other_life = Matching::new("n1");
+        let other_life = Matching::new("n1", crate::Clock::System, &crate::Entropy::os());
         assert_eq!(
             other_life.parse_workflow_token(&token),
             Err(MatchingError::WorkflowTaskNotFound),
@@ -593,7 +596,7 @@ mod tests {
 
     #[tokio::test]
     async fn polls_take_the_oldest_of_their_queue_and_answers_land_once() {
-        let matching = Matching::new("n1");
+        let matching = Matching::new("n1", crate::Clock::System, &crate::Entropy::os());
         let (_cancel, cancel_rx) = watch::channel(false);
         let mut first = matching.offer(task("q", 1), sink(), cancel_rx.clone());
         let second = matching.offer(task("q", 2), sink(), cancel_rx.clone());
@@ -651,10 +654,10 @@ mod tests {
     #[tokio::test]
     async fn tokens_of_an_earlier_incarnation_are_refused() {
         let (_cancel, cancel_rx) = watch::channel(false);
-        let before = Matching::new("n1");
+        let before = Matching::new("n1", crate::Clock::System, &crate::Entropy::os());
         let _held = before.offer(task("q", 1), sink(), cancel_rx.clone());
         let old = before.poll("q", Duration::ZERO).await.unwrap().unwrap();
-        let after = Matching::new("n1");
+        let after = Matching::new("n1", crate::Clock::System, &crate::Entropy::os());
         let _new = after.offer(task("q", 1), sink(), cancel_rx);
         let new = after.poll("q", Duration::ZERO).await.unwrap().unwrap();
         assert_ne!(
@@ -674,7 +677,11 @@ mod tests {
     /// waiting polls, the next is refused at once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn waiting_polls_are_bounded() {
-        let matching = Arc::new(Matching::new("n1"));
+        let matching = Arc::new(Matching::new(
+            "n1",
+            crate::Clock::System,
+            &crate::Entropy::os(),
+        ));
         let waiting: Vec<_> = (0..ACTIVITY_POLLS_WAITING_MAX)
             .map(|_| {
                 let m = matching.clone();

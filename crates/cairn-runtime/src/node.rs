@@ -4,7 +4,6 @@
 //! queries are forwarded to the holder.
 
 use crate::Metrics;
-use crate::clock::now_ms;
 use crate::cluster::{self, Cluster, ClusterStatus, Ownership, Route};
 use crate::committer::{Check, CommitError, Committer, CommitterArgs, Op, Verify};
 use crate::config::NodeConfig;
@@ -33,7 +32,7 @@ use cairn_types::{
 };
 use ractor::Actor;
 use ractor::thread_local::ThreadLocalActorSpawner;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -133,10 +132,6 @@ impl<S: Store> Node<S> {
         config: NodeConfig,
     ) -> Result<Self, ClientError> {
         assert!(config.shard_count > 0, "shard_count must be positive");
-        assert!(
-            config.executor_threads > 0,
-            "executor_threads must be positive"
-        );
         if config.node_id.is_empty()
             || config.node_id.contains('/')
             || config.node_id.chars().any(char::is_control)
@@ -153,6 +148,12 @@ impl<S: Store> Node<S> {
                 min: cluster::LEASE_TIMEOUT_MS_MIN,
             }
             .into());
+        }
+        if config.is_single_threaded()
+            && tokio::runtime::Handle::current().runtime_flavor()
+                != tokio::runtime::RuntimeFlavor::CurrentThread
+        {
+            return Err(ClusterError::SingleThreadedOnManyThreads.into());
         }
         if config.retention_ms < crate::retention::RETENTION_MS_MIN {
             return Err(ClusterError::RetentionTooShort {
@@ -180,6 +181,7 @@ impl<S: Store> Node<S> {
             .map(|_| ThreadLocalActorSpawner::new())
             .collect();
         let commit_slots = config.commit_requests_queued_max.max(1);
+        let cluster = Cluster::new(ownership, &config);
         let shared = Arc::new(Shared {
             store,
             keys,
@@ -188,15 +190,19 @@ impl<S: Store> Node<S> {
                 config.activity_attempts_dispatched_max.max(1),
                 metrics.clone(),
             ),
-            matching: crate::matching::Matching::new(&config.node_id),
+            matching: crate::matching::Matching::new(
+                &config.node_id,
+                config.clock.clone(),
+                &config.entropy,
+            ),
             config,
             registry,
             metrics,
             committer,
             runtime: tokio::runtime::Handle::current(),
-            cluster: Cluster::new(ownership),
+            cluster,
             spawners,
-            waiters: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(BTreeMap::new()),
             client_commits: std::sync::atomic::AtomicUsize::new(0),
             commit_slots: Arc::new(tokio::sync::Semaphore::new(commit_slots)),
         });
@@ -569,7 +575,7 @@ impl<S: Store> Node<S> {
         }
         let shard = shared.shard_of(&request.workflow_id);
         let namespace = shared.config.namespace.clone();
-        let now = now_ms();
+        let now = self.shared.now_ms();
         let run = NewRun::new(
             &namespace,
             request.workflow_id.clone(),
@@ -577,6 +583,7 @@ impl<S: Store> Node<S> {
             request.input.clone(),
             timeouts,
             now,
+            shared.config.entropy.run_id(now),
         );
         let mut run = run.with(request.memo.clone(), request.search_attributes.clone());
         run.record.start.cron = match &request.cron_schedule {
@@ -767,7 +774,7 @@ impl<S: Store> Node<S> {
                 });
             }
             let run_id = current.run_id;
-            let request_id = uuid::Uuid::now_v7();
+            let request_id = self.shared.config.entropy.uuid_v7(self.shared.now_ms());
             let guard = keys.request_guard(&run_id, &request_id);
             // Batched like everything else. The guard key, written only by this request, tells
             // a retry after `MaybeCommitted` whether the message is already in the mailbox.
@@ -1277,19 +1284,23 @@ impl<S: Store> Node<S> {
             &request.action.memo,
             &request.action.search_attributes,
         )?;
-        let now = now_ms();
-        let (record, spec) =
-            schedules::new_record(request, &shared.config.namespace, registered, now).map_err(
-                |e| match e {
-                    ClientError::UnknownWorkflowType { workflow_type, .. } => {
-                        ClientError::UnknownWorkflowType {
-                            workflow_type,
-                            registered: shared.registry.workflow_names(),
-                        }
-                    }
-                    other => other,
-                },
-            )?;
+        let now = self.shared.now_ms();
+        let (record, spec) = schedules::new_record(
+            request,
+            &shared.config.namespace,
+            registered,
+            now,
+            shared.config.entropy.uuid_v7(now),
+        )
+        .map_err(|e| match e {
+            ClientError::UnknownWorkflowType { workflow_type, .. } => {
+                ClientError::UnknownWorkflowType {
+                    workflow_type,
+                    registered: shared.registry.workflow_names(),
+                }
+            }
+            other => other,
+        })?;
         // Checked after the spec, as start checks its input: a schedule whose every start
         // would be refused is refused itself.
         if !remote {
@@ -1360,7 +1371,7 @@ impl<S: Store> Node<S> {
         if !record.paused
             && let Ok(spec) = record.spec.compile()
         {
-            let mut at = record.processed_until_unix_ms.max(now_ms());
+            let mut at = record.processed_until_unix_ms.max(self.shared.now_ms());
             while next_times_unix_ms.len() < count.min(100) {
                 let Some(next) = spec.next_after(at) else {
                     break;
@@ -1405,6 +1416,7 @@ impl<S: Store> Node<S> {
             schedule_id.to_string(),
             shared.shard_of_id(schedule_id),
             Arc::new(change),
+            shared.config.clock.clone(),
         );
         self.submit(vec![op], vec![must_exist(key, schedule_id)], None)
             .await
@@ -1443,7 +1455,7 @@ impl<S: Store> Node<S> {
         // The time is fixed here, not in the transaction: a commit retried after
         // `MaybeCommitted` then repeats the same trigger, whose workflow id (from its time) is
         // started at most once.
-        let at = now_ms();
+        let at = self.shared.now_ms();
         self.change_schedule(schedule_id, move |record, _| {
             if !record.triggers.contains(&(at, overlap)) {
                 record.triggers.push((at, overlap));

@@ -8,7 +8,7 @@
 
 use crate::error::QueryError;
 use cairn_types::{Payload, RunId, WorkflowId};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -104,7 +104,7 @@ pub trait QueryTarget: Send + Sync + 'static {
 /// ```
 #[derive(Default)]
 pub struct InProcessPeers {
-    nodes: Mutex<HashMap<String, Weak<dyn QueryTarget>>>,
+    nodes: Mutex<BTreeMap<String, Weak<dyn QueryTarget>>>,
 }
 
 impl std::fmt::Debug for InProcessPeers {

@@ -22,6 +22,8 @@ pub(crate) struct Planner<'a> {
     pub keys: &'a Keys,
     pub registry: &'a Registry,
     pub metrics: &'a Arc<Metrics>,
+    /// Where the ids of the runs a transition starts come from.
+    pub entropy: &'a crate::Entropy,
     pub shard_count: u32,
     pub shard: u32,
     pub run_id: RunId,
@@ -223,6 +225,7 @@ impl Planner<'_> {
                         input.clone(),
                         record.start.timeouts,
                         now,
+                        self.entropy.run_id(now),
                     )
                     .with(memo.clone(), search_attributes.clone())
                     .continuing(record);
@@ -241,6 +244,7 @@ impl Planner<'_> {
                         record.start.input.clone(),
                         record.start.timeouts,
                         now,
+                        self.entropy.run_id(now),
                     )
                     .with(state.memo.clone(), state.search_attributes.clone())
                     .continuing(record);
@@ -422,6 +426,7 @@ impl Planner<'_> {
             input.clone(),
             options.timeouts,
             now,
+            self.entropy.run_id(now),
         )
         .with(options.memo.clone(), options.search_attributes.clone())
         .parent(ParentRef {
@@ -755,6 +760,7 @@ mod tests {
             Payload::encode(&()).unwrap(),
             WorkflowTimeouts::default(),
             1_000,
+            RunId::from_parts(1_000, [7; 10]),
         );
         RunRecord {
             state: Some(state(before, RunStatus::Running)),
@@ -775,10 +781,12 @@ mod tests {
         let keys = Keys::new(b"t");
         let registry = Registry::default();
         let metrics = Arc::new(Metrics::default());
+        let entropy = crate::Entropy::seeded(1);
         let planner = Planner {
             keys: &keys,
             registry: &registry,
             metrics: &metrics,
+            entropy: &entropy,
             shard_count: 4,
             shard: 2,
             run_id: record.run_id,

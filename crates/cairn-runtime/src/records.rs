@@ -315,8 +315,9 @@ pub struct NewRun {
 }
 
 impl NewRun {
-    /// A first run (no parent, no schedule, no predecessor) starting now. The run id is a
-    /// fresh UUIDv7, and the run's random seed comes from its random bits.
+    /// A first run (no parent, no schedule, no predecessor) starting now, as `run_id` (a
+    /// fresh UUIDv7 from the node's entropy). The run's random seed comes from its random
+    /// bits.
     pub fn new(
         namespace: &str,
         workflow_id: WorkflowId,
@@ -324,8 +325,8 @@ impl NewRun {
         input: Payload,
         timeouts: WorkflowTimeouts,
         now: u64,
+        run_id: RunId,
     ) -> Self {
-        let run_id = RunId::from_uuid(uuid::Uuid::now_v7()).expect("now_v7 is a v7 uuid");
         let seed = u64::from_be_bytes(
             run_id.as_uuid().as_bytes()[8..]
                 .try_into()

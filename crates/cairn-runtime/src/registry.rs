@@ -3,7 +3,7 @@
 use cairn_core::{WorkflowContext, WorkflowFuture};
 use cairn_types::SearchType;
 use cairn_types::{Failure, Payload, RunId, Seq, WorkflowId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,9 +25,9 @@ pub type InputCheck = Arc<dyn Fn(&Payload) -> Result<(), String> + Send + Sync>;
 /// Workflow and activity definitions, by type name.
 #[derive(Clone, Default)]
 pub struct Registry {
-    workflows: HashMap<String, WorkflowDef>,
-    input_checks: HashMap<String, InputCheck>,
-    activities: HashMap<String, ActivityDef>,
+    workflows: BTreeMap<String, WorkflowDef>,
+    input_checks: BTreeMap<String, InputCheck>,
+    activities: BTreeMap<String, ActivityDef>,
     search_attributes: BTreeMap<String, SearchType>,
 }
 

@@ -313,7 +313,7 @@ impl<S: Store> Shared<S> {
         let Ok(rows) = read.await else {
             return Vec::new();
         };
-        let now = crate::clock::now_ms();
+        let now = self.now_ms();
         let opening = self.store.exclusive_opening();
         rows.iter()
             .filter_map(|kv| decode::<NodeRecord>("node record", &kv.value).ok())
@@ -328,7 +328,7 @@ impl<S: Store> Shared<S> {
         let bytes = tx.get_snapshot(&self.keys.node(node_id)).await.ok()??;
         let node: NodeRecord = decode("node record", &bytes).ok()?;
         let opening = self.store.exclusive_opening();
-        node.is_alive(crate::clock::now_ms(), opening.as_deref())
+        node.is_alive(self.now_ms(), opening.as_deref())
             .then_some(node.address)
             .flatten()
     }

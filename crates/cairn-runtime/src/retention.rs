@@ -18,7 +18,6 @@
 //! - A workflow is deleted only if its record, read in the deleting transaction, is still
 //!   the closed one the entry names: a workflow id started again meanwhile is left alone.
 
-use crate::clock::now_ms;
 use crate::committer::{Derive, Op};
 use crate::keys::Keys;
 use crate::records::{WorkflowRecord, clear_record_ops, decode};
@@ -123,7 +122,7 @@ pub(crate) async fn sweep<S: Store>(shared: &Shared<S>) -> Result<usize, StoreEr
     let config = &shared.config;
     let keys = &shared.keys;
     let namespace = config.namespace.as_str();
-    let cutoff = now_ms().saturating_sub(config.retention_ms);
+    let cutoff = shared.now_ms().saturating_sub(config.retention_ms);
     let mut deleted = 0;
     for _ in 0..RETENTION_BATCHES_PER_PASS_MAX {
         // The first batch of each index, from its start up to the cutoff.

@@ -13,7 +13,6 @@
 //! also write a wake-up, which reaches the holder wherever it is (`Op::WakeSchedule`). A
 //! workflow a schedule started wakes it when it closes, so buffered starts go on at once.
 
-use crate::clock::now_ms;
 use crate::committer::{Check, Derive, Op, TxRead};
 use crate::error::ClientError;
 use crate::keys::Keys;
@@ -194,6 +193,7 @@ pub(crate) fn new_record(
     namespace: &str,
     registered: bool,
     now: u64,
+    request_id: uuid::Uuid,
 ) -> Result<(ScheduleRecord, CompiledSpec), ClientError> {
     let id = &request.schedule_id;
     check_schedule_id(id)?;
@@ -238,7 +238,7 @@ pub(crate) fn new_record(
         actions_started: 0,
         actions_skipped: 0,
         actions_missed: 0,
-        request_id: uuid::Uuid::now_v7().to_string(),
+        request_id: request_id.to_string(),
     };
     Ok((record, compiled))
 }
@@ -314,6 +314,8 @@ pub(crate) type FireOutcome = Arc<Mutex<Option<Option<u64>>>>;
 pub(crate) struct Placement {
     pub keys: Keys,
     pub shard_count: u32,
+    /// Where the ids of the runs it starts come from.
+    pub entropy: crate::Entropy,
 }
 
 impl Placement {
@@ -574,6 +576,7 @@ async fn start(
         record.action.input.clone(),
         record.action.timeouts,
         now,
+        placement.entropy.run_id(now),
     )
     .with(
         record.action.memo.clone(),
@@ -648,6 +651,7 @@ pub(crate) fn update(
     schedule_id: String,
     shard: u32,
     change: ScheduleChange,
+    clock: crate::Clock,
 ) -> Op {
     Op::Derived(Derive::new(move |tx| {
         let (keys, namespace, schedule_id, change) = (
@@ -656,13 +660,13 @@ pub(crate) fn update(
             schedule_id.clone(),
             change.clone(),
         );
+        let now = clock.now_ms();
         Box::pin(async move {
             let Some((mut record, stored)) =
                 read_schedule(tx, &keys, &namespace, &schedule_id).await?
             else {
                 return Ok(Vec::new());
             };
-            let now = now_ms();
             change(&mut record, now);
             record.updated_unix_ms = now;
             let wake = match record.spec.compile() {

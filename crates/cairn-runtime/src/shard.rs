@@ -14,20 +14,20 @@
 //! million workflows sleeping for a week cost the shard no memory until their week is nearly
 //! up.
 
-use crate::clock::now_ms;
 use crate::error::QueryError;
 use crate::records::{InboxItem, ReadyItem};
 use crate::schedules::{self, FireOutcome, Placement};
 use crate::shared::Shared;
-use crate::workflow::{Delivery, WorkflowActor, WorkflowArgs, WorkflowMsg};
+use crate::workflow::{Delivery, OnCallerThread, WorkflowActor, WorkflowArgs, WorkflowMsg};
 use cairn_core::{Message, TimerId};
 use cairn_store::{Store, Transaction};
 use cairn_types::{Payload, RunId};
 use ractor::thread_local::ThreadLocalActor;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How often the shard checks for due timers and idle actors.
 pub const TICK_MS: u64 = 5;
@@ -157,11 +157,11 @@ pub struct ShardState<S: Store> {
     shared: Arc<Shared<S>>,
     shard: u32,
     epoch: u64,
-    actors: HashMap<RunId, Active>,
-    by_actor: HashMap<ActorId, RunId>,
+    actors: BTreeMap<RunId, Active>,
+    by_actor: BTreeMap<ActorId, RunId>,
     /// (fire time, key) → entry, and when it was last delivered.
     timers: BTreeMap<(u64, Vec<u8>), (TimerEntry, Option<Instant>)>,
-    timer_fire_at: HashMap<Vec<u8>, u64>,
+    timer_fire_at: BTreeMap<Vec<u8>, u64>,
     /// Every timer of the shard whose key sorts below this is in `timers` (or consumed).
     loaded_through: Vec<u8>,
     /// Timers due before this time are all in memory (or consumed).
@@ -169,7 +169,7 @@ pub struct ShardState<S: Store> {
     /// Schedule wake-ups: (time, schedule id).
     schedule_wakes: BTreeSet<(u64, String)>,
     /// Schedules with a fire pass in flight.
-    schedules_firing: HashSet<String>,
+    schedules_firing: BTreeSet<String>,
     last_sweep: Instant,
 }
 
@@ -189,14 +189,14 @@ impl<S: Store> Actor for ShardActor<S> {
             shared: args.shared,
             shard: args.shard,
             epoch: args.epoch,
-            actors: HashMap::new(),
-            by_actor: HashMap::new(),
+            actors: BTreeMap::new(),
+            by_actor: BTreeMap::new(),
             timers: BTreeMap::new(),
-            timer_fire_at: HashMap::new(),
+            timer_fire_at: BTreeMap::new(),
             loaded_through,
             loaded_until_ms: 0,
             schedule_wakes: BTreeSet::new(),
-            schedules_firing: HashSet::new(),
+            schedules_firing: BTreeSet::new(),
             last_sweep: Instant::now(),
         })
     }
@@ -256,7 +256,7 @@ impl<S: Store> Actor for ShardActor<S> {
                         Some(None) => {}
                         // Did not commit (the shard may be moving): try again shortly.
                         None => {
-                            let at = now_ms() + SCHEDULE_RETRY_MS;
+                            let at = state.shared.now_ms() + SCHEDULE_RETRY_MS;
                             state.schedule_wakes.insert((at, schedule_id));
                         }
                     }
@@ -349,7 +349,6 @@ impl<S: Store> ShardState<S> {
         myself: &ActorRef<ShardMsg>,
         run_id: RunId,
     ) -> Option<ActorRef<WorkflowMsg>> {
-        let spawner = self.shared.spawner_for(&run_id);
         let args = WorkflowArgs {
             shared: self.shared.clone(),
             shard_ref: myself.clone(),
@@ -357,7 +356,18 @@ impl<S: Store> ShardState<S> {
             shard: self.shard,
             epoch: self.epoch,
         };
-        match WorkflowActor::<S>::spawn_linked_instant(None, args, myself.get_cell(), spawner) {
+        let spawned = match self.shared.spawner_for(&run_id) {
+            Some(spawner) => {
+                WorkflowActor::<S>::spawn_linked_instant(None, args, myself.get_cell(), spawner)
+            }
+            None => ractor::ActorRuntime::spawn_linked_instant(
+                None,
+                OnCallerThread::<S>::default(),
+                args,
+                myself.get_cell(),
+            ),
+        };
+        match spawned {
             Ok((actor, _)) => {
                 let _ = actor.cast(WorkflowMsg::Load);
                 self.by_actor.insert(actor.get_id(), run_id);
@@ -381,7 +391,7 @@ impl<S: Store> ShardState<S> {
     /// Fires every due schedule of the shard in one fenced commit (one pass per schedule, each
     /// decided inside the transaction), unless a pass for it is in flight.
     fn fire_due_schedules(&mut self, myself: &ActorRef<ShardMsg>) {
-        let now = now_ms();
+        let now = self.shared.now_ms();
         let mut due: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         while let Some((at, id)) = self.schedule_wakes.first().cloned() {
             if at > now {
@@ -401,6 +411,7 @@ impl<S: Store> ShardState<S> {
         let placement = Placement {
             keys: self.shared.keys.clone(),
             shard_count: self.shared.config.shard_count,
+            entropy: self.shared.config.entropy.clone(),
         };
         let namespace = self.shared.config.namespace.clone();
         let mut ops = Vec::new();
@@ -498,7 +509,7 @@ impl<S: Store> ShardState<S> {
         let config = &self.shared.config;
         let window = config.timer_window_ms.max(1);
         let max = config.timers_in_memory_max_per_shard.max(1);
-        let now = now_ms();
+        let now = self.shared.now_ms();
         if self.loaded_until_ms > now.saturating_add(window / 2) || self.timers.len() >= max {
             return;
         }
@@ -550,7 +561,7 @@ impl<S: Store> ShardState<S> {
     }
 
     async fn fire_due_timers(&mut self, myself: &ActorRef<ShardMsg>) {
-        let now = now_ms();
+        let now = self.shared.now_ms();
         let redeliver = Duration::from_millis(TIMER_REDELIVERY_MS);
         let mut due: Vec<TimerEntry> = Vec::new();
         for (_, (entry, delivered)) in self.timers.range_mut(..(now + 1, Vec::new())) {

@@ -19,7 +19,7 @@ use cairn_store::Store;
 use cairn_types::{Payload, RunId, WorkflowId};
 use ractor::ActorRef;
 use ractor::thread_local::ThreadLocalActorSpawner;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,7 +41,7 @@ pub struct Shared<S: Store> {
     pub(crate) spawners: Vec<ThreadLocalActorSpawner>,
     /// Local result waiters by run, with the run's shard. A waiter gets `None` when the shard
     /// leaves this node: the run goes on elsewhere, and the waiter watches the store instead.
-    pub(crate) waiters: Mutex<HashMap<RunId, Vec<ResultWaiter>>>,
+    pub(crate) waiters: Mutex<BTreeMap<RunId, Vec<ResultWaiter>>>,
     /// Client writes (starts, signals, cancels…) submitted and not yet answered; bounded by
     /// [`CLIENT_COMMITS_IN_FLIGHT_MAX`].
     pub(crate) client_commits: std::sync::atomic::AtomicUsize,
@@ -75,6 +75,19 @@ pub fn shard_of(workflow_id: &str, shard_count: u32) -> u32 {
 }
 
 impl<S: Store> Shared<S> {
+    /// The node's time (Unix milliseconds), from `NodeConfig::clock`.
+    pub fn now_ms(&self) -> u64 {
+        self.config.clock.now_ms()
+    }
+
+    /// Store retry options with the jitter drawn from the node's entropy.
+    pub fn transact_options(&self) -> cairn_store::TransactOptions {
+        cairn_store::TransactOptions {
+            jitter_seed: self.config.entropy.jitter_seed(),
+            ..cairn_store::TransactOptions::default()
+        }
+    }
+
     /// The shard of a workflow id.
     pub fn shard_of(&self, workflow_id: &WorkflowId) -> u32 {
         shard_of(workflow_id.as_str(), self.config.shard_count)
@@ -95,9 +108,12 @@ impl<S: Store> Shared<S> {
         self.cluster.ownership.actor_at(shard, epoch)
     }
 
-    pub(crate) fn spawner_for(&self, run_id: &RunId) -> ThreadLocalActorSpawner {
+    pub(crate) fn spawner_for(&self, run_id: &RunId) -> Option<ThreadLocalActorSpawner> {
+        if self.spawners.is_empty() {
+            return None;
+        }
         let index = fnv1a(run_id.as_uuid().as_bytes()) as usize % self.spawners.len();
-        self.spawners[index].clone()
+        Some(self.spawners[index].clone())
     }
 
     /// Whether the node must crash at `point` (test hook); if so, it has already stopped.

@@ -9,7 +9,7 @@
 //! fresh channel, completed when its handler's completion is committed.
 
 use cairn_types::{Failure, Payload, UpdateOutcome};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use tokio::sync::watch;
 
 /// The error type of an update refused because the worker's workflow task did not answer it.
@@ -74,7 +74,7 @@ struct Admitted {
 #[derive(Default)]
 pub struct Updates {
     admitted: Vec<Admitted>,
-    accepted: HashMap<String, watch::Sender<UpdateState>>,
+    accepted: BTreeMap<String, watch::Sender<UpdateState>>,
 }
 
 impl Updates {
@@ -209,7 +209,7 @@ impl Updates {
         for admitted in self.admitted.drain(..) {
             admitted.state.send_replace(abort.clone());
         }
-        for (_, state) in self.accepted.drain() {
+        for (_, state) in std::mem::take(&mut self.accepted) {
             state.send_replace(UpdateState::Completed(UpdateOutcome::Failure(
                 closed_before_completion(),
             )));

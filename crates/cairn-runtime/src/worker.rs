@@ -37,7 +37,6 @@
 //! wait in the store, deferred, until the puller (`dispatch`) hands them out; a deferred
 //! attempt always starts by a claim, which also clears its deferred marker.
 
-use crate::clock::now_ms;
 use crate::committer::{Check, CommitError, Op, Verify};
 use crate::dispatch::{Capacity, Unit};
 use crate::records::{AttemptRecord, InboxItem, TaskRecord, decode, encode};
@@ -49,11 +48,12 @@ use cairn_core::{Message, TimerId};
 use cairn_store::{Store, StoreError, Transaction};
 use cairn_types::limits::INLINE_PAYLOAD_BYTES_MAX;
 use cairn_types::{ActivityTimeouts, Failure, Payload, RunId, Seq};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
+use tokio::time::Instant;
 
 /// Throttle of heartbeat writes for an attempt without a heartbeat timeout (Temporal's SDKs'
 /// default).
@@ -175,12 +175,15 @@ struct Beat {
     /// Rung to write the pending details now, whatever the throttle.
     forced: Notify,
     force: AtomicBool,
+    /// The node's clock.
+    clock: crate::Clock,
 }
 
 impl Beat {
     fn call(&self, details: Payload) {
         *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(details);
-        self.last_call_unix_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_call_unix_ms
+            .store(self.clock.now_ms(), Ordering::Relaxed);
         self.called.notify_one();
     }
 
@@ -216,6 +219,35 @@ struct Running {
     beat: Arc<Beat>,
 }
 
+/// A flag that is set once and wakes every waiter, in the order they began to wait (a watch
+/// channel wakes its waiters in a random order, which a seeded simulation cannot replay).
+#[derive(Debug, Default)]
+struct Latch {
+    set: AtomicBool,
+    rung: Notify,
+}
+
+impl Latch {
+    fn set(&self) {
+        self.set.store(true, Ordering::SeqCst);
+        self.rung.notify_waiters();
+    }
+
+    /// Returns once the latch is set.
+    async fn wait(&self) {
+        loop {
+            let rung = self.rung.notified();
+            tokio::pin!(rung);
+            // Registered before the flag is read, so a set in between still wakes it.
+            rung.as_mut().enable();
+            if self.set.load(Ordering::SeqCst) {
+                return;
+            }
+            rung.await;
+        }
+    }
+}
+
 /// The node's activity worker pool.
 #[derive(Debug)]
 pub struct Workers {
@@ -223,9 +255,9 @@ pub struct Workers {
     /// The bound on dispatched attempts, and the shards with deferred tasks.
     pub(crate) capacity: Capacity,
     /// Set when the node stops: attempts in flight are abandoned, as a crash would.
-    halted: watch::Sender<bool>,
+    halted: Latch,
     /// Dispatched attempts by (run, activity).
-    running: Mutex<HashMap<AttemptKey, Running>>,
+    running: Mutex<BTreeMap<AttemptKey, Running>>,
 }
 
 impl Workers {
@@ -241,12 +273,12 @@ impl Workers {
         Self {
             slots: Arc::new(Semaphore::new(concurrency_max)),
             capacity: Capacity::new(dispatched_max, metrics),
-            halted: watch::channel(false).0,
-            running: Mutex::new(HashMap::new()),
+            halted: Latch::default(),
+            running: Mutex::new(BTreeMap::new()),
         }
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<AttemptKey, Running>> {
+    fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<AttemptKey, Running>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -255,7 +287,7 @@ impl Workers {
     pub fn close(&self) {
         self.slots.close();
         // `send_replace` stores the value even when no attempt is subscribed right now.
-        self.halted.send_replace(true);
+        self.halted.set();
     }
 
     /// Whether this tenure (`epoch`) has dispatched attempt `attempt` of activity `seq`.
@@ -293,7 +325,8 @@ impl Workers {
             return false;
         }
         let called = running.beat.last_call_unix_ms.load(Ordering::Relaxed);
-        let recent = called > 0 && u128::from(now_ms().saturating_sub(called)) < within.as_millis();
+        let recent = called > 0
+            && u128::from(running.beat.clock.now_ms().saturating_sub(called)) < within.as_millis();
         if recent {
             running.beat.force.store(true, Ordering::Relaxed);
             running.beat.forced.notify_one();
@@ -313,7 +346,10 @@ impl Workers {
         deferred: bool,
     ) {
         let key = (task.run_id, task.seq);
-        let beat = Arc::new(Beat::default());
+        let beat = Arc::new(Beat {
+            clock: shared.config.clock.clone(),
+            ..Beat::default()
+        });
         let (cancel, cancel_rx) = watch::channel(false);
         let (abandon, abandon_rx) = watch::channel(false);
         {
@@ -399,9 +435,9 @@ async fn claim<S: Store>(
     let attempt_key = keys.attempt(shard, &task.run_id, task.seq, task.attempt);
     let task_key = keys.task(shard, &task.run_id, task.seq, task.attempt);
     let mark = AttemptRecord {
-        started_unix_ms: now_ms(),
+        started_unix_ms: shared.now_ms(),
         node_id: shared.config.node_id.clone(),
-        claim: uuid::Uuid::now_v7(),
+        claim: shared.config.entropy.uuid_v7(shared.now_ms()),
     };
     let mark_bytes = encode(&mark);
     let mut wait = CLAIM_RETRY_FIRST_MS;
@@ -409,7 +445,7 @@ async fn claim<S: Store>(
         if *abandon.borrow() || shared.shard_at(shard, epoch).is_none() {
             return Err(ClaimError::Refused);
         }
-        let now = now_ms();
+        let now = shared.now_ms();
         let timeouts = task.options.timeouts;
         let timer = |timer: TimerId, after: Duration| {
             TimerEntry::new(
@@ -526,7 +562,7 @@ async fn run_attempt<S: Store>(
     let task = Arc::new(task);
     let keys = &shared.keys;
     let shard = task.shard;
-    let now = now_ms();
+    let now = shared.now_ms();
     // A deferred task was written without a provisional timer: it always claims.
     let handed_over = provisional_start_to_close(keys, &task)
         .filter(|_| !deferred && now <= task.scheduled_unix_ms.saturating_add(CLAIM_GRACE_MS));
@@ -629,14 +665,14 @@ async fn run_attempt<S: Store>(
                 let ctx = ActivityContext::new(info, last_heartbeat, sink, signals.cancel.clone());
                 let future = def(ctx, task.input.clone());
                 let mut running = AbortOnDrop(shared.runtime.spawn(future));
-                let mut halted = shared.workers.halted.subscribe();
                 let mut abandon = signals.abandon.clone();
                 tokio::select! {
+                    biased;
                     joined = &mut running.0 => match joined {
                         Ok(result) => Some(result),
                         Err(e) => Some(Err(Failure::new("ActivityPanicked", format!("activity panicked: {e}")))),
                     },
-                    _ = halted.wait_for(|h| *h) => None,
+                    () = shared.workers.halted.wait() => None,
                     _ = abandon.wait_for(|a| *a) => None,
                 }
                 // Otherwise the node stopped or lost the shard: the attempt is abandoned (aborted
@@ -682,6 +718,7 @@ async fn run_attempt<S: Store>(
         }
     };
     let outcome = tokio::select! {
+        biased;
         outcome = attempt => outcome,
         len = too_large => Some(Err(Failure::payload_too_large("the heartbeat details", len))),
     };
@@ -826,7 +863,6 @@ async fn remote_attempt<S: Store>(
     };
     let mut offered = shared.matching.offer(remote, sink, signals.cancel.clone());
     let timeouts = task.options.timeouts;
-    let mut halted = shared.workers.halted.subscribe();
     let mut abandon = signals.abandon.clone();
     if let Some(take) = take {
         // Waits for a worker to take it, within its schedule-to-start bound (past it the
@@ -840,9 +876,10 @@ async fn remote_attempt<S: Store>(
             .unwrap_or(Duration::from_secs(3_600))
             .saturating_add(Duration::from_millis(CLAIM_GRACE_MS));
         let taken = tokio::select! {
+            biased;
             taken = &mut offered.taken => taken.is_ok(),
             _ = tokio::time::sleep(waiting) => false,
-            _ = halted.wait_for(|h| *h) => false,
+            () = shared.workers.halted.wait() => false,
             _ = abandon.wait_for(|a| *a) => false,
         };
         if !taken {
@@ -867,9 +904,10 @@ async fn remote_attempt<S: Store>(
         .unwrap_or(Duration::from_secs(3_600))
         .saturating_add(Duration::from_millis(CLAIM_GRACE_MS));
     let outcome = tokio::select! {
+        biased;
         answer = &mut offered.outcome => answer.ok(),
         _ = tokio::time::sleep(limit) => None,
-        _ = halted.wait_for(|h| *h) => None,
+        () = shared.workers.halted.wait() => None,
         _ = abandon.wait_for(|a| *a) => None,
     };
     drop(offered);
@@ -897,18 +935,21 @@ async fn record_heartbeats<S: Store>(
             // Written again without waiting for another heartbeat: the timer this write
             // moves may be the attempt's only deadline (a forced write replaces a fired one).
             tokio::select! {
+                biased;
                 _ = tokio::time::sleep(HEARTBEAT_WRITE_RETRY) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
         } else {
             tokio::select! {
+                biased;
                 _ = beat.called.notified() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
             let due = last_write + throttle;
             if Instant::now() < due && !beat.force.load(Ordering::Relaxed) {
                 tokio::select! {
-                    _ = tokio::time::sleep_until(due.into()) => {}
+                    biased;
+                    _ = tokio::time::sleep_until(due) => {}
                     _ = beat.forced.notified() => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }

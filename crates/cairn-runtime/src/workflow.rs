@@ -8,7 +8,6 @@
 //! after that commit. While a commit is in flight new deliveries queue, so the next transition
 //! takes them all.
 
-use crate::clock::now_ms;
 use crate::committer::{Check, CommitError, Op, Verify};
 use crate::error::{QueryError, UpdateError};
 use crate::plan::{AfterCommit, Planner};
@@ -23,7 +22,7 @@ use cairn_store::{RangeRequest, Store, Transaction};
 use cairn_types::{Failure, HistoryEvent, Payload, RunId};
 use ractor::thread_local::ThreadLocalActor;
 use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -181,6 +180,54 @@ impl<S> Default for WorkflowActor<S> {
     }
 }
 
+/// The actor hosted on the node's own runtime, for a node on one thread
+/// (`NodeConfig::is_single_threaded`, the simulator's): its state (the run's executor, not
+/// `Send`) is wrapped in `SendWrapper`, which checks every use — a poll, a borrow, the drop —
+/// happens on the thread that made it. A current-thread runtime runs every task on that one
+/// thread, so the check always holds there; anywhere else it would panic, never misbehave.
+pub struct OnCallerThread<S>(WorkflowActor<S>);
+
+impl<S> Default for OnCallerThread<S> {
+    fn default() -> Self {
+        Self(WorkflowActor::default())
+    }
+}
+
+impl<S: Store> ractor::Actor for OnCallerThread<S> {
+    type Msg = WorkflowMsg;
+    type State = send_wrapper::SendWrapper<WorkflowState<S>>;
+    type Arguments = WorkflowArgs<S>;
+
+    fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> impl std::future::Future<Output = Result<Self::State, ActorProcessingErr>> + Send {
+        send_wrapper::SendWrapper::new(async move {
+            ThreadLocalActor::pre_start(&self.0, myself, args)
+                .await
+                .map(send_wrapper::SendWrapper::new)
+        })
+    }
+
+    fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> impl std::future::Future<Output = Result<(), ActorProcessingErr>> + Send {
+        send_wrapper::SendWrapper::new(ThreadLocalActor::post_stop(&self.0, myself, state))
+    }
+
+    fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> impl std::future::Future<Output = Result<(), ActorProcessingErr>> + Send {
+        send_wrapper::SendWrapper::new(ThreadLocalActor::handle(&self.0, myself, message, state))
+    }
+}
+
 /// The actor's state: lives on one thread.
 pub struct WorkflowState<S: Store> {
     shared: Arc<Shared<S>>,
@@ -196,7 +243,7 @@ pub struct WorkflowState<S: Store> {
     held: Option<String>,
     pending: Vec<Delivery>,
     /// Keys of deliveries taken but not yet committed, so none is taken twice.
-    taken: HashSet<Vec<u8>>,
+    taken: BTreeSet<Vec<u8>>,
     flush_scheduled: bool,
     /// The last mailbox key read (see `read_inbox`).
     inbox_seen: Option<Vec<u8>>,
@@ -265,7 +312,7 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
             run: None,
             held: None,
             pending: Vec::new(),
-            taken: HashSet::new(),
+            taken: BTreeSet::new(),
             flush_scheduled: false,
             inbox_seen: None,
             load_failures: 0,
@@ -818,7 +865,7 @@ impl<S: Store> WorkflowState<S> {
                 .as_ref()
                 .map(|p| (p.workflow_id.clone(), p.run_id)),
             task_timeout_ms: remote.task_timeout_ms,
-            scheduled_unix_ms: now_ms(),
+            scheduled_unix_ms: self.shared.now_ms(),
             queries: Vec::new(),
             query: None,
             updates: Vec::new(),
@@ -1021,7 +1068,7 @@ impl<S: Store> WorkflowState<S> {
             batch.extend(messages);
             self.pending = rest;
         }
-        let now = now_ms().max(record.created_unix_ms);
+        let now = self.shared.now_ms().max(record.created_unix_ms);
         let mut transition = Transition::default();
         let mut messages: Vec<Message> = Vec::new();
         let mut start = false;
@@ -1140,6 +1187,7 @@ impl<S: Store> WorkflowState<S> {
             keys: &self.shared.keys,
             registry: &self.shared.registry,
             metrics: &self.shared.metrics,
+            entropy: &self.shared.config.entropy,
             shard_count: self.shared.config.shard_count,
             shard: self.shard,
             run_id: self.run_id,
@@ -1266,7 +1314,7 @@ impl<S: Store> WorkflowState<S> {
                                 &a.options.timeouts,
                                 a.scheduled_unix_ms,
                             )
-                            .is_some_and(|deadline| deadline <= now_ms())
+                            .is_some_and(|deadline| deadline <= self.shared.now_ms())
                     });
                     if let Some(activity) = due
                         && let Some(check) = self.unstarted(seq, activity.attempt).await
@@ -1365,7 +1413,7 @@ impl<S: Store> WorkflowState<S> {
                     .state
                     .as_ref()
                     .map_or(record.created_unix_ms, |s| s.started_unix_ms);
-                let ran_for = Duration::from_millis(now_ms().saturating_sub(started));
+                let ran_for = Duration::from_millis(self.shared.now_ms().saturating_sub(started));
                 self.shared
                     .metrics
                     .record_closed(&record.start.workflow_type, status, ran_for);

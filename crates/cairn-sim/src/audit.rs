@@ -4,7 +4,9 @@
 //! the commits that landed (an injected "lost" `MaybeCommitted` never reaches it; an "applied"
 //! one does). For each landed commit it keeps the node that made it, the commit version, the
 //! lease values the transaction read with conflict tracking (the committer's fence and wake
-//! reads), and the history events and leases it wrote.
+//! reads), and the history events and leases it wrote. Every landed commit, whatever it wrote,
+//! also goes into the trace: when (virtual time), which node, its version and a digest of its
+//! writes. Two runs of one seed must give the same trace, byte for byte.
 
 use cairn_runtime::{Keys, Lease};
 use cairn_store::{
@@ -12,6 +14,7 @@ use cairn_store::{
 };
 use cairn_types::{EventId, RunId};
 use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 /// One landed commit that wrote history or leases.
@@ -25,14 +28,44 @@ pub struct AuditedCommit {
     pub lease_writes: Vec<(u32, Lease)>,
 }
 
-/// Every audited commit of one simulation.
-#[derive(Debug, Default)]
+/// One landed commit, as the trace records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceEntry {
+    /// Virtual milliseconds since the simulation began.
+    pub at_ms: u64,
+    pub node: String,
+    pub version: u64,
+    /// SipHash (fixed keys) of every write, in the order the transaction made them.
+    pub writes_digest: u64,
+}
+
+/// Every audited commit of one simulation, and the trace of every landed commit.
+#[derive(Debug)]
 pub struct AuditLog {
     keys: Keys,
     commits: Mutex<Vec<AuditedCommit>>,
+    trace: Mutex<Vec<TraceEntry>>,
+    /// Where the trace's virtual time starts.
+    origin: tokio::time::Instant,
+}
+
+impl Default for AuditLog {
+    fn default() -> Self {
+        Self {
+            keys: Keys::default(),
+            commits: Mutex::default(),
+            trace: Mutex::default(),
+            origin: tokio::time::Instant::now(),
+        }
+    }
 }
 
 impl AuditLog {
+    /// Every landed commit so far, in commit order.
+    pub fn trace(&self) -> Vec<TraceEntry> {
+        self.trace.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The commits so far, in commit-version order.
     pub fn commits(&self) -> Vec<AuditedCommit> {
         let mut commits = self
@@ -78,6 +111,7 @@ impl<S: Store> Store for AuditStore<S> {
             lease_reads: BTreeMap::new(),
             history_writes: Vec::new(),
             lease_writes: Vec::new(),
+            writes: DefaultHasher::new(),
         })
     }
 
@@ -103,6 +137,8 @@ pub struct AuditTransaction<T> {
     lease_reads: BTreeMap<u32, Option<Lease>>,
     history_writes: Vec<(RunId, EventId, Vec<u8>)>,
     lease_writes: Vec<(u32, Lease)>,
+    /// Digest of every write so far.
+    writes: DefaultHasher,
 }
 
 impl<T: Transaction> Transaction for AuditTransaction<T> {
@@ -125,6 +161,7 @@ impl<T: Transaction> Transaction for AuditTransaction<T> {
 
     fn set(&mut self, key: &[u8], value: &[u8]) -> StoreResult<()> {
         self.inner.set(key, value)?;
+        (0u8, key, value).hash(&mut self.writes);
         if let Some((run, event_id)) = self.log.keys.parse_history_event(key) {
             self.history_writes.push((run, event_id, value.to_vec()));
         } else if let Some(shard) = self.log.keys.lease_shard(key)
@@ -136,19 +173,27 @@ impl<T: Transaction> Transaction for AuditTransaction<T> {
     }
 
     fn clear(&mut self, key: &[u8]) -> StoreResult<()> {
-        self.inner.clear(key)
+        self.inner.clear(key)?;
+        (1u8, key).hash(&mut self.writes);
+        Ok(())
     }
 
     fn clear_range(&mut self, begin: &[u8], end: &[u8]) -> StoreResult<()> {
-        self.inner.clear_range(begin, end)
+        self.inner.clear_range(begin, end)?;
+        (2u8, begin, end).hash(&mut self.writes);
+        Ok(())
     }
 
     fn atomic_add(&mut self, key: &[u8], delta: i64) -> StoreResult<()> {
-        self.inner.atomic_add(key, delta)
+        self.inner.atomic_add(key, delta)?;
+        (3u8, key, delta).hash(&mut self.writes);
+        Ok(())
     }
 
     fn set_versionstamped_key(&mut self, key: &[u8], value: &[u8]) -> StoreResult<()> {
-        self.inner.set_versionstamped_key(key, value)
+        self.inner.set_versionstamped_key(key, value)?;
+        (4u8, key, value).hash(&mut self.writes);
+        Ok(())
     }
 
     fn watch(&mut self, key: &[u8]) -> StoreResult<Watch> {
@@ -163,8 +208,19 @@ impl<T: Transaction> Transaction for AuditTransaction<T> {
             lease_reads,
             history_writes,
             lease_writes,
+            writes,
         } = self;
         let info = inner.commit().await?;
+        let at_ms = tokio::time::Instant::now().saturating_duration_since(log.origin);
+        log.trace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(TraceEntry {
+                at_ms: u64::try_from(at_ms.as_millis()).unwrap_or(u64::MAX),
+                node: node.to_string(),
+                version: info.version,
+                writes_digest: writes.finish(),
+            });
         if !history_writes.is_empty() || !lease_writes.is_empty() {
             log.commits
                 .lock()

@@ -10,29 +10,40 @@
 //! every accepted job completes, and [`check`] proves what must hold (exactly-once completion,
 //! linear histories, each activity result applied once, fencing by lease epoch).
 //!
-//! Time is real (tokio's clock), so the interleavings of one seed vary between runs; the seed
-//! replays the same plan. A failure prints the seed and the plan.
+//! The whole cluster runs on one thread, on virtual time ([`run`]): a current-thread tokio
+//! runtime whose clock is paused and jumps to the next timer whenever every task waits. The
+//! nodes read that clock (`Clock::Virtual`) and draw every random number from one stream seeded
+//! by the seed (`Entropy::seeded`), their workflow code runs on the same thread
+//! (`executor_threads` 0), and the store's faults come from seeded streams too. So a seed
+//! replays exactly: the same commits, by the same nodes, at the same virtual times, with the
+//! same bytes ([`Report::trace`]). A failure prints the seed and the plan, and the seed fails
+//! the same way anywhere.
 
 pub mod audit;
 pub mod check;
 pub mod workload;
 
-use crate::audit::{AuditLog, AuditStore};
+use crate::audit::{AuditLog, AuditStore, TraceEntry};
 use crate::check::Finished;
 use crate::workload::{GO, JobSpec, PROGRESS, sim_job};
 use cairn::{
     ClientError, IdReusePolicy, InProcessPeers, Node, NodeConfig, PeersHandle, WorkflowOutcomeError,
 };
+use cairn::{Clock, Entropy};
 use cairn_store::{FaultConfig, FaultStore, MemStore};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// The store a simulated node sees.
 pub type SimStore = FaultStore<AuditStore<MemStore>>;
 
-/// Longest a seed may take to converge after the fault window.
+/// Where the simulation's virtual wall clock starts (2026-01-01T00:00:00Z).
+pub const SIM_EPOCH_UNIX_MS: u64 = 1_767_225_600_000;
+
+/// Longest a seed may take (virtual time) to converge after the fault window.
 pub const CONVERGENCE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest one client call may take before the driver tries another node.
 const CLIENT_CALL_TIMEOUT: Duration = Duration::from_millis(400);
@@ -144,7 +155,38 @@ pub struct Report {
     pub faults_applied: usize,
     pub store_faults_injected: u64,
     pub audited_commits: usize,
+    /// Virtual time the simulation covered.
+    pub virtual_time: Duration,
+    /// Real time it took.
     pub took: Duration,
+    /// Every landed commit, in order: the same seed gives the same trace.
+    pub trace: Vec<TraceEntry>,
+}
+
+impl Report {
+    /// One number for the whole trace (equal traces, equal fingerprints).
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut hasher = DefaultHasher::new();
+        for entry in &self.trace {
+            (entry.at_ms, &entry.node, entry.version, entry.writes_digest).hash(&mut hasher);
+        }
+        hasher.finish()
+    }
+}
+
+/// Runs the simulation of `seed` on a runtime of its own: one thread, virtual time. `Err`
+/// carries the seed, the plan and every violation.
+pub fn run(seed: u64) -> Result<Report, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .map_err(|e| format!("seed {seed}: cannot build the simulation's runtime: {e}"))?;
+    let real = std::time::Instant::now();
+    let mut report = runtime.block_on(simulate(seed))?;
+    report.took = real.elapsed();
+    Ok(report)
 }
 
 /// A node slot: its store wrapper (its own faults and pause switch) and, while alive, its node.
@@ -158,6 +200,8 @@ struct Slot {
 
 struct Cluster {
     plan: Plan,
+    clock: Clock,
+    entropy: Entropy,
     mem: MemStore,
     log: Arc<AuditLog>,
     peers: Arc<InProcessPeers>,
@@ -211,6 +255,9 @@ impl Cluster {
             advertise_address: Some(format!("inproc://{name}")),
             peers: Some(PeersHandle(self.peers.clone())),
             actor_idle_ms: 200,
+            executor_threads: 0,
+            clock: self.clock.clone(),
+            entropy: self.entropy.clone(),
             ..NodeConfig::default()
         };
         let node = workload::register(Node::builder())
@@ -254,13 +301,18 @@ impl Cluster {
     }
 }
 
-/// Runs the simulation of `seed`; `Err` carries the seed, the plan and every violation.
+/// Runs the simulation of `seed` on the current runtime, which must be a current-thread
+/// runtime with paused time (see [`run`]); `Err` carries the seed, the plan and every
+/// violation.
 pub async fn simulate(seed: u64) -> Result<Report, String> {
     let plan = Plan::from_seed(seed);
     let started = Instant::now();
+    workload::reset();
     let fail = |what: String| format!("seed {seed} failed: {what}\nplan: {plan:#?}");
     let mut cluster = Cluster {
         plan: plan.clone(),
+        clock: Clock::virtual_from(SIM_EPOCH_UNIX_MS),
+        entropy: Entropy::seeded(seed ^ 0xe27e),
         mem: MemStore::new(),
         log: Arc::new(AuditLog::default()),
         peers: Arc::new(InProcessPeers::default()),
@@ -459,7 +511,8 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
     if !violations.0.is_empty() {
         return Err(fail(violations.0.join("\n")));
     }
-    report.took = started.elapsed();
+    report.virtual_time = started.elapsed();
+    report.trace = cluster.log.trace();
     Ok(report)
 }
 

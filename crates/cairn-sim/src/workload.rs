@@ -5,10 +5,10 @@
 use cairn::{ActivityContext, Ctx, Failure, Query, RetryPolicy, Signal, WorkflowError};
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::IntoFuture;
 use std::rc::Rc;
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// What one job does.
@@ -37,29 +37,34 @@ pub const BEAT_SCHEDULE_TO_START_MS: u64 = 200;
 /// How long a heartbeating activity works, beating every 2 ms.
 pub const BEAT_WORK_MS: u64 = 300;
 
-static ATTEMPTS: Mutex<Option<HashMap<String, Vec<u32>>>> = Mutex::new(None);
+thread_local! {
+    /// Attempt numbers that executed, by idempotency key. Per thread: a simulation runs on one
+    /// thread, and simulations on other threads (tests run in parallel) keep their own.
+    static ATTEMPTS: RefCell<HashMap<String, Vec<u32>>> = RefCell::default();
+    /// Executions of each step, by idempotency key.
+    static EXECUTIONS: RefCell<HashMap<String, u32>> = RefCell::default();
+}
+
+/// Forgets what earlier simulations on this thread executed.
+pub fn reset() {
+    ATTEMPTS.with_borrow_mut(HashMap::clear);
+    EXECUTIONS.with_borrow_mut(HashMap::clear);
+}
 
 /// The attempt numbers that started executing for the heartbeating activity with this
 /// idempotency key, in order (any node).
 pub fn attempts_executed(key: &str) -> Vec<u32> {
-    ATTEMPTS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .and_then(|m| m.get(key).cloned())
-        .unwrap_or_default()
+    ATTEMPTS.with_borrow(|m| m.get(key).cloned().unwrap_or_default())
 }
 
 /// Heartbeats every 2 ms for `BEAT_WORK_MS`, noting which attempt executed; returns `3x + 1`.
 pub async fn sim_beat(ctx: ActivityContext, x: u64) -> Result<u64, Failure> {
-    ATTEMPTS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_or_insert_with(HashMap::new)
-        .entry(ctx.info().idempotency_key.clone())
-        .or_default()
-        .push(ctx.info().attempt);
-    let started = std::time::Instant::now();
+    ATTEMPTS.with_borrow_mut(|m| {
+        m.entry(ctx.info().idempotency_key.clone())
+            .or_default()
+            .push(ctx.info().attempt);
+    });
+    let started = tokio::time::Instant::now();
     let mut beat = 0u64;
     while started.elapsed() < Duration::from_millis(BEAT_WORK_MS) {
         beat += 1;
@@ -76,16 +81,9 @@ pub const GO: Signal<u64> = Signal::new("go");
 /// How many steps a job has finished.
 pub const PROGRESS: Query<(), u32> = Query::new("progress");
 
-static EXECUTIONS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
-
 /// How many times the activity with this idempotency key ran (any attempt, any node).
 pub fn executions(key: &str) -> u32 {
-    EXECUTIONS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .and_then(|m| m.get(key).copied())
-        .unwrap_or(0)
+    EXECUTIONS.with_borrow(|m| m.get(key).copied().unwrap_or(0))
 }
 
 fn step_value(x: u64) -> u64 {
@@ -95,12 +93,9 @@ fn step_value(x: u64) -> u64 {
 /// A step: takes a few milliseconds, counts its executions, returns `3x + 1`.
 pub async fn sim_step(ctx: ActivityContext, x: u64) -> Result<u64, Failure> {
     tokio::time::sleep(Duration::from_millis(2 + x % 7)).await;
-    *EXECUTIONS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_or_insert_with(HashMap::new)
-        .entry(ctx.info().idempotency_key.clone())
-        .or_insert(0) += 1;
+    EXECUTIONS.with_borrow_mut(|m| {
+        *m.entry(ctx.info().idempotency_key.clone()).or_insert(0) += 1;
+    });
     Ok(step_value(x))
 }
 

@@ -1,7 +1,7 @@
-//! The simulated cluster under seeded faults: every seed's plan runs to convergence and the
-//! checker finds nothing wrong.
+//! The simulated cluster under seeded faults: every seed's plan runs to convergence, the
+//! checker finds nothing wrong, and a seed replays exactly.
 //!
-//! `CAIRN_SIM_SEEDS=N` runs N seeds (default 20) from `CAIRN_SIM_FIRST_SEED` (default 1);
+//! `CAIRN_SIM_SEEDS=N` runs N seeds (default 200) from `CAIRN_SIM_FIRST_SEED` (default 1);
 //! `CAIRN_SIM_SEED=S` runs seed S alone, which is how a failure is replayed. `RUST_LOG` turns
 //! on the nodes' logs.
 
@@ -18,38 +18,92 @@ fn env_u64(name: &str) -> Option<u64> {
 /// Seeds that once found a bug, kept so the bug stays fixed.
 const REGRESSION_SEEDS: &[u64] = &[];
 
-/// Proves the cluster converges with its invariants intact under every seed's faults.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seeded_simulations_converge_and_check_clean() {
+/// Seeds a plain `cargo test` runs (and `.ci/run` with it).
+const SEEDS_DEFAULT: u64 = 200;
+
+fn logs() {
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
+            .with_ansi(false)
+            .without_time()
             .try_init();
     }
+}
+
+/// Proves the cluster converges with its invariants intact under every seed's faults.
+#[test]
+fn seeded_simulations_converge_and_check_clean() {
+    logs();
     let seeds: Vec<u64> = match env_u64("CAIRN_SIM_SEED") {
         Some(seed) => vec![seed],
         None => {
             let first = env_u64("CAIRN_SIM_FIRST_SEED").unwrap_or(1);
-            let count = env_u64("CAIRN_SIM_SEEDS").unwrap_or(20);
+            let count = env_u64("CAIRN_SIM_SEEDS").unwrap_or(SEEDS_DEFAULT);
             (first..first + count)
                 .chain(REGRESSION_SEEDS.iter().copied())
                 .collect()
         }
     };
     let started = Instant::now();
-    for seed in seeds {
-        match cairn_sim::simulate(seed).await {
-            Ok(report) => println!(
-                "seed {seed}: {} jobs, {} faults applied, {} store faults, {} audited commits, {:?}",
-                report.jobs_accepted,
-                report.faults_applied,
-                report.store_faults_injected,
-                report.audited_commits,
-                report.took
-            ),
+    let mut virtual_ms = 0u128;
+    for seed in &seeds {
+        match cairn_sim::run(*seed) {
+            Ok(report) => {
+                virtual_ms += report.virtual_time.as_millis();
+                println!(
+                    "seed {seed}: {} jobs, {} faults applied, {} store faults, {} audited commits, {} commits traced (fingerprint {:016x}), {:?} virtual in {:?}",
+                    report.jobs_accepted,
+                    report.faults_applied,
+                    report.store_faults_injected,
+                    report.audited_commits,
+                    report.trace.len(),
+                    report.fingerprint(),
+                    report.virtual_time,
+                    report.took
+                );
+            }
             Err(failure) => panic!("{failure}\nreplay with CAIRN_SIM_SEED={seed}"),
         }
     }
-    println!("all seeds in {:?}", started.elapsed());
+    println!(
+        "{} seeds, {} s of virtual time, in {:?}",
+        seeds.len(),
+        virtual_ms / 1_000,
+        started.elapsed()
+    );
+}
+
+/// A seed run twice gives the same trace: every landed commit, by the same node, at the same
+/// virtual time, writing the same bytes. Seeds with store faults, kills and pauses included.
+#[test]
+fn a_seed_replays_byte_for_byte() {
+    logs();
+    let seeds = match env_u64("CAIRN_SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => vec![3, 11, 42],
+    };
+    for seed in seeds {
+        let first = cairn_sim::run(seed).unwrap_or_else(|f| panic!("{f}"));
+        let second = cairn_sim::run(seed).unwrap_or_else(|f| panic!("{f}"));
+        assert!(
+            first.trace.len() > 100,
+            "seed {seed}: only {} commits traced",
+            first.trace.len()
+        );
+        if let Some(at) = (0..first.trace.len().max(second.trace.len()))
+            .find(|i| first.trace.get(*i) != second.trace.get(*i))
+        {
+            panic!(
+                "seed {seed} diverged at commit {at} of {}/{}:\nfirst:  {:?}\nsecond: {:?}\nreplay with CAIRN_SIM_SEED={seed}",
+                first.trace.len(),
+                second.trace.len(),
+                first.trace.get(at),
+                second.trace.get(at)
+            );
+        }
+        assert_eq!(first.fingerprint(), second.fingerprint());
+        assert_eq!(first.virtual_time, second.virtual_time);
+    }
 }

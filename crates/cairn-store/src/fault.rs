@@ -120,7 +120,10 @@ struct FaultState {
     enabled: AtomicBool,
     stats: FaultStats,
     /// True while paused; reads and commits wait for it to turn false.
-    paused: tokio::sync::watch::Sender<bool>,
+    paused: AtomicBool,
+    /// Rung on resume. A `Notify` wakes its waiters in a fixed order (a watch channel's order
+    /// is random), so a seeded simulation replays the same.
+    resumed: tokio::sync::Notify,
     read_failures: Mutex<Option<ReadFailures>>,
     commit_failures: AtomicU64,
 }
@@ -211,10 +214,15 @@ impl FaultState {
     }
 
     async fn sleep(&self, delay: Option<Duration>) {
-        if *self.paused.borrow() {
-            let mut paused = self.paused.subscribe();
-            // The sender lives as long as this state, so the wait ends only on resume.
-            let _ = paused.wait_for(|p| !*p).await;
+        loop {
+            let resumed = self.resumed.notified();
+            tokio::pin!(resumed);
+            // Registered before the flag is read, so a resume in between still wakes it.
+            resumed.as_mut().enable();
+            if !self.paused.load(Ordering::SeqCst) {
+                break;
+            }
+            resumed.await;
         }
         if let Some(d) = delay {
             self.stats.delays.fetch_add(1, Ordering::Relaxed);
@@ -254,7 +262,8 @@ impl<S: Store> FaultStore<S> {
                 config,
                 enabled: AtomicBool::new(true),
                 stats: FaultStats::default(),
-                paused: tokio::sync::watch::channel(false).0,
+                paused: AtomicBool::new(false),
+                resumed: tokio::sync::Notify::new(),
                 read_failures: Mutex::new(None),
                 commit_failures: AtomicU64::new(0),
             }),
@@ -276,12 +285,13 @@ impl<S: Store> FaultStore<S> {
     /// [`Self::resume`]; transactions begun meanwhile wait at their first read. Faults stay as
     /// configured; a paused commit may come back `TransactionTooOld`, as on FoundationDB.
     pub fn pause(&self) {
-        self.state.paused.send_replace(true);
+        self.state.paused.store(true, Ordering::SeqCst);
     }
 
     /// Ends a [`Self::pause`]; waiting reads and commits go on.
     pub fn resume(&self) {
-        self.state.paused.send_replace(false);
+        self.state.paused.store(false, Ordering::SeqCst);
+        self.state.resumed.notify_waiters();
     }
 
     /// Makes the next `count` reads whose key (for a range read, its begin key) satisfies

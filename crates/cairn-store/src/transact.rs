@@ -4,7 +4,8 @@
 use crate::{Store, StoreError};
 use futures::future::BoxFuture;
 use std::hash::{BuildHasher, RandomState};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Errors a transaction body may return: any type that can carry a [`StoreError`] and say
 /// whether it is worth retrying.
@@ -33,6 +34,9 @@ pub struct TransactOptions {
     pub backoff_initial: Duration,
     /// Backoff cap. Default 200 ms. A random jitter of up to half the backoff is added.
     pub backoff_max: Duration,
+    /// Seed of the jitter. Default none: a different jitter per process. A simulation sets
+    /// it, so a seed replays the same backoffs.
+    pub jitter_seed: Option<u64>,
 }
 
 impl Default for TransactOptions {
@@ -42,6 +46,7 @@ impl Default for TransactOptions {
             timeout: Duration::from_secs(30),
             backoff_initial: Duration::from_millis(1),
             backoff_max: Duration::from_millis(200),
+            jitter_seed: None,
         }
     }
 }
@@ -105,7 +110,7 @@ where
                 last: error.to_string(),
             }));
         }
-        let jitter = backoff.mul_f64(jitter_fraction(attempt.number) * 0.5);
+        let jitter = backoff.mul_f64(jitter_fraction(options.jitter_seed, attempt.number) * 0.5);
         if started.elapsed() + backoff + jitter > options.timeout {
             return Err(E::from(StoreError::RetryTimeout {
                 elapsed_ms: millis(started.elapsed()),
@@ -133,10 +138,14 @@ where
     Ok(value)
 }
 
-/// A fraction in [0, 1) that differs between processes and attempts, so contending retries
-/// spread out. Not for anything that needs real randomness.
-fn jitter_fraction(attempt: u32) -> f64 {
-    let hash = RandomState::new().hash_one(attempt);
+/// A fraction in [0, 1) that differs between attempts (and, unseeded, between processes), so
+/// contending retries spread out. Not for anything that needs real randomness.
+fn jitter_fraction(seed: Option<u64>, attempt: u32) -> f64 {
+    let hash = match seed {
+        Some(seed) => std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default()
+            .hash_one((seed, attempt)),
+        None => RandomState::new().hash_one(attempt),
+    };
     (hash % 1_000) as f64 / 1_000.0
 }
 

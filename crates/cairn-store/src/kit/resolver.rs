@@ -2,7 +2,8 @@
 
 use crate::{StoreError, StoreResult, Version};
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Remembers the write ranges of recent commits and rejects a transaction whose read ranges
 /// intersect a write committed after its read version.

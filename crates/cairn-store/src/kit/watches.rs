@@ -1,13 +1,13 @@
 //! Armed watches of a local backend.
 
 use crate::StoreResult;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use tokio::sync::oneshot;
 
 /// Watches armed by committed transactions, keyed by the watched key.
 #[derive(Debug, Default)]
 pub struct WatchRegistry {
-    by_key: HashMap<Vec<u8>, Vec<Armed>>,
+    by_key: BTreeMap<Vec<u8>, Vec<Armed>>,
 }
 
 #[derive(Debug)]

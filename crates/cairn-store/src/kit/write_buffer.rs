@@ -7,8 +7,8 @@ use super::{
 use crate::keyspace::key_after;
 use crate::{KeyValue, Limits, RangeRequest, StoreError, StoreResult, Watch};
 use std::collections::BTreeMap;
-use std::time::Instant;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// What the overlay knows about a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
