@@ -23,10 +23,11 @@
 //! - **Self-fencing.** A node whose own heartbeat has not landed for a whole lease timeout
 //!   drops every shard at once: others may already have claimed them.
 
-use crate::committer::{CommitError, LocalWakes, Op};
+use crate::committer::LocalWakes;
 use crate::config::NodeConfig;
 use crate::dispatch::DEFERRED_PAGE_MAX;
 use crate::error::ClusterError;
+use crate::ops::{CommitError, Op};
 use crate::records::{ClusterRecord, Lease, NodeRecord, ReadyItem, TaskRecord, decode, encode};
 use crate::shard::{ShardActor, ShardArgs, ShardMsg};
 use crate::shared::Shared;

@@ -4,6 +4,28 @@ use crate::clock::{Clock, Entropy};
 use crate::peers::PeersHandle;
 use std::sync::Arc;
 
+/// Default of `NodeConfig::activity_attempts_dispatched_max`.
+///
+/// An attempt waiting for a worker slot holds its task (input included) and a small task on the
+/// runtime, about a kilobyte with a small input: 16 MiB at the bound. Tasks past it cost two more
+/// writes each (the deferred marker and a claim), so the bound sits well above the default
+/// `activity_concurrency_max` (1,000) to keep ordinary bursts on the direct path.
+pub const ACTIVITY_ATTEMPTS_DISPATCHED_MAX: usize = 16_384;
+
+/// Most commit requests one node has submitted and not yet answered (queued, or in the batch
+/// in flight): the committer's queue bound (`NodeConfig::commit_requests_queued_max`). Past
+/// it, a client write is refused at once (`ClientError::Overloaded`), the node's own
+/// transitions, claims and timer writes wait for a slot, and detached housekeeping is
+/// skipped (it is repeated later).
+pub const COMMIT_REQUESTS_QUEUED_MAX: usize = 16_384;
+
+/// Most client writes one node keeps waiting for the committer. Past it a client write is
+/// refused at once with `ClientError::Overloaded` (HTTP 429 with `Retry-After`): latency stays
+/// bounded and the client learns to back off, instead of every request queueing longer.
+pub const CLIENT_COMMITS_IN_FLIGHT_MAX: usize = 8_192;
+
+const _: () = assert!(COMMIT_REQUESTS_QUEUED_MAX > CLIENT_COMMITS_IN_FLIGHT_MAX);
+
 /// A node's settings. Each field documents its default.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -29,7 +51,7 @@ pub struct NodeConfig {
     /// Most activity attempts dispatched to this node's workers at once (running, claiming or
     /// waiting for one of `activity_concurrency_max` slots). Tasks written past it wait in the
     /// store, marked deferred, and are pulled as attempts end. At least 1. Default
-    /// [`crate::dispatch::ACTIVITY_ATTEMPTS_DISPATCHED_MAX`].
+    /// [`ACTIVITY_ATTEMPTS_DISPATCHED_MAX`].
     pub activity_attempts_dispatched_max: usize,
     /// Attempts of activity types not registered on this node wait for a remote worker (a
     /// Temporal SDK worker polling the node's gRPC API) instead of failing with
@@ -55,7 +77,7 @@ pub struct NodeConfig {
     /// long after they close, in bounded background batches. Default 7 days.
     pub retention_ms: u64,
     /// Most commit requests submitted and not yet answered (the committer's queue). Default
-    /// [`crate::COMMIT_REQUESTS_QUEUED_MAX`] (16,384); 0 counts as 1.
+    /// [`COMMIT_REQUESTS_QUEUED_MAX`] (16,384); 0 counts as 1.
     pub commit_requests_queued_max: usize,
     /// Where the node reads the time. Default the system clock; the simulator passes virtual
     /// time.
@@ -108,7 +130,7 @@ impl Default for NodeConfig {
             actor_cache_max_per_shard: 4_096,
             actor_idle_ms: 30_000,
             activity_concurrency_max: 1_000,
-            activity_attempts_dispatched_max: crate::dispatch::ACTIVITY_ATTEMPTS_DISPATCHED_MAX,
+            activity_attempts_dispatched_max: ACTIVITY_ATTEMPTS_DISPATCHED_MAX,
             remote_activities: false,
             lease_timeout_ms: 10_000,
             advertise_address: None,
@@ -116,7 +138,7 @@ impl Default for NodeConfig {
             timer_window_ms: 60_000,
             timers_in_memory_max_per_shard: 16_384,
             retention_ms: 7 * 24 * 3_600_000,
-            commit_requests_queued_max: crate::committer::COMMIT_REQUESTS_QUEUED_MAX,
+            commit_requests_queued_max: COMMIT_REQUESTS_QUEUED_MAX,
             clock: Clock::System,
             entropy: Entropy::os(),
             crash_hook: None,

@@ -25,7 +25,7 @@
 //! once its task is gone.
 
 use crate::Metrics;
-use crate::committer::Op;
+use crate::ops::Op;
 use crate::records::{TaskRecord, decode};
 use crate::shared::Shared;
 use cairn_store::{RangeRequest, Store, StoreError, Transaction};
@@ -35,13 +35,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Default of `NodeConfig::activity_attempts_dispatched_max`.
-///
-/// An attempt waiting for a worker slot holds its task (input included) and a small task on the
-/// runtime, about a kilobyte with a small input: 16 MiB at the bound. Tasks past it cost two more
-/// writes each (the deferred marker and a claim), so the bound sits well above the default
-/// `activity_concurrency_max` (1,000) to keep ordinary bursts on the direct path.
-pub const ACTIVITY_ATTEMPTS_DISPATCHED_MAX: usize = 16_384;
+pub use crate::config::ACTIVITY_ATTEMPTS_DISPATCHED_MAX;
 /// Most deferred markers (or tasks, on a shard's rehydration) read in one transaction.
 pub const DEFERRED_PAGE_MAX: usize = 256;
 /// How often the puller looks even when nothing woke it (a backstop: units and deferrals wake

@@ -23,6 +23,7 @@ mod keys;
 mod matching;
 mod metrics;
 mod node;
+mod ops;
 mod peers;
 mod plan;
 mod records;
@@ -51,12 +52,13 @@ pub use error::{ClientError, ClusterError, IdReusePolicy, QueryError, UpdateErro
 pub use keys::Keys;
 pub use matching::{
     ACTIVITY_POLL_WAIT_MAX_MS, ACTIVITY_POLLS_WAITING_MAX, MatchingError, RemoteActivityTask,
-    RemoteOutcome, WorkflowTaskRef,
+    RemoteOutcome, WorkflowTask, WorkflowTaskRef,
 };
 pub use metrics::Metrics;
 pub use node::{Description, INLINE_PAYLOAD_BYTES_MAX, Node, RunHistory, StartWorkflow};
 pub use peers::{
-    InProcessPeers, PeerError, PeerFuture, PeerQuery, Peers, PeersHandle, QueryTarget,
+    InProcessPeers, PeerError, PeerFuture, PeerQuery, PeerTaskAnswer, PeerTaskCall, Peers,
+    PeersHandle, QueryTarget,
 };
 pub use records::{
     Lease, NodeRecord, Outcome, RemoteStart, WORKFLOW_TASK_TIMEOUT_DEFAULT_MS,
@@ -66,19 +68,20 @@ pub use registry::{
     ActivityContext, ActivityDef, ActivityFuture, ActivityInfo, Registry, WorkflowDef,
 };
 pub use remote_queries::{REMOTE_QUERIES_WAITING_MAX, REMOTE_QUERY_WAIT_MS, RemoteQuery};
-pub use remote_tasks::{PEER_POLL_SLICE_MS, PeerTaskAnswer, PeerTaskCall};
+pub use remote_tasks::PEER_POLL_SLICE_MS;
 pub use retention::{RETENTION_BATCH_MAX, RETENTION_MS_MIN};
 pub use schedules::{
     ActionKind, CreateSchedule, RecentAction, SCHEDULE_ID_BYTES_MAX, SCHEDULE_NOTE_BYTES_MAX,
     ScheduleAction, ScheduleDescription, ScheduleRecord, scheduled_workflow_id,
 };
 pub use shared::{CLIENT_COMMITS_IN_FLIGHT_MAX, OVERLOADED_RETRY_AFTER_MS, shard_of};
-pub use update_calls::{PeerUpdate, UPDATE_WAIT_MS_MAX, UpdateAnswer, UpdateCall, UpdateWorkflow};
+pub use update_calls::{UPDATE_WAIT_MS_MAX, UpdateAnswer, UpdateWorkflow};
 pub use updates::{
-    ACCEPTED_UPDATE_COMPLETED_WORKFLOW, UNPROCESSED_UPDATE, UpdateRequest, UpdateStage, UpdateState,
+    ACCEPTED_UPDATE_COMPLETED_WORKFLOW, PeerUpdate, UNPROCESSED_UPDATE, UpdateCall, UpdateRequest,
+    UpdateStage, UpdateState,
 };
 pub use visibility::{
     LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, LIST_SCAN_ENTRIES_MAX, PAGE_TOKEN_BYTES_MAX,
     SORTED_QUERY_WORKFLOWS_MAX, WorkflowPage, WorkflowSummary, status_name,
 };
-pub use workflow::{MAILBOX_BATCH_MAX, WorkflowTask};
+pub use workflow::MAILBOX_BATCH_MAX;

@@ -473,10 +473,10 @@ impl Matching {
         let len = details.len();
         // The sink fails an attempt whose details would not fit one stored value.
         (entry.heartbeat)(details);
-        if len > crate::node::INLINE_PAYLOAD_BYTES_MAX {
+        if len > cairn_types::limits::INLINE_PAYLOAD_BYTES_MAX {
             return Err(MatchingError::HeartbeatTooLarge {
                 len,
-                max: crate::node::INLINE_PAYLOAD_BYTES_MAX,
+                max: cairn_types::limits::INLINE_PAYLOAD_BYTES_MAX,
             });
         }
         Ok(*entry.cancel.borrow())
@@ -500,6 +500,36 @@ impl Matching {
     pub fn tasks(&self) -> usize {
         lock(&self.entries).len()
     }
+}
+
+/// A workflow task as a remote worker receives it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct WorkflowTask {
+    /// Opaque; names the node's life, the run, the task and its attempt.
+    pub token: String,
+    pub namespace: String,
+    pub workflow_id: cairn_types::WorkflowId,
+    pub run_id: cairn_types::RunId,
+    pub workflow_type: String,
+    pub task_queue: String,
+    pub attempt: u32,
+    /// The run's history as committed (Cairn's events); the task's inputs are its tail.
+    pub history: Vec<cairn_types::HistoryEvent>,
+    /// The run this one continues (continue-as-new), if any.
+    pub previous_run: Option<cairn_types::RunId>,
+    /// The parent, for a child workflow's run.
+    pub parent: Option<(cairn_types::WorkflowId, cairn_types::RunId)>,
+    /// The workflow task timeout.
+    pub task_timeout_ms: u64,
+    pub scheduled_unix_ms: u64,
+    /// Queries to answer with this task's completion.
+    pub queries: Vec<crate::remote_queries::RemoteQuery>,
+    /// Set for a query task: only this query to answer (`Node::answer_query_task`), no
+    /// workflow task (the history is the run's, up to its last completed task).
+    pub query: Option<crate::remote_queries::RemoteQuery>,
+    /// Update requests for the worker to accept or reject with this task's completion.
+    #[serde(default)]
+    pub updates: Vec<crate::updates::UpdateRequest>,
 }
 
 #[cfg(test)]

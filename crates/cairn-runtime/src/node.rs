@@ -5,11 +5,12 @@
 
 use crate::Metrics;
 use crate::cluster::{self, Cluster, ClusterStatus, Ownership, Route};
-use crate::committer::{Check, CommitError, Committer, CommitterArgs, Op, Verify};
+use crate::committer::{Committer, CommitterArgs};
 use crate::config::NodeConfig;
 use crate::error::ClusterError;
 use crate::error::{ClientError, IdReusePolicy};
 use crate::keys::Keys;
+use crate::ops::{Check, CommitError, Op, Verify};
 use crate::peers::{PeerError, PeerQuery, QueryTarget};
 use crate::records::{
     InboxItem, NewRun, Outcome, RunRecord, Stored, WorkflowRecord, clear_record_ops, decode,
@@ -1527,7 +1528,7 @@ impl<S: Store> Node<S> {
         let keys = shared.keys.clone();
         let shard = shared.shard_of_id(schedule_id);
         let id = schedule_id.to_string();
-        let op = Op::Derived(crate::committer::Derive::new(move |tx| {
+        let op = Op::Derived(crate::ops::Derive::new(move |tx| {
             let (keys, key, id, namespace) =
                 (keys.clone(), key.clone(), id.clone(), namespace.clone());
             Box::pin(async move {

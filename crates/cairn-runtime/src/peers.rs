@@ -51,11 +51,7 @@ pub trait Peers: Send + Sync + 'static {
 
     /// Takes a task waiting at the node at `address`, or gives it an answer to one it handed
     /// out. Default: unreachable (a transport that carries only queries).
-    fn task(
-        &self,
-        address: &str,
-        call: crate::remote_tasks::PeerTaskCall,
-    ) -> PeerFuture<crate::remote_tasks::PeerTaskAnswer> {
+    fn task(&self, address: &str, call: PeerTaskCall) -> PeerFuture<PeerTaskAnswer> {
         let _ = call;
         let address = address.to_string();
         Box::pin(async move {
@@ -79,10 +75,7 @@ pub trait QueryTarget: Send + Sync + 'static {
     fn query_held(self: Arc<Self>, query: PeerQuery) -> PeerFuture<Payload>;
 
     /// Serves a remote worker's task call another node forwarded. Never forwards again.
-    fn task_held(
-        self: Arc<Self>,
-        call: crate::remote_tasks::PeerTaskCall,
-    ) -> PeerFuture<crate::remote_tasks::PeerTaskAnswer> {
+    fn task_held(self: Arc<Self>, call: PeerTaskCall) -> PeerFuture<PeerTaskAnswer> {
         let _ = call;
         Box::pin(async { Err(PeerError::NotOwner) })
     }
@@ -143,11 +136,7 @@ impl Peers for InProcessPeers {
         }
     }
 
-    fn task(
-        &self,
-        address: &str,
-        call: crate::remote_tasks::PeerTaskCall,
-    ) -> PeerFuture<crate::remote_tasks::PeerTaskAnswer> {
+    fn task(&self, address: &str, call: PeerTaskCall) -> PeerFuture<PeerTaskAnswer> {
         match self.target(address) {
             Some(node) => node.task_held(call),
             None => unreachable_at(address),
@@ -170,4 +159,57 @@ impl std::fmt::Debug for PeersHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PeersHandle")
     }
+}
+
+/// Work for remote workers that another node holds: a take of a waiting task (never waits), or
+/// an answer to a task that node handed out.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum PeerTaskCall {
+    TakeWorkflowTask {
+        task_queue: String,
+    },
+    TakeActivityTask {
+        task_queue: String,
+    },
+    CompleteWorkflowTask {
+        token: String,
+        commands: Vec<cairn_types::Command>,
+        query_results: Vec<(u64, Result<Payload, String>)>,
+        #[serde(default)]
+        new_task: bool,
+        /// Updates the worker rejected, by update id.
+        #[serde(default)]
+        rejections: Vec<(String, cairn_types::Failure)>,
+    },
+    FailWorkflowTask {
+        token: String,
+        /// What the worker reported.
+        #[serde(default)]
+        failure: Option<cairn_types::Failure>,
+    },
+    AnswerQueryTask {
+        token: String,
+        answer: Result<Payload, String>,
+    },
+    AnswerActivityTask {
+        token: String,
+        outcome: crate::matching::RemoteOutcome,
+    },
+    HeartbeatActivityTask {
+        token: String,
+        details: Payload,
+    },
+    /// An update call for a run this node holds: admit (or find) and wait.
+    Update(crate::updates::PeerUpdate),
+}
+
+/// The holder's answer to a [`PeerTaskCall`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum PeerTaskAnswer {
+    WorkflowTask(Option<crate::matching::WorkflowTask>),
+    ActivityTask(Option<crate::matching::RemoteActivityTask>),
+    Done,
+    Heartbeat { cancel_requested: bool },
+    Refused(crate::matching::MatchingError),
+    Update(Result<crate::updates::UpdateState, crate::error::UpdateError>),
 }

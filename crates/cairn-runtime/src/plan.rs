@@ -5,8 +5,8 @@
 //! transaction), so each rule is tested by looking at the writes it plans.
 
 use crate::Metrics;
-use crate::committer::{Derive, Op};
 use crate::keys::Keys;
+use crate::ops::{Derive, Op};
 use crate::records::{
     InboxItem, NewRun, Outcome, ParentRef, RunRecord, TaskRecord, WorkflowRecord, chunks_for,
     decode, encode, record_ops,
@@ -408,10 +408,10 @@ impl Planner<'_> {
             Some(format!(
                 "workflow type {workflow_type:?} is not registered on this node"
             ))
-        } else if carried > crate::node::INLINE_PAYLOAD_BYTES_MAX {
+        } else if carried > cairn_types::limits::INLINE_PAYLOAD_BYTES_MAX {
             Some(format!(
                 "the child's input, memo and search attributes are {carried} bytes together; the limit is {} bytes",
-                crate::node::INLINE_PAYLOAD_BYTES_MAX
+                cairn_types::limits::INLINE_PAYLOAD_BYTES_MAX
             ))
         } else {
             None

@@ -401,34 +401,6 @@ impl NewRun {
         self
     }
 
-    /// The writes that start the run: its workflow record (making it the workflow id's current
-    /// run), its run record, and its start mail to `shard` (the workflow id's shard).
-    /// `replacing` is what the caller expects the workflow record to be now (see
-    /// `visibility::Replacing`).
-    pub fn writes(
-        &self,
-        keys: &crate::keys::Keys,
-        shard: u32,
-        replacing: crate::visibility::Replacing,
-    ) -> Vec<crate::committer::Op> {
-        use crate::committer::Op;
-        let record = &self.record;
-        let mut ops = vec![crate::visibility::put_workflow(
-            keys,
-            &record.namespace,
-            record.workflow_id.as_str(),
-            self.summary.clone(),
-            replacing,
-        )];
-        ops.extend(record_ops(keys, &keys.run(&self.run_id), encode(record), 0));
-        ops.push(Op::Mail {
-            shard,
-            run_id: self.run_id,
-            item: encode(&InboxItem::Start),
-        });
-        ops
-    }
-
     /// The continuation of `previous`: the same parent and schedule, the chain's start time.
     pub fn continuing(mut self, previous: &RunRecord) -> Self {
         let execution_started = previous
@@ -506,8 +478,8 @@ pub fn record_ops(
     key: &[u8],
     value: Vec<u8>,
     previous_chunks: u32,
-) -> Vec<crate::committer::Op> {
-    use crate::committer::Op;
+) -> Vec<crate::ops::Op> {
+    use crate::ops::Op;
     let mut ops = Vec::new();
     let count = chunks_for(value.len());
     if count == 0 {
@@ -529,10 +501,10 @@ pub fn record_ops(
 }
 
 /// The record at `key` as stored bytes (reassembled from chunks if need be) and how it was
-/// stored. Reads through any [`crate::committer::TxRead`] (the value with conflict tracking,
+/// stored. Reads through any [`crate::ops::TxRead`] (the value with conflict tracking,
 /// chunks by range).
 pub async fn read_record(
-    tx: &mut dyn crate::committer::TxRead,
+    tx: &mut dyn crate::ops::TxRead,
     keys: &crate::keys::Keys,
     key: &[u8],
 ) -> Result<Option<(Vec<u8>, Stored)>, StoreError> {
@@ -575,7 +547,7 @@ pub async fn read_record(
 /// Decodes a record found by a range read over record keys: `row` holds it whole, or holds
 /// the header of a chunked one, whose chunks are then read in `tx`.
 pub async fn decode_row<T: DeserializeOwned>(
-    tx: &mut dyn crate::committer::TxRead,
+    tx: &mut dyn crate::ops::TxRead,
     keys: &crate::keys::Keys,
     row: &cairn_store::KeyValue,
     what: &str,
@@ -592,8 +564,8 @@ pub async fn decode_row<T: DeserializeOwned>(
 }
 
 /// The writes that remove the record at `key`, and its chunks if it has any.
-pub fn clear_record_ops(keys: &crate::keys::Keys, key: &[u8]) -> Vec<crate::committer::Op> {
-    use crate::committer::Op;
+pub fn clear_record_ops(keys: &crate::keys::Keys, key: &[u8]) -> Vec<crate::ops::Op> {
+    use crate::ops::Op;
     let (chunks_begin, chunks_end) = keys.chunks(key);
     vec![
         Op::Clear(key.to_vec()),
@@ -603,7 +575,7 @@ pub fn clear_record_ops(keys: &crate::keys::Keys, key: &[u8]) -> Vec<crate::comm
 
 /// Decodes the record at `key` (see [`read_record`]), with how it was stored.
 pub async fn load_record<T: DeserializeOwned>(
-    tx: &mut dyn crate::committer::TxRead,
+    tx: &mut dyn crate::ops::TxRead,
     keys: &crate::keys::Keys,
     key: &[u8],
     what: &str,
@@ -617,8 +589,8 @@ pub async fn load_record<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::committer::Op;
     use crate::keys::Keys;
+    use crate::ops::Op;
     use cairn_store::{MemStore, RangeRequest, Store, Transaction};
 
     async fn apply(store: &MemStore, ops: Vec<Op>) {

@@ -4,71 +4,19 @@
 //! waiting at each other live node (through [`crate::Peers`]), a slice of
 //! [`PEER_POLL_SLICE_MS`] at a time, and answers go to the node the task's token names.
 
-use crate::matching::{MatchingError, RemoteActivityTask, RemoteOutcome};
+use crate::matching::MatchingError;
+use crate::matching::WorkflowTask;
+use crate::peers::{PeerTaskAnswer, PeerTaskCall};
 use crate::records::{NodeRecord, decode};
 use crate::shard::ShardMsg;
 use crate::shared::Shared;
-use crate::workflow::{WorkflowMsg, WorkflowTask};
+use crate::workflow::WorkflowMsg;
 use cairn_store::{RangeRequest, Store, Transaction};
 use cairn_types::{Command, Payload};
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Longest a poll waits at home before asking the other nodes again.
 pub const PEER_POLL_SLICE_MS: u64 = 1_000;
-
-/// Work for remote workers that another node holds: a take of a waiting task (never waits), or
-/// an answer to a task that node handed out.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum PeerTaskCall {
-    TakeWorkflowTask {
-        task_queue: String,
-    },
-    TakeActivityTask {
-        task_queue: String,
-    },
-    CompleteWorkflowTask {
-        token: String,
-        commands: Vec<Command>,
-        query_results: Vec<(u64, Result<Payload, String>)>,
-        #[serde(default)]
-        new_task: bool,
-        /// Updates the worker rejected, by update id.
-        #[serde(default)]
-        rejections: Vec<(String, cairn_types::Failure)>,
-    },
-    FailWorkflowTask {
-        token: String,
-        /// What the worker reported.
-        #[serde(default)]
-        failure: Option<cairn_types::Failure>,
-    },
-    AnswerQueryTask {
-        token: String,
-        answer: Result<Payload, String>,
-    },
-    AnswerActivityTask {
-        token: String,
-        outcome: RemoteOutcome,
-    },
-    HeartbeatActivityTask {
-        token: String,
-        details: Payload,
-    },
-    /// An update call for a run this node holds: admit (or find) and wait.
-    Update(crate::update_calls::PeerUpdate),
-}
-
-/// The holder's answer to a [`PeerTaskCall`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum PeerTaskAnswer {
-    WorkflowTask(Option<WorkflowTask>),
-    ActivityTask(Option<RemoteActivityTask>),
-    Done,
-    Heartbeat { cancel_requested: bool },
-    Refused(MatchingError),
-    Update(Result<crate::UpdateState, crate::UpdateError>),
-}
 
 /// The node id a task token names (`cairn…/<node>/<incarnation>/…`).
 pub(crate) fn token_node(token: &str) -> Option<&str> {

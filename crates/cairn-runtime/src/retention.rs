@@ -18,8 +18,8 @@
 //! - A workflow is deleted only if its record, read in the deleting transaction, is still
 //!   the closed one the entry names: a workflow id started again meanwhile is left alone.
 
-use crate::committer::{Derive, Op};
 use crate::keys::Keys;
+use crate::ops::{Derive, Op};
 use crate::records::{WorkflowRecord, clear_record_ops, decode};
 use crate::shared::Shared;
 use crate::visibility::RetiredRun;
@@ -185,7 +185,7 @@ pub(crate) async fn sweep<S: Store>(shared: &Shared<S>) -> Result<usize, StoreEr
         let count = closed.len() + retired.len();
         match shared.commit(ops, Vec::new(), None, None).await {
             Ok(()) => deleted += count,
-            Err(crate::committer::CommitError::Store(error)) => return Err(error),
+            Err(crate::ops::CommitError::Store(error)) => return Err(error),
             Err(other) => {
                 return Err(StoreError::Backend {
                     message: format!("retention batch not committed: {other:?}"),

@@ -13,9 +13,9 @@
 //! also write a wake-up, which reaches the holder wherever it is (`Op::WakeSchedule`). A
 //! workflow a schedule started wakes it when it closes, so buffered starts go on at once.
 
-use crate::committer::{Check, Derive, Op, TxRead};
 use crate::error::ClientError;
 use crate::keys::Keys;
+use crate::ops::{Check, Derive, Op, TxRead};
 use crate::records::{
     InboxItem, NewRun, Stored, WorkflowRecord, decode, encode, load_record, record_ops,
 };

@@ -6,10 +6,11 @@
 
 use crate::Metrics;
 use crate::cluster::{self, Cluster, fnv1a};
-use crate::committer::{Check, CommitError, CommitRequest, CommitterMsg, Op, Verify};
+use crate::committer::{CommitRequest, CommitterMsg};
 use crate::config::{CrashPoint, NodeConfig};
 use crate::error::QueryError;
 use crate::keys::Keys;
+use crate::ops::{Check, CommitError, Op, Verify};
 use crate::peers::{PeerError, PeerFuture, PeerQuery, QueryTarget};
 use crate::records::Outcome;
 use crate::registry::Registry;
@@ -49,10 +50,7 @@ pub struct Shared<S: Store> {
     pub(crate) commit_slots: Arc<tokio::sync::Semaphore>,
 }
 
-/// Most client writes one node keeps waiting for the committer. Past it a client write is
-/// refused at once with `ClientError::Overloaded` (HTTP 429 with `Retry-After`): latency stays
-/// bounded and the client learns to back off, instead of every request queueing longer.
-pub const CLIENT_COMMITS_IN_FLIGHT_MAX: usize = 8_192;
+pub use crate::config::CLIENT_COMMITS_IN_FLIGHT_MAX;
 
 /// How long an overloaded node asks clients to wait before retrying.
 pub const OVERLOADED_RETRY_AFTER_MS: u64 = 1_000;
@@ -276,8 +274,8 @@ impl<S: Store> QueryTarget for Shared<S> {
 
     fn task_held(
         self: Arc<Self>,
-        call: crate::remote_tasks::PeerTaskCall,
-    ) -> PeerFuture<crate::remote_tasks::PeerTaskAnswer> {
+        call: crate::peers::PeerTaskCall,
+    ) -> PeerFuture<crate::peers::PeerTaskAnswer> {
         Box::pin(async move { Ok(self.serve_task_call(call).await) })
     }
 }

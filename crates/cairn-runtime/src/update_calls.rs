@@ -13,12 +13,11 @@ use crate::node::Node;
 use crate::peers::PeerError;
 use crate::shard::ShardMsg;
 use crate::shared::Shared;
-use crate::updates::{UpdateRequest, UpdateStage, UpdateState, wait_for};
+use crate::updates::{PeerUpdate, UpdateCall, UpdateRequest, UpdateStage, UpdateState, wait_for};
 use crate::workflow::WorkflowMsg;
 use cairn_store::Store;
 use cairn_types::limits::{INLINE_PAYLOAD_BYTES_MAX, UPDATE_ID_BYTES_MAX, UPDATE_NAME_BYTES_MAX};
 use cairn_types::{Payload, RunId, WorkflowId};
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Longest one update call waits for its stage (a forwarded call must answer within the
@@ -57,25 +56,6 @@ pub struct UpdateAnswer {
     /// [`UpdateState::Admitted`] or [`UpdateState::Accepted`] when the wait ended first;
     /// never `Lost` or `Aborted` (those are errors).
     pub state: UpdateState,
-}
-
-/// What a forwarded update call does at the run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum UpdateCall {
-    /// Admit the update, or find the one with its id.
-    Admit(UpdateRequest),
-    /// Only find update `update_id`.
-    Poll(String),
-}
-
-/// An update call for the node holding the run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PeerUpdate {
-    pub workflow_id: WorkflowId,
-    pub run_id: RunId,
-    pub call: UpdateCall,
-    pub wait_for: UpdateStage,
-    pub wait_ms: u64,
 }
 
 impl UpdateWorkflow {

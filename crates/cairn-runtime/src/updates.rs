@@ -258,6 +258,25 @@ pub async fn wait_for(
     }
 }
 
+/// What a forwarded update call does at the run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum UpdateCall {
+    /// Admit the update, or find the one with its id.
+    Admit(UpdateRequest),
+    /// Only find update `update_id`.
+    Poll(String),
+}
+
+/// An update call for the node holding the run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PeerUpdate {
+    pub workflow_id: cairn_types::WorkflowId,
+    pub run_id: cairn_types::RunId,
+    pub call: UpdateCall,
+    pub wait_for: UpdateStage,
+    pub wait_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,9 +38,9 @@
 //! - A query with an `ORDER BY` other than the default sorts in memory at most
 //!   [`SORTED_QUERY_WORKFLOWS_MAX`] workflows and refuses broader ones with a clear error.
 
-use crate::committer::{Derive, Op};
 use crate::error::ClientError;
 use crate::keys::Keys;
+use crate::ops::{Derive, Op};
 use crate::records::{WorkflowRecord, decode, encode};
 use crate::registry::Registry;
 use cairn_core::RunStatus;
@@ -1047,6 +1047,43 @@ pub fn decode_page_token(token: &str) -> Result<After, ClientError> {
         .collect::<Option<_>>()
         .ok_or_else(|| bad("not hexadecimal"))?;
     rmp_serde::from_slice(&bytes).map_err(|_| bad("does not decode"))
+}
+
+/// A new run's writes live here, above `records`: its workflow record goes through
+/// [`put_workflow`].
+impl crate::records::NewRun {
+    /// The writes that start the run: its workflow record (making it the workflow id's current
+    /// run), its run record, and its start mail to `shard` (the workflow id's shard).
+    /// `replacing` is what the caller expects the workflow record to be now (see
+    /// `visibility::Replacing`).
+    pub fn writes(
+        &self,
+        keys: &crate::keys::Keys,
+        shard: u32,
+        replacing: Replacing,
+    ) -> Vec<crate::ops::Op> {
+        use crate::ops::Op;
+        let record = &self.record;
+        let mut ops = vec![put_workflow(
+            keys,
+            &record.namespace,
+            record.workflow_id.as_str(),
+            self.summary.clone(),
+            replacing,
+        )];
+        ops.extend(crate::records::record_ops(
+            keys,
+            &keys.run(&self.run_id),
+            encode(record),
+            0,
+        ));
+        ops.push(Op::Mail {
+            shard,
+            run_id: self.run_id,
+            item: encode(&crate::records::InboxItem::Start),
+        });
+        ops
+    }
 }
 
 #[cfg(test)]

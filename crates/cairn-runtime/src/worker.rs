@@ -37,8 +37,8 @@
 //! wait in the store, deferred, until the puller (`dispatch`) hands them out; a deferred
 //! attempt always starts by a claim, which also clears its deferred marker.
 
-use crate::committer::{Check, CommitError, Op, Verify};
 use crate::dispatch::{Capacity, Unit};
+use crate::ops::{Check, CommitError, Op, Verify};
 use crate::records::{AttemptRecord, InboxItem, TaskRecord, decode, encode};
 use crate::registry::{ActivityContext, ActivityInfo, AttemptKey};
 use crate::shard::{ShardMsg, TimerEntry};

@@ -8,8 +8,9 @@
 //! after that commit. While a commit is in flight new deliveries queue, so the next transition
 //! takes them all.
 
-use crate::committer::{Check, CommitError, Op, Verify};
 use crate::error::{QueryError, UpdateError};
+use crate::matching::WorkflowTask;
+use crate::ops::{Check, CommitError, Op, Verify};
 use crate::plan::{AfterCommit, Planner};
 use crate::records::{InboxItem, Outcome, RunRecord, decode, encode, load_record};
 use crate::shard::ShardMsg;
@@ -51,36 +52,6 @@ impl Delivery {
             InboxItem::Message(Message::Signal { .. } | Message::CancelRequested { .. })
         )
     }
-}
-
-/// A workflow task as a remote worker receives it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct WorkflowTask {
-    /// Opaque; names the node's life, the run, the task and its attempt.
-    pub token: String,
-    pub namespace: String,
-    pub workflow_id: cairn_types::WorkflowId,
-    pub run_id: RunId,
-    pub workflow_type: String,
-    pub task_queue: String,
-    pub attempt: u32,
-    /// The run's history as committed (Cairn's events); the task's inputs are its tail.
-    pub history: Vec<HistoryEvent>,
-    /// The run this one continues (continue-as-new), if any.
-    pub previous_run: Option<RunId>,
-    /// The parent, for a child workflow's run.
-    pub parent: Option<(cairn_types::WorkflowId, RunId)>,
-    /// The workflow task timeout.
-    pub task_timeout_ms: u64,
-    pub scheduled_unix_ms: u64,
-    /// Queries to answer with this task's completion.
-    pub queries: Vec<crate::RemoteQuery>,
-    /// Set for a query task: only this query to answer (`Node::answer_query_task`), no
-    /// workflow task (the history is the run's, up to its last completed task).
-    pub query: Option<crate::RemoteQuery>,
-    /// Update requests for the worker to accept or reject with this task's completion.
-    #[serde(default)]
-    pub updates: Vec<UpdateRequest>,
 }
 
 /// The answer to an update call: the channel that follows it.
@@ -443,15 +414,15 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                     let _ = reply.send(Err(crate::MatchingError::WorkflowTaskNotFound));
                     return Ok(());
                 };
-                let oversized = commands
-                    .iter()
-                    .find(|c| c.largest_payload_bytes() > crate::node::INLINE_PAYLOAD_BYTES_MAX);
+                let oversized = commands.iter().find(|c| {
+                    c.largest_payload_bytes() > cairn_types::limits::INLINE_PAYLOAD_BYTES_MAX
+                });
                 let refusal = match oversized {
                     Some(command) => Some(format!(
                         "{} carries {} bytes; the limit is {} bytes",
                         command.describe(),
                         command.largest_payload_bytes(),
-                        crate::node::INLINE_PAYLOAD_BYTES_MAX
+                        cairn_types::limits::INLINE_PAYLOAD_BYTES_MAX
                     )),
                     None => run.refusal(&commands),
                 };
