@@ -163,15 +163,10 @@ fn crates_live_one_level_under_crates_named_as_their_folder() {
     }
 }
 
-/// Module import cycles that exist today, as the most top-level modules of the crate they may
-/// span together (issue 22 removes them). A cycle in any other crate, or one that grows, fails
-/// the test below; lower a bound when a change shrinks its cycle.
-const MODULE_CYCLES_ALLOWED: &[(&str, usize)] = &[("cairn-runtime", 9)];
-
 /// The top-level modules of the crate whose source is `src`, each with the top-level modules
 /// its non-test code names through `crate::` (a `use crate::{a, b::c}` group counts its first
-/// segments). A name reached through a re-export at the crate root (`crate::Type`) is not
-/// traced to its module: keep imports module-qualified where it matters.
+/// segments; doc links count too). A name reached through a re-export at the crate root
+/// (`crate::Type`, from `pub use module::{Type, …}` in `lib.rs`) counts as its module.
 fn module_imports(src: &Path) -> BTreeMap<String, std::collections::BTreeSet<String>> {
     fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         for entry in std::fs::read_dir(dir).expect("read src").flatten() {
@@ -196,6 +191,30 @@ fn module_imports(src: &Path) -> BTreeMap<String, std::collections::BTreeSet<Str
         .map(|p| module_of(p))
         .filter(|m| m != "lib" && m != "main")
         .collect();
+    // Names the crate root re-exports, with the module each comes from.
+    let mut reexported: BTreeMap<String, String> = BTreeMap::new();
+    for root in ["lib.rs", "main.rs"] {
+        let Ok(text) = std::fs::read_to_string(src.join(root)) else {
+            continue;
+        };
+        for (at, _) in text.match_indices("pub use ") {
+            let rest = &text[at + "pub use ".len()..];
+            let Some((module, items)) = rest.split_once("::") else {
+                continue;
+            };
+            if !names.contains(module) {
+                continue;
+            }
+            let items = items.split(';').next().unwrap_or("");
+            let items = items.trim().trim_start_matches('{').trim_end_matches('}');
+            for item in items.split(',') {
+                let name = item.rsplit(" as ").next().unwrap_or("").trim();
+                if !name.is_empty() && !name.contains("::") {
+                    reexported.insert(name.to_string(), module.to_string());
+                }
+            }
+        }
+    }
     let mut imports: BTreeMap<String, std::collections::BTreeSet<String>> = names
         .iter()
         .map(|n| (n.clone(), Default::default()))
@@ -238,8 +257,9 @@ fn module_imports(src: &Path) -> BTreeMap<String, std::collections::BTreeSet<Str
                     .chars()
                     .take_while(|c| c.is_alphanumeric() || *c == '_')
                     .collect();
-                if name != from && names.contains(&name) {
-                    imports.get_mut(&from).expect("a module").insert(name);
+                let module = reexported.get(&name).cloned().unwrap_or(name);
+                if module != from && names.contains(&module) {
+                    imports.get_mut(&from).expect("a module").insert(module);
                 }
             }
         }
@@ -322,9 +342,8 @@ fn the_cycle_finder_finds_cycles() {
     );
 }
 
-/// Proves no crate's modules import each other in a cycle, beyond the cycles
-/// `MODULE_CYCLES_ALLOWED` bounds: each module can be read (and changed) knowing only the
-/// modules below it.
+/// Proves no crate's modules import each other in a cycle: each module can be read (and
+/// changed) knowing only the modules below it.
 #[test]
 fn no_module_import_cycles() {
     let mut violations = Vec::new();
@@ -338,16 +357,9 @@ fn no_module_import_cycles() {
             continue;
         }
         seen += 1;
-        let in_cycles: usize = cycles(&module_imports(&src)).iter().map(Vec::len).sum();
-        let allowed = MODULE_CYCLES_ALLOWED
-            .iter()
-            .find(|(krate, _)| *krate == name)
-            .map_or(0, |(_, n)| *n);
-        if in_cycles > allowed {
-            violations.push(format!(
-                "{name}: {in_cycles} modules in import cycles (allowed {allowed}): {:?}",
-                cycles(&module_imports(&src))
-            ));
+        let found = cycles(&module_imports(&src));
+        if !found.is_empty() {
+            violations.push(format!("{name}: modules importing each other: {found:?}"));
         }
     }
     assert!(seen > 10, "only {seen} crates read");

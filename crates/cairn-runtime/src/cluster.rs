@@ -23,21 +23,22 @@
 //! - **Self-fencing.** A node whose own heartbeat has not landed for a whole lease timeout
 //!   drops every shard at once: others may already have claimed them.
 
-use crate::committer::LocalWakes;
-use crate::config::NodeConfig;
 use crate::dispatch::DEFERRED_PAGE_MAX;
 use crate::error::ClusterError;
+use crate::keys::fnv1a;
+use crate::membership::Owned;
+use crate::messages::ShardMsg;
 use crate::ops::{CommitError, Op};
 use crate::records::{ClusterRecord, Lease, NodeRecord, ReadyItem, TaskRecord, decode, encode};
-use crate::shard::{ShardActor, ShardArgs, ShardMsg};
+use crate::shard::{ShardActor, ShardArgs};
 use crate::shared::Shared;
 use cairn_core::TimerId;
 use cairn_store::{RangeRequest, Store, StoreError, TransactOptions, Transaction, transact};
 use cairn_types::{RunId, Seq};
 use ractor::{Actor, ActorRef};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -50,16 +51,6 @@ const REHYDRATE_TIMERS_PAGE: usize = 10_000;
 pub const LEASE_TIMEOUT_MS_MIN: u64 = 100;
 
 const _: () = assert!(PLACEMENT_INTERVAL_MS_MAX * 4 > LEASE_TIMEOUT_MS_MIN);
-
-/// FNV-1a: stable across processes and versions, which shard placement must be.
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
 
 /// SplitMix64's finalizer: spreads FNV's output so nearby inputs score independently.
 fn mix(mut z: u64) -> u64 {
@@ -74,170 +65,6 @@ pub fn rendezvous<'a>(nodes: impl IntoIterator<Item = &'a str>, shard: u32) -> O
     nodes
         .into_iter()
         .max_by_key(|node| (mix(fnv1a(node.as_bytes()) ^ mix(u64::from(shard))), *node))
-}
-
-/// The shards this node holds right now, with their epochs and actors. Read by the committer
-/// (local wake or doorbell), workers (deliver a result only to the epoch that dispatched it)
-/// and queries (answer locally or forward).
-#[derive(Default)]
-pub struct Ownership {
-    shards: RwLock<BTreeMap<u32, Owned>>,
-    /// The latest epoch this process held each shard at: a later tenure's is always higher.
-    tenures: Mutex<BTreeMap<u32, u64>>,
-}
-
-struct Owned {
-    epoch: u64,
-    actor: ActorRef<ShardMsg>,
-    watcher: tokio::task::AbortHandle,
-    since_unix_ms: u64,
-}
-
-impl std::fmt::Debug for Ownership {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ownership")
-            .field("shards", &self.owned())
-            .finish()
-    }
-}
-
-impl Ownership {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u32, Owned>> {
-        self.shards.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u32, Owned>> {
-        self.shards.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The epoch at which this node holds `shard`, if it does.
-    pub fn epoch_of(&self, shard: u32) -> Option<u64> {
-        self.read().get(&shard).map(|o| o.epoch)
-    }
-
-    /// The shard actor, if this node holds `shard`.
-    pub fn actor(&self, shard: u32) -> Option<ActorRef<ShardMsg>> {
-        self.read().get(&shard).map(|o| o.actor.clone())
-    }
-
-    /// The shard actor, if this node still holds `shard` at `epoch`.
-    pub fn actor_at(&self, shard: u32, epoch: u64) -> Option<ActorRef<ShardMsg>> {
-        self.read()
-            .get(&shard)
-            .filter(|o| o.epoch == epoch)
-            .map(|o| o.actor.clone())
-    }
-
-    /// Held shards and their epochs, ascending.
-    pub fn owned(&self) -> Vec<(u32, u64)> {
-        let mut out: Vec<(u32, u64)> = self.read().iter().map(|(s, o)| (*s, o.epoch)).collect();
-        out.sort_unstable();
-        out
-    }
-
-    /// Tells local shard actors about new mail and schedule wake-ups (after the commit that
-    /// wrote them).
-    pub(crate) fn wake_local(&self, wakes: LocalWakes) {
-        if wakes.is_empty() {
-            return;
-        }
-        let shards = self.read();
-        for (shard, item) in wakes {
-            if let Some(owned) = shards.get(&shard) {
-                let _ = owned.actor.cast(ShardMsg::from(item));
-            }
-        }
-    }
-
-    fn insert(&self, shard: u32, owned: Owned) {
-        // An epoch never goes back: each tenure of a shard is a claim that bumped its lease.
-        let mut tenures = self.tenures.lock().unwrap_or_else(|p| p.into_inner());
-        let last = tenures.insert(shard, owned.epoch);
-        assert!(
-            last.is_none_or(|last| owned.epoch > last),
-            "shard {shard} held again at epoch {} after epoch {last:?}",
-            owned.epoch
-        );
-        let previous = self.write().insert(shard, owned);
-        // A shard, and so each of its runs, has one holder in this process.
-        assert!(previous.is_none(), "shard {shard} started twice");
-    }
-
-    /// Forgets `shard` and stops its actor (and so its workflow actors) and watcher.
-    fn remove(&self, shard: u32) -> Option<u64> {
-        let owned = self.write().remove(&shard)?;
-        owned.watcher.abort();
-        owned.actor.kill();
-        Some(owned.epoch)
-    }
-}
-
-/// This node's part in the cluster.
-pub struct Cluster {
-    /// This process's instance id (fresh on every start).
-    pub instance: String,
-    pub ownership: Arc<Ownership>,
-    started_unix_ms: u64,
-    last_heartbeat: Mutex<Option<Instant>>,
-    draining: AtomicBool,
-    stopped: AtomicBool,
-    /// Wakes the heartbeat thread when the loops stop.
-    stopping: Arc<tokio::sync::Notify>,
-    loops: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// One placement round (or drain) at a time.
-    placement: tokio::sync::Mutex<()>,
-}
-
-impl std::fmt::Debug for Cluster {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster")
-            .field("instance", &self.instance)
-            .field("ownership", &self.ownership)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Cluster {
-    pub(crate) fn new(ownership: Arc<Ownership>, config: &NodeConfig) -> Self {
-        let started_unix_ms = config.clock.now_ms();
-        Self {
-            instance: config.entropy.uuid_v7(started_unix_ms).to_string(),
-            ownership,
-            started_unix_ms,
-            last_heartbeat: Mutex::new(None),
-            draining: AtomicBool::new(false),
-            stopped: AtomicBool::new(false),
-            stopping: Arc::new(tokio::sync::Notify::new()),
-            loops: Mutex::new(Vec::new()),
-            placement: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    fn heartbeat_fresh(&self, lease_timeout: Duration) -> bool {
-        self.last_heartbeat
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|at| at.elapsed() < lease_timeout)
-    }
-
-    /// Whether the loops were stopped (crash or shutdown).
-    pub(crate) fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::SeqCst)
-    }
-
-    /// Stops the heartbeat and placement loops (crash or shutdown).
-    fn stop_loops(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        self.stopping.notify_waiters();
-        for task in self
-            .loops
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            task.abort();
-        }
-    }
 }
 
 fn placement_interval(lease_timeout_ms: u64) -> Duration {
@@ -1031,14 +858,6 @@ pub(crate) async fn drain<S: Store>(shared: &Arc<Shared<S>>) {
     .await;
     if let Err(error) = removed {
         tracing::warn!(%error, "could not remove the membership record; it lapses by itself");
-    }
-}
-
-/// A crash: loops and shards stop where they are; nothing more is written.
-pub(crate) fn halt<S: Store>(shared: &Shared<S>) {
-    shared.cluster.stop_loops();
-    for (shard, _) in shared.cluster.ownership.owned() {
-        shared.cluster.ownership.remove(shard);
     }
 }
 

@@ -17,8 +17,8 @@
 //! holder watches) in the same transaction. Either way no message waits unnoticed, whoever owns
 //! the shard and however ownership moves, because the lease read is conflict-tracked.
 
-use crate::cluster::Ownership;
 use crate::keys::Keys;
+use crate::membership::Ownership;
 use crate::ops::{Check, CommitError, Op, Verify};
 use crate::records::{Lease, ReadyItem, decode, encode};
 use cairn_store::{RangeRequest, Store, StoreError, StoreResult, Transaction};
@@ -248,7 +248,7 @@ async fn commit_batch<S: Store>(context: &BatchContext<S>, batch: Vec<CommitRequ
 }
 
 /// What to wake on this node after the batch commits, by shard.
-pub(crate) type LocalWakes = Vec<(u32, ReadyItem)>;
+pub(crate) use crate::membership::LocalWakes;
 
 /// One attempt: fence, write, commit. Fenced requests are answered and removed from `live`.
 async fn try_commit<S: Store>(

@@ -69,8 +69,8 @@ pub enum ClientError {
     InvalidUpdate { reason: String },
     #[error("the node is shutting down")]
     NodeStopped,
-    /// The node has [`crate::CLIENT_COMMITS_IN_FLIGHT_MAX`] client writes waiting for the store
-    /// already, or its committer queue holds [`crate::COMMIT_REQUESTS_QUEUED_MAX`] requests
+    /// The node has `CLIENT_COMMITS_IN_FLIGHT_MAX` client writes waiting for the store
+    /// already, or its committer queue holds `COMMIT_REQUESTS_QUEUED_MAX` requests
     /// (`NodeConfig::commit_requests_queued_max`); nothing was written. Retry after
     /// `retry_after_ms`.
     #[error(

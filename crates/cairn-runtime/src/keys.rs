@@ -401,3 +401,26 @@ impl Keys {
         self.root.pack(&("cluster",))
     }
 }
+
+/// FNV-1a: stable across processes and versions, which shard placement must be.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// The shard of `workflow_id` in a store of `shard_count` shards (FNV-1a of the id, modulo).
+///
+/// # Examples
+/// ```
+/// let shard = cairn_runtime::shard_of("order-42", 16);
+/// assert!(shard < 16);
+/// assert_eq!(shard, cairn_runtime::shard_of("order-42", 16));
+/// ```
+pub fn shard_of(workflow_id: &str, shard_count: u32) -> u32 {
+    assert!(shard_count > 0, "shard_count must be positive");
+    (fnv1a(workflow_id.as_bytes()) % u64::from(shard_count)) as u32
+}

@@ -4,14 +4,16 @@
 //! queries are forwarded to the holder.
 
 use crate::Metrics;
-use crate::cluster::{self, Cluster, ClusterStatus, Ownership, Route};
+use crate::cluster::{self, ClusterStatus, Route};
 use crate::committer::{Committer, CommitterArgs};
 use crate::config::NodeConfig;
 use crate::error::ClusterError;
 use crate::error::{ClientError, IdReusePolicy};
 use crate::keys::Keys;
+use crate::membership::{Cluster, Ownership};
 use crate::ops::{Check, CommitError, Op, Verify};
 use crate::peers::{PeerError, PeerQuery, QueryTarget};
+use crate::pool::Workers;
 use crate::records::{
     InboxItem, NewRun, Outcome, RunRecord, Stored, WorkflowRecord, clear_record_ops, decode,
     decode_row, encode, load_record,
@@ -23,7 +25,6 @@ use crate::visibility::{
     LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, Visibility, WorkflowPage, WorkflowSummary,
     decode_page_token, status_name,
 };
-use crate::worker::Workers;
 use cairn_core::schedule::OverlapPolicy;
 use cairn_core::visibility::{CompareOp, Condition, Filter};
 use cairn_core::{Message, PendingActivity, PendingChild, RunStatus};

@@ -151,7 +151,7 @@ impl Peers for InProcessPeers {
     }
 }
 
-/// A shared transport, as [`crate::NodeConfig::peers`] holds it.
+/// A shared transport, as `NodeConfig::peers` holds it.
 #[derive(Clone)]
 pub struct PeersHandle(pub Arc<dyn Peers>);
 

@@ -12,7 +12,7 @@ use crate::records::{
     decode, encode, record_ops,
 };
 use crate::registry::Registry;
-use crate::shard::TimerEntry;
+use crate::timers::TimerEntry;
 use cairn_core::{Effect, Message, RunState, RunStatus, TimerId, Transition};
 use cairn_types::{EventKind, ParentClosePolicy, Payload, RunId, WorkflowId};
 use std::sync::Arc;
@@ -144,7 +144,7 @@ impl Planner<'_> {
                     // this node's workers by this very commit: its provisional start-to-close
                     // timer, written here, marks it started, so a worker that picks it up
                     // within the grace needs no claim commit of its own (see `worker`).
-                    if let Some(timer) = crate::worker::provisional_start_to_close(keys, &task) {
+                    if let Some(timer) = crate::timers::provisional_start_to_close(keys, &task) {
                         ops.push(Op::Set(timer.key.clone(), encode(&timer.timer)));
                         after.timers.push(timer);
                     }
@@ -306,7 +306,7 @@ impl Planner<'_> {
         {
             // The schedule that started this run may have a start waiting for it to close.
             ops.push(Op::WakeSchedule {
-                shard: crate::shared::shard_of(schedule_id, self.shard_count),
+                shard: crate::keys::shard_of(schedule_id, self.shard_count),
                 schedule_id: schedule_id.clone(),
                 at_unix_ms: now,
             });
@@ -438,7 +438,7 @@ impl Planner<'_> {
         });
         let mut child = child;
         child.record.start.remote = remote;
-        let child_shard = crate::shared::shard_of(workflow_id.as_str(), self.shard_count);
+        let child_shard = crate::keys::shard_of(workflow_id.as_str(), self.shard_count);
         let wf_key = keys.workflow(&record.namespace, workflow_id.as_str());
         let workflow_id = workflow_id.clone();
         let metrics = self.metrics.clone();
@@ -487,7 +487,7 @@ impl Planner<'_> {
         answer: impl Fn(Result<(), String>) -> Message + Send + Sync + 'static,
     ) -> Op {
         let wf_key = self.keys.workflow(namespace, workflow_id.as_str());
-        let target_shard = crate::shared::shard_of(workflow_id.as_str(), self.shard_count);
+        let target_shard = crate::keys::shard_of(workflow_id.as_str(), self.shard_count);
         let (own_shard, own_run) = (self.shard, self.run_id);
         let item = encode(&InboxItem::Message(message));
         let workflow_id = workflow_id.clone();
@@ -539,7 +539,7 @@ impl Planner<'_> {
         message: Message,
     ) -> Op {
         let wf_key = self.keys.workflow(namespace, workflow_id.as_str());
-        let child_shard = crate::shared::shard_of(workflow_id.as_str(), self.shard_count);
+        let child_shard = crate::keys::shard_of(workflow_id.as_str(), self.shard_count);
         let parent_run = self.run_id;
         let item = encode(&InboxItem::Message(message));
         Op::Derived(Derive::new(move |tx| {
@@ -587,7 +587,7 @@ fn ended_attempt_ops(
         .flat_map(|(seq, old)| {
             let task = Op::Clear(keys.task(shard, run_id, *seq, old.attempt));
             // Handed-over attempts never have a start mark (their timer is their mark).
-            let mark = crate::worker::needs_claim(&old.options.timeouts)
+            let mark = crate::timers::needs_claim(&old.options.timeouts)
                 .then(|| Op::Clear(keys.attempt(shard, run_id, *seq, old.attempt)));
             std::iter::once(task).chain(mark)
         })

@@ -6,11 +6,11 @@
 
 use crate::matching::MatchingError;
 use crate::matching::WorkflowTask;
+use crate::messages::ShardMsg;
+use crate::messages::WorkflowMsg;
 use crate::peers::{PeerTaskAnswer, PeerTaskCall};
 use crate::records::{NodeRecord, decode};
-use crate::shard::ShardMsg;
 use crate::shared::Shared;
-use crate::workflow::WorkflowMsg;
 use cairn_store::{RangeRequest, Store, Transaction};
 use cairn_types::{Command, Payload};
 use std::time::Duration;

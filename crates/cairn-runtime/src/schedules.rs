@@ -320,7 +320,7 @@ pub(crate) struct Placement {
 
 impl Placement {
     fn shard_of(&self, workflow_id: &str) -> u32 {
-        crate::shared::shard_of(workflow_id, self.shard_count)
+        crate::keys::shard_of(workflow_id, self.shard_count)
     }
 }
 

@@ -14,16 +14,18 @@
 //! million workflows sleeping for a week cost the shard no memory until their week is nearly
 //! up.
 
-use crate::error::QueryError;
-use crate::records::{InboxItem, ReadyItem};
+use crate::messages::ShardMsg;
+use crate::messages::{Delivery, WorkflowMsg};
+use crate::records::InboxItem;
 use crate::schedules::{self, FireOutcome, Placement};
 use crate::shared::Shared;
-use crate::workflow::{Delivery, OnCallerThread, WorkflowActor, WorkflowArgs, WorkflowMsg};
-use cairn_core::{Message, TimerId};
+use crate::timers::TimerEntry;
+use crate::workflow::{OnCallerThread, WorkflowActor, WorkflowArgs};
+use cairn_core::Message;
 use cairn_store::{Store, Transaction};
-use cairn_types::{Payload, RunId};
+use cairn_types::RunId;
 use ractor::thread_local::ThreadLocalActor;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,90 +46,6 @@ pub const TIMER_PAGE_KEYS: usize = 1_024;
 
 /// A schedule whose fire pass did not commit is looked at again after this long.
 pub const SCHEDULE_RETRY_MS: u64 = 100;
-
-/// A durable timer, as held in memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TimerEntry {
-    pub fire_at_unix_ms: u64,
-    pub run_id: RunId,
-    pub timer: TimerId,
-    pub key: Vec<u8>,
-}
-
-impl TimerEntry {
-    /// The timer `timer` of `run_id` in `shard`, due at `fire_at_unix_ms`, with its store key.
-    pub fn new(
-        keys: &crate::keys::Keys,
-        shard: u32,
-        fire_at_unix_ms: u64,
-        run_id: RunId,
-        timer: TimerId,
-    ) -> Self {
-        Self {
-            fire_at_unix_ms,
-            run_id,
-            timer,
-            key: keys.timer(shard, fire_at_unix_ms, &run_id, &timer),
-        }
-    }
-}
-
-/// The shard actor's inputs.
-pub enum ShardMsg {
-    Deliver {
-        run_id: RunId,
-        deliveries: Vec<Delivery>,
-    },
-    /// New mailbox entries for `run_id` are in the store.
-    Wake {
-        run_id: RunId,
-    },
-    Query {
-        run_id: RunId,
-        name: String,
-        args: Payload,
-        reply: RpcReplyPort<Result<Payload, QueryError>>,
-    },
-    /// Any message for the run's actor (activated if it is not in memory).
-    ToRun {
-        run_id: RunId,
-        message: WorkflowMsg,
-    },
-    AddTimers(Vec<TimerEntry>),
-    /// Keys consumed by a committed transition (timers among them are forgotten).
-    RemoveTimers(Vec<Vec<u8>>),
-    /// Look at schedule `schedule_id` from `at_unix_ms` on (its wake-up index entry).
-    ScheduleWake {
-        schedule_id: String,
-        at_unix_ms: u64,
-    },
-    /// A fire pass over these schedules finished: each with its next wake-up (`None` inside:
-    /// none; outer `None`: the pass did not commit, try again shortly).
-    SchedulesFired(Vec<(String, Option<Option<u64>>)>),
-    /// The run's actor committed the run's close: it only answers queries and forwards late
-    /// mail from now on, so the next sweep passivates it ahead of idle ones. (The shard does
-    /// it, not the actor itself: an actor that stopped on its own could drop a wake-up cast to
-    /// it before the shard saw it stop.)
-    Closed {
-        run_id: RunId,
-    },
-    Tick,
-}
-
-impl From<ReadyItem> for ShardMsg {
-    fn from(item: ReadyItem) -> Self {
-        match item {
-            ReadyItem::Run(run_id) => Self::Wake { run_id },
-            ReadyItem::Schedule {
-                schedule_id,
-                at_unix_ms,
-            } => Self::ScheduleWake {
-                schedule_id,
-                at_unix_ms,
-            },
-        }
-    }
-}
 
 /// The actor.
 pub struct ShardActor<S>(std::marker::PhantomData<S>);

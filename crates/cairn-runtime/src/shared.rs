@@ -5,17 +5,19 @@
 //! the actors: they all depend on it, it depends on none of them but the messages it sends.
 
 use crate::Metrics;
-use crate::cluster::{self, Cluster, fnv1a};
 use crate::committer::{CommitRequest, CommitterMsg};
 use crate::config::{CrashPoint, NodeConfig};
 use crate::error::QueryError;
 use crate::keys::Keys;
+use crate::keys::fnv1a;
+pub use crate::keys::shard_of;
+use crate::membership::Cluster;
+use crate::messages::ShardMsg;
 use crate::ops::{Check, CommitError, Op, Verify};
 use crate::peers::{PeerError, PeerFuture, PeerQuery, QueryTarget};
+use crate::pool::Workers;
 use crate::records::Outcome;
 use crate::registry::Registry;
-use crate::shard::ShardMsg;
-use crate::worker::Workers;
 use cairn_store::Store;
 use cairn_types::{Payload, RunId, WorkflowId};
 use ractor::ActorRef;
@@ -58,19 +60,6 @@ pub const OVERLOADED_RETRY_AFTER_MS: u64 = 1_000;
 /// A local `result` call: the run's shard, and where to send the outcome (`None`: the shard
 /// left this node).
 pub(crate) type ResultWaiter = (u32, oneshot::Sender<Option<Outcome>>);
-
-/// The shard of `workflow_id` in a store of `shard_count` shards (FNV-1a of the id, modulo).
-///
-/// # Examples
-/// ```
-/// let shard = cairn_runtime::shard_of("order-42", 16);
-/// assert!(shard < 16);
-/// assert_eq!(shard, cairn_runtime::shard_of("order-42", 16));
-/// ```
-pub fn shard_of(workflow_id: &str, shard_count: u32) -> u32 {
-    assert!(shard_count > 0, "shard_count must be positive");
-    (fnv1a(workflow_id.as_bytes()) % u64::from(shard_count)) as u32
-}
 
 impl<S: Store> Shared<S> {
     /// The node's time (Unix milliseconds), from `NodeConfig::clock`.
@@ -130,7 +119,7 @@ impl<S: Store> Shared<S> {
 
     /// Kills every actor and abandons running attempts: no further writes.
     pub(crate) fn halt(&self) {
-        cluster::halt(self);
+        self.cluster.halt();
         self.committer.kill();
         self.workers.close();
     }

@@ -9,12 +9,12 @@
 
 use crate::error::ClientError;
 use crate::error::UpdateError;
+use crate::messages::ShardMsg;
+use crate::messages::WorkflowMsg;
 use crate::node::Node;
 use crate::peers::PeerError;
-use crate::shard::ShardMsg;
 use crate::shared::Shared;
 use crate::updates::{PeerUpdate, UpdateCall, UpdateRequest, UpdateStage, UpdateState, wait_for};
-use crate::workflow::WorkflowMsg;
 use cairn_store::Store;
 use cairn_types::limits::{INLINE_PAYLOAD_BYTES_MAX, UPDATE_ID_BYTES_MAX, UPDATE_NAME_BYTES_MAX};
 use cairn_types::{Payload, RunId, WorkflowId};

@@ -37,22 +37,23 @@
 //! wait in the store, deferred, until the puller (`dispatch`) hands them out; a deferred
 //! attempt always starts by a claim, which also clears its deferred marker.
 
-use crate::dispatch::{Capacity, Unit};
+use crate::messages::Delivery;
+use crate::messages::ShardMsg;
 use crate::ops::{Check, CommitError, Op, Verify};
+use crate::pool::Unit;
+use crate::pool::{Beat, Running, Workers};
 use crate::records::{AttemptRecord, InboxItem, TaskRecord, decode, encode};
-use crate::registry::{ActivityContext, ActivityInfo, AttemptKey};
-use crate::shard::{ShardMsg, TimerEntry};
+use crate::registry::{ActivityContext, ActivityInfo};
 use crate::shared::Shared;
-use crate::workflow::Delivery;
+use crate::timers::TimerEntry;
 use cairn_core::{Message, TimerId};
 use cairn_store::{Store, StoreError, Transaction};
 use cairn_types::limits::INLINE_PAYLOAD_BYTES_MAX;
-use cairn_types::{ActivityTimeouts, Failure, Payload, RunId, Seq};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use cairn_types::{ActivityTimeouts, Failure, Payload};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Throttle of heartbeat writes for an attempt without a heartbeat timeout (Temporal's SDKs'
@@ -69,15 +70,11 @@ pub const CLAIM_RETRY_FIRST_MS: u64 = 20;
 /// Longest wait between claim tries.
 pub const CLAIM_RETRY_MAX_MS: u64 = 2_000;
 
-/// How long after scheduling a handed-over attempt may start without a claim commit.
-pub const CLAIM_GRACE_MS: u64 = 1_000;
+pub use crate::timers::CLAIM_GRACE_MS;
+use crate::timers::{ms, needs_claim, provisional_start_to_close, schedule_to_start_timer};
 
 const _: () = assert!(HEARTBEAT_THROTTLE_DEFAULT_MS <= HEARTBEAT_THROTTLE_MAX_MS);
 const _: () = assert!(CLAIM_RETRY_FIRST_MS <= CLAIM_RETRY_MAX_MS);
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
 
 /// How often an attempt with these timeouts writes its heartbeat at most.
 pub fn heartbeat_throttle(timeouts: &ActivityTimeouts) -> Duration {
@@ -89,69 +86,6 @@ pub fn heartbeat_throttle(timeouts: &ActivityTimeouts) -> Duration {
     Duration::from_millis(millis)
 }
 
-/// Whether attempts with these timeouts start by a claim that writes a start mark (those with
-/// a heartbeat or schedule-to-start timeout, or no start-to-close timeout), rather than being
-/// handed over by their enqueuing transition, whose provisional start-to-close timer marks
-/// them started.
-pub(crate) fn needs_claim(timeouts: &ActivityTimeouts) -> bool {
-    timeouts.heartbeat.is_some()
-        || timeouts.schedule_to_start.is_some()
-        || timeouts.start_to_close.is_none()
-}
-
-/// The provisional start-to-close timer of a task its enqueuing transition hands over (one
-/// with a start-to-close timeout and neither heartbeat nor schedule-to-start timeouts):
-/// `start_to_close + CLAIM_GRACE_MS` after scheduling. `None`: the task needs a claim.
-pub(crate) fn provisional_start_to_close(
-    keys: &crate::keys::Keys,
-    task: &TaskRecord,
-) -> Option<TimerEntry> {
-    let timeouts = task.options.timeouts;
-    if needs_claim(&timeouts) {
-        return None;
-    }
-    let fire_at = task
-        .scheduled_unix_ms
-        .saturating_add(ms(timeouts.start_to_close?))
-        .saturating_add(CLAIM_GRACE_MS);
-    Some(TimerEntry::new(
-        keys,
-        task.shard,
-        fire_at,
-        task.run_id,
-        TimerId::ActivityStartToClose {
-            seq: task.seq,
-            attempt: task.attempt,
-        },
-    ))
-}
-
-/// When an attempt enqueued at `enqueued_unix_ms` times out schedule-to-start, if its
-/// options set that timeout.
-pub(crate) fn schedule_to_start_deadline(
-    timeouts: &cairn_types::ActivityTimeouts,
-    enqueued_unix_ms: u64,
-) -> Option<u64> {
-    Some(enqueued_unix_ms.saturating_add(ms(timeouts.schedule_to_start?)))
-}
-
-/// The schedule-to-start timer the transition that enqueued `task` armed, if any.
-pub(crate) fn schedule_to_start_timer(
-    keys: &crate::keys::Keys,
-    task: &TaskRecord,
-) -> Option<TimerEntry> {
-    Some(TimerEntry::new(
-        keys,
-        task.shard,
-        schedule_to_start_deadline(&task.options.timeouts, task.scheduled_unix_ms)?,
-        task.run_id,
-        TimerId::ActivityScheduleToStart {
-            seq: task.seq,
-            attempt: task.attempt,
-        },
-    ))
-}
-
 /// A spawned task aborted when its handle drops (an attempt given up mid-way).
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
@@ -161,179 +95,8 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// The latest heartbeat of an attempt, shared by its `ActivityContext` and its recorder.
-#[derive(Debug, Default)]
-struct Beat {
-    /// Details given to `heartbeat()` and not yet written.
-    pending: Mutex<Option<Payload>>,
-    /// When `heartbeat()` was last called, in Unix milliseconds (0: never). The heartbeat
-    /// deadline runs from it (Temporal's rule), not from when the throttled write lands; it
-    /// is on the clock the heartbeat timers fire by.
-    last_call_unix_ms: std::sync::atomic::AtomicU64,
-    /// Rung by every `heartbeat()`.
-    called: Notify,
-    /// Rung to write the pending details now, whatever the throttle.
-    forced: Notify,
-    force: AtomicBool,
-    /// The node's clock.
-    clock: crate::Clock,
-}
-
-impl Beat {
-    fn call(&self, details: Payload) {
-        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(details);
-        self.last_call_unix_ms
-            .store(self.clock.now_ms(), Ordering::Relaxed);
-        self.called.notify_one();
-    }
-
-    fn take(&self) -> Option<Payload> {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-    }
-
-    /// Puts details back after a failed write, unless newer ones came meanwhile.
-    fn restore(&self, details: Payload) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(details);
-    }
-}
-
-/// A dispatched attempt (waiting for a slot, claiming, or running).
-#[derive(Debug)]
-struct Running {
-    /// Its share of `activity_attempts_dispatched_max`, returned when the entry goes.
-    _unit: Unit,
-    attempt: u32,
-    shard: u32,
-    /// The shard tenure that dispatched it.
-    epoch: u64,
-    /// The workflow asked the activity to stop.
-    cancel: watch::Sender<bool>,
-    /// This node no longer holds the shard: the attempt is aborted.
-    abandon: watch::Sender<bool>,
-    beat: Arc<Beat>,
-}
-
-/// A flag that is set once and wakes every waiter, in the order they began to wait (a watch
-/// channel wakes its waiters in a random order, which a seeded simulation cannot replay).
-#[derive(Debug, Default)]
-struct Latch {
-    set: AtomicBool,
-    rung: Notify,
-}
-
-impl Latch {
-    fn set(&self) {
-        self.set.store(true, Ordering::SeqCst);
-        self.rung.notify_waiters();
-    }
-
-    /// Returns once the latch is set.
-    async fn wait(&self) {
-        loop {
-            let rung = self.rung.notified();
-            tokio::pin!(rung);
-            // Registered before the flag is read, so a set in between still wakes it.
-            rung.as_mut().enable();
-            if self.set.load(Ordering::SeqCst) {
-                return;
-            }
-            rung.await;
-        }
-    }
-}
-
-/// The node's activity worker pool.
-#[derive(Debug)]
-pub struct Workers {
-    slots: Arc<Semaphore>,
-    /// The bound on dispatched attempts, and the shards with deferred tasks.
-    pub(crate) capacity: Capacity,
-    /// Set when the node stops: attempts in flight are abandoned, as a crash would.
-    halted: Latch,
-    /// Dispatched attempts by (run, activity).
-    running: Mutex<BTreeMap<AttemptKey, Running>>,
-}
-
+/// Dispatch needs the node's shared state, so it lives here, above the pool.
 impl Workers {
-    pub fn new(
-        concurrency_max: usize,
-        dispatched_max: usize,
-        metrics: Arc<crate::Metrics>,
-    ) -> Self {
-        assert!(
-            concurrency_max > 0,
-            "activity_concurrency_max must be positive"
-        );
-        Self {
-            slots: Arc::new(Semaphore::new(concurrency_max)),
-            capacity: Capacity::new(dispatched_max, metrics),
-            halted: Latch::default(),
-            running: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<AttemptKey, Running>> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Refuses new attempts and abandons running ones (their results are never delivered;
-    /// the attempts' timers retry them wherever the shard lives next).
-    pub fn close(&self) {
-        self.slots.close();
-        // `send_replace` stores the value even when no attempt is subscribed right now.
-        self.halted.set();
-    }
-
-    /// Whether this tenure (`epoch`) has dispatched attempt `attempt` of activity `seq`.
-    pub(crate) fn is_dispatched(&self, run_id: &RunId, seq: Seq, attempt: u32, epoch: u64) -> bool {
-        self.running()
-            .get(&(*run_id, seq))
-            .is_some_and(|r| r.attempt == attempt && r.epoch == epoch && !*r.abandon.borrow())
-    }
-
-    /// Asks the attempt of activity `seq` of `run_id` to stop (best effort); one still waiting
-    /// for a slot never starts.
-    pub fn cancel(&self, run_id: RunId, seq: Seq) {
-        if let Some(running) = self.running().get(&(run_id, seq)) {
-            running.cancel.send_replace(true);
-        }
-    }
-
-    /// Aborts every attempt of `shard`: this node no longer holds it, so their results could
-    /// not land, and the shard's new holder times them out and retries them.
-    pub fn abandon_shard(&self, shard: u32) {
-        for running in self.running().values().filter(|r| r.shard == shard) {
-            running.abandon.send_replace(true);
-        }
-    }
-
-    /// Whether attempt `attempt` of activity `seq` of `run_id` runs here and heartbeated
-    /// within `within`; if so its recorder is told to write now. A heartbeat timer that fires
-    /// while the activity is beating (its write was slow) is then not a timeout.
-    pub fn beating(&self, run_id: RunId, seq: Seq, attempt: u32, within: Duration) -> bool {
-        let running = self.running();
-        let Some(running) = running.get(&(run_id, seq)) else {
-            return false;
-        };
-        if running.attempt != attempt {
-            return false;
-        }
-        let called = running.beat.last_call_unix_ms.load(Ordering::Relaxed);
-        let recent = called > 0
-            && u128::from(running.beat.clock.now_ms().saturating_sub(called)) < within.as_millis();
-        if recent {
-            running.beat.force.store(true, Ordering::Relaxed);
-            running.beat.forced.notify_one();
-        }
-        recent
-    }
-
     /// Runs `task` on the node's runtime, once a slot is free and its claim commits; `unit` is
     /// its share of the dispatch bound. A `deferred` task (pulled from the store, see
     /// `dispatch`) always starts by a claim, which also clears its deferred marker.

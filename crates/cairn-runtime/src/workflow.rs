@@ -10,19 +10,20 @@
 
 use crate::error::{QueryError, UpdateError};
 use crate::matching::WorkflowTask;
+use crate::messages::ShardMsg;
+use crate::messages::{Delivery, TaskReply, WorkflowMsg};
 use crate::ops::{Check, CommitError, Op, Verify};
 use crate::plan::{AfterCommit, Planner};
 use crate::records::{InboxItem, Outcome, RunRecord, decode, encode, load_record};
-use crate::shard::ShardMsg;
 use crate::shared::Shared;
 use crate::updates::{UpdateRequest, UpdateState, Updates};
 use cairn_core::{
     Effect, Message, RemoteCode, Run, RunStatus, StartArgs, TimerId, Transition, WorkflowFn,
 };
 use cairn_store::{RangeRequest, Store, Transaction};
-use cairn_types::{Failure, HistoryEvent, Payload, RunId};
+use cairn_types::{Failure, HistoryEvent, RunId};
 use ractor::thread_local::ThreadLocalActor;
-use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{ActorProcessingErr, ActorRef};
 use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -35,103 +36,6 @@ pub const RETRY_AFTER_FAILED_COMMIT: std::time::Duration = std::time::Duration::
 
 /// Most mailbox entries one transition consumes.
 pub const MAILBOX_BATCH_MAX: usize = 256;
-
-/// Work for a run, with the store keys its transition must clear (mailbox entry, fired timer,
-/// finished task) so that it is consumed exactly once.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub item: InboxItem,
-    pub consume: Vec<Vec<u8>>,
-}
-
-impl Delivery {
-    /// A signal or cancel request: a client's message, acknowledged once in the mailbox.
-    fn is_client_message(&self) -> bool {
-        matches!(
-            self.item,
-            InboxItem::Message(Message::Signal { .. } | Message::CancelRequested { .. })
-        )
-    }
-}
-
-/// The answer to an update call: the channel that follows it.
-pub type UpdateReply = RpcReplyPort<Result<watch::Receiver<UpdateState>, UpdateError>>;
-
-/// The answer to a workflow task's completion.
-pub type TaskReply = RpcReplyPort<Result<(), crate::MatchingError>>;
-
-/// The workflow actor's inputs.
-pub enum WorkflowMsg {
-    /// Hand the owed workflow task of a remote run to a worker (`None`: none is owed).
-    TakeWorkflowTask(RpcReplyPort<Option<WorkflowTask>>),
-    /// A worker's completion of workflow task `task`, answered once it committed.
-    CompleteWorkflowTask {
-        task: u32,
-        attempt: u32,
-        commands: Vec<cairn_types::Command>,
-        /// Answers to the queries attached to the task, by query id.
-        query_results: Vec<(u64, Result<Payload, String>)>,
-        /// The worker wants the next task at once (`Message::WorkflowTaskCompleted`).
-        new_task: bool,
-        /// Updates the worker rejected (its validator failed), by update id.
-        rejections: Vec<(String, Failure)>,
-        reply: TaskReply,
-    },
-    /// A worker's answer to query `id` (handed out alone), or its wait ended (`None`).
-    AnswerQuery {
-        id: u64,
-        answer: Option<Result<Payload, String>>,
-    },
-    /// A worker failed workflow task `task`, or held it past its timeout (`why`: recorded
-    /// in the history; `None`: not the worker's doing).
-    FailWorkflowTask {
-        task: u32,
-        attempt: u32,
-        why: Option<cairn_core::WorkflowTaskFailure>,
-    },
-    Load,
-    Deliver(Vec<Delivery>),
-    /// Read the run's mailbox from the store.
-    Wake,
-    Flush,
-    Query {
-        name: String,
-        args: Payload,
-        reply: RpcReplyPort<Result<Payload, QueryError>>,
-    },
-    /// Admit an update (or find the one with its id): answers with the channel that follows
-    /// it.
-    Update {
-        request: UpdateRequest,
-        reply: UpdateReply,
-    },
-    /// Find update `update_id` of this run, admitted or accepted.
-    PollUpdate {
-        update_id: String,
-        reply: UpdateReply,
-    },
-    /// Stop if idle; answers whether it stopped.
-    Passivate(RpcReplyPort<bool>),
-}
-
-impl std::fmt::Debug for WorkflowMsg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Load => "Load",
-            Self::Deliver(_) => "Deliver",
-            Self::Wake => "Wake",
-            Self::Flush => "Flush",
-            Self::Query { .. } => "Query",
-            Self::Update { .. } => "Update",
-            Self::PollUpdate { .. } => "PollUpdate",
-            Self::Passivate(_) => "Passivate",
-            Self::TakeWorkflowTask(_) => "TakeWorkflowTask",
-            Self::CompleteWorkflowTask { .. } => "CompleteWorkflowTask",
-            Self::FailWorkflowTask { .. } => "FailWorkflowTask",
-            Self::AnswerQuery { .. } => "AnswerQuery",
-        })
-    }
-}
 
 /// Start-up arguments (sent to the actor's thread, hence `Send`).
 pub struct WorkflowArgs<S: Store> {
@@ -1281,7 +1185,7 @@ impl<S: Store> WorkflowState<S> {
                     let due = run.state().activities.get(&seq).filter(|a| {
                         a.attempt == 1
                             && a.enqueued
-                            && crate::worker::schedule_to_start_deadline(
+                            && crate::timers::schedule_to_start_deadline(
                                 &a.options.timeouts,
                                 a.scheduled_unix_ms,
                             )
@@ -1351,7 +1255,7 @@ impl<S: Store> WorkflowState<S> {
         _myself: &ActorRef<WorkflowMsg>,
         mut after: AfterCommit,
         mut consumed: Vec<Vec<u8>>,
-        mut room: crate::dispatch::Room,
+        mut room: crate::pool::Room,
     ) {
         consumed.append(&mut after.cleared_timers);
         if !consumed.is_empty() {

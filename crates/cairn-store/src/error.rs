@@ -6,7 +6,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Everything a store operation can fail with.
 ///
 /// Callers ask [`StoreError::is_retryable`] and [`StoreError::is_maybe_committed`] rather than
-/// matching variants; [`crate::transact`] does that for them.
+/// matching variants; `transact` does that for them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -41,10 +41,10 @@ pub enum StoreError {
     /// The transaction that registered a watch was dropped or failed to commit.
     #[error("the watch's transaction did not commit, so the watch was never armed")]
     WatchCancelled,
-    /// [`crate::transact`] gave up after this many attempts.
+    /// `transact` gave up after this many attempts.
     #[error("gave up after {attempts} attempts; the last error was: {last}")]
     RetryLimitReached { attempts: u32, last: String },
-    /// [`crate::transact`] gave up after its time budget.
+    /// `transact` gave up after its time budget.
     #[error("gave up after {elapsed_ms} ms (limit {limit_ms} ms); the last error was: {last}")]
     RetryTimeout {
         elapsed_ms: u64,
