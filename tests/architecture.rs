@@ -55,6 +55,22 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        // What a transition writes, as data: no runtime, no actors, no clock of its own.
+        "cairn-plan",
+        &[
+            "tokio",
+            "ractor",
+            "futures",
+            "send_wrapper",
+            "cairn-runtime",
+            "cairn",
+            "cairn-store-embedded",
+            "cairn-store-fdb",
+            "axum",
+            "tonic",
+        ],
+    ),
+    (
         "cairn-runtime",
         &["axum", "cairn-store-embedded", "cairn-store-fdb"],
     ),

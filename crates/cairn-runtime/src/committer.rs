@@ -294,6 +294,8 @@ struct Mailings {
     /// Counter additions of the batch, summed per key and written once at its end: a batch
     /// of 500 closes moves a visibility counter with one atomic add, not 500.
     adds: BTreeMap<Vec<u8>, i64>,
+    /// Workflow types of the runs this attempt starts (`Op::Started`), counted once it lands.
+    started: Vec<String>,
 }
 
 /// Most versionstamped keys (mailbox and ready-queue entries) one batch can write: the
@@ -354,6 +356,7 @@ fn apply_ops<'a, T: Transaction>(
                         },
                     ));
                 }
+                Op::Started { workflow_type } => mailings.started.push(workflow_type.clone()),
                 Op::Derived(derive) => {
                     let derived = (derive.0)(tx).await?;
                     apply_ops(tx, keys, &derived, mailings).await?;
@@ -396,6 +399,7 @@ async fn try_commit_inner<S: Store>(
         shards: BTreeSet::new(),
         notices: Vec::new(),
         adds: BTreeMap::new(),
+        started: Vec::new(),
     };
     for (index, request) in live.iter().enumerate() {
         let mut verdict = Ok(());
@@ -453,7 +457,13 @@ async fn try_commit_inner<S: Store>(
         tx.set_versionstamped_key(&keys.ready_new(shard, user_version), &encode(&item))?;
     }
     // Rejections are answered only once the batch is settled; a retry re-evaluates them.
-    Ok((tx.commit().await.map(|_| ()), rejected, wakes))
+    let committed = tx.commit().await.map(|_| ());
+    if committed.is_ok() {
+        for workflow_type in &mailings.started {
+            context.metrics.record_started(workflow_type);
+        }
+    }
+    Ok((committed, rejected, wakes))
 }
 
 /// Replies to a committed batch: rejected requests get their error, the rest success.

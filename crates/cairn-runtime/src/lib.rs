@@ -12,35 +12,30 @@
 //!   because it is single-threaded by design; everything else runs on the tokio runtime.
 //! - Knows the store only through the `cairn_store::Store` contract; no HTTP.
 
+// What a transition writes lives one crate down; these names keep its modules' paths.
+use cairn_plan::{error, keys, ops, plan, records, schedules, timers, visibility};
+
 pub mod auth;
 mod clock;
 mod cluster;
 mod committer;
 mod config;
 mod dispatch;
-mod error;
-mod keys;
 mod matching;
 mod membership;
 mod messages;
 mod metrics;
 mod node;
-mod ops;
 mod peers;
-mod plan;
 mod pool;
-mod records;
 mod registry;
 mod remote_queries;
 mod remote_tasks;
 mod retention;
-mod schedules;
 mod shard;
 mod shared;
-mod timers;
 mod update_calls;
 mod updates;
-mod visibility;
 mod worker;
 mod workflow;
 

@@ -628,7 +628,7 @@ impl<S: Store> Node<S> {
                 // This very start, committed by an attempt that reported MaybeCommitted.
                 return Ok(());
             }
-            check_reuse(&workflow_id, &existing, policy)
+            crate::records::check_reuse(&workflow_id, &existing, policy)
         });
         // Most starts are of new ids; a reused id is re-planned inside the commit.
         let ops = run.writes(&keys, shard, crate::visibility::Replacing::Nothing);
@@ -1418,7 +1418,10 @@ impl<S: Store> Node<S> {
             schedule_id.to_string(),
             shared.shard_of_id(schedule_id),
             Arc::new(change),
-            shared.config.clock.clone(),
+            {
+                let clock = shared.config.clock.clone();
+                move || clock.now_ms()
+            },
         );
         self.submit(vec![op], vec![must_exist(key, schedule_id)], None)
             .await
@@ -1636,33 +1639,4 @@ fn check_payload(what: &'static str, payload: &Payload) -> Result<(), ClientErro
         });
     }
     Ok(())
-}
-
-fn check_reuse(
-    workflow_id: &WorkflowId,
-    existing: &WorkflowRecord,
-    policy: IdReusePolicy,
-) -> Result<(), ClientError> {
-    let status = match existing.status {
-        None | Some(RunStatus::Running) => {
-            return Err(ClientError::AlreadyRunning {
-                workflow_id: workflow_id.to_string(),
-                run_id: existing.run_id,
-            });
-        }
-        Some(status) => status,
-    };
-    let allowed = match policy {
-        IdReusePolicy::AllowDuplicate => true,
-        IdReusePolicy::AllowDuplicateFailedOnly => status != RunStatus::Completed,
-        IdReusePolicy::RejectDuplicate => false,
-    };
-    if allowed {
-        Ok(())
-    } else {
-        Err(ClientError::DuplicateRejected {
-            workflow_id: workflow_id.to_string(),
-            policy,
-        })
-    }
 }

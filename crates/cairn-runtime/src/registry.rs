@@ -9,6 +9,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::watch;
 
+impl cairn_plan::Registered for Registry {
+    fn has_workflow(&self, name: &str) -> bool {
+        self.workflow_def(name).is_some()
+    }
+
+    fn search_attribute_type(&self, name: &str) -> Option<SearchType> {
+        Registry::search_attribute_type(self, name)
+    }
+}
+
 /// A workflow definition: builds the (single-threaded) workflow future of a run. The definition
 /// itself is shared across threads; the future it makes stays on its run's thread.
 pub type WorkflowDef = Arc<dyn Fn(WorkflowContext, Payload) -> WorkflowFuture + Send + Sync>;

@@ -1061,7 +1061,6 @@ impl<S: Store> WorkflowState<S> {
             epoch: self.epoch,
             keys: &self.shared.keys,
             registry: &self.shared.registry,
-            metrics: &self.shared.metrics,
             entropy: &self.shared.config.entropy,
             shard_count: self.shared.config.shard_count,
             shard: self.shard,
@@ -1070,6 +1069,10 @@ impl<S: Store> WorkflowState<S> {
         };
         let (mut ops, after, new_record) =
             planner.plan(&record, run.state(), &transition, &consumed, now);
+        self.shared
+            .metrics
+            .activity_tasks_deferred
+            .fetch_add(after.deferred_tasks, Ordering::Relaxed);
         ops.extend(forwarded);
         self.run = Some(run);
         let fence = Some((self.shard, self.epoch));

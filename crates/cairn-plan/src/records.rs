@@ -586,6 +586,39 @@ pub async fn load_record<T: DeserializeOwned>(
     }
 }
 
+/// Whether a new run of `workflow_id` may start where `existing` is the current run, under
+/// `policy`.
+pub fn check_reuse(
+    workflow_id: &WorkflowId,
+    existing: &WorkflowRecord,
+    policy: crate::error::IdReusePolicy,
+) -> Result<(), crate::error::ClientError> {
+    let status = match existing.status {
+        None | Some(cairn_core::RunStatus::Running) => {
+            return Err(crate::error::ClientError::AlreadyRunning {
+                workflow_id: workflow_id.to_string(),
+                run_id: existing.run_id,
+            });
+        }
+        Some(status) => status,
+    };
+    let allowed = match policy {
+        crate::error::IdReusePolicy::AllowDuplicate => true,
+        crate::error::IdReusePolicy::AllowDuplicateFailedOnly => {
+            status != cairn_core::RunStatus::Completed
+        }
+        crate::error::IdReusePolicy::RejectDuplicate => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(crate::error::ClientError::DuplicateRejected {
+            workflow_id: workflow_id.to_string(),
+            policy,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -621,52 +654,56 @@ mod tests {
 
     /// Proves a record larger than one value is stored as a header and chunks, read back
     /// byte for byte, and that rewriting it smaller clears the chunks it no longer needs.
-    #[tokio::test]
-    async fn records_round_trip_through_chunks_and_shrink_cleanly() {
-        let store = MemStore::new();
-        let keys = Keys::new(b"t");
-        let key = keys.run(&RunId::from_parts(1, [7; 10]));
-        let large: Vec<u8> = (0..250_000u32).map(|i| (i % 251) as u8).collect();
-        assert_eq!(chunks_for(large.len()), 3);
-        apply(&store, record_ops(&keys, &key, large.clone(), 0)).await;
-        assert_eq!(
-            read(&store, &keys, &key).await,
-            Some((
-                large.clone(),
-                Stored::Chunks {
-                    count: 3,
-                    len: 250_000
-                }
-            ))
-        );
-        assert_eq!(chunk_rows(&store, &keys, &key).await, 3);
+    #[test]
+    fn records_round_trip_through_chunks_and_shrink_cleanly() {
+        futures::executor::block_on(async {
+            let store = MemStore::new();
+            let keys = Keys::new(b"t");
+            let key = keys.run(&RunId::from_parts(1, [7; 10]));
+            let large: Vec<u8> = (0..250_000u32).map(|i| (i % 251) as u8).collect();
+            assert_eq!(chunks_for(large.len()), 3);
+            apply(&store, record_ops(&keys, &key, large.clone(), 0)).await;
+            assert_eq!(
+                read(&store, &keys, &key).await,
+                Some((
+                    large.clone(),
+                    Stored::Chunks {
+                        count: 3,
+                        len: 250_000
+                    }
+                ))
+            );
+            assert_eq!(chunk_rows(&store, &keys, &key).await, 3);
 
-        let middle = vec![7u8; CHUNK_BYTES_MAX + 1];
-        apply(&store, record_ops(&keys, &key, middle.clone(), 3)).await;
-        let (bytes, stored) = read(&store, &keys, &key).await.unwrap();
-        assert_eq!((bytes, stored.chunk_count()), (middle, 2));
-        assert_eq!(chunk_rows(&store, &keys, &key).await, 2);
+            let middle = vec![7u8; CHUNK_BYTES_MAX + 1];
+            apply(&store, record_ops(&keys, &key, middle.clone(), 3)).await;
+            let (bytes, stored) = read(&store, &keys, &key).await.unwrap();
+            assert_eq!((bytes, stored.chunk_count()), (middle, 2));
+            assert_eq!(chunk_rows(&store, &keys, &key).await, 2);
 
-        let small = encode(&"a record that fits one value");
-        apply(&store, record_ops(&keys, &key, small.clone(), 2)).await;
-        assert_eq!(
-            read(&store, &keys, &key).await,
-            Some((small, Stored::Whole))
-        );
-        assert_eq!(chunk_rows(&store, &keys, &key).await, 0);
+            let small = encode(&"a record that fits one value");
+            apply(&store, record_ops(&keys, &key, small.clone(), 2)).await;
+            assert_eq!(
+                read(&store, &keys, &key).await,
+                Some((small, Stored::Whole))
+            );
+            assert_eq!(chunk_rows(&store, &keys, &key).await, 0);
+        });
     }
 
     /// Proves a chunked record with a chunk missing reads as an error, never as a shorter
     /// record.
-    #[tokio::test]
-    async fn a_missing_chunk_is_reported() {
-        let store = MemStore::new();
-        let keys = Keys::new(b"t");
-        let key = keys.run(&RunId::from_parts(1, [7; 10]));
-        apply(&store, record_ops(&keys, &key, vec![1; 200_000], 0)).await;
-        apply(&store, vec![Op::Clear(keys.chunk(&key, 1))]).await;
-        let mut tx = store.begin().unwrap();
-        let error = read_record(&mut tx, &keys, &key).await.unwrap_err();
-        assert!(error.to_string().contains("3 chunks but 2"), "{error}");
+    #[test]
+    fn a_missing_chunk_is_reported() {
+        futures::executor::block_on(async {
+            let store = MemStore::new();
+            let keys = Keys::new(b"t");
+            let key = keys.run(&RunId::from_parts(1, [7; 10]));
+            apply(&store, record_ops(&keys, &key, vec![1; 200_000], 0)).await;
+            apply(&store, vec![Op::Clear(keys.chunk(&key, 1))]).await;
+            let mut tx = store.begin().unwrap();
+            let error = read_record(&mut tx, &keys, &key).await.unwrap_err();
+            assert!(error.to_string().contains("3 chunks but 2"), "{error}");
+        });
     }
 }

@@ -33,6 +33,12 @@ pub enum Op {
         schedule_id: String,
         at_unix_ms: u64,
     },
+    /// Writes nothing: a run of `workflow_type` starts in this commit, for the node's metrics
+    /// to count once the commit lands (a derived child start says so only if the child's id
+    /// was free).
+    Started {
+        workflow_type: String,
+    },
     /// Writes decided inside the transaction from what it reads there (as of the batch,
     /// including earlier requests' writes): a child start that must see whether its workflow id
     /// is free, a close policy that must find a child's current run.
@@ -61,6 +67,7 @@ impl std::fmt::Debug for Op {
                 f,
                 "WakeSchedule(shard {shard}, {schedule_id:?} at {at_unix_ms})"
             ),
+            Op::Started { workflow_type } => write!(f, "Started({workflow_type:?})"),
             Op::Derived(_) => f.write_str("Derived"),
         }
     }
@@ -91,6 +98,12 @@ pub type DeriveFuture<'t> = Pin<Box<dyn Future<Output = StoreResult<Vec<Op>>> + 
 /// it reads.
 #[derive(Clone)]
 pub struct Derive(pub Arc<DeriveFn>);
+
+impl std::fmt::Debug for Derive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Derive")
+    }
+}
 
 /// The function behind a [`Derive`].
 pub type DeriveFn = dyn for<'t> Fn(&'t mut dyn TxRead) -> DeriveFuture<'t> + Send + Sync;
@@ -158,7 +171,7 @@ impl std::fmt::Debug for Check {
 impl Op {
     /// Bytes written, as far as known before the transaction (derived writes count once
     /// derived, in the store's own transaction-size check).
-    pub(crate) fn bytes(&self) -> usize {
+    pub fn bytes(&self) -> usize {
         match self {
             Op::Set(k, v) => k.len() + v.len(),
             Op::Clear(k) => k.len(),
@@ -166,6 +179,7 @@ impl Op {
             Op::ClearRange(b, e) => b.len() + e.len(),
             Op::Mail { item, .. } => item.len() + 64,
             Op::WakeSchedule { schedule_id, .. } => schedule_id.len() * 2 + 64,
+            Op::Started { .. } => 0,
             Op::Derived(_) => 0,
         }
     }

@@ -38,11 +38,11 @@
 //! - A query with an `ORDER BY` other than the default sorts in memory at most
 //!   [`SORTED_QUERY_WORKFLOWS_MAX`] workflows and refuses broader ones with a clear error.
 
+use crate::Registered;
 use crate::error::ClientError;
 use crate::keys::Keys;
 use crate::ops::{Derive, Op};
 use crate::records::{WorkflowRecord, decode, encode};
-use crate::registry::Registry;
 use cairn_core::RunStatus;
 use cairn_core::visibility::{CompareOp, Condition, Filter, Searchable};
 use cairn_store::keyspace::{Subspace, key_after};
@@ -81,7 +81,7 @@ pub struct WorkflowSummary {
 }
 
 impl WorkflowSummary {
-    pub(crate) fn from_record(workflow_id: String, record: WorkflowRecord) -> Self {
+    pub fn from_record(workflow_id: String, record: WorkflowRecord) -> Self {
         Self {
             workflow_id,
             run_id: record.run_id,
@@ -380,7 +380,7 @@ fn replacement_ops(
 
 /// A retired run's entry (`Keys::retired_run`): where its past-run record is.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub(crate) struct RetiredRun {
+pub struct RetiredRun {
     pub workflow_id: String,
     /// `None` in an entry written before past runs were listed (it has no past-run record).
     pub started_unix_ms: Option<u64>,
@@ -388,7 +388,7 @@ pub(crate) struct RetiredRun {
 
 impl RetiredRun {
     /// The entry's value, also as written before past runs were listed (the id alone).
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
         decode::<Self>("retired run", bytes).or_else(|_| {
             Ok(Self {
                 workflow_id: decode("retired run", bytes)?,
@@ -643,11 +643,12 @@ impl Part {
 pub type After = Vec<Option<SearchValue>>;
 
 /// Reads visibility for one namespace of one store.
+#[allow(missing_debug_implementations)] // holds the store and the node's registrations
 pub struct Visibility<'a, S: Store> {
     pub store: &'a S,
     pub keys: &'a Keys,
     pub namespace: &'a str,
-    pub registry: &'a Registry,
+    pub registry: &'a dyn Registered,
 }
 
 impl<S: Store> Visibility<'_, S> {
@@ -738,7 +739,7 @@ impl<S: Store> Visibility<'_, S> {
                 Some(row) if rows.len() == limit => begin = key_after(&row.key),
                 _ => return Ok((last, false)),
             }
-            tokio::task::yield_now().await;
+            yield_now().await;
         }
         Ok((last, true))
     }
@@ -805,7 +806,7 @@ impl<S: Store> Visibility<'_, S> {
                 } else {
                     SCAN_CHUNK_ENTRIES
                 };
-                tokio::task::yield_now().await;
+                yield_now().await;
             }
             let Some(next) = parts
                 .iter()
@@ -1084,6 +1085,21 @@ impl crate::records::NewRun {
         });
         ops
     }
+}
+
+/// Lets other tasks run between the pages of a long scan, on any executor: returns `Pending`
+/// once, waking itself first.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ pub struct ScheduleAction {
     pub workflow_id: Option<String>,
     /// Set when the workflows it starts run in remote workers (see `StartRecord::remote`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remote: Option<crate::RemoteStart>,
+    pub remote: Option<crate::records::RemoteStart>,
     /// The memo each started run gets.
     #[serde(default, skip_serializing_if = "cairn_types::Memo::is_empty")]
     pub memo: cairn_types::Memo,
@@ -188,7 +188,7 @@ pub fn check_note(note: &str) -> Result<(), ClientError> {
 }
 
 /// Checks what a client sent and builds the stored record.
-pub(crate) fn new_record(
+pub fn new_record(
     request: CreateSchedule,
     namespace: &str,
     registered: bool,
@@ -246,7 +246,7 @@ pub(crate) fn new_record(
 /// When the holder should look at `record` next: its next fire (unless paused), or now if a
 /// trigger or backfill waits. Buffered starts wait for the running workflow's close, which
 /// wakes the schedule itself.
-pub(crate) fn next_wake(record: &ScheduleRecord, spec: &CompiledSpec, now: u64) -> Option<u64> {
+pub fn next_wake(record: &ScheduleRecord, spec: &CompiledSpec, now: u64) -> Option<u64> {
     if !record.triggers.is_empty() || !record.backfills.is_empty() {
         return Some(now);
     }
@@ -262,7 +262,7 @@ pub(crate) fn next_wake(record: &ScheduleRecord, spec: &CompiledSpec, now: u64) 
 
 /// Writes `record` with its wake-up moved to `wake` (clearing the old index entry);
 /// `previous` is how the record was stored before, so chunks it no longer needs are cleared.
-pub(crate) fn store_record(
+pub fn store_record(
     keys: &Keys,
     shard: u32,
     mut record: ScheduleRecord,
@@ -297,7 +297,7 @@ pub(crate) fn store_record(
 }
 
 /// Reads schedule `schedule_id` inside a transaction, with how it is stored.
-pub(crate) async fn read_schedule(
+pub async fn read_schedule(
     tx: &mut dyn TxRead,
     keys: &Keys,
     namespace: &str,
@@ -307,15 +307,15 @@ pub(crate) async fn read_schedule(
 }
 
 /// What a fire pass learned, handed back to the shard actor: when to look next.
-pub(crate) type FireOutcome = Arc<Mutex<Option<Option<u64>>>>;
+pub type FireOutcome = Arc<Mutex<Option<Option<u64>>>>;
 
 /// Where the workflows a schedule starts go.
-#[derive(Clone)]
-pub(crate) struct Placement {
+#[derive(Debug, Clone)]
+pub struct Placement {
     pub keys: Keys,
     pub shard_count: u32,
     /// Where the ids of the runs it starts come from.
-    pub entropy: crate::Entropy,
+    pub entropy: crate::entropy::Entropy,
 }
 
 impl Placement {
@@ -328,7 +328,7 @@ impl Placement {
 /// entries at `woken_at`: decided inside the batch transaction from the record and the
 /// workflows it started; the new wake-up time is left in `outcome` (`Some(None)`: no more
 /// wake-ups; untouched: the schedule is gone).
-pub(crate) fn fire(
+pub fn fire(
     placement: Placement,
     namespace: String,
     schedule_id: String,
@@ -630,7 +630,7 @@ fn remember(
 }
 
 /// A check that schedule `key` exists (refusing with `ScheduleNotFound` otherwise).
-pub(crate) fn must_exist(key: Vec<u8>, schedule_id: &str) -> Check {
+pub fn must_exist(key: Vec<u8>, schedule_id: &str) -> Check {
     let id = schedule_id.to_string();
     Check::key(key, move |value: Option<&[u8]>| match value {
         Some(_) => Ok(()),
@@ -641,17 +641,17 @@ pub(crate) fn must_exist(key: Vec<u8>, schedule_id: &str) -> Check {
 }
 
 /// A change to a schedule record at a time (pause, trigger, …).
-pub(crate) type ScheduleChange = Arc<dyn Fn(&mut ScheduleRecord, u64) + Send + Sync>;
+pub type ScheduleChange = Arc<dyn Fn(&mut ScheduleRecord, u64) + Send + Sync>;
 
 /// A change to an existing schedule, made inside the batch transaction: reads the record,
 /// applies `change`, stores it with a fresh wake-up.
-pub(crate) fn update(
+pub fn update(
     keys: Keys,
     namespace: String,
     schedule_id: String,
     shard: u32,
     change: ScheduleChange,
-    clock: crate::Clock,
+    now_ms: impl Fn() -> u64 + Send + Sync + 'static,
 ) -> Op {
     Op::Derived(Derive::new(move |tx| {
         let (keys, namespace, schedule_id, change) = (
@@ -660,7 +660,7 @@ pub(crate) fn update(
             schedule_id.clone(),
             change.clone(),
         );
-        let now = clock.now_ms();
+        let now = now_ms();
         Box::pin(async move {
             let Some((mut record, stored)) =
                 read_schedule(tx, &keys, &namespace, &schedule_id).await?

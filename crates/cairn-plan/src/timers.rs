@@ -9,7 +9,7 @@ use std::time::Duration;
 /// How long after scheduling a handed-over attempt may start without a claim commit.
 pub const CLAIM_GRACE_MS: u64 = 1_000;
 
-pub(crate) fn ms(d: Duration) -> u64 {
+pub fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -44,7 +44,7 @@ impl TimerEntry {
 /// a heartbeat or schedule-to-start timeout, or no start-to-close timeout), rather than being
 /// handed over by their enqueuing transition, whose provisional start-to-close timer marks
 /// them started.
-pub(crate) fn needs_claim(timeouts: &ActivityTimeouts) -> bool {
+pub fn needs_claim(timeouts: &ActivityTimeouts) -> bool {
     timeouts.heartbeat.is_some()
         || timeouts.schedule_to_start.is_some()
         || timeouts.start_to_close.is_none()
@@ -53,7 +53,7 @@ pub(crate) fn needs_claim(timeouts: &ActivityTimeouts) -> bool {
 /// The provisional start-to-close timer of a task its enqueuing transition hands over (one
 /// with a start-to-close timeout and neither heartbeat nor schedule-to-start timeouts):
 /// `start_to_close + CLAIM_GRACE_MS` after scheduling. `None`: the task needs a claim.
-pub(crate) fn provisional_start_to_close(
+pub fn provisional_start_to_close(
     keys: &crate::keys::Keys,
     task: &TaskRecord,
 ) -> Option<TimerEntry> {
@@ -79,7 +79,7 @@ pub(crate) fn provisional_start_to_close(
 
 /// When an attempt enqueued at `enqueued_unix_ms` times out schedule-to-start, if its
 /// options set that timeout.
-pub(crate) fn schedule_to_start_deadline(
+pub fn schedule_to_start_deadline(
     timeouts: &cairn_types::ActivityTimeouts,
     enqueued_unix_ms: u64,
 ) -> Option<u64> {
@@ -87,10 +87,7 @@ pub(crate) fn schedule_to_start_deadline(
 }
 
 /// The schedule-to-start timer the transition that enqueued `task` armed, if any.
-pub(crate) fn schedule_to_start_timer(
-    keys: &crate::keys::Keys,
-    task: &TaskRecord,
-) -> Option<TimerEntry> {
+pub fn schedule_to_start_timer(keys: &crate::keys::Keys, task: &TaskRecord) -> Option<TimerEntry> {
     Some(TimerEntry::new(
         keys,
         task.shard,

@@ -416,9 +416,9 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 ///
 /// # Examples
 /// ```
-/// let shard = cairn_runtime::shard_of("order-42", 16);
+/// let shard = cairn_plan::keys::shard_of("order-42", 16);
 /// assert!(shard < 16);
-/// assert_eq!(shard, cairn_runtime::shard_of("order-42", 16));
+/// assert_eq!(shard, cairn_plan::keys::shard_of("order-42", 16));
 /// ```
 pub fn shard_of(workflow_id: &str, shard_count: u32) -> u32 {
     assert!(shard_count > 0, "shard_count must be positive");

@@ -4,26 +4,24 @@
 //! here does I/O (a child start's decision is a `Derive` that runs inside the batch
 //! transaction), so each rule is tested by looking at the writes it plans.
 
-use crate::Metrics;
+use crate::Registered;
 use crate::keys::Keys;
 use crate::ops::{Derive, Op};
 use crate::records::{
     InboxItem, NewRun, Outcome, ParentRef, RunRecord, TaskRecord, WorkflowRecord, chunks_for,
     decode, encode, record_ops,
 };
-use crate::registry::Registry;
 use crate::timers::TimerEntry;
 use cairn_core::{Effect, Message, RunState, RunStatus, TimerId, Transition};
 use cairn_types::{EventKind, ParentClosePolicy, Payload, RunId, WorkflowId};
-use std::sync::Arc;
 
 /// What the planner needs to know about the run's place (all plain data).
-pub(crate) struct Planner<'a> {
+#[allow(missing_debug_implementations)] // holds the node's registrations, which are code
+pub struct Planner<'a> {
     pub keys: &'a Keys,
-    pub registry: &'a Registry,
-    pub metrics: &'a Arc<Metrics>,
+    pub registry: &'a dyn Registered,
     /// Where the ids of the runs a transition starts come from.
-    pub entropy: &'a crate::Entropy,
+    pub entropy: &'a crate::entropy::Entropy,
     pub shard_count: u32,
     pub shard: u32,
     pub run_id: RunId,
@@ -39,7 +37,7 @@ pub(crate) struct Planner<'a> {
 
 impl Planner<'_> {
     /// The writes of a transition, and what to do once they commit.
-    pub(crate) fn plan(
+    pub fn plan(
         &self,
         record: &RunRecord,
         state: &RunState,
@@ -134,9 +132,7 @@ impl Planner<'_> {
                             Vec::new(),
                         ));
                         after.deferred = true;
-                        self.metrics
-                            .activity_tasks_deferred
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        after.deferred_tasks += 1;
                         continue;
                     }
                     room -= 1;
@@ -402,9 +398,9 @@ impl Planner<'_> {
             .start
             .remote
             .clone()
-            .filter(|_| self.registry.workflow_def(workflow_type).is_none());
+            .filter(|_| !self.registry.has_workflow(workflow_type));
         let carried = cairn_types::start_bytes(input, &options.memo, &options.search_attributes);
-        let refused = if self.registry.workflow_def(workflow_type).is_none() && remote.is_none() {
+        let refused = if !self.registry.has_workflow(workflow_type) && remote.is_none() {
             Some(format!(
                 "workflow type {workflow_type:?} is not registered on this node"
             ))
@@ -441,7 +437,6 @@ impl Planner<'_> {
         let child_shard = crate::keys::shard_of(workflow_id.as_str(), self.shard_count);
         let wf_key = keys.workflow(&record.namespace, workflow_id.as_str());
         let workflow_id = workflow_id.clone();
-        let metrics = self.metrics.clone();
         Op::Derived(Derive::new(move |tx| {
             let (keys, child, wf_key, workflow_id) = (
                 keys.clone(),
@@ -449,7 +444,6 @@ impl Planner<'_> {
                 wf_key.clone(),
                 workflow_id.clone(),
             );
-            let metrics = metrics.clone();
             Box::pin(async move {
                 if let Some(bytes) = tx.read(&wf_key).await? {
                     let existing: WorkflowRecord = decode("workflow", &bytes)?;
@@ -463,9 +457,11 @@ impl Planner<'_> {
                         })]);
                     }
                 }
-                metrics.record_started(&child.record.start.workflow_type);
                 let mut ops =
                     child.writes(&keys, child_shard, crate::visibility::Replacing::Unknown);
+                ops.push(Op::Started {
+                    workflow_type: child.record.start.workflow_type.clone(),
+                });
                 ops.push(tell_parent(Message::ChildStarted {
                     seq,
                     run_id: child.run_id,
@@ -594,21 +590,23 @@ fn ended_attempt_ops(
         .collect()
 }
 
-#[derive(Default)]
-pub(crate) struct AfterCommit {
+#[derive(Debug, Default)]
+pub struct AfterCommit {
     /// New tasks to hand to the workers (as many as the planner's `room`).
-    pub(crate) tasks: Vec<TaskRecord>,
+    pub tasks: Vec<TaskRecord>,
     /// Some new tasks were written deferred.
-    pub(crate) deferred: bool,
-    pub(crate) timers: Vec<TimerEntry>,
-    pub(crate) cancels: Vec<u32>,
-    pub(crate) closed: Option<RunStatus>,
-    pub(crate) outcome: Option<Outcome>,
+    pub deferred: bool,
+    /// How many (for the node's metrics).
+    pub deferred_tasks: u64,
+    pub timers: Vec<TimerEntry>,
+    pub cancels: Vec<u32>,
+    pub closed: Option<RunStatus>,
+    pub outcome: Option<Outcome>,
     /// Timer keys this transition cleared (canceled timers, and a closed run's timers): the
     /// shard forgets them.
-    pub(crate) cleared_timers: Vec<Vec<u8>>,
+    pub cleared_timers: Vec<Vec<u8>>,
     /// Chunks the new run record occupies once committed.
-    pub(crate) record_chunks: u32,
+    pub record_chunks: u32,
 }
 
 /// The workflow record as this run's last write left it, as far as its index entries go: the
@@ -779,13 +777,11 @@ mod tests {
         room: usize,
     ) -> (Vec<Op>, AfterCommit) {
         let keys = Keys::new(b"t");
-        let registry = Registry::default();
-        let metrics = Arc::new(Metrics::default());
-        let entropy = crate::Entropy::seeded(1);
+        let registry = NothingRegistered;
+        let entropy = crate::entropy::Entropy::seeded(1);
         let planner = Planner {
             keys: &keys,
             registry: &registry,
-            metrics: &metrics,
             entropy: &entropy,
             shard_count: 4,
             shard: 2,
@@ -796,6 +792,18 @@ mod tests {
         };
         let (ops, after, _) = planner.plan(record, after, transition, &[], 2_000);
         (ops, after)
+    }
+
+    /// A node with no workflow type and no search attribute registered.
+    struct NothingRegistered;
+
+    impl crate::Registered for NothingRegistered {
+        fn has_workflow(&self, _: &str) -> bool {
+            false
+        }
+        fn search_attribute_type(&self, _: &str) -> Option<cairn_types::SearchType> {
+            None
+        }
     }
 
     fn clears(ops: &[Op]) -> Vec<Vec<u8>> {
@@ -809,9 +817,6 @@ mod tests {
 
     /// The keys `ops` set, derived writes included (derived against an empty store).
     fn sets(ops: &[Op]) -> Vec<Vec<u8>> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
         let store = cairn_store::MemStore::new();
         let mut tx = cairn_store::Store::begin(&store).unwrap();
         let mut out = Vec::new();
@@ -820,7 +825,7 @@ mod tests {
             match op {
                 Op::Set(key, _) => out.push(key),
                 Op::Derived(derive) => {
-                    pending.extend(runtime.block_on((derive.0)(&mut tx)).unwrap());
+                    pending.extend(futures::executor::block_on((derive.0)(&mut tx)).unwrap());
                 }
                 _ => {}
             }
