@@ -381,3 +381,95 @@ fn no_module_import_cycles() {
     assert!(seen > 10, "only {seen} crates read");
     assert!(violations.is_empty(), "module cycles: {violations:#?}");
 }
+
+/// The module map ARCHITECTURE.md gives for the crate at `crates/<name>/`: each module's row
+/// (`| \`module\` | what it owns | \`may\`, \`import\` |`) under the crate's `### \`crates/<name>\``
+/// heading, with the modules it may import (`—` for none).
+fn documented_modules(doc: &str, name: &str) -> Option<BTreeMap<String, Vec<String>>> {
+    let heading = format!("### `crates/{name}`");
+    let start = doc.lines().position(|l| l.trim() == heading)?;
+    let mut map = BTreeMap::new();
+    for line in doc.lines().skip(start + 1) {
+        if line.starts_with("## ") || line.starts_with("### ") {
+            break;
+        }
+        let cells: Vec<&str> = line.trim().split('|').map(str::trim).collect();
+        // "| `m` | owns | imports |" splits into ["", "`m`", owns, imports, ""].
+        if cells.len() != 5 || !cells[1].starts_with('`') || cells[1] == "`module`" {
+            continue;
+        }
+        let module = cells[1].trim_matches('`').to_string();
+        let imports = cells[3]
+            .split(',')
+            .map(|m| m.trim().trim_matches('`').to_string())
+            .filter(|m| !m.is_empty() && m != "—")
+            .collect();
+        map.insert(module, imports);
+    }
+    Some(map)
+}
+
+/// Proves ARCHITECTURE.md's module map matches the code: every crate's modules are listed, no
+/// module is listed that does not exist, each imports only what its row allows, and what the
+/// rows allow is itself layered (no cycle), so the map can be read bottom-up.
+#[test]
+fn the_module_map_matches_the_code() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../ARCHITECTURE.md"))
+        .expect("read ARCHITECTURE.md");
+    let mut violations = Vec::new();
+    let mut crates = 0;
+    for (name, (manifest, _)) in packages(&metadata()) {
+        if !manifest.contains("/crates/") {
+            continue;
+        }
+        let src = Path::new(&manifest)
+            .parent()
+            .expect("crate dir")
+            .join("src");
+        let actual = module_imports(&src);
+        let Some(documented) = documented_modules(&doc, &name) else {
+            violations.push(format!("{name}: no `### `crates/{name}`` section"));
+            continue;
+        };
+        crates += 1;
+        for module in actual.keys() {
+            if !documented.contains_key(module) {
+                violations.push(format!("{name}: module `{module}` is not in the map"));
+            }
+        }
+        for (module, allowed) in &documented {
+            let Some(imports) = actual.get(module) else {
+                violations.push(format!("{name}: the map lists `{module}`, which does not exist"));
+                continue;
+            };
+            for import in imports {
+                if !allowed.contains(import) {
+                    violations.push(format!(
+                        "{name}: `{module}` imports `{import}`, which its row does not allow"
+                    ));
+                }
+            }
+            for import in allowed {
+                if !documented.contains_key(import) {
+                    violations.push(format!("{name}: `{module}` may import unknown `{import}`"));
+                }
+            }
+        }
+        let permitted: BTreeMap<String, std::collections::BTreeSet<String>> = documented
+            .iter()
+            .map(|(m, allowed)| {
+                let allowed = allowed
+                    .iter()
+                    .filter(|a| documented.contains_key(*a))
+                    .cloned()
+                    .collect();
+                (m.clone(), allowed)
+            })
+            .collect();
+        for cycle in cycles(&permitted) {
+            violations.push(format!("{name}: the map lets {cycle:?} import each other"));
+        }
+    }
+    assert!(crates > 10, "only {crates} crates mapped");
+    assert!(violations.is_empty(), "ARCHITECTURE.md's module map: {violations:#?}");
+}
