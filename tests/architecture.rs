@@ -414,8 +414,9 @@ fn documented_modules(doc: &str, name: &str) -> Option<BTreeMap<String, Vec<Stri
 /// rows allow is itself layered (no cycle), so the map can be read bottom-up.
 #[test]
 fn the_module_map_matches_the_code() {
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../ARCHITECTURE.md"))
-        .expect("read ARCHITECTURE.md");
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../ARCHITECTURE.md"))
+            .expect("read ARCHITECTURE.md");
     let mut violations = Vec::new();
     let mut crates = 0;
     for (name, (manifest, _)) in packages(&metadata()) {
@@ -439,7 +440,9 @@ fn the_module_map_matches_the_code() {
         }
         for (module, allowed) in &documented {
             let Some(imports) = actual.get(module) else {
-                violations.push(format!("{name}: the map lists `{module}`, which does not exist"));
+                violations.push(format!(
+                    "{name}: the map lists `{module}`, which does not exist"
+                ));
                 continue;
             };
             for import in imports {
@@ -471,5 +474,8 @@ fn the_module_map_matches_the_code() {
         }
     }
     assert!(crates > 10, "only {crates} crates mapped");
-    assert!(violations.is_empty(), "ARCHITECTURE.md's module map: {violations:#?}");
+    assert!(
+        violations.is_empty(),
+        "ARCHITECTURE.md's module map: {violations:#?}"
+    );
 }

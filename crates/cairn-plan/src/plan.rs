@@ -108,6 +108,15 @@ impl Planner<'_> {
                     input,
                     options,
                 } => {
+                    // An attempt number is used once: the committed snapshot has this
+                    // activity at an earlier attempt, or at this one not yet enqueued.
+                    let before = record.state.as_ref().and_then(|s| s.activities.get(seq));
+                    assert!(
+                        before.is_none_or(
+                            |a| a.attempt < *attempt || (a.attempt == *attempt && !a.enqueued)
+                        ),
+                        "activity {seq} attempt {attempt} enqueued twice (committed: {before:?})"
+                    );
                     let task = TaskRecord {
                         namespace: record.namespace.clone(),
                         workflow_id: record.workflow_id.clone(),

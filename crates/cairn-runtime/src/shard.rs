@@ -289,7 +289,7 @@ impl<S: Store> ShardState<S> {
             Ok((actor, _)) => {
                 let _ = actor.cast(WorkflowMsg::Load);
                 self.by_actor.insert(actor.get_id(), run_id);
-                self.actors.insert(
+                let previous = self.actors.insert(
                     run_id,
                     Active {
                         actor: actor.clone(),
@@ -297,6 +297,8 @@ impl<S: Store> ShardState<S> {
                         closed: false,
                     },
                 );
+                // A run has one holder: its shard activates it only when no actor of it lives.
+                assert!(previous.is_none(), "run {run_id} activated twice in shard");
                 Some(actor)
             }
             Err(e) => {

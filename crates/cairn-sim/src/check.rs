@@ -21,6 +21,10 @@ pub struct Finished {
     pub expected: u64,
     pub result: u64,
     pub history: Vec<HistoryEvent>,
+    /// Every run of the workflow id, the last one included (visibility lists them all).
+    pub runs: Vec<RunId>,
+    /// How many runs its continue-as-new chain must have.
+    pub runs_expected: usize,
 }
 
 /// Everything that went wrong, one line each.
@@ -40,7 +44,10 @@ impl Violations {
 pub fn check(finished: &[Finished], commits: &[AuditedCommit]) -> Violations {
     let mut out = Violations::default();
     check_workflows(finished, &mut out);
-    let shard_of_run: HashMap<RunId, u32> = finished.iter().map(|f| (f.run_id, f.shard)).collect();
+    let shard_of_run: HashMap<RunId, u32> = finished
+        .iter()
+        .flat_map(|f| f.runs.iter().map(|run| (*run, f.shard)))
+        .collect();
     check_histories_linear(commits, &mut out);
     check_fencing(commits, &shard_of_run, &mut out);
     out
@@ -49,6 +56,15 @@ pub fn check(finished: &[Finished], commits: &[AuditedCommit]) -> Violations {
 fn check_workflows(finished: &[Finished], out: &mut Violations) {
     for f in finished {
         let id = &f.workflow_id;
+        if f.runs.len() != f.runs_expected || !f.runs.contains(&f.run_id) {
+            out.push(format!(
+                "{id}: {} runs listed ({:?}), the chain has {} ending in {}",
+                f.runs.len(),
+                f.runs,
+                f.runs_expected,
+                f.run_id
+            ));
+        }
         if f.result != f.expected {
             out.push(format!(
                 "{id}: result {} but expected {}",

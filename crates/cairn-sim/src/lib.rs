@@ -2,10 +2,14 @@
 //! own fault-injecting wrapper, driven by a seed.
 //!
 //! The seed chooses everything the simulation decides: how many nodes, the lease timeout, the
-//! jobs (activities in sequence and in parallel, timers, child workflows, signals) and when they start, and the
-//! faults — a node killed (and maybe restarted, under its id or a new one), a node paused past
-//! its lease (a long GC pause: its store calls stall), a node added, a node drained, store
-//! conflicts and `MaybeCommitted` (both kinds), latency. After the fault window everything
+//! jobs (activities in sequence and in parallel, timers, child workflows, signals,
+//! continue-as-new chains, heartbeating activities, and activities served by a remote worker
+//! polling any node) and when they start, and the faults — a node killed (and maybe
+//! restarted, under its id or a new one), a node paused past its lease (a long GC pause: its
+//! store calls stall), a node added, a node drained, a node crashing itself at a named point
+//! inside the runtime (`CrashPoint`: before a commit, between a commit and its effects, during
+//! an activity), the remote worker killed holding a task, store conflicts and `MaybeCommitted`
+//! (both kinds: a commit that lands and reports failure, and one that does not), latency. After the fault window everything
 //! heals (pauses end, store faults stop, dead nodes come back) and the cluster must converge:
 //! every accepted job completes, and [`check`] proves what must hold (exactly-once completion,
 //! linear histories, each activity result applied once, fencing by lease epoch).
@@ -27,7 +31,8 @@ use crate::audit::{AuditLog, AuditStore, TraceEntry};
 use crate::check::Finished;
 use crate::workload::{GO, JobSpec, PROGRESS, sim_job};
 use cairn::{
-    ClientError, IdReusePolicy, InProcessPeers, Node, NodeConfig, PeersHandle, WorkflowOutcomeError,
+    ClientError, CrashHook, CrashPoint, IdReusePolicy, InProcessPeers, Node, NodeConfig,
+    PeersHandle, WorkflowOutcomeError,
 };
 use cairn::{Clock, Entropy};
 use cairn_store::{FaultConfig, FaultStore, MemStore};
@@ -64,6 +69,9 @@ pub enum Fault {
     Add,
     /// Shut the node down gracefully (it hands its shards off); it comes back at healing.
     Drain { slot: usize },
+    /// Arm the node to crash itself at the next occurrence of `point` (a named place inside
+    /// the runtime); it comes back at healing.
+    CrashAt { slot: usize, point: CrashPoint },
 }
 
 /// Everything a seed decides.
@@ -80,6 +88,9 @@ pub struct Plan {
     /// (start at ms, spec, signal value, signal at ms).
     pub jobs: Vec<(u64, JobSpec, u64, u64)>,
     pub faults: Vec<(u64, Fault)>,
+    /// Chance that the remote worker, during the fault window, takes a task and never answers
+    /// (a worker killed holding it): the attempt times out and is retried.
+    pub remote_worker_dies: f64,
 }
 
 impl Plan {
@@ -89,13 +100,17 @@ impl Plan {
         // Children come from a stream of their own, so adding them left every other part of
         // each seed's plan as it was.
         let mut children = SmallRng::seed_from_u64(seed ^ 0xc41d);
-        // So do heartbeating activities.
+        // So do heartbeating activities, continue-as-new chains and crash points.
         let mut beating = SmallRng::seed_from_u64(seed ^ 0xbea7);
+        let mut chains = SmallRng::seed_from_u64(seed ^ 0xc4a1);
+        let mut crashes = SmallRng::seed_from_u64(seed ^ 0xc7a5);
+        let mut remote = SmallRng::seed_from_u64(seed ^ 0x7e40);
         let nodes = rng.random_range(2..=4);
         let lease_timeout_ms = rng.random_range(250..=450);
         let fault_window_ms = 1_500;
         let jobs = (0..rng.random_range(12..=24))
             .map(|i| {
+                let continues = chains.random_range(0..=3);
                 let spec = JobSpec {
                     n: seed.wrapping_mul(1_000).wrapping_add(i),
                     sequential: rng.random_range(0..=3),
@@ -108,6 +123,12 @@ impl Plan {
                     signal: rng.random_bool(0.5),
                     children: children.random_range(0..=3),
                     beating: beating.random_range(0..=2),
+                    continues: 0,
+                    remote: remote.random_range(0..=2),
+                };
+                let spec = JobSpec {
+                    continues: if spec.signal { 0 } else { continues },
+                    ..spec
                 };
                 let start_at = rng.random_range(0..fault_window_ms);
                 let signal_at = start_at + rng.random_range(0..600);
@@ -133,6 +154,18 @@ impl Plan {
             };
             faults.push((at, fault));
         }
+        // A node crashing itself at a named point inside the runtime (`CrashPoint`): armed at
+        // some time, it fires at the point's next occurrence on that node.
+        for _ in 0..crashes.random_range(0..=2) {
+            let at = crashes.random_range(100..fault_window_ms);
+            let slot = crashes.random_range(0..nodes);
+            let point = match crashes.random_range(0..3) {
+                0 => CrashPoint::BeforeCommit,
+                1 => CrashPoint::AfterCommitBeforeEffects,
+                _ => CrashPoint::DuringActivity,
+            };
+            faults.push((at, Fault::CrashAt { slot, point }));
+        }
         faults.sort_by_key(|(at, _)| *at);
         Self {
             seed,
@@ -144,6 +177,7 @@ impl Plan {
             latency: rng.random_bool(0.3),
             jobs,
             faults,
+            remote_worker_dies: if remote.random_bool(0.5) { 0.2 } else { 0.0 },
         }
     }
 }
@@ -155,6 +189,13 @@ pub struct Report {
     pub faults_applied: usize,
     pub store_faults_injected: u64,
     pub audited_commits: usize,
+    /// Nodes that stopped themselves at their armed crash point.
+    pub crash_points_fired: usize,
+    /// Remote attempts the remote worker answered, and those it took and abandoned.
+    pub remote_answered: u64,
+    pub remote_abandoned: u64,
+    /// Runs of the accepted jobs, continue-as-new successors included.
+    pub runs: usize,
     /// Virtual time the simulation covered.
     pub virtual_time: Duration,
     /// Real time it took.
@@ -196,10 +237,40 @@ struct Slot {
     node: Option<Node<SimStore>>,
     generation: u32,
     paused: bool,
+    /// The crash point this node is armed to stop at, and whether it did.
+    crash: Arc<ArmedCrash>,
+}
+
+/// A crash point a node is armed to stop at (`Fault::CrashAt`).
+#[derive(Default)]
+struct ArmedCrash {
+    point: std::sync::Mutex<Option<CrashPoint>>,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl ArmedCrash {
+    fn hook(self: &Arc<Self>) -> CrashHook {
+        let armed = self.clone();
+        CrashHook(Arc::new(move |at| {
+            let mut point = armed.point.lock().unwrap_or_else(|p| p.into_inner());
+            if *point == Some(at) {
+                *point = None;
+                armed.fired.store(true, std::sync::atomic::Ordering::SeqCst);
+                return true;
+            }
+            false
+        }))
+    }
+
+    fn fired(&self) -> bool {
+        self.fired.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 struct Cluster {
     plan: Plan,
+    /// The nodes the remote worker may poll (alive or not: a dead one just fails the poll).
+    pollable: Arc<std::sync::Mutex<Vec<Arc<cairn_runtime::Node<SimStore>>>>>,
     clock: Clock,
     entropy: Entropy,
     mem: MemStore,
@@ -248,6 +319,7 @@ impl Cluster {
         );
         // Faults only during the window; a node started while healing starts clean.
         store.set_enabled(self.plan.store_faults || self.plan.latency);
+        let crash = Arc::new(ArmedCrash::default());
         let config = NodeConfig {
             node_id: name.clone(),
             shard_count: self.plan.shard_count,
@@ -256,6 +328,8 @@ impl Cluster {
             peers: Some(PeersHandle(self.peers.clone())),
             actor_idle_ms: 200,
             executor_threads: 0,
+            remote_activities: true,
+            crash_hook: Some(crash.hook()),
             clock: self.clock.clone(),
             entropy: self.entropy.clone(),
             ..NodeConfig::default()
@@ -265,12 +339,17 @@ impl Cluster {
             .start(store.clone())
             .await
             .map_err(|e| format!("node {name} did not start: {e}"))?;
+        self.pollable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(node.runtime());
         let fresh = Slot {
             name,
             store,
             node: Some(node),
             generation,
             paused: false,
+            crash,
         };
         if slot < self.slots.len() {
             self.slots[slot] = fresh;
@@ -280,10 +359,13 @@ impl Cluster {
         Ok(())
     }
 
-    /// Slots with a running node that is not paused.
+    /// Slots with a running node that is not paused (nor crashed at a crash point).
     fn healthy(&self) -> Vec<usize> {
         (0..self.slots.len())
-            .filter(|i| self.slots[*i].node.is_some() && !self.slots[*i].paused)
+            .filter(|i| {
+                let slot = &self.slots[*i];
+                slot.node.is_some() && !slot.paused && !slot.crash.fired()
+            })
             .collect()
     }
 
@@ -311,6 +393,7 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
     let fail = |what: String| format!("seed {seed} failed: {what}\nplan: {plan:#?}");
     let mut cluster = Cluster {
         plan: plan.clone(),
+        pollable: Arc::default(),
         clock: Clock::virtual_from(SIM_EPOCH_UNIX_MS),
         entropy: Entropy::seeded(seed ^ 0xe27e),
         mem: MemStore::new(),
@@ -323,6 +406,19 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
     }
     let mut report = Report::default();
     let mut accepted: Vec<(String, JobSpec, u64)> = Vec::new();
+    // The remote worker: polls a node for `sim_remote` attempts and answers them, or, while
+    // `dies` is set, sometimes takes one and never answers.
+    let dies = Arc::new(std::sync::atomic::AtomicBool::new(
+        plan.remote_worker_dies > 0.0,
+    ));
+    let served = Arc::new(RemoteServed::default());
+    let worker = tokio::spawn(remote_worker(
+        cluster.pollable.clone(),
+        SmallRng::seed_from_u64(seed ^ 0x3077),
+        plan.remote_worker_dies,
+        dies.clone(),
+        served.clone(),
+    ));
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed);
 
     // The timeline: job starts, signals, queries and faults, in time order.
@@ -411,6 +507,16 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
                         cluster.start_slot(slot, false).await.map_err(&fail)?;
                         report.faults_applied += 1;
                     }
+                    Fault::CrashAt { slot, point } => {
+                        if cluster.may_disable(slot) && cluster.slots[slot].node.is_some() {
+                            *cluster.slots[slot]
+                                .crash
+                                .point
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner()) = Some(point);
+                            report.faults_applied += 1;
+                        }
+                    }
                     Fault::Drain { slot } => {
                         if cluster.may_disable(slot)
                             && let Some(node) = cluster.slots[slot].node.take()
@@ -432,7 +538,8 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
         }
     }
 
-    // Healing: no more faults, every slot alive again.
+    // Healing: no more faults, every slot alive again, the remote worker answers everything.
+    dies.store(false, std::sync::atomic::Ordering::SeqCst);
     for slot in &mut cluster.slots {
         report.store_faults_injected += slot.store.stats().faults();
         slot.store.resume();
@@ -440,6 +547,19 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
         slot.store.set_enabled(false);
     }
     for slot in 0..cluster.slots.len() {
+        // A node that crashed at its point stays down until now; one armed that never reached
+        // it is disarmed.
+        *cluster.slots[slot]
+            .crash
+            .point
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        if cluster.slots[slot].crash.fired()
+            && let Some(node) = cluster.slots[slot].node.take()
+        {
+            node.crash();
+            report.crash_points_fired += 1;
+        }
         if cluster.slots[slot].node.is_none() {
             cluster.start_slot(slot, true).await.map_err(&fail)?;
             cluster.slots[slot].store.set_enabled(false);
@@ -491,15 +611,34 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
                 }
             }
         };
+        let runs = loop {
+            let client = cluster.client(rng.random_range(0..8)).expect("a live node");
+            let listed = client
+                .list_workflows(&format!("WorkflowId = '{id}'"), Some(100), None)
+                .await;
+            match listed {
+                Ok(page) => break page.workflows.iter().map(|w| w.run_id).collect(),
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(fail(format!("{id}: cannot list its runs: {e}"))),
+            }
+        };
         finished.push(Finished {
             workflow_id: id.clone(),
             run_id,
+            runs,
+            runs_expected: spec.continues as usize + 1,
             shard: cairn_runtime::shard_of(id, plan.shard_count),
             expected: workload::expected(spec, *value),
             result,
             history,
         });
     }
+    worker.abort();
+    report.remote_answered = served.answered.load(std::sync::atomic::Ordering::SeqCst);
+    report.remote_abandoned = served.abandoned.load(std::sync::atomic::Ordering::SeqCst);
+    report.runs = finished.iter().map(|f| f.runs.len()).sum();
     for slot in &mut cluster.slots {
         if let Some(node) = slot.node.take() {
             node.shutdown().await;
@@ -562,4 +701,72 @@ async fn send_signal(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Err(last)
+}
+
+/// The simulation's remote worker: a Temporal-style poller of `sim_remote` attempts on any
+/// node (a poll anywhere reaches attempts waiting at the others), answering each with its step
+/// value; while `dies` is set, it abandons a task it took with chance `die_chance`.
+async fn remote_worker(
+    pollable: Arc<std::sync::Mutex<Vec<Arc<cairn_runtime::Node<SimStore>>>>>,
+    mut rng: SmallRng,
+    die_chance: f64,
+    dies: Arc<std::sync::atomic::AtomicBool>,
+    served: Arc<RemoteServed>,
+) {
+    loop {
+        let node = {
+            let nodes = pollable.lock().unwrap_or_else(|p| p.into_inner());
+            if nodes.is_empty() {
+                None
+            } else {
+                Some(nodes[rng.random_range(0..nodes.len())].clone())
+            }
+        };
+        let Some(node) = node else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let polled = tokio::time::timeout(
+            CLIENT_CALL_TIMEOUT,
+            node.poll_activity_task(workload::REMOTE_TASK_QUEUE, Duration::from_millis(100)),
+        )
+        .await;
+        let task = match polled {
+            Ok(Ok(Some(task))) => task,
+            _ => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if dies.load(std::sync::atomic::Ordering::SeqCst) && rng.random_bool(die_chance) {
+            served
+                .abandoned
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            continue;
+        }
+        let Ok(x) = task.input.decode::<u64>() else {
+            continue;
+        };
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1..10))).await;
+        let Ok(result) = cairn::Payload::encode(&workload::remote_value(x)) else {
+            continue;
+        };
+        let answered = tokio::time::timeout(
+            CLIENT_CALL_TIMEOUT,
+            node.answer_activity_task(&task.token, cairn_runtime::RemoteOutcome::Completed(result)),
+        )
+        .await;
+        if matches!(answered, Ok(Ok(()))) {
+            served
+                .answered
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// What the remote worker did.
+#[derive(Default)]
+struct RemoteServed {
+    answered: std::sync::atomic::AtomicU64,
+    abandoned: std::sync::atomic::AtomicU64,
 }

@@ -27,6 +27,24 @@ pub struct JobSpec {
     /// timeout shorter than its work, and a heartbeat timeout).
     #[serde(default)]
     pub beating: u32,
+    /// Runs before the job proper: each does one step and continues as new with the step's
+    /// value added (a job with a signal continues none: its signal could reach a run that
+    /// never reads it).
+    #[serde(default)]
+    pub continues: u32,
+    /// Steps run by the simulation's remote worker (type `sim_remote`, not registered on any
+    /// node: each attempt waits in matching for a poll), after the heartbeating activities.
+    #[serde(default)]
+    pub remote: u32,
+}
+
+/// The activity type the remote worker serves, and its task queue.
+pub const REMOTE_ACTIVITY: &str = "sim_remote";
+pub const REMOTE_TASK_QUEUE: &str = "sim-remote";
+
+/// What the remote worker returns for input `x` (as a step would).
+pub fn remote_value(x: u64) -> u64 {
+    step_value(x)
 }
 
 /// Most attempts of a heartbeating activity (its retry policy's `maximum_attempts`).
@@ -113,6 +131,18 @@ pub async fn sim_job(ctx: Ctx, spec: JobSpec) -> Result<u64, WorkflowError> {
     let progress = Rc::new(Cell::new(0u32));
     let p = progress.clone();
     ctx.on_query(&PROGRESS, move |()| p.get());
+    if spec.continues > 0 {
+        let step = ctx
+            .activity(sim_step, spec.n.wrapping_add(400))
+            .start_to_close(Duration::from_secs(2))
+            .retry(retries())
+            .await?;
+        return Err(ctx.continue_as_new(&JobSpec {
+            n: spec.n.wrapping_add(step),
+            continues: spec.continues - 1,
+            ..spec
+        }));
+    }
     let mut acc = spec.n;
     for i in 0..spec.sequential {
         let x = acc.wrapping_add(u64::from(i));
@@ -177,6 +207,17 @@ pub async fn sim_job(ctx: Ctx, spec: JobSpec) -> Result<u64, WorkflowError> {
             Err(e) => return Err(e.into()),
         }
     }
+    let remote: Vec<_> = (0..spec.remote)
+        .map(|i| {
+            ctx.activity_named::<u64, u64>(REMOTE_ACTIVITY, acc.wrapping_add(500 + u64::from(i)))
+                .task_queue(REMOTE_TASK_QUEUE)
+                .start_to_close(Duration::from_millis(300))
+                .retry(retries())
+        })
+        .collect();
+    for result in futures::future::join_all(remote).await {
+        acc = acc.wrapping_add(result?);
+    }
     if spec.signal {
         let value = ctx.signal_receiver(&GO).recv().await;
         acc = acc.wrapping_add(value);
@@ -196,6 +237,9 @@ pub async fn sim_child(ctx: Ctx, x: u64) -> Result<u64, WorkflowError> {
 /// What `sim_job(spec)` returns when its signal (if any) carries `signal_value`.
 pub fn expected(spec: &JobSpec, signal_value: u64) -> u64 {
     let mut acc = spec.n;
+    for _ in 0..spec.continues {
+        acc = acc.wrapping_add(step_value(acc.wrapping_add(400)));
+    }
     for i in 0..spec.sequential {
         acc = acc.wrapping_add(step_value(acc.wrapping_add(u64::from(i))));
     }
@@ -210,6 +254,10 @@ pub fn expected(spec: &JobSpec, signal_value: u64) -> u64 {
     let base = acc;
     for i in 0..spec.beating {
         acc = acc.wrapping_add(step_value(base.wrapping_add(300 + u64::from(i))));
+    }
+    let base = acc;
+    for i in 0..spec.remote {
+        acc = acc.wrapping_add(step_value(base.wrapping_add(500 + u64::from(i))));
     }
     if spec.signal {
         acc = acc.wrapping_add(signal_value);

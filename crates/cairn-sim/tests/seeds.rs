@@ -48,15 +48,23 @@ fn seeded_simulations_converge_and_check_clean() {
     };
     let started = Instant::now();
     let mut virtual_ms = 0u128;
+    let (mut crash_points, mut abandoned, mut chained) = (0, 0, 0);
     for seed in &seeds {
         match cairn_sim::run(*seed) {
             Ok(report) => {
                 virtual_ms += report.virtual_time.as_millis();
+                crash_points += report.crash_points_fired;
+                abandoned += report.remote_abandoned;
+                chained += report.runs - report.jobs_accepted;
                 println!(
-                    "seed {seed}: {} jobs, {} faults applied, {} store faults, {} audited commits, {} commits traced (fingerprint {:016x}), {:?} virtual in {:?}",
+                    "seed {seed}: {} jobs ({} runs), {} faults applied ({} crash points), {} store faults, remote {}/{} answered/abandoned, {} audited commits, {} commits traced (fingerprint {:016x}), {:?} virtual in {:?}",
                     report.jobs_accepted,
+                    report.runs,
                     report.faults_applied,
+                    report.crash_points_fired,
                     report.store_faults_injected,
+                    report.remote_answered,
+                    report.remote_abandoned,
                     report.audited_commits,
                     report.trace.len(),
                     report.fingerprint(),
@@ -68,11 +76,17 @@ fn seeded_simulations_converge_and_check_clean() {
         }
     }
     println!(
-        "{} seeds, {} s of virtual time, in {:?}",
+        "{} seeds, {} s of virtual time, in {:?}: {crash_points} nodes stopped at crash points, {abandoned} remote tasks abandoned, {chained} continued-as-new runs",
         seeds.len(),
         virtual_ms / 1_000,
         started.elapsed()
     );
+    // The faults the seeds plan must happen, or the seeds prove less than they claim.
+    if seeds.len() >= 50 {
+        assert!(crash_points > 0, "no node stopped at a crash point");
+        assert!(abandoned > 0, "the remote worker never abandoned a task");
+        assert!(chained > 0, "no job continued as new");
+    }
 }
 
 /// A seed run twice gives the same trace: every landed commit, by the same node, at the same
