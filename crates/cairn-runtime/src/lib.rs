@@ -16,11 +16,13 @@
 use cairn_plan::{error, keys, ops, plan, records, schedules, timers, visibility};
 
 pub mod auth;
+mod client_calls;
 mod clock;
 mod cluster;
 mod committer;
 mod config;
 mod dispatch;
+mod list_calls;
 mod matching;
 mod membership;
 mod messages;
@@ -29,9 +31,11 @@ mod node;
 mod peers;
 mod pool;
 mod registry;
+mod remote_calls;
 mod remote_queries;
 mod remote_tasks;
 mod retention;
+mod schedule_calls;
 mod shard;
 mod shared;
 mod update_calls;
@@ -39,6 +43,7 @@ mod updates;
 mod worker;
 mod workflow;
 
+pub use client_calls::{Description, RunHistory, StartWorkflow};
 pub use clock::{Clock, Entropy};
 pub use cluster::{
     ClusterStatus, LEASE_TIMEOUT_MS_MIN, NodeStatus, PLACEMENT_INTERVAL_MS_MAX, ShardStatus,
@@ -54,7 +59,7 @@ pub use matching::{
     RemoteOutcome, WorkflowTask, WorkflowTaskRef,
 };
 pub use metrics::Metrics;
-pub use node::{Description, INLINE_PAYLOAD_BYTES_MAX, Node, RunHistory, StartWorkflow};
+pub use node::{INLINE_PAYLOAD_BYTES_MAX, Node};
 pub use peers::{
     InProcessPeers, PeerError, PeerFuture, PeerQuery, PeerTaskAnswer, PeerTaskCall, Peers,
     PeersHandle, QueryTarget,
