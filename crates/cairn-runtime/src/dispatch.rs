@@ -38,6 +38,10 @@ pub const DEFERRED_PAGE_MAX: usize = 256;
 /// How often the puller looks even when nothing woke it (a backstop: units and deferrals wake
 /// it as they happen).
 pub const REFILL_BACKSTOP_MS: u64 = 1_000;
+/// Least time between two passes of the puller. Units freed by attempts refused at once (their
+/// claim fenced or rejected) wake it again; without a floor those passes would follow each
+/// other with no pause until the node's next heartbeat or placement round, a busy loop.
+pub const REFILL_PASS_MIN_MS: u64 = 5;
 
 /// Starts the node's puller of deferred tasks (it ends with the node).
 pub(crate) fn spawn_refill<S: Store>(shared: &Arc<Shared<S>>) {
@@ -59,6 +63,8 @@ pub(crate) fn spawn_refill<S: Store>(shared: &Arc<Shared<S>>) {
             if let Err(error) = refill(&shared).await {
                 tracing::warn!(%error, "pulling deferred activity tasks failed; retrying");
             }
+            drop(shared);
+            tokio::time::sleep(Duration::from_millis(REFILL_PASS_MIN_MS)).await;
         }
     });
 }
@@ -123,6 +129,17 @@ async fn pull_page<S: Store>(
             stale.push(Op::Clear(marker.key.clone()));
             continue;
         };
+        if tx
+            .get(&keys.attempt(shard, &run_id, seq, attempt))
+            .await?
+            .is_some()
+        {
+            // Started already (its start mark is in): not waiting, and a claim would be
+            // refused. Left in place, the marker would be pulled and refused again at once,
+            // a busy loop until the attempt's timers end it.
+            stale.push(Op::Clear(marker.key.clone()));
+            continue;
+        }
         let task: TaskRecord = match decode("task", &bytes) {
             Ok(task) => task,
             Err(error) => {

@@ -299,7 +299,14 @@ async fn claim<S: Store>(
                 tokio::time::sleep(Duration::from_millis(wait)).await;
                 wait = (wait * 2).min(CLAIM_RETRY_MAX_MS);
             }
-            Err(CommitError::Rejected(_) | CommitError::Fenced { .. } | CommitError::Stopped) => {
+            Err(CommitError::Fenced { .. }) => {
+                // This tenure is over (the lease moved on before the node noticed): its
+                // backlog of deferred tasks is the next holder's, and pulling more of it would
+                // only be fenced again.
+                shared.workers.capacity.forget(shard, epoch);
+                return Err(ClaimError::Refused);
+            }
+            Err(CommitError::Rejected(_) | CommitError::Stopped) => {
                 return Err(ClaimError::Refused);
             }
         }

@@ -48,6 +48,10 @@ pub type SimStore = FaultStore<AuditStore<MemStore>>;
 /// Where the simulation's virtual wall clock starts (2026-01-01T00:00:00Z).
 pub const SIM_EPOCH_UNIX_MS: u64 = 1_767_225_600_000;
 
+/// Longest one seed may take in real time (in debug builds, on a loaded machine; a seed takes
+/// well under a second): past it the seed is taken to be livelocked.
+pub const SEED_REAL_TIME_MAX: Duration = Duration::from_secs(120);
+
 /// Longest a seed may take (virtual time) to converge after the fault window.
 pub const CONVERGENCE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest one client call may take before the driver tries another node.
@@ -225,7 +229,29 @@ pub fn run(seed: u64) -> Result<Report, String> {
         .build()
         .map_err(|e| format!("seed {seed}: cannot build the simulation's runtime: {e}"))?;
     let real = std::time::Instant::now();
-    let mut report = runtime.block_on(simulate(seed))?;
+    // A livelock (tasks that keep each other busy without waiting) freezes virtual time, so
+    // no virtual deadline ends it: a real-time watchdog names the seed and stops the process.
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            finished.recv_timeout(SEED_REAL_TIME_MAX)
+        {
+            // Straight to the stream: a test harness captures `eprintln!`, and exiting would
+            // lose what it captured.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!(
+                    "seed {seed} livelocked: virtual time did not reach the end within {SEED_REAL_TIME_MAX:?} of real time; replay with CAIRN_SIM_SEED={seed}\n"
+                )
+                .as_bytes(),
+            );
+            std::process::exit(101);
+        }
+    });
+    let outcome = runtime.block_on(simulate(seed));
+    let _ = done.send(());
+    let _ = watchdog.join();
+    let mut report = outcome?;
     report.took = real.elapsed();
     Ok(report)
 }

@@ -16,7 +16,15 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 /// Seeds that once found a bug, kept so the bug stays fixed.
-const REGRESSION_SEEDS: &[u64] = &[];
+const REGRESSION_SEEDS: &[u64] = &[
+    // A deferred marker of an attempt already started was pulled and refused in a busy loop
+    // (virtual time froze): the puller now clears such markers.
+    1355,
+    // The puller pulled deferred tasks of a tenure the node had lost without noticing yet;
+    // their claims were fenced at once, freeing units that woke it again, a busy loop: a
+    // fenced claim now drops that tenure's backlog, and passes are at least 5 ms apart.
+    3709,
+];
 
 /// Seeds a plain `cargo test` runs (and `.ci/run` with it).
 const SEEDS_DEFAULT: u64 = 200;
