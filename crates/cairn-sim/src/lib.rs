@@ -95,6 +95,9 @@ pub struct Plan {
     /// Chance that the remote worker, during the fault window, takes a task and never answers
     /// (a worker killed holding it): the attempt times out and is retried.
     pub remote_worker_dies: f64,
+    /// A schedule created during the window: (created at ms, fires every ms). Each fire
+    /// starts a one-step workflow; all of them must complete, fenced like any run.
+    pub schedule: Option<(u64, u64)>,
 }
 
 impl Plan {
@@ -109,6 +112,7 @@ impl Plan {
         let mut chains = SmallRng::seed_from_u64(seed ^ 0xc4a1);
         let mut crashes = SmallRng::seed_from_u64(seed ^ 0xc7a5);
         let mut remote = SmallRng::seed_from_u64(seed ^ 0x7e40);
+        let mut scheduling = SmallRng::seed_from_u64(seed ^ 0x5c4e);
         let nodes = rng.random_range(2..=4);
         let lease_timeout_ms = rng.random_range(250..=450);
         let fault_window_ms = 1_500;
@@ -182,6 +186,12 @@ impl Plan {
             jobs,
             faults,
             remote_worker_dies: if remote.random_bool(0.5) { 0.2 } else { 0.0 },
+            schedule: scheduling.random_bool(0.5).then(|| {
+                (
+                    scheduling.random_range(0..fault_window_ms / 2),
+                    scheduling.random_range(150..=400),
+                )
+            }),
         }
     }
 }
@@ -200,6 +210,8 @@ pub struct Report {
     pub remote_abandoned: u64,
     /// Runs of the accepted jobs, continue-as-new successors included.
     pub runs: usize,
+    /// Workflows the seed's schedule started (each checked like a job).
+    pub scheduled: usize,
     /// Virtual time the simulation covered.
     pub virtual_time: Duration,
     /// Real time it took.
@@ -454,6 +466,7 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
         Fault(Fault),
         Restart(usize, bool),
         Resume(usize),
+        Schedule(u64),
     }
     let mut timeline: Vec<(u64, Event)> = Vec::new();
     let mut pending: Vec<(u64, Event)> = Vec::new();
@@ -464,6 +477,11 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
     for (at, fault) in &plan.faults {
         timeline.push((*at, Event::Fault(*fault)));
     }
+    if let Some((at, every_ms)) = plan.schedule {
+        timeline.push((at, Event::Schedule(every_ms)));
+    }
+    let schedule_id = format!("sim-{seed}-sched");
+    let mut schedule_created = false;
     // Latest first, so the next event is popped off the end; follow-ups (restarts, resumes)
     // are merged in as they are planned.
     timeline.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
@@ -560,6 +578,10 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
             Event::Resume(slot) => {
                 cluster.slots[slot].store.resume();
                 cluster.slots[slot].paused = false;
+            }
+            Event::Schedule(every_ms) => {
+                schedule_created =
+                    create_schedule(&cluster, &mut rng, &schedule_id, seed, every_ms).await;
             }
         }
     }
@@ -661,10 +683,17 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
             history,
         });
     }
+    report.runs = finished.iter().map(|f| f.runs.len()).sum();
+    if schedule_created {
+        let scheduled = scheduled_runs(&cluster, &mut rng, &schedule_id, seed, deadline)
+            .await
+            .map_err(&fail)?;
+        report.scheduled = scheduled.len();
+        finished.extend(scheduled);
+    }
     worker.abort();
     report.remote_answered = served.answered.load(std::sync::atomic::Ordering::SeqCst);
     report.remote_abandoned = served.abandoned.load(std::sync::atomic::Ordering::SeqCst);
-    report.runs = finished.iter().map(|f| f.runs.len()).sum();
     for slot in &mut cluster.slots {
         if let Some(node) = slot.node.take() {
             node.shutdown().await;
@@ -795,4 +824,112 @@ async fn remote_worker(
 struct RemoteServed {
     answered: std::sync::atomic::AtomicU64,
     abandoned: std::sync::atomic::AtomicU64,
+}
+
+/// The input of the schedule's workflows.
+fn schedule_input(seed: u64) -> u64 {
+    seed.wrapping_mul(7_919)
+}
+
+/// Creates the schedule through some live node, retrying through others; true once it exists
+/// (made by this call or, after an ambiguous failure, by an earlier one).
+async fn create_schedule(
+    cluster: &Cluster,
+    rng: &mut SmallRng,
+    schedule_id: &str,
+    seed: u64,
+    every_ms: u64,
+) -> bool {
+    for _ in 0..10 {
+        let Some(client) = cluster.client(rng.random_range(0..8)) else {
+            return false;
+        };
+        let call = client
+            .schedule(workload::sim_child, schedule_id, schedule_input(seed))
+            .interval(Duration::from_millis(every_ms))
+            .overlap(cairn::OverlapPolicy::AllowAll)
+            .create();
+        match tokio::time::timeout(CLIENT_CALL_TIMEOUT, call).await {
+            Ok(Ok(_)) => return true,
+            Ok(Err(e)) if e.to_string().contains("already") => return true,
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    false
+}
+
+/// After healing: waits until the schedule has started a workflow, pauses it, and returns every
+/// workflow it started, each awaited to its end (they are checked like the jobs).
+async fn scheduled_runs(
+    cluster: &Cluster,
+    rng: &mut SmallRng,
+    schedule_id: &str,
+    seed: u64,
+    deadline: Instant,
+) -> Result<Vec<Finished>, String> {
+    let prefix = format!("{schedule_id}-");
+    let list = |client: cairn::Client<SimStore>| async move {
+        let page = client
+            .list_workflows("WorkflowType = 'sim_child'", Some(1_000), None)
+            .await?;
+        Ok::<_, ClientError>(page.workflows)
+    };
+    // Liveness: a schedule that exists fires, faults or not.
+    loop {
+        let client = cluster.client(rng.random_range(0..8)).expect("a live node");
+        if let Ok(found) = list(client).await
+            && found.iter().any(|w| w.workflow_id.starts_with(&prefix))
+        {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("schedule {schedule_id} never started a workflow"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    loop {
+        let client = cluster.client(rng.random_range(0..8)).expect("a live node");
+        match client
+            .schedule_handle(schedule_id)
+            .pause("the simulation ends")
+            .await
+        {
+            Ok(()) => break,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(format!("schedule {schedule_id} cannot be paused: {e}")),
+        }
+    }
+    let client = cluster.client(rng.random_range(0..8)).expect("a live node");
+    let started = list(client)
+        .await
+        .map_err(|e| format!("cannot list the schedule's workflows: {e}"))?;
+    let mut out = Vec::new();
+    for summary in started
+        .into_iter()
+        .filter(|w| w.workflow_id.starts_with(&prefix))
+    {
+        let id = summary.workflow_id;
+        let client = cluster.client(rng.random_range(0..8)).expect("a live node");
+        let handle = client.handle::<u64>(&id).map_err(|e| e.to_string())?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let result = match tokio::time::timeout(left, handle.result()).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => return Err(format!("{id} (scheduled) ended badly: {e}")),
+            Err(_) => return Err(format!("{id} (scheduled) did not complete")),
+        };
+        let history = handle.history().await.map_err(|e| e.to_string())?;
+        out.push(Finished {
+            workflow_id: id.clone(),
+            run_id: summary.run_id,
+            runs: vec![summary.run_id],
+            runs_expected: 1,
+            shard: cairn_runtime::shard_of(&id, cluster.plan.shard_count),
+            expected: workload::child_value(schedule_input(seed)),
+            result,
+            history,
+        });
+    }
+    Ok(out)
 }

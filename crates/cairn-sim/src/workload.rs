@@ -47,6 +47,11 @@ pub fn remote_value(x: u64) -> u64 {
     step_value(x)
 }
 
+/// What `sim_child(x)` returns.
+pub fn child_value(x: u64) -> u64 {
+    step_value(x)
+}
+
 /// Most attempts of a heartbeating activity (its retry policy's `maximum_attempts`).
 pub const BEAT_ATTEMPTS_MAX: u32 = 20;
 /// A heartbeating activity's schedule-to-start timeout: shorter than its work, so a start
