@@ -52,6 +52,10 @@ pub const SIM_EPOCH_UNIX_MS: u64 = 1_767_225_600_000;
 /// well under a second): past it the seed is taken to be livelocked.
 pub const SEED_REAL_TIME_MAX: Duration = Duration::from_secs(120);
 
+/// The short retention some seeds give their nodes: longer than the fault window and the
+/// convergence bound together, so no workflow is deleted before the checks read it.
+pub const RETENTION_MS: u64 = 40_000;
+
 /// Longest a seed may take (virtual time) to converge after the fault window.
 pub const CONVERGENCE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest one client call may take before the driver tries another node.
@@ -98,6 +102,10 @@ pub struct Plan {
     /// A schedule created during the window: (created at ms, fires every ms). Each fire
     /// starts a one-step workflow; all of them must complete, fenced like any run.
     pub schedule: Option<(u64, u64)>,
+    /// The nodes' `retention_ms`, when short enough to see: past it, after the checks, every
+    /// closed workflow must be gone. Longer than the convergence bound, so nothing is
+    /// deleted before it is checked.
+    pub retention_ms: Option<u64>,
 }
 
 impl Plan {
@@ -113,6 +121,7 @@ impl Plan {
         let mut crashes = SmallRng::seed_from_u64(seed ^ 0xc7a5);
         let mut remote = SmallRng::seed_from_u64(seed ^ 0x7e40);
         let mut scheduling = SmallRng::seed_from_u64(seed ^ 0x5c4e);
+        let mut retaining = SmallRng::seed_from_u64(seed ^ 0x7e7a);
         let nodes = rng.random_range(2..=4);
         let lease_timeout_ms = rng.random_range(250..=450);
         let fault_window_ms = 1_500;
@@ -192,6 +201,7 @@ impl Plan {
                     scheduling.random_range(150..=400),
                 )
             }),
+            retention_ms: retaining.random_bool(0.1).then_some(RETENTION_MS),
         }
     }
 }
@@ -212,6 +222,8 @@ pub struct Report {
     pub runs: usize,
     /// Workflows the seed's schedule started (each checked like a job).
     pub scheduled: usize,
+    /// Workflows deleted by retention (seeds with a short retention).
+    pub retired: usize,
     /// Virtual time the simulation covered.
     pub virtual_time: Duration,
     /// Real time it took.
@@ -365,6 +377,10 @@ impl Cluster {
             advertise_address: Some(format!("inproc://{name}")),
             peers: Some(PeersHandle(self.peers.clone())),
             actor_idle_ms: 200,
+            retention_ms: self
+                .plan
+                .retention_ms
+                .unwrap_or(NodeConfig::default().retention_ms),
             executor_threads: 0,
             remote_activities: true,
             crash_hook: Some(crash.hook()),
@@ -692,6 +708,29 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
         finished.extend(scheduled);
     }
     worker.abort();
+    if let Some(retention_ms) = plan.retention_ms {
+        // Every workflow closed by now; past its retention (and a few sweeps), each is gone.
+        // (The sweeper looks every quarter of the period.)
+        tokio::time::sleep(Duration::from_millis(
+            retention_ms + retention_ms / 4 + 2_000,
+        ))
+        .await;
+        for f in &finished {
+            let client = cluster.client(rng.random_range(0..8)).expect("a live node");
+            let handle = client
+                .handle::<u64>(&f.workflow_id)
+                .map_err(|e| fail(e.to_string()))?;
+            match handle.describe().await {
+                Err(ClientError::NotFound { .. }) => report.retired += 1,
+                other => {
+                    return Err(fail(format!(
+                        "{} closed more than {retention_ms} ms ago and is still there: {other:?}",
+                        f.workflow_id
+                    )));
+                }
+            }
+        }
+    }
     report.remote_answered = served.answered.load(std::sync::atomic::Ordering::SeqCst);
     report.remote_abandoned = served.abandoned.load(std::sync::atomic::Ordering::SeqCst);
     for slot in &mut cluster.slots {

@@ -56,7 +56,8 @@ fn seeded_simulations_converge_and_check_clean() {
     };
     let started = Instant::now();
     let mut virtual_ms = 0u128;
-    let (mut crash_points, mut abandoned, mut chained, mut scheduled) = (0, 0, 0, 0);
+    let (mut crash_points, mut abandoned, mut chained, mut scheduled, mut retired) =
+        (0, 0, 0, 0, 0);
     for seed in &seeds {
         match cairn_sim::run(*seed) {
             Ok(report) => {
@@ -65,11 +66,13 @@ fn seeded_simulations_converge_and_check_clean() {
                 abandoned += report.remote_abandoned;
                 chained += report.runs - report.jobs_accepted;
                 scheduled += report.scheduled;
+                retired += report.retired;
                 println!(
-                    "seed {seed}: {} jobs ({} runs, {} scheduled), {} faults applied ({} crash points), {} store faults, remote {}/{} answered/abandoned, {} audited commits, {} commits traced (fingerprint {:016x}), {:?} virtual in {:?}",
+                    "seed {seed}: {} jobs ({} runs, {} scheduled, {} retired), {} faults applied ({} crash points), {} store faults, remote {}/{} answered/abandoned, {} audited commits, {} commits traced (fingerprint {:016x}), {:?} virtual in {:?}",
                     report.jobs_accepted,
                     report.runs,
                     report.scheduled,
+                    report.retired,
                     report.faults_applied,
                     report.crash_points_fired,
                     report.store_faults_injected,
@@ -86,7 +89,7 @@ fn seeded_simulations_converge_and_check_clean() {
         }
     }
     println!(
-        "{} seeds, {} s of virtual time, in {:?}: {crash_points} nodes stopped at crash points, {abandoned} remote tasks abandoned, {chained} continued-as-new runs, {scheduled} scheduled workflows",
+        "{} seeds, {} s of virtual time, in {:?}: {crash_points} nodes stopped at crash points, {abandoned} remote tasks abandoned, {chained} continued-as-new runs, {scheduled} scheduled workflows, {retired} deleted by retention",
         seeds.len(),
         virtual_ms / 1_000,
         started.elapsed()
@@ -97,6 +100,7 @@ fn seeded_simulations_converge_and_check_clean() {
         assert!(abandoned > 0, "the remote worker never abandoned a task");
         assert!(chained > 0, "no job continued as new");
         assert!(scheduled > 0, "no schedule fired");
+        assert!(retired > 0, "retention deleted nothing");
     }
 }
 
