@@ -68,8 +68,19 @@ impl std::fmt::Debug for Op {
                 "WakeSchedule(shard {shard}, {schedule_id:?} at {at_unix_ms})"
             ),
             Op::Started { workflow_type } => write!(f, "Started({workflow_type:?})"),
-            Op::Derived(_) => f.write_str("Derived"),
+            Op::Derived(derive) => write!(f, "Derived({derive:?})"),
         }
+    }
+}
+
+/// A store key inside a [`Derivation`], printed as escaped bytes (`t\x02v1\x00…`), as
+/// FoundationDB's tools print keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key(pub Vec<u8>);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\"{}\"", self.0.escape_ascii())
     }
 }
 
@@ -91,28 +102,35 @@ impl<T: Transaction> TxRead for T {
     }
 }
 
-/// The future a [`Derive`] returns: the writes to make.
+/// The future a [`Derivation`] returns: the writes to make.
 pub type DeriveFuture<'t> = Pin<Box<dyn Future<Output = StoreResult<Vec<Op>>> + Send + 't>>;
 
-/// See [`Op::Derived`]. Called once per attempt of the batch, so it must depend only on what
-/// it reads.
+/// One kind of write decided inside the commit transaction: a plain struct of what it needs
+/// (printable with `{:?}`), defined beside what it writes, whose `derive` reads and returns
+/// the writes. Called once per attempt of the batch, so it depends only on its fields and
+/// what it reads.
+pub trait Derivation: std::fmt::Debug + Send + Sync {
+    fn derive<'t>(&'t self, tx: &'t mut dyn TxRead) -> DeriveFuture<'t>;
+}
+
+/// See [`Op::Derived`]: one [`Derivation`], shared by the batch's attempts.
 #[derive(Clone)]
-pub struct Derive(pub Arc<DeriveFn>);
+pub struct Derive(Arc<dyn Derivation>);
 
 impl std::fmt::Debug for Derive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Derive")
+        self.0.fmt(f)
     }
 }
 
-/// The function behind a [`Derive`].
-pub type DeriveFn = dyn for<'t> Fn(&'t mut dyn TxRead) -> DeriveFuture<'t> + Send + Sync;
-
 impl Derive {
-    pub fn new(
-        f: impl for<'t> Fn(&'t mut dyn TxRead) -> DeriveFuture<'t> + Send + Sync + 'static,
-    ) -> Self {
-        Self(Arc::new(f))
+    pub fn new(derivation: impl Derivation + 'static) -> Self {
+        Self(Arc::new(derivation))
+    }
+
+    /// The writes, as decided from what `tx` reads now.
+    pub fn derive<'t>(&'t self, tx: &'t mut dyn TxRead) -> DeriveFuture<'t> {
+        self.0.derive(tx)
     }
 }
 

@@ -6,7 +6,7 @@
 
 use crate::Registered;
 use crate::keys::Keys;
-use crate::ops::{Derive, Op};
+use crate::ops::{Derivation, Derive, DeriveFuture, Key, Op, TxRead};
 use crate::records::{
     InboxItem, NewRun, Outcome, ParentRef, RunRecord, TaskRecord, WorkflowRecord, chunks_for,
     decode, encode, record_ops,
@@ -271,10 +271,7 @@ impl Planner<'_> {
                         name: signal_name.clone(),
                         input: input.clone(),
                     },
-                    {
-                        let seq = *seq;
-                        move |result| Message::ExternalSignaled { seq, result }
-                    },
+                    ExternalAnswer::Signaled { seq: *seq },
                 )),
                 Effect::CancelExternal {
                     seq,
@@ -287,10 +284,7 @@ impl Planner<'_> {
                     Message::CancelRequested {
                         reason: format!("canceled by workflow {}", record.workflow_id),
                     },
-                    {
-                        let seq = *seq;
-                        move |result| Message::ExternalCancelRequested { seq, result }
-                    },
+                    ExternalAnswer::CancelRequested { seq: *seq },
                 )),
                 Effect::SearchAttributesChanged | Effect::MemoChanged => summary_changed = true,
                 // Told to the update's callers by the actor; nothing to write.
@@ -393,12 +387,9 @@ impl Planner<'_> {
         now: u64,
     ) -> Op {
         let keys = self.keys.clone();
-        let parent_shard = self.shard;
-        let parent_run = self.run_id;
-        let tell_parent = move |message: Message| Op::Mail {
-            shard: parent_shard,
-            run_id: parent_run,
-            item: encode(&InboxItem::Message(message)),
+        let parent = Requester {
+            shard: self.shard,
+            run_id: self.run_id,
         };
         // Refusals known before any read: they need no transaction-time decision.
         // A remote run's children run remotely too, on its task queue, unless their type is
@@ -422,7 +413,7 @@ impl Planner<'_> {
             None
         };
         if let Some(cause) = refused {
-            return tell_parent(Message::ChildStartFailed { seq, cause });
+            return parent.tell(Message::ChildStartFailed { seq, cause });
         }
         let child = NewRun::new(
             &record.namespace,
@@ -443,40 +434,13 @@ impl Planner<'_> {
         });
         let mut child = child;
         child.record.start.remote = remote;
-        let child_shard = crate::keys::shard_of(workflow_id.as_str(), self.shard_count);
-        let wf_key = keys.workflow(&record.namespace, workflow_id.as_str());
-        let workflow_id = workflow_id.clone();
-        Op::Derived(Derive::new(move |tx| {
-            let (keys, child, wf_key, workflow_id) = (
-                keys.clone(),
-                child.clone(),
-                wf_key.clone(),
-                workflow_id.clone(),
-            );
-            Box::pin(async move {
-                if let Some(bytes) = tx.read(&wf_key).await? {
-                    let existing: WorkflowRecord = decode("workflow", &bytes)?;
-                    if existing.status.is_none_or(|s| !s.is_closed()) {
-                        return Ok(vec![tell_parent(Message::ChildStartFailed {
-                            seq,
-                            cause: format!(
-                                "workflow id {workflow_id} is already running as run {}",
-                                existing.run_id
-                            ),
-                        })]);
-                    }
-                }
-                let mut ops =
-                    child.writes(&keys, child_shard, crate::visibility::Replacing::Unknown);
-                ops.push(Op::Started {
-                    workflow_type: child.record.start.workflow_type.clone(),
-                });
-                ops.push(tell_parent(Message::ChildStarted {
-                    seq,
-                    run_id: child.run_id,
-                }));
-                Ok(ops)
-            })
+        Op::Derived(Derive::new(StartChild {
+            wf_key: Key(keys.workflow(&record.namespace, workflow_id.as_str())),
+            child_shard: crate::keys::shard_of(workflow_id.as_str(), self.shard_count),
+            parent,
+            seq,
+            keys,
+            child,
         }))
     }
 
@@ -489,48 +453,19 @@ impl Planner<'_> {
         workflow_id: &WorkflowId,
         run_id: Option<RunId>,
         message: Message,
-        answer: impl Fn(Result<(), String>) -> Message + Send + Sync + 'static,
+        answer: ExternalAnswer,
     ) -> Op {
-        let wf_key = self.keys.workflow(namespace, workflow_id.as_str());
-        let target_shard = crate::keys::shard_of(workflow_id.as_str(), self.shard_count);
-        let (own_shard, own_run) = (self.shard, self.run_id);
-        let item = encode(&InboxItem::Message(message));
-        let workflow_id = workflow_id.clone();
-        let answer = std::sync::Arc::new(answer);
-        Op::Derived(Derive::new(move |tx| {
-            let (wf_key, item, workflow_id, answer) = (
-                wf_key.clone(),
-                item.clone(),
-                workflow_id.clone(),
-                answer.clone(),
-            );
-            Box::pin(async move {
-                let tell = |result| Op::Mail {
-                    shard: own_shard,
-                    run_id: own_run,
-                    item: encode(&InboxItem::Message(answer(result))),
-                };
-                let current = match tx.read(&wf_key).await? {
-                    Some(bytes) => Some(decode::<WorkflowRecord>("workflow", &bytes)?),
-                    None => None,
-                };
-                let open =
-                    current.filter(|c| !c.is_closed() && run_id.is_none_or(|r| r == c.run_id));
-                let Some(current) = open else {
-                    let run = run_id.map(|r| format!(" (run {r})")).unwrap_or_default();
-                    return Ok(vec![tell(Err(format!(
-                        "workflow {workflow_id}{run} is not open (or does not exist)"
-                    )))]);
-                };
-                Ok(vec![
-                    Op::Mail {
-                        shard: target_shard,
-                        run_id: current.run_id,
-                        item,
-                    },
-                    tell(Ok(())),
-                ])
-            })
+        Op::Derived(Derive::new(MessageExternal {
+            wf_key: Key(self.keys.workflow(namespace, workflow_id.as_str())),
+            target_shard: crate::keys::shard_of(workflow_id.as_str(), self.shard_count),
+            workflow_id: workflow_id.clone(),
+            run_id,
+            message,
+            requester: Requester {
+                shard: self.shard,
+                run_id: self.run_id,
+            },
+            answer,
         }))
     }
 
@@ -543,31 +478,171 @@ impl Planner<'_> {
         run_id: Option<RunId>,
         message: Message,
     ) -> Op {
-        let wf_key = self.keys.workflow(namespace, workflow_id.as_str());
-        let child_shard = crate::keys::shard_of(workflow_id.as_str(), self.shard_count);
-        let parent_run = self.run_id;
-        let item = encode(&InboxItem::Message(message));
-        Op::Derived(Derive::new(move |tx| {
-            let (wf_key, item) = (wf_key.clone(), item.clone());
-            Box::pin(async move {
-                let Some(bytes) = tx.read(&wf_key).await? else {
-                    return Ok(Vec::new());
-                };
-                let current: WorkflowRecord = decode("workflow", &bytes)?;
-                let ours = match run_id {
-                    Some(run_id) => current.run_id == run_id,
-                    None => current.parent_run_id == Some(parent_run),
-                };
-                if !ours || current.is_closed() {
-                    return Ok(Vec::new());
-                }
-                Ok(vec![Op::Mail {
-                    shard: child_shard,
-                    run_id: current.run_id,
-                    item,
-                }])
-            })
+        Op::Derived(Derive::new(MessageChild {
+            wf_key: Key(self.keys.workflow(namespace, workflow_id.as_str())),
+            child_shard: crate::keys::shard_of(workflow_id.as_str(), self.shard_count),
+            parent_run: self.run_id,
+            run_id,
+            message,
         }))
+    }
+}
+
+/// The run a derived write answers: its mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requester {
+    pub shard: u32,
+    pub run_id: RunId,
+}
+
+impl Requester {
+    fn tell(&self, message: Message) -> Op {
+        Op::Mail {
+            shard: self.shard,
+            run_id: self.run_id,
+            item: encode(&InboxItem::Message(message)),
+        }
+    }
+}
+
+/// A child start, decided in the commit: if workflow id `child`'s is free (no record, or a
+/// closed one, read with conflict tracking), the child's records go in and its parent is told
+/// `ChildStarted`; otherwise the parent is told `ChildStartFailed`.
+#[derive(Debug)]
+pub struct StartChild {
+    pub keys: Keys,
+    pub child: NewRun,
+    pub wf_key: Key,
+    pub child_shard: u32,
+    pub parent: Requester,
+    pub seq: cairn_types::Seq,
+}
+
+impl Derivation for StartChild {
+    fn derive<'t>(&'t self, tx: &'t mut dyn TxRead) -> DeriveFuture<'t> {
+        Box::pin(async move {
+            let child = &self.child;
+            if let Some(bytes) = tx.read(&self.wf_key.0).await? {
+                let existing: WorkflowRecord = decode("workflow", &bytes)?;
+                if existing.status.is_none_or(|s| !s.is_closed()) {
+                    return Ok(vec![self.parent.tell(Message::ChildStartFailed {
+                        seq: self.seq,
+                        cause: format!(
+                            "workflow id {} is already running as run {}",
+                            child.record.workflow_id, existing.run_id
+                        ),
+                    })]);
+                }
+            }
+            let mut ops = child.writes(
+                &self.keys,
+                self.child_shard,
+                crate::visibility::Replacing::Unknown,
+            );
+            ops.push(Op::Started {
+                workflow_type: child.record.start.workflow_type.clone(),
+            });
+            ops.push(self.parent.tell(Message::ChildStarted {
+                seq: self.seq,
+                run_id: child.run_id,
+            }));
+            Ok(ops)
+        })
+    }
+}
+
+/// What a run asking to message another workflow is told back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExternalAnswer {
+    Signaled { seq: cairn_types::Seq },
+    CancelRequested { seq: cairn_types::Seq },
+}
+
+impl ExternalAnswer {
+    fn message(self, result: Result<(), String>) -> Message {
+        match self {
+            Self::Signaled { seq } => Message::ExternalSignaled { seq, result },
+            Self::CancelRequested { seq } => Message::ExternalCancelRequested { seq, result },
+        }
+    }
+}
+
+/// A message to workflow `workflow_id`'s current run (which must be `run_id`, when given),
+/// decided in the commit: delivered if that run is open, and the requester told how it went.
+#[derive(Debug)]
+pub struct MessageExternal {
+    pub wf_key: Key,
+    pub target_shard: u32,
+    pub workflow_id: WorkflowId,
+    pub run_id: Option<RunId>,
+    pub message: Message,
+    pub requester: Requester,
+    pub answer: ExternalAnswer,
+}
+
+impl Derivation for MessageExternal {
+    fn derive<'t>(&'t self, tx: &'t mut dyn TxRead) -> DeriveFuture<'t> {
+        Box::pin(async move {
+            let tell = |result| self.requester.tell(self.answer.message(result));
+            let current = match tx.read(&self.wf_key.0).await? {
+                Some(bytes) => Some(decode::<WorkflowRecord>("workflow", &bytes)?),
+                None => None,
+            };
+            let open =
+                current.filter(|c| !c.is_closed() && self.run_id.is_none_or(|r| r == c.run_id));
+            let Some(current) = open else {
+                let run = self
+                    .run_id
+                    .map(|r| format!(" (run {r})"))
+                    .unwrap_or_default();
+                return Ok(vec![tell(Err(format!(
+                    "workflow {}{run} is not open (or does not exist)",
+                    self.workflow_id
+                )))]);
+            };
+            Ok(vec![
+                Op::Mail {
+                    shard: self.target_shard,
+                    run_id: current.run_id,
+                    item: encode(&InboxItem::Message(self.message.clone())),
+                },
+                tell(Ok(())),
+            ])
+        })
+    }
+}
+
+/// A message from run `parent_run` to its child, decided in the commit: delivered if the
+/// child workflow id's current run is still that child (`run_id`, when known) and open.
+#[derive(Debug)]
+pub struct MessageChild {
+    pub wf_key: Key,
+    pub child_shard: u32,
+    pub parent_run: RunId,
+    pub run_id: Option<RunId>,
+    pub message: Message,
+}
+
+impl Derivation for MessageChild {
+    fn derive<'t>(&'t self, tx: &'t mut dyn TxRead) -> DeriveFuture<'t> {
+        Box::pin(async move {
+            let Some(bytes) = tx.read(&self.wf_key.0).await? else {
+                return Ok(Vec::new());
+            };
+            let current: WorkflowRecord = decode("workflow", &bytes)?;
+            let ours = match self.run_id {
+                Some(run_id) => current.run_id == run_id,
+                None => current.parent_run_id == Some(self.parent_run),
+            };
+            if !ours || current.is_closed() {
+                return Ok(Vec::new());
+            }
+            Ok(vec![Op::Mail {
+                shard: self.child_shard,
+                run_id: current.run_id,
+                item: encode(&InboxItem::Message(self.message.clone())),
+            }])
+        })
     }
 }
 
@@ -786,7 +861,7 @@ mod tests {
         room: usize,
     ) -> (Vec<Op>, AfterCommit) {
         let keys = Keys::new(b"t");
-        let registry = NothingRegistered;
+        let registry = ActivitiesOnly;
         let entropy = crate::entropy::Entropy::seeded(1);
         let planner = Planner {
             keys: &keys,
@@ -803,10 +878,11 @@ mod tests {
         (ops, after)
     }
 
-    /// A node with no workflow type and no search attribute registered.
-    struct NothingRegistered;
+    /// A node with no workflow type and no search attribute registered, whose workers run
+    /// every activity type but `remote_charge`.
+    struct ActivitiesOnly;
 
-    impl crate::Registered for NothingRegistered {
+    impl crate::Registered for ActivitiesOnly {
         fn has_workflow(&self, _: &str) -> bool {
             false
         }
@@ -834,7 +910,7 @@ mod tests {
             match op {
                 Op::Set(key, _) => out.push(key),
                 Op::Derived(derive) => {
-                    pending.extend(futures::executor::block_on((derive.0)(&mut tx)).unwrap());
+                    pending.extend(futures::executor::block_on(derive.derive(&mut tx)).unwrap());
                 }
                 _ => {}
             }
@@ -1023,5 +1099,59 @@ mod tests {
         );
         assert_eq!(after.tasks.len(), 3);
         assert!(!after.deferred);
+    }
+
+    /// The writes a transition decides inside the commit are data: printed, they say what
+    /// will be read and what each outcome writes, and two plans of one transition print alike.
+    #[test]
+    fn derived_writes_print_as_data() {
+        let record = record(&[]);
+        let transition = Transition {
+            events: Vec::new(),
+            effects: vec![
+                Effect::SignalExternal {
+                    seq: 3,
+                    workflow_id: WorkflowId::new("invoice-9").unwrap(),
+                    run_id: None,
+                    signal_name: "paid".into(),
+                    input: Payload::encode(&7u32).unwrap(),
+                },
+                Effect::CancelChild {
+                    seq: 4,
+                    workflow_id: WorkflowId::new("ship-1").unwrap(),
+                    run_id: None,
+                },
+            ],
+        };
+        let derived = |ops: Vec<Op>| -> Vec<String> {
+            ops.into_iter()
+                .filter(|op| matches!(op, Op::Derived(_)))
+                .map(|op| format!("{op:?}"))
+                .filter(|printed| !printed.starts_with("Derived(PutWorkflow"))
+                .collect()
+        };
+        let after = state(&[], RunStatus::Running);
+        let printed = derived(plan(&record, &after, &transition));
+        assert_eq!(printed, derived(plan(&record, &after, &transition)));
+        expect_test::expect![[r#"
+            Derived(MessageExternal { wf_key: "t\x02v1\x00\x02wf\x00\x02default\x00\x02invoice-9\x00", target_shard: 2, workflow_id: WorkflowId("invoice-9"), run_id: None, message: Signal { name: "paid", input: Payload(1 bytes) }, requester: Requester { shard: 2, run_id: RunId(00000000-03e8-7707-8707-070707070707) }, answer: Signaled { seq: 3 } })
+            Derived(MessageChild { wf_key: "t\x02v1\x00\x02wf\x00\x02default\x00\x02ship-1\x00", child_shard: 1, parent_run: RunId(00000000-03e8-7707-8707-070707070707), run_id: None, message: CancelRequested { reason: "canceled by its parent workflow order-1" } })"#]].assert_eq(&printed.join("\n"));
+        // Derived against a store without the target: the requester alone is told (that the
+        // target is not open); the child message writes nothing.
+        let store = cairn_store::MemStore::new();
+        let mut tx = cairn_store::Store::begin(&store).unwrap();
+        let mut outcomes = Vec::new();
+        for op in plan(&record, &after, &transition) {
+            if let Op::Derived(derive) = op
+                && !format!("{derive:?}").starts_with("PutWorkflow")
+            {
+                outcomes.push(futures::executor::block_on(derive.derive(&mut tx)).unwrap());
+            }
+        }
+        assert!(matches!(
+            outcomes[0].as_slice(),
+            [Op::Mail { shard: 2, run_id, .. }] if *run_id == record.run_id
+        ));
+        assert!(outcomes[1].is_empty());
     }
 }

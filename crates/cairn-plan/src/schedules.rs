@@ -15,9 +15,10 @@
 
 use crate::error::ClientError;
 use crate::keys::Keys;
-use crate::ops::{Check, Derive, Op, TxRead};
+use crate::ops::{Check, Derivation, Derive, DeriveFuture, Op, TxRead};
 use crate::records::{
-    InboxItem, NewRun, Stored, WorkflowRecord, decode, encode, load_record, record_ops,
+    InboxItem, NewRun, Stored, WorkflowRecord, clear_record_ops, decode, encode, load_record,
+    record_ops,
 };
 use cairn_core::Message;
 use cairn_core::schedule::{CompiledSpec, OverlapPolicy, SchedulePolicies, ScheduleSpec};
@@ -26,7 +27,6 @@ use cairn_store::StoreResult;
 use cairn_types::{Payload, RunId, WorkflowId, WorkflowTimeouts};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 
 /// Recent actions a schedule remembers (for describe).
 pub const SCHEDULE_RECENT_ACTIONS_MAX: usize = 10;
@@ -306,16 +306,11 @@ pub async fn read_schedule(
     load_record(tx, keys, &keys.schedule(namespace, schedule_id), "schedule").await
 }
 
-/// What a fire pass learned, handed back to the shard actor: when to look next.
-pub type FireOutcome = Arc<Mutex<Option<Option<u64>>>>;
-
 /// Where the workflows a schedule starts go.
 #[derive(Debug, Clone)]
 pub struct Placement {
     pub keys: Keys,
     pub shard_count: u32,
-    /// Where the ids of the runs it starts come from.
-    pub entropy: crate::entropy::Entropy,
 }
 
 impl Placement {
@@ -325,9 +320,10 @@ impl Placement {
 }
 
 /// The writes of one fire pass over schedule `schedule_id` at time `now`, woken by the index
-/// entries at `woken_at`: decided inside the batch transaction from the record and the
-/// workflows it started; the new wake-up time is left in `outcome` (`Some(None)`: no more
-/// wake-ups; untouched: the schedule is gone).
+/// entries at `woken_at`, decided inside the batch transaction from the record and the
+/// workflows it started ([`FireSchedule`]). The runs it starts take their ids from one draw
+/// of `entropy`. The record's next wake-up is an `Op::WakeSchedule`, which tells the shard's
+/// holder once the commit lands.
 pub fn fire(
     placement: Placement,
     namespace: String,
@@ -335,25 +331,47 @@ pub fn fire(
     shard: u32,
     woken_at: Vec<u64>,
     now: u64,
-    outcome: FireOutcome,
+    entropy: &crate::entropy::Entropy,
 ) -> Op {
-    Op::Derived(Derive::new(move |tx| {
-        let (placement, namespace, schedule_id, outcome, woken_at) = (
-            placement.clone(),
-            namespace.clone(),
-            schedule_id.clone(),
-            outcome.clone(),
-            woken_at.clone(),
-        );
+    Op::Derived(Derive::new(FireSchedule {
+        placement,
+        namespace,
+        schedule_id,
+        shard,
+        woken_at,
+        now,
+        run_id_seed: entropy.next_u64(),
+    }))
+}
+
+/// See [`fire`].
+#[derive(Debug)]
+pub struct FireSchedule {
+    pub placement: Placement,
+    pub namespace: String,
+    pub schedule_id: String,
+    pub shard: u32,
+    pub woken_at: Vec<u64>,
+    pub now: u64,
+    /// Seeds the ids of the runs the pass starts (the same on every attempt of the batch).
+    pub run_id_seed: u64,
+}
+
+impl Derivation for FireSchedule {
+    fn derive<'t>(&'t self, tx: &'t mut dyn TxRead) -> DeriveFuture<'t> {
         Box::pin(async move {
+            let (placement, schedule_id, shard, now) =
+                (&self.placement, &self.schedule_id, self.shard, self.now);
             let keys = &placement.keys;
             // The index entries that woke this pass are used up (the record's own next one is
             // rewritten below).
-            let mut ops: Vec<Op> = woken_at
+            let mut ops: Vec<Op> = self
+                .woken_at
                 .iter()
-                .map(|at| Op::Clear(keys.schedule_wake(shard, *at, &schedule_id)))
+                .map(|at| Op::Clear(keys.schedule_wake(shard, *at, schedule_id)))
                 .collect();
-            let Some((record, stored)) = read_schedule(tx, keys, &namespace, &schedule_id).await?
+            let Some((record, stored)) =
+                read_schedule(tx, keys, &self.namespace, schedule_id).await?
             else {
                 // Deleted meanwhile.
                 return Ok(ops);
@@ -362,19 +380,18 @@ pub fn fire(
                 Ok(spec) => spec,
                 Err(e) => {
                     tracing::error!(schedule_id, error = %e, "stored schedule no longer compiles");
-                    *outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(None);
                     ops.extend(store_record(keys, shard, record, None, stored));
                     return Ok(ops);
                 }
             };
-            let (record, started) = pass(tx, &placement, record, &spec, now).await?;
+            let run_ids = crate::entropy::Entropy::seeded(self.run_id_seed);
+            let (record, started) = pass(tx, placement, &run_ids, record, &spec, now).await?;
             ops.extend(started);
             let wake = next_wake(&record, &spec, now);
-            *outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(wake);
             ops.extend(store_record(keys, shard, record, wake, stored));
             Ok(ops)
         })
-    }))
+    }
 }
 
 /// One pass: refresh what runs, then handle triggers, backfills, due times and buffered
@@ -382,6 +399,7 @@ pub fn fire(
 async fn pass(
     tx: &mut dyn TxRead,
     placement: &Placement,
+    run_ids: &crate::entropy::Entropy,
     mut record: ScheduleRecord,
     spec: &CompiledSpec,
     now: u64,
@@ -450,22 +468,34 @@ async fn pass(
             remember(&mut record, nominal, now, ActionKind::Missed, None);
             continue;
         }
-        decide(tx, placement, &mut record, nominal, overlap, now, &mut ops).await?;
+        decide(
+            tx,
+            placement,
+            run_ids,
+            &mut record,
+            nominal,
+            overlap,
+            now,
+            &mut ops,
+        )
+        .await?;
     }
     // A buffered start goes once nothing runs any more (and the schedule is not paused).
     if record.running.is_empty()
         && !record.paused
         && let Some(nominal) = record.buffered.pop_front()
     {
-        start(tx, placement, &mut record, nominal, now, &mut ops).await?;
+        start(tx, placement, run_ids, &mut record, nominal, now, &mut ops).await?;
     }
     Ok((record, ops))
 }
 
 /// Handles one nominal time under overlap policy `overlap`.
+#[allow(clippy::too_many_arguments)]
 async fn decide(
     tx: &mut dyn TxRead,
     placement: &Placement,
+    run_ids: &crate::entropy::Entropy,
     record: &mut ScheduleRecord,
     nominal: u64,
     overlap: OverlapPolicy,
@@ -473,7 +503,7 @@ async fn decide(
     ops: &mut Vec<Op>,
 ) -> StoreResult<()> {
     if record.running.is_empty() {
-        return start(tx, placement, record, nominal, now, ops).await;
+        return start(tx, placement, run_ids, record, nominal, now, ops).await;
     }
     match overlap {
         OverlapPolicy::Skip => {
@@ -521,9 +551,9 @@ async fn decide(
                     },
                 ));
             }
-            start(tx, placement, record, nominal, now, ops).await?;
+            start(tx, placement, run_ids, record, nominal, now, ops).await?;
         }
-        OverlapPolicy::AllowAll => start(tx, placement, record, nominal, now, ops).await?,
+        OverlapPolicy::AllowAll => start(tx, placement, run_ids, record, nominal, now, ops).await?,
     }
     Ok(())
 }
@@ -540,6 +570,7 @@ fn message(placement: &Placement, workflow_id: &str, run_id: RunId, message: Mes
 async fn start(
     tx: &mut dyn TxRead,
     placement: &Placement,
+    run_ids: &crate::entropy::Entropy,
     record: &mut ScheduleRecord,
     nominal: u64,
     now: u64,
@@ -576,7 +607,7 @@ async fn start(
         record.action.input.clone(),
         record.action.timeouts,
         now,
-        placement.entropy.run_id(now),
+        run_ids.run_id(now),
     )
     .with(
         record.action.memo.clone(),
@@ -640,40 +671,102 @@ pub fn must_exist(key: Vec<u8>, schedule_id: &str) -> Check {
     })
 }
 
-/// A change to a schedule record at a time (pause, trigger, …).
-pub type ScheduleChange = Arc<dyn Fn(&mut ScheduleRecord, u64) + Send + Sync>;
+/// A change to a schedule record, made by a client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScheduleChange {
+    /// No starts until unpaused; times passing meanwhile are not made up.
+    Pause { note: String },
+    /// Goes on from now.
+    Unpause { note: String },
+    /// Starts the schedule's workflow for time `at` (fixed by the caller, so a retried commit
+    /// repeats the same trigger), under `overlap` (`None`: the schedule's policy).
+    Trigger {
+        at: u64,
+        overlap: Option<OverlapPolicy>,
+    },
+    /// Queues a backfill (once, however often the commit is retried).
+    Backfill(Backfill),
+}
 
-/// A change to an existing schedule, made inside the batch transaction: reads the record,
-/// applies `change`, stores it with a fresh wake-up.
-pub fn update(
-    keys: Keys,
-    namespace: String,
-    schedule_id: String,
-    shard: u32,
-    change: ScheduleChange,
-    now_ms: impl Fn() -> u64 + Send + Sync + 'static,
-) -> Op {
-    Op::Derived(Derive::new(move |tx| {
-        let (keys, namespace, schedule_id, change) = (
-            keys.clone(),
-            namespace.clone(),
-            schedule_id.clone(),
-            change.clone(),
-        );
-        let now = now_ms();
+impl ScheduleChange {
+    fn apply(&self, record: &mut ScheduleRecord, now: u64) {
+        match self {
+            Self::Pause { note } => {
+                record.paused = true;
+                record.note = note.clone();
+            }
+            Self::Unpause { note } => {
+                record.paused = false;
+                record.note = note.clone();
+                record.processed_until_unix_ms = record.processed_until_unix_ms.max(now);
+            }
+            Self::Trigger { at, overlap } => {
+                if !record.triggers.contains(&(*at, *overlap)) {
+                    record.triggers.push((*at, *overlap));
+                }
+            }
+            Self::Backfill(backfill) => {
+                if !record.backfills.contains(backfill) {
+                    record.backfills.push_back(*backfill);
+                }
+            }
+        }
+    }
+}
+
+/// A change to an existing schedule at time `now`, made inside the batch transaction: reads
+/// the record, applies the change, stores it with a fresh wake-up.
+#[derive(Debug)]
+pub struct UpdateSchedule {
+    pub keys: Keys,
+    pub namespace: String,
+    pub schedule_id: String,
+    pub shard: u32,
+    pub change: ScheduleChange,
+    pub now: u64,
+}
+
+impl Derivation for UpdateSchedule {
+    fn derive<'t>(&'t self, tx: &'t mut dyn TxRead) -> DeriveFuture<'t> {
         Box::pin(async move {
             let Some((mut record, stored)) =
-                read_schedule(tx, &keys, &namespace, &schedule_id).await?
+                read_schedule(tx, &self.keys, &self.namespace, &self.schedule_id).await?
             else {
                 return Ok(Vec::new());
             };
-            change(&mut record, now);
-            record.updated_unix_ms = now;
+            self.change.apply(&mut record, self.now);
+            record.updated_unix_ms = self.now;
             let wake = match record.spec.compile() {
-                Ok(spec) => next_wake(&record, &spec, now),
+                Ok(spec) => next_wake(&record, &spec, self.now),
                 Err(_) => None,
             };
-            Ok(store_record(&keys, shard, record, wake, stored))
+            Ok(store_record(&self.keys, self.shard, record, wake, stored))
         })
-    }))
+    }
+}
+
+/// A schedule's deletion, inside the batch transaction: its record and its wake-up entry (the
+/// workflows it started run on).
+#[derive(Debug)]
+pub struct DeleteSchedule {
+    pub keys: Keys,
+    pub namespace: String,
+    pub schedule_id: String,
+    pub shard: u32,
+}
+
+impl Derivation for DeleteSchedule {
+    fn derive<'t>(&'t self, tx: &'t mut dyn TxRead) -> DeriveFuture<'t> {
+        Box::pin(async move {
+            let (keys, id) = (&self.keys, &self.schedule_id);
+            let Some((record, _)) = read_schedule(tx, keys, &self.namespace, id).await? else {
+                return Ok(Vec::new());
+            };
+            let mut ops = clear_record_ops(keys, &keys.schedule(&self.namespace, id));
+            if let Some(at) = record.wake_at_unix_ms {
+                ops.push(Op::Clear(keys.schedule_wake(self.shard, at, id)));
+            }
+            Ok(ops)
+        })
+    }
 }

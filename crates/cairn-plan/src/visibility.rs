@@ -41,14 +41,13 @@
 use crate::Registered;
 use crate::error::ClientError;
 use crate::keys::Keys;
-use crate::ops::{Derive, Op};
+use crate::ops::{Derivation, Derive, DeriveFuture, Op, TxRead};
 use crate::records::{WorkflowRecord, decode, encode};
 use cairn_core::RunStatus;
 use cairn_core::visibility::{CompareOp, Condition, Filter, Searchable};
 use cairn_store::keyspace::{Subspace, key_after};
 use cairn_store::{RangeRequest, Store, StoreError, StoreResult, Transaction};
 use cairn_types::{RunId, SearchAttributes, SearchType, SearchValue};
-use std::sync::Arc;
 
 /// Default page size of a list.
 pub const LIST_PAGE_SIZE_DEFAULT: usize = 100;
@@ -407,9 +406,7 @@ pub fn put_workflow(
     record: WorkflowRecord,
     replacing: Replacing,
 ) -> Op {
-    let key = keys.workflow(namespace, workflow_id);
-    let bytes = encode(&record);
-    let planned: Option<Arc<Vec<Op>>> = match &replacing {
+    let planned = match &replacing {
         Replacing::Unknown => None,
         Replacing::Nothing => Some(replacement_ops(keys, namespace, workflow_id, None, &record)),
         Replacing::Record(old) => Some(replacement_ops(
@@ -419,33 +416,118 @@ pub fn put_workflow(
             Some(old),
             &record,
         )),
-    }
-    .map(Arc::new);
-    let context = Arc::new((keys.clone(), namespace.to_string(), workflow_id.to_string()));
-    Op::Derived(Derive::new(move |tx| {
-        let (key, bytes, record) = (key.clone(), bytes.clone(), record.clone());
-        let (context, planned, replacing) = (context.clone(), planned.clone(), replacing.clone());
+    };
+    Op::Derived(Derive::new(PutWorkflow {
+        keys: keys.clone(),
+        namespace: namespace.to_string(),
+        workflow_id: workflow_id.to_string(),
+        record,
+        replacing,
+        planned,
+    }))
+}
+
+/// A workflow record's write with its index entries and counts, decided in the commit from
+/// the record it replaces there: the index writes planned for the expected record
+/// (`planned`, from `replacing`) if the one read is indexed alike, otherwise planned anew.
+#[derive(Debug)]
+pub struct PutWorkflow {
+    pub keys: Keys,
+    pub namespace: String,
+    pub workflow_id: String,
+    pub record: WorkflowRecord,
+    pub replacing: Replacing,
+    pub planned: Option<Vec<Op>>,
+}
+
+impl Derivation for PutWorkflow {
+    fn derive<'t>(&'t self, tx: &'t mut dyn TxRead) -> DeriveFuture<'t> {
         Box::pin(async move {
+            let (keys, namespace, workflow_id) = (&self.keys, &self.namespace, &self.workflow_id);
+            let key = keys.workflow(namespace, workflow_id);
             let old: Option<WorkflowRecord> = match tx.read(&key).await? {
                 Some(old) => Some(decode("workflow", &old)?),
                 None => None,
             };
-            let as_planned = match (&replacing, &old) {
+            let as_planned = match (&self.replacing, &old) {
                 (Replacing::Nothing, None) => true,
                 (Replacing::Record(expected), Some(old)) => indexed_alike(expected, old),
                 _ => false,
             };
-            let mut ops = match planned {
-                Some(planned) if as_planned => planned.as_ref().clone(),
-                _ => {
-                    let (keys, namespace, workflow_id) = context.as_ref();
-                    replacement_ops(keys, namespace, workflow_id, old.as_ref(), &record)
-                }
+            let mut ops = match &self.planned {
+                Some(planned) if as_planned => planned.clone(),
+                _ => replacement_ops(keys, namespace, workflow_id, old.as_ref(), &self.record),
             };
-            ops.push(Op::Set(key, bytes));
+            ops.push(Op::Set(key, encode(&self.record)));
             Ok(ops)
         })
+    }
+}
+
+/// The writes that delete run `run_id` (of a workflow id living in `shard`): its record and
+/// chunks, history, mailbox, request guards and heartbeat details.
+pub fn run_deletion_ops(keys: &Keys, shard: u32, run_id: &RunId) -> Vec<Op> {
+    let mut ops = crate::records::clear_record_ops(keys, &keys.run(run_id));
+    for (begin, end) in [
+        keys.history(run_id),
+        keys.inbox_of_run(shard, run_id),
+        keys.request_guards(run_id),
+        keys.heartbeats(run_id),
+    ] {
+        ops.push(Op::ClearRange(begin, end));
+    }
+    ops
+}
+
+/// Deletes workflow `workflow_id` (living in `shard`) with its index entries and its run, if
+/// its record is still the closed one that closed at `closed_unix_ms`; clears the close-time
+/// entry either way ([`DeleteClosedWorkflow`]).
+pub fn delete_closed_workflow(
+    keys: &Keys,
+    namespace: &str,
+    workflow_id: String,
+    closed_unix_ms: u64,
+    shard: u32,
+) -> Op {
+    Op::Derived(Derive::new(DeleteClosedWorkflow {
+        keys: keys.clone(),
+        namespace: namespace.to_string(),
+        workflow_id,
+        closed_unix_ms,
+        shard,
     }))
+}
+
+/// See [`delete_closed_workflow`].
+#[derive(Debug)]
+pub struct DeleteClosedWorkflow {
+    pub keys: Keys,
+    pub namespace: String,
+    pub workflow_id: String,
+    pub closed_unix_ms: u64,
+    pub shard: u32,
+}
+
+impl Derivation for DeleteClosedWorkflow {
+    fn derive<'t>(&'t self, tx: &'t mut dyn TxRead) -> DeriveFuture<'t> {
+        Box::pin(async move {
+            let (keys, namespace, workflow_id) = (&self.keys, &self.namespace, &self.workflow_id);
+            let key = keys.workflow(namespace, workflow_id);
+            let entry = keys.closed_entry(namespace, self.closed_unix_ms, workflow_id);
+            let Some(bytes) = tx.read(&key).await? else {
+                return Ok(vec![Op::Clear(entry)]);
+            };
+            let record: WorkflowRecord = decode("workflow", &bytes)?;
+            if record.closed_unix_ms != Some(self.closed_unix_ms) {
+                return Ok(vec![Op::Clear(entry)]);
+            }
+            let mut ops = index_ops(keys, namespace, workflow_id, Some(&record), None);
+            ops.push(Op::Clear(key));
+            ops.push(Op::Clear(entry));
+            ops.extend(run_deletion_ops(keys, self.shard, &record.run_id));
+            Ok(ops)
+        })
+    }
 }
 
 /// Where a run sits among its workflow id's runs (a `WorkflowId = 'id'` list's position).

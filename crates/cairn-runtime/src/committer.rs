@@ -358,7 +358,7 @@ fn apply_ops<'a, T: Transaction>(
                 }
                 Op::Started { workflow_type } => mailings.started.push(workflow_type.clone()),
                 Op::Derived(derive) => {
-                    let derived = (derive.0)(tx).await?;
+                    let derived = derive.derive(tx).await?;
                     apply_ops(tx, keys, &derived, mailings).await?;
                 }
             }

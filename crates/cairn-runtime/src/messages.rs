@@ -139,9 +139,12 @@ pub enum ShardMsg {
         schedule_id: String,
         at_unix_ms: u64,
     },
-    /// A fire pass over these schedules finished: each with its next wake-up (`None` inside:
-    /// none; outer `None`: the pass did not commit, try again shortly).
-    SchedulesFired(Vec<(String, Option<Option<u64>>)>),
+    /// A fire pass over the schedules `firing` finished. If it committed, each one's next
+    /// wake-up came as a `ScheduleWake`; if not, they are tried again shortly.
+    SchedulesFired {
+        firing: Vec<String>,
+        committed: bool,
+    },
     /// The run's actor committed the run's close: it only answers queries and forwards late
     /// mail from now on, so the next sweep passivates it ahead of idle ones. (The shard does
     /// it, not the actor itself: an actor that stopped on its own could drop a wake-up cast to

@@ -18,13 +18,10 @@
 //! - A workflow is deleted only if its record, read in the deleting transaction, is still
 //!   the closed one the entry names: a workflow id started again meanwhile is left alone.
 
-use crate::keys::Keys;
-use crate::ops::{Derive, Op};
-use crate::records::{WorkflowRecord, clear_record_ops, decode};
+use crate::ops::Op;
 use crate::shared::Shared;
-use crate::visibility::RetiredRun;
+use crate::visibility::{self, RetiredRun};
 use cairn_store::{RangeRequest, Store, StoreError, Transaction};
-use cairn_types::RunId;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -38,59 +35,6 @@ pub const RETENTION_MS_MIN: u64 = 100;
 /// How often the sweeper looks: a quarter of the retention period, between 50 ms and a minute.
 fn sweep_interval(retention_ms: u64) -> Duration {
     Duration::from_millis((retention_ms / 4).clamp(50, 60_000))
-}
-
-/// The writes that delete run `run_id` (of a workflow id living in `shard`): its record and
-/// chunks, history, mailbox, request guards and heartbeat details.
-pub(crate) fn run_deletion_ops(keys: &Keys, shard: u32, run_id: &RunId) -> Vec<Op> {
-    let mut ops = clear_record_ops(keys, &keys.run(run_id));
-    for (begin, end) in [
-        keys.history(run_id),
-        keys.inbox_of_run(shard, run_id),
-        keys.request_guards(run_id),
-        keys.heartbeats(run_id),
-    ] {
-        ops.push(Op::ClearRange(begin, end));
-    }
-    ops
-}
-
-/// Deletes workflow `workflow_id` if its record is still the closed one that closed at
-/// `closed_unix_ms`; clears the close-time entry either way.
-fn delete_workflow(
-    keys: &Keys,
-    namespace: &str,
-    workflow_id: String,
-    closed_unix_ms: u64,
-    shard: u32,
-) -> Op {
-    let key = keys.workflow(namespace, &workflow_id);
-    let entry = keys.closed_entry(namespace, closed_unix_ms, &workflow_id);
-    let (keys, namespace) = (keys.clone(), namespace.to_string());
-    Op::Derived(Derive::new(move |tx| {
-        let (keys, namespace, key, entry, workflow_id) = (
-            keys.clone(),
-            namespace.clone(),
-            key.clone(),
-            entry.clone(),
-            workflow_id.clone(),
-        );
-        Box::pin(async move {
-            let Some(bytes) = tx.read(&key).await? else {
-                return Ok(vec![Op::Clear(entry)]);
-            };
-            let record: WorkflowRecord = decode("workflow", &bytes)?;
-            if record.closed_unix_ms != Some(closed_unix_ms) {
-                return Ok(vec![Op::Clear(entry)]);
-            }
-            let mut ops =
-                crate::visibility::index_ops(&keys, &namespace, &workflow_id, Some(&record), None);
-            ops.push(Op::Clear(key));
-            ops.push(Op::Clear(entry));
-            ops.extend(run_deletion_ops(&keys, shard, &record.run_id));
-            Ok(ops)
-        })
-    }))
 }
 
 /// Starts the sweeper loop. It holds the node weakly and ends with it.
@@ -152,7 +96,7 @@ pub(crate) async fn sweep<S: Store>(shared: &Shared<S>) -> Result<usize, StoreEr
         for row in &closed {
             if let Some((closed_unix_ms, workflow_id)) = keys.parse_closed_entry(&row.key) {
                 let shard = shared.shard_of_id(&workflow_id);
-                ops.push(delete_workflow(
+                ops.push(visibility::delete_closed_workflow(
                     keys,
                     namespace,
                     workflow_id,
@@ -166,7 +110,7 @@ pub(crate) async fn sweep<S: Store>(shared: &Shared<S>) -> Result<usize, StoreEr
         for row in &retired {
             if let Some(run_id) = keys.parse_retired_run(&row.key) {
                 let retired = RetiredRun::decode(&row.value)?;
-                ops.extend(run_deletion_ops(
+                ops.extend(visibility::run_deletion_ops(
                     keys,
                     shared.shard_of_id(&retired.workflow_id),
                     &run_id,

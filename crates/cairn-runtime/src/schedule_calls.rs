@@ -3,12 +3,13 @@
 
 use crate::error::ClientError;
 use crate::node::{Node, check_payload, check_start_bytes};
-use crate::ops::{Check, Op, Verify};
-use crate::records::{Stored, clear_record_ops, decode_row};
-use crate::schedules::{self, CreateSchedule, ScheduleDescription, ScheduleRecord, must_exist};
+use crate::ops::{Check, Derive, Op, Verify};
+use crate::records::{Stored, decode_row};
+use crate::schedules::{
+    self, CreateSchedule, ScheduleChange, ScheduleDescription, ScheduleRecord, must_exist,
+};
 use cairn_core::schedule::OverlapPolicy;
 use cairn_store::{RangeRequest, Store, Transaction};
-use std::sync::Arc;
 
 impl<S: Store> Node<S> {
     /// Creates a schedule. Refused, writing nothing, if the id exists, the spec or policies
@@ -149,23 +150,20 @@ impl<S: Store> Node<S> {
     pub(crate) async fn change_schedule(
         &self,
         schedule_id: &str,
-        change: impl Fn(&mut ScheduleRecord, u64) + Send + Sync + 'static,
+        change: ScheduleChange,
     ) -> Result<(), ClientError> {
         schedules::check_schedule_id(schedule_id)?;
         let shared = &self.shared;
         let namespace = shared.config.namespace.clone();
         let key = shared.keys.schedule(&namespace, schedule_id);
-        let op = schedules::update(
-            shared.keys.clone(),
+        let op = Op::Derived(Derive::new(schedules::UpdateSchedule {
+            keys: shared.keys.clone(),
             namespace,
-            schedule_id.to_string(),
-            shared.shard_of_id(schedule_id),
-            Arc::new(change),
-            {
-                let clock = shared.config.clock.clone();
-                move || clock.now_ms()
-            },
-        );
+            schedule_id: schedule_id.to_string(),
+            shard: shared.shard_of_id(schedule_id),
+            change,
+            now: shared.now_ms(),
+        }));
         self.submit(vec![op], vec![must_exist(key, schedule_id)], None)
             .await
     }
@@ -174,23 +172,16 @@ impl<S: Store> Node<S> {
     pub async fn pause_schedule(&self, schedule_id: &str, note: &str) -> Result<(), ClientError> {
         schedules::check_note(note)?;
         let note = note.to_string();
-        self.change_schedule(schedule_id, move |record, _| {
-            record.paused = true;
-            record.note = note.clone();
-        })
-        .await
+        self.change_schedule(schedule_id, ScheduleChange::Pause { note })
+            .await
     }
 
     /// Unpauses a schedule; it goes on from now.
     pub async fn unpause_schedule(&self, schedule_id: &str, note: &str) -> Result<(), ClientError> {
         schedules::check_note(note)?;
         let note = note.to_string();
-        self.change_schedule(schedule_id, move |record, now| {
-            record.paused = false;
-            record.note = note.clone();
-            record.processed_until_unix_ms = record.processed_until_unix_ms.max(now);
-        })
-        .await
+        self.change_schedule(schedule_id, ScheduleChange::Unpause { note })
+            .await
     }
 
     /// Starts the schedule's workflow now, whatever the spec says, under `overlap` (`None`:
@@ -204,12 +195,8 @@ impl<S: Store> Node<S> {
         // `MaybeCommitted` then repeats the same trigger, whose workflow id (from its time) is
         // started at most once.
         let at = self.shared.now_ms();
-        self.change_schedule(schedule_id, move |record, _| {
-            if !record.triggers.contains(&(at, overlap)) {
-                record.triggers.push((at, overlap));
-            }
-        })
-        .await
+        self.change_schedule(schedule_id, ScheduleChange::Trigger { at, overlap })
+            .await
     }
 
     /// Starts the workflows of every spec time in `[start, end]`, whatever the catch-up
@@ -257,12 +244,8 @@ impl<S: Store> Node<S> {
         };
         // Repeated by a retried commit, a backfill starts nothing twice (each time's workflow
         // id is started at most once), but is not queued twice either.
-        self.change_schedule(schedule_id, move |record, _| {
-            if !record.backfills.contains(&backfill) {
-                record.backfills.push_back(backfill);
-            }
-        })
-        .await
+        self.change_schedule(schedule_id, ScheduleChange::Backfill(backfill))
+            .await
     }
 
     /// Deletes a schedule (the workflows it started run on).
@@ -270,26 +253,12 @@ impl<S: Store> Node<S> {
         schedules::check_schedule_id(schedule_id)?;
         let shared = &self.shared;
         let namespace = shared.config.namespace.clone();
-        let key = shared.keys.schedule(&namespace, schedule_id);
-        let exists_key = key.clone();
-        let keys = shared.keys.clone();
-        let shard = shared.shard_of_id(schedule_id);
-        let id = schedule_id.to_string();
-        let op = Op::Derived(crate::ops::Derive::new(move |tx| {
-            let (keys, key, id, namespace) =
-                (keys.clone(), key.clone(), id.clone(), namespace.clone());
-            Box::pin(async move {
-                let Some((record, _)) =
-                    schedules::read_schedule(tx, &keys, &namespace, &id).await?
-                else {
-                    return Ok(Vec::new());
-                };
-                let mut ops = clear_record_ops(&keys, &key);
-                if let Some(at) = record.wake_at_unix_ms {
-                    ops.push(Op::Clear(keys.schedule_wake(shard, at, &id)));
-                }
-                Ok(ops)
-            })
+        let exists_key = shared.keys.schedule(&namespace, schedule_id);
+        let op = Op::Derived(Derive::new(schedules::DeleteSchedule {
+            keys: shared.keys.clone(),
+            namespace,
+            schedule_id: schedule_id.to_string(),
+            shard: shared.shard_of_id(schedule_id),
         }));
         // After `MaybeCommitted`, a schedule that is gone was deleted by this request.
         let verify = Some((exists_key.clone(), Verify::Absent));

@@ -17,7 +17,7 @@
 use crate::messages::ShardMsg;
 use crate::messages::{Delivery, WorkflowMsg};
 use crate::records::InboxItem;
-use crate::schedules::{self, FireOutcome, Placement};
+use crate::schedules::{self, Placement};
 use crate::shared::Shared;
 use crate::timers::TimerEntry;
 use crate::workflow::{OnCallerThread, WorkflowActor, WorkflowArgs};
@@ -27,7 +27,7 @@ use cairn_types::RunId;
 use ractor::thread_local::ThreadLocalActor;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -164,19 +164,13 @@ impl<S: Store> Actor for ShardActor<S> {
             } => {
                 state.schedule_wakes.insert((at_unix_ms, schedule_id));
             }
-            ShardMsg::SchedulesFired(outcomes) => {
-                for (schedule_id, next) in outcomes {
+            ShardMsg::SchedulesFired { firing, committed } => {
+                for schedule_id in firing {
                     state.schedules_firing.remove(&schedule_id);
-                    match next {
-                        Some(Some(at)) => {
-                            state.schedule_wakes.insert((at, schedule_id));
-                        }
-                        Some(None) => {}
-                        // Did not commit (the shard may be moving): try again shortly.
-                        None => {
-                            let at = state.shared.now_ms() + SCHEDULE_RETRY_MS;
-                            state.schedule_wakes.insert((at, schedule_id));
-                        }
+                    // Did not commit (the shard may be moving): try again shortly.
+                    if !committed {
+                        let at = state.shared.now_ms() + SCHEDULE_RETRY_MS;
+                        state.schedule_wakes.insert((at, schedule_id));
                     }
                 }
             }
@@ -331,14 +325,12 @@ impl<S: Store> ShardState<S> {
         let placement = Placement {
             keys: self.shared.keys.clone(),
             shard_count: self.shared.config.shard_count,
-            entropy: self.shared.config.entropy.clone(),
         };
         let namespace = self.shared.config.namespace.clone();
         let mut ops = Vec::new();
-        let mut outcomes = Vec::new();
+        let mut firing = Vec::new();
         for (schedule_id, woken_at) in due {
             self.schedules_firing.insert(schedule_id.clone());
-            let outcome: FireOutcome = Arc::new(Mutex::new(None));
             ops.push(schedules::fire(
                 placement.clone(),
                 namespace.clone(),
@@ -346,9 +338,9 @@ impl<S: Store> ShardState<S> {
                 self.shard,
                 woken_at,
                 now,
-                outcome.clone(),
+                &self.shared.config.entropy,
             ));
-            outcomes.push((schedule_id, outcome));
+            firing.push(schedule_id);
         }
         let shared = self.shared.clone();
         let fence = (self.shard, self.epoch);
@@ -358,22 +350,9 @@ impl<S: Store> ShardState<S> {
                 .commit(ops, Vec::new(), Some(fence), None)
                 .await
                 .is_ok();
-            let report = outcomes
-                .into_iter()
-                .map(|(id, outcome)| {
-                    let next = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
-                    // A pass that committed without an outcome found the schedule deleted.
-                    (
-                        id,
-                        if committed {
-                            Some(next.flatten())
-                        } else {
-                            None
-                        },
-                    )
-                })
-                .collect();
-            let _ = myself.cast(ShardMsg::SchedulesFired(report));
+            // A pass that committed wrote each schedule's next wake-up, which reaches this
+            // shard as an `Op::WakeSchedule` notice.
+            let _ = myself.cast(ShardMsg::SchedulesFired { firing, committed });
         });
     }
 
