@@ -861,7 +861,7 @@ mod tests {
         room: usize,
     ) -> (Vec<Op>, AfterCommit) {
         let keys = Keys::new(b"t");
-        let registry = ActivitiesOnly;
+        let registry = NothingRegistered;
         let entropy = crate::entropy::Entropy::seeded(1);
         let planner = Planner {
             keys: &keys,
@@ -878,11 +878,10 @@ mod tests {
         (ops, after)
     }
 
-    /// A node with no workflow type and no search attribute registered, whose workers run
-    /// every activity type but `remote_charge`.
-    struct ActivitiesOnly;
+    /// A node with no workflow type and no search attribute registered.
+    struct NothingRegistered;
 
-    impl crate::Registered for ActivitiesOnly {
+    impl crate::Registered for NothingRegistered {
         fn has_workflow(&self, _: &str) -> bool {
             false
         }

@@ -3,12 +3,13 @@
 //!
 //! The seed chooses everything the simulation decides: how many nodes, the lease timeout, the
 //! jobs (activities in sequence and in parallel, timers, child workflows, signals,
-//! continue-as-new chains, heartbeating activities, and activities served by a remote worker
-//! polling any node) and when they start, and the faults — a node killed (and maybe
+//! continue-as-new chains, heartbeating activities, and activities served by a simulated
+//! Temporal SDK worker polling any node through the Temporal frontend), remote workflows that
+//! worker runs from their workflow tasks, and when they start, and the faults — a node killed (and maybe
 //! restarted, under its id or a new one), a node paused past its lease (a long GC pause: its
 //! store calls stall), a node added, a node drained, a node crashing itself at a named point
 //! inside the runtime (`CrashPoint`: before a commit, between a commit and its effects, during
-//! an activity), the remote worker killed holding a task, store conflicts and `MaybeCommitted`
+//! an activity), the SDK worker killed holding an activity or workflow task, store conflicts and `MaybeCommitted`
 //! (both kinds: a commit that lands and reports failure, and one that does not), latency. After the fault window everything
 //! heals (pauses end, store faults stop, dead nodes come back) and the cluster must converge:
 //! every accepted job completes, and [`check`] proves what must hold (exactly-once completion,
@@ -25,6 +26,7 @@
 
 pub mod audit;
 pub mod check;
+pub mod sdk_worker;
 pub mod workload;
 
 use crate::audit::{AuditLog, AuditStore, TraceEntry};
@@ -96,9 +98,13 @@ pub struct Plan {
     /// (start at ms, spec, signal value, signal at ms).
     pub jobs: Vec<(u64, JobSpec, u64, u64)>,
     pub faults: Vec<(u64, Fault)>,
-    /// Chance that the remote worker, during the fault window, takes a task and never answers
-    /// (a worker killed holding it): the attempt times out and is retried.
+    /// Chance that the SDK worker, during the fault window, takes a task and never answers
+    /// (a worker killed holding it): the activity attempt or workflow task times out and is
+    /// tried again.
     pub remote_worker_dies: f64,
+    /// Remote workflows started through the Temporal frontend and run by the SDK worker:
+    /// (start at ms, input).
+    pub remote_flows: Vec<(u64, u64)>,
     /// A schedule created during the window: (created at ms, fires every ms). Each fire
     /// starts a one-step workflow; all of them must complete, fenced like any run.
     pub schedule: Option<(u64, u64)>,
@@ -122,6 +128,7 @@ impl Plan {
         let mut remote = SmallRng::seed_from_u64(seed ^ 0x7e40);
         let mut scheduling = SmallRng::seed_from_u64(seed ^ 0x5c4e);
         let mut retaining = SmallRng::seed_from_u64(seed ^ 0x7e7a);
+        let mut flows = SmallRng::seed_from_u64(seed ^ 0xf10e);
         let nodes = rng.random_range(2..=4);
         let lease_timeout_ms = rng.random_range(250..=450);
         let fault_window_ms = 1_500;
@@ -202,6 +209,14 @@ impl Plan {
                 )
             }),
             retention_ms: retaining.random_bool(0.1).then_some(RETENTION_MS),
+            remote_flows: (0..flows.random_range(0..=3))
+                .map(|i| {
+                    (
+                        flows.random_range(0..fault_window_ms),
+                        seed.wrapping_mul(1_000).wrapping_add(900 + i),
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -215,9 +230,14 @@ pub struct Report {
     pub audited_commits: usize,
     /// Nodes that stopped themselves at their armed crash point.
     pub crash_points_fired: usize,
-    /// Remote attempts the remote worker answered, and those it took and abandoned.
+    /// Remote attempts the SDK worker answered, and those it took and abandoned.
     pub remote_answered: u64,
     pub remote_abandoned: u64,
+    /// Remote workflows accepted through the Temporal frontend (each checked like a job).
+    pub remote_flows: usize,
+    /// Workflow tasks the SDK worker answered, and those it took and abandoned.
+    pub workflow_tasks_answered: u64,
+    pub workflow_tasks_abandoned: u64,
     /// Runs of the accepted jobs, continue-as-new successors included.
     pub runs: usize,
     /// Workflows the seed's schedule started (each checked like a job).
@@ -319,8 +339,9 @@ impl ArmedCrash {
 
 struct Cluster {
     plan: Plan,
-    /// The nodes the remote worker may poll (alive or not: a dead one just fails the poll).
-    pollable: Arc<std::sync::Mutex<Vec<Arc<cairn_runtime::Node<SimStore>>>>>,
+    /// The nodes whose frontend the SDK worker reaches (a killed or drained one is gone; a
+    /// paused one stays, and holds the polls it gets).
+    pollable: sdk_worker::Pollable,
     clock: Clock,
     entropy: Entropy,
     mem: MemStore,
@@ -393,10 +414,11 @@ impl Cluster {
             .start(store.clone())
             .await
             .map_err(|e| format!("node {name} did not start: {e}"))?;
+        self.unreachable(&name);
         self.pollable
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(node.runtime());
+            .push((name.clone(), node.runtime()));
         let fresh = Slot {
             name,
             store,
@@ -411,6 +433,14 @@ impl Cluster {
             self.slots.push(fresh);
         }
         Ok(())
+    }
+
+    /// Takes node `name`'s frontend out of the SDK worker's reach (its process is gone).
+    fn unreachable(&self, name: &str) {
+        self.pollable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(n, _)| n != name);
     }
 
     /// Slots with a running node that is not paused (nor crashed at a crash point).
@@ -434,6 +464,13 @@ impl Cluster {
         let healthy = self.healthy();
         let slot = *healthy.get(pick % healthy.len().max(1))?;
         self.slots[slot].node.as_ref().map(Node::client)
+    }
+
+    /// Some healthy node.
+    fn node(&self, pick: usize) -> Option<Arc<cairn_runtime::Node<SimStore>>> {
+        let healthy = self.healthy();
+        let slot = *healthy.get(pick % healthy.len().max(1))?;
+        self.slots[slot].node.as_ref().map(Node::runtime)
     }
 }
 
@@ -460,19 +497,22 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
     }
     let mut report = Report::default();
     let mut accepted: Vec<(String, JobSpec, u64)> = Vec::new();
-    // The remote worker: polls a node for `sim_remote` attempts and answers them, or, while
-    // `dies` is set, sometimes takes one and never answers.
+    // The SDK worker: polls any node through the Temporal frontend for `sim_remote` attempts
+    // and remote workflows' tasks and answers them, or, while `dies` is set, sometimes takes
+    // one and never answers.
     let dies = Arc::new(std::sync::atomic::AtomicBool::new(
         plan.remote_worker_dies > 0.0,
     ));
-    let served = Arc::new(RemoteServed::default());
-    let worker = tokio::spawn(remote_worker(
-        cluster.pollable.clone(),
-        SmallRng::seed_from_u64(seed ^ 0x3077),
-        plan.remote_worker_dies,
-        dies.clone(),
-        served.clone(),
-    ));
+    let sdk = sdk_worker::Worker {
+        pollable: cluster.pollable.clone(),
+        die_chance: plan.remote_worker_dies,
+        dies: dies.clone(),
+        served: Arc::default(),
+    };
+    let served = sdk.served.clone();
+    let activity_worker = tokio::spawn(sdk.clone().serve_activities(seed ^ 0x3077));
+    let workflow_worker = tokio::spawn(sdk.serve_workflows(seed ^ 0x3078));
+    let mut flows_accepted: Vec<(String, u64)> = Vec::new();
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed);
 
     // The timeline: job starts, signals, queries and faults, in time order.
@@ -483,6 +523,7 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
         Restart(usize, bool),
         Resume(usize),
         Schedule(u64),
+        StartFlow(usize),
     }
     let mut timeline: Vec<(u64, Event)> = Vec::new();
     let mut pending: Vec<(u64, Event)> = Vec::new();
@@ -495,6 +536,9 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
     }
     if let Some((at, every_ms)) = plan.schedule {
         timeline.push((at, Event::Schedule(every_ms)));
+    }
+    for (i, (at, _)) in plan.remote_flows.iter().enumerate() {
+        timeline.push((*at, Event::StartFlow(i)));
     }
     let schedule_id = format!("sim-{seed}-sched");
     let mut schedule_created = false;
@@ -546,6 +590,7 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
                         if cluster.may_disable(slot)
                             && let Some(node) = cluster.slots[slot].node.take()
                         {
+                            cluster.unreachable(&cluster.slots[slot].name);
                             node.crash();
                             report.faults_applied += 1;
                             pending.push((now + restart_after_ms, Event::Restart(slot, same_id)));
@@ -582,6 +627,7 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
                             && let Some(node) = cluster.slots[slot].node.take()
                         {
                             // A drain of a paused node waits for the pause to end.
+                            cluster.unreachable(&cluster.slots[slot].name);
                             tokio::spawn(async move { node.shutdown().await });
                             report.faults_applied += 1;
                         }
@@ -598,6 +644,13 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
             Event::Schedule(every_ms) => {
                 schedule_created =
                     create_schedule(&cluster, &mut rng, &schedule_id, seed, every_ms).await;
+            }
+            Event::StartFlow(i) => {
+                let id = format!("sim-{seed}-flow-{i}");
+                let x = plan.remote_flows[i].1;
+                if sdk_worker::start_remote_flow(&cluster, &mut rng, &id, x).await {
+                    flows_accepted.push((id, x));
+                }
             }
         }
     }
@@ -648,46 +701,9 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
                 }
             }
         }
-        let (result, history, run_id) = loop {
-            let client = cluster.client(rng.random_range(0..8)).expect("a live node");
-            let handle = client.handle::<u64>(id).map_err(|e| fail(e.to_string()))?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, handle.result()).await {
-                Ok(Ok(result)) => {
-                    let history = handle.history().await.map_err(|e| fail(e.to_string()))?;
-                    let run_id = handle
-                        .describe()
-                        .await
-                        .map_err(|e| fail(e.to_string()))?
-                        .summary
-                        .run_id;
-                    break (result, history, run_id);
-                }
-                Ok(Err(WorkflowOutcomeError::Client(_))) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Ok(Err(e)) => return Err(fail(format!("{id} ended badly: {e}"))),
-                Err(_) => {
-                    let description = handle.describe().await;
-                    return Err(fail(format!(
-                        "{id} did not complete within {CONVERGENCE_TIMEOUT:?} of healing: {description:#?}"
-                    )));
-                }
-            }
-        };
-        let runs = loop {
-            let client = cluster.client(rng.random_range(0..8)).expect("a live node");
-            let listed = client
-                .list_workflows(&format!("WorkflowId = '{id}'"), Some(100), None)
-                .await;
-            match listed {
-                Ok(page) => break page.workflows.iter().map(|w| w.run_id).collect(),
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => return Err(fail(format!("{id}: cannot list its runs: {e}"))),
-            }
-        };
+        let (result, history, run_id, runs) = outcome(&cluster, &mut rng, id, deadline)
+            .await
+            .map_err(&fail)?;
         finished.push(Finished {
             workflow_id: id.clone(),
             run_id,
@@ -699,6 +715,22 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
             history,
         });
     }
+    for (id, x) in &flows_accepted {
+        let (result, history, run_id, runs) = outcome(&cluster, &mut rng, id, deadline)
+            .await
+            .map_err(&fail)?;
+        finished.push(Finished {
+            workflow_id: id.clone(),
+            run_id,
+            runs,
+            runs_expected: 1,
+            shard: cairn_runtime::shard_of(id, plan.shard_count),
+            expected: sdk_worker::remote_flow_value(*x),
+            result,
+            history,
+        });
+    }
+    report.remote_flows = flows_accepted.len();
     report.runs = finished.iter().map(|f| f.runs.len()).sum();
     if schedule_created {
         let scheduled = scheduled_runs(&cluster, &mut rng, &schedule_id, seed, deadline)
@@ -707,7 +739,8 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
         report.scheduled = scheduled.len();
         finished.extend(scheduled);
     }
-    worker.abort();
+    activity_worker.abort();
+    workflow_worker.abort();
     if let Some(retention_ms) = plan.retention_ms {
         // Every workflow closed by now; past its retention (and a few sweeps), each is gone.
         // (The sweeper looks every quarter of the period.)
@@ -731,8 +764,11 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
             }
         }
     }
-    report.remote_answered = served.answered.load(std::sync::atomic::Ordering::SeqCst);
-    report.remote_abandoned = served.abandoned.load(std::sync::atomic::Ordering::SeqCst);
+    let count = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::SeqCst);
+    report.remote_answered = count(&served.activities_answered);
+    report.remote_abandoned = count(&served.activities_abandoned);
+    report.workflow_tasks_answered = count(&served.workflow_tasks_answered);
+    report.workflow_tasks_abandoned = count(&served.workflow_tasks_abandoned);
     for slot in &mut cluster.slots {
         if let Some(node) = slot.node.take() {
             node.shutdown().await;
@@ -747,6 +783,65 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
     report.virtual_time = started.elapsed();
     report.trace = cluster.log.trace();
     Ok(report)
+}
+
+/// A finished workflow's result, history and last run, and every run of its id.
+type Outcome = (
+    u64,
+    Vec<cairn_types::HistoryEvent>,
+    cairn_types::RunId,
+    Vec<cairn_types::RunId>,
+);
+
+/// How accepted workflow `id` ended, read through some live node once it completes: its
+/// result, history and last run, and every run visibility lists under its id.
+async fn outcome(
+    cluster: &Cluster,
+    rng: &mut SmallRng,
+    id: &str,
+    deadline: Instant,
+) -> Result<Outcome, String> {
+    let (result, history, run_id) = loop {
+        let client = cluster.client(rng.random_range(0..8)).expect("a live node");
+        let handle = client.handle::<u64>(id).map_err(|e| e.to_string())?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, handle.result()).await {
+            Ok(Ok(result)) => {
+                let history = handle.history().await.map_err(|e| e.to_string())?;
+                let run_id = handle
+                    .describe()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .summary
+                    .run_id;
+                break (result, history, run_id);
+            }
+            Ok(Err(WorkflowOutcomeError::Client(_))) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(Err(e)) => return Err(format!("{id} ended badly: {e}")),
+            Err(_) => {
+                let description = handle.describe().await;
+                return Err(format!(
+                    "{id} did not complete within {CONVERGENCE_TIMEOUT:?} of healing: {description:#?}"
+                ));
+            }
+        }
+    };
+    let runs = loop {
+        let client = cluster.client(rng.random_range(0..8)).expect("a live node");
+        let listed = client
+            .list_workflows(&format!("WorkflowId = '{id}'"), Some(100), None)
+            .await;
+        match listed {
+            Ok(page) => break page.workflows.iter().map(|w| w.run_id).collect(),
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(format!("{id}: cannot list its runs: {e}")),
+        }
+    };
+    Ok((result, history, run_id, runs))
 }
 
 /// Starts a job through some live node, retrying through others; true once accepted (by this
@@ -795,74 +890,6 @@ async fn send_signal(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Err(last)
-}
-
-/// The simulation's remote worker: a Temporal-style poller of `sim_remote` attempts on any
-/// node (a poll anywhere reaches attempts waiting at the others), answering each with its step
-/// value; while `dies` is set, it abandons a task it took with chance `die_chance`.
-async fn remote_worker(
-    pollable: Arc<std::sync::Mutex<Vec<Arc<cairn_runtime::Node<SimStore>>>>>,
-    mut rng: SmallRng,
-    die_chance: f64,
-    dies: Arc<std::sync::atomic::AtomicBool>,
-    served: Arc<RemoteServed>,
-) {
-    loop {
-        let node = {
-            let nodes = pollable.lock().unwrap_or_else(|p| p.into_inner());
-            if nodes.is_empty() {
-                None
-            } else {
-                Some(nodes[rng.random_range(0..nodes.len())].clone())
-            }
-        };
-        let Some(node) = node else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        let polled = tokio::time::timeout(
-            CLIENT_CALL_TIMEOUT,
-            node.poll_activity_task(workload::REMOTE_TASK_QUEUE, Duration::from_millis(100)),
-        )
-        .await;
-        let task = match polled {
-            Ok(Ok(Some(task))) => task,
-            _ => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        if dies.load(std::sync::atomic::Ordering::SeqCst) && rng.random_bool(die_chance) {
-            served
-                .abandoned
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            continue;
-        }
-        let Ok(x) = task.input.decode::<u64>() else {
-            continue;
-        };
-        tokio::time::sleep(Duration::from_millis(rng.random_range(1..10))).await;
-        let Ok(result) = cairn::Payload::encode(&workload::remote_value(x)) else {
-            continue;
-        };
-        let answered = tokio::time::timeout(
-            CLIENT_CALL_TIMEOUT,
-            node.answer_activity_task(&task.token, cairn_runtime::RemoteOutcome::Completed(result)),
-        )
-        .await;
-        if matches!(answered, Ok(Ok(()))) {
-            served
-                .answered
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-}
-
-/// What the remote worker did.
-#[derive(Default)]
-struct RemoteServed {
-    answered: std::sync::atomic::AtomicU64,
-    abandoned: std::sync::atomic::AtomicU64,
 }
 
 /// The input of the schedule's workflows.

@@ -58,6 +58,7 @@ fn seeded_simulations_converge_and_check_clean() {
     let mut virtual_ms = 0u128;
     let (mut crash_points, mut abandoned, mut chained, mut scheduled, mut retired) =
         (0, 0, 0, 0, 0);
+    let (mut flows, mut tasks_abandoned) = (0, 0);
     for seed in &seeds {
         match cairn_sim::run(*seed) {
             Ok(report) => {
@@ -67,17 +68,22 @@ fn seeded_simulations_converge_and_check_clean() {
                 chained += report.runs - report.jobs_accepted;
                 scheduled += report.scheduled;
                 retired += report.retired;
+                flows += report.remote_flows;
+                tasks_abandoned += report.workflow_tasks_abandoned;
                 println!(
-                    "seed {seed}: {} jobs ({} runs, {} scheduled, {} retired), {} faults applied ({} crash points), {} store faults, remote {}/{} answered/abandoned, {} audited commits, {} commits traced (fingerprint {:016x}), {:?} virtual in {:?}",
+                    "seed {seed}: {} jobs ({} runs, {} scheduled, {} retired, {} remote workflows), {} faults applied ({} crash points), {} store faults, remote activities {}/{} answered/abandoned, workflow tasks {}/{}, {} audited commits, {} commits traced (fingerprint {:016x}), {:?} virtual in {:?}",
                     report.jobs_accepted,
                     report.runs,
                     report.scheduled,
                     report.retired,
+                    report.remote_flows,
                     report.faults_applied,
                     report.crash_points_fired,
                     report.store_faults_injected,
                     report.remote_answered,
                     report.remote_abandoned,
+                    report.workflow_tasks_answered,
+                    report.workflow_tasks_abandoned,
                     report.audited_commits,
                     report.trace.len(),
                     report.fingerprint(),
@@ -89,7 +95,7 @@ fn seeded_simulations_converge_and_check_clean() {
         }
     }
     println!(
-        "{} seeds, {} s of virtual time, in {:?}: {crash_points} nodes stopped at crash points, {abandoned} remote tasks abandoned, {chained} continued-as-new runs, {scheduled} scheduled workflows, {retired} deleted by retention",
+        "{} seeds, {} s of virtual time, in {:?}: {crash_points} nodes stopped at crash points, {abandoned} remote activity tasks and {tasks_abandoned} workflow tasks abandoned, {flows} remote workflows through the Temporal frontend, {chained} continued-as-new runs, {scheduled} scheduled workflows, {retired} deleted by retention",
         seeds.len(),
         virtual_ms / 1_000,
         started.elapsed()
@@ -97,7 +103,15 @@ fn seeded_simulations_converge_and_check_clean() {
     // The faults the seeds plan must happen, or the seeds prove less than they claim.
     if seeds.len() >= 50 {
         assert!(crash_points > 0, "no node stopped at a crash point");
-        assert!(abandoned > 0, "the remote worker never abandoned a task");
+        assert!(
+            abandoned > 0,
+            "the SDK worker never abandoned an activity task"
+        );
+        assert!(flows > 0, "no remote workflow ran");
+        assert!(
+            tasks_abandoned > 0,
+            "the SDK worker never abandoned a workflow task"
+        );
         assert!(chained > 0, "no job continued as new");
         assert!(scheduled > 0, "no schedule fired");
         assert!(retired > 0, "retention deleted nothing");

@@ -1,8 +1,7 @@
 //! The `WorkflowService` RPCs Cairn serves, over one node.
 //!
-//! Workflows run as the node's registered Rust functions; a workflow type not registered
-//! here is refused at start (remote workers, which would poll for workflow tasks, are not
-//! served yet). Everything a request asks that Cairn cannot honour is refused with a message
+//! Workflows run as the node's registered Rust functions, or, for a type not registered here,
+//! on the SDK workers polling their task queue (workflow and activity tasks). Everything a request asks that Cairn cannot honour is refused with a message
 //! naming it, never silently dropped.
 
 use crate::IN_PROCESS_TASK_QUEUE;
@@ -946,7 +945,7 @@ impl<S: Store> WorkflowService for Frontend<S> {
             .await
             .map_err(activities::status)?;
         Ok(Response::new(match task {
-            Some(task) => workflow_tasks::poll_response(task, now_ms()),
+            Some(task) => workflow_tasks::poll_response(task, self.node.config().clock.now_ms()),
             None => ws::PollWorkflowTaskQueueResponse::default(),
         }))
     }
@@ -1033,7 +1032,10 @@ impl<S: Store> WorkflowService for Frontend<S> {
         }
         let update_id = match update.meta.map(|m| m.update_id).filter(|u| !u.is_empty()) {
             Some(update_id) => update_id,
-            None => uuid::Uuid::now_v7().to_string(),
+            None => {
+                let config = self.node.config();
+                config.entropy.uuid_v7(config.clock.now_ms()).to_string()
+            }
         };
         let wanted = crate::updates::stage_in(r.wait_policy.as_ref(), UpdateStage::Accepted);
         if wanted == UpdateStage::Admitted {
@@ -1449,12 +1451,7 @@ fn workflow_token(bytes: &[u8]) -> Result<&str, Status> {
         })
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
+/// An activity task token as this server issued it.
 fn token(bytes: &[u8]) -> Result<&str, Status> {
     std::str::from_utf8(bytes)
         .ok()

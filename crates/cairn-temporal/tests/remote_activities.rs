@@ -64,6 +64,17 @@ async fn unpolled(ctx: Ctx, _input: ()) -> Result<String, WorkflowError> {
     })
 }
 
+/// Calls an activity with a start-to-close timeout only: how long the attempt waits for a
+/// worker does not count against it.
+async fn late_pickup(ctx: Ctx, x: u64) -> Result<u64, WorkflowError> {
+    Ok(ctx
+        .activity_named::<_, u64>("double", x)
+        .task_queue(QUEUE)
+        .start_to_close(Duration::from_millis(500))
+        .retry(policy())
+        .await?)
+}
+
 struct Server {
     node: cairn::Node<EmbeddedStore>,
     address: std::net::SocketAddr,
@@ -78,6 +89,7 @@ async fn serve() -> Server {
     let node = cairn::Node::builder()
         .workflow(fan_out)
         .workflow(unpolled)
+        .workflow(late_pickup)
         .config(cairn::NodeConfig {
             node_id: "remote".into(),
             shard_count: 4,
@@ -227,9 +239,6 @@ async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("{what}: not done in 60 s"))
 }
 
-/// Proves 3 workflows × 12 remote activities run once each over 4 pollers on separate
-/// connections, each attempt heartbeating and completing; an answer to a token already
-/// answered, and a forged token, are refused.
 /// Proves an attempt for remote workers starts when a worker takes it, not when it is
 /// offered: one no worker picks up times out schedule-to-start (Temporal's verdict; it
 /// timed out schedule-to-close when the attempt was claimed on offer), and is withdrawn.
@@ -259,6 +268,38 @@ async fn an_attempt_no_worker_takes_times_out_schedule_to_start() {
     server.stop().await;
 }
 
+/// Proves an attempt's start-to-close timeout counts from the poll that takes it, as in
+/// Temporal: an attempt that waited in its queue five times its start-to-close timeout (and
+/// past the grace of a handed-over attempt) is still attempt 1 when a worker takes it, and
+/// completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_to_close_counts_from_the_poll_that_takes_the_attempt() {
+    let server = serve().await;
+    let mut client = server.client().await;
+    let handle = server
+        .node
+        .client()
+        .start(late_pickup, "late-pickup", 21)
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500 + 1_000)).await;
+    let task = within("a poll", poll(&mut client)).await;
+    assert_eq!(task.attempt, 1, "the waiting attempt did not time out");
+    assert_eq!(value(&task.input), serde_json::json!(21));
+    // Taken now: its start-to-close timeout counts from here.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    complete(&mut client, task.task_token, serde_json::json!(42))
+        .await
+        .unwrap();
+    let result = within("the result", handle.result()).await.unwrap();
+    assert_eq!(result, 42);
+    server.stop().await;
+}
+
+/// Proves 3 workflows × 12 remote activities run once each over 4 pollers on separate
+/// connections, each attempt heartbeating and completing; an answer to a token already
+/// answered, and a forged token, are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_remote_attempts_over_several_pollers() {
     let server = serve().await;
