@@ -7,4 +7,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/temporal-suite.sh
+# The store contract on a real FoundationDB (scripts/fdb.sh starts a loopback cluster from
+# FDB_HOME, default ../shared/fdb/7.3.79, and stops it). Without FoundationDB it says so loudly
+# and goes on; CI (CI set) never goes on without it.
+if bash scripts/fdb.sh available; then
+    (
+        eval "$(bash scripts/fdb.sh env)"
+        cluster="$(bash scripts/fdb.sh start)"
+        trap 'bash scripts/fdb.sh stop "$(dirname "$cluster")"' EXIT
+        FDB_CLUSTER_FILE="$cluster" cargo test -p cairn-store-fdb --features fdb
+    )
+else
+    echo "!!! scripts/test.sh: no FoundationDB (FDB_HOME=${FDB_HOME:-../shared/fdb/7.3.79}): the store contract is NOT tested on FoundationDB" >&2
+    if [ -n "${CI:-}" ]; then
+        echo "!!! CI never skips FoundationDB; point FDB_HOME at a FoundationDB 7.3 build" >&2
+        exit 1
+    fi
+fi
 cargo test --workspace "$@"

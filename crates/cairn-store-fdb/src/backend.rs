@@ -148,6 +148,22 @@ fn map_error(error: FdbError, started: Option<Instant>, limits: &Limits) -> Stor
     }
 }
 
+/// Refuses a transaction past the age limit, as the local backends do. FoundationDB refuses
+/// it only once its read version leaves the storage servers' window, which happens some time
+/// after 5 s, and never for a read its read-your-writes cache answers: checked here, the limit
+/// is the same sharp one on every backend.
+fn check_age(started: Instant, limits: &Limits) -> StoreResult<()> {
+    let age = started.elapsed();
+    if age <= limits.transaction_age_max {
+        return Ok(());
+    }
+    let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    Err(StoreError::TransactionTooOld {
+        age_ms: millis(age),
+        limit_ms: millis(limits.transaction_age_max),
+    })
+}
+
 impl FdbTransaction {
     fn fail(&self, error: FdbError) -> StoreError {
         map_error(error, Some(self.started), &self.limits)
@@ -155,6 +171,7 @@ impl FdbTransaction {
 
     async fn read(&mut self, key: &[u8], snapshot: bool) -> StoreResult<Option<Vec<u8>>> {
         check_read_key(&self.limits, key)?;
+        check_age(self.started, &self.limits)?;
         let value = self.tx.get(key, snapshot).await.map_err(|e| self.fail(e))?;
         Ok(value.map(|v| v.to_vec()))
     }
@@ -174,6 +191,7 @@ impl Transaction for FdbTransaction {
         if range.begin >= range.end || range.limit == Some(0) {
             return Ok(Vec::new());
         }
+        check_age(self.started, &self.limits)?;
         let mut option = RangeOption {
             begin: KeySelector::first_greater_or_equal(range.begin.clone()),
             end: KeySelector::first_greater_or_equal(range.end.clone()),
@@ -266,6 +284,7 @@ impl Transaction for FdbTransaction {
             started,
             wrote,
         } = self;
+        check_age(started, &limits)?;
         if !wrote {
             let read_version = tx
                 .get_read_version()

@@ -6,7 +6,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// A commit version: strictly increasing across the write transactions of one store.
+/// A commit version. Commits one after another get increasing versions, and a write
+/// transaction's version is above the version it read at; commits running at once may share
+/// one (FoundationDB commits a batch of transactions at one version). What tells commits apart
+/// and orders them is the [`Versionstamp`].
 pub type Version = u64;
 
 /// FoundationDB's 10-byte versionstamp: the commit version (8 bytes, big-endian) then the
@@ -37,7 +40,8 @@ pub struct CommitInfo {
     /// The version at which the writes became visible. For a transaction that wrote nothing it
     /// is the version it read at.
     pub version: Version,
-    /// The versionstamp substituted into this transaction's versionstamped keys.
+    /// The versionstamp substituted into this transaction's versionstamped keys: unique to a
+    /// write transaction, and ordered as the commits are.
     pub versionstamp: Versionstamp,
 }
 

@@ -22,6 +22,9 @@ pub struct Limits {
     /// Largest transaction: keys and values written plus conflict ranges. FoundationDB: 10 MB.
     pub transaction_bytes_max: usize,
     /// Longest a transaction may live from its first operation to its commit. FoundationDB: 5 s.
+    /// Past it, every read and the commit fail `TransactionTooOld`, on every backend (the
+    /// FoundationDB backend checks the age itself: FoundationDB alone lets a transaction run
+    /// somewhat longer, and answers reads of its own writes regardless).
     pub transaction_age_max: Duration,
     /// Most watches armed at once. FoundationDB's default per client: 10,000.
     pub watches_max: usize,
