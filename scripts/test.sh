@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/temporal-suite.sh
-# The store contract on a real FoundationDB (scripts/fdb.sh starts a loopback cluster from
-# FDB_HOME, default ../shared/fdb/7.3.79, and stops it). Without FoundationDB it says so loudly
+# The store contract, and a cluster of node processes, on a real FoundationDB (scripts/fdb.sh
+# starts a loopback cluster from FDB_HOME, default ../shared/fdb/7.3.79, and stops it). Without FoundationDB it says so loudly
 # and goes on; CI (CI set) never goes on without it.
 if bash scripts/fdb.sh available; then
     (
@@ -17,6 +17,9 @@ if bash scripts/fdb.sh available; then
         trap 'bash scripts/fdb.sh stop "$(dirname "$cluster")"' EXIT
         FDB_CLUSTER_FILE="$cluster" cargo test -p cairn-store-fdb --features fdb
     )
+    # Three `cairn server start --store fdb:` processes under Temporal's SDK, with a node and an
+    # fdbserver killed and a node drained (its own FoundationDB cluster, three processes).
+    bash scripts/fdb-cluster-test.sh
 else
     echo "!!! scripts/test.sh: no FoundationDB (FDB_HOME=${FDB_HOME:-../shared/fdb/7.3.79}): the store contract is NOT tested on FoundationDB" >&2
     if [ -n "${CI:-}" ]; then

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# A Cairn cluster of separate processes on FoundationDB, under faults, driven by Temporal's own
+# SDK: a three-process FoundationDB cluster (`double`, scripts/fdb.sh), three `cairn server
+# start --store fdb:…` processes, Temporal's Python guide suite against one node and its client
+# suite against another, and meanwhile a kill -9 of the third node (restarted under its id) and
+# of one fdbserver process. Both suites must pass in full; then a node is drained with SIGTERM
+# and the survivors must hold every shard within the lease timeout.
+# Usage: scripts/fdb-cluster-test.sh   (needs FoundationDB: FDB_HOME, see scripts/fdb.sh; the
+#        Temporal venv scripts/temporal-suite.sh makes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LEASE_TIMEOUT_MS=3000
+SHARDS=8
+# Longest the survivors may take to hold every shard after a drain (the drain hands shards
+# off at once; a lease timeout and a placement round are the bound).
+SETTLE_WAIT_S=30
+
+eval "$(bash scripts/fdb.sh env)"
+py=target/temporal-venv/bin/python
+[ -x "$py" ] || bash scripts/temporal-suite.sh --venv-only
+cargo build -q -p cairn-cli --features fdb
+cairn=target/debug/cairn
+
+data=$(mktemp -d)
+cluster=""
+declare -A pid http grpc
+cleanup() {
+    for n in "${!pid[@]}"; do kill -9 "${pid[$n]}" 2>/dev/null || true; done
+    [ -n "${guide:-}" ] && kill "$guide" 2>/dev/null || true
+    [ -n "${client:-}" ] && kill "$client" 2>/dev/null || true
+    wait 2>/dev/null || true
+    [ -n "$cluster" ] && bash scripts/fdb.sh stop "$(dirname "$cluster")"
+    rm -rf "$data"
+}
+trap cleanup EXIT
+
+free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+cluster=$(bash scripts/fdb.sh start --processes 3)
+echo "--- FoundationDB (double, 3 processes): $cluster"
+
+start_node() { # start_node <name>: on its ports (the same ones again on a restart)
+    local n=$1
+    "$cairn" server start --store "fdb:$cluster" --node-id "fdb-$n" --port "${http[$n]}" \
+        --temporal-port "${grpc[$n]}" --shard-count "$SHARDS" \
+        --lease-timeout-ms "$LEASE_TIMEOUT_MS" >>"$data/node-$n.log" 2>&1 &
+    pid[$n]=$!
+    for _ in $(seq 1 100); do
+        grep -q "listening on" "$data/node-$n.log" && return 0
+        sleep 0.1
+    done
+    cat "$data/node-$n.log"
+    echo "FAILED: node $n did not start" >&2
+    exit 1
+}
+
+# Prints how many shards live nodes hold, as node `n` sees the cluster.
+held_shards() {
+    "$cairn" cluster status --address "http://127.0.0.1:${http[$1]}" --output json |
+        "$py" -c '
+import json, sys
+status = json.load(sys.stdin)
+alive = {n["node_id"] for n in status["nodes"] if n["alive"] and not n["draining"]}
+print(sum(1 for s in status["shards"] if s["held"] and s["holder"] in alive))'
+}
+
+for n in a b c; do
+    http[$n]=$(free_port)
+    grpc[$n]=$(free_port)
+    start_node "$n"
+done
+echo "--- three nodes: a ${http[a]}/${grpc[a]}, b ${http[b]}/${grpc[b]}, c ${http[c]}/${grpc[c]}"
+
+"$py" tests/temporal/guide_suite.py --address "127.0.0.1:${grpc[b]}" >"$data/guide.log" 2>&1 &
+guide=$!
+"$py" tests/temporal/client_suite.py --address "127.0.0.1:${grpc[c]}" >"$data/client.log" 2>&1 &
+client=$!
+
+sleep 6
+echo "--- kill -9 of node a (its shards go to b and c after the lease)"
+kill -9 "${pid[a]}"
+wait "${pid[a]}" 2>/dev/null || true
+sleep 2
+victim=$(tail -n 1 "$(dirname "$cluster")/pids")
+echo "--- kill -9 of fdbserver $victim (one of three; the data has two copies)"
+kill -9 "$victim"
+sleep 6
+echo "--- node a restarts under its id"
+start_node a
+
+status=0
+wait "$guide" || status=$?
+guide=""
+tail -n 1 "$data/guide.log"
+[ "$status" -eq 0 ] || { cat "$data/guide.log"; echo "FAILED: the guide suite against node b" >&2; exit 1; }
+wait "$client" || status=$?
+client=""
+tail -n 1 "$data/client.log"
+[ "$status" -eq 0 ] || { cat "$data/client.log"; echo "FAILED: the client suite against node c" >&2; exit 1; }
+
+echo "--- SIGTERM drains node b; a and c must hold all $SHARDS shards"
+kill -TERM "${pid[b]}"
+drained=0
+wait "${pid[b]}" || drained=$?
+unset 'pid[b]'
+[ "$drained" -eq 0 ] || { tail -n 20 "$data/node-b.log"; echo "FAILED: node b did not drain cleanly ($drained)" >&2; exit 1; }
+held=0
+for _ in $(seq 1 "$SETTLE_WAIT_S"); do
+    held=$(held_shards c || echo 0)
+    [ "$held" -eq "$SHARDS" ] && break
+    sleep 1
+done
+"$cairn" cluster status --address "http://127.0.0.1:${http[c]}"
+[ "$held" -eq "$SHARDS" ] || { echo "FAILED: $held of $SHARDS shards held ${SETTLE_WAIT_S} s after the drain" >&2; exit 1; }
+echo "ok: a cluster of processes on FoundationDB survived a node kill, an fdbserver kill and a drain"
