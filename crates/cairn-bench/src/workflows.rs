@@ -602,10 +602,18 @@ async fn closed_loop<S: cairn_store::Store>(
 ) -> Result<Report> {
     let started = Instant::now();
     let clients: Arc<Vec<cairn::Client<S>>> = Arc::new(nodes.iter().map(Node::client).collect());
+    let progress = Arc::new(Progress::default());
+    let watchdog = tokio::spawn(watch_for_stall(
+        clients[0].clone(),
+        nodes[0].runtime(),
+        progress.clone(),
+    ));
     let latencies = for_each_index(concurrency, args.workflows, move |i| {
         let client = clients[i % clients.len()].clone();
+        let progress = progress.clone();
         async move {
             let id = format!("{name}-{i}");
+            progress.begin(&id);
             if activities_each == 0 {
                 client.start(noop, &id, ()).send().await?.result().await?;
             } else {
@@ -616,10 +624,12 @@ async fn closed_loop<S: cairn_store::Store>(
                     .result()
                     .await?;
             }
+            progress.end(&id);
             Ok(())
         }
     })
     .await?;
+    watchdog.abort();
     Ok(Report {
         scenario: name,
         workflows: args.workflows,
@@ -630,6 +640,135 @@ async fn closed_loop<S: cairn_store::Store>(
         rss_bytes: rss_bytes(),
         extra: Vec::new(),
     })
+}
+
+/// Longest a closed loop may go without a workflow finishing before the run counts as
+/// stalled: a run that never ends is a bug, and the watchdog says which workflows it waits for.
+const STALL_AFTER: Duration = Duration::from_secs(30);
+/// Most stalled workflows the watchdog describes.
+const STALL_DESCRIBED_MAX: usize = 5;
+
+/// The workflows a closed loop has in flight, and how many finished.
+#[derive(Default)]
+struct Progress {
+    in_flight: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    finished: AtomicUsize,
+}
+
+impl Progress {
+    fn begin(&self, id: &str) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string());
+    }
+
+    fn end(&self, id: &str) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.finished.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Ends the process (exit status 3) when no workflow finished for [`STALL_AFTER`], after
+/// printing a description of the first workflows still in flight.
+async fn watch_for_stall<S: cairn_store::Store>(
+    client: cairn::Client<S>,
+    node: Arc<cairn_runtime::Node<S>>,
+    progress: Arc<Progress>,
+) {
+    let mut last = (0, Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let finished = progress.finished.load(Ordering::Relaxed);
+        if finished != last.0 {
+            last = (finished, Instant::now());
+            continue;
+        }
+        if last.1.elapsed() < STALL_AFTER {
+            continue;
+        }
+        let waiting: Vec<String> = progress
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .take(STALL_DESCRIBED_MAX)
+            .cloned()
+            .collect();
+        eprintln!(
+            "stalled: no workflow finished for {STALL_AFTER:?} after {finished}; first in flight: {waiting:?}"
+        );
+        let m = node.metrics();
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        eprintln!(
+            "node: shard claims {}, takeovers {}, losses {}, handoffs {}; attempts dispatched {} (peak {}), deferred {}; activities succeeded {}, failed {}; passivations {}; commits skipped {}, slot waits {}",
+            get(&m.shard_claims),
+            get(&m.shard_takeovers),
+            get(&m.shard_losses),
+            get(&m.shard_handoffs),
+            get(&m.activity_attempts_dispatched),
+            get(&m.activity_attempts_dispatched_peak),
+            get(&m.activity_tasks_deferred),
+            get(&m.activities_succeeded),
+            get(&m.activities_failed),
+            get(&m.passivations),
+            get(&m.commits_skipped),
+            get(&m.commit_slot_waits),
+        );
+        for id in &waiting {
+            match client.handle::<serde_json::Value>(id) {
+                Ok(handle) => {
+                    let described = handle.describe().await;
+                    if let Ok(d) = &described
+                        && let Ok(workflow_id) = cairn::WorkflowId::new(id.clone())
+                    {
+                        for (seq, pending) in &d.pending_activities {
+                            eprintln!(
+                                "{id}: activity {seq} attempt {}: {}",
+                                pending.attempt,
+                                node.attempt_in_store(
+                                    &workflow_id,
+                                    &d.summary.run_id,
+                                    *seq,
+                                    pending.attempt
+                                )
+                                .await
+                            );
+                        }
+                    }
+                    eprintln!("{id}: {described:#?}");
+                }
+                Err(e) => eprintln!("{id}: {e}"),
+            }
+        }
+        eprintln!("{}", node.deferred_backlog().await);
+        // A signal wakes each run: one that then moves had what it needed and was not woken
+        // (a lost wake-up); one that does not lost its work.
+        const POKE: Signal<()> = Signal::new("stall-poke");
+        for id in &waiting {
+            if let Ok(handle) = client.handle::<serde_json::Value>(id) {
+                let poked = handle.signal(&POKE, ()).await;
+                eprintln!("{id}: poked: {poked:?}");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        for id in &waiting {
+            if let Ok(handle) = client.handle::<serde_json::Value>(id) {
+                let after = handle.describe().await.map(|d| {
+                    (
+                        d.summary.status,
+                        d.summary.history_length,
+                        d.pending_activities.len(),
+                    )
+                });
+                eprintln!("{id}: 5 s after the poke (status, history length, pending): {after:?}");
+            }
+        }
+        std::process::exit(3);
+    }
 }
 
 /// Runs `work(i)` for every `i` in `0..total` on `concurrency` tasks, each taking the next

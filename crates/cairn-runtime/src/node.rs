@@ -187,6 +187,83 @@ impl<S: Store> Node<S> {
         &self.shared.metrics
     }
 
+    /// What the puller of deferred activity tasks knows, and how many deferred markers each
+    /// shard has in the store: a diagnosis for a run that stops making progress.
+    pub async fn deferred_backlog(&self) -> String {
+        use cairn_store::Transaction;
+        let capacity = &self.shared.workers.capacity;
+        let mut out = format!(
+            "free units {}, backlogged {}; pending (shard, epoch, cursor set, generation, ready): {:?}\n",
+            capacity.free(),
+            capacity
+                .inner
+                .backlogged
+                .load(std::sync::atomic::Ordering::Acquire),
+            capacity
+                .pending()
+                .iter()
+                .map(|(s, p, ready)| (*s, p.epoch, p.cursor.is_some(), p.generation, *ready))
+                .collect::<Vec<_>>()
+        );
+        for shard in 0..self.shared.config.shard_count {
+            let (begin, end) = self.shared.keys.deferred_of_shard(shard);
+            let Ok(mut tx) = self.shared.store.begin() else {
+                continue;
+            };
+            let markers = tx
+                .get_range(&cairn_store::RangeRequest::new(begin, end).snapshot())
+                .await
+                .map(|m| m.len());
+            if !matches!(markers, Ok(0)) {
+                out.push_str(&format!("shard {shard}: deferred markers {markers:?}\n"));
+            }
+        }
+        out
+    }
+
+    /// What the store holds for attempt `attempt` of activity `seq` of run `run_id` of
+    /// workflow `workflow_id`: its task, start mark, deferred marker, and the run's timers in
+    /// the shard. A diagnosis for an attempt that never ends.
+    pub async fn attempt_in_store(
+        &self,
+        workflow_id: &WorkflowId,
+        run_id: &cairn_types::RunId,
+        seq: u32,
+        attempt: u32,
+    ) -> String {
+        use cairn_store::Transaction;
+        let keys = &self.shared.keys;
+        let shard = self.shared.shard_of(workflow_id);
+        let Ok(mut tx) = self.shared.store.begin() else {
+            return "no transaction".into();
+        };
+        let mut out = String::new();
+        for (what, key) in [
+            ("task", keys.task(shard, run_id, seq, attempt)),
+            ("start mark", keys.attempt(shard, run_id, seq, attempt)),
+            (
+                "deferred marker",
+                keys.deferred(shard, run_id, seq, attempt),
+            ),
+        ] {
+            let found = tx.get(&key).await.map(|v| v.is_some());
+            out.push_str(&format!("{what}: {found:?}; "));
+        }
+        let (begin, end) = keys.timers_of_shard(shard);
+        let run_bytes = run_id.as_uuid().as_bytes().to_vec();
+        let timers = tx
+            .get_range(&cairn_store::RangeRequest::new(begin, end).snapshot())
+            .await
+            .map(|rows| {
+                rows.into_iter()
+                    .filter(|r| r.key.windows(16).any(|w| w == run_bytes.as_slice()))
+                    .map(|r| r.key.escape_ascii().to_string())
+                    .collect::<Vec<_>>()
+            });
+        out.push_str(&format!("run's timers in shard {shard}: {timers:?}"));
+        out
+    }
+
     /// The registered workflow and activity types.
     pub fn registry(&self) -> &Registry {
         &self.shared.registry
