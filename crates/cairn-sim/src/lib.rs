@@ -701,34 +701,23 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
                 }
             }
         }
-        let (result, history, run_id, runs) = outcome(&cluster, &mut rng, id, deadline)
-            .await
-            .map_err(&fail)?;
-        finished.push(Finished {
-            workflow_id: id.clone(),
-            run_id,
-            runs,
-            runs_expected: spec.continues as usize + 1,
-            shard: cairn_runtime::shard_of(id, plan.shard_count),
-            expected: workload::expected(spec, *value),
-            result,
-            history,
-        });
+        let expected = (
+            workload::expected(spec, *value),
+            spec.continues as usize + 1,
+        );
+        finished.push(
+            finish(&cluster, &mut rng, id, expected, deadline)
+                .await
+                .map_err(&fail)?,
+        );
     }
     for (id, x) in &flows_accepted {
-        let (result, history, run_id, runs) = outcome(&cluster, &mut rng, id, deadline)
-            .await
-            .map_err(&fail)?;
-        finished.push(Finished {
-            workflow_id: id.clone(),
-            run_id,
-            runs,
-            runs_expected: 1,
-            shard: cairn_runtime::shard_of(id, plan.shard_count),
-            expected: sdk_worker::remote_flow_value(*x),
-            result,
-            history,
-        });
+        let expected = (sdk_worker::remote_flow_value(*x), 1);
+        finished.push(
+            finish(&cluster, &mut rng, id, expected, deadline)
+                .await
+                .map_err(&fail)?,
+        );
     }
     report.remote_flows = flows_accepted.len();
     report.runs = finished.iter().map(|f| f.runs.len()).sum();
@@ -785,22 +774,16 @@ pub async fn simulate(seed: u64) -> Result<Report, String> {
     Ok(report)
 }
 
-/// A finished workflow's result, history and last run, and every run of its id.
-type Outcome = (
-    u64,
-    Vec<cairn_types::HistoryEvent>,
-    cairn_types::RunId,
-    Vec<cairn_types::RunId>,
-);
-
 /// How accepted workflow `id` ended, read through some live node once it completes: its
-/// result, history and last run, and every run visibility lists under its id.
-async fn outcome(
+/// result, history and last run, and every run visibility lists under its id, beside what
+/// it should have ended with, `(result, runs in its chain)`.
+async fn finish(
     cluster: &Cluster,
     rng: &mut SmallRng,
     id: &str,
+    (expected, runs_expected): (u64, usize),
     deadline: Instant,
-) -> Result<Outcome, String> {
+) -> Result<Finished, String> {
     let (result, history, run_id) = loop {
         let client = cluster.client(rng.random_range(0..8)).expect("a live node");
         let handle = client.handle::<u64>(id).map_err(|e| e.to_string())?;
@@ -841,7 +824,16 @@ async fn outcome(
             Err(e) => return Err(format!("{id}: cannot list its runs: {e}")),
         }
     };
-    Ok((result, history, run_id, runs))
+    Ok(Finished {
+        workflow_id: id.to_string(),
+        run_id,
+        runs,
+        runs_expected,
+        shard: cairn_runtime::shard_of(id, cluster.plan.shard_count),
+        expected,
+        result,
+        history,
+    })
 }
 
 /// Starts a job through some live node, retrying through others; true once accepted (by this

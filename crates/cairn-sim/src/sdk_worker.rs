@@ -81,6 +81,36 @@ impl Worker {
         ))
     }
 
+    /// Polls reachable nodes, one at a time, until one hands out a task (`none`: the answer
+    /// carries no task); the task and the frontend it came from, where its answer goes.
+    async fn next_task<T, Fut>(
+        &self,
+        rng: &mut SmallRng,
+        poll: impl Fn(Frontend<SimStore>) -> Fut,
+        none: impl Fn(&T) -> bool,
+    ) -> (Frontend<SimStore>, T)
+    where
+        Fut: std::future::Future<
+                Output = (
+                    Frontend<SimStore>,
+                    Result<tonic::Response<T>, tonic::Status>,
+                ),
+            >,
+    {
+        loop {
+            let Some(frontend) = self.frontend(rng) else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            match tokio::time::timeout(POLL_WAIT, poll(frontend)).await {
+                Ok((frontend, Ok(task))) if !none(task.get_ref()) => {
+                    return (frontend, task.into_inner());
+                }
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
     fn abandons(&self, rng: &mut SmallRng) -> bool {
         self.dies.load(Ordering::SeqCst) && rng.random_bool(self.die_chance)
     }
@@ -89,24 +119,24 @@ impl Worker {
     pub(crate) async fn serve_activities(self, seed: u64) {
         let mut rng = SmallRng::seed_from_u64(seed);
         loop {
-            let Some(frontend) = self.frontend(&mut rng) else {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            };
-            let poll =
-                frontend.poll_activity_task_queue(Request::new(ws::PollActivityTaskQueueRequest {
-                    namespace: "default".into(),
-                    task_queue: Some(queue(REMOTE_TASK_QUEUE)),
-                    identity: "sim-sdk-worker".into(),
-                    ..Default::default()
-                }));
-            let task = match tokio::time::timeout(POLL_WAIT, poll).await {
-                Ok(Ok(task)) if !task.get_ref().task_token.is_empty() => task.into_inner(),
-                _ => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
+            let (frontend, task) = self
+                .next_task(
+                    &mut rng,
+                    |frontend| async move {
+                        let request = ws::PollActivityTaskQueueRequest {
+                            namespace: "default".into(),
+                            task_queue: Some(queue(REMOTE_TASK_QUEUE)),
+                            identity: "sim-sdk-worker".into(),
+                            ..Default::default()
+                        };
+                        let polled = frontend
+                            .poll_activity_task_queue(Request::new(request))
+                            .await;
+                        (frontend, polled)
+                    },
+                    |task: &ws::PollActivityTaskQueueResponse| task.task_token.is_empty(),
+                )
+                .await;
             if self.abandons(&mut rng) {
                 self.served
                     .activities_abandoned
@@ -143,24 +173,24 @@ impl Worker {
     pub(crate) async fn serve_workflows(self, seed: u64) {
         let mut rng = SmallRng::seed_from_u64(seed);
         loop {
-            let Some(frontend) = self.frontend(&mut rng) else {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            };
-            let poll =
-                frontend.poll_workflow_task_queue(Request::new(ws::PollWorkflowTaskQueueRequest {
-                    namespace: "default".into(),
-                    task_queue: Some(queue(REMOTE_WORKFLOW_QUEUE)),
-                    identity: "sim-sdk-worker".into(),
-                    ..Default::default()
-                }));
-            let task = match tokio::time::timeout(POLL_WAIT, poll).await {
-                Ok(Ok(task)) if !task.get_ref().task_token.is_empty() => task.into_inner(),
-                _ => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
+            let (frontend, task) = self
+                .next_task(
+                    &mut rng,
+                    |frontend| async move {
+                        let request = ws::PollWorkflowTaskQueueRequest {
+                            namespace: "default".into(),
+                            task_queue: Some(queue(REMOTE_WORKFLOW_QUEUE)),
+                            identity: "sim-sdk-worker".into(),
+                            ..Default::default()
+                        };
+                        let polled = frontend
+                            .poll_workflow_task_queue(Request::new(request))
+                            .await;
+                        (frontend, polled)
+                    },
+                    |task: &ws::PollWorkflowTaskQueueResponse| task.task_token.is_empty(),
+                )
+                .await;
             if self.abandons(&mut rng) {
                 self.served
                     .workflow_tasks_abandoned
