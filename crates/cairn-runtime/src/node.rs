@@ -187,6 +187,10 @@ impl<S: Store> Node<S> {
         &self.shared.metrics
     }
 
+    /// Most rows one diagnosis read ([`Self::deferred_backlog`], [`Self::attempt_in_store`])
+    /// takes from one range, in one transaction.
+    pub const DIAGNOSIS_ROWS_MAX: usize = 10_000;
+
     /// What the puller of deferred activity tasks knows, and how many deferred markers each
     /// shard has in the store: a diagnosis for a run that stops making progress.
     pub async fn deferred_backlog(&self) -> String {
@@ -211,11 +215,19 @@ impl<S: Store> Node<S> {
                 continue;
             };
             let markers = tx
-                .get_range(&cairn_store::RangeRequest::new(begin, end).snapshot())
+                .get_range(
+                    &cairn_store::RangeRequest::new(begin, end)
+                        .limit(Self::DIAGNOSIS_ROWS_MAX)
+                        .snapshot(),
+                )
                 .await
                 .map(|m| m.len());
-            if !matches!(markers, Ok(0)) {
-                out.push_str(&format!("shard {shard}: deferred markers {markers:?}\n"));
+            match markers {
+                Ok(0) => {}
+                Ok(n) if n == Self::DIAGNOSIS_ROWS_MAX => {
+                    out.push_str(&format!("shard {shard}: deferred markers: {n} or more\n"));
+                }
+                other => out.push_str(&format!("shard {shard}: deferred markers {other:?}\n")),
             }
         }
         out
@@ -252,15 +264,28 @@ impl<S: Store> Node<S> {
         let (begin, end) = keys.timers_of_shard(shard);
         let run_bytes = run_id.as_uuid().as_bytes().to_vec();
         let timers = tx
-            .get_range(&cairn_store::RangeRequest::new(begin, end).snapshot())
+            .get_range(
+                &cairn_store::RangeRequest::new(begin, end)
+                    .limit(Self::DIAGNOSIS_ROWS_MAX)
+                    .snapshot(),
+            )
             .await
             .map(|rows| {
-                rows.into_iter()
+                let scanned = rows.len();
+                let run_timers: Vec<String> = rows
+                    .into_iter()
                     .filter(|r| r.key.windows(16).any(|w| w == run_bytes.as_slice()))
                     .map(|r| r.key.escape_ascii().to_string())
-                    .collect::<Vec<_>>()
+                    .collect();
+                (run_timers, scanned)
             });
-        out.push_str(&format!("run's timers in shard {shard}: {timers:?}"));
+        match timers {
+            Ok((run_timers, scanned)) => out.push_str(&format!(
+                "run's timers in shard {shard}: {run_timers:?} (among the shard's first {scanned} timers{})",
+                if scanned == Self::DIAGNOSIS_ROWS_MAX { ", of more" } else { "" }
+            )),
+            Err(e) => out.push_str(&format!("run's timers in shard {shard}: {e}")),
+        }
         out
     }
 
