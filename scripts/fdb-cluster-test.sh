@@ -35,6 +35,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# On a failure: what each node logged last, and (with KEEP_LOGS=dir) every log kept there.
+fail() {
+    echo "FAILED: $*" >&2
+    for log in "$data"/node-*.log; do
+        echo "--- last lines of $(basename "$log")"
+        grep -v ' INFO ' "$log" | tail -n 30 || true
+    done
+    if [ -n "${KEEP_LOGS:-}" ]; then
+        mkdir -p "$KEEP_LOGS" && cp "$data"/*.log "$KEEP_LOGS"/ && echo "logs kept in $KEEP_LOGS"
+    fi
+    exit 1
+}
+
 free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 cluster=$(bash scripts/fdb.sh start --processes 3)
@@ -93,18 +106,18 @@ status=0
 wait "$guide" || status=$?
 guide=""
 tail -n 1 "$data/guide.log"
-[ "$status" -eq 0 ] || { cat "$data/guide.log"; echo "FAILED: the guide suite against node b" >&2; exit 1; }
+[ "$status" -eq 0 ] || { cat "$data/guide.log"; fail "the guide suite against node b"; }
 wait "$client" || status=$?
 client=""
 tail -n 1 "$data/client.log"
-[ "$status" -eq 0 ] || { cat "$data/client.log"; echo "FAILED: the client suite against node c" >&2; exit 1; }
+[ "$status" -eq 0 ] || { cat "$data/client.log"; fail "the client suite against node c"; }
 
 echo "--- SIGTERM drains node b; a and c must hold all $SHARDS shards"
 kill -TERM "${pid[b]}"
 drained=0
 wait "${pid[b]}" || drained=$?
 unset 'pid[b]'
-[ "$drained" -eq 0 ] || { tail -n 20 "$data/node-b.log"; echo "FAILED: node b did not drain cleanly ($drained)" >&2; exit 1; }
+[ "$drained" -eq 0 ] || fail "node b did not drain cleanly ($drained)"
 held=0
 for _ in $(seq 1 "$SETTLE_WAIT_S"); do
     held=$(held_shards c || echo 0)
@@ -112,5 +125,5 @@ for _ in $(seq 1 "$SETTLE_WAIT_S"); do
     sleep 1
 done
 "$cairn" cluster status --address "http://127.0.0.1:${http[c]}"
-[ "$held" -eq "$SHARDS" ] || { echo "FAILED: $held of $SHARDS shards held ${SETTLE_WAIT_S} s after the drain" >&2; exit 1; }
+[ "$held" -eq "$SHARDS" ] || fail "$held of $SHARDS shards held ${SETTLE_WAIT_S} s after the drain"
 echo "ok: a cluster of processes on FoundationDB survived a node kill, an fdbserver kill and a drain"

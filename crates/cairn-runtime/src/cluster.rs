@@ -33,7 +33,7 @@ use crate::records::{ClusterRecord, Lease, NodeRecord, ReadyItem, TaskRecord, de
 use crate::shard::{ShardActor, ShardArgs};
 use crate::shared::Shared;
 use cairn_core::TimerId;
-use cairn_store::{RangeRequest, Store, StoreError, TransactOptions, Transaction, transact};
+use cairn_store::{Pages, RangeRequest, Store, StoreError, TransactOptions, Transaction, transact};
 use cairn_types::{RunId, Seq};
 use ractor::{Actor, ActorRef};
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,8 +44,9 @@ use tokio::time::Instant;
 
 /// Longest pause between placement rounds.
 pub const PLACEMENT_INTERVAL_MS_MAX: u64 = 250;
-/// Timers one transaction of a shard's rehydration reads (looking for start marks).
-const REHYDRATE_TIMERS_PAGE: usize = 10_000;
+/// Rows one transaction of a shard's rehydration reads from one range (mailbox entries, start
+/// marks, timers, tasks).
+pub const REHYDRATE_PAGE_ROWS: usize = 1_000;
 
 /// Shortest lease timeout a node accepts: placement and heartbeats must fit several times.
 pub const LEASE_TIMEOUT_MS_MIN: u64 = 100;
@@ -648,9 +649,10 @@ async fn watch_doorbell<S: Store>(
     }
 }
 
-/// Reads the shard's ready queue from `cursor` (a snapshot read: entries committed later sort
-/// after everything it sees), wakes the runs named there, has the read entries cleared, and
-/// returns where to read next time.
+/// Reads the shard's ready queue from `cursor` (snapshot reads, a page of
+/// [`REHYDRATE_PAGE_ROWS`] per transaction: entries committed later sort after everything
+/// read), wakes the runs named there, has the read entries cleared, and returns where to read
+/// next time.
 async fn read_ready<S: Store>(
     shared: &Shared<S>,
     shard: u32,
@@ -659,32 +661,30 @@ async fn read_ready<S: Store>(
     cursor: &[u8],
 ) -> Result<Vec<u8>, StoreError> {
     let (_, end) = shared.keys.ready_of_shard(shard);
-    let mut tx = shared.store.begin()?;
-    let rows = tx
-        .get_range(&RangeRequest::new(cursor.to_vec(), end).snapshot())
-        .await?;
-    drop(tx);
-    let Some(last) = rows.last() else {
-        return Ok(cursor.to_vec());
-    };
-    let next = cairn_store::keyspace::key_after(&last.key);
-    let items: BTreeSet<ReadyItem> = rows
-        .iter()
-        .filter_map(|kv| decode::<ReadyItem>("ready entry", &kv.value).ok())
-        .collect();
-    for item in items {
-        let _ = actor.cast(ShardMsg::from(item));
+    let mut pages = Pages::new(cursor.to_vec(), end, REHYDRATE_PAGE_ROWS);
+    while let Some(rows) = pages.next(&shared.store).await? {
+        let items: BTreeSet<ReadyItem> = rows
+            .iter()
+            .filter_map(|kv| decode::<ReadyItem>("ready entry", &kv.value).ok())
+            .collect();
+        for item in items {
+            let _ = actor.cast(ShardMsg::from(item));
+        }
     }
-    shared.submit_detached(
-        vec![Op::ClearRange(cursor.to_vec(), next.clone())],
-        (shard, epoch),
-    );
+    let next = pages.position().to_vec();
+    if next.as_slice() != cursor {
+        shared.submit_detached(
+            vec![Op::ClearRange(cursor.to_vec(), next.clone())],
+            (shard, epoch),
+        );
+    }
     Ok(next)
 }
 
-/// After a claim: wakes runs with mail, loads timers, re-dispatches activity tasks (their old
-/// claims died with the previous holder; clearing those claims' timers), and returns where the
-/// ready queue is to be read from next (everything before it is covered by this scan).
+/// After a claim: wakes runs with mail and remote runs with a workflow task owed, loads
+/// timers, re-dispatches activity tasks (their old claims died with the previous holder), and
+/// returns where the ready queue is to be read from next (everything before it is covered by
+/// this scan). Every range is read a page of [`REHYDRATE_PAGE_ROWS`] per transaction.
 async fn rehydrate<S: Store>(
     shared: &Arc<Shared<S>>,
     shard: u32,
@@ -692,33 +692,21 @@ async fn rehydrate<S: Store>(
     shard_ref: &ActorRef<ShardMsg>,
 ) -> Result<Vec<u8>, StoreError> {
     let keys = &shared.keys;
-    let mut tx = shared.store.begin()?;
-    let (begin, end) = keys.inbox_of_shard(shard);
-    let inbox = tx
-        .get_range(&RangeRequest::new(begin, end).snapshot())
-        .await?;
-    let runs: BTreeSet<RunId> = inbox
-        .iter()
-        .filter_map(|kv| keys.inbox_run(&kv.key))
-        .collect();
-    let (begin, end) = keys.attempts_of_shard(shard);
-    let mut started: BTreeSet<(RunId, Seq, u32)> = tx
-        .get_range(&RangeRequest::new(begin, end).snapshot())
-        .await?
-        .iter()
-        .filter_map(|kv| keys.parse_attempt(&kv.key))
-        .collect();
-    let (begin, end) = keys.schedule_wakes_of_shard(shard);
-    let schedule_wakes = tx
-        .get_range(&RangeRequest::new(begin, end).snapshot())
-        .await?;
-    // The ready queue up to this snapshot is covered by the mailbox scan above.
+    let pages = |(begin, end): (Vec<u8>, Vec<u8>)| Pages::new(begin, end, REHYDRATE_PAGE_ROWS);
+    // The ready queue's end first: its entries name mail committed before this read, which
+    // the mailbox scan after it sees; later entries sort after the cursor.
     let (ready_begin, ready_end) = keys.ready_of_shard(shard);
-    let ready = tx
-        .get_range(&RangeRequest::new(ready_begin.clone(), ready_end).snapshot())
+    let mut tx = shared.store.begin()?;
+    let last_ready = tx
+        .get_range(
+            &RangeRequest::new(ready_begin.clone(), ready_end)
+                .reverse()
+                .limit(1)
+                .snapshot(),
+        )
         .await?;
     drop(tx);
-    let cursor = match ready.last() {
+    let cursor = match last_ready.last() {
         Some(last) => {
             let next = cairn_store::keyspace::key_after(&last.key);
             shared.submit_detached(
@@ -729,64 +717,72 @@ async fn rehydrate<S: Store>(
         }
         None => ready_begin,
     };
+    // Runs with mail: the mailbox is keyed by run, so one wake per run (a run whose mail
+    // spans two pages is woken twice, which is harmless).
+    let mut inbox = pages(keys.inbox_of_shard(shard));
+    let mut woken = 0u64;
+    let mut last_run = None;
+    while let Some(page) = inbox.next(&shared.store).await? {
+        for run_id in page.iter().filter_map(|kv| keys.inbox_run(&kv.key)) {
+            if last_run != Some(run_id) {
+                last_run = Some(run_id);
+                woken += 1;
+                let _ = shard_ref.cast(ShardMsg::Wake { run_id });
+            }
+        }
+    }
     shared
         .metrics
         .runs_rehydrated
-        .fetch_add(runs.len() as u64, Ordering::Relaxed);
-    for run_id in runs {
-        let _ = shard_ref.cast(ShardMsg::Wake { run_id });
-    }
-    for kv in schedule_wakes {
-        if let Some((at_unix_ms, schedule_id)) = keys.parse_schedule_wake(&kv.key) {
-            let _ = shard_ref.cast(ShardMsg::ScheduleWake {
-                schedule_id,
-                at_unix_ms,
-            });
+        .fetch_add(woken, Ordering::Relaxed);
+    let mut wakes = pages(keys.schedule_wakes_of_shard(shard));
+    while let Some(page) = wakes.next(&shared.store).await? {
+        for kv in page {
+            if let Some((at_unix_ms, schedule_id)) = keys.parse_schedule_wake(&kv.key) {
+                let _ = shard_ref.cast(ShardMsg::ScheduleWake {
+                    schedule_id,
+                    at_unix_ms,
+                });
+            }
         }
     }
-    // A handed-over attempt has no start mark: its start-to-close timer is its mark. The
-    // timers are read a page per transaction (the shard actor pages its own window of them
-    // into memory). Earlier tenures, fenced out now, add no marks or timers meanwhile.
-    let (mut begin, end) = keys.timers_of_shard(shard);
-    loop {
-        let mut tx = shared.store.begin()?;
-        let page = tx
-            .get_range(
-                &RangeRequest::new(begin.clone(), end.clone())
-                    .limit(REHYDRATE_TIMERS_PAGE)
-                    .snapshot(),
-            )
-            .await?;
-        started.extend(page.iter().filter_map(|kv| {
-            let (_, run_id, timer) = keys.parse_timer(&kv.key)?;
+    // Attempts that started: by their start mark, or (a handed-over attempt has none) by
+    // their start-to-close or heartbeat timer. Earlier tenures, fenced out now, add no marks
+    // or timers meanwhile.
+    let mut started: BTreeSet<(RunId, Seq, u32)> = BTreeSet::new();
+    let mut marks = pages(keys.attempts_of_shard(shard));
+    while let Some(page) = marks.next(&shared.store).await? {
+        started.extend(page.iter().filter_map(|kv| keys.parse_attempt(&kv.key)));
+    }
+    let mut timers = pages(keys.timers_of_shard(shard));
+    while let Some(page) = timers.next(&shared.store).await? {
+        for kv in &page {
+            let Some((_, run_id, timer)) = keys.parse_timer(&kv.key) else {
+                continue;
+            };
             match timer {
                 TimerId::ActivityStartToClose { seq, attempt }
-                | TimerId::ActivityHeartbeat { seq, attempt } => Some((run_id, seq, attempt)),
-                _ => None,
+                | TimerId::ActivityHeartbeat { seq, attempt } => {
+                    started.insert((run_id, seq, attempt));
+                }
+                // A remote run with a workflow task owed or out: the previous holder's
+                // matching, and any worker's hold on the task, died with its tenure. Loaded
+                // now, the run offers the task to the workers at once rather than when the
+                // check timer fires (a task timeout or more later).
+                TimerId::WorkflowTask { .. } => {
+                    let _ = shard_ref.cast(ShardMsg::Wake { run_id });
+                }
+                _ => {}
             }
-        }));
-        match page.last() {
-            Some(last) if page.len() == REHYDRATE_TIMERS_PAGE => {
-                begin = cairn_store::keyspace::key_after(&last.key);
-            }
-            _ => break,
         }
     }
-    // Tasks a page per transaction, after the marks and timers. A started attempt is not run again: it may still be running on a node that
-    // lost the shard, or have died with one; its start-to-close (or heartbeat) timer, loaded
-    // above, times it out, and the retry is the next attempt. Every other task is marked
-    // deferred, for the pull dispatcher to hand out within the dispatch bound.
-    let (mut begin, end) = keys.tasks_of_shard(shard);
-    loop {
-        let mut tx = shared.store.begin()?;
-        let page = tx
-            .get_range(
-                &RangeRequest::new(begin.clone(), end.clone())
-                    .limit(DEFERRED_PAGE_MAX)
-                    .snapshot(),
-            )
-            .await?;
-        drop(tx);
+    // A started attempt is not run again: it may still be running on a node that lost the
+    // shard, or have died with one; its start-to-close (or heartbeat) timer, loaded by the
+    // shard actor, times it out, and the retry is the next attempt. Every other task is
+    // marked deferred, for the pull dispatcher to hand out within the dispatch bound.
+    let (begin, end) = keys.tasks_of_shard(shard);
+    let mut tasks = Pages::new(begin, end, DEFERRED_PAGE_MAX);
+    while let Some(page) = tasks.next(&shared.store).await? {
         let mut ops = Vec::new();
         for kv in &page {
             let task: TaskRecord = decode("task", &kv.value)?;
@@ -814,12 +810,6 @@ async fn rehydrate<S: Store>(
                         message: format!("deferring the shard's tasks: {other}"),
                     },
                 })?;
-        }
-        match page.last() {
-            Some(last) if page.len() == DEFERRED_PAGE_MAX => {
-                begin = cairn_store::keyspace::key_after(&last.key);
-            }
-            _ => break,
         }
     }
     // Always: transitions of this tenure may have deferred tasks meanwhile.

@@ -23,6 +23,7 @@ pub mod keyspace;
 pub mod kit;
 mod limits;
 mod mem;
+mod pages;
 mod transact;
 
 pub use contract::{
@@ -34,4 +35,5 @@ pub use limits::{
     KEY_BYTES_MAX, Limits, TRANSACTION_AGE_MAX, TRANSACTION_BYTES_MAX, VALUE_BYTES_MAX, WATCHES_MAX,
 };
 pub use mem::MemStore;
+pub use pages::Pages;
 pub use transact::{Attempt, RetryClass, TransactOptions, transact};

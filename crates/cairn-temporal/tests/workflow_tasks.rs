@@ -637,6 +637,40 @@ async fn a_node_killed_while_a_worker_holds_a_task_hands_it_out_again() {
     server.stop().await;
 }
 
+/// The shard's new holder (here the node itself, restarted) offers a task the dead node had
+/// handed out at once: the worker's hold died with the node, and waiting for the task's check
+/// timer would cost the whole task timeout (two minutes here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_held_when_its_node_died_is_offered_at_once_by_the_next_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path()).await;
+    let mut client = server.client().await;
+    start(&mut client, "held-long", 120).await;
+    let held = poll(&mut client).await;
+    let _ = server.stop.send(());
+    let _ = server.served.await;
+    server.node.crash();
+    let server = serve(dir.path()).await;
+    let mut client = server.client().await;
+    let again = tokio::time::timeout(Duration::from_secs(30), poll(&mut client))
+        .await
+        .expect("the task is offered again well before its 120 s timeout");
+    assert_eq!(types(&again), types(&held), "the same task, from the store");
+    complete(
+        &mut client,
+        again.task_token,
+        vec![finish(serde_json::json!("offered"))],
+        HashMap::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        closed_result(&mut client, "held-long").await,
+        serde_json::json!("offered")
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rust_client_starts_and_awaits_a_workflow_an_sdk_worker_hosts() {
     let dir = tempfile::tempdir().unwrap();
