@@ -27,12 +27,14 @@ use crate::dispatch::DEFERRED_PAGE_MAX;
 use crate::error::ClusterError;
 use crate::keys::fnv1a;
 use crate::membership::Owned;
-use crate::messages::ShardMsg;
+use crate::messages::{Delivery, ShardMsg};
 use crate::ops::{CommitError, Op};
-use crate::records::{ClusterRecord, Lease, NodeRecord, ReadyItem, TaskRecord, decode, encode};
+use crate::records::{
+    ClusterRecord, InboxItem, Lease, NodeRecord, ReadyItem, TaskRecord, decode, encode,
+};
 use crate::shard::{ShardActor, ShardArgs};
 use crate::shared::Shared;
-use cairn_core::TimerId;
+use cairn_core::{Message, TimerId};
 use cairn_store::{Pages, RangeRequest, Store, StoreError, TransactOptions, Transaction, transact};
 use cairn_types::{RunId, Seq};
 use ractor::{Actor, ActorRef};
@@ -746,13 +748,17 @@ async fn rehydrate<S: Store>(
             }
         }
     }
-    // Attempts that started: by their start mark, or (a handed-over attempt has none) by
-    // their start-to-close or heartbeat timer. Earlier tenures, fenced out now, add no marks
-    // or timers meanwhile.
-    let mut started: BTreeSet<(RunId, Seq, u32)> = BTreeSet::new();
+    // Attempts that started, with the keys that say so: their start mark, and (a handed-over
+    // attempt has no mark) their start-to-close and heartbeat timers. Earlier tenures, fenced
+    // out now, add no marks or timers meanwhile.
+    let mut started: BTreeMap<(RunId, Seq, u32), Vec<Vec<u8>>> = BTreeMap::new();
     let mut marks = pages(keys.attempts_of_shard(shard));
     while let Some(page) = marks.next(&shared.store).await? {
-        started.extend(page.iter().filter_map(|kv| keys.parse_attempt(&kv.key)));
+        for kv in page {
+            if let Some(attempt) = keys.parse_attempt(&kv.key) {
+                started.entry(attempt).or_default().push(kv.key);
+            }
+        }
     }
     let mut timers = pages(keys.timers_of_shard(shard));
     while let Some(page) = timers.next(&shared.store).await? {
@@ -763,7 +769,10 @@ async fn rehydrate<S: Store>(
             match timer {
                 TimerId::ActivityStartToClose { seq, attempt }
                 | TimerId::ActivityHeartbeat { seq, attempt } => {
-                    started.insert((run_id, seq, attempt));
+                    started
+                        .entry((run_id, seq, attempt))
+                        .or_default()
+                        .push(kv.key.clone());
                 }
                 // A remote run with a workflow task owed or out: the previous holder's
                 // matching, and any worker's hold on the task, died with its tenure. Loaded
@@ -776,10 +785,13 @@ async fn rehydrate<S: Store>(
             }
         }
     }
-    // A started attempt is not run again: it may still be running on a node that lost the
-    // shard, or have died with one; its start-to-close (or heartbeat) timer, loaded by the
-    // shard actor, times it out, and the retry is the next attempt. Every other task is
-    // marked deferred, for the pull dispatcher to hand out within the dispatch bound.
+    // A started attempt of an earlier tenure is lost: its result goes only to the tenure that
+    // dispatched it (or, for a remote worker's, to the matching of the node that handed it
+    // out), so it can never land. It fails now, as lost — counted against its retry policy,
+    // as the timeout it would otherwise wait out — rather than after its start-to-close or
+    // heartbeat timeout. (One still running on a node that lost the shard without dying may
+    // overlap its retry, as after a timeout.) Every other task is marked deferred, for the
+    // pull dispatcher to hand out within the dispatch bound.
     let (begin, end) = keys.tasks_of_shard(shard);
     let mut tasks = Pages::new(begin, end, DEFERRED_PAGE_MAX);
     while let Some(page) = tasks.next(&shared.store).await? {
@@ -788,7 +800,11 @@ async fn rehydrate<S: Store>(
             let task: TaskRecord = decode("task", &kv.value)?;
             // This tenure's own tasks were handed over or deferred by their transitions (one
             // may be running now, its timer written after the scan above).
-            if task.epoch == epoch || started.contains(&(task.run_id, task.seq, task.attempt)) {
+            if task.epoch == epoch {
+                continue;
+            }
+            if let Some(marks) = started.remove(&(task.run_id, task.seq, task.attempt)) {
+                lose_attempt(shared, shard_ref, &task, kv.key.clone(), marks);
                 continue;
             }
             ops.push(Op::Set(
@@ -816,6 +832,44 @@ async fn rehydrate<S: Store>(
     shared.workers.capacity.rehydrated(shard, epoch);
     Ok(cursor)
 }
+
+/// Fails attempt `task` (started by an earlier tenure of its shard) as lost: its run records
+/// the failure and retries per its policy, consuming the task and the keys that marked it
+/// started (`marks`: start mark, timers) in that transition.
+fn lose_attempt<S: Store>(
+    shared: &Shared<S>,
+    shard_ref: &ActorRef<ShardMsg>,
+    task: &TaskRecord,
+    task_key: Vec<u8>,
+    marks: Vec<Vec<u8>>,
+) {
+    shared
+        .metrics
+        .activity_attempts_lost
+        .fetch_add(1, Ordering::Relaxed);
+    let failure = cairn_types::Failure::new(
+        ACTIVITY_ATTEMPT_LOST,
+        "the attempt was running under an earlier holder of its shard, which died or lost \
+         the shard; its result could no longer be recorded",
+    );
+    let mut consume = vec![task_key];
+    consume.extend(marks);
+    let delivery = Delivery {
+        item: InboxItem::Message(Message::ActivityFailed {
+            seq: task.seq,
+            attempt: task.attempt,
+            failure,
+        }),
+        consume,
+    };
+    let _ = shard_ref.cast(ShardMsg::Deliver {
+        run_id: task.run_id,
+        deliveries: vec![delivery],
+    });
+}
+
+/// The failure type of an attempt lost with an earlier holder of its shard (retryable).
+pub const ACTIVITY_ATTEMPT_LOST: &str = "ActivityAttemptLost";
 
 /// Graceful leave: no more claims, every shard handed off, membership record removed — so the
 /// other nodes take over at their next placement round instead of after the lease timeout.

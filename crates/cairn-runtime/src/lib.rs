@@ -46,8 +46,8 @@ mod workflow;
 pub use client_calls::{Description, RunHistory, StartWorkflow};
 pub use clock::{Clock, Entropy};
 pub use cluster::{
-    ClusterStatus, LEASE_TIMEOUT_MS_MIN, NodeStatus, PLACEMENT_INTERVAL_MS_MAX, ShardStatus,
-    rendezvous,
+    ACTIVITY_ATTEMPT_LOST, ClusterStatus, LEASE_TIMEOUT_MS_MIN, NodeStatus,
+    PLACEMENT_INTERVAL_MS_MAX, ShardStatus, rendezvous,
 };
 pub use committer::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, COMMIT_REQUESTS_QUEUED_MAX};
 pub use config::{CrashHook, CrashPoint, NodeConfig};

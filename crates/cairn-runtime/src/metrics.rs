@@ -116,6 +116,9 @@ pub struct Metrics {
     pub activity_attempts_dispatched_peak: AtomicU64,
     /// Tasks written deferred (no room in the workers), then pulled as attempts ended.
     pub activity_tasks_deferred: AtomicU64,
+    /// Attempts a shard's new holder found started by an earlier tenure and failed at once as
+    /// lost (their results could no longer land), instead of waiting out their timeouts.
+    pub activity_attempts_lost: AtomicU64,
     /// Queries sent to the node holding the run.
     pub queries_forwarded: AtomicU64,
     /// Membership heartbeat commit latency (one heartbeat renews every lease of the node).
@@ -151,6 +154,7 @@ impl Default for Metrics {
             activity_attempts_dispatched: AtomicU64::new(0),
             activity_attempts_dispatched_peak: AtomicU64::new(0),
             activity_tasks_deferred: AtomicU64::new(0),
+            activity_attempts_lost: AtomicU64::new(0),
             queries_forwarded: AtomicU64::new(0),
             lease_renew_latency: Histogram::new(LATENCY_BUCKETS),
             commit_latency: Histogram::new(LATENCY_BUCKETS),

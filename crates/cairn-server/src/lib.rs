@@ -1244,6 +1244,12 @@ async fn metrics<S: Store>(State(node): State<Arc<Node<S>>>) -> Response {
         load(&m.activity_tasks_deferred).to_string(),
     );
     counter(
+        "cairn_activity_attempts_lost_total",
+        "counter",
+        "Activity attempts of an earlier tenure of a shard, failed as lost by its new holder.",
+        load(&m.activity_attempts_lost).to_string(),
+    );
+    counter(
         "cairn_queries_forwarded_total",
         "counter",
         "Queries sent to the node holding the run.",

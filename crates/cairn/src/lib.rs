@@ -47,10 +47,10 @@ pub use cairn_core::visibility::{FilterError, format_time, parse_time};
 pub use cairn_core::{ActivityError, ChildError, RunStatus, WorkflowError};
 pub use cairn_runtime::{ACCEPTED_UPDATE_COMPLETED_WORKFLOW, UNPROCESSED_UPDATE};
 pub use cairn_runtime::{
-    ACTIVITY_ATTEMPTS_DISPATCHED_MAX, ActionKind, ActivityContext, ActivityInfo, ClientError,
-    Clock, ClusterStatus, CrashHook, CrashPoint, Entropy, IdReusePolicy, InProcessPeers,
-    LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, LIST_SCAN_ENTRIES_MAX, NodeConfig, NodeStatus,
-    Outcome, Peers, PeersHandle, QueryError, RecentAction, SORTED_QUERY_WORKFLOWS_MAX,
+    ACTIVITY_ATTEMPT_LOST, ACTIVITY_ATTEMPTS_DISPATCHED_MAX, ActionKind, ActivityContext,
+    ActivityInfo, ClientError, Clock, ClusterStatus, CrashHook, CrashPoint, Entropy, IdReusePolicy,
+    InProcessPeers, LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, LIST_SCAN_ENTRIES_MAX, NodeConfig,
+    NodeStatus, Outcome, Peers, PeersHandle, QueryError, RecentAction, SORTED_QUERY_WORKFLOWS_MAX,
     ScheduleDescription, ScheduleRecord, ShardStatus, UpdateError, UpdateStage, WorkflowPage,
     WorkflowSummary,
 };

@@ -254,6 +254,68 @@ async fn crash_recovery_with_store_faults() {
     }
 }
 
+static FIRST_ATTEMPT_RUNNING: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// The first attempt never ends (it is running when the node dies); a retry answers with
+/// its attempt number.
+async fn hangs_first(ctx: ActivityContext, _input: ()) -> Result<u32, Failure> {
+    if ctx.info().attempt == 1 {
+        FIRST_ATTEMPT_RUNNING.notify_one();
+        std::future::pending::<()>().await;
+    }
+    Ok(ctx.info().attempt)
+}
+
+async fn long_step(ctx: Ctx, _input: ()) -> Result<u32, WorkflowError> {
+    Ok(ctx
+        .activity(hangs_first, ())
+        .start_to_close(Duration::from_secs(600))
+        .await?)
+}
+
+/// An attempt running when its node dies is retried as soon as the shard's next holder (here
+/// the node, restarted) rehydrates it, not after its 10-minute start-to-close timeout: its
+/// result could never land, so the holder fails it as lost, and the retry policy retries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_running_at_a_crash_is_retried_at_once_not_after_its_timeout() {
+    init_logging();
+    let store = MemStore::new();
+    let start = || {
+        Node::builder()
+            .workflow(long_step)
+            .activity(hangs_first)
+            .config(config())
+            .start(store.clone())
+    };
+    let node = start().await.unwrap();
+    let running = FIRST_ATTEMPT_RUNNING.notified();
+    node.client()
+        .start(long_step, "lost-attempt", ())
+        .send()
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the first attempt starts");
+    node.crash();
+    let node = start().await.unwrap();
+    let handle = node.client().handle::<u32>("lost-attempt").unwrap();
+    let attempt = tokio::time::timeout(Duration::from_secs(30), handle.result())
+        .await
+        .expect("retried well before the 600 s start-to-close timeout")
+        .unwrap();
+    assert_eq!(attempt, 2, "the lost attempt counted as one");
+    let lost = node
+        .metrics()
+        .activity_attempts_lost
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        lost, 1,
+        "the new holder failed exactly the one running attempt as lost"
+    );
+    node.shutdown().await;
+}
+
 async fn shout(_ctx: ActivityContext, text: String) -> Result<String, Failure> {
     Ok(text.to_uppercase())
 }
