@@ -24,7 +24,7 @@
 //! ids are UUIDv7: oldest runs first); every deferred marker is either claimed, or cleared
 //! once its task is gone.
 
-use crate::ops::Op;
+use crate::ops::{Check, Op};
 use crate::pool::{Pending, Room};
 use crate::records::{TaskRecord, decode};
 use crate::shared::Shared;
@@ -95,6 +95,13 @@ pub(crate) async fn refill<S: Store>(shared: &Arc<Shared<S>>) -> Result<(), Stor
     Ok(())
 }
 
+/// The error a stale marker's `Check` answers when its reason no longer holds at the commit.
+fn refused(reason: &str) -> crate::ClientError {
+    crate::ClientError::Store(StoreError::Backend {
+        message: reason.to_string(),
+    })
+}
+
 /// Reads up to `room` deferred markers of `shard` from the puller's cursor (wrapping to the
 /// start once past the end) and dispatches their tasks.
 async fn pull_page<S: Store>(
@@ -112,10 +119,13 @@ async fn pull_page<S: Store>(
     let markers = tx
         .get_range(&RangeRequest::new(from.clone(), end).limit(asked).snapshot())
         .await?;
-    let mut stale = Vec::new();
+    // Markers to clear, each with the check that still holds its reason at the commit: a
+    // clear that outlived its reason (a read that saw less than the store holds) is refused
+    // rather than stranding a task that waits for it.
+    let mut stale: Vec<(Op, Option<Check>)> = Vec::new();
     for marker in &markers {
         let Some((run_id, seq, attempt)) = keys.parse_attempt(&marker.key) else {
-            stale.push(Op::Clear(marker.key.clone()));
+            stale.push((Op::Clear(marker.key.clone()), None));
             continue;
         };
         if shared
@@ -124,20 +134,26 @@ async fn pull_page<S: Store>(
         {
             continue;
         }
-        let Some(bytes) = tx.get(&keys.task(shard, &run_id, seq, attempt)).await? else {
+        let task_key = keys.task(shard, &run_id, seq, attempt);
+        let Some(bytes) = tx.get(&task_key).await? else {
             // The attempt ended before it started.
-            stale.push(Op::Clear(marker.key.clone()));
+            let gone = Check::key(task_key, |value| match value {
+                None => Ok(()),
+                Some(_) => Err(refused("the deferred task is still scheduled")),
+            });
+            stale.push((Op::Clear(marker.key.clone()), Some(gone)));
             continue;
         };
-        if tx
-            .get(&keys.attempt(shard, &run_id, seq, attempt))
-            .await?
-            .is_some()
-        {
+        let mark_key = keys.attempt(shard, &run_id, seq, attempt);
+        if tx.get(&mark_key).await?.is_some() {
             // Started already (its start mark is in): not waiting, and a claim would be
             // refused. Left in place, the marker would be pulled and refused again at once,
             // a busy loop until the attempt's timers end it.
-            stale.push(Op::Clear(marker.key.clone()));
+            let started = Check::key(mark_key, |value| match value {
+                Some(_) => Ok(()),
+                None => Err(refused("the deferred attempt has no start mark")),
+            });
+            stale.push((Op::Clear(marker.key.clone()), Some(started)));
             continue;
         }
         let task: TaskRecord = match decode("task", &bytes) {
@@ -156,8 +172,12 @@ async fn pull_page<S: Store>(
             .dispatch(shared.clone(), seen.epoch, task, unit, true);
     }
     drop(tx);
-    if !stale.is_empty() {
-        shared.submit_detached(stale, (shard, seen.epoch));
+    for (clear, check) in stale {
+        shared.submit_detached_checked(
+            vec![clear],
+            check.into_iter().collect(),
+            (shard, seen.epoch),
+        );
     }
     match markers.last() {
         // A full page: more may follow, from there.

@@ -183,6 +183,16 @@ impl<S: Store> Shared<S> {
     /// a consumed queue) whose loss only costs a repeat. Skipped when the committer's queue is
     /// full.
     pub(crate) fn submit_detached(&self, ops: Vec<Op>, fence: (u32, u64)) {
+        self.submit_detached_checked(ops, Vec::new(), fence);
+    }
+
+    /// [`Self::submit_detached`], with `checks` the commit must pass (else nothing is written).
+    pub(crate) fn submit_detached_checked(
+        &self,
+        ops: Vec<Op>,
+        checks: Vec<Check>,
+        fence: (u32, u64),
+    ) {
         let Some(slot) = self.try_commit_slot() else {
             self.metrics.commits_skipped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -190,7 +200,7 @@ impl<S: Store> Shared<S> {
         let (reply, _) = oneshot::channel();
         let request = CommitRequest {
             ops,
-            checks: Vec::new(),
+            checks,
             fence: Some(fence),
             verify: None,
             reply,
