@@ -17,6 +17,7 @@ use cairn_store::{RangeRequest, Store, StoreError, Transaction};
 use cairn_types::{
     HistoryEvent, Payload, RunId, SearchAttributes, Seq, WorkflowId, WorkflowTimeouts,
 };
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -240,7 +241,6 @@ impl<S: Store> Node<S> {
         checks: Vec<Check>,
         verify: Option<(Vec<u8>, Verify)>,
     ) -> Result<(), ClientError> {
-        use std::sync::atomic::Ordering;
         /// Gives the slot back however the request ends (answered, or its caller gone).
         struct Slot<'a>(&'a std::sync::atomic::AtomicUsize);
         impl Drop for Slot<'_> {
@@ -439,7 +439,7 @@ impl<S: Store> Node<S> {
                 shared
                     .metrics
                     .queries_forwarded
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    .fetch_add(1, Ordering::Relaxed);
                 let query = query.clone();
                 async move { peers.0.query(&address, query).await }
             },
@@ -641,6 +641,19 @@ impl<S: Store> Node<S> {
             // Held elsewhere: watch the workflow record, which changes only when the run first
             // runs and when it closes (not on every transition, as the run record does), armed
             // in the transaction that reads both, so nothing slips between read and watch.
+            // Past the bound on watches, read the run again now and then instead.
+            let Ok(permit) = self.result_watches.clone().try_acquire_owned() else {
+                self.shared
+                    .metrics
+                    .result_polls
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(outcome) = self.run_record(&run_id).await?.outcome {
+                    return Ok(outcome);
+                }
+                tokio::time::sleep(Duration::from_millis(crate::config::RESULT_POLL_MS)).await;
+                continue;
+            };
+            let _watching = WatchCount::new(&self.shared.metrics, permit);
             let wf_key = self
                 .shared
                 .keys
@@ -739,6 +752,28 @@ impl<S: Store> Node<S> {
 pub(crate) struct WaiterSlot<'a, S: Store> {
     shared: &'a Shared<S>,
     run_id: RunId,
+}
+
+/// A result waiter's store watch, counted in `Metrics::result_watches` while it is held.
+struct WatchCount<'a> {
+    metrics: &'a crate::Metrics,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<'a> WatchCount<'a> {
+    fn new(metrics: &'a crate::Metrics, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        metrics.result_watches.fetch_add(1, Ordering::Relaxed);
+        Self {
+            metrics,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for WatchCount<'_> {
+    fn drop(&mut self) {
+        self.metrics.result_watches.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl<S: Store> Drop for WaiterSlot<'_, S> {

@@ -24,6 +24,13 @@ pub const COMMIT_REQUESTS_QUEUED_MAX: usize = 16_384;
 /// bounded and the client learns to back off, instead of every request queueing longer.
 pub const CLIENT_COMMITS_IN_FLIGHT_MAX: usize = 8_192;
 
+/// Default of [`NodeConfig::result_watches_max`]: a tenth of the 10,000 watches FoundationDB
+/// allows one client by default, leaving the rest to the shards' doorbells (one per shard held).
+pub const RESULT_WATCHES_MAX: usize = 1_000;
+
+/// How often a result waiter past [`NodeConfig::result_watches_max`] reads the run again.
+pub const RESULT_POLL_MS: u64 = 1_000;
+
 const _: () = assert!(COMMIT_REQUESTS_QUEUED_MAX > CLIENT_COMMITS_IN_FLIGHT_MAX);
 
 /// A node's settings. Each field documents its default.
@@ -76,6 +83,10 @@ pub struct NodeConfig {
     /// Closed workflows (their records, histories and visibility entries) are deleted this
     /// long after they close, in bounded background batches. Default 7 days.
     pub retention_ms: u64,
+    /// Most store watches this node's result waiters hold at once (a waiter for a run held by
+    /// another node watches its workflow record); waiters past it read the record every
+    /// [`RESULT_POLL_MS`] instead. Default [`RESULT_WATCHES_MAX`].
+    pub result_watches_max: usize,
     /// Most commit requests submitted and not yet answered (the committer's queue). Default
     /// [`COMMIT_REQUESTS_QUEUED_MAX`] (16,384); 0 counts as 1.
     pub commit_requests_queued_max: usize,
@@ -139,6 +150,7 @@ impl Default for NodeConfig {
             timers_in_memory_max_per_shard: 16_384,
             retention_ms: 7 * 24 * 3_600_000,
             commit_requests_queued_max: COMMIT_REQUESTS_QUEUED_MAX,
+            result_watches_max: RESULT_WATCHES_MAX,
             clock: Clock::System,
             entropy: Entropy::os(),
             crash_hook: None,

@@ -50,7 +50,7 @@ pub use cluster::{
     PLACEMENT_INTERVAL_MS_MAX, ShardStatus, rendezvous,
 };
 pub use committer::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, COMMIT_REQUESTS_QUEUED_MAX};
-pub use config::{CrashHook, CrashPoint, NodeConfig};
+pub use config::{CrashHook, CrashPoint, NodeConfig, RESULT_POLL_MS, RESULT_WATCHES_MAX};
 pub use dispatch::{ACTIVITY_ATTEMPTS_DISPATCHED_MAX, DEFERRED_PAGE_MAX};
 pub use error::{ClientError, ClusterError, IdReusePolicy, QueryError, UpdateError};
 pub use keys::Keys;

@@ -119,6 +119,10 @@ pub struct Metrics {
     /// Attempts a shard's new holder found started by an earlier tenure and failed at once as
     /// lost (their results could no longer land), instead of waiting out their timeouts.
     pub activity_attempts_lost: AtomicU64,
+    /// Store watches result waiters hold now (at most `NodeConfig::result_watches_max`).
+    pub result_watches: AtomicU64,
+    /// Reads of a run's record by result waiters past the watch bound.
+    pub result_polls: AtomicU64,
     /// Queries sent to the node holding the run.
     pub queries_forwarded: AtomicU64,
     /// Membership heartbeat commit latency (one heartbeat renews every lease of the node).
@@ -155,6 +159,8 @@ impl Default for Metrics {
             activity_attempts_dispatched_peak: AtomicU64::new(0),
             activity_tasks_deferred: AtomicU64::new(0),
             activity_attempts_lost: AtomicU64::new(0),
+            result_watches: AtomicU64::new(0),
+            result_polls: AtomicU64::new(0),
             queries_forwarded: AtomicU64::new(0),
             lease_renew_latency: Histogram::new(LATENCY_BUCKETS),
             commit_latency: Histogram::new(LATENCY_BUCKETS),

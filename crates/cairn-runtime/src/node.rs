@@ -26,6 +26,8 @@ use std::sync::{Arc, Mutex};
 /// A running Cairn node.
 pub struct Node<S: Store> {
     pub(crate) shared: Arc<Shared<S>>,
+    /// Store watches result waiters may hold: `NodeConfig::result_watches_max` permits.
+    pub(crate) result_watches: Arc<tokio::sync::Semaphore>,
 }
 
 impl<S: Store> std::fmt::Debug for Node<S> {
@@ -142,7 +144,13 @@ impl<S: Store> Node<S> {
         cluster::spawn_loops(&shared);
         crate::retention::spawn(&shared);
         crate::dispatch::spawn_refill(&shared);
-        Ok(Self { shared })
+        let result_watches = Arc::new(tokio::sync::Semaphore::new(
+            shared.config.result_watches_max,
+        ));
+        Ok(Self {
+            shared,
+            result_watches,
+        })
     }
 
     /// Answers a query another node forwarded here: [`PeerError::NotOwner`] unless this node

@@ -1244,6 +1244,18 @@ async fn metrics<S: Store>(State(node): State<Arc<Node<S>>>) -> Response {
         load(&m.activity_tasks_deferred).to_string(),
     );
     counter(
+        "cairn_result_watches",
+        "gauge",
+        "Store watches result waiters hold now (at most result_watches_max).",
+        load(&m.result_watches).to_string(),
+    );
+    counter(
+        "cairn_result_polls_total",
+        "counter",
+        "Reads of a run's record by result waiters past the watch bound.",
+        load(&m.result_polls).to_string(),
+    );
+    counter(
         "cairn_activity_attempts_lost_total",
         "counter",
         "Activity attempts of an earlier tenure of a shard, failed as lost by its new holder.",

@@ -685,3 +685,85 @@ async fn blocked_workers_do_not_stop_the_heartbeat() {
     assert_eq!(node.held_shards().len(), 8);
     node.shutdown().await;
 }
+
+/// A node's result waiters for runs held by another node hold at most
+/// `result_watches_max` store watches (FoundationDB allows a client 10,000); the waiters past
+/// the bound read the run again every `RESULT_POLL_MS`, and every waiter gets its result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_waiters_past_the_watch_bound_poll_and_all_get_their_results() {
+    const WATCHES_MAX: usize = 3;
+    const WAITERS: usize = 12;
+    let store = MemStore::new();
+    let peers = Arc::new(InProcessPeers::default());
+    let a = start_node(&store, config("watch-a", &peers)).await;
+    let b = start_node(
+        &store,
+        NodeConfig {
+            result_watches_max: WATCHES_MAX,
+            ..config("watch-b", &peers)
+        },
+    )
+    .await;
+    converged(&[&a, &b], 8).await;
+    // Workflows on a's shards, awaited through b.
+    let on_a = |id: &String| {
+        let shard = a
+            .runtime()
+            .shard_of(&cairn::WorkflowId::new(id.clone()).unwrap());
+        a.held_shards().iter().any(|(s, _)| *s == shard)
+    };
+    let ids: Vec<String> = (0..)
+        .map(|i| format!("watched-{i}"))
+        .filter(on_a)
+        .take(WAITERS)
+        .collect();
+    for id in &ids {
+        a.client().start(job, id, 1).send().await.unwrap();
+    }
+    let waiters: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let handle = b.client().handle::<u64>(id).unwrap();
+            tokio::spawn(async move { handle.result().await })
+        })
+        .collect();
+    let metrics = b.metrics();
+    within("waiters past the bound poll", async {
+        while metrics
+            .result_polls
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < WAITERS as u64
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        metrics
+            .result_watches
+            .load(std::sync::atomic::Ordering::Relaxed),
+        WATCHES_MAX as u64,
+        "the waiters hold exactly the bound's watches, no more"
+    );
+    for id in &ids {
+        a.client()
+            .handle::<u64>(id)
+            .unwrap()
+            .signal(&GO, 1)
+            .await
+            .unwrap();
+    }
+    for waiter in waiters {
+        let result = within("a result through b", waiter).await.unwrap().unwrap();
+        assert_eq!(result, expected(1));
+    }
+    assert_eq!(
+        metrics
+            .result_watches
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "every watch given back"
+    );
+    b.shutdown().await;
+    a.shutdown().await;
+}
