@@ -13,7 +13,7 @@ use crate::records::{
 use crate::shared::Shared;
 use crate::visibility::WorkflowSummary;
 use cairn_core::{Message, PendingActivity, PendingChild};
-use cairn_store::{RangeRequest, Store, StoreError, Transaction};
+use cairn_store::{Store, StoreError, Transaction};
 use cairn_types::{
     HistoryEvent, Payload, RunId, SearchAttributes, Seq, WorkflowId, WorkflowTimeouts,
 };
@@ -579,14 +579,10 @@ impl<S: Store> Node<S> {
                 });
             }
         };
-        let (begin, end) = self.shared.keys.history(&run_id);
-        let rows = tx
-            .get_range(&RangeRequest::new(begin, end).snapshot())
-            .await?;
-        let events = rows
-            .iter()
-            .map(|kv| decode("history event", &kv.value))
-            .collect::<Result<_, _>>()?;
+        drop(tx);
+        let events =
+            crate::shared::read_history(&self.shared.store, &self.shared.keys, &run_id, None)
+                .await?;
         Ok(RunHistory {
             run_id,
             events,
@@ -735,15 +731,13 @@ impl<S: Store> Node<S> {
         workflow_id: &WorkflowId,
     ) -> Result<Vec<HistoryEvent>, ClientError> {
         let current = self.current(workflow_id).await?;
-        let (begin, end) = self.shared.keys.history(&current.run_id);
-        let mut tx = self.shared.store.begin()?;
-        let rows = tx
-            .get_range(&RangeRequest::new(begin, end).snapshot())
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|kv| decode("history event", &kv.value))
-            .collect::<Result<_, _>>()?)
+        Ok(crate::shared::read_history(
+            &self.shared.store,
+            &self.shared.keys,
+            &current.run_id,
+            None,
+        )
+        .await?)
     }
 }
 

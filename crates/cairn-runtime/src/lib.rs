@@ -78,7 +78,9 @@ pub use schedules::{
     ActionKind, CreateSchedule, RecentAction, SCHEDULE_ID_BYTES_MAX, SCHEDULE_NOTE_BYTES_MAX,
     ScheduleAction, ScheduleDescription, ScheduleRecord, scheduled_workflow_id,
 };
-pub use shared::{CLIENT_COMMITS_IN_FLIGHT_MAX, OVERLOADED_RETRY_AFTER_MS, shard_of};
+pub use shared::{
+    CLIENT_COMMITS_IN_FLIGHT_MAX, HISTORY_PAGE_EVENTS, OVERLOADED_RETRY_AFTER_MS, shard_of,
+};
 pub use update_calls::{UPDATE_WAIT_MS_MAX, UpdateAnswer, UpdateWorkflow};
 pub use updates::{
     ACCEPTED_UPDATE_COMPLETED_WORKFLOW, PeerUpdate, UNPROCESSED_UPDATE, UpdateCall, UpdateRequest,

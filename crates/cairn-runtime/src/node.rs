@@ -15,6 +15,7 @@ use crate::peers::{PeerError, PeerQuery, QueryTarget};
 use crate::pool::Workers;
 use crate::registry::Registry;
 use crate::shared::Shared;
+pub(crate) use crate::shared::read_history;
 use cairn_store::Store;
 pub use cairn_types::limits::INLINE_PAYLOAD_BYTES_MAX;
 use cairn_types::{Payload, SearchAttributes, WorkflowId};

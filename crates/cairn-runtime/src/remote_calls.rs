@@ -4,8 +4,7 @@
 
 use crate::error::ClientError;
 use crate::node::Node;
-use crate::records::decode;
-use cairn_store::{RangeRequest, Store, StoreError, Transaction};
+use cairn_store::Store;
 use cairn_types::{HistoryEvent, Payload, RunId, Seq, WorkflowId};
 use std::time::Duration;
 
@@ -147,19 +146,10 @@ impl<S: Store> Node<S> {
         token: &str,
     ) -> Result<(RunId, Vec<HistoryEvent>), crate::MatchingError> {
         let run_id = crate::matching::token_run(token)?;
-        let (begin, end) = self.shared.keys.history(&run_id);
-        let read = async {
-            let mut tx = self.shared.store.begin()?;
-            let rows = tx
-                .get_range(&RangeRequest::new(begin, end).snapshot())
-                .await?;
-            rows.iter()
-                .map(|kv| decode::<HistoryEvent>("history event", &kv.value))
-                .collect::<Result<Vec<_>, StoreError>>()
-        };
-        let history = read
-            .await
-            .map_err(|_| crate::MatchingError::WorkflowTaskUnavailable)?;
+        let history =
+            crate::node::read_history(&self.shared.store, &self.shared.keys, &run_id, None)
+                .await
+                .map_err(|_| crate::MatchingError::WorkflowTaskUnavailable)?;
         Ok((run_id, history))
     }
 

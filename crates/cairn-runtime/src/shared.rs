@@ -54,6 +54,33 @@ pub struct Shared<S: Store> {
 
 pub use crate::config::CLIENT_COMMITS_IN_FLIGHT_MAX;
 
+/// Most history events one transaction reads. A history of any length is read a page per
+/// transaction: events are written once and never change, so pages read at successive
+/// versions still form a prefix of the history as committed.
+pub const HISTORY_PAGE_EVENTS: usize = 256;
+
+/// Run `run_id`'s history as committed, a page of [`HISTORY_PAGE_EVENTS`] per transaction;
+/// with `before`, only the events whose ids are below it.
+pub(crate) async fn read_history<S: Store>(
+    store: &S,
+    keys: &Keys,
+    run_id: &RunId,
+    before: Option<cairn_types::EventId>,
+) -> Result<Vec<cairn_types::HistoryEvent>, cairn_store::StoreError> {
+    let (begin, mut end) = keys.history(run_id);
+    if let Some(before) = before {
+        end = keys.history_event(run_id, before);
+    }
+    let mut pages = cairn_store::Pages::new(begin, end, HISTORY_PAGE_EVENTS);
+    let mut events = Vec::new();
+    while let Some(page) = pages.next(store).await? {
+        for kv in page {
+            events.push(crate::records::decode("history event", &kv.value)?);
+        }
+    }
+    Ok(events)
+}
+
 /// How long an overloaded node asks clients to wait before retrying.
 pub const OVERLOADED_RETRY_AFTER_MS: u64 = 1_000;
 

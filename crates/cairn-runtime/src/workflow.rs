@@ -778,14 +778,7 @@ impl<S: Store> WorkflowState<S> {
 
     /// The run's history as committed.
     async fn read_history(&self) -> Result<Vec<HistoryEvent>, cairn_store::StoreError> {
-        let (begin, end) = self.shared.keys.history(&self.run_id);
-        let mut tx = self.shared.store.begin()?;
-        let rows = tx
-            .get_range(&RangeRequest::new(begin, end).snapshot())
-            .await?;
-        rows.iter()
-            .map(|kv| decode("history event", &kv.value))
-            .collect()
+        crate::shared::read_history(&self.shared.store, &self.shared.keys, &self.run_id, None).await
     }
 
     fn accept(&mut self, delivery: Delivery) {
@@ -846,16 +839,20 @@ impl<S: Store> WorkflowState<S> {
             return Err(LoadError::Held("no such run in the store".into()));
         };
         self.record_chunks = stored.chunk_count();
+        drop(tx);
         if let Some(state) = &record.state {
-            let (begin, end) = keys.history(&self.run_id);
-            let rows = tx
-                .get_range(&RangeRequest::new(begin, end).snapshot())
-                .await?;
-            let history: Vec<HistoryEvent> = rows
-                .iter()
-                .map(|kv| decode("history event", &kv.value))
-                .collect::<Result<_, _>>()
-                .map_err(|e| LoadError::Held(e.to_string()))?;
+            // Up to what the record says it holds (read a page per transaction).
+            let history = crate::shared::read_history(
+                &self.shared.store,
+                keys,
+                &self.run_id,
+                Some(state.next_event_id),
+            )
+            .await
+            .map_err(|e| match e {
+                e if e.is_retryable() => LoadError::Store(e),
+                e => LoadError::Held(e.to_string()),
+            })?;
             let run = if record.start.remote.is_some() {
                 Run::resume_remote(state.clone())
             } else {

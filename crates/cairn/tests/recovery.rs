@@ -316,6 +316,80 @@ async fn an_attempt_running_at_a_crash_is_retried_at_once_not_after_its_timeout(
     node.shutdown().await;
 }
 
+const FINISH: Signal<()> = Signal::new("finish");
+
+async fn add_one(_ctx: ActivityContext, n: u64) -> Result<u64, Failure> {
+    Ok(n + 1)
+}
+
+/// 150 activities one after another (a history longer than one page of reads), then waits.
+async fn long_history(ctx: Ctx, _input: ()) -> Result<u64, WorkflowError> {
+    let mut n = 0;
+    for _ in 0..150 {
+        n = ctx.activity(add_one, n).await?;
+    }
+    ctx.signal_receiver(&FINISH).recv().await;
+    Ok(n)
+}
+
+/// A history read a page per transaction (`HISTORY_PAGE_EVENTS`) is whole and in order: the
+/// restarted node replays a run of several pages, and the client reads all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_of_several_pages_replays_and_reads_whole() {
+    init_logging();
+    let store = MemStore::new();
+    let start = || {
+        Node::builder()
+            .workflow(long_history)
+            .activity(add_one)
+            .config(config())
+            .start(store.clone())
+    };
+    let node = start().await.unwrap();
+    node.client()
+        .start(long_history, "paged", ())
+        .send()
+        .await
+        .unwrap();
+    let handle = node.client().handle::<u64>("paged").unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let done = handle
+                .history()
+                .await
+                .unwrap()
+                .iter()
+                .filter(|e| e.kind.name() == "ActivityTaskCompleted")
+                .count();
+            if done == 150 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("150 activities complete");
+    node.crash();
+    let node = start().await.unwrap();
+    let handle = node.client().handle::<u64>("paged").unwrap();
+    handle.signal(&FINISH, ()).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), handle.result())
+        .await
+        .expect("the replayed run finishes")
+        .unwrap();
+    assert_eq!(result, 150);
+    let history = handle.history().await.unwrap();
+    assert!(
+        history.len() > cairn_runtime::HISTORY_PAGE_EVENTS,
+        "{} events: more than one page",
+        history.len()
+    );
+    for (position, event) in history.iter().enumerate() {
+        assert_eq!(event.event_id, position as u64 + 1, "gap-free, in order");
+    }
+    node.shutdown().await;
+}
+
 async fn shout(_ctx: ActivityContext, text: String) -> Result<String, Failure> {
     Ok(text.to_uppercase())
 }
