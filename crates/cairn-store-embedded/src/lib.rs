@@ -245,7 +245,7 @@ impl Inner {
             let floor = self.applying_floor.load(Ordering::Acquire);
             let snapshot = self.db.snapshot();
             let after = self.applying.load(Ordering::Acquire);
-            if before == after && (before % 2 == 0 || snapshot.seqno() <= floor) {
+            if before == after && (before.is_multiple_of(2) || snapshot.seqno() <= floor) {
                 return snapshot;
             }
             drop(snapshot);
