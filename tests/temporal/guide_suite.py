@@ -962,8 +962,10 @@ async def daily_report(client: Client, run: str) -> None:
             spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=1))]),
         ),
     )
+    # Within 30 s: the cluster test kills a node and a FoundationDB process meanwhile, and
+    # the schedule's shard may wait out a lease and the database's recovery.
     count = 0
-    for _ in range(100):
+    for _ in range(300):
         count = (await every.describe()).info.num_actions
         if count >= 2:
             break

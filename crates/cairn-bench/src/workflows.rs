@@ -29,6 +29,11 @@ pub struct RunArgs {
     /// Where to create the temporary data directory (default: the system temp dir).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// The store: `embedded` (a temporary durable embedded store, the default) or
+    /// `fdb:<cluster file>` (FoundationDB; a build with `--features fdb`). Use a fresh
+    /// FoundationDB (`scripts/fdb.sh start`): the scenarios' workflow ids repeat between runs.
+    #[arg(long, default_value = "embedded")]
+    store: String,
     /// Most in-memory runs per shard (16 shards) before the least recently used are passivated.
     #[arg(long, default_value_t = 4_096)]
     actor_cache_max_per_shard: usize,
@@ -488,6 +493,14 @@ fn until_accepted(
 }
 
 async fn scenario(args: &RunArgs) -> Result<Report> {
+    if let Some(cluster_file) = args.store.strip_prefix("fdb:") {
+        return scenario_on_fdb(cluster_file, args).await;
+    }
+    ensure!(
+        args.store == "embedded",
+        "--store {:?} is not understood: use embedded or fdb:<cluster file>",
+        args.store
+    );
     let dir = match &args.dir {
         Some(d) => tempfile::tempdir_in(d)?,
         None => tempfile::tempdir()?,
@@ -501,6 +514,33 @@ async fn scenario(args: &RunArgs) -> Result<Report> {
     config.memtable_bytes = args.memtable_mib * 1024 * 1024;
     config.cache_bytes = args.cache_mib * 1024 * 1024;
     let store = EmbeddedStore::open(config)?;
+    let mut report = scenario_on(store, args).await?;
+    report
+        .extra
+        .push(("store", serde_json::json!("embedded")));
+    Ok(report)
+}
+
+#[cfg(feature = "fdb")]
+async fn scenario_on_fdb(cluster_file: &str, args: &RunArgs) -> Result<Report> {
+    let store = cairn_store_fdb::FdbStore::connect(Some(cluster_file))
+        .map_err(|e| anyhow::anyhow!("connecting to FoundationDB at {cluster_file}: {e}"))?;
+    let mut report = scenario_on(store, args).await?;
+    report
+        .extra
+        .push(("store", serde_json::json!(format!("fdb:{cluster_file}"))));
+    Ok(report)
+}
+
+#[cfg(not(feature = "fdb"))]
+async fn scenario_on_fdb(_cluster_file: &str, _args: &RunArgs) -> Result<Report> {
+    anyhow::bail!(
+        "this cairn-bench was built without FoundationDB; build it with `--features fdb` (see scripts/fdb.sh env)"
+    )
+}
+
+/// The scenario on `store`, with `args.nodes` nodes in this process.
+async fn scenario_on<S: cairn_store::Store>(store: S, args: &RunArgs) -> Result<Report> {
     let idle_ms = if args.scenario == Scenario::W4 {
         500
     } else {
