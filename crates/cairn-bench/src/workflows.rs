@@ -515,9 +515,7 @@ async fn scenario(args: &RunArgs) -> Result<Report> {
     config.cache_bytes = args.cache_mib * 1024 * 1024;
     let store = EmbeddedStore::open(config)?;
     let mut report = scenario_on(store, args).await?;
-    report
-        .extra
-        .push(("store", serde_json::json!("embedded")));
+    report.extra.push(("store", serde_json::json!("embedded")));
     Ok(report)
 }
 

@@ -217,3 +217,68 @@ async fn signals_racing_a_completion<S: Store>(store: S, tag: &str) {
 }
 
 common::on_both_stores!(seed: 21; signals_racing_a_terminate, signals_racing_a_completion);
+
+/// A mailbox holding several pages of mail (`MAILBOX_BATCH_MAX` entries per read) is read a
+/// page per transition, and none is lost: 1,000 signals written while no node holds the run
+/// are all counted once a node takes its shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_of_several_pages_is_read_whole() {
+    const SIGNALS: u32 = 1_000;
+    let store = cairn_store::MemStore::new();
+    let config = |id: &str| cairn::NodeConfig {
+        node_id: id.into(),
+        shard_count: 2,
+        lease_timeout_ms: 1_000,
+        ..cairn::NodeConfig::default()
+    };
+    let first = Node::builder()
+        .workflow(counts_to)
+        .config(config("pages-first"))
+        .start(store.clone())
+        .await
+        .unwrap();
+    first
+        .client()
+        .start(counts_to, "pages", SIGNALS as usize)
+        .send()
+        .await
+        .unwrap();
+    let handle = first.client().handle::<usize>("pages").unwrap();
+    common::within("the run starts", async {
+        while handle.history().await.unwrap().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    first.crash();
+    // A second node: its client writes the mail at once; it takes the shard once the first
+    // node's lease lapses.
+    let second = Node::builder()
+        .workflow(counts_to)
+        .config(config("pages-second"))
+        .start(store)
+        .await
+        .unwrap();
+    let client = second.client();
+    let sends = (0..SIGNALS).map(|n| {
+        let handle = client.handle::<usize>("pages").unwrap();
+        async move { handle.signal(&TICK, n).await }
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.unwrap();
+    }
+    let handle = client.handle::<usize>("pages").unwrap();
+    let counted = common::within("every signal counted", handle.result())
+        .await
+        .unwrap();
+    assert_eq!(counted, SIGNALS as usize);
+    let signaled = handle
+        .history()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::WorkflowExecutionSignaled { .. }))
+        .count();
+    assert_eq!(signaled, SIGNALS as usize, "each signal recorded once");
+    second.shutdown().await;
+}
