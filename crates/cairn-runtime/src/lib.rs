@@ -74,6 +74,7 @@ pub use registry::{
 pub use remote_queries::{REMOTE_QUERIES_WAITING_MAX, REMOTE_QUERY_WAIT_MS, RemoteQuery};
 pub use remote_tasks::PEER_POLL_SLICE_MS;
 pub use retention::{RETENTION_BATCH_MAX, RETENTION_MS_MIN};
+pub use schedule_calls::SCHEDULES_PAGE_MAX;
 pub use schedules::{
     ActionKind, CreateSchedule, RecentAction, SCHEDULE_ID_BYTES_MAX, SCHEDULE_NOTE_BYTES_MAX,
     ScheduleAction, ScheduleDescription, ScheduleRecord, scheduled_workflow_id,

@@ -11,6 +11,10 @@ use crate::schedules::{
 use cairn_core::schedule::OverlapPolicy;
 use cairn_store::{RangeRequest, Store, Transaction};
 
+/// Schedule records one transaction of [`Node::list_schedules`] reads (each may bring its
+/// chunks along).
+pub const SCHEDULES_PAGE_MAX: usize = 256;
+
 impl<S: Store> Node<S> {
     /// Creates a schedule. Refused, writing nothing, if the id exists, the spec or policies
     /// are invalid, or the workflow type is not registered here.
@@ -132,18 +136,29 @@ impl<S: Store> Node<S> {
         })
     }
 
-    /// Every schedule of the namespace.
+    /// Every schedule of the namespace, read [`SCHEDULES_PAGE_MAX`] per transaction.
     pub async fn list_schedules(&self) -> Result<Vec<ScheduleRecord>, ClientError> {
-        let (begin, end) = self.shared.keys.schedules(&self.shared.config.namespace);
-        let mut tx = self.shared.store.begin()?;
-        let rows = tx
-            .get_range(&RangeRequest::new(begin, end).snapshot())
-            .await?;
-        let mut records = Vec::with_capacity(rows.len());
-        for row in &rows {
-            records.push(decode_row(&mut tx, &self.shared.keys, row, "schedule").await?);
+        let (mut begin, end) = self.shared.keys.schedules(&self.shared.config.namespace);
+        let mut records = Vec::new();
+        loop {
+            let mut tx = self.shared.store.begin()?;
+            let rows = tx
+                .get_range(
+                    &RangeRequest::new(begin.clone(), end.clone())
+                        .limit(SCHEDULES_PAGE_MAX)
+                        .snapshot(),
+                )
+                .await?;
+            for row in &rows {
+                records.push(decode_row(&mut tx, &self.shared.keys, row, "schedule").await?);
+            }
+            match rows.last() {
+                Some(last) if rows.len() == SCHEDULES_PAGE_MAX => {
+                    begin = cairn_store::keyspace::key_after(&last.key);
+                }
+                _ => return Ok(records),
+            }
         }
-        Ok(records)
     }
 
     /// Applies `change` to schedule `schedule_id` inside a commit (refused if it is missing).

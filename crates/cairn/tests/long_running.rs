@@ -1461,3 +1461,30 @@ async fn schedule_survives_restart_without_double_fires_and_catches_up() {
     assert!(gap >= 1_000, "a gap of missed times: {gap} ms");
     node.shutdown().await;
 }
+
+/// Listing reads the schedules a page per transaction (`SCHEDULES_PAGE_MAX`): past a page,
+/// every schedule is listed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_past_one_page_are_all_listed() {
+    let node = builder()
+        .config(config("many-schedules"))
+        .start(MemStore::new())
+        .await
+        .unwrap();
+    let client = node.client();
+    let count = cairn_runtime::SCHEDULES_PAGE_MAX + 5;
+    for i in 0..count {
+        client
+            .schedule(tick, &format!("hourly-{i:04}"), 0u64)
+            .interval(Duration::from_secs(3600))
+            .create()
+            .await
+            .unwrap();
+    }
+    let listed = client.list_schedules().await.unwrap();
+    let ids: std::collections::BTreeSet<String> =
+        listed.iter().map(|s| s.schedule_id.clone()).collect();
+    assert_eq!(listed.len(), count);
+    assert_eq!(ids.len(), count, "each schedule once");
+    node.shutdown().await;
+}
