@@ -78,6 +78,15 @@ alive = {n["node_id"] for n in status["nodes"] if n["alive"] and not n["draining
 print(sum(1 for s in status["shards"] if s["held"] and s["holder"] in alive))'
 }
 
+# Prints how many shards nodes b and c hold, as node `n` sees the cluster.
+held_by_survivors() {
+    "$cairn" cluster status --address "http://127.0.0.1:${http[$1]}" --output json |
+        "$py" -c '
+import json, sys
+status = json.load(sys.stdin)
+print(sum(1 for s in status["shards"] if s["held"] and s["holder"] in ("fdb-b", "fdb-c")))'
+}
+
 for n in a b c; do
     http[$n]=$(free_port)
     grpc[$n]=$(free_port)
@@ -94,11 +103,26 @@ sleep 6
 echo "--- kill -9 of node a (its shards go to b and c after the lease)"
 kill -9 "${pid[a]}"
 wait "${pid[a]}" 2>/dev/null || true
-sleep 2
-victim=$(tail -n 1 "$(dirname "$cluster")/pids")
-echo "--- kill -9 of fdbserver $victim (one of three; the data has two copies)"
-kill -9 "$victim"
-sleep 6
+# For 8 s: when b and c hold every shard (the takeover), and 2 s in, an fdbserver dies too.
+killed_at=$(date +%s.%N)
+victim=""
+took_over=""
+while :; do
+    now=$(date +%s.%N)
+    since=$("$py" -c "print(f'{$now - $killed_at:.1f}')")
+    if [ -z "$victim" ] && "$py" -c "exit(0 if $now - $killed_at >= 2 else 1)"; then
+        victim=$(tail -n 1 "$(dirname "$cluster")/pids")
+        echo "--- kill -9 of fdbserver $victim (one of three; the data has two copies)"
+        kill -9 "$victim"
+    fi
+    if [ -z "$took_over" ] && [ "$(held_by_survivors c 2>/dev/null || echo 0)" -eq "$SHARDS" ]; then
+        took_over=$since
+        echo "--- b and c hold all $SHARDS shards ${took_over} s after the kill (lease timeout ${LEASE_TIMEOUT_MS} ms)"
+    fi
+    "$py" -c "exit(0 if $now - $killed_at >= 8 else 1)" && break
+    sleep 0.25
+done
+[ -n "$took_over" ] || echo "--- b and c did not hold every shard within 8 s of the kill"
 echo "--- node a restarts under its id"
 start_node a
 
