@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/temporal-suite.sh
-# The store contract, and a cluster of node processes, on a real FoundationDB (scripts/fdb.sh
+# The store contract, the engine crash test, and a cluster of node processes, on a real FoundationDB (scripts/fdb.sh
 # starts a loopback cluster from FDB_HOME, default ../shared/fdb/7.3.79, and stops it). Without FoundationDB it says so loudly
 # and goes on; CI (CI set) never goes on without it.
 if bash scripts/fdb.sh available; then
