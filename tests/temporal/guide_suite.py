@@ -1052,7 +1052,7 @@ async def cancel_and_continue_as_new(client: Client, run: str) -> None:
     )
 
 
-async def listed_until(client: Client, query: str, want: list, tries: int = 100) -> list:
+async def listed_until(client: Client, query: str, want: list, tries: int = 300) -> list:
     """The workflows `query` lists, polled (0.1 s apart) until their ids are `want`."""
     listed = []
     for _ in range(tries):
