@@ -10,7 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-LEASE_TIMEOUT_MS=3000
+# The production default. With 3 s, a FoundationDB recovery after the fdbserver kill (several
+# seconds without commits) lapsed every node's leases at once, and after that cluster-wide
+# loss the guide suite's 1 s interval schedule stopped firing (twice in about 15 runs): an
+# open bug, recorded in docs/BENCHMARKS.md, not something this test should hide by accident.
+LEASE_TIMEOUT_MS=10000
 SHARDS=8
 # Longest the survivors may take to hold every shard after a drain (the drain hands shards
 # off at once; a lease timeout and a placement round are the bound).
@@ -103,7 +107,7 @@ sleep 6
 echo "--- kill -9 of node a (its shards go to b and c after the lease)"
 kill -9 "${pid[a]}"
 wait "${pid[a]}" 2>/dev/null || true
-# For 8 s: when b and c hold every shard (the takeover), and 2 s in, an fdbserver dies too.
+# For 15 s: when b and c hold every shard (the takeover), and 2 s in, an fdbserver dies too.
 killed_at=$(date +%s.%N)
 victim=""
 took_over=""
@@ -119,10 +123,10 @@ while :; do
         took_over=$since
         echo "--- b and c hold all $SHARDS shards ${took_over} s after the kill (lease timeout ${LEASE_TIMEOUT_MS} ms)"
     fi
-    "$py" -c "exit(0 if $now - $killed_at >= 8 else 1)" && break
+    "$py" -c "exit(0 if $now - $killed_at >= 15 else 1)" && break
     sleep 0.25
 done
-[ -n "$took_over" ] || echo "--- b and c did not hold every shard within 8 s of the kill"
+[ -n "$took_over" ] || echo "--- b and c did not hold every shard within 15 s of the kill"
 echo "--- node a restarts under its id"
 start_node a
 
