@@ -24,8 +24,11 @@ pub mod timers;
 pub mod visibility;
 
 /// What the planner and the visibility queries know of a node's registrations: whether a
-/// workflow type runs here, and the declared type of a search attribute.
+/// workflow or activity type runs here, and the declared type of a search attribute.
 pub trait Registered: Send + Sync {
     fn has_workflow(&self, name: &str) -> bool;
+    /// Whether this node's own workers run activity type `name` (others go to remote
+    /// workers, or fail as not registered).
+    fn has_activity(&self, name: &str) -> bool;
     fn search_attribute_type(&self, name: &str) -> Option<cairn_types::SearchType>;
 }

@@ -148,8 +148,14 @@ impl Planner<'_> {
                     // An attempt without heartbeat or schedule-to-start timeouts is handed to
                     // this node's workers by this very commit: its provisional start-to-close
                     // timer, written here, marks it started, so a worker that picks it up
-                    // within the grace needs no claim commit of its own (see `worker`).
-                    if let Some(timer) = crate::timers::provisional_start_to_close(keys, &task) {
+                    // within the grace needs no claim commit of its own (see `worker`). Not
+                    // one of a type this node's workers do not run: a remote worker starts it
+                    // when its poll takes it, and it claims then; until then it has not
+                    // started, and no start-to-close timeout runs.
+                    let handed_over = self.registry.has_activity(activity_type);
+                    if let Some(timer) = crate::timers::provisional_start_to_close(keys, &task)
+                        .filter(|_| handed_over)
+                    {
                         ops.push(Op::Set(timer.key.clone(), encode(&timer.timer)));
                         after.timers.push(timer);
                     }
@@ -878,12 +884,16 @@ mod tests {
         (ops, after)
     }
 
-    /// A node with no workflow type and no search attribute registered.
+    /// A node with no workflow type and no search attribute registered, whose workers run
+    /// the activity type `charge` only.
     struct NothingRegistered;
 
     impl crate::Registered for NothingRegistered {
         fn has_workflow(&self, _: &str) -> bool {
             false
+        }
+        fn has_activity(&self, name: &str) -> bool {
+            name == "charge"
         }
         fn search_attribute_type(&self, _: &str) -> Option<cairn_types::SearchType> {
             None
@@ -1029,6 +1039,31 @@ mod tests {
         let written = sets(&ops);
         assert!(written.contains(&keys.task(2, &record.run_id, 5, 1)));
         assert_eq!(timer_keys(&keys, &written), 1);
+    }
+
+    /// An attempt of a type this node's workers do not run (a remote worker's) has not started
+    /// when its transition commits: no provisional start-to-close timer, so its timeout counts
+    /// from the poll that takes it, not from its scheduling.
+    #[test]
+    fn a_remote_workers_attempt_is_written_unstarted() {
+        let keys = Keys::new(b"t");
+        let record = record(&[]);
+        let mut transition = enqueue(options());
+        let Effect::EnqueueActivityTask { activity_type, .. } = &mut transition.effects[0] else {
+            unreachable!()
+        };
+        *activity_type = "ship".into();
+        let (ops, after) = plan_with_room(
+            &record,
+            &state(&[(5, 1)], RunStatus::Running),
+            &transition,
+            1,
+        );
+        let written = sets(&ops);
+        assert!(written.contains(&keys.task(2, &record.run_id, 5, 1)));
+        assert_eq!(timer_keys(&keys, &written), 0);
+        assert!(after.timers.is_empty());
+        assert_eq!(after.tasks.len(), 1, "still handed to the node's matching");
     }
 
     /// An attempt with a heartbeat timeout waits for a worker's claim: its enqueuing commit

@@ -794,6 +794,7 @@ async fn rehydrate<S: Store>(
     // pull dispatcher to hand out within the dispatch bound.
     let (begin, end) = keys.tasks_of_shard(shard);
     let mut tasks = Pages::new(begin, end, DEFERRED_PAGE_MAX);
+    let mut deferred_any = false;
     while let Some(page) = tasks.next(&shared.store).await? {
         let mut ops = Vec::new();
         for kv in &page {
@@ -813,6 +814,7 @@ async fn rehydrate<S: Store>(
             ));
         }
         if !ops.is_empty() {
+            deferred_any = true;
             shared
                 .metrics
                 .activity_tasks_deferred
@@ -828,8 +830,11 @@ async fn rehydrate<S: Store>(
                 })?;
         }
     }
-    // Always: transitions of this tenure may have deferred tasks meanwhile.
-    shared.workers.capacity.rehydrated(shard, epoch);
+    // Transitions of this tenure may have deferred tasks meanwhile: they said so themselves.
+    shared
+        .workers
+        .capacity
+        .rehydrated(shard, epoch, deferred_any);
     Ok(cursor)
 }
 

@@ -7,9 +7,9 @@
 //! - A transition reserves a [`Room`] before it is planned: its first `room` new tasks are
 //!   handed to the workers after the commit, as before; the rest are written with a *deferred*
 //!   marker `("defer", shard, run, seq, attempt)` in the same commit, and no provisional
-//!   start-to-close timer (they are not started). While any shard has deferred tasks, a
-//!   transition gets no room: new tasks queue behind the deferred ones instead of taking the
-//!   units the puller waits for.
+//!   start-to-close timer (they are not started). While any shard has deferred tasks and half
+//!   the units or more are taken, a transition gets no room: new tasks queue behind the
+//!   deferred ones instead of taking the units the puller waits for.
 //! - A shard's new holder writes a deferred marker for every task it finds runnable (a page of
 //!   tasks per transaction), instead of dispatching them all at once.
 //! - [`spawn_refill`]'s loop pulls deferred tasks, a page per transaction, as units free up.
@@ -19,7 +19,7 @@
 //!   timed out, the run closed) is cleared when the puller finds it.
 //!
 //! Invariants: dispatched attempts never exceed the bound (units are taken by compare-and-swap);
-//! while tasks are deferred, freed units go to the puller, shared evenly among the shards with
+//! while tasks are deferred near the bound, freed units go to the puller, shared evenly among the shards with
 //! deferred tasks (each pass starts at the next shard), and within a shard in key order (run
 //! ids are UUIDv7: oldest runs first); every deferred marker is either claimed, or cleared
 //! once its task is gone.

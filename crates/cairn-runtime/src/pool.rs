@@ -248,10 +248,15 @@ impl Capacity {
         }
     }
 
-    /// Units for a transition's new tasks: none while older tasks wait deferred, so a task
-    /// never passes one deferred before it (the freed units go to the puller, in order).
+    /// Units for a transition's new tasks: none while older tasks wait deferred and half the
+    /// units or more are taken, so near the bound a task never passes one deferred before it
+    /// (the freed units go to the puller, in order). With more than half free the puller
+    /// dispatches what waits at once anyway, and deferring new tasks too would only cost each
+    /// two more writes — and keep the node backlogged for as long as load lasts, since every
+    /// deferral renews the backlog the puller must see empty.
     pub fn reserve_for_transition(&self, wanted: usize) -> Room {
-        if self.inner.backlogged.load(Ordering::Acquire) > 0 {
+        let plenty = self.free() as u64 * 2 > self.inner.max;
+        if self.inner.backlogged.load(Ordering::Acquire) > 0 && !plenty {
             return self.reserve(0);
         }
         self.reserve(wanted)
@@ -317,13 +322,19 @@ impl Capacity {
         self.inner.wake.notify_one();
     }
 
-    /// Shard `shard`'s new tenure `epoch` has deferred what it found: the puller may start.
-    pub fn rehydrated(&self, shard: u32, epoch: u64) {
+    /// Shard `shard`'s new tenure `epoch` has deferred what it found (`deferred_any`: some
+    /// tasks): the puller may start. A shard whose rehydration deferred nothing is backlogged
+    /// only if its transitions deferred tasks meanwhile (they said so with [`Self::deferred`]).
+    pub fn rehydrated(&self, shard: u32, epoch: u64, deferred_any: bool) {
         self.rehydrated
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(shard, epoch);
-        self.deferred(shard, epoch);
+        if deferred_any {
+            self.deferred(shard, epoch);
+        } else {
+            self.inner.wake.notify_one();
+        }
     }
 
     /// The shards with deferred tasks, starting at a different one each pass, each with
@@ -466,12 +477,14 @@ mod tests {
     #[test]
     fn deferred_tasks_go_first() {
         let capacity = Capacity::new(8, Arc::new(Metrics::default()));
+        // Near the bound (half the units or more taken).
+        let busy = capacity.reserve(5);
         capacity.deferred(3, 7);
         assert!(
             !capacity.pending()[0].2,
             "pullable before its rehydration finished"
         );
-        capacity.rehydrated(3, 7);
+        capacity.rehydrated(3, 7, true);
         assert_eq!(capacity.reserve_for_transition(2).held(), 0);
         assert_eq!(capacity.reserve(2).held(), 2, "the puller still gets units");
         let seen = capacity.pending()[0].1.clone();
@@ -490,5 +503,15 @@ mod tests {
         assert_eq!(capacity.reserve_for_transition(1).held(), 0);
         capacity.forget(5, 2);
         assert_eq!(capacity.reserve_for_transition(1).held(), 1);
+        // Far from the bound, transitions get units even while tasks wait deferred: the
+        // puller dispatches those at once.
+        capacity.deferred(6, 1);
+        assert_eq!(capacity.reserve_for_transition(1).held(), 0);
+        drop(busy);
+        assert_eq!(capacity.reserve_for_transition(2).held(), 2);
+        // A rehydration that deferred nothing leaves the shard unbacklogged.
+        capacity.forget(6, 1);
+        capacity.rehydrated(9, 1, false);
+        assert!(capacity.pending().is_empty());
     }
 }

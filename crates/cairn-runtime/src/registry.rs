@@ -14,6 +14,10 @@ impl cairn_plan::Registered for Registry {
         self.workflow_def(name).is_some()
     }
 
+    fn has_activity(&self, name: &str) -> bool {
+        Registry::has_activity(self, name)
+    }
+
     fn search_attribute_type(&self, name: &str) -> Option<SearchType> {
         Registry::search_attribute_type(self, name)
     }

@@ -333,15 +333,16 @@ async fn run_attempt<S: Store>(
     let keys = &shared.keys;
     let shard = task.shard;
     let now = shared.now_ms();
-    // A deferred task was written without a provisional timer: it always claims.
-    let handed_over = provisional_start_to_close(keys, &task)
-        .filter(|_| !deferred && now <= task.scheduled_unix_ms.saturating_add(CLAIM_GRACE_MS));
+    // A deferred task was written without a provisional timer, and so was one of a type this
+    // node's workers do not run (the planner's rule): those always claim.
+    let runs_here = shared.registry.has_activity(&task.activity_type);
+    let handed_over = provisional_start_to_close(keys, &task).filter(|_| {
+        runs_here && !deferred && now <= task.scheduled_unix_ms.saturating_add(CLAIM_GRACE_MS)
+    });
     // An attempt for a remote worker starts when a worker's poll takes it: it claims then
-    // (`remote_attempt`), so one never picked up times out schedule-to-start.
-    let remote_bound = shared.config.remote_activities
-        && shared.registry.activity_def(&task.activity_type).is_none();
-    let claim_on_take =
-        remote_bound && !(handed_over.is_some() && task.options.timeouts.start_to_close.is_some());
+    // (`remote_attempt`), so its start-to-close counts from that poll, and one never picked
+    // up times out schedule-to-start.
+    let claim_on_take = shared.config.remote_activities && !runs_here;
     let claimed = match (handed_over, task.options.timeouts.start_to_close) {
         _ if claim_on_take => Claimed {
             started_unix_ms: now,
