@@ -1,7 +1,8 @@
 //! Workflows the dev server registers, so there is something to run from a fresh clone.
 
-use cairn::{ActivityContext, Ctx, Failure, Query, Signal, Update, WorkflowError};
+use cairn::{ActivityContext, Ctx, Failure, Payload, Query, Signal, Update, WorkflowError};
 use std::cell::Cell;
+use std::future::IntoFuture;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -95,6 +96,94 @@ pub async fn three_step(ctx: Ctx, _input: ()) -> Result<(), WorkflowError> {
     Ok(())
 }
 
+/// Fails its first two attempts (a declined card), then succeeds: the retries, each with its
+/// last failure, show on the run while it backs off.
+async fn charge_card(ctx: ActivityContext, cents: u64) -> Result<String, Failure> {
+    if ctx.info().attempt < 3 {
+        return Err(Failure::new(
+            "CardDeclined",
+            format!("attempt {}: the bank declined the card", ctx.info().attempt),
+        ));
+    }
+    Ok(format!(
+        "charged {cents} cents on attempt {}",
+        ctx.info().attempt
+    ))
+}
+
+/// Charges `cents` through an activity that fails twice before it succeeds (retried every 5 s).
+pub async fn flaky_payment(ctx: Ctx, cents: u64) -> Result<String, WorkflowError> {
+    let retry = cairn::RetryPolicy::builder()
+        .initial_interval(Duration::from_secs(5))
+        .backoff_coefficient(1.0)
+        .maximum_attempts(5)
+        .build()
+        .map_err(|e| WorkflowError::Failed(Failure::new("BadPolicy", e.to_string())))?;
+    Ok(ctx
+        .activity(charge_card, cents)
+        .start_to_close(Duration::from_secs(10))
+        .retry(retry)
+        .await?)
+}
+
+/// Exports `rows` rows, 100 every 200 ms, heartbeating how far it got (a retry resumes there).
+async fn export_rows(ctx: ActivityContext, rows: u64) -> Result<u64, Failure> {
+    let mut done: u64 = ctx
+        .heartbeat_details()
+        .and_then(|p| p.decode().ok())
+        .unwrap_or(0);
+    while done < rows {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        done = (done + 100).min(rows);
+        ctx.heartbeat(Payload::encode(&done).map_err(|e| Failure::new("Encode", e.to_string()))?);
+    }
+    Ok(done)
+}
+
+/// Runs a long export activity that heartbeats its progress (heartbeat timeout 5 s).
+pub async fn export(ctx: Ctx, rows: u64) -> Result<u64, WorkflowError> {
+    Ok(ctx
+        .activity(export_rows, rows)
+        .start_to_close(Duration::from_secs(600))
+        .heartbeat_timeout(Duration::from_secs(5))
+        .await?)
+}
+
+/// Greets each name in a child workflow `hello` of its own, all at once.
+pub async fn fan_out(ctx: Ctx, names: Vec<String>) -> Result<Vec<String>, WorkflowError> {
+    let children: Vec<_> = names
+        .into_iter()
+        .map(|name| ctx.child_workflow(hello, name).into_future())
+        .collect();
+    let mut greetings = Vec::new();
+    for result in cairn::futures::future::join_all(children).await {
+        greetings.push(result?);
+    }
+    Ok(greetings)
+}
+
+/// Counts `(done, rounds)` up one round per run, a second apart, continuing as new each round:
+/// a chain of `rounds` runs.
+pub async fn rounds(ctx: Ctx, (done, rounds): (u32, u32)) -> Result<u32, WorkflowError> {
+    ctx.sleep(Duration::from_secs(1)).await;
+    if done + 1 < rounds {
+        return Err(ctx.continue_as_new(&(done + 1, rounds)));
+    }
+    Ok(rounds)
+}
+
+async fn validate_order(_ctx: ActivityContext, order: String) -> Result<(), Failure> {
+    Err(Failure::new("InvalidOrder", format!("order {order:?} has no items")).non_retryable())
+}
+
+/// Fails: its validation activity fails with a non-retryable error.
+pub async fn doomed(ctx: Ctx, order: String) -> Result<(), WorkflowError> {
+    ctx.activity(validate_order, order)
+        .start_to_close(Duration::from_secs(10))
+        .await?;
+    Ok(())
+}
+
 /// Registers the demo workflows and activities.
 pub fn register(builder: cairn::NodeBuilder) -> cairn::NodeBuilder {
     // The custom search attributes Temporal's dev server predefines, so the same programs
@@ -124,5 +213,13 @@ pub fn register(builder: cairn::NodeBuilder) -> cairn::NodeBuilder {
         .workflow(remote_hello)
         .workflow(noop)
         .workflow(three_step)
+        .workflow(flaky_payment)
+        .workflow(export)
+        .workflow(fan_out)
+        .workflow(rounds)
+        .workflow(doomed)
         .activity(greet)
+        .activity(charge_card)
+        .activity(export_rows)
+        .activity(validate_order)
 }

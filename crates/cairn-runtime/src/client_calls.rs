@@ -69,6 +69,31 @@ pub struct Description {
     pub search_attributes: SearchAttributes,
     /// Where the run's workflow tasks go, if its code runs in remote workers.
     pub remote: Option<crate::RemoteStart>,
+    /// The run's input.
+    pub input: Payload,
+    /// The run that continued this one (continue-as-new or its cron schedule's next run).
+    pub next_run: Option<RunId>,
+    /// The schedule whose action started the run, if one did.
+    pub scheduled_by: Option<String>,
+    /// Whether this run is its workflow id's current run.
+    pub current: bool,
+    /// The last heartbeat details of pending activities that have sent one.
+    pub heartbeats: Vec<(Seq, Payload)>,
+}
+
+/// Most events [`Node::history_page`] returns at once.
+pub const HISTORY_PAGE_EVENTS_MAX: usize = 1_000;
+
+/// A stretch of one run's history, as [`Node::history_page`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryPage {
+    pub run_id: RunId,
+    /// Events from the requested id on, in order.
+    pub events: Vec<HistoryEvent>,
+    /// The id the next page starts at.
+    pub next_event_id: cairn_types::EventId,
+    /// Whether the run had closed when the page was read (then no event follows the last).
+    pub closed: bool,
 }
 
 /// One run's history as [`Node::run_history`] reads it.
@@ -307,6 +332,23 @@ impl<S: Store> Node<S> {
         match load_record(tx, &self.shared.keys, &key, "run").await? {
             Some((record, _)) => Ok(record),
             None => Err(missing_run(run_id)),
+        }
+    }
+
+    /// Run `run_id`'s record, if it is a run of `workflow_id` ([`ClientError::NotFound`]
+    /// otherwise: the caller named the run).
+    async fn run_of(
+        &self,
+        tx: &mut S::Tx,
+        workflow_id: &WorkflowId,
+        run_id: &RunId,
+    ) -> Result<RunRecord, ClientError> {
+        let key = self.shared.keys.run(run_id);
+        match load_record::<RunRecord>(tx, &self.shared.keys, &key, "run").await? {
+            Some((record, _)) if &record.workflow_id == workflow_id => Ok(record),
+            _ => Err(ClientError::NotFound {
+                workflow_id: format!("{workflow_id} (run {run_id})"),
+            }),
         }
     }
 
@@ -689,12 +731,40 @@ impl<S: Store> Node<S> {
 
     /// The current run's summary, pending activities and history length.
     pub async fn describe(&self, workflow_id: &WorkflowId) -> Result<Description, ClientError> {
+        self.describe_run(workflow_id, None).await
+    }
+
+    /// Run `run_id` of `workflow_id` (its current run if `None`) in detail: summary, pending
+    /// work, links to the runs around it. [`ClientError::NotFound`] if the run is not one of
+    /// that workflow id.
+    pub async fn describe_run(
+        &self,
+        workflow_id: &WorkflowId,
+        run_id: Option<RunId>,
+    ) -> Result<Description, ClientError> {
         // Both records from one snapshot, so the summary and the pending work agree.
         let mut tx = self.shared.store.begin()?;
         let current = self.current_in(&mut tx, workflow_id).await?;
-        let record = self.run_in(&mut tx, &current.run_id).await?;
+        let run_id = run_id.unwrap_or(current.run_id);
+        let is_current = run_id == current.run_id;
+        let record = self.run_of(&mut tx, workflow_id, &run_id).await?;
         let state = record.state.as_ref();
-        let mut summary = WorkflowSummary::from_record(workflow_id.to_string(), current);
+        let mut summary = if is_current {
+            WorkflowSummary::from_record(workflow_id.to_string(), current)
+        } else {
+            WorkflowSummary {
+                workflow_id: workflow_id.to_string(),
+                run_id,
+                workflow_type: record.start.workflow_type.clone(),
+                status: None,
+                started_unix_ms: record.created_unix_ms,
+                closed_unix_ms: None,
+                parent_workflow_id: record.parent.as_ref().map(|p| p.workflow_id.to_string()),
+                search_attributes: record.start.search_attributes.clone(),
+                memo: record.start.memo.clone(),
+                history_length: 0,
+            }
+        };
         // The run's own snapshot is fresher than its workflow record between writes of the
         // latter.
         summary.status = state.map(|s| s.status).or(summary.status);
@@ -704,6 +774,20 @@ impl<S: Store> Node<S> {
         if let Some(state) = state {
             summary.history_length = state.next_event_id - 1;
             summary.memo.clone_from(&state.memo);
+            summary
+                .search_attributes
+                .clone_from(&state.search_attributes);
+        }
+        // One point read per pending activity (their number is bounded by the run's own
+        // limit on pending activities).
+        let mut heartbeats = Vec::new();
+        for seq in state.iter().flat_map(|s| s.activities.keys()) {
+            if let Some(bytes) = tx
+                .get_snapshot(&self.shared.keys.heartbeat(&run_id, *seq))
+                .await?
+            {
+                heartbeats.push((*seq, decode::<Payload>("heartbeat", &bytes)?));
+            }
         }
         Ok(Description {
             summary,
@@ -722,6 +806,52 @@ impl<S: Store> Node<S> {
                 |s| s.search_attributes.clone(),
             ),
             remote: record.start.remote,
+            input: record.start.input,
+            next_run: record.next_run,
+            scheduled_by: record.scheduled_by,
+            current: is_current,
+            heartbeats,
+        })
+    }
+
+    /// Up to `limit` events (at most [`HISTORY_PAGE_EVENTS_MAX`]) of run `run_id` of
+    /// `workflow_id` (its current run if `None`) from event `from` on, read in one
+    /// transaction, and whether the run had closed by then.
+    pub async fn history_page(
+        &self,
+        workflow_id: &WorkflowId,
+        run_id: Option<RunId>,
+        from: cairn_types::EventId,
+        limit: usize,
+    ) -> Result<HistoryPage, ClientError> {
+        let limit = limit.clamp(1, HISTORY_PAGE_EVENTS_MAX);
+        // Event ids are stored as signed 64-bit integers: past that, no event.
+        let from = from.clamp(1, i64::MAX as u64);
+        let mut tx = self.shared.store.begin()?;
+        let run_id = match run_id {
+            Some(run_id) => run_id,
+            None => self.current_in(&mut tx, workflow_id).await?.run_id,
+        };
+        let record = self.run_of(&mut tx, workflow_id, &run_id).await?;
+        let keys = &self.shared.keys;
+        let (_, end) = keys.history(&run_id);
+        let rows = tx
+            .get_range(
+                &cairn_store::RangeRequest::new(keys.history_event(&run_id, from), end)
+                    .limit(limit)
+                    .snapshot(),
+            )
+            .await?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            events.push(decode::<HistoryEvent>("history event", &row.value)?);
+        }
+        let next_event_id = events.last().map_or(from, |e| e.event_id + 1);
+        Ok(HistoryPage {
+            run_id,
+            events,
+            next_event_id,
+            closed: record.outcome.is_some(),
         })
     }
 

@@ -43,7 +43,9 @@ mod updates;
 mod worker;
 mod workflow;
 
-pub use client_calls::{Description, RunHistory, StartWorkflow};
+pub use client_calls::{
+    Description, HISTORY_PAGE_EVENTS_MAX, HistoryPage, RunHistory, StartWorkflow,
+};
 pub use clock::{Clock, Entropy};
 pub use cluster::{
     ACTIVITY_ATTEMPT_LOST, ClusterStatus, LEASE_TIMEOUT_MS_MIN, NodeStatus,

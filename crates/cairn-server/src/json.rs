@@ -170,12 +170,19 @@ pub fn description(d: &Description) -> Value {
         d.pending_activities
             .iter()
             .map(|(seq, a)| {
+                let heartbeat = d.heartbeats.iter().find(|(s, _)| s == seq).map(|(_, p)| p);
                 json!({
                     "activity_id": seq.to_string(),
                     "activity_type": a.activity_type,
                     "attempt": a.attempt,
+                    "maximum_attempts": a.options.retry.maximum_attempts(),
+                    "task_queue": a.options.task_queue,
+                    // Scheduled: enqueued for a worker (or running); backoff: waiting out its
+                    // retry interval before the next attempt is enqueued.
+                    "state": if a.enqueued { "scheduled" } else { "backoff" },
                     "scheduled_unix_ms": a.scheduled_unix_ms,
                     "last_failure": a.last_failure.as_ref().map(failure),
+                    "heartbeat_details": heartbeat.map(value_of),
                 })
             })
             .collect(),
@@ -199,6 +206,11 @@ pub fn description(d: &Description) -> Value {
         |(id, run)| json!({"workflow_id": id.to_string(), "run_id": run.to_string()}),
     );
     value["previous_run_id"] = json!(d.previous_run.map(|r| r.to_string()));
+    value["next_run_id"] = json!(d.next_run.map(|r| r.to_string()));
+    value["scheduled_by"] = json!(d.scheduled_by);
+    value["current"] = json!(d.current);
+    value["input"] = value_of(&d.input);
+    value["task_queue"] = json!(d.remote.as_ref().map(|r| r.task_queue.clone()));
     value["search_attributes"] = search_attributes(&d.search_attributes);
     value["outcome"] = d.outcome.as_ref().map_or(Value::Null, outcome);
     value

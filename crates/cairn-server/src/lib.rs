@@ -11,11 +11,12 @@
 //! |---|---|
 //! | `GET /healthz` | liveness |
 //! | `GET /api/v1/openapi.json` | this table as an OpenAPI 3 document |
-//! | `GET /` | the web UI: workflow list with filters and paging, detail with history, activity timeline, query/signal/cancel/terminate |
+//! | `GET /`, `GET /ui/{file}` | the web UI (ES modules and CSS built into the binary): workflows (query box, counts, saved views, columns, live), a run (summary, pending work, relationships, history views, timeline, signal/query/update, cancel/terminate), schedules, the cluster |
 //! | `POST /api/v1/workflows` | start (`workflow_id`, `workflow_type`, `input`, `id_reuse_policy`, `execution_timeout_ms`) |
 //! | `GET /api/v1/workflows?workflow_type=&status=` | list |
-//! | `GET /api/v1/workflows/{id}` | describe |
+//! | `GET /api/v1/workflows/{id}?run_id=` | describe a run (default: the current one) |
 //! | `GET /api/v1/workflows/{id}/history` | history events |
+//! | `GET /api/v1/workflows/{id}/events?run_id=&from=&page_size=&wait_ms=` | a page of history from event `from`; with `wait_ms`, waits for the next event (live) |
 //! | `GET /api/v1/workflows/{id}/result?wait_ms=` | result, waiting up to `wait_ms` (long-poll) |
 //! | `POST /api/v1/workflows/{id}/signals/{name}` | signal (body: the input) |
 //! | `POST /api/v1/workflows/{id}/queries/{name}` | query (body: the arguments) |
@@ -25,6 +26,7 @@
 //! | `POST /api/v1/workflows/{id}/terminate` | terminate (`reason`) |
 //! | `GET /api/v1/visibility/workflows?query=&page_size=&page_token=` | workflows matching a filter (`WorkflowType = 'Order' AND ExecutionStatus = 'Running'`), a page at a time |
 //! | `GET /api/v1/visibility/count?query=` | how many match |
+//! | `GET /api/v1/visibility/counts?wait_ms=&known=` | counts in all and by status (counters); with `wait_ms`, waits until they change (live) |
 //! | `POST /api/v1/schedules` | create a schedule (cron and/or intervals, time zone, jitter, start/end, overlap policy, catch-up window) |
 //! | `GET /api/v1/schedules` | list schedules |
 //! | `GET /api/v1/schedules/{id}` / `DELETE` | describe (next times, recent actions) / delete |
@@ -56,7 +58,7 @@ use cairn_runtime::{
     UpdateStage, UpdateWorkflow,
 };
 use cairn_store::Store;
-use cairn_types::{WorkflowId, WorkflowTimeouts};
+use cairn_types::{RunId, WorkflowId, WorkflowTimeouts};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -394,6 +396,7 @@ pub fn router_with<S: Store>(node: Arc<Node<S>>, options: ApiOptions) -> Router 
         .route("/api/v1/workflows", post(start::<S>).get(list::<S>))
         .route("/api/v1/workflows/{id}", get(describe::<S>))
         .route("/api/v1/workflows/{id}/history", get(history::<S>))
+        .route("/api/v1/workflows/{id}/events", get(events::<S>))
         .route("/api/v1/workflows/{id}/result", get(result::<S>))
         .route("/api/v1/workflows/{id}/signals/{name}", post(signal::<S>))
         .route("/api/v1/workflows/{id}/queries/{name}", post(query::<S>))
@@ -405,6 +408,7 @@ pub fn router_with<S: Store>(node: Arc<Node<S>>, options: ApiOptions) -> Router 
         .route("/api/v1/workflows/{id}/terminate", post(terminate::<S>))
         .route("/api/v1/visibility/workflows", get(visibility_list::<S>))
         .route("/api/v1/visibility/count", get(visibility_count::<S>))
+        .route("/api/v1/visibility/counts", get(visibility_counts::<S>))
         .route(
             "/api/v1/schedules",
             post(schedule_create::<S>).get(schedule_list::<S>),
@@ -452,6 +456,11 @@ pub fn router_with<S: Store>(node: Arc<Node<S>>, options: ApiOptions) -> Router 
     Router::new()
         .merge(api.layer(authorized))
         .route("/", get(ui))
+        .route("/ui/{file}", get(ui_file))
+        .route(
+            "/favicon.ico",
+            get(|| async { axum::response::Redirect::permanent("/ui/favicon.svg") }),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -591,13 +600,135 @@ fn page_json(page: &cairn_runtime::WorkflowPage) -> Value {
     })
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunParams {
+    run_id: Option<String>,
+}
+
+fn run_id(text: Option<&str>) -> Result<Option<RunId>, ApiError> {
+    text.map(|t| {
+        t.parse::<RunId>()
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_run_id", e.to_string()))
+    })
+    .transpose()
+}
+
 async fn describe<S: Store>(
     State(node): State<Arc<Node<S>>>,
     format: Format,
     Segments(id): Segments<String>,
+    Params(params): Params<RunParams>,
 ) -> Result<Response, ApiError> {
-    let description = node.describe(&workflow_id(&id)?).await?;
+    let run = run_id(params.run_id.as_deref())?;
+    let description = node.describe_run(&workflow_id(&id)?, run).await?;
     Ok(format.reply(StatusCode::OK, &json::description(&description)))
+}
+
+/// Longest a live request (`wait_ms`) waits before answering what it has.
+pub const LIVE_WAIT_MS_MAX: u64 = 30_000;
+
+/// How often a live request reads the store again while it waits.
+pub const LIVE_POLL_MS: u64 = 250;
+
+/// Most live requests waiting at once on a node; past it a live request answers at once
+/// (as if its wait had run out), so waiting clients never pile up reads.
+pub const LIVE_WAITS_MAX: usize = 256;
+
+static LIVE_WAITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LIVE_WAITS_MAX);
+
+/// Reads with `read` until `changed` says the answer changed or `wait_ms` (at most
+/// [`LIVE_WAIT_MS_MAX`]) runs out, one read per [`LIVE_POLL_MS`]; answers the last read.
+async fn live<T, F, Fut>(
+    wait_ms: Option<u64>,
+    mut read: F,
+    changed: impl Fn(&T) -> bool,
+) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let first = read().await?;
+    let wait = wait_ms.unwrap_or(0).min(LIVE_WAIT_MS_MAX);
+    if wait == 0 || changed(&first) {
+        return Ok(first);
+    }
+    let Ok(_permit) = LIVE_WAITS.try_acquire() else {
+        return Ok(first);
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
+    let mut last = first;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(LIVE_POLL_MS)).await;
+        last = read().await?;
+        if changed(&last) {
+            break;
+        }
+    }
+    Ok(last)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsParams {
+    run_id: Option<String>,
+    #[serde(default)]
+    from: u64,
+    page_size: Option<usize>,
+    wait_ms: Option<u64>,
+}
+
+/// Default events in a page of `/events`.
+pub const EVENTS_PAGE_DEFAULT: usize = 200;
+
+/// A stretch of a run's history from event `from`; with `wait_ms`, waits for an event at or
+/// past `from` while the run is open (live histories).
+async fn events<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    format: Format,
+    Segments(id): Segments<String>,
+    Params(params): Params<EventsParams>,
+) -> Result<Response, ApiError> {
+    let id = workflow_id(&id)?;
+    let run = run_id(params.run_id.as_deref())?;
+    let size = params.page_size.unwrap_or(EVENTS_PAGE_DEFAULT);
+    if size == 0 || size > cairn_runtime::HISTORY_PAGE_EVENTS_MAX {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_page_size",
+            format!(
+                "page_size must be 1 to {}",
+                cairn_runtime::HISTORY_PAGE_EVENTS_MAX
+            ),
+        ));
+    }
+    // A live wait stays on the run it started on, even if a new run takes the id meanwhile.
+    let first = node.history_page(&id, run, params.from, size).await?;
+    let pinned = Some(first.run_id);
+    let mut first = Some(first);
+    let page = live(
+        params.wait_ms,
+        || {
+            let taken = first.take();
+            let node = &node;
+            let id = &id;
+            async move {
+                match taken {
+                    Some(page) => Ok(page),
+                    None => Ok(node.history_page(id, pinned, params.from, size).await?),
+                }
+            }
+        },
+        |page| !page.events.is_empty() || page.closed,
+    )
+    .await?;
+    let body = json!({
+        "run_id": page.run_id.to_string(),
+        "events": page.events.iter().map(json::event).collect::<Vec<_>>(),
+        "next_event_id": page.next_event_id,
+        "closed": page.closed,
+    });
+    Ok(format.reply(StatusCode::OK, &body))
 }
 
 async fn history<S: Store>(
@@ -809,6 +940,57 @@ async fn visibility_count<S: Store>(
 ) -> Result<Response, ApiError> {
     let count = node.count_workflows(&params.query).await?;
     Ok(format.reply(StatusCode::OK, &json!({"count": count})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CountsParams {
+    wait_ms: Option<u64>,
+    /// The `version` of counts the caller has: with `wait_ms`, the answer waits until the
+    /// counts differ from it.
+    known: Option<String>,
+}
+
+/// The statuses `/visibility/counts` counts, by their names in the query language.
+const COUNTED_STATUSES: [(&str, &str); 7] = [
+    ("running", "Running"),
+    ("completed", "Completed"),
+    ("failed", "Failed"),
+    ("canceled", "Canceled"),
+    ("terminated", "Terminated"),
+    ("timed_out", "TimedOut"),
+    ("continued_as_new", "ContinuedAsNew"),
+];
+
+/// How many workflows there are in all and in each status (reads of maintained counters, no
+/// scan); with `wait_ms` and `known`, waits until they change (live lists).
+async fn visibility_counts<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    format: Format,
+    Params(params): Params<CountsParams>,
+) -> Result<Response, ApiError> {
+    let read = || async {
+        let total = node.count_workflows("").await?;
+        let mut by_status = serde_json::Map::new();
+        let mut version = total.to_string();
+        for (name, query_name) in COUNTED_STATUSES {
+            let n = node
+                .count_workflows(&format!("ExecutionStatus = '{query_name}'"))
+                .await?;
+            by_status.insert(name.to_string(), json!(n));
+            version.push_str(&format!(".{n}"));
+        }
+        Ok::<_, ApiError>((total, by_status, version))
+    };
+    let known = params.known.clone();
+    let (total, by_status, version) = live(params.wait_ms, read, |(_, _, version)| {
+        known.as_deref() != Some(version.as_str())
+    })
+    .await?;
+    Ok(format.reply(
+        StatusCode::OK,
+        &json!({"total": total, "by_status": by_status, "version": version}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -1108,8 +1290,70 @@ async fn internal_query<S: Store>(
 
 /// The web UI: one static page that talks to the API (it asks for the token if the API needs
 /// one, so the page itself is public).
-async fn ui() -> axum::response::Html<&'static str> {
-    axum::response::Html(include_str!("../assets/index.html"))
+async fn ui() -> Response {
+    (
+        [(axum::http::header::CACHE_CONTROL, "no-cache")],
+        axum::response::Html(include_str!("../assets/index.html")),
+    )
+        .into_response()
+}
+
+/// The web UI's files, built into the binary: plain ES modules and CSS, no build step, so
+/// `cargo build` alone makes the UI every node serves.
+const UI_FILES: [(&str, &str, &str); 8] = [
+    (
+        "app.js",
+        "text/javascript",
+        include_str!("../assets/ui/app.js"),
+    ),
+    (
+        "util.js",
+        "text/javascript",
+        include_str!("../assets/ui/util.js"),
+    ),
+    (
+        "workflows.js",
+        "text/javascript",
+        include_str!("../assets/ui/workflows.js"),
+    ),
+    (
+        "workflow.js",
+        "text/javascript",
+        include_str!("../assets/ui/workflow.js"),
+    ),
+    (
+        "schedules.js",
+        "text/javascript",
+        include_str!("../assets/ui/schedules.js"),
+    ),
+    (
+        "cluster.js",
+        "text/javascript",
+        include_str!("../assets/ui/cluster.js"),
+    ),
+    ("app.css", "text/css", include_str!("../assets/ui/app.css")),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_str!("../assets/ui/favicon.svg"),
+    ),
+];
+
+async fn ui_file(Path(name): Path<String>) -> Response {
+    match UI_FILES.iter().find(|(file, _, _)| *file == name) {
+        Some((_, content_type, body)) => (
+            [
+                (axum::http::header::CONTENT_TYPE, *content_type),
+                // Revalidated each load: a new binary's UI is never mixed with an old one's.
+                (axum::http::header::CACHE_CONTROL, "no-cache"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such UI file").into_response()
+        }
+    }
 }
 
 /// The OpenAPI document of this API.

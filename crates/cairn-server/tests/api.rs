@@ -174,8 +174,8 @@ async fn start_result_describe_history_list() {
     let (status, page) = call(&api, "GET", "/", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
-        page.as_str().unwrap().contains("/api/v1/workflows"),
-        "the UI page talks to the API"
+        page.as_str().unwrap().contains("/ui/app.js"),
+        "the UI page loads the UI's code"
     );
 }
 
@@ -410,6 +410,7 @@ async fn openapi_document_covers_every_route() {
         ("/api/v1/workflows", &["get", "post"]),
         ("/api/v1/workflows/{id}", &["get"]),
         ("/api/v1/workflows/{id}/history", &["get"]),
+        ("/api/v1/workflows/{id}/events", &["get"]),
         ("/api/v1/workflows/{id}/result", &["get"]),
         ("/api/v1/workflows/{id}/signals/{name}", &["post"]),
         ("/api/v1/workflows/{id}/queries/{name}", &["post"]),
@@ -418,6 +419,7 @@ async fn openapi_document_covers_every_route() {
         ("/api/v1/workflows/{id}/terminate", &["post"]),
         ("/api/v1/visibility/workflows", &["get"]),
         ("/api/v1/visibility/count", &["get"]),
+        ("/api/v1/visibility/counts", &["get"]),
         ("/api/v1/schedules", &["get", "post"]),
         ("/api/v1/schedules/{id}", &["get", "delete"]),
         ("/api/v1/schedules/{id}/pause", &["post"]),
@@ -937,4 +939,151 @@ async fn memo_and_search_attributes_at_start_over_http() {
         "{error}"
     );
     node.shutdown().await;
+}
+
+async fn get(router: &axum::Router, uri: &str) -> (StatusCode, Value) {
+    call(router, "GET", uri, None).await
+}
+
+/// Proves the UI's live reads: a history page at a time (`/events`, of the current run or a
+/// named one), a long poll that answers when the next event is recorded, counts by status from
+/// the counters with a long poll that answers when they change, and the bad parameters
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_history_and_counts_over_http() {
+    let api = router().await;
+    let (_, counts) = get(&api, "/api/v1/visibility/counts").await;
+    assert_eq!(counts["total"], 0);
+    let version = counts["version"].as_str().unwrap().to_string();
+    // A long poll on the counts answers when a workflow starts.
+    let waiting = {
+        let api = api.clone();
+        let uri = format!("/api/v1/visibility/counts?wait_ms=20000&known={version}");
+        tokio::spawn(async move { get(&api, &uri).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let body = r#"{"workflow_id":"live-1","workflow_type":"counter","input":5}"#;
+    let (status, started) = call(&api, "POST", "/api/v1/workflows", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let (status, changed) = waiting.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(changed["version"].as_str().unwrap(), version);
+    assert_eq!(changed["total"], 1);
+    assert_eq!(changed["by_status"]["running"], 1);
+
+    // The history a page at a time.
+    let (status, first) = get(&api, "/api/v1/workflows/live-1/events?page_size=1").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["events"].as_array().unwrap().len(), 1);
+    assert_eq!(first["events"][0]["event_type"], "WorkflowExecutionStarted");
+    assert_eq!(first["next_event_id"], 2);
+    assert_eq!(first["closed"], false);
+    assert_eq!(first["run_id"], started["run_id"]);
+    let (_, rest) = get(&api, "/api/v1/workflows/live-1/events?from=2").await;
+    let next = rest["next_event_id"].as_u64().unwrap();
+    assert!(next > 2, "{rest}");
+    // Nothing past the end: a long poll there answers when the signal's event is recorded.
+    let waiting = {
+        let api = api.clone();
+        let uri = format!("/api/v1/workflows/live-1/events?from={next}&wait_ms=20000");
+        tokio::spawn(async move { get(&api, &uri).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = call(
+        &api,
+        "POST",
+        "/api/v1/workflows/live-1/signals/add",
+        Some("5"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, arrived) = waiting.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let events = arrived["events"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event_type"] == "WorkflowExecutionSignaled"),
+        "{arrived}"
+    );
+    assert_eq!(events[0]["event_id"].as_u64(), Some(next));
+    // Once closed, a page says so (and a long poll past the end answers at once).
+    let (_, result) = get(&api, "/api/v1/workflows/live-1/result?wait_ms=10000").await;
+    assert_eq!(result["result"], 5);
+    let (_, done) = get(
+        &api,
+        "/api/v1/workflows/live-1/events?from=1000&wait_ms=20000",
+    )
+    .await;
+    assert_eq!(done["closed"], true);
+    assert!(done["events"].as_array().unwrap().is_empty());
+
+    // A named run: describe and events of it; this one is the current run.
+    let run = started["run_id"].as_str().unwrap();
+    let (status, described) = get(&api, &format!("/api/v1/workflows/live-1?run_id={run}")).await;
+    assert_eq!(status, StatusCode::OK, "{described}");
+    assert_eq!(described["current"], true);
+    assert_eq!(described["input"], 5);
+    assert_eq!(described["status"], "completed");
+    // Refused: a run id that is not one, a run of no such workflow, a page size out of bounds.
+    for (uri, code) in [
+        ("/api/v1/workflows/live-1?run_id=nope", "invalid_run_id"),
+        (
+            "/api/v1/workflows/live-1/events?run_id=nope",
+            "invalid_run_id",
+        ),
+        (
+            "/api/v1/workflows/live-1/events?page_size=0",
+            "invalid_page_size",
+        ),
+        (
+            "/api/v1/workflows/live-1/events?page_size=1001",
+            "invalid_page_size",
+        ),
+    ] {
+        let (status, error) = get(&api, uri).await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{uri}"
+        );
+    }
+    let stranger = "01a25189-9f37-756f-915e-365a66b13814";
+    for uri in [
+        format!("/api/v1/workflows/live-1?run_id={stranger}"),
+        format!("/api/v1/workflows/live-1/events?run_id={stranger}"),
+    ] {
+        assert_eq!(get(&api, &uri).await.0, StatusCode::NOT_FOUND, "{uri}");
+    }
+}
+
+/// Proves the UI's files are served from the binary with their types, and nothing else is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_files_are_served() {
+    let api = router().await;
+    for (file, kind) in [
+        ("app.js", "text/javascript"),
+        ("workflow.js", "text/javascript"),
+        ("app.css", "text/css"),
+        ("favicon.svg", "image/svg+xml"),
+    ] {
+        let request = Request::builder()
+            .uri(format!("/ui/{file}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = api.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{file}");
+        assert_eq!(response.headers()["content-type"], kind, "{file}");
+    }
+    let (status, page) = get(&api, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.as_str().unwrap().contains("/ui/app.js"));
+    for missing in ["/ui/nope.js", "/ui/..%2Fopenapi.json"] {
+        let (status, error) = get(&api, missing).await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found")),
+            "{missing}"
+        );
+    }
 }
