@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/ui-deps.sh
 bash scripts/temporal-suite.sh
 # The store contract, the engine crash test, and a cluster of node processes, on a real FoundationDB (scripts/fdb.sh
 # starts a loopback cluster from FDB_HOME, default ../shared/fdb/7.3.79, and stops it). Without FoundationDB it says so loudly

@@ -301,9 +301,37 @@ impl Ui {
         self.driver.wait_for_text(needle, None)
     }
 
-    /// Saves a screenshot of the view as `web-ui-<name>.png` and checks the page logged no
-    /// error to the console.
+    /// Runs axe-core on the page as it is and fails on any serious or critical violation.
+    fn accessible(&self, name: &str) {
+        let axe = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/ui/node_modules/axe-core/axe.min.js");
+        let source = std::fs::read_to_string(&axe).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run scripts/ui-deps.sh (the test command does)",
+                axe.display()
+            )
+        });
+        self.script(&format!("if (!window.axe) {{ {source} }}"));
+        let found = self.driver.call(
+            "POST",
+            "/execute/async",
+            Some(json!({"script": "const done = arguments[arguments.length - 1];
+                axe.run(document, {resultTypes: ['violations']})
+                  .then(r => done(r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
+                    .map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map(n => n.html)}))))
+                  .catch(e => done([{id: 'axe-failed', help: String(e)}]));", "args": []})),
+        );
+        assert_eq!(
+            found,
+            json!([]),
+            "serious accessibility violations on {name}"
+        );
+    }
+
+    /// Saves a screenshot of the view as `web-ui-<name>.png`, checks the page logged no error
+    /// to the console, and runs the accessibility check on it.
     fn screenshot(&self, name: &str) {
+        self.accessible(name);
         let shot = self.driver.call("GET", "/screenshot", None);
         let png = decode_base64(shot.as_str().unwrap());
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
@@ -429,6 +457,19 @@ fn workflows_list() {
         "null",
     ]);
     ui.text("arrived-later");
+    // Keyboard: "/" goes to the query box.
+    ui.driver.call(
+        "POST",
+        "/actions",
+        Some(
+            json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": "/"}, {"type": "keyUp", "value": "/"}]}]}),
+        ),
+    );
+    ui.wait_until(
+        "the query box focused by its key",
+        "return document.activeElement && document.activeElement.id === 'q'",
+    );
     ui.screenshot("workflows");
 }
 
@@ -482,12 +523,12 @@ fn workflow_detail() {
     let text = ui.text("charged 500 cents on attempt 3");
     assert!(text.contains("WorkflowExecutionCompleted"), "{text}");
     // The three history views.
-    ui.click(".tabs a:nth-of-type(2)");
+    ui.click("[role=tablist] a:nth-of-type(2)");
     ui.wait_until(
         "the full view",
         "return !!document.querySelector('table.history')",
     );
-    ui.click(".tabs a:nth-of-type(3)");
+    ui.click("[role=tablist] a:nth-of-type(3)");
     ui.wait_until(
         "the JSON view",
         "return !!document.querySelector('pre.history-json')",
@@ -611,6 +652,19 @@ fn cluster() {
         "return document.querySelectorAll('.shard.held').length === 16",
     );
     ui.screenshot("cluster");
+    // Dark mode follows the system's preference (and passes the same checks, contrast
+    // included).
+    ui.driver.call(
+        "POST",
+        "/goog/cdp/execute",
+        Some(json!({"cmd": "Emulation.setEmulatedMedia", "params": {
+            "features": [{"name": "prefers-color-scheme", "value": "dark"}]}})),
+    );
+    ui.wait_until(
+        "a dark background",
+        "return getComputedStyle(document.body).backgroundColor === 'rgb(15, 20, 27)'",
+    );
+    ui.screenshot("cluster-dark");
 }
 
 /// The token flow: asked once, a wrong token says so, sign out asks again.

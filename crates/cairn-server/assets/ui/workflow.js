@@ -37,9 +37,9 @@ export async function render(app, id, params, signal) {
     <section class="panel" aria-labelledby="timeline-h"><h2 id="timeline-h">Timeline</h2><div id="timeline"></div></section>
     <section class="panel" aria-labelledby="history-h">
       <h2 id="history-h">History <span class="muted" id="event-count"></span></h2>
-      <div class="tabs" role="tablist">
+      <div class="tabs"><div role="tablist" aria-label="History views">
         ${["compact", "full", "json"].map((t) => `<a role="tab" href="${workflowLink(id, runParam)}${runParam ? "&" : "?"}view=${t}" aria-selected="${t === tab}">${{compact: "Compact", full: "Full", json: "JSON"}[t]}</a>`).join("")}
-        <button type="button" id="download">Download JSON</button>
+        </div><button type="button" id="download">Download JSON</button>
       </div>
       <div id="history" role="tabpanel"></div>
       <p><button type="button" id="more" hidden>Load more events</button> <span id="history-live" class="muted" aria-live="polite"></span></p>
