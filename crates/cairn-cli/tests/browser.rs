@@ -667,6 +667,38 @@ fn cluster() {
     ui.screenshot("cluster-dark");
 }
 
+/// Task queues: a remote workflow's activity waits in its queue, which says no worker polls it.
+#[test]
+fn task_queues() {
+    if skipped() {
+        return;
+    }
+    let ui = Ui::start(None);
+    ui.open("#/task-queues");
+    ui.text("No task queue has a worker or a waiting task");
+    ui.cli(&[
+        "start",
+        "--type",
+        "remote_hello",
+        "--id",
+        "needs-a-worker",
+        "--input",
+        "\"ada\"",
+    ]);
+    // The page refreshes itself.
+    let text = ui.text("greetings");
+    let text = if text.contains("1 activity task(s)") {
+        text
+    } else {
+        ui.text("1 activity task(s)")
+    };
+    assert!(
+        text.contains("No worker has polled this queue lately"),
+        "{text}"
+    );
+    ui.screenshot("task-queues");
+}
+
 /// The token flow: asked once, a wrong token says so, sign out asks again.
 #[test]
 fn token_flow() {

@@ -36,6 +36,39 @@ pub const ACTIVITY_POLLS_WAITING_MAX: usize = 4_096;
 /// Longest wait of one poll (Temporal's frontend answers an empty poll after about a minute).
 pub const ACTIVITY_POLL_WAIT_MAX_MS: u64 = 60_000;
 
+/// Most pollers matching remembers (queue, kind and identity); past it the one heard from
+/// longest ago is forgotten.
+pub const POLLERS_TRACKED_MAX: usize = 1_024;
+/// A poller not heard from for this long is forgotten.
+pub const POLLER_FORGET_MS: u64 = 300_000;
+
+/// What a poller polls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PollKind {
+    Workflow,
+    Activity,
+}
+
+/// A worker that polled a task queue of this node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Poller {
+    pub identity: String,
+    pub kind: PollKind,
+    pub last_poll_unix_ms: u64,
+}
+
+/// A task queue as this node's matching sees it: who polls it and what waits in it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TaskQueueStatus {
+    pub name: String,
+    pub pollers: Vec<Poller>,
+    /// Activity attempts waiting for a poll.
+    pub activities_waiting: usize,
+    /// Remote runs with a workflow task owed, waiting for a poll.
+    pub workflow_tasks_waiting: usize,
+}
+
 /// An activity attempt as a remote worker receives it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RemoteActivityTask {
@@ -132,6 +165,8 @@ pub struct Matching {
     in_flight: Mutex<std::collections::BTreeSet<String>>,
     polls: std::sync::atomic::AtomicUsize,
     workflow_queues: Mutex<BTreeMap<String, WorkflowQueue>>,
+    /// Who polled which queue, and when last: at most [`POLLERS_TRACKED_MAX`].
+    pollers: Mutex<BTreeMap<(String, PollKind, String), u64>>,
     /// The node's clock (an attempt taken by a poll starts then).
     clock: crate::Clock,
 }
@@ -237,7 +272,66 @@ impl Matching {
             in_flight: Mutex::new(std::collections::BTreeSet::new()),
             polls: std::sync::atomic::AtomicUsize::new(0),
             workflow_queues: Mutex::new(BTreeMap::new()),
+            pollers: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Notes that `identity` polls `task_queue` for `kind` tasks now.
+    pub fn note_poller(&self, task_queue: &str, kind: PollKind, identity: &str) {
+        let now = self.clock.now_ms();
+        let mut pollers = lock(&self.pollers);
+        pollers.insert((task_queue.to_string(), kind, identity.to_string()), now);
+        pollers.retain(|_, last| now.saturating_sub(*last) < POLLER_FORGET_MS);
+        while pollers.len() > POLLERS_TRACKED_MAX {
+            let oldest = pollers
+                .iter()
+                .min_by_key(|(_, last)| **last)
+                .map(|(key, _)| key.clone());
+            match oldest {
+                Some(key) => pollers.remove(&key),
+                None => break,
+            };
+        }
+    }
+
+    /// Every task queue with a poller heard from lately or a task waiting, by name.
+    pub fn task_queues(&self) -> Vec<TaskQueueStatus> {
+        let now = self.clock.now_ms();
+        let mut out: BTreeMap<String, TaskQueueStatus> = BTreeMap::new();
+        fn status<'a>(
+            out: &'a mut BTreeMap<String, TaskQueueStatus>,
+            name: &str,
+        ) -> &'a mut TaskQueueStatus {
+            out.entry(name.to_string())
+                .or_insert_with(|| TaskQueueStatus {
+                    name: name.to_string(),
+                    pollers: Vec::new(),
+                    activities_waiting: 0,
+                    workflow_tasks_waiting: 0,
+                })
+        }
+        for ((queue, kind, identity), last) in lock(&self.pollers).iter() {
+            if now.saturating_sub(*last) < POLLER_FORGET_MS {
+                status(&mut out, queue).pollers.push(Poller {
+                    identity: identity.clone(),
+                    kind: *kind,
+                    last_poll_unix_ms: *last,
+                });
+            }
+        }
+        for (queue, q) in lock(&self.queues)
+            .iter()
+            .filter(|(_, q)| !q.waiting.is_empty())
+        {
+            status(&mut out, queue).activities_waiting = q.waiting.len();
+        }
+        for (queue, q) in lock(&self.workflow_queues)
+            .iter()
+            .filter(|(_, q)| !q.ready.is_empty())
+        {
+            status(&mut out, queue).workflow_tasks_waiting = q.ready.len();
+        }
+        out.into_values().collect()
     }
 
     /// Queues a run's owed workflow task in `task_queue` (a run already queued stays once).
@@ -740,5 +834,37 @@ mod tests {
         }
         assert!(got <= 1, "one attempt, one poller");
         drop(offered);
+    }
+
+    /// Pollers are remembered by queue, kind and identity, at most `POLLERS_TRACKED_MAX` (the
+    /// one heard from longest ago goes first), and forgotten `POLLER_FORGET_MS` after their
+    /// last poll; waiting tasks show with their queue.
+    #[tokio::test(start_paused = true)]
+    async fn pollers_are_bounded_and_forgotten() {
+        let matching = Matching::new(
+            "n1",
+            crate::Clock::virtual_from(1_000),
+            &crate::Entropy::os(),
+        );
+        matching.note_poller("q", PollKind::Activity, "worker-a");
+        matching.note_poller("q", PollKind::Workflow, "worker-a");
+        tokio::time::advance(Duration::from_millis(10)).await;
+        matching.note_poller("q", PollKind::Activity, "worker-a");
+        let queues = matching.task_queues();
+        assert_eq!(queues.len(), 1);
+        assert_eq!(queues[0].pollers.len(), 2, "{queues:?}");
+        assert_eq!(queues[0].pollers[1].last_poll_unix_ms, 1_010);
+        for i in 0..POLLERS_TRACKED_MAX + 5 {
+            tokio::time::advance(Duration::from_millis(1)).await;
+            matching.note_poller("busy", PollKind::Activity, &format!("w{i}"));
+        }
+        let pollers: usize = matching.task_queues().iter().map(|q| q.pollers.len()).sum();
+        assert_eq!(pollers, POLLERS_TRACKED_MAX);
+        assert!(
+            matching.task_queues().iter().all(|q| q.name == "busy"),
+            "the oldest went first"
+        );
+        tokio::time::advance(Duration::from_millis(POLLER_FORGET_MS)).await;
+        assert!(matching.task_queues().is_empty());
     }
 }

@@ -61,6 +61,19 @@ impl<S: Store> Node<S> {
             .await
     }
 
+    /// Notes that worker `identity` polls `task_queue` for `kind` tasks (shown by
+    /// [`Self::task_queues`]).
+    pub fn note_poller(&self, task_queue: &str, kind: crate::PollKind, identity: &str) {
+        self.shared.matching.note_poller(task_queue, kind, identity);
+    }
+
+    /// This node's task queues: the workers that polled them lately (through this node) and
+    /// the tasks waiting in them here. Each node matches the tasks of the shards it holds, so
+    /// a cluster's queues are the union of its nodes'.
+    pub fn task_queues(&self) -> Vec<crate::TaskQueueStatus> {
+        self.shared.matching.task_queues()
+    }
+
     /// Where an answer to the task `token` names goes: `None` here, or the address of the
     /// live node that handed it out.
     pub(crate) async fn task_holder(

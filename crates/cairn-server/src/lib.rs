@@ -31,6 +31,7 @@
 //! | `GET /api/v1/schedules` | list schedules |
 //! | `GET /api/v1/schedules/{id}` / `DELETE` | describe (next times, recent actions) / delete |
 //! | `POST /api/v1/schedules/{id}/pause`, `/unpause` (`note`), `/trigger`, `/backfill` (`start`, `end`) | steer a schedule |
+//! | `GET /api/v1/task-queues` | this node's task queues: the workers that polled them lately (identity, kind, last poll) and the tasks waiting |
 //! | `GET /api/v1/cluster` | membership, shard leases (holder, epoch, expiry, placement), what this node holds |
 //! | `POST /api/v1/internal/query` | a query forwarded by another node (MessagePack; answered only by the shard's holder) |
 //! | `POST /api/v1/internal/tasks` | a remote worker's task call forwarded by another node (MessagePack) |
@@ -431,6 +432,7 @@ pub fn router_with<S: Store>(node: Arc<Node<S>>, options: ApiOptions) -> Router 
             post(schedule_backfill::<S>),
         )
         .route("/api/v1/cluster", get(cluster::<S>))
+        .route("/api/v1/task-queues", get(task_queues::<S>))
         .route("/api/v1/internal/query", post(internal_query::<S>))
         .route("/api/v1/internal/tasks", post(internal_tasks::<S>))
         .route("/metrics", get(metrics::<S>))
@@ -1219,6 +1221,18 @@ async fn schedule_backfill<S: Store>(
     Ok(StatusCode::ACCEPTED)
 }
 
+/// This node's task queues: recent pollers and waiting tasks.
+async fn task_queues<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    format: Format,
+) -> Result<Response, ApiError> {
+    let queues = node.task_queues();
+    Ok(format.reply(
+        StatusCode::OK,
+        &json!({"node_id": node.config().node_id, "task_queues": queues}),
+    ))
+}
+
 async fn cluster<S: Store>(
     State(node): State<Arc<Node<S>>>,
     format: Format,
@@ -1300,7 +1314,7 @@ async fn ui() -> Response {
 
 /// The web UI's files, built into the binary: plain ES modules and CSS, no build step, so
 /// `cargo build` alone makes the UI every node serves.
-const UI_FILES: [(&str, &str, &str); 8] = [
+const UI_FILES: [(&str, &str, &str); 9] = [
     (
         "app.js",
         "text/javascript",
@@ -1331,6 +1345,11 @@ const UI_FILES: [(&str, &str, &str); 8] = [
         "text/javascript",
         include_str!("../assets/ui/cluster.js"),
     ),
+    (
+        "taskqueues.js",
+        "text/javascript",
+        include_str!("../assets/ui/taskqueues.js"),
+    ),
     ("app.css", "text/css", include_str!("../assets/ui/app.css")),
     (
         "favicon.svg",
@@ -1339,17 +1358,35 @@ const UI_FILES: [(&str, &str, &str); 8] = [
     ),
 ];
 
-async fn ui_file(Path(name): Path<String>) -> Response {
+/// A UI file's entity tag: a hash of its bytes (FNV-1a, 64 bits), quoted.
+fn ui_etag(body: &str) -> String {
+    let hash = body.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("\"{hash:016x}\"")
+}
+
+async fn ui_file(Path(name): Path<String>, headers: axum::http::HeaderMap) -> Response {
     match UI_FILES.iter().find(|(file, _, _)| *file == name) {
-        Some((_, content_type, body)) => (
-            [
-                (axum::http::header::CONTENT_TYPE, *content_type),
-                // Revalidated each load: a new binary's UI is never mixed with an old one's.
-                (axum::http::header::CACHE_CONTROL, "no-cache"),
-            ],
-            *body,
-        )
-            .into_response(),
+        Some((_, content_type, body)) => {
+            // Revalidated each load (a new binary's UI is never mixed with an old one's), and
+            // answered 304 without the body when the browser has this version.
+            let etag = ui_etag(body);
+            let cached = headers
+                .get(axum::http::header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag));
+            let head = [
+                (axum::http::header::CONTENT_TYPE, content_type.to_string()),
+                (axum::http::header::CACHE_CONTROL, "no-cache".to_string()),
+                (axum::http::header::ETAG, etag),
+            ];
+            if cached {
+                (StatusCode::NOT_MODIFIED, head).into_response()
+            } else {
+                (head, *body).into_response()
+            }
+        }
         None => {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such UI file").into_response()
         }

@@ -427,6 +427,7 @@ async fn openapi_document_covers_every_route() {
         ("/api/v1/schedules/{id}/trigger", &["post"]),
         ("/api/v1/schedules/{id}/backfill", &["post"]),
         ("/api/v1/cluster", &["get"]),
+        ("/api/v1/task-queues", &["get"]),
         ("/api/v1/internal/query", &["post"]),
     ] {
         for method in methods {
@@ -1075,6 +1076,29 @@ async fn the_ui_files_are_served() {
         assert_eq!(response.status(), StatusCode::OK, "{file}");
         assert_eq!(response.headers()["content-type"], kind, "{file}");
     }
+    // A browser that has the file revalidates it for a 304 without the body.
+    let request = Request::builder()
+        .uri("/ui/workflows.js")
+        .body(Body::empty())
+        .unwrap();
+    let response = api.clone().oneshot(request).await.unwrap();
+    let etag = response.headers()["etag"].clone();
+    let request = Request::builder()
+        .uri("/ui/workflows.js")
+        .header("if-none-match", etag)
+        .body(Body::empty())
+        .unwrap();
+    let response = api.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    let request = Request::builder()
+        .uri("/ui/workflows.js")
+        .header("if-none-match", "\"0000000000000000\"")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        api.clone().oneshot(request).await.unwrap().status(),
+        StatusCode::OK
+    );
     let (status, page) = get(&api, "/").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.as_str().unwrap().contains("/ui/app.js"));

@@ -939,6 +939,8 @@ impl<S: Store> WorkflowService for Frontend<S> {
         } else {
             queue.name
         };
+        self.node
+            .note_poller(&name, cairn_runtime::PollKind::Workflow, &r.identity);
         let task = self
             .node
             .poll_workflow_task(&name, wait)
@@ -1234,6 +1236,8 @@ impl<S: Store> WorkflowService for Frontend<S> {
             .map(|q| q.name)
             .filter(|n| !n.is_empty())
             .ok_or_else(|| Status::invalid_argument("task_queue is required"))?;
+        self.node
+            .note_poller(&queue, cairn_runtime::PollKind::Activity, &r.identity);
         let task = self
             .node
             .poll_activity_task(&queue, wait)

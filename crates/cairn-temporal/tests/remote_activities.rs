@@ -284,8 +284,19 @@ async fn start_to_close_counts_from_the_poll_that_takes_the_attempt() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1_500 + 1_000)).await;
+    // The node's task queues show the attempt waiting, and no poller yet.
+    let queues = server.node.runtime().task_queues();
+    let queue = queues.iter().find(|q| q.name == QUEUE).expect("the queue");
+    assert_eq!((queue.activities_waiting, queue.pollers.len()), (1, 0));
     let task = within("a poll", poll(&mut client)).await;
     assert_eq!(task.attempt, 1, "the waiting attempt did not time out");
+    // The poll took the attempt, and its worker shows as a poller of the queue.
+    let queues = server.node.runtime().task_queues();
+    let queue = queues.iter().find(|q| q.name == QUEUE).expect("the queue");
+    assert_eq!(queue.activities_waiting, 0);
+    assert_eq!(queue.pollers.len(), 1, "{queue:?}");
+    assert_eq!(queue.pollers[0].identity, "test-worker");
+    assert_eq!(queue.pollers[0].kind, cairn_runtime::PollKind::Activity);
     assert_eq!(value(&task.input), serde_json::json!(21));
     // Taken now: its start-to-close timeout counts from here.
     tokio::time::sleep(Duration::from_millis(200)).await;

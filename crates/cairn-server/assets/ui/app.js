@@ -2,21 +2,18 @@
 // every node from its binary (no build step).
 
 import {ApiError, esc, token, zone} from "./util.js";
-import * as workflows from "./workflows.js";
-import * as workflow from "./workflow.js";
-import * as schedules from "./schedules.js";
-import * as cluster from "./cluster.js";
 
 const app = document.getElementById("app");
 
-// Views by the hash's first segment; each renders into `app` and stops its live updates when
-// `signal` aborts (the user went elsewhere).
+// Views by the hash's first segment; each module is loaded when first shown, renders into
+// `app`, and stops its live updates when `signal` aborts (the user went elsewhere).
 const ROUTES = [
-  [/^#\/workflows\/(.+)$/, (m, params, signal) => workflow.render(app, decodeURIComponent(m[1]), params, signal), "workflows"],
-  [/^#\/schedules\/(.+)$/, (m, params, signal) => schedules.renderOne(app, decodeURIComponent(m[1]), params, signal), "schedules"],
-  [/^#\/schedules$/, (m, params, signal) => schedules.renderList(app, params, signal), "schedules"],
-  [/^#\/cluster$/, (m, params, signal) => cluster.render(app, params, signal), "cluster"],
-  [/^#\/(workflows)?$/, (m, params, signal) => workflows.render(app, params, signal), "workflows"],
+  [/^#\/workflows\/(.+)$/, async (m, params, signal) => (await import("./workflow.js")).render(app, decodeURIComponent(m[1]), params, signal), "workflows"],
+  [/^#\/schedules\/(.+)$/, async (m, params, signal) => (await import("./schedules.js")).renderOne(app, decodeURIComponent(m[1]), params, signal), "schedules"],
+  [/^#\/schedules$/, async (m, params, signal) => (await import("./schedules.js")).renderList(app, params, signal), "schedules"],
+  [/^#\/task-queues$/, async (m, params, signal) => (await import("./taskqueues.js")).render(app, params, signal), "task-queues"],
+  [/^#\/cluster$/, async (m, params, signal) => (await import("./cluster.js")).render(app, params, signal), "cluster"],
+  [/^#\/(workflows)?$/, async (m, params, signal) => (await import("./workflows.js")).render(app, params, signal), "workflows"],
 ];
 
 let current = null;
@@ -80,7 +77,7 @@ function renderTokenState() {
   }
 }
 
-// Keyboard: "/" focuses the page's search box, "g" then w/s/c goes to a section.
+// Keyboard: "/" focuses the page's search box, "g" then w/s/t/c goes to a section.
 let pendingG = false;
 document.addEventListener("keydown", (e) => {
   if (e.target.closest("input, textarea, select, dialog") || e.ctrlKey || e.metaKey || e.altKey) return;
@@ -89,7 +86,7 @@ document.addEventListener("keydown", (e) => {
     if (search) { e.preventDefault(); search.focus(); }
   } else if (pendingG) {
     pendingG = false;
-    const to = {w: "#/", s: "#/schedules", c: "#/cluster"}[e.key];
+    const to = {w: "#/", s: "#/schedules", t: "#/task-queues", c: "#/cluster"}[e.key];
     if (to) location.hash = to;
   } else if (e.key === "g") {
     pendingG = true;
