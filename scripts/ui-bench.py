@@ -148,6 +148,21 @@ def main():
                                         for i in range(max(1, (args.events - length) // 2 + 1))], args.threads)
         print(f"long-history has {length} events")
 
+        # The API calls behind each view, alone (keep-alive, 20 each).
+        conn = http.client.HTTPConnection(host, port, timeout=60)
+        for name, path in [("list page", "/api/v1/visibility/workflows?query=&page_size=50"),
+                           ("counts", "/api/v1/visibility/counts"),
+                           ("describe", "/api/v1/workflows/long-history"),
+                           ("history page", "/api/v1/workflows/long-history/events?from=1&page_size=200")]:
+            times, size = [], 0
+            for _ in range(20):
+                started = time.monotonic()
+                conn.request("GET", path)
+                response = conn.getresponse()
+                size = len(response.read())
+                times.append((time.monotonic() - started) * 1000)
+            print(f"API {name}: {statistics.median(times):.1f} ms median, {size / 1024:.1f} KiB")
+
         driver_port = free_port()
         chromedriver = subprocess.Popen(["/usr/bin/chromedriver", f"--port={driver_port}"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
