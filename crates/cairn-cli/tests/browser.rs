@@ -471,6 +471,27 @@ fn workflows_list() {
         "return document.activeElement && document.activeElement.id === 'q'",
     );
     ui.screenshot("workflows");
+    // Batch: tick the two approvals, terminate them with a reason; the server runs it and
+    // the page follows its progress.
+    ui.open("#/workflows?q=WorkflowType%20%3D%20'approval'");
+    ui.text("order-2");
+    ui.click("input.pick[value=order-1]");
+    ui.click("input.pick[value=order-2]");
+    ui.text("2 selected");
+    ui.click("[data-batch=terminate][data-scope=selected]");
+    ui.type_into("dialog input[name=reason]", "end of quarter");
+    ui.screenshot("workflows-batch-dialog");
+    ui.click("#dialog-confirm");
+    let text = ui.text("completed —");
+    assert!(text.contains("2 terminated"), "{text}");
+    let described = ui.cli(&["describe", "order-1"]);
+    assert!(described.contains("terminated"), "{described}");
+    // The list redraws with what the batch did.
+    ui.wait_until(
+        "the terminated workflows in the list",
+        "return document.querySelectorAll('table.list .status.terminated').length === 2",
+    );
+    ui.screenshot("workflows-batch");
 }
 
 /// One workflow: summary, pending activity with its last failure, history views, the forms,

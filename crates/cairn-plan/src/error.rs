@@ -92,6 +92,12 @@ pub enum ClientError {
     ScheduleNotFound { schedule_id: String },
     #[error("a schedule with id {schedule_id} exists already")]
     ScheduleExists { schedule_id: String },
+    #[error("no batch operation {batch_id}")]
+    BatchNotFound { batch_id: String },
+    #[error("{running} batch operations are running (at most {max}); wait for one to finish")]
+    TooManyBatches { running: usize, max: usize },
+    #[error("invalid batch operation: {reason}")]
+    InvalidBatch { reason: String },
     #[error("invalid query: {0}")]
     InvalidQuery(#[from] FilterError),
     #[error("page_size {page_size} is out of range: 1 to {max}")]

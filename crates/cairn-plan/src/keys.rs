@@ -309,6 +309,15 @@ impl Keys {
         self.root.pack(&("sched", namespace, schedule_id))
     }
 
+    /// A batch operation's record (ids are UUIDv7: key order is creation order).
+    pub fn batch(&self, namespace: &str, batch_id: &str) -> Vec<u8> {
+        self.root.pack(&("batch", namespace, batch_id))
+    }
+
+    pub fn batches(&self, namespace: &str) -> (Vec<u8>, Vec<u8>) {
+        self.root.subspace(&("batch", namespace)).range()
+    }
+
     pub fn schedules(&self, namespace: &str) -> (Vec<u8>, Vec<u8>) {
         self.root.subspace(&("sched", namespace)).range()
     }

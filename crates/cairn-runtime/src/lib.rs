@@ -16,6 +16,7 @@
 use cairn_plan::{error, keys, ops, plan, records, schedules, timers, visibility};
 
 pub mod auth;
+mod batches;
 mod client_calls;
 mod clock;
 mod cluster;
@@ -43,6 +44,10 @@ mod updates;
 mod worker;
 mod workflow;
 
+pub use batches::{
+    BATCH_CALLS_IN_FLIGHT, BATCH_PAGE_WORKFLOWS, BATCH_REASON_BYTES_MAX, BATCHES_KEPT_MAX,
+    BATCHES_RUNNING_MAX, BatchOperation, BatchRecord, BatchState,
+};
 pub use client_calls::{
     Description, HISTORY_PAGE_EVENTS_MAX, HistoryPage, RunHistory, StartWorkflow,
 };

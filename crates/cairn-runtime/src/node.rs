@@ -29,6 +29,8 @@ pub struct Node<S: Store> {
     pub(crate) shared: Arc<Shared<S>>,
     /// Store watches result waiters may hold: `NodeConfig::result_watches_max` permits.
     pub(crate) result_watches: Arc<tokio::sync::Semaphore>,
+    /// Set once this node's batch runner is started (`Node::run_batches`).
+    pub(crate) batch_runner: std::sync::atomic::AtomicBool,
 }
 
 impl<S: Store> std::fmt::Debug for Node<S> {
@@ -151,6 +153,7 @@ impl<S: Store> Node<S> {
         Ok(Self {
             shared,
             result_watches,
+            batch_runner: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

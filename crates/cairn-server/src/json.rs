@@ -516,3 +516,30 @@ pub fn schedule(d: &ScheduleDescription) -> Value {
         "actions_missed": r.actions_missed,
     })
 }
+
+pub fn batch(b: &cairn_runtime::BatchRecord) -> Value {
+    let (state, error) = match &b.state {
+        cairn_runtime::BatchState::Running => ("running", None),
+        cairn_runtime::BatchState::Completed => ("completed", None),
+        cairn_runtime::BatchState::Failed { message } => ("failed", Some(message.clone())),
+    };
+    json!({
+        "batch_id": b.batch_id,
+        "operation": match b.operation {
+            cairn_runtime::BatchOperation::Cancel => "cancel",
+            cairn_runtime::BatchOperation::Terminate => "terminate",
+        },
+        "query": b.query,
+        "reason": b.reason,
+        "state": state,
+        "error": error,
+        "visited": b.visited,
+        "applied": b.applied,
+        "skipped": b.skipped,
+        "failed": b.failed,
+        "last_error": b.last_error,
+        "created_unix_ms": b.created_unix_ms,
+        "updated_unix_ms": b.updated_unix_ms,
+        "finished_unix_ms": b.finished_unix_ms,
+    })
+}

@@ -31,6 +31,7 @@
 //! | `GET /api/v1/schedules` | list schedules |
 //! | `GET /api/v1/schedules/{id}` / `DELETE` | describe (next times, recent actions) / delete |
 //! | `POST /api/v1/schedules/{id}/pause`, `/unpause` (`note`), `/trigger`, `/backfill` (`start`, `end`) | steer a schedule |
+//! | `POST /api/v1/batches` (`operation`: cancel or terminate, `query`, `reason`), `GET /api/v1/batches`, `GET /api/v1/batches/{id}` | a batch operation over what a query selects, run in the background with stored progress |
 //! | `GET /api/v1/task-queues` | this node's task queues: the workers that polled them lately (identity, kind, last poll) and the tasks waiting |
 //! | `GET /api/v1/cluster` | membership, shard leases (holder, epoch, expiry, placement), what this node holds |
 //! | `POST /api/v1/internal/query` | a query forwarded by another node (MessagePack; answered only by the shard's holder) |
@@ -139,6 +140,9 @@ impl From<ClientError> for ApiError {
             }
             ClientError::InvalidMemo(_) => (S::BAD_REQUEST, "invalid_memo"),
             ClientError::ScheduleNotFound { .. } => (S::NOT_FOUND, "schedule_not_found"),
+            ClientError::BatchNotFound { .. } => (S::NOT_FOUND, "batch_not_found"),
+            ClientError::TooManyBatches { .. } => (S::TOO_MANY_REQUESTS, "too_many_batches"),
+            ClientError::InvalidBatch { .. } => (S::BAD_REQUEST, "invalid_batch"),
             ClientError::ScheduleExists { .. } => (S::CONFLICT, "schedule_exists"),
             ClientError::InvalidUpdate { .. } => (S::BAD_REQUEST, "invalid_update"),
             ClientError::Update(e) => match e {
@@ -433,6 +437,11 @@ pub fn router_with<S: Store>(node: Arc<Node<S>>, options: ApiOptions) -> Router 
         )
         .route("/api/v1/cluster", get(cluster::<S>))
         .route("/api/v1/task-queues", get(task_queues::<S>))
+        .route(
+            "/api/v1/batches",
+            post(batch_start::<S>).get(batch_list::<S>),
+        )
+        .route("/api/v1/batches/{id}", get(batch_describe::<S>))
         .route("/api/v1/internal/query", post(internal_query::<S>))
         .route("/api/v1/internal/tasks", post(internal_tasks::<S>))
         .route("/metrics", get(metrics::<S>))
@@ -1219,6 +1228,57 @@ async fn schedule_backfill<S: Store>(
     let overlap = overlap_param(body.overlap_policy.as_deref())?;
     node.backfill_schedule(&id, start, end, overlap).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    /// `cancel` or `terminate`.
+    operation: String,
+    query: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Starts a batch operation over what a visibility query selects; it runs in the background.
+async fn batch_start<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    format: Format,
+    Wire(body): Wire<BatchBody>,
+) -> Result<Response, ApiError> {
+    let operation = match body.operation.as_str() {
+        "cancel" => cairn_runtime::BatchOperation::Cancel,
+        "terminate" => cairn_runtime::BatchOperation::Terminate,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_batch",
+                format!("operation {other:?} is not cancel or terminate"),
+            ));
+        }
+    };
+    let record = node
+        .start_batch(operation, &body.query, &body.reason)
+        .await?;
+    Ok(format.reply(StatusCode::CREATED, &json::batch(&record)))
+}
+
+async fn batch_list<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    format: Format,
+) -> Result<Response, ApiError> {
+    let batches = node.list_batches().await?;
+    let list: Vec<Value> = batches.iter().map(json::batch).collect();
+    Ok(format.reply(StatusCode::OK, &Value::Array(list)))
+}
+
+async fn batch_describe<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    format: Format,
+    Segments(id): Segments<String>,
+) -> Result<Response, ApiError> {
+    let record = node.describe_batch(&id).await?;
+    Ok(format.reply(StatusCode::OK, &json::batch(&record)))
 }
 
 /// This node's task queues: recent pollers and waiting tasks.

@@ -428,6 +428,8 @@ async fn openapi_document_covers_every_route() {
         ("/api/v1/schedules/{id}/backfill", &["post"]),
         ("/api/v1/cluster", &["get"]),
         ("/api/v1/task-queues", &["get"]),
+        ("/api/v1/batches", &["get", "post"]),
+        ("/api/v1/batches/{batch_id}", &["get"]),
         ("/api/v1/internal/query", &["post"]),
     ] {
         for method in methods {
@@ -1110,4 +1112,92 @@ async fn the_ui_files_are_served() {
             "{missing}"
         );
     }
+}
+
+/// Proves a batch operation over HTTP: terminate every workflow a query selects (more than a
+/// page of them, so it resumes from its stored position), in the background, with progress;
+/// what it skips and what it leaves alone; and bad batches refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_terminate_over_http() {
+    let api = router().await;
+    let selected = cairn_runtime::BATCH_PAGE_WORKFLOWS + 20;
+    for i in 0..selected {
+        let body = format!(r#"{{"workflow_id":"c-{i:03}","workflow_type":"counter","input":5}}"#);
+        let (status, answer) = call(&api, "POST", "/api/v1/workflows", Some(&body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+    }
+    let body = r#"{"workflow_id":"d-1","workflow_type":"doubler","input":2}"#;
+    call(&api, "POST", "/api/v1/workflows", Some(body)).await;
+    let (_, done) = get(&api, "/api/v1/workflows/d-1/result?wait_ms=10000").await;
+    assert_eq!(done["result"], 4);
+    // One counter closes before the batch reaches it: it counts as skipped.
+    call(
+        &api,
+        "POST",
+        "/api/v1/workflows/c-000/signals/add",
+        Some("5"),
+    )
+    .await;
+    let (_, closed) = get(&api, "/api/v1/workflows/c-000/result?wait_ms=10000").await;
+    assert_eq!(closed["result"], 5);
+
+    let body = r#"{"operation":"terminate","query":"WorkflowType = 'counter'","reason":"cleanup"}"#;
+    let (status, batch) = call(&api, "POST", "/api/v1/batches", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{batch}");
+    assert_eq!(batch["state"], "running");
+    let id = batch["batch_id"].as_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let finished = loop {
+        let (_, batch) = get(&api, &format!("/api/v1/batches/{id}")).await;
+        if batch["state"] != "running" {
+            break batch;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the batch never finished: {batch}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(finished["state"], "completed", "{finished}");
+    assert_eq!(
+        finished["visited"].as_u64(),
+        Some(selected as u64),
+        "{finished}"
+    );
+    assert_eq!(
+        finished["applied"].as_u64(),
+        Some(selected as u64 - 1),
+        "{finished}"
+    );
+    assert_eq!(finished["skipped"], 1, "{finished}");
+    assert_eq!(finished["failed"], 0, "{finished}");
+    for id in ["c-001", "c-119"] {
+        let (_, described) = get(&api, &format!("/api/v1/workflows/{id}")).await;
+        assert_eq!(described["status"], "terminated", "{id}: {described}");
+        assert_eq!(described["outcome"]["reason"], "cleanup");
+    }
+    let (_, untouched) = get(&api, "/api/v1/workflows/d-1").await;
+    assert_eq!(untouched["status"], "completed");
+    let (_, listed) = get(&api, "/api/v1/batches").await;
+    assert_eq!(listed[0]["batch_id"].as_str(), Some(id.as_str()));
+
+    for (body, code) in [
+        (r#"{"operation":"delete","query":""}"#, "invalid_batch"),
+        (
+            r#"{"operation":"cancel","query":"WorkflowType ="}"#,
+            "invalid_query",
+        ),
+    ] {
+        let (status, error) = call(&api, "POST", "/api/v1/batches", Some(body)).await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{body}"
+        );
+    }
+    let (status, error) = get(&api, "/api/v1/batches/no-such-batch").await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("batch_not_found"))
+    );
 }

@@ -99,7 +99,11 @@ pub fn of(error: ClientError) -> Status {
             | UpdateError::Store(_) => Status::unavailable(message),
         },
         ClientError::InvalidUpdate { .. } => Status::invalid_argument(message),
-        ClientError::ScheduleNotFound { .. } => Status::not_found(message),
+        ClientError::ScheduleNotFound { .. } | ClientError::BatchNotFound { .. } => {
+            Status::not_found(message)
+        }
+        ClientError::TooManyBatches { .. } => Status::resource_exhausted(message),
+        ClientError::InvalidBatch { .. } => Status::invalid_argument(message),
         // Temporal's server answers with the detail of a running workflow (a schedule runs
         // as one); its SDKs raise their "schedule already running" error on that detail.
         ClientError::ScheduleExists { .. } => already_started(message, String::new()),

@@ -179,6 +179,8 @@ impl NodeBuilder {
     /// Starts the node on `store` (recovering whatever the store says is pending).
     pub async fn start<S: Store>(self, store: S) -> Result<Node<S>, ClientError> {
         let inner = cairn_runtime::Node::start(store, self.registry, self.config).await?;
+        // Batches started before a restart (here or on a node that died) go on.
+        inner.run_batches();
         Ok(Node {
             inner: Arc::new(inner),
         })

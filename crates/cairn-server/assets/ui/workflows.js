@@ -1,7 +1,7 @@
 // The workflows list: a visibility query (typed, or built from quick filters), counts by
 // status from the maintained counters, saved views, columns, cursor paging, live updates.
 
-import {api, badge, duration, esc, quoted, STATUS_NAMES, timeTag, workflowLink} from "./util.js";
+import {api, badge, confirmWithReason, duration, esc, notify, quoted, STATUS_NAMES, timeTag, workflowLink} from "./util.js";
 
 const PAGE = 50;
 const LIVE_WAIT_MS = 25_000;
@@ -24,6 +24,8 @@ const DEFAULT_COLUMNS = ["workflow_id", "workflow_type", "status", "started", "c
 const stored = (key, fallback) => { try { return JSON.parse(localStorage.getItem(key)) ?? fallback; } catch { return fallback; } };
 const columns = () => stored("cairn-columns", DEFAULT_COLUMNS).filter((c) => COLUMNS[c]);
 const views = () => stored("cairn-views", []);
+/** Workflow ids ticked on the list, kept while the list refreshes. */
+const selected = new Set();
 
 /** The quick filters as a query-language expression. */
 function quickQuery(form) {
@@ -94,9 +96,19 @@ export async function render(app, params, signal) {
       </details>
       <span id="live" class="muted" aria-live="polite"></span>
     </div>
-    <table class="list"><thead><tr>${shown.map((c) => `<th scope="col">${esc(COLUMNS[c][0])}</th>`).join("")}</tr></thead>
-      <tbody>${page.workflows.map((w) => `<tr>${shown.map((c) => `<td>${COLUMNS[c][1](w)}</td>`).join("")}</tr>`).join("")
-        || `<tr><td colspan="${shown.length}">${page.next_page_token ? "None on this stretch; see the next page." : "No workflows."}</td></tr>`}</tbody></table>
+    <div class="toolbar batch" role="group" aria-label="Batch operations">
+      <span id="selected-count">${selected.size} selected</span>
+      <button type="button" data-batch="cancel" data-scope="selected">Cancel selected</button>
+      <button type="button" data-batch="terminate" data-scope="selected" class="danger">Terminate selected</button>
+      <button type="button" data-batch="cancel" data-scope="all">Cancel all ${matched} matching…</button>
+      <button type="button" data-batch="terminate" data-scope="all" class="danger">Terminate all ${matched} matching…</button>
+    </div>
+    <div id="batches"></div>
+    <table class="list"><thead><tr><th scope="col"><input type="checkbox" id="select-page" aria-label="Select every workflow on this page"></th>
+      ${shown.map((c) => `<th scope="col">${esc(COLUMNS[c][0])}</th>`).join("")}</tr></thead>
+      <tbody>${page.workflows.map((w) => `<tr><td><input type="checkbox" class="pick" value="${esc(w.workflow_id)}" aria-label="Select ${esc(w.workflow_id)}" ${selected.has(w.workflow_id) ? "checked" : ""}></td>
+        ${shown.map((c) => `<td>${COLUMNS[c][1](w)}</td>`).join("")}</tr>`).join("")
+        || `<tr><td colspan="${shown.length + 1}">${page.next_page_token ? "None on this stretch; see the next page." : "No workflows."}</td></tr>`}</tbody></table>
     <nav class="pager" aria-label="Pages">
       ${previous ? `<a href="${previous}" rel="prev">← Previous</a>` : ""}
       <span>Page ${trail.length + 1}</span>
@@ -127,7 +139,73 @@ export async function render(app, params, signal) {
       render(app, params, signal);
     };
   }
+  shownAt = Date.now();
+  wireBatches(app, query, matched, signal);
   watch(app, params, signal, counts.version);
+}
+
+/** Selection, and batch cancel/terminate of the selection or of everything the query matches. */
+function wireBatches(app, query, matched, signal) {
+  const count = () => { document.getElementById("selected-count").textContent = `${selected.size} selected`;
+    for (const b of app.querySelectorAll("[data-scope=selected]")) b.disabled = selected.size === 0; };
+  for (const box of app.querySelectorAll("input.pick")) {
+    box.onchange = () => { if (box.checked) selected.add(box.value); else selected.delete(box.value); count(); };
+  }
+  document.getElementById("select-page").onchange = (e) => {
+    for (const box of app.querySelectorAll("input.pick")) { box.checked = e.target.checked; box.onchange(); }
+  };
+  count();
+  for (const button of app.querySelectorAll("[data-batch]")) {
+    button.onclick = async () => {
+      const operation = button.dataset.batch, all = button.dataset.scope === "all";
+      const ids = [...selected];
+      const what = all ? `all ${matched} workflow(s) matching ${query ? `“${query}”` : "(every workflow)"}` : `${ids.length} selected workflow(s)`;
+      const verb = operation === "cancel" ? "Cancel" : "Terminate";
+      const reason = await confirmWithReason(`${verb} ${what}?`,
+        `A batch operation on the server ${operation === "cancel" ? "asks each running one to cancel" : "ends each running one at once"}; closed ones are skipped. It goes on if you leave this page.`,
+        `${verb} them`);
+      if (reason === null) return;
+      const batchQuery = all ? query : `WorkflowId IN (${ids.map(quoted).join(", ")})`;
+      try {
+        const batch = await api("POST", "/api/v1/batches", {operation, query: batchQuery, reason});
+        if (!all) selected.clear();
+        notify(`Batch ${batch.batch_id} started.`);
+        follow(batch.batch_id, signal);
+      } catch (err) { notify(err.message, true); }
+    };
+  }
+  const running = sessionStorage.getItem("cairn-batch");
+  if (running) follow(running, signal);
+}
+
+/** Shows a batch's progress until it finishes (polls its record: it is small). */
+let following = null;
+/** When the list on screen was read (a batch that finished later redraws it). */
+let shownAt = 0;
+async function follow(batchId, signal) {
+  if (following === batchId) return;
+  following = batchId;
+  try { await followLoop(batchId, signal); } finally { if (following === batchId) following = null; }
+}
+
+async function followLoop(batchId, signal) {
+  sessionStorage.setItem("cairn-batch", batchId);
+  while (!signal.aborted) {
+    let b;
+    try { b = await api("GET", "/api/v1/batches/" + encodeURIComponent(batchId), undefined, {signal}); } catch { return; }
+    const place = document.getElementById("batches");
+    if (!place) return;
+    place.innerHTML = `<p class="panel" role="status" id="batch-progress">Batch ${esc(b.operation)} <span class="mono">${esc(b.batch_id)}</span>:
+      <b>${esc(b.state)}</b> — ${b.visited} visited, ${b.applied} ${b.operation === "cancel" ? "asked to cancel" : "terminated"}, ${b.skipped} already closed,
+      ${b.failed} failed${b.last_error ? ` (last: ${esc(b.last_error)})` : ""}${b.error ? ` — ${esc(b.error)}` : ""}</p>`;
+    if (b.state !== "running") {
+      sessionStorage.removeItem("cairn-batch");
+      // What the batch did shows in the list and its counts: draw the view again.
+      if (b.updated_unix_ms > shownAt) window.dispatchEvent(new HashChangeEvent("hashchange"));
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
 }
 
 /**
@@ -155,7 +233,7 @@ async function watch(app, params, signal, version) {
     }
     // Only the page in view is read again (never the whole list), and not while the user is
     // typing in the form.
-    if (document.activeElement && document.activeElement.closest("#query, .toolbar")) { version = counts.version; continue; }
+    if (document.activeElement && document.activeElement.closest("#query, .toolbar:not(.batch)")) { version = counts.version; continue; }
     return render(app, params, signal);
   }
 }
