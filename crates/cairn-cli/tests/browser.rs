@@ -484,13 +484,14 @@ fn workflows_list() {
     ui.click("#dialog-confirm");
     let text = ui.text("completed —");
     assert!(text.contains("2 terminated"), "{text}");
-    let described = ui.cli(&["describe", "order-1"]);
-    assert!(described.contains("terminated"), "{described}");
-    // The list redraws with what the batch did.
+    // The list redraws with what the batch did (live: each run closes once it reads its
+    // termination).
     ui.wait_until(
         "the terminated workflows in the list",
         "return document.querySelectorAll('table.list .status.terminated').length === 2",
     );
+    let described = ui.cli(&["describe", "order-1"]);
+    assert!(described.contains("terminated"), "{described}");
     ui.screenshot("workflows-batch");
 }
 

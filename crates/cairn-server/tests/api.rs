@@ -465,6 +465,46 @@ async fn openapi_document_covers_every_route() {
     ] {
         assert!(codes.contains(&code), "error code {code} undocumented");
     }
+    // Every code the server's source can answer: `(S::STATUS, "code")` in the error mapping
+    // and `StatusCode::STATUS, "code"` at each `ApiError::new`.
+    let source = [
+        include_str!("../src/lib.rs"),
+        include_str!("../src/edge.rs"),
+        include_str!("../src/json.rs"),
+    ]
+    .concat();
+    let mut answered = std::collections::BTreeSet::new();
+    for marker in ["S::", "StatusCode::"] {
+        for (at, _) in source.match_indices(marker) {
+            let rest = &source[at + marker.len()..];
+            let status_end = rest
+                .find(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+                .unwrap_or(0);
+            let after = rest[status_end..].trim_start();
+            let Some(after) = after.strip_prefix(',') else {
+                continue;
+            };
+            let after = after.trim_start();
+            if let Some(literal) = after.strip_prefix('"')
+                && let Some(end) = literal.find('"')
+            {
+                let code = &literal[..end];
+                if !code.is_empty() && code.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    answered.insert(code.to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        answered.len() > 20,
+        "the scan found too little: {answered:?}"
+    );
+    for code in &answered {
+        assert!(
+            codes.contains(&code.as_str()),
+            "error code {code} is answered by the server but not in the document's Error enum"
+        );
+    }
 }
 
 /// Proves schedules over HTTP: create (JSON), describe with next times, pause with a note,
@@ -1171,10 +1211,15 @@ async fn batch_terminate_over_http() {
     );
     assert_eq!(finished["skipped"], 1, "{finished}");
     assert_eq!(finished["failed"], 0, "{finished}");
+    // Applied means the termination is in each run's mailbox; each run then closes.
     for id in ["c-001", "c-119"] {
-        let (_, described) = get(&api, &format!("/api/v1/workflows/{id}")).await;
-        assert_eq!(described["status"], "terminated", "{id}: {described}");
-        assert_eq!(described["outcome"]["reason"], "cleanup");
+        let (_, outcome) = get(
+            &api,
+            &format!("/api/v1/workflows/{id}/result?wait_ms=10000"),
+        )
+        .await;
+        assert_eq!(outcome["status"], "terminated", "{id}: {outcome}");
+        assert_eq!(outcome["reason"], "cleanup");
     }
     let (_, untouched) = get(&api, "/api/v1/workflows/d-1").await;
     assert_eq!(untouched["status"], "completed");
