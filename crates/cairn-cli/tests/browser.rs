@@ -562,29 +562,38 @@ fn workflow_detail() {
     // Query, signal and update from the page; bad JSON is caught before sending.
     ui.open("#/workflows/count-1");
     ui.text("Signal, query, update");
-    ui.type_into("#query-form input[name=name]", "remaining");
-    ui.click("#query-form button");
+    // The query picker offers the handlers the code declares: pick one.
+    ui.wait_until(
+        "the declared query offered",
+        "return !!document.querySelector('#query-declared button[data-name=remaining]')",
+    );
+    ui.click("#query-declared button[data-name=remaining]");
+    ui.click("#query-form button.submit");
     ui.wait_until(
         "a query answer",
         "return document.querySelector('#query-form output').value.startsWith('Answer: ')",
     );
     ui.open("#/workflows/order-1");
     ui.text("Signal, query, update");
+    ui.wait_until(
+        "the declared update and signal offered",
+        "return !!document.querySelector('#update-declared button[data-name=amend]') && !!document.querySelector('#signal-declared button[data-name=decide]')",
+    );
     ui.type_into("#update-form input[name=name]", "amend");
     ui.type_into("#update-form textarea", "{oops");
-    ui.click("#update-form button");
+    ui.click("#update-form button.submit");
     ui.wait_until(
         "the bad JSON caught",
         "return document.querySelector('#update-form output').value.includes('not valid JSON')",
     );
     ui.type_into("#update-form textarea", "2000");
-    ui.click("#update-form button");
+    ui.click("#update-form button.submit");
     ui.wait_until(
         "the update's result",
         "return document.querySelector('#update-form output').value.includes('amount is now 2000 cents')",
     );
     ui.type_into("#update-form textarea", "0");
-    ui.click("#update-form button");
+    ui.click("#update-form button.submit");
     ui.wait_until(
         "the validator's rejection",
         "return document.querySelector('#update-form output').value.includes('InvalidAmount')",

@@ -21,8 +21,9 @@ use cairn_types::{
 
 /// The error type of the rejection of an update no handler is registered for.
 pub const UPDATE_HANDLER_NOT_FOUND: &str = "UpdateHandlerNotFound";
+use serde::Serialize;
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -154,6 +155,8 @@ struct RunCore {
     patch_answers: HashMap<String, bool>,
     signal_queues: HashMap<String, VecDeque<Payload>>,
     signal_handlers: HashMap<String, SignalHandler>,
+    /// Names of the signal channels the code opened (declared signals without a handler).
+    signal_channels: BTreeSet<String>,
     query_handlers: HashMap<String, QueryHandler>,
     update_handlers: HashMap<String, UpdateDef>,
     /// Accepted updates whose handler is not registered yet, in acceptance order: each starts
@@ -487,6 +490,10 @@ impl WorkflowContext {
     /// Receives signals named `name`, in arrival order, including those that arrived before
     /// this call (unless a handler took them).
     pub fn signal_channel(&self, name: &str) -> SignalChannel {
+        self.core
+            .borrow_mut()
+            .signal_channels
+            .insert(name.to_string());
         SignalChannel {
             name: name.to_string(),
             core: self.core.clone(),
@@ -801,6 +808,60 @@ impl<P: FnMut() -> bool> Future for ConditionFuture<P> {
     }
 }
 
+/// The built-in query answering which handlers the running code declares (Temporal's name
+/// for it, so its tools find it too), unless the code registers a query of that name.
+pub const WORKFLOW_METADATA_QUERY: &str = "__temporal_workflow_metadata";
+
+/// What [`WORKFLOW_METADATA_QUERY`] answers: the handlers the code has registered so far,
+/// in the shape of Temporal's `WorkflowMetadata` as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkflowMetadata {
+    pub definition: WorkflowDefinition,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowDefinition {
+    #[serde(rename = "type")]
+    pub workflow_type: String,
+    pub query_definitions: Vec<HandlerDefinition>,
+    pub signal_definitions: Vec<HandlerDefinition>,
+    pub update_definitions: Vec<HandlerDefinition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HandlerDefinition {
+    pub name: String,
+}
+
+impl RunCore {
+    fn metadata(&self) -> WorkflowMetadata {
+        let definitions = |names: Vec<String>| {
+            let names: BTreeSet<String> = names.into_iter().collect();
+            names
+                .into_iter()
+                .map(|name| HandlerDefinition { name })
+                .collect()
+        };
+        let mut queries: Vec<String> = self.query_handlers.keys().cloned().collect();
+        queries.push(WORKFLOW_METADATA_QUERY.to_string());
+        let signals = self
+            .signal_handlers
+            .keys()
+            .chain(self.signal_channels.iter())
+            .cloned()
+            .collect();
+        WorkflowMetadata {
+            definition: WorkflowDefinition {
+                workflow_type: self.workflow_type.clone(),
+                query_definitions: definitions(queries),
+                signal_definitions: definitions(signals),
+                update_definitions: definitions(self.update_handlers.keys().cloned().collect()),
+            },
+        }
+    }
+}
+
 /// Signals of one name (see [`WorkflowContext::signal_channel`]).
 pub struct SignalChannel {
     name: String,
@@ -908,6 +969,7 @@ impl Executor {
             patch_answers: HashMap::new(),
             signal_queues: HashMap::new(),
             signal_handlers: HashMap::new(),
+            signal_channels: BTreeSet::new(),
             query_handlers: HashMap::new(),
             update_handlers: HashMap::new(),
             updates_waiting: Vec::new(),
@@ -1279,6 +1341,10 @@ impl Executor {
             let core = self.core.borrow();
             match core.query_handlers.get(name) {
                 Some(handler) => handler.clone(),
+                None if name == WORKFLOW_METADATA_QUERY => {
+                    return Ok(Payload::encode(&core.metadata())
+                        .unwrap_or_else(|_| Payload::encode(&()).expect("unit encodes")));
+                }
                 None => {
                     let mut known: Vec<String> = core.query_handlers.keys().cloned().collect();
                     known.sort();

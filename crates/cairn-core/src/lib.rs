@@ -18,8 +18,8 @@ pub mod visibility;
 
 pub use executor::{
     ActivityError, ActivityFuture, ChildError, ChildFuture, Executor, ExecutorError, SignalChannel,
-    TimerFuture, UPDATE_HANDLER_NOT_FOUND, UpdateFuture, WorkflowContext, WorkflowError,
-    WorkflowFn, WorkflowFuture,
+    TimerFuture, UPDATE_HANDLER_NOT_FOUND, UpdateFuture, WORKFLOW_METADATA_QUERY, WorkflowContext,
+    WorkflowError, WorkflowFn, WorkflowFuture, WorkflowMetadata,
 };
 pub use machine::{
     ChildOutcome, Effect, Message, PendingActivity, PendingChild, RemoteCode, Run, RunError,

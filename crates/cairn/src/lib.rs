@@ -42,6 +42,7 @@ mod search;
 mod workflow;
 
 pub use cairn_core::UPDATE_HANDLER_NOT_FOUND;
+pub use cairn_core::WORKFLOW_METADATA_QUERY;
 pub use cairn_core::schedule::{OverlapPolicy, ScheduleSpec};
 pub use cairn_core::visibility::{FilterError, format_time, parse_time};
 pub use cairn_core::{ActivityError, ChildError, RunStatus, WorkflowError};

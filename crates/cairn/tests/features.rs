@@ -335,6 +335,24 @@ async fn signals_queries_and_conditions<S: Store>(store: S, tag: &str) {
         within(handle.query(&STATUS, ())).await.unwrap(),
         "3 approvals"
     );
+    // The built-in metadata query names the handlers the code declared.
+    const METADATA: Query<(), serde_json::Value> = Query::new(cairn::WORKFLOW_METADATA_QUERY);
+    let metadata = within(handle.query(&METADATA, ())).await.unwrap();
+    let names = |kind: &str| -> Vec<String> {
+        metadata["definition"][kind]
+            .as_array()
+            .unwrap_or_else(|| panic!("{kind} in {metadata}"))
+            .iter()
+            .map(|d| d["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        names("queryDefinitions"),
+        vec![cairn::WORKFLOW_METADATA_QUERY, "status"]
+    );
+    assert_eq!(names("signalDefinitions"), vec!["approve"]);
+    assert!(names("updateDefinitions").is_empty());
+    assert_eq!(metadata["definition"]["type"], "approvals");
     let sent_late = handle.signal(&APPROVE, "late".into()).await;
     assert!(
         matches!(sent_late, Err(cairn::ClientError::NotRunning { .. })),

@@ -64,6 +64,7 @@ export async function render(app, id, params, signal) {
   };
   const first = await loadPage(0);
   draw();
+  loadDeclared(base, signal).then(() => { for (const name of ["signal", "query", "update"]) fillNames(name, events); });
   const more = document.getElementById("more");
   more.hidden = first.events.length < EVENTS_PAGE;
   more.onclick = async () => {
@@ -246,17 +247,46 @@ function timeline(events) {
 function callForms() {
   const form = (kind, label, argLabel) => `<form class="call" id="${kind}-form" aria-label="${label}">
     <b>${label}</b>
+    <span id="${kind}-declared" class="declared"></span>
     <label>Name <input name="name" list="${kind}-names" required autocomplete="off" size="14"></label>
     <datalist id="${kind}-names"></datalist>
     <label>${argLabel} (JSON) <textarea name="args" rows="1" cols="24" spellcheck="false">null</textarea></label>
-    <button>${label}</button>
+    <button class="submit">${label}</button>
     <output name="out" aria-live="polite"></output></form>`;
   return `<div class="calls">${form("signal", "Signal", "Input")}${form("query", "Query", "Arguments")}${form("update", "Update", "Arguments")}</div>`;
 }
 
-/** Offers the handler names this run has seen (signals received, updates accepted). */
+/** Handler names the run's code declares, from the built-in metadata query (by kind). */
+const declared = {signal: [], query: [], update: []};
+
+/** Asks the run which handlers its code declares (a remote run's worker answers for it). */
+async function loadDeclared(base, signal) {
+  const timeout = AbortSignal.any([signal, AbortSignal.timeout(5000)]);
+  try {
+    const metadata = await api("POST", `${base}/queries/__temporal_workflow_metadata`, null, {signal: timeout});
+    const definition = metadata?.definition || {};
+    const names = (list) => (list || []).map((d) => d.name).filter((n) => n && !n.startsWith("__"));
+    declared.query = names(definition.queryDefinitions || definition.query_definitions);
+    declared.signal = names(definition.signalDefinitions || definition.signal_definitions);
+    declared.update = names(definition.updateDefinitions || definition.update_definitions);
+  } catch {
+    // No answer (an old worker, a run whose code is gone): the forms still take any name.
+  }
+  for (const kind of ["signal", "query", "update"]) {
+    const place = document.getElementById(`${kind}-declared`);
+    if (!place) continue;
+    place.innerHTML = declared[kind].length
+      ? "Declared: " + declared[kind].map((n) => `<button type="button" class="chip" data-name="${esc(n)}">${esc(n)}</button>`).join(" ")
+      : '<span class="muted">No handler declared yet.</span>';
+    for (const chip of place.querySelectorAll("button")) {
+      chip.onclick = () => { const form = document.getElementById(`${kind}-form`); form.elements.name.value = chip.dataset.name; form.elements.args.focus(); };
+    }
+  }
+}
+
+/** Offers the handler names the code declares and those this run has seen. */
 function fillNames(kind, events) {
-  const names = new Set();
+  const names = new Set(declared[kind]);
   for (const e of events) {
     if (kind === "signal" && e.details?.signal_name) names.add(e.details.signal_name);
     if (kind === "update" && e.event_type === "WorkflowExecutionUpdateAccepted") names.add(e.details.name);
