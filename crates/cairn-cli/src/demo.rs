@@ -98,7 +98,7 @@ pub async fn three_step(ctx: Ctx, _input: ()) -> Result<(), WorkflowError> {
 
 /// Fails its first two attempts (a declined card), then succeeds: the retries, each with its
 /// last failure, show on the run while it backs off.
-async fn charge_card(ctx: ActivityContext, cents: u64) -> Result<String, Failure> {
+async fn demo_card_charge(ctx: ActivityContext, cents: u64) -> Result<String, Failure> {
     if ctx.info().attempt < 3 {
         return Err(Failure::new(
             "CardDeclined",
@@ -120,14 +120,14 @@ pub async fn flaky_payment(ctx: Ctx, cents: u64) -> Result<String, WorkflowError
         .build()
         .map_err(|e| WorkflowError::Failed(Failure::new("BadPolicy", e.to_string())))?;
     Ok(ctx
-        .activity(charge_card, cents)
+        .activity(demo_card_charge, cents)
         .start_to_close(Duration::from_secs(10))
         .retry(retry)
         .await?)
 }
 
 /// Exports `rows` rows, 100 every 200 ms, heartbeating how far it got (a retry resumes there).
-async fn export_rows(ctx: ActivityContext, rows: u64) -> Result<u64, Failure> {
+async fn demo_export_rows(ctx: ActivityContext, rows: u64) -> Result<u64, Failure> {
     let mut done: u64 = ctx
         .heartbeat_details()
         .and_then(|p| p.decode().ok())
@@ -143,7 +143,7 @@ async fn export_rows(ctx: ActivityContext, rows: u64) -> Result<u64, Failure> {
 /// Runs a long export activity that heartbeats its progress (heartbeat timeout 5 s).
 pub async fn export(ctx: Ctx, rows: u64) -> Result<u64, WorkflowError> {
     Ok(ctx
-        .activity(export_rows, rows)
+        .activity(demo_export_rows, rows)
         .start_to_close(Duration::from_secs(600))
         .heartbeat_timeout(Duration::from_secs(5))
         .await?)
@@ -172,13 +172,13 @@ pub async fn rounds(ctx: Ctx, (done, rounds): (u32, u32)) -> Result<u32, Workflo
     Ok(rounds)
 }
 
-async fn validate_order(_ctx: ActivityContext, order: String) -> Result<(), Failure> {
+async fn demo_order_check(_ctx: ActivityContext, order: String) -> Result<(), Failure> {
     Err(Failure::new("InvalidOrder", format!("order {order:?} has no items")).non_retryable())
 }
 
 /// Fails: its validation activity fails with a non-retryable error.
 pub async fn doomed(ctx: Ctx, order: String) -> Result<(), WorkflowError> {
-    ctx.activity(validate_order, order)
+    ctx.activity(demo_order_check, order)
         .start_to_close(Duration::from_secs(10))
         .await?;
     Ok(())
@@ -219,7 +219,7 @@ pub fn register(builder: cairn::NodeBuilder) -> cairn::NodeBuilder {
         .workflow(rounds)
         .workflow(doomed)
         .activity(greet)
-        .activity(charge_card)
-        .activity(export_rows)
-        .activity(validate_order)
+        .activity(demo_card_charge)
+        .activity(demo_export_rows)
+        .activity(demo_order_check)
 }

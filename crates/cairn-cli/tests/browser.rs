@@ -539,7 +539,7 @@ fn workflow_detail() {
     // Retries: the pending activity with its attempt and last failure, while it backs off.
     ui.open("#/workflows/pay-1");
     let text = ui.text("CardDeclined");
-    assert!(text.contains("charge_card"), "{text}");
+    assert!(text.contains("demo_card_charge"), "{text}");
     ui.screenshot("workflow-retrying");
     // The run completes on its third attempt: the live history shows it without a reload.
     let text = ui.text("charged 500 cents on attempt 3");
@@ -644,7 +644,7 @@ fn schedules() {
     ui.type_into("#create input[name=workflow_type]", "noop");
     ui.type_into("#create input[name=every]", "3600");
     ui.type_into("#create input[name=note]", "made in the browser test");
-    ui.click("#create button");
+    ui.click("#create button.submit");
     let text = ui.text("every 1 h");
     assert!(text.contains("Next times"), "{text}");
     ui.click("#toggle");
@@ -655,9 +655,28 @@ fn schedules() {
     ui.click("#trigger");
     ui.wait_until(
         "the triggered action in recent actions",
-        "location.hash = location.hash; return !!document.querySelector('section[aria-labelledby=recent-h] a[href^=\"#/workflows/\"]')",
+        "window.dispatchEvent(new HashChangeEvent('hashchange')); return !!document.querySelector('section[aria-labelledby=recent-h] a[href^=\"#/workflows/\"]')",
     );
     ui.screenshot("schedule");
+    // Edit: the form comes prefilled; a new interval keeps the schedule's history.
+    ui.click("#edit");
+    ui.text("Edit nightly");
+    ui.type_into("#create input[name=every]", "7200");
+    ui.screenshot("schedule-edit");
+    ui.click("#create button.submit");
+    let text = ui.text("every 2 h");
+    assert!(text.contains("1 started"), "{text}");
+    // Backfill a range: the scheduled times in it start.
+    ui.script(
+        "const f = document.getElementById('backfill'); const pad = (n) => String(n).padStart(2, '0');
+         const local = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+         f.start.value = local(new Date(Date.now() - 5 * 3600e3)); f.end.value = local(new Date(Date.now() - 60e3));",
+    );
+    ui.click("#backfill button");
+    ui.wait_until(
+        "the backfilled actions",
+        "window.dispatchEvent(new HashChangeEvent('hashchange')); return /[2-9] started/.test(document.body.innerText)",
+    );
     ui.click("#delete");
     ui.type_into("dialog input[name=reason]", "done");
     ui.click("#dialog-confirm");

@@ -132,6 +132,10 @@ pub const WORKFLOW_TASK_CHECK_MAX_MS: u64 = 60_000;
 /// Pause before handing out a workflow task that failed twice in a row (the first retry is
 /// at once, as on Temporal); it doubles with each further failure.
 pub const WORKFLOW_TASK_RETRY_PAUSE_MS: u64 = 1_000;
+/// How early a workflow task's timer may fire and still count as the one its run armed last
+/// (clocks of nodes that hold the shard in turn may differ this much); an earlier firing is a
+/// stale timer of the same task.
+pub const WORKFLOW_TASK_TIMER_SLACK_MS: u64 = 250;
 /// Longest pause between attempts of a failing workflow task: a worker whose code fails
 /// every time (or sends commands Cairn refuses) costs a task a minute, not a hot loop.
 pub const WORKFLOW_TASK_RETRY_PAUSE_MAX_MS: u64 = 60_000;
@@ -1236,6 +1240,11 @@ impl Run {
                 if let Some(remote) = self.state.remote.as_mut()
                     && remote.task == task
                     && remote.backing_off
+                    // Not an older check timer of the same task firing before the pause's
+                    // own (both are `WorkflowTask` timers): it would cut the pause short.
+                    && remote
+                        .task_timer_at
+                        .is_none_or(|at| now.saturating_add(WORKFLOW_TASK_TIMER_SLACK_MS) >= at)
                 {
                     // The pause after repeated failures is over: owed again (the timer's
                     // firing activated the run, which offers it), checked as a fresh one.

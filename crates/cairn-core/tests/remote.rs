@@ -409,6 +409,19 @@ fn a_task_failing_again_and_again_is_handed_out_after_a_growing_pause() {
     let t = fail(&mut run, 1, 3, 5_000);
     assert_eq!(check_timer(&t.effects, 1), Some(7_000), "then 2 s");
     assert_eq!(run.take_workflow_task(), None);
+    // An older timer of the same task (a check armed before this failure) firing during the
+    // pause does not cut it short.
+    let t = run
+        .handle(
+            vec![Message::TimerFired {
+                timer: TimerId::WorkflowTask { task: 1 },
+            }],
+            6_000,
+        )
+        .unwrap();
+    assert!(t.effects.is_empty() && t.events.is_empty(), "{t:?}");
+    assert_eq!(run.take_workflow_task(), None, "still pausing");
+    assert!(run.remote().unwrap().backing_off);
 
     // New input during the pause: a new task, attempt 1, owed at once; the old timer is
     // ignored when it fires.

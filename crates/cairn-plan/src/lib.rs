@@ -23,6 +23,22 @@ pub mod schedules;
 pub mod timers;
 pub mod visibility;
 
+/// The task queue of an activity whose caller names none: the node's own workers serve it.
+pub const LOCAL_TASK_QUEUE: &str = "default";
+
+/// Whether an attempt of `activity_type` on `task_queue` runs on this node's own workers: its
+/// type is registered here and, when remote workers may poll the node (`remote_activities`),
+/// it is on [`LOCAL_TASK_QUEUE`] — as in Temporal, a task queue routes: an attempt on another
+/// queue goes to the workers polling that queue, whatever this node has registered.
+pub fn runs_locally(
+    registry: &dyn Registered,
+    remote_activities: bool,
+    activity_type: &str,
+    task_queue: &str,
+) -> bool {
+    registry.has_activity(activity_type) && (!remote_activities || task_queue == LOCAL_TASK_QUEUE)
+}
+
 /// What the planner and the visibility queries know of a node's registrations: whether a
 /// workflow or activity type runs here, and the declared type of a search attribute.
 pub trait Registered: Send + Sync {

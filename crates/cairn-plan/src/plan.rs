@@ -33,6 +33,9 @@ pub struct Planner<'a> {
     pub room: usize,
     /// The shard tenure planning (recorded in new tasks).
     pub epoch: u64,
+    /// Whether remote workers may poll the node (`NodeConfig::remote_activities`): then an
+    /// attempt on another task queue than [`crate::LOCAL_TASK_QUEUE`] is theirs.
+    pub remote_activities: bool,
 }
 
 impl Planner<'_> {
@@ -152,7 +155,12 @@ impl Planner<'_> {
                     // one of a type this node's workers do not run: a remote worker starts it
                     // when its poll takes it, and it claims then; until then it has not
                     // started, and no start-to-close timeout runs.
-                    let handed_over = self.registry.has_activity(activity_type);
+                    let handed_over = crate::runs_locally(
+                        self.registry,
+                        self.remote_activities,
+                        activity_type,
+                        &options.task_queue,
+                    );
                     if let Some(timer) = crate::timers::provisional_start_to_close(keys, &task)
                         .filter(|_| handed_over)
                     {
@@ -879,6 +887,7 @@ mod tests {
             record_chunks: 0,
             room,
             epoch: 1,
+            remote_activities: true,
         };
         let (ops, after, _) = planner.plan(record, after, transition, &[], 2_000);
         (ops, after)
@@ -1064,6 +1073,19 @@ mod tests {
         assert_eq!(timer_keys(&keys, &written), 0);
         assert!(after.timers.is_empty());
         assert_eq!(after.tasks.len(), 1, "still handed to the node's matching");
+        // A registered type on another task queue is that queue's workers' too.
+        let mut transition = enqueue(options());
+        let Effect::EnqueueActivityTask { options, .. } = &mut transition.effects[0] else {
+            unreachable!()
+        };
+        options.task_queue = "orders".into();
+        let (ops, _) = plan_with_room(
+            &record,
+            &state(&[(5, 1)], RunStatus::Running),
+            &transition,
+            1,
+        );
+        assert_eq!(timer_keys(&keys, &sets(&ops)), 0);
     }
 
     /// An attempt with a heartbeat timeout waits for a worker's claim: its enqueuing commit

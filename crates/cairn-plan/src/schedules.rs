@@ -686,6 +686,10 @@ pub enum ScheduleChange {
     },
     /// Queues a backfill (once, however often the commit is retried).
     Backfill(Backfill),
+    /// Replaces what the schedule does and when (from a validated record); its history —
+    /// recent actions, counts, running workflows, queued backfills — stays. Times of the new
+    /// spec that passed before the change are not made up.
+    Replace(Box<ScheduleRecord>),
 }
 
 impl ScheduleChange {
@@ -709,6 +713,14 @@ impl ScheduleChange {
                 if !record.backfills.contains(backfill) {
                     record.backfills.push_back(*backfill);
                 }
+            }
+            Self::Replace(fresh) => {
+                record.spec = fresh.spec.clone();
+                record.action = fresh.action.clone();
+                record.policies = fresh.policies;
+                record.paused = fresh.paused;
+                record.note = fresh.note.clone();
+                record.processed_until_unix_ms = record.processed_until_unix_ms.max(now);
             }
         }
     }

@@ -20,48 +20,8 @@ impl<S: Store> Node<S> {
     /// are invalid, or the workflow type is not registered here.
     pub async fn create_schedule(&self, request: CreateSchedule) -> Result<(), ClientError> {
         let shared = &self.shared;
-        let remote = request.action.remote.is_some();
-        let registered = remote
-            || shared
-                .registry
-                .workflow_def(&request.action.workflow_type)
-                .is_some();
-        check_payload("schedule input", &request.action.input)?;
-        cairn_types::memo::validate_memo(&request.action.memo)?;
-        self.check_search_attributes(&request.action.search_attributes)?;
-        check_start_bytes(
-            &request.action.input,
-            &request.action.memo,
-            &request.action.search_attributes,
-        )?;
         let now = self.shared.now_ms();
-        let (record, spec) = schedules::new_record(
-            request,
-            &shared.config.namespace,
-            registered,
-            now,
-            shared.config.entropy.uuid_v7(now),
-        )
-        .map_err(|e| match e {
-            ClientError::UnknownWorkflowType { workflow_type, .. } => {
-                ClientError::UnknownWorkflowType {
-                    workflow_type,
-                    registered: shared.registry.workflow_names(),
-                }
-            }
-            other => other,
-        })?;
-        // Checked after the spec, as start checks its input: a schedule whose every start
-        // would be refused is refused itself.
-        if !remote {
-            shared
-                .registry
-                .check_input(&record.action.workflow_type, &record.action.input)
-                .map_err(|reason| ClientError::InputDoesNotDecode {
-                    workflow_type: record.action.workflow_type.clone(),
-                    reason,
-                })?;
-        }
+        let (record, spec) = self.validated_schedule(request, now)?;
         let id = record.schedule_id.clone();
         let key = shared.keys.schedule(&record.namespace, &id);
         let exists = Check::key(key, {
@@ -100,6 +60,70 @@ impl<S: Store> Node<S> {
             }
             other => other,
         }
+    }
+
+    /// Replaces what schedule `request.schedule_id` does and when (spec, action, policies,
+    /// paused, note) in one commit, checked as a create is; its recent actions, counts and
+    /// running workflows stay. Refused, changing nothing, if it is missing or the request is
+    /// invalid.
+    pub async fn update_schedule(&self, request: CreateSchedule) -> Result<(), ClientError> {
+        let (record, _) = self.validated_schedule(request, self.shared.now_ms())?;
+        let id = record.schedule_id.clone();
+        self.change_schedule(&id, ScheduleChange::Replace(Box::new(record)))
+            .await
+    }
+
+    /// A new schedule record from `request`, or why it is refused: the id, note, spec,
+    /// policies and timeouts, the workflow type (registered here unless remote), the input
+    /// (it must decode as the type's input) and the start's bounds.
+    fn validated_schedule(
+        &self,
+        request: CreateSchedule,
+        now: u64,
+    ) -> Result<(ScheduleRecord, cairn_core::schedule::CompiledSpec), ClientError> {
+        let shared = &self.shared;
+        let remote = request.action.remote.is_some();
+        let registered = remote
+            || shared
+                .registry
+                .workflow_def(&request.action.workflow_type)
+                .is_some();
+        check_payload("schedule input", &request.action.input)?;
+        cairn_types::memo::validate_memo(&request.action.memo)?;
+        self.check_search_attributes(&request.action.search_attributes)?;
+        check_start_bytes(
+            &request.action.input,
+            &request.action.memo,
+            &request.action.search_attributes,
+        )?;
+        let (record, spec) = schedules::new_record(
+            request,
+            &shared.config.namespace,
+            registered,
+            now,
+            shared.config.entropy.uuid_v7(now),
+        )
+        .map_err(|e| match e {
+            ClientError::UnknownWorkflowType { workflow_type, .. } => {
+                ClientError::UnknownWorkflowType {
+                    workflow_type,
+                    registered: shared.registry.workflow_names(),
+                }
+            }
+            other => other,
+        })?;
+        // Checked after the spec, as start checks its input: a schedule whose every start
+        // would be refused is refused itself.
+        if !remote {
+            shared
+                .registry
+                .check_input(&record.action.workflow_type, &record.action.input)
+                .map_err(|reason| ClientError::InputDoesNotDecode {
+                    workflow_type: record.action.workflow_type.clone(),
+                    reason,
+                })?;
+        }
+        Ok((record, spec))
     }
 
     /// A schedule, and its next `count` start times (after jitter).

@@ -335,7 +335,12 @@ async fn run_attempt<S: Store>(
     let now = shared.now_ms();
     // A deferred task was written without a provisional timer, and so was one of a type this
     // node's workers do not run (the planner's rule): those always claim.
-    let runs_here = shared.registry.has_activity(&task.activity_type);
+    let runs_here = cairn_plan::runs_locally(
+        &shared.registry,
+        shared.config.remote_activities,
+        &task.activity_type,
+        &task.options.task_queue,
+    );
     let handed_over = provisional_start_to_close(keys, &task).filter(|_| {
         runs_here && !deferred && now <= task.scheduled_unix_ms.saturating_add(CLAIM_GRACE_MS)
     });
@@ -431,7 +436,11 @@ async fn run_attempt<S: Store>(
         task_queue: task.options.task_queue.clone(),
     };
     let attempt = async {
-        match shared.registry.activity_def(&task.activity_type) {
+        match shared
+            .registry
+            .activity_def(&task.activity_type)
+            .filter(|_| runs_here)
+        {
             Some(def) => {
                 let ctx = ActivityContext::new(info, last_heartbeat, sink, signals.cancel.clone());
                 let future = def(ctx, task.input.clone());

@@ -1063,6 +1063,7 @@ impl<S: Store> WorkflowState<S> {
             shard: self.shard,
             run_id: self.run_id,
             record_chunks: self.record_chunks,
+            remote_activities: self.shared.config.remote_activities,
         };
         let (mut ops, after, new_record) =
             planner.plan(&record, run.state(), &transition, &consumed, now);

@@ -29,7 +29,7 @@
 //! | `GET /api/v1/visibility/counts?wait_ms=&known=` | counts in all and by status (counters); with `wait_ms`, waits until they change (live) |
 //! | `POST /api/v1/schedules` | create a schedule (cron and/or intervals, time zone, jitter, start/end, overlap policy, catch-up window) |
 //! | `GET /api/v1/schedules` | list schedules |
-//! | `GET /api/v1/schedules/{id}` / `DELETE` | describe (next times, recent actions) / delete |
+//! | `GET /api/v1/schedules/{id}` / `PUT` / `DELETE` | describe (next times, recent actions) / replace its spec, action and policies (a create's body; history kept) / delete |
 //! | `POST /api/v1/schedules/{id}/pause`, `/unpause` (`note`), `/trigger`, `/backfill` (`start`, `end`) | steer a schedule |
 //! | `POST /api/v1/batches` (`operation`: cancel or terminate, `query`, `reason`), `GET /api/v1/batches`, `GET /api/v1/batches/{id}` | a batch operation over what a query selects, run in the background with stored progress |
 //! | `GET /api/v1/task-queues` | this node's task queues: the workers that polled them lately (identity, kind, last poll) and the tasks waiting |
@@ -420,7 +420,9 @@ pub fn router_with<S: Store>(node: Arc<Node<S>>, options: ApiOptions) -> Router 
         )
         .route(
             "/api/v1/schedules/{id}",
-            get(schedule_describe::<S>).delete(schedule_delete::<S>),
+            get(schedule_describe::<S>)
+                .put(schedule_update::<S>)
+                .delete(schedule_delete::<S>),
         )
         .route("/api/v1/schedules/{id}/pause", post(schedule_pause::<S>))
         .route(
@@ -1059,6 +1061,33 @@ async fn schedule_create<S: Store>(
     State(node): State<Arc<Node<S>>>,
     Wire(body): Wire<CreateScheduleBody>,
 ) -> Result<StatusCode, ApiError> {
+    node.create_schedule(schedule_request(body)?).await?;
+    Ok(StatusCode::CREATED)
+}
+
+/// Replaces a schedule's spec, action, policies, pause and note (the body is a create's, its
+/// `schedule_id` the path's); its recent actions and counts stay.
+async fn schedule_update<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Segments(id): Segments<String>,
+    Wire(body): Wire<CreateScheduleBody>,
+) -> Result<StatusCode, ApiError> {
+    if body.schedule_id != id {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_schedule",
+            format!(
+                "the body's schedule_id {:?} is not the path's {id:?}",
+                body.schedule_id
+            ),
+        ));
+    }
+    node.update_schedule(schedule_request(body)?).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// A create (or update) request from its JSON body.
+fn schedule_request(body: CreateScheduleBody) -> Result<cairn_runtime::CreateSchedule, ApiError> {
     let overlap = match body.overlap_policy.as_deref() {
         None => cairn_core::schedule::OverlapPolicy::default(),
         Some(text) => text
@@ -1097,7 +1126,7 @@ async fn schedule_create<S: Store>(
             .map(|t| time_param("end_time", t))
             .transpose()?,
     };
-    node.create_schedule(cairn_runtime::CreateSchedule {
+    Ok(cairn_runtime::CreateSchedule {
         schedule_id: body.schedule_id,
         spec,
         action: cairn_runtime::ScheduleAction {
@@ -1116,8 +1145,6 @@ async fn schedule_create<S: Store>(
         paused: body.paused,
         note: body.note,
     })
-    .await?;
-    Ok(StatusCode::CREATED)
 }
 
 async fn schedule_list<S: Store>(

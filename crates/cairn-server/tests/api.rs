@@ -421,7 +421,7 @@ async fn openapi_document_covers_every_route() {
         ("/api/v1/visibility/count", &["get"]),
         ("/api/v1/visibility/counts", &["get"]),
         ("/api/v1/schedules", &["get", "post"]),
-        ("/api/v1/schedules/{id}", &["get", "delete"]),
+        ("/api/v1/schedules/{id}", &["get", "put", "delete"]),
         ("/api/v1/schedules/{id}/pause", &["post"]),
         ("/api/v1/schedules/{id}/unpause", &["post"]),
         ("/api/v1/schedules/{id}/trigger", &["post"]),
@@ -1245,4 +1245,79 @@ async fn batch_terminate_over_http() {
         (status, error["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("batch_not_found"))
     );
+}
+
+/// Proves a schedule's update over HTTP: `PUT` replaces its spec, action, policies, pause and
+/// note in one go and keeps its history (actions started, recent actions); a bad update, a
+/// body naming another schedule and an unknown schedule are refused, changing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_update_over_http() {
+    let api = router().await;
+    let create = r#"{"schedule_id": "hourly", "workflow_type": "doubler", "input": 1, "intervals": [{"every_ms": 3600000}]}"#;
+    let (status, body) = call(&api, "POST", "/api/v1/schedules", Some(create)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _) = call(&api, "POST", "/api/v1/schedules/hourly/trigger", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let before = loop {
+        let (_, described) = get(&api, "/api/v1/schedules/hourly").await;
+        if described["actions_started"] == 1 {
+            break described;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{described}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let update = r#"{"schedule_id": "hourly", "workflow_type": "doubler", "input": 2, "cron": ["0 9 * * MON-FRI"], "time_zone": "Europe/Paris", "overlap_policy": "allow_all", "paused": true, "note": "weekdays now"}"#;
+    let (status, body) = call(&api, "PUT", "/api/v1/schedules/hourly", Some(update)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (_, after) = get(&api, "/api/v1/schedules/hourly").await;
+    assert_eq!(after["spec"]["cron"], json!(["0 9 * * MON-FRI"]));
+    assert_eq!(after["spec"]["intervals"], json!([]));
+    assert_eq!(after["spec"]["time_zone"], "Europe/Paris");
+    assert_eq!(after["input"], 2);
+    assert_eq!(after["overlap_policy"], "allow_all");
+    assert_eq!(
+        (after["paused"].clone(), after["note"].clone()),
+        (json!(true), json!("weekdays now"))
+    );
+    assert_eq!(after["actions_started"], 1, "the history stays: {after}");
+    assert_eq!(after["recent_actions"], before["recent_actions"]);
+    assert_eq!(after["created_unix_ms"], before["created_unix_ms"]);
+    // Refused, changing nothing.
+    for (uri, body, status, code) in [
+        (
+            "/api/v1/schedules/hourly",
+            r#"{"schedule_id": "hourly", "workflow_type": "doubler", "cron": ["61 * * * *"]}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_schedule",
+        ),
+        (
+            "/api/v1/schedules/hourly",
+            r#"{"schedule_id": "other", "workflow_type": "doubler", "cron": ["0 9 * * *"]}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_schedule",
+        ),
+        (
+            "/api/v1/schedules/hourly",
+            r#"{"schedule_id": "hourly", "workflow_type": "nope", "cron": ["0 9 * * *"]}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown_workflow_type",
+        ),
+        (
+            "/api/v1/schedules/missing",
+            r#"{"schedule_id": "missing", "workflow_type": "doubler", "input": 1, "cron": ["0 9 * * *"]}"#,
+            StatusCode::NOT_FOUND,
+            "schedule_not_found",
+        ),
+    ] {
+        let (got, error) = call(&api, "PUT", uri, Some(body)).await;
+        assert_eq!(
+            (got, error["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {error}"
+        );
+    }
+    let (_, unchanged) = get(&api, "/api/v1/schedules/hourly").await;
+    assert_eq!(unchanged["spec"], after["spec"]);
+    assert_eq!(unchanged["note"], "weekdays now");
 }

@@ -887,17 +887,9 @@ impl<S: Store> WorkflowService for Frontend<S> {
             .policies
             .validate()
             .map_err(|e| Status::invalid_argument(format!("schedule.policies: {e}")))?;
+        // One commit: what the schedule does and when changes, its history stays.
         self.node
-            .describe_schedule(&r.schedule_id, 0)
-            .await
-            .map_err(status::of)?;
-        // Cairn replaces the schedule: its action counts and recent actions start over.
-        self.node
-            .delete_schedule(&r.schedule_id)
-            .await
-            .map_err(status::of)?;
-        self.node
-            .create_schedule(create)
+            .update_schedule(create)
             .await
             .map_err(status::of)?;
         Ok(Response::new(ws::UpdateScheduleResponse::default()))

@@ -75,6 +75,13 @@ async fn late_pickup(ctx: Ctx, x: u64) -> Result<u64, WorkflowError> {
         .await?)
 }
 
+/// A Rust activity of the same name as the remote workers' `double`, registered on the node
+/// (its local task queue): attempts on [`QUEUE`] still go to the workers polling that queue,
+/// as a Temporal task queue routes. Were it run instead, results would be a thousandfold.
+async fn double(_ctx: cairn::ActivityContext, n: u64) -> Result<u64, cairn::Failure> {
+    Ok(n * 1_000)
+}
+
 struct Server {
     node: cairn::Node<EmbeddedStore>,
     address: std::net::SocketAddr,
@@ -90,6 +97,7 @@ async fn serve() -> Server {
         .workflow(fan_out)
         .workflow(unpolled)
         .workflow(late_pickup)
+        .activity(double)
         .config(cairn::NodeConfig {
             node_id: "remote".into(),
             shard_count: 4,

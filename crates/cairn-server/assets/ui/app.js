@@ -94,6 +94,11 @@ document.addEventListener("keydown", (e) => {
   }
 });
 
+// A view's requests end with the view (its signal aborts when the user goes elsewhere): a
+// reload or poll it had scheduled then fails with AbortError, which is not an error.
+window.addEventListener("unhandledrejection", (e) => {
+  if (e.reason && e.reason.name === "AbortError") e.preventDefault();
+});
 window.addEventListener("hashchange", route);
 renderTokenState();
 route();

@@ -32,13 +32,18 @@ export async function renderList(app, params, signal) {
 }
 
 export async function renderOne(app, id, params, signal) {
-  if (id === "new") return renderCreate(app);
+  if (id === "new") return renderForm(app, null);
+  if (params.get("edit") === "1") {
+    const current = await api("GET", "/api/v1/schedules/" + encodeURIComponent(id), undefined, {signal});
+    return renderForm(app, current);
+  }
   const path = "/api/v1/schedules/" + encodeURIComponent(id);
   const s = await api("GET", path, undefined, {signal});
   const reload = () => renderOne(app, id, params, signal);
   app.innerHTML = `<nav class="crumbs" aria-label="Breadcrumb"><a href="#/schedules">Schedules</a> › ${esc(id)}</nav>
     <h1>${esc(id)} ${s.paused ? '<span class="status paused">Paused</span>' : '<span class="status running">Active</span>'}</h1>
     <div class="actions" role="toolbar" aria-label="Schedule actions">
+      <a class="button" id="edit" href="#/schedules/${encodeURIComponent(id)}?edit=1">Edit</a>
       <button id="toggle">${s.paused ? "Unpause" : "Pause"}</button>
       <button id="trigger">Trigger now</button>
       <button id="delete" class="danger">Delete</button>
@@ -93,24 +98,31 @@ export async function renderOne(app, id, params, signal) {
   };
 }
 
-function renderCreate(app) {
-  app.innerHTML = `<nav class="crumbs" aria-label="Breadcrumb"><a href="#/schedules">Schedules</a> › new</nav>
-    <h1>New schedule</h1>
+/** The create form, or with `current` the edit form of that schedule (prefilled). */
+function renderForm(app, current) {
+  const editing = Boolean(current);
+  const spec = current?.spec || {};
+  const every = spec.intervals?.[0]?.every_ms ? spec.intervals[0].every_ms / 1000 : "";
+  const policies = [["skip", "Skip"], ["buffer_one", "Buffer one"], ["buffer_all", "Buffer all"], ["cancel_other", "Cancel other"],
+    ["terminate_other", "Terminate other"], ["allow_all", "Allow all"]];
+  const id = current?.schedule_id || "";
+  app.innerHTML = `<nav class="crumbs" aria-label="Breadcrumb"><a href="#/schedules">Schedules</a> › ${editing ? `<a href="#/schedules/${encodeURIComponent(id)}">${esc(id)}</a> › edit` : "new"}</nav>
+    <h1>${editing ? `Edit ${esc(id)}` : "New schedule"}</h1>
+    ${editing ? "<p>What it does and when change; its recent actions and counts stay. Times of the new spec already past are not made up.</p>" : ""}
     <form class="panel form" id="create">
-      <label>Schedule ID <input name="schedule_id" required autocomplete="off"></label>
-      <label>Workflow type <input name="workflow_type" required autocomplete="off"></label>
-      <label>Input (JSON) <textarea name="input" rows="2" spellcheck="false">null</textarea></label>
+      <label>Schedule ID <input name="schedule_id" required autocomplete="off" value="${esc(id)}" ${editing ? "readonly" : ""}></label>
+      <label>Workflow type <input name="workflow_type" required autocomplete="off" value="${esc(current?.workflow_type || "")}"></label>
+      <label>Input (JSON) <textarea name="input" rows="2" spellcheck="false">${esc(JSON.stringify(current ? current.input : null))}</textarea></label>
       <fieldset><legend>When</legend>
-        <label>Every <input name="every" type="number" min="1" placeholder="seconds"> seconds</label>
-        <label>or cron <input name="cron" placeholder="0 9 * * MON-FRI" autocomplete="off"></label>
-        <label>Time zone <input name="time_zone" placeholder="UTC" autocomplete="off"></label>
+        <label>Every <input name="every" type="number" min="1" placeholder="seconds" value="${esc(every)}"> seconds</label>
+        <label>or cron <input name="cron" placeholder="0 9 * * MON-FRI" autocomplete="off" value="${esc(spec.cron?.[0] || "")}"></label>
+        <label>Time zone <input name="time_zone" placeholder="UTC" autocomplete="off" value="${esc(spec.time_zone && spec.time_zone !== "UTC" ? spec.time_zone : "")}"></label>
       </fieldset>
       <label>Overlap policy <select name="overlap_policy">
-        ${[["skip", "Skip"], ["buffer_one", "Buffer one"], ["buffer_all", "Buffer all"], ["cancel_other", "Cancel other"], ["terminate_other", "Terminate other"], ["allow_all", "Allow all"]]
-          .map(([value, label]) => `<option value="${value}">${label}</option>`).join("")}</select></label>
-      <label>Note <input name="note" autocomplete="off"></label>
-      <label><input type="checkbox" name="paused"> Start paused</label>
-      <p><button>Create</button> <output name="out" aria-live="polite"></output></p>
+        ${policies.map(([value, label]) => `<option value="${value}" ${current?.overlap_policy === value ? "selected" : ""}>${label}</option>`).join("")}</select></label>
+      <label>Note <input name="note" autocomplete="off" value="${esc(current?.note || "")}"></label>
+      <label><input type="checkbox" name="paused" ${current?.paused ? "checked" : ""}> ${editing ? "Paused" : "Start paused"}</label>
+      <p><button class="submit">${editing ? "Save" : "Create"}</button> <output name="out" aria-live="polite"></output></p>
     </form>`;
   const form = document.getElementById("create");
   form.onsubmit = async (e) => {
@@ -126,7 +138,8 @@ function renderCreate(app) {
       };
       if (form.time_zone.value.trim()) body.time_zone = form.time_zone.value.trim();
       if (!body.intervals.length && !body.cron.length) throw new Error("Give an interval or a cron expression.");
-      await api("POST", "/api/v1/schedules", body);
+      const path = "/api/v1/schedules" + (editing ? "/" + encodeURIComponent(body.schedule_id) : "");
+      await api(editing ? "PUT" : "POST", path, body);
       location.hash = "#/schedules/" + encodeURIComponent(body.schedule_id);
     } catch (err) { out.value = err.message; out.className = "error"; }
   };
