@@ -52,6 +52,9 @@ pub struct PendingActivity {
     /// a timer delivered twice enqueues it once).
     #[serde(default)]
     pub enqueued: bool,
+    /// While waiting out its retry backoff (`enqueued` false): when `attempt` is enqueued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at_unix_ms: Option<u64>,
 }
 
 /// A child workflow the run started and has not heard the end of.
@@ -1158,6 +1161,7 @@ impl Run {
             if within_budget {
                 activity.attempt += 1;
                 activity.enqueued = false;
+                activity.retry_at_unix_ms = Some(fire_at);
                 if let AttemptEnd::Failed(f) = &end {
                     activity.last_failure = Some(f.clone());
                 }
@@ -1233,6 +1237,7 @@ impl Run {
                     && !activity.enqueued
                 {
                     activity.enqueued = true;
+                    activity.retry_at_unix_ms = None;
                     effects.extend(enqueue_effects(seq, activity, now));
                 }
             }
@@ -1726,6 +1731,7 @@ fn apply_command(log: &mut EventLog<'_>, command: Command, now: u64, effects: &m
                 scheduled_unix_ms: now,
                 last_failure: None,
                 enqueued: true,
+                retry_at_unix_ms: None,
             };
             effects.extend(enqueue_effects(seq, &activity, now));
             if let Some(s2c) = activity.options.timeouts.schedule_to_close {

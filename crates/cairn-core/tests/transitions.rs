@@ -394,25 +394,32 @@ fn retries_backoff_and_non_retryable() {
         }
     });
     let mut s = Script::start(&wf, p(()), WorkflowTimeouts::default());
-    s.step(1_010, vec![failed(1, 1, "Transient")])
-        .step(
-            1_110,
-            vec![Message::TimerFired {
-                timer: TimerId::ActivityRetry { seq: 1, attempt: 2 },
-            }],
-        )
-        .step(
-            1_120,
-            vec![failed(1, 2, "Transient"), failed(1, 1, "Stale")],
-        )
-        .step(
-            1_320,
-            vec![Message::TimerFired {
-                timer: TimerId::ActivityRetry { seq: 1, attempt: 3 },
-            }],
-        )
-        .step(1_330, vec![completed(1, 3, "ok")])
-        .step(1_340, vec![failed(2, 1, "InvalidCard")]);
+    s.step(1_010, vec![failed(1, 1, "Transient")]);
+    // Waiting out its backoff, the activity says when its next attempt is enqueued.
+    let waiting = &s.run.state().activities[&1];
+    assert_eq!(
+        (waiting.attempt, waiting.enqueued, waiting.retry_at_unix_ms),
+        (2, false, Some(1_110))
+    );
+    s.step(
+        1_110,
+        vec![Message::TimerFired {
+            timer: TimerId::ActivityRetry { seq: 1, attempt: 2 },
+        }],
+    );
+    assert_eq!(s.run.state().activities[&1].retry_at_unix_ms, None);
+    s.step(
+        1_120,
+        vec![failed(1, 2, "Transient"), failed(1, 1, "Stale")],
+    )
+    .step(
+        1_320,
+        vec![Message::TimerFired {
+            timer: TimerId::ActivityRetry { seq: 1, attempt: 3 },
+        }],
+    )
+    .step(1_330, vec![completed(1, 3, "ok")])
+    .step(1_340, vec![failed(2, 1, "InvalidCard")]);
     s.check(expect![[r#"
         start
            1 @1000 WorkflowExecutionStarted input=<1 bytes>

@@ -818,6 +818,7 @@ mod tests {
             scheduled_unix_ms: 1_000,
             last_failure: None,
             enqueued: true,
+            retry_at_unix_ms: None,
         }
     }
 

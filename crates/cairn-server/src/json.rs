@@ -181,6 +181,7 @@ pub fn description(d: &Description) -> Value {
                     // retry interval before the next attempt is enqueued.
                     "state": if a.enqueued { "scheduled" } else { "backoff" },
                     "scheduled_unix_ms": a.scheduled_unix_ms,
+                    "next_attempt_unix_ms": a.retry_at_unix_ms,
                     "last_failure": a.last_failure.as_ref().map(failure),
                     "heartbeat_details": heartbeat.map(value_of),
                 })

@@ -696,6 +696,12 @@ impl<S: Store> WorkflowService for Frontend<S> {
                 attempt: activity.attempt as i32,
                 scheduled_time: Some(timestamp(activity.scheduled_unix_ms)),
                 last_failure: activity.last_failure.as_ref().map(failure),
+                next_attempt_schedule_time: activity.retry_at_unix_ms.map(timestamp),
+                heartbeat_details: description
+                    .heartbeats
+                    .iter()
+                    .find(|(s, _)| s == seq)
+                    .map(|(_, details)| crate::payloads::payloads(details)),
                 ..Default::default()
             })
             .collect();

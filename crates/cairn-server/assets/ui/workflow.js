@@ -159,7 +159,7 @@ function pending(d) {
       <th scope="col">Scheduled</th><th scope="col">Last failure</th><th scope="col">Last heartbeat details</th></tr></thead><tbody>
       ${activities.map((a) => `<tr><td>${esc(a.activity_id)}</td><td>${esc(a.activity_type)}</td>
         <td>${a.attempt}${a.maximum_attempts ? " of " + a.maximum_attempts : " (no limit)"}</td>
-        <td>${a.state === "backoff" ? "waiting to retry" : "scheduled or running"}${a.task_queue ? ` <span class="muted">on ${esc(a.task_queue)}</span>` : ""}</td>
+        <td>${a.state === "backoff" ? `waiting to retry${a.next_attempt_unix_ms ? `: attempt ${a.attempt} at ${timeTag(a.next_attempt_unix_ms)}` : ""}` : "scheduled or running"}${a.task_queue ? ` <span class="muted">on ${esc(a.task_queue)}</span>` : ""}</td>
         <td>${timeTag(a.scheduled_unix_ms)}</td><td>${a.last_failure ? failureChain(a.last_failure) : "—"}</td>
         <td>${a.heartbeat_details !== null && a.heartbeat_details !== undefined ? code(a.heartbeat_details) : "—"}</td></tr>`).join("")}</tbody></table>` : ""}
     ${children.length ? `<table><caption>Child workflows</caption><thead><tr><th scope="col">Workflow ID</th><th scope="col">Type</th><th scope="col">Run</th><th scope="col">Parent close policy</th></tr></thead><tbody>
