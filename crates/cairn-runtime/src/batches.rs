@@ -24,7 +24,7 @@ use crate::shared::Shared;
 use cairn_store::{RangeRequest, Store, Transaction};
 use cairn_types::WorkflowId;
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Workflows one pass of a batch visits.
@@ -206,30 +206,25 @@ impl<S: Store> Node<S> {
         {
             return;
         }
-        let weak: Weak<Shared<S>> = Arc::downgrade(&self.shared);
         let watches = self.result_watches.clone();
-        self.shared.runtime.spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(BATCH_PASS_MS)).await;
-                let Some(shared) = weak.upgrade() else {
-                    return;
-                };
-                if shared.cluster.is_stopped() {
-                    return;
-                }
-                if shared.cluster.ownership.epoch_of(0).is_none() {
-                    continue;
-                }
-                let node = Node {
-                    shared,
-                    result_watches: watches.clone(),
-                    batch_runner: std::sync::atomic::AtomicBool::new(true),
-                };
+        let every = Duration::from_millis(BATCH_PASS_MS);
+        crate::shared::spawn_on_shard_zero(&self.shared, every, move |shared| {
+            let node = Node::sharing(shared, watches.clone());
+            async move {
                 if let Err(error) = pass(&node).await {
                     tracing::warn!(%error, "batch pass failed; retrying next pass");
                 }
             }
         });
+    }
+
+    /// Another handle on this node's state, for a background task (it starts no runner).
+    fn sharing(shared: Arc<Shared<S>>, result_watches: Arc<tokio::sync::Semaphore>) -> Self {
+        Node {
+            shared,
+            result_watches,
+            batch_runner: std::sync::atomic::AtomicBool::new(true),
+        }
     }
 }
 
@@ -280,11 +275,7 @@ async fn step<S: Store>(node: &Node<S>, mut batch: BatchRecord) -> Result<(), Cl
     for round in page.workflows.chunks(BATCH_CALLS_IN_FLIGHT) {
         let mut running = tokio::task::JoinSet::new();
         for workflow in round {
-            let node = Node {
-                shared: node.shared.clone(),
-                result_watches: node.result_watches.clone(),
-                batch_runner: std::sync::atomic::AtomicBool::new(true),
-            };
+            let node = Node::sharing(node.shared.clone(), node.result_watches.clone());
             let (operation, reason) = (batch.operation, batch.reason.clone());
             let workflow_id = workflow.workflow_id.clone();
             running.spawn(async move {

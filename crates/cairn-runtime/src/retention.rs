@@ -22,7 +22,7 @@ use crate::ops::Op;
 use crate::shared::Shared;
 use crate::visibility::{self, RetiredRun};
 use cairn_store::{RangeRequest, Store, StoreError, Transaction};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Most workflows (or retired runs) one retention commit deletes.
@@ -37,25 +37,12 @@ fn sweep_interval(retention_ms: u64) -> Duration {
     Duration::from_millis((retention_ms / 4).clamp(50, 60_000))
 }
 
-/// Starts the sweeper loop. It holds the node weakly and ends with it.
+/// Starts the sweeper loop (on shard 0's holder). It holds the node weakly and ends with it.
 pub(crate) fn spawn<S: Store>(shared: &Arc<Shared<S>>) {
-    let weak: Weak<Shared<S>> = Arc::downgrade(shared);
     let every = sweep_interval(shared.config.retention_ms);
-    shared.runtime.spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            let Some(shared) = weak.upgrade() else {
-                return;
-            };
-            if shared.cluster.is_stopped() {
-                return;
-            }
-            if shared.cluster.ownership.epoch_of(0).is_none() {
-                continue;
-            }
-            if let Err(error) = sweep(&shared).await {
-                tracing::warn!(%error, "retention sweep failed; retrying next pass");
-            }
+    crate::shared::spawn_on_shard_zero(shared, every, |shared| async move {
+        if let Err(error) = sweep(&shared).await {
+            tracing::warn!(%error, "retention sweep failed; retrying next pass");
         }
     });
 }

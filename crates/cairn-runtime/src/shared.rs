@@ -81,6 +81,33 @@ pub(crate) async fn read_history<S: Store>(
     Ok(events)
 }
 
+/// Runs `pass` every `every` while this node holds shard 0: a background job with one runner
+/// per cluster (retention, batch operations). The loop holds the node weakly and ends when the
+/// node is dropped or stops.
+pub(crate) fn spawn_on_shard_zero<S, F, Fut>(shared: &Arc<Shared<S>>, every: Duration, mut pass: F)
+where
+    S: Store,
+    F: FnMut(Arc<Shared<S>>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let weak = Arc::downgrade(shared);
+    shared.runtime.spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(shared) = weak.upgrade() else {
+                return;
+            };
+            if shared.cluster.is_stopped() {
+                return;
+            }
+            if shared.cluster.ownership.epoch_of(0).is_none() {
+                continue;
+            }
+            pass(shared).await;
+        }
+    });
+}
+
 /// How long an overloaded node asks clients to wait before retrying.
 pub const OVERLOADED_RETRY_AFTER_MS: u64 = 1_000;
 
