@@ -17,6 +17,7 @@
 //! the position only moves forward.
 
 use crate::error::ClientError;
+use crate::local::Local;
 use crate::node::Node;
 use crate::ops::{Check, Op};
 use crate::records::{decode, encode};
@@ -208,7 +209,7 @@ impl<S: Store> Node<S> {
         }
         let watches = self.result_watches.clone();
         let every = Duration::from_millis(BATCH_PASS_MS);
-        crate::shared::spawn_on_shard_zero(&self.shared, every, move |shared| {
+        crate::local::spawn_on_shard_zero(&self.shared, every, move |shared| {
             let node = Node::sharing(shared, watches.clone());
             async move {
                 if let Err(error) = pass(&node).await {
@@ -219,7 +220,7 @@ impl<S: Store> Node<S> {
     }
 
     /// Another handle on this node's state, for a background task (it starts no runner).
-    fn sharing(shared: Arc<Shared<S>>, result_watches: Arc<tokio::sync::Semaphore>) -> Self {
+    fn sharing(shared: Arc<Local<S>>, result_watches: Arc<tokio::sync::Semaphore>) -> Self {
         Node {
             shared,
             result_watches,

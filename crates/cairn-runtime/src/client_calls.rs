@@ -3,6 +3,7 @@
 
 use crate::cluster::{self, Route};
 use crate::error::{ClientError, IdReusePolicy};
+use crate::local::Local;
 use crate::node::Node;
 use crate::node::{check_payload, check_start_bytes};
 use crate::ops::{Check, CommitError, Op, Verify};
@@ -10,7 +11,6 @@ use crate::peers::{PeerError, PeerQuery};
 use crate::records::{
     InboxItem, NewRun, Outcome, RunRecord, WorkflowRecord, decode, encode, load_record,
 };
-use crate::shared::Shared;
 use crate::visibility::WorkflowSummary;
 use cairn_core::{Message, PendingActivity, PendingChild};
 use cairn_store::{Store, StoreError, Transaction};
@@ -871,10 +871,10 @@ impl<S: Store> Node<S> {
     }
 }
 
-/// A local result waiter's place in `Shared::waiters`: on drop, the run's waiters whose callers
+/// A local result waiter's place in `Local::waiters`: on drop, the run's waiters whose callers
 /// are gone are removed (and the run's entry with them when none is left).
 pub(crate) struct WaiterSlot<'a, S: Store> {
-    shared: &'a Shared<S>,
+    shared: &'a Local<S>,
     run_id: RunId,
 }
 

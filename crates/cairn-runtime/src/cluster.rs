@@ -26,6 +26,7 @@
 use crate::dispatch::DEFERRED_PAGE_MAX;
 use crate::error::ClusterError;
 use crate::keys::fnv1a;
+use crate::local::Local;
 use crate::membership::Owned;
 use crate::messages::{Delivery, ShardMsg};
 use crate::ops::{CommitError, Op};
@@ -127,7 +128,7 @@ pub(crate) async fn check_cluster_record<S: Store>(shared: &Shared<S>) -> Result
 }
 
 /// Writes this node's membership record (renewing all its leases).
-pub(crate) async fn heartbeat<S: Store>(shared: &Shared<S>) -> Result<(), StoreError> {
+pub(crate) async fn heartbeat<S: Store>(shared: &Local<S>) -> Result<(), StoreError> {
     let cluster = &shared.cluster;
     let config = &shared.config;
     let key = shared.keys.node(&config.node_id);
@@ -187,7 +188,7 @@ pub(crate) async fn heartbeat<S: Store>(shared: &Shared<S>) -> Result<(), StoreE
 
 /// Beats every `every` until the node stops or is gone.
 async fn beat_loop<S: Store>(
-    weak: std::sync::Weak<Shared<S>>,
+    weak: std::sync::Weak<Local<S>>,
     stopping: Arc<tokio::sync::Notify>,
     every: Duration,
 ) {
@@ -220,7 +221,7 @@ async fn beat_loop<S: Store>(
 }
 
 /// Starts the heartbeat and placement loops.
-pub(crate) fn spawn_loops<S: Store>(shared: &Arc<Shared<S>>) {
+pub(crate) fn spawn_loops<S: Store>(shared: &Arc<Local<S>>) {
     let lease_ms = shared.config.lease_timeout_ms;
     // The heartbeat renews every lease of the node, so it runs on a thread and runtime of its
     // own: however busy the node's async workers are (API reads, replays, blocking store
@@ -345,7 +346,7 @@ struct ClaimPlan {
 }
 
 /// One placement round: drop lost shards, hand off misplaced ones, claim free ones placed here.
-pub(crate) async fn placement_round<S: Store>(shared: &Arc<Shared<S>>) -> Result<(), StoreError> {
+pub(crate) async fn placement_round<S: Store>(shared: &Arc<Local<S>>) -> Result<(), StoreError> {
     let cluster = &shared.cluster;
     let _round = cluster.placement.lock().await;
     if cluster.stopped.load(Ordering::SeqCst) {
@@ -409,7 +410,7 @@ pub(crate) async fn placement_round<S: Store>(shared: &Arc<Shared<S>>) -> Result
 /// tracking, so a heartbeat racing the claim makes the claim conflict instead). Retried on
 /// conflicts; after `MaybeCommitted` a lease that already names this instance at the next
 /// epoch counts as claimed.
-async fn claim<S: Store>(shared: &Arc<Shared<S>>, plans: Vec<ClaimPlan>) -> Result<(), StoreError> {
+async fn claim<S: Store>(shared: &Arc<Local<S>>, plans: Vec<ClaimPlan>) -> Result<(), StoreError> {
     let keys = shared.keys.clone();
     let me = shared.config.node_id.clone();
     let instance = shared.cluster.instance.clone();
@@ -493,7 +494,7 @@ async fn claim<S: Store>(shared: &Arc<Shared<S>>, plans: Vec<ClaimPlan>) -> Resu
 /// marks each lease released under a new epoch, so anything still queued for them is fenced.
 /// A lease found already taken by another node counts as lost, not handed off.
 async fn release<S: Store>(
-    shared: &Arc<Shared<S>>,
+    shared: &Arc<Local<S>>,
     shards: &[(u32, u64)],
 ) -> Result<(), StoreError> {
     for (shard, _) in shards {
@@ -555,7 +556,7 @@ async fn release<S: Store>(
 }
 
 /// Drops a shard this node no longer holds: its actors stop, in-memory state goes.
-fn lose_shard<S: Store>(shared: &Shared<S>, shard: u32, why: &str) {
+fn lose_shard<S: Store>(shared: &Local<S>, shard: u32, why: &str) {
     if let Some(epoch) = shared.cluster.ownership.remove(shard) {
         tracing::warn!(
             shard,
@@ -569,7 +570,7 @@ fn lose_shard<S: Store>(shared: &Shared<S>, shard: u32, why: &str) {
 }
 
 /// Starts a freshly claimed shard: its actor, then its doorbell watcher (which rehydrates).
-async fn start_shard<S: Store>(shared: &Arc<Shared<S>>, shard: u32, epoch: u64) {
+async fn start_shard<S: Store>(shared: &Arc<Local<S>>, shard: u32, epoch: u64) {
     let actor = match Actor::spawn(
         None,
         ShardActor::<S>::default(),
@@ -614,7 +615,7 @@ async fn start_shard<S: Store>(shared: &Arc<Shared<S>>, shard: u32, epoch: u64) 
 /// shard's ready queue from where it last stopped and wakes the runs named there. The watch is
 /// armed before each read, so a ring during the read is not missed.
 async fn watch_doorbell<S: Store>(
-    shared: Arc<Shared<S>>,
+    shared: Arc<Local<S>>,
     shard: u32,
     epoch: u64,
     actor: ActorRef<ShardMsg>,
@@ -656,7 +657,7 @@ async fn watch_doorbell<S: Store>(
 /// read), wakes the runs named there, has the read entries cleared, and returns where to read
 /// next time.
 async fn read_ready<S: Store>(
-    shared: &Shared<S>,
+    shared: &Local<S>,
     shard: u32,
     epoch: u64,
     actor: &ActorRef<ShardMsg>,
@@ -688,7 +689,7 @@ async fn read_ready<S: Store>(
 /// returns where the ready queue is to be read from next (everything before it is covered by
 /// this scan). Every range is read a page of [`REHYDRATE_PAGE_ROWS`] per transaction.
 async fn rehydrate<S: Store>(
-    shared: &Arc<Shared<S>>,
+    shared: &Arc<Local<S>>,
     shard: u32,
     epoch: u64,
     shard_ref: &ActorRef<ShardMsg>,
@@ -842,7 +843,7 @@ async fn rehydrate<S: Store>(
 /// the failure and retries per its policy, consuming the task and the keys that marked it
 /// started (`marks`: start mark, timers) in that transition.
 fn lose_attempt<S: Store>(
-    shared: &Shared<S>,
+    shared: &Local<S>,
     shard_ref: &ActorRef<ShardMsg>,
     task: &TaskRecord,
     task_key: Vec<u8>,
@@ -878,7 +879,7 @@ pub const ACTIVITY_ATTEMPT_LOST: &str = "ActivityAttemptLost";
 
 /// Graceful leave: no more claims, every shard handed off, membership record removed — so the
 /// other nodes take over at their next placement round instead of after the lease timeout.
-pub(crate) async fn drain<S: Store>(shared: &Arc<Shared<S>>) {
+pub(crate) async fn drain<S: Store>(shared: &Arc<Local<S>>) {
     let cluster = &shared.cluster;
     cluster.draining.store(true, Ordering::SeqCst);
     let _round = cluster.placement.lock().await;
@@ -950,7 +951,7 @@ pub struct ClusterStatus {
     pub held_here: Vec<(u32, u64, u64)>,
 }
 
-pub(crate) async fn status<S: Store>(shared: &Shared<S>) -> Result<ClusterStatus, StoreError> {
+pub(crate) async fn status<S: Store>(shared: &Local<S>) -> Result<ClusterStatus, StoreError> {
     let view = View::read(shared).await?;
     let nodes = view
         .nodes

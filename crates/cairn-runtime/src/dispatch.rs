@@ -24,10 +24,10 @@
 //! ids are UUIDv7: oldest runs first); every deferred marker is either claimed, or cleared
 //! once its task is gone.
 
+use crate::local::Local;
 use crate::ops::{Check, Op};
 use crate::pool::{Pending, Room};
 use crate::records::{TaskRecord, decode};
-use crate::shared::Shared;
 use cairn_store::{RangeRequest, Store, StoreError, Transaction};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -44,8 +44,8 @@ pub const REFILL_BACKSTOP_MS: u64 = 1_000;
 pub const REFILL_PASS_MIN_MS: u64 = 5;
 
 /// Starts the node's puller of deferred tasks (it ends with the node).
-pub(crate) fn spawn_refill<S: Store>(shared: &Arc<Shared<S>>) {
-    let weak: Weak<Shared<S>> = Arc::downgrade(shared);
+pub(crate) fn spawn_refill<S: Store>(shared: &Arc<Local<S>>) {
+    let weak: Weak<Local<S>> = Arc::downgrade(shared);
     let inner = shared.workers.capacity.inner.clone();
     shared.runtime.spawn(async move {
         loop {
@@ -70,7 +70,7 @@ pub(crate) fn spawn_refill<S: Store>(shared: &Arc<Shared<S>>) {
 }
 
 /// One pass: for each shard with deferred tasks, pulls as many as there are free units.
-pub(crate) async fn refill<S: Store>(shared: &Arc<Shared<S>>) -> Result<(), StoreError> {
+pub(crate) async fn refill<S: Store>(shared: &Arc<Local<S>>) -> Result<(), StoreError> {
     let capacity = &shared.workers.capacity;
     let mut pending = capacity.pending();
     // A lost tenure's backlog is forgotten, rehydrated or not.
@@ -105,7 +105,7 @@ fn refused(reason: &str) -> crate::ClientError {
 /// Reads up to `room` deferred markers of `shard` from the puller's cursor (wrapping to the
 /// start once past the end) and dispatches their tasks.
 async fn pull_page<S: Store>(
-    shared: &Arc<Shared<S>>,
+    shared: &Arc<Local<S>>,
     shard: u32,
     seen: &Pending,
     mut room: Room,

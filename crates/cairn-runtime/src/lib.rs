@@ -24,6 +24,7 @@ mod committer;
 mod config;
 mod dispatch;
 mod list_calls;
+mod local;
 mod matching;
 mod membership;
 mod messages;

@@ -10,6 +10,7 @@ use crate::config::NodeConfig;
 use crate::error::ClientError;
 use crate::error::ClusterError;
 use crate::keys::Keys;
+use crate::local::Local;
 use crate::membership::{Cluster, Ownership};
 use crate::peers::{PeerError, PeerQuery, QueryTarget};
 use crate::pool::Workers;
@@ -26,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 /// A running Cairn node.
 pub struct Node<S: Store> {
-    pub(crate) shared: Arc<Shared<S>>,
+    pub(crate) shared: Arc<Local<S>>,
     /// Store watches result waiters may hold: `NodeConfig::result_watches_max` permits.
     pub(crate) result_watches: Arc<tokio::sync::Semaphore>,
     /// Set once this node's batch runner is started (`Node::run_batches`).
@@ -103,9 +104,7 @@ impl<S: Store> Node<S> {
             .collect();
         let commit_slots = config.commit_requests_queued_max.max(1);
         let cluster = Cluster::new(ownership, &config);
-        let shared = Arc::new(Shared {
-            store,
-            keys,
+        let shared = Arc::new(Local {
             workers: Workers::new(
                 config.activity_concurrency_max,
                 config.activity_attempts_dispatched_max.max(1),
@@ -116,16 +115,20 @@ impl<S: Store> Node<S> {
                 config.clock.clone(),
                 &config.entropy,
             ),
-            config,
-            registry,
-            metrics,
-            committer,
             runtime: tokio::runtime::Handle::current(),
             cluster,
             spawners,
             waiters: Mutex::new(BTreeMap::new()),
-            client_commits: std::sync::atomic::AtomicUsize::new(0),
-            commit_slots: Arc::new(tokio::sync::Semaphore::new(commit_slots)),
+            shared: Arc::new(Shared {
+                store,
+                keys,
+                config,
+                registry,
+                metrics,
+                committer,
+                client_commits: std::sync::atomic::AtomicUsize::new(0),
+                commit_slots: Arc::new(tokio::sync::Semaphore::new(commit_slots)),
+            }),
         });
         let joined = async {
             cluster::check_cluster_record(&shared).await?;

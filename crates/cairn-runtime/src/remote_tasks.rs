@@ -4,13 +4,13 @@
 //! waiting at each other live node (through [`crate::Peers`]), a slice of
 //! [`PEER_POLL_SLICE_MS`] at a time, and answers go to the node the task's token names.
 
+use crate::local::Local;
 use crate::matching::MatchingError;
 use crate::matching::WorkflowTask;
 use crate::messages::ShardMsg;
 use crate::messages::WorkflowMsg;
 use crate::peers::{PeerTaskAnswer, PeerTaskCall};
 use crate::records::{NodeRecord, decode};
-use crate::shared::Shared;
 use cairn_store::{RangeRequest, Store, Transaction};
 use cairn_types::{Command, Payload};
 use std::time::Duration;
@@ -23,7 +23,7 @@ pub(crate) fn token_node(token: &str) -> Option<&str> {
     token.split('/').nth(1).filter(|n| !n.is_empty())
 }
 
-impl<S: Store> Shared<S> {
+impl<S: Store> Local<S> {
     /// A poll of the cluster, up to `wait`: `local(wait)` takes at home; with peers, what waits
     /// at home is taken first, then (without waiting) what waits at each other live node
     /// (`call`, its answer read by `pick`), then home is waited on for a slice, round again.
@@ -89,7 +89,7 @@ impl<S: Store> Shared<S> {
                         run_id: owed.run_id,
                         message: WorkflowMsg::TakeWorkflowTask(reply),
                     },
-                    Some(crate::shared::QUERY_CALL_TIMEOUT),
+                    Some(crate::local::QUERY_CALL_TIMEOUT),
                 )
                 .await;
             if let Ok(ractor::rpc::CallResult::Success(answer)) = taken {
@@ -131,7 +131,7 @@ impl<S: Store> Shared<S> {
                         reply,
                     },
                 },
-                Some(crate::shared::QUERY_CALL_TIMEOUT),
+                Some(crate::local::QUERY_CALL_TIMEOUT),
             )
             .await
         {

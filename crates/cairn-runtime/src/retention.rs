@@ -18,6 +18,7 @@
 //! - A workflow is deleted only if its record, read in the deleting transaction, is still
 //!   the closed one the entry names: a workflow id started again meanwhile is left alone.
 
+use crate::local::Local;
 use crate::ops::Op;
 use crate::shared::Shared;
 use crate::visibility::{self, RetiredRun};
@@ -38,9 +39,9 @@ fn sweep_interval(retention_ms: u64) -> Duration {
 }
 
 /// Starts the sweeper loop (on shard 0's holder). It holds the node weakly and ends with it.
-pub(crate) fn spawn<S: Store>(shared: &Arc<Shared<S>>) {
+pub(crate) fn spawn<S: Store>(shared: &Arc<Local<S>>) {
     let every = sweep_interval(shared.config.retention_ms);
-    crate::shared::spawn_on_shard_zero(shared, every, |shared| async move {
+    crate::local::spawn_on_shard_zero(shared, every, |shared| async move {
         if let Err(error) = sweep(&shared).await {
             tracing::warn!(%error, "retention sweep failed; retrying next pass");
         }

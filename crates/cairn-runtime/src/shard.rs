@@ -14,11 +14,11 @@
 //! million workflows sleeping for a week cost the shard no memory until their week is nearly
 //! up.
 
+use crate::local::Local;
 use crate::messages::ShardMsg;
 use crate::messages::{Delivery, WorkflowMsg};
 use crate::records::InboxItem;
 use crate::schedules::{self, Placement};
-use crate::shared::Shared;
 use crate::timers::TimerEntry;
 use crate::workflow::{OnCallerThread, WorkflowActor, WorkflowArgs};
 use cairn_core::Message;
@@ -58,7 +58,7 @@ impl<S> Default for ShardActor<S> {
 
 /// What a shard actor starts with.
 pub struct ShardArgs<S: Store> {
-    pub shared: Arc<Shared<S>>,
+    pub shared: Arc<Local<S>>,
     pub shard: u32,
     pub epoch: u64,
 }
@@ -72,7 +72,7 @@ struct Active {
 
 /// The shard's state.
 pub struct ShardState<S: Store> {
-    shared: Arc<Shared<S>>,
+    shared: Arc<Local<S>>,
     shard: u32,
     epoch: u64,
     actors: BTreeMap<RunId, Active>,

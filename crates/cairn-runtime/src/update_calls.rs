@@ -9,11 +9,11 @@
 
 use crate::error::ClientError;
 use crate::error::UpdateError;
+use crate::local::Local;
 use crate::messages::ShardMsg;
 use crate::messages::WorkflowMsg;
 use crate::node::Node;
 use crate::peers::PeerError;
-use crate::shared::Shared;
 use crate::updates::{PeerUpdate, UpdateCall, UpdateRequest, UpdateStage, UpdateState, wait_for};
 use cairn_store::Store;
 use cairn_types::limits::{INLINE_PAYLOAD_BYTES_MAX, UPDATE_ID_BYTES_MAX, UPDATE_NAME_BYTES_MAX};
@@ -206,7 +206,7 @@ impl<S: Store> Node<S> {
     }
 }
 
-impl<S: Store> Shared<S> {
+impl<S: Store> Local<S> {
     /// Admits or finds the update `call` names in its run's actor here, and waits for its
     /// stage. [`PeerError::NotOwner`] unless this node holds the run's shard.
     pub(crate) async fn serve_update(&self, call: PeerUpdate) -> Result<UpdateState, PeerError> {
@@ -225,7 +225,7 @@ impl<S: Store> Shared<S> {
                         UpdateCall::Poll(update_id) => WorkflowMsg::PollUpdate { update_id, reply },
                     },
                 },
-                Some(crate::shared::QUERY_CALL_TIMEOUT),
+                Some(crate::local::QUERY_CALL_TIMEOUT),
             )
             .await;
         match found {

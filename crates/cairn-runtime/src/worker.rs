@@ -37,6 +37,7 @@
 //! wait in the store, deferred, until the puller (`dispatch`) hands them out; a deferred
 //! attempt always starts by a claim, which also clears its deferred marker.
 
+use crate::local::Local;
 use crate::messages::Delivery;
 use crate::messages::ShardMsg;
 use crate::ops::{Check, CommitError, Op, Verify};
@@ -102,7 +103,7 @@ impl Workers {
     /// `dispatch`) always starts by a claim, which also clears its deferred marker.
     pub(crate) fn dispatch<S: Store>(
         &self,
-        shared: Arc<Shared<S>>,
+        shared: Arc<Local<S>>,
         epoch: u64,
         task: TaskRecord,
         unit: Unit,
@@ -186,7 +187,7 @@ enum ClaimError {
 /// the task still exists and no other claim marked it. Store errors are retried with backoff
 /// while this node holds the shard.
 async fn claim<S: Store>(
-    shared: &Arc<Shared<S>>,
+    shared: &Arc<Local<S>>,
     epoch: u64,
     task: &TaskRecord,
     abandon: &watch::Receiver<bool>,
@@ -322,7 +323,7 @@ pub(crate) fn refused(reason: &str) -> crate::ClientError {
 }
 
 async fn run_attempt<S: Store>(
-    shared: &Arc<Shared<S>>,
+    shared: &Arc<Local<S>>,
     epoch: u64,
     task: TaskRecord,
     signals: Signals,
@@ -618,7 +619,7 @@ struct RemoteClaim<'a> {
 }
 
 async fn remote_attempt<S: Store>(
-    shared: &Arc<Shared<S>>,
+    shared: &Arc<Local<S>>,
     task: &TaskRecord,
     claimed: &Claimed,
     take: Option<RemoteClaim<'_>>,
@@ -700,7 +701,7 @@ async fn remote_attempt<S: Store>(
 /// One attempt's heartbeat recorder: writes the latest details (and moves the heartbeat
 /// timer) at most once per throttle interval, one write at a time, until told to stop.
 async fn record_heartbeats<S: Store>(
-    shared: Arc<Shared<S>>,
+    shared: Arc<Local<S>>,
     epoch: u64,
     task: Arc<TaskRecord>,
     beat: Arc<Beat>,
@@ -753,7 +754,7 @@ async fn record_heartbeats<S: Store>(
 /// Writes one heartbeat: its details and, with a heartbeat timeout, the timer moved to the
 /// last heartbeat call (`called_unix_ms`) + timeout. Returns whether it committed.
 async fn write_heartbeat<S: Store>(
-    shared: &Arc<Shared<S>>,
+    shared: &Arc<Local<S>>,
     epoch: u64,
     task: &TaskRecord,
     details: &Payload,

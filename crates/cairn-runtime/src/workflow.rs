@@ -9,13 +9,13 @@
 //! takes them all.
 
 use crate::error::{QueryError, UpdateError};
+use crate::local::Local;
 use crate::matching::WorkflowTask;
 use crate::messages::ShardMsg;
 use crate::messages::{Delivery, TaskReply, WorkflowMsg};
 use crate::ops::{Check, CommitError, Op, Verify};
 use crate::plan::{AfterCommit, Planner};
 use crate::records::{InboxItem, Outcome, RunRecord, decode, encode, load_record};
-use crate::shared::Shared;
 use crate::updates::{UpdateRequest, UpdateState, Updates};
 use cairn_core::{
     Effect, Message, RemoteCode, Run, RunStatus, StartArgs, TimerId, Transition, WorkflowFn,
@@ -39,7 +39,7 @@ pub const MAILBOX_BATCH_MAX: usize = 256;
 
 /// Start-up arguments (sent to the actor's thread, hence `Send`).
 pub struct WorkflowArgs<S: Store> {
-    pub shared: Arc<Shared<S>>,
+    pub shared: Arc<Local<S>>,
     pub shard_ref: ActorRef<ShardMsg>,
     pub run_id: RunId,
     pub shard: u32,
@@ -105,7 +105,7 @@ impl<S: Store> ractor::Actor for OnCallerThread<S> {
 
 /// The actor's state: lives on one thread.
 pub struct WorkflowState<S: Store> {
-    shared: Arc<Shared<S>>,
+    shared: Arc<Local<S>>,
     shard_ref: ActorRef<ShardMsg>,
     run_id: RunId,
     shard: u32,
