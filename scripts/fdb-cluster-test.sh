@@ -39,16 +39,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# On a failure: what each node logged last, and (with KEEP_LOGS=dir) every log kept there.
+# With KEEP_LOGS=dir, every log is kept there (on success too).
+keep_logs() {
+    if [ -n "${KEEP_LOGS:-}" ]; then
+        mkdir -p "$KEEP_LOGS" && cp "$data"/*.log "$KEEP_LOGS"/ && echo "logs kept in $KEEP_LOGS"
+    fi
+}
+
+# On a failure: what each node logged last, and the logs kept (see keep_logs).
 fail() {
     echo "FAILED: $*" >&2
     for log in "$data"/node-*.log; do
         echo "--- last lines of $(basename "$log")"
         grep -v ' INFO ' "$log" | tail -n 30 || true
     done
-    if [ -n "${KEEP_LOGS:-}" ]; then
-        mkdir -p "$KEEP_LOGS" && cp "$data"/*.log "$KEEP_LOGS"/ && echo "logs kept in $KEEP_LOGS"
-    fi
+    keep_logs
     exit 1
 }
 
@@ -154,4 +159,5 @@ for _ in $(seq 1 "$SETTLE_WAIT_S"); do
 done
 "$cairn" cluster status --address "http://127.0.0.1:${http[c]}"
 [ "$held" -eq "$SHARDS" ] || fail "$held of $SHARDS shards held ${SETTLE_WAIT_S} s after the drain"
+keep_logs
 echo "ok: a cluster of processes on FoundationDB survived a node kill, an fdbserver kill and a drain"

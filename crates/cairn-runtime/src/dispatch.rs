@@ -95,7 +95,7 @@ pub(crate) async fn refill<S: Store>(shared: &Arc<Local<S>>) -> Result<(), Store
     Ok(())
 }
 
-/// The error a stale marker's `Check` answers when its reason no longer holds at the commit.
+/// The error this module's `Check`s answer when their reason no longer holds at the commit.
 fn refused(reason: &str) -> crate::ClientError {
     crate::ClientError::Store(StoreError::Backend {
         message: reason.to_string(),
@@ -192,4 +192,84 @@ async fn pull_page<S: Store>(
         _ => capacity.advance(shard, seen, None, markers.is_empty() && from == begin),
     }
     Ok(())
+}
+
+/// Most tries of [`defer_if_landed`]'s commit while the store keeps failing; past them the
+/// tasks are left to the shard's next holder, which defers every task it finds.
+pub const STRANDED_DEFER_TRIES_MAX: u32 = 20;
+/// First pause between two of those tries (doubling, at most a second).
+const STRANDED_DEFER_RETRY_FIRST_MS: u64 = 50;
+
+/// After a transition commit whose outcome is unknown (the store reported `MaybeCommitted`
+/// and it could not be verified), the tasks it would have handed to the workers in memory:
+/// if the commit landed after all, they are in the store with no deferred marker, no start mark
+/// and (a remote worker's) no timer, so nothing would ever start them. Writes their markers,
+/// checked against their exact records (none is written unless the transition landed, and a
+/// later transition's own writing of the same attempt does not match), for the puller to
+/// claim. Returns once the outcome is known, the shard moved on, or the tries run out.
+pub(crate) async fn defer_if_landed<S: Store>(
+    shared: &Local<S>,
+    shard: u32,
+    epoch: u64,
+    tasks: Vec<TaskRecord>,
+) {
+    if tasks.is_empty() {
+        return;
+    }
+    let keys = &shared.keys;
+    let mut wait = STRANDED_DEFER_RETRY_FIRST_MS;
+    for _ in 0..STRANDED_DEFER_TRIES_MAX {
+        let mut ops = Vec::new();
+        let mut checks = Vec::new();
+        for task in &tasks {
+            let (run_id, seq, attempt) = (task.run_id, task.seq, task.attempt);
+            let planned = crate::records::encode(task);
+            checks.push(Check::key(
+                keys.task(shard, &run_id, seq, attempt),
+                move |value| match value {
+                    Some(stored) if stored == planned.as_slice() => Ok(()),
+                    _ => Err(refused("the transition did not land")),
+                },
+            ));
+            checks.push(Check::key(
+                keys.attempt(shard, &run_id, seq, attempt),
+                |value| match value {
+                    None => Ok(()),
+                    Some(_) => Err(refused("the attempt started")),
+                },
+            ));
+            ops.push(Op::Set(
+                keys.deferred(shard, &run_id, seq, attempt),
+                Vec::new(),
+            ));
+        }
+        match shared.commit(ops, checks, Some((shard, epoch)), None).await {
+            Ok(()) => {
+                shared
+                    .metrics
+                    .activity_tasks_deferred
+                    .fetch_add(tasks.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                shared.workers.capacity.deferred(shard, epoch);
+                tracing::info!(
+                    shard,
+                    tasks = tasks.len(),
+                    "a transition of unknown outcome had landed; its tasks are deferred"
+                );
+                return;
+            }
+            Err(crate::ops::CommitError::Store(error)) => {
+                tracing::debug!(shard, %error, "deferring the tasks of a transition of unknown outcome failed; retrying");
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                wait = (wait * 2).min(1_000);
+            }
+            // Not landed (a check refused), the shard moved on (its next holder defers what it
+            // finds), or the node stopped.
+            Err(_) => return,
+        }
+    }
+    tracing::warn!(
+        shard,
+        tasks = tasks.len(),
+        "could not learn whether a transition landed; its tasks wait for the shard's next holder"
+    );
 }

@@ -57,7 +57,9 @@ pub use cluster::{
     ACTIVITY_ATTEMPT_LOST, ClusterStatus, LEASE_TIMEOUT_MS_MIN, NodeStatus,
     PLACEMENT_INTERVAL_MS_MAX, ShardStatus, rendezvous,
 };
-pub use committer::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, COMMIT_REQUESTS_QUEUED_MAX};
+pub use committer::{
+    BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, COMMIT_REQUESTS_QUEUED_MAX, VERIFY_READ_ATTEMPTS_MAX,
+};
 pub use config::{CrashHook, CrashPoint, NodeConfig, RESULT_POLL_MS, RESULT_WATCHES_MAX};
 pub use dispatch::{ACTIVITY_ATTEMPTS_DISPATCHED_MAX, DEFERRED_PAGE_MAX};
 pub use error::{ClientError, ClusterError, IdReusePolicy, QueryError, UpdateError};

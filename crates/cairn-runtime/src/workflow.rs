@@ -1107,15 +1107,23 @@ impl<S: Store> WorkflowState<S> {
                         )
                     })
                     .collect();
-                self.shard_ref
-                    .send_after(RETRY_AFTER_FAILED_COMMIT, move || ShardMsg::Wake { run_id });
-                if !results.is_empty() {
-                    self.shard_ref
-                        .send_after(RETRY_AFTER_FAILED_COMMIT, move || ShardMsg::Deliver {
+                // The commit may have landed all the same (its outcome could not be learned):
+                // the tasks it would have handed to the workers are deferred if so, before a
+                // fresh actor loads the run, or nothing would ever start them.
+                let stranded = after.tasks;
+                let (shared, shard_ref) = (self.shared.clone(), self.shard_ref.clone());
+                let (shard, epoch) = (self.shard, self.epoch);
+                self.shared.runtime.spawn(async move {
+                    tokio::time::sleep(RETRY_AFTER_FAILED_COMMIT).await;
+                    crate::dispatch::defer_if_landed(&shared, shard, epoch, stranded).await;
+                    let _ = shard_ref.cast(ShardMsg::Wake { run_id });
+                    if !results.is_empty() {
+                        let _ = shard_ref.cast(ShardMsg::Deliver {
                             run_id,
                             deliveries: results,
                         });
-                }
+                    }
+                });
                 return false;
             }
         }

@@ -754,6 +754,83 @@ async fn unverifiable_commit_is_not_written_twice<S: Store>(store: FaultStore<S>
     node.shutdown().await;
 }
 
+/// Counts its executions.
+async fn counted_step(ctx: ActivityContext, n: u32) -> Result<u32, Failure> {
+    EXECUTIONS.bump(&ctx.info().idempotency_key);
+    Ok(n * 10)
+}
+
+/// Sleeps, then runs `counted_step` with a long start-to-close timeout.
+async fn naps_then_acts(ctx: Ctx, n: u32) -> Result<u32, WorkflowError> {
+    ctx.sleep(Duration::from_millis(500)).await;
+    Ok(ctx
+        .activity(counted_step, n)
+        .start_to_close(Duration::from_secs(60))
+        .await?)
+}
+
+/// The transition that schedules an activity lands, but the store reports its outcome unknown
+/// (`MaybeCommitted`) and every read that would verify it fails, so the run's actor cannot
+/// tell whether to hand the attempt to the workers. The attempt is deferred for the puller and
+/// runs once, at once — not after its 60 s start-to-close timeout, the only thing that would
+/// otherwise have started it (a remote worker's attempt, which has no timer until a poll takes
+/// it, would never have started: the open bug of a schedule that stopped firing).
+async fn tasks_of_a_transition_of_unknown_outcome_still_run<S: Store>(
+    store: FaultStore<S>,
+    tag: &str,
+) {
+    let node = Node::builder()
+        .workflow(naps_then_acts)
+        .activity(counted_step)
+        .config(node_config(&format!("{tag}-node")))
+        .start(store.clone())
+        .await
+        .unwrap();
+    let id = format!("{tag}-unknown");
+    let handle = node
+        .client()
+        .start(naps_then_acts, &id, 4)
+        .send()
+        .await
+        .unwrap();
+    // Armed once the first transition (the nap's timer) has committed, so that the next
+    // commit of the run is the one that schedules the activity.
+    within("the nap's timer", async {
+        loop {
+            let history = handle.history().await.unwrap();
+            if history.iter().any(|e| e.kind.name() == "TimerStarted") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let run_id = *handle.describe().await.unwrap().summary.run_id.as_uuid();
+    let of_run = key_of_run(run_id);
+    // The run record (tuple element "run"), which the transition's verify step reads.
+    let record = move |key: &[u8]| of_run(key) && key.windows(5).any(|w| w == b"\x02run\x00");
+    let verify_reads = cairn_runtime::VERIFY_READ_ATTEMPTS_MAX;
+    store.fail_reads(verify_reads, record);
+    store.set_enabled(true);
+    within("the verify reads", async {
+        while store.stats().reads_failed.load(Ordering::Relaxed) < u64::from(verify_reads) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    store.set_enabled(false);
+    assert_eq!(within("result", handle.result()).await.unwrap(), 40);
+    assert_eq!(EXECUTIONS.get(&format!("{id}/2")), 1);
+    assert!(
+        node.metrics()
+            .activity_tasks_deferred
+            .load(Ordering::Relaxed)
+            >= 1,
+        "the attempt was not deferred"
+    );
+    node.shutdown().await;
+}
+
 /// Fails attempt 1 after arming its hook (which stalls the store while the retry's transition
 /// commits); later attempts count their executions and succeed.
 async fn fails_first(ctx: ActivityContext, _: ()) -> Result<u32, Failure> {
@@ -862,6 +939,7 @@ on_both_stores_with_faults!(
     transient_load_failure_is_retried,
     activity_result_survives_failed_commits,
     unverifiable_commit_is_not_written_twice,
+    tasks_of_a_transition_of_unknown_outcome_still_run,
 );
 
 // ---------------------------------------------------------------------------------------------
