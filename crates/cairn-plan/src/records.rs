@@ -241,6 +241,29 @@ pub struct AttemptRecord {
     pub claim: uuid::Uuid,
 }
 
+/// An activity's last heartbeat, at `("hb", run_id, seq)`: its details and when the
+/// activity sent it (read by the next attempt, and shown by describe).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub details: Payload,
+    pub at_unix_ms: u64,
+}
+
+impl Heartbeat {
+    /// A stored heartbeat; one stored before heartbeats carried their time (bare details)
+    /// reads with time 0.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        decode::<Self>("heartbeat", bytes).or_else(|e| {
+            decode::<Payload>("heartbeat", bytes)
+                .map(|details| Self {
+                    details,
+                    at_unix_ms: 0,
+                })
+                .map_err(|_| e)
+        })
+    }
+}
+
 /// A node's claim on a shard. It has no expiry of its own: a held lease lapses with its
 /// holder's membership record (`NodeRecord`), so one heartbeat renews every lease of a node and
 /// renewing never writes the lease key that every commit reads for fencing.

@@ -77,8 +77,9 @@ pub struct Description {
     pub scheduled_by: Option<String>,
     /// Whether this run is its workflow id's current run.
     pub current: bool,
-    /// The last heartbeat details of pending activities that have sent one.
-    pub heartbeats: Vec<(Seq, Payload)>,
+    /// The last heartbeat (details, and when it was sent) of pending activities that have
+    /// sent one.
+    pub heartbeats: Vec<(Seq, crate::records::Heartbeat)>,
 }
 
 /// Most events [`Node::history_page`] returns at once.
@@ -786,7 +787,7 @@ impl<S: Store> Node<S> {
                 .get_snapshot(&self.shared.keys.heartbeat(&run_id, *seq))
                 .await?
             {
-                heartbeats.push((*seq, decode::<Payload>("heartbeat", &bytes)?));
+                heartbeats.push((*seq, crate::records::Heartbeat::decode(&bytes)?));
             }
         }
         Ok(Description {

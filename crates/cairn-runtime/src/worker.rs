@@ -43,7 +43,7 @@ use crate::messages::ShardMsg;
 use crate::ops::{Check, CommitError, Op, Verify};
 use crate::pool::Unit;
 use crate::pool::{Beat, Running, Workers};
-use crate::records::{AttemptRecord, InboxItem, TaskRecord, decode, encode};
+use crate::records::{AttemptRecord, Heartbeat, InboxItem, TaskRecord, encode};
 use crate::registry::{ActivityContext, ActivityInfo};
 use crate::shared::Shared;
 use crate::timers::TimerEntry;
@@ -387,7 +387,8 @@ async fn run_attempt<S: Store>(
             .await
             .ok()
             .flatten()
-            .and_then(|bytes| decode::<Payload>("heartbeat", &bytes).ok()),
+            .and_then(|bytes| Heartbeat::decode(&bytes).ok())
+            .map(|beat| beat.details),
         Err(_) => None,
     };
     let (stop_recorder, stop_rx) = watch::channel(false);
@@ -530,9 +531,13 @@ async fn run_attempt<S: Store>(
         && let Some(details) = signals.beat.take()
     {
         // The next attempt must see the last details, even those the throttle held back.
+        let beat = Heartbeat {
+            details,
+            at_unix_ms: signals.beat.last_call_unix_ms.load(Ordering::Relaxed),
+        };
         let ops = vec![Op::Set(
             keys.heartbeat(&task.run_id, task.seq),
-            encode(&details),
+            encode(&beat),
         )];
         let _ = shared
             .commit(ops, Vec::new(), Some((shard, epoch)), None)
@@ -763,7 +768,11 @@ async fn write_heartbeat<S: Store>(
 ) -> bool {
     let keys = &shared.keys;
     let (shard, run_id, seq, attempt) = (task.shard, task.run_id, task.seq, task.attempt);
-    let mut ops = vec![Op::Set(keys.heartbeat(&run_id, seq), encode(details))];
+    let beat = Heartbeat {
+        details: details.clone(),
+        at_unix_ms: called_unix_ms,
+    };
+    let mut ops = vec![Op::Set(keys.heartbeat(&run_id, seq), encode(&beat))];
     let old = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let armed = task.options.timeouts.heartbeat.map(|after| {
         let fire_at = called_unix_ms.saturating_add(ms(after));

@@ -170,7 +170,7 @@ pub fn description(d: &Description) -> Value {
         d.pending_activities
             .iter()
             .map(|(seq, a)| {
-                let heartbeat = d.heartbeats.iter().find(|(s, _)| s == seq).map(|(_, p)| p);
+                let heartbeat = d.heartbeats.iter().find(|(s, _)| s == seq).map(|(_, b)| b);
                 json!({
                     "activity_id": seq.to_string(),
                     "activity_type": a.activity_type,
@@ -183,7 +183,10 @@ pub fn description(d: &Description) -> Value {
                     "scheduled_unix_ms": a.scheduled_unix_ms,
                     "next_attempt_unix_ms": a.retry_at_unix_ms,
                     "last_failure": a.last_failure.as_ref().map(failure),
-                    "heartbeat_details": heartbeat.map(value_of),
+                    "heartbeat_details": heartbeat.map(|b| value_of(&b.details)),
+                    "last_heartbeat_unix_ms": heartbeat
+                        .map(|b| b.at_unix_ms)
+                        .filter(|at| *at > 0),
                 })
             })
             .collect(),

@@ -1321,3 +1321,62 @@ async fn schedule_update_over_http() {
     assert_eq!(unchanged["spec"], after["spec"]);
     assert_eq!(unchanged["note"], "weekdays now");
 }
+
+/// Beats `{"n": 1}` every 200 ms until canceled.
+async fn beats_then_waits(ctx: ActivityContext, _: ()) -> Result<(), Failure> {
+    loop {
+        ctx.heartbeat(cairn::Payload::encode(&json!({"n": 1})).unwrap());
+        tokio::select! {
+            () = ctx.cancelled() => return Err(Failure::new("Canceled", "canceled")),
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+async fn beating_flow(ctx: Ctx, _: ()) -> Result<(), WorkflowError> {
+    Ok(ctx
+        .activity(beats_then_waits, ())
+        .heartbeat_timeout(Duration::from_secs(1))
+        .await?)
+}
+
+/// Proves describe shows a pending activity's last heartbeat: its details and when it was
+/// sent (`last_heartbeat_unix_ms`, Temporal's `last_heartbeat_time`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_heartbeat_over_http() {
+    let node = Node::builder()
+        .workflow(beating_flow)
+        .activity(beats_then_waits)
+        .start(cairn::MemStore::new())
+        .await
+        .unwrap();
+    let api = cairn_server::router(node.runtime(), None);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let body = r#"{"workflow_id":"beats","workflow_type":"beating_flow","input":null}"#;
+    let (status, answer) = call(&api, "POST", "/api/v1/workflows", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let pending = loop {
+        let (_, described) = get(&api, "/api/v1/workflows/beats").await;
+        let pending = described["pending_activities"][0].clone();
+        if pending["last_heartbeat_unix_ms"].is_u64() {
+            break pending;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no heartbeat described: {described}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(pending["heartbeat_details"], json!({"n": 1}), "{pending}");
+    let at = pending["last_heartbeat_unix_ms"].as_u64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(before <= at && at <= now, "{before} <= {at} <= {now}");
+    node.shutdown().await;
+}

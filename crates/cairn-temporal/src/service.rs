@@ -683,26 +683,35 @@ impl<S: Store> WorkflowService for Frontend<S> {
         let pending_activities = description
             .pending_activities
             .iter()
-            .map(|(seq, activity)| wf::PendingActivityInfo {
-                activity_id: if remote {
-                    crate::history::sdk_id(*seq)
-                } else {
-                    seq.to_string()
-                },
-                activity_type: Some(temporalio_protos::temporal::api::common::v1::ActivityType {
-                    name: activity.activity_type.clone(),
-                }),
-                state: 1, // SCHEDULED
-                attempt: activity.attempt as i32,
-                scheduled_time: Some(timestamp(activity.scheduled_unix_ms)),
-                last_failure: activity.last_failure.as_ref().map(failure),
-                next_attempt_schedule_time: activity.retry_at_unix_ms.map(timestamp),
-                heartbeat_details: description
+            .map(|(seq, activity)| {
+                let heartbeat = description
                     .heartbeats
                     .iter()
                     .find(|(s, _)| s == seq)
-                    .map(|(_, details)| crate::payloads::payloads(details)),
-                ..Default::default()
+                    .map(|(_, beat)| beat);
+                wf::PendingActivityInfo {
+                    activity_id: if remote {
+                        crate::history::sdk_id(*seq)
+                    } else {
+                        seq.to_string()
+                    },
+                    activity_type: Some(
+                        temporalio_protos::temporal::api::common::v1::ActivityType {
+                            name: activity.activity_type.clone(),
+                        },
+                    ),
+                    state: 1, // SCHEDULED
+                    attempt: activity.attempt as i32,
+                    scheduled_time: Some(timestamp(activity.scheduled_unix_ms)),
+                    last_failure: activity.last_failure.as_ref().map(failure),
+                    next_attempt_schedule_time: activity.retry_at_unix_ms.map(timestamp),
+                    heartbeat_details: heartbeat
+                        .map(|beat| crate::payloads::payloads(&beat.details)),
+                    last_heartbeat_time: heartbeat
+                        .filter(|beat| beat.at_unix_ms > 0)
+                        .map(|beat| timestamp(beat.at_unix_ms)),
+                    ..Default::default()
+                }
             })
             .collect();
         Ok(Response::new(ws::DescribeWorkflowExecutionResponse {

@@ -156,6 +156,13 @@ fn json(value: serde_json::Value) -> Payloads {
     }
 }
 
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 fn value(payloads: &Option<Payloads>) -> serde_json::Value {
     serde_json::from_slice(&payloads.as_ref().unwrap().payloads[0].data).unwrap()
 }
@@ -407,6 +414,43 @@ async fn a_dead_worker_loses_its_attempt_to_the_heartbeat_timeout() {
         })
         .await
         .unwrap();
+    let beaten = unix_ms();
+    // Describe shows the last heartbeat, its details and its time, as Temporal's
+    // `PendingActivityInfo` does (the write is throttled: wait for it).
+    let pending = within("the heartbeat in describe", async {
+        loop {
+            let described = client
+                .describe_workflow_execution(ws::DescribeWorkflowExecutionRequest {
+                    namespace: "default".into(),
+                    execution: Some(WorkflowExecution {
+                        workflow_id: "dies".into(),
+                        run_id: String::new(),
+                    }),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if let Some(pending) = described
+                .pending_activities
+                .into_iter()
+                .find(|p| p.last_heartbeat_time.is_some())
+            {
+                break pending;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let at = pending.last_heartbeat_time.unwrap();
+    let at_ms = at.seconds * 1_000 + i64::from(at.nanos / 1_000_000);
+    assert!(
+        at_ms <= beaten && beaten - at_ms < 5_000,
+        "last heartbeat at {at_ms}, sent just before {beaten}"
+    );
+    assert_eq!(
+        value(&pending.heartbeat_details),
+        serde_json::json!({"progress": 40})
+    );
     // The worker dies: no more heartbeats. The next poll waits out the timeout and backoff.
     let second = within("second attempt", async {
         loop {

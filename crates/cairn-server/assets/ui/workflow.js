@@ -156,12 +156,12 @@ function pending(d) {
   if (!activities.length && !children.length) return "";
   return `<section class="panel" aria-labelledby="pending-h"><h2 id="pending-h">Pending</h2>
     ${activities.length ? `<table><caption>Activities</caption><thead><tr><th scope="col">Activity</th><th scope="col">Type</th><th scope="col">Attempt</th><th scope="col">State</th>
-      <th scope="col">Scheduled</th><th scope="col">Last failure</th><th scope="col">Last heartbeat details</th></tr></thead><tbody>
+      <th scope="col">Scheduled</th><th scope="col">Last failure</th><th scope="col">Last heartbeat</th></tr></thead><tbody>
       ${activities.map((a) => `<tr><td>${esc(a.activity_id)}</td><td>${esc(a.activity_type)}</td>
         <td>${a.attempt}${a.maximum_attempts ? " of " + a.maximum_attempts : " (no limit)"}</td>
         <td>${a.state === "backoff" ? `waiting to retry${a.next_attempt_unix_ms ? `: attempt ${a.attempt} at ${timeTag(a.next_attempt_unix_ms)}` : ""}` : "scheduled or running"}${a.task_queue ? ` <span class="muted">on ${esc(a.task_queue)}</span>` : ""}</td>
         <td>${timeTag(a.scheduled_unix_ms)}</td><td>${a.last_failure ? failureChain(a.last_failure) : "—"}</td>
-        <td>${a.heartbeat_details !== null && a.heartbeat_details !== undefined ? code(a.heartbeat_details) : "—"}</td></tr>`).join("")}</tbody></table>` : ""}
+        <td>${a.heartbeat_details !== null && a.heartbeat_details !== undefined ? code(a.heartbeat_details) : "—"}${a.last_heartbeat_unix_ms ? ` <span class="muted">at ${timeTag(a.last_heartbeat_unix_ms)}</span>` : ""}</td></tr>`).join("")}</tbody></table>` : ""}
     ${children.length ? `<table><caption>Child workflows</caption><thead><tr><th scope="col">Workflow ID</th><th scope="col">Type</th><th scope="col">Run</th><th scope="col">Parent close policy</th></tr></thead><tbody>
       ${children.map((c) => `<tr><td><a href="${workflowLink(c.workflow_id)}">${esc(c.workflow_id)}</a></td><td>${esc(c.workflow_type)}</td>
         <td>${c.run_id ? `<a class="mono" href="${workflowLink(c.workflow_id, c.run_id)}">${esc(c.run_id)}</a>` : "starting"}</td><td>${esc(c.parent_close_policy)}</td></tr>`).join("")}</tbody></table>` : ""}
