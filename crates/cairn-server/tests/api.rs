@@ -1351,10 +1351,7 @@ async fn last_heartbeat_over_http() {
         .await
         .unwrap();
     let api = cairn_server::router(node.runtime(), None);
-    let before = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let before = unix_ms();
     let body = r#"{"workflow_id":"beats","workflow_type":"beating_flow","input":null}"#;
     let (status, answer) = call(&api, "POST", "/api/v1/workflows", Some(body)).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
@@ -1373,10 +1370,14 @@ async fn last_heartbeat_over_http() {
     };
     assert_eq!(pending["heartbeat_details"], json!({"n": 1}), "{pending}");
     let at = pending["last_heartbeat_unix_ms"].as_u64().unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now = unix_ms();
     assert!(before <= at && at <= now, "{before} <= {at} <= {now}");
     node.shutdown().await;
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
