@@ -27,19 +27,61 @@ mod code {
     pub const VALUE_TOO_LARGE: i32 = 2103;
 }
 
-/// The FoundationDB network thread runs once per process and for the rest of it: the client
-/// library cannot be restarted after it stops.
-static NETWORK: OnceLock<()> = OnceLock::new();
+/// FoundationDB's client buggify: the client library then fails requests at random, as a
+/// faulty network or cluster would (`commit_unknown_result` for commits that did and did not
+/// land, among others), which is how a client proves it survives them. Each `CLIENT_BUGGIFY`
+/// section of the library is active with probability `activated_percent` (decided once per
+/// section and process) and, if active, fires with probability `fired_percent` each time it
+/// is passed. Set once per process, before the network starts (see
+/// [`FdbStore::connect_with_client_buggify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientBuggify {
+    pub activated_percent: i32,
+    pub fired_percent: i32,
+}
 
-fn boot_network() {
-    NETWORK.get_or_init(|| {
+/// The FoundationDB network thread runs once per process and for the rest of it: the client
+/// library cannot be restarted after it stops. Holds the client buggify it started with.
+static NETWORK: OnceLock<Option<ClientBuggify>> = OnceLock::new();
+
+fn boot_network(buggify: Option<ClientBuggify>) -> StoreResult<()> {
+    let running = *NETWORK.get_or_init(|| {
+        let mut network = foundationdb::api::FdbApiBuilder::default()
+            .build()
+            .expect("the FoundationDB API version is selected once per process");
+        if let Some(b) = buggify {
+            use foundationdb::options::NetworkOption;
+            network = network
+                .set_option(NetworkOption::ClientBuggifyEnable)
+                .and_then(|n| {
+                    n.set_option(NetworkOption::ClientBuggifySectionActivatedProbability(
+                        b.activated_percent,
+                    ))
+                })
+                .and_then(|n| {
+                    n.set_option(NetworkOption::ClientBuggifySectionFiredProbability(
+                        b.fired_percent,
+                    ))
+                })
+                .expect("FoundationDB accepts the client buggify options");
+        }
         // SAFETY: `boot` must be called at most once per process and its guard must outlive
         // every database handle. The `OnceLock` gives the first property; leaking the guard
         // (never stopping the network) gives the second.
         #[allow(unsafe_code)]
-        let guard = unsafe { foundationdb::boot() };
+        let guard = unsafe { network.boot() }.expect("the FoundationDB network starts");
         std::mem::forget(guard);
+        buggify
     });
+    if running != buggify {
+        return Err(StoreError::Backend {
+            message: format!(
+                "the FoundationDB network of this process runs with client buggify {running:?}, \
+                 not {buggify:?}: it is set once, before the first connection"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A FoundationDB-backed store.
@@ -59,7 +101,24 @@ impl FdbStore {
     /// Connects using `cluster_file` (or the client library's default when `None`), starting
     /// the network thread on first use.
     pub fn connect(cluster_file: Option<&str>) -> StoreResult<Self> {
-        boot_network();
+        Self::connect_inner(cluster_file, None)
+    }
+
+    /// [`Self::connect`], with FoundationDB's client buggify on for the whole process (for
+    /// fault tests). Refused if this process already connected without it, or with other
+    /// probabilities.
+    pub fn connect_with_client_buggify(
+        cluster_file: Option<&str>,
+        buggify: ClientBuggify,
+    ) -> StoreResult<Self> {
+        Self::connect_inner(cluster_file, Some(buggify))
+    }
+
+    fn connect_inner(
+        cluster_file: Option<&str>,
+        buggify: Option<ClientBuggify>,
+    ) -> StoreResult<Self> {
+        boot_network(buggify)?;
         let db = Database::new(cluster_file).map_err(map_error_without_age)?;
         Ok(Self {
             db: Arc::new(db),

@@ -8,6 +8,9 @@
 //! - the error mapping: `not_committed` (1020) → `Conflict`, `commit_unknown_result` (1021) →
 //!   `MaybeCommitted`, `transaction_too_old` (1007) → `TransactionTooOld`, and so on.
 //!
+//! - [`FdbStore::connect_with_client_buggify`]: FoundationDB's client buggify for the process,
+//!   so tests meet the library's own random failures (`tests/buggify.rs`).
+//!
 //! Building it needs libclang (bindgen) and running it needs `libfdb_c`; both sit behind the
 //! `fdb` feature, off by default, so `cargo test --workspace` works on a machine without them.
 //! CI compile-checks it with `cargo check -p cairn-store-fdb --all-features`, and its
@@ -17,7 +20,7 @@
 mod backend;
 
 #[cfg(feature = "fdb")]
-pub use backend::{FdbStore, FdbTransaction};
+pub use backend::{ClientBuggify, FdbStore, FdbTransaction};
 
 /// The environment variable naming the cluster file the conformance tests connect to.
 pub const CLUSTER_FILE_ENV: &str = "FDB_CLUSTER_FILE";

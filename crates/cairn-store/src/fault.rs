@@ -91,6 +91,9 @@ pub struct FaultStats {
     /// Keys read: one per point read, one per pair a range read returned. Lets a test prove
     /// how much a query reads.
     pub keys_read: AtomicU64,
+    /// Commits the wrapped store itself answered `MaybeCommitted` (not injected here: a real
+    /// backend's, e.g. FoundationDB's under its client buggify).
+    pub backend_maybe_committed: AtomicU64,
 }
 
 impl FaultStats {
@@ -419,7 +422,15 @@ impl<T: Transaction> Transaction for FaultTransaction<T> {
             return Err(injected("commit"));
         }
         match fault {
-            CommitFault::None => self.inner.commit().await,
+            CommitFault::None => {
+                let outcome = self.inner.commit().await;
+                if matches!(outcome, Err(StoreError::MaybeCommitted)) {
+                    stats
+                        .backend_maybe_committed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                outcome
+            }
             CommitFault::Conflict => {
                 stats.conflicts_injected.fetch_add(1, Ordering::Relaxed);
                 Err(StoreError::Conflict)
