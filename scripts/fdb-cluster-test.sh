@@ -3,7 +3,9 @@
 # SDK: a three-process FoundationDB cluster (`double`, scripts/fdb.sh), three `cairn server
 # start --store fdb:…` processes, Temporal's Python guide suite against one node and its client
 # suite against another, and meanwhile a kill -9 of the third node (restarted under its id) and
-# of one fdbserver process. Both suites must pass in full; then a node is drained with SIGTERM
+# of one fdbserver process, while tests/temporal/cluster_load.py starts, updates and signals
+# workflows at all three nodes over HTTP and gRPC. The suites must pass in full and every
+# acknowledged call take effect exactly once; then a node is drained with SIGTERM
 # and the survivors must hold every shard within the lease timeout.
 # Usage: scripts/fdb-cluster-test.sh   (needs FoundationDB: FDB_HOME, see scripts/fdb.sh; the
 #        Temporal venv scripts/temporal-suite.sh makes)
@@ -16,6 +18,9 @@ cd "$(dirname "$0")/.."
 # open bug, recorded in docs/BENCHMARKS.md, not something this test should hide by accident.
 LEASE_TIMEOUT_MS=${LEASE_TIMEOUT_MS:-10000}
 SHARDS=8
+# How long the load keeps starting runs (approval: start, update, signal, each at another
+# node; and a hello for every fourth): past the kills, the takeover and node a's restart.
+LOAD_SECONDS=${LOAD_SECONDS:-35}
 # Longest the survivors may take to hold every shard after a drain (the drain hands shards
 # off at once; a lease timeout and a placement round are the bound).
 SETTLE_WAIT_S=30
@@ -33,6 +38,7 @@ cleanup() {
     for n in "${!pid[@]}"; do kill -9 "${pid[$n]}" 2>/dev/null || true; done
     [ -n "${guide:-}" ] && kill "$guide" 2>/dev/null || true
     [ -n "${client:-}" ] && kill "$client" 2>/dev/null || true
+    [ -n "${load:-}" ] && kill "$load" 2>/dev/null || true
     wait 2>/dev/null || true
     [ -n "$cluster" ] && bash scripts/fdb.sh stop "$(dirname "$cluster")"
     rm -rf "$data"
@@ -107,6 +113,13 @@ echo "--- three nodes: a ${http[a]}/${grpc[a]}, b ${http[b]}/${grpc[b]}, c ${htt
 guide=$!
 "$py" tests/temporal/client_suite.py --address "127.0.0.1:${grpc[c]}" >"$data/client.log" 2>&1 &
 client=$!
+# Starts, updates and signals at every node over both APIs, each checked for exactly-once
+# effect (tests/temporal/cluster_load.py), through the kills below.
+"$py" tests/temporal/cluster_load.py \
+    --http "http://127.0.0.1:${http[a]},http://127.0.0.1:${http[b]},http://127.0.0.1:${http[c]}" \
+    --grpc "127.0.0.1:${grpc[a]},127.0.0.1:${grpc[b]},127.0.0.1:${grpc[c]}" \
+    --seconds "$LOAD_SECONDS" >"$data/load.log" 2>&1 &
+load=$!
 
 sleep 6
 echo "--- kill -9 of node a (its shards go to b and c after the lease)"
@@ -144,6 +157,10 @@ wait "$client" || status=$?
 client=""
 tail -n 1 "$data/client.log"
 [ "$status" -eq 0 ] || { cat "$data/client.log"; fail "the client suite against node c"; }
+wait "$load" || status=$?
+load=""
+cat "$data/load.log"
+[ "$status" -eq 0 ] || fail "the load at every node"
 
 echo "--- SIGTERM drains node b; a and c must hold all $SHARDS shards"
 kill -TERM "${pid[b]}"

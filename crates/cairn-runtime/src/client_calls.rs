@@ -115,6 +115,12 @@ pub struct RunHistory {
     pub parent: Option<(WorkflowId, RunId)>,
 }
 
+/// Most reads of a workflow's current run one client call makes when the store answers with a
+/// retryable error (see `Node::current`).
+pub const CURRENT_READ_TRIES_MAX: u32 = 5;
+/// First pause between two of those reads (doubling, at most a second).
+const CURRENT_READ_RETRY_FIRST_MS: u64 = 100;
+
 impl<S: Store> Node<S> {
     /// Starts a workflow run. Fails, writing nothing, if the type is unknown, the input is too
     /// large, the timeouts are inconsistent, or the id-reuse policy forbids a new run.
@@ -296,12 +302,28 @@ impl<S: Store> Node<S> {
         }
     }
 
+    /// The workflow id's current run. A read the store answers with a retryable error (a
+    /// transaction that grew too old while the store stalled, as FoundationDB's does through a
+    /// recovery) is read again, up to [`CURRENT_READ_TRIES_MAX`] times.
     pub(crate) async fn current(
         &self,
         workflow_id: &WorkflowId,
     ) -> Result<WorkflowRecord, ClientError> {
-        let mut tx = self.shared.store.begin()?;
-        self.current_in(&mut tx, workflow_id).await
+        let mut pause = Duration::from_millis(CURRENT_READ_RETRY_FIRST_MS);
+        let mut tries = 1;
+        loop {
+            let mut tx = self.shared.store.begin()?;
+            match self.current_in(&mut tx, workflow_id).await {
+                Err(ClientError::Store(e))
+                    if e.is_retryable() && tries < CURRENT_READ_TRIES_MAX =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The workflow id's current run, read in `tx`.

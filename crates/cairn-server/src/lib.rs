@@ -153,6 +153,10 @@ impl From<ClientError> for ApiError {
                 UpdateError::Invalid(_) => (S::BAD_REQUEST, "invalid_update"),
                 _ => (S::SERVICE_UNAVAILABLE, "unavailable"),
             },
+            // A conflict, an unknown commit outcome, a transaction grown too old while the
+            // store stalled: the call may be made again (as Temporal's API answers
+            // UNAVAILABLE).
+            ClientError::Store(e) if e.is_retryable() => (S::SERVICE_UNAVAILABLE, "unavailable"),
             _ => (S::INTERNAL_SERVER_ERROR, "store_error"),
         };
         Self::new(status, code, error.to_string())
@@ -1715,4 +1719,41 @@ async fn metrics<S: Store>(State(node): State<Arc<Node<S>>>) -> Response {
 /// Kept public for the binary: an outcome as JSON.
 pub fn outcome_json(outcome: &Outcome) -> Value {
     json::outcome(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_store::StoreError;
+
+    /// A retryable store error (the store stalled, a conflict, an unknown commit outcome) is
+    /// answered 503 `unavailable` with `Retry-After`, so clients call again; any other store
+    /// error stays a 500.
+    #[test]
+    fn retryable_store_errors_are_unavailable() {
+        let retryable = [
+            StoreError::TransactionTooOld {
+                age_ms: 5_193,
+                limit_ms: 5_000,
+            },
+            StoreError::Conflict,
+            StoreError::MaybeCommitted,
+        ];
+        for error in retryable {
+            let api = ApiError::from(ClientError::Store(error.clone()));
+            assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+            assert_eq!(api.code, "unavailable", "{error}");
+            let response = api.into_response();
+            assert!(
+                response
+                    .headers()
+                    .contains_key(axum::http::header::RETRY_AFTER)
+            );
+        }
+        let broken = ApiError::from(ClientError::Store(StoreError::Backend {
+            message: "a value does not decode".into(),
+        }));
+        assert_eq!(broken.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(broken.code, "store_error");
+    }
 }

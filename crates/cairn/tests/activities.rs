@@ -1309,3 +1309,40 @@ on_both_stores!(seed: 41;
     dispatched_attempts_are_bounded,
     deferred_tasks_survive_a_crash,
 );
+
+/// A client call whose read of the workflow's current run outlives the store's transaction age
+/// limit (the store stalled, as FoundationDB does through a recovery) reads again instead of
+/// failing with `transaction_too_old`: the signal is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_read_outliving_the_transaction_age_limit_is_read_again() {
+    let limits =
+        cairn_store::Limits::default().with_transaction_age_max(Duration::from_millis(300));
+    let store = FaultStore::new(
+        cairn_store::MemStore::with_limits(limits),
+        FaultConfig::none(7),
+    );
+    let node = Node::builder()
+        .workflow(counts_pings)
+        .config(node_config("stalled-read-node"))
+        .start(store.clone())
+        .await
+        .unwrap();
+    let handle = node
+        .client()
+        .start(counts_pings, "stalled-read", 2_000)
+        .send()
+        .await
+        .unwrap();
+    handle.describe().await.unwrap();
+    // The signal's first read waits out the stall, by then older than the limit.
+    store.pause();
+    let signal = tokio::spawn({
+        let handle = node.client().handle::<u32>("stalled-read").unwrap();
+        async move { handle.signal(&PING, 1).await }
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    store.resume();
+    within("the signal", signal).await.unwrap().unwrap();
+    assert_eq!(within("result", handle.result()).await.unwrap(), 1);
+    node.shutdown().await;
+}
