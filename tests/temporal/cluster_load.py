@@ -72,6 +72,9 @@ class Cluster:
         self.http = http
         self.clients = clients
         self.retries = 0
+        # When each run's result was read: the longest gap between two is how long the
+        # faults stopped the cluster's progress.
+        self.completions: list[float] = []
 
     async def call(self, first: int, what: str, attempt):
         """`attempt(node)` at node `first`, then the next ones, until it answers."""
@@ -218,6 +221,7 @@ async def settled(cluster: Cluster, i: int, wid: str):
         return body
 
     body = await cluster.call(i, f"result {wid}", result)
+    cluster.completions.append(time.monotonic())
 
     async def history(node):
         status, events = await asyncio.to_thread(
@@ -268,6 +272,13 @@ async def main() -> int:
         f"cluster load: {count} approvals (start, update, signal) and {hellos} hellos "
         f"over {len(http)} nodes in {took:.1f} s, {cluster.retries} calls retried at another node"
     )
+    times = sorted(cluster.completions)
+    if len(times) >= 2:
+        gap, at = max((b - a, a) for a, b in zip(times, times[1:]))
+        print(
+            f"longest time with no run completing: {gap:.1f} s, from {at - started:.1f} s "
+            f"into the load (the node kill comes about 6 s in)"
+        )
     if count == 0:
         failures.append("no run was started")
     for failure in failures:

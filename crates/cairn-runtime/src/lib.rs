@@ -65,9 +65,9 @@ pub use dispatch::{ACTIVITY_ATTEMPTS_DISPATCHED_MAX, DEFERRED_PAGE_MAX};
 pub use error::{ClientError, ClusterError, IdReusePolicy, QueryError, UpdateError};
 pub use keys::Keys;
 pub use matching::{
-    ACTIVITY_POLL_WAIT_MAX_MS, ACTIVITY_POLLS_WAITING_MAX, MatchingError, POLLER_FORGET_MS,
-    POLLERS_TRACKED_MAX, PollKind, Poller, RemoteActivityTask, RemoteOutcome, TaskQueueStatus,
-    WorkflowTask, WorkflowTaskRef,
+    ACTIVITY_POLL_WAIT_MAX_MS, ACTIVITY_POLLS_WAITING_MAX, MatchingError, NodeTaskQueues,
+    POLLER_FORGET_MS, POLLERS_TRACKED_MAX, PollKind, Poller, RemoteActivityTask, RemoteOutcome,
+    TaskQueueStatus, WorkflowTask, WorkflowTaskRef,
 };
 pub use metrics::Metrics;
 pub use node::{INLINE_PAYLOAD_BYTES_MAX, Node};

@@ -43,7 +43,9 @@ pub const POLLERS_TRACKED_MAX: usize = 1_024;
 pub const POLLER_FORGET_MS: u64 = 300_000;
 
 /// What a poller polls for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PollKind {
     Workflow,
@@ -51,7 +53,7 @@ pub enum PollKind {
 }
 
 /// A worker that polled a task queue of this node.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Poller {
     pub identity: String,
     pub kind: PollKind,
@@ -59,7 +61,7 @@ pub struct Poller {
 }
 
 /// A task queue as this node's matching sees it: who polls it and what waits in it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskQueueStatus {
     pub name: String,
     pub pollers: Vec<Poller>,
@@ -67,6 +69,14 @@ pub struct TaskQueueStatus {
     pub activities_waiting: usize,
     /// Remote runs with a workflow task owed, waiting for a poll.
     pub workflow_tasks_waiting: usize,
+}
+
+/// One node's task queues in [`crate::Node::cluster_task_queues`]; `None` if the node did not
+/// answer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeTaskQueues {
+    pub node_id: String,
+    pub task_queues: Option<Vec<TaskQueueStatus>>,
 }
 
 /// An activity attempt as a remote worker receives it.

@@ -201,6 +201,8 @@ pub enum PeerTaskCall {
     },
     /// An update call for a run this node holds: admit (or find) and wait.
     Update(crate::updates::PeerUpdate),
+    /// This node's task queues (for a view of the whole cluster's).
+    TaskQueues,
 }
 
 /// The holder's answer to a [`PeerTaskCall`].
@@ -212,4 +214,5 @@ pub enum PeerTaskAnswer {
     Heartbeat { cancel_requested: bool },
     Refused(crate::matching::MatchingError),
     Update(Result<crate::updates::UpdateState, crate::error::UpdateError>),
+    TaskQueues(Vec<crate::matching::TaskQueueStatus>),
 }

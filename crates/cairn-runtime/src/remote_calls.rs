@@ -74,6 +74,44 @@ impl<S: Store> Node<S> {
         self.shared.matching.task_queues()
     }
 
+    /// Every live node's task queues: this node's, then each other's that answers (asked at
+    /// once, each call bounded by the peer transport's timeout). Each node matches the tasks
+    /// of the shards it holds and notes the workers that poll through it, so the cluster's
+    /// queues are the union of these.
+    pub async fn cluster_task_queues(&self) -> Vec<crate::NodeTaskQueues> {
+        let mut nodes = vec![crate::NodeTaskQueues {
+            node_id: self.shared.config.node_id.clone(),
+            task_queues: Some(self.shared.matching.task_queues()),
+        }];
+        let Some(peers) = self.shared.config.peers.clone() else {
+            return nodes;
+        };
+        let asked = self
+            .shared
+            .live_peers()
+            .await
+            .into_iter()
+            .map(|(node_id, address)| {
+                let peers = peers.clone();
+                async move {
+                    let task_queues = match peers
+                        .0
+                        .task(&address, crate::PeerTaskCall::TaskQueues)
+                        .await
+                    {
+                        Ok(crate::PeerTaskAnswer::TaskQueues(queues)) => Some(queues),
+                        _ => None,
+                    };
+                    crate::NodeTaskQueues {
+                        node_id,
+                        task_queues,
+                    }
+                }
+            });
+        nodes.extend(futures::future::join_all(asked).await);
+        nodes
+    }
+
     /// Where an answer to the task `token` names goes: `None` here, or the address of the
     /// live node that handed it out.
     pub(crate) async fn task_holder(

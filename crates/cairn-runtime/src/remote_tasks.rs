@@ -245,11 +245,21 @@ impl<S: Store> Local<S> {
                     Err(_) => Err(crate::UpdateError::Unavailable),
                 })
             }
+            PeerTaskCall::TaskQueues => PeerTaskAnswer::TaskQueues(self.matching.task_queues()),
         }
     }
 
     /// The addresses of the other live nodes that advertise one.
     pub(crate) async fn peer_addresses(&self) -> Vec<String> {
+        self.live_peers()
+            .await
+            .into_iter()
+            .map(|(_, address)| address)
+            .collect()
+    }
+
+    /// The other live nodes that have an address: (node id, address).
+    pub(crate) async fn live_peers(&self) -> Vec<(String, String)> {
         let read = async {
             let (begin, end) = self.keys.nodes();
             let mut tx = self.store.begin()?;
@@ -266,7 +276,7 @@ impl<S: Store> Local<S> {
         rows.iter()
             .filter_map(|kv| decode::<NodeRecord>("node record", &kv.value).ok())
             .filter(|n| n.node_id != self.config.node_id && n.is_alive(now, opening.as_deref()))
-            .filter_map(|n| n.address)
+            .filter_map(|n| Some((n.node_id, n.address?)))
             .collect()
     }
 

@@ -32,7 +32,7 @@
 //! | `GET /api/v1/schedules/{id}` / `PUT` / `DELETE` | describe (next times, recent actions) / replace its spec, action and policies (a create's body; history kept) / delete |
 //! | `POST /api/v1/schedules/{id}/pause`, `/unpause` (`note`), `/trigger`, `/backfill` (`start`, `end`) | steer a schedule |
 //! | `POST /api/v1/batches` (`operation`: cancel or terminate, `query`, `reason`), `GET /api/v1/batches`, `GET /api/v1/batches/{id}` | a batch operation over what a query selects, run in the background with stored progress |
-//! | `GET /api/v1/task-queues` | this node's task queues: the workers that polled them lately (identity, kind, last poll) and the tasks waiting |
+//! | `GET /api/v1/task-queues?scope=` | this node's task queues: the workers that polled them lately (identity, kind, last poll) and the tasks waiting; with `scope=cluster`, every live node's too (`nodes`) |
 //! | `GET /api/v1/cluster` | membership, shard leases (holder, epoch, expiry, placement), what this node holds |
 //! | `POST /api/v1/internal/query` | a query forwarded by another node (MessagePack; answered only by the shard's holder) |
 //! | `POST /api/v1/internal/tasks` | a remote worker's task call forwarded by another node (MessagePack) |
@@ -1312,16 +1312,32 @@ async fn batch_describe<S: Store>(
     Ok(format.reply(StatusCode::OK, &json::batch(&record)))
 }
 
-/// This node's task queues: recent pollers and waiting tasks.
+#[derive(Deserialize)]
+struct TaskQueuesParams {
+    /// `node` (default): this node's queues; `cluster`: every live node's, each asked.
+    scope: Option<String>,
+}
+
+/// This node's task queues (recent pollers and waiting tasks), or with `scope=cluster` every
+/// live node's, by node.
 async fn task_queues<S: Store>(
     State(node): State<Arc<Node<S>>>,
     format: Format,
+    Params(params): Params<TaskQueuesParams>,
 ) -> Result<Response, ApiError> {
-    let queues = node.task_queues();
-    Ok(format.reply(
-        StatusCode::OK,
-        &json!({"node_id": node.config().node_id, "task_queues": queues}),
-    ))
+    let mut body = json!({"node_id": node.config().node_id, "task_queues": node.task_queues()});
+    match params.scope.as_deref() {
+        None | Some("node") => {}
+        Some("cluster") => body["nodes"] = json!(node.cluster_task_queues().await),
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                format!("scope must be node or cluster, not {other:?}"),
+            ));
+        }
+    }
+    Ok(format.reply(StatusCode::OK, &body))
 }
 
 async fn cluster<S: Store>(

@@ -1381,3 +1381,35 @@ fn unix_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+/// Proves `GET /api/v1/task-queues?scope=cluster` answers every live node's queues (here one
+/// node, so its own), and a scope it does not know is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_queues_of_the_cluster_over_http() {
+    let node = Node::builder()
+        .workflow(doubler)
+        .activity(double)
+        .start(cairn::MemStore::new())
+        .await
+        .unwrap();
+    node.runtime()
+        .note_poller("orders", cairn_runtime::PollKind::Activity, "worker-1");
+    let api = cairn_server::router(node.runtime(), None);
+    let (status, alone) = get(&api, "/api/v1/task-queues").await;
+    assert_eq!(status, StatusCode::OK, "{alone}");
+    assert!(alone.get("nodes").is_none(), "{alone}");
+    let (status, cluster) = get(&api, "/api/v1/task-queues?scope=cluster").await;
+    assert_eq!(status, StatusCode::OK, "{cluster}");
+    let nodes = cluster["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{cluster}");
+    assert_eq!(nodes[0]["node_id"], cluster["node_id"]);
+    assert_eq!(nodes[0]["task_queues"][0]["name"], "orders");
+    assert_eq!(
+        nodes[0]["task_queues"][0]["pollers"][0]["identity"],
+        "worker-1"
+    );
+    let (status, refused) = get(&api, "/api/v1/task-queues?scope=everywhere").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["code"], "invalid_parameter");
+    node.shutdown().await;
+}

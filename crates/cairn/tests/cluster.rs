@@ -472,6 +472,45 @@ async fn concurrent_signals_from_several_nodes_all_arrive() {
     b.shutdown().await;
 }
 
+/// Proves a node answers the whole cluster's task queues: its own and each live peer's, each
+/// with the workers that polled through that node (a worker may poll any node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_queues_of_the_whole_cluster() {
+    let store = MemStore::new();
+    let peers = Arc::new(InProcessPeers::default());
+    let a = start_node(&store, config("queues-a", &peers)).await;
+    let b = start_node(&store, config("queues-b", &peers)).await;
+    converged(&[&a, &b], 8).await;
+    a.runtime()
+        .note_poller("orders", cairn_runtime::PollKind::Activity, "worker-at-a");
+    b.runtime()
+        .note_poller("orders", cairn_runtime::PollKind::Workflow, "worker-at-b");
+    let nodes = a.runtime().cluster_task_queues().await;
+    let seen: Vec<(String, Vec<String>)> = nodes
+        .iter()
+        .map(|n| {
+            let pollers = n
+                .task_queues
+                .as_ref()
+                .expect("every live node answers")
+                .iter()
+                .filter(|q| q.name == "orders")
+                .flat_map(|q| q.pollers.iter().map(|p| p.identity.clone()))
+                .collect();
+            (n.node_id.clone(), pollers)
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("queues-a".to_string(), vec!["worker-at-a".to_string()]),
+            ("queues-b".to_string(), vec!["worker-at-b".to_string()]),
+        ]
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 /// Proves a node configured with another shard count than the store was set up with is
 /// refused with an error naming both, and writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
