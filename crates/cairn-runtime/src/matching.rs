@@ -71,7 +71,7 @@ pub struct TaskQueueStatus {
     pub workflow_tasks_waiting: usize,
 }
 
-/// One node's task queues in [`crate::Node::cluster_task_queues`]; `None` if the node did not
+/// One node's task queues in `Node::cluster_task_queues`; `None` if the node did not
 /// answer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NodeTaskQueues {
