@@ -267,6 +267,34 @@ type Rejections = Vec<(usize, crate::ClientError)>;
 struct LeaseReads(BTreeMap<u32, Option<u64>>);
 
 impl LeaseReads {
+    /// Reads the leases of `shards` not read yet, all at once.
+    async fn read_all<T: Transaction>(
+        &mut self,
+        tx: &mut T,
+        keys: &Keys,
+        shards: impl IntoIterator<Item = u32>,
+    ) -> StoreResult<()> {
+        let missing: Vec<u32> = shards
+            .into_iter()
+            .filter(|shard| !self.0.contains_key(shard))
+            .collect::<BTreeSet<u32>>()
+            .into_iter()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let lease_keys: Vec<Vec<u8>> = missing.iter().map(|s| keys.lease(*s)).collect();
+        let values = tx.get_many(&lease_keys).await?;
+        for (shard, value) in missing.into_iter().zip(values) {
+            let epoch = match value {
+                Some(bytes) => decode::<Lease>("lease", &bytes)?.held_epoch(),
+                None => None,
+            };
+            self.0.insert(shard, epoch);
+        }
+        Ok(())
+    }
+
     async fn epoch<T: Transaction>(
         &mut self,
         tx: &mut T,
@@ -296,6 +324,10 @@ struct Mailings {
     adds: BTreeMap<Vec<u8>, i64>,
     /// Workflow types of the runs this attempt starts (`Op::Started`), counted once it lands.
     started: Vec<String>,
+    /// Keys this attempt has set or cleared so far, and ranges it cleared: a check value read
+    /// ahead of the batch's writes is stale for these, and is read again.
+    written: BTreeSet<Vec<u8>>,
+    cleared: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Most versionstamped keys (mailbox and ready-queue entries) one batch can write: the
@@ -303,6 +335,15 @@ struct Mailings {
 pub const BATCH_MAILS_MAX: u32 = 1 << 16;
 
 impl Mailings {
+    /// Whether this attempt wrote `key` (set, cleared, or in a cleared range) so far.
+    fn wrote(&self, key: &[u8]) -> bool {
+        self.written.contains(key)
+            || self
+                .cleared
+                .iter()
+                .any(|(begin, end)| begin.as_slice() <= key && key < end.as_slice())
+    }
+
     fn next_user_version(&mut self) -> StoreResult<u16> {
         let user_version =
             u16::try_from(self.next_user_version).map_err(|_| StoreError::Backend {
@@ -324,13 +365,22 @@ fn apply_ops<'a, T: Transaction>(
     Box::pin(async move {
         for op in ops {
             match op {
-                Op::Set(k, v) => tx.set(k, v)?,
-                Op::Clear(k) => tx.clear(k)?,
+                Op::Set(k, v) => {
+                    tx.set(k, v)?;
+                    mailings.written.insert(k.clone());
+                }
+                Op::Clear(k) => {
+                    tx.clear(k)?;
+                    mailings.written.insert(k.clone());
+                }
                 Op::Add(k, delta) => {
                     let sum = mailings.adds.entry(k.clone()).or_insert(0);
                     *sum = sum.wrapping_add(*delta);
                 }
-                Op::ClearRange(b, e) => tx.clear_range(b, e)?,
+                Op::ClearRange(b, e) => {
+                    tx.clear_range(b, e)?;
+                    mailings.cleared.push((b.clone(), e.clone()));
+                }
                 Op::Mail {
                     shard,
                     run_id,
@@ -346,7 +396,9 @@ fn apply_ops<'a, T: Transaction>(
                     schedule_id,
                     at_unix_ms,
                 } => {
-                    tx.set(&keys.schedule_wake(*shard, *at_unix_ms, schedule_id), &[])?;
+                    let wake = keys.schedule_wake(*shard, *at_unix_ms, schedule_id);
+                    tx.set(&wake, &[])?;
+                    mailings.written.insert(wake);
                     mailings.shards.insert(*shard);
                     mailings.notices.push((
                         *shard,
@@ -373,12 +425,16 @@ async fn try_commit_inner<S: Store>(
 ) -> Result<(Result<(), StoreError>, Rejections, LocalWakes), StoreError> {
     let keys = &context.keys;
     let mut tx = context.store.begin()?;
+    // Every read the batch can make before its writes goes out at once (one round trip on
+    // FoundationDB, not one per key): the fences' leases, then the single-key checks.
     let mut leases = LeaseReads(BTreeMap::new());
-    for request in live.iter() {
-        if let Some((shard, _)) = request.fence {
-            leases.epoch(&mut tx, keys, shard).await?;
-        }
-    }
+    leases
+        .read_all(
+            &mut tx,
+            keys,
+            live.iter().filter_map(|r| r.fence.map(|(s, _)| s)),
+        )
+        .await?;
     let epochs = &leases.0;
     let (keep, fenced): (Vec<_>, Vec<_>) = std::mem::take(live).into_iter().partition(|r| match r
         .fence
@@ -400,7 +456,22 @@ async fn try_commit_inner<S: Store>(
         notices: Vec::new(),
         adds: BTreeMap::new(),
         started: Vec::new(),
+        written: BTreeSet::new(),
+        cleared: Vec::new(),
     };
+    let ahead: Vec<Vec<u8>> = live
+        .iter()
+        .flat_map(|r| r.checks.iter())
+        .filter(|c| c.range_end.is_none())
+        .map(|c| c.key.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let read_ahead: BTreeMap<Vec<u8>, Option<Vec<u8>>> = ahead
+        .iter()
+        .cloned()
+        .zip(tx.get_many(&ahead).await?)
+        .collect();
     for (index, request) in live.iter().enumerate() {
         let mut verdict = Ok(());
         for check in &request.checks {
@@ -412,6 +483,11 @@ async fn try_commit_inner<S: Store>(
                 })
             };
             let value = match &check.range_end {
+                // Read ahead, unless an earlier request of the batch wrote it since.
+                None if !mailings.wrote(&check.key) => read_ahead
+                    .get(&check.key)
+                    .cloned()
+                    .expect("every single-key check was read ahead"),
                 None => tx.get(&check.key).await?,
                 Some(end) if mailed_here(end) => Some(Vec::new()),
                 Some(end) => tx
@@ -439,6 +515,9 @@ async fn try_commit_inner<S: Store>(
     }
     // Wake each shard that got mail: directly if this node holds it at the epoch read here;
     // otherwise through its ready queue (which runs) and its doorbell (look now).
+    leases
+        .read_all(&mut tx, keys, mailings.shards.iter().copied())
+        .await?;
     let mut local_shards = BTreeSet::new();
     for shard in &mailings.shards {
         let held = leases.epoch(&mut tx, keys, *shard).await?;

@@ -245,6 +245,19 @@ impl Transaction for FdbTransaction {
         self.read(key, true).await
     }
 
+    /// All in flight together: one round trip to the storage servers, not one per key.
+    async fn get_many(&mut self, keys: &[Vec<u8>]) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        for key in keys {
+            check_read_key(&self.limits, key)?;
+        }
+        check_age(self.started, &self.limits)?;
+        let tx = &self.tx;
+        let values = futures::future::try_join_all(keys.iter().map(|key| tx.get(key, false)))
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(values.into_iter().map(|v| v.map(|v| v.to_vec())).collect())
+    }
+
     async fn get_range(&mut self, range: &RangeRequest) -> StoreResult<Vec<KeyValue>> {
         check_range_bounds(&self.limits, &range.begin, &range.end)?;
         if range.begin >= range.end || range.limit == Some(0) {

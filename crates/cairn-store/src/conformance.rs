@@ -24,6 +24,7 @@ pub const SPECS: &[&str] = &[
     "read_your_writes",
     "snapshot_isolation",
     "read_write_conflict",
+    "get_many_reads_like_get",
     "read_modify_write_conflict",
     "blind_writes_do_not_conflict",
     "disjoint_transactions_commit",
@@ -146,6 +147,35 @@ pub async fn read_write_conflict<S: Store>(store: &S, p: &[u8]) {
     t1.set(&key(p, "other"), b"x").unwrap();
     assert_eq!(t1.commit().await, Err(StoreError::Conflict));
     assert_eq!(read(store, &key(p, "other")).await, None);
+}
+
+/// `get_many` answers each key's value in the order asked (absent as none, the transaction's
+/// own writes included), and its reads join the conflict set as `get`'s do.
+pub async fn get_many_reads_like_get<S: Store>(store: &S, p: &[u8]) {
+    put(store, &key(p, "a"), b"1").await;
+    put(store, &key(p, "b"), b"2").await;
+    let mut t1 = store.begin().unwrap();
+    t1.set(&key(p, "c"), b"own").unwrap();
+    let values = t1
+        .get_many(&[key(p, "b"), key(p, "missing"), key(p, "a"), key(p, "c")])
+        .await
+        .unwrap();
+    assert_eq!(
+        values,
+        vec![
+            Some(b"2".to_vec()),
+            None,
+            Some(b"1".to_vec()),
+            Some(b"own".to_vec())
+        ]
+    );
+    assert_eq!(
+        t1.get_many(&[]).await.unwrap(),
+        Vec::<Option<Vec<u8>>>::new()
+    );
+    put(store, &key(p, "missing"), b"now").await;
+    assert_eq!(t1.commit().await, Err(StoreError::Conflict));
+    assert_eq!(read(store, &key(p, "c")).await, None);
 }
 
 /// A transaction that wrote nothing commits even if what it read changed meanwhile
@@ -928,7 +958,7 @@ pub async fn transact_timeout<S: Store>(store: &S, p: &[u8]) {
 macro_rules! conformance_tests {
     ($factory:expr) => {
         $crate::__conformance_tests!($factory;
-            read_your_writes, snapshot_isolation, read_write_conflict,
+            read_your_writes, snapshot_isolation, read_write_conflict, get_many_reads_like_get,
             read_modify_write_conflict, blind_writes_do_not_conflict,
             disjoint_transactions_commit, range_read_conflicts_with_insert,
             snapshot_reads_add_no_conflict, range_reads_bounds_limits_directions,

@@ -139,6 +139,23 @@ pub trait Transaction: Send + 'static {
     /// Reads one key, adding it to the read conflict set.
     fn get(&mut self, key: &[u8]) -> impl Future<Output = StoreResult<Option<Vec<u8>>>> + Send;
 
+    /// Reads several keys, each as [`Self::get`] would (conflict-tracked), answering their
+    /// values in the order asked. A backend that can have reads in flight together
+    /// (FoundationDB: one round trip for all) overrides it; by default they are read one after
+    /// another.
+    fn get_many(
+        &mut self,
+        keys: &[Vec<u8>],
+    ) -> impl Future<Output = StoreResult<Vec<Option<Vec<u8>>>>> + Send {
+        async move {
+            let mut values = Vec::with_capacity(keys.len());
+            for key in keys {
+                values.push(self.get(key).await?);
+            }
+            Ok(values)
+        }
+    }
+
     /// Reads one key without a read conflict.
     fn get_snapshot(
         &mut self,
