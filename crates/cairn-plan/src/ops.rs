@@ -111,6 +111,13 @@ pub type DeriveFuture<'t> = Pin<Box<dyn Future<Output = StoreResult<Vec<Op>>> + 
 /// what it reads.
 pub trait Derivation: std::fmt::Debug + Send + Sync {
     fn derive<'t>(&'t self, tx: &'t mut dyn TxRead) -> DeriveFuture<'t>;
+
+    /// Keys `derive` reads whatever it finds (a hint): where reading ahead pays, the batch
+    /// reads them with its other reads, and `derive`'s own read is then answered from the
+    /// transaction's cache. Empty by default.
+    fn reads(&self) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
 }
 
 /// See [`Op::Derived`]: one [`Derivation`], shared by the batch's attempts.
@@ -131,6 +138,11 @@ impl Derive {
     /// The writes, as decided from what `tx` reads now.
     pub fn derive<'t>(&'t self, tx: &'t mut dyn TxRead) -> DeriveFuture<'t> {
         self.0.derive(tx)
+    }
+
+    /// See [`Derivation::reads`].
+    pub fn reads(&self) -> Vec<Vec<u8>> {
+        self.0.reads()
     }
 }
 

@@ -462,6 +462,10 @@ impl Derivation for PutWorkflow {
             Ok(ops)
         })
     }
+
+    fn reads(&self) -> Vec<Vec<u8>> {
+        vec![self.keys.workflow(&self.namespace, &self.workflow_id)]
+    }
 }
 
 /// The writes that delete run `run_id` (of a workflow id living in `shard`): its record and

@@ -459,14 +459,24 @@ async fn try_commit_inner<S: Store>(
         written: BTreeSet::new(),
         cleared: Vec::new(),
     };
-    let ahead: Vec<Vec<u8>> = live
+    let mut ahead: BTreeSet<Vec<u8>> = live
         .iter()
         .flat_map(|r| r.checks.iter())
         .filter(|c| c.range_end.is_none())
         .map(|c| c.key.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
         .collect();
+    // And, where it pays, the keys the derived writes will read: their reads are then
+    // answered from the transaction's cache (a write of the batch in between still wins).
+    if context.store.reads_ahead_pay() {
+        for request in live.iter() {
+            for op in &request.ops {
+                if let Op::Derived(derive) = op {
+                    ahead.extend(derive.reads());
+                }
+            }
+        }
+    }
+    let ahead: Vec<Vec<u8>> = ahead.into_iter().collect();
     let read_ahead: BTreeMap<Vec<u8>, Option<Vec<u8>>> = ahead
         .iter()
         .cloned()

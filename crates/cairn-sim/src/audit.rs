@@ -126,6 +126,13 @@ impl<S: Store> Store for AuditStore<S> {
     fn exclusive_opening(&self) -> Option<String> {
         self.inner.exclusive_opening()
     }
+
+    /// Always: the simulated cluster reads ahead as on FoundationDB (the derived writes' keys
+    /// with the batch's other reads), so every seed exercises that path; the other tests,
+    /// on the local stores, exercise the one without.
+    fn reads_ahead_pay(&self) -> bool {
+        true
+    }
 }
 
 /// A transaction of an [`AuditStore`].

@@ -147,6 +147,11 @@ impl Store for FdbStore {
     fn backend_name(&self) -> &'static str {
         "fdb"
     }
+
+    /// Reads in flight together, and the transaction caches what it read (read-your-writes).
+    fn reads_ahead_pay(&self) -> bool {
+        true
+    }
 }
 
 /// A FoundationDB transaction.

@@ -129,6 +129,15 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn exclusive_opening(&self) -> Option<String> {
         None
     }
+
+    /// Whether a transaction's [`Transaction::get_many`] has its reads in flight together,
+    /// and a key read in a transaction is answered again from the transaction's own cache
+    /// (FoundationDB): then reading ahead the keys a batch will need saves round trips. False
+    /// (the default) where reads are local and one after another, so reading ahead would only
+    /// read twice.
+    fn reads_ahead_pay(&self) -> bool {
+        false
+    }
 }
 
 /// One optimistic transaction. Reads see the snapshot at the read version plus this

@@ -345,6 +345,10 @@ impl<S: Store> Store for FaultStore<S> {
         self.inner.backend_name()
     }
 
+    fn reads_ahead_pay(&self) -> bool {
+        self.inner.reads_ahead_pay()
+    }
+
     fn exclusive_opening(&self) -> Option<String> {
         self.inner.exclusive_opening()
     }
