@@ -9,11 +9,13 @@
 //! (`scripts/test.sh` sets it, and CI fails without FoundationDB).
 #![cfg(feature = "fdb")]
 
-use cairn::{ActivityContext, Ctx, Failure, Node, NodeConfig, WorkflowError};
+mod common;
+
+use cairn::{Node, NodeConfig};
 use cairn_store::{FaultConfig, FaultStore, Store, StoreError, Transaction};
 use cairn_store_fdb::{CLUSTER_FILE_ENV, ClientBuggify, FdbStore};
+use common::{all_executions, step, tag, three_steps};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// Every client buggify section active, each firing on 5% of its passes.
@@ -31,13 +33,6 @@ fn connect() -> Option<FdbStore> {
         FdbStore::connect_with_client_buggify(Some(&cluster_file), BUGGIFY)
             .expect("connect to FoundationDB with client buggify"),
     )
-}
-
-fn tag() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros()
 }
 
 /// Commits this many single writes, each of its own key.
@@ -89,29 +84,6 @@ async fn client_buggify_reports_commits_of_both_outcomes_as_unknown() {
         "both kinds of unknown outcome must occur: {landed} of {} landed",
         unknown.len()
     );
-}
-
-/// Executions per activity (`workflow id/seq`), in this process.
-static EXECUTIONS: Mutex<BTreeMap<String, u32>> = Mutex::new(BTreeMap::new());
-
-async fn step(ctx: ActivityContext, n: u64) -> Result<u64, Failure> {
-    *EXECUTIONS
-        .lock()
-        .unwrap()
-        .entry(ctx.info().idempotency_key.clone())
-        .or_default() += 1;
-    Ok(n + 1)
-}
-
-async fn three_steps(ctx: Ctx, n: u64) -> Result<u64, WorkflowError> {
-    let mut n = n;
-    for _ in 0..3 {
-        n = ctx
-            .activity(step, n)
-            .start_to_close(Duration::from_secs(10))
-            .await?;
-    }
-    Ok(n)
 }
 
 /// Workflows the engine test runs, in waves (small waves make small commit batches: more
@@ -205,7 +177,7 @@ async fn workflows_complete_exactly_once_through_unknown_commit_results() {
         .stats()
         .backend_maybe_committed
         .load(std::sync::atomic::Ordering::Relaxed);
-    let executions = EXECUTIONS.lock().unwrap().clone();
+    let executions = all_executions();
     let again = executions.values().filter(|n| **n > 1).count();
     println!(
         "{WORKFLOWS} workflows completed through {unknown} unknown commit results; {} activity executions, {again} activities executed more than once (at-least-once: a retry after a lost attempt)",

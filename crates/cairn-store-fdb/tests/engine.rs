@@ -7,39 +7,13 @@
 //! skipped and returns (`scripts/test.sh` sets it, and CI fails without FoundationDB).
 #![cfg(feature = "fdb")]
 
-use cairn::{ActivityContext, Ctx, Failure, Node, NodeConfig, WorkflowError};
+mod common;
+
+use cairn::{Node, NodeConfig};
 use cairn_store_fdb::{CLUSTER_FILE_ENV, FdbStore};
+use common::{executions, step, tag, three_steps};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::Duration;
-
-/// Executions per activity (`workflow id/seq`), in this process.
-static EXECUTIONS: Mutex<BTreeMap<String, u32>> = Mutex::new(BTreeMap::new());
-
-fn executions(key: &str) -> u32 {
-    EXECUTIONS.lock().unwrap().get(key).copied().unwrap_or(0)
-}
-
-async fn step(ctx: ActivityContext, n: u64) -> Result<u64, Failure> {
-    tokio::time::sleep(Duration::from_millis(30 + n % 20)).await;
-    *EXECUTIONS
-        .lock()
-        .unwrap()
-        .entry(ctx.info().idempotency_key.clone())
-        .or_default() += 1;
-    Ok(n + 1)
-}
-
-async fn three_steps(ctx: Ctx, n: u64) -> Result<u64, WorkflowError> {
-    let mut n = n;
-    for _ in 0..3 {
-        n = ctx
-            .activity(step, n)
-            .start_to_close(Duration::from_secs(5))
-            .await?;
-    }
-    Ok(n)
-}
 
 fn config(node_id: &str) -> NodeConfig {
     NodeConfig {
@@ -67,10 +41,7 @@ async fn workflows_survive_a_node_crash_on_foundationdb() {
     };
     let store = FdbStore::connect(Some(&cluster_file)).expect("connect to FoundationDB");
     // Ids of their own, so the test can run again on the same cluster.
-    let tag = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros();
+    let tag = tag();
     let node_id = format!("fdb-engine-{tag}");
     let node = start(&store, &node_id).await;
     let ids: Vec<(String, u64)> = (0..30u64)
