@@ -295,21 +295,9 @@ impl LeaseReads {
         Ok(())
     }
 
-    async fn epoch<T: Transaction>(
-        &mut self,
-        tx: &mut T,
-        keys: &Keys,
-        shard: u32,
-    ) -> StoreResult<Option<u64>> {
-        if let Some(epoch) = self.0.get(&shard) {
-            return Ok(*epoch);
-        }
-        let epoch = match tx.get(&keys.lease(shard)).await? {
-            Some(bytes) => decode::<Lease>("lease", &bytes)?.held_epoch(),
-            None => None,
-        };
-        self.0.insert(shard, epoch);
-        Ok(epoch)
+    /// The epoch read for `shard` (by [`Self::read_all`]); `None` if unheld or not read.
+    fn epoch(&self, shard: u32) -> Option<u64> {
+        self.0.get(&shard).copied().flatten()
     }
 }
 
@@ -435,11 +423,10 @@ async fn try_commit_inner<S: Store>(
             live.iter().filter_map(|r| r.fence.map(|(s, _)| s)),
         )
         .await?;
-    let epochs = &leases.0;
     let (keep, fenced): (Vec<_>, Vec<_>) = std::mem::take(live).into_iter().partition(|r| match r
         .fence
     {
-        Some((shard, epoch)) => epochs.get(&shard).copied().flatten() == Some(epoch),
+        Some((shard, epoch)) => leases.epoch(shard) == Some(epoch),
         None => true,
     });
     for request in fenced {
@@ -530,7 +517,7 @@ async fn try_commit_inner<S: Store>(
         .await?;
     let mut local_shards = BTreeSet::new();
     for shard in &mailings.shards {
-        let held = leases.epoch(&mut tx, keys, *shard).await?;
+        let held = leases.epoch(*shard);
         if held.is_some() && held == context.ownership.epoch_of(*shard) {
             local_shards.insert(*shard);
         } else {
