@@ -55,7 +55,7 @@ pub use client_calls::{
 pub use clock::{Clock, Entropy};
 pub use cluster::{
     ACTIVITY_ATTEMPT_LOST, ClusterStatus, LEASE_TIMEOUT_MS_MIN, NodeStatus,
-    PLACEMENT_INTERVAL_MS_MAX, ShardStatus, rendezvous,
+    PLACEMENT_INTERVAL_MS_MAX, REHYDRATE_PAGE_ROWS, ShardStatus, rendezvous,
 };
 pub use committer::{
     BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, COMMIT_REQUESTS_QUEUED_MAX, VERIFY_READ_ATTEMPTS_MAX,
@@ -102,4 +102,4 @@ pub use visibility::{
     LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX, LIST_SCAN_ENTRIES_MAX, PAGE_TOKEN_BYTES_MAX,
     SORTED_QUERY_WORKFLOWS_MAX, WorkflowPage, WorkflowSummary, status_name,
 };
-pub use workflow::MAILBOX_BATCH_MAX;
+pub use workflow::{MAILBOX_BATCH_MAX, MAILBOX_PAGE_ROWS};

@@ -20,7 +20,7 @@ use crate::updates::{UpdateRequest, UpdateState, Updates};
 use cairn_core::{
     Effect, Message, RemoteCode, Run, RunStatus, StartArgs, TimerId, Transition, WorkflowFn,
 };
-use cairn_store::{RangeRequest, Store, Transaction};
+use cairn_store::{Pages, Store, Transaction};
 use cairn_types::{Failure, HistoryEvent, RunId};
 use ractor::thread_local::ThreadLocalActor;
 use ractor::{ActorProcessingErr, ActorRef};
@@ -36,6 +36,11 @@ pub const RETRY_AFTER_FAILED_COMMIT: std::time::Duration = std::time::Duration::
 
 /// Most mailbox entries one transition consumes.
 pub const MAILBOX_BATCH_MAX: usize = 256;
+
+/// Mailbox entries one transaction of a run's mailbox read returns; a longer mailbox is read
+/// on from where the page ended, a page per transaction (entries are at most
+/// `INLINE_PAYLOAD_BYTES_MAX` each, so a page stays far inside FoundationDB's 5 s).
+pub const MAILBOX_PAGE_ROWS: usize = 256;
 
 /// Start-up arguments (sent to the actor's thread, hence `Send`).
 pub struct WorkflowArgs<S: Store> {
@@ -871,28 +876,33 @@ impl<S: Store> WorkflowState<S> {
         Ok(())
     }
 
-    /// Takes the mailbox entries written since the last read. Entry keys are versionstamped,
-    /// so mail committed after a read sorts after everything that read saw: reading on from
-    /// the last key seen finds all new mail without rescanning entries already taken.
+    /// Takes the mailbox entries written since the last read, a page of [`MAILBOX_PAGE_ROWS`]
+    /// per transaction. Entry keys are versionstamped, so mail committed after a read sorts
+    /// after everything that read saw: reading on from the last key seen finds all new mail
+    /// without rescanning entries already taken, and a mailbox of any length is read whole
+    /// without one transaction reading it all. Each page is taken as it is read, so a failed
+    /// page keeps the ones before it.
     async fn read_inbox(&mut self) -> Result<(), cairn_store::StoreError> {
         let (mut begin, end) = self.shared.keys.inbox_of_run(self.shard, &self.run_id);
         if let Some(seen) = &self.inbox_seen {
             begin = seen.clone();
             begin.push(0);
         }
-        let mut tx = self.shared.store.begin()?;
-        let rows = tx
-            .get_range(&RangeRequest::new(begin, end).snapshot())
-            .await?;
-        if let Some(last) = rows.last() {
-            self.inbox_seen = Some(last.key.clone());
-        }
-        for row in rows {
-            let item: InboxItem = decode("mailbox entry", &row.value)?;
-            self.accept(Delivery {
-                item,
-                consume: vec![row.key],
-            });
+        let mut pages = Pages::new(begin, end, MAILBOX_PAGE_ROWS);
+        while let Some(rows) = pages.next(&self.shared.store).await? {
+            let items = rows
+                .iter()
+                .map(|row| decode::<InboxItem>("mailbox entry", &row.value))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(last) = rows.last() {
+                self.inbox_seen = Some(last.key.clone());
+            }
+            for (item, row) in items.into_iter().zip(rows) {
+                self.accept(Delivery {
+                    item,
+                    consume: vec![row.key],
+                });
+            }
         }
         Ok(())
     }

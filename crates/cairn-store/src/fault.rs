@@ -94,6 +94,9 @@ pub struct FaultStats {
     /// Commits the wrapped store itself answered `MaybeCommitted` (not injected here: a real
     /// backend's, e.g. FoundationDB's under its client buggify).
     pub backend_maybe_committed: AtomicU64,
+    /// The most pairs the range reads of one transaction returned together. Lets a test prove
+    /// a scan reads a page per transaction, however long its range.
+    pub range_rows_per_transaction_max: AtomicU64,
 }
 
 impl FaultStats {
@@ -334,6 +337,7 @@ impl<S: Store> Store for FaultStore<S> {
         Ok(FaultTransaction {
             inner: self.inner.begin()?,
             state: self.state.clone(),
+            range_rows: 0,
         })
     }
 
@@ -359,6 +363,8 @@ impl<S: Store> Store for FaultStore<S> {
 pub struct FaultTransaction<T> {
     inner: T,
     state: Arc<FaultState>,
+    /// Pairs this transaction's range reads returned so far.
+    range_rows: u64,
 }
 
 impl<T: Transaction> Transaction for FaultTransaction<T> {
@@ -386,10 +392,14 @@ impl<T: Transaction> Transaction for FaultTransaction<T> {
             return Err(injected("read"));
         }
         let rows = self.inner.get_range(range).await?;
-        self.state
-            .stats
+        let stats = &self.state.stats;
+        stats
             .keys_read
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        self.range_rows += rows.len() as u64;
+        stats
+            .range_rows_per_transaction_max
+            .fetch_max(self.range_rows, Ordering::Relaxed);
         Ok(rows)
     }
 

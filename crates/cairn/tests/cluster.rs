@@ -472,6 +472,73 @@ async fn concurrent_signals_from_several_nodes_all_arrive() {
     b.shutdown().await;
 }
 
+/// Proves a run's mailbox longer than any page is read whole, a page per transaction: while
+/// the holder's store is stalled, another node mails the run more entries than a shard scan
+/// or a mailbox read takes per transaction; once it resumes, the run gets every one, and no
+/// transaction of the holder read more than a page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_longer_than_a_page_is_read_a_page_per_transaction() {
+    const NOTES: u32 = 1_100;
+    const _: () = assert!(NOTES as usize > cairn_runtime::REHYDRATE_PAGE_ROWS);
+    const _: () = assert!(NOTES as usize > cairn_runtime::MAILBOX_PAGE_ROWS);
+    let mem = MemStore::new();
+    let peers = Arc::new(InProcessPeers::default());
+    let store_a = FaultStore::new(mem.clone(), FaultConfig::none(21));
+    let store_b = FaultStore::new(mem.clone(), FaultConfig::none(22));
+    let a = start_node(&store_a, config("pages-a", &peers)).await;
+    let b = start_node(&store_b, config("pages-b", &peers)).await;
+    converged(&[&a, &b], 8).await;
+    let held: BTreeSet<u32> = a.held_shards().iter().map(|(s, _)| *s).collect();
+    let id = (0..)
+        .map(|i| format!("long-mailbox-{i}"))
+        .find(|id| {
+            held.contains(
+                &a.runtime()
+                    .shard_of(&cairn::WorkflowId::new(id.clone()).unwrap()),
+            )
+        })
+        .unwrap();
+    let handle = b
+        .client()
+        .start(collector, &id, NOTES as usize)
+        .send()
+        .await
+        .unwrap();
+    within("the first transition", async {
+        while handle.history().await.unwrap().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    store_a.pause();
+    let mut sends = Vec::new();
+    for chunk in (0..NOTES).collect::<Vec<_>>().chunks(100) {
+        for &i in chunk {
+            let client = b.client();
+            let id = id.clone();
+            sends.push(tokio::spawn(async move {
+                client.handle::<usize>(&id).unwrap().signal(&NOTE, i).await
+            }));
+        }
+        for send in sends.drain(..) {
+            send.await.unwrap().unwrap();
+        }
+    }
+    store_a.resume();
+    assert_eq!(within(&id, handle.result()).await.unwrap(), NOTES as usize);
+    let widest = store_a
+        .stats()
+        .range_rows_per_transaction_max
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let page = cairn_runtime::REHYDRATE_PAGE_ROWS.max(cairn_runtime::MAILBOX_PAGE_ROWS);
+    assert!(
+        widest as usize <= page,
+        "one transaction read {widest} rows (a page is {page})"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 /// Proves a node answers the whole cluster's task queues: its own and each live peer's, each
 /// with the workers that polled through that node (a worker may poll any node).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
