@@ -4,9 +4,11 @@
 # start --store fdb:…` processes, Temporal's Python guide suite against one node and its client
 # suite against another, and meanwhile a kill -9 of the third node (restarted under its id) and
 # of one fdbserver process, while tests/temporal/cluster_load.py starts, updates and signals
-# workflows at all three nodes over HTTP and gRPC. The suites must pass in full and every
-# acknowledged call take effect exactly once; then a node is drained with SIGTERM
-# and the survivors must hold every shard within the lease timeout.
+# workflows at all three nodes over HTTP and gRPC; once the killed node is back and holds
+# shards again, it is drained with SIGTERM in the middle of that load and restarted. The suites
+# must pass in full, every acknowledged call take effect exactly once and no activity attempt
+# run past its retry policy; then another node is drained and the survivors must hold every
+# shard within the lease timeout.
 # Usage: scripts/fdb-cluster-test.sh   (needs FoundationDB: FDB_HOME, see scripts/fdb.sh; the
 #        Temporal venv scripts/temporal-suite.sh makes)
 set -euo pipefail
@@ -19,8 +21,9 @@ cd "$(dirname "$0")/.."
 LEASE_TIMEOUT_MS=${LEASE_TIMEOUT_MS:-10000}
 SHARDS=8
 # How long the load keeps starting runs (approval: start, update, signal, each at another
-# node; and a hello for every fourth): past the kills, the takeover and node a's restart.
-LOAD_SECONDS=${LOAD_SECONDS:-35}
+# node; a hello for every fourth; a flaky_payment each second): past the kills, the takeover,
+# node a's restart and its drain.
+LOAD_SECONDS=${LOAD_SECONDS:-40}
 # Longest the survivors may take to hold every shard after a drain (the drain hands shards
 # off at once; a lease timeout and a placement round are the bound).
 SETTLE_WAIT_S=30
@@ -69,13 +72,14 @@ cluster=$(bash scripts/fdb.sh start --processes 3)
 echo "--- FoundationDB (double, 3 processes): $cluster"
 
 start_node() { # start_node <name>: on its ports (the same ones again on a restart)
-    local n=$1
+    local n=$1 before
+    before=$(grep -c "listening on" "$data/node-$n.log" 2>/dev/null || true)
     "$cairn" server start --store "fdb:$cluster" --node-id "fdb-$n" --port "${http[$n]}" \
         --temporal-port "${grpc[$n]}" --shard-count "$SHARDS" \
         --lease-timeout-ms "$LEASE_TIMEOUT_MS" >>"$data/node-$n.log" 2>&1 &
     pid[$n]=$!
     for _ in $(seq 1 100); do
-        grep -q "listening on" "$data/node-$n.log" && return 0
+        [ "$(grep -c "listening on" "$data/node-$n.log")" -gt "${before:-0}" ] && return 0
         sleep 0.1
     done
     cat "$data/node-$n.log"
@@ -93,13 +97,15 @@ alive = {n["node_id"] for n in status["nodes"] if n["alive"] and not n["draining
 print(sum(1 for s in status["shards"] if s["held"] and s["holder"] in alive))'
 }
 
-# Prints how many shards nodes b and c hold, as node `n` sees the cluster.
-held_by_survivors() {
-    "$cairn" cluster status --address "http://127.0.0.1:${http[$1]}" --output json |
+# held_by <n> <node>...: how many shards the named nodes hold, as node `n` sees the cluster.
+held_by() {
+    local n=$1
+    shift
+    "$cairn" cluster status --address "http://127.0.0.1:${http[$n]}" --output json |
         "$py" -c '
 import json, sys
 status = json.load(sys.stdin)
-print(sum(1 for s in status["shards"] if s["held"] and s["holder"] in ("fdb-b", "fdb-c")))'
+print(sum(1 for s in status["shards"] if s["held"] and s["holder"] in sys.argv[1:]))' "$@"
 }
 
 for n in a b c; do
@@ -137,7 +143,7 @@ while :; do
         echo "--- kill -9 of fdbserver $victim (one of three; the data has two copies)"
         kill -9 "$victim"
     fi
-    if [ -z "$took_over" ] && [ "$(held_by_survivors c 2>/dev/null || echo 0)" -eq "$SHARDS" ]; then
+    if [ -z "$took_over" ] && [ "$(held_by c fdb-b fdb-c 2>/dev/null || echo 0)" -eq "$SHARDS" ]; then
         took_over=$since
         echo "--- b and c hold all $SHARDS shards ${took_over} s after the kill (lease timeout ${LEASE_TIMEOUT_MS} ms)"
     fi
@@ -146,6 +152,28 @@ while :; do
 done
 [ -n "$took_over" ] || echo "--- b and c did not hold every shard within 15 s of the kill"
 echo "--- node a restarts under its id"
+start_node a
+# A drain in the middle of the load: once a holds shards again, SIGTERM hands them to b and c.
+for _ in $(seq 1 40); do
+    [ "$(held_by c fdb-a 2>/dev/null || echo 0)" -gt 0 ] && break
+    sleep 0.25
+done
+echo "--- SIGTERM drains node a during the load ($(held_by c fdb-a || echo 0) shards); b and c must take them"
+drain_at=$(date +%s.%N)
+drained=0
+kill -TERM "${pid[a]}"
+wait "${pid[a]}" || drained=$?
+[ "$drained" -eq 0 ] || fail "node a did not drain cleanly during the load ($drained)"
+took_over=""
+for _ in $(seq 1 $((SETTLE_WAIT_S * 4))); do
+    if [ "$(held_by c fdb-b fdb-c 2>/dev/null || echo 0)" -eq "$SHARDS" ]; then
+        took_over=$("$py" -c "print(f'{$(date +%s.%N) - $drain_at:.1f}')")
+        break
+    fi
+    sleep 0.25
+done
+[ -n "$took_over" ] || fail "b and c did not hold every shard ${SETTLE_WAIT_S} s after node a's drain"
+echo "--- b and c hold all $SHARDS shards ${took_over} s after the SIGTERM; node a restarts again"
 start_node a
 
 status=0
@@ -177,4 +205,4 @@ done
 "$cairn" cluster status --address "http://127.0.0.1:${http[c]}"
 [ "$held" -eq "$SHARDS" ] || fail "$held of $SHARDS shards held ${SETTLE_WAIT_S} s after the drain"
 keep_logs
-echo "ok: a cluster of processes on FoundationDB survived a node kill, an fdbserver kill and a drain"
+echo "ok: a cluster of processes on FoundationDB survived a node kill, an fdbserver kill and two drains (one under load)"

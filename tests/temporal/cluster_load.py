@@ -12,6 +12,10 @@ Temporal's gRPC API through its Python client for odd i):
 - `hello` (every fourth i also): its result "hello w<i>", its one activity completed exactly
   once and no attempt past the first two (the default policy retries; a lost attempt is retried
   once per fault, and the suite's faults are two).
+- `flaky_payment` (one started each second, beside the drivers): its activity declines its
+  first two attempts and its policy allows five, 5 s apart. No attempt may run past the fifth:
+  the run completes on attempt 3 to 5 (a lost attempt counts against the policy) or fails
+  with its fifth attempt's failure; its activity completes at most once.
 
 A call that fails because its node is gone or busy (connection refused or cut, unavailable,
 overloaded) is retried at the next node: a start with the same id (already started: it had
@@ -22,6 +26,7 @@ result or a broken exactly-once check is a failure: printed, exit status 1.
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 import urllib.error
@@ -30,12 +35,16 @@ import urllib.request
 
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
 TASK_QUEUE = "cairn-load"
 # Longest one call is retried across the nodes before the run counts as failed: a kill, the
 # lease (10 s) and a FoundationDB recovery fit in it several times.
 RETRY_FOR_S = 90
+# `flaky_payment`'s retry policy (crates/cairn-cli/src/demo.rs): at most this many attempts.
+PAYMENT_ATTEMPTS_MAX = 5
+# Its activity declines every attempt before this one.
+PAYMENT_FIRST_SUCCESS = 3
 # Statuses and gRPC codes that say "this node cannot answer now": try the next one.
 HTTP_RETRY = {429, 502, 503, 504}
 GRPC_RETRY = {
@@ -160,7 +169,8 @@ async def approval(cluster: Cluster, run: str, i: int, failures: list[str]):
     if answer != f"amount is now {amended} cents":
         failures.append(f"{wid}: update answered {answer!r}")
     await cluster.call(i + 2, f"signal {wid}", signal)
-    result, events = await settled(cluster, i, wid)
+    body, events = await settled(cluster, i, wid)
+    result = body.get("result")
     expected = f"approved {amended} cents"
     if result != expected:
         failures.append(f"{wid}: result {result!r}, expected {expected!r}")
@@ -191,7 +201,8 @@ async def hello(cluster: Cluster, run: str, i: int, failures: list[str]):
             raise RuntimeError(f"start of {wid}: HTTP {status} {body}")
 
     await cluster.call(i, f"start {wid}", start)
-    result, events = await settled(cluster, i, wid)
+    body, events = await settled(cluster, i, wid)
+    result = body.get("result")
     if result != f"hello w{i}":
         failures.append(f"{wid}: result {result!r}")
     completed = [e for e in events if e["event_type"] == "ActivityTaskCompleted"]
@@ -200,6 +211,47 @@ async def hello(cluster: Cluster, run: str, i: int, failures: list[str]):
     attempts = [e.get("details", {}).get("attempt", 1) for e in completed]
     if any(a > 3 for a in attempts):
         failures.append(f"{wid}: completed at attempt {attempts}")
+
+
+async def payment(cluster: Cluster, run: str, i: int, failures: list[str]) -> int:
+    """Runs one `flaky_payment` and checks its attempts stayed within its retry policy; returns
+    the attempt it ended on."""
+    wid = f"load-payment-{run}-{i}"
+    cents = i + 1
+
+    async def start(node):
+        status, body = await asyncio.to_thread(
+            http_call,
+            cluster.http[node],
+            "POST",
+            "/api/v1/workflows",
+            {"workflow_id": wid, "workflow_type": "flaky_payment", "input": cents},
+        )
+        if status not in (201, 409):
+            raise RuntimeError(f"start of {wid}: HTTP {status} {body}")
+
+    await cluster.call(i, f"start {wid}", start)
+    body, events = await settled(cluster, i, wid)
+    attempts = [
+        e.get("details", {}).get("attempt", 1)
+        for e in events
+        if e["event_type"].startswith("ActivityTask")
+    ]
+    last = max(attempts, default=0)
+    if last > PAYMENT_ATTEMPTS_MAX:
+        failures.append(f"{wid}: attempt {last} ran, the policy allows {PAYMENT_ATTEMPTS_MAX}")
+    completions = sum(e["event_type"] == "ActivityTaskCompleted" for e in events)
+    if completions > 1:
+        failures.append(f"{wid}: {completions} activity completions")
+    if body.get("status") == "completed":
+        found = re.fullmatch(rf"charged {cents} cents on attempt (\d+)", str(body.get("result")))
+        if not found or not PAYMENT_FIRST_SUCCESS <= int(found[1]) <= PAYMENT_ATTEMPTS_MAX:
+            failures.append(f"{wid}: result {body.get('result')!r}")
+        return int(found[1]) if found else last
+    failed = [e for e in events if e["event_type"] == "ActivityTaskFailed"]
+    if body.get("status") != "failed" or not failed or last != PAYMENT_ATTEMPTS_MAX:
+        failures.append(f"{wid}: ended {body} after attempt {last}")
+    return last
 
 
 async def settled(cluster: Cluster, i: int, wid: str):
@@ -232,7 +284,7 @@ async def settled(cluster: Cluster, i: int, wid: str):
         return events
 
     events = await cluster.call(i, f"history {wid}", history)
-    return body.get("result"), events
+    return body, events
 
 
 async def main() -> int:
@@ -245,7 +297,10 @@ async def main() -> int:
     parser.add_argument("--concurrency", type=int, default=12)
     args = parser.parse_args()
     http = args.http.split(",")
-    clients = [await Client.connect(a) for a in args.grpc.split(",")]
+    # The SDK's own retries of a refused connection are cut short: the load tries the next
+    # node instead (by default one dead node holds a call for about 10 s).
+    quick = RetryConfig(max_retries=2, max_elapsed_time_millis=1_000)
+    clients = [await Client.connect(a, retry_config=quick) for a in args.grpc.split(",")]
     cluster = Cluster(http, clients)
     run = str(int(time.time() * 1000))
     failures: list[str] = []
@@ -265,14 +320,33 @@ async def main() -> int:
             except Exception as e:  # a call that never got through, or an unexpected answer
                 failures.append(f"workflow {i}: {type(e).__name__}: {e}")
 
-    await asyncio.gather(*(driver() for _ in range(args.concurrency)))
+    # A payment each second, beside the drivers: each retries across the kills below.
+    ended_on: list[int] = []
+
+    async def pay(i: int):
+        try:
+            ended_on.append(await payment(cluster, run, i, failures))
+        except Exception as e:
+            failures.append(f"payment {i}: {type(e).__name__}: {e}")
+
+    async def payer():
+        payments = []
+        while time.monotonic() - started < args.seconds:
+            payments.append(asyncio.create_task(pay(len(payments))))
+            await asyncio.sleep(1.0)
+        await asyncio.gather(*payments)
+
+    await asyncio.gather(payer(), *(driver() for _ in range(args.concurrency)))
     took = time.monotonic() - started
     hellos = (count + 3) // 4
     print(
         f"cluster load: {count} approvals (start, update, signal) and {hellos} hellos "
         f"over {len(http)} nodes in {took:.1f} s, {cluster.retries} calls retried at another node"
     )
-    times = sorted(cluster.completions)
+    by_attempt = {a: ended_on.count(a) for a in sorted(set(ended_on))}
+    print(f"flaky_payment: {len(ended_on)} runs, by the attempt each ended on: {by_attempt}")
+    # Within the load's window: after it, only the last runs (and payments) are finishing.
+    times = sorted(t for t in cluster.completions if t - started <= args.seconds)
     if len(times) >= 2:
         gap, at = max((b - a, a) for a, b in zip(times, times[1:]))
         print(
