@@ -24,7 +24,12 @@ from temporalio.client import (
     WorkflowFailureError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import TerminatedError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    TerminatedError,
+    WorkflowAlreadyStartedError,
+)
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
@@ -83,6 +88,20 @@ class Approval:
     @workflow.signal(name="decide")
     def decide(self, approved: bool) -> None:
         self.decision = approved
+
+
+@activity.defn(name="order_check")
+async def order_check(order: str) -> None:
+    raise ApplicationError(f"order {order!r} has no items", type="InvalidOrder", non_retryable=True)
+
+
+@workflow.defn(name="doomed")
+class Doomed:
+    @workflow.run
+    async def run(self, order: str) -> None:
+        await workflow.execute_activity(
+            order_check, order, start_to_close_timeout=timedelta(seconds=10)
+        )
 
 
 # Activities of task queue `greetings`, called by the `remote_hello` workflow (on Cairn, a Rust
@@ -232,6 +251,23 @@ async def everything(client: Client, run: str) -> None:
         countdown.result(), WorkflowFailureError, "a terminated run's result raises"
     )
     check(isinstance(error.cause, TerminatedError), f"cause is TerminatedError: {error.cause!r}")
+    # `doomed` (on Cairn a Rust workflow, on Temporal its Python twin) fails by its activity's
+    # failure: that failure is the cause of the workflow's, as Temporal's own SDKs chain them.
+    doomed = await client.start_workflow(
+        "doomed", "o-99", id=f"doomed-{run}", task_queue=TASK_QUEUE
+    )
+    error = await expect_failure(
+        doomed.result(), WorkflowFailureError, "a failed run's result raises"
+    )
+    outer, inner = error.cause, getattr(error.cause, "cause", None)
+    check(isinstance(outer, ActivityError), f"the failure is an ActivityError: {outer!r}")
+    check(
+        isinstance(inner, ApplicationError)
+        and inner.type == "InvalidOrder"
+        and inner.non_retryable
+        and "has no items" in inner.message,
+        f"its cause is the activity's non-retryable InvalidOrder: {inner!r}",
+    )
     await expect_failure(
         client.start_workflow(
             "hello",
@@ -390,8 +426,8 @@ async def main() -> None:
         async with Worker(
             client,
             task_queue=TASK_QUEUE,
-            workflows=[Hello, Countdown, Approval, RemoteHello],
-            activities=[greet],
+            workflows=[Hello, Countdown, Approval, RemoteHello, Doomed],
+            activities=[greet, order_check],
         ):
             await phases()
     else:

@@ -404,6 +404,16 @@ fn workflows_list() {
         "a count of one failed workflow",
         "return document.querySelector('[data-status=failed] b')?.textContent === '1'",
     );
+    // The failed run shows its failure's cause chain: the activity's under the workflow's.
+    ui.open("#/workflows/doomed-1");
+    ui.wait_until(
+        "the failure and its cause",
+        "const items = [...document.querySelectorAll('ol.failure li')].map(li => li.innerText); \
+         return items.length === 2 && items[0].startsWith('ActivityError') \
+         && items[1].startsWith('InvalidOrder')",
+    );
+    ui.open("#/");
+    ui.text("order-2");
     ui.type_into("#q", "WorkflowType = 'approval'");
     ui.click("#query button");
     ui.wait_until(

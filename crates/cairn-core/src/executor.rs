@@ -74,11 +74,23 @@ pub enum ChildError {
     TimedOut,
 }
 
+/// A child's failure fails the parent with a [`CHILD_WORKFLOW_ERROR`] caused by it; other
+/// endings fail it with a failure named after them.
+///
+/// [`CHILD_WORKFLOW_ERROR`]: cairn_types::CHILD_WORKFLOW_ERROR
 impl From<ChildError> for WorkflowError {
     fn from(error: ChildError) -> Self {
         let (error_type, message) = match &error {
             ChildError::StartFailed { .. } => ("ChildWorkflowStartFailed", error.to_string()),
-            ChildError::Failed(failure) => return Self::Failed(failure.clone()),
+            ChildError::Failed(failure) => {
+                return Self::Failed(
+                    Failure::new(
+                        cairn_types::CHILD_WORKFLOW_ERROR,
+                        "Child Workflow execution failed",
+                    )
+                    .caused_by(failure.clone()),
+                );
+            }
             ChildError::Canceled => ("ChildWorkflowCanceled", error.to_string()),
             ChildError::Terminated(_) => ("ChildWorkflowTerminated", error.to_string()),
             ChildError::TimedOut => ("ChildWorkflowTimedOut", error.to_string()),
@@ -93,10 +105,19 @@ impl From<Failure> for WorkflowError {
     }
 }
 
+/// An activity's failure fails the workflow with an [`ACTIVITY_ERROR`] caused by it (as
+/// Temporal's activity failure wraps the application failure, with its message); a timeout or
+/// cancellation
+/// fails it with a failure named after them.
+///
+/// [`ACTIVITY_ERROR`]: cairn_types::ACTIVITY_ERROR
 impl From<ActivityError> for WorkflowError {
     fn from(error: ActivityError) -> Self {
         match error {
-            ActivityError::Failed(failure) => Self::Failed(failure),
+            ActivityError::Failed(failure) => Self::Failed(
+                Failure::new(cairn_types::ACTIVITY_ERROR, "Activity task failed")
+                    .caused_by(failure),
+            ),
             ActivityError::TimedOut(kind) => Self::Failed(Failure::new(
                 "ActivityTimedOut",
                 format!("activity {kind} timeout"),

@@ -139,13 +139,18 @@ pub fn search_attributes(attributes: &SearchAttributes) -> Value {
     )
 }
 
+/// A failure and, under `cause`, the failure that caused it (absent at the end of the chain).
 fn failure(f: &Failure) -> Value {
-    json!({
+    let mut body = json!({
         "error_type": f.error_type,
         "message": f.message,
         "non_retryable": f.non_retryable,
         "details": f.details.as_ref().map(value_of),
-    })
+    });
+    if let Some(cause) = &f.cause {
+        body["cause"] = failure(cause);
+    }
+    body
 }
 
 pub fn summary(s: &WorkflowSummary) -> Value {

@@ -95,7 +95,8 @@ pub fn duration_or_zero(d: Option<std::time::Duration>) -> prost_wkt_types::Dura
     duration(d.unwrap_or_default())
 }
 
-/// A Cairn failure as Temporal's application failure.
+/// A Cairn failure as Temporal's: an application failure, or the activity or child failure
+/// that wraps its cause; its causes as the failure's causes.
 pub fn failure(f: &Failure) -> failure::Failure {
     if let Some(exact) = f
         .details
@@ -105,17 +106,29 @@ pub fn failure(f: &Failure) -> failure::Failure {
         // Raised by a Temporal SDK's workflow: returned as it was.
         return exact;
     }
-    failure::Failure {
-        message: f.message.clone(),
-        source: "Cairn".into(),
-        failure_info: Some(failure::failure::FailureInfo::ApplicationFailureInfo(
-            failure::ApplicationFailureInfo {
+    // The wrappers the SDK's `?` makes of an activity's or a child's failure are Temporal's
+    // own kinds, so its SDKs raise the same errors as for their own workflows.
+    let info = match f.error_type.as_str() {
+        cairn_types::ACTIVITY_ERROR if f.cause.is_some() => {
+            failure::failure::FailureInfo::ActivityFailureInfo(Default::default())
+        }
+        cairn_types::CHILD_WORKFLOW_ERROR if f.cause.is_some() => {
+            failure::failure::FailureInfo::ChildWorkflowExecutionFailureInfo(Default::default())
+        }
+        _ => {
+            failure::failure::FailureInfo::ApplicationFailureInfo(failure::ApplicationFailureInfo {
                 r#type: f.error_type.clone(),
                 non_retryable: f.non_retryable,
                 details: f.details.as_ref().map(payloads),
                 ..Default::default()
-            },
-        )),
+            })
+        }
+    };
+    failure::Failure {
+        message: f.message.clone(),
+        source: "Cairn".into(),
+        failure_info: Some(info),
+        cause: f.cause.as_deref().map(|cause| Box::new(failure(cause))),
         ..Default::default()
     }
 }

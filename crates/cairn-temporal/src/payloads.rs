@@ -230,11 +230,21 @@ pub fn payloads(payload: &CairnPayload) -> Payloads {
 }
 
 /// A worker's failure as Cairn's: the application failure's type, message and
-/// non-retryable flag (what the retry policy reads); other kinds by their kind's name.
+/// non-retryable flag (what the retry policy reads); other kinds by their kind's name; its
+/// causes as the failure's causes (at most `FAILURE_CAUSES_MAX`).
 pub fn failure_of(f: Option<&failure::Failure>) -> Failure {
     let Some(f) = f else {
         return Failure::new("Error", "the worker reported a failure without details");
     };
+    let outer = failure_alone(f);
+    match f.cause.as_deref() {
+        Some(cause) => outer.caused_by(failure_of(Some(cause))),
+        None => outer,
+    }
+}
+
+/// [`failure_of`] for `f` itself, without its causes.
+fn failure_alone(f: &failure::Failure) -> Failure {
     let message = if f.message.is_empty() {
         "activity failed".to_string()
     } else {
@@ -260,6 +270,12 @@ pub fn failure_of(f: Option<&failure::Failure>) -> Failure {
         }
         Some(failure::failure::FailureInfo::TimeoutFailureInfo(_)) => {
             Failure::new("TimeoutError", message)
+        }
+        Some(failure::failure::FailureInfo::ActivityFailureInfo(_)) => {
+            Failure::new(cairn_types::ACTIVITY_ERROR, message)
+        }
+        Some(failure::failure::FailureInfo::ChildWorkflowExecutionFailureInfo(_)) => {
+            Failure::new(cairn_types::CHILD_WORKFLOW_ERROR, message)
         }
         _ => Failure::new("Error", message),
     }

@@ -47,8 +47,17 @@ pub struct CronRun {
 /// The error type of a failure made because a payload exceeded the inline bound.
 pub const PAYLOAD_TOO_LARGE: &str = "PayloadTooLarge";
 
+/// The error type of the failure a workflow fails with when an activity's failure ends it:
+/// its cause is the activity's failure.
+pub const ACTIVITY_ERROR: &str = "ActivityError";
+
+/// The error type of the failure a workflow fails with when a child's failure ends it: its
+/// cause is the child's failure.
+pub const CHILD_WORKFLOW_ERROR: &str = "ChildWorkflowError";
+
 /// An error as workflow and activity code see it: a message, a type name for retry policies
-/// to match, and whether retrying can help.
+/// to match, whether retrying can help, and the failure that caused it (Temporal's cause
+/// chain: a workflow failed because an activity failed because a card was declined).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     pub message: String,
@@ -57,6 +66,12 @@ pub struct Failure {
     /// Set by the code that raised it: never retry, whatever the policy says.
     pub non_retryable: bool,
     pub details: Option<Payload>,
+    /// The failure that caused this one, at most [`FAILURE_CAUSES_MAX`] deep (absent in
+    /// failures stored before causes existed).
+    ///
+    /// [`FAILURE_CAUSES_MAX`]: crate::limits::FAILURE_CAUSES_MAX
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Box<Failure>>,
 }
 
 impl Failure {
@@ -67,6 +82,43 @@ impl Failure {
             error_type: error_type.into(),
             non_retryable: false,
             details: None,
+            cause: None,
+        }
+    }
+
+    /// This failure, caused by `cause` (whose own causes follow it). A chain deeper than
+    /// [`FAILURE_CAUSES_MAX`] keeps its outermost links, and the last one kept says causes
+    /// were dropped.
+    ///
+    /// [`FAILURE_CAUSES_MAX`]: crate::limits::FAILURE_CAUSES_MAX
+    pub fn caused_by(mut self, cause: Failure) -> Self {
+        self.cause = Some(Box::new(cause));
+        self.cut_causes(crate::limits::FAILURE_CAUSES_MAX);
+        self
+    }
+
+    /// This failure and each of its causes, outermost first.
+    pub fn chain(&self) -> impl Iterator<Item = &Failure> {
+        std::iter::successors(Some(self), |f| f.cause.as_deref())
+    }
+
+    /// The innermost failure of the chain: the error that started it.
+    pub fn root_cause(&self) -> &Failure {
+        self.chain().last().unwrap_or(self)
+    }
+
+    /// Keeps at most `depth` causes below this failure.
+    fn cut_causes(&mut self, depth: usize) {
+        let mut link = self;
+        for _ in 0..depth {
+            match link.cause.as_deref_mut() {
+                Some(next) => link = next,
+                None => return,
+            }
+        }
+        const NOTE: &str = " (deeper causes dropped)";
+        if link.cause.take().is_some() && !link.message.ends_with(NOTE) {
+            link.message.push_str(NOTE);
         }
     }
 
@@ -91,18 +143,41 @@ impl Failure {
         .non_retryable()
     }
 
-    /// Bytes of text and details the failure carries.
+    /// Bytes of text and details the failure and its causes carry.
     pub fn size_bytes(&self) -> usize {
+        self.chain().map(Failure::own_size_bytes).sum()
+    }
+
+    /// Bytes of text and details this failure carries, without its causes.
+    fn own_size_bytes(&self) -> usize {
         self.message.len() + self.error_type.len() + self.details.as_ref().map_or(0, Payload::len)
     }
 
     /// The failure cut to carry at most `max` bytes (`size_bytes`), so it fits one stored
-    /// event: the error type is cut to [`ERROR_TYPE_BYTES_MAX`], then the details are dropped,
-    /// then the message is cut, each cut said in the message. A failure that fits is
-    /// returned unchanged.
+    /// event. A failure with causes keeps at most [`FAILURE_CAUSES_MAX`] of them; its own part
+    /// is cut to half of `max` and its causes, in turn, to what that leaves. Each part: the
+    /// error type is cut to [`ERROR_TYPE_BYTES_MAX`], then the details are dropped, then the
+    /// message is cut, each cut said in the message. A failure that fits is returned
+    /// unchanged.
     ///
     /// [`ERROR_TYPE_BYTES_MAX`]: crate::limits::ERROR_TYPE_BYTES_MAX
+    /// [`FAILURE_CAUSES_MAX`]: crate::limits::FAILURE_CAUSES_MAX
     pub fn bounded(mut self, max: usize) -> Self {
+        self.cut_causes(crate::limits::FAILURE_CAUSES_MAX);
+        if self.size_bytes() <= max {
+            return self;
+        }
+        let Some(cause) = self.cause.take() else {
+            return self.bounded_alone(max);
+        };
+        let mut outer = self.bounded_alone(max / 2);
+        let room = max.saturating_sub(outer.own_size_bytes());
+        outer.cause = Some(Box::new(cause.bounded(room)));
+        outer
+    }
+
+    /// [`Failure::bounded`] for a failure without causes.
+    fn bounded_alone(mut self, max: usize) -> Self {
         if self.size_bytes() <= max {
             return self;
         }
@@ -142,8 +217,13 @@ fn floor_char_boundary(s: &str, at: usize) -> usize {
 }
 
 impl std::fmt::Display for Failure {
+    /// `type: message`, then `: caused by type: message` for each cause.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.error_type, self.message)
+        write!(f, "{}: {}", self.error_type, self.message)?;
+        for cause in self.chain().skip(1) {
+            write!(f, ": caused by {}: {}", cause.error_type, cause.message)?;
+        }
+        Ok(())
     }
 }
 
@@ -891,6 +971,57 @@ mod tests {
         let exact = Failure::new("T", "x".repeat(99));
         assert_eq!(exact.size_bytes(), 100);
         assert_eq!(exact.clone().bounded(100), exact);
+    }
+
+    #[test]
+    fn a_cause_chain_is_kept_to_its_depth_and_bound() {
+        // Deeper than the bound: the outermost links stay, the last kept says what went.
+        let mut deep = Failure::new("Root", "the first error");
+        for i in 0..20 {
+            deep = Failure::new(format!("Level{i}"), "wrapped").caused_by(deep);
+        }
+        let chain: Vec<&Failure> = deep.chain().collect();
+        assert_eq!(chain.len(), crate::limits::FAILURE_CAUSES_MAX + 1);
+        assert_eq!(chain[0].error_type, "Level19");
+        assert!(
+            chain[crate::limits::FAILURE_CAUSES_MAX]
+                .message
+                .ends_with("wrapped (deeper causes dropped)"),
+            "{}",
+            chain[crate::limits::FAILURE_CAUSES_MAX].message
+        );
+
+        // Over the byte bound: the outer part and the cause are each cut, the chain stays.
+        let big = Failure::new("Outer", "o".repeat(8_000))
+            .caused_by(Failure::new("Inner", "i".repeat(8_000)));
+        assert_eq!(big.size_bytes(), 16_010);
+        let cut = big.bounded(10_000);
+        assert!(cut.size_bytes() <= 10_000, "{}", cut.size_bytes());
+        assert_eq!(cut.error_type, "Outer");
+        assert_eq!(cut.root_cause().error_type, "Inner");
+        assert!(cut.root_cause().message.starts_with("iii"));
+        assert_eq!(cut.to_string().matches("caused by").count(), 1);
+
+        // Stored before causes existed: decodes with none; a chain round-trips.
+        #[derive(Serialize)]
+        struct Before {
+            message: String,
+            error_type: String,
+            non_retryable: bool,
+            details: Option<Payload>,
+        }
+        let old = rmp_serde::to_vec_named(&Before {
+            message: "m".into(),
+            error_type: "T".into(),
+            non_retryable: true,
+            details: None,
+        })
+        .unwrap();
+        let decoded: Failure = rmp_serde::from_slice(&old).unwrap();
+        assert_eq!(decoded, Failure::new("T", "m").non_retryable());
+        let chained = Failure::new("A", "a").caused_by(Failure::new("B", "b"));
+        let bytes = rmp_serde::to_vec_named(&chained).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Failure>(&bytes).unwrap(), chained);
     }
 
     #[test]

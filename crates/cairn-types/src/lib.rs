@@ -16,8 +16,9 @@ pub mod search;
 pub mod timeouts;
 
 pub use history::{
-    ActivityOptions, ChildOptions, Command, CronRun, EventId, EventKind, Failure, HistoryEvent,
-    PAYLOAD_TOO_LARGE, ParentClosePolicy, Seq, TimeoutKind, UpdateOutcome, start_bytes,
+    ACTIVITY_ERROR, ActivityOptions, CHILD_WORKFLOW_ERROR, ChildOptions, Command, CronRun, EventId,
+    EventKind, Failure, HistoryEvent, PAYLOAD_TOO_LARGE, ParentClosePolicy, Seq, TimeoutKind,
+    UpdateOutcome, start_bytes,
 };
 pub use ids::{ActivityId, IdError, RunId, WorkflowId};
 pub use memo::{Memo, MemoError, MemoUpdate};

@@ -33,6 +33,10 @@ pub const INLINE_PAYLOAD_BYTES_MAX: usize = 90_000;
 /// Longest error-type name in a retry policy's non-retryable list, in UTF-8 bytes.
 pub const ERROR_TYPE_BYTES_MAX: usize = 256;
 
+/// Deepest cause chain a failure keeps (`Failure::cause`); deeper links are dropped, and the
+/// last one kept says how many.
+pub const FAILURE_CAUSES_MAX: usize = 16;
+
 /// Most entries in a retry policy's non-retryable error list.
 pub const NON_RETRYABLE_ERROR_TYPES_MAX: usize = 64;
 

@@ -58,8 +58,8 @@ pub use cairn_runtime::{
 };
 pub use cairn_store::{MemStore, StoreError};
 pub use cairn_types::{
-    Failure, ParentClosePolicy, Payload, RetryPolicy, RunId, SearchAttributeError,
-    SearchAttributes, SearchType, SearchValue, WorkflowId, WorkflowTimeouts,
+    ACTIVITY_ERROR, CHILD_WORKFLOW_ERROR, Failure, ParentClosePolicy, Payload, RetryPolicy, RunId,
+    SearchAttributeError, SearchAttributes, SearchType, SearchValue, WorkflowId, WorkflowTimeouts,
 };
 pub use child::{ChildCall, ChildHandle};
 pub use client::{

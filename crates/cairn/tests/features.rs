@@ -210,6 +210,21 @@ async fn compensating(ctx: Ctx, _input: ()) -> Result<String, WorkflowError> {
     Err(WorkflowError::Canceled)
 }
 
+/// Fails with the card's decline: the activity's failure, through `?`.
+async fn declines(ctx: Ctx, id: String) -> Result<(), WorkflowError> {
+    ctx.activity(decline_card, id)
+        .retry(fast_retries(1))
+        .await?;
+    Ok(())
+}
+
+/// Fails with its child's failure, through `?`.
+async fn parent_of_declines(ctx: Ctx, id: String) -> Result<(), WorkflowError> {
+    let child_id = format!("{id}-child");
+    ctx.child_workflow(declines, id).id(child_id).await?;
+    Ok(())
+}
+
 async fn waits_forever(ctx: Ctx, _input: ()) -> Result<(), WorkflowError> {
     ctx.wait_condition(|| false).await;
     Ok(())
@@ -235,6 +250,8 @@ fn builder() -> cairn::NodeBuilder {
         .workflow(waits_forever)
         .workflow(quick)
         .workflow(heartbeats_pending)
+        .workflow(declines)
+        .workflow(parent_of_declines)
         .activity(flaky)
         .activity(decline_card)
         .activity(sleepy)
@@ -578,6 +595,67 @@ async fn schedule_to_start_timeout<S: Store>(store: S, tag: &str) {
     node.shutdown().await;
 }
 
+/// A workflow failed by an activity's failure fails with an `ActivityError` caused by it; its
+/// parent, failed by that child, with a `ChildWorkflowError` caused by the child's failure: the
+/// whole chain in the result, the history and the failure's text.
+async fn failures_keep_their_causes<S: Store>(store: S, tag: &str) {
+    let node = node(store).await;
+    let client = node.client();
+    let id = format!("causes-{tag}");
+    let handle = client
+        .start(parent_of_declines, &id, id.clone())
+        .send()
+        .await
+        .unwrap();
+    let failure = match within(handle.result()).await {
+        Err(WorkflowOutcomeError::Failed(f)) => f,
+        other => panic!("expected a failure, got {other:?}"),
+    };
+    let chain: Vec<(&str, &str)> = failure
+        .chain()
+        .map(|f| (f.error_type.as_str(), f.message.as_str()))
+        .collect();
+    assert_eq!(
+        chain,
+        [
+            (
+                cairn::CHILD_WORKFLOW_ERROR,
+                "Child Workflow execution failed"
+            ),
+            (cairn::ACTIVITY_ERROR, "Activity task failed"),
+            ("InvalidCardError", "card declined"),
+        ]
+    );
+    assert_eq!(
+        failure.to_string(),
+        "ChildWorkflowError: Child Workflow execution failed: caused by ActivityError: \
+         Activity task failed: caused by InvalidCardError: card declined"
+    );
+    let recorded = handle
+        .history()
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|e| match e.kind {
+            cairn_types::EventKind::WorkflowExecutionFailed { failure } => Some(failure),
+            _ => None,
+        });
+    assert_eq!(recorded.as_ref(), Some(&failure));
+    let child = client
+        .handle::<()>(&format!("{id}-child"))
+        .unwrap()
+        .result()
+        .await;
+    match child {
+        Err(WorkflowOutcomeError::Failed(f)) => {
+            assert_eq!(f.error_type, cairn::ACTIVITY_ERROR);
+            assert_eq!(f.root_cause().error_type, "InvalidCardError");
+        }
+        other => panic!("expected the child to fail, got {other:?}"),
+    }
+    node.shutdown().await;
+}
+
 async fn listing_and_describe<S: Store>(store: S, tag: &str) {
     let node = node(store).await;
     let client = node.client();
@@ -681,4 +759,5 @@ common::on_both_stores!(
     activity_cancellation,
     schedule_to_start_timeout,
     listing_and_describe,
+    failures_keep_their_causes,
 );
