@@ -319,8 +319,10 @@ async fn main() -> Result<()> {
         );
     }
 
+    // The error that started each failure: an activity's failure is the cause of the
+    // `ActivityError` its workflow failed with.
     let failed_with = |id: &str| match &outcomes[id].0 {
-        Err(WorkflowOutcomeError::Failed(f)) => f.error_type.clone(),
+        Err(WorkflowOutcomeError::Failed(f)) => f.root_cause().error_type.clone(),
         other => format!("{other:?}"),
     };
     ensure!(outcomes["order-1"].0.is_ok(), "order-1 should complete");
