@@ -115,11 +115,44 @@ pub struct RunHistory {
     pub parent: Option<(WorkflowId, RunId)>,
 }
 
-/// Most reads of a workflow's current run one client call makes when the store answers with a
-/// retryable error (see `Node::current`).
+/// Most times a client call reads one record (a workflow's current run, a run) when the store
+/// answers with a retryable error (see `Node::current`).
 pub const CURRENT_READ_TRIES_MAX: u32 = 5;
 /// First pause between two of those reads (doubling, at most a second).
 const CURRENT_READ_RETRY_FIRST_MS: u64 = 100;
+
+/// The reads again of one record by a client call: a read the store answered with a
+/// retryable error (a transaction that grew too old while the store stalled, as
+/// FoundationDB's does through a recovery) is made again after a pause, up to
+/// [`CURRENT_READ_TRIES_MAX`] reads in all.
+struct ReadAgain {
+    tries: u32,
+    pause: Duration,
+}
+
+impl ReadAgain {
+    fn new() -> Self {
+        Self {
+            tries: 1,
+            pause: Duration::from_millis(CURRENT_READ_RETRY_FIRST_MS),
+        }
+    }
+
+    /// True, after the pause, if `result` is a retryable store error and a read is left.
+    async fn after<T>(&mut self, result: &Result<T, ClientError>) -> bool {
+        match result {
+            Err(ClientError::Store(e))
+                if e.is_retryable() && self.tries < CURRENT_READ_TRIES_MAX =>
+            {
+                self.tries += 1;
+                tokio::time::sleep(self.pause).await;
+                self.pause = (self.pause * 2).min(Duration::from_secs(1));
+                true
+            }
+            _ => false,
+        }
+    }
+}
 
 impl<S: Store> Node<S> {
     /// Starts a workflow run. Fails, writing nothing, if the type is unknown, the input is too
@@ -309,19 +342,12 @@ impl<S: Store> Node<S> {
         &self,
         workflow_id: &WorkflowId,
     ) -> Result<WorkflowRecord, ClientError> {
-        let mut pause = Duration::from_millis(CURRENT_READ_RETRY_FIRST_MS);
-        let mut tries = 1;
+        let mut again = ReadAgain::new();
         loop {
             let mut tx = self.shared.store.begin()?;
-            match self.current_in(&mut tx, workflow_id).await {
-                Err(ClientError::Store(e))
-                    if e.is_retryable() && tries < CURRENT_READ_TRIES_MAX =>
-                {
-                    tries += 1;
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-                other => return other,
+            let read = self.current_in(&mut tx, workflow_id).await;
+            if !again.after(&read).await {
+                return read;
             }
         }
     }
@@ -375,9 +401,16 @@ impl<S: Store> Node<S> {
         }
     }
 
+    /// Run `run_id`'s record, read again on a retryable error as [`Node::current`] is.
     pub(crate) async fn run_record(&self, run_id: &RunId) -> Result<RunRecord, ClientError> {
-        let mut tx = self.shared.store.begin()?;
-        self.run_in(&mut tx, run_id).await
+        let mut again = ReadAgain::new();
+        loop {
+            let mut tx = self.shared.store.begin()?;
+            let read = self.run_in(&mut tx, run_id).await;
+            if !again.after(&read).await {
+                return read;
+            }
+        }
     }
 
     /// Puts a message in the mailbox of the workflow's current run, exactly once even when the

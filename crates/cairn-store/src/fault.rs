@@ -113,10 +113,11 @@ impl FaultStats {
 /// Which keys a read failure targets.
 type KeyFilter = Box<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
-/// Reads still to fail, and which.
+/// Reads still to fail, which, and with what.
 struct ReadFailures {
     remaining: u32,
     matches: KeyFilter,
+    error: StoreError,
 }
 
 #[derive(Debug)]
@@ -192,20 +193,20 @@ impl FaultState {
     }
 
     /// Whether this read (of `key`, or of a range starting there) must fail.
-    fn read_fails(&self, key: &[u8]) -> bool {
+    /// The error a read of `key` fails with, if one is armed for it.
+    fn read_fails(&self, key: &[u8]) -> Option<StoreError> {
         let mut armed = self.read_failures.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(failures) = armed.as_mut() else {
-            return false;
-        };
+        let failures = armed.as_mut()?;
         if !(failures.matches)(key) {
-            return false;
+            return None;
         }
+        let error = failures.error.clone();
         failures.remaining -= 1;
         if failures.remaining == 0 {
             *armed = None;
         }
         self.stats.reads_failed.fetch_add(1, Ordering::Relaxed);
-        true
+        Some(error)
     }
 
     fn commit_fails(&self) -> bool {
@@ -304,6 +305,17 @@ impl<S: Store> FaultStore<S> {
     /// `matches` fail with a backend error, as a transient disk or network failure would. Replaces
     /// any failures still armed; `count` 0 disarms.
     pub fn fail_reads(&self, count: u32, matches: impl Fn(&[u8]) -> bool + Send + Sync + 'static) {
+        self.fail_reads_with(count, injected("read"), matches);
+    }
+
+    /// [`FaultStore::fail_reads`], failing them with `error` (a retryable one, say, as
+    /// FoundationDB answers a read whose transaction outlived its window).
+    pub fn fail_reads_with(
+        &self,
+        count: u32,
+        error: StoreError,
+        matches: impl Fn(&[u8]) -> bool + Send + Sync + 'static,
+    ) {
         *self
             .state
             .read_failures
@@ -311,6 +323,7 @@ impl<S: Store> FaultStore<S> {
             .unwrap_or_else(|p| p.into_inner()) = (count > 0).then(|| ReadFailures {
             remaining: count,
             matches: Box::new(matches),
+            error,
         });
     }
 
@@ -370,8 +383,8 @@ pub struct FaultTransaction<T> {
 impl<T: Transaction> Transaction for FaultTransaction<T> {
     async fn get(&mut self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         self.state.sleep(self.state.delay()).await;
-        if self.state.read_fails(key) {
-            return Err(injected("read"));
+        if let Some(error) = self.state.read_fails(key) {
+            return Err(error);
         }
         self.state.stats.keys_read.fetch_add(1, Ordering::Relaxed);
         self.inner.get(key).await
@@ -379,8 +392,8 @@ impl<T: Transaction> Transaction for FaultTransaction<T> {
 
     async fn get_snapshot(&mut self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         self.state.sleep(self.state.delay()).await;
-        if self.state.read_fails(key) {
-            return Err(injected("read"));
+        if let Some(error) = self.state.read_fails(key) {
+            return Err(error);
         }
         self.state.stats.keys_read.fetch_add(1, Ordering::Relaxed);
         self.inner.get_snapshot(key).await
@@ -388,8 +401,8 @@ impl<T: Transaction> Transaction for FaultTransaction<T> {
 
     async fn get_range(&mut self, range: &RangeRequest) -> StoreResult<Vec<KeyValue>> {
         self.state.sleep(self.state.delay()).await;
-        if self.state.read_fails(&range.begin) {
-            return Err(injected("read"));
+        if let Some(error) = self.state.read_fails(&range.begin) {
+            return Err(error);
         }
         let rows = self.inner.get_range(range).await?;
         let stats = &self.state.stats;

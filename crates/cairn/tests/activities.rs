@@ -1346,3 +1346,33 @@ async fn a_client_read_outliving_the_transaction_age_limit_is_read_again() {
     assert_eq!(within("result", handle.result()).await.unwrap(), 1);
     node.shutdown().await;
 }
+
+/// A result waiter whose read of the run the store answers with a retryable error (as
+/// FoundationDB's `transaction_too_old` through a recovery) reads it again instead of handing
+/// the error to the caller: the result comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_read_failing_retryably_is_read_again() {
+    let store = FaultStore::new(cairn_store::MemStore::new(), FaultConfig::none(8));
+    let node = Node::builder()
+        .workflow(counts_pings)
+        .config(node_config("retried-result-node"))
+        .start(store.clone())
+        .await
+        .unwrap();
+    let handle = node
+        .client()
+        .start(counts_pings, "retried-result", 1_500)
+        .send()
+        .await
+        .unwrap();
+    let run_id = handle.describe().await.unwrap().summary.run_id;
+    let run_key = cairn_runtime::Keys::default().run(&run_id);
+    let too_old = cairn_store::StoreError::TransactionTooOld {
+        age_ms: 5_100,
+        limit_ms: 5_000,
+    };
+    store.fail_reads_with(2, too_old, move |key| key == run_key.as_slice());
+    assert_eq!(within("result", handle.result()).await.unwrap(), 0);
+    assert_eq!(store.stats().reads_failed.load(Ordering::Relaxed), 2);
+    node.shutdown().await;
+}
