@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # A FoundationDB cluster on loopback, for Cairn's tests and benchmarks.
 #
-#   scripts/fdb.sh start [--processes 1|3] [DIR]   start one (`single ssd`) or three
+#   scripts/fdb.sh start [--processes 1|3] [--knob NAME=VALUE]... [DIR]
+#                                                   start one (`single ssd`) or three
 #                                                   (`double ssd`) fdbserver processes in DIR
-#                                                   (default: a new temporary directory), wait
-#                                                   until the database is available, and print
-#                                                   DIR/fdb.cluster
+#                                                   (default: a new temporary directory), each
+#                                                   with the server knobs given (e.g.
+#                                                   max_read_transaction_life_versions=1000000),
+#                                                   wait until the database is available, and
+#                                                   print DIR/fdb.cluster
 #   scripts/fdb.sh stop DIR                         stop exactly the processes `start` started
 #                                                   there, and remove DIR
 #   scripts/fdb.sh env                              print the variables to build and run
@@ -72,9 +75,15 @@ sys.exit(0 if ok else 1)
 
 start() {
     local processes=1 dir=""
+    local knobs=()
     while [ $# -gt 0 ]; do
         case "$1" in
             --processes) processes="$2"; shift 2 ;;
+            --knob)
+                [[ "${2:-}" =~ ^[a-z_0-9]+=[^[:space:]]+$ ]] || die "--knob takes NAME=VALUE, not '${2:-}'"
+                knobs+=("--knob_$2")
+                shift 2
+                ;;
             *) dir="$1"; shift ;;
         esac
     done
@@ -110,7 +119,7 @@ start() {
         # Each process its own zone and machine: `double` keeps two copies in two zones,
         # which one machine's processes would otherwise share.
         "$server" -p "127.0.0.1:$p" -C "$dir/fdb.cluster" -d "$dir/data-$p" -L "$dir/logs-$p" \
-            --locality-zoneid "zone-$p" --locality-machineid "machine-$p" \
+            --locality-zoneid "zone-$p" --locality-machineid "machine-$p" ${knobs[@]+"${knobs[@]}"} \
             >"$dir/logs-$p/stdout" 2>&1 &
         echo $! >>"$dir/pids"
     done
@@ -169,5 +178,5 @@ case "${1:-}" in
     stop) shift; stop "$@" ;;
     env) print_env ;;
     available) available ;;
-    *) die "usage: scripts/fdb.sh start [--processes 1|3] [DIR] | stop DIR | env | available" ;;
+    *) die "usage: scripts/fdb.sh start [--processes 1|3] [--knob NAME=VALUE]... [DIR] | stop DIR | env | available" ;;
 esac

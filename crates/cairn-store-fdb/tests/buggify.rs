@@ -14,7 +14,7 @@ mod common;
 use cairn::{Node, NodeConfig};
 use cairn_store::{FaultConfig, FaultStore, Store, StoreError, Transaction};
 use cairn_store_fdb::{CLUSTER_FILE_ENV, ClientBuggify, FdbStore};
-use common::{all_executions, step, tag, three_steps};
+use common::{all_executions, check_three_steps, step, tag, three_steps};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -133,44 +133,7 @@ async fn workflows_complete_exactly_once_through_unknown_commit_results() {
             }
         }
         for (id, n) in wave {
-            let handle = node.client().handle::<u64>(id).unwrap();
-            let result = tokio::time::timeout(Duration::from_secs(120), async {
-                loop {
-                    match handle.result().await {
-                        Ok(result) => break result,
-                        Err(e) => {
-                            println!("result of {id}: {e}; asking again");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                }
-            })
-            .await
-            .unwrap_or_else(|_| panic!("{id} did not complete within 120 s"));
-            assert_eq!(result, n + 3, "{id}");
-            let history = loop {
-                if let Ok(history) = handle.history().await {
-                    break history;
-                }
-            };
-            for (position, event) in history.iter().enumerate() {
-                assert_eq!(
-                    event.event_id,
-                    position as u64 + 1,
-                    "{id}: gap-free history"
-                );
-            }
-            let mut completed = BTreeMap::<u32, u32>::new();
-            for event in &history {
-                if let cairn_types::EventKind::ActivityTaskCompleted { seq, .. } = event.kind {
-                    *completed.entry(seq).or_default() += 1;
-                }
-            }
-            assert_eq!(completed.len(), 3, "{id}: three activities completed");
-            assert!(
-                completed.values().all(|n| *n == 1),
-                "{id}: an activity completed twice: {completed:?}"
-            );
+            check_three_steps(&node, id, *n).await;
         }
     }
     let unknown = store

@@ -97,6 +97,11 @@ pub struct FaultStats {
     /// The most pairs the range reads of one transaction returned together. Lets a test prove
     /// a scan reads a page per transaction, however long its range.
     pub range_rows_per_transaction_max: AtomicU64,
+    /// Reads and commits the wrapped store itself answered `TransactionTooOld` (a real
+    /// backend's: FoundationDB's `transaction_too_old` once a read version leaves its window).
+    pub backend_transaction_too_old: AtomicU64,
+    /// Transactions stalled before their second read ([`FaultStore::stall_transactions`]).
+    pub transactions_stalled: AtomicU64,
 }
 
 impl FaultStats {
@@ -133,6 +138,8 @@ struct FaultState {
     resumed: tokio::sync::Notify,
     read_failures: Mutex<Option<ReadFailures>>,
     commit_failures: AtomicU64,
+    /// Transactions still to stall before their second read, and for how long.
+    stalls: Mutex<(u32, Duration)>,
 }
 
 impl std::fmt::Debug for ReadFailures {
@@ -192,8 +199,33 @@ impl FaultState {
         self.draw().1
     }
 
-    /// Whether this read (of `key`, or of a range starting there) must fail.
-    /// The error a read of `key` fails with, if one is armed for it.
+    /// The stall a transaction's second read takes, if one is armed (see
+    /// [`FaultStore::stall_transactions`]).
+    fn take_stall(&self) -> Option<Duration> {
+        let mut armed = self.stalls.lock().unwrap_or_else(|p| p.into_inner());
+        let (count, stall) = &mut *armed;
+        if *count == 0 {
+            return None;
+        }
+        *count -= 1;
+        self.stats
+            .transactions_stalled
+            .fetch_add(1, Ordering::Relaxed);
+        Some(*stall)
+    }
+
+    /// `answer`, from the wrapped store, counted if it is `TransactionTooOld`.
+    fn counted<T>(&self, answer: StoreResult<T>) -> StoreResult<T> {
+        if let Err(StoreError::TransactionTooOld { .. }) = &answer {
+            self.stats
+                .backend_transaction_too_old
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        answer
+    }
+
+    /// The error a read of `key` (or of a range starting there) fails with, if one is armed
+    /// for it.
     fn read_fails(&self, key: &[u8]) -> Option<StoreError> {
         let mut armed = self.read_failures.lock().unwrap_or_else(|p| p.into_inner());
         let failures = armed.as_mut()?;
@@ -273,6 +305,7 @@ impl<S: Store> FaultStore<S> {
                 resumed: tokio::sync::Notify::new(),
                 read_failures: Mutex::new(None),
                 commit_failures: AtomicU64::new(0),
+                stalls: Mutex::new((0, Duration::ZERO)),
             }),
         }
     }
@@ -327,6 +360,14 @@ impl<S: Store> FaultStore<S> {
         });
     }
 
+    /// Makes the next `count` transactions that read twice wait `stall` before their second
+    /// read: a long read, as a slow scan or a stalled process makes it. On FoundationDB, a
+    /// stall longer than its read window makes that read `transaction_too_old`, for real.
+    /// Replaces any stalls still armed; `count` 0 disarms.
+    pub fn stall_transactions(&self, count: u32, stall: Duration) {
+        *self.state.stalls.lock().unwrap_or_else(|p| p.into_inner()) = (count, stall);
+    }
+
     /// Makes the next `count` commits fail with a backend error, writing nothing.
     pub fn fail_commits(&self, count: u64) {
         self.state.commit_failures.store(count, Ordering::Relaxed);
@@ -351,6 +392,7 @@ impl<S: Store> Store for FaultStore<S> {
             inner: self.inner.begin()?,
             state: self.state.clone(),
             range_rows: 0,
+            reads: 0,
         })
     }
 
@@ -378,33 +420,45 @@ pub struct FaultTransaction<T> {
     state: Arc<FaultState>,
     /// Pairs this transaction's range reads returned so far.
     range_rows: u64,
+    /// Reads this transaction made so far.
+    reads: u32,
+}
+
+impl<T> FaultTransaction<T> {
+    /// Before each read: the injected delay, and an armed stall before a second read.
+    async fn before_read(&mut self) {
+        self.reads += 1;
+        let stall = (self.reads == 2).then(|| self.state.take_stall()).flatten();
+        self.state.sleep(stall).await;
+        self.state.sleep(self.state.delay()).await;
+    }
 }
 
 impl<T: Transaction> Transaction for FaultTransaction<T> {
     async fn get(&mut self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
-        self.state.sleep(self.state.delay()).await;
+        self.before_read().await;
         if let Some(error) = self.state.read_fails(key) {
             return Err(error);
         }
         self.state.stats.keys_read.fetch_add(1, Ordering::Relaxed);
-        self.inner.get(key).await
+        self.state.counted(self.inner.get(key).await)
     }
 
     async fn get_snapshot(&mut self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
-        self.state.sleep(self.state.delay()).await;
+        self.before_read().await;
         if let Some(error) = self.state.read_fails(key) {
             return Err(error);
         }
         self.state.stats.keys_read.fetch_add(1, Ordering::Relaxed);
-        self.inner.get_snapshot(key).await
+        self.state.counted(self.inner.get_snapshot(key).await)
     }
 
     async fn get_range(&mut self, range: &RangeRequest) -> StoreResult<Vec<KeyValue>> {
-        self.state.sleep(self.state.delay()).await;
+        self.before_read().await;
         if let Some(error) = self.state.read_fails(&range.begin) {
             return Err(error);
         }
-        let rows = self.inner.get_range(range).await?;
+        let rows = self.state.counted(self.inner.get_range(range).await)?;
         let stats = &self.state.stats;
         stats
             .keys_read
@@ -450,7 +504,7 @@ impl<T: Transaction> Transaction for FaultTransaction<T> {
         }
         match fault {
             CommitFault::None => {
-                let outcome = self.inner.commit().await;
+                let outcome = self.state.counted(self.inner.commit().await);
                 if matches!(outcome, Err(StoreError::MaybeCommitted)) {
                     stats
                         .backend_maybe_committed

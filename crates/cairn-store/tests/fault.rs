@@ -132,3 +132,26 @@ async fn pause_stalls_one_wrapper_until_resumed() {
         .unwrap();
     assert!(present(&mem, b"late").await);
 }
+
+/// Proves an armed stall delays exactly the next transactions that read twice, before their
+/// second read, and counts them.
+#[tokio::test(start_paused = true)]
+async fn stalls_delay_the_second_read_of_the_next_transactions() {
+    let store = FaultStore::new(MemStore::new(), FaultConfig::none(3));
+    store.stall_transactions(1, Duration::from_secs(2));
+    // One read only: not stalled, and the stall stays armed.
+    let began = tokio::time::Instant::now();
+    store.begin().unwrap().get(b"a").await.unwrap();
+    assert_eq!(began.elapsed(), Duration::ZERO);
+    let mut tx = store.begin().unwrap();
+    tx.get(b"a").await.unwrap();
+    assert_eq!(began.elapsed(), Duration::ZERO);
+    tx.get(b"b").await.unwrap();
+    assert_eq!(began.elapsed(), Duration::from_secs(2));
+    // Used up: the next transaction that reads twice runs at once.
+    let mut tx = store.begin().unwrap();
+    tx.get(b"a").await.unwrap();
+    tx.get(b"b").await.unwrap();
+    assert_eq!(began.elapsed(), Duration::from_secs(2));
+    assert_eq!(store.stats().transactions_stalled.load(Ordering::Relaxed), 1);
+}

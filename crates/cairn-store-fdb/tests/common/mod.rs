@@ -1,7 +1,9 @@
-//! The workload the engine's FoundationDB tests run (`engine.rs`, `buggify.rs`): a workflow of
-//! three activities in sequence, each counting its executions in this process.
+//! The workload the engine's FoundationDB tests run (`engine.rs`, `buggify.rs`,
+//! `long_reads.rs`): a workflow of three activities in sequence, each counting its executions in
+//! this process, and the check of one finished run of it.
 
-use cairn::{ActivityContext, Ctx, Failure, WorkflowError};
+use cairn::{ActivityContext, Ctx, Failure, Node, WorkflowError};
+use cairn_store::Store;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -51,4 +53,50 @@ pub fn tag() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_micros()
+}
+
+/// Waits (at most 120 s) for `three_steps` run `id`, started with `n`, asking again through
+/// store errors, and checks it: result `n + 3`, a gap-free history, each of its three
+/// activities completed once in it.
+#[allow(dead_code)] // not every test binary checks runs this way
+pub async fn check_three_steps<S: Store>(node: &Node<S>, id: &str, n: u64) {
+    let handle = node.client().handle::<u64>(id).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            match handle.result().await {
+                Ok(result) => break result,
+                Err(e) => {
+                    println!("result of {id}: {e}; asking again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{id} did not complete within 120 s"));
+    assert_eq!(result, n + 3, "{id}");
+    let history = loop {
+        match handle.history().await {
+            Ok(history) => break history,
+            Err(e) => println!("history of {id}: {e}; asking again"),
+        }
+    };
+    for (position, event) in history.iter().enumerate() {
+        assert_eq!(
+            event.event_id,
+            position as u64 + 1,
+            "{id}: gap-free history"
+        );
+    }
+    let mut completed = BTreeMap::<u32, u32>::new();
+    for event in &history {
+        if let cairn_types::EventKind::ActivityTaskCompleted { seq, .. } = event.kind {
+            *completed.entry(seq).or_default() += 1;
+        }
+    }
+    assert_eq!(completed.len(), 3, "{id}: three activities completed");
+    assert!(
+        completed.values().all(|n| *n == 1),
+        "{id}: an activity completed twice: {completed:?}"
+    );
 }
