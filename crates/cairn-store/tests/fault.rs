@@ -153,5 +153,8 @@ async fn stalls_delay_the_second_read_of_the_next_transactions() {
     tx.get(b"a").await.unwrap();
     tx.get(b"b").await.unwrap();
     assert_eq!(began.elapsed(), Duration::from_secs(2));
-    assert_eq!(store.stats().transactions_stalled.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        store.stats().transactions_stalled.load(Ordering::Relaxed),
+        1
+    );
 }
