@@ -14,7 +14,12 @@
 //! ("vis", ns, "types", type)                                   -> ()  the types seen
 //! ("vis", ns, "runs", workflow_id, -start_ms, run_id)          -> record  past runs
 //! ("viscount", ns, "ts", type, status)                         -> i64 (atomic add)
+//! ("viscount", ns, "changes")                                  -> i64 (atomic add)
 //! ```
+//!
+//! The `changes` counter counts every workflow-record write (a start, a close, a
+//! continue-as-new's next run, an attribute upsert): what a live list waits on, since some of
+//! those move no other count.
 //!
 //! The start time is negated so every index lists newest first, the order Temporal lists in.
 //! Only the (type, status) index is stored: a list by status alone, by type alone or of
@@ -459,6 +464,7 @@ impl Derivation for PutWorkflow {
                 _ => replacement_ops(keys, namespace, workflow_id, old.as_ref(), &self.record),
             };
             ops.push(Op::Set(key, encode(&self.record)));
+            ops.push(Op::Add(changes_counter(keys, namespace), 1));
             Ok(ops)
         })
     }
@@ -1079,6 +1085,20 @@ impl<S: Store> Visibility<'_, S> {
         self.visit_all(filter, &mut visit).await?;
         Ok(count)
     }
+
+    /// How many workflow records were written in the namespace so far (one read): it moves
+    /// with every start, close and upsert, where the counts may not.
+    pub async fn changes(&self) -> Result<u64, ClientError> {
+        let mut tx = self.store.begin()?;
+        let key = changes_counter(self.keys, self.namespace);
+        let n = counter_value(tx.get_snapshot(&key).await?.as_deref());
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+/// The counter of workflow-record writes in `namespace` (see the module's key layout).
+fn changes_counter(keys: &Keys, namespace: &str) -> Vec<u8> {
+    keys.visibility_counts(namespace).pack(&("changes",))
 }
 
 /// An atomic-add counter's value (little-endian, as FoundationDB's ADD writes it).

@@ -100,6 +100,12 @@ impl<S: Store> Node<S> {
         self.visibility().count(&filter).await
     }
 
+    /// How many workflow records were written so far (one read of a counter): a live view
+    /// waits for it to move, since a continue-as-new or an attribute upsert moves no count.
+    pub async fn visibility_changes(&self) -> Result<u64, ClientError> {
+        self.visibility().changes().await
+    }
+
     pub(crate) fn visibility(&self) -> Visibility<'_, S> {
         Visibility {
             store: &self.shared.store,

@@ -26,7 +26,7 @@
 //! | `POST /api/v1/workflows/{id}/terminate` | terminate (`reason`) |
 //! | `GET /api/v1/visibility/workflows?query=&page_size=&page_token=` | workflows matching a filter (`WorkflowType = 'Order' AND ExecutionStatus = 'Running'`), a page at a time |
 //! | `GET /api/v1/visibility/count?query=` | how many match |
-//! | `GET /api/v1/visibility/counts?wait_ms=&known=` | counts in all and by status (counters); with `wait_ms`, waits until they change (live) |
+//! | `GET /api/v1/visibility/counts?wait_ms=&known=` | counts in all and by status (counters); with `wait_ms`, waits until a workflow record is written (live) |
 //! | `POST /api/v1/schedules` | create a schedule (cron and/or intervals, time zone, jitter, start/end, overlap policy, catch-up window) |
 //! | `GET /api/v1/schedules` | list schedules |
 //! | `GET /api/v1/schedules/{id}` / `PUT` / `DELETE` | describe (next times, recent actions) / replace its spec, action and policies (a create's body; history kept) / delete |
@@ -989,7 +989,9 @@ async fn visibility_counts<S: Store>(
     let read = || async {
         let total = node.count_workflows("").await?;
         let mut by_status = serde_json::Map::new();
-        let mut version = total.to_string();
+        // Every workflow-record write moves it, so the version changes whenever a list could
+        // (a continue-as-new or an attribute upsert moves no count).
+        let mut version = format!("{}.{total}", node.visibility_changes().await?);
         for (name, query_name) in COUNTED_STATUSES {
             let n = node
                 .count_workflows(&format!("ExecutionStatus = '{query_name}'"))

@@ -30,10 +30,23 @@ async fn counter(ctx: Ctx, target: u64) -> Result<u64, WorkflowError> {
     Ok(total.get())
 }
 
+const RENEW: Signal<()> = Signal::new("renew");
+
+/// Continues as new once, on `renew`; the next run waits for good.
+async fn renewing(ctx: Ctx, round: u32) -> Result<(), WorkflowError> {
+    if round == 0 {
+        ctx.signal_receiver(&RENEW).recv().await;
+        return Err(ctx.continue_as_new(&1u32));
+    }
+    ctx.wait_condition(|| false).await;
+    Ok(())
+}
+
 async fn router() -> axum::Router {
     let node = Node::builder()
         .workflow(doubler)
         .workflow(counter)
+        .workflow(renewing)
         .activity(double)
         .start(cairn::MemStore::new())
         .await
@@ -1013,6 +1026,42 @@ async fn live_history_and_counts_over_http() {
     assert_ne!(changed["version"].as_str().unwrap(), version);
     assert_eq!(changed["total"], 1);
     assert_eq!(changed["by_status"]["running"], 1);
+    // A continue-as-new moves no count (the id's current run is running still), yet the list
+    // changed (another run, another start time): the version moves all the same.
+    let body = r#"{"workflow_id":"live-renew","workflow_type":"renewing","input":0}"#;
+    let (status, started_renew) = call(&api, "POST", "/api/v1/workflows", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{started_renew}");
+    // Settled first: the run's first step rewrites its record too.
+    let mut before = get(&api, "/api/v1/visibility/counts").await.1;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let again = get(&api, "/api/v1/visibility/counts").await.1;
+        if again["version"] == before["version"] {
+            break;
+        }
+        before = again;
+    }
+    let version = before["version"].as_str().unwrap().to_string();
+    let waiting = {
+        let api = api.clone();
+        let uri = format!("/api/v1/visibility/counts?wait_ms=20000&known={version}");
+        tokio::spawn(async move { get(&api, &uri).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = call(
+        &api,
+        "POST",
+        "/api/v1/workflows/live-renew/signals/renew",
+        Some("null"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, after) = waiting.await.unwrap();
+    assert_ne!(after["version"].as_str().unwrap(), version, "{after}");
+    assert_eq!(after["total"], before["total"], "{after}");
+    assert_eq!(after["by_status"], before["by_status"], "{after}");
+    let (_, described) = get(&api, "/api/v1/workflows/live-renew").await;
+    assert_ne!(described["run_id"], started_renew["run_id"], "{described}");
 
     // The history a page at a time.
     let (status, first) = get(&api, "/api/v1/workflows/live-1/events?page_size=1").await;

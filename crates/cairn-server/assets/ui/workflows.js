@@ -209,8 +209,9 @@ async function followLoop(batchId, signal) {
 }
 
 /**
- * Live: waits on the counters (a long poll that answers when any count changes), then reloads
- * the first page in place, or on later pages says that the list changed.
+ * Live: waits on the counters (a long poll that answers when any workflow record is written,
+ * a count moved or not), then reloads the first page in place, or on later pages says that the
+ * list changed.
  */
 async function watch(app, params, signal, version) {
   const live = document.getElementById("live");
