@@ -1193,10 +1193,14 @@ async fn dispatched_attempts_are_bounded<S: Store>(store: S, tag: &str) {
         metrics.activity_tasks_deferred.load(Ordering::Relaxed) > 0,
         "nothing was deferred"
     );
-    assert_eq!(
-        metrics.activity_attempts_dispatched.load(Ordering::Relaxed),
-        0
-    );
+    // Back to none once every attempt's task has let its unit go (a task finishes its
+    // bookkeeping just after it hands its result over, so the last ones may trail the results).
+    within("every unit released", async {
+        while metrics.activity_attempts_dispatched.load(Ordering::Relaxed) != 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     node.shutdown().await;
     assert_eq!(deferred_left(&store, 4).await, 0, "deferred markers left");
 }
