@@ -1,6 +1,7 @@
 //! Client calls on workflows: start, signal, cancel, terminate, query, result, describe,
 //! history. Every write goes through the committer; a query runs where the run's shard is held.
 
+use crate::backoff::Backoff;
 use crate::cluster::{self, Route};
 use crate::error::{ClientError, IdReusePolicy};
 use crate::local::Local;
@@ -127,14 +128,17 @@ const CURRENT_READ_RETRY_FIRST_MS: u64 = 100;
 /// [`CURRENT_READ_TRIES_MAX`] reads in all.
 struct ReadAgain {
     tries: u32,
-    pause: Duration,
+    backoff: Backoff,
 }
 
 impl ReadAgain {
     fn new() -> Self {
         Self {
             tries: 1,
-            pause: Duration::from_millis(CURRENT_READ_RETRY_FIRST_MS),
+            backoff: Backoff::new(
+                Duration::from_millis(CURRENT_READ_RETRY_FIRST_MS),
+                Duration::from_secs(1),
+            ),
         }
     }
 
@@ -145,8 +149,7 @@ impl ReadAgain {
                 if e.is_retryable() && self.tries < CURRENT_READ_TRIES_MAX =>
             {
                 self.tries += 1;
-                tokio::time::sleep(self.pause).await;
-                self.pause = (self.pause * 2).min(Duration::from_secs(1));
+                self.backoff.wait().await;
                 true
             }
             _ => false,
@@ -566,7 +569,7 @@ impl<S: Store> Node<S> {
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(shared.config.lease_timeout_ms)
             + Duration::from_secs(2);
-        let mut pause = Duration::from_millis(20);
+        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(250));
         let end = |answer: Result<T, PeerError>| match answer {
             Ok(answer) => Ok(Ok(answer)),
             Err(PeerError::Query(e)) => Ok(Err(ClientError::Query(e))),
@@ -601,11 +604,11 @@ impl<S: Store> Node<S> {
                     Route::Nobody => "no live node holds it (it is moving)".to_string(),
                 }
             };
+            let pause = backoff.next_pause();
             if tokio::time::Instant::now() + pause > deadline {
                 return Err(ClientError::ShardUnavailable { shard, reason });
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(250));
         }
     }
 

@@ -23,6 +23,7 @@
 //! - **Self-fencing.** A node whose own heartbeat has not landed for a whole lease timeout
 //!   drops every shard at once: others may already have claimed them.
 
+use crate::backoff::Backoff;
 use crate::dispatch::DEFERRED_PAGE_MAX;
 use crate::error::ClusterError;
 use crate::keys::fnv1a;
@@ -622,7 +623,7 @@ async fn watch_doorbell<S: Store>(
 ) {
     let bell = shared.keys.bell(shard);
     let mut cursor: Option<Vec<u8>> = None;
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
     loop {
         let round = async {
             let mut tx = shared.store.begin()?;
@@ -638,15 +639,15 @@ async fn watch_doorbell<S: Store>(
         match round {
             Ok((watch, next)) => {
                 cursor = Some(next);
-                backoff = Duration::from_millis(10);
+                backoff.reset();
                 if watch.await.is_err() {
-                    tokio::time::sleep(backoff).await;
+                    backoff.wait().await;
+                    backoff.reset();
                 }
             }
             Err(error) => {
                 tracing::warn!(shard, %error, "doorbell watch or mailbox scan failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff.wait().await;
             }
         }
     }

@@ -24,6 +24,7 @@
 //! ids are UUIDv7: oldest runs first); every deferred marker is either claimed, or cleared
 //! once its task is gone.
 
+use crate::backoff::Backoff;
 use crate::local::Local;
 use crate::ops::{Check, Op};
 use crate::pool::{Pending, Room};
@@ -217,7 +218,10 @@ pub(crate) async fn defer_if_landed<S: Store>(
         return;
     }
     let keys = &shared.keys;
-    let mut wait = STRANDED_DEFER_RETRY_FIRST_MS;
+    let mut backoff = Backoff::new(
+        Duration::from_millis(STRANDED_DEFER_RETRY_FIRST_MS),
+        Duration::from_secs(1),
+    );
     for _ in 0..STRANDED_DEFER_TRIES_MAX {
         let mut ops = Vec::new();
         let mut checks = Vec::new();
@@ -259,8 +263,7 @@ pub(crate) async fn defer_if_landed<S: Store>(
             }
             Err(crate::ops::CommitError::Store(error)) => {
                 tracing::debug!(shard, %error, "deferring the tasks of a transition of unknown outcome failed; retrying");
-                tokio::time::sleep(Duration::from_millis(wait)).await;
-                wait = (wait * 2).min(1_000);
+                backoff.wait().await;
             }
             // Not landed (a check refused), the shard moved on (its next holder defers what it
             // finds), or the node stopped.

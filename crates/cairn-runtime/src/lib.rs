@@ -16,6 +16,7 @@
 use cairn_plan::{error, keys, ops, plan, records, schedules, timers, visibility};
 
 pub mod auth;
+mod backoff;
 mod batches;
 mod client_calls;
 mod clock;

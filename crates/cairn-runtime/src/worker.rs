@@ -37,6 +37,7 @@
 //! wait in the store, deferred, until the puller (`dispatch`) hands them out; a deferred
 //! attempt always starts by a claim, which also clears its deferred marker.
 
+use crate::backoff::Backoff;
 use crate::local::Local;
 use crate::messages::Delivery;
 use crate::messages::ShardMsg;
@@ -204,7 +205,10 @@ async fn claim<S: Store>(
         claim: shared.config.entropy.uuid_v7(shared.now_ms()),
     };
     let mark_bytes = encode(&mark);
-    let mut wait = CLAIM_RETRY_FIRST_MS;
+    let mut backoff = Backoff::new(
+        Duration::from_millis(CLAIM_RETRY_FIRST_MS),
+        Duration::from_millis(CLAIM_RETRY_MAX_MS),
+    );
     loop {
         if *abandon.borrow() || shared.shard_at(shard, epoch).is_none() {
             return Err(ClaimError::Refused);
@@ -297,8 +301,7 @@ async fn claim<S: Store>(
             }
             Err(CommitError::Store(error)) => {
                 tracing::debug!(run_id = %task.run_id, seq = task.seq, %error, "attempt claim failed; retrying");
-                tokio::time::sleep(Duration::from_millis(wait)).await;
-                wait = (wait * 2).min(CLAIM_RETRY_MAX_MS);
+                backoff.wait().await;
             }
             Err(CommitError::Fenced { .. }) => {
                 // This tenure is over (the lease moved on before the node noticed): its
