@@ -102,6 +102,10 @@ pub struct FaultStats {
     pub backend_transaction_too_old: AtomicU64,
     /// Transactions stalled before their second read ([`FaultStore::stall_transactions`]).
     pub transactions_stalled: AtomicU64,
+    /// Watches made through this wrapper and not yet fired, failed or dropped (a gauge), and
+    /// the most there ever were at once: lets a test prove a node's watches stay bounded.
+    pub watches_open: AtomicU64,
+    pub watches_open_max: AtomicU64,
 }
 
 impl FaultStats {
@@ -413,6 +417,26 @@ impl<S: Store> Store for FaultStore<S> {
     }
 }
 
+/// Counts one watch as open from its making until its future ends or is dropped.
+struct WatchOpen(Arc<FaultState>);
+
+impl WatchOpen {
+    fn new(state: Arc<FaultState>) -> Self {
+        let open = state.stats.watches_open.fetch_add(1, Ordering::Relaxed) + 1;
+        state
+            .stats
+            .watches_open_max
+            .fetch_max(open, Ordering::Relaxed);
+        Self(state)
+    }
+}
+
+impl Drop for WatchOpen {
+    fn drop(&mut self) {
+        self.0.stats.watches_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A transaction of a [`FaultStore`].
 #[derive(Debug)]
 pub struct FaultTransaction<T> {
@@ -491,7 +515,12 @@ impl<T: Transaction> Transaction for FaultTransaction<T> {
     }
 
     fn watch(&mut self, key: &[u8]) -> StoreResult<Watch> {
-        self.inner.watch(key)
+        let inner = self.inner.watch(key)?;
+        let open = WatchOpen::new(self.state.clone());
+        Ok(Watch::new(async move {
+            let _open = open;
+            inner.await
+        }))
     }
 
     async fn commit(self) -> StoreResult<CommitInfo> {

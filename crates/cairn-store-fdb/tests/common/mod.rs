@@ -24,6 +24,7 @@ pub fn all_executions() -> BTreeMap<String, u32> {
 }
 
 /// Takes 30–49 ms, counts its execution, returns `n + 1`.
+#[allow(dead_code)] // not every test binary runs the workload
 pub async fn step(ctx: ActivityContext, n: u64) -> Result<u64, Failure> {
     tokio::time::sleep(Duration::from_millis(30 + n % 20)).await;
     *EXECUTIONS
@@ -35,6 +36,7 @@ pub async fn step(ctx: ActivityContext, n: u64) -> Result<u64, Failure> {
 }
 
 /// `step` three times in sequence: returns `n + 3`.
+#[allow(dead_code)] // not every test binary runs the workload
 pub async fn three_steps(ctx: Ctx, n: u64) -> Result<u64, WorkflowError> {
     let mut n = n;
     for _ in 0..3 {
