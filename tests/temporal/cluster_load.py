@@ -25,6 +25,7 @@ result or a broken exactly-once check is a failure: printed, exit status 1.
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import re
 import sys
@@ -296,6 +297,12 @@ async def main() -> int:
     )
     parser.add_argument("--concurrency", type=int, default=12)
     args = parser.parse_args()
+    # HTTP calls block a thread each (a result waits up to 20 s): enough threads for every
+    # driver and every payment waiting at once, or the load measures the client's own pool
+    # (asyncio's default is min(32, CPUs + 4)).
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=args.concurrency + int(args.seconds) + 16)
+    )
     http = args.http.split(",")
     # The SDK's own retries of a refused connection are cut short: the load tries the next
     # node instead (by default one dead node holds a call for about 10 s).
