@@ -739,15 +739,16 @@ impl<S: Store> Node<S> {
             // runs and when it closes (not on every transition, as the run record does), armed
             // in the transaction that reads both, so nothing slips between read and watch.
             // Past the bound on watches, read the run again now and then instead.
+            // Together the pollers read at most `RESULT_POLLS_PER_SECOND_MAX` times a second.
             let Ok(permit) = self.result_watches.clone().try_acquire_owned() else {
-                self.shared
-                    .metrics
-                    .result_polls
-                    .fetch_add(1, Ordering::Relaxed);
+                let metrics = &self.shared.metrics;
+                metrics.result_polls.fetch_add(1, Ordering::Relaxed);
+                let _polling = Gauge::up(&metrics.result_pollers);
                 if let Some(outcome) = self.run_record(&run_id).await?.outcome {
                     return Ok(outcome);
                 }
-                tokio::time::sleep(Duration::from_millis(crate::config::RESULT_POLL_MS)).await;
+                let pollers = metrics.result_pollers.load(Ordering::Relaxed);
+                tokio::time::sleep(crate::config::result_poll_pause(pollers)).await;
                 continue;
             };
             let _watching = WatchCount::new(&self.shared.metrics, permit);
@@ -938,6 +939,22 @@ pub(crate) struct WaiterSlot<'a, S: Store> {
 }
 
 /// A result waiter's store watch, counted in `Metrics::result_watches` while it is held.
+/// One more on a gauge while it lives.
+struct Gauge<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> Gauge<'a> {
+    fn up(gauge: &'a std::sync::atomic::AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 struct WatchCount<'a> {
     metrics: &'a crate::Metrics,
     _permit: tokio::sync::OwnedSemaphorePermit,

@@ -28,8 +28,21 @@ pub const CLIENT_COMMITS_IN_FLIGHT_MAX: usize = 8_192;
 /// allows one client by default, leaving the rest to the shards' doorbells (one per shard held).
 pub const RESULT_WATCHES_MAX: usize = 1_000;
 
-/// How often a result waiter past [`NodeConfig::result_watches_max`] reads the run again.
+/// How often a result waiter past [`NodeConfig::result_watches_max`] reads the run again, at
+/// most (see [`RESULT_POLLS_PER_SECOND_MAX`]).
 pub const RESULT_POLL_MS: u64 = 1_000;
+
+/// Most reads a second a node's polling result waiters make together: with more waiters than
+/// this polling, each polls less often than [`RESULT_POLL_MS`], so their load on the store stays
+/// bounded however many there are (100,000 waiters polling each second starved the node's own
+/// commits past FoundationDB's 5 s).
+pub const RESULT_POLLS_PER_SECOND_MAX: u64 = 1_000;
+
+/// The pause between two reads of one polling result waiter, when `pollers` poll at once.
+pub(crate) fn result_poll_pause(pollers: u64) -> std::time::Duration {
+    let spread_ms = pollers.saturating_mul(1_000) / RESULT_POLLS_PER_SECOND_MAX;
+    std::time::Duration::from_millis(RESULT_POLL_MS.max(spread_ms))
+}
 
 const _: () = assert!(COMMIT_REQUESTS_QUEUED_MAX > CLIENT_COMMITS_IN_FLIGHT_MAX);
 
@@ -155,5 +168,30 @@ impl Default for NodeConfig {
             entropy: Entropy::os(),
             crash_hook: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_waiters_share_a_bounded_rate() {
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(result_poll_pause(1), ms(RESULT_POLL_MS));
+        assert_eq!(
+            result_poll_pause(RESULT_POLLS_PER_SECOND_MAX),
+            ms(RESULT_POLL_MS)
+        );
+        // Ten times the rate's worth of pollers: each waits ten seconds, a thousand reads a
+        // second in all.
+        assert_eq!(
+            result_poll_pause(10 * RESULT_POLLS_PER_SECOND_MAX),
+            ms(10 * RESULT_POLL_MS)
+        );
+        assert_eq!(
+            result_poll_pause(u64::MAX),
+            ms(u64::MAX / RESULT_POLLS_PER_SECOND_MAX)
+        );
     }
 }

@@ -123,6 +123,8 @@ pub struct Metrics {
     pub result_watches: AtomicU64,
     /// Reads of a run's record by result waiters past the watch bound.
     pub result_polls: AtomicU64,
+    /// Result waiters past the watch bound now (each reads its run now and then).
+    pub result_pollers: AtomicU64,
     /// Queries sent to the node holding the run.
     pub queries_forwarded: AtomicU64,
     /// Membership heartbeat commit latency (one heartbeat renews every lease of the node).
@@ -161,6 +163,7 @@ impl Default for Metrics {
             activity_attempts_lost: AtomicU64::new(0),
             result_watches: AtomicU64::new(0),
             result_polls: AtomicU64::new(0),
+            result_pollers: AtomicU64::new(0),
             queries_forwarded: AtomicU64::new(0),
             lease_renew_latency: Histogram::new(LATENCY_BUCKETS),
             commit_latency: Histogram::new(LATENCY_BUCKETS),

@@ -1646,6 +1646,12 @@ async fn metrics<S: Store>(State(node): State<Arc<Node<S>>>) -> Response {
         load(&m.result_polls).to_string(),
     );
     counter(
+        "cairn_result_pollers",
+        "gauge",
+        "Result waiters past the watch bound now; together they read at most 1,000 times a second.",
+        load(&m.result_pollers).to_string(),
+    );
+    counter(
         "cairn_activity_attempts_lost_total",
         "counter",
         "Activity attempts of an earlier tenure of a shard, failed as lost by its new holder.",
