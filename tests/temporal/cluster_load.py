@@ -187,8 +187,9 @@ async def approval(cluster: Cluster, run: str, i: int, failures: list[str]):
         failures.append(f"{wid}: signalled {signalled} times, sent {signals}")
 
 
-async def hello(cluster: Cluster, run: str, i: int, failures: list[str]):
-    wid = f"load-hello-{run}-{i}"
+async def start_over_http(cluster: Cluster, i: int, wid: str, workflow_type: str, input) -> None:
+    """Starts `wid` over HTTP at node `i` (or the next ones); already started is fine (an
+    earlier try landed)."""
 
     async def start(node):
         status, body = await asyncio.to_thread(
@@ -196,12 +197,17 @@ async def hello(cluster: Cluster, run: str, i: int, failures: list[str]):
             cluster.http[node],
             "POST",
             "/api/v1/workflows",
-            {"workflow_id": wid, "workflow_type": "hello", "input": f"w{i}"},
+            {"workflow_id": wid, "workflow_type": workflow_type, "input": input},
         )
         if status not in (201, 409):
             raise RuntimeError(f"start of {wid}: HTTP {status} {body}")
 
     await cluster.call(i, f"start {wid}", start)
+
+
+async def hello(cluster: Cluster, run: str, i: int, failures: list[str]):
+    wid = f"load-hello-{run}-{i}"
+    await start_over_http(cluster, i, wid, "hello", f"w{i}")
     body, events = await settled(cluster, i, wid)
     result = body.get("result")
     if result != f"hello w{i}":
@@ -219,19 +225,7 @@ async def payment(cluster: Cluster, run: str, i: int, failures: list[str]) -> in
     the attempt it ended on."""
     wid = f"load-payment-{run}-{i}"
     cents = i + 1
-
-    async def start(node):
-        status, body = await asyncio.to_thread(
-            http_call,
-            cluster.http[node],
-            "POST",
-            "/api/v1/workflows",
-            {"workflow_id": wid, "workflow_type": "flaky_payment", "input": cents},
-        )
-        if status not in (201, 409):
-            raise RuntimeError(f"start of {wid}: HTTP {status} {body}")
-
-    await cluster.call(i, f"start {wid}", start)
+    await start_over_http(cluster, i, wid, "flaky_payment", cents)
     body, events = await settled(cluster, i, wid)
     attempts = [
         e.get("details", {}).get("attempt", 1)

@@ -14,9 +14,8 @@ mod common;
 use cairn::{Node, NodeConfig};
 use cairn_store::{FaultConfig, FaultStore, Store, StoreError, Transaction};
 use cairn_store_fdb::{CLUSTER_FILE_ENV, ClientBuggify, FdbStore};
-use common::{all_executions, check_three_steps, step, tag, three_steps};
+use common::{all_executions, check_three_steps, start_three_steps, step, tag, three_steps};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// Every client buggify section active, each firing on 5% of its passes.
 const BUGGIFY: ClientBuggify = ClientBuggify {
@@ -118,19 +117,7 @@ async fn workflows_complete_exactly_once_through_unknown_commit_results() {
         for (id, n) in wave {
             // A start may itself be answered "unknown": asking again with the same id is safe
             // (the first start's run, if it landed, answers it).
-            let mut tries = 0;
-            loop {
-                match node.client().start(three_steps, id, *n).send().await {
-                    Ok(_) => break,
-                    Err(cairn::ClientError::AlreadyRunning { .. }) => break,
-                    Err(e) if tries < 20 => {
-                        tries += 1;
-                        println!("start of {id} failed ({e}); again");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    Err(e) => panic!("{id} could not be started: {e}"),
-                }
-            }
+            start_three_steps(&node.client(), id, *n).await;
         }
         for (id, n) in wave {
             check_three_steps(&node, id, *n).await;

@@ -18,7 +18,7 @@ mod common;
 use cairn::{Node, NodeConfig};
 use cairn_store::{FaultConfig, FaultStore, Store, StoreError, Transaction};
 use cairn_store_fdb::{CLUSTER_FILE_ENV, FdbStore};
-use common::{check_three_steps, step, tag, three_steps};
+use common::{check_three_steps, start_three_steps, step, tag, three_steps};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -122,20 +122,7 @@ async fn workflows_complete_exactly_once_through_reads_past_the_window() {
             );
             let started = tokio::spawn({
                 let (client, id) = (node.client(), id.clone());
-                async move {
-                    let mut tries = 0;
-                    loop {
-                        match client.start(three_steps, &id, n).send().await {
-                            Ok(_) | Err(cairn::ClientError::AlreadyRunning { .. }) => break,
-                            Err(e) if tries < 20 => {
-                                tries += 1;
-                                println!("start of {id} failed ({e}); again");
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                            }
-                            Err(e) => panic!("{id} could not be started: {e}"),
-                        }
-                    }
-                }
+                async move { start_three_steps(&client, &id, n).await }
             });
             ids.push((id, n, started));
             tokio::time::sleep(Duration::from_millis(START_EVERY_MS)).await;

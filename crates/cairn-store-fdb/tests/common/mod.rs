@@ -57,6 +57,25 @@ pub fn tag() -> u128 {
         .as_micros()
 }
 
+/// Starts `three_steps` as `id` with `n`, asking again (up to 20 times, 50 ms apart) while the
+/// store fails the start; already running is fine (an earlier start, answered "unknown",
+/// landed).
+#[allow(dead_code)] // not every test binary starts runs this way
+pub async fn start_three_steps<S: Store>(client: &cairn::Client<S>, id: &str, n: u64) {
+    let mut tries = 0;
+    loop {
+        match client.start(three_steps, id, n).send().await {
+            Ok(_) | Err(cairn::ClientError::AlreadyRunning { .. }) => return,
+            Err(e) if tries < 20 => {
+                tries += 1;
+                println!("start of {id} failed ({e}); again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{id} could not be started: {e}"),
+        }
+    }
+}
+
 /// Waits (at most 120 s) for `three_steps` run `id`, started with `n`, asking again through
 /// store errors, and checks it: result `n + 3`, a gap-free history, each of its three
 /// activities completed once in it.
