@@ -590,8 +590,9 @@ async fn stop_requested() {
     }
 }
 
-/// Serves the API and UI of `node` until Ctrl-C or SIGTERM, then drains the node (its shards
-/// pass to the other nodes at once) and stops.
+/// Serves the API and UI of `node` until Ctrl-C or SIGTERM; then drains the node at once (its
+/// shards pass to the other nodes) while the servers let requests in progress finish, and
+/// stops.
 async fn serve_until_ctrl_c<S: cairn_store::Store>(
     node: cairn::Node<S>,
     listener: tokio::net::TcpListener,
@@ -607,11 +608,14 @@ async fn serve_until_ctrl_c<S: cairn_store::Store>(
     }
     api.requests_in_flight_max = options.requests_in_flight_max;
     let router = cairn_server::router_with(node.runtime(), api.clone());
-    // One stop request ends both servers.
+    // One stop request ends both servers and drains the node at once: its shards pass to the
+    // other nodes while requests in progress finish (for up to SHUTDOWN_GRACE_MS), not after.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let draining = node.runtime();
     tokio::spawn(async move {
         stop_requested().await;
         let _ = stop_tx.send(true);
+        draining.drain().await;
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;

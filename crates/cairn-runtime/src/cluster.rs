@@ -880,10 +880,14 @@ pub const ACTIVITY_ATTEMPT_LOST: &str = "ActivityAttemptLost";
 
 /// Graceful leave: no more claims, every shard handed off, membership record removed — so the
 /// other nodes take over at their next placement round instead of after the lease timeout.
+/// A second drain waits for the first and then does nothing.
 pub(crate) async fn drain<S: Store>(shared: &Arc<Local<S>>) {
     let cluster = &shared.cluster;
     cluster.draining.store(true, Ordering::SeqCst);
     let _round = cluster.placement.lock().await;
+    if cluster.drained.swap(true, Ordering::SeqCst) {
+        return;
+    }
     cluster.stop_loops();
     if let Err(error) = heartbeat(shared).await {
         tracing::warn!(%error, "could not mark this node draining");

@@ -121,6 +121,9 @@ pub struct Cluster {
     pub(crate) started_unix_ms: u64,
     pub(crate) last_heartbeat: Mutex<Option<Instant>>,
     pub(crate) draining: AtomicBool,
+    /// Set once a drain has handed the shards off and left the cluster (a second drain, as
+    /// `Node::shutdown` after `Node::drain`, then does nothing).
+    pub(crate) drained: AtomicBool,
     pub(crate) stopped: AtomicBool,
     /// Wakes the heartbeat thread when the loops stop.
     pub(crate) stopping: Arc<tokio::sync::Notify>,
@@ -147,6 +150,7 @@ impl Cluster {
             started_unix_ms,
             last_heartbeat: Mutex::new(None),
             draining: AtomicBool::new(false),
+            drained: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             stopping: Arc::new(tokio::sync::Notify::new()),
             loops: Mutex::new(Vec::new()),

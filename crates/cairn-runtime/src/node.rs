@@ -331,8 +331,19 @@ impl<S: Store> Node<S> {
             .sum()
     }
 
-    pub async fn shutdown(&self) {
+    /// Leaves the cluster at once: no more claims, every shard handed off (the other nodes
+    /// take them at their next placement round, not after the lease timeout), the membership
+    /// record removed. Client calls keep working through the store (a run's shard is now held
+    /// elsewhere) until [`Node::shutdown`], which drains first if this has not. A server calls
+    /// this as soon as it is asked to stop, before it waits for requests in progress.
+    pub async fn drain(&self) {
         cluster::drain(&self.shared).await;
+    }
+
+    /// Stops the node: drains it (if [`Node::drain`] has not), then stops its committer and
+    /// its workers; client calls fail from then on.
+    pub async fn shutdown(&self) {
+        self.drain().await;
         self.shared.notify_stopping();
         self.shared.committer.stop(None);
         self.shared.workers.close();

@@ -236,6 +236,13 @@ impl<S: Store> Node<S> {
         self.inner.cluster_status().await
     }
 
+    /// Leaves the cluster at once, handing every shard to the other nodes; client calls keep
+    /// working until [`Node::shutdown`] (which drains first if this has not). A server calls
+    /// this when asked to stop, before it lets requests in progress finish.
+    pub async fn drain(&self) {
+        self.inner.drain().await;
+    }
+
     /// Stops the node gracefully: its actors stop, queued commits finish.
     pub async fn shutdown(self) {
         self.inner.shutdown().await;

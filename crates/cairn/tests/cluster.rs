@@ -209,6 +209,56 @@ async fn shards_spread_move_on_join_and_on_graceful_leave() {
     }
 }
 
+/// Proves `drain` hands a node's shards to the others at once while the node still serves its
+/// clients (what a server does as soon as it is asked to stop, before it lets requests in
+/// progress finish): a workflow started through the drained node runs on the other and its
+/// result comes back through the drained one; `shutdown` afterwards drains nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_hands_off_at_once_and_still_serves_its_clients() {
+    const LEASE_LONG_MS: u64 = 10_000;
+    let store = MemStore::new();
+    let peers = Arc::new(InProcessPeers::default());
+    let long_lease = |name: &str| NodeConfig {
+        lease_timeout_ms: LEASE_LONG_MS,
+        ..config(name, &peers)
+    };
+    let a = start_node(&store, long_lease("drain-a")).await;
+    let b = start_node(&store, long_lease("drain-b")).await;
+    converged(&[&a, &b], 8).await;
+    let asked = Instant::now();
+    a.drain().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.held_shards().len() < 8 {
+        assert!(Instant::now() < deadline, "b never took a's shards");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        asked.elapsed() < Duration::from_millis(LEASE_LONG_MS / 2),
+        "took {:?}, as long as a lease expiry",
+        asked.elapsed()
+    );
+    assert!(a.held_shards().is_empty());
+    let handle = a
+        .client()
+        .start(job, "started-through-a-drained-node", 4)
+        .send()
+        .await
+        .unwrap();
+    b.client()
+        .handle::<u64>("started-through-a-drained-node")
+        .unwrap()
+        .signal(&GO, 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        within("the result", handle.result()).await.unwrap(),
+        expected(4)
+    );
+    a.shutdown().await;
+    assert_eq!(b.held_shards().len(), 8);
+    b.shutdown().await;
+}
+
 /// Proves a node killed while workflows with activities, timers and signals are in flight
 /// loses nothing: on the durable embedded store, with three nodes talking HTTP over loopback,
 /// the survivors take its shards after the lease lapses and every workflow completes exactly
