@@ -107,8 +107,7 @@ impl From<Failure> for WorkflowError {
 
 /// An activity's failure fails the workflow with an [`ACTIVITY_ERROR`] caused by it (as
 /// Temporal's activity failure wraps the application failure, with its message); a timeout or
-/// cancellation
-/// fails it with a failure named after them.
+/// cancellation fails it with a failure named after them.
 ///
 /// [`ACTIVITY_ERROR`]: cairn_types::ACTIVITY_ERROR
 impl From<ActivityError> for WorkflowError {

@@ -938,7 +938,6 @@ pub(crate) struct WaiterSlot<'a, S: Store> {
     run_id: RunId,
 }
 
-/// A result waiter's store watch, counted in `Metrics::result_watches` while it is held.
 /// One more on a gauge while it lives.
 struct Gauge<'a>(&'a std::sync::atomic::AtomicU64);
 
@@ -955,24 +954,18 @@ impl Drop for Gauge<'_> {
     }
 }
 
+/// A result waiter's store watch, counted in `Metrics::result_watches` while it is held.
 struct WatchCount<'a> {
-    metrics: &'a crate::Metrics,
+    _counted: Gauge<'a>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl<'a> WatchCount<'a> {
     fn new(metrics: &'a crate::Metrics, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
-        metrics.result_watches.fetch_add(1, Ordering::Relaxed);
         Self {
-            metrics,
+            _counted: Gauge::up(&metrics.result_watches),
             _permit: permit,
         }
-    }
-}
-
-impl Drop for WatchCount<'_> {
-    fn drop(&mut self) {
-        self.metrics.result_watches.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

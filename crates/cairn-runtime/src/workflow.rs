@@ -876,6 +876,15 @@ impl<S: Store> WorkflowState<S> {
         Ok(())
     }
 
+    /// The part of the run's mailbox this actor has not read: after the last entry it took.
+    fn unread_mail(&self) -> (Vec<u8>, Vec<u8>) {
+        let (begin, end) = self.shared.keys.inbox_of_run(self.shard, &self.run_id);
+        match &self.inbox_seen {
+            Some(seen) => (cairn_store::keyspace::key_after(seen), end),
+            None => (begin, end),
+        }
+    }
+
     /// Takes the mailbox entries written since the last read, a page of [`MAILBOX_PAGE_ROWS`]
     /// per transaction. Entry keys are versionstamped, so mail committed after a read sorts
     /// after everything that read saw: reading on from the last key seen finds all new mail
@@ -883,11 +892,7 @@ impl<S: Store> WorkflowState<S> {
     /// without one transaction reading it all. Each page is taken as it is read, so a failed
     /// page keeps the ones before it.
     async fn read_inbox(&mut self) -> Result<(), cairn_store::StoreError> {
-        let (mut begin, end) = self.shared.keys.inbox_of_run(self.shard, &self.run_id);
-        if let Some(seen) = &self.inbox_seen {
-            begin = seen.clone();
-            begin.push(0);
-        }
+        let (begin, end) = self.unread_mail();
         let mut pages = Pages::new(begin, end, MAILBOX_PAGE_ROWS);
         while let Some(rows) = pages.next(&self.shared.store).await? {
             let items = rows
@@ -914,11 +919,7 @@ impl<S: Store> WorkflowState<S> {
     /// actor then starts over from the store and reads it. Mail after the close is refused
     /// by its sender's own check of the workflow record.
     fn no_unread_mail(&self) -> Check {
-        let (mut begin, end) = self.shared.keys.inbox_of_run(self.shard, &self.run_id);
-        if let Some(seen) = &self.inbox_seen {
-            begin = seen.clone();
-            begin.push(0);
-        }
+        let (begin, end) = self.unread_mail();
         let run_id = self.run_id;
         Check::first_in(begin, end, move |first: Option<&[u8]>| match first {
             None => Ok(()),
