@@ -105,21 +105,28 @@ pub(crate) async fn check_cluster_record<S: Store>(shared: &Shared<S>) -> Result
     // Every workflow record since the indexes came is written with its type's registry entry:
     // records without any registry entry are from before, and would be invisible to lists.
     let namespace = shared.config.namespace.as_str();
-    let mut tx = shared.store.begin()?;
-    let (begin, end) = shared.keys.workflows(namespace);
-    let has_workflows = !tx
-        .get_range(&RangeRequest::new(begin, end).limit(1).snapshot())
-        .await?
-        .is_empty();
-    let (begin, end) = shared
+    let workflows = shared.keys.workflows(namespace);
+    let types = shared
         .keys
         .visibility(namespace)
         .subspace(&("types",))
         .range();
-    let has_types = !tx
-        .get_range(&RangeRequest::new(begin, end).limit(1).snapshot())
-        .await?
-        .is_empty();
+    // Read-only, but retried like any transaction: a read may be refused for a moment too.
+    let (has_workflows, has_types) =
+        transact(&shared.store, &shared.transact_options(), |tx, _| {
+            let ranges = [workflows.clone(), types.clone()];
+            Box::pin(async move {
+                let mut found = [false; 2];
+                for ((begin, end), found) in ranges.into_iter().zip(&mut found) {
+                    *found = !tx
+                        .get_range(&RangeRequest::new(begin, end).limit(1).snapshot())
+                        .await?
+                        .is_empty();
+                }
+                Ok::<_, StoreError>((found[0], found[1]))
+            })
+        })
+        .await?;
     if has_workflows && !has_types {
         return Err(ClusterError::StoreWithoutIndexes {
             namespace: namespace.to_string(),
@@ -285,26 +292,32 @@ struct View {
 impl View {
     async fn read<S: Store>(shared: &Shared<S>) -> Result<Self, StoreError> {
         let keys = &shared.keys;
-        let mut tx = shared.store.begin()?;
-        let (begin, end) = keys.nodes();
-        let mut nodes = BTreeMap::new();
-        for kv in tx
-            .get_range(&RangeRequest::new(begin, end).snapshot())
-            .await?
-        {
-            let node: NodeRecord = decode("node record", &kv.value)?;
-            nodes.insert(node.node_id.clone(), node);
-        }
-        let (begin, end) = keys.leases();
-        let mut leases = BTreeMap::new();
-        for kv in tx
-            .get_range(&RangeRequest::new(begin, end).snapshot())
-            .await?
-        {
-            if let Some(shard) = keys.lease_shard(&kv.key) {
-                leases.insert(shard, decode::<Lease>("lease", &kv.value)?);
-            }
-        }
+        let (nodes, leases) = transact(&shared.store, &shared.transact_options(), |tx, _| {
+            let keys = keys.clone();
+            Box::pin(async move {
+                let (begin, end) = keys.nodes();
+                let mut nodes = BTreeMap::new();
+                for kv in tx
+                    .get_range(&RangeRequest::new(begin, end).snapshot())
+                    .await?
+                {
+                    let node: NodeRecord = decode("node record", &kv.value)?;
+                    nodes.insert(node.node_id.clone(), node);
+                }
+                let (begin, end) = keys.leases();
+                let mut leases = BTreeMap::new();
+                for kv in tx
+                    .get_range(&RangeRequest::new(begin, end).snapshot())
+                    .await?
+                {
+                    if let Some(shard) = keys.lease_shard(&kv.key) {
+                        leases.insert(shard, decode::<Lease>("lease", &kv.value)?);
+                    }
+                }
+                Ok::<_, StoreError>((nodes, leases))
+            })
+        })
+        .await?;
         Ok(Self {
             now: shared.now_ms(),
             opening: shared.store.exclusive_opening(),

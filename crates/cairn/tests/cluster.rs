@@ -657,6 +657,41 @@ async fn a_different_shard_count_is_refused() {
     a.shutdown().await;
 }
 
+/// Proves a node joins through reads the store refuses for a moment (FoundationDB answers
+/// `not_committed`, `future_version` or `transaction_too_old` so, and its client buggify
+/// injects them): every other read fails retryably while the node starts, and it starts, holds
+/// every shard and runs a workflow. Each of the join's transactions is retried, read-only ones
+/// included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_through_reads_refused_for_a_moment() {
+    let store = FaultStore::new(MemStore::new(), FaultConfig::none(31));
+    let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let every_other = {
+        let reads = reads.clone();
+        move |_: &[u8]| reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 1
+    };
+    store.fail_reads_with(40, cairn_store::StoreError::Conflict, every_other);
+    let peers = Arc::new(InProcessPeers::default());
+    let node = start_node(&store, config("refused-reads", &peers)).await;
+    let refused = store
+        .stats()
+        .reads_failed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(refused > 0, "no read was refused while the node joined");
+    store.fail_reads(0, |_| false);
+    converged(&[&node], 8).await;
+    node.client()
+        .start(job, "refused-reads-1", 5)
+        .send()
+        .await
+        .unwrap()
+        .signal(&GO, 5)
+        .await
+        .unwrap();
+    check_completed(&node, "refused-reads-1", 5).await;
+    node.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Attempts across shard moves.
 
