@@ -37,10 +37,14 @@ pub struct RunArgs {
     /// Most in-memory runs per shard (16 shards) before the least recently used are passivated.
     #[arg(long, default_value_t = 4_096)]
     actor_cache_max_per_shard: usize,
-    /// Drive a running server over its HTTP API instead of an in-process node (W1, W2 and
-    /// W2-latency; start one with `cairn-bench serve`).
+    /// Drive running servers over their HTTP API instead of an in-process node (W1, W2 and
+    /// W2-latency; start them with `cairn-bench serve`). Several addresses, comma-separated,
+    /// share the client threads round-robin: a cluster of node processes.
     #[arg(long)]
     address: Option<String>,
+    /// Most commit batches each node keeps in flight at once (0: the store's own choice).
+    #[arg(long, default_value_t = 0)]
+    commit_batches_in_flight: usize,
     /// Embedded store memtable size, MiB.
     #[arg(long, default_value_t = 64)]
     memtable_mib: u64,
@@ -271,19 +275,39 @@ pub struct ServeArgs {
     /// Port on 127.0.0.1 (0 picks one; the address is printed).
     #[arg(long, default_value_t = 7290)]
     port: u16,
-    /// Commit without fsync.
+    /// Commit without fsync (embedded store).
     #[arg(long)]
     relaxed: bool,
+    /// The store: `embedded` (a temporary durable embedded store, the default) or
+    /// `fdb:<cluster file>` (FoundationDB; a build with `--features fdb`). Several `serve`
+    /// processes on one FoundationDB, each with its own `--node-id`, are one cluster: they
+    /// share the shards and forward to each other over HTTP.
+    #[arg(long, default_value = "embedded")]
+    store: String,
+    /// This node's id in the cluster.
+    #[arg(long, default_value = "bench")]
+    node_id: String,
+    /// Most commit batches the node keeps in flight at once (0: the store's own choice).
+    #[arg(long, default_value_t = 0)]
+    commit_batches_in_flight: usize,
 }
 
-/// A node with the bench workflows and the HTTP API, on a temporary embedded store, until
-/// Ctrl-C.
+/// A node with the bench workflows and the HTTP API, until Ctrl-C: on a temporary embedded
+/// store, or on FoundationDB as one node of a cluster of `serve` processes.
 pub fn serve(args: &ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        if let Some(cluster_file) = args.store.strip_prefix("fdb:") {
+            return serve_on_fdb(cluster_file, args).await;
+        }
+        ensure!(
+            args.store == "embedded",
+            "--store {:?} is not understood: use embedded or fdb:<cluster file>",
+            args.store
+        );
         let dir = tempfile::tempdir()?;
         let durability = if args.relaxed {
             Durability::OsBuffered
@@ -291,23 +315,48 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             Durability::Fsync
         };
         let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path()).durability(durability))?;
-        let node = Node::builder()
-            .workflow(noop)
-            .workflow(three_steps)
-            .activity(noop_activity)
-            .start(store)
-            .await?;
-        let listener = cairn_server::bind("127.0.0.1", args.port).await?;
-        println!("cairn-bench serving on http://{}", listener.local_addr()?);
-        let options = cairn_server::ApiOptions::default();
-        let router = cairn_server::router_with(node.runtime(), options.clone());
-        cairn_server::serve(listener, router, &options, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-        node.shutdown().await;
-        Ok(())
+        serve_on(store, args).await
     })
+}
+
+#[cfg(feature = "fdb")]
+async fn serve_on_fdb(cluster_file: &str, args: &ServeArgs) -> Result<()> {
+    let store = cairn_store_fdb::FdbStore::connect(Some(cluster_file))
+        .map_err(|e| anyhow::anyhow!("connecting to FoundationDB at {cluster_file}: {e}"))?;
+    serve_on(store, args).await
+}
+
+#[cfg(not(feature = "fdb"))]
+async fn serve_on_fdb(_cluster_file: &str, _args: &ServeArgs) -> Result<()> {
+    anyhow::bail!(
+        "this cairn-bench was built without FoundationDB; build it with `--features fdb` (see scripts/fdb.sh env)"
+    )
+}
+
+async fn serve_on<S: cairn_store::Store>(store: S, args: &ServeArgs) -> Result<()> {
+    let listener = cairn_server::bind("127.0.0.1", args.port).await?;
+    let address = format!("http://{}", listener.local_addr()?);
+    let node = bench_builder()
+        .config(NodeConfig {
+            node_id: args.node_id.clone(),
+            commit_batches_in_flight_max: args.commit_batches_in_flight,
+            advertise_address: Some(address.clone()),
+            peers: Some(cairn::PeersHandle(Arc::new(cairn_server::HttpPeers::new(
+                None,
+            )))),
+            ..NodeConfig::default()
+        })
+        .start(store)
+        .await?;
+    println!("cairn-bench serving on {address}");
+    let options = cairn_server::ApiOptions::default();
+    let router = cairn_server::router_with(node.runtime(), options.clone());
+    cairn_server::serve(listener, router, &options, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    node.shutdown().await;
+    Ok(())
 }
 
 /// W1/W2 through the HTTP API: `concurrency` client threads each start a workflow and
@@ -327,13 +376,19 @@ fn over_http(args: &RunArgs, address: &str) -> Result<Report> {
         .max_idle_connections_per_host(concurrency + args.count_loops)
         .build()
         .into();
-    let address = address.trim_end_matches('/').to_string();
+    let addresses: Vec<String> = address
+        .split(',')
+        .map(|a| a.trim().trim_end_matches('/').to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    ensure!(!addresses.is_empty(), "--address names no server");
+    let address = addresses[0].clone();
     let run_tag = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let next = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
-    let membership_before = membership(&agent, &address)?;
+    let membership_before = memberships(&agent, &addresses)?;
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let counters: Vec<_> = (0..args.count_loops)
         .map(|_| {
@@ -357,8 +412,9 @@ fn over_http(args: &RunArgs, address: &str) -> Result<Report> {
         .collect();
     let started = Instant::now();
     let threads: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (agent, address, next) = (agent.clone(), address.clone(), next.clone());
+        .map(|thread| {
+            let address = addresses[thread % addresses.len()].clone();
+            let (agent, next) = (agent.clone(), next.clone());
             let refusals = refused.clone();
             let total = args.workflows;
             std::thread::spawn(move || -> Result<Vec<Duration>> {
@@ -416,9 +472,9 @@ fn over_http(args: &RunArgs, address: &str) -> Result<Report> {
         );
     }
     counts.sort();
-    let membership_after = membership(&agent, &address)?;
+    let membership_after = memberships(&agent, &addresses)?;
     let mut extra = vec![
-        ("over_http", serde_json::json!(address)),
+        ("over_http", serde_json::json!(addresses)),
         (
             "overloaded_refusals",
             serde_json::json!(refused.load(Ordering::Relaxed)),
@@ -449,6 +505,18 @@ fn over_http(args: &RunArgs, address: &str) -> Result<Report> {
         rss_bytes: rss_bytes(),
         extra,
     })
+}
+
+/// [`membership`] of each node, by address (one node: its figures alone).
+fn memberships(agent: &ureq::Agent, addresses: &[String]) -> Result<serde_json::Value> {
+    if let [address] = addresses {
+        return membership(agent, address);
+    }
+    let mut each = serde_json::Map::new();
+    for address in addresses {
+        each.insert(address.clone(), membership(agent, address)?);
+    }
+    Ok(serde_json::Value::Object(each))
 }
 
 /// The node's shard claims, takeovers and losses, read from its `/metrics`: a node whose
@@ -555,6 +623,7 @@ async fn scenario_on<S: cairn_store::Store>(store: S, args: &RunArgs) -> Result<
                     actor_idle_ms: idle_ms,
                     actor_cache_max_per_shard: args.actor_cache_max_per_shard,
                     activity_attempts_dispatched_max: args.activity_attempts_dispatched_max,
+                    commit_batches_in_flight_max: args.commit_batches_in_flight,
                     advertise_address: Some(format!("inproc://{name}")),
                     peers: Some(cairn::PeersHandle(peers.clone())),
                     ..NodeConfig::default()

@@ -1,10 +1,16 @@
 //! Commit batching: many actors' transitions in one store transaction.
 //!
-//! The committer is one actor with a closed input enum: `Submit` a request, `BatchDone` when the
-//! transaction in flight finished. While a batch commits, new requests queue; the next batch
-//! takes everything queued (up to the limits). So batches grow with load and no request waits
-//! longer than one commit — the bound in time — and `batch_requests_max` /
-//! `batch_bytes_max` bound the size.
+//! The committer is one actor with a closed input enum: `Submit` a request, `BatchDone` when a
+//! transaction in flight finished. While the batches in flight commit (at most the store's
+//! [`Store::commit_batches_in_flight`], or the node's setting), new requests queue; the next
+//! batch takes everything queued (up to the limits). So batches grow with load and no request
+//! waits longer than the commits ahead of it — the bound in time — and [`BATCH_REQUESTS_MAX`] /
+//! [`BATCH_BYTES_MAX`] bound the size.
+//!
+//! Batches in flight together are separate optimistic transactions: the store orders them, and
+//! one that read what another wrote conflicts and is retried, as batches of two nodes do. No
+//! two of them carry consecutive transitions of one run, because a run's actor waits for its
+//! transition's answer before it submits the next.
 //!
 //! Each request carries its shard fence (shard, epoch): the batch reads those lease keys with
 //! conflict tracking and drops any request whose epoch is stale, so a node that lost a shard can
@@ -27,6 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
 
 /// Most requests in one batch.
@@ -87,7 +94,9 @@ impl<S> Default for Committer<S> {
 pub struct CommitterState<S> {
     batch: Arc<BatchContext<S>>,
     queue: Vec<CommitRequest>,
-    in_flight: bool,
+    /// Batches committing now, and the most at once.
+    in_flight: usize,
+    in_flight_max: usize,
 }
 
 /// What every batch needs.
@@ -104,6 +113,8 @@ pub struct CommitterArgs<S> {
     pub keys: Keys,
     pub metrics: Arc<crate::Metrics>,
     pub ownership: Arc<Ownership>,
+    /// Most batches in flight at once (at least 1).
+    pub batches_in_flight_max: usize,
 }
 
 impl<S: Store> Actor for Committer<S> {
@@ -124,7 +135,8 @@ impl<S: Store> Actor for Committer<S> {
                 ownership: args.ownership,
             }),
             queue: Vec::new(),
-            in_flight: false,
+            in_flight: 0,
+            in_flight_max: args.batches_in_flight_max.max(1),
         })
     }
 
@@ -136,9 +148,10 @@ impl<S: Store> Actor for Committer<S> {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             CommitterMsg::Submit(request) => state.queue.push(request),
-            CommitterMsg::BatchDone => state.in_flight = false,
+            CommitterMsg::BatchDone => state.in_flight -= 1,
         }
-        if !state.in_flight && !state.queue.is_empty() {
+        let metrics = &state.batch.metrics;
+        while state.in_flight < state.in_flight_max && !state.queue.is_empty() {
             let mut bytes = 0;
             let mut take = 0;
             for request in &state.queue {
@@ -151,7 +164,11 @@ impl<S: Store> Actor for Committer<S> {
                 take += 1;
             }
             let batch: Vec<CommitRequest> = state.queue.drain(..take).collect();
-            state.in_flight = true;
+            state.in_flight += 1;
+            metrics
+                .commit_batches_in_flight_peak
+                .fetch_max(state.in_flight as u64, Ordering::Relaxed);
+            let myself = myself.clone();
             let context = state.batch.clone();
             tokio::spawn(async move {
                 // Reports the batch done even if committing it panics, so the committer never
@@ -160,6 +177,9 @@ impl<S: Store> Actor for Committer<S> {
                 commit_batch(&context, batch).await;
             });
         }
+        metrics
+            .commit_batches_in_flight
+            .store(state.in_flight as u64, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -103,6 +103,10 @@ pub struct NodeConfig {
     /// Most commit requests submitted and not yet answered (the committer's queue). Default
     /// [`COMMIT_REQUESTS_QUEUED_MAX`] (16,384); 0 counts as 1.
     pub commit_requests_queued_max: usize,
+    /// Most commit batches in flight at once (separate store transactions). Default 0: the
+    /// store's own [`cairn_store::Store::commit_batches_in_flight`] (1 on the local stores, more
+    /// on FoundationDB, where a commit is a network round trip).
+    pub commit_batches_in_flight_max: usize,
     /// Where the node reads the time. Default the system clock; the simulator passes virtual
     /// time.
     pub clock: Clock,
@@ -163,6 +167,7 @@ impl Default for NodeConfig {
             timers_in_memory_max_per_shard: 16_384,
             retention_ms: 7 * 24 * 3_600_000,
             commit_requests_queued_max: COMMIT_REQUESTS_QUEUED_MAX,
+            commit_batches_in_flight_max: 0,
             result_watches_max: RESULT_WATCHES_MAX,
             clock: Clock::System,
             entropy: Entropy::os(),

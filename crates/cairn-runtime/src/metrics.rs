@@ -127,6 +127,10 @@ pub struct Metrics {
     pub result_pollers: AtomicU64,
     /// Queries sent to the node holding the run.
     pub queries_forwarded: AtomicU64,
+    /// Commit batches in flight now (separate store transactions), and the most there ever
+    /// were at once (at most the committer's bound, `NodeConfig::commit_batches_in_flight_max`).
+    pub commit_batches_in_flight: AtomicU64,
+    pub commit_batches_in_flight_peak: AtomicU64,
     /// Membership heartbeat commit latency (one heartbeat renews every lease of the node).
     pub lease_renew_latency: Histogram,
     pub commit_latency: Histogram,
@@ -164,6 +168,8 @@ impl Default for Metrics {
             result_watches: AtomicU64::new(0),
             result_polls: AtomicU64::new(0),
             result_pollers: AtomicU64::new(0),
+            commit_batches_in_flight: AtomicU64::new(0),
+            commit_batches_in_flight_peak: AtomicU64::new(0),
             queries_forwarded: AtomicU64::new(0),
             lease_renew_latency: Histogram::new(LATENCY_BUCKETS),
             commit_latency: Histogram::new(LATENCY_BUCKETS),

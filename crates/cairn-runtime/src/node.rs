@@ -95,6 +95,10 @@ impl<S: Store> Node<S> {
                 keys: keys.clone(),
                 metrics: metrics.clone(),
                 ownership: ownership.clone(),
+                batches_in_flight_max: match config.commit_batches_in_flight_max {
+                    0 => store.commit_batches_in_flight(),
+                    n => n,
+                },
             },
         )
         .await

@@ -1652,6 +1652,12 @@ async fn metrics<S: Store>(State(node): State<Arc<Node<S>>>) -> Response {
         load(&m.result_pollers).to_string(),
     );
     counter(
+        "cairn_commit_batches_in_flight",
+        "gauge",
+        "Commit batches in flight now, each its own store transaction.",
+        load(&m.commit_batches_in_flight).to_string(),
+    );
+    counter(
         "cairn_activity_attempts_lost_total",
         "counter",
         "Activity attempts of an earlier tenure of a shard, failed as lost by its new holder.",

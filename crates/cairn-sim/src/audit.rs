@@ -133,6 +133,13 @@ impl<S: Store> Store for AuditStore<S> {
     fn reads_ahead_pay(&self) -> bool {
         true
     }
+
+    /// Two: the simulated nodes commit batches in flight together as on FoundationDB, so
+    /// every seed interleaves them (and their conflicts); the other tests, on the local
+    /// stores, exercise one at a time.
+    fn commit_batches_in_flight(&self) -> usize {
+        2
+    }
 }
 
 /// A transaction of an [`AuditStore`].

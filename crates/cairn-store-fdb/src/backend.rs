@@ -152,7 +152,15 @@ impl Store for FdbStore {
     fn reads_ahead_pay(&self) -> bool {
         true
     }
+
+    /// A commit is mostly a wait on the cluster's round trips: batches overlap them.
+    fn commit_batches_in_flight(&self) -> usize {
+        COMMIT_BATCHES_IN_FLIGHT
+    }
 }
+
+/// Commit batches a node keeps in flight on FoundationDB (`Store::commit_batches_in_flight`).
+pub const COMMIT_BATCHES_IN_FLIGHT: usize = 4;
 
 /// A FoundationDB transaction.
 pub struct FdbTransaction {

@@ -138,6 +138,13 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn reads_ahead_pay(&self) -> bool {
         false
     }
+
+    /// How many commit batches a node should have in flight at once: 1 (the default) where a
+    /// commit is local work that a second one would only queue behind; more where a commit
+    /// is mostly a wait on the network (FoundationDB), so batches overlap their round trips.
+    fn commit_batches_in_flight(&self) -> usize {
+        1
+    }
 }
 
 /// One optimistic transaction. Reads see the snapshot at the read version plus this

@@ -412,6 +412,10 @@ impl<S: Store> Store for FaultStore<S> {
         self.inner.reads_ahead_pay()
     }
 
+    fn commit_batches_in_flight(&self) -> usize {
+        self.inner.commit_batches_in_flight()
+    }
+
     fn exclusive_opening(&self) -> Option<String> {
         self.inner.exclusive_opening()
     }
