@@ -1124,6 +1124,99 @@ async fn held_job(ctx: Ctx, _input: ()) -> Result<(), WorkflowError> {
     released_or_canceled(&ctx, &mut release).await
 }
 
+/// Proves a schedule keeps firing after its node loses every shard at once and claims them
+/// back, as when a store outage outlasts the lease (FoundationDB recovering from a lost
+/// process): with runs that overlap the next fire (skip policy), the store is stalled past the
+/// lease mid-run; the node drops all its shards, takes them again, and the schedule starts
+/// runs on cadence afterwards, every one of which completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_on_after_a_stall_costs_every_shard() {
+    let store = FaultStore::new(MemStore::new(), FaultConfig::none(51));
+    schedule_through_shard_loss(&store, "stall", true, async || {
+        store.pause();
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        store.resume();
+    })
+    .await;
+}
+
+/// The same through an outage in which commits fail and crawl, most with an unknown outcome
+/// (half of those applied), for longer than the lease, as FoundationDB's
+/// `commit_unknown_result` made them in the cluster test. Whether the node drops its shards
+/// depends on when its placement round looks (a commit after the lease lapsed is fenced
+/// either way), so this one claims only what follows: fires on cadence afterwards, every run
+/// completing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_on_after_failing_commits_cost_every_shard() {
+    let store = FaultStore::new(
+        MemStore::new(),
+        FaultConfig {
+            conflict_probability: 0.2,
+            maybe_committed_applied_probability: 0.4,
+            maybe_committed_lost_probability: 0.4,
+            latency: Some((Duration::from_millis(50), Duration::from_millis(150))),
+            ..FaultConfig::none(52)
+        },
+    );
+    store.set_enabled(false);
+    schedule_through_shard_loss(&store, "unknown", false, async || {
+        store.set_enabled(true);
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        store.set_enabled(false);
+    })
+    .await;
+}
+
+async fn schedule_through_shard_loss(
+    store: &FaultStore<MemStore>,
+    tag: &str,
+    every_shard_lost: bool,
+    outage: impl AsyncFnOnce(),
+) {
+    let node = builder()
+        .config(NodeConfig {
+            lease_timeout_ms: 600,
+            ..config(&format!("shard-loss-{tag}"))
+        })
+        .start(store.clone())
+        .await
+        .unwrap();
+    let client = node.client();
+    let schedule_id = format!("loses-shards-{tag}");
+    let schedule = client
+        .schedule(tick, &schedule_id, 300u64)
+        .interval(Duration::from_millis(200))
+        .create()
+        .await
+        .unwrap();
+    let node_ref = &node;
+    eventually("two fires", async || {
+        started_by(&all(node_ref).await, &schedule_id).len() >= 2
+    })
+    .await;
+    outage().await;
+    eventually("every shard held again (lost first, where claimed)", async || {
+        let losses = node_ref
+            .metrics()
+            .shard_losses
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (!every_shard_lost || losses >= 8) && node_ref.held_shards().len() == 8
+    })
+    .await;
+    let before = started_by(&all(&node).await, &schedule_id).len();
+    eventually("three fires after the loss", async || {
+        started_by(&all(node_ref).await, &schedule_id).len() >= before + 3
+    })
+    .await;
+    schedule.delete().await.unwrap();
+    for id in started_by(&all(&node).await, &schedule_id) {
+        within(&id, client.handle::<()>(&id).unwrap().result())
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+    }
+    node.shutdown().await;
+}
+
 /// Proves the six overlap policies over exactly five scheduled times (100 ms apart, bounded by
 /// the schedule's start and end) of jobs that run until released: `Skip` starts one,
 /// `BufferOne` one more after it ends, `BufferAll` each in turn, `AllowAll` all five at once,
