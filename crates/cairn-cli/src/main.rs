@@ -821,21 +821,23 @@ fn cluster(args: ClusterArgs) -> Result<()> {
                 );
             }
             say!(
-                "{:<6} {:<24} {:<6} {:<7} {:<24}",
+                "{:<6} {:<24} {:<6} {:<7} {:<24} {:<10}",
                 "SHARD",
                 "HOLDER",
                 "EPOCH",
                 "LIVE",
-                "PLACED ON"
+                "PLACED ON",
+                "LAG MS"
             );
             for s in status["shards"].as_array().into_iter().flatten() {
                 say!(
-                    "{:<6} {:<24} {:<6} {:<7} {:<24}",
+                    "{:<6} {:<24} {:<6} {:<7} {:<24} {:<10}",
                     s["shard"].to_string(),
                     s["holder"].as_str().unwrap_or("-"),
                     s["epoch"].to_string(),
                     s["held"].as_bool().unwrap_or(false),
-                    s["placed_on"].as_str().unwrap_or("-")
+                    s["placed_on"].as_str().unwrap_or("-"),
+                    s["lag_ms"].as_u64().unwrap_or(0)
                 );
             }
         }

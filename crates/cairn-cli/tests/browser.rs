@@ -694,7 +694,8 @@ fn schedules() {
     ui.screenshot("schedules");
 }
 
-/// The cluster page: the node, its shards and their leases.
+/// The cluster page: the node, its shards and their leases, and their lag (no shard lagging:
+/// the one node keeps up).
 #[test]
 fn cluster() {
     if skipped() {
@@ -704,8 +705,13 @@ fn cluster() {
     ui.open("#/cluster");
     let text = ui.text("Shard leases");
     assert!(
-        text.contains("this node") && text.contains("Alive"),
+        text.contains("this node") && text.contains("Alive") && text.contains("Lag"),
         "{text}"
+    );
+    ui.wait_until(
+        "a lag figure and no lagging shard",
+        "return document.getElementById('cluster-lag') !== null \
+            && document.querySelectorAll('.shard.lagging').length === 0",
     );
     ui.wait_until(
         "16 held shards",

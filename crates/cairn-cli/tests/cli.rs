@@ -306,7 +306,9 @@ fn schedule_and_visibility_commands() {
     assert!(String::from_utf8_lossy(&gone.stderr).contains("[schedule_not_found]"));
     let status = cli(&server, &["cluster", "status"]);
     assert!(
-        stdout(&status).contains("dev") && stdout(&status).contains("alive"),
+        stdout(&status).contains("dev")
+            && stdout(&status).contains("alive")
+            && stdout(&status).contains("LAG MS"),
         "{}",
         stdout(&status)
     );

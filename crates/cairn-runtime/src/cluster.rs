@@ -54,6 +54,9 @@ pub const REHYDRATE_PAGE_ROWS: usize = 1_000;
 
 /// Shortest lease timeout a node accepts: placement and heartbeats must fit several times.
 pub const LEASE_TIMEOUT_MS_MIN: u64 = 100;
+/// Shards whose earliest due work (first timer, first schedule wake: one single-row read each)
+/// one read-only transaction of the cluster status reads; more shards take more transactions.
+pub const DUE_SHARDS_PER_TRANSACTION: u32 = 64;
 
 const _: () = assert!(PLACEMENT_INTERVAL_MS_MAX * 4 > LEASE_TIMEOUT_MS_MIN);
 
@@ -954,6 +957,18 @@ pub struct ShardStatus {
     /// Where placement puts it now.
     pub placed_on: Option<String>,
     pub changed_unix_ms: u64,
+    /// When the shard's earliest pending timer or schedule wake was (or is) due. A holder
+    /// keeping up consumes each within moments of its time, so one well in the past is how far
+    /// the shard lags: unheld, or its holder behind.
+    pub earliest_due_unix_ms: Option<u64>,
+}
+
+impl ShardStatus {
+    /// How long the shard's earliest due work has waited past its time, at `now_unix_ms`.
+    pub fn lag_ms(&self, now_unix_ms: u64) -> u64 {
+        self.earliest_due_unix_ms
+            .map_or(0, |due| now_unix_ms.saturating_sub(due))
+    }
 }
 
 /// The whole cluster, read from the store, plus what this node holds.
@@ -971,6 +986,7 @@ pub struct ClusterStatus {
 
 pub(crate) async fn status<S: Store>(shared: &Local<S>) -> Result<ClusterStatus, StoreError> {
     let view = View::read(shared).await?;
+    let due = earliest_due(shared).await?;
     let nodes = view
         .nodes
         .values()
@@ -999,6 +1015,7 @@ pub(crate) async fn status<S: Store>(shared: &Local<S>) -> Result<ClusterStatus,
                     .map(|n| n.expires_unix_ms),
                 placed_on: view.desired(shard).map(str::to_string),
                 changed_unix_ms: lease.map_or(0, |l| l.changed_unix_ms),
+                earliest_due_unix_ms: due.get(shard as usize).copied().flatten(),
             }
         })
         .collect();
@@ -1020,6 +1037,48 @@ pub(crate) async fn status<S: Store>(shared: &Local<S>) -> Result<ClusterStatus,
         shards,
         held_here,
     })
+}
+
+/// Each shard's earliest pending timer or schedule wake time, by shard: two single-row reads
+/// per shard, [`DUE_SHARDS_PER_TRANSACTION`] shards per read-only transaction.
+async fn earliest_due<S: Store>(shared: &Shared<S>) -> Result<Vec<Option<u64>>, StoreError> {
+    let shard_count = shared.config.shard_count;
+    let mut due = Vec::with_capacity(shard_count as usize);
+    let mut first = 0;
+    while first < shard_count {
+        let last = first
+            .saturating_add(DUE_SHARDS_PER_TRANSACTION)
+            .min(shard_count);
+        let keys = &shared.keys;
+        let chunk = transact(&shared.store, &shared.transact_options(), |tx, _| {
+            let keys = keys.clone();
+            Box::pin(async move {
+                let mut chunk = Vec::new();
+                for shard in first..last {
+                    let (begin, end) = keys.timers_of_shard(shard);
+                    let timer = tx
+                        .get_range(&RangeRequest::new(begin, end).limit(1).snapshot())
+                        .await?
+                        .first()
+                        .and_then(|kv| keys.parse_timer(&kv.key))
+                        .map(|(at, _, _)| at);
+                    let (begin, end) = keys.schedule_wakes_of_shard(shard);
+                    let wake = tx
+                        .get_range(&RangeRequest::new(begin, end).limit(1).snapshot())
+                        .await?
+                        .first()
+                        .and_then(|kv| keys.parse_schedule_wake(&kv.key))
+                        .map(|(at, _)| at);
+                    chunk.push(timer.into_iter().chain(wake).min());
+                }
+                Ok::<_, StoreError>(chunk)
+            })
+        })
+        .await?;
+        due.extend(chunk);
+        first = last;
+    }
+    Ok(due)
 }
 
 /// Where a query for `shard` should go, from the store's view.

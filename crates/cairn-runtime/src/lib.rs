@@ -55,8 +55,8 @@ pub use client_calls::{
 };
 pub use clock::{Clock, Entropy};
 pub use cluster::{
-    ACTIVITY_ATTEMPT_LOST, ClusterStatus, LEASE_TIMEOUT_MS_MIN, NodeStatus,
-    PLACEMENT_INTERVAL_MS_MAX, REHYDRATE_PAGE_ROWS, ShardStatus, rendezvous,
+    ACTIVITY_ATTEMPT_LOST, ClusterStatus, DUE_SHARDS_PER_TRANSACTION, LEASE_TIMEOUT_MS_MIN,
+    NodeStatus, PLACEMENT_INTERVAL_MS_MAX, REHYDRATE_PAGE_ROWS, ShardStatus, rendezvous,
 };
 pub use committer::{
     BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, COMMIT_REQUESTS_QUEUED_MAX, VERIFY_READ_ATTEMPTS_MAX,

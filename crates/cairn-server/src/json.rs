@@ -6,7 +6,8 @@ use axum::http::StatusCode;
 use cairn_core::RunStatus;
 use cairn_core::visibility::format_time;
 use cairn_runtime::{
-    ClusterStatus, Description, Outcome, RecentAction, ScheduleDescription, WorkflowSummary,
+    ClusterStatus, Description, Outcome, RecentAction, ScheduleDescription, ShardStatus,
+    WorkflowSummary,
 };
 use cairn_types::{
     EventKind, Failure, HistoryEvent, Memo, Payload, SearchAttributes, SearchValue, UpdateOutcome,
@@ -453,11 +454,22 @@ pub fn event(e: &HistoryEvent) -> Value {
 }
 
 pub fn cluster(status: &ClusterStatus) -> Value {
+    let now = status.now_unix_ms;
+    fn held_by<'a>(
+        status: &'a ClusterStatus,
+        node: &'a str,
+    ) -> impl Iterator<Item = &'a ShardStatus> {
+        status
+            .shards
+            .iter()
+            .filter(move |s| s.held && s.holder.as_deref() == Some(node))
+    }
     json!({
         "this_node": status.this_node,
-        "now_unix_ms": status.now_unix_ms,
+        "now_unix_ms": now,
         "shard_count": status.shard_count,
         "lease_timeout_ms": status.lease_timeout_ms,
+        "lag_ms": status.shards.iter().map(|s| s.lag_ms(now)).max().unwrap_or(0),
         "nodes": status.nodes.iter().map(|n| json!({
             "node_id": n.node_id,
             "instance": n.instance,
@@ -467,7 +479,8 @@ pub fn cluster(status: &ClusterStatus) -> Value {
             "started_unix_ms": n.started_unix_ms,
             "heartbeat_unix_ms": n.heartbeat_unix_ms,
             "expires_unix_ms": n.expires_unix_ms,
-            "shards": status.shards.iter().filter(|s| s.held && s.holder.as_deref() == Some(n.node_id.as_str())).map(|s| s.shard).collect::<Vec<_>>(),
+            "shards": held_by(status, &n.node_id).map(|s| s.shard).collect::<Vec<_>>(),
+            "lag_ms": held_by(status, &n.node_id).map(|s| s.lag_ms(now)).max().unwrap_or(0),
         })).collect::<Vec<_>>(),
         "shards": status.shards.iter().map(|s| json!({
             "shard": s.shard,
@@ -477,6 +490,8 @@ pub fn cluster(status: &ClusterStatus) -> Value {
             "lease_expires_unix_ms": s.expires_unix_ms,
             "placed_on": s.placed_on,
             "changed_unix_ms": s.changed_unix_ms,
+            "earliest_due_unix_ms": s.earliest_due_unix_ms,
+            "lag_ms": s.lag_ms(now),
         })).collect::<Vec<_>>(),
         "held_here": status.held_here.iter().map(|(shard, epoch, since)| json!({
             "shard": shard, "epoch": epoch, "since_unix_ms": since,

@@ -33,7 +33,7 @@
 //! | `POST /api/v1/schedules/{id}/pause`, `/unpause` (`note`), `/trigger`, `/backfill` (`start`, `end`) | steer a schedule |
 //! | `POST /api/v1/batches` (`operation`: cancel or terminate, `query`, `reason`), `GET /api/v1/batches`, `GET /api/v1/batches/{id}` | a batch operation over what a query selects, run in the background with stored progress |
 //! | `GET /api/v1/task-queues?scope=` | this node's task queues: the workers that polled them lately (identity, kind, last poll) and the tasks waiting; with `scope=cluster`, every live node's too (`nodes`) |
-//! | `GET /api/v1/cluster` | membership, shard leases (holder, epoch, expiry, placement), what this node holds |
+//! | `GET /api/v1/cluster` | membership, shard leases (holder, epoch, expiry, placement) and lag (earliest due timer or schedule wake, how long past its time), what this node holds |
 //! | `POST /api/v1/internal/query` | a query forwarded by another node (MessagePack; answered only by the shard's holder) |
 //! | `POST /api/v1/internal/tasks` | a remote worker's task call forwarded by another node (MessagePack) |
 //! | `GET /metrics` | Prometheus text: runs, transitions, activities, commits, batch sizes, actor cache, shards |

@@ -1462,3 +1462,56 @@ async fn task_queues_of_the_cluster_over_http() {
     assert_eq!(refused["code"], "invalid_parameter");
     node.shutdown().await;
 }
+
+/// Sleeps a minute: one durable timer due in the future.
+async fn napping(ctx: Ctx, _: ()) -> Result<(), WorkflowError> {
+    ctx.sleep(std::time::Duration::from_secs(60)).await;
+    Ok(())
+}
+
+/// Proves `GET /api/v1/cluster` reports lag: each shard's earliest due time (here a nap's
+/// timer, a minute ahead, in its shard only) and lag (none: it is not yet due), each node's
+/// and the cluster's most lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_over_http_says_how_far_each_shard_lags() {
+    let node = Node::builder()
+        .workflow(napping)
+        .start(cairn::MemStore::new())
+        .await
+        .unwrap();
+    node.client()
+        .start(napping, "nap", ())
+        .send()
+        .await
+        .unwrap();
+    let shard = node
+        .runtime()
+        .shard_of(&cairn::WorkflowId::new("nap").unwrap());
+    let api = cairn_server::router(node.runtime(), None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let cluster = loop {
+        let (status, cluster) = get(&api, "/api/v1/cluster").await;
+        assert_eq!(status, StatusCode::OK, "{cluster}");
+        if cluster["shards"][shard as usize]["earliest_due_unix_ms"].is_u64() {
+            break cluster;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no timer shown: {cluster}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let now = cluster["now_unix_ms"].as_u64().unwrap();
+    for s in cluster["shards"].as_array().unwrap() {
+        assert_eq!(s["lag_ms"], 0, "{s}");
+        let due = &s["earliest_due_unix_ms"];
+        if s["shard"] == shard {
+            assert!(due.as_u64().unwrap() > now + 50_000, "{s}");
+        } else {
+            assert!(due.is_null(), "{s}");
+        }
+    }
+    assert_eq!(cluster["nodes"][0]["lag_ms"], 0, "{cluster}");
+    assert_eq!(cluster["lag_ms"], 0, "{cluster}");
+    node.shutdown().await;
+}

@@ -50,11 +50,11 @@ pub use cairn_runtime::{ACCEPTED_UPDATE_COMPLETED_WORKFLOW, UNPROCESSED_UPDATE};
 pub use cairn_runtime::{
     ACTIVITY_ATTEMPT_LOST, ACTIVITY_ATTEMPTS_DISPATCHED_MAX, ActionKind, ActivityContext,
     ActivityInfo, BATCH_PAGE_WORKFLOWS, BATCHES_KEPT_MAX, BATCHES_RUNNING_MAX, BatchOperation,
-    BatchRecord, BatchState, ClientError, Clock, ClusterStatus, CrashHook, CrashPoint, Entropy,
-    IdReusePolicy, InProcessPeers, LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX,
-    LIST_SCAN_ENTRIES_MAX, NodeConfig, NodeStatus, Outcome, Peers, PeersHandle, QueryError,
-    RecentAction, SORTED_QUERY_WORKFLOWS_MAX, ScheduleDescription, ScheduleRecord, ShardStatus,
-    UpdateError, UpdateStage, WorkflowPage, WorkflowSummary,
+    BatchRecord, BatchState, ClientError, Clock, ClusterStatus, CrashHook, CrashPoint,
+    DUE_SHARDS_PER_TRANSACTION, Entropy, IdReusePolicy, InProcessPeers, LIST_PAGE_SIZE_DEFAULT,
+    LIST_PAGE_SIZE_MAX, LIST_SCAN_ENTRIES_MAX, NodeConfig, NodeStatus, Outcome, Peers, PeersHandle,
+    QueryError, RecentAction, SORTED_QUERY_WORKFLOWS_MAX, ScheduleDescription, ScheduleRecord,
+    ShardStatus, UpdateError, UpdateStage, WorkflowPage, WorkflowSummary,
 };
 pub use cairn_store::{MemStore, StoreError};
 pub use cairn_types::{

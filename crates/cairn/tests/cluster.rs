@@ -60,6 +60,12 @@ async fn job(ctx: Ctx, n: u64) -> Result<u64, WorkflowError> {
     Ok(a + b? + c? + bonus)
 }
 
+/// Sleeps `millis`, then ends: one durable timer in its shard.
+async fn nap(ctx: Ctx, millis: u64) -> Result<(), WorkflowError> {
+    ctx.sleep(Duration::from_millis(millis)).await;
+    Ok(())
+}
+
 fn expected(n: u64) -> u64 {
     let a = 2 * n;
     a + 2 * (a + 1) + 2 * (a + 2) + n
@@ -100,6 +106,7 @@ async fn start_node<S: Store>(store: &S, config: NodeConfig) -> Node<S> {
     Node::builder()
         .workflow(job)
         .workflow(collector)
+        .workflow(nap)
         .activity(step)
         .config(config)
         .start(store.clone())
@@ -486,6 +493,124 @@ async fn queries_wait_out_a_failover_and_fail_clearly_without_a_route() {
     );
     lonely.shutdown().await;
     b.shutdown().await;
+}
+
+/// Proves the cluster status shows how far a shard lags: a timer that falls due while its
+/// shard's holder is dead (its lease not yet lapsed) waits past its time, and the status read
+/// on the survivor shows that shard's earliest due time as the timer's and its lag growing,
+/// the other shards none; once the survivor takes the shard the timer fires, the run
+/// completes and the lag is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_shows_a_shard_lagging_while_its_holder_is_dead() {
+    const LEASE: u64 = 3_000;
+    let store = MemStore::new();
+    let peers = Arc::new(InProcessPeers::default());
+    let config = |name: &str| NodeConfig {
+        lease_timeout_ms: LEASE,
+        ..config(name, &peers)
+    };
+    let a = start_node(&store, config("lag-a")).await;
+    let b = start_node(&store, config("lag-b")).await;
+    converged(&[&a, &b], 8).await;
+    let on_a = |id: &String| {
+        let shard = a
+            .runtime()
+            .shard_of(&cairn::WorkflowId::new(id.clone()).unwrap());
+        a.held_shards()
+            .iter()
+            .any(|(s, _)| *s == shard)
+            .then_some(shard)
+    };
+    let (id, shard) = (0..)
+        .map(|i| format!("lag-nap-{i}"))
+        .find_map(|id| on_a(&id).map(|shard| (id, shard)))
+        .unwrap();
+    b.client().start(nap, &id, 100).send().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let due = loop {
+        let status = b.cluster_status().await.unwrap();
+        if let Some(due) = status.shards[shard as usize].earliest_due_unix_ms {
+            break due;
+        }
+        assert!(Instant::now() < deadline, "the nap's timer never showed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    a.crash();
+    let crashed = Instant::now();
+    let status = loop {
+        let status = b.cluster_status().await.unwrap();
+        if status.shards[shard as usize].lag_ms(status.now_unix_ms) >= 500 {
+            break status;
+        }
+        assert!(
+            crashed.elapsed() < Duration::from_millis(LEASE),
+            "no lag shown before the lease lapsed: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let lagging = &status.shards[shard as usize];
+    assert_eq!(lagging.earliest_due_unix_ms, Some(due));
+    assert_eq!(lagging.lag_ms(status.now_unix_ms), status.now_unix_ms - due);
+    for other in status.shards.iter().filter(|s| s.shard != shard) {
+        assert_eq!(other.lag_ms(status.now_unix_ms), 0, "{other:?}");
+    }
+    within(&id, b.client().handle::<()>(&id).unwrap().result())
+        .await
+        .unwrap();
+    let status = b.cluster_status().await.unwrap();
+    let caught_up = &status.shards[shard as usize];
+    assert_eq!(caught_up.earliest_due_unix_ms, None, "{caught_up:?}");
+    assert_eq!(caught_up.lag_ms(status.now_unix_ms), 0);
+    b.shutdown().await;
+}
+
+/// Proves the status reads every shard's due work past one transaction's share
+/// ([`cairn::DUE_SHARDS_PER_TRANSACTION`]): with twice that many shards and one more, a
+/// timer in each of the last two shards shows at its own shard and nowhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_reads_due_work_of_more_shards_than_one_transaction_takes() {
+    let shard_count = 2 * cairn::DUE_SHARDS_PER_TRANSACTION + 1;
+    let store = MemStore::new();
+    let peers = Arc::new(InProcessPeers::default());
+    let node = start_node(
+        &store,
+        NodeConfig {
+            shard_count,
+            ..config("due-many", &peers)
+        },
+    )
+    .await;
+    let shard_of = |id: &String| {
+        node.runtime()
+            .shard_of(&cairn::WorkflowId::new(id.clone()).unwrap())
+    };
+    let mut napping = BTreeSet::new();
+    for last in [shard_count - 2, shard_count - 1] {
+        let id = (0..)
+            .map(|i| format!("due-nap-{i}"))
+            .find(|id| shard_of(id) == last)
+            .unwrap();
+        node.client().start(nap, &id, 60_000).send().await.unwrap();
+        napping.insert(last);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = node.cluster_status().await.unwrap();
+        assert_eq!(status.shards.len(), shard_count as usize);
+        let due: BTreeSet<u32> = status
+            .shards
+            .iter()
+            .filter(|s| s.earliest_due_unix_ms.is_some())
+            .map(|s| s.shard)
+            .collect();
+        if due == napping {
+            break;
+        }
+        assert!(due.is_subset(&napping), "{due:?}");
+        assert!(Instant::now() < deadline, "timers shown at {due:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    node.shutdown().await;
 }
 
 /// Proves many signals sent at once to one workflow from several nodes all arrive: mailbox

@@ -1195,13 +1195,16 @@ async fn schedule_through_shard_loss(
     })
     .await;
     outage().await;
-    eventually("every shard held again (lost first, where claimed)", async || {
-        let losses = node_ref
-            .metrics()
-            .shard_losses
-            .load(std::sync::atomic::Ordering::Relaxed);
-        (!every_shard_lost || losses >= 8) && node_ref.held_shards().len() == 8
-    })
+    eventually(
+        "every shard held again (lost first, where claimed)",
+        async || {
+            let losses = node_ref
+                .metrics()
+                .shard_losses
+                .load(std::sync::atomic::Ordering::Relaxed);
+            (!every_shard_lost || losses >= 8) && node_ref.held_shards().len() == 8
+        },
+    )
     .await;
     let before = started_by(&all(&node).await, &schedule_id).len();
     eventually("three fires after the loss", async || {
