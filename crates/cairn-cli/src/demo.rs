@@ -172,6 +172,29 @@ pub async fn rounds(ctx: Ctx, (done, rounds): (u32, u32)) -> Result<u32, Workflo
     Ok(rounds)
 }
 
+/// Most steps `relay` takes: about 16,000 events, well under one run's bound (51,200).
+pub const RELAY_STEPS_MAX: u32 = 5_000;
+
+/// Runs `steps` activities one after another, with a 10 ms timer after every tenth: a long
+/// history with a lane per step, for the timeline. More than [`RELAY_STEPS_MAX`] fails at once.
+pub async fn relay(ctx: Ctx, steps: u32) -> Result<u32, WorkflowError> {
+    if steps > RELAY_STEPS_MAX {
+        return Err(Failure::new(
+            "TooManySteps",
+            format!("a relay takes at most {RELAY_STEPS_MAX} steps, not {steps}"),
+        )
+        .non_retryable()
+        .into());
+    }
+    for step in 1..=steps {
+        ctx.activity(greet, format!("step {step}")).await?;
+        if step % 10 == 0 {
+            ctx.sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok(steps)
+}
+
 async fn demo_order_check(_ctx: ActivityContext, order: String) -> Result<(), Failure> {
     Err(Failure::new("InvalidOrder", format!("order {order:?} has no items")).non_retryable())
 }
@@ -218,6 +241,7 @@ pub fn register(builder: cairn::NodeBuilder) -> cairn::NodeBuilder {
         .workflow(fan_out)
         .workflow(rounds)
         .workflow(doomed)
+        .workflow(relay)
         .activity(greet)
         .activity(demo_card_charge)
         .activity(demo_export_rows)

@@ -638,6 +638,67 @@ fn workflow_detail() {
     ui.screenshot("workflow");
 }
 
+/// The timeline of a long run (a `relay` of 250 steps: 275 lanes, over 750 events): drawn from
+/// the first page of events until asked for every event, a page of 200 lanes (the newest) with
+/// the earlier ones a click away, zoomed in to fewer lanes, panned, and back to the whole run.
+#[test]
+fn timeline_zoom() {
+    if skipped() {
+        return;
+    }
+    let ui = Ui::start(None);
+    ui.cli(&[
+        "start", "--type", "relay", "--id", "relay-1", "--input", "250", "--wait",
+    ]);
+    ui.open("#/workflows/relay-1");
+    ui.text("Timeline");
+    let window = "document.getElementById('timeline-window').textContent";
+    ui.wait_until(
+        "the first page's lanes, and a button for the rest",
+        &format!("return {window}.includes('from 200 events') && !document.getElementById('timeline-load').hidden"),
+    );
+    ui.click("#timeline-load");
+    ui.wait_until(
+        "every event drawn: the newest 200 of 275 lanes; the button gone",
+        &format!(
+            "return {window}.includes('lanes 76–275 of 275') \
+            && document.getElementById('timeline-load').offsetParent === null"
+        ),
+    );
+    let drawn = ui.script("return document.querySelectorAll('#timeline .lane').length");
+    assert_eq!(drawn.as_u64(), Some(200), "{drawn}");
+    ui.click("[data-lanes=earlier]");
+    ui.wait_until(
+        "the earliest lanes",
+        &format!("return {window}.includes('lanes 1–200 of 275')"),
+    );
+    assert_eq!(
+        ui.script("return document.querySelector('#timeline .lane-label').textContent.trim()")
+            .as_str()
+            .map(|t| t.starts_with("activity 1 ")),
+        Some(true)
+    );
+    ui.click("[data-zoom=in]");
+    ui.click("[data-zoom=in]");
+    ui.wait_until(
+        "a quarter of the run, fewer lanes",
+        &format!("return {window}.startsWith('Zoomed to') && !{window}.includes('of 275)') && document.querySelectorAll('#timeline .lane').length < 200"),
+    );
+    let zoomed = ui.script(&format!("return {window}"));
+    ui.click("[data-zoom=earlier]");
+    ui.wait_until(
+        "panned to earlier",
+        &format!("return {window} !== {zoomed}", zoomed = zoomed),
+    );
+    ui.script("document.getElementById('timeline-h').scrollIntoView()");
+    ui.screenshot("workflow-timeline-zoomed");
+    ui.click("[data-zoom=all]");
+    ui.wait_until(
+        "the whole run again",
+        &format!("return !{window}.startsWith('Zoomed') && {window}.includes('of 275')"),
+    );
+}
+
 /// Schedules: create from the form, see the spec in words and next times, pause with a note,
 /// trigger, delete.
 #[test]

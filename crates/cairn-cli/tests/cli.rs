@@ -82,6 +82,22 @@ fn dev_server_and_workflow_commands() {
         "{}",
         stdout(&started)
     );
+    // A demo relay one step past its bound fails at once, saying why.
+    let too_long = cairn(
+        &server,
+        &[
+            "start", "--type", "relay", "--id", "r-1", "--input", "5001", "--wait",
+        ],
+    );
+    let said = format!(
+        "{}{}",
+        stdout(&too_long),
+        String::from_utf8_lossy(&too_long.stderr)
+    );
+    assert!(
+        said.contains("TooManySteps") && said.contains("at most 5000 steps"),
+        "{said}"
+    );
 
     let listed = cairn(&server, &["list", "--status", "completed"]);
     assert!(stdout(&listed).contains("h-1"), "{}", stdout(&listed));

@@ -11,7 +11,7 @@
 //! |---|---|
 //! | `GET /healthz` | liveness |
 //! | `GET /api/v1/openapi.json` | this table as an OpenAPI 3 document |
-//! | `GET /`, `GET /ui/{file}` | the web UI (ES modules and CSS built into the binary): workflows (query box, counts, saved views, columns, live), a run (summary, pending work, relationships, history views, timeline, signal/query/update, cancel/terminate), schedules, the cluster |
+//! | `GET /`, `GET /ui/{file}` | the web UI (ES modules and CSS built into the binary): workflows (query box, counts, saved views, columns, live), a run (summary, pending work, relationships, history views, a timeline that zooms and pages, signal/query/update, cancel/terminate), schedules, the cluster (with each shard's lag) |
 //! | `POST /api/v1/workflows` | start (`workflow_id`, `workflow_type`, `input`, `id_reuse_policy`, `execution_timeout_ms`) |
 //! | `GET /api/v1/workflows?workflow_type=&status=` | list |
 //! | `GET /api/v1/workflows/{id}?run_id=` | describe a run (default: the current one) |

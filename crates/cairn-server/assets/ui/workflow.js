@@ -6,8 +6,12 @@ import {api, badge, code, confirmWithReason, download, duration, esc, failureCha
 
 const EVENTS_PAGE = 200;
 const LIVE_WAIT_MS = 25_000;
-/** Most lanes the timeline draws; the rest are counted. */
+/** Most lanes the timeline draws at once; the rest are a click away ("Earlier lanes"). */
 const TIMELINE_LANES_MAX = 200;
+/** Most events the timeline reads when asked to draw the whole run (pages of 1,000). */
+const TIMELINE_EVENTS_MAX = 10_000;
+/** The narrowest window the timeline zooms to. */
+const TIMELINE_WINDOW_MIN_MS = 10;
 
 export async function render(app, id, params, signal) {
   const runParam = params.get("run") || "";
@@ -34,7 +38,15 @@ export async function render(app, id, params, signal) {
     ${pending(described)}
     <section class="panel" aria-labelledby="rel-h"><h2 id="rel-h">Relationships</h2><div id="relationships">${relationships(described, [])}</div></section>
     <section class="panel" aria-labelledby="calls-h"><h2 id="calls-h">Signal, query, update</h2>${callForms()}</section>
-    <section class="panel" aria-labelledby="timeline-h"><h2 id="timeline-h">Timeline</h2><div id="timeline"></div></section>
+    <section class="panel" aria-labelledby="timeline-h"><h2 id="timeline-h">Timeline</h2>
+      <div class="actions" role="toolbar" aria-label="Timeline zoom">
+        <button type="button" data-zoom="in">Zoom in</button><button type="button" data-zoom="out">Zoom out</button>
+        <button type="button" data-zoom="earlier">◀ Earlier</button><button type="button" data-zoom="later">Later ▶</button>
+        <button type="button" data-zoom="all">Whole run</button>
+        <button type="button" data-lanes="earlier">Earlier lanes</button><button type="button" data-lanes="later">Later lanes</button>
+        <button type="button" id="timeline-load" hidden>Draw every event</button>
+      </div>
+      <div id="timeline"></div></section>
     <section class="panel" aria-labelledby="history-h">
       <h2 id="history-h">History <span class="muted" id="event-count"></span></h2>
       <div class="tabs"><div role="tablist" aria-label="History views">
@@ -48,9 +60,28 @@ export async function render(app, id, params, signal) {
   // History: a page at a time; while the run is open, a long poll waits for the next event.
   const events = [];
   let next = 1, closed = false;
+  // The timeline draws the events loaded, or every event once asked (up to a bound), in a
+  // window of time the user zooms and pans, a page of lanes at a time.
+  const zoom = {from: null, to: null, lanesEnd: null, events: null, shown: null};
+  const drawTimeline = () => {
+    const loadButton = document.getElementById("timeline-load");
+    const total = Math.max(described.history_length, events.length);
+    loadButton.hidden = zoom.events !== null || events.length >= total;
+    loadButton.textContent = `Draw every event (${Math.min(total, TIMELINE_EVENTS_MAX)} of ${total})`;
+    document.getElementById("timeline").innerHTML = timeline(zoom.events || events, zoom);
+    const [span, lanes] = [zoom.shown.span, zoom.shown.lanes];
+    const set = (sel, enabled) => { document.querySelector(sel).disabled = !enabled; };
+    set("[data-zoom=in]", span.to - span.from > TIMELINE_WINDOW_MIN_MS);
+    set("[data-zoom=out]", zoom.from !== null);
+    set("[data-zoom=earlier]", span.from > span.start);
+    set("[data-zoom=later]", span.to < span.end);
+    set("[data-zoom=all]", zoom.from !== null || zoom.lanesEnd !== null);
+    set("[data-lanes=earlier]", lanes.first > 0);
+    set("[data-lanes=later]", lanes.last < lanes.total);
+  };
   const draw = () => {
     document.getElementById("history").innerHTML = historyView(tab, events);
-    document.getElementById("timeline").innerHTML = timeline(events);
+    drawTimeline();
     document.getElementById("relationships").innerHTML = relationships(described, events);
     document.getElementById("event-count").textContent = `${events.length} of ${Math.max(described.history_length, events.length)} events loaded`;
     for (const name of ["signal", "query", "update"]) fillNames(name, events);
@@ -73,6 +104,48 @@ export async function render(app, id, params, signal) {
     more.disabled = false;
     more.hidden = page.events.length < EVENTS_PAGE;
     draw();
+  };
+  document.querySelector("[aria-label='Timeline zoom']").onclick = async (event) => {
+    const button = event.target.closest("button");
+    if (!button || button.disabled || !zoom.shown) return;
+    const {start, end, from, to} = zoom.shown.span;
+    const width = to - from, middle = from + width / 2;
+    const within = (a, b) => {
+      const w = Math.min(Math.max(b - a, TIMELINE_WINDOW_MIN_MS), end - start);
+      const lo = Math.min(Math.max(a, start), end - w);
+      [zoom.from, zoom.to] = w >= end - start ? [null, null] : [lo, lo + w];
+      zoom.lanesEnd = null;
+    };
+    switch (button.dataset.zoom || button.dataset.lanes && `lanes-${button.dataset.lanes}` || button.id) {
+      case "in": within(middle - width / 4, middle + width / 4); break;
+      case "out": within(middle - width, middle + width); break;
+      case "earlier": within(from - width / 2, to - width / 2); break;
+      case "later": within(from + width / 2, to + width / 2); break;
+      case "all": [zoom.from, zoom.to, zoom.lanesEnd] = [null, null, null]; break;
+      case "lanes-earlier": zoom.lanesEnd = Math.max(zoom.shown.lanes.first, TIMELINE_LANES_MAX); break;
+      case "lanes-later": zoom.lanesEnd = Math.min(zoom.shown.lanes.last + TIMELINE_LANES_MAX, zoom.shown.lanes.total); break;
+      case "timeline-load": {
+        button.disabled = true;
+        const all = [];
+        try {
+          for (let from = 1; all.length < TIMELINE_EVENTS_MAX;) {
+            const page = await api("GET", `${base}/events?` + new URLSearchParams({run_id: run, from,
+              page_size: Math.min(1000, TIMELINE_EVENTS_MAX - all.length)}), undefined, {signal});
+            all.push(...page.events);
+            if (page.events.length < 1000) break;
+            from = page.next_event_id;
+          }
+        } catch (err) {
+          if (!signal.aborted) notify(err.message, true);
+          button.disabled = false;
+          return;
+        }
+        zoom.events = all;
+        break;
+      }
+      default: return;
+    }
+    drawTimeline();
   };
   document.getElementById("download").onclick = async () => {
     // The whole history, a page at a time, whatever is loaded on screen.
@@ -211,9 +284,16 @@ function historyView(tab, events) {
     <span class="etime">${timeTag(e.time_unix_ms)}</span> <b class="${eventClass(e.event_type)}">${esc(e.event_type)}</b> <span class="muted">${esc(gist(e))}</span></li>`).join("")}</ol>`;
 }
 
-/** Activities, timers and children as bars in time: one lane each, the newest kept if many. */
-function timeline(events) {
-  if (!events.length) return "<p>No events yet.</p>";
+/**
+ * Activities, timers and children as bars in time, one lane each: the lanes that overlap the
+ * zoom's window (the whole run unless zoomed), a page of `TIMELINE_LANES_MAX` of them (the
+ * newest unless paged), each bar cut to the window. Says what it drew in `zoom.shown`.
+ */
+function timeline(events, zoom) {
+  if (!events.length) {
+    zoom.shown = {span: {start: 0, end: 1, from: 0, to: 1}, lanes: {first: 0, last: 0, total: 0}};
+    return "<p>No events yet.</p>";
+  }
   const start = events[0].time_unix_ms, end = Math.max(events[events.length - 1].time_unix_ms, start + 1);
   const lanes = new Map();
   for (const e of events) {
@@ -229,19 +309,24 @@ function timeline(events) {
       lane.bad = /Failed|TimedOut/.test(e.event_type);
     }
   }
-  const all = [...lanes.values()];
-  const shown = all.slice(-TIMELINE_LANES_MAX);
-  const span = end - start;
-  const rows = shown.map((l) => {
-    const left = ((l.from - start) / span) * 100, width = Math.max(0.4, (((l.to ?? end) - l.from) / span) * 100);
+  const from = zoom.from ?? start, to = zoom.to ?? end;
+  const inWindow = [...lanes.values()].filter((l) => l.from <= to && (l.to ?? end) >= from);
+  const last = Math.min(zoom.lanesEnd ?? inWindow.length, inWindow.length);
+  const first = Math.max(0, last - TIMELINE_LANES_MAX);
+  zoom.shown = {span: {start, end, from, to}, lanes: {first, last, total: inWindow.length}};
+  const span = Math.max(to - from, 1);
+  const rows = inWindow.slice(first, last).map((l) => {
+    const a = Math.max(l.from, from), b = Math.min(l.to ?? end, to);
+    const left = ((a - from) / span) * 100, width = Math.max(0.4, ((b - a) / span) * 100);
     return `<div class="lane"><span class="lane-label">${esc(l.label)} <span class="muted">${esc(l.what)}</span></span>
       <span class="lane-track"><span class="bar ${l.kind} ${l.bad ? "bad" : ""} ${l.to === null ? "open" : ""}" style="left:${left}%;width:${Math.min(width, 100 - left)}%"
         title="${esc(l.label)}: ${l.to === null ? "running" : duration(l.to - l.from)}"></span></span>
       <span class="lane-time">${l.to === null ? "running" : duration(l.to - l.from)}</span></div>`;
   });
-  return `${all.length > shown.length ? `<p class="muted">The newest ${shown.length} of ${all.length} lanes.</p>` : ""}
-    ${rows.length ? `<div class="timeline">${rows.join("")}</div>` : "<p>No activities, timers or children.</p>"}
-    <p class="muted">${timeTag(start)} → ${timeTag(end)} (${duration(end - start)})</p>`;
+  const zoomed = zoom.from !== null;
+  return `<p class="muted" id="timeline-window">${zoomed ? "Zoomed to " : ""}${timeTag(from)} → ${timeTag(to)} (${duration(to - from)}${zoomed ? ` of ${duration(end - start)}` : ""});
+      lanes ${inWindow.length ? first + 1 : 0}–${last} of ${inWindow.length}${inWindow.length < lanes.size ? ` (${lanes.size} in the run)` : ""}, from ${events.length} events.</p>
+    ${rows.length ? `<div class="timeline">${rows.join("")}</div>` : "<p>No activities, timers or children in this window.</p>"}`;
 }
 
 function callForms() {
