@@ -779,6 +779,32 @@ impl Run {
         Some((remote.task, remote.attempt))
     }
 
+    /// Takes `(task, attempt)` as out with a worker an earlier holder of the run handed it to
+    /// (another node before the shard moved, or this node's previous life), when it is still
+    /// the task owed and the history is as that worker saw it (`next_event_id`, the run's next
+    /// event id at the hand-out): its completion then applies as one handed out here would.
+    /// A task handed out here too is held by both workers; the first completion wins. In
+    /// memory: nothing to commit.
+    pub fn adopt_workflow_task(&mut self, task: u32, attempt: u32, next_event_id: u64) -> bool {
+        if self.state.status.is_closed() || self.state.next_event_id != next_event_id {
+            return false;
+        }
+        let Some(remote) = self.state.remote.as_mut() else {
+            return false;
+        };
+        if remote.task != task || remote.attempt != attempt {
+            return false;
+        }
+        if remote.task_out {
+            return true;
+        }
+        if !remote.task_due || !remote.buffered.is_empty() {
+            return false;
+        }
+        remote.task_out = true;
+        true
+    }
+
     /// Whether `(task, attempt)` is the task a worker holds now.
     pub fn holds_workflow_task(&self, task: u32, attempt: u32) -> bool {
         !self.state.status.is_closed()

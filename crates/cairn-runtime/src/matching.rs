@@ -143,6 +143,18 @@ struct Entry {
     cancel: watch::Receiver<bool>,
 }
 
+/// What a workflow task token names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WorkflowTaskToken {
+    pub owed: WorkflowTaskRef,
+    pub task: u32,
+    pub attempt: u32,
+    /// `None`: handed out by this node's current life. Otherwise handed out by an earlier
+    /// holder of the run (another node, or this node's previous life), when the run's next
+    /// event id was this: the run adopts the task only if its history is still that.
+    pub earlier_holder: Option<u64>,
+}
+
 /// A remote run with a workflow task owed, as matching queues it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WorkflowTaskRef {
@@ -394,16 +406,18 @@ impl Matching {
             .sum()
     }
 
-    /// The opaque token of a handed-out workflow task.
+    /// The opaque token of a workflow task handed out when the run's next event id was
+    /// `next_event_id`.
     pub(crate) fn workflow_token(
         &self,
         shard: u32,
         run_id: RunId,
         task: u32,
         attempt: u32,
+        next_event_id: u64,
     ) -> String {
         format!(
-            "cairn-wft/{}/{}/{shard}/{run_id}/{task}/{attempt}",
+            "cairn-wft/{}/{}/{shard}/{run_id}/{task}/{attempt}/{next_event_id}",
             self.node_id, self.incarnation
         )
     }
@@ -448,18 +462,37 @@ impl Matching {
         Ok((owed, token_field(&mut fields)?))
     }
 
-    /// The task a workflow task token names, if this node's current life handed it out.
+    /// The task a workflow task token names, whoever handed it out (a token without the
+    /// run's next event id, of an earlier version, only if this node's current life did).
     pub(crate) fn parse_workflow_token(
         &self,
         token: &str,
-    ) -> Result<(WorkflowTaskRef, u32, u32), MatchingError> {
-        let mut fields = self.own_token_fields(token, "cairn-wft")?;
-        let owed = WorkflowTaskRef {
-            shard: token_field(&mut fields)?,
-            run_id: token_field(&mut fields)?,
+    ) -> Result<WorkflowTaskToken, MatchingError> {
+        let mut parts = token.split('/');
+        let (Some("cairn-wft"), Some(node), Some(incarnation)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(MatchingError::WorkflowTaskNotFound);
         };
-        let task = token_field(&mut fields)?;
-        Ok((owed, task, token_field(&mut fields)?))
+        let this_life = node == self.node_id && incarnation == self.incarnation;
+        let owed = WorkflowTaskRef {
+            shard: token_field(&mut parts)?,
+            run_id: token_field(&mut parts)?,
+        };
+        let task = token_field(&mut parts)?;
+        let attempt = token_field(&mut parts)?;
+        let next_event_id = token_field::<u64>(&mut parts).ok();
+        let earlier_holder = match (this_life, next_event_id) {
+            (true, _) => None,
+            (false, Some(next_event_id)) => Some(next_event_id),
+            (false, None) => return Err(MatchingError::WorkflowTaskNotFound),
+        };
+        Ok(WorkflowTaskToken {
+            owed,
+            task,
+            attempt,
+            earlier_holder,
+        })
     }
 
     /// Puts an attempt in its task queue; the answer comes on `Offered::outcome`.
@@ -708,23 +741,36 @@ mod tests {
                 .is_none(),
             "run 2 was not offered again"
         );
-        let token = matching.workflow_token(3, run(9).run_id, 4, 2);
-        assert_eq!(
-            matching.parse_workflow_token(&token).unwrap(),
-            (
-                WorkflowTaskRef {
-                    shard: 3,
-                    run_id: run(9).run_id
-                },
-                4,
-                2
-            )
-        );
+        let token = matching.workflow_token(3, run(9).run_id, 4, 2, 17);
+        let named = WorkflowTaskToken {
+            owed: WorkflowTaskRef {
+                shard: 3,
+                run_id: run(9).run_id,
+            },
+            task: 4,
+            attempt: 2,
+            earlier_holder: None,
+        };
+        assert_eq!(matching.parse_workflow_token(&token).unwrap(), named);
         let other_life = Matching::new("n1", crate::Clock::System, &crate::Entropy::os());
         assert_eq!(
             other_life.parse_workflow_token(&token),
+            Ok(WorkflowTaskToken {
+                earlier_holder: Some(17),
+                ..named
+            }),
+            "a token of another life names the history its worker saw"
+        );
+        let old_format = token.rsplit_once('/').unwrap().0;
+        assert_eq!(
+            matching.parse_workflow_token(old_format),
+            Ok(named),
+            "an earlier version's token of this life"
+        );
+        assert_eq!(
+            other_life.parse_workflow_token(old_format),
             Err(MatchingError::WorkflowTaskNotFound),
-            "a token of another life is refused"
+            "an earlier version's token of another life is refused"
         );
     }
 

@@ -45,6 +45,9 @@ pub enum WorkflowMsg {
     CompleteWorkflowTask {
         task: u32,
         attempt: u32,
+        /// Handed out by an earlier holder of the run when its next event id was this
+        /// (`WorkflowTaskToken::earlier_holder`); `None`: by this node's current life.
+        earlier_holder: Option<u64>,
         commands: Vec<cairn_types::Command>,
         /// Answers to the queries attached to the task, by query id.
         query_results: Vec<(u64, Result<Payload, String>)>,

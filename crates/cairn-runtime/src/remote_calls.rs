@@ -174,6 +174,7 @@ impl<S: Store> Node<S> {
                         query_results,
                         new_task,
                         rejections,
+                        true,
                     )
                     .await
             }

@@ -2,7 +2,8 @@
 //! waiting activity attempt sits in the matching of the node holding its run's shard — but a
 //! worker may poll any node: a poll that finds nothing at home takes, without waiting, a task
 //! waiting at each other live node (through [`crate::Peers`]), a slice of
-//! [`PEER_POLL_SLICE_MS`] at a time, and answers go to the node the task's token names.
+//! [`PEER_POLL_SLICE_MS`] at a time, and answers go to the node the task's token names (a
+//! workflow task's completion, if its shard moved since, on to the shard's holder now).
 
 use crate::local::Local;
 use crate::matching::MatchingError;
@@ -105,6 +106,10 @@ impl<S: Store> Local<S> {
         }
     }
 
+    /// A worker's completion of the workflow task `token` names, applied by the run here. A
+    /// task whose shard moved since it was handed out goes to the shard's holder now (unless
+    /// `forward` is off: a call another node forwarded), which adopts it if the run's history
+    /// is still what the worker saw.
     pub(crate) async fn complete_local_workflow_task(
         &self,
         token: &str,
@@ -112,18 +117,35 @@ impl<S: Store> Local<S> {
         query_results: Vec<(u64, Result<Payload, String>)>,
         new_task: bool,
         rejections: Vec<(String, cairn_types::Failure)>,
+        forward: bool,
     ) -> Result<(), MatchingError> {
-        let (owed, task, attempt) = self.matching.parse_workflow_token(token)?;
-        let shard = self
-            .shard(owed.shard)
-            .ok_or(MatchingError::WorkflowTaskNotFound)?;
+        let named = self.matching.parse_workflow_token(token)?;
+        let Some(shard) = self.shard(named.owed.shard) else {
+            if !forward {
+                return Err(MatchingError::WorkflowTaskNotFound);
+            }
+            let holder = self.shard_holder(named.owed.shard).await?;
+            let call = PeerTaskCall::CompleteWorkflowTask {
+                token: token.to_string(),
+                commands,
+                query_results,
+                new_task,
+                rejections,
+            };
+            return match holder.1.0.task(&holder.0, call).await {
+                Ok(PeerTaskAnswer::Refused(e)) => Err(e),
+                Ok(_) => Ok(()),
+                Err(_) => Err(MatchingError::WorkflowTaskUnavailable),
+            };
+        };
         match shard
             .call(
                 |reply| ShardMsg::ToRun {
-                    run_id: owed.run_id,
+                    run_id: named.owed.run_id,
                     message: WorkflowMsg::CompleteWorkflowTask {
-                        task,
-                        attempt,
+                        task: named.task,
+                        attempt: named.attempt,
+                        earlier_holder: named.earlier_holder,
                         commands,
                         query_results,
                         new_task,
@@ -140,13 +162,35 @@ impl<S: Store> Local<S> {
         }
     }
 
+    /// The address of the live node that holds `shard` now, if it is another and reachable
+    /// (`WorkflowTaskUnavailable` while nobody holds it: the worker's retry finds the holder).
+    async fn shard_holder(
+        &self,
+        shard: u32,
+    ) -> Result<(String, crate::PeersHandle), MatchingError> {
+        let unavailable = MatchingError::WorkflowTaskUnavailable;
+        let peers = self
+            .config
+            .peers
+            .clone()
+            .ok_or(MatchingError::WorkflowTaskNotFound)?;
+        match crate::cluster::route(self, shard).await {
+            Ok(crate::cluster::Route::Node {
+                node_id,
+                address: Some(address),
+            }) if node_id != self.config.node_id => Ok((address, peers)),
+            Ok(crate::cluster::Route::Node { .. }) => Err(MatchingError::WorkflowTaskNotFound),
+            Ok(crate::cluster::Route::Nobody) | Err(_) => Err(unavailable),
+        }
+    }
+
     pub(crate) fn tell_local_run(
         &self,
         token: &str,
         message: WorkflowMsg,
     ) -> Result<(), MatchingError> {
         let owed = match self.matching.parse_workflow_token(token) {
-            Ok((owed, _, _)) => owed,
+            Ok(named) => named.owed,
             Err(_) => self.matching.parse_query_token(token)?.0,
         };
         let shard = self
@@ -165,7 +209,13 @@ impl<S: Store> Local<S> {
         token: &str,
         failure: Option<cairn_types::Failure>,
     ) -> Result<(), MatchingError> {
-        let (_, task, attempt) = self.matching.parse_workflow_token(token)?;
+        let named = self.matching.parse_workflow_token(token)?;
+        if named.earlier_holder.is_some() {
+            // The task is owed here again (or out with this life's worker): a failure
+            // reported for an earlier hand-out changes nothing.
+            return Err(MatchingError::WorkflowTaskNotFound);
+        }
+        let (task, attempt) = (named.task, named.attempt);
         let why = failure.map(cairn_core::WorkflowTaskFailure::Failed);
         self.tell_local_run(token, WorkflowMsg::FailWorkflowTask { task, attempt, why })
     }
@@ -185,7 +235,8 @@ impl<S: Store> Local<S> {
         )
     }
 
-    /// Serves a call another node forwarded (never forwards again).
+    /// Serves a call another node forwarded (never forwards again, but for a workflow task's
+    /// completion at the node that handed it out: on to its shard's holder now).
     pub(crate) async fn serve_task_call(&self, call: PeerTaskCall) -> PeerTaskAnswer {
         let done = |r: Result<(), MatchingError>| match r {
             Ok(()) => PeerTaskAnswer::Done,
@@ -213,16 +264,22 @@ impl<S: Store> Local<S> {
                 query_results,
                 new_task,
                 rejections,
-            } => done(
-                self.complete_local_workflow_task(
-                    &token,
-                    commands,
-                    query_results,
-                    new_task,
-                    rejections,
+            } => {
+                // Sent on by the node that handed the task out (the worker asked another), it
+                // may go once more, to the shard's holder now; never further.
+                let handed_out_here = token_node(&token) == Some(self.config.node_id.as_str());
+                done(
+                    self.complete_local_workflow_task(
+                        &token,
+                        commands,
+                        query_results,
+                        new_task,
+                        rejections,
+                        handed_out_here,
+                    )
+                    .await,
                 )
-                .await,
-            ),
+            }
             PeerTaskCall::FailWorkflowTask { token, failure } => {
                 done(self.fail_local_workflow_task(&token, failure))
             }

@@ -284,6 +284,7 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
             WorkflowMsg::CompleteWorkflowTask {
                 task,
                 attempt,
+                earlier_holder,
                 commands,
                 query_results,
                 new_task,
@@ -315,6 +316,22 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                 }
                 // Queries the worker left unanswered wait for the next task.
                 state.queries.detach(task, attempt);
+                if let Some(next_event_id) = earlier_holder {
+                    // An acceptance whose request was admitted only by the earlier holder
+                    // cannot be recorded whole: not adopted; the task is handed out again.
+                    let unknown_update = commands.iter().any(|c| {
+                        matches!(c, cairn_types::Command::AcceptUpdate { name, .. } if name.is_empty())
+                    });
+                    let adopted = !unknown_update
+                        && state
+                            .run
+                            .as_mut()
+                            .is_some_and(|r| r.adopt_workflow_task(task, attempt, next_event_id));
+                    if !adopted {
+                        let _ = reply.send(Err(crate::MatchingError::WorkflowTaskNotFound));
+                        return Ok(());
+                    }
+                }
                 let Some(run) = state
                     .run
                     .as_ref()
@@ -685,6 +702,8 @@ impl<S: Store> WorkflowState<S> {
             return self.take_query_task(&record).await;
         };
         let remote = run.remote()?.clone();
+        // Nothing is held, so the run's state is as committed: the history the worker reads.
+        let next_event_id = run.state().next_event_id;
         let queries = self.queries.attach(task, attempt);
         let history = match self.read_history().await {
             Ok(history) => history,
@@ -708,10 +727,13 @@ impl<S: Store> WorkflowState<S> {
             why: Some(cairn_core::WorkflowTaskFailure::TimedOut),
         });
         Some(WorkflowTask {
-            token: self
-                .shared
-                .matching
-                .workflow_token(self.shard, self.run_id, task, attempt),
+            token: self.shared.matching.workflow_token(
+                self.shard,
+                self.run_id,
+                task,
+                attempt,
+                next_event_id,
+            ),
             attempt,
             scheduled_unix_ms: remote
                 .task_timer_at

@@ -498,19 +498,7 @@ async fn a_signal_racing_a_closing_completion_and_queries_reach_the_worker() {
     let mut client = server.client().await;
     start(&mut client, "race", 10).await;
     let task = poll(&mut client).await;
-    client
-        .signal_workflow_execution(ws::SignalWorkflowExecutionRequest {
-            namespace: "default".into(),
-            workflow_execution: Some(WorkflowExecution {
-                workflow_id: "race".into(),
-                run_id: String::new(),
-            }),
-            signal_name: "late".into(),
-            input: Some(json(serde_json::json!(7))),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    signal_late(&mut client, "race").await;
     let stale = complete(
         &mut client,
         task.task_token,
@@ -579,6 +567,26 @@ async fn a_signal_racing_a_closing_completion_and_queries_reach_the_worker() {
     server.stop().await;
 }
 
+/// Signals workflow `id` with `late` (7).
+async fn signal_late(client: &mut WorkflowServiceClient<Channel>, id: &str) {
+    client
+        .signal_workflow_execution(ws::SignalWorkflowExecutionRequest {
+            namespace: "default".into(),
+            workflow_execution: Some(WorkflowExecution {
+                workflow_id: id.into(),
+                run_id: String::new(),
+            }),
+            signal_name: "late".into(),
+            input: Some(json(serde_json::json!(7))),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// A task held by a worker when its node died, whose run got a signal after the restart: the
+/// worker's completion is refused (it did not see the signal), and the task is handed out
+/// again from the store with the signal in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_while_a_worker_holds_a_task_hands_it_out_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -601,6 +609,7 @@ async fn a_node_killed_while_a_worker_holds_a_task_hands_it_out_again() {
     server.node.crash();
     let server = serve(dir.path()).await;
     let mut client = server.client().await;
+    signal_late(&mut client, "killed").await;
     let refused = complete(
         &mut client,
         held.task_token.clone(),
@@ -612,15 +621,15 @@ async fn a_node_killed_while_a_worker_holds_a_task_hands_it_out_again() {
     assert_eq!(
         refused.code(),
         Code::NotFound,
-        "a token of the node's previous life"
+        "a task of the node's previous life whose history grew since"
     );
     let again = tokio::time::timeout(Duration::from_secs(30), poll(&mut client))
         .await
         .unwrap();
-    assert_eq!(
-        types(&again),
-        types(&held),
-        "the same task, from the store, after the restart"
+    assert!(
+        types(&again).contains(&EventType::WorkflowExecutionSignaled),
+        "the task again, from the store, with the signal: {:?}",
+        types(&again)
     );
     complete(
         &mut client,
@@ -633,6 +642,50 @@ async fn a_node_killed_while_a_worker_holds_a_task_hands_it_out_again() {
     assert_eq!(
         closed_result(&mut client, "killed").await,
         serde_json::json!("after")
+    );
+    server.stop().await;
+}
+
+/// A task held by a worker when its node died, whose run is as the worker saw it: as on
+/// Temporal (where the task's start is stored), the worker's completion applies on the
+/// restarted node. The restarted node has handed the task out again meanwhile; the first of
+/// the two completions wins and the other is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_held_across_a_restart_completes_if_its_history_is_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path()).await;
+    let mut client = server.client().await;
+    start(&mut client, "adopted", 10).await;
+    let held = poll(&mut client).await;
+    let _ = server.stop.send(());
+    let _ = server.served.await;
+    server.node.crash();
+    let server = serve(dir.path()).await;
+    let mut client = server.client().await;
+    let again = tokio::time::timeout(Duration::from_secs(30), poll(&mut client))
+        .await
+        .unwrap();
+    assert_eq!(types(&again), types(&held), "the same task, from the store");
+    complete(
+        &mut client,
+        held.task_token,
+        vec![finish(serde_json::json!("held"))],
+        HashMap::new(),
+    )
+    .await
+    .unwrap();
+    let second = complete(
+        &mut client,
+        again.task_token,
+        vec![finish(serde_json::json!("again"))],
+        HashMap::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(second.code(), Code::NotFound, "the task was completed");
+    assert_eq!(
+        closed_result(&mut client, "adopted").await,
+        serde_json::json!("held")
     );
     server.stop().await;
 }
@@ -793,6 +846,127 @@ async fn a_worker_polling_one_node_gets_the_tasks_of_every_shard_over_http() {
     let b = nodes.pop().unwrap();
     let a = nodes.pop().unwrap();
     worker_on_one_of_two_nodes(a, b).await;
+}
+
+/// A task a worker holds when its run's shard moves (its node drains; the other node takes
+/// the shard): the worker's completion, sent to the node that handed the task out, goes on to
+/// the shard's new holder, which applies it (the history is as the worker saw it) — no
+/// timeout, no second hand-out, as on Temporal. The task the new holder owed meanwhile is
+/// refused once the first completion is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_held_while_its_shard_moves_completes_at_the_new_holder() {
+    let peers = std::sync::Arc::new(cairn::InProcessPeers::default());
+    let config = |name: &str| cairn::NodeConfig {
+        advertise_address: Some(format!("inproc://{name}")),
+        peers: Some(cairn::PeersHandle(peers.clone())),
+        ..two_node_config(name)
+    };
+    let store = cairn::MemStore::new();
+    let a = cairn::Node::builder()
+        .config(config("ma"))
+        .start(store.clone())
+        .await
+        .unwrap();
+    let b = cairn::Node::builder()
+        .config(config("mb"))
+        .start(store.clone())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while b.held_shards().is_empty() || a.held_shards().len() + b.held_shards().len() != 8 {
+        assert!(std::time::Instant::now() < deadline, "no shards on b");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(cairn_temporal::serve(
+        listener,
+        b.runtime(),
+        None,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut client = WorkflowServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    let id = (0..)
+        .map(|i| format!("moving-{i}"))
+        .find(|id| {
+            let shard = b
+                .runtime()
+                .shard_of(&cairn::WorkflowId::new(id.clone()).unwrap());
+            b.held_shards().iter().any(|(s, _)| *s == shard)
+        })
+        .unwrap();
+    start(&mut client, &id, 10).await;
+    let held = tokio::time::timeout(Duration::from_secs(20), poll(&mut client))
+        .await
+        .unwrap();
+    b.drain().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while a.held_shards().len() != 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a did not take b's shards"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The new holder owes the task again (it cannot know the worker still holds it).
+    let again = tokio::time::timeout(Duration::from_secs(20), poll(&mut client))
+        .await
+        .unwrap();
+    assert_eq!(types(&again), types(&held), "the same task");
+    complete(
+        &mut client,
+        held.task_token,
+        vec![finish(serde_json::json!("moved"))],
+        HashMap::new(),
+    )
+    .await
+    .unwrap();
+    let second = complete(
+        &mut client,
+        again.task_token,
+        vec![finish(serde_json::json!("again"))],
+        HashMap::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(second.code(), Code::NotFound, "the task was completed");
+    assert_eq!(
+        closed_result(&mut client, &id).await,
+        serde_json::json!("moved")
+    );
+    let history = types(&ws::PollWorkflowTaskQueueResponse {
+        history: Some(
+            client
+                .get_workflow_execution_history(ws::GetWorkflowExecutionHistoryRequest {
+                    namespace: "default".into(),
+                    execution: Some(WorkflowExecution {
+                        workflow_id: id.clone(),
+                        run_id: String::new(),
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .history
+                .unwrap(),
+        ),
+        ..Default::default()
+    });
+    assert!(
+        !history.contains(&EventType::WorkflowTaskTimedOut)
+            && !history.contains(&EventType::WorkflowTaskFailed),
+        "{history:?}"
+    );
+    let _ = stop.send(());
+    served.await.unwrap().unwrap();
+    b.shutdown().await;
+    a.shutdown().await;
 }
 
 fn two_node_config(name: &str) -> cairn::NodeConfig {
