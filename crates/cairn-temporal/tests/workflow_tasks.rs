@@ -666,8 +666,21 @@ async fn a_task_held_across_a_restart_completes_if_its_history_is_unchanged() {
         .await
         .unwrap();
     assert_eq!(types(&again), types(&held), "the same task, from the store");
+    first_completion_wins(&mut client, "adopted", held, again).await;
+    server.stop().await;
+}
+
+/// Two workers hold one task of workflow `id` (an earlier holder's hand-out, `held`, and the
+/// current holder's, `again`): `held`'s completion closes the run with "held", `again`'s is
+/// refused.
+async fn first_completion_wins(
+    client: &mut WorkflowServiceClient<Channel>,
+    id: &str,
+    held: ws::PollWorkflowTaskQueueResponse,
+    again: ws::PollWorkflowTaskQueueResponse,
+) {
     complete(
-        &mut client,
+        client,
         held.task_token,
         vec![finish(serde_json::json!("held"))],
         HashMap::new(),
@@ -675,7 +688,7 @@ async fn a_task_held_across_a_restart_completes_if_its_history_is_unchanged() {
     .await
     .unwrap();
     let second = complete(
-        &mut client,
+        client,
         again.task_token,
         vec![finish(serde_json::json!("again"))],
         HashMap::new(),
@@ -683,11 +696,7 @@ async fn a_task_held_across_a_restart_completes_if_its_history_is_unchanged() {
     .await
     .unwrap_err();
     assert_eq!(second.code(), Code::NotFound, "the task was completed");
-    assert_eq!(
-        closed_result(&mut client, "adopted").await,
-        serde_json::json!("held")
-    );
-    server.stop().await;
+    assert_eq!(closed_result(client, id).await, serde_json::json!("held"));
 }
 
 /// The shard's new holder (here the node itself, restarted) offers a task the dead node had
@@ -792,24 +801,27 @@ fn schedule_activity(id: &str, input: serde_json::Value) -> cmd::Command {
 /// transport, and the worker's answers, sent to A, go on to B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_polling_one_node_gets_the_tasks_of_every_shard() {
-    let peers = std::sync::Arc::new(cairn::InProcessPeers::default());
-    let config = |name: &str| cairn::NodeConfig {
-        advertise_address: Some(format!("inproc://{name}")),
-        peers: Some(cairn::PeersHandle(peers.clone())),
-        ..two_node_config(name)
-    };
-    let store = cairn::MemStore::new();
-    let a = cairn::Node::builder()
-        .config(config("wa"))
-        .start(store.clone())
-        .await
-        .unwrap();
-    let b = cairn::Node::builder()
-        .config(config("wb"))
-        .start(store.clone())
-        .await
-        .unwrap();
+    let (a, b) = two_nodes_in_process("wa", "wb").await;
     worker_on_one_of_two_nodes(a, b).await;
+}
+
+/// Two nodes over one store, reaching each other through in-process peers.
+async fn two_nodes_in_process(
+    a: &str,
+    b: &str,
+) -> (cairn::Node<cairn::MemStore>, cairn::Node<cairn::MemStore>) {
+    let peers = std::sync::Arc::new(cairn::InProcessPeers::default());
+    let store = cairn::MemStore::new();
+    let start = |name: &str| {
+        cairn::Node::builder()
+            .config(cairn::NodeConfig {
+                advertise_address: Some(format!("inproc://{name}")),
+                peers: Some(cairn::PeersHandle(peers.clone())),
+                ..two_node_config(name)
+            })
+            .start(store.clone())
+    };
+    (start(a).await.unwrap(), start(b).await.unwrap())
 }
 
 /// The same over HTTP between the nodes' own APIs (the transport `cairn server start` uses).
@@ -855,42 +867,9 @@ async fn a_worker_polling_one_node_gets_the_tasks_of_every_shard_over_http() {
 /// refused once the first completion is in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_task_held_while_its_shard_moves_completes_at_the_new_holder() {
-    let peers = std::sync::Arc::new(cairn::InProcessPeers::default());
-    let config = |name: &str| cairn::NodeConfig {
-        advertise_address: Some(format!("inproc://{name}")),
-        peers: Some(cairn::PeersHandle(peers.clone())),
-        ..two_node_config(name)
-    };
-    let store = cairn::MemStore::new();
-    let a = cairn::Node::builder()
-        .config(config("ma"))
-        .start(store.clone())
-        .await
-        .unwrap();
-    let b = cairn::Node::builder()
-        .config(config("mb"))
-        .start(store.clone())
-        .await
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while b.held_shards().is_empty() || a.held_shards().len() + b.held_shards().len() != 8 {
-        assert!(std::time::Instant::now() < deadline, "no shards on b");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(cairn_temporal::serve(
-        listener,
-        b.runtime(),
-        None,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let mut client = WorkflowServiceClient::connect(format!("http://{address}"))
-        .await
-        .unwrap();
+    let (a, b) = two_nodes_in_process("ma", "mb").await;
+    shards_shared(&a, &b).await;
+    let (mut client, stop, served) = frontend(&b).await;
     let id = (0..)
         .map(|i| format!("moving-{i}"))
         .find(|id| {
@@ -918,27 +897,7 @@ async fn a_task_held_while_its_shard_moves_completes_at_the_new_holder() {
         .await
         .unwrap();
     assert_eq!(types(&again), types(&held), "the same task");
-    complete(
-        &mut client,
-        held.task_token,
-        vec![finish(serde_json::json!("moved"))],
-        HashMap::new(),
-    )
-    .await
-    .unwrap();
-    let second = complete(
-        &mut client,
-        again.task_token,
-        vec![finish(serde_json::json!("again"))],
-        HashMap::new(),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(second.code(), Code::NotFound, "the task was completed");
-    assert_eq!(
-        closed_result(&mut client, &id).await,
-        serde_json::json!("moved")
-    );
+    first_completion_wins(&mut client, &id, held, again).await;
     let history = types(&ws::PollWorkflowTaskQueueResponse {
         history: Some(
             client
@@ -969,6 +928,47 @@ async fn a_task_held_while_its_shard_moves_completes_at_the_new_holder() {
     a.shutdown().await;
 }
 
+/// Waits (bounded) until the two nodes hold every shard between them, each some.
+async fn shards_shared<S: cairn_store::Store>(a: &cairn::Node<S>, b: &cairn::Node<S>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while a.held_shards().is_empty()
+        || b.held_shards().is_empty()
+        || a.held_shards().len() + b.held_shards().len() != 8
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nodes did not share the shards"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Temporal's gRPC API of `node` on a loopback port: a client of it, the sender that stops
+/// it, and its task.
+async fn frontend<S: cairn_store::Store>(
+    node: &cairn::Node<S>,
+) -> (
+    WorkflowServiceClient<Channel>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(cairn_temporal::serve(
+        listener,
+        node.runtime(),
+        None,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let client = WorkflowServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    (client, stop, served)
+}
+
 fn two_node_config(name: &str) -> cairn::NodeConfig {
     cairn::NodeConfig {
         node_id: name.into(),
@@ -983,31 +983,8 @@ async fn worker_on_one_of_two_nodes(
     a: cairn::Node<cairn::MemStore>,
     b: cairn::Node<cairn::MemStore>,
 ) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while a.held_shards().is_empty()
-        || b.held_shards().is_empty()
-        || a.held_shards().len() + b.held_shards().len() != 8
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the nodes did not share the shards"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(cairn_temporal::serve(
-        listener,
-        a.runtime(),
-        None,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let mut client = WorkflowServiceClient::connect(format!("http://{address}"))
-        .await
-        .unwrap();
+    shards_shared(&a, &b).await;
+    let (mut client, stop, served) = frontend(&a).await;
     // Workflows on both nodes' shards.
     let mut ids = Vec::new();
     let mut on_b = 0;
