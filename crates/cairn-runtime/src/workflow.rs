@@ -291,12 +291,6 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                 rejections,
                 reply,
             } => {
-                for (id, answer) in query_results {
-                    state.queries.answer(id, answer);
-                }
-                for (update_id, failure) in rejections {
-                    state.updates.reject(&update_id, failure);
-                }
                 let mut commands = commands;
                 for command in &mut commands {
                     // An acceptance that does not repeat its request: the one admitted here.
@@ -314,8 +308,6 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                         input.clone_from(&request.input);
                     }
                 }
-                // Queries the worker left unanswered wait for the next task.
-                state.queries.detach(task, attempt);
                 if let Some(next_event_id) = earlier_holder {
                     // An acceptance whose request was admitted only by the earlier holder
                     // cannot be recorded whole: not adopted; the task is handed out again.
@@ -331,7 +323,18 @@ impl<S: Store> ThreadLocalActor for WorkflowActor<S> {
                         let _ = reply.send(Err(crate::MatchingError::WorkflowTaskNotFound));
                         return Ok(());
                     }
+                } else {
+                    // Query ids are this life's own: an earlier holder's answers are not for
+                    // the queries waiting here.
+                    for (id, answer) in query_results {
+                        state.queries.answer(id, answer);
+                    }
                 }
+                for (update_id, failure) in rejections {
+                    state.updates.reject(&update_id, failure);
+                }
+                // Queries the worker left unanswered wait for the next task.
+                state.queries.detach(task, attempt);
                 let Some(run) = state
                     .run
                     .as_ref()

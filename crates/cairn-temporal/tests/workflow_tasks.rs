@@ -646,6 +646,91 @@ async fn a_node_killed_while_a_worker_holds_a_task_hands_it_out_again() {
     server.stop().await;
 }
 
+/// An earlier holder's worker answers queries by the ids its own hand-out carried; the ids
+/// of this life's queries may be the same. Its completion applies (the history is
+/// unchanged), but its answers do not answer the query waiting here, which rides on the next
+/// task instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_holders_query_answers_do_not_answer_this_lifes_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path()).await;
+    let mut client = server.client().await;
+    start(&mut client, "asked", 120).await;
+    let held = poll(&mut client).await;
+    let _ = server.stop.send(());
+    let _ = server.served.await;
+    server.node.crash();
+    let server = serve(dir.path()).await;
+    let mut client = server.client().await;
+    // This life hands the task out again at once; a query sent then waits for the next task.
+    let again = tokio::time::timeout(Duration::from_secs(30), poll(&mut client))
+        .await
+        .unwrap();
+    assert!(again.queries.is_empty());
+    let mut querier = server.client().await;
+    let query = tokio::spawn(async move {
+        querier
+            .query_workflow(ws::QueryWorkflowRequest {
+                namespace: "default".into(),
+                execution: Some(WorkflowExecution {
+                    workflow_id: "asked".into(),
+                    run_id: String::new(),
+                }),
+                query: Some(WorkflowQuery {
+                    query_type: "status".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The earlier holder's worker answers ids 0 to 99, whatever this life numbers its query.
+    let stale = (0..100)
+        .map(|id| {
+            let result = WorkflowQueryResult {
+                result_type: QueryResultType::Answered as i32,
+                answer: Some(json(serde_json::json!("stale"))),
+                ..Default::default()
+            };
+            (id.to_string(), result)
+        })
+        .collect();
+    complete(&mut client, held.task_token, vec![timer("1")], stale)
+        .await
+        .unwrap();
+    // No task is owed until the timer fires: the query goes out on its own.
+    let next = tokio::time::timeout(Duration::from_secs(30), poll(&mut client))
+        .await
+        .unwrap();
+    assert!(next.query.is_some(), "a query task: {:?}", types(&next));
+    let token = String::from_utf8(next.task_token.clone()).unwrap();
+    let id = token.rsplit('/').next().unwrap();
+    assert!(
+        id.parse::<u32>().is_ok_and(|i| i < 100),
+        "{token}: its query id is among the stale answers"
+    );
+    client
+        .respond_query_task_completed(ws::RespondQueryTaskCompletedRequest {
+            namespace: "default".into(),
+            task_token: next.task_token,
+            completed_type: QueryResultType::Answered as i32,
+            query_result: Some(json(serde_json::json!("fresh"))),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let answered = query.await.unwrap().unwrap().into_inner();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(
+            &answered.query_result.unwrap().payloads[0].data
+        )
+        .unwrap(),
+        serde_json::json!("fresh")
+    );
+    server.stop().await;
+}
+
 /// Two workers hold one task of workflow `id` (an earlier holder's hand-out, `held`, and the
 /// current holder's, `again`): `held`'s completion closes the run with "held", `again`'s is
 /// refused.
