@@ -416,11 +416,17 @@ class TaggedWorkflow:
 
 @workflow.defn
 class NotedWorkflow:
-    """Reads the memo and search attributes it started with, changes both, and carries them
-    into a continued run."""
+    """Reads the memo and search attributes it started with, changes both once told to
+    proceed (so a list can see them first, whenever its worker runs), and carries them into a
+    continued run."""
 
     def __init__(self) -> None:
+        self.proceeding = False
         self.done = False
+
+    @workflow.signal
+    def proceed(self) -> None:
+        self.proceeding = True
 
     @workflow.signal
     def finish(self) -> None:
@@ -437,6 +443,7 @@ class NotedWorkflow:
         }
         if continued:
             return seen
+        await workflow.wait_condition(lambda: self.proceeding)
         workflow.upsert_memo({"stage": "working", "owner": None})
         workflow.upsert_search_attributes([TAG.value_unset(), PRIORITY.value_set(9)])
         await workflow.wait_condition(lambda: self.done)
@@ -1104,7 +1111,8 @@ async def memo_and_start_attributes(client: Client, run: str) -> None:
             [SearchAttributePair(TAG, tag), SearchAttributePair(PRIORITY, 3)]
         ),
     )
-    # Cairn lists a start at once; Temporal's visibility may lag a moment.
+    # Cairn lists a start at once; Temporal's visibility may lag a moment. The workflow
+    # changes its attributes only once told to proceed, below.
     listed = await listed_until(client, f"CustomKeywordField = '{tag}'", [f"noted-{run}"])
     check(
         [w.id for w in listed] == [f"noted-{run}"],
@@ -1114,6 +1122,7 @@ async def memo_and_start_attributes(client: Client, run: str) -> None:
         (await listed[0].memo()).get("owner") == "ops",
         "the list shows the memo given at start",
     )
+    await handle.signal(NotedWorkflow.proceed)
     changed = None
     for _ in range(100):
         described = await handle.describe()
