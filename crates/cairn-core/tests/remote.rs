@@ -559,3 +559,63 @@ fn a_completion_can_ask_for_the_next_task_at_once() {
         "nothing is owed without asking"
     );
 }
+
+/// An earlier holder's task is adopted only while it is the task owed and the history is as
+/// its worker saw it: not once an input was recorded since, not for another task or attempt,
+/// not once the run closed; a task out here too is held by both, and the first completion
+/// wins.
+#[test]
+fn an_earlier_holders_task_is_adopted_only_on_the_history_its_worker_saw() {
+    let mut run = start();
+    let seen = run.state().next_event_id;
+    assert!(!run.adopt_workflow_task(1, 2, seen), "another attempt");
+    assert!(!run.adopt_workflow_task(2, 1, seen), "another task");
+    assert!(!run.adopt_workflow_task(1, 1, seen + 1), "another history");
+    assert!(
+        run.adopt_workflow_task(1, 1, seen),
+        "the task owed, as seen"
+    );
+    assert!(run.holds_workflow_task(1, 1));
+    assert_eq!(run.take_workflow_task(), None, "adopted: out");
+
+    // Handed out here too, then adopted: one completion applies, the other finds no task.
+    let mut run = start();
+    assert_eq!(run.take_workflow_task(), Some((1, 1)));
+    assert!(run.adopt_workflow_task(1, 1, seen), "held by both");
+    let done = |task| Message::WorkflowTaskCompleted {
+        task,
+        attempt: 1,
+        commands: vec![activity(4)],
+        new_task: false,
+    };
+    let t = run.handle(vec![done(1)], 2_000).unwrap();
+    assert_eq!(
+        names(&t),
+        ["ActivityTaskScheduled", "WorkflowTaskCompleted"]
+    );
+    assert!(
+        !run.holds_workflow_task(1, 1),
+        "the second completion finds no task"
+    );
+    assert!(
+        !run.adopt_workflow_task(1, 1, seen),
+        "nor does the earlier holder's, once the history moved on"
+    );
+
+    // An input recorded since the earlier holder's hand-out: its worker did not see it.
+    let mut run = start();
+    run.handle(vec![signal("a")], 1_500).unwrap();
+    assert!(!run.adopt_workflow_task(1, 1, seen));
+    assert!(run.adopt_workflow_task(1, 1, run.state().next_event_id));
+
+    // A closed run adopts nothing.
+    let mut run = start();
+    run.handle(
+        vec![Message::Terminate {
+            reason: "done".into(),
+        }],
+        1_500,
+    )
+    .unwrap();
+    assert!(!run.adopt_workflow_task(1, 1, run.state().next_event_id));
+}
