@@ -265,6 +265,22 @@ impl Ui {
             .call("POST", &format!("/element/{element}/click"), None);
     }
 
+    /// Clicks `css` until the dialog asking for a reason is open: a page still re-rendering
+    /// (a refresh in flight) may replace the button between finding and clicking it, and a
+    /// click on the replaced one does nothing.
+    fn open_dialog(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            self.click(css);
+            std::thread::sleep(Duration::from_millis(100));
+            let open = "return !!document.querySelector('dialog[open] input[name=reason]')";
+            if self.script(open) == json!(true) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{css} opened no dialog");
+        }
+    }
+
     fn type_into(&self, css: &str, text: &str) {
         let element = self.driver.find(css);
         self.driver
@@ -488,7 +504,7 @@ fn workflows_list() {
     ui.click("input.pick[value=order-1]");
     ui.click("input.pick[value=order-2]");
     ui.text("2 selected");
-    ui.click("[data-batch=terminate][data-scope=selected]");
+    ui.open_dialog("[data-batch=terminate][data-scope=selected]");
     ui.type_into("dialog input[name=reason]", "end of quarter");
     ui.screenshot("workflows-batch-dialog");
     ui.click("#dialog-confirm");
@@ -609,10 +625,10 @@ fn workflow_detail() {
         "return document.querySelector('#update-form output').value.includes('InvalidAmount')",
     );
     // Terminate asks for a reason and a confirmation; dismissing it does nothing.
-    ui.click("#terminate");
+    ui.open_dialog("#terminate");
     ui.click("#dialog-dismiss");
     assert!(ui.cli(&["describe", "order-1"]).contains("running"));
-    ui.click("#terminate");
+    ui.open_dialog("#terminate");
     ui.type_into("dialog input[name=reason]", "duplicate order");
     ui.screenshot("workflow-terminate-dialog");
     ui.click("#dialog-confirm");
@@ -718,7 +734,7 @@ fn schedules() {
     ui.click("#create button.submit");
     let text = ui.text("every 1 h");
     assert!(text.contains("Next times"), "{text}");
-    ui.click("#toggle");
+    ui.open_dialog("#toggle");
     ui.type_into("dialog input[name=reason]", "maintenance window");
     ui.click("#dialog-confirm");
     let text = ui.text("maintenance window");
@@ -748,7 +764,7 @@ fn schedules() {
         "the backfilled actions",
         "window.dispatchEvent(new HashChangeEvent('hashchange')); return /[2-9] started/.test(document.body.innerText)",
     );
-    ui.click("#delete");
+    ui.open_dialog("#delete");
     ui.type_into("dialog input[name=reason]", "done");
     ui.click("#dialog-confirm");
     ui.text("No schedules yet");
