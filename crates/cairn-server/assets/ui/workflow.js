@@ -126,21 +126,13 @@ export async function render(app, id, params, signal) {
       case "lanes-later": zoom.lanesEnd = Math.min(zoom.shown.lanes.last + TIMELINE_LANES_MAX, zoom.shown.lanes.total); break;
       case "timeline-load": {
         button.disabled = true;
-        const all = [];
         try {
-          for (let from = 1; all.length < TIMELINE_EVENTS_MAX;) {
-            const page = await api("GET", `${base}/events?` + new URLSearchParams({run_id: run, from,
-              page_size: Math.min(1000, TIMELINE_EVENTS_MAX - all.length)}), undefined, {signal});
-            all.push(...page.events);
-            if (page.events.length < 1000) break;
-            from = page.next_event_id;
-          }
+          zoom.events = await readHistory(base, run, signal, TIMELINE_EVENTS_MAX);
         } catch (err) {
           if (!signal.aborted) notify(err.message, true);
           button.disabled = false;
           return;
         }
-        zoom.events = all;
         break;
       }
       default: return;
@@ -148,14 +140,8 @@ export async function render(app, id, params, signal) {
     drawTimeline();
   };
   document.getElementById("download").onclick = async () => {
-    // The whole history, a page at a time, whatever is loaded on screen.
-    const all = [];
-    for (let from = 1; ;) {
-      const page = await api("GET", `${base}/events?` + new URLSearchParams({run_id: run, from, page_size: 1000}), undefined, {signal});
-      all.push(...page.events);
-      if (page.events.length < 1000) break;
-      from = page.next_event_id;
-    }
+    // The whole history, whatever is loaded on screen.
+    const all = await readHistory(base, run, signal);
     download(`${id}-${run}-history.json`, JSON.stringify(all, null, 2));
   };
 
@@ -282,6 +268,19 @@ function historyView(tab, events) {
   }
   return `<ol class="compact">${events.map((e) => `<li id="event-${e.event_id}"><span class="eid">${e.event_id}</span>
     <span class="etime">${timeTag(e.time_unix_ms)}</span> <b class="${eventClass(e.event_type)}">${esc(e.event_type)}</b> <span class="muted">${esc(gist(e))}</span></li>`).join("")}</ol>`;
+}
+
+/** Run `run`'s history from its first event, a page of 1,000 at a time, up to `max` events. */
+async function readHistory(base, run, signal, max = Infinity) {
+  const all = [];
+  for (let from = 1; all.length < max;) {
+    const pageSize = Math.min(1000, max - all.length);
+    const page = await api("GET", `${base}/events?` + new URLSearchParams({run_id: run, from, page_size: pageSize}), undefined, {signal});
+    all.push(...page.events);
+    if (page.events.length < pageSize) break;
+    from = page.next_event_id;
+  }
+  return all;
 }
 
 /**
