@@ -509,23 +509,7 @@ async fn a_signal_racing_a_closing_completion_and_queries_reach_the_worker() {
     .unwrap_err();
     assert_eq!(stale.code(), Code::InvalidArgument, "{stale:?}");
     // A query waits for the next task, attached to it.
-    let mut querier = server.client().await;
-    let query = tokio::spawn(async move {
-        querier
-            .query_workflow(ws::QueryWorkflowRequest {
-                namespace: "default".into(),
-                execution: Some(WorkflowExecution {
-                    workflow_id: "race".into(),
-                    run_id: String::new(),
-                }),
-                query: Some(WorkflowQuery {
-                    query_type: "status".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-    });
+    let query = status_query(server.client().await, "race");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let next = poll(&mut client).await;
     assert!(
@@ -552,19 +536,39 @@ async fn a_signal_racing_a_closing_completion_and_queries_reach_the_worker() {
     )
     .await
     .unwrap();
-    let answered = query.await.unwrap().unwrap().into_inner();
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(
-            &answered.query_result.unwrap().payloads[0].data
-        )
-        .unwrap(),
-        serde_json::json!("signalled")
-    );
+    assert_eq!(query.await.unwrap(), serde_json::json!("signalled"));
     assert_eq!(
         closed_result(&mut client, "race").await,
         serde_json::json!("late")
     );
     server.stop().await;
+}
+
+/// Queries workflow `id`'s `status` in the background: its answer, decoded.
+fn status_query(
+    mut querier: WorkflowServiceClient<Channel>,
+    id: &str,
+) -> tokio::task::JoinHandle<serde_json::Value> {
+    let id = id.to_string();
+    tokio::spawn(async move {
+        let answered = querier
+            .query_workflow(ws::QueryWorkflowRequest {
+                namespace: "default".into(),
+                execution: Some(WorkflowExecution {
+                    workflow_id: id,
+                    run_id: String::new(),
+                }),
+                query: Some(WorkflowQuery {
+                    query_type: "status".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        serde_json::from_slice(&answered.query_result.unwrap().payloads[0].data).unwrap()
+    })
 }
 
 /// Signals workflow `id` with `late` (7).
@@ -667,23 +671,7 @@ async fn an_earlier_holders_query_answers_do_not_answer_this_lifes_queries() {
         .await
         .unwrap();
     assert!(again.queries.is_empty());
-    let mut querier = server.client().await;
-    let query = tokio::spawn(async move {
-        querier
-            .query_workflow(ws::QueryWorkflowRequest {
-                namespace: "default".into(),
-                execution: Some(WorkflowExecution {
-                    workflow_id: "asked".into(),
-                    run_id: String::new(),
-                }),
-                query: Some(WorkflowQuery {
-                    query_type: "status".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-    });
+    let query = status_query(server.client().await, "asked");
     tokio::time::sleep(Duration::from_millis(200)).await;
     // The earlier holder's worker answers ids 0 to 99, whatever this life numbers its query.
     let stale = (0..100)
@@ -720,14 +708,7 @@ async fn an_earlier_holders_query_answers_do_not_answer_this_lifes_queries() {
         })
         .await
         .unwrap();
-    let answered = query.await.unwrap().unwrap().into_inner();
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(
-            &answered.query_result.unwrap().payloads[0].data
-        )
-        .unwrap(),
-        serde_json::json!("fresh")
-    );
+    assert_eq!(query.await.unwrap(), serde_json::json!("fresh"));
     server.stop().await;
 }
 

@@ -114,6 +114,17 @@ async fn start_node<S: Store>(store: &S, config: NodeConfig) -> Node<S> {
         .unwrap()
 }
 
+/// The shard workflow `id` is placed on, if `node` holds it now.
+fn held_shard_of<S: Store>(node: &Node<S>, id: &str) -> Option<u32> {
+    let shard = node
+        .runtime()
+        .shard_of(&cairn::WorkflowId::new(id).unwrap());
+    node.held_shards()
+        .iter()
+        .any(|(s, _)| *s == shard)
+        .then_some(shard)
+}
+
 /// Waits (bounded) until the live nodes hold every shard between them, each shard once, and
 /// every live node holds at least one.
 async fn converged<S: Store>(nodes: &[&Node<S>], shard_count: u32) {
@@ -442,12 +453,7 @@ async fn queries_wait_out_a_failover_and_fail_clearly_without_a_route() {
     // A workflow on one of a's shards.
     let id = (0..)
         .map(|i| format!("query-job-{i}"))
-        .find(|id| {
-            let shard = a
-                .runtime()
-                .shard_of(&cairn::WorkflowId::new(id.clone()).unwrap());
-            a.held_shards().iter().any(|(s, _)| *s == shard)
-        })
+        .find(|id| held_shard_of(&a, id).is_some())
         .unwrap();
     b.client().start(job, &id, 1).send().await.unwrap();
     let handle = b.client().handle::<u64>(&id).unwrap();
@@ -471,13 +477,7 @@ async fn queries_wait_out_a_failover_and_fail_clearly_without_a_route() {
     .await;
     let held_by_b = (0..)
         .map(|i| format!("query-other-{i}"))
-        .find(|id| {
-            let shard = b
-                .runtime()
-                .shard_of(&cairn::WorkflowId::new(id.clone()).unwrap());
-            b.held_shards().iter().any(|(s, _)| *s == shard)
-                && !lonely.held_shards().iter().any(|(s, _)| *s == shard)
-        })
+        .find(|id| held_shard_of(&b, id).is_some() && held_shard_of(&lonely, id).is_none())
         .unwrap();
     b.client().start(job, &held_by_b, 2).send().await.unwrap();
     let error = lonely
@@ -512,18 +512,9 @@ async fn the_status_shows_a_shard_lagging_while_its_holder_is_dead() {
     let a = start_node(&store, config("lag-a")).await;
     let b = start_node(&store, config("lag-b")).await;
     converged(&[&a, &b], 8).await;
-    let on_a = |id: &String| {
-        let shard = a
-            .runtime()
-            .shard_of(&cairn::WorkflowId::new(id.clone()).unwrap());
-        a.held_shards()
-            .iter()
-            .any(|(s, _)| *s == shard)
-            .then_some(shard)
-    };
     let (id, shard) = (0..)
         .map(|i| format!("lag-nap-{i}"))
-        .find_map(|id| on_a(&id).map(|shard| (id, shard)))
+        .find_map(|id| held_shard_of(&a, &id).map(|shard| (id, shard)))
         .unwrap();
     b.client().start(nap, &id, 100).send().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1022,15 +1013,9 @@ async fn result_waiters_past_the_watch_bound_poll_and_all_get_their_results() {
     .await;
     converged(&[&a, &b], 8).await;
     // Workflows on a's shards, awaited through b.
-    let on_a = |id: &String| {
-        let shard = a
-            .runtime()
-            .shard_of(&cairn::WorkflowId::new(id.clone()).unwrap());
-        a.held_shards().iter().any(|(s, _)| *s == shard)
-    };
     let ids: Vec<String> = (0..)
         .map(|i| format!("watched-{i}"))
-        .filter(on_a)
+        .filter(|id| held_shard_of(&a, id).is_some())
         .take(WAITERS)
         .collect();
     for id in &ids {
