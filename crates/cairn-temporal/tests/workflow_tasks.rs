@@ -657,19 +657,8 @@ async fn a_node_killed_while_a_worker_holds_a_task_hands_it_out_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_earlier_holders_query_answers_do_not_answer_this_lifes_queries() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path()).await;
-    let mut client = server.client().await;
-    start(&mut client, "asked", 120).await;
-    let held = poll(&mut client).await;
-    let _ = server.stop.send(());
-    let _ = server.served.await;
-    server.node.crash();
-    let server = serve(dir.path()).await;
-    let mut client = server.client().await;
     // This life hands the task out again at once; a query sent then waits for the next task.
-    let again = tokio::time::timeout(Duration::from_secs(30), poll(&mut client))
-        .await
-        .unwrap();
+    let (server, mut client, held, again) = held_across_a_crash(dir.path(), "asked").await;
     assert!(again.queries.is_empty());
     let query = status_query(server.client().await, "asked");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -712,6 +701,34 @@ async fn an_earlier_holders_query_answers_do_not_answer_this_lifes_queries() {
     server.stop().await;
 }
 
+/// Starts workflow `id` (task timeout 120 s) on a node in `dir`, takes its first task, kills
+/// the node and starts it again: the restarted server, a client of it, the task held across
+/// the crash and the same task as the restarted node hands it out again (well before the
+/// timeout).
+async fn held_across_a_crash(
+    dir: &std::path::Path,
+    id: &str,
+) -> (
+    Server,
+    WorkflowServiceClient<Channel>,
+    ws::PollWorkflowTaskQueueResponse,
+    ws::PollWorkflowTaskQueueResponse,
+) {
+    let server = serve(dir).await;
+    let mut client = server.client().await;
+    start(&mut client, id, 120).await;
+    let held = poll(&mut client).await;
+    let _ = server.stop.send(());
+    let _ = server.served.await;
+    server.node.crash();
+    let server = serve(dir).await;
+    let mut client = server.client().await;
+    let again = tokio::time::timeout(Duration::from_secs(30), poll(&mut client))
+        .await
+        .expect("the task is offered again well before its 120 s timeout");
+    (server, client, held, again)
+}
+
 /// Two workers hold one task of workflow `id` (an earlier holder's hand-out, `held`, and the
 /// current holder's, `again`): `held`'s completion closes the run with "held", `again`'s is
 /// refused.
@@ -749,18 +766,7 @@ async fn first_completion_wins(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_held_when_its_node_died_is_offered_at_once_and_either_hold_completes_it() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path()).await;
-    let mut client = server.client().await;
-    start(&mut client, "held-long", 120).await;
-    let held = poll(&mut client).await;
-    let _ = server.stop.send(());
-    let _ = server.served.await;
-    server.node.crash();
-    let server = serve(dir.path()).await;
-    let mut client = server.client().await;
-    let again = tokio::time::timeout(Duration::from_secs(30), poll(&mut client))
-        .await
-        .expect("the task is offered again well before its 120 s timeout");
+    let (server, mut client, held, again) = held_across_a_crash(dir.path(), "held-long").await;
     assert_eq!(types(&again), types(&held), "the same task, from the store");
     first_completion_wins(&mut client, "held-long", held, again).await;
     server.stop().await;
